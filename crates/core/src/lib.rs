@@ -1,0 +1,10 @@
+//! mailroom's domain core: types that validate on construction and the policies that act on
+//! them. Nothing here performs I/O, so every rule can be tested in isolation and reused by the
+//! server, the CLI and the workers alike.
+
+pub mod client_ip;
+pub mod redact;
+pub mod request_id;
+
+pub use client_ip::TrustedProxies;
+pub use request_id::RequestId;

@@ -1,0 +1,34 @@
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum StorageError {
+    #[error("unsupported database URL: expected `sqlite:…` or `postgres://…`")]
+    UnsupportedUrl,
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("the database did not answer in time")]
+    Timeout,
+    #[error(
+        "the transaction kept conflicting with concurrent writes; gave up after {attempts} attempts"
+    )]
+    Contention { attempts: u32 },
+}
+
+impl StorageError {
+    /// A conflict that a fresh attempt of the same transaction may not hit: a PostgreSQL
+    /// serialization failure or deadlock, or SQLite still busy after its busy timeout.
+    pub(crate) fn is_retryable(&self) -> bool {
+        let StorageError::Database(sqlx::Error::Database(db)) = self else {
+            return false;
+        };
+        matches!(
+            db.code().as_deref(),
+            // PostgreSQL: serialization_failure, deadlock_detected.
+            Some("40001") | Some("40P01")
+            // SQLite: SQLITE_BUSY and its extended codes (recovery, snapshot, timeout).
+            | Some("5") | Some("261") | Some("517") | Some("773")
+        )
+    }
+}

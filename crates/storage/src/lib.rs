@@ -1,0 +1,184 @@
+//! All of mailroom's SQL lives here: the two backends (SQLite for one node, PostgreSQL for
+//! several), their migrations, and the transaction discipline. Callers above this crate see
+//! typed operations, never a query string.
+
+mod error;
+mod tx;
+
+/// Runs the same expression against whichever pool (or transaction) is open: one query text
+/// serves both backends wherever their SQL agrees, and the compiler still type-checks each arm
+/// against its own driver.
+macro_rules! on_backend {
+    ($value:expr, $enum:ident, $bound:ident => $body:expr) => {
+        match $value {
+            $enum::Sqlite($bound) => $body,
+            $enum::Postgres($bound) => $body,
+        }
+    };
+}
+pub(crate) use on_backend;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+pub use error::StorageError;
+pub use tx::Tx;
+
+/// How long a readiness probe may wait for the database before calling it unreachable.
+const PING_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long SQLite waits on a lock held by another connection before giving up.
+const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+}
+
+/// A pool of connections to one of the two backends. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Database {
+    pool: Pool,
+}
+
+#[derive(Clone, Debug)]
+enum Pool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+impl Database {
+    /// Connects to `sqlite:…` (created if missing, WAL, foreign keys on, busy timeout) or
+    /// `postgres://…`.
+    pub async fn connect(url: &str) -> Result<Self, StorageError> {
+        let pool = match Backend::of_url(url)? {
+            Backend::Sqlite => {
+                let options = SqliteConnectOptions::from_str(url)?
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Normal)
+                    .foreign_keys(true)
+                    .busy_timeout(SQLITE_BUSY_TIMEOUT);
+                Pool::Sqlite(
+                    SqlitePoolOptions::new()
+                        .max_connections(8)
+                        .connect_with(options)
+                        .await?,
+                )
+            }
+            Backend::Postgres => {
+                let options = PgConnectOptions::from_str(url)?.application_name("mailroom");
+                Pool::Postgres(
+                    PgPoolOptions::new()
+                        .max_connections(16)
+                        .acquire_timeout(Duration::from_secs(5))
+                        .connect_with(options)
+                        .await?,
+                )
+            }
+        };
+        Ok(Self { pool })
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self.pool {
+            Pool::Sqlite(_) => Backend::Sqlite,
+            Pool::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    /// Applies the backend's pending migrations. Safe to run from several nodes at once: on
+    /// PostgreSQL the migrator holds an advisory lock.
+    pub async fn migrate(&self) -> Result<(), StorageError> {
+        match &self.pool {
+            Pool::Sqlite(pool) => sqlx::migrate!("migrations/sqlite").run(pool).await?,
+            Pool::Postgres(pool) => sqlx::migrate!("migrations/postgres").run(pool).await?,
+        }
+        Ok(())
+    }
+
+    /// Whether the database answers a trivial query within [`PING_TIMEOUT`].
+    pub async fn ping(&self) -> Result<(), StorageError> {
+        let query = async {
+            on_backend!(&self.pool, Pool, pool => sqlx::query("SELECT 1").execute(pool).await.map(drop))
+        };
+        match tokio::time::timeout(PING_TIMEOUT, query).await {
+            Ok(result) => Ok(result?),
+            Err(_) => Err(StorageError::Timeout),
+        }
+    }
+
+    /// Waits for checked-out connections to return, then closes them all.
+    pub async fn close(&self) {
+        on_backend!(&self.pool, Pool, pool => pool.close().await)
+    }
+}
+
+impl Backend {
+    pub fn of_url(url: &str) -> Result<Self, StorageError> {
+        if url.starts_with("sqlite:") {
+            Ok(Backend::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Backend::Postgres)
+        } else {
+            Err(StorageError::UnsupportedUrl)
+        }
+    }
+}
+
+/// A database URL fit for a log line: the password, if any, is replaced.
+pub fn redacted_url(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            // Only fails for URLs that cannot have a password, which this one has.
+            let _ = parsed.set_password(Some("[redacted]"));
+            parsed.to_string()
+        }
+        Ok(parsed) => parsed.to_string(),
+        Err(_) => "[unparseable database url]".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backends_are_told_by_scheme() {
+        assert_eq!(
+            Backend::of_url("sqlite://data/m.db").unwrap(),
+            Backend::Sqlite
+        );
+        assert_eq!(Backend::of_url("sqlite:m.db").unwrap(), Backend::Sqlite);
+        assert_eq!(
+            Backend::of_url("postgresql://h/db").unwrap(),
+            Backend::Postgres
+        );
+        assert!(matches!(
+            Backend::of_url("mysql://h/db"),
+            Err(StorageError::UnsupportedUrl)
+        ));
+    }
+
+    #[test]
+    fn passwords_never_reach_log_lines() {
+        let shown = redacted_url("postgres://app:hunter2@db.internal:5432/mailroom");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("app:"), "{shown}");
+        assert_eq!(redacted_url("sqlite://./data/m.db"), "sqlite://./data/m.db");
+    }
+}

@@ -1,0 +1,202 @@
+//! The test harness: every test gets a database of its own, on SQLite and on PostgreSQL, and a
+//! peer that cannot be had makes its test skip loudly — or fail, under
+//! `MAILROOM_TEST_REQUIRE_ALL=1` (CI), so that no suite is skipped unnoticed.
+
+use std::time::Duration;
+
+use sqlx::{Connection, Executor, PgConnection};
+use tempfile::TempDir;
+
+/// Where PostgreSQL is when `MAILROOM_TEST_POSTGRES_URL` does not say.
+const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+}
+
+/// A database that exists for one test and is removed after it.
+pub struct TestDatabase {
+    backend: Backend,
+    url: String,
+    /// Holds the SQLite file's directory (and anything else the test keeps on disk).
+    dir: TempDir,
+    postgres: Option<PostgresDatabase>,
+}
+
+struct PostgresDatabase {
+    admin_url: String,
+    name: String,
+}
+
+impl TestDatabase {
+    pub async fn sqlite() -> Self {
+        let dir = tempdir();
+        let url = format!("sqlite://{}/mailroom.db", dir.path().display());
+        Self {
+            backend: Backend::Sqlite,
+            url,
+            dir,
+            postgres: None,
+        }
+    }
+
+    /// A fresh PostgreSQL database, or `None` when PostgreSQL cannot be reached (and
+    /// `MAILROOM_TEST_REQUIRE_ALL` is not set).
+    pub async fn postgres() -> Option<Self> {
+        let admin_url = std::env::var("MAILROOM_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| DEFAULT_POSTGRES_URL.to_owned());
+        let connect = PgConnection::connect(&admin_url);
+        let mut admin = match tokio::time::timeout(Duration::from_secs(5), connect).await {
+            Ok(Ok(connection)) => connection,
+            Ok(Err(error)) => return peer_missing("PostgreSQL", &error.to_string()),
+            Err(_) => return peer_missing("PostgreSQL", "connection timed out"),
+        };
+        let name = format!("mailroom_test_{}", uuid::Uuid::now_v7().simple());
+        // `name` is generated above from hex digits: safe to splice into DDL, which cannot
+        // take bind parameters.
+        if let Err(error) = admin
+            .execute(format!("CREATE DATABASE {name}").as_str())
+            .await
+        {
+            panic!("creating test database {name}: {error}");
+        }
+        let _ = admin.close().await;
+        let mut url = match url::Url::parse(&admin_url) {
+            Ok(url) => url,
+            Err(error) => panic!("MAILROOM_TEST_POSTGRES_URL is not a URL: {error}"),
+        };
+        url.set_path(&name);
+        Some(Self {
+            backend: Backend::Postgres,
+            url: url.to_string(),
+            dir: tempdir(),
+            postgres: Some(PostgresDatabase { admin_url, name }),
+        })
+    }
+
+    pub async fn new(backend: Backend) -> Option<Self> {
+        match backend {
+            Backend::Sqlite => Some(Self::sqlite().await),
+            Backend::Postgres => Self::postgres().await,
+        }
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// A scratch directory that lives as long as the database (a data dir, say).
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// Makes the PostgreSQL database refuse connections and drops the open ones, as if its
+    /// server had gone away. SQLite is in-process and cannot become unreachable.
+    pub async fn make_unreachable(&self) {
+        let Some(pg) = &self.postgres else {
+            panic!("only a PostgreSQL database can be made unreachable");
+        };
+        let mut admin = PgConnection::connect(&pg.admin_url)
+            .await
+            .unwrap_or_else(|e| panic!("admin connection: {e}"));
+        let name = &pg.name;
+        for statement in [
+            format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false"),
+            format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+            ),
+        ] {
+            if let Err(error) = admin.execute(statement.as_str()).await {
+                panic!("{statement}: {error}");
+            }
+        }
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let Some(pg) = self.postgres.take() else {
+            return;
+        };
+        // Drop runs inside the test's runtime, which cannot block on itself: a thread with a
+        // runtime of its own removes the database.
+        let cleanup = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            runtime.block_on(async {
+                if let Ok(mut admin) = PgConnection::connect(&pg.admin_url).await {
+                    let statement = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", pg.name);
+                    let _ = admin.execute(statement.as_str()).await;
+                }
+            });
+        });
+        let _ = cleanup.join();
+    }
+}
+
+/// Whether every peer must be present (CI): a missing one is then a failure, not a skip.
+pub fn require_all() -> bool {
+    std::env::var("MAILROOM_TEST_REQUIRE_ALL").is_ok_and(|v| v == "1")
+}
+
+/// Reports a peer the test needs but cannot have: a loud skip, or a failure under
+/// `MAILROOM_TEST_REQUIRE_ALL=1`.
+pub fn peer_missing<T>(peer: &str, why: &str) -> Option<T> {
+    if require_all() {
+        panic!("{peer} is required (MAILROOM_TEST_REQUIRE_ALL=1) but unavailable: {why}");
+    }
+    eprintln!("SKIPPED: {peer} unavailable ({why}); run ./scripts/test to provide it");
+    None
+}
+
+fn tempdir() -> TempDir {
+    match tempfile::Builder::new().prefix("mailroom-test-").tempdir() {
+        Ok(dir) => dir,
+        Err(error) => panic!("creating a temporary directory: {error}"),
+    }
+}
+
+/// Declares each test twice, as `name::sqlite` and `name::postgres`, each with a fresh
+/// [`TestDatabase`] bound to the given name.
+#[macro_export]
+macro_rules! both_backends {
+    ($(async fn $name:ident($db:ident) $body:block)*) => {$(
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                let $db = $crate::TestDatabase::sqlite().await;
+                $body
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                let Some($db) = $crate::TestDatabase::postgres().await else {
+                    return;
+                };
+                $body
+            }
+        }
+    )*};
+}
