@@ -1,1 +1,23 @@
+//! mailroom's HTTP server: the hardened edge every request passes through, the JSON API and the
+//! server-rendered pages. This is the only crate that knows HTTP.
+//!
+//! [`App::build`] turns a [`Config`] into a bound, migrated, ready-to-run server; the binary and
+//! the tests both start mailroom through it.
 
+mod app;
+pub mod config;
+mod edge;
+mod error;
+mod json;
+mod metrics;
+mod pages;
+mod routes;
+pub mod shutdown;
+mod state;
+pub mod telemetry;
+mod tls;
+
+pub use app::App;
+pub use config::Config;
+pub use error::ApiError;
+pub use json::ApiJson;

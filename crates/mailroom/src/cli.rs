@@ -1,0 +1,60 @@
+//! Subcommands. Each is a few lines that resolve the configuration and call a library crate.
+
+use clap::{Parser, Subcommand};
+use mailroom_server::{App, telemetry};
+
+use crate::settings::Settings;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "mailroom",
+    version,
+    about = "Self-hosted email API platform: verify addresses, send email, read mailboxes."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    settings: Settings,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server: open (and migrate) the database, listen, serve until SIGINT/SIGTERM.
+    Serve,
+    /// Apply pending database migrations and exit.
+    Migrate,
+}
+
+impl Cli {
+    #[cfg(test)]
+    pub fn into_settings(self) -> Settings {
+        self.settings
+    }
+
+    pub async fn run(self) -> anyhow::Result<()> {
+        let settings = self.settings.layered()?;
+        telemetry::init(settings.log_format(), &settings.log_filter())?;
+        let config = settings.into_config()?;
+        match self.command {
+            Command::Serve => {
+                let app = App::build(config).await?;
+                tracing::info!(
+                    url = %app.public_url(),
+                    listen = %app.local_addr(),
+                    "mailroom is listening"
+                );
+                app.run_until(mailroom_server::shutdown::signal()).await
+            }
+            Command::Migrate => {
+                let database = config.open_database().await?;
+                tracing::info!(
+                    database = database.backend().name(),
+                    "migrations are up to date"
+                );
+                database.close().await;
+                Ok(())
+            }
+        }
+    }
+}

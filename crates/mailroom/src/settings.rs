@@ -1,0 +1,356 @@
+//! Where configuration comes from (PRODUCT.md §1): command-line flags, then `MAILROOM_*`
+//! environment variables, then the TOML file (`--config`, or `./mailroom.toml` when present),
+//! then the defaults of [`Config::new`]. Unknown keys in the file and unknown `MAILROOM_*`
+//! variables are errors that name the key, so a typo never silently falls back to a default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, CommandFactory};
+use ipnet::IpNet;
+use mailroom_server::Config;
+use mailroom_server::config::{TlsFiles, TrustedProxies};
+use mailroom_server::telemetry::LogFormat;
+use serde::{Deserialize, Serialize};
+
+/// The file read when `--config` is not given, if it exists.
+const DEFAULT_CONFIG_FILE: &str = "mailroom.toml";
+/// Variables with this prefix belong to the test harness, not to the server.
+const TEST_ENV_PREFIX: &str = "MAILROOM_TEST_";
+
+/// Every setting, as a flag (with its `MAILROOM_*` variable) and as a key of the TOML file: the
+/// key is the flag's name with `_` for `-`. `None` means "not set at this layer".
+#[derive(Debug, Default, Args, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Configuration file (TOML); without it, ./mailroom.toml is read if present
+    #[arg(long, global = true, env = "MAILROOM_CONFIG", value_name = "PATH")]
+    #[serde(skip)]
+    config: Option<PathBuf>,
+
+    /// Directory for the SQLite database, keys and the outbox [default: ./data]
+    #[arg(long, global = true, env = "MAILROOM_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+
+    /// sqlite:… or postgres://… [default: SQLite file mailroom.db in the data dir]
+    #[arg(long, global = true, env = "MAILROOM_DATABASE_URL", value_name = "URL")]
+    database_url: Option<String>,
+
+    /// Address and port to listen on [default: 127.0.0.1:8080]
+    #[arg(long, global = true, env = "MAILROOM_LISTEN", value_name = "ADDR:PORT")]
+    listen: Option<SocketAddr>,
+
+    /// Origin users reach mailroom at, e.g. https://mail.example.com [default: from --listen]
+    #[arg(long, global = true, env = "MAILROOM_PUBLIC_URL", value_name = "URL")]
+    public_url: Option<url::Url>,
+
+    /// Proxies (IPs or CIDRs, comma-separated) whose X-Forwarded-For is believed [default: none]
+    #[arg(
+        long,
+        global = true,
+        env = "MAILROOM_TRUSTED_PROXIES",
+        value_name = "CIDR,…",
+        value_delimiter = ','
+    )]
+    trusted_proxies: Option<Vec<IpNet>>,
+
+    /// Networks (comma-separated) allowed to read /metrics [default: 127.0.0.0/8,::1/128]
+    #[arg(
+        long,
+        global = true,
+        env = "MAILROOM_METRICS_ALLOW",
+        value_name = "CIDR,…",
+        value_delimiter = ','
+    )]
+    metrics_allow: Option<Vec<IpNet>>,
+
+    /// PEM certificate chain; with --tls-key, serve HTTPS (TLS 1.3 only) [default: plain HTTP]
+    #[arg(long, global = true, env = "MAILROOM_TLS_CERT", value_name = "PATH")]
+    tls_cert: Option<PathBuf>,
+
+    /// PEM private key for --tls-cert
+    #[arg(long, global = true, env = "MAILROOM_TLS_KEY", value_name = "PATH")]
+    tls_key: Option<PathBuf>,
+
+    /// Value of the X-XSS-Protection response header [default: 0]
+    #[arg(
+        long,
+        global = true,
+        env = "MAILROOM_X_XSS_PROTECTION",
+        value_name = "VALUE"
+    )]
+    x_xss_protection: Option<String>,
+
+    /// Seconds in-flight requests get to finish after SIGINT/SIGTERM [default: 30]
+    #[arg(
+        long,
+        global = true,
+        env = "MAILROOM_SHUTDOWN_TIMEOUT",
+        value_name = "SECONDS"
+    )]
+    shutdown_timeout: Option<u64>,
+
+    /// Log filter, e.g. info or mailroom_server=debug,info [default: info]
+    #[arg(long, global = true, env = "MAILROOM_LOG", value_name = "FILTER")]
+    log: Option<String>,
+
+    /// Log format: auto (text on a terminal, JSON otherwise), json or text [default: auto]
+    #[arg(
+        long,
+        global = true,
+        env = "MAILROOM_LOG_FORMAT",
+        value_name = "FORMAT"
+    )]
+    log_format: Option<LogFormat>,
+}
+
+impl Settings {
+    /// These settings (flags and environment) over the configuration file's.
+    pub fn layered(self) -> anyhow::Result<Self> {
+        reject_unknown_env_vars(std::env::vars().map(|(name, _)| name))?;
+        let file = match &self.config {
+            Some(path) => read_file(path)?,
+            None if Path::new(DEFAULT_CONFIG_FILE).is_file() => {
+                read_file(Path::new(DEFAULT_CONFIG_FILE))?
+            }
+            None => Settings::default(),
+        };
+        self.over(file)
+    }
+
+    /// Each setting of `self` that is set replaces the one of `lower`.
+    fn over(self, lower: Settings) -> anyhow::Result<Self> {
+        let mut merged = toml::Table::try_from(&lower)?;
+        merged.extend(toml::Table::try_from(&self)?);
+        let mut settings: Settings = merged.try_into()?;
+        settings.config = self.config;
+        Ok(settings)
+    }
+
+    pub fn log_format(&self) -> LogFormat {
+        self.log_format.unwrap_or(LogFormat::Auto)
+    }
+
+    pub fn log_filter(&self) -> String {
+        self.log.clone().unwrap_or_else(|| "info".to_owned())
+    }
+
+    pub fn into_config(self) -> anyhow::Result<Config> {
+        let mut config = Config::new(self.data_dir.unwrap_or_else(|| PathBuf::from("./data")));
+        config.database_url = self.database_url;
+        config.public_url = self.public_url;
+        if let Some(listen) = self.listen {
+            config.listen = listen;
+        }
+        if let Some(proxies) = self.trusted_proxies {
+            config.trusted_proxies = TrustedProxies::new(proxies);
+        }
+        if let Some(networks) = self.metrics_allow {
+            config.metrics_allow = networks;
+        }
+        config.tls = match (self.tls_cert, self.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+            (None, None) => None,
+            _ => bail!("--tls-cert and --tls-key go together: give both or neither"),
+        };
+        if let Some(value) = self.x_xss_protection {
+            config.x_xss_protection = value;
+        }
+        if let Some(seconds) = self.shutdown_timeout {
+            config.shutdown_timeout = Duration::from_secs(seconds);
+        }
+        Ok(config)
+    }
+}
+
+fn read_file(path: &Path) -> anyhow::Result<Settings> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the configuration file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("in the configuration file {}", path.display()))
+}
+
+/// The `MAILROOM_*` variables that configure mailroom.
+fn known_env_vars() -> Vec<String> {
+    crate::cli::Cli::command()
+        .get_arguments()
+        .filter_map(|arg| arg.get_env())
+        .map(|name| name.to_string_lossy().into_owned())
+        .collect()
+}
+
+fn reject_unknown_env_vars(names: impl Iterator<Item = String>) -> anyhow::Result<()> {
+    let known = known_env_vars();
+    let unknown: Vec<String> = names
+        .filter(|name| name.starts_with("MAILROOM_") && !name.starts_with(TEST_ENV_PREFIX))
+        .filter(|name| !known.contains(name))
+        .collect();
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    bail!(
+        "unknown environment variable {}; known: {}",
+        unknown.join(", "),
+        known.join(", ")
+    )
+}
+
+/// The README's configuration table, made from the flags themselves.
+#[cfg(test)]
+pub fn markdown_table() -> String {
+    let mut table =
+        String::from("| flag | environment | `mailroom.toml` key | meaning |\n|---|---|---|---|\n");
+    for arg in crate::cli::Cli::command().get_arguments() {
+        let (Some(long), Some(env)) = (arg.get_long(), arg.get_env()) else {
+            continue;
+        };
+        let key = if long == "config" {
+            "—".to_owned()
+        } else {
+            format!("`{}`", long.replace('-', "_"))
+        };
+        let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+        table.push_str(&format!(
+            "| `--{long}` | `{}` | {key} | {} |\n",
+            env.to_string_lossy(),
+            help.replace('|', "\\|")
+        ));
+    }
+    table
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::Cli;
+
+    fn parse(args: &[&str]) -> Settings {
+        let mut argv = vec!["mailroom"];
+        argv.extend_from_slice(args);
+        argv.push("serve");
+        Cli::try_parse_from(argv).unwrap().into_settings()
+    }
+
+    fn file(text: &str) -> Settings {
+        toml::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn flags_beat_the_file_which_beats_defaults() {
+        let from_file = file("listen = \"127.0.0.1:9000\"\ndata_dir = \"/srv/mailroom\"\n");
+        let config = parse(&["--listen", "127.0.0.1:9100"])
+            .over(from_file)
+            .unwrap()
+            .into_config()
+            .unwrap();
+        assert_eq!(config.listen.port(), 9100);
+        assert_eq!(config.data_dir, PathBuf::from("/srv/mailroom"));
+        assert_eq!(config.x_xss_protection, "0");
+    }
+
+    #[test]
+    fn defaults_are_what_the_help_says() {
+        let config = Settings::default().into_config().unwrap();
+        assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.data_dir, PathBuf::from("./data"));
+        assert_eq!(config.database_url(), "sqlite://./data/mailroom.db");
+        assert_eq!(config.shutdown_timeout, Duration::from_secs(30));
+        assert!(config.trusted_proxies.networks().is_empty());
+        assert_eq!(
+            config.metrics_allow,
+            vec![
+                "127.0.0.0/8".parse::<IpNet>().unwrap(),
+                "::1/128".parse().unwrap()
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_file_keys_are_named() {
+        let error = toml::from_str::<Settings>("listen = \"127.0.0.1:1\"\ndatabse_url = \"x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("databse_url"), "{error}");
+        let error = toml::from_str::<Settings>("config = \"other.toml\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("config"), "{error}");
+    }
+
+    #[test]
+    fn every_flag_is_a_file_key() {
+        for arg in Cli::command().get_arguments() {
+            let Some(long) = arg.get_long() else { continue };
+            if long == "config" {
+                continue;
+            }
+            let key = long.replace('-', "_");
+            let value = match key.as_str() {
+                "listen" => "\"127.0.0.1:1\"".to_owned(),
+                "public_url" => "\"https://m.example\"".to_owned(),
+                "trusted_proxies" | "metrics_allow" => "[\"10.0.0.0/8\"]".to_owned(),
+                "shutdown_timeout" => "5".to_owned(),
+                "log_format" => "\"json\"".to_owned(),
+                _ => "\"x\"".to_owned(),
+            };
+            let text = format!("{key} = {value}\n");
+            toml::from_str::<Settings>(&text)
+                .unwrap_or_else(|e| panic!("--{long} has no file key `{key}`: {e}"));
+        }
+    }
+
+    #[test]
+    fn tls_flags_go_together() {
+        let error = parse(&["--tls-cert", "c.pem"]).into_config().unwrap_err();
+        assert!(error.to_string().contains("--tls-key"));
+    }
+
+    #[test]
+    fn unknown_mailroom_env_vars_are_errors_but_test_ones_are_not() {
+        let names = |list: &[&str]| list.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        reject_unknown_env_vars(
+            names(&["PATH", "MAILROOM_LISTEN", "MAILROOM_TEST_REQUIRE_ALL"]).into_iter(),
+        )
+        .unwrap();
+        let error = reject_unknown_env_vars(names(&["MAILROOM_LISTN"]).into_iter())
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("MAILROOM_LISTN"), "{error}");
+    }
+
+    #[test]
+    fn comma_separated_lists_parse() {
+        let config = parse(&["--trusted-proxies", "10.0.0.0/8,192.168.1.1/32"])
+            .into_config()
+            .unwrap();
+        assert_eq!(config.trusted_proxies.networks().len(), 2);
+    }
+
+    /// The README's table is generated from the flags; `MAILROOM_BLESS=1` rewrites it.
+    #[test]
+    fn readme_configuration_table_matches_the_flags() {
+        let readme_path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md");
+        let readme = std::fs::read_to_string(readme_path).unwrap();
+        let (start, end) = ("<!-- config-table:start -->\n", "<!-- config-table:end -->");
+        let from = readme
+            .find(start)
+            .expect("README lacks the table start marker")
+            + start.len();
+        let to = readme.find(end).expect("README lacks the table end marker");
+        let expected = markdown_table();
+        if readme[from..to] != expected {
+            if std::env::var("MAILROOM_BLESS").is_ok_and(|v| v == "1") {
+                let updated = format!("{}{expected}{}", &readme[..from], &readme[to..]);
+                std::fs::write(readme_path, updated).unwrap();
+            } else {
+                panic!(
+                    "README.md's configuration table is stale; run \
+                     `MAILROOM_BLESS=1 cargo test -p mailroom readme` to regenerate it:\n{expected}"
+                );
+            }
+        }
+    }
+}

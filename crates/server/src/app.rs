@@ -1,0 +1,141 @@
+use std::future::Future;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener};
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::Router;
+use axum::http::HeaderValue;
+use axum_server::Handle;
+use axum_server::tls_rustls::RustlsConfig;
+use mailroom_storage::Database;
+use url::Url;
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::state::AppState;
+use crate::{edge, routes, tls};
+
+/// A mailroom server: database opened and migrated, socket bound, routes built. Nothing is
+/// served until [`App::run_until`].
+pub struct App {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    public_url: Url,
+    router: Router,
+    database: Database,
+    tls: Option<RustlsConfig>,
+    shutdown_timeout: std::time::Duration,
+}
+
+impl App {
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        config.validate()?;
+        let tls = config
+            .tls
+            .as_ref()
+            .map(tls::server_config)
+            .transpose()?
+            .map(RustlsConfig::from_config);
+        let database = config.open_database().await?;
+
+        let listener = TcpListener::bind(config.listen)
+            .with_context(|| format!("binding {}", config.listen))?;
+        listener.set_nonblocking(true)?;
+        let local_addr = listener.local_addr()?;
+        let public_url = match &config.public_url {
+            Some(url) => url.clone(),
+            None => default_public_url(local_addr, tls.is_some())?,
+        };
+
+        let state = AppState {
+            database: database.clone(),
+            metrics: Arc::new(Metrics::new()),
+            trusted_proxies: Arc::new(config.trusted_proxies.clone()),
+            metrics_allow: config.metrics_allow.clone().into(),
+            x_xss_protection: HeaderValue::from_str(&config.x_xss_protection)
+                .context("--x-xss-protection is not a valid header value")?,
+        };
+        let router = edge::harden(routes::router(), state);
+        Ok(Self {
+            listener,
+            local_addr,
+            public_url,
+            router,
+            database,
+            tls,
+            shutdown_timeout: config.shutdown_timeout,
+        })
+    }
+
+    /// The address the server is bound to (the real port when the configured one was 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Where users reach this server.
+    pub fn public_url(&self) -> &Url {
+        &self.public_url
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting connections, lets in-flight
+    /// requests finish (up to the shutdown timeout) and closes the database.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let handle = Handle::new();
+        let grace = self.shutdown_timeout;
+        let signal_handle = handle.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            signal_handle.graceful_shutdown(Some(grace));
+        });
+        let service = self
+            .router
+            .into_make_service_with_connect_info::<SocketAddr>();
+        let served = match self.tls {
+            Some(tls) => {
+                axum_server::from_tcp_rustls(self.listener, tls)
+                    .handle(handle)
+                    .serve(service)
+                    .await
+            }
+            None => {
+                axum_server::from_tcp(self.listener)
+                    .handle(handle)
+                    .serve(service)
+                    .await
+            }
+        };
+        self.database.close().await;
+        served.context("serving HTTP")?;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// `http(s)://<bound address>`, with a wildcard address replaced by loopback: a URL that a
+/// browser on this machine can open.
+fn default_public_url(addr: SocketAddr, tls: bool) -> anyhow::Result<Url> {
+    let ip = match addr.ip() {
+        ip if ip == Ipv4Addr::UNSPECIFIED => Ipv4Addr::LOCALHOST.into(),
+        ip if ip == Ipv6Addr::UNSPECIFIED => Ipv6Addr::LOCALHOST.into(),
+        ip => ip,
+    };
+    let scheme = if tls { "https" } else { "http" };
+    let url = format!("{scheme}://{}", SocketAddr::new(ip, addr.port()));
+    Url::parse(&url).with_context(|| format!("building the public URL {url}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wildcard_listen_addresses_become_loopback_urls() {
+        let url = default_public_url("0.0.0.0:8080".parse().unwrap(), false).unwrap();
+        assert_eq!(url.as_str(), "http://127.0.0.1:8080/");
+        let url = default_public_url("[::]:443".parse().unwrap(), true).unwrap();
+        assert_eq!(url.as_str(), "https://[::1]/");
+    }
+}

@@ -1,0 +1,167 @@
+//! The resolved configuration of a mailroom server. Where the values come from (flags,
+//! `MAILROOM_*` variables, `mailroom.toml`) is the binary's business; this is what they mean.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use ipnet::IpNet;
+pub use mailroom_core::TrustedProxies;
+use mailroom_storage::Database;
+use url::Url;
+
+/// Request bodies larger than this are refused with 413 (HTTP-2).
+pub const BODY_LIMIT_BYTES: usize = 256 * 1024;
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// `None`: the SQLite database `mailroom.db` in the data directory.
+    pub database_url: Option<String>,
+    /// The origin users reach mailroom at (links in mail, CSRF origin checks). `None`: derived
+    /// from the address the server bound.
+    pub public_url: Option<Url>,
+    pub trusted_proxies: TrustedProxies,
+    /// Clients allowed to read `/metrics`; everyone else gets 404.
+    pub metrics_allow: Vec<IpNet>,
+    pub tls: Option<TlsFiles>,
+    /// The value of `X-XSS-Protection` on every response.
+    pub x_xss_protection: String,
+    /// How long in-flight requests may take to finish after a shutdown signal.
+    pub shutdown_timeout: Duration,
+}
+
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl Config {
+    /// The defaults of a single node: everything under `./data`, listening on loopback.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080),
+            data_dir: data_dir.into(),
+            database_url: None,
+            public_url: None,
+            trusted_proxies: TrustedProxies::default(),
+            metrics_allow: vec![loopback_v4(), loopback_v6()],
+            tls: None,
+            x_xss_protection: "0".to_owned(),
+            shutdown_timeout: Duration::from_secs(30),
+        }
+    }
+
+    pub fn database_url(&self) -> String {
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| sqlite_url(&self.data_dir.join("mailroom.db")))
+    }
+
+    /// Creates the data directory (owner-only: it will hold keys), connects to the database
+    /// and applies pending migrations.
+    pub async fn open_database(&self) -> anyhow::Result<Database> {
+        create_private_dir(&self.data_dir)?;
+        let url = self.database_url();
+        let shown = mailroom_storage::redacted_url(&url);
+        let database = Database::connect(&url)
+            .await
+            .with_context(|| format!("opening the database {shown}"))?;
+        database
+            .migrate()
+            .await
+            .with_context(|| format!("migrating the database {shown}"))?;
+        Ok(database)
+    }
+
+    /// Checks what can be checked before binding: a public URL must be a bare origin.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if let Some(url) = &self.public_url {
+            validate_public_url(url)?;
+        }
+        mailroom_storage::Backend::of_url(&self.database_url()).context("--database-url")?;
+        Ok(())
+    }
+}
+
+fn validate_public_url(url: &Url) -> anyhow::Result<()> {
+    if !matches!(url.scheme(), "http" | "https") {
+        bail!(
+            "--public-url must be http:// or https://, not {}://",
+            url.scheme()
+        );
+    }
+    if url.host().is_none() {
+        bail!("--public-url must name a host");
+    }
+    if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
+        bail!("--public-url must be an origin such as https://mail.example.com, without a path");
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        bail!("--public-url must not carry credentials");
+    }
+    Ok(())
+}
+
+fn sqlite_url(path: &Path) -> String {
+    format!("sqlite://{}", path.display())
+}
+
+fn loopback_v4() -> IpNet {
+    IpNet::new_assert(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 0)), 8)
+}
+
+fn loopback_v6() -> IpNet {
+    IpNet::new_assert(IpAddr::V6(std::net::Ipv6Addr::LOCALHOST), 128)
+}
+
+fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder
+        .create(dir)
+        .with_context(|| format!("creating the data directory {}", dir.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_database_is_sqlite_in_the_data_dir() {
+        let config = Config::new("./data");
+        assert_eq!(config.database_url(), "sqlite://./data/mailroom.db");
+        config.validate().unwrap();
+    }
+
+    #[test]
+    fn public_url_must_be_an_origin() {
+        let mut config = Config::new("./data");
+        for bad in [
+            "ftp://example.com",
+            "https://example.com/app",
+            "https://example.com/?x=1",
+            "https://user:pw@example.com",
+        ] {
+            config.public_url = Some(bad.parse().unwrap());
+            assert!(config.validate().is_err(), "{bad} accepted");
+        }
+        config.public_url = Some("https://mail.example.com:8443".parse().unwrap());
+        config.validate().unwrap();
+    }
+
+    #[test]
+    fn foreign_database_schemes_are_refused_up_front() {
+        let mut config = Config::new("./data");
+        config.database_url = Some("mysql://db/mailroom".into());
+        assert!(config.validate().is_err());
+    }
+}

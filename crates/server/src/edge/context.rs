@@ -1,0 +1,115 @@
+//! Who is asking, and under which request id: the per-request context that later layers and
+//! handlers read from the request's extensions, and the request's log span.
+//!
+//! The principal and its tenant join this context when authentication exists: an extractor
+//! resolves them from the credentials and reads the request id and client IP from here, so
+//! that audit entries carry all four.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Instant;
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::middleware::Next;
+use axum::response::Response;
+use mailroom_core::RequestId;
+use mailroom_core::redact::{REDACTED, is_secret_name, redact_query};
+use tracing::Instrument;
+
+use crate::state::AppState;
+
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+#[derive(Clone, Copy, Debug)]
+pub struct RequestContext {
+    pub request_id: RequestId,
+    pub client_ip: IpAddr,
+}
+
+pub async fn request_context(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let started = Instant::now();
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |info| info.0.ip());
+    let forwarded_for = request
+        .headers()
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|value| value.to_str().ok());
+    let context = RequestContext {
+        request_id: RequestId::generate(),
+        client_ip: state.trusted_proxies.client_ip(peer, forwarded_for),
+    };
+    request.extensions_mut().insert(context);
+
+    let span = tracing::info_span!(
+        "request",
+        request_id = %context.request_id,
+        method = %request.method(),
+        path = %request.uri().path(),
+        client_ip = %context.client_ip,
+    );
+    async move {
+        tracing::debug!(
+            query = request.uri().query().map(redact_query),
+            headers = ?RedactedHeaders(request.headers()),
+            "request received"
+        );
+        let mut response = next.run(request).await;
+        if let Ok(value) = HeaderValue::from_str(&context.request_id.to_string()) {
+            response.headers_mut().insert(REQUEST_ID_HEADER, value);
+        }
+        tracing::info!(
+            status = response.status().as_u16(),
+            latency_ms = started.elapsed().as_secs_f64() * 1000.0,
+            "request finished"
+        );
+        response
+    }
+    .instrument(span)
+    .await
+}
+
+/// Headers as a log field: values of secret-named headers (`Authorization`, `Cookie`,
+/// `X-Api-Key`, …) are replaced (HTTP-6).
+struct RedactedHeaders<'a>(&'a HeaderMap);
+
+impl std::fmt::Debug for RedactedHeaders<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map()
+            .entries(self.0.iter().map(|(name, value)| {
+                let shown = if is_secret_name(name.as_str()) || name == header::SET_COOKIE {
+                    REDACTED
+                } else {
+                    value.to_str().unwrap_or("[not utf-8]")
+                };
+                (name.as_str(), shown)
+            }))
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_headers_are_redacted() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer s3cr3t"),
+        );
+        headers.insert(header::COOKIE, HeaderValue::from_static("sid=s3cr3t"));
+        headers.insert("x-api-key", HeaderValue::from_static("mr_live_s3cr3t"));
+        headers.insert(header::USER_AGENT, HeaderValue::from_static("curl/8"));
+        let shown = format!("{:?}", RedactedHeaders(&headers));
+        assert!(!shown.contains("s3cr3t"), "{shown}");
+        assert!(shown.contains("curl/8"), "{shown}");
+    }
+}

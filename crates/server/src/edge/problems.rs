@@ -1,0 +1,81 @@
+//! Every error response leaves as RFC 9457 problem+json: a handler's [`ApiError`] is rendered
+//! here with the request id, and bare error responses made by the router or a layer (404,
+//! 405, 413, a caught panic) are replaced by the generic problem for their status.
+
+use std::any::Any;
+
+use axum::extract::Request;
+use axum::http::{HeaderMap, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use crate::edge::context::RequestContext;
+use crate::error::{ApiError, PROBLEM_JSON};
+
+/// Headers of the original response that stay on its problem form.
+const KEPT_HEADERS: [header::HeaderName; 3] =
+    [header::ALLOW, header::RETRY_AFTER, header::WWW_AUTHENTICATE];
+
+pub async fn render_problems(request: Request, next: Next) -> Response {
+    let request_id = request
+        .extensions()
+        .get::<RequestContext>()
+        .map(|context| context.request_id);
+    let mut response = next.run(request).await;
+    let error = match response.extensions_mut().remove::<ApiError>() {
+        Some(error) => error,
+        None if needs_problem_body(&response) => ApiError::for_status(response.status()),
+        None => return response,
+    };
+    let mut rendered = error.render(request_id);
+    copy_kept_headers(response.headers(), rendered.headers_mut());
+    rendered
+}
+
+fn needs_problem_body(response: &Response) -> bool {
+    let status = response.status();
+    let is_problem = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|value| value.as_bytes().starts_with(PROBLEM_JSON.as_bytes()));
+    (status.is_client_error() || status.is_server_error()) && !is_problem
+}
+
+fn copy_kept_headers(from: &HeaderMap, to: &mut HeaderMap) {
+    for name in KEPT_HEADERS {
+        for value in from.get_all(&name) {
+            to.append(name.clone(), value.clone());
+        }
+    }
+}
+
+/// A panic is a bug, never an answer: it is logged and becomes a plain 500.
+pub fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic payload".to_owned());
+    ApiError::internal(anyhow::anyhow!("handler panicked: {message}")).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::StatusCode;
+
+    use super::*;
+
+    #[test]
+    fn only_bare_errors_need_a_body() {
+        let ok = StatusCode::OK.into_response();
+        assert!(!needs_problem_body(&ok));
+        let bare = StatusCode::METHOD_NOT_ALLOWED.into_response();
+        assert!(needs_problem_body(&bare));
+        let mut already = StatusCode::BAD_REQUEST.into_response();
+        already.headers_mut().insert(
+            header::CONTENT_TYPE,
+            axum::http::HeaderValue::from_static("application/problem+json"),
+        );
+        assert!(!needs_problem_body(&already));
+    }
+}

@@ -1,0 +1,210 @@
+//! The one error type of the HTTP edge and its RFC 9457 `application/problem+json` form
+//! (HTTP-5).
+//!
+//! A handler returns `Err(ApiError)`; the response it becomes carries the error in its
+//! extensions, and the edge ([`crate::edge::problems`]) renders it once the request id is at
+//! hand. Responses that the framework or a layer produced on its own (404, 405, 413, a panic)
+//! are rendered there too, so every error response has the same shape.
+
+use std::sync::Arc;
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use mailroom_core::RequestId;
+use serde::Serialize;
+
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+#[derive(Clone, Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    /// Stable, machine-readable: clients switch on it; it never changes meaning.
+    code: &'static str,
+    detail: String,
+    /// The request field the error is about, as a path (`csp-report.line-number`).
+    field: Option<String>,
+    /// What went wrong inside, for the log only (5xx).
+    cause: Option<Arc<anyhow::Error>>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            detail: detail.into(),
+            field: None,
+            cause: None,
+        }
+    }
+
+    pub fn with_field(mut self, field: impl Into<String>) -> Self {
+        self.field = Some(field.into());
+        self
+    }
+
+    /// A failure of ours: the cause is logged with the request id, the client learns nothing
+    /// of it.
+    pub fn internal(cause: impl Into<anyhow::Error>) -> Self {
+        let mut error = Self::for_status(StatusCode::INTERNAL_SERVER_ERROR);
+        error.cause = Some(Arc::new(cause.into()));
+        error
+    }
+
+    pub fn not_found() -> Self {
+        Self::for_status(StatusCode::NOT_FOUND)
+    }
+
+    /// The generic problem for a status that came with nothing more specific.
+    pub fn for_status(status: StatusCode) -> Self {
+        let (code, detail) = match status {
+            StatusCode::BAD_REQUEST => ("bad_request", "The request could not be understood."),
+            StatusCode::UNAUTHORIZED => ("unauthorized", "Authentication is required."),
+            StatusCode::FORBIDDEN => ("forbidden", "This action is not allowed."),
+            StatusCode::NOT_FOUND => ("not_found", "There is nothing at this address."),
+            StatusCode::METHOD_NOT_ALLOWED => (
+                "method_not_allowed",
+                "This address does not accept that method; see the Allow header.",
+            ),
+            StatusCode::REQUEST_TIMEOUT => ("request_timeout", "The request took too long."),
+            StatusCode::PAYLOAD_TOO_LARGE => (
+                "payload_too_large",
+                "The request body is larger than this endpoint accepts.",
+            ),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => (
+                "unsupported_media_type",
+                "The request body's Content-Type is not accepted here.",
+            ),
+            StatusCode::TOO_MANY_REQUESTS => ("rate_limited", "Too many requests; slow down."),
+            StatusCode::SERVICE_UNAVAILABLE => (
+                "service_unavailable",
+                "The service cannot answer right now; try again shortly.",
+            ),
+            s if s.is_server_error() => (
+                "internal_error",
+                "Something went wrong on our side; quote the request id when reporting it.",
+            ),
+            _ => ("http_error", "The request failed."),
+        };
+        Self::new(status, code, detail)
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    pub fn code(&self) -> &'static str {
+        self.code
+    }
+
+    pub fn detail(&self) -> &str {
+        &self.detail
+    }
+
+    pub fn field(&self) -> Option<&str> {
+        self.field.as_deref()
+    }
+
+    /// The problem document, and a log line for failures of ours.
+    pub(crate) fn render(&self, request_id: Option<RequestId>) -> Response {
+        if self.status.is_server_error() {
+            match &self.cause {
+                Some(cause) => tracing::error!(
+                    code = self.code,
+                    error = format!("{cause:#}"),
+                    "request failed"
+                ),
+                None => tracing::error!(
+                    code = self.code,
+                    status = self.status.as_u16(),
+                    "request failed"
+                ),
+            }
+        }
+        let problem = Problem {
+            r#type: format!("urn:mailroom:problem:{}", self.code),
+            title: self.status.canonical_reason().unwrap_or("Error"),
+            status: self.status.as_u16(),
+            detail: &self.detail,
+            code: self.code,
+            request_id: request_id.map(|id| id.to_string()),
+            field: self.field.as_deref(),
+        };
+        let body = serde_json::to_vec(&problem).unwrap_or_default();
+        let mut response = (self.status, body).into_response();
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        response
+    }
+}
+
+/// Handlers' errors travel to the edge in the response's extensions, to be rendered there with
+/// the request id.
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = self.status.into_response();
+        response.extensions_mut().insert(self);
+        response
+    }
+}
+
+#[derive(Serialize)]
+struct Problem<'a> {
+    r#type: String,
+    title: &'a str,
+    status: u16,
+    detail: &'a str,
+    code: &'a str,
+    request_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<&'a str>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn body_json(response: Response) -> serde_json::Value {
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[tokio::test]
+    async fn internal_errors_say_nothing_of_their_cause() {
+        let error = ApiError::internal(anyhow::anyhow!("connection to 10.0.0.5 refused"));
+        let id = RequestId::generate();
+        let response = error.render(Some(id));
+        assert_eq!(response.status(), 500);
+        assert_eq!(response.headers()[header::CONTENT_TYPE], PROBLEM_JSON);
+        let body = body_json(response).await;
+        assert_eq!(body["code"], "internal_error");
+        assert_eq!(body["request_id"], id.to_string());
+        assert!(!body.to_string().contains("10.0.0.5"));
+    }
+
+    #[tokio::test]
+    async fn problems_have_every_member() {
+        let body = body_json(
+            ApiError::new(StatusCode::BAD_REQUEST, "invalid_field", "bad")
+                .with_field("a.b")
+                .render(None),
+        )
+        .await;
+        for member in [
+            "type",
+            "title",
+            "status",
+            "detail",
+            "code",
+            "request_id",
+            "field",
+        ] {
+            assert!(body.get(member).is_some(), "{member} missing from {body}");
+        }
+        assert_eq!(body["type"], "urn:mailroom:problem:invalid_field");
+        assert_eq!(body["title"], "Bad Request");
+    }
+}

@@ -1,0 +1,158 @@
+//! Strict JSON bodies (HTTP-2): malformed JSON, wrong types, missing and unknown fields are a
+//! 400 that names the offending field; an oversized body is a 413; a body that does not say it
+//! is JSON is a 415. Request types opt into unknown-field rejection with
+//! `#[serde(deny_unknown_fields)]`.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
+use axum::http::{HeaderMap, StatusCode, header};
+use serde::de::DeserializeOwned;
+
+use crate::error::ApiError;
+
+/// A JSON request body, parsed strictly. Use it in place of `axum::Json`.
+pub struct ApiJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        require_content_type(request.headers(), &[])?;
+        let body = read_body(request, state).await?;
+        parse(&body).map(ApiJson)
+    }
+}
+
+/// Accepts `application/json`, any `application/*+json`, and the extra media types given.
+pub fn require_content_type(headers: &HeaderMap, also: &[&str]) -> Result<(), ApiError> {
+    let essence = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .map(|value| value.trim().to_ascii_lowercase())
+        .unwrap_or_default();
+    let accepted = essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+        || also.contains(&essence.as_str());
+    if accepted {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "Send the body as JSON with `Content-Type: application/json`.",
+        ))
+    }
+}
+
+/// The whole body, within the edge's body limit.
+pub async fn read_body<S: Send + Sync>(request: Request, state: &S) -> Result<Bytes, ApiError> {
+    Bytes::from_request(request, state)
+        .await
+        .map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::for_status(StatusCode::PAYLOAD_TOO_LARGE)
+            } else {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "unreadable_body",
+                    "The request body could not be read.",
+                )
+            }
+        })
+}
+
+pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
+        let path = error.path().to_string();
+        let inner = error.into_inner();
+        if inner.is_data() {
+            let field = if path == "." { None } else { Some(path) };
+            let detail = match &field {
+                Some(field) => format!("Field `{field}`: {inner}"),
+                None => format!("The body does not have the expected shape: {inner}"),
+            };
+            let error = ApiError::new(StatusCode::BAD_REQUEST, "invalid_field", detail);
+            match field {
+                Some(field) => error.with_field(field),
+                None => error,
+            }
+        } else {
+            malformed(&inner)
+        }
+    })?;
+    deserializer.end().map_err(|error| malformed(&error))?;
+    Ok(value)
+}
+
+fn malformed(error: &serde_json::Error) -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "invalid_json",
+        format!(
+            "The body is not valid JSON (line {}, column {}).",
+            error.line(),
+            error.column()
+        ),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use serde::Deserialize;
+
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Outer {
+        name: String,
+        inner: Inner,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Inner {
+        count: u32,
+    }
+
+    fn error_of(body: &str) -> ApiError {
+        parse::<Outer>(body.as_bytes()).unwrap_err()
+    }
+
+    #[test]
+    fn wrong_types_name_the_field() {
+        let error = error_of(r#"{"name":"a","inner":{"count":"three"}}"#);
+        assert_eq!(error.code(), "invalid_field");
+        assert_eq!(error.field(), Some("inner.count"));
+    }
+
+    #[test]
+    fn unknown_fields_are_named() {
+        let error = error_of(r#"{"name":"a","inner":{"count":3},"admin":true}"#);
+        assert_eq!(error.code(), "invalid_field");
+        assert!(error.detail().contains("admin"), "{}", error.detail());
+    }
+
+    #[test]
+    fn missing_fields_are_named() {
+        let error = error_of(r#"{"inner":{"count":3}}"#);
+        assert!(error.detail().contains("name"), "{}", error.detail());
+    }
+
+    #[test]
+    fn syntax_errors_and_trailing_garbage_are_malformed() {
+        assert_eq!(error_of(r#"{"name":"#).code(), "invalid_json");
+        assert_eq!(
+            error_of(r#"{"name":"a","inner":{"count":3}} x"#).code(),
+            "invalid_json"
+        );
+    }
+}

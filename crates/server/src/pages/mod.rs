@@ -1,0 +1,75 @@
+//! Server-rendered pages (maud): no JavaScript build step, and markup escaped by construction.
+//! Every page goes through [`layout`], which puts this response's CSP nonce on the scripts it
+//! loads; a script without it does not run.
+
+use axum::Extension;
+use maud::{DOCTYPE, Markup, html};
+
+use crate::edge::headers::CspNonce;
+
+pub fn layout(nonce: &CspNonce, title: &str, content: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · mailroom" }
+                link rel="stylesheet" href="/static/app.css";
+                script src="/static/app.js" nonce=(nonce.as_str()) defer {}
+            }
+            body {
+                header.site-header {
+                    a.brand href="/" { "mailroom" }
+                }
+                main { (content) }
+                footer.site-footer {
+                    p { "mailroom · self-hosted email API" }
+                }
+            }
+        }
+    }
+}
+
+pub async fn landing(Extension(nonce): Extension<CspNonce>) -> Markup {
+    layout(
+        &nonce,
+        "Email verification, sending and mailboxes",
+        html! {
+            section.hero {
+                h1 { "Email infrastructure you run yourself" }
+                p.lead {
+                    "mailroom is a self-hosted email API platform in one binary. "
+                    "Through one REST API and this dashboard, your team verifies email "
+                    "addresses, sends email through connected Gmail accounts or SMTP relays, "
+                    "and reads connected mailboxes."
+                }
+            }
+            section.features aria-label="What mailroom does" {
+                article {
+                    h2 { "Verify" }
+                    p { "Syntax, domain and mailbox checks tell you whether an address is real "
+                        "and safe to send to — one at a time, in batches, or as bulk uploads." }
+                }
+                article {
+                    h2 { "Send" }
+                    p { "A durable queue delivers through your Gmail accounts or any SMTP relay, "
+                        "with retries, idempotency keys and a status for every message." }
+                }
+                article {
+                    h2 { "Read" }
+                    p { "List folders, search and fetch messages of connected mailboxes over "
+                        "IMAP or the Gmail API." }
+                }
+            }
+            section.security {
+                h2 { "Security is the product" }
+                ul {
+                    li { "Verified sign-up, Argon2id passwords, lockout and two-factor sign-in." }
+                    li { "Scoped, hashed API keys with rate limits; teams with roles and tenant isolation." }
+                    li { "Per-organization envelope encryption and a hash-chained audit log." }
+                }
+            }
+        },
+    )
+}

@@ -1,0 +1,41 @@
+//! `GET /metrics` for Prometheus. Only the networks in `--metrics-allow` may read it; to
+//! everyone else it does not exist.
+
+use axum::Extension;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+
+use crate::edge::context::RequestContext;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+pub async fn metrics(
+    State(state): State<AppState>,
+    Extension(context): Extension<RequestContext>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let ip = context.client_ip;
+    if !state.metrics_allow.iter().any(|net| net.contains(&ip)) {
+        return Err(ApiError::not_found());
+    }
+    let body = state.metrics.render().map_err(ApiError::internal)?;
+    // The same text parses as either format; say the one the scraper asked for.
+    let wants_openmetrics = headers
+        .get(header::ACCEPT)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|accept| accept.contains("application/openmetrics-text"));
+    let content_type = if wants_openmetrics {
+        OPENMETRICS
+    } else {
+        PROMETHEUS_TEXT
+    };
+    Ok((
+        [(header::CONTENT_TYPE, HeaderValue::from_static(content_type))],
+        body,
+    )
+        .into_response())
+}

@@ -1,0 +1,24 @@
+//! The routes, each module one concern. Handlers extract, authorize, call the domain and
+//! respond; the edge ([`crate::edge`]) does everything that applies to all of them.
+
+mod assets;
+pub mod csp_report;
+mod health;
+mod metrics;
+
+use axum::Router;
+use axum::routing::{get, post};
+
+use crate::pages;
+use crate::state::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/", get(pages::landing))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(metrics::metrics))
+        .route(csp_report::CSP_REPORT_PATH, post(csp_report::receive))
+        .route("/static/{name}", get(assets::asset))
+        .fallback(|| async { crate::ApiError::not_found() })
+}
