@@ -1,0 +1,110 @@
+//! Spawns the real server in-process, on port 0, over a fresh database.
+
+#![allow(dead_code)] // Each test crate uses a different part of the harness.
+
+use std::net::SocketAddr;
+
+use mailroom_server::{App, Config};
+use mailroom_testkit::TestDatabase;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub url: String,
+    pub client: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestApp {
+    pub async fn spawn(db: &TestDatabase) -> Self {
+        Self::spawn_with(db, |_| {}).await
+    }
+
+    /// Spawns with the test's configuration changes applied over the defaults.
+    pub async fn spawn_with(db: &TestDatabase, adjust: impl FnOnce(&mut Config)) -> Self {
+        let mut config = Config::new(db.dir().join("data"));
+        config.listen = "127.0.0.1:0".parse().unwrap();
+        config.database_url = Some(db.url().to_owned());
+        adjust(&mut config);
+        let app = App::build(config).await.expect("the app builds");
+        let addr = app.local_addr();
+        let url = app.public_url().as_str().trim_end_matches('/').to_owned();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(app.run_until(async {
+            let _ = stopped.await;
+        }));
+        Self {
+            addr,
+            url,
+            client: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    pub fn at(&self, path: &str) -> String {
+        format!("{}{path}", self.url)
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client.get(self.at(path)).send().await.unwrap()
+    }
+
+    pub async fn post(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> reqwest::Response {
+        self.client
+            .post(self.at(path))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Stops the server gracefully and waits for it.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.unwrap().unwrap();
+        }
+    }
+
+    /// The value of one metric sample line of `/metrics`, e.g.
+    /// `mailroom_csp_reports_total`.
+    pub async fn metric(&self, sample: &str) -> Option<f64> {
+        let text = self.get("/metrics").await.text().await.unwrap();
+        text.lines()
+            .find_map(|line| line.strip_prefix(sample)?.strip_prefix(' '))
+            .map(|value| value.trim().parse().unwrap())
+    }
+}
+
+/// Problem documents as JSON, with the checks every one of them must pass.
+pub async fn problem(response: reqwest::Response, status: u16, code: &str) -> serde_json::Value {
+    assert_eq!(response.status().as_u16(), status);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+    let request_id = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["code"], code, "{body}");
+    assert_eq!(body["status"], status, "{body}");
+    assert_eq!(body["request_id"], request_id, "{body}");
+    assert!(body["title"].is_string() && body["detail"].is_string() && body["type"].is_string());
+    body
+}
