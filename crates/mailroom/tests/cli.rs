@@ -1,0 +1,325 @@
+//! The `mailroom` binary as an operator runs it: a real process, its stdout, its signals.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use mailroom_testkit::{Backend, TestDatabase, both_backends};
+use serde_json::Value;
+
+const BINARY: &str = env!("CARGO_BIN_EXE_mailroom");
+const STARTUP: Duration = Duration::from_secs(30);
+
+/// A running `mailroom serve`, its JSON log lines collected as they come.
+struct Server {
+    child: Child,
+    url: String,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Server {
+    /// Starts `mailroom serve` in `dir`, listening on a free port; for PostgreSQL, pointed at
+    /// the test database (SQLite uses its default place in `./data`).
+    fn start(db: &TestDatabase, dir: &Path, args: &[&str]) -> Self {
+        let mut command = mailroom(dir);
+        command.arg("serve").args(args).env("MAILROOM_LISTEN", "127.0.0.1:0");
+        if db.backend() == Backend::Postgres {
+            command.arg("--database-url").arg(db.url());
+        }
+        Self::spawn(command)
+    }
+
+    fn spawn(mut command: Command) -> Self {
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let (url_tx, url_rx) = mpsc::channel();
+        let collected = Arc::clone(&lines);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Ok(entry) = serde_json::from_str::<Value>(&line)
+                    && entry["message"] == "mailroom is listening"
+                {
+                    let _ = url_tx.send(entry["url"].as_str().unwrap_or_default().to_owned());
+                }
+                collected.lock().unwrap().push(line);
+            }
+        });
+        let url = match url_rx.recv_timeout(STARTUP) {
+            Ok(url) => url.trim_end_matches('/').to_owned(),
+            Err(_) => {
+                let _ = child.kill();
+                let mut stderr = String::new();
+                child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+                panic!("mailroom did not start: {stderr}");
+            }
+        };
+        Self { child, url, lines }
+    }
+
+    fn port(&self) -> u16 {
+        self.url.rsplit(':').next().unwrap().parse().unwrap()
+    }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit, killing it after a minute.
+    fn wait(mut self) -> (ExitStatus, Vec<String>) {
+        for _ in 0..600 {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                // Let the reader thread drain what is left in the pipe.
+                std::thread::sleep(Duration::from_millis(100));
+                return (status, self.lines.lock().unwrap().clone());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        panic!("mailroom did not exit");
+    }
+
+    fn stop(self) -> (ExitStatus, Vec<String>) {
+        self.signal("TERM");
+        self.wait()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+fn mailroom(dir: &Path) -> Command {
+    let mut command = Command::new(BINARY);
+    command
+        .current_dir(dir)
+        .env("MAILROOM_LOG_FORMAT", "json")
+        .env_remove("MAILROOM_CONFIG");
+    command
+}
+
+fn client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::new()
+}
+
+both_backends! {
+    async fn serve_with_no_flags_creates_the_data_dir_and_stops_cleanly(db) {
+        let dir = db.dir().to_owned();
+        tokio::task::spawn_blocking(move || {
+            let server = Server::start(&db, &dir, &[]);
+            if db.backend() == Backend::Sqlite {
+                assert!(dir.join("data/mailroom.db").is_file(), "the SQLite database exists");
+            }
+            let ready: Value = client().get(format!("{}/readyz", server.url)).send().unwrap().json().unwrap();
+            assert_eq!(ready["database"], db.backend().name());
+            let (status, _) = server.stop();
+            assert!(status.success(), "{status}");
+        })
+        .await
+        .unwrap();
+    }
+
+    async fn sigterm_lets_a_slow_request_finish_first(db) {
+        let dir = db.dir().to_owned();
+        tokio::task::spawn_blocking(move || {
+            let server = Server::start(&db, &dir, &[]);
+            // A client uploading slowly: headers and half the body now, the rest after the
+            // shutdown signal.
+            let body = r#"{"csp-report":{"document-uri":"http://x.test/"}}"#;
+            let (first, rest) = body.split_at(10);
+            let mut stream = TcpStream::connect(("127.0.0.1", server.port())).unwrap();
+            write!(
+                stream,
+                "POST /csp-reports HTTP/1.1\r\nHost: x\r\nContent-Type: application/csp-report\r\nContent-Length: {}\r\n\r\n{first}",
+                body.len()
+            )
+            .unwrap();
+            std::thread::sleep(Duration::from_millis(300));
+            server.signal("TERM");
+            std::thread::sleep(Duration::from_millis(500));
+            assert!(
+                TcpStream::connect(("127.0.0.1", server.port())).is_err(),
+                "no new connections after the signal"
+            );
+            stream.write_all(rest.as_bytes()).unwrap();
+            let mut response = String::new();
+            stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let _ = BufReader::new(&stream).read_line(&mut response);
+            assert!(response.starts_with("HTTP/1.1 204"), "{response:?}");
+            drop(stream);
+            let (status, lines) = server.wait();
+            assert!(status.success(), "{status}");
+            assert!(lines.iter().any(|l| l.contains("SIGTERM received")), "{lines:#?}");
+        })
+        .await
+        .unwrap();
+    }
+
+    async fn logs_carry_request_ids_and_never_secrets(db) {
+        let dir = db.dir().to_owned();
+        tokio::task::spawn_blocking(move || {
+            let server = Server::start(&db, &dir, &["--log", "debug"]);
+            let response = client()
+                .get(format!("{}/healthz?token=query-secret-1&page=2", server.url))
+                .header("authorization", "Bearer bearer-secret-2")
+                .header("cookie", "__Host-mailroom_session=cookie-secret-3")
+                .header("x-api-key", "mr_live_apikey-secret-4")
+                .header("x-forwarded-for", "6.6.6.6")
+                .send()
+                .unwrap();
+            let request_id = response.headers()["x-request-id"].to_str().unwrap().to_owned();
+            let (status, lines) = server.stop();
+            assert!(status.success());
+
+            let all = lines.join("\n");
+            for secret in ["query-secret-1", "bearer-secret-2", "cookie-secret-3", "apikey-secret-4"] {
+                assert!(!all.contains(secret), "{secret} reached the logs:\n{all}");
+            }
+            let of_request: Vec<Value> = lines
+                .iter()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .filter(|entry| entry["request_id"] == request_id.as_str())
+                .collect();
+            assert!(of_request.len() >= 2, "request and response lines: {all}");
+            for entry in &of_request {
+                assert_eq!(entry["client_ip"], "127.0.0.1", "a spoofed X-Forwarded-For is not believed");
+                assert_eq!(entry["path"], "/healthz");
+            }
+            let received = of_request.iter().find(|e| e["message"] == "request received").unwrap();
+            assert!(received["headers"].as_str().unwrap().contains("[redacted]"), "{received}");
+            assert!(received["query"].as_str().unwrap().contains("page=2"), "{received}");
+        })
+        .await
+        .unwrap();
+    }
+
+    async fn migrate_applies_and_is_idempotent(db) {
+        let dir = db.dir().to_owned();
+        tokio::task::spawn_blocking(move || {
+            for _ in 0..2 {
+                let mut command = mailroom(&dir);
+                command.arg("migrate");
+                if db.backend() == Backend::Postgres {
+                    command.arg("--database-url").arg(db.url());
+                }
+                let output = command.output().unwrap();
+                assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+                assert!(String::from_utf8_lossy(&output.stdout).contains("migrations are up to date"));
+            }
+            if db.backend() == Backend::Sqlite {
+                assert!(dir.join("data/mailroom.db").is_file());
+            }
+        })
+        .await
+        .unwrap();
+    }
+
+    async fn tls_flags_serve_tls_1_3_only(db) {
+        let dir = db.dir().to_owned();
+        tokio::task::spawn_blocking(move || {
+            let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+            std::fs::write(dir.join("cert.pem"), cert.cert.pem()).unwrap();
+            std::fs::write(dir.join("key.pem"), cert.key_pair.serialize_pem()).unwrap();
+            let server = Server::start(&db, &dir, &["--tls-cert", "cert.pem", "--tls-key", "key.pem"]);
+            assert!(server.url.starts_with("https://"), "{}", server.url);
+            let url = format!("https://localhost:{}/healthz", server.port());
+            let root = reqwest::Certificate::from_pem(cert.cert.pem().as_bytes()).unwrap();
+
+            let tls13 = reqwest::blocking::Client::builder()
+                .add_root_certificate(root.clone())
+                .build()
+                .unwrap();
+            let response = tls13.get(&url).send().unwrap();
+            assert_eq!(response.status(), 200);
+            assert_eq!(response.headers()["x-frame-options"], "DENY");
+
+            let tls12 = reqwest::blocking::Client::builder()
+                .add_root_certificate(root)
+                .max_tls_version(reqwest::tls::Version::TLS_1_2)
+                .build()
+                .unwrap();
+            assert!(tls12.get(&url).send().is_err(), "TLS 1.2 must be refused");
+
+            let plain = client().get(format!("http://127.0.0.1:{}/healthz", server.port())).send();
+            assert!(plain.is_err(), "plain HTTP on the TLS port must fail");
+            let (status, _) = server.stop();
+            assert!(status.success());
+        })
+        .await
+        .unwrap();
+    }
+}
+
+#[test]
+fn configuration_layers_flags_over_env_over_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("mailroom.toml"),
+        "listen = \"127.0.0.1:1\"\nx_xss_protection = \"from-file\"\ndata_dir = \"file-data\"\n",
+    )
+    .unwrap();
+    // The file says port 1, the environment port 0; the environment wins. The flag beats
+    // both for the header value.
+    let mut command = mailroom(dir.path());
+    command
+        .args(["serve", "--x-xss-protection", "from-flag"])
+        .env("MAILROOM_LISTEN", "127.0.0.1:0")
+        .env("MAILROOM_X_XSS_PROTECTION", "from-env");
+    let server = Server::spawn(command);
+    let response = client().get(format!("{}/healthz", server.url)).send().unwrap();
+    assert_eq!(response.headers()["x-xss-protection"], "from-flag");
+    assert!(dir.path().join("file-data/mailroom.db").is_file(), "data_dir from the file");
+    let (status, _) = server.stop();
+    assert!(status.success());
+}
+
+#[test]
+fn unknown_configuration_is_an_error_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("bad.toml"), "listen = \"127.0.0.1:0\"\nlisten_port = 1\n").unwrap();
+    let output = mailroom(dir.path())
+        .args(["--config", "bad.toml", "serve"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("listen_port"), "{stderr}");
+
+    let output = mailroom(dir.path())
+        .arg("migrate")
+        .env("MAILROOM_DATABASE_ULR", "sqlite://x.db")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("MAILROOM_DATABASE_ULR"), "{stderr}");
+}
+
+#[test]
+fn an_unusable_database_stops_startup_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = mailroom(dir.path())
+        .args(["serve", "--database-url", "postgres://nobody:pw-secret@127.0.0.1:1/none"])
+        .env("MAILROOM_LISTEN", "127.0.0.1:0")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("opening the database"), "{stderr}");
+    assert!(!stderr.contains("pw-secret"), "{stderr}");
+}
