@@ -26,7 +26,10 @@ impl Server {
     /// the test database (SQLite uses its default place in `./data`).
     fn start(db: &TestDatabase, dir: &Path, args: &[&str]) -> Self {
         let mut command = mailroom(dir);
-        command.arg("serve").args(args).env("MAILROOM_LISTEN", "127.0.0.1:0");
+        command
+            .arg("serve")
+            .args(args)
+            .env("MAILROOM_LISTEN", "127.0.0.1:0");
         if db.backend() == Backend::Postgres {
             command.arg("--database-url").arg(db.url());
         }
@@ -58,7 +61,12 @@ impl Server {
             Err(_) => {
                 let _ = child.kill();
                 let mut stderr = String::new();
-                child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+                child
+                    .stderr
+                    .take()
+                    .unwrap()
+                    .read_to_string(&mut stderr)
+                    .unwrap();
                 panic!("mailroom did not start: {stderr}");
             }
         };
@@ -281,9 +289,15 @@ fn configuration_layers_flags_over_env_over_file() {
         .env("MAILROOM_LISTEN", "127.0.0.1:0")
         .env("MAILROOM_X_XSS_PROTECTION", "from-env");
     let server = Server::spawn(command);
-    let response = client().get(format!("{}/healthz", server.url)).send().unwrap();
+    let response = client()
+        .get(format!("{}/healthz", server.url))
+        .send()
+        .unwrap();
     assert_eq!(response.headers()["x-xss-protection"], "from-flag");
-    assert!(dir.path().join("file-data/mailroom.db").is_file(), "data_dir from the file");
+    assert!(
+        dir.path().join("file-data/mailroom.db").is_file(),
+        "data_dir from the file"
+    );
     let (status, _) = server.stop();
     assert!(status.success());
 }
@@ -291,7 +305,11 @@ fn configuration_layers_flags_over_env_over_file() {
 #[test]
 fn unknown_configuration_is_an_error_naming_it() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("bad.toml"), "listen = \"127.0.0.1:0\"\nlisten_port = 1\n").unwrap();
+    std::fs::write(
+        dir.path().join("bad.toml"),
+        "listen = \"127.0.0.1:0\"\nlisten_port = 1\n",
+    )
+    .unwrap();
     let output = mailroom(dir.path())
         .args(["--config", "bad.toml", "serve"])
         .output()
@@ -314,7 +332,11 @@ fn unknown_configuration_is_an_error_naming_it() {
 fn an_unusable_database_stops_startup_with_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let output = mailroom(dir.path())
-        .args(["serve", "--database-url", "postgres://nobody:pw-secret@127.0.0.1:1/none"])
+        .args([
+            "serve",
+            "--database-url",
+            "postgres://nobody:pw-secret@127.0.0.1:1/none",
+        ])
         .env("MAILROOM_LISTEN", "127.0.0.1:0")
         .output()
         .unwrap();

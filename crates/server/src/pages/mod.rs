@@ -15,6 +15,7 @@ pub fn layout(nonce: &CspNonce, title: &str, content: Markup) -> Markup {
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 title { (title) " · mailroom" }
+                link rel="icon" href="/static/favicon.svg" type="image/svg+xml";
                 link rel="stylesheet" href="/static/app.css";
                 script src="/static/app.js" nonce=(nonce.as_str()) defer {}
             }

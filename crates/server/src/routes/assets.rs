@@ -24,6 +24,11 @@ const ASSETS: &[Asset] = &[
         content_type: "text/javascript; charset=utf-8",
         body: include_str!("../../assets/app.js"),
     },
+    Asset {
+        name: "favicon.svg",
+        content_type: "image/svg+xml",
+        body: include_str!("../../assets/favicon.svg"),
+    },
 ];
 
 pub async fn asset(Path(name): Path<String>, headers: HeaderMap) -> Result<Response, ApiError> {

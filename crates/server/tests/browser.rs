@@ -1,0 +1,117 @@
+//! The pages in a real browser: Debian's headless Chromium, driven by playwright-core from
+//! `tests/browser/` (installed by `./scripts/test`).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::TestApp;
+use mailroom_testkit::{both_backends, peer_missing};
+use serde_json::Value;
+
+fn browser_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/browser")
+}
+
+/// Node, Chromium and playwright-core, or a loud skip.
+fn browser_available() -> Option<()> {
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_owned());
+    if !Path::new(&chromium).exists() {
+        return peer_missing("Chromium", &format!("{chromium} not found"));
+    }
+    if !browser_dir().join("node_modules/playwright-core").is_dir() {
+        return peer_missing("playwright-core", "tests/browser/node_modules missing");
+    }
+    if std::process::Command::new("node")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        return peer_missing("Node.js", "node not on PATH");
+    }
+    Some(())
+}
+
+async fn check_page(url: &str, screenshot: &Path) -> Value {
+    let output = tokio::process::Command::new("node")
+        .arg(browser_dir().join("check-page.mjs"))
+        .arg(url)
+        .arg(screenshot)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "check-page.mjs failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+/// Console lines in which the browser complained about the Content-Security-Policy.
+fn csp_errors(page: &Value) -> usize {
+    page["consoleMessages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| {
+            m["text"]
+                .as_str()
+                .unwrap()
+                .contains("Content Security Policy")
+        })
+        .count()
+}
+
+fn assert_no_violations(page: &Value) {
+    assert_eq!(page["violations"], serde_json::json!([]), "{page:#}");
+    assert_eq!(page["pageErrors"], serde_json::json!([]), "{page:#}");
+    assert_eq!(csp_errors(page), 0, "{page:#}");
+    let errors: Vec<&Value> = page["consoleMessages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["type"] == "error")
+        .collect();
+    assert!(errors.is_empty(), "console errors: {errors:#?}");
+}
+
+both_backends! {
+    async fn landing_page_renders_in_chromium_without_csp_violations(db) {
+        if browser_available().is_none() {
+            return;
+        }
+        let app = TestApp::spawn(&db).await;
+        let screenshot = db.dir().join("landing.png");
+        let page = check_page(&app.at("/"), &screenshot).await;
+
+        assert_eq!(page["status"], 200, "{page:#}");
+        assert!(page["title"].as_str().unwrap().contains("mailroom"), "{page:#}");
+        assert_eq!(page["heading"], "Email infrastructure you run yourself");
+        assert_eq!(page["enhanced"], true, "the nonce'd script ran: {page:#}");
+        assert_eq!(page["stylesheetApplied"], true, "the stylesheet loaded: {page:#}");
+        assert_no_violations(&page);
+        assert!(std::fs::metadata(&screenshot).unwrap().len() > 0);
+
+        // The control: the same response with an inline script spliced in without the nonce.
+        // The browser blocked it, the checks saw it, and its report reached the server.
+        let control = &page["control"];
+        assert_eq!(control["injectedScriptRan"], false, "{control:#}");
+        assert!(
+            control["violations"][0].as_str().unwrap().starts_with("script-src"),
+            "{control:#}"
+        );
+        assert!(csp_errors(control) > 0, "{control:#}");
+        let mut reports = None;
+        for _ in 0..50 {
+            reports = app.metric("mailroom_csp_reports_total").await;
+            if reports == Some(1.0) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(reports, Some(1.0), "exactly the control's report arrived");
+        app.stop().await;
+    }
+}
