@@ -1,5 +1,7 @@
 //! The `mailroom` binary as an operator runs it: a real process, its stdout, its signals.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails loudly, by design
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::Path;

@@ -1,6 +1,8 @@
 //! The pages in a real browser: Debian's headless Chromium, driven by playwright-core from
 //! `tests/browser/` (installed by `./scripts/test`).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails loudly, by design
+
 mod common;
 
 use std::path::{Path, PathBuf};

@@ -1,6 +1,8 @@
 //! The hardened edge, seen from a client: headers, request ids, errors, body limits, client
 //! IPs, metrics, readiness (PRODUCT.md §12, §15).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails loudly, by design
+
 mod common;
 
 use common::{TestApp, problem};

@@ -1,6 +1,7 @@
 //! Spawns the real server in-process, on port 0, over a fresh database.
 
 #![allow(dead_code)] // Each test crate uses a different part of the harness.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
 
