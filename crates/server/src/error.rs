@@ -172,11 +172,23 @@ mod tests {
         serde_json::from_slice(&bytes).unwrap()
     }
 
+    /// One test, not two: the error callsite must not be hit by a parallel test while this
+    /// one captures the log (tracing caches callsite interest process-wide).
     #[tokio::test]
-    async fn internal_errors_say_nothing_of_their_cause() {
-        let error = ApiError::internal(anyhow::anyhow!("connection to 10.0.0.5 refused"));
+    async fn internal_errors_log_their_cause_and_tell_the_client_nothing() {
         let id = RequestId::generate();
-        let response = error.render(Some(id));
+        let mut response = None;
+        let logged = crate::telemetry::capture(true, || {
+            let error = ApiError::internal(anyhow::anyhow!("connection to 10.0.0.5 refused"));
+            response = Some(error.render(Some(id)));
+        });
+        assert!(
+            logged.contains("connection to 10.0.0.5 refused"),
+            "{logged}"
+        );
+        assert!(logged.contains("ERROR"), "{logged}");
+
+        let response = response.unwrap();
         assert_eq!(response.status(), 500);
         assert_eq!(response.headers()[header::CONTENT_TYPE], PROBLEM_JSON);
         let body = body_json(response).await;

@@ -229,12 +229,11 @@ where
     }
 }
 
+/// Runs `emit` under a subscriber of the given format and returns what it logged.
 #[cfg(test)]
-mod tests {
+pub(crate) fn capture(json: bool, emit: impl FnOnce()) -> String {
     use std::io::Write;
     use std::sync::{Arc, Mutex};
-
-    use super::*;
 
     #[derive(Clone, Default)]
     struct Captured(Arc<Mutex<Vec<u8>>>);
@@ -256,12 +255,21 @@ mod tests {
         }
     }
 
-    fn capture(json: bool, emit: impl FnOnce()) -> String {
-        let captured = Captured::default();
-        let subscriber = subscriber(json, "trace", captured.clone()).unwrap();
-        tracing::subscriber::with_default(subscriber, emit);
-        String::from_utf8(captured.0.lock().unwrap().clone()).unwrap()
-    }
+    let captured = Captured::default();
+    let subscriber = subscriber(json, "trace", captured.clone()).unwrap();
+    tracing::subscriber::with_default(subscriber, || {
+        // Tests run in parallel, each with a subscriber of its own on its thread; a callsite
+        // first hit on another thread may have cached "no interest" before this subscriber
+        // existed. Recompute, so that nothing emitted here is dropped.
+        tracing::callsite::rebuild_interest_cache();
+        emit();
+    });
+    String::from_utf8(captured.0.lock().unwrap().clone()).unwrap()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
 
     fn emit_secrets() {
         let span = tracing::info_span!(

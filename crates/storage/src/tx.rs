@@ -170,10 +170,33 @@ mod tests {
 
         async fn migrations_apply_twice_and_ping_answers(test_db) {
             let db = Database::connect(test_db.url()).await.unwrap();
+            // The test kit links its own build of this crate: compare by name.
             assert_eq!(db.backend().name(), test_db.backend().name());
             db.migrate().await.unwrap();
             db.migrate().await.unwrap();
             db.ping().await.unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn sqlite_runs_in_wal_with_foreign_keys_and_a_busy_timeout() {
+        let test_db = mailroom_testkit::TestDatabase::sqlite().await;
+        let db = Database::connect(test_db.url()).await.unwrap();
+        let Pool::Sqlite(pool) = &db.pool else {
+            panic!("a sqlite: URL opens SQLite");
+        };
+        let mut connection = pool.acquire().await.unwrap();
+        let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+            .fetch_one(&mut *connection)
+            .await
+            .unwrap();
+        assert_eq!(mode, "wal");
+        for (pragma, expected) in [("PRAGMA foreign_keys", 1), ("PRAGMA busy_timeout", 5000)] {
+            let value: i64 = sqlx::query_scalar(pragma)
+                .fetch_one(&mut *connection)
+                .await
+                .unwrap();
+            assert_eq!(value, expected, "{pragma}");
         }
     }
 

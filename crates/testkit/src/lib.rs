@@ -10,20 +10,7 @@ use tempfile::TempDir;
 /// Where PostgreSQL is when `MAILROOM_TEST_POSTGRES_URL` does not say.
 const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Backend {
-    Sqlite,
-    Postgres,
-}
-
-impl Backend {
-    pub fn name(self) -> &'static str {
-        match self {
-            Backend::Sqlite => "sqlite",
-            Backend::Postgres => "postgres",
-        }
-    }
-}
+pub use mailroom_storage::Backend;
 
 /// A database that exists for one test and is removed after it.
 pub struct TestDatabase {
