@@ -5,7 +5,7 @@
 use std::any::Any;
 
 use axum::extract::Request;
-use axum::http::{HeaderMap, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
@@ -29,6 +29,13 @@ pub async fn render_problems(request: Request, next: Next) -> Response {
     };
     let mut rendered = error.render(request_id);
     copy_kept_headers(response.headers(), rendered.headers_mut());
+    if rendered.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        // The rest of the body was never read: the connection cannot carry another request,
+        // and a client that reused it would fail.
+        rendered
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     rendered
 }
 
@@ -61,8 +68,6 @@ pub fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {
 
 #[cfg(test)]
 mod tests {
-    use axum::http::StatusCode;
-
     use super::*;
 
     #[test]
@@ -74,7 +79,7 @@ mod tests {
         let mut already = StatusCode::BAD_REQUEST.into_response();
         already.headers_mut().insert(
             header::CONTENT_TYPE,
-            axum::http::HeaderValue::from_static("application/problem+json"),
+            HeaderValue::from_static("application/problem+json"),
         );
         assert!(!needs_problem_body(&already));
     }
