@@ -1,8 +1,11 @@
 //! The policy that decides which named values are secrets and must never reach a log (HTTP-6).
 //!
-//! Secrets are also wrapped in types that refuse to print; this policy is the second line,
-//! applied by the log formatter to every field and by the request logger to headers and query
-//! parameters, so a careless `info!(token = …)` still prints `[redacted]`.
+//! Code must not log secrets in the first place; this policy is the net under it, applied by
+//! the log formatter to every field and by the request logger to headers and query
+//! parameters, so a careless `info!(token = …)` still prints `[redacted]`, and a URL with
+//! credentials in it loses them.
+
+use std::borrow::Cow;
 
 pub const REDACTED: &str = "[redacted]";
 
@@ -14,6 +17,7 @@ const SECRET_SEGMENTS: &[&str] = &[
     "authorization",
     "bearer",
     "cookie",
+    "csrf",
     "credential",
     "credentials",
     "jwt",
@@ -23,10 +27,13 @@ const SECRET_SEGMENTS: &[&str] = &[
     "password",
     "pwd",
     "secret",
+    "session",
+    "sid",
     "signature",
     "token",
     "otp",
     "totp",
+    "xsrf",
 ];
 
 /// `code` is an OTP or a backup code unless a qualifier says it is something harmless.
@@ -59,6 +66,32 @@ pub fn redact_query(query: &str) -> String {
         })
         .collect::<Vec<_>>()
         .join("&")
+}
+
+/// `value` with the credentials of any URL in it (`postgres://user:password@host`) replaced:
+/// connection strings end up in error messages and fields whose names cannot say so.
+pub fn scrub_credentials(value: &str) -> Cow<'_, str> {
+    if !value.contains("://") {
+        return Cow::Borrowed(value);
+    }
+    let mut out = String::with_capacity(value.len());
+    let mut rest = value;
+    while let Some(scheme_end) = rest.find("://") {
+        let authority_start = scheme_end + 3;
+        out.push_str(&rest[..authority_start]);
+        rest = &rest[authority_start..];
+        let authority_end = rest
+            .find(|c: char| {
+                matches!(c, '/' | '?' | '#') || c.is_whitespace() || c == '"' || c == '\''
+            })
+            .unwrap_or(rest.len());
+        if let Some(at) = rest[..authority_end].rfind('@') {
+            out.push_str(REDACTED);
+            rest = &rest[at..];
+        }
+    }
+    out.push_str(rest);
+    Cow::Owned(out)
 }
 
 fn segments(name: &str) -> Vec<String> {
@@ -113,7 +146,10 @@ mod tests {
             "mfa.code",
             "X-Auth-Token",
             "master_key",
-            "smtp_url_password",
+            "session_id",
+            "sid",
+            "csrf_token",
+            "X-CSRF-Token",
         ] {
             assert!(is_secret_name(name), "{name} should be secret");
         }
@@ -137,6 +173,23 @@ mod tests {
             // `tokenizer` is a segment of its own, not `token`: whole segments only.
             assert!(!is_secret_name(name), "{name} should not be secret");
         }
+    }
+
+    #[test]
+    fn credentials_in_urls_are_scrubbed() {
+        assert_eq!(
+            scrub_credentials("opening postgres://app:hunter2@db:5432/m failed"),
+            "opening postgres://[redacted]@db:5432/m failed"
+        );
+        assert_eq!(
+            scrub_credentials("smtp://user:p%40ss@relay.example:587 and https://x.test/a@b"),
+            "smtp://[redacted]@relay.example:587 and https://x.test/a@b"
+        );
+        assert_eq!(
+            scrub_credentials("databse_url = \"postgres://u:pw@h/d\""),
+            "databse_url = \"postgres://[redacted]@h/d\""
+        );
+        assert_eq!(scrub_credentials("no urls here"), "no urls here");
     }
 
     #[test]

@@ -38,13 +38,14 @@ impl Cli {
         let config = settings.into_config()?;
         match self.command {
             Command::Serve => {
+                let shutdown = mailroom_server::shutdown::listen()?;
                 let app = App::build(config).await?;
                 tracing::info!(
                     url = %app.public_url(),
                     listen = %app.local_addr(),
                     "mailroom is listening"
                 );
-                app.run_until(mailroom_server::shutdown::signal()).await
+                app.run_until(shutdown).await
             }
             Command::Migrate => {
                 let database = config.open_database().await?;

@@ -6,6 +6,7 @@ mod settings;
 use std::process::ExitCode;
 
 use clap::Parser;
+use mailroom_core::redact::scrub_credentials;
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -13,8 +14,10 @@ async fn main() -> ExitCode {
     match cli.run().await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            // Logging may not be set up yet (a bad config file), so errors go to stderr.
-            eprintln!("mailroom: {error:#}");
+            // Logging may not be set up yet (a bad config file), so errors go to stderr —
+            // without the credentials of any URL they quote.
+            let message = format!("{error:#}");
+            eprintln!("mailroom: {}", scrub_credentials(&message));
             ExitCode::FAILURE
         }
     }

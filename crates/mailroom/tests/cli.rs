@@ -137,8 +137,10 @@ both_backends! {
             }
             let ready: Value = client().get(format!("{}/readyz", server.url)).send().unwrap().json().unwrap();
             assert_eq!(ready["database"], db.backend().name());
-            let (status, _) = server.stop();
+            server.signal("INT");
+            let (status, lines) = server.wait();
             assert!(status.success(), "{status}");
+            assert!(lines.iter().any(|l| l.contains("SIGINT received")), "{lines:#?}");
         })
         .await
         .unwrap();
@@ -206,6 +208,14 @@ both_backends! {
                 .filter(|entry| entry["request_id"] == request_id.as_str())
                 .collect();
             assert!(of_request.len() >= 2, "request and response lines: {all}");
+            // Every line the server logs while serving carries the request's id.
+            for line in &lines {
+                let entry: Value = serde_json::from_str(line).unwrap();
+                let target = entry["target"].as_str().unwrap();
+                if target.starts_with("mailroom_server::edge") || target.starts_with("mailroom_server::routes") {
+                    assert!(entry["request_id"].is_string(), "{line}");
+                }
+            }
             for entry in &of_request {
                 assert_eq!(entry["client_ip"], "127.0.0.1", "a spoofed X-Forwarded-For is not believed");
                 assert_eq!(entry["path"], "/healthz");
@@ -273,43 +283,53 @@ both_backends! {
         .await
         .unwrap();
     }
-}
-
-#[test]
-fn configuration_layers_flags_over_env_over_file() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("mailroom.toml"),
-        "listen = \"127.0.0.1:1\"\nx_xss_protection = \"from-file\"\ndata_dir = \"file-data\"\n",
-    )
-    .unwrap();
-    // The file says port 1, the environment port 0; the environment wins. The flag beats
-    // both for the header value.
-    let mut command = mailroom(dir.path());
-    command
-        .args(["serve", "--x-xss-protection", "from-flag"])
-        .env("MAILROOM_LISTEN", "127.0.0.1:0")
-        .env("MAILROOM_X_XSS_PROTECTION", "from-env");
-    let server = Server::spawn(command);
-    let response = client()
-        .get(format!("{}/healthz", server.url))
-        .send()
+    async fn configuration_layers_flags_over_env_over_file(db) {
+        let dir = db.dir().to_owned();
+        tokio::task::spawn_blocking(move || {
+            let database = match db.backend() {
+                Backend::Sqlite => String::new(),
+                Backend::Postgres => format!("database_url = \"{}\"\n", db.url()),
+            };
+            std::fs::write(
+                dir.join("mailroom.toml"),
+                format!(
+                    "listen = \"127.0.0.1:1\"\nx_xss_protection = \"from-file\"\n\
+                     data_dir = \"file-data\"\nmetrics_allow = [\"10.0.0.0/8\"]\n{database}"
+                ),
+            )
+            .unwrap();
+            // The file says port 1, the environment port 0: the environment wins. For the
+            // header all three layers speak, and the flag wins. The file alone sets data_dir
+            // and metrics_allow, and they hold.
+            let mut command = mailroom(&dir);
+            command
+                .args(["serve", "--x-xss-protection", "from-flag"])
+                .env("MAILROOM_LISTEN", "127.0.0.1:0")
+                .env("MAILROOM_X_XSS_PROTECTION", "from-env");
+            let server = Server::spawn(command);
+            let response = client().get(format!("{}/healthz", server.url)).send().unwrap();
+            assert_eq!(response.headers()["x-xss-protection"], "from-flag");
+            let metrics = client().get(format!("{}/metrics", server.url)).send().unwrap();
+            assert_eq!(metrics.status(), 404, "metrics_allow from the file");
+            if db.backend() == Backend::Sqlite {
+                assert!(dir.join("file-data/mailroom.db").is_file(), "data_dir from the file");
+            }
+            let (status, _) = server.stop();
+            assert!(status.success());
+        })
+        .await
         .unwrap();
-    assert_eq!(response.headers()["x-xss-protection"], "from-flag");
-    assert!(
-        dir.path().join("file-data/mailroom.db").is_file(),
-        "data_dir from the file"
-    );
-    let (status, _) = server.stop();
-    assert!(status.success());
+    }
 }
 
+/// Fails before any database is opened: one backend says all.
 #[test]
 fn unknown_configuration_is_an_error_naming_it() {
     let dir = tempfile::tempdir().unwrap();
+    // A typo'd key whose value is a connection string: named, but without its password.
     std::fs::write(
         dir.path().join("bad.toml"),
-        "listen = \"127.0.0.1:0\"\nlisten_port = 1\n",
+        "listen = \"127.0.0.1:0\"\ndatabse_url = \"postgres://app:file-secret@db/m\"\n",
     )
     .unwrap();
     let output = mailroom(dir.path())
@@ -318,7 +338,8 @@ fn unknown_configuration_is_an_error_naming_it() {
         .unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("listen_port"), "{stderr}");
+    assert!(stderr.contains("databse_url"), "{stderr}");
+    assert!(!stderr.contains("file-secret"), "{stderr}");
 
     let output = mailroom(dir.path())
         .arg("migrate")
@@ -330,6 +351,7 @@ fn unknown_configuration_is_an_error_naming_it() {
     assert!(stderr.contains("MAILROOM_DATABASE_ULR"), "{stderr}");
 }
 
+/// Only a PostgreSQL URL can point at a server that is not there.
 #[test]
 fn an_unusable_database_stops_startup_with_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();

@@ -10,10 +10,11 @@ use axum_server::tls_rustls::RustlsConfig;
 use mailroom_storage::Database;
 use url::Url;
 
-use crate::config::Config;
+use crate::config::{Config, HEADER_READ_TIMEOUT};
 use crate::metrics::Metrics;
 use crate::state::AppState;
 use crate::{edge, routes, tls};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 /// A mailroom server: database opened and migrated, socket bound, routes built. Nothing is
 /// served until [`App::run_until`].
@@ -95,16 +96,14 @@ impl App {
             .into_make_service_with_connect_info::<SocketAddr>();
         let served = match self.tls {
             Some(tls) => {
-                axum_server::from_tcp_rustls(self.listener, tls)
-                    .handle(handle)
-                    .serve(service)
-                    .await
+                let mut server = axum_server::from_tcp_rustls(self.listener, tls).handle(handle);
+                limit_header_time(server.http_builder());
+                server.serve(service).await
             }
             None => {
-                axum_server::from_tcp(self.listener)
-                    .handle(handle)
-                    .serve(service)
-                    .await
+                let mut server = axum_server::from_tcp(self.listener).handle(handle);
+                limit_header_time(server.http_builder());
+                server.serve(service).await
             }
         };
         self.database.close().await;
@@ -112,6 +111,14 @@ impl App {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// Gives hyper a timer, without which it enforces no header-read timeout at all.
+fn limit_header_time(builder: &mut hyper_util::server::conn::auto::Builder<TokioExecutor>) {
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
 }
 
 /// `http(s)://<bound address>`, with a wildcard address replaced by loopback: a URL that a

@@ -13,6 +13,11 @@ use url::Url;
 
 /// Request bodies larger than this are refused with 413 (HTTP-2).
 pub const BODY_LIMIT_BYTES: usize = 256 * 1024;
+/// A request not answered within this is cut off with 408: a slow client (or a stuck
+/// handler) cannot hold a connection and its resources forever.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// A client must finish sending request headers within this (slowloris).
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -106,8 +111,16 @@ fn validate_public_url(url: &Url) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The URL of a SQLite file. sqlx percent-decodes the path and ends it at `?`, so those
+/// characters are escaped.
 fn sqlite_url(path: &Path) -> String {
-    format!("sqlite://{}", path.display())
+    let path = path
+        .display()
+        .to_string()
+        .replace('%', "%25")
+        .replace('?', "%3F")
+        .replace('#', "%23");
+    format!("sqlite://{path}")
 }
 
 fn loopback_v4() -> IpNet {
@@ -140,6 +153,15 @@ mod tests {
         let config = Config::new("./data");
         assert_eq!(config.database_url(), "sqlite://./data/mailroom.db");
         config.validate().unwrap();
+    }
+
+    #[test]
+    fn data_dirs_with_url_characters_stay_one_path() {
+        let config = Config::new("/srv/a?b#c%d");
+        assert_eq!(
+            config.database_url(),
+            "sqlite:///srv/a%3Fb%23c%25d/mailroom.db"
+        );
     }
 
     #[test]

@@ -107,19 +107,18 @@ impl ApiError {
 
     /// The problem document, and a log line for failures of ours.
     pub(crate) fn render(&self, request_id: Option<RequestId>) -> Response {
-        if self.status.is_server_error() {
-            match &self.cause {
-                Some(cause) => tracing::error!(
-                    code = self.code,
-                    error = format!("{cause:#}"),
-                    "request failed"
-                ),
-                None => tracing::error!(
-                    code = self.code,
-                    status = self.status.as_u16(),
-                    "request failed"
-                ),
+        // `problem_code`, not `code`: the log redacts fields named `code` (OTPs).
+        match &self.cause {
+            Some(cause) => tracing::error!(
+                problem_code = self.code,
+                error = format!("{cause:#}"),
+                "request failed"
+            ),
+            None if self.status == StatusCode::INTERNAL_SERVER_ERROR => {
+                tracing::error!(problem_code = self.code, "request failed")
             }
+            // Other statuses are answers, not failures of ours; their handlers log what matters.
+            None => {}
         }
         let problem = Problem {
             r#type: format!("urn:mailroom:problem:{}", self.code),
@@ -187,6 +186,10 @@ mod tests {
             "{logged}"
         );
         assert!(logged.contains("ERROR"), "{logged}");
+        assert!(
+            logged.contains(r#""problem_code":"internal_error""#),
+            "{logged}"
+        );
 
         let response = response.unwrap();
         assert_eq!(response.status(), 500);

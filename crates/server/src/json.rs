@@ -72,7 +72,7 @@ pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
         let path = error.path().to_string();
         let inner = error.into_inner();
         if inner.is_data() {
-            let field = if path == "." { None } else { Some(path) };
+            let field = field_path(&path, &inner.to_string());
             let detail = match &field {
                 Some(field) => format!("Field `{field}`: {inner}"),
                 None => format!("The body does not have the expected shape: {inner}"),
@@ -88,6 +88,22 @@ pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     })?;
     deserializer.end().map_err(|error| malformed(&error))?;
     Ok(value)
+}
+
+/// The offending field as a dotted path. For a missing field the path is that of the
+/// enclosing object, and serde names the field only in its message, whose wording is serde's
+/// stable "missing field `x`".
+fn field_path(path: &str, message: &str) -> Option<String> {
+    let missing = message
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.split('`').next());
+    let parent = (path != ".").then_some(path);
+    match (parent, missing) {
+        (Some(parent), Some(name)) => Some(format!("{parent}.{name}")),
+        (None, Some(name)) => Some(name.to_owned()),
+        (Some(parent), None) => Some(parent.to_owned()),
+        (None, None) => None,
+    }
 }
 
 fn malformed(error: &serde_json::Error) -> ApiError {
@@ -138,13 +154,17 @@ mod tests {
     fn unknown_fields_are_named() {
         let error = error_of(r#"{"name":"a","inner":{"count":3},"admin":true}"#);
         assert_eq!(error.code(), "invalid_field");
-        assert!(error.detail().contains("admin"), "{}", error.detail());
+        assert_eq!(error.field(), Some("admin"));
+        let error = error_of(r#"{"name":"a","inner":{"count":3,"extra":1}}"#);
+        assert_eq!(error.field(), Some("inner.extra"));
     }
 
     #[test]
     fn missing_fields_are_named() {
         let error = error_of(r#"{"inner":{"count":3}}"#);
-        assert!(error.detail().contains("name"), "{}", error.detail());
+        assert_eq!(error.field(), Some("name"));
+        let error = error_of(r#"{"name":"a","inner":{}}"#);
+        assert_eq!(error.field(), Some("inner.count"));
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use std::fmt;
 use std::io::IsTerminal;
 
-use mailroom_core::redact::{REDACTED, is_secret_name};
+use mailroom_core::redact::{REDACTED, is_secret_name, scrub_credentials};
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -119,12 +119,16 @@ impl Visit for TextVisitor<'_> {
         }
         let separator = if self.first { "" } else { " " };
         self.first = false;
-        self.result = if field.name() == "message" {
-            write!(self.writer, "{separator}{value:?}")
-        } else if redacted(field) {
+        self.result = if redacted(field) {
             write!(self.writer, "{separator}{}={REDACTED}", field.name())
         } else {
-            write!(self.writer, "{separator}{}={value:?}", field.name())
+            let shown = format!("{value:?}");
+            let shown = scrub_credentials(&shown);
+            if field.name() == "message" {
+                write!(self.writer, "{separator}{shown}")
+            } else {
+                write!(self.writer, "{separator}{}={shown}", field.name())
+            }
         };
     }
 }
@@ -134,10 +138,10 @@ struct JsonVisitor<'a>(&'a mut Map<String, Value>);
 
 impl JsonVisitor<'_> {
     fn put(&mut self, field: &Field, value: Value) {
-        let value = if redacted(field) {
-            Value::String(REDACTED.to_owned())
-        } else {
-            value
+        let value = match value {
+            _ if redacted(field) => Value::String(REDACTED.to_owned()),
+            Value::String(text) => Value::String(scrub_credentials(&text).into_owned()),
+            other => other,
         };
         self.0.insert(field.name().to_owned(), value);
     }
@@ -282,9 +286,10 @@ mod tests {
             password = "hunter2-secret",
             api_key = "mr_live_key_secret",
             code = 123456,
+            database_url = "postgres://app:url-secret@db/m",
             user = "alice",
             status_code = 250,
-            "signing in"
+            "signing in to smtp://u:msg-secret@relay"
         );
     }
 
@@ -309,7 +314,7 @@ mod tests {
         let line: Value = serde_json::from_str(output.lines().next().unwrap()).unwrap();
         assert_eq!(line["request_id"], "rid-1");
         assert_eq!(line["password"], REDACTED);
-        assert_eq!(line["message"], "signing in");
+        assert_eq!(line["message"], "signing in to smtp://[redacted]@relay");
         assert_eq!(line["level"], "INFO");
     }
 

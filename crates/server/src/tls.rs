@@ -25,7 +25,7 @@ pub fn server_config(files: &TlsFiles) -> anyhow::Result<Arc<ServerConfig>> {
         .context("configuring TLS 1.3")?
         .with_no_client_auth()
         .with_single_cert(certs, key)
-        .context("the TLS certificate and key do not match")?;
+        .context("the TLS certificate and key cannot be used together (mismatched, or an unsupported key type)")?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }

@@ -146,12 +146,26 @@ pub fn require_all() -> bool {
 }
 
 /// Reports a peer the test needs but cannot have: a loud skip, or a failure under
-/// `MAILROOM_TEST_REQUIRE_ALL=1`.
+/// `MAILROOM_TEST_REQUIRE_ALL=1`. The test harness captures a passing test's output, so the
+/// skip is also appended to the file named by `MAILROOM_TEST_SKIP_LOG`, which
+/// `./scripts/test` prints at the end of the run.
 pub fn peer_missing<T>(peer: &str, why: &str) -> Option<T> {
     if require_all() {
         panic!("{peer} is required (MAILROOM_TEST_REQUIRE_ALL=1) but unavailable: {why}");
     }
-    eprintln!("SKIPPED: {peer} unavailable ({why}); run ./scripts/test to provide it");
+    let test = std::thread::current().name().unwrap_or("?").to_owned();
+    let line = format!("SKIPPED {test}: {peer} unavailable ({why})");
+    eprintln!("{line}; run ./scripts/test to provide it");
+    if let Ok(path) = std::env::var("MAILROOM_TEST_SKIP_LOG") {
+        use std::io::Write;
+        if let Ok(mut log) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
+            let _ = writeln!(log, "{line}");
+        }
+    }
     None
 }
 

@@ -24,6 +24,10 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 pub struct RequestContext {
     pub request_id: RequestId,
     pub client_ip: IpAddr,
+    /// The request says it was forwarded (`X-Forwarded-For`, `Forwarded`) by a peer that is
+    /// not a trusted proxy: either a spoof, or a proxy the operator forgot to list, in which
+    /// case `client_ip` is the proxy's. Address-based allowances must not apply.
+    pub forwarded_by_untrusted_peer: bool,
 }
 
 pub async fn request_context(
@@ -41,9 +45,12 @@ pub async fn request_context(
         .get_all("x-forwarded-for")
         .iter()
         .filter_map(|value| value.to_str().ok());
+    let forwarded = request.headers().contains_key("x-forwarded-for")
+        || request.headers().contains_key(header::FORWARDED);
     let context = RequestContext {
         request_id: RequestId::generate(),
         client_ip: state.trusted_proxies.client_ip(peer, forwarded_for),
+        forwarded_by_untrusted_peer: forwarded && !state.trusted_proxies.contains(peer),
     };
     request.extensions_mut().insert(context);
 
@@ -76,17 +83,21 @@ pub async fn request_context(
 }
 
 /// Headers as a log field: values of secret-named headers (`Authorization`, `Cookie`,
-/// `X-Api-Key`, …) are replaced (HTTP-6).
+/// `X-Api-Key`, …) are replaced (HTTP-6), and a `Referer` loses its query (it may be a page
+/// URL with a token in it).
 struct RedactedHeaders<'a>(&'a HeaderMap);
 
 impl std::fmt::Debug for RedactedHeaders<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_map()
             .entries(self.0.iter().map(|(name, value)| {
-                let shown = if is_secret_name(name.as_str()) || name == header::SET_COOKIE {
+                let value = value.to_str().unwrap_or("[not utf-8]");
+                let shown = if is_secret_name(name.as_str()) {
                     REDACTED
+                } else if name == header::REFERER {
+                    value.split(['?', '#']).next().unwrap_or_default()
                 } else {
-                    value.to_str().unwrap_or("[not utf-8]")
+                    value
                 };
                 (name.as_str(), shown)
             }))
@@ -108,8 +119,13 @@ mod tests {
         headers.insert(header::COOKIE, HeaderValue::from_static("sid=s3cr3t"));
         headers.insert("x-api-key", HeaderValue::from_static("mr_live_s3cr3t"));
         headers.insert(header::USER_AGENT, HeaderValue::from_static("curl/8"));
+        headers.insert(
+            header::REFERER,
+            HeaderValue::from_static("https://m.test/reset?token=s3cr3t"),
+        );
         let shown = format!("{:?}", RedactedHeaders(&headers));
         assert!(!shown.contains("s3cr3t"), "{shown}");
         assert!(shown.contains("curl/8"), "{shown}");
+        assert!(shown.contains("https://m.test/reset"), "{shown}");
     }
 }

@@ -6,19 +6,23 @@
 //! 2. [`crate::metrics`]: request counts and latency by route and status;
 //! 3. [`headers`]: the security headers and the CSP nonce (HTTP-1);
 //! 4. [`problems`]: every error response rendered as problem+json (HTTP-5);
-//! 5. panics caught and turned into a 500, and the body limit (HTTP-2).
+//! 5. the request timeout (408), and panics caught and turned into a 500.
+//!
+//! The body limit (HTTP-2) is not here but on each group of routes ([`crate::routes`]), so
+//! that a route with a larger allowance (the bulk upload) can have its own.
 
 pub mod context;
 pub mod headers;
 pub mod problems;
 
 use axum::Router;
+use axum::http::StatusCode;
 use axum::middleware::{from_fn, from_fn_with_state};
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
 
-use crate::config::BODY_LIMIT_BYTES;
+use crate::config::REQUEST_TIMEOUT;
 use crate::state::AppState;
 
 /// Wraps every route, and the fallback, in the edge layers.
@@ -30,9 +34,86 @@ pub fn harden(router: Router<AppState>, state: AppState) -> Router {
                 .layer(from_fn_with_state(state.clone(), crate::metrics::track))
                 .layer(from_fn_with_state(state.clone(), headers::security_headers))
                 .layer(from_fn(problems::render_problems))
-                .layer(CatchPanicLayer::custom(problems::panic_response))
-                .layer(RequestBodyLimitLayer::new(BODY_LIMIT_BYTES)),
+                .layer(TimeoutLayer::with_status_code(
+                    StatusCode::REQUEST_TIMEOUT,
+                    REQUEST_TIMEOUT,
+                ))
+                .layer(CatchPanicLayer::custom(problems::panic_response)),
         )
         .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use axum::body::Body;
+    use axum::http::{HeaderValue, Request, header};
+    use axum::routing::get;
+    use mailroom_storage::Database;
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::error::{ApiError, PROBLEM_JSON};
+    use crate::metrics::Metrics;
+
+    async fn state() -> AppState {
+        AppState {
+            database: Database::connect("sqlite::memory:").await.unwrap(),
+            metrics: Arc::new(Metrics::new()),
+            trusted_proxies: Arc::default(),
+            metrics_allow: Arc::from([]),
+            x_xss_protection: HeaderValue::from_static("0"),
+        }
+    }
+
+    /// Failures of ours reach the client as a bare problem 500 with every edge header, and
+    /// nothing of what went wrong.
+    #[tokio::test]
+    async fn panics_and_internal_errors_become_opaque_problems() {
+        let router = Router::new()
+            .route(
+                "/panic",
+                get(|| async {
+                    if true {
+                        panic!("kaboom at /var/lib/secret");
+                    }
+                    StatusCode::OK
+                }),
+            )
+            .route(
+                "/fail",
+                get(|| async {
+                    Err::<StatusCode, _>(ApiError::internal(anyhow::anyhow!(
+                        "kaboom at /var/lib/secret"
+                    )))
+                }),
+            );
+        let router = harden(router, state().await);
+        for path in ["/panic", "/fail"] {
+            let request = Request::get(path).body(Body::empty()).unwrap();
+            let response = router.clone().oneshot(request).await.unwrap();
+            assert_eq!(
+                response.status(),
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "{path}"
+            );
+            let headers = response.headers();
+            assert_eq!(headers[header::CONTENT_TYPE], PROBLEM_JSON, "{path}");
+            assert!(
+                headers.contains_key(header::CONTENT_SECURITY_POLICY),
+                "{path}"
+            );
+            assert_eq!(headers[header::X_FRAME_OPTIONS], "DENY", "{path}");
+            let request_id = headers[context::REQUEST_ID_HEADER].clone();
+            let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+                .await
+                .unwrap();
+            let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(body["code"], "internal_error", "{path}");
+            assert_eq!(body["request_id"], request_id.to_str().unwrap(), "{path}");
+            assert!(!body.to_string().contains("kaboom"), "{path}: {body}");
+        }
+    }
 }

@@ -12,9 +12,14 @@ use axum::response::{IntoResponse, Response};
 use crate::edge::context::RequestContext;
 use crate::error::{ApiError, PROBLEM_JSON};
 
-/// Headers of the original response that stay on its problem form.
-const KEPT_HEADERS: [header::HeaderName; 3] =
-    [header::ALLOW, header::RETRY_AFTER, header::WWW_AUTHENTICATE];
+/// Headers that describe the body, which the problem form replaces; the others (`Allow`,
+/// `Retry-After`, `Set-Cookie`, `Vary`, …) stay.
+const BODY_HEADERS: [header::HeaderName; 4] = [
+    header::CONTENT_TYPE,
+    header::CONTENT_LENGTH,
+    header::CONTENT_ENCODING,
+    header::TRANSFER_ENCODING,
+];
 
 pub async fn render_problems(request: Request, next: Next) -> Response {
     let request_id = request
@@ -31,7 +36,8 @@ pub async fn render_problems(request: Request, next: Next) -> Response {
     copy_kept_headers(response.headers(), rendered.headers_mut());
     if rendered.status() == StatusCode::PAYLOAD_TOO_LARGE {
         // The rest of the body was never read: the connection cannot carry another request,
-        // and a client that reused it would fail.
+        // and a client that reused it would fail. (HTTP/2 streams need no such header; hyper
+        // drops it there.)
         rendered
             .headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
@@ -49,8 +55,8 @@ fn needs_problem_body(response: &Response) -> bool {
 }
 
 fn copy_kept_headers(from: &HeaderMap, to: &mut HeaderMap) {
-    for name in KEPT_HEADERS {
-        for value in from.get_all(&name) {
+    for (name, value) in from {
+        if !BODY_HEADERS.contains(name) {
             to.append(name.clone(), value.clone());
         }
     }

@@ -1,5 +1,6 @@
 //! `GET /metrics` for Prometheus. Only the networks in `--metrics-allow` may read it; to
-//! everyone else it does not exist.
+//! everyone else it does not exist. A request forwarded by a proxy we were not told to trust
+//! is refused too: behind an unlisted local proxy every client would look like loopback.
 
 use axum::Extension;
 use axum::extract::State;
@@ -19,7 +20,8 @@ pub async fn metrics(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let ip = context.client_ip;
-    if !state.metrics_allow.iter().any(|net| net.contains(&ip)) {
+    let allowed = state.metrics_allow.iter().any(|net| net.contains(&ip));
+    if !allowed || context.forwarded_by_untrusted_peer {
         return Err(ApiError::not_found());
     }
     let body = state.metrics.render().map_err(ApiError::internal)?;

@@ -8,7 +8,9 @@ mod metrics;
 
 use axum::Router;
 use axum::routing::{get, post};
+use tower_http::limit::RequestBodyLimitLayer;
 
+use crate::config::BODY_LIMIT_BYTES;
 use crate::pages;
 use crate::state::AppState;
 
@@ -21,4 +23,7 @@ pub fn router() -> Router<AppState> {
         .route(csp_report::CSP_REPORT_PATH, post(csp_report::receive))
         .route("/static/{name}", get(assets::asset))
         .fallback(|| async { crate::ApiError::not_found() })
+        // Every route above, and the fallback; a route allowed larger bodies is merged after
+        // this, with a limit layer of its own.
+        .layer(RequestBodyLimitLayer::new(BODY_LIMIT_BYTES))
 }
