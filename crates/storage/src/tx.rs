@@ -34,26 +34,37 @@ impl Database {
     where
         F: for<'t> FnMut(&'t mut Tx) -> BoxFuture<'t, Result<T, StorageError>>,
     {
-        for attempt in 1..=MAX_ATTEMPTS {
-            let mut tx = self.begin_serializable().await?;
-            let outcome = match work(&mut tx).await {
-                Ok(value) => tx.commit().await.map(|()| value),
-                Err(error) => {
-                    tx.rollback().await;
-                    Err(error)
-                }
-            };
-            match outcome {
+        let mut attempt = 1;
+        loop {
+            match self.attempt(&mut work).await {
                 Err(error) if error.is_retryable() => {
+                    if attempt == MAX_ATTEMPTS {
+                        tracing::warn!(%error, attempts = attempt, "transaction gave up");
+                        return Err(StorageError::Contention { attempts: attempt });
+                    }
                     tracing::debug!(attempt, %error, "transaction conflict, retrying");
                     tokio::time::sleep(backoff(attempt)).await;
+                    attempt += 1;
                 }
                 outcome => return outcome,
             }
         }
-        Err(StorageError::Contention {
-            attempts: MAX_ATTEMPTS,
-        })
+    }
+
+    /// One try: begin (itself able to conflict, as SQLite's `BEGIN IMMEDIATE` can be busy),
+    /// run the work, commit, or roll back on the work's error.
+    async fn attempt<T, F>(&self, work: &mut F) -> Result<T, StorageError>
+    where
+        F: for<'t> FnMut(&'t mut Tx) -> BoxFuture<'t, Result<T, StorageError>>,
+    {
+        let mut tx = self.begin_serializable().await?;
+        match work(&mut tx).await {
+            Ok(value) => tx.commit().await.map(|()| value),
+            Err(error) => {
+                tx.rollback().await;
+                Err(error)
+            }
+        }
     }
 
     async fn begin_serializable(&self) -> Result<Tx, StorageError> {
@@ -94,6 +105,7 @@ fn backoff(attempt: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, Ordering};
 
     use futures::FutureExt;
     use mailroom_testkit::both_backends;
@@ -176,6 +188,62 @@ mod tests {
             db.migrate().await.unwrap();
             db.ping().await.unwrap();
         }
+    }
+
+    /// Two transactions read the counter, then both write it: PostgreSQL must fail one with a
+    /// serialization error, and the helper must run it again on the new value. (On SQLite the
+    /// write lock taken at `BEGIN IMMEDIATE` keeps the two from interleaving at all.)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_serialization_conflict_is_retried_not_lost() {
+        let Some(test_db) = mailroom_testkit::TestDatabase::postgres().await else {
+            return;
+        };
+        let db = Arc::new(Database::connect(test_db.url()).await.unwrap());
+        create_scratch_counter(&db).await;
+        let both_have_read = Arc::new(tokio::sync::Barrier::new(2));
+        let attempts = Arc::new(AtomicU32::new(0));
+
+        let tasks: Vec<_> = (0..2)
+            .map(|_| {
+                let (db, both_have_read, attempts) = (
+                    Arc::clone(&db),
+                    Arc::clone(&both_have_read),
+                    Arc::clone(&attempts),
+                );
+                tokio::spawn(async move {
+                    let mut first_attempt = true;
+                    db.serializable(|tx| {
+                        let wait = std::mem::take(&mut first_attempt);
+                        let both_have_read = Arc::clone(&both_have_read);
+                        attempts.fetch_add(1, Ordering::SeqCst);
+                        async move {
+                            let Inner::Postgres(tx) = &mut tx.0 else {
+                                unreachable!("a PostgreSQL test");
+                            };
+                            let value: i64 =
+                                sqlx::query_scalar("SELECT value FROM scratch_counter")
+                                    .fetch_one(&mut **tx)
+                                    .await?;
+                            if wait {
+                                both_have_read.wait().await;
+                            }
+                            sqlx::query("UPDATE scratch_counter SET value = $1")
+                                .bind(value + 1)
+                                .execute(&mut **tx)
+                                .await?;
+                            Ok(())
+                        }
+                        .boxed()
+                    })
+                    .await
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap().unwrap();
+        }
+        assert_eq!(counter(&db).await, 2, "no increment lost");
+        assert_eq!(attempts.load(Ordering::SeqCst), 3, "exactly one retry");
     }
 
     #[tokio::test]
