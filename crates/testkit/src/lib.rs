@@ -2,6 +2,8 @@
 //! peer that cannot be had makes its test skip loudly — or fail, under
 //! `MAILROOM_TEST_REQUIRE_ALL=1` (CI), so that no suite is skipped unnoticed.
 
+mod smtp;
+
 use std::time::Duration;
 
 use sqlx::{Connection, Executor, PgConnection};
@@ -11,6 +13,7 @@ use tempfile::TempDir;
 const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
 pub use mailroom_storage::Backend;
+pub use smtp::{Delivered, SmtpOptions, SmtpServer};
 
 /// A database that exists for one test and is removed after it.
 pub struct TestDatabase {

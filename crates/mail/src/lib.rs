@@ -1,0 +1,161 @@
+//! Mail transports. For now: mailroom's own mail (sign-up codes, alerts, invitations) sent
+//! through an SMTP relay, or — with no relay configured — written as `.eml` files into an
+//! outbox directory so that a single node works with no setup at all.
+//!
+//! Sending mail on users' behalf (SMTP relays, Gmail) and reading mailboxes (IMAP) join this
+//! crate later.
+
+mod smtp_url;
+pub mod templates;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use lettre::message::{Mailbox, MultiPart};
+use lettre::transport::smtp::PoolConfig;
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
+use lettre::{AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use secrecy::ExposeSecret;
+use thiserror::Error;
+
+pub use lettre::Address;
+pub use smtp_url::{SmtpSecurity, SmtpSettings};
+pub use templates::Rendered;
+
+/// How long one SMTP command may take before the relay is considered gone.
+const SMTP_TIMEOUT: Duration = Duration::from_secs(30);
+/// Connections kept open to the relay.
+const SMTP_POOL_SIZE: u32 = 4;
+
+#[derive(Debug, Error)]
+pub enum MailError {
+    #[error("invalid SMTP URL: {0}")]
+    InvalidSmtpUrl(String),
+    #[error("invalid address: {0}")]
+    InvalidAddress(String),
+    #[error("reading the relay's CA certificate {path}: {source}")]
+    CaFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("building the message: {0}")]
+    Build(#[from] lettre::error::Error),
+    #[error("SMTP: {0}")]
+    Smtp(#[from] lettre::transport::smtp::Error),
+    #[error("creating the outbox {path}: {source}")]
+    OutboxDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("writing to the outbox: {0}")]
+    Outbox(#[from] lettre::transport::file::Error),
+}
+
+/// Where mailroom's own messages go.
+#[derive(Clone)]
+pub struct SystemMail {
+    from: Mailbox,
+    transport: Transport,
+}
+
+#[derive(Clone)]
+enum Transport {
+    Smtp(AsyncSmtpTransport<Tokio1Executor>),
+    Outbox {
+        dir: PathBuf,
+        files: AsyncFileTransport<Tokio1Executor>,
+    },
+}
+
+impl SystemMail {
+    /// Through an SMTP relay (pooled connections; TLS as the settings say).
+    pub fn smtp(settings: &SmtpSettings, from: Mailbox) -> Result<Self, MailError> {
+        let tls = |settings: &SmtpSettings| -> Result<TlsParameters, MailError> {
+            let mut builder = TlsParameters::builder(settings.host.clone());
+            if let Some(path) = &settings.ca_file {
+                let pem = std::fs::read(path).map_err(|source| MailError::CaFile {
+                    path: path.clone(),
+                    source,
+                })?;
+                builder = builder.add_root_certificate(Certificate::from_pem(&pem)?);
+            }
+            Ok(builder.build_rustls()?)
+        };
+        let tls = match settings.security {
+            SmtpSecurity::StartTls => Tls::Required(tls(settings)?),
+            SmtpSecurity::ImplicitTls => Tls::Wrapper(tls(settings)?),
+            SmtpSecurity::None => Tls::None,
+        };
+        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&settings.host)
+            .port(settings.port)
+            .tls(tls)
+            .timeout(Some(SMTP_TIMEOUT))
+            .pool_config(PoolConfig::new().max_size(SMTP_POOL_SIZE));
+        if let Some((user, password)) = &settings.credentials {
+            builder = builder.credentials(Credentials::new(
+                user.clone(),
+                password.expose_secret().to_owned(),
+            ));
+        }
+        Ok(Self {
+            from,
+            transport: Transport::Smtp(builder.build()),
+        })
+    }
+
+    /// Into `dir` (created if missing), one RFC 5322 `.eml` file per message.
+    pub fn outbox(dir: &Path, from: Mailbox) -> Result<Self, MailError> {
+        std::fs::create_dir_all(dir).map_err(|source| MailError::OutboxDir {
+            path: dir.to_owned(),
+            source,
+        })?;
+        Ok(Self {
+            from,
+            transport: Transport::Outbox {
+                dir: dir.to_owned(),
+                files: AsyncFileTransport::new(dir),
+            },
+        })
+    }
+
+    /// Sends one message with a plain-text and an HTML alternative.
+    pub async fn send(&self, to: &Address, message: &Rendered) -> Result<(), MailError> {
+        // Message-ID under our own sending domain, as receiving filters expect.
+        let message_id = format!("<{}@{}>", uuid::Uuid::now_v7(), self.from.email.domain());
+        let email = Message::builder()
+            .message_id(Some(message_id))
+            .from(self.from.clone())
+            .to(Mailbox::new(None, to.clone()))
+            .subject(&message.subject)
+            .multipart(MultiPart::alternative_plain_html(
+                message.text.clone(),
+                message.html.clone(),
+            ))?;
+        match &self.transport {
+            Transport::Smtp(smtp) => {
+                smtp.send(email).await?;
+                tracing::info!(to = %to, subject = %message.subject, "system mail sent");
+            }
+            Transport::Outbox { dir, files } => {
+                let id = files.send(email).await?;
+                // The body may hold a code: the log names the file, never its content.
+                tracing::info!(
+                    to = %to,
+                    subject = %message.subject,
+                    file = %dir.join(format!("{id}.eml")).display(),
+                    "system mail written to the outbox (no SMTP relay configured)"
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `Name <address>` or a bare address.
+pub fn parse_mailbox(text: &str) -> Result<Mailbox, MailError> {
+    text.parse()
+        .map_err(|error: lettre::address::AddressError| {
+            MailError::InvalidAddress(error.to_string())
+        })
+}

@@ -1,0 +1,111 @@
+//! A real SMTP server for tests: aiosmtpd, run by `tests/peers/smtp_server.py`.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use tempfile::TempDir;
+
+use crate::peer_missing;
+
+/// How the server behaves.
+#[derive(Default)]
+pub struct SmtpOptions {
+    /// Offer STARTTLS with this certificate and key (PEM files), and refuse mail without it.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Require AUTH with these credentials.
+    pub login: Option<(String, String)>,
+}
+
+pub struct SmtpServer {
+    child: Child,
+    port: u16,
+    out: TempDir,
+}
+
+/// One accepted message: its raw RFC 5322 text and the session it came in.
+pub struct Delivered {
+    pub raw: String,
+    pub session: serde_json::Value,
+}
+
+impl SmtpServer {
+    /// Starts the server, or `None` (a loud skip) when Python or aiosmtpd is missing.
+    pub fn start(options: SmtpOptions) -> Option<Self> {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/peers/smtp_server.py");
+        let out = crate::tempdir();
+        let mut command = Command::new("python3");
+        command.arg(&script).arg(out.path());
+        if let Some((cert, key)) = &options.tls {
+            command.arg("--cert").arg(cert).arg("--key").arg(key);
+        }
+        if let Some((user, password)) = &options.login {
+            command.args(["--user", user, "--password", password]);
+        }
+        let mut child = match command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+        {
+            Ok(child) => child,
+            Err(error) => return peer_missing("python3 (for aiosmtpd)", &error.to_string()),
+        };
+        let stdout = child.stdout.take()?;
+        let mut first_line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut first_line);
+        let Some(port) = first_line
+            .strip_prefix("LISTENING ")
+            .and_then(|port| port.trim().parse().ok())
+        else {
+            let _ = child.kill();
+            let mut stderr = String::new();
+            if let Some(mut pipe) = child.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
+            }
+            return peer_missing("aiosmtpd", stderr.lines().last().unwrap_or("did not start"));
+        };
+        Some(Self { child, port, out })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The messages accepted so far, waiting up to five seconds for at least `count`.
+    pub fn delivered(&self, count: usize) -> Vec<Delivered> {
+        for _ in 0..50 {
+            let messages = self.read();
+            if messages.len() >= count {
+                return messages;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        self.read()
+    }
+
+    fn read(&self) -> Vec<Delivered> {
+        let mut messages = Vec::new();
+        for n in 1.. {
+            let eml = self.out.path().join(format!("{n}.eml"));
+            let json = self.out.path().join(format!("{n}.json"));
+            let (Ok(raw), Ok(session)) =
+                (std::fs::read_to_string(eml), std::fs::read_to_string(json))
+            else {
+                break;
+            };
+            let Ok(session) = serde_json::from_str(&session) else {
+                break;
+            };
+            messages.push(Delivered { raw, session });
+        }
+        messages
+    }
+}
+
+impl Drop for SmtpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
