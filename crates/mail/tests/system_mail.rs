@@ -32,19 +32,26 @@ fn assert_is_the_code_message(raw: &str) {
     );
 }
 
-#[tokio::test]
-async fn delivers_through_an_smtp_relay_with_login() {
-    let Some(server) = SmtpServer::start(SmtpOptions {
+/// A plain-text relay on loopback that wants `relay-user` / `relay-pass`, and system mail
+/// pointed at it with the given password.
+fn relay_with_login(password: &str) -> Option<(SmtpServer, SystemMail)> {
+    let server = SmtpServer::start(SmtpOptions {
         tls: None,
         login: Some(("relay-user".into(), "relay-pass".into())),
-    }) else {
-        return;
-    };
+    })?;
     let url = format!(
-        "smtp://relay-user:relay-pass@127.0.0.1:{}?tls=none",
+        "smtp://relay-user:{password}@127.0.0.1:{}?tls=none",
         server.port()
     );
     let mail = SystemMail::smtp(&SmtpSettings::parse(&url, None).unwrap(), from()).unwrap();
+    Some((server, mail))
+}
+
+#[tokio::test]
+async fn delivers_through_an_smtp_relay_with_login() {
+    let Some((server, mail)) = relay_with_login("relay-pass") else {
+        return;
+    };
     let message = templates::verification_code("verify your email address", "482913", 5);
     mail.send(&recipient(), &message).await.unwrap();
 
@@ -58,17 +65,9 @@ async fn delivers_through_an_smtp_relay_with_login() {
 
 #[tokio::test]
 async fn wrong_relay_credentials_fail_the_send() {
-    let Some(server) = SmtpServer::start(SmtpOptions {
-        tls: None,
-        login: Some(("relay-user".into(), "relay-pass".into())),
-    }) else {
+    let Some((server, mail)) = relay_with_login("wrong") else {
         return;
     };
-    let url = format!(
-        "smtp://relay-user:wrong@127.0.0.1:{}?tls=none",
-        server.port()
-    );
-    let mail = SystemMail::smtp(&SmtpSettings::parse(&url, None).unwrap(), from()).unwrap();
     let message = templates::verification_code("sign in", "482913", 5);
     assert!(mail.send(&recipient(), &message).await.is_err());
     assert!(server.delivered(0).is_empty());
