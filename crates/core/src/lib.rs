@@ -3,6 +3,7 @@
 //! server, the CLI and the workers alike.
 
 pub mod client_ip;
+pub mod password_policy;
 pub mod redact;
 pub mod request_id;
 
