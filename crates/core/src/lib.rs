@@ -2,10 +2,15 @@
 //! them. Nothing here performs I/O, so every rule can be tested in isolation and reused by the
 //! server, the CLI and the workers alike.
 
+pub mod accounts;
 pub mod client_ip;
+pub mod email;
+pub mod ids;
 pub mod password_policy;
 pub mod redact;
 pub mod request_id;
 
 pub use client_ip::TrustedProxies;
+pub use email::EmailAddress;
+pub use ids::{OrgId, SessionId, UserId};
 pub use request_id::RequestId;

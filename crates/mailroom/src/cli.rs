@@ -5,7 +5,7 @@ use mailroom_server::{App, telemetry};
 
 use crate::settings::Settings;
 
-#[derive(Debug, Parser)]
+#[derive(Parser)]
 #[command(
     name = "mailroom",
     version,
@@ -18,7 +18,7 @@ pub struct Cli {
     command: Command,
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Subcommand)]
 enum Command {
     /// Run the server: open (and migrate) the database, listen, serve until SIGINT/SIGTERM.
     Serve,

@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Args, CommandFactory};
 use ipnet::IpNet;
+use mailroom_mail::SmtpSettings;
 use mailroom_server::Config;
 use mailroom_server::config::{TlsFiles, TrustedProxies};
 use mailroom_server::telemetry::LogFormat;
@@ -22,7 +23,8 @@ const TEST_ENV_PREFIX: &str = "MAILROOM_TEST_";
 
 /// Every setting, as a flag (with its `MAILROOM_*` variable) and as a key of the TOML file: the
 /// key is the flag's name with `_` for `-`. `None` means "not set at this layer".
-#[derive(Debug, Default, Args, Serialize, Deserialize)]
+// Not `Debug`: `smtp_url` may hold a password.
+#[derive(Default, Args, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
     /// Configuration file (TOML); without it, ./mailroom.toml is read if present
@@ -92,6 +94,28 @@ pub struct Settings {
     )]
     shutdown_timeout: Option<u64>,
 
+    /// SMTP relay for mailroom's own mail: smtp://user:pass@host:587 (STARTTLS), smtps://… (TLS), or …?tls=none [default: none: .eml files in <data-dir>/outbox]
+    #[arg(long, global = true, env = "MAILROOM_SMTP_URL", value_name = "URL")]
+    smtp_url: Option<String>,
+
+    /// Extra CA certificate (PEM) to trust for the SMTP relay [default: public roots only]
+    #[arg(
+        long,
+        global = true,
+        env = "MAILROOM_SMTP_CA_FILE",
+        value_name = "PATH"
+    )]
+    smtp_ca_file: Option<PathBuf>,
+
+    /// Sender of mailroom's own mail [default: mailroom <noreply@localhost>]
+    #[arg(
+        long,
+        global = true,
+        env = "MAILROOM_MAIL_FROM",
+        value_name = "MAILBOX"
+    )]
+    mail_from: Option<String>,
+
     /// Log filter, e.g. info or mailroom_server=debug,info [default: info]
     #[arg(long, global = true, env = "MAILROOM_LOG", value_name = "FILTER")]
     log: Option<String>,
@@ -104,6 +128,12 @@ pub struct Settings {
         value_name = "FORMAT"
     )]
     log_format: Option<LogFormat>,
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings").finish_non_exhaustive()
+    }
 }
 
 impl Settings {
@@ -160,6 +190,14 @@ impl Settings {
         }
         if let Some(seconds) = self.shutdown_timeout {
             config.shutdown_timeout = Duration::from_secs(seconds);
+        }
+        config.smtp = self
+            .smtp_url
+            .map(|url| SmtpSettings::parse(&url, self.smtp_ca_file))
+            .transpose()
+            .context("--smtp-url")?;
+        if let Some(from) = self.mail_from {
+            config.mail_from = from;
         }
         Ok(config)
     }

@@ -10,6 +10,7 @@ use axum_server::tls_rustls::RustlsConfig;
 use mailroom_storage::Database;
 use url::Url;
 
+use crate::auth::passwords::PasswordWork;
 use crate::config::{Config, HEADER_READ_TIMEOUT};
 use crate::metrics::Metrics;
 use crate::state::AppState;
@@ -48,6 +49,7 @@ impl App {
             None => default_public_url(local_addr, tls.is_some())?,
         };
 
+        let mail = config.system_mail()?;
         let state = AppState {
             database: database.clone(),
             metrics: Arc::new(Metrics::new()),
@@ -55,6 +57,9 @@ impl App {
             metrics_allow: config.metrics_allow.clone().into(),
             x_xss_protection: HeaderValue::from_str(&config.x_xss_protection)
                 .context("--x-xss-protection is not a valid header value")?,
+            public_origin: public_url.origin().ascii_serialization().into(),
+            mail,
+            passwords: PasswordWork::new()?,
         };
         let router = edge::harden(routes::router(), state);
         Ok(Self {

@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use ipnet::IpNet;
 pub use mailroom_core::TrustedProxies;
+use mailroom_mail::{SmtpSettings, SystemMail};
 use mailroom_storage::Database;
 use url::Url;
 
@@ -36,6 +37,10 @@ pub struct Config {
     pub x_xss_protection: String,
     /// How long in-flight requests may take to finish after a shutdown signal.
     pub shutdown_timeout: Duration,
+    /// The relay for mailroom's own mail; `None`: `.eml` files in `<data-dir>/outbox/`.
+    pub smtp: Option<SmtpSettings>,
+    /// The sender of mailroom's own mail.
+    pub mail_from: String,
 }
 
 #[derive(Clone, Debug)]
@@ -57,6 +62,8 @@ impl Config {
             tls: None,
             x_xss_protection: "0".to_owned(),
             shutdown_timeout: Duration::from_secs(30),
+            smtp: None,
+            mail_from: "mailroom <noreply@localhost>".to_owned(),
         }
     }
 
@@ -80,6 +87,22 @@ impl Config {
             .await
             .with_context(|| format!("migrating the database {shown}"))?;
         Ok(database)
+    }
+
+    /// Where mailroom's own mail goes: the relay, or the outbox in the data directory.
+    pub fn system_mail(&self) -> anyhow::Result<SystemMail> {
+        let from = mailroom_mail::parse_mailbox(&self.mail_from).context("--mail-from")?;
+        Ok(match &self.smtp {
+            Some(settings) => SystemMail::smtp(settings, from)?,
+            None => {
+                let outbox = self.data_dir.join("outbox");
+                tracing::info!(
+                    outbox = %outbox.display(),
+                    "no SMTP relay configured (--smtp-url): system mail is written to the outbox"
+                );
+                SystemMail::outbox(&outbox, from)?
+            }
+        })
     }
 
     /// Checks what can be checked before binding: a public URL must be a bare origin.

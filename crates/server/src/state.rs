@@ -5,6 +5,9 @@ use ipnet::IpNet;
 use mailroom_core::TrustedProxies;
 use mailroom_storage::Database;
 
+use mailroom_mail::SystemMail;
+
+use crate::auth::passwords::PasswordWork;
 use crate::metrics::Metrics;
 
 /// What handlers and edge layers share. Cheap to clone: everything is behind a handle.
@@ -15,4 +18,8 @@ pub struct AppState {
     pub trusted_proxies: Arc<TrustedProxies>,
     pub metrics_allow: Arc<[IpNet]>,
     pub x_xss_protection: HeaderValue,
+    /// `scheme://host[:port]` of `--public-url`: what a same-origin request's `Origin` says.
+    pub public_origin: Arc<str>,
+    pub mail: SystemMail,
+    pub passwords: PasswordWork,
 }

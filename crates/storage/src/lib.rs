@@ -2,6 +2,7 @@
 //! several), their migrations, and the transaction discipline. Callers above this crate see
 //! typed operations, never a query string.
 
+pub mod accounts;
 mod error;
 mod tx;
 

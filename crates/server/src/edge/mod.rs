@@ -65,6 +65,13 @@ mod tests {
             trusted_proxies: Arc::default(),
             metrics_allow: Arc::from([]),
             x_xss_protection: HeaderValue::from_static("0"),
+            public_origin: "http://127.0.0.1".into(),
+            mail: mailroom_mail::SystemMail::outbox(
+                &std::env::temp_dir().join("mailroom-edge-test-outbox"),
+                mailroom_mail::parse_mailbox("noreply@localhost").unwrap(),
+            )
+            .unwrap(),
+            passwords: crate::auth::passwords::PasswordWork::new().unwrap(),
         }
     }
 

@@ -2,6 +2,7 @@
 //! respond; the edge ([`crate::edge`]) does everything that applies to all of them.
 
 mod assets;
+mod auth;
 pub mod csp_report;
 mod health;
 mod metrics;
@@ -22,6 +23,12 @@ pub fn router() -> Router<AppState> {
         .route("/metrics", get(metrics::metrics))
         .route(csp_report::CSP_REPORT_PATH, post(csp_report::receive))
         .route("/static/{name}", get(assets::asset))
+        .route("/v1/auth/signup", post(auth::signup))
+        .route("/v1/auth/verify-email", post(auth::verify_email))
+        .route("/v1/auth/resend-code", post(auth::resend_code))
+        .route("/v1/auth/login", post(auth::login))
+        .route("/v1/auth/logout", post(auth::logout))
+        .route("/v1/me", get(auth::me))
         .fallback(|| async { crate::ApiError::not_found() })
         // Every route above, and the fallback; a route allowed larger bodies is merged after
         // this, with a limit layer of its own.

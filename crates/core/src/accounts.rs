@@ -1,0 +1,54 @@
+//! The numbers behind sign-up, sign-in and sessions (PRODUCT.md §5, §6): promises to users,
+//! kept in one place.
+
+use std::time::Duration;
+
+/// An emailed code is good for five minutes…
+pub const CODE_TTL: Duration = Duration::from_secs(5 * 60);
+/// …and for five guesses in all, however often it is resent.
+pub const CODE_ATTEMPTS: u32 = 5;
+/// Failed sign-ins in a row that lock an account…
+pub const LOCKOUT_THRESHOLD: u32 = 5;
+/// …for this long the first time, twice as long each time after.
+pub const LOCKOUT_BASE: Duration = Duration::from_secs(15 * 60);
+/// The doubling stops here, so that a lock never outlives a working week.
+const LOCKOUT_MAX_DOUBLINGS: u32 = 8;
+/// A browser session lives this long past its last use.
+pub const SESSION_TTL: Duration = Duration::from_secs(30 * 24 * 60 * 60);
+
+/// How long the `n`-th lockout (counting from 0) lasts.
+pub fn lockout_duration(previous_lockouts: u32) -> Duration {
+    LOCKOUT_BASE.saturating_mul(1 << previous_lockouts.min(LOCKOUT_MAX_DOUBLINGS))
+}
+
+/// The purposes an emailed code can serve; one live code per purpose and address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CodePurpose {
+    Signup,
+    PasswordReset,
+}
+
+impl CodePurpose {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CodePurpose::Signup => "signup",
+            CodePurpose::PasswordReset => "password_reset",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lockouts_double_and_stop_doubling() {
+        assert_eq!(lockout_duration(0), Duration::from_secs(15 * 60));
+        assert_eq!(lockout_duration(1), Duration::from_secs(30 * 60));
+        assert_eq!(lockout_duration(2), Duration::from_secs(60 * 60));
+        assert_eq!(
+            lockout_duration(40),
+            lockout_duration(LOCKOUT_MAX_DOUBLINGS)
+        );
+    }
+}

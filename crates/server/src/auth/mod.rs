@@ -1,0 +1,9 @@
+//! Who is asking: passwords, emailed codes, session cookies, and the [`Principal`] extractor
+//! that every authenticated handler takes.
+
+pub mod codes;
+pub mod passwords;
+pub mod principal;
+pub mod session;
+
+pub use principal::Principal;

@@ -1,0 +1,113 @@
+//! The authenticated caller, extracted once per request from the session cookie. Handlers that
+//! take a [`Principal`] run only for a live session; its `user` carries the tenant (`org_id`)
+//! that every tenant query is scoped by.
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode};
+use mailroom_core::SessionId;
+use mailroom_core::accounts::SESSION_TTL;
+use mailroom_storage::accounts::User;
+use time::{Duration, OffsetDateTime};
+
+use crate::auth::session;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// Rolling expiry is written at most this often per session, not on every request.
+const TOUCH_INTERVAL: Duration = Duration::minutes(1);
+
+pub struct Principal {
+    pub user: User,
+    pub session_id: SessionId,
+}
+
+impl FromRequestParts<AppState> for Principal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let token = session::token_from(&parts.headers).ok_or_else(unauthenticated)?;
+        // A browser attaches the cookie to cross-site requests too (SES-4).
+        if !parts.method.is_safe() {
+            require_same_origin(&parts.headers, &state.public_origin)?;
+        }
+        let now = OffsetDateTime::now_utc();
+        let owner = state
+            .database
+            .session_owner(&session::token_hash(token), now)
+            .await
+            .map_err(ApiError::internal)?
+            .ok_or_else(unauthenticated)?;
+        if now - owner.last_seen_at > TOUCH_INTERVAL {
+            state
+                .database
+                .touch_session(owner.session_id, now, now + SESSION_TTL)
+                .await
+                .map_err(ApiError::internal)?;
+        }
+        Ok(Self {
+            user: owner.user,
+            session_id: owner.session_id,
+        })
+    }
+}
+
+fn unauthenticated() -> ApiError {
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "unauthenticated",
+        "Sign in first: this needs a session.",
+    )
+}
+
+/// A cookie-authenticated request that changes state must show that it comes from our own
+/// pages: its `Origin` is ours, or the browser says `Sec-Fetch-Site: same-origin`.
+fn require_same_origin(headers: &HeaderMap, public_origin: &str) -> Result<(), ApiError> {
+    let header = |name: &str| headers.get(name).and_then(|value| value.to_str().ok());
+    let same_origin =
+        header("origin") == Some(public_origin) || header("sec-fetch-site") == Some("same-origin");
+    if same_origin {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "csrf_failed",
+            "This request did not come from mailroom's own pages.",
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderValue;
+
+    use super::*;
+
+    const ORIGIN: &str = "https://mail.example.test";
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for (name, value) in pairs {
+            headers.insert(*name, HeaderValue::from_static(value));
+        }
+        headers
+    }
+
+    #[test]
+    fn same_origin_evidence_is_required() {
+        assert!(require_same_origin(&headers(&[("origin", ORIGIN)]), ORIGIN).is_ok());
+        assert!(
+            require_same_origin(&headers(&[("sec-fetch-site", "same-origin")]), ORIGIN).is_ok()
+        );
+        for refused in [
+            headers(&[]),
+            headers(&[("origin", "https://evil.test")]),
+            headers(&[("origin", "null")]),
+            headers(&[("sec-fetch-site", "cross-site")]),
+            headers(&[("sec-fetch-site", "same-site")]),
+        ] {
+            let error = require_same_origin(&refused, ORIGIN).unwrap_err();
+            assert_eq!(error.code(), "csrf_failed");
+        }
+    }
+}

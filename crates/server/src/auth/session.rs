@@ -1,0 +1,111 @@
+//! The browser session cookie (SES-1): `__Host-mailroom_session`, HttpOnly, Secure,
+//! SameSite=Lax, Path=/, holding 256 random bits; the database keeps only their SHA-256.
+
+use axum::http::{HeaderMap, HeaderValue, header};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use mailroom_core::SessionId;
+use mailroom_core::accounts::SESSION_TTL;
+use mailroom_storage::accounts::NewSession;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+
+use crate::edge::context::RequestContext;
+
+pub const COOKIE_NAME: &str = "__Host-mailroom_session";
+
+/// A new session: the secret for the cookie, and what storage keeps of it.
+pub struct IssuedSession {
+    pub token: String,
+    pub record: NewSession,
+}
+
+pub fn issue(context: &RequestContext, headers: &HeaderMap, now: OffsetDateTime) -> IssuedSession {
+    let mut secret = [0u8; 32];
+    rand::rng().fill_bytes(&mut secret);
+    let token = URL_SAFE_NO_PAD.encode(secret);
+    let user_agent = headers
+        .get(header::USER_AGENT)
+        .and_then(|value| value.to_str().ok())
+        .map(|agent| agent.chars().take(512).collect());
+    IssuedSession {
+        record: NewSession {
+            id: SessionId::generate(),
+            token_hash: token_hash(&token),
+            ip: context.client_ip.to_string(),
+            user_agent,
+            expires_at: now + SESSION_TTL,
+        },
+        token,
+    }
+}
+
+pub fn token_hash(token: &str) -> Vec<u8> {
+    Sha256::digest(token.as_bytes()).to_vec()
+}
+
+/// The `Set-Cookie` value that hands the session to the browser.
+pub fn cookie(token: &str) -> HeaderValue {
+    let value = format!(
+        "{COOKIE_NAME}={token}; Path=/; Max-Age={}; HttpOnly; Secure; SameSite=Lax",
+        SESSION_TTL.as_secs()
+    );
+    HeaderValue::from_str(&value).unwrap_or_else(|_| cleared_cookie())
+}
+
+/// The `Set-Cookie` value that makes the browser forget the session.
+pub fn cleared_cookie() -> HeaderValue {
+    HeaderValue::from_static(
+        "__Host-mailroom_session=; Path=/; Max-Age=0; HttpOnly; Secure; SameSite=Lax",
+    )
+}
+
+/// The session token the request carries, if any.
+pub fn token_from(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|cookies| cookies.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == COOKIE_NAME)
+        .map(|(_, value)| value)
+        .filter(|value| !value.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_token_is_found_among_other_cookies() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::COOKIE,
+            HeaderValue::from_static("theme=dark; __Host-mailroom_session=abc123; x=y"),
+        );
+        assert_eq!(token_from(&headers), Some("abc123"));
+        headers.insert(
+            header::COOKIE,
+            HeaderValue::from_static("mailroom_session=abc"),
+        );
+        assert_eq!(token_from(&headers), None);
+    }
+
+    #[test]
+    fn the_cookie_has_every_protective_attribute() {
+        let cookie = cookie("tok");
+        let cookie = cookie.to_str().unwrap();
+        for attribute in [
+            "__Host-mailroom_session=tok",
+            "Path=/",
+            "HttpOnly",
+            "Secure",
+            "SameSite=Lax",
+        ] {
+            assert!(cookie.contains(attribute), "{cookie}");
+        }
+        assert!(!cookie.contains("Domain="), "{cookie}");
+    }
+}

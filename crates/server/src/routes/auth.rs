@@ -1,0 +1,331 @@
+//! Sign-up, email verification, sign-in and sign-out (AUTH-1..3, AUTH-6, SES-1).
+//!
+//! Whether an account exists is never told by status, body or timing: sign-up and resend
+//! answer 202 either way and send mail in the background; sign-in checks a dummy hash for an
+//! unknown address.
+
+use axum::Json;
+use axum::extract::{Extension, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use mailroom_core::EmailAddress;
+use mailroom_core::accounts::{CODE_ATTEMPTS, CODE_TTL, CodePurpose};
+use mailroom_core::password_policy::{self, CompositionRules};
+use mailroom_crypto::password::Verification;
+use mailroom_mail::templates;
+use mailroom_storage::accounts::{CodeAttempt, FailedLogin, User};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+use tracing::Instrument;
+
+use crate::auth::{Principal, codes, session};
+use crate::edge::context::RequestContext;
+use crate::error::ApiError;
+use crate::json::ApiJson;
+use crate::state::AppState;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Credentials {
+    email: String,
+    password: SecretString,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CodeEntry {
+    email: String,
+    code: SecretString,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmailOnly {
+    email: String,
+}
+
+/// `POST /v1/auth/signup`: 202 whether or not the address already has an account.
+pub async fn signup(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<Credentials>,
+) -> Result<Response, ApiError> {
+    let email = parse_email(&body.email)?;
+    password_policy::check(
+        body.password.expose_secret(),
+        email.as_str(),
+        CompositionRules::default(),
+    )
+    .map_err(|rejection| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "weak_password",
+            rejection.to_string(),
+        )
+        .with_field("password")
+    })?;
+    // Hashed either way, so that both paths take the same time.
+    let password_hash = state.passwords.hash(&body.password).await?;
+    let now = OffsetDateTime::now_utc();
+    if database(state.database.user_by_email(&email).await)?.is_none() {
+        let code = codes::generate();
+        let code_hash = codes::hash(CodePurpose::Signup, &email, &code);
+        database(
+            state
+                .database
+                .save_signup(
+                    &email,
+                    password_hash.as_str(),
+                    &code_hash,
+                    now + CODE_TTL,
+                    now,
+                )
+                .await,
+        )?;
+        send_code(&state, &email, "verify your email address", &code);
+    }
+    Ok(pending())
+}
+
+/// `POST /v1/auth/resend-code`: a new code for a waiting sign-up; the guess budget carries
+/// over. 202 whatever the address.
+pub async fn resend_code(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<EmailOnly>,
+) -> Result<Response, ApiError> {
+    let email = parse_email(&body.email)?;
+    let now = OffsetDateTime::now_utc();
+    let code = codes::generate();
+    let code_hash = codes::hash(CodePurpose::Signup, &email, &code);
+    let replaced = database(
+        state
+            .database
+            .replace_code(CodePurpose::Signup, &email, &code_hash, now + CODE_TTL, now)
+            .await,
+    )?;
+    if replaced {
+        send_code(&state, &email, "verify your email address", &code);
+    }
+    Ok(pending())
+}
+
+/// `POST /v1/auth/verify-email`: the emailed code turns the sign-up into an account (with its
+/// own organization) and signs it in.
+pub async fn verify_email(
+    State(state): State<AppState>,
+    Extension(context): Extension<RequestContext>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<CodeEntry>,
+) -> Result<Response, ApiError> {
+    let email = parse_email(&body.email)?;
+    let now = OffsetDateTime::now_utc();
+    let attempt = database(
+        state
+            .database
+            .take_code_attempt(CodePurpose::Signup, &email, CODE_ATTEMPTS, now)
+            .await,
+    )?;
+    let code_hash = match attempt {
+        CodeAttempt::Counted { code_hash } => code_hash,
+        CodeAttempt::Exhausted => return Err(code_exhausted()),
+        CodeAttempt::Missing => return Err(invalid_code()),
+    };
+    if !codes::matches(
+        &code_hash,
+        CodePurpose::Signup,
+        &email,
+        body.code.expose_secret(),
+    ) {
+        return Err(invalid_code());
+    }
+    let issued = session::issue(&context, &headers, now);
+    let user = database(
+        state
+            .database
+            .complete_signup(&email, &issued.record, now)
+            .await,
+    )?
+    .ok_or_else(invalid_code)?;
+    tracing::info!(user_id = %user.id, "account created");
+    Ok(signed_in(&user, &issued.token))
+}
+
+/// `POST /v1/auth/login`.
+pub async fn login(
+    State(state): State<AppState>,
+    Extension(context): Extension<RequestContext>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<Credentials>,
+) -> Result<Response, ApiError> {
+    let now = OffsetDateTime::now_utc();
+    // A malformed address cannot have an account; it is answered like an unknown one.
+    let user = match EmailAddress::parse(&body.email) {
+        Ok(email) => database(state.database.user_by_email(&email).await)?,
+        Err(_) => None,
+    };
+    if user
+        .as_ref()
+        .and_then(|user| user.locked_until)
+        .is_some_and(|until| until > now)
+    {
+        return Err(account_locked());
+    }
+    let verified = state
+        .passwords
+        .verify(
+            &body.password,
+            user.as_ref().map(|u| u.password_hash.as_str()),
+        )
+        .await?;
+    let (user, rehash) = match (user, verified) {
+        (Some(user), Verification::Match { rehash }) => (user, rehash),
+        (Some(user), Verification::Mismatch) => {
+            return match database(state.database.record_failed_login(user.id, now).await)? {
+                FailedLogin::Counted => Err(invalid_credentials()),
+                FailedLogin::Locked { until } => {
+                    tracing::warn!(user_id = %user.id, %until, "account locked after failed sign-ins");
+                    Err(account_locked())
+                }
+            };
+        }
+        (None, _) => return Err(invalid_credentials()),
+    };
+    let upgraded = if rehash {
+        Some(state.passwords.hash(&body.password).await?)
+    } else {
+        None
+    };
+    database(
+        state
+            .database
+            .record_successful_login(user.id, upgraded.as_ref().map(|hash| hash.as_str()))
+            .await,
+    )?;
+    let issued = session::issue(&context, &headers, now);
+    database(
+        state
+            .database
+            .create_session(user.id, &issued.record, now)
+            .await,
+    )?;
+    tracing::info!(user_id = %user.id, "signed in");
+    Ok(signed_in(&user, &issued.token))
+}
+
+/// `POST /v1/auth/logout`: ends this session and clears the cookie.
+pub async fn logout(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> Result<Response, ApiError> {
+    let now = OffsetDateTime::now_utc();
+    database(
+        state
+            .database
+            .revoke_session(principal.session_id, now)
+            .await,
+    )?;
+    Ok((
+        StatusCode::NO_CONTENT,
+        [(header::SET_COOKIE, session::cleared_cookie())],
+    )
+        .into_response())
+}
+
+/// `GET /v1/me`.
+pub async fn me(principal: Principal) -> Json<Value> {
+    Json(user_json(&principal.user))
+}
+
+pub fn user_json(user: &User) -> Value {
+    json!({
+        "id": user.id,
+        "email": user.email,
+        "org_id": user.org_id,
+        "org_role": user.org_role,
+        "platform_role": user.platform_role,
+        "mfa_enabled": false,
+        "created_at": user.created_at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+    })
+}
+
+fn signed_in(user: &User, token: &str) -> Response {
+    (
+        StatusCode::OK,
+        [(header::SET_COOKIE, session::cookie(token))],
+        Json(json!({ "user": user_json(user) })),
+    )
+        .into_response()
+}
+
+fn pending() -> Response {
+    (
+        StatusCode::ACCEPTED,
+        Json(json!({ "status": "accepted", "detail": "If the address can receive a code, one is on its way." })),
+    )
+        .into_response()
+}
+
+/// Mails a code in the background: the response must not wait for (or be timed by) the relay.
+fn send_code(state: &AppState, email: &EmailAddress, purpose: &'static str, code: &str) {
+    let mail = state.mail.clone();
+    let message = templates::verification_code(purpose, code, 5);
+    let to = email.as_str().to_owned();
+    tokio::spawn(
+        async move {
+            let result = match to.parse() {
+                Ok(address) => mail.send(&address, &message).await,
+                Err(error) => Err(mailroom_mail::MailError::InvalidAddress(format!("{error}"))),
+            };
+            if let Err(error) = result {
+                tracing::warn!(%error, "system mail could not be sent");
+            }
+        }
+        .instrument(tracing::Span::current()),
+    );
+}
+
+fn parse_email(raw: &str) -> Result<EmailAddress, ApiError> {
+    EmailAddress::parse(raw).map_err(|error| {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_email", error.to_string())
+            .with_field("email")
+    })
+}
+
+fn database<T>(result: Result<T, mailroom_storage::StorageError>) -> Result<T, ApiError> {
+    result.map_err(ApiError::internal)
+}
+
+fn invalid_code() -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "invalid_code",
+        "The code is wrong or has expired.",
+    )
+    .with_field("code")
+}
+
+fn code_exhausted() -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "code_exhausted",
+        "Too many wrong codes: request a new one once this one expires.",
+    )
+    .with_field("code")
+}
+
+fn invalid_credentials() -> ApiError {
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "invalid_credentials",
+        "The email address or the password is wrong.",
+    )
+}
+
+fn account_locked() -> ApiError {
+    ApiError::new(
+        StatusCode::LOCKED,
+        "account_locked",
+        "Too many failed sign-ins: the account is locked for a while.",
+    )
+}

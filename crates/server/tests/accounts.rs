@@ -1,0 +1,257 @@
+//! Sign-up with an emailed code, sign-in, lockout, sessions and CSRF, end to end over HTTP
+//! (AUTH-1..3, AUTH-6, SES-1, SES-4), on both backends.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails loudly, by design
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::{TestApp, problem};
+use mailroom_testkit::{TestDatabase, both_backends};
+use serde_json::{Value, json};
+
+const PASSWORD: &str = "correct horse battery staple";
+
+/// The code in the newest outbox message to `email`, waiting for it to be written.
+async fn code_for(db: &TestDatabase, email: &str) -> String {
+    for _ in 0..100 {
+        if let Some(code) = codes_for(db.dir(), email).pop() {
+            return code;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no code was mailed to {email}");
+}
+
+/// Every code mailed to `email`, oldest first.
+fn codes_for(dir: &Path, email: &str) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(dir.join("data/outbox")) else {
+        return Vec::new();
+    };
+    let mut messages: Vec<(std::time::SystemTime, String)> = entries
+        .map(|entry| entry.unwrap().path())
+        .map(|path| {
+            let modified = std::fs::metadata(&path).unwrap().modified().unwrap();
+            (modified, std::fs::read_to_string(path).unwrap())
+        })
+        .filter(|(_, raw)| raw.contains(&format!("To: {email}")))
+        .collect();
+    messages.sort();
+    messages
+        .into_iter()
+        .filter_map(|(_, raw)| {
+            let subject = raw
+                .lines()
+                .find(|l| l.starts_with("Subject: Your mailroom code: "))?;
+            Some(subject.rsplit(' ').next()?.trim().to_owned())
+        })
+        .collect()
+}
+
+async fn post(app: &TestApp, path: &str, body: Value) -> reqwest::Response {
+    app.client
+        .post(app.at(path))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The session token from a response's `Set-Cookie`.
+fn session_token(response: &reqwest::Response) -> String {
+    let cookie = response.headers()["set-cookie"].to_str().unwrap();
+    let (pair, _) = cookie.split_once(';').unwrap();
+    pair.strip_prefix("__Host-mailroom_session=")
+        .unwrap()
+        .to_owned()
+}
+
+fn cookie(token: &str) -> String {
+    format!("__Host-mailroom_session={token}")
+}
+
+/// Signs up and verifies `email`; returns the session token.
+async fn create_account(app: &TestApp, db: &TestDatabase, email: &str) -> String {
+    let response = post(
+        app,
+        "/v1/auth/signup",
+        json!({"email": email, "password": PASSWORD}),
+    )
+    .await;
+    assert_eq!(response.status(), 202);
+    let code = code_for(db, email).await;
+    let response = post(
+        app,
+        "/v1/auth/verify-email",
+        json!({"email": email, "code": code}),
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    session_token(&response)
+}
+
+both_backends! {
+    async fn sign_up_verify_and_use_the_session(db) {
+        let app = TestApp::spawn(&db).await;
+        let email = "jane@example.test";
+        let response = post(&app, "/v1/auth/signup", json!({"email": "Jane@Example.TEST", "password": PASSWORD})).await;
+        assert_eq!(response.status(), 202);
+        let code = code_for(&db, email).await;
+        let wrong = if code == "000000" { "000001" } else { "000000" };
+        let response = post(&app, "/v1/auth/verify-email", json!({"email": email, "code": wrong})).await;
+        problem(response, 400, "invalid_code").await;
+
+        let response = post(&app, "/v1/auth/verify-email", json!({"email": email, "code": code})).await;
+        assert_eq!(response.status(), 200);
+        let set_cookie = response.headers()["set-cookie"].to_str().unwrap().to_owned();
+        for attribute in ["__Host-mailroom_session=", "HttpOnly", "Secure", "SameSite=Lax", "Path=/"] {
+            assert!(set_cookie.contains(attribute), "{set_cookie}");
+        }
+        let token = session_token(&response);
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["user"]["email"], email);
+
+        // The code worked once.
+        let again = post(&app, "/v1/auth/verify-email", json!({"email": email, "code": code})).await;
+        problem(again, 400, "invalid_code").await;
+
+        let me: Value = app
+            .client
+            .get(app.at("/v1/me"))
+            .header("cookie", cookie(&token))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(me["email"], email);
+        assert_eq!(me["org_role"], "owner");
+        assert_eq!(me["platform_role"], "user");
+        assert_eq!(me["mfa_enabled"], false);
+        assert!(me["org_id"].is_string() && me["id"].is_string());
+
+        // Signing out is a state change: refused without same-origin evidence (SES-4).
+        let forged = app
+            .client
+            .post(app.at("/v1/auth/logout"))
+            .header("cookie", cookie(&token))
+            .header("origin", "https://evil.example")
+            .send()
+            .await
+            .unwrap();
+        problem(forged, 403, "csrf_failed").await;
+        let logout = app
+            .client
+            .post(app.at("/v1/auth/logout"))
+            .header("cookie", cookie(&token))
+            .header("origin", &app.url)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(logout.status(), 204);
+        assert!(logout.headers()["set-cookie"].to_str().unwrap().contains("Max-Age=0"));
+        let after = app
+            .client
+            .get(app.at("/v1/me"))
+            .header("cookie", cookie(&token))
+            .send()
+            .await
+            .unwrap();
+        problem(after, 401, "unauthenticated").await;
+        app.stop().await;
+    }
+
+    async fn sign_up_does_not_tell_whether_an_account_exists(db) {
+        let app = TestApp::spawn(&db).await;
+        create_account(&app, &db, "taken@example.test").await;
+        let existing = post(&app, "/v1/auth/signup", json!({"email": "taken@example.test", "password": PASSWORD})).await;
+        let fresh = post(&app, "/v1/auth/signup", json!({"email": "fresh@example.test", "password": PASSWORD})).await;
+        assert_eq!(existing.status(), fresh.status());
+        assert_eq!(existing.text().await.unwrap(), fresh.text().await.unwrap());
+        code_for(&db, "fresh@example.test").await;
+        // No second code went to the owner of the existing account.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(codes_for(db.dir(), "taken@example.test").len(), 1);
+
+        let resend_existing = post(&app, "/v1/auth/resend-code", json!({"email": "taken@example.test"})).await;
+        let resend_unknown = post(&app, "/v1/auth/resend-code", json!({"email": "nobody@example.test"})).await;
+        assert_eq!(resend_existing.status(), 202);
+        assert_eq!(resend_existing.text().await.unwrap(), resend_unknown.text().await.unwrap());
+        app.stop().await;
+    }
+
+    async fn weak_passwords_are_refused_naming_the_field(db) {
+        let app = TestApp::spawn(&db).await;
+        for password in ["short", "password123", "jane.doe-2024", "aaaaaaaaaaaa"] {
+            let response = post(&app, "/v1/auth/signup", json!({"email": "jane.doe@example.test", "password": password})).await;
+            let body = problem(response, 400, "weak_password").await;
+            assert_eq!(body["field"], "password", "{password}");
+        }
+        let response = post(&app, "/v1/auth/signup", json!({"email": "not-an-address", "password": PASSWORD})).await;
+        let body = problem(response, 400, "invalid_email").await;
+        assert_eq!(body["field"], "email");
+        app.stop().await;
+    }
+
+    async fn twenty_parallel_wrong_codes_cannot_exceed_the_budget(db) {
+        let app = TestApp::spawn(&db).await;
+        let email = "target@example.test";
+        post(&app, "/v1/auth/signup", json!({"email": email, "password": PASSWORD})).await;
+        let code = code_for(&db, email).await;
+        let wrong = if code == "999999" { "999998" } else { "999999" };
+
+        let guesses = (0..20).map(|_| post(&app, "/v1/auth/verify-email", json!({"email": email, "code": wrong})));
+        let mut counted = 0;
+        for response in futures::future::join_all(guesses).await {
+            let body: Value = response.json().await.unwrap();
+            match body["code"].as_str().unwrap() {
+                "invalid_code" => counted += 1,
+                "code_exhausted" => {}
+                other => panic!("unexpected {other}"),
+            }
+        }
+        assert_eq!(counted, 5, "exactly the budget of guesses was counted");
+
+        // The right code is now worthless too, and resending does not buy more guesses.
+        let right = post(&app, "/v1/auth/verify-email", json!({"email": email, "code": code})).await;
+        problem(right, 400, "code_exhausted").await;
+        post(&app, "/v1/auth/resend-code", json!({"email": email})).await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while codes_for(db.dir(), email).len() < 2 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let resent = codes_for(db.dir(), email).pop().unwrap();
+        let after_resend = post(&app, "/v1/auth/verify-email", json!({"email": email, "code": resent})).await;
+        problem(after_resend, 400, "code_exhausted").await;
+        app.stop().await;
+    }
+
+    async fn sign_in_locks_out_after_five_failures_even_for_the_right_password(db) {
+        let app = TestApp::spawn(&db).await;
+        let email = "lock@example.test";
+        create_account(&app, &db, email).await;
+
+        let right = post(&app, "/v1/auth/login", json!({"email": email, "password": PASSWORD})).await;
+        assert_eq!(right.status(), 200);
+        assert!(!session_token(&right).is_empty());
+
+        // An unknown address and a wrong password look the same.
+        let unknown = post(&app, "/v1/auth/login", json!({"email": "ghost@example.test", "password": PASSWORD})).await;
+        let wrong = post(&app, "/v1/auth/login", json!({"email": email, "password": "not the password at all"})).await;
+        let unknown = problem(unknown, 401, "invalid_credentials").await;
+        let wrong = problem(wrong, 401, "invalid_credentials").await;
+        assert_eq!((&unknown["detail"], &unknown["title"]), (&wrong["detail"], &wrong["title"]));
+
+        for attempt in 2..=5 {
+            let response = post(&app, "/v1/auth/login", json!({"email": email, "password": "not the password at all"})).await;
+            let expected = if attempt == 5 { (423, "account_locked") } else { (401, "invalid_credentials") };
+            problem(response, expected.0, expected.1).await;
+        }
+        let sixth = post(&app, "/v1/auth/login", json!({"email": email, "password": PASSWORD})).await;
+        problem(sixth, 423, "account_locked").await;
+        app.stop().await;
+    }
+}

@@ -1,0 +1,483 @@
+//! Users, their organizations, pending sign-ups, emailed codes and browser sessions.
+
+use futures::FutureExt;
+use mailroom_core::accounts::{CodePurpose, LOCKOUT_THRESHOLD, lockout_duration};
+use mailroom_core::{EmailAddress, OrgId, SessionId, UserId};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::tx::Inner;
+use crate::{Database, Pool, StorageError, on_backend};
+
+/// A user with their organization membership.
+#[derive(Clone, Debug)]
+pub struct User {
+    pub id: UserId,
+    pub email: String,
+    pub password_hash: String,
+    pub platform_role: String,
+    pub org_id: OrgId,
+    pub org_role: String,
+    pub locked_until: Option<OffsetDateTime>,
+    pub created_at: OffsetDateTime,
+}
+
+#[derive(sqlx::FromRow)]
+struct UserRow {
+    id: Uuid,
+    email: String,
+    password_hash: String,
+    platform_role: String,
+    locked_until: Option<i64>,
+    created_at: i64,
+    org_id: Uuid,
+    org_role: String,
+}
+
+impl From<UserRow> for User {
+    fn from(row: UserRow) -> Self {
+        Self {
+            id: UserId::from_uuid(row.id),
+            email: row.email,
+            password_hash: row.password_hash,
+            platform_role: row.platform_role,
+            org_id: OrgId::from_uuid(row.org_id),
+            org_role: row.org_role,
+            locked_until: row.locked_until.map(from_ms),
+            created_at: from_ms(row.created_at),
+        }
+    }
+}
+
+const USER_FIELDS: &str = "u.id, u.email, u.password_hash, u.platform_role, u.locked_until, \
+     u.created_at, m.org_id, m.role AS org_role";
+
+/// A session to create: its secret's hash, never the secret.
+#[derive(Clone)]
+pub struct NewSession {
+    pub id: SessionId,
+    pub token_hash: Vec<u8>,
+    pub ip: String,
+    pub user_agent: Option<String>,
+    pub expires_at: OffsetDateTime,
+}
+
+/// A live session and whose it is.
+pub struct SessionOwner {
+    pub session_id: SessionId,
+    pub user: User,
+    pub last_seen_at: OffsetDateTime,
+}
+
+/// What one guess at an emailed code may do.
+pub enum CodeAttempt {
+    /// The guess is counted; compare it with this hash.
+    Counted { code_hash: Vec<u8> },
+    /// The budget of guesses is spent.
+    Exhausted,
+    /// No live code: never sent, used, or expired.
+    Missing,
+}
+
+/// The result of a failed sign-in.
+pub enum FailedLogin {
+    Counted,
+    /// This failure locked the account until then.
+    Locked {
+        until: OffsetDateTime,
+    },
+}
+
+impl Database {
+    pub async fn user_by_email(&self, email: &EmailAddress) -> Result<Option<User>, StorageError> {
+        let sql = format!(
+            "SELECT {USER_FIELDS} FROM users u JOIN org_members m ON m.user_id = u.id \
+             WHERE u.email = $1"
+        );
+        let row: Option<UserRow> = on_backend!(&self.pool, Pool, pool => {
+            sqlx::query_as(&sql).bind(email.as_str()).fetch_optional(pool).await?
+        });
+        Ok(row.map(User::from))
+    }
+
+    /// Records a sign-up waiting for its code, and the code. A sign-up repeated before the
+    /// code is entered replaces the password and the code, but keeps the count of guesses
+    /// while the old code is live.
+    pub async fn save_signup(
+        &self,
+        email: &EmailAddress,
+        password_hash: &str,
+        code_hash: &[u8],
+        expires_at: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<(), StorageError> {
+        // The work may run more than once and owns what it uses (see `serializable`).
+        let (email, password_hash, code_hash) = (
+            email.as_str().to_owned(),
+            password_hash.to_owned(),
+            code_hash.to_owned(),
+        );
+        self.serializable(|tx| {
+            let (email, password_hash, code_hash) =
+                (email.clone(), password_hash.clone(), code_hash.clone());
+            async move {
+                on_backend!(&mut tx.0, Inner, tx => {
+                    sqlx::query(
+                        "INSERT INTO pending_signups (email, password_hash, created_at) VALUES ($1, $2, $3) \
+                         ON CONFLICT (email) DO UPDATE SET password_hash = excluded.password_hash",
+                    )
+                    .bind(&email)
+                    .bind(&password_hash)
+                    .bind(ms(now))
+                    .execute(&mut **tx)
+                    .await?;
+                });
+                upsert_code(tx, CodePurpose::Signup, &email, &code_hash, expires_at, now).await
+            }
+            .boxed()
+        })
+        .await
+    }
+
+    /// Replaces the live code for `email`, if a sign-up (or reset) is waiting for one. The
+    /// count of guesses carries over.
+    pub async fn replace_code(
+        &self,
+        purpose: CodePurpose,
+        email: &EmailAddress,
+        code_hash: &[u8],
+        expires_at: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<bool, StorageError> {
+        let sql = "UPDATE email_codes SET code_hash = $1, expires_at = $2, \
+                   attempts = CASE WHEN expires_at <= $3 THEN 0 ELSE attempts END \
+                   WHERE purpose = $4 AND email = $5";
+        let updated = on_backend!(&self.pool, Pool, pool => {
+            sqlx::query(sql)
+                .bind(code_hash)
+                .bind(ms(expires_at))
+                .bind(ms(now))
+                .bind(purpose.as_str())
+                .bind(email.as_str())
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
+        Ok(updated == 1)
+    }
+
+    /// Counts one guess against the live code, atomically: however many guesses race, no
+    /// more than `budget` are ever counted.
+    pub async fn take_code_attempt(
+        &self,
+        purpose: CodePurpose,
+        email: &EmailAddress,
+        budget: u32,
+        now: OffsetDateTime,
+    ) -> Result<CodeAttempt, StorageError> {
+        let budget = i32::try_from(budget).unwrap_or(i32::MAX);
+        let counted: Option<Vec<u8>> = on_backend!(&self.pool, Pool, pool => {
+            sqlx::query_scalar(
+                "UPDATE email_codes SET attempts = attempts + 1 \
+                 WHERE purpose = $1 AND email = $2 AND attempts < $3 AND expires_at > $4 \
+                 RETURNING code_hash",
+            )
+            .bind(purpose.as_str())
+            .bind(email.as_str())
+            .bind(budget)
+            .bind(ms(now))
+            .fetch_optional(pool)
+            .await?
+        });
+        if let Some(code_hash) = counted {
+            return Ok(CodeAttempt::Counted { code_hash });
+        }
+        let live_attempts: Option<i32> = on_backend!(&self.pool, Pool, pool => {
+            sqlx::query_scalar(
+                "SELECT attempts FROM email_codes WHERE purpose = $1 AND email = $2 AND expires_at > $3",
+            )
+            .bind(purpose.as_str())
+            .bind(email.as_str())
+            .bind(ms(now))
+            .fetch_optional(pool)
+            .await?
+        });
+        Ok(match live_attempts {
+            Some(attempts) if attempts >= budget => CodeAttempt::Exhausted,
+            _ => CodeAttempt::Missing,
+        })
+    }
+
+    /// Turns a verified sign-up into a user who owns a new personal organization, and opens
+    /// their first session; all or nothing. `None` when no sign-up was waiting (a racing
+    /// request completed it first).
+    pub async fn complete_signup(
+        &self,
+        email: &EmailAddress,
+        session: &NewSession,
+        now: OffsetDateTime,
+    ) -> Result<Option<User>, StorageError> {
+        let email = email.as_str().to_owned();
+        let session = session.clone();
+        let created = self
+            .serializable(|tx| {
+                let (email, session) = (email.clone(), session.clone());
+                async move {
+                    let user_id = UserId::generate();
+                    let org_id = OrgId::generate();
+                    let completed = on_backend!(&mut tx.0, Inner, tx => {
+                        let password_hash: Option<String> = sqlx::query_scalar(
+                            "DELETE FROM pending_signups WHERE email = $1 RETURNING password_hash",
+                        )
+                        .bind(&email)
+                        .fetch_optional(&mut **tx)
+                        .await?;
+                        match password_hash {
+                            None => false,
+                            Some(password_hash) => {
+                                sqlx::query("DELETE FROM email_codes WHERE purpose = 'signup' AND email = $1")
+                                    .bind(&email)
+                                    .execute(&mut **tx)
+                                    .await?;
+                                sqlx::query("INSERT INTO orgs (id, name, personal, created_at) VALUES ($1, $2, $3, $4)")
+                                    .bind(org_id.as_uuid())
+                                    .bind(&email)
+                                    .bind(true)
+                                    .bind(ms(now))
+                                    .execute(&mut **tx)
+                                    .await?;
+                                sqlx::query("INSERT INTO users (id, email, password_hash, created_at) VALUES ($1, $2, $3, $4)")
+                                    .bind(user_id.as_uuid())
+                                    .bind(&email)
+                                    .bind(password_hash)
+                                    .bind(ms(now))
+                                    .execute(&mut **tx)
+                                    .await?;
+                                sqlx::query("INSERT INTO org_members (org_id, user_id, role, created_at) VALUES ($1, $2, 'owner', $3)")
+                                    .bind(org_id.as_uuid())
+                                    .bind(user_id.as_uuid())
+                                    .bind(ms(now))
+                                    .execute(&mut **tx)
+                                    .await?;
+                                true
+                            }
+                        }
+                    });
+                    if completed {
+                        insert_session(tx, user_id, &session, now).await?;
+                    }
+                    Ok(completed.then_some(user_id))
+                }
+                .boxed()
+            })
+            .await?;
+        match created {
+            Some(user_id) => self.user_by_id(user_id).await,
+            None => Ok(None),
+        }
+    }
+
+    pub async fn user_by_id(&self, id: UserId) -> Result<Option<User>, StorageError> {
+        let sql = format!(
+            "SELECT {USER_FIELDS} FROM users u JOIN org_members m ON m.user_id = u.id \
+             WHERE u.id = $1"
+        );
+        let row: Option<UserRow> = on_backend!(&self.pool, Pool, pool => {
+            sqlx::query_as(&sql).bind(id.as_uuid()).fetch_optional(pool).await?
+        });
+        Ok(row.map(User::from))
+    }
+
+    /// Opens a session for a user who just proved who they are.
+    pub async fn create_session(
+        &self,
+        user_id: UserId,
+        session: &NewSession,
+        now: OffsetDateTime,
+    ) -> Result<(), StorageError> {
+        let session = session.clone();
+        self.serializable(|tx| {
+            let session = session.clone();
+            async move { insert_session(tx, user_id, &session, now).await }.boxed()
+        })
+        .await
+    }
+
+    /// The live session with this token hash, and its owner.
+    pub async fn session_owner(
+        &self,
+        token_hash: &[u8],
+        now: OffsetDateTime,
+    ) -> Result<Option<SessionOwner>, StorageError> {
+        #[derive(sqlx::FromRow)]
+        struct Row {
+            session_id: Uuid,
+            last_seen_at: i64,
+            #[sqlx(flatten)]
+            user: UserRow,
+        }
+        let sql = format!(
+            "SELECT {USER_FIELDS}, s.id AS session_id, s.last_seen_at FROM sessions s \
+             JOIN users u ON u.id = s.user_id JOIN org_members m ON m.user_id = u.id \
+             WHERE s.token_hash = $1 AND s.revoked_at IS NULL AND s.expires_at > $2"
+        );
+        let row: Option<Row> = on_backend!(&self.pool, Pool, pool => {
+            sqlx::query_as(&sql).bind(token_hash).bind(ms(now)).fetch_optional(pool).await?
+        });
+        Ok(row.map(|row| SessionOwner {
+            session_id: SessionId::from_uuid(row.session_id),
+            user: row.user.into(),
+            last_seen_at: from_ms(row.last_seen_at),
+        }))
+    }
+
+    /// Marks a session used now and extends its life (rolling expiry).
+    pub async fn touch_session(
+        &self,
+        id: SessionId,
+        now: OffsetDateTime,
+        expires_at: OffsetDateTime,
+    ) -> Result<(), StorageError> {
+        on_backend!(&self.pool, Pool, pool => {
+            sqlx::query("UPDATE sessions SET last_seen_at = $1, expires_at = $2 WHERE id = $3 AND revoked_at IS NULL")
+                .bind(ms(now))
+                .bind(ms(expires_at))
+                .bind(id.as_uuid())
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
+    }
+
+    pub async fn revoke_session(
+        &self,
+        id: SessionId,
+        now: OffsetDateTime,
+    ) -> Result<(), StorageError> {
+        on_backend!(&self.pool, Pool, pool => {
+            sqlx::query("UPDATE sessions SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+                .bind(ms(now))
+                .bind(id.as_uuid())
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
+    }
+
+    /// Counts a failed sign-in; the one that reaches the threshold locks the account, for
+    /// longer each time. Counted atomically: parallel failures cannot skip the lock.
+    pub async fn record_failed_login(
+        &self,
+        user_id: UserId,
+        now: OffsetDateTime,
+    ) -> Result<FailedLogin, StorageError> {
+        self.serializable(|tx| {
+            async move {
+                on_backend!(&mut tx.0, Inner, tx => {
+                    let (failed, lockouts): (i32, i32) = sqlx::query_as(
+                        "UPDATE users SET failed_logins = failed_logins + 1 WHERE id = $1 \
+                         RETURNING failed_logins, lockouts",
+                    )
+                    .bind(user_id.as_uuid())
+                    .fetch_one(&mut **tx)
+                    .await?;
+                    if u32::try_from(failed).unwrap_or(0) < LOCKOUT_THRESHOLD {
+                        return Ok(FailedLogin::Counted);
+                    }
+                    let until = now + lockout_duration(u32::try_from(lockouts).unwrap_or(0));
+                    sqlx::query(
+                        "UPDATE users SET failed_logins = 0, lockouts = lockouts + 1, locked_until = $1 WHERE id = $2",
+                    )
+                    .bind(ms(until))
+                    .bind(user_id.as_uuid())
+                    .execute(&mut **tx)
+                    .await?;
+                    Ok(FailedLogin::Locked { until })
+                })
+            }
+            .boxed()
+        })
+        .await
+    }
+
+    /// A successful sign-in clears the failure count and the lockout history; `new_hash`
+    /// upgrades a password hash made with older parameters.
+    pub async fn record_successful_login(
+        &self,
+        user_id: UserId,
+        new_hash: Option<&str>,
+    ) -> Result<(), StorageError> {
+        on_backend!(&self.pool, Pool, pool => {
+            sqlx::query(
+                "UPDATE users SET failed_logins = 0, lockouts = 0, locked_until = NULL, \
+                 password_hash = COALESCE($1, password_hash) WHERE id = $2",
+            )
+            .bind(new_hash)
+            .bind(user_id.as_uuid())
+            .execute(pool)
+            .await?;
+        });
+        Ok(())
+    }
+}
+
+async fn upsert_code(
+    tx: &mut crate::Tx,
+    purpose: CodePurpose,
+    email: &str,
+    code_hash: &[u8],
+    expires_at: OffsetDateTime,
+    now: OffsetDateTime,
+) -> Result<(), StorageError> {
+    on_backend!(&mut tx.0, Inner, tx => {
+        sqlx::query(
+            "INSERT INTO email_codes (purpose, email, code_hash, expires_at, attempts, created_at) \
+             VALUES ($1, $2, $3, $4, 0, $5) \
+             ON CONFLICT (purpose, email) DO UPDATE SET code_hash = excluded.code_hash, \
+             expires_at = excluded.expires_at, \
+             attempts = CASE WHEN email_codes.expires_at <= excluded.created_at THEN 0 ELSE email_codes.attempts END",
+        )
+        .bind(purpose.as_str())
+        .bind(email)
+        .bind(code_hash)
+        .bind(ms(expires_at))
+        .bind(ms(now))
+        .execute(&mut **tx)
+        .await?;
+    });
+    Ok(())
+}
+
+async fn insert_session(
+    tx: &mut crate::Tx,
+    user_id: UserId,
+    session: &NewSession,
+    now: OffsetDateTime,
+) -> Result<(), StorageError> {
+    on_backend!(&mut tx.0, Inner, tx => {
+        sqlx::query(
+            "INSERT INTO sessions (id, user_id, token_hash, ip, user_agent, created_at, last_seen_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $6, $7)",
+        )
+        .bind(session.id.as_uuid())
+        .bind(user_id.as_uuid())
+        .bind(&session.token_hash)
+        .bind(&session.ip)
+        .bind(session.user_agent.as_deref())
+        .bind(ms(now))
+        .bind(ms(session.expires_at))
+        .execute(&mut **tx)
+        .await?;
+    });
+    Ok(())
+}
+
+/// Unix milliseconds: how times are stored on both backends.
+fn ms(time: OffsetDateTime) -> i64 {
+    i64::try_from(time.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+}
+
+fn from_ms(ms: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
