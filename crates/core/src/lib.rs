@@ -3,6 +3,7 @@
 //! server, the CLI and the workers alike.
 
 pub mod accounts;
+pub mod audit;
 pub mod client_ip;
 pub mod email;
 pub mod ids;

@@ -52,6 +52,32 @@ pub fn verification_code(purpose: &str, code: &str, valid_minutes: u32) -> Rende
     }
 }
 
+/// To the owner of an account that too many failed sign-ins just locked (AUTH-3).
+pub fn account_locked(until: time::OffsetDateTime) -> Rendered {
+    let until = until
+        .format(&time::format_description::well_known::Rfc2822)
+        .unwrap_or_else(|_| "a while".to_owned());
+    let subject = "Your mailroom account was locked".to_owned();
+    let text = format!(
+        "Someone failed to sign in to your mailroom account several times in a row, so it is \
+         locked until {until}.\n\nIf that was you, wait and try again, or reset your password. \
+         If it was not, your password held; consider changing it and turning on two-factor \
+         authentication.\n"
+    );
+    let html = page(
+        &subject,
+        html! {
+            p { "Someone failed to sign in to your mailroom account several times in a row, so it is locked until " strong { (until) } "." }
+            p { "If that was you, wait and try again, or reset your password. If it was not, your password held; consider changing it and turning on two-factor authentication." }
+        },
+    );
+    Rendered {
+        subject,
+        text,
+        html,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -24,6 +24,19 @@ enum Command {
     Serve,
     /// Apply pending database migrations and exit.
     Migrate,
+    /// The audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check every organization's hash chain; fail at the first edited or missing entry.
+    Verify,
+    /// Delete the entries past the 90-day retention now (the server also does this hourly).
+    Purge,
 }
 
 impl Cli {
@@ -46,6 +59,32 @@ impl Cli {
                     "mailroom is listening"
                 );
                 app.run_until(shutdown).await
+            }
+            Command::Audit { command } => {
+                let database = config.open_database().await?;
+                let outcome = match command {
+                    AuditCommand::Verify => match database.verify_audit_chains().await? {
+                        None => {
+                            println!("audit log intact: every chain verifies");
+                            Ok(())
+                        }
+                        Some(broken) => Err(anyhow::anyhow!(
+                            "audit log broken: scope {} entry {}: {}",
+                            broken.scope,
+                            broken.seq,
+                            broken.reason
+                        )),
+                    },
+                    AuditCommand::Purge => {
+                        let before =
+                            time::OffsetDateTime::now_utc() - mailroom_core::audit::RETENTION;
+                        let purged = database.purge_audit(before).await?;
+                        println!("purged {purged} audit entries older than 90 days");
+                        Ok(())
+                    }
+                };
+                database.close().await;
+                outcome
             }
             Command::Migrate => {
                 let database = config.open_database().await?;

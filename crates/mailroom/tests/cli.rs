@@ -322,6 +322,53 @@ both_backends! {
     }
 }
 
+both_backends! {
+    async fn audit_verify_catches_an_edited_entry(db) {
+        // Server and CLI both open the test's own database.
+        let dir = db.dir().to_owned();
+        let url = db.url().to_owned();
+        let server = tokio::task::spawn_blocking({
+            let (dir, url) = (dir.clone(), url.clone());
+            move || {
+                let mut command = mailroom(&dir);
+                command
+                    .args(["serve", "--database-url", &url])
+                    .env("MAILROOM_LISTEN", "127.0.0.1:0");
+                let server = Server::spawn(command);
+                // Three failed sign-ins for an unknown address: three chained entries.
+                for _ in 0..3 {
+                    let response = client()
+                        .post(format!("{}/v1/auth/login", server.url))
+                        .json(&serde_json::json!({"email": "ghost@example.test", "password": "wrong password here"}))
+                        .send()
+                        .unwrap();
+                    assert_eq!(response.status(), 401);
+                }
+                server.stop()
+            }
+        })
+        .await
+        .unwrap();
+        assert!(server.0.success());
+
+        let verify = |dir: &Path| {
+            mailroom(dir)
+                .args(["audit", "verify", "--database-url", &url])
+                .output()
+                .unwrap()
+        };
+        let intact = verify(&dir);
+        assert!(intact.status.success(), "{}", String::from_utf8_lossy(&intact.stderr));
+        assert!(String::from_utf8_lossy(&intact.stdout).contains("intact"));
+
+        db.execute("UPDATE audit_log SET outcome = 'success' WHERE seq = 2").await;
+        let broken = verify(&dir);
+        assert!(!broken.status.success());
+        let stderr = String::from_utf8_lossy(&broken.stderr);
+        assert!(stderr.contains("entry 2") && stderr.contains("changed"), "{stderr}");
+    }
+}
+
 /// Fails before any database is opened: one backend says all.
 #[test]
 fn unknown_configuration_is_an_error_naming_it() {

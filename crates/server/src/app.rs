@@ -89,6 +89,7 @@ impl App {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
+        let purge = tokio::spawn(crate::audit::purge_periodically(self.database.clone()));
         let handle = Handle::new();
         let grace = self.shutdown_timeout;
         let signal_handle = handle.clone();
@@ -111,6 +112,7 @@ impl App {
                 server.serve(service).await
             }
         };
+        purge.abort();
         self.database.close().await;
         served.context("serving HTTP")?;
         tracing::info!("stopped");

@@ -254,4 +254,72 @@ both_backends! {
         problem(sixth, 423, "account_locked").await;
         app.stop().await;
     }
+
+    async fn the_audit_log_records_sign_ins_and_exports_them(db) {
+        let app = TestApp::spawn(&db).await;
+        let email = "audited@example.test";
+        let token = create_account(&app, &db, email).await;
+        post(&app, "/v1/auth/login", json!({"email": email, "password": "not the password at all"})).await;
+        let login = post(&app, "/v1/auth/login", json!({"email": email, "password": PASSWORD})).await;
+        let request_id = login.headers()["x-request-id"].to_str().unwrap().to_owned();
+
+        let page: Value = app
+            .client
+            .get(app.at("/v1/me/audit-log"))
+            .header("cookie", cookie(&token))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let actions: Vec<&str> = page["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|entry| entry["action"].as_str().unwrap())
+            .collect();
+        assert_eq!(actions, ["signin.succeeded", "signin.failed", "signup.email_verified"]);
+        let newest = &page["entries"][0];
+        assert_eq!(newest["request_id"], request_id.as_str());
+        assert_eq!(newest["ip"], "127.0.0.1");
+        assert_eq!(page["entries"][1]["outcome"], "failure");
+
+        let first_page: Value = app
+            .client
+            .get(app.at("/v1/me/audit-log?limit=2"))
+            .header("cookie", cookie(&token))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let cursor = first_page["next_cursor"].as_str().unwrap();
+        let second_page: Value = app
+            .client
+            .get(app.at(&format!("/v1/me/audit-log?limit=2&cursor={cursor}")))
+            .header("cookie", cookie(&token))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(second_page["entries"][0]["action"], "signup.email_verified");
+        assert_eq!(second_page["next_cursor"], Value::Null);
+
+        let csv = app
+            .client
+            .get(app.at("/v1/me/audit-log?format=csv"))
+            .header("cookie", cookie(&token))
+            .send()
+            .await
+            .unwrap();
+        assert!(csv.headers()["content-type"].to_str().unwrap().starts_with("text/csv"));
+        let text = csv.text().await.unwrap();
+        assert!(text.starts_with("id,occurred_at,action,outcome"), "{text}");
+        assert_eq!(text.lines().count(), 4, "{text}");
+        app.stop().await;
+    }
 }

@@ -473,11 +473,11 @@ async fn insert_session(
 }
 
 /// Unix milliseconds: how times are stored on both backends.
-fn ms(time: OffsetDateTime) -> i64 {
+pub(crate) fn ms(time: OffsetDateTime) -> i64 {
     i64::try_from(time.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
 }
 
-fn from_ms(ms: i64) -> OffsetDateTime {
+pub(crate) fn from_ms(ms: i64) -> OffsetDateTime {
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
         .unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }

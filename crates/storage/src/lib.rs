@@ -3,6 +3,7 @@
 //! typed operations, never a query string.
 
 pub mod accounts;
+pub mod audit;
 mod error;
 mod tx;
 

@@ -95,6 +95,24 @@ impl TestDatabase {
         self.dir.path()
     }
 
+    /// Runs one statement directly against the database, behind the application's back (a
+    /// test playing an attacker with database access).
+    pub async fn execute(&self, sql: &str) {
+        let result = match self.backend {
+            Backend::Sqlite => match sqlx::SqliteConnection::connect(&self.url).await {
+                Ok(mut connection) => connection.execute(sql).await.map(drop),
+                Err(error) => Err(error),
+            },
+            Backend::Postgres => match PgConnection::connect(&self.url).await {
+                Ok(mut connection) => connection.execute(sql).await.map(drop),
+                Err(error) => Err(error),
+            },
+        };
+        if let Err(error) = result {
+            panic!("{sql}: {error}");
+        }
+    }
+
     /// Makes the PostgreSQL database refuse connections and drops the open ones, as if its
     /// server had gone away. SQLite is in-process and cannot become unreachable.
     pub async fn make_unreachable(&self) {

@@ -10,6 +10,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use mailroom_core::EmailAddress;
 use mailroom_core::accounts::{CODE_ATTEMPTS, CODE_TTL, CodePurpose};
+use mailroom_core::audit::{Action, AuditEvent, Outcome};
 use mailroom_core::password_policy::{self, CompositionRules};
 use mailroom_crypto::password::Verification;
 use mailroom_mail::templates;
@@ -20,6 +21,7 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 use tracing::Instrument;
 
+use crate::audit::{self, AuditTrail};
 use crate::auth::{Principal, codes, session};
 use crate::edge::context::RequestContext;
 use crate::error::ApiError;
@@ -49,6 +51,7 @@ pub struct EmailOnly {
 /// `POST /v1/auth/signup`: 202 whether or not the address already has an account.
 pub async fn signup(
     State(state): State<AppState>,
+    trail: AuditTrail,
     ApiJson(body): ApiJson<Credentials>,
 ) -> Result<Response, ApiError> {
     let email = parse_email(&body.email)?;
@@ -85,6 +88,14 @@ pub async fn signup(
         )?;
         send_code(&state, &email, "verify your email address", &code);
     }
+    audit::record(
+        &state.database,
+        AuditEvent {
+            target: Some(email.to_string()),
+            ..trail.event(Action::SignupRequested, Outcome::Success)
+        },
+    )
+    .await?;
     Ok(pending())
 }
 
@@ -115,6 +126,7 @@ pub async fn resend_code(
 pub async fn verify_email(
     State(state): State<AppState>,
     Extension(context): Extension<RequestContext>,
+    trail: AuditTrail,
     headers: HeaderMap,
     ApiJson(body): ApiJson<CodeEntry>,
 ) -> Result<Response, ApiError> {
@@ -148,6 +160,17 @@ pub async fn verify_email(
     )?
     .ok_or_else(invalid_code)?;
     tracing::info!(user_id = %user.id, "account created");
+    audit::record(
+        &state.database,
+        AuditEvent {
+            org_id: Some(user.org_id),
+            actor: Some(user.id),
+            session_id: Some(issued.record.id),
+            target: Some(user.email.clone()),
+            ..trail.event(Action::EmailVerified, Outcome::Success)
+        },
+    )
+    .await?;
     Ok(signed_in(&user, &issued.token))
 }
 
@@ -155,6 +178,7 @@ pub async fn verify_email(
 pub async fn login(
     State(state): State<AppState>,
     Extension(context): Extension<RequestContext>,
+    trail: AuditTrail,
     headers: HeaderMap,
     ApiJson(body): ApiJson<Credentials>,
 ) -> Result<Response, ApiError> {
@@ -181,15 +205,42 @@ pub async fn login(
     let (user, rehash) = match (user, verified) {
         (Some(user), Verification::Match { rehash }) => (user, rehash),
         (Some(user), Verification::Mismatch) => {
+            let of_user = |action, outcome| AuditEvent {
+                org_id: Some(user.org_id),
+                actor: Some(user.id),
+                target: Some(user.email.clone()),
+                ..trail.event(action, outcome)
+            };
+            audit::record(
+                &state.database,
+                of_user(Action::SigninFailed, Outcome::Failure),
+            )
+            .await?;
             return match database(state.database.record_failed_login(user.id, now).await)? {
                 FailedLogin::Counted => Err(invalid_credentials()),
                 FailedLogin::Locked { until } => {
                     tracing::warn!(user_id = %user.id, %until, "account locked after failed sign-ins");
+                    audit::record(
+                        &state.database,
+                        of_user(Action::AccountLocked, Outcome::Success),
+                    )
+                    .await?;
+                    send_mail(&state, &user.email, templates::account_locked(until));
                     Err(account_locked())
                 }
             };
         }
-        (None, _) => return Err(invalid_credentials()),
+        (None, _) => {
+            audit::record(
+                &state.database,
+                AuditEvent {
+                    target: Some(body.email.chars().take(254).collect()),
+                    ..trail.event(Action::SigninFailed, Outcome::Failure)
+                },
+            )
+            .await?;
+            return Err(invalid_credentials());
+        }
     };
     let upgraded = if rehash {
         Some(state.passwords.hash(&body.password).await?)
@@ -210,12 +261,23 @@ pub async fn login(
             .await,
     )?;
     tracing::info!(user_id = %user.id, "signed in");
+    audit::record(
+        &state.database,
+        AuditEvent {
+            org_id: Some(user.org_id),
+            actor: Some(user.id),
+            session_id: Some(issued.record.id),
+            ..trail.event(Action::SigninSucceeded, Outcome::Success)
+        },
+    )
+    .await?;
     Ok(signed_in(&user, &issued.token))
 }
 
 /// `POST /v1/auth/logout`: ends this session and clears the cookie.
 pub async fn logout(
     State(state): State<AppState>,
+    trail: AuditTrail,
     principal: Principal,
 ) -> Result<Response, ApiError> {
     let now = OffsetDateTime::now_utc();
@@ -225,6 +287,17 @@ pub async fn logout(
             .revoke_session(principal.session_id, now)
             .await,
     )?;
+    audit::record(
+        &state.database,
+        AuditEvent {
+            org_id: Some(principal.user.org_id),
+            actor: Some(principal.user.id),
+            session_id: Some(principal.session_id),
+            target: Some(principal.session_id.to_string()),
+            ..trail.event(Action::SessionRevoked, Outcome::Success)
+        },
+    )
+    .await?;
     Ok((
         StatusCode::NO_CONTENT,
         [(header::SET_COOKIE, session::cleared_cookie())],
@@ -266,11 +339,19 @@ fn pending() -> Response {
         .into_response()
 }
 
-/// Mails a code in the background: the response must not wait for (or be timed by) the relay.
 fn send_code(state: &AppState, email: &EmailAddress, purpose: &'static str, code: &str) {
+    let minutes = u32::try_from(CODE_TTL.as_secs() / 60).unwrap_or(u32::MAX);
+    send_mail(
+        state,
+        email.as_str(),
+        templates::verification_code(purpose, code, minutes),
+    );
+}
+
+/// Mails in the background: the response must not wait for (or be timed by) the relay.
+fn send_mail(state: &AppState, to: &str, message: templates::Rendered) {
     let mail = state.mail.clone();
-    let message = templates::verification_code(purpose, code, 5);
-    let to = email.as_str().to_owned();
+    let to = to.to_owned();
     tokio::spawn(
         async move {
             let result = match to.parse() {

@@ -5,6 +5,7 @@ mod assets;
 mod auth;
 pub mod csp_report;
 mod health;
+mod me;
 mod metrics;
 
 use axum::Router;
@@ -29,6 +30,7 @@ pub fn router() -> Router<AppState> {
         .route("/v1/auth/login", post(auth::login))
         .route("/v1/auth/logout", post(auth::logout))
         .route("/v1/me", get(auth::me))
+        .route("/v1/me/audit-log", get(me::audit_log))
         .fallback(|| async { crate::ApiError::not_found() })
         // Every route above, and the fallback; a route allowed larger bodies is merged after
         // this, with a limit layer of its own.

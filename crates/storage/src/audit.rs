@@ -1,0 +1,340 @@
+//! The audit log: appends that extend each scope's hash chain, the chain check, the purge,
+//! and a user's own entries.
+
+use futures::FutureExt;
+use mailroom_core::UserId;
+use mailroom_core::audit::{AuditEvent, ChainedFields, chain_hash};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::tx::Inner;
+use crate::{Database, Pool, StorageError, on_backend};
+
+/// Entries read per query while verifying or purging: bounded memory and statements.
+const BATCH: i64 = 1000;
+
+/// An entry as stored.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct AuditEntry {
+    pub id: Uuid,
+    pub scope: Uuid,
+    pub seq: i64,
+    pub occurred_at: i64,
+    pub actor_user_id: Option<Uuid>,
+    pub action: String,
+    pub outcome: String,
+    pub target: Option<String>,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub session_id: Option<Uuid>,
+    pub api_key_id: Option<Uuid>,
+    pub request_id: Option<Uuid>,
+    pub prev_hash: Vec<u8>,
+    pub hash: Vec<u8>,
+}
+
+impl AuditEntry {
+    fn chained_fields(&self) -> ChainedFields {
+        ChainedFields {
+            id: self.id,
+            scope: self.scope,
+            seq: self.seq,
+            occurred_at_ms: self.occurred_at,
+            actor: self.actor_user_id,
+            action: self.action.clone(),
+            outcome: self.outcome.clone(),
+            target: self.target.clone(),
+            ip: self.ip.clone(),
+            user_agent: self.user_agent.clone(),
+            session_id: self.session_id,
+            api_key_id: self.api_key_id,
+            request_id: self.request_id,
+        }
+    }
+
+    pub fn occurred_at(&self) -> OffsetDateTime {
+        crate::accounts::from_ms(self.occurred_at)
+    }
+}
+
+/// Where a chain first fails to hold.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BrokenLink {
+    pub scope: Uuid,
+    pub seq: i64,
+    pub reason: &'static str,
+}
+
+const COLUMNS: &str = "id, scope, seq, occurred_at, actor_user_id, action, outcome, target, ip, \
+     user_agent, session_id, api_key_id, request_id, prev_hash, hash";
+
+impl Database {
+    /// Appends an event to its scope's chain. Serializable: two appends to one scope cannot
+    /// both extend the same entry (and `UNIQUE (scope, seq)` would refuse the second anyway).
+    pub async fn append_audit(
+        &self,
+        event: &AuditEvent,
+        now: OffsetDateTime,
+    ) -> Result<(), StorageError> {
+        let event = event.clone();
+        self.serializable(|tx| {
+            let event = event.clone();
+            async move {
+                let scope = event.scope();
+                on_backend!(&mut tx.0, Inner, tx => {
+                    let last: Option<(i64, Vec<u8>)> = sqlx::query_as(
+                        "SELECT seq, hash FROM audit_log WHERE scope = $1 ORDER BY seq DESC LIMIT 1",
+                    )
+                    .bind(scope)
+                    .fetch_optional(&mut **tx)
+                    .await?;
+                    let (seq, prev_hash) = last.map_or((1, vec![0; 32]), |(seq, hash)| (seq + 1, hash));
+                    let fields = ChainedFields {
+                        id: Uuid::now_v7(),
+                        scope,
+                        seq,
+                        occurred_at_ms: crate::accounts::ms(now),
+                        actor: event.actor.map(|id| id.as_uuid()),
+                        action: event.action.as_str().to_owned(),
+                        outcome: event.outcome.as_str().to_owned(),
+                        target: event.target.clone(),
+                        ip: event.ip.clone(),
+                        user_agent: event.user_agent.clone(),
+                        session_id: event.session_id.map(|id| id.as_uuid()),
+                        api_key_id: event.api_key_id,
+                        request_id: event.request_id.map(|id| id.as_uuid()),
+                    };
+                    let hash = chain_hash(&prev_hash, &fields);
+                    sqlx::query(&format!(
+                        "INSERT INTO audit_log ({COLUMNS}) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+                    ))
+                    .bind(fields.id)
+                    .bind(fields.scope)
+                    .bind(fields.seq)
+                    .bind(fields.occurred_at_ms)
+                    .bind(fields.actor)
+                    .bind(&fields.action)
+                    .bind(&fields.outcome)
+                    .bind(&fields.target)
+                    .bind(&fields.ip)
+                    .bind(&fields.user_agent)
+                    .bind(fields.session_id)
+                    .bind(fields.api_key_id)
+                    .bind(fields.request_id)
+                    .bind(&prev_hash)
+                    .bind(&hash)
+                    .execute(&mut **tx)
+                    .await?;
+                });
+                Ok(())
+            }
+            .boxed()
+        })
+        .await
+    }
+
+    /// Walks every chain in order and returns the first link that does not hold: an edited
+    /// entry (its hash no longer matches its fields), a deleted one (a gap in `seq`, or a
+    /// `prev_hash` that is not the hash before it). The oldest surviving entry of a chain is
+    /// its anchor: the purge removes what came before.
+    pub async fn verify_audit_chains(&self) -> Result<Option<BrokenLink>, StorageError> {
+        let scopes: Vec<Uuid> = on_backend!(&self.pool, Pool, pool => {
+            sqlx::query_scalar("SELECT DISTINCT scope FROM audit_log ORDER BY scope")
+                .fetch_all(pool)
+                .await?
+        });
+        for scope in scopes {
+            let mut previous: Option<AuditEntry> = None;
+            loop {
+                let after = previous.as_ref().map_or(i64::MIN, |entry| entry.seq);
+                let sql = format!(
+                    "SELECT {COLUMNS} FROM audit_log WHERE scope = $1 AND seq > $2 ORDER BY seq LIMIT $3"
+                );
+                let batch: Vec<AuditEntry> = on_backend!(&self.pool, Pool, pool => {
+                    sqlx::query_as(&sql).bind(scope).bind(after).bind(BATCH).fetch_all(pool).await?
+                });
+                if batch.is_empty() {
+                    break;
+                }
+                for entry in batch {
+                    if let Some(reason) = broken(previous.as_ref(), &entry) {
+                        return Ok(Some(BrokenLink {
+                            scope,
+                            seq: entry.seq,
+                            reason,
+                        }));
+                    }
+                    previous = Some(entry);
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Deletes entries older than `before`, a bounded batch per statement; returns how many.
+    pub async fn purge_audit(&self, before: OffsetDateTime) -> Result<u64, StorageError> {
+        let before = crate::accounts::ms(before);
+        let mut purged = 0;
+        loop {
+            let deleted = on_backend!(&self.pool, Pool, pool => {
+                sqlx::query(
+                    "DELETE FROM audit_log WHERE id IN \
+                     (SELECT id FROM audit_log WHERE occurred_at < $1 ORDER BY occurred_at LIMIT $2)",
+                )
+                .bind(before)
+                .bind(BATCH)
+                .execute(pool)
+                .await?
+                .rows_affected()
+            });
+            purged += deleted;
+            if deleted < u64::try_from(BATCH).unwrap_or(u64::MAX) {
+                return Ok(purged);
+            }
+        }
+    }
+
+    /// A user's own entries, newest first, after the `before` cursor (an entry id).
+    pub async fn audit_for_actor(
+        &self,
+        actor: UserId,
+        before: Option<Uuid>,
+        limit: i64,
+    ) -> Result<Vec<AuditEntry>, StorageError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM audit_log WHERE actor_user_id = $1 AND ($2 IS NULL OR id < $2) \
+             ORDER BY id DESC LIMIT $3"
+        );
+        Ok(on_backend!(&self.pool, Pool, pool => {
+            sqlx::query_as(&sql)
+                .bind(actor.as_uuid())
+                .bind(before)
+                .bind(limit)
+                .fetch_all(pool)
+                .await?
+        }))
+    }
+}
+
+fn broken(previous: Option<&AuditEntry>, entry: &AuditEntry) -> Option<&'static str> {
+    if let Some(previous) = previous {
+        if entry.seq != previous.seq + 1 {
+            return Some("an entry before this one is missing");
+        }
+        if entry.prev_hash != previous.hash {
+            return Some("this entry does not follow the one before it");
+        }
+    }
+    if chain_hash(&entry.prev_hash, &entry.chained_fields()) != entry.hash {
+        return Some("this entry was changed after it was written");
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use mailroom_core::OrgId;
+    use mailroom_core::audit::{Action, Outcome};
+    use mailroom_testkit::both_backends;
+
+    use super::*;
+
+    fn event(org: Option<OrgId>, action: Action) -> AuditEvent {
+        AuditEvent {
+            org_id: org,
+            actor: Some(UserId::generate()),
+            action,
+            outcome: Outcome::Failure,
+            target: Some("jane@example.test".into()),
+            ip: Some("203.0.113.5".into()),
+            user_agent: Some("test".into()),
+            session_id: None,
+            api_key_id: None,
+            request_id: None,
+        }
+    }
+
+    /// Runs tampering SQL against one organization's chain (`$1`).
+    async fn tamper(db: &Database, sql: &str, org: OrgId) {
+        on_backend!(&db.pool, Pool, pool => {
+            sqlx::query(sql).bind(org.as_uuid()).execute(pool).await.unwrap();
+        });
+    }
+
+    async fn seeded(url: &str) -> (Database, OrgId) {
+        let db = Database::connect(url).await.unwrap();
+        db.migrate().await.unwrap();
+        let org = OrgId::generate();
+        let now = OffsetDateTime::now_utc();
+        for action in [
+            Action::SigninFailed,
+            Action::SigninFailed,
+            Action::AccountLocked,
+            Action::SigninSucceeded,
+        ] {
+            db.append_audit(&event(Some(org), action), now)
+                .await
+                .unwrap();
+        }
+        db.append_audit(&event(None, Action::SigninFailed), now)
+            .await
+            .unwrap();
+        (db, org)
+    }
+
+    both_backends! {
+        async fn intact_chains_verify(test_db) {
+            let (db, _) = seeded(test_db.url()).await;
+            assert_eq!(db.verify_audit_chains().await.unwrap(), None);
+        }
+
+        async fn an_edited_entry_is_found(test_db) {
+            let (db, org) = seeded(test_db.url()).await;
+            tamper(&db, "UPDATE audit_log SET outcome = 'success' WHERE seq = 3 AND scope = $1", org).await;
+            let broken = db.verify_audit_chains().await.unwrap().unwrap();
+            assert_eq!((broken.scope, broken.seq), (org.as_uuid(), 3));
+            assert_eq!(broken.reason, "this entry was changed after it was written");
+        }
+
+        async fn a_deleted_entry_is_found(test_db) {
+            let (db, org) = seeded(test_db.url()).await;
+            tamper(&db, "DELETE FROM audit_log WHERE seq = 2 AND scope = $1", org).await;
+            let broken = db.verify_audit_chains().await.unwrap().unwrap();
+            assert_eq!((broken.scope, broken.seq), (org.as_uuid(), 3));
+        }
+
+        async fn the_purge_removes_old_entries_and_the_rest_still_verifies(test_db) {
+            let (db, org) = seeded(test_db.url()).await;
+            let later = OffsetDateTime::now_utc() + time::Duration::days(1);
+            db.append_audit(&event(Some(org), Action::SigninSucceeded), later).await.unwrap();
+            let purged = db.purge_audit(later - time::Duration::hours(1)).await.unwrap();
+            assert_eq!(purged, 5);
+            assert_eq!(db.verify_audit_chains().await.unwrap(), None);
+        }
+
+        async fn concurrent_appends_extend_one_chain(test_db) {
+            let db = Arc::new(Database::connect(test_db.url()).await.unwrap());
+            db.migrate().await.unwrap();
+            let org = OrgId::generate();
+            let tasks: Vec<_> = (0..20)
+                .map(|_| {
+                    let db = Arc::clone(&db);
+                    tokio::spawn(async move {
+                        db.append_audit(&event(Some(org), Action::SigninFailed), OffsetDateTime::now_utc()).await
+                    })
+                })
+                .collect();
+            for task in tasks {
+                task.await.unwrap().unwrap();
+            }
+            assert_eq!(db.verify_audit_chains().await.unwrap(), None);
+            let count: i64 = on_backend!(&db.pool, Pool, pool => {
+                sqlx::query_scalar("SELECT MAX(seq) FROM audit_log").fetch_one(pool).await.unwrap()
+            });
+            assert_eq!(count, 20);
+        }
+    }
+}
