@@ -72,6 +72,16 @@ fn cookie(token: &str) -> String {
     format!("__Host-mailroom_session={token}")
 }
 
+/// `GET path` in the session of `token`.
+async fn get_as(app: &TestApp, token: &str, path: &str) -> reqwest::Response {
+    app.client
+        .get(app.at(path))
+        .header("cookie", cookie(token))
+        .send()
+        .await
+        .unwrap()
+}
+
 /// Signs up and verifies `email`; returns the session token.
 async fn create_account(app: &TestApp, db: &TestDatabase, email: &str) -> String {
     let response = post(
@@ -117,13 +127,7 @@ both_backends! {
         let again = post(&app, "/v1/auth/verify-email", json!({"email": email, "code": code})).await;
         problem(again, 400, "invalid_code").await;
 
-        let me: Value = app
-            .client
-            .get(app.at("/v1/me"))
-            .header("cookie", cookie(&token))
-            .send()
-            .await
-            .unwrap()
+        let me: Value = get_as(&app, &token, "/v1/me").await
             .json()
             .await
             .unwrap();
@@ -153,13 +157,7 @@ both_backends! {
             .unwrap();
         assert_eq!(logout.status(), 204);
         assert!(logout.headers()["set-cookie"].to_str().unwrap().contains("Max-Age=0"));
-        let after = app
-            .client
-            .get(app.at("/v1/me"))
-            .header("cookie", cookie(&token))
-            .send()
-            .await
-            .unwrap();
+        let after = get_as(&app, &token, "/v1/me").await;
         problem(after, 401, "unauthenticated").await;
         app.stop().await;
     }
@@ -263,13 +261,7 @@ both_backends! {
         let login = post(&app, "/v1/auth/login", json!({"email": email, "password": PASSWORD})).await;
         let request_id = login.headers()["x-request-id"].to_str().unwrap().to_owned();
 
-        let page: Value = app
-            .client
-            .get(app.at("/v1/me/audit-log"))
-            .header("cookie", cookie(&token))
-            .send()
-            .await
-            .unwrap()
+        let page: Value = get_as(&app, &token, "/v1/me/audit-log").await
             .json()
             .await
             .unwrap();
@@ -285,37 +277,19 @@ both_backends! {
         assert_eq!(newest["ip"], "127.0.0.1");
         assert_eq!(page["entries"][1]["outcome"], "failure");
 
-        let first_page: Value = app
-            .client
-            .get(app.at("/v1/me/audit-log?limit=2"))
-            .header("cookie", cookie(&token))
-            .send()
-            .await
-            .unwrap()
+        let first_page: Value = get_as(&app, &token, "/v1/me/audit-log?limit=2").await
             .json()
             .await
             .unwrap();
         let cursor = first_page["next_cursor"].as_str().unwrap();
-        let second_page: Value = app
-            .client
-            .get(app.at(&format!("/v1/me/audit-log?limit=2&cursor={cursor}")))
-            .header("cookie", cookie(&token))
-            .send()
-            .await
-            .unwrap()
+        let second_page: Value = get_as(&app, &token, &format!("/v1/me/audit-log?limit=2&cursor={cursor}")).await
             .json()
             .await
             .unwrap();
         assert_eq!(second_page["entries"][0]["action"], "signup.email_verified");
         assert_eq!(second_page["next_cursor"], Value::Null);
 
-        let csv = app
-            .client
-            .get(app.at("/v1/me/audit-log?format=csv"))
-            .header("cookie", cookie(&token))
-            .send()
-            .await
-            .unwrap();
+        let csv = get_as(&app, &token, "/v1/me/audit-log?format=csv").await;
         assert!(csv.headers()["content-type"].to_str().unwrap().starts_with("text/csv"));
         let text = csv.text().await.unwrap();
         assert!(text.starts_with("id,occurred_at,action,outcome"), "{text}");
