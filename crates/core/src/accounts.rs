@@ -13,6 +13,9 @@ pub const LOCKOUT_THRESHOLD: u32 = 5;
 pub const LOCKOUT_BASE: Duration = Duration::from_secs(15 * 60);
 /// The doubling stops here, so that a lock never outlives a working week.
 const LOCKOUT_MAX_DOUBLINGS: u32 = 8;
+/// Changing the password (and later 2FA, API keys, deleting the account) needs a sign-in
+/// this recent (SES-5).
+pub const RECENT_AUTH: Duration = Duration::from_secs(15 * 60);
 /// A browser session lives this long past its last use.
 pub const SESSION_TTL: Duration = Duration::from_secs(30 * 24 * 60 * 60);
 

@@ -296,4 +296,111 @@ both_backends! {
         assert_eq!(text.lines().count(), 4, "{text}");
         app.stop().await;
     }
+
+    async fn a_password_reset_by_code_ends_every_session(db) {
+        let app = TestApp::spawn(&db).await;
+        let email = "reset@example.test";
+        let first = create_account(&app, &db, email).await;
+        let login = post(&app, "/v1/auth/login", json!({"email": email, "password": PASSWORD})).await;
+        let second = session_token(&login);
+
+        // The same answer for an address without an account.
+        let known = post(&app, "/v1/auth/password/forgot", json!({"email": email})).await;
+        let unknown = post(&app, "/v1/auth/password/forgot", json!({"email": "nobody@example.test"})).await;
+        assert_eq!(known.status(), 202);
+        assert_eq!(known.text().await.unwrap(), unknown.text().await.unwrap());
+
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while codes_for(db.dir(), email).len() < 2 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let code = codes_for(db.dir(), email).pop().unwrap();
+        let new_password = "lumber orchid vault 47 sky";
+        let weak = post(&app, "/v1/auth/password/reset", json!({"email": email, "code": code, "new_password": "password1"})).await;
+        let body = problem(weak, 400, "weak_password").await;
+        assert_eq!(body["field"], "new_password");
+        let reset = post(&app, "/v1/auth/password/reset", json!({"email": email, "code": code, "new_password": new_password})).await;
+        assert_eq!(reset.status(), 200);
+        let reused = post(&app, "/v1/auth/password/reset", json!({"email": email, "code": code, "new_password": new_password})).await;
+        problem(reused, 400, "invalid_code").await;
+        let ghost = post(&app, "/v1/auth/password/reset", json!({"email": "nobody@example.test", "code": "123456", "new_password": new_password})).await;
+        problem(ghost, 400, "invalid_code").await;
+
+        for token in [&first, &second] {
+            problem(get_as(&app, token, "/v1/me").await, 401, "unauthenticated").await;
+        }
+        let old = post(&app, "/v1/auth/login", json!({"email": email, "password": PASSWORD})).await;
+        problem(old, 401, "invalid_credentials").await;
+        let new = post(&app, "/v1/auth/login", json!({"email": email, "password": new_password})).await;
+        assert_eq!(new.status(), 200);
+        app.stop().await;
+    }
+
+    async fn sessions_are_listed_and_revoked_by_their_owner_only(db) {
+        let app = TestApp::spawn(&db).await;
+        let email = "many@example.test";
+        let first = create_account(&app, &db, email).await;
+        let mut others = Vec::new();
+        for _ in 0..2 {
+            let login = post(&app, "/v1/auth/login", json!({"email": email, "password": PASSWORD})).await;
+            others.push(session_token(&login));
+        }
+        let stranger = create_account(&app, &db, "stranger@example.test").await;
+
+        let list: Value = get_as(&app, &first, "/v1/me/sessions").await.json().await.unwrap();
+        let list = list.as_array().unwrap();
+        assert_eq!(list.len(), 3);
+        assert_eq!(list.iter().filter(|s| s["current"] == true).count(), 1);
+        assert!(list.iter().all(|s| s["ip"] == "127.0.0.1"));
+        let other_id = list.iter().find(|s| s["current"] == false).unwrap()["id"].as_str().unwrap().to_owned();
+
+        let delete = |token: &str, path: String| {
+            app.client
+                .delete(app.at(&path))
+                .header("cookie", cookie(token))
+                .header("origin", &app.url)
+                .send()
+        };
+        // Someone else's session id is as unknown as a made-up one.
+        problem(delete(&stranger, format!("/v1/me/sessions/{other_id}")).await.unwrap(), 404, "not_found").await;
+        assert_eq!(delete(&first, format!("/v1/me/sessions/{other_id}")).await.unwrap().status(), 204);
+        let list: Value = get_as(&app, &first, "/v1/me/sessions").await.json().await.unwrap();
+        assert_eq!(list.as_array().unwrap().len(), 2);
+
+        assert_eq!(delete(&first, "/v1/me/sessions".to_owned()).await.unwrap().status(), 204);
+        for token in &others {
+            problem(get_as(&app, token, "/v1/me").await, 401, "unauthenticated").await;
+        }
+        assert_eq!(get_as(&app, &first, "/v1/me").await.status(), 200);
+        assert_eq!(get_as(&app, &stranger, "/v1/me").await.status(), 200);
+        app.stop().await;
+    }
+
+    async fn changing_the_password_needs_a_recent_sign_in_and_the_current_password(db) {
+        let app = TestApp::spawn(&db).await;
+        let email = "changer@example.test";
+        let token = create_account(&app, &db, email).await;
+        let other = session_token(&post(&app, "/v1/auth/login", json!({"email": email, "password": PASSWORD})).await);
+        let change = |current: &'static str, new: &'static str| {
+            app.client
+                .post(app.at("/v1/me/password"))
+                .header("cookie", cookie(&token))
+                .header("origin", &app.url)
+                .json(&json!({"current_password": current, "new_password": new}))
+                .send()
+        };
+        let wrong = change("not the password at all", "lumber orchid vault 47 sky").await.unwrap();
+        let body = problem(wrong, 403, "invalid_credentials").await;
+        assert_eq!(body["field"], "current_password");
+        let changed = change(PASSWORD, "lumber orchid vault 47 sky").await.unwrap();
+        assert_eq!(changed.status(), 204);
+        problem(get_as(&app, &other, "/v1/me").await, 401, "unauthenticated").await;
+        assert_eq!(get_as(&app, &token, "/v1/me").await.status(), 200);
+
+        // Sixteen minutes later, the same session may no longer do it.
+        db.execute("UPDATE sessions SET created_at = created_at - 960000").await;
+        let stale = change("lumber orchid vault 47 sky", "another fine passphrase 93").await.unwrap();
+        problem(stale, 403, "recent_auth_required").await;
+        app.stop().await;
+    }
 }

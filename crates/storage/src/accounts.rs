@@ -67,6 +67,17 @@ pub struct SessionOwner {
     pub session_id: SessionId,
     pub user: User,
     pub last_seen_at: OffsetDateTime,
+    /// When the session was opened, i.e. when its owner last proved who they are.
+    pub created_at: OffsetDateTime,
+}
+
+/// A session as its owner sees it in their list.
+pub struct SessionInfo {
+    pub id: SessionId,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub created_at: OffsetDateTime,
+    pub last_seen_at: OffsetDateTime,
 }
 
 /// What one guess at an emailed code may do.
@@ -137,6 +148,157 @@ impl Database {
             .boxed()
         })
         .await
+    }
+
+    /// Records a fresh code for `email` (a password reset). Like every code, it keeps the
+    /// count of guesses of a live predecessor.
+    pub async fn save_code(
+        &self,
+        purpose: CodePurpose,
+        email: &EmailAddress,
+        code_hash: &[u8],
+        expires_at: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<(), StorageError> {
+        let (email, code_hash) = (email.as_str().to_owned(), code_hash.to_owned());
+        self.serializable(|tx| {
+            let (email, code_hash) = (email.clone(), code_hash.clone());
+            async move { upsert_code(tx, purpose, &email, &code_hash, expires_at, now).await }
+                .boxed()
+        })
+        .await
+    }
+
+    /// Sets a new password after a verified reset: the code is spent, failures and lock are
+    /// cleared, and every session of the account ends (AUTH-4). `None` without an account.
+    pub async fn reset_password(
+        &self,
+        email: &EmailAddress,
+        password_hash: &str,
+        now: OffsetDateTime,
+    ) -> Result<Option<User>, StorageError> {
+        let user = match self.user_by_email(email).await? {
+            Some(user) => user,
+            None => return Ok(None),
+        };
+        let (email, password_hash) = (email.as_str().to_owned(), password_hash.to_owned());
+        self.serializable(|tx| {
+            let (email, password_hash) = (email.clone(), password_hash.clone());
+            async move {
+                on_backend!(&mut tx.0, Inner, tx => {
+                    sqlx::query("DELETE FROM email_codes WHERE purpose = 'password_reset' AND email = $1")
+                        .bind(&email)
+                        .execute(&mut **tx)
+                        .await?;
+                    sqlx::query(
+                        "UPDATE users SET password_hash = $1, failed_logins = 0, lockouts = 0, \
+                         locked_until = NULL WHERE id = $2",
+                    )
+                    .bind(&password_hash)
+                    .bind(user.id.as_uuid())
+                    .execute(&mut **tx)
+                    .await?;
+                });
+                revoke_sessions_except(tx, user.id, None, now).await?;
+                Ok(())
+            }
+            .boxed()
+        })
+        .await?;
+        Ok(Some(user))
+    }
+
+    /// Changes a signed-in user's password and ends their other sessions.
+    pub async fn change_password(
+        &self,
+        user_id: UserId,
+        keep: SessionId,
+        password_hash: &str,
+        now: OffsetDateTime,
+    ) -> Result<(), StorageError> {
+        let password_hash = password_hash.to_owned();
+        self.serializable(|tx| {
+            let password_hash = password_hash.clone();
+            async move {
+                on_backend!(&mut tx.0, Inner, tx => {
+                    sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
+                        .bind(&password_hash)
+                        .bind(user_id.as_uuid())
+                        .execute(&mut **tx)
+                        .await?;
+                });
+                revoke_sessions_except(tx, user_id, Some(keep), now).await?;
+                Ok(())
+            }
+            .boxed()
+        })
+        .await
+    }
+
+    /// A user's live sessions, newest first.
+    pub async fn sessions_of(
+        &self,
+        user_id: UserId,
+        now: OffsetDateTime,
+    ) -> Result<Vec<SessionInfo>, StorageError> {
+        #[derive(sqlx::FromRow)]
+        struct Row {
+            id: Uuid,
+            ip: Option<String>,
+            user_agent: Option<String>,
+            created_at: i64,
+            last_seen_at: i64,
+        }
+        let rows: Vec<Row> = on_backend!(&self.pool, Pool, pool => {
+            sqlx::query_as(
+                "SELECT id, ip, user_agent, created_at, last_seen_at FROM sessions \
+                 WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > $2 ORDER BY created_at DESC",
+            )
+            .bind(user_id.as_uuid())
+            .bind(ms(now))
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(rows
+            .into_iter()
+            .map(|row| SessionInfo {
+                id: SessionId::from_uuid(row.id),
+                ip: row.ip,
+                user_agent: row.user_agent,
+                created_at: from_ms(row.created_at),
+                last_seen_at: from_ms(row.last_seen_at),
+            })
+            .collect())
+    }
+
+    /// Ends one of the user's sessions; `false` when they have no such live session.
+    pub async fn revoke_user_session(
+        &self,
+        user_id: UserId,
+        session_id: SessionId,
+        now: OffsetDateTime,
+    ) -> Result<bool, StorageError> {
+        let revoked = on_backend!(&self.pool, Pool, pool => {
+            sqlx::query("UPDATE sessions SET revoked_at = $1 WHERE id = $2 AND user_id = $3 AND revoked_at IS NULL")
+                .bind(ms(now))
+                .bind(session_id.as_uuid())
+                .bind(user_id.as_uuid())
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
+        Ok(revoked == 1)
+    }
+
+    /// Ends every session of the user but `keep`; returns how many.
+    pub async fn revoke_other_sessions(
+        &self,
+        user_id: UserId,
+        keep: SessionId,
+        now: OffsetDateTime,
+    ) -> Result<u64, StorageError> {
+        self.serializable(|tx| revoke_sessions_except(tx, user_id, Some(keep), now).boxed())
+            .await
     }
 
     /// Replaces the live code for `email`, if a sign-up (or reset) is waiting for one. The
@@ -313,11 +475,13 @@ impl Database {
         struct Row {
             session_id: Uuid,
             last_seen_at: i64,
+            session_created_at: i64,
             #[sqlx(flatten)]
             user: UserRow,
         }
         let sql = format!(
-            "SELECT {USER_FIELDS}, s.id AS session_id, s.last_seen_at FROM sessions s \
+            "SELECT {USER_FIELDS}, s.id AS session_id, s.last_seen_at, \
+             s.created_at AS session_created_at FROM sessions s \
              JOIN users u ON u.id = s.user_id JOIN org_members m ON m.user_id = u.id \
              WHERE s.token_hash = $1 AND s.revoked_at IS NULL AND s.expires_at > $2"
         );
@@ -328,6 +492,7 @@ impl Database {
             session_id: SessionId::from_uuid(row.session_id),
             user: row.user.into(),
             last_seen_at: from_ms(row.last_seen_at),
+            created_at: from_ms(row.session_created_at),
         }))
     }
 
@@ -446,6 +611,27 @@ async fn upsert_code(
         .await?;
     });
     Ok(())
+}
+
+/// Ends every live session of the user, but `keep`; returns how many ended.
+async fn revoke_sessions_except(
+    tx: &mut crate::Tx,
+    user_id: UserId,
+    keep: Option<SessionId>,
+    now: OffsetDateTime,
+) -> Result<u64, StorageError> {
+    Ok(on_backend!(&mut tx.0, Inner, tx => {
+        sqlx::query(
+            "UPDATE sessions SET revoked_at = $1 \
+             WHERE user_id = $2 AND ($3 IS NULL OR id <> $3) AND revoked_at IS NULL",
+        )
+        .bind(ms(now))
+        .bind(user_id.as_uuid())
+        .bind(keep.map(|id| id.as_uuid()))
+        .execute(&mut **tx)
+        .await?
+        .rows_affected()
+    }))
 }
 
 async fn insert_session(

@@ -6,7 +6,7 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use mailroom_core::SessionId;
-use mailroom_core::accounts::SESSION_TTL;
+use mailroom_core::accounts::{RECENT_AUTH, SESSION_TTL};
 use mailroom_storage::accounts::User;
 use time::{Duration, OffsetDateTime};
 
@@ -20,6 +20,23 @@ const TOUCH_INTERVAL: Duration = Duration::minutes(1);
 pub struct Principal {
     pub user: User,
     pub session_id: SessionId,
+    /// When the session was opened: the owner's last proof of who they are.
+    pub authenticated_at: OffsetDateTime,
+}
+
+impl Principal {
+    /// Refuses unless the owner signed in within [`RECENT_AUTH`] (SES-5).
+    pub fn require_recent_auth(&self) -> Result<(), ApiError> {
+        if OffsetDateTime::now_utc() - self.authenticated_at <= RECENT_AUTH {
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "recent_auth_required",
+                "Sign in again first: this needs a sign-in from the last 15 minutes.",
+            ))
+        }
+    }
 }
 
 impl FromRequestParts<AppState> for Principal {
@@ -48,6 +65,7 @@ impl FromRequestParts<AppState> for Principal {
         Ok(Self {
             user: owner.user,
             session_id: owner.session_id,
+            authenticated_at: owner.created_at,
         })
     }
 }

@@ -55,19 +55,7 @@ pub async fn signup(
     ApiJson(body): ApiJson<Credentials>,
 ) -> Result<Response, ApiError> {
     let email = parse_email(&body.email)?;
-    password_policy::check(
-        body.password.expose_secret(),
-        email.as_str(),
-        CompositionRules::default(),
-    )
-    .map_err(|rejection| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "weak_password",
-            rejection.to_string(),
-        )
-        .with_field("password")
-    })?;
+    check_password_policy(&body.password, &email).map_err(|error| error.with_field("password"))?;
     // Hashed either way, so that both paths take the same time.
     let password_hash = state.passwords.hash(&body.password).await?;
     let now = OffsetDateTime::now_utc();
@@ -132,25 +120,7 @@ pub async fn verify_email(
 ) -> Result<Response, ApiError> {
     let email = parse_email(&body.email)?;
     let now = OffsetDateTime::now_utc();
-    let attempt = database(
-        state
-            .database
-            .take_code_attempt(CodePurpose::Signup, &email, CODE_ATTEMPTS, now)
-            .await,
-    )?;
-    let code_hash = match attempt {
-        CodeAttempt::Counted { code_hash } => code_hash,
-        CodeAttempt::Exhausted => return Err(code_exhausted()),
-        CodeAttempt::Missing => return Err(invalid_code()),
-    };
-    if !codes::matches(
-        &code_hash,
-        CodePurpose::Signup,
-        &email,
-        body.code.expose_secret(),
-    ) {
-        return Err(invalid_code());
-    }
+    check_code(&state, CodePurpose::Signup, &email, &body.code, now).await?;
     let issued = session::issue(&context, &headers, now);
     let user = database(
         state
@@ -274,6 +244,74 @@ pub async fn login(
     Ok(signed_in(&user, &issued.token))
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordReset {
+    email: String,
+    code: SecretString,
+    new_password: SecretString,
+}
+
+/// `POST /v1/auth/password/forgot`: 202 whatever the address. A code is recorded either way
+/// (so both paths do the same work) but mailed only to an account's owner.
+pub async fn forgot_password(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<EmailOnly>,
+) -> Result<Response, ApiError> {
+    let email = parse_email(&body.email)?;
+    let now = OffsetDateTime::now_utc();
+    let code = codes::generate();
+    let code_hash = codes::hash(CodePurpose::PasswordReset, &email, &code);
+    database(
+        state
+            .database
+            .save_code(
+                CodePurpose::PasswordReset,
+                &email,
+                &code_hash,
+                now + CODE_TTL,
+                now,
+            )
+            .await,
+    )?;
+    if database(state.database.user_by_email(&email).await)?.is_some() {
+        send_code(&state, &email, "reset your password", &code);
+    }
+    Ok(pending())
+}
+
+/// `POST /v1/auth/password/reset`: the emailed code sets a new password and ends every
+/// session of the account (AUTH-4).
+pub async fn reset_password(
+    State(state): State<AppState>,
+    trail: AuditTrail,
+    ApiJson(body): ApiJson<PasswordReset>,
+) -> Result<Response, ApiError> {
+    let email = parse_email(&body.email)?;
+    check_password_policy(&body.new_password, &email)?;
+    let now = OffsetDateTime::now_utc();
+    check_code(&state, CodePurpose::PasswordReset, &email, &body.code, now).await?;
+    let password_hash = state.passwords.hash(&body.new_password).await?;
+    let user = database(
+        state
+            .database
+            .reset_password(&email, password_hash.as_str(), now)
+            .await,
+    )?
+    .ok_or_else(invalid_code)?;
+    audit::record(
+        &state.database,
+        AuditEvent {
+            org_id: Some(user.org_id),
+            actor: Some(user.id),
+            target: Some(user.email.clone()),
+            ..trail.event(Action::PasswordReset, Outcome::Success)
+        },
+    )
+    .await?;
+    Ok((StatusCode::OK, Json(json!({ "status": "password_reset" }))).into_response())
+}
+
 /// `POST /v1/auth/logout`: ends this session and clears the cookie.
 pub async fn logout(
     State(state): State<AppState>,
@@ -339,6 +377,31 @@ fn pending() -> Response {
         .into_response()
 }
 
+/// Spends one guess of the budget on `code`, then checks it.
+async fn check_code(
+    state: &AppState,
+    purpose: CodePurpose,
+    email: &EmailAddress,
+    code: &SecretString,
+    now: OffsetDateTime,
+) -> Result<(), ApiError> {
+    let attempt = database(
+        state
+            .database
+            .take_code_attempt(purpose, email, CODE_ATTEMPTS, now)
+            .await,
+    )?;
+    match attempt {
+        CodeAttempt::Counted { code_hash }
+            if codes::matches(&code_hash, purpose, email, code.expose_secret()) =>
+        {
+            Ok(())
+        }
+        CodeAttempt::Exhausted => Err(code_exhausted()),
+        CodeAttempt::Counted { .. } | CodeAttempt::Missing => Err(invalid_code()),
+    }
+}
+
 fn send_code(state: &AppState, email: &EmailAddress, purpose: &'static str, code: &str) {
     let minutes = u32::try_from(CODE_TTL.as_secs() / 60).unwrap_or(u32::MAX);
     send_mail(
@@ -364,6 +427,26 @@ fn send_mail(state: &AppState, to: &str, message: templates::Rendered) {
         }
         .instrument(tracing::Span::current()),
     );
+}
+
+/// AUTH-2's rules for a new password; the error names `new_password` (sign-up renames it).
+pub fn check_password_policy(
+    password: &SecretString,
+    email: &EmailAddress,
+) -> Result<(), ApiError> {
+    password_policy::check(
+        password.expose_secret(),
+        email.as_str(),
+        CompositionRules::default(),
+    )
+    .map_err(|rejection| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "weak_password",
+            rejection.to_string(),
+        )
+        .with_field("new_password")
+    })
 }
 
 fn parse_email(raw: &str) -> Result<EmailAddress, ApiError> {

@@ -1,8 +1,9 @@
-//! The signed-in user's own data: `GET /v1/me/audit-log` (AUD-2, PRIV-2).
+//! The signed-in user's own account: password, sessions (SES-2, SES-5) and audit log (AUD-2,
+//! PRIV-2).
 
 use axum::Json;
-use axum::extract::{Query, State};
-use axum::http::{HeaderValue, header};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use mailroom_storage::audit::AuditEntry;
 use serde::Deserialize;
@@ -10,9 +11,159 @@ use serde_json::{Value, json};
 use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
+use crate::audit::{self, AuditTrail};
 use crate::auth::Principal;
 use crate::error::ApiError;
+use crate::routes::auth::check_password_policy;
 use crate::state::AppState;
+use mailroom_core::audit::{Action, AuditEvent, Outcome};
+use mailroom_core::{EmailAddress, SessionId};
+use mailroom_crypto::password::Verification;
+use secrecy::SecretString;
+use time::OffsetDateTime;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordChange {
+    current_password: SecretString,
+    new_password: SecretString,
+}
+
+/// `POST /v1/me/password`: needs a recent sign-in and the current password; ends every other
+/// session.
+pub async fn change_password(
+    State(state): State<AppState>,
+    trail: AuditTrail,
+    principal: Principal,
+    crate::json::ApiJson(body): crate::json::ApiJson<PasswordChange>,
+) -> Result<StatusCode, ApiError> {
+    principal.require_recent_auth()?;
+    let user = &principal.user;
+    let verified = state
+        .passwords
+        .verify(&body.current_password, Some(&user.password_hash))
+        .await?;
+    if verified == Verification::Mismatch {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "invalid_credentials",
+            "The current password is wrong.",
+        )
+        .with_field("current_password"));
+    }
+    let email = EmailAddress::parse(&user.email).map_err(ApiError::internal)?;
+    check_password_policy(&body.new_password, &email)?;
+    let hash = state.passwords.hash(&body.new_password).await?;
+    let now = OffsetDateTime::now_utc();
+    state
+        .database
+        .change_password(user.id, principal.session_id, hash.as_str(), now)
+        .await
+        .map_err(ApiError::internal)?;
+    audit::record(
+        &state.database,
+        AuditEvent {
+            org_id: Some(user.org_id),
+            actor: Some(user.id),
+            session_id: Some(principal.session_id),
+            ..trail.event(Action::PasswordChanged, Outcome::Success)
+        },
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /v1/me/sessions`: the caller's live sessions.
+pub async fn sessions(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> Result<Json<Value>, ApiError> {
+    let sessions = state
+        .database
+        .sessions_of(principal.user.id, OffsetDateTime::now_utc())
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(Json(Value::Array(
+        sessions
+            .iter()
+            .map(|session| {
+                json!({
+                    "id": session.id,
+                    "current": session.id == principal.session_id,
+                    "ip": session.ip,
+                    "user_agent": session.user_agent,
+                    "created_at": session.created_at.format(&Rfc3339).unwrap_or_default(),
+                    "last_seen_at": session.last_seen_at.format(&Rfc3339).unwrap_or_default(),
+                })
+            })
+            .collect(),
+    )))
+}
+
+/// `DELETE /v1/me/sessions/{id}`: ends one of the caller's sessions. Another user's session
+/// id is as unknown as a made-up one (404).
+pub async fn revoke_session(
+    State(state): State<AppState>,
+    trail: AuditTrail,
+    principal: Principal,
+    Path(id): Path<Uuid>,
+) -> Result<StatusCode, ApiError> {
+    let id = SessionId::from_uuid(id);
+    let revoked = state
+        .database
+        .revoke_user_session(principal.user.id, id, OffsetDateTime::now_utc())
+        .await
+        .map_err(ApiError::internal)?;
+    if !revoked {
+        return Err(ApiError::not_found());
+    }
+    record_revocation(&state, &trail, &principal, id.to_string()).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `DELETE /v1/me/sessions`: ends every session of the caller but this one.
+pub async fn revoke_other_sessions(
+    State(state): State<AppState>,
+    trail: AuditTrail,
+    principal: Principal,
+) -> Result<StatusCode, ApiError> {
+    let revoked = state
+        .database
+        .revoke_other_sessions(
+            principal.user.id,
+            principal.session_id,
+            OffsetDateTime::now_utc(),
+        )
+        .await
+        .map_err(ApiError::internal)?;
+    record_revocation(
+        &state,
+        &trail,
+        &principal,
+        format!("{revoked} other sessions"),
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn record_revocation(
+    state: &AppState,
+    trail: &AuditTrail,
+    principal: &Principal,
+    target: String,
+) -> Result<(), ApiError> {
+    audit::record(
+        &state.database,
+        AuditEvent {
+            org_id: Some(principal.user.org_id),
+            actor: Some(principal.user.id),
+            session_id: Some(principal.session_id),
+            target: Some(target),
+            ..trail.event(Action::SessionRevoked, Outcome::Success)
+        },
+    )
+    .await
+}
 
 const DEFAULT_LIMIT: u16 = 50;
 const MAX_LIMIT: u16 = 500;

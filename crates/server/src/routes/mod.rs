@@ -2,14 +2,14 @@
 //! respond; the edge ([`crate::edge`]) does everything that applies to all of them.
 
 mod assets;
-mod auth;
+pub(crate) mod auth;
 pub mod csp_report;
 mod health;
 mod me;
 mod metrics;
 
 use axum::Router;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use tower_http::limit::RequestBodyLimitLayer;
 
 use crate::config::BODY_LIMIT_BYTES;
@@ -29,8 +29,16 @@ pub fn router() -> Router<AppState> {
         .route("/v1/auth/resend-code", post(auth::resend_code))
         .route("/v1/auth/login", post(auth::login))
         .route("/v1/auth/logout", post(auth::logout))
+        .route("/v1/auth/password/forgot", post(auth::forgot_password))
+        .route("/v1/auth/password/reset", post(auth::reset_password))
         .route("/v1/me", get(auth::me))
         .route("/v1/me/audit-log", get(me::audit_log))
+        .route("/v1/me/password", post(me::change_password))
+        .route(
+            "/v1/me/sessions",
+            get(me::sessions).delete(me::revoke_other_sessions),
+        )
+        .route("/v1/me/sessions/{id}", delete(me::revoke_session))
         .fallback(|| async { crate::ApiError::not_found() })
         // Every route above, and the fallback; a route allowed larger bodies is merged after
         // this, with a limit layer of its own.
