@@ -16,6 +16,8 @@ const LOCKOUT_MAX_DOUBLINGS: u32 = 8;
 /// Changing the password (and later 2FA, API keys, deleting the account) needs a sign-in
 /// this recent (SES-5).
 pub const RECENT_AUTH: Duration = Duration::from_secs(15 * 60);
+/// The one-time link that creates the first super-admin is good for an hour.
+pub const SETUP_TOKEN_TTL: Duration = Duration::from_secs(60 * 60);
 /// A browser session lives this long past its last use.
 pub const SESSION_TTL: Duration = Duration::from_secs(30 * 24 * 60 * 60);
 

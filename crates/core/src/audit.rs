@@ -27,6 +27,8 @@ pub enum Action {
     SessionRevoked,
     PasswordChanged,
     PasswordReset,
+    SetupCompleted,
+    AccountCreatedByAdmin,
 }
 
 impl Action {
@@ -40,6 +42,8 @@ impl Action {
             Action::SessionRevoked => "session.revoked",
             Action::PasswordChanged => "password.changed",
             Action::PasswordReset => "password.reset",
+            Action::SetupCompleted => "setup.completed",
+            Action::AccountCreatedByAdmin => "admin.account_created",
         }
     }
 }

@@ -369,6 +369,92 @@ both_backends! {
     }
 }
 
+both_backends! {
+    async fn a_fresh_install_prints_a_one_time_setup_link_for_the_first_super_admin(db) {
+        let dir = db.dir().to_owned();
+        let url = db.url().to_owned();
+        tokio::task::spawn_blocking(move || {
+            let start = || {
+                let mut command = mailroom(&dir);
+                command.args(["serve", "--database-url", &url]).env("MAILROOM_LISTEN", "127.0.0.1:0");
+                Server::spawn(command)
+            };
+            let server = start();
+            std::thread::sleep(Duration::from_millis(200));
+            let link = server
+                .lines
+                .lock()
+                .unwrap()
+                .iter()
+                .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+                .find_map(|entry| entry["setup_url"].as_str().map(str::to_owned))
+                .expect("a setup link is printed");
+            let token = link.split("token=").nth(1).unwrap().to_owned();
+            assert!(link.starts_with(&format!("{}/setup?token=", server.url)), "{link}");
+
+            let no_redirects = reqwest::blocking::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap();
+            let page = no_redirects.get(&link).send().unwrap();
+            assert_eq!(page.status(), 200);
+            assert!(page.text().unwrap().contains("Create the super-admin"));
+            let form = [("token", token.as_str()), ("email", "root@example.test"), ("password", "correct horse battery staple")];
+            let created = no_redirects.post(format!("{}/setup", server.url)).form(&form).send().unwrap();
+            assert_eq!(created.status(), 303);
+            let cookie = created.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+            let me: Value = client().get(format!("{}/v1/me", server.url)).header("cookie", cookie).send().unwrap().json().unwrap();
+            assert_eq!(me["platform_role"], "super_admin");
+            assert_eq!(me["email"], "root@example.test");
+
+            // The link works once.
+            let form = [("token", token.as_str()), ("email", "second@example.test"), ("password", "correct horse battery staple")];
+            let again = no_redirects.post(format!("{}/setup", server.url)).form(&form).send().unwrap();
+            assert_eq!(again.status(), 403);
+            assert!(server.stop().0.success());
+
+            // With an account, no link.
+            let server = start();
+            std::thread::sleep(Duration::from_millis(200));
+            assert!(!server.lines.lock().unwrap().iter().any(|line| line.contains("setup_url")));
+            assert!(server.stop().0.success());
+        })
+        .await
+        .unwrap();
+    }
+
+    async fn admin_create_makes_an_account_from_the_terminal(db) {
+        let dir = db.dir().to_owned();
+        let url = db.url().to_owned();
+        tokio::task::spawn_blocking(move || {
+            let create = |email: &str, password: &str| {
+                let mut child = mailroom(&dir)
+                    .args(["admin", "create", "--email", email, "--super-admin", "--password-stdin", "--database-url", &url])
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap();
+                child.stdin.take().unwrap().write_all(format!("{password}\n").as_bytes()).unwrap();
+                child.wait_with_output().unwrap()
+            };
+            let created = create("ops@example.test", "correct horse battery staple");
+            assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+            assert!(String::from_utf8_lossy(&created.stdout).contains("super_admin"));
+
+            let duplicate = create("OPS@example.test", "correct horse battery staple");
+            assert!(!duplicate.status.success());
+            assert!(String::from_utf8_lossy(&duplicate.stderr).contains("already exists"));
+
+            let weak = create("other@example.test", "password123");
+            assert!(!weak.status.success());
+            assert!(String::from_utf8_lossy(&weak.stderr).contains("refused"));
+        })
+        .await
+        .unwrap();
+    }
+}
+
 /// Fails before any database is opened: one backend says all.
 #[test]
 fn unknown_configuration_is_an_error_naming_it() {

@@ -78,6 +78,11 @@ impl App {
         self.local_addr
     }
 
+    /// With no account yet: a fresh one-time link that creates the first super-admin.
+    pub async fn setup_link(&self) -> anyhow::Result<Option<Url>> {
+        crate::routes::setup::setup_link(&self.database, &self.public_url).await
+    }
+
     /// Where users reach this server.
     pub fn public_url(&self) -> &Url {
         &self.public_url

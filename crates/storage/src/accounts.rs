@@ -71,6 +71,29 @@ pub struct SessionOwner {
     pub created_at: OffsetDateTime,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PlatformRole {
+    User,
+    SuperAdmin,
+}
+
+impl PlatformRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PlatformRole::User => "user",
+            PlatformRole::SuperAdmin => "super_admin",
+        }
+    }
+}
+
+/// A verified account to create, with the owner of a new personal organization.
+#[derive(Clone)]
+pub struct NewAccount {
+    pub email: String,
+    pub password_hash: String,
+    pub platform_role: PlatformRole,
+}
+
 /// A session as its owner sees it in their list.
 pub struct SessionInfo {
     pub id: SessionId,
@@ -385,50 +408,119 @@ impl Database {
             .serializable(|tx| {
                 let (email, session) = (email.clone(), session.clone());
                 async move {
-                    let user_id = UserId::generate();
-                    let org_id = OrgId::generate();
-                    let completed = on_backend!(&mut tx.0, Inner, tx => {
-                        let password_hash: Option<String> = sqlx::query_scalar(
+                    let password_hash: Option<String> = on_backend!(&mut tx.0, Inner, tx => {
+                        sqlx::query("DELETE FROM email_codes WHERE purpose = 'signup' AND email = $1")
+                            .bind(&email)
+                            .execute(&mut **tx)
+                            .await?;
+                        sqlx::query_scalar(
                             "DELETE FROM pending_signups WHERE email = $1 RETURNING password_hash",
                         )
                         .bind(&email)
                         .fetch_optional(&mut **tx)
-                        .await?;
-                        match password_hash {
-                            None => false,
-                            Some(password_hash) => {
-                                sqlx::query("DELETE FROM email_codes WHERE purpose = 'signup' AND email = $1")
-                                    .bind(&email)
-                                    .execute(&mut **tx)
-                                    .await?;
-                                sqlx::query("INSERT INTO orgs (id, name, personal, created_at) VALUES ($1, $2, $3, $4)")
-                                    .bind(org_id.as_uuid())
-                                    .bind(&email)
-                                    .bind(true)
-                                    .bind(ms(now))
-                                    .execute(&mut **tx)
-                                    .await?;
-                                sqlx::query("INSERT INTO users (id, email, password_hash, created_at) VALUES ($1, $2, $3, $4)")
-                                    .bind(user_id.as_uuid())
-                                    .bind(&email)
-                                    .bind(password_hash)
-                                    .bind(ms(now))
-                                    .execute(&mut **tx)
-                                    .await?;
-                                sqlx::query("INSERT INTO org_members (org_id, user_id, role, created_at) VALUES ($1, $2, 'owner', $3)")
-                                    .bind(org_id.as_uuid())
-                                    .bind(user_id.as_uuid())
-                                    .bind(ms(now))
-                                    .execute(&mut **tx)
-                                    .await?;
-                                true
-                            }
-                        }
+                        .await?
                     });
-                    if completed {
-                        insert_session(tx, user_id, &session, now).await?;
+                    let Some(password_hash) = password_hash else {
+                        return Ok(None);
+                    };
+                    let account = NewAccount {
+                        email,
+                        password_hash,
+                        platform_role: PlatformRole::User,
+                    };
+                    let user_id = insert_account(tx, &account, now).await?;
+                    insert_session(tx, user_id, &session, now).await?;
+                    Ok(Some(user_id))
+                }
+                .boxed()
+            })
+            .await?;
+        match created {
+            Some(user_id) => self.user_by_id(user_id).await,
+            None => Ok(None),
+        }
+    }
+
+    /// Creates a verified account with its personal organization (the CLI's `admin create`).
+    pub async fn create_account(
+        &self,
+        account: &NewAccount,
+        now: OffsetDateTime,
+    ) -> Result<User, StorageError> {
+        let account = account.clone();
+        let user_id = self
+            .serializable(|tx| {
+                let account = account.clone();
+                async move { insert_account(tx, &account, now).await }.boxed()
+            })
+            .await?;
+        self.user_by_id(user_id)
+            .await?
+            .ok_or(StorageError::Database(sqlx::Error::RowNotFound))
+    }
+
+    pub async fn count_users(&self) -> Result<i64, StorageError> {
+        Ok(on_backend!(&self.pool, Pool, pool => {
+            sqlx::query_scalar("SELECT COUNT(*) FROM users").fetch_one(pool).await?
+        }))
+    }
+
+    /// Replaces the one-time setup token (only its hash is kept).
+    pub async fn save_setup_token(
+        &self,
+        token_hash: &[u8],
+        expires_at: OffsetDateTime,
+    ) -> Result<(), StorageError> {
+        on_backend!(&self.pool, Pool, pool => {
+            sqlx::query(
+                "INSERT INTO setup_token (singleton, token_hash, expires_at) VALUES (1, $1, $2) \
+                 ON CONFLICT (singleton) DO UPDATE SET token_hash = excluded.token_hash, \
+                 expires_at = excluded.expires_at",
+            )
+            .bind(token_hash)
+            .bind(ms(expires_at))
+            .execute(pool)
+            .await?;
+        });
+        Ok(())
+    }
+
+    /// Spends the setup token on the first account, a super-admin, and signs it in. `None`
+    /// when the token is wrong, expired or spent, or an account already exists.
+    pub async fn complete_setup(
+        &self,
+        token_hash: &[u8],
+        account: &NewAccount,
+        session: &NewSession,
+        now: OffsetDateTime,
+    ) -> Result<Option<User>, StorageError> {
+        let (token_hash, account, session) =
+            (token_hash.to_owned(), account.clone(), session.clone());
+        let created = self
+            .serializable(|tx| {
+                let (token_hash, account, session) =
+                    (token_hash.clone(), account.clone(), session.clone());
+                async move {
+                    let spent = on_backend!(&mut tx.0, Inner, tx => {
+                        let users: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users")
+                            .fetch_one(&mut **tx)
+                            .await?;
+                        let deleted = sqlx::query(
+                            "DELETE FROM setup_token WHERE token_hash = $1 AND expires_at > $2",
+                        )
+                        .bind(&token_hash)
+                        .bind(ms(now))
+                        .execute(&mut **tx)
+                        .await?
+                        .rows_affected();
+                        users == 0 && deleted == 1
+                    });
+                    if !spent {
+                        return Ok(None);
                     }
-                    Ok(completed.then_some(user_id))
+                    let user_id = insert_account(tx, &account, now).await?;
+                    insert_session(tx, user_id, &session, now).await?;
+                    Ok(Some(user_id))
                 }
                 .boxed()
             })
@@ -611,6 +703,41 @@ async fn upsert_code(
         .await?;
     });
     Ok(())
+}
+
+/// The user, their personal organization, and their ownership of it.
+async fn insert_account(
+    tx: &mut crate::Tx,
+    account: &NewAccount,
+    now: OffsetDateTime,
+) -> Result<UserId, StorageError> {
+    let (user_id, org_id) = (UserId::generate(), OrgId::generate());
+    on_backend!(&mut tx.0, Inner, tx => {
+        sqlx::query("INSERT INTO orgs (id, name, personal, created_at) VALUES ($1, $2, $3, $4)")
+            .bind(org_id.as_uuid())
+            .bind(&account.email)
+            .bind(true)
+            .bind(ms(now))
+            .execute(&mut **tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO users (id, email, password_hash, platform_role, created_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(user_id.as_uuid())
+        .bind(&account.email)
+        .bind(&account.password_hash)
+        .bind(account.platform_role.as_str())
+        .bind(ms(now))
+        .execute(&mut **tx)
+        .await?;
+        sqlx::query("INSERT INTO org_members (org_id, user_id, role, created_at) VALUES ($1, $2, 'owner', $3)")
+            .bind(org_id.as_uuid())
+            .bind(user_id.as_uuid())
+            .bind(ms(now))
+            .execute(&mut **tx)
+            .await?;
+    });
+    Ok(user_id)
 }
 
 /// Ends every live session of the user, but `keep`; returns how many ended.

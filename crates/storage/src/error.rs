@@ -17,6 +17,12 @@ pub enum StorageError {
 }
 
 impl StorageError {
+    /// The write broke a uniqueness rule (an email address already taken, say).
+    pub fn is_unique_violation(&self) -> bool {
+        matches!(self, StorageError::Database(sqlx::Error::Database(db))
+            if db.kind() == sqlx::error::ErrorKind::UniqueViolation)
+    }
+
     /// A conflict that a fresh attempt of the same transaction may not hit: a PostgreSQL
     /// serialization failure or deadlock, or SQLite still busy after its busy timeout.
     pub(crate) fn is_retryable(&self) -> bool {

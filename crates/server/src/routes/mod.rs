@@ -7,6 +7,7 @@ pub mod csp_report;
 mod health;
 mod me;
 mod metrics;
+pub mod setup;
 
 use axum::Router;
 use axum::routing::{delete, get, post};
@@ -31,6 +32,7 @@ pub fn router() -> Router<AppState> {
         .route("/v1/auth/logout", post(auth::logout))
         .route("/v1/auth/password/forgot", post(auth::forgot_password))
         .route("/v1/auth/password/reset", post(auth::reset_password))
+        .route("/setup", get(setup::page).post(setup::submit))
         .route("/v1/me", get(auth::me))
         .route("/v1/me/audit-log", get(me::audit_log))
         .route("/v1/me/password", post(me::change_password))
