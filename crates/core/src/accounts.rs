@@ -18,6 +18,13 @@ const LOCKOUT_MAX_DOUBLINGS: u32 = 8;
 pub const RECENT_AUTH: Duration = Duration::from_secs(15 * 60);
 /// The one-time link that creates the first super-admin is good for an hour.
 pub const SETUP_TOKEN_TTL: Duration = Duration::from_secs(60 * 60);
+/// An access token (JWT) for programs is good for fifteen minutes…
+pub const ACCESS_TOKEN_TTL: Duration = Duration::from_secs(15 * 60);
+/// …a refresh token family for seven days from the password grant, however often rotated…
+pub const REFRESH_FAMILY_TTL: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+/// …and a retired refresh token presented again this soon gets the same answer (two tabs
+/// racing), not a revoked family.
+pub const REFRESH_GRACE: Duration = Duration::from_secs(10);
 /// A browser session lives this long past its last use.
 pub const SESSION_TTL: Duration = Duration::from_secs(30 * 24 * 60 * 60);
 

@@ -29,6 +29,7 @@ pub enum Action {
     PasswordReset,
     SetupCompleted,
     AccountCreatedByAdmin,
+    TokenFamilyRevoked,
 }
 
 impl Action {
@@ -44,6 +45,7 @@ impl Action {
             Action::PasswordReset => "password.reset",
             Action::SetupCompleted => "setup.completed",
             Action::AccountCreatedByAdmin => "admin.account_created",
+            Action::TokenFamilyRevoked => "token.family_revoked",
         }
     }
 }

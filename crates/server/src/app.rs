@@ -11,11 +11,13 @@ use mailroom_storage::Database;
 use url::Url;
 
 use crate::auth::passwords::PasswordWork;
+use crate::auth::tokens::TokenKeys;
 use crate::config::{Config, HEADER_READ_TIMEOUT};
 use crate::metrics::Metrics;
 use crate::state::AppState;
 use crate::{edge, routes, tls};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use mailroom_crypto::master_key::MasterKey;
 
 /// A mailroom server: database opened and migrated, socket bound, routes built. Nothing is
 /// served until [`App::run_until`].
@@ -60,6 +62,10 @@ impl App {
             public_origin: public_url.origin().ascii_serialization().into(),
             mail,
             passwords: PasswordWork::new()?,
+            tokens: TokenKeys::new(
+                &MasterKey::load_or_create(&config.data_dir.join("master.key"))?,
+                public_url.origin().ascii_serialization(),
+            ),
         };
         let router = edge::harden(routes::router(), state);
         Ok(Self {

@@ -8,6 +8,7 @@ use mailroom_storage::Database;
 use mailroom_mail::SystemMail;
 
 use crate::auth::passwords::PasswordWork;
+use crate::auth::tokens::TokenKeys;
 use crate::metrics::Metrics;
 
 /// What handlers and edge layers share. Cheap to clone: everything is behind a handle.
@@ -22,4 +23,5 @@ pub struct AppState {
     pub public_origin: Arc<str>,
     pub mail: SystemMail,
     pub passwords: PasswordWork,
+    pub tokens: TokenKeys,
 }

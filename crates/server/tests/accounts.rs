@@ -403,4 +403,72 @@ both_backends! {
         problem(stale, 403, "recent_auth_required").await;
         app.stop().await;
     }
+
+    async fn tokens_for_programs_rotate_and_a_reused_one_revokes_its_family(db) {
+        let app = TestApp::spawn(&db).await;
+        let email = "program@example.test";
+        create_account(&app, &db, email).await;
+
+        let grant = post(&app, "/v1/auth/token", json!({"grant_type": "password", "email": email, "password": PASSWORD})).await;
+        assert_eq!(grant.status(), 200);
+        let first: Value = grant.json().await.unwrap();
+        assert_eq!(first["token_type"], "Bearer");
+        assert_eq!(first["expires_in"], 900);
+        let access = first["access_token"].as_str().unwrap().to_owned();
+
+        // The JWT: HS256, and every claim the contract names.
+        use base64::Engine;
+        let part = |i: usize| -> Value {
+            let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(access.split('.').nth(i).unwrap())
+                .unwrap();
+            serde_json::from_slice(&bytes).unwrap()
+        };
+        assert_eq!(part(0)["alg"], "HS256");
+        let claims = part(1);
+        for claim in ["iss", "aud", "exp", "sub", "sid", "jti", "iat"] {
+            assert!(!claims[claim].is_null(), "{claim} missing: {claims}");
+        }
+        assert_eq!(claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(), 900);
+
+        let bearer = |token: String| {
+            app.client.get(app.at("/v1/me")).bearer_auth(token).send()
+        };
+        let me: Value = bearer(access.clone()).await.unwrap().json().await.unwrap();
+        assert_eq!(me["email"], email);
+        let forged = format!("{}.{}.", "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0", access.split('.').nth(1).unwrap());
+        problem(bearer(forged).await.unwrap(), 401, "unauthenticated").await;
+
+        // Rotation: a new pair each time; the same parent twice within the grace window gets
+        // the same pair (two tabs racing).
+        let refresh = |token: &str| post(&app, "/v1/auth/token", json!({"grant_type": "refresh_token", "refresh_token": token}));
+        let parent = first["refresh_token"].as_str().unwrap().to_owned();
+        let second: Value = refresh(&parent).await.json().await.unwrap();
+        assert_ne!(second["refresh_token"], first["refresh_token"]);
+        let raced: Value = refresh(&parent).await.json().await.unwrap();
+        assert_eq!(raced, second);
+        let third: Value = refresh(second["refresh_token"].as_str().unwrap()).await.json().await.unwrap();
+        assert_eq!(bearer(third["access_token"].as_str().unwrap().to_owned()).await.unwrap().status(), 200);
+
+        // Bearer requests are not cookie-authenticated: no CSRF evidence needed.
+        let delete = app
+            .client
+            .delete(app.at("/v1/me/sessions"))
+            .bearer_auth(third["access_token"].as_str().unwrap())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(delete.status(), 204);
+
+        // Past the grace window, the first token coming back means it was stolen: the whole
+        // family dies, access tokens included.
+        db.execute("UPDATE refresh_tokens SET used_at = used_at - 60000 WHERE used_at IS NOT NULL").await;
+        problem(refresh(&parent).await, 401, "invalid_grant").await;
+        problem(refresh(third["refresh_token"].as_str().unwrap()).await, 401, "invalid_grant").await;
+        problem(bearer(third["access_token"].as_str().unwrap().to_owned()).await.unwrap(), 401, "unauthenticated").await;
+
+        let bad_grant = post(&app, "/v1/auth/token", json!({"grant_type": "client_credentials"})).await;
+        problem(bad_grant, 400, "invalid_field").await;
+        app.stop().await;
+    }
 }

@@ -235,7 +235,7 @@ impl Database {
     pub async fn change_password(
         &self,
         user_id: UserId,
-        keep: SessionId,
+        keep: Option<SessionId>,
         password_hash: &str,
         now: OffsetDateTime,
     ) -> Result<(), StorageError> {
@@ -250,7 +250,7 @@ impl Database {
                         .execute(&mut **tx)
                         .await?;
                 });
-                revoke_sessions_except(tx, user_id, Some(keep), now).await?;
+                revoke_sessions_except(tx, user_id, keep, now).await?;
                 Ok(())
             }
             .boxed()
@@ -317,10 +317,10 @@ impl Database {
     pub async fn revoke_other_sessions(
         &self,
         user_id: UserId,
-        keep: SessionId,
+        keep: Option<SessionId>,
         now: OffsetDateTime,
     ) -> Result<u64, StorageError> {
-        self.serializable(|tx| revoke_sessions_except(tx, user_id, Some(keep), now).boxed())
+        self.serializable(|tx| revoke_sessions_except(tx, user_id, keep, now).boxed())
             .await
     }
 

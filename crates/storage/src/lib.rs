@@ -5,6 +5,7 @@
 pub mod accounts;
 pub mod audit;
 mod error;
+pub mod tokens;
 mod tx;
 
 /// Runs the same expression against whichever pool (or transaction) is open: one query text

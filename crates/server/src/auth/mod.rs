@@ -5,5 +5,6 @@ pub mod codes;
 pub mod passwords;
 pub mod principal;
 pub mod session;
+pub mod tokens;
 
 pub use principal::Principal;

@@ -1,6 +1,7 @@
-//! The authenticated caller, extracted once per request from the session cookie. Handlers that
-//! take a [`Principal`] run only for a live session; its `user` carries the tenant (`org_id`)
-//! that every tenant query is scoped by.
+//! The authenticated caller, extracted once per request from the session cookie or an
+//! `Authorization: Bearer` access token. Handlers that take a [`Principal`] run only for a
+//! live session or token family; its `user` carries the tenant (`org_id`) that every tenant
+//! query is scoped by.
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -9,6 +10,7 @@ use mailroom_core::SessionId;
 use mailroom_core::accounts::{RECENT_AUTH, SESSION_TTL};
 use mailroom_storage::accounts::User;
 use time::{Duration, OffsetDateTime};
+use uuid::Uuid;
 
 use crate::auth::session;
 use crate::error::ApiError;
@@ -19,12 +21,31 @@ const TOUCH_INTERVAL: Duration = Duration::minutes(1);
 
 pub struct Principal {
     pub user: User,
-    pub session_id: SessionId,
-    /// When the session was opened: the owner's last proof of who they are.
+    pub credential: Credential,
+    /// When the owner last proved who they are: the sign-in that opened the session, or the
+    /// issue of the access token.
     pub authenticated_at: OffsetDateTime,
 }
 
+/// How the caller authenticated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Credential {
+    Session(SessionId),
+    /// An access token of this refresh-token family.
+    AccessToken {
+        family: Uuid,
+    },
+}
+
 impl Principal {
+    /// The browser session, for a cookie-authenticated request.
+    pub fn session_id(&self) -> Option<SessionId> {
+        match self.credential {
+            Credential::Session(id) => Some(id),
+            Credential::AccessToken { .. } => None,
+        }
+    }
+
     /// Refuses unless the owner signed in within [`RECENT_AUTH`] (SES-5).
     pub fn require_recent_auth(&self) -> Result<(), ApiError> {
         if OffsetDateTime::now_utc() - self.authenticated_at <= RECENT_AUTH {
@@ -43,6 +64,9 @@ impl FromRequestParts<AppState> for Principal {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        if let Some(bearer) = bearer_token(&parts.headers) {
+            return from_access_token(bearer, state).await;
+        }
         let token = session::token_from(&parts.headers).ok_or_else(unauthenticated)?;
         // A browser attaches the cookie to cross-site requests too (SES-4).
         if !parts.method.is_safe() {
@@ -64,10 +88,46 @@ impl FromRequestParts<AppState> for Principal {
         }
         Ok(Self {
             user: owner.user,
-            session_id: owner.session_id,
+            credential: Credential::Session(owner.session_id),
             authenticated_at: owner.created_at,
         })
     }
+}
+
+/// A bearer request is not cookie-authenticated: a browser never attaches it on its own, so
+/// no CSRF check applies (SES-4). Its family must still be live.
+async fn from_access_token(token: &str, state: &AppState) -> Result<Principal, ApiError> {
+    let claims = state.tokens.verify(token).ok_or_else(unauthenticated)?;
+    let now = OffsetDateTime::now_utc();
+    let live = state
+        .database
+        .token_family_live(claims.sid, now)
+        .await
+        .map_err(ApiError::internal)?;
+    if !live {
+        return Err(unauthenticated());
+    }
+    let user = state
+        .database
+        .user_by_id(claims.sub)
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or_else(unauthenticated)?;
+    Ok(Principal {
+        user,
+        credential: Credential::AccessToken { family: claims.sid },
+        authenticated_at: OffsetDateTime::from_unix_timestamp(claims.iat)
+            .unwrap_or(OffsetDateTime::UNIX_EPOCH),
+    })
+}
+
+fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
 }
 
 fn unauthenticated() -> ApiError {

@@ -72,6 +72,13 @@ mod tests {
             )
             .unwrap(),
             passwords: crate::auth::passwords::PasswordWork::new().unwrap(),
+            tokens: crate::auth::tokens::TokenKeys::new(
+                &mailroom_crypto::master_key::MasterKey::load_or_create(
+                    &tempfile::tempdir().unwrap().keep().join("master.key"),
+                )
+                .unwrap(),
+                "http://127.0.0.1".into(),
+            ),
         }
     }
 

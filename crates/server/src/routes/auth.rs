@@ -9,7 +9,9 @@ use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use mailroom_core::EmailAddress;
-use mailroom_core::accounts::{CODE_ATTEMPTS, CODE_TTL, CodePurpose};
+use mailroom_core::accounts::{
+    ACCESS_TOKEN_TTL, CODE_ATTEMPTS, CODE_TTL, CodePurpose, REFRESH_FAMILY_TTL, REFRESH_GRACE,
+};
 use mailroom_core::audit::{Action, AuditEvent, Outcome};
 use mailroom_core::password_policy::{self, CompositionRules};
 use mailroom_crypto::password::Verification;
@@ -22,11 +24,14 @@ use time::OffsetDateTime;
 use tracing::Instrument;
 
 use crate::audit::{self, AuditTrail};
-use crate::auth::{Principal, codes, session};
+use crate::auth::principal::Credential;
+use crate::auth::{Principal, codes, session, tokens};
 use crate::edge::context::RequestContext;
 use crate::error::ApiError;
 use crate::json::ApiJson;
 use crate::state::AppState;
+use mailroom_storage::tokens::{NewRefreshToken, Rotation};
+use uuid::Uuid;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -152,77 +157,8 @@ pub async fn login(
     headers: HeaderMap,
     ApiJson(body): ApiJson<Credentials>,
 ) -> Result<Response, ApiError> {
+    let user = authenticate(&state, &trail, &body.email, &body.password).await?;
     let now = OffsetDateTime::now_utc();
-    // A malformed address cannot have an account; it is answered like an unknown one.
-    let user = match EmailAddress::parse(&body.email) {
-        Ok(email) => database(state.database.user_by_email(&email).await)?,
-        Err(_) => None,
-    };
-    if user
-        .as_ref()
-        .and_then(|user| user.locked_until)
-        .is_some_and(|until| until > now)
-    {
-        return Err(account_locked());
-    }
-    let verified = state
-        .passwords
-        .verify(
-            &body.password,
-            user.as_ref().map(|u| u.password_hash.as_str()),
-        )
-        .await?;
-    let (user, rehash) = match (user, verified) {
-        (Some(user), Verification::Match { rehash }) => (user, rehash),
-        (Some(user), Verification::Mismatch) => {
-            let of_user = |action, outcome| AuditEvent {
-                org_id: Some(user.org_id),
-                actor: Some(user.id),
-                target: Some(user.email.clone()),
-                ..trail.event(action, outcome)
-            };
-            audit::record(
-                &state.database,
-                of_user(Action::SigninFailed, Outcome::Failure),
-            )
-            .await?;
-            return match database(state.database.record_failed_login(user.id, now).await)? {
-                FailedLogin::Counted => Err(invalid_credentials()),
-                FailedLogin::Locked { until } => {
-                    tracing::warn!(user_id = %user.id, %until, "account locked after failed sign-ins");
-                    audit::record(
-                        &state.database,
-                        of_user(Action::AccountLocked, Outcome::Success),
-                    )
-                    .await?;
-                    send_mail(&state, &user.email, templates::account_locked(until));
-                    Err(account_locked())
-                }
-            };
-        }
-        (None, _) => {
-            audit::record(
-                &state.database,
-                AuditEvent {
-                    target: Some(body.email.chars().take(254).collect()),
-                    ..trail.event(Action::SigninFailed, Outcome::Failure)
-                },
-            )
-            .await?;
-            return Err(invalid_credentials());
-        }
-    };
-    let upgraded = if rehash {
-        Some(state.passwords.hash(&body.password).await?)
-    } else {
-        None
-    };
-    database(
-        state
-            .database
-            .record_successful_login(user.id, upgraded.as_ref().map(|hash| hash.as_str()))
-            .await,
-    )?;
     let issued = session::issue(&context, &headers, now);
     database(
         state
@@ -312,6 +248,194 @@ pub async fn reset_password(
     Ok((StatusCode::OK, Json(json!({ "status": "password_reset" }))).into_response())
 }
 
+/// Checks an email and password for a sign-in or a password grant: lockout first (AUTH-3),
+/// the same work for an unknown address (AUTH-6), failures counted and audited, an outdated
+/// hash upgraded on success.
+async fn authenticate(
+    state: &AppState,
+    trail: &AuditTrail,
+    email: &str,
+    password: &SecretString,
+) -> Result<User, ApiError> {
+    let now = OffsetDateTime::now_utc();
+    // A malformed address cannot have an account; it is answered like an unknown one.
+    let user = match EmailAddress::parse(email) {
+        Ok(email) => database(state.database.user_by_email(&email).await)?,
+        Err(_) => None,
+    };
+    if user
+        .as_ref()
+        .and_then(|user| user.locked_until)
+        .is_some_and(|until| until > now)
+    {
+        return Err(account_locked());
+    }
+    let verified = state
+        .passwords
+        .verify(password, user.as_ref().map(|u| u.password_hash.as_str()))
+        .await?;
+    let (user, rehash) = match (user, verified) {
+        (Some(user), Verification::Match { rehash }) => (user, rehash),
+        (Some(user), Verification::Mismatch) => {
+            let of_user = |action, outcome| AuditEvent {
+                org_id: Some(user.org_id),
+                actor: Some(user.id),
+                target: Some(user.email.clone()),
+                ..trail.event(action, outcome)
+            };
+            audit::record(
+                &state.database,
+                of_user(Action::SigninFailed, Outcome::Failure),
+            )
+            .await?;
+            return match database(state.database.record_failed_login(user.id, now).await)? {
+                FailedLogin::Counted => Err(invalid_credentials()),
+                FailedLogin::Locked { until } => {
+                    tracing::warn!(user_id = %user.id, %until, "account locked after failed sign-ins");
+                    audit::record(
+                        &state.database,
+                        of_user(Action::AccountLocked, Outcome::Success),
+                    )
+                    .await?;
+                    send_mail(state, &user.email, templates::account_locked(until));
+                    Err(account_locked())
+                }
+            };
+        }
+        (None, _) => {
+            audit::record(
+                &state.database,
+                AuditEvent {
+                    target: Some(email.chars().take(254).collect()),
+                    ..trail.event(Action::SigninFailed, Outcome::Failure)
+                },
+            )
+            .await?;
+            return Err(invalid_credentials());
+        }
+    };
+    let upgraded = if rehash {
+        Some(state.passwords.hash(password).await?)
+    } else {
+        None
+    };
+    database(
+        state
+            .database
+            .record_successful_login(user.id, upgraded.as_ref().map(|hash| hash.as_str()))
+            .await,
+    )?;
+    Ok(user)
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "grant_type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum TokenRequest {
+    Password {
+        email: String,
+        password: SecretString,
+    },
+    RefreshToken {
+        refresh_token: SecretString,
+    },
+}
+
+/// `POST /v1/auth/token` (SES-3): a password grant starts a refresh-token family; a refresh
+/// grant rotates it. A retired refresh token presented again revokes the whole family, unless
+/// it comes within the grace window, when it gets the same pair as the first time.
+pub async fn token(
+    State(state): State<AppState>,
+    trail: AuditTrail,
+    ApiJson(body): ApiJson<TokenRequest>,
+) -> Result<Response, ApiError> {
+    let now = OffsetDateTime::now_utc();
+    let (user_id, family, jti, issued_at, refresh_token) = match body {
+        TokenRequest::Password { email, password } => {
+            let user = authenticate(&state, &trail, &email, &password).await?;
+            let refresh_token = tokens::new_refresh_token();
+            let first = NewRefreshToken {
+                id: Uuid::now_v7(),
+                token_hash: tokens::refresh_hash(&refresh_token),
+                access_jti: Uuid::now_v7(),
+                access_iat: now,
+            };
+            database(
+                state
+                    .database
+                    .start_token_family(user.id, &first, now + REFRESH_FAMILY_TTL, now)
+                    .await,
+            )?;
+            audit::record(
+                &state.database,
+                AuditEvent {
+                    org_id: Some(user.org_id),
+                    actor: Some(user.id),
+                    target: Some(format!("token family {}", first.id)),
+                    ..trail.event(Action::SigninSucceeded, Outcome::Success)
+                },
+            )
+            .await?;
+            (user.id, first.id, first.access_jti, now, refresh_token)
+        }
+        TokenRequest::RefreshToken { refresh_token } => {
+            let presented = refresh_token.expose_secret();
+            let successor = state.tokens.successor(presented);
+            let child = NewRefreshToken {
+                id: Uuid::now_v7(),
+                token_hash: tokens::refresh_hash(&successor),
+                access_jti: Uuid::now_v7(),
+                access_iat: now,
+            };
+            let grace = time::Duration::try_from(REFRESH_GRACE).unwrap_or(time::Duration::ZERO);
+            let rotation = database(
+                state
+                    .database
+                    .rotate_refresh_token(&tokens::refresh_hash(presented), &child, grace, now)
+                    .await,
+            )?;
+            match rotation {
+                Rotation::Rotated { user_id, family_id } => {
+                    (user_id, family_id, child.access_jti, now, successor)
+                }
+                Rotation::Replayed {
+                    user_id,
+                    family_id,
+                    access_jti,
+                    access_iat,
+                } => (user_id, family_id, access_jti, access_iat, successor),
+                Rotation::Reused { user_id, family_id } => {
+                    tracing::warn!(%user_id, %family_id, "retired refresh token reused: family revoked");
+                    let org_id =
+                        database(state.database.user_by_id(user_id).await)?.map(|u| u.org_id);
+                    audit::record(
+                        &state.database,
+                        AuditEvent {
+                            org_id,
+                            actor: Some(user_id),
+                            target: Some(format!("token family {family_id}")),
+                            ..trail.event(Action::TokenFamilyRevoked, Outcome::Success)
+                        },
+                    )
+                    .await?;
+                    return Err(invalid_grant());
+                }
+                Rotation::Invalid => return Err(invalid_grant()),
+            }
+        }
+    };
+    let access_token = state
+        .tokens
+        .access_token(user_id, family, jti, issued_at)
+        .map_err(ApiError::internal)?;
+    Ok(Json(json!({
+        "access_token": access_token,
+        "refresh_token": refresh_token,
+        "token_type": "Bearer",
+        "expires_in": ACCESS_TOKEN_TTL.as_secs(),
+    }))
+    .into_response())
+}
+
 /// `POST /v1/auth/logout`: ends this session and clears the cookie.
 pub async fn logout(
     State(state): State<AppState>,
@@ -319,19 +443,26 @@ pub async fn logout(
     principal: Principal,
 ) -> Result<Response, ApiError> {
     let now = OffsetDateTime::now_utc();
-    database(
-        state
+    let ended = match principal.credential {
+        Credential::Session(id) => state
             .database
-            .revoke_session(principal.session_id, now)
-            .await,
-    )?;
+            .revoke_session(id, now)
+            .await
+            .map(|()| id.to_string()),
+        Credential::AccessToken { family } => state
+            .database
+            .revoke_token_family(family, now)
+            .await
+            .map(|()| format!("token family {family}")),
+    };
+    let target = database(ended)?;
     audit::record(
         &state.database,
         AuditEvent {
             org_id: Some(principal.user.org_id),
             actor: Some(principal.user.id),
-            session_id: Some(principal.session_id),
-            target: Some(principal.session_id.to_string()),
+            session_id: principal.session_id(),
+            target: Some(target),
             ..trail.event(Action::SessionRevoked, Outcome::Success)
         },
     )
@@ -483,6 +614,14 @@ fn invalid_credentials() -> ApiError {
         StatusCode::UNAUTHORIZED,
         "invalid_credentials",
         "The email address or the password is wrong.",
+    )
+}
+
+fn invalid_grant() -> ApiError {
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "invalid_grant",
+        "The refresh token is unknown, expired or revoked: sign in again.",
     )
 }
 

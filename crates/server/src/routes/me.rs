@@ -57,7 +57,7 @@ pub async fn change_password(
     let now = OffsetDateTime::now_utc();
     state
         .database
-        .change_password(user.id, principal.session_id, hash.as_str(), now)
+        .change_password(user.id, principal.session_id(), hash.as_str(), now)
         .await
         .map_err(ApiError::internal)?;
     audit::record(
@@ -65,7 +65,7 @@ pub async fn change_password(
         AuditEvent {
             org_id: Some(user.org_id),
             actor: Some(user.id),
-            session_id: Some(principal.session_id),
+            session_id: principal.session_id(),
             ..trail.event(Action::PasswordChanged, Outcome::Success)
         },
     )
@@ -89,7 +89,7 @@ pub async fn sessions(
             .map(|session| {
                 json!({
                     "id": session.id,
-                    "current": session.id == principal.session_id,
+                    "current": Some(session.id) == principal.session_id(),
                     "ip": session.ip,
                     "user_agent": session.user_agent,
                     "created_at": session.created_at.format(&Rfc3339).unwrap_or_default(),
@@ -131,7 +131,7 @@ pub async fn revoke_other_sessions(
         .database
         .revoke_other_sessions(
             principal.user.id,
-            principal.session_id,
+            principal.session_id(),
             OffsetDateTime::now_utc(),
         )
         .await
@@ -157,7 +157,7 @@ async fn record_revocation(
         AuditEvent {
             org_id: Some(principal.user.org_id),
             actor: Some(principal.user.id),
-            session_id: Some(principal.session_id),
+            session_id: principal.session_id(),
             target: Some(target),
             ..trail.event(Action::SessionRevoked, Outcome::Success)
         },

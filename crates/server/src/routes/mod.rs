@@ -30,6 +30,7 @@ pub fn router() -> Router<AppState> {
         .route("/v1/auth/resend-code", post(auth::resend_code))
         .route("/v1/auth/login", post(auth::login))
         .route("/v1/auth/logout", post(auth::logout))
+        .route("/v1/auth/token", post(auth::token))
         .route("/v1/auth/password/forgot", post(auth::forgot_password))
         .route("/v1/auth/password/reset", post(auth::reset_password))
         .route("/setup", get(setup::page).post(setup::submit))

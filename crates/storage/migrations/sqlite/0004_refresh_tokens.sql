@@ -1,0 +1,20 @@
+-- Refresh tokens for programs (SES-3). Each password grant starts a family; every use of a
+-- token retires it for a child. Only hashes are kept. A child's token is derived from its
+-- parent's with a server key, and the access token issued with it is kept as its claims
+-- (jti, iat), so that a replay within the grace window gets the very same pair back.
+CREATE TABLE refresh_tokens (
+    id BLOB PRIMARY KEY,
+    family_id BLOB NOT NULL,
+    parent_id BLOB,
+    user_id BLOB NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    token_hash BLOB NOT NULL UNIQUE,
+    access_jti BLOB NOT NULL,
+    access_iat BIGINT NOT NULL,
+    created_at BIGINT NOT NULL,
+    -- Absolute: seven days from the password grant, whatever the rotations.
+    family_expires_at BIGINT NOT NULL,
+    used_at BIGINT,
+    revoked_at BIGINT
+);
+CREATE INDEX refresh_tokens_by_family ON refresh_tokens (family_id);
+CREATE INDEX refresh_tokens_by_parent ON refresh_tokens (parent_id);

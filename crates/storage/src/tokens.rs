@@ -1,0 +1,213 @@
+//! Refresh-token families (SES-3): issue, rotate on every use, re-issue within the grace
+//! window, and revoke a whole family when a retired token comes back.
+
+use futures::FutureExt;
+use mailroom_core::UserId;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::accounts::{from_ms, ms};
+use crate::tx::Inner;
+use crate::{Database, Pool, StorageError, on_backend};
+
+/// A refresh token to store (its hash) with the access token issued beside it (its claims).
+#[derive(Clone, Debug)]
+pub struct NewRefreshToken {
+    pub id: Uuid,
+    pub token_hash: Vec<u8>,
+    pub access_jti: Uuid,
+    pub access_iat: OffsetDateTime,
+}
+
+/// What presenting a refresh token did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Rotation {
+    /// It was live: it is retired, and the child given is now the family's live token.
+    Rotated { user_id: UserId, family_id: Uuid },
+    /// It was retired moments ago (two tabs racing): the child issued then, whose access
+    /// token had these claims, is the answer again.
+    Replayed {
+        user_id: UserId,
+        family_id: Uuid,
+        access_jti: Uuid,
+        access_iat: OffsetDateTime,
+    },
+    /// It was retired before the grace window: presumed stolen, the whole family is revoked.
+    Reused { user_id: UserId, family_id: Uuid },
+    /// Unknown, expired or revoked.
+    Invalid,
+}
+
+#[derive(sqlx::FromRow)]
+struct Presented {
+    id: Uuid,
+    family_id: Uuid,
+    user_id: Uuid,
+    family_expires_at: i64,
+    used_at: Option<i64>,
+    revoked_at: Option<i64>,
+}
+
+impl Database {
+    /// Starts a family with its first token (the family is named after it).
+    pub async fn start_token_family(
+        &self,
+        user_id: UserId,
+        first: &NewRefreshToken,
+        family_expires_at: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<(), StorageError> {
+        let first = first.clone();
+        self.serializable(|tx| {
+            let first = first.clone();
+            async move {
+                insert_token(tx, &first, first.id, None, user_id, family_expires_at, now).await
+            }
+            .boxed()
+        })
+        .await
+    }
+
+    /// Exchanges a presented refresh token; `child` is what a live one is exchanged for.
+    pub async fn rotate_refresh_token(
+        &self,
+        presented_hash: &[u8],
+        child: &NewRefreshToken,
+        grace: time::Duration,
+        now: OffsetDateTime,
+    ) -> Result<Rotation, StorageError> {
+        let (presented_hash, child) = (presented_hash.to_owned(), child.clone());
+        self.serializable(|tx| {
+            let (presented_hash, child) = (presented_hash.clone(), child.clone());
+            async move {
+                let presented: Option<Presented> = on_backend!(&mut tx.0, Inner, tx => {
+                    sqlx::query_as(
+                        "SELECT id, family_id, user_id, family_expires_at, used_at, revoked_at \
+                         FROM refresh_tokens WHERE token_hash = $1",
+                    )
+                    .bind(&presented_hash)
+                    .fetch_optional(&mut **tx)
+                    .await?
+                });
+                let Some(token) = presented else {
+                    return Ok(Rotation::Invalid);
+                };
+                if token.revoked_at.is_some() || token.family_expires_at <= ms(now) {
+                    return Ok(Rotation::Invalid);
+                }
+                let (user_id, family_id) = (UserId::from_uuid(token.user_id), token.family_id);
+                match token.used_at {
+                    None => {
+                        on_backend!(&mut tx.0, Inner, tx => {
+                            sqlx::query("UPDATE refresh_tokens SET used_at = $1 WHERE id = $2")
+                                .bind(ms(now))
+                                .bind(token.id)
+                                .execute(&mut **tx)
+                                .await?;
+                        });
+                        let expires = from_ms(token.family_expires_at);
+                        insert_token(tx, &child, family_id, Some(token.id), user_id, expires, now).await?;
+                        Ok(Rotation::Rotated { user_id, family_id })
+                    }
+                    Some(used_at) if ms(now) - used_at <= grace.whole_milliseconds() as i64 => {
+                        let issued: Option<(Uuid, i64)> = on_backend!(&mut tx.0, Inner, tx => {
+                            sqlx::query_as(
+                                "SELECT access_jti, access_iat FROM refresh_tokens WHERE parent_id = $1",
+                            )
+                            .bind(token.id)
+                            .fetch_optional(&mut **tx)
+                            .await?
+                        });
+                        Ok(match issued {
+                            Some((access_jti, access_iat)) => Rotation::Replayed {
+                                user_id,
+                                family_id,
+                                access_jti,
+                                access_iat: from_ms(access_iat),
+                            },
+                            None => Rotation::Invalid,
+                        })
+                    }
+                    Some(_) => {
+                        on_backend!(&mut tx.0, Inner, tx => {
+                            sqlx::query(
+                                "UPDATE refresh_tokens SET revoked_at = $1 WHERE family_id = $2 AND revoked_at IS NULL",
+                            )
+                            .bind(ms(now))
+                            .bind(family_id)
+                            .execute(&mut **tx)
+                            .await?;
+                        });
+                        Ok(Rotation::Reused { user_id, family_id })
+                    }
+                }
+            }
+            .boxed()
+        })
+        .await
+    }
+
+    /// Whether any token of the family is still good: access tokens of a revoked family stop
+    /// working at once, not when they expire.
+    pub async fn token_family_live(
+        &self,
+        family_id: Uuid,
+        now: OffsetDateTime,
+    ) -> Result<bool, StorageError> {
+        let live: i64 = on_backend!(&self.pool, Pool, pool => {
+            sqlx::query_scalar(
+                "SELECT COUNT(*) FROM refresh_tokens \
+                 WHERE family_id = $1 AND revoked_at IS NULL AND family_expires_at > $2",
+            )
+            .bind(family_id)
+            .bind(ms(now))
+            .fetch_one(pool)
+            .await?
+        });
+        Ok(live > 0)
+    }
+
+    pub async fn revoke_token_family(
+        &self,
+        family_id: Uuid,
+        now: OffsetDateTime,
+    ) -> Result<(), StorageError> {
+        on_backend!(&self.pool, Pool, pool => {
+            sqlx::query("UPDATE refresh_tokens SET revoked_at = $1 WHERE family_id = $2 AND revoked_at IS NULL")
+                .bind(ms(now))
+                .bind(family_id)
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
+    }
+}
+
+async fn insert_token(
+    tx: &mut crate::Tx,
+    token: &NewRefreshToken,
+    family_id: Uuid,
+    parent_id: Option<Uuid>,
+    user_id: UserId,
+    family_expires_at: OffsetDateTime,
+    now: OffsetDateTime,
+) -> Result<(), StorageError> {
+    on_backend!(&mut tx.0, Inner, tx => {
+        sqlx::query(
+            "INSERT INTO refresh_tokens (id, family_id, parent_id, user_id, token_hash, access_jti, \
+             access_iat, created_at, family_expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(token.id)
+        .bind(family_id)
+        .bind(parent_id)
+        .bind(user_id.as_uuid())
+        .bind(&token.token_hash)
+        .bind(token.access_jti)
+        .bind(ms(token.access_iat))
+        .bind(ms(now))
+        .bind(ms(family_expires_at))
+        .execute(&mut **tx)
+        .await?;
+    });
+    Ok(())
+}
