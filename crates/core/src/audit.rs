@@ -30,6 +30,7 @@ pub enum Action {
     SetupCompleted,
     AccountCreatedByAdmin,
     TokenFamilyRevoked,
+    SigninFromNewDevice,
 }
 
 impl Action {
@@ -46,6 +47,7 @@ impl Action {
             Action::SetupCompleted => "setup.completed",
             Action::AccountCreatedByAdmin => "admin.account_created",
             Action::TokenFamilyRevoked => "token.family_revoked",
+            Action::SigninFromNewDevice => "signin.new_device",
         }
     }
 }

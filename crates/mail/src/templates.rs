@@ -52,6 +52,30 @@ pub fn verification_code(purpose: &str, code: &str, valid_minutes: u32) -> Rende
     }
 }
 
+/// To an account's owner when it is signed in to from a browser or address not seen before
+/// (SES-2).
+pub fn new_sign_in(ip: &str, user_agent: &str) -> Rendered {
+    let subject = "New sign-in to your mailroom account".to_owned();
+    let text = format!(
+        "Your mailroom account was just signed in to from a new device or address:\n\n    \
+         address: {ip}\n    browser: {user_agent}\n\nIf this was you, nothing needs doing. If \
+         not, reset your password now and end your other sessions from the security page.\n"
+    );
+    let html = page(
+        &subject,
+        html! {
+            p { "Your mailroom account was just signed in to from a new device or address:" }
+            ul { li { "Address: " (ip) } li { "Browser: " (user_agent) } }
+            p { "If this was you, nothing needs doing. If not, reset your password now and end your other sessions from the security page." }
+        },
+    );
+    Rendered {
+        subject,
+        text,
+        html,
+    }
+}
+
 /// To the owner of an account that too many failed sign-ins just locked (AUTH-3).
 pub fn account_locked(until: time::OffsetDateTime) -> Rendered {
     let until = until

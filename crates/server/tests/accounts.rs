@@ -50,6 +50,21 @@ fn codes_for(dir: &Path, email: &str) -> Vec<String> {
         .collect()
 }
 
+/// The subjects of the outbox messages to `email`.
+fn mail_subjects(dir: &Path, email: &str) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(dir.join("data/outbox")) else {
+        return Vec::new();
+    };
+    entries
+        .map(|entry| std::fs::read_to_string(entry.unwrap().path()).unwrap())
+        .filter(|raw| raw.contains(&format!("To: {email}")))
+        .filter_map(|raw| {
+            raw.lines()
+                .find_map(|l| l.strip_prefix("Subject: ").map(str::to_owned))
+        })
+        .collect()
+}
+
 async fn post(app: &TestApp, path: &str, body: Value) -> reqwest::Response {
     app.client
         .post(app.at(path))
@@ -469,6 +484,32 @@ both_backends! {
 
         let bad_grant = post(&app, "/v1/auth/token", json!({"grant_type": "client_credentials"})).await;
         problem(bad_grant, 400, "invalid_field").await;
+        app.stop().await;
+    }
+
+    async fn a_sign_in_from_a_new_device_is_audited_and_mailed(db) {
+        let app = TestApp::spawn(&db).await;
+        let email = "traveller@example.test";
+        let token = create_account(&app, &db, email).await;
+        let login_with = |agent: &'static str| {
+            app.client
+                .post(app.at("/v1/auth/login"))
+                .header("user-agent", agent)
+                .json(&json!({"email": email, "password": PASSWORD}))
+                .send()
+        };
+        let alerts = || mail_subjects(db.dir(), email).into_iter().filter(|s| s.contains("New sign-in")).count();
+        assert_eq!(login_with("Browser A").await.unwrap().status(), 200);
+        assert_eq!(login_with("Browser A").await.unwrap().status(), 200);
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while alerts() < 1 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(alerts(), 1, "one alert for the new browser, none for its second visit");
+        let log: Value = get_as(&app, &token, "/v1/me/audit-log").await.json().await.unwrap();
+        let new_device = log["entries"].as_array().unwrap().iter().filter(|e| e["action"] == "signin.new_device").count();
+        assert_eq!(new_device, 1);
         app.stop().await;
     }
 }

@@ -258,6 +258,27 @@ impl Database {
         .await
     }
 
+    /// Whether the user ever had a session from this address with this browser.
+    pub async fn seen_device(
+        &self,
+        user_id: UserId,
+        ip: &str,
+        user_agent: Option<&str>,
+    ) -> Result<bool, StorageError> {
+        let seen: Option<i32> = on_backend!(&self.pool, Pool, pool => {
+            sqlx::query_scalar(
+                "SELECT 1 FROM sessions WHERE user_id = $1 AND ip = $2 \
+                 AND COALESCE(user_agent, '') = COALESCE($3, '') LIMIT 1",
+            )
+            .bind(user_id.as_uuid())
+            .bind(ip)
+            .bind(user_agent)
+            .fetch_optional(pool)
+            .await?
+        });
+        Ok(seen.is_some())
+    }
+
     /// A user's live sessions, newest first.
     pub async fn sessions_of(
         &self,

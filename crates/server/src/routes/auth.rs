@@ -160,6 +160,34 @@ pub async fn login(
     let user = authenticate(&state, &trail, &body.email, &body.password).await?;
     let now = OffsetDateTime::now_utc();
     let issued = session::issue(&context, &headers, now);
+    let seen = database(
+        state
+            .database
+            .seen_device(
+                user.id,
+                &issued.record.ip,
+                issued.record.user_agent.as_deref(),
+            )
+            .await,
+    )?;
+    if !seen {
+        audit::record(
+            &state.database,
+            AuditEvent {
+                org_id: Some(user.org_id),
+                actor: Some(user.id),
+                session_id: Some(issued.record.id),
+                ..trail.event(Action::SigninFromNewDevice, Outcome::Success)
+            },
+        )
+        .await?;
+        let agent = issued.record.user_agent.as_deref().unwrap_or("unknown");
+        send_mail(
+            &state,
+            &user.email,
+            templates::new_sign_in(&issued.record.ip, agent),
+        );
+    }
     database(
         state
             .database
