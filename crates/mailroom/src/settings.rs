@@ -116,6 +116,15 @@ pub struct Settings {
     )]
     mail_from: Option<String>,
 
+    /// Sign-up, sign-in, code and reset requests allowed per client IP per 15 minutes [default: 20]
+    #[arg(
+        long,
+        global = true,
+        env = "MAILROOM_AUTH_RATE_LIMIT",
+        value_name = "COUNT"
+    )]
+    auth_rate_limit: Option<std::num::NonZeroU32>,
+
     /// Log filter, e.g. info or mailroom_server=debug,info [default: info]
     #[arg(long, global = true, env = "MAILROOM_LOG", value_name = "FILTER")]
     log: Option<String>,
@@ -198,6 +207,9 @@ impl Settings {
             .context("--smtp-url")?;
         if let Some(from) = self.mail_from {
             config.mail_from = from;
+        }
+        if let Some(limit) = self.auth_rate_limit {
+            config.auth_rate_limit = limit;
         }
         Ok(config)
     }
@@ -330,7 +342,7 @@ mod tests {
                 "listen" => "\"127.0.0.1:1\"".to_owned(),
                 "public_url" => "\"https://m.example\"".to_owned(),
                 "trusted_proxies" | "metrics_allow" => "[\"10.0.0.0/8\"]".to_owned(),
-                "shutdown_timeout" => "5".to_owned(),
+                "shutdown_timeout" | "auth_rate_limit" => "5".to_owned(),
                 "log_format" => "\"json\"".to_owned(),
                 _ => "\"x\"".to_owned(),
             };

@@ -13,6 +13,7 @@ use url::Url;
 use crate::auth::passwords::PasswordWork;
 use crate::auth::tokens::TokenKeys;
 use crate::config::{Config, HEADER_READ_TIMEOUT};
+use crate::edge::rate_limit::AuthLimiter;
 use crate::metrics::Metrics;
 use crate::state::AppState;
 use crate::{edge, routes, tls};
@@ -62,12 +63,13 @@ impl App {
             public_origin: public_url.origin().ascii_serialization().into(),
             mail,
             passwords: PasswordWork::new()?,
+            auth_limiter: AuthLimiter::new(config.auth_rate_limit),
             tokens: TokenKeys::new(
                 &MasterKey::load_or_create(&config.data_dir.join("master.key"))?,
                 public_url.origin().ascii_serialization(),
             ),
         };
-        let router = edge::harden(routes::router(), state);
+        let router = edge::harden(routes::router(&state), state);
         Ok(Self {
             listener,
             local_addr,

@@ -2,6 +2,7 @@
 //! `MAILROOM_*` variables, `mailroom.toml`) is the binary's business; this is what they mean.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -41,6 +42,8 @@ pub struct Config {
     pub smtp: Option<SmtpSettings>,
     /// The sender of mailroom's own mail.
     pub mail_from: String,
+    /// Sign-up, sign-in, code and reset requests allowed per client IP per 15 minutes.
+    pub auth_rate_limit: NonZeroU32,
 }
 
 #[derive(Clone, Debug)]
@@ -64,6 +67,7 @@ impl Config {
             shutdown_timeout: Duration::from_secs(30),
             smtp: None,
             mail_from: "mailroom <noreply@localhost>".to_owned(),
+            auth_rate_limit: NonZeroU32::new(20).unwrap_or(NonZeroU32::MIN),
         }
     }
 

@@ -9,6 +9,7 @@ use mailroom_mail::SystemMail;
 
 use crate::auth::passwords::PasswordWork;
 use crate::auth::tokens::TokenKeys;
+use crate::edge::rate_limit::AuthLimiter;
 use crate::metrics::Metrics;
 
 /// What handlers and edge layers share. Cheap to clone: everything is behind a handle.
@@ -24,4 +25,5 @@ pub struct AppState {
     pub mail: SystemMail,
     pub passwords: PasswordWork,
     pub tokens: TokenKeys,
+    pub auth_limiter: AuthLimiter,
 }

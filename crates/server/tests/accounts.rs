@@ -512,4 +512,28 @@ both_backends! {
         assert_eq!(new_device, 1);
         app.stop().await;
     }
+
+    async fn one_address_gets_twenty_sign_in_attempts_per_quarter_hour(db) {
+        let app = TestApp::spawn_with(&db, |config| {
+            config.auth_rate_limit = std::num::NonZeroU32::new(20).unwrap();
+        })
+        .await;
+        // Twenty different accounts guessed at from one address: an attacker cannot lock out
+        // many accounts cheaply (AUTH-3).
+        for n in 0..20 {
+            let response = post(&app, "/v1/auth/login", json!({"email": format!("victim{n}@example.test"), "password": "guess guess guess"})).await;
+            assert_eq!(response.status(), 401, "attempt {n}");
+            assert_eq!(response.headers()["ratelimit-limit"], "20");
+            assert_eq!(response.headers()["ratelimit-remaining"], (19 - n).to_string().as_str());
+        }
+        let refused = post(&app, "/v1/auth/login", json!({"email": "victim21@example.test", "password": "guess guess guess"})).await;
+        let retry_after: u64 = refused.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+        assert!((1..=45).contains(&retry_after), "{retry_after}");
+        assert_eq!(refused.headers()["ratelimit-remaining"], "0");
+        problem(refused, 429, "rate_limited").await;
+        // Sign-up and resets are the same door; reading one's own data is not.
+        problem(post(&app, "/v1/auth/password/forgot", json!({"email": "x@example.test"})).await, 429, "rate_limited").await;
+        assert_eq!(app.get("/healthz").await.status(), 200);
+        app.stop().await;
+    }
 }

@@ -14,6 +14,7 @@
 pub mod context;
 pub mod headers;
 pub mod problems;
+pub mod rate_limit;
 
 use axum::Router;
 use axum::http::StatusCode;
@@ -72,6 +73,7 @@ mod tests {
             )
             .unwrap(),
             passwords: crate::auth::passwords::PasswordWork::new().unwrap(),
+            auth_limiter: rate_limit::AuthLimiter::new(std::num::NonZeroU32::MIN),
             tokens: crate::auth::tokens::TokenKeys::new(
                 &mailroom_crypto::master_key::MasterKey::load_or_create(
                     &tempfile::tempdir().unwrap().keep().join("master.key"),

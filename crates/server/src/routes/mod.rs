@@ -13,27 +13,34 @@ use axum::Router;
 use axum::routing::{delete, get, post};
 use tower_http::limit::RequestBodyLimitLayer;
 
+use axum::middleware::from_fn_with_state;
+
 use crate::config::BODY_LIMIT_BYTES;
+use crate::edge::rate_limit;
 use crate::pages;
 use crate::state::AppState;
 
-pub fn router() -> Router<AppState> {
+pub fn router(state: &AppState) -> Router<AppState> {
+    // The doors an attacker knocks on, limited per client IP.
+    let auth = Router::new()
+        .route("/v1/auth/signup", post(auth::signup))
+        .route("/v1/auth/verify-email", post(auth::verify_email))
+        .route("/v1/auth/resend-code", post(auth::resend_code))
+        .route("/v1/auth/login", post(auth::login))
+        .route("/v1/auth/token", post(auth::token))
+        .route("/v1/auth/password/forgot", post(auth::forgot_password))
+        .route("/v1/auth/password/reset", post(auth::reset_password))
+        .route("/setup", get(setup::page).post(setup::submit))
+        .route_layer(from_fn_with_state(state.clone(), rate_limit::limit_auth));
     Router::new()
+        .merge(auth)
         .route("/", get(pages::landing))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(metrics::metrics))
         .route(csp_report::CSP_REPORT_PATH, post(csp_report::receive))
         .route("/static/{name}", get(assets::asset))
-        .route("/v1/auth/signup", post(auth::signup))
-        .route("/v1/auth/verify-email", post(auth::verify_email))
-        .route("/v1/auth/resend-code", post(auth::resend_code))
-        .route("/v1/auth/login", post(auth::login))
         .route("/v1/auth/logout", post(auth::logout))
-        .route("/v1/auth/token", post(auth::token))
-        .route("/v1/auth/password/forgot", post(auth::forgot_password))
-        .route("/v1/auth/password/reset", post(auth::reset_password))
-        .route("/setup", get(setup::page).post(setup::submit))
         .route("/v1/me", get(auth::me))
         .route("/v1/me/audit-log", get(me::audit_log))
         .route("/v1/me/password", post(me::change_password))
