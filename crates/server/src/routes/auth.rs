@@ -59,10 +59,22 @@ pub async fn signup(
     trail: AuditTrail,
     ApiJson(body): ApiJson<Credentials>,
 ) -> Result<Response, ApiError> {
-    let email = parse_email(&body.email)?;
-    check_password_policy(&body.password, &email).map_err(|error| error.with_field("password"))?;
+    sign_up(&state, &trail, &body.email, &body.password).await?;
+    Ok(pending())
+}
+
+/// Records a sign-up and mails its code, unless the address has an account already; the
+/// caller cannot tell which.
+pub(crate) async fn sign_up(
+    state: &AppState,
+    trail: &AuditTrail,
+    email: &str,
+    password: &SecretString,
+) -> Result<(), ApiError> {
+    let email = parse_email(email)?;
+    check_password_policy(password, &email).map_err(|error| error.with_field("password"))?;
     // Hashed either way, so that both paths take the same time.
-    let password_hash = state.passwords.hash(&body.password).await?;
+    let password_hash = state.passwords.hash(password).await?;
     let now = OffsetDateTime::now_utc();
     if database(state.database.user_by_email(&email).await)?.is_none() {
         let code = codes::generate();
@@ -79,7 +91,7 @@ pub async fn signup(
                 )
                 .await,
         )?;
-        send_code(&state, &email, "verify your email address", &code);
+        send_code(state, &email, "verify your email address", &code);
     }
     audit::record(
         &state.database,
@@ -88,8 +100,7 @@ pub async fn signup(
             ..trail.event(Action::SignupRequested, Outcome::Success)
         },
     )
-    .await?;
-    Ok(pending())
+    .await
 }
 
 /// `POST /v1/auth/resend-code`: a new code for a waiting sign-up; the guess budget carries
@@ -98,7 +109,12 @@ pub async fn resend_code(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<EmailOnly>,
 ) -> Result<Response, ApiError> {
-    let email = parse_email(&body.email)?;
+    resend(&state, &body.email).await?;
+    Ok(pending())
+}
+
+pub(crate) async fn resend(state: &AppState, email: &str) -> Result<(), ApiError> {
+    let email = parse_email(email)?;
     let now = OffsetDateTime::now_utc();
     let code = codes::generate();
     let code_hash = codes::hash(CodePurpose::Signup, &email, &code);
@@ -109,9 +125,9 @@ pub async fn resend_code(
             .await,
     )?;
     if replaced {
-        send_code(&state, &email, "verify your email address", &code);
+        send_code(state, &email, "verify your email address", &code);
     }
-    Ok(pending())
+    Ok(())
 }
 
 /// `POST /v1/auth/verify-email`: the emailed code turns the sign-up into an account (with its
@@ -123,10 +139,23 @@ pub async fn verify_email(
     headers: HeaderMap,
     ApiJson(body): ApiJson<CodeEntry>,
 ) -> Result<Response, ApiError> {
-    let email = parse_email(&body.email)?;
+    let (user, token) = verify(&state, &context, &trail, &headers, &body.email, &body.code).await?;
+    Ok(signed_in(&user, &token))
+}
+
+/// Turns a sign-up whose code is right into an account; returns it and its session token.
+pub(crate) async fn verify(
+    state: &AppState,
+    context: &RequestContext,
+    trail: &AuditTrail,
+    headers: &HeaderMap,
+    email: &str,
+    code: &SecretString,
+) -> Result<(User, String), ApiError> {
+    let email = parse_email(email)?;
     let now = OffsetDateTime::now_utc();
-    check_code(&state, CodePurpose::Signup, &email, &body.code, now).await?;
-    let issued = session::issue(&context, &headers, now);
+    check_code(state, CodePurpose::Signup, &email, code, now).await?;
+    let issued = session::issue(context, headers, now);
     let user = database(
         state
             .database
@@ -146,7 +175,7 @@ pub async fn verify_email(
         },
     )
     .await?;
-    Ok(signed_in(&user, &issued.token))
+    Ok((user, issued.token))
 }
 
 /// `POST /v1/auth/login`.
@@ -157,9 +186,30 @@ pub async fn login(
     headers: HeaderMap,
     ApiJson(body): ApiJson<Credentials>,
 ) -> Result<Response, ApiError> {
-    let user = authenticate(&state, &trail, &body.email, &body.password).await?;
+    let (user, token) = sign_in(
+        &state,
+        &context,
+        &trail,
+        &headers,
+        &body.email,
+        &body.password,
+    )
+    .await?;
+    Ok(signed_in(&user, &token))
+}
+
+/// Signs in with a password and opens a session; returns the user and the session token.
+pub(crate) async fn sign_in(
+    state: &AppState,
+    context: &RequestContext,
+    trail: &AuditTrail,
+    headers: &HeaderMap,
+    email: &str,
+    password: &SecretString,
+) -> Result<(User, String), ApiError> {
+    let user = authenticate(state, trail, email, password).await?;
     let now = OffsetDateTime::now_utc();
-    let issued = session::issue(&context, &headers, now);
+    let issued = session::issue(context, headers, now);
     let seen = database(
         state
             .database
@@ -183,7 +233,7 @@ pub async fn login(
         .await?;
         let agent = issued.record.user_agent.as_deref().unwrap_or("unknown");
         send_mail(
-            &state,
+            state,
             &user.email,
             templates::new_sign_in(&issued.record.ip, agent),
         );
@@ -205,7 +255,7 @@ pub async fn login(
         },
     )
     .await?;
-    Ok(signed_in(&user, &issued.token))
+    Ok((user, issued.token))
 }
 
 #[derive(Deserialize)]
@@ -222,7 +272,12 @@ pub async fn forgot_password(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<EmailOnly>,
 ) -> Result<Response, ApiError> {
-    let email = parse_email(&body.email)?;
+    forgot(&state, &body.email).await?;
+    Ok(pending())
+}
+
+pub(crate) async fn forgot(state: &AppState, email: &str) -> Result<(), ApiError> {
+    let email = parse_email(email)?;
     let now = OffsetDateTime::now_utc();
     let code = codes::generate();
     let code_hash = codes::hash(CodePurpose::PasswordReset, &email, &code);
@@ -239,9 +294,9 @@ pub async fn forgot_password(
             .await,
     )?;
     if database(state.database.user_by_email(&email).await)?.is_some() {
-        send_code(&state, &email, "reset your password", &code);
+        send_code(state, &email, "reset your password", &code);
     }
-    Ok(pending())
+    Ok(())
 }
 
 /// `POST /v1/auth/password/reset`: the emailed code sets a new password and ends every
@@ -251,11 +306,22 @@ pub async fn reset_password(
     trail: AuditTrail,
     ApiJson(body): ApiJson<PasswordReset>,
 ) -> Result<Response, ApiError> {
-    let email = parse_email(&body.email)?;
-    check_password_policy(&body.new_password, &email)?;
+    reset(&state, &trail, &body.email, &body.code, &body.new_password).await?;
+    Ok((StatusCode::OK, Json(json!({ "status": "password_reset" }))).into_response())
+}
+
+pub(crate) async fn reset(
+    state: &AppState,
+    trail: &AuditTrail,
+    email: &str,
+    code: &SecretString,
+    new_password: &SecretString,
+) -> Result<(), ApiError> {
+    let email = parse_email(email)?;
+    check_password_policy(new_password, &email)?;
     let now = OffsetDateTime::now_utc();
-    check_code(&state, CodePurpose::PasswordReset, &email, &body.code, now).await?;
-    let password_hash = state.passwords.hash(&body.new_password).await?;
+    check_code(state, CodePurpose::PasswordReset, &email, code, now).await?;
+    let password_hash = state.passwords.hash(new_password).await?;
     let user = database(
         state
             .database
@@ -272,8 +338,7 @@ pub async fn reset_password(
             ..trail.event(Action::PasswordReset, Outcome::Success)
         },
     )
-    .await?;
-    Ok((StatusCode::OK, Json(json!({ "status": "password_reset" }))).into_response())
+    .await
 }
 
 /// Checks an email and password for a sign-in or a password grant: lockout first (AUTH-3),
@@ -470,6 +535,20 @@ pub async fn logout(
     trail: AuditTrail,
     principal: Principal,
 ) -> Result<Response, ApiError> {
+    sign_out(&state, &trail, &principal).await?;
+    Ok((
+        StatusCode::NO_CONTENT,
+        [(header::SET_COOKIE, session::cleared_cookie())],
+    )
+        .into_response())
+}
+
+/// Ends the caller's session, or the family of their access token.
+pub(crate) async fn sign_out(
+    state: &AppState,
+    trail: &AuditTrail,
+    principal: &Principal,
+) -> Result<(), ApiError> {
     let now = OffsetDateTime::now_utc();
     let ended = match principal.credential {
         Credential::Session(id) => state
@@ -494,12 +573,7 @@ pub async fn logout(
             ..trail.event(Action::SessionRevoked, Outcome::Success)
         },
     )
-    .await?;
-    Ok((
-        StatusCode::NO_CONTENT,
-        [(header::SET_COOKIE, session::cleared_cookie())],
-    )
-        .into_response())
+    .await
 }
 
 /// `GET /v1/me`.
