@@ -116,4 +116,35 @@ both_backends! {
         assert_eq!(reports, Some(1.0), "exactly the control's report arrived");
         app.stop().await;
     }
+
+    async fn a_person_signs_up_verifies_signs_in_and_ends_another_session(db) {
+        if browser_available().is_none() {
+            return;
+        }
+        let app = TestApp::spawn(&db).await;
+        let screenshot = db.dir().join("security.png");
+        let output = tokio::process::Command::new("node")
+            .arg(browser_dir().join("account-flow.mjs"))
+            .arg(&app.url)
+            .arg(db.dir().join("data/outbox"))
+            .arg(&screenshot)
+            .output()
+            .await
+            .unwrap();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        let flow: Value = serde_json::from_slice(&output.stdout).unwrap();
+        assert_eq!(flow["error"], Value::Null, "{flow:#}");
+        assert_eq!(flow["problems"], serde_json::json!([]), "{flow:#}");
+        assert_eq!(flow["signedInAs"], "person@example.test", "{flow:#}");
+        assert_eq!(flow["afterSignOut"], "/signin", "{flow:#}");
+        assert_eq!(flow["sessionsBefore"], 2, "{flow:#}");
+        assert_eq!(flow["sessionsAfter"], 1, "{flow:#}");
+        assert_eq!(flow["otherAfterRevoke"], "/signin", "{flow:#}");
+        let activity = flow["activity"].to_string();
+        for action in ["signin.succeeded", "session.revoked", "signup.email_verified"] {
+            assert!(activity.contains(action), "{action} missing: {activity}");
+        }
+        assert!(std::fs::metadata(&screenshot).unwrap().len() > 0);
+        app.stop().await;
+    }
 }

@@ -2,6 +2,8 @@
 //! Every page goes through [`layout`], which puts this response's CSP nonce on the scripts it
 //! loads; a script without it does not run.
 
+pub mod account;
+
 use axum::Extension;
 use maud::{DOCTYPE, Markup, html};
 
@@ -22,6 +24,13 @@ pub fn layout(nonce: &CspNonce, title: &str, content: Markup) -> Markup {
             body {
                 header.site-header {
                     a.brand href="/" { "mailroom" }
+                    nav aria-label="Account" {
+                        a href="/signin" { "Sign in" }
+                        " "
+                        a href="/signup" { "Sign up" }
+                        " "
+                        a href="/security" { "Security" }
+                    }
                 }
                 main { (content) }
                 footer.site-footer {

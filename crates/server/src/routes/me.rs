@@ -37,11 +37,29 @@ pub async fn change_password(
     principal: Principal,
     crate::json::ApiJson(body): crate::json::ApiJson<PasswordChange>,
 ) -> Result<StatusCode, ApiError> {
+    change_password_of(
+        &state,
+        &trail,
+        &principal,
+        &body.current_password,
+        &body.new_password,
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub(crate) async fn change_password_of(
+    state: &AppState,
+    trail: &AuditTrail,
+    principal: &Principal,
+    current_password: &SecretString,
+    new_password: &SecretString,
+) -> Result<(), ApiError> {
     principal.require_recent_auth()?;
     let user = &principal.user;
     let verified = state
         .passwords
-        .verify(&body.current_password, Some(&user.password_hash))
+        .verify(current_password, Some(&user.password_hash))
         .await?;
     if verified == Verification::Mismatch {
         return Err(ApiError::new(
@@ -52,8 +70,8 @@ pub async fn change_password(
         .with_field("current_password"));
     }
     let email = EmailAddress::parse(&user.email).map_err(ApiError::internal)?;
-    check_password_policy(&body.new_password, &email)?;
-    let hash = state.passwords.hash(&body.new_password).await?;
+    check_password_policy(new_password, &email)?;
+    let hash = state.passwords.hash(new_password).await?;
     let now = OffsetDateTime::now_utc();
     state
         .database
@@ -69,8 +87,7 @@ pub async fn change_password(
             ..trail.event(Action::PasswordChanged, Outcome::Success)
         },
     )
-    .await?;
-    Ok(StatusCode::NO_CONTENT)
+    .await
 }
 
 /// `GET /v1/me/sessions`: the caller's live sessions.
@@ -108,7 +125,16 @@ pub async fn revoke_session(
     principal: Principal,
     Path(id): Path<Uuid>,
 ) -> Result<StatusCode, ApiError> {
-    let id = SessionId::from_uuid(id);
+    revoke_one(&state, &trail, &principal, SessionId::from_uuid(id)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub(crate) async fn revoke_one(
+    state: &AppState,
+    trail: &AuditTrail,
+    principal: &Principal,
+    id: SessionId,
+) -> Result<(), ApiError> {
     let revoked = state
         .database
         .revoke_user_session(principal.user.id, id, OffsetDateTime::now_utc())
@@ -117,8 +143,7 @@ pub async fn revoke_session(
     if !revoked {
         return Err(ApiError::not_found());
     }
-    record_revocation(&state, &trail, &principal, id.to_string()).await?;
-    Ok(StatusCode::NO_CONTENT)
+    record_revocation(state, trail, principal, id.to_string()).await
 }
 
 /// `DELETE /v1/me/sessions`: ends every session of the caller but this one.
@@ -127,6 +152,15 @@ pub async fn revoke_other_sessions(
     trail: AuditTrail,
     principal: Principal,
 ) -> Result<StatusCode, ApiError> {
+    revoke_others(&state, &trail, &principal).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub(crate) async fn revoke_others(
+    state: &AppState,
+    trail: &AuditTrail,
+    principal: &Principal,
+) -> Result<(), ApiError> {
     let revoked = state
         .database
         .revoke_other_sessions(
@@ -136,14 +170,7 @@ pub async fn revoke_other_sessions(
         )
         .await
         .map_err(ApiError::internal)?;
-    record_revocation(
-        &state,
-        &trail,
-        &principal,
-        format!("{revoked} other sessions"),
-    )
-    .await?;
-    Ok(StatusCode::NO_CONTENT)
+    record_revocation(state, trail, principal, format!("{revoked} other sessions")).await
 }
 
 async fn record_revocation(

@@ -5,7 +5,7 @@ mod assets;
 pub(crate) mod auth;
 pub mod csp_report;
 mod health;
-mod me;
+pub(crate) mod me;
 mod metrics;
 pub mod setup;
 
@@ -18,6 +18,7 @@ use axum::middleware::from_fn_with_state;
 use crate::config::BODY_LIMIT_BYTES;
 use crate::edge::rate_limit;
 use crate::pages;
+use crate::pages::account;
 use crate::state::AppState;
 
 pub fn router(state: &AppState) -> Router<AppState> {
@@ -31,6 +32,27 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .route("/v1/auth/password/forgot", post(auth::forgot_password))
         .route("/v1/auth/password/reset", post(auth::reset_password))
         .route("/setup", get(setup::page).post(setup::submit))
+        .route(
+            "/signup",
+            get(account::signup_page).post(account::signup_submit),
+        )
+        .route(
+            "/verify",
+            get(account::verify_page).post(account::verify_submit),
+        )
+        .route("/verify/resend", post(account::resend_submit))
+        .route(
+            "/signin",
+            get(account::signin_page).post(account::signin_submit),
+        )
+        .route(
+            "/forgot",
+            get(account::forgot_page).post(account::forgot_submit),
+        )
+        .route(
+            "/reset",
+            get(account::reset_page).post(account::reset_submit),
+        )
         .route_layer(from_fn_with_state(state.clone(), rate_limit::limit_auth));
     Router::new()
         .merge(auth)
@@ -41,6 +63,17 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .route(csp_report::CSP_REPORT_PATH, post(csp_report::receive))
         .route("/static/{name}", get(assets::asset))
         .route("/v1/auth/logout", post(auth::logout))
+        .route("/security", get(account::security_page))
+        .route("/security/password", post(account::password_submit))
+        .route(
+            "/security/sessions/revoke-others",
+            post(account::revoke_others_submit),
+        )
+        .route(
+            "/security/sessions/{id}/revoke",
+            post(account::revoke_submit),
+        )
+        .route("/signout", post(account::signout_submit))
         .route("/v1/me", get(auth::me))
         .route("/v1/me/audit-log", get(me::audit_log))
         .route("/v1/me/password", post(me::change_password))

@@ -1,0 +1,551 @@
+//! The account pages: sign-up, email verification, sign-in, forgotten password, and the
+//! security page (password, sessions, recent activity). Plain HTML forms posting to the
+//! server, which answers with a redirect or the same form and what went wrong: they work
+//! without JavaScript, under the strict CSP. Each form calls the same functions as the JSON
+//! API, so both keep the same promises.
+
+use axum::extract::{Extension, Form, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use mailroom_core::SessionId;
+use maud::{Markup, html};
+use secrecy::SecretString;
+use serde::Deserialize;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use uuid::Uuid;
+
+use crate::audit::AuditTrail;
+use crate::auth::{Principal, session};
+use crate::edge::context::RequestContext;
+use crate::edge::headers::CspNonce;
+use crate::error::ApiError;
+use crate::pages::layout;
+use crate::routes::{auth, me};
+use crate::state::AppState;
+
+#[derive(Deserialize)]
+pub struct EmailQuery {
+    #[serde(default)]
+    email: String,
+    #[serde(default)]
+    notice: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub struct CredentialsForm {
+    email: String,
+    password: SecretString,
+}
+
+#[derive(Deserialize)]
+pub struct CodeForm {
+    email: String,
+    code: SecretString,
+}
+
+#[derive(Deserialize)]
+pub struct EmailForm {
+    email: String,
+}
+
+#[derive(Deserialize)]
+pub struct ResetForm {
+    email: String,
+    code: SecretString,
+    new_password: SecretString,
+}
+
+#[derive(Deserialize)]
+pub struct PasswordForm {
+    current_password: SecretString,
+    new_password: SecretString,
+}
+
+/// A page with one form, and the error of the last attempt if there was one.
+fn page(
+    nonce: &CspNonce,
+    title: &str,
+    error: Option<&ApiError>,
+    notice: Option<&str>,
+    form: Markup,
+) -> Response {
+    let status = error.map_or(StatusCode::OK, ApiError::status);
+    let markup = layout(
+        nonce,
+        title,
+        html! {
+            section.narrow {
+                h1 { (title) }
+                @if let Some(notice) = notice { p.notice role="status" { (notice) } }
+                @if let Some(error) = error { p.error role="alert" { (error.detail()) } }
+                (form)
+            }
+        },
+    );
+    (status, markup).into_response()
+}
+
+fn email_field(value: &str) -> Markup {
+    html! {
+        label for="email" { "Email" }
+        input id="email" name="email" type="email" autocomplete="email" value=(value) required;
+    }
+}
+
+fn password_field(name: &str, label: &str, autocomplete: &str) -> Markup {
+    html! {
+        label for=(name) { (label) }
+        input id=(name) name=(name) type="password" autocomplete=(autocomplete) maxlength="128" required;
+    }
+}
+
+fn code_field() -> Markup {
+    html! {
+        label for="code" { "6-digit code from your email" }
+        input id="code" name="code" inputmode="numeric" autocomplete="one-time-code" pattern="[0-9]{6}" maxlength="6" required;
+    }
+}
+
+/// A redirect that also hands the browser its new session.
+fn signed_in_redirect(token: &str, to: &str) -> Response {
+    (
+        [(header::SET_COOKIE, session::cookie(token))],
+        Redirect::to(to),
+    )
+        .into_response()
+}
+
+fn with_email(path: &str, email: &str, notice: &str) -> String {
+    let mut url = url::form_urlencoded::Serializer::new(String::new());
+    url.append_pair("email", email)
+        .append_pair("notice", notice);
+    format!("{path}?{}", url.finish())
+}
+
+fn signup_form(email: &str) -> Markup {
+    html! {
+        form method="post" action="/signup" {
+            (email_field(email))
+            (password_field("password", "Password", "new-password"))
+            p.hint { "At least 8 characters; not a common password; not your email address." }
+            button type="submit" { "Create account" }
+        }
+        p { "Already have an account? " a href="/signin" { "Sign in" } }
+    }
+}
+
+pub async fn signup_page(Extension(nonce): Extension<CspNonce>) -> Response {
+    page(&nonce, "Create your account", None, None, signup_form(""))
+}
+
+pub async fn signup_submit(
+    State(state): State<AppState>,
+    Extension(nonce): Extension<CspNonce>,
+    trail: AuditTrail,
+    Form(form): Form<CredentialsForm>,
+) -> Response {
+    match auth::sign_up(&state, &trail, &form.email, &form.password).await {
+        Ok(()) => Redirect::to(&with_email(
+            "/verify",
+            &form.email,
+            "We sent a code to this address.",
+        ))
+        .into_response(),
+        Err(error) => page(
+            &nonce,
+            "Create your account",
+            Some(&error),
+            None,
+            signup_form(&form.email),
+        ),
+    }
+}
+
+fn verify_form(email: &str) -> Markup {
+    html! {
+        form method="post" action="/verify" {
+            (email_field(email))
+            (code_field())
+            button type="submit" { "Verify" }
+        }
+        form.inline method="post" action="/verify/resend" {
+            input type="hidden" name="email" value=(email);
+            button.link type="submit" { "Send a new code" }
+        }
+    }
+}
+
+pub async fn verify_page(
+    Extension(nonce): Extension<CspNonce>,
+    Query(query): Query<EmailQuery>,
+) -> Response {
+    page(
+        &nonce,
+        "Verify your email",
+        None,
+        query.notice.as_deref(),
+        verify_form(&query.email),
+    )
+}
+
+pub async fn verify_submit(
+    State(state): State<AppState>,
+    Extension(context): Extension<RequestContext>,
+    Extension(nonce): Extension<CspNonce>,
+    trail: AuditTrail,
+    headers: HeaderMap,
+    Form(form): Form<CodeForm>,
+) -> Response {
+    match auth::verify(&state, &context, &trail, &headers, &form.email, &form.code).await {
+        Ok((_, token)) => signed_in_redirect(&token, "/security"),
+        Err(error) => page(
+            &nonce,
+            "Verify your email",
+            Some(&error),
+            None,
+            verify_form(&form.email),
+        ),
+    }
+}
+
+pub async fn resend_submit(
+    State(state): State<AppState>,
+    Extension(nonce): Extension<CspNonce>,
+    Form(form): Form<EmailForm>,
+) -> Response {
+    match auth::resend(&state, &form.email).await {
+        Ok(()) => Redirect::to(&with_email(
+            "/verify",
+            &form.email,
+            "If a sign-up waits for this address, a new code is on its way.",
+        ))
+        .into_response(),
+        Err(error) => page(
+            &nonce,
+            "Verify your email",
+            Some(&error),
+            None,
+            verify_form(&form.email),
+        ),
+    }
+}
+
+fn signin_form(email: &str) -> Markup {
+    html! {
+        form method="post" action="/signin" {
+            (email_field(email))
+            (password_field("password", "Password", "current-password"))
+            button type="submit" { "Sign in" }
+        }
+        p { a href="/forgot" { "Forgot your password?" } " · " a href="/signup" { "Create an account" } }
+    }
+}
+
+pub async fn signin_page(
+    Extension(nonce): Extension<CspNonce>,
+    Query(query): Query<EmailQuery>,
+) -> Response {
+    page(
+        &nonce,
+        "Sign in",
+        None,
+        query.notice.as_deref(),
+        signin_form(&query.email),
+    )
+}
+
+pub async fn signin_submit(
+    State(state): State<AppState>,
+    Extension(context): Extension<RequestContext>,
+    Extension(nonce): Extension<CspNonce>,
+    trail: AuditTrail,
+    headers: HeaderMap,
+    Form(form): Form<CredentialsForm>,
+) -> Response {
+    match auth::sign_in(
+        &state,
+        &context,
+        &trail,
+        &headers,
+        &form.email,
+        &form.password,
+    )
+    .await
+    {
+        Ok((_, token)) => signed_in_redirect(&token, "/security"),
+        Err(error) => page(
+            &nonce,
+            "Sign in",
+            Some(&error),
+            None,
+            signin_form(&form.email),
+        ),
+    }
+}
+
+fn forgot_form(email: &str) -> Markup {
+    html! {
+        form method="post" action="/forgot" {
+            (email_field(email))
+            button type="submit" { "Email me a code" }
+        }
+    }
+}
+
+pub async fn forgot_page(Extension(nonce): Extension<CspNonce>) -> Response {
+    page(&nonce, "Reset your password", None, None, forgot_form(""))
+}
+
+pub async fn forgot_submit(
+    State(state): State<AppState>,
+    Extension(nonce): Extension<CspNonce>,
+    Form(form): Form<EmailForm>,
+) -> Response {
+    match auth::forgot(&state, &form.email).await {
+        Ok(()) => Redirect::to(&with_email(
+            "/reset",
+            &form.email,
+            "If this address has an account, a code is on its way.",
+        ))
+        .into_response(),
+        Err(error) => page(
+            &nonce,
+            "Reset your password",
+            Some(&error),
+            None,
+            forgot_form(&form.email),
+        ),
+    }
+}
+
+fn reset_form(email: &str) -> Markup {
+    html! {
+        form method="post" action="/reset" {
+            (email_field(email))
+            (code_field())
+            (password_field("new_password", "New password", "new-password"))
+            button type="submit" { "Set the new password" }
+        }
+    }
+}
+
+pub async fn reset_page(
+    Extension(nonce): Extension<CspNonce>,
+    Query(query): Query<EmailQuery>,
+) -> Response {
+    page(
+        &nonce,
+        "Choose a new password",
+        None,
+        query.notice.as_deref(),
+        reset_form(&query.email),
+    )
+}
+
+pub async fn reset_submit(
+    State(state): State<AppState>,
+    Extension(nonce): Extension<CspNonce>,
+    trail: AuditTrail,
+    Form(form): Form<ResetForm>,
+) -> Response {
+    match auth::reset(&state, &trail, &form.email, &form.code, &form.new_password).await {
+        Ok(()) => Redirect::to(&with_email(
+            "/signin",
+            &form.email,
+            "Your password is changed; every session was signed out.",
+        ))
+        .into_response(),
+        Err(error) => page(
+            &nonce,
+            "Choose a new password",
+            Some(&error),
+            None,
+            reset_form(&form.email),
+        ),
+    }
+}
+
+/// `GET /security`: password, sessions and recent activity of the signed-in user.
+pub async fn security_page(
+    State(state): State<AppState>,
+    Extension(nonce): Extension<CspNonce>,
+    principal: Result<Principal, ApiError>,
+    Query(query): Query<EmailQuery>,
+) -> Response {
+    let Ok(principal) = principal else {
+        return Redirect::to("/signin").into_response();
+    };
+    match security(&state, &nonce, &principal, query.notice.as_deref(), None).await {
+        Ok(response) => response,
+        Err(error) => error.into_response(),
+    }
+}
+
+async fn security(
+    state: &AppState,
+    nonce: &CspNonce,
+    principal: &Principal,
+    notice: Option<&str>,
+    error: Option<&ApiError>,
+) -> Result<Response, ApiError> {
+    let now = OffsetDateTime::now_utc();
+    let sessions = state
+        .database
+        .sessions_of(principal.user.id, now)
+        .await
+        .map_err(ApiError::internal)?;
+    let activity = state
+        .database
+        .audit_for_actor(principal.user.id, None, 20)
+        .await
+        .map_err(ApiError::internal)?;
+    let when = |time: OffsetDateTime| time.format(&Rfc3339).unwrap_or_default();
+    let markup = layout(
+        nonce,
+        "Security",
+        html! {
+            h1 { "Security" }
+            p { "Signed in as " strong #account-email { (principal.user.email) } "." }
+            @if let Some(notice) = notice { p.notice role="status" { (notice) } }
+            @if let Some(error) = error { p.error role="alert" { (error.detail()) } }
+            section.narrow aria-labelledby="password-heading" {
+                h2 #password-heading { "Password" }
+                form method="post" action="/security/password" {
+                    (password_field("current_password", "Current password", "current-password"))
+                    (password_field("new_password", "New password", "new-password"))
+                    button type="submit" { "Change password" }
+                }
+            }
+            section aria-labelledby="sessions-heading" {
+                h2 #sessions-heading { "Sessions" }
+                table #sessions {
+                    thead { tr { th { "Browser" } th { "Address" } th { "Signed in" } th { "Last seen" } th { span.visually-hidden { "Action" } } } }
+                    tbody {
+                        @for session in &sessions {
+                            @let current = Some(session.id) == principal.session_id();
+                            tr data-session=(session.id) {
+                                td { (session.user_agent.as_deref().unwrap_or("unknown")) @if current { " (this browser)" } }
+                                td { (session.ip.as_deref().unwrap_or("")) }
+                                td { (when(session.created_at)) }
+                                td { (when(session.last_seen_at)) }
+                                td {
+                                    @if !current {
+                                        form.inline method="post" action={ "/security/sessions/" (session.id) "/revoke" } {
+                                            button.secondary type="submit" { "Sign out" }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                form.inline method="post" action="/security/sessions/revoke-others" {
+                    button.secondary type="submit" { "Sign out every other session" }
+                }
+            }
+            section aria-labelledby="activity-heading" {
+                h2 #activity-heading { "Recent activity" }
+                ul #activity {
+                    @for entry in &activity {
+                        li { (when(entry.occurred_at())) " · " (entry.action) " · " (entry.outcome) " · " (entry.ip.as_deref().unwrap_or("")) }
+                    }
+                }
+            }
+            form method="post" action="/signout" {
+                button.secondary type="submit" { "Sign out" }
+            }
+        },
+    );
+    Ok((StatusCode::OK, markup).into_response())
+}
+
+/// The security page again after a form on it: its notice, or its error.
+async fn back_to_security(
+    state: &AppState,
+    nonce: &CspNonce,
+    principal: &Principal,
+    outcome: Result<&str, ApiError>,
+) -> Response {
+    let rendered = match &outcome {
+        Ok(notice) => {
+            let mut location = String::from("/security?");
+            location.push_str(
+                &url::form_urlencoded::Serializer::new(String::new())
+                    .append_pair("notice", notice)
+                    .finish(),
+            );
+            return Redirect::to(&location).into_response();
+        }
+        Err(error) => security(state, nonce, principal, None, Some(error)).await,
+    };
+    match (rendered, outcome) {
+        (Ok(mut response), Err(error)) => {
+            *response.status_mut() = error.status();
+            response
+        }
+        (Ok(response), Ok(_)) => response,
+        (Err(error), _) => error.into_response(),
+    }
+}
+
+pub async fn password_submit(
+    State(state): State<AppState>,
+    Extension(nonce): Extension<CspNonce>,
+    trail: AuditTrail,
+    principal: Principal,
+    Form(form): Form<PasswordForm>,
+) -> Response {
+    let outcome = me::change_password_of(
+        &state,
+        &trail,
+        &principal,
+        &form.current_password,
+        &form.new_password,
+    )
+    .await
+    .map(|()| "Your password is changed; your other sessions were signed out.");
+    back_to_security(&state, &nonce, &principal, outcome).await
+}
+
+pub async fn revoke_submit(
+    State(state): State<AppState>,
+    Extension(nonce): Extension<CspNonce>,
+    trail: AuditTrail,
+    principal: Principal,
+    Path(id): Path<Uuid>,
+) -> Response {
+    let outcome = me::revoke_one(&state, &trail, &principal, SessionId::from_uuid(id))
+        .await
+        .map(|()| "That session is signed out.");
+    back_to_security(&state, &nonce, &principal, outcome).await
+}
+
+pub async fn revoke_others_submit(
+    State(state): State<AppState>,
+    Extension(nonce): Extension<CspNonce>,
+    trail: AuditTrail,
+    principal: Principal,
+) -> Response {
+    let outcome = me::revoke_others(&state, &trail, &principal)
+        .await
+        .map(|()| "Every other session is signed out.");
+    back_to_security(&state, &nonce, &principal, outcome).await
+}
+
+pub async fn signout_submit(
+    State(state): State<AppState>,
+    trail: AuditTrail,
+    principal: Principal,
+) -> Response {
+    match auth::sign_out(&state, &trail, &principal).await {
+        Ok(()) => {
+            let mut response = Redirect::to("/signin").into_response();
+            response
+                .headers_mut()
+                .insert(header::SET_COOKIE, session::cleared_cookie());
+            response
+        }
+        Err(error) => error.into_response(),
+    }
+}

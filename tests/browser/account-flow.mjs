@@ -1,0 +1,98 @@
+// The account pages as a person uses them, in Debian's headless Chromium: sign up, read the
+// code from the outbox, verify, sign out, sign in, sign in again from a second browser, and
+// end that second session from the first. Reports one JSON line of what happened, with every
+// console error and CSP violation seen on the way.
+// Usage: node account-flow.mjs BASE_URL OUTBOX_DIR SCREENSHOT.png
+import { readdirSync, readFileSync, statSync } from "node:fs";
+import { join } from "node:path";
+import { chromium } from "playwright-core";
+
+const [base, outbox, screenshot] = process.argv.slice(2);
+const email = "person@example.test";
+const password = "correct horse battery staple";
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+});
+const problems = [];
+
+async function openPage(context) {
+  const page = await context.newPage();
+  page.on("console", (m) => { if (m.type() === "error") problems.push(`console: ${m.text()}`); });
+  page.on("pageerror", (e) => problems.push(`page error: ${e}`));
+  await page.addInitScript(() =>
+    document.addEventListener("securitypolicyviolation", (e) =>
+      console.error(`CSP violation: ${e.violatedDirective} ${e.blockedURI}`)));
+  return page;
+}
+
+async function latestCode() {
+  for (let i = 0; i < 100; i++) {
+    const messages = readdirSync(outbox, { withFileTypes: true })
+      .filter((f) => f.isFile())
+      .map((f) => join(outbox, f.name))
+      .sort((a, b) => statSync(a).mtimeMs - statSync(b).mtimeMs)
+      .map((path) => readFileSync(path, "utf8"))
+      .filter((raw) => raw.includes(`To: ${email}`));
+    const subject = messages.at(-1)?.match(/Subject: Your mailroom code: (\d{6})/);
+    if (subject) return subject[1];
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error("no code in the outbox");
+}
+
+async function signIn(page) {
+  await page.goto(`${base}/signin`);
+  await page.getByLabel("Email").fill(email);
+  await page.getByLabel("Password").fill(password);
+  await page.getByRole("button", { name: "Sign in" }).click();
+  await page.waitForURL(/\/security/);
+}
+
+const result = {};
+try {
+  const first = await browser.newContext();
+  const page = await openPage(first);
+
+  await page.goto(`${base}/signup`);
+  await page.getByLabel("Email").fill(email);
+  await page.getByLabel("Password").fill(password);
+  await page.getByRole("button", { name: "Create account" }).click();
+  await page.waitForURL(/\/verify/);
+  result.verifyNotice = (await page.locator(".notice").textContent())?.trim();
+
+  await page.getByLabel("6-digit code from your email").fill(await latestCode());
+  await page.getByRole("button", { name: "Verify" }).click();
+  await page.waitForURL(/\/security/);
+  result.signedInAs = (await page.locator("#account-email").textContent())?.trim();
+
+  await page.getByRole("button", { name: "Sign out", exact: true }).last().click();
+  await page.waitForURL(/\/signin/);
+  await page.goto(`${base}/security`);
+  result.afterSignOut = new URL(page.url()).pathname;
+
+  await signIn(page);
+  const second = await browser.newContext({ userAgent: "Second browser" });
+  const other = await openPage(second);
+  await signIn(other);
+
+  await page.reload();
+  result.sessionsBefore = await page.locator("#sessions tbody tr").count();
+  await page.locator("#sessions tbody tr", { hasText: "Second browser" }).getByRole("button", { name: "Sign out" }).click();
+  await page.waitForURL(/\/security\?notice=/);
+  result.revokeNotice = (await page.locator(".notice").textContent())?.trim();
+  result.sessionsAfter = await page.locator("#sessions tbody tr").count();
+  result.activity = await page.locator("#activity li").allTextContents();
+
+  await other.goto(`${base}/security`);
+  result.otherAfterRevoke = new URL(other.url()).pathname;
+  if (screenshot) await page.screenshot({ path: screenshot, fullPage: true });
+} catch (error) {
+  result.error = String(error);
+} finally {
+  result.problems = problems;
+  console.log(JSON.stringify(result));
+  await browser.close();
+}
