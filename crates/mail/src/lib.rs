@@ -135,14 +135,14 @@ impl SystemMail {
         match &self.transport {
             Transport::Smtp(smtp) => {
                 smtp.send(email).await?;
-                tracing::info!(to = %to, subject = %message.subject, "system mail sent");
+                // Never the subject or body: they may hold a code (HTTP-6).
+                tracing::info!(to = %to, "system mail sent");
             }
             Transport::Outbox { dir, files } => {
                 let id = files.send(email).await?;
-                // The body may hold a code: the log names the file, never its content.
+                // The message may hold a code: the log names the file, never its content.
                 tracing::info!(
                     to = %to,
-                    subject = %message.subject,
                     file = %dir.join(format!("{id}.eml")).display(),
                     "system mail written to the outbox (no SMTP relay configured)"
                 );

@@ -455,6 +455,75 @@ both_backends! {
     }
 }
 
+both_backends! {
+    async fn no_password_code_or_token_of_a_whole_sign_up_reaches_the_logs(db) {
+        let dir = db.dir().to_owned();
+        let url = db.url().to_owned();
+        tokio::task::spawn_blocking(move || {
+            let mut command = mailroom(&dir);
+            command
+                .args(["serve", "--log", "debug", "--database-url", &url])
+                .env("MAILROOM_LISTEN", "127.0.0.1:0");
+            let server = Server::spawn(command);
+            let http = client();
+            let password = "secret-horse-battery-staple";
+            let email = "logs@example.test";
+            let post = |path: &str, body: Value| {
+                http.post(format!("{}{path}", server.url)).json(&body).send().unwrap()
+            };
+            assert_eq!(post("/v1/auth/signup", serde_json::json!({"email": email, "password": password})).status(), 202);
+            let outbox = dir.join("data/outbox");
+            let mut code = None;
+            for _ in 0..100 {
+                code = std::fs::read_dir(&outbox).ok().and_then(|entries| {
+                    entries.filter_map(Result::ok).find_map(|entry| {
+                        let raw = std::fs::read_to_string(entry.path()).ok()?;
+                        let line = raw.lines().find(|l| l.starts_with("Subject: Your mailroom code: "))?;
+                        Some(line.rsplit(' ').next()?.to_owned())
+                    })
+                });
+                if code.is_some() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let code = code.expect("a code in the outbox");
+            let verified = post("/v1/auth/verify-email", serde_json::json!({"email": email, "code": code}));
+            assert_eq!(verified.status(), 200);
+            let cookie = verified.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+            let session_token = cookie.split('=').nth(1).unwrap().to_owned();
+            let me = http.get(format!("{}/v1/me", server.url)).header("cookie", &cookie).send().unwrap();
+            assert_eq!(me.status(), 200);
+            let tokens: Value = post("/v1/auth/token", serde_json::json!({"grant_type": "password", "email": email, "password": password})).json().unwrap();
+            let refresh = tokens["refresh_token"].as_str().unwrap().to_owned();
+            let access = tokens["access_token"].as_str().unwrap().to_owned();
+            let rotated: Value = post("/v1/auth/token", serde_json::json!({"grant_type": "refresh_token", "refresh_token": refresh})).json().unwrap();
+            let me = http.get(format!("{}/v1/me", server.url)).bearer_auth(&access).send().unwrap();
+            assert_eq!(me.status(), 200);
+            let (status, lines) = server.stop();
+            assert!(status.success());
+
+            let all = lines.join("\n");
+            let rotated_refresh = rotated["refresh_token"].as_str().unwrap();
+            let rotated_access = rotated["access_token"].as_str().unwrap();
+            for (what, secret) in [
+                ("password", password),
+                ("code", code.as_str()),
+                ("session token", session_token.as_str()),
+                ("refresh token", refresh.as_str()),
+                ("rotated refresh token", rotated_refresh),
+                ("access token", access.as_str()),
+                ("rotated access token", rotated_access),
+            ] {
+                assert!(!all.contains(secret), "the {what} reached the logs");
+            }
+            assert!(all.contains("system mail written to the outbox"), "the mail is logged, without its code");
+        })
+        .await
+        .unwrap();
+    }
+}
+
 /// Fails before any database is opened: one backend says all.
 #[test]
 fn unknown_configuration_is_an_error_naming_it() {
