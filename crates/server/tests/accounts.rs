@@ -536,4 +536,30 @@ both_backends! {
         assert_eq!(app.get("/healthz").await.status(), 200);
         app.stop().await;
     }
+
+    async fn an_organization_can_sign_idle_sessions_out(db) {
+        let app = TestApp::spawn(&db).await;
+        let email = "idle@example.test";
+        let token = create_account(&app, &db, email).await;
+        let patch = |body: Value| {
+            app.client
+                .patch(app.at("/v1/org"))
+                .header("cookie", cookie(&token))
+                .header("origin", &app.url)
+                .json(&body)
+                .send()
+        };
+        let zero = patch(json!({"session_idle_timeout_minutes": 0})).await.unwrap();
+        let body = problem(zero, 400, "invalid_field").await;
+        assert_eq!(body["field"], "session_idle_timeout_minutes");
+        assert_eq!(patch(json!({"session_idle_timeout_minutes": 5})).await.unwrap().status(), 200);
+        assert_eq!(get_as(&app, &token, "/v1/me").await.status(), 200);
+
+        // Ten minutes without use: signed out. A fresh sign-in works again.
+        db.execute("UPDATE sessions SET last_seen_at = last_seen_at - 600000").await;
+        problem(get_as(&app, &token, "/v1/me").await, 401, "unauthenticated").await;
+        let login = post(&app, "/v1/auth/login", json!({"email": email, "password": PASSWORD})).await;
+        assert_eq!(get_as(&app, &session_token(&login), "/v1/me").await.status(), 200);
+        app.stop().await;
+    }
 }

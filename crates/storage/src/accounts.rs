@@ -279,6 +279,22 @@ impl Database {
         Ok(seen.is_some())
     }
 
+    /// Sets (or, with `None`, clears) the organization's idle timeout for browser sessions.
+    pub async fn set_session_idle_timeout(
+        &self,
+        org_id: OrgId,
+        seconds: Option<i64>,
+    ) -> Result<(), StorageError> {
+        on_backend!(&self.pool, Pool, pool => {
+            sqlx::query("UPDATE orgs SET session_idle_timeout_secs = $1 WHERE id = $2")
+                .bind(seconds)
+                .bind(org_id.as_uuid())
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
+    }
+
     /// A user's live sessions, newest first.
     pub async fn sessions_of(
         &self,
@@ -596,7 +612,10 @@ impl Database {
             "SELECT {USER_FIELDS}, s.id AS session_id, s.last_seen_at, \
              s.created_at AS session_created_at FROM sessions s \
              JOIN users u ON u.id = s.user_id JOIN org_members m ON m.user_id = u.id \
-             WHERE s.token_hash = $1 AND s.revoked_at IS NULL AND s.expires_at > $2"
+             JOIN orgs o ON o.id = m.org_id \
+             WHERE s.token_hash = $1 AND s.revoked_at IS NULL AND s.expires_at > $2 \
+             AND (o.session_idle_timeout_secs IS NULL \
+                  OR s.last_seen_at > $2 - o.session_idle_timeout_secs * 1000)"
         );
         let row: Option<Row> = on_backend!(&self.pool, Pool, pool => {
             sqlx::query_as(&sql).bind(token_hash).bind(ms(now)).fetch_optional(pool).await?

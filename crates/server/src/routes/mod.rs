@@ -7,10 +7,11 @@ pub mod csp_report;
 mod health;
 pub(crate) mod me;
 mod metrics;
+mod org;
 pub mod setup;
 
 use axum::Router;
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, patch, post};
 use tower_http::limit::RequestBodyLimitLayer;
 
 use axum::middleware::from_fn_with_state;
@@ -75,6 +76,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
         )
         .route("/signout", post(account::signout_submit))
         .route("/v1/me", get(auth::me))
+        .route("/v1/org", patch(org::update))
         .route("/v1/me/audit-log", get(me::audit_log))
         .route("/v1/me/password", post(me::change_password))
         .route(
