@@ -53,6 +53,7 @@ impl App {
         };
 
         let mail = config.system_mail()?;
+        let master_key = MasterKey::load_or_create(&config.data_dir.join("master.key"))?;
         let state = AppState {
             database: database.clone(),
             metrics: Arc::new(Metrics::new()),
@@ -64,10 +65,8 @@ impl App {
             mail,
             passwords: PasswordWork::new()?,
             auth_limiter: AuthLimiter::new(config.auth_rate_limit),
-            tokens: TokenKeys::new(
-                &MasterKey::load_or_create(&config.data_dir.join("master.key"))?,
-                public_url.origin().ascii_serialization(),
-            ),
+            tokens: TokenKeys::new(&master_key, public_url.origin().ascii_serialization()),
+            code_key: master_key.derive(b"mailroom/email-code/hmac/v1"),
         };
         let router = edge::harden(routes::router(&state), state);
         Ok(Self {

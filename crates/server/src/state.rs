@@ -25,5 +25,7 @@ pub struct AppState {
     pub mail: SystemMail,
     pub passwords: PasswordWork,
     pub tokens: TokenKeys,
+    /// Keys the hashes of emailed codes.
+    pub code_key: mailroom_crypto::master_key::DerivedKey,
     pub auth_limiter: AuthLimiter,
 }

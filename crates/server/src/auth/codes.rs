@@ -1,10 +1,12 @@
-//! Emailed one-time codes (AUTH-1, AUTH-4): six random digits, stored only as a hash bound to
-//! their purpose and address, compared in constant time.
+//! Emailed one-time codes (AUTH-1, AUTH-4): six random digits, stored only as an HMAC under a
+//! key derived from the master key, bound to their purpose and address, compared in constant
+//! time. A million possible codes would fall to an offline search of a plain hash; without
+//! the key, a copy of the database does not help.
 
 use mailroom_core::EmailAddress;
 use mailroom_core::accounts::CodePurpose;
+use mailroom_crypto::master_key::DerivedKey;
 use rand::Rng;
-use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 pub fn generate() -> String {
@@ -12,19 +14,24 @@ pub fn generate() -> String {
 }
 
 /// The stored form of a code. Bound to purpose and address, so a code (or its hash) for one
-/// cannot stand in for another. A six-digit code has little entropy: the hash keeps it out of
-/// sight, and the guess budget and expiry are what protect it.
-pub fn hash(purpose: CodePurpose, email: &EmailAddress, code: &str) -> Vec<u8> {
-    let mut digest = Sha256::new();
+/// cannot stand in for another.
+pub fn hash(key: &DerivedKey, purpose: CodePurpose, email: &EmailAddress, code: &str) -> Vec<u8> {
+    let mut message = Vec::new();
     for part in [purpose.as_str(), email.as_str(), code.trim()] {
-        digest.update((part.len() as u64).to_be_bytes());
-        digest.update(part.as_bytes());
+        message.extend_from_slice(&(part.len() as u64).to_be_bytes());
+        message.extend_from_slice(part.as_bytes());
     }
-    digest.finalize().to_vec()
+    key.mac(&message).to_vec()
 }
 
-pub fn matches(stored: &[u8], purpose: CodePurpose, email: &EmailAddress, code: &str) -> bool {
-    stored.ct_eq(&hash(purpose, email, code)).into()
+pub fn matches(
+    key: &DerivedKey,
+    stored: &[u8],
+    purpose: CodePurpose,
+    email: &EmailAddress,
+    code: &str,
+) -> bool {
+    stored.ct_eq(&hash(key, purpose, email, code)).into()
 }
 
 #[cfg(test)]
@@ -41,16 +48,40 @@ mod tests {
     }
 
     #[test]
-    fn hashes_bind_purpose_and_address() {
+    fn hashes_bind_key_purpose_and_address() {
+        let dir = tempfile::tempdir().unwrap();
+        let master =
+            mailroom_crypto::master_key::MasterKey::load_or_create(&dir.path().join("k")).unwrap();
+        let (key, other_key) = (master.derive(b"codes"), master.derive(b"other"));
         let jane = EmailAddress::parse("jane@example.test").unwrap();
         let john = EmailAddress::parse("john@example.test").unwrap();
-        let stored = hash(CodePurpose::Signup, &jane, "123456");
-        assert!(matches(&stored, CodePurpose::Signup, &jane, "123456"));
-        assert!(!matches(&stored, CodePurpose::Signup, &jane, "123457"));
-        assert!(!matches(&stored, CodePurpose::Signup, &john, "123456"));
+        let stored = hash(&key, CodePurpose::Signup, &jane, "123456");
+        assert!(matches(&key, &stored, CodePurpose::Signup, &jane, "123456"));
         assert!(!matches(
+            &key,
+            &stored,
+            CodePurpose::Signup,
+            &jane,
+            "123457"
+        ));
+        assert!(!matches(
+            &key,
+            &stored,
+            CodePurpose::Signup,
+            &john,
+            "123456"
+        ));
+        assert!(!matches(
+            &key,
             &stored,
             CodePurpose::PasswordReset,
+            &jane,
+            "123456"
+        ));
+        assert!(!matches(
+            &other_key,
+            &stored,
+            CodePurpose::Signup,
             &jane,
             "123456"
         ));

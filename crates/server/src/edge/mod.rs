@@ -60,6 +60,10 @@ mod tests {
     use crate::metrics::Metrics;
 
     async fn state() -> AppState {
+        let master = mailroom_crypto::master_key::MasterKey::load_or_create(
+            &tempfile::tempdir().unwrap().keep().join("master.key"),
+        )
+        .unwrap();
         AppState {
             database: Database::connect("sqlite::memory:").await.unwrap(),
             metrics: Arc::new(Metrics::new()),
@@ -74,13 +78,8 @@ mod tests {
             .unwrap(),
             passwords: crate::auth::passwords::PasswordWork::new().unwrap(),
             auth_limiter: rate_limit::AuthLimiter::new(std::num::NonZeroU32::MIN),
-            tokens: crate::auth::tokens::TokenKeys::new(
-                &mailroom_crypto::master_key::MasterKey::load_or_create(
-                    &tempfile::tempdir().unwrap().keep().join("master.key"),
-                )
-                .unwrap(),
-                "http://127.0.0.1".into(),
-            ),
+            tokens: crate::auth::tokens::TokenKeys::new(&master, "http://127.0.0.1".into()),
+            code_key: master.derive(b"codes"),
         }
     }
 

@@ -78,7 +78,7 @@ pub(crate) async fn sign_up(
     let now = OffsetDateTime::now_utc();
     if database(state.database.user_by_email(&email).await)?.is_none() {
         let code = codes::generate();
-        let code_hash = codes::hash(CodePurpose::Signup, &email, &code);
+        let code_hash = codes::hash(&state.code_key, CodePurpose::Signup, &email, &code);
         database(
             state
                 .database
@@ -117,7 +117,7 @@ pub(crate) async fn resend(state: &AppState, email: &str) -> Result<(), ApiError
     let email = parse_email(email)?;
     let now = OffsetDateTime::now_utc();
     let code = codes::generate();
-    let code_hash = codes::hash(CodePurpose::Signup, &email, &code);
+    let code_hash = codes::hash(&state.code_key, CodePurpose::Signup, &email, &code);
     let replaced = database(
         state
             .database
@@ -280,7 +280,7 @@ pub(crate) async fn forgot(state: &AppState, email: &str) -> Result<(), ApiError
     let email = parse_email(email)?;
     let now = OffsetDateTime::now_utc();
     let code = codes::generate();
-    let code_hash = codes::hash(CodePurpose::PasswordReset, &email, &code);
+    let code_hash = codes::hash(&state.code_key, CodePurpose::PasswordReset, &email, &code);
     database(
         state
             .database
@@ -626,7 +626,13 @@ async fn check_code(
     )?;
     match attempt {
         CodeAttempt::Counted { code_hash }
-            if codes::matches(&code_hash, purpose, email, code.expose_secret()) =>
+            if codes::matches(
+                &state.code_key,
+                &code_hash,
+                purpose,
+                email,
+                code.expose_secret(),
+            ) =>
         {
             Ok(())
         }
