@@ -562,4 +562,23 @@ both_backends! {
         assert_eq!(get_as(&app, &session_token(&login), "/v1/me").await.status(), 200);
         app.stop().await;
     }
+
+    async fn signing_in_again_ends_the_session_the_browser_carried(db) {
+        let app = TestApp::spawn(&db).await;
+        let email = "rotate@example.test";
+        let old = create_account(&app, &db, email).await;
+        let again = app
+            .client
+            .post(app.at("/v1/auth/login"))
+            .header("cookie", cookie(&old))
+            .json(&json!({"email": email, "password": PASSWORD}))
+            .send()
+            .await
+            .unwrap();
+        let new = session_token(&again);
+        assert_ne!(new, old);
+        problem(get_as(&app, &old, "/v1/me").await, 401, "unauthenticated").await;
+        assert_eq!(get_as(&app, &new, "/v1/me").await.status(), 200);
+        app.stop().await;
+    }
 }

@@ -646,6 +646,23 @@ impl Database {
         Ok(())
     }
 
+    /// Ends the session with this token hash, whoever's it is (a browser signing in again
+    /// drops the session it carried).
+    pub async fn revoke_session_by_token(
+        &self,
+        token_hash: &[u8],
+        now: OffsetDateTime,
+    ) -> Result<(), StorageError> {
+        on_backend!(&self.pool, Pool, pool => {
+            sqlx::query("UPDATE sessions SET revoked_at = $1 WHERE token_hash = $2 AND revoked_at IS NULL")
+                .bind(ms(now))
+                .bind(token_hash)
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
+    }
+
     pub async fn revoke_session(
         &self,
         id: SessionId,

@@ -155,7 +155,7 @@ pub(crate) async fn verify(
     let email = parse_email(email)?;
     let now = OffsetDateTime::now_utc();
     check_code(state, CodePurpose::Signup, &email, code, now).await?;
-    let issued = session::issue(context, headers, now);
+    let issued = rotate_session(state, context, headers, now).await?;
     let user = database(
         state
             .database
@@ -209,7 +209,7 @@ pub(crate) async fn sign_in(
 ) -> Result<(User, String), ApiError> {
     let user = authenticate(state, trail, email, password).await?;
     let now = OffsetDateTime::now_utc();
-    let issued = session::issue(context, headers, now);
+    let issued = rotate_session(state, context, headers, now).await?;
     let seen = database(
         state
             .database
@@ -608,6 +608,25 @@ fn pending() -> Response {
         Json(json!({ "status": "accepted", "detail": "If the address can receive a code, one is on its way." })),
     )
         .into_response()
+}
+
+/// A new session for a browser that just proved who it is. The session it carried before, if
+/// any, ends: a session id is never kept across a sign-in (SES-1, no fixation).
+async fn rotate_session(
+    state: &AppState,
+    context: &RequestContext,
+    headers: &HeaderMap,
+    now: OffsetDateTime,
+) -> Result<session::IssuedSession, ApiError> {
+    if let Some(previous) = session::token_from(headers) {
+        database(
+            state
+                .database
+                .revoke_session_by_token(&session::token_hash(previous), now)
+                .await,
+        )?;
+    }
+    Ok(session::issue(context, headers, now))
 }
 
 /// Spends one guess of the budget on `code`, then checks it.
