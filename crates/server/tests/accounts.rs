@@ -581,4 +581,65 @@ both_backends! {
         assert_eq!(get_as(&app, &new, "/v1/me").await.status(), 200);
         app.stop().await;
     }
+
+    async fn twenty_parallel_wrong_passwords_get_four_checks_and_a_lock(db) {
+        let app = TestApp::spawn(&db).await;
+        let email = "stormed@example.test";
+        create_account(&app, &db, email).await;
+        let guesses = (0..20).map(|_| post(&app, "/v1/auth/login", json!({"email": email, "password": "wrong wrong wrong"})));
+        let mut statuses: Vec<u16> = Vec::new();
+        for response in futures::future::join_all(guesses).await {
+            statuses.push(response.status().as_u16());
+        }
+        assert_eq!(statuses.iter().filter(|s| **s == 401).count(), 4, "{statuses:?}");
+        assert_eq!(statuses.iter().filter(|s| **s == 423).count(), 16, "{statuses:?}");
+        let right = post(&app, "/v1/auth/login", json!({"email": email, "password": PASSWORD})).await;
+        problem(right, 423, "account_locked").await;
+        app.stop().await;
+    }
+
+    async fn a_second_sign_up_cannot_put_its_password_under_the_first_ones_code(db) {
+        let app = TestApp::spawn(&db).await;
+        let email = "claimed@example.test";
+        post(&app, "/v1/auth/signup", json!({"email": email, "password": PASSWORD})).await;
+        code_for(&db, email).await;
+        let attacker = "attacker chosen passphrase 81";
+        post(&app, "/v1/auth/signup", json!({"email": email, "password": attacker})).await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while codes_for(db.dir(), email).len() < 2 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let code = codes_for(db.dir(), email).pop().unwrap();
+        let verified = post(&app, "/v1/auth/verify-email", json!({"email": email, "code": code})).await;
+        assert_eq!(verified.status(), 200);
+        let theirs = post(&app, "/v1/auth/login", json!({"email": email, "password": attacker})).await;
+        problem(theirs, 401, "invalid_credentials").await;
+        let owners = post(&app, "/v1/auth/login", json!({"email": email, "password": PASSWORD})).await;
+        assert_eq!(owners.status(), 200);
+        app.stop().await;
+    }
+
+    async fn a_reset_ends_token_families_and_its_code_works_once_under_a_race(db) {
+        let app = TestApp::spawn(&db).await;
+        let email = "raced@example.test";
+        create_account(&app, &db, email).await;
+        let grant: Value = post(&app, "/v1/auth/token", json!({"grant_type": "password", "email": email, "password": PASSWORD})).await.json().await.unwrap();
+        post(&app, "/v1/auth/password/forgot", json!({"email": email})).await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while codes_for(db.dir(), email).len() < 2 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let code = codes_for(db.dir(), email).pop().unwrap();
+        let resets = ["first new passphrase 11", "second new passphrase 22"]
+            .map(|new| post(&app, "/v1/auth/password/reset", json!({"email": email, "code": code, "new_password": new})));
+        let statuses: Vec<u16> = futures::future::join_all(resets).await.iter().map(|r| r.status().as_u16()).collect();
+        assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 1, "{statuses:?}");
+
+        let access = grant["access_token"].as_str().unwrap();
+        let me = app.client.get(app.at("/v1/me")).bearer_auth(access).send().await.unwrap();
+        problem(me, 401, "unauthenticated").await;
+        let refresh = post(&app, "/v1/auth/token", json!({"grant_type": "refresh_token", "refresh_token": grant["refresh_token"]})).await;
+        problem(refresh, 401, "invalid_grant").await;
+        app.stop().await;
+    }
 }

@@ -113,12 +113,14 @@ pub enum CodeAttempt {
     Missing,
 }
 
-/// The result of a failed sign-in.
-pub enum FailedLogin {
-    Counted,
-    /// This failure locked the account until then.
+/// Whether a password attempt may be checked.
+pub enum LoginGate {
+    /// Yes: this is the `attempt`-th in a row without a success.
+    Open { attempt: u32 },
+    /// No: the account is locked until then; `just_now` when this attempt locked it.
     Locked {
         until: OffsetDateTime,
+        just_now: bool,
     },
 }
 
@@ -157,8 +159,14 @@ impl Database {
             async move {
                 on_backend!(&mut tx.0, Inner, tx => {
                     sqlx::query(
+                        // While the first sign-up's code is live its password stays: a second
+                        // sign-up for the same address must not slip its own password under
+                        // the owner's code.
                         "INSERT INTO pending_signups (email, password_hash, created_at) VALUES ($1, $2, $3) \
-                         ON CONFLICT (email) DO UPDATE SET password_hash = excluded.password_hash",
+                         ON CONFLICT (email) DO UPDATE SET password_hash = CASE WHEN EXISTS \
+                         (SELECT 1 FROM email_codes c WHERE c.purpose = 'signup' AND c.email = excluded.email \
+                          AND c.expires_at > excluded.created_at) \
+                         THEN pending_signups.password_hash ELSE excluded.password_hash END",
                     )
                     .bind(&email)
                     .bind(&password_hash)
@@ -197,6 +205,7 @@ impl Database {
     pub async fn reset_password(
         &self,
         email: &EmailAddress,
+        code_hash: &[u8],
         password_hash: &str,
         now: OffsetDateTime,
     ) -> Result<Option<User>, StorageError> {
@@ -204,15 +213,28 @@ impl Database {
             Some(user) => user,
             None => return Ok(None),
         };
-        let (email, password_hash) = (email.as_str().to_owned(), password_hash.to_owned());
-        self.serializable(|tx| {
-            let (email, password_hash) = (email.clone(), password_hash.clone());
+        let (email, code_hash, password_hash) = (
+            email.as_str().to_owned(),
+            code_hash.to_owned(),
+            password_hash.to_owned(),
+        );
+        let reset = self.serializable(|tx| {
+            let (email, code_hash, password_hash) = (email.clone(), code_hash.clone(), password_hash.clone());
             async move {
                 on_backend!(&mut tx.0, Inner, tx => {
-                    sqlx::query("DELETE FROM email_codes WHERE purpose = 'password_reset' AND email = $1")
-                        .bind(&email)
-                        .execute(&mut **tx)
-                        .await?;
+                    // Spending the code is the first write: of two resets racing with the same
+                    // code, one finds it gone.
+                    let spent = sqlx::query(
+                        "DELETE FROM email_codes WHERE purpose = 'password_reset' AND email = $1 AND code_hash = $2",
+                    )
+                    .bind(&email)
+                    .bind(&code_hash)
+                    .execute(&mut **tx)
+                    .await?
+                    .rows_affected();
+                    if spent == 0 {
+                        return Ok(false);
+                    }
                     sqlx::query(
                         "UPDATE users SET password_hash = $1, failed_logins = 0, lockouts = 0, \
                          locked_until = NULL WHERE id = $2",
@@ -223,15 +245,17 @@ impl Database {
                     .await?;
                 });
                 revoke_sessions_except(tx, user.id, None, now).await?;
-                Ok(())
+                revoke_token_families(tx, user.id, now).await?;
+                Ok(true)
             }
             .boxed()
         })
         .await?;
-        Ok(Some(user))
+        Ok(reset.then_some(user))
     }
 
-    /// Changes a signed-in user's password and ends their other sessions.
+    /// Changes a signed-in user's password and ends their other sessions and every token
+    /// family (programs sign in again with the new password).
     pub async fn change_password(
         &self,
         user_id: UserId,
@@ -251,6 +275,7 @@ impl Database {
                         .await?;
                 });
                 revoke_sessions_except(tx, user_id, keep, now).await?;
+                revoke_token_families(tx, user_id, now).await?;
                 Ok(())
             }
             .boxed()
@@ -371,7 +396,10 @@ impl Database {
         expires_at: OffsetDateTime,
         now: OffsetDateTime,
     ) -> Result<bool, StorageError> {
-        let sql = "UPDATE email_codes SET code_hash = $1, expires_at = $2, \
+        // A live code's budget and expiry carry over to its replacement: resending buys
+        // neither more guesses nor more time to spend them.
+        let sql = "UPDATE email_codes SET code_hash = $1, \
+                   expires_at = CASE WHEN expires_at <= $3 THEN $2 ELSE expires_at END, \
                    attempts = CASE WHEN expires_at <= $3 THEN 0 ELSE attempts END \
                    WHERE purpose = $4 AND email = $5";
         let updated = on_backend!(&self.pool, Pool, pool => {
@@ -460,6 +488,16 @@ impl Database {
                     let Some(password_hash) = password_hash else {
                         return Ok(None);
                     };
+                    // The address got an account meanwhile (`admin create`): the sign-up is void.
+                    let taken: Option<i32> = on_backend!(&mut tx.0, Inner, tx => {
+                        sqlx::query_scalar("SELECT 1 FROM users WHERE email = $1")
+                            .bind(&email)
+                            .fetch_optional(&mut **tx)
+                            .await?
+                    });
+                    if taken.is_some() {
+                        return Ok(None);
+                    }
                     let account = NewAccount {
                         email,
                         password_hash,
@@ -678,35 +716,39 @@ impl Database {
         Ok(())
     }
 
-    /// Counts a failed sign-in; the one that reaches the threshold locks the account, for
-    /// longer each time. Counted atomically: parallel failures cannot skip the lock.
-    pub async fn record_failed_login(
+    /// Reserves one password attempt for the account, before the password is checked: it
+    /// counts as a failure until a success clears it, so however many attempts race, at most
+    /// the threshold of them are checked. Past the threshold the account locks, for longer
+    /// each time (AUTH-3); while locked, attempts are refused and not counted.
+    pub async fn open_login_attempt(
         &self,
         user_id: UserId,
         now: OffsetDateTime,
-    ) -> Result<FailedLogin, StorageError> {
+    ) -> Result<LoginGate, StorageError> {
         self.serializable(|tx| {
             async move {
+                let (failed, lockouts, locked_until): (i32, i32, Option<i64>) =
+                    on_backend!(&mut tx.0, Inner, tx => {
+                        sqlx::query_as("SELECT failed_logins, lockouts, locked_until FROM users WHERE id = $1")
+                            .bind(user_id.as_uuid())
+                            .fetch_one(&mut **tx)
+                            .await?
+                    });
+                if let Some(until) = locked_until.filter(|until| *until > ms(now)) {
+                    return Ok(LoginGate::Locked { until: from_ms(until), just_now: false });
+                }
+                if u32::try_from(failed).unwrap_or(u32::MAX) >= LOCKOUT_THRESHOLD {
+                    let until = lock(tx, user_id, lockouts, now).await?;
+                    return Ok(LoginGate::Locked { until, just_now: true });
+                }
                 on_backend!(&mut tx.0, Inner, tx => {
-                    let (failed, lockouts): (i32, i32) = sqlx::query_as(
-                        "UPDATE users SET failed_logins = failed_logins + 1 WHERE id = $1 \
-                         RETURNING failed_logins, lockouts",
-                    )
-                    .bind(user_id.as_uuid())
-                    .fetch_one(&mut **tx)
-                    .await?;
-                    if u32::try_from(failed).unwrap_or(0) < LOCKOUT_THRESHOLD {
-                        return Ok(FailedLogin::Counted);
-                    }
-                    let until = now + lockout_duration(u32::try_from(lockouts).unwrap_or(0));
-                    sqlx::query(
-                        "UPDATE users SET failed_logins = 0, lockouts = lockouts + 1, locked_until = $1 WHERE id = $2",
-                    )
-                    .bind(ms(until))
-                    .bind(user_id.as_uuid())
-                    .execute(&mut **tx)
-                    .await?;
-                    Ok(FailedLogin::Locked { until })
+                    sqlx::query("UPDATE users SET failed_logins = failed_logins + 1 WHERE id = $1")
+                        .bind(user_id.as_uuid())
+                        .execute(&mut **tx)
+                        .await?;
+                });
+                Ok(LoginGate::Open {
+                    attempt: u32::try_from(failed).unwrap_or(0) + 1,
                 })
             }
             .boxed()
@@ -714,20 +756,49 @@ impl Database {
         .await
     }
 
-    /// A successful sign-in clears the failure count and the lockout history; `new_hash`
-    /// upgrades a password hash made with older parameters.
+    /// After the attempt that used up the budget failed: lock now, unless a racing attempt
+    /// already did. Returns until when the account is locked.
+    pub async fn lock_account(
+        &self,
+        user_id: UserId,
+        now: OffsetDateTime,
+    ) -> Result<OffsetDateTime, StorageError> {
+        self.serializable(|tx| {
+            async move {
+                let (lockouts, locked_until): (i32, Option<i64>) = on_backend!(&mut tx.0, Inner, tx => {
+                    sqlx::query_as("SELECT lockouts, locked_until FROM users WHERE id = $1")
+                        .bind(user_id.as_uuid())
+                        .fetch_one(&mut **tx)
+                        .await?
+                });
+                match locked_until.filter(|until| *until > ms(now)) {
+                    Some(until) => Ok(from_ms(until)),
+                    None => lock(tx, user_id, lockouts, now).await,
+                }
+            }
+            .boxed()
+        })
+        .await
+    }
+
+    /// A successful sign-in clears the failure count and the lockout history, unless a racing
+    /// failure locked the account meanwhile; `new_hash` upgrades a password hash made with
+    /// older parameters.
     pub async fn record_successful_login(
         &self,
         user_id: UserId,
         new_hash: Option<&str>,
+        now: OffsetDateTime,
     ) -> Result<(), StorageError> {
         on_backend!(&self.pool, Pool, pool => {
             sqlx::query(
                 "UPDATE users SET failed_logins = 0, lockouts = 0, locked_until = NULL, \
-                 password_hash = COALESCE($1, password_hash) WHERE id = $2",
+                 password_hash = COALESCE($1, password_hash) \
+                 WHERE id = $2 AND (locked_until IS NULL OR locked_until <= $3)",
             )
             .bind(new_hash)
             .bind(user_id.as_uuid())
+            .bind(ms(now))
             .execute(pool)
             .await?;
         });
@@ -748,7 +819,8 @@ async fn upsert_code(
             "INSERT INTO email_codes (purpose, email, code_hash, expires_at, attempts, created_at) \
              VALUES ($1, $2, $3, $4, 0, $5) \
              ON CONFLICT (purpose, email) DO UPDATE SET code_hash = excluded.code_hash, \
-             expires_at = excluded.expires_at, \
+             expires_at = CASE WHEN email_codes.expires_at <= excluded.created_at \
+                 THEN excluded.expires_at ELSE email_codes.expires_at END, \
              attempts = CASE WHEN email_codes.expires_at <= excluded.created_at THEN 0 ELSE email_codes.attempts END",
         )
         .bind(purpose.as_str())
@@ -760,6 +832,26 @@ async fn upsert_code(
         .await?;
     });
     Ok(())
+}
+
+/// Locks the account for its next lockout duration; returns until when.
+async fn lock(
+    tx: &mut crate::Tx,
+    user_id: UserId,
+    previous_lockouts: i32,
+    now: OffsetDateTime,
+) -> Result<OffsetDateTime, StorageError> {
+    let until = now + lockout_duration(u32::try_from(previous_lockouts).unwrap_or(0));
+    on_backend!(&mut tx.0, Inner, tx => {
+        sqlx::query(
+            "UPDATE users SET failed_logins = 0, lockouts = lockouts + 1, locked_until = $1 WHERE id = $2",
+        )
+        .bind(ms(until))
+        .bind(user_id.as_uuid())
+        .execute(&mut **tx)
+        .await?;
+    });
+    Ok(until)
 }
 
 /// The user, their personal organization, and their ownership of it.
@@ -795,6 +887,22 @@ async fn insert_account(
             .await?;
     });
     Ok(user_id)
+}
+
+/// Revokes every refresh-token family of the user: their access tokens stop working too.
+async fn revoke_token_families(
+    tx: &mut crate::Tx,
+    user_id: UserId,
+    now: OffsetDateTime,
+) -> Result<(), StorageError> {
+    on_backend!(&mut tx.0, Inner, tx => {
+        sqlx::query("UPDATE refresh_tokens SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL")
+            .bind(ms(now))
+            .bind(user_id.as_uuid())
+            .execute(&mut **tx)
+            .await?;
+    });
+    Ok(())
 }
 
 /// Ends every live session of the user, but `keep`; returns how many ended.

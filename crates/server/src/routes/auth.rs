@@ -10,13 +10,14 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use mailroom_core::EmailAddress;
 use mailroom_core::accounts::{
-    ACCESS_TOKEN_TTL, CODE_ATTEMPTS, CODE_TTL, CodePurpose, REFRESH_FAMILY_TTL, REFRESH_GRACE,
+    ACCESS_TOKEN_TTL, CODE_ATTEMPTS, CODE_TTL, CodePurpose, LOCKOUT_THRESHOLD, REFRESH_FAMILY_TTL,
+    REFRESH_GRACE,
 };
 use mailroom_core::audit::{Action, AuditEvent, Outcome};
 use mailroom_core::password_policy::{self, CompositionRules};
 use mailroom_crypto::password::Verification;
 use mailroom_mail::templates;
-use mailroom_storage::accounts::{CodeAttempt, FailedLogin, User};
+use mailroom_storage::accounts::{CodeAttempt, LoginGate, User};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -320,12 +321,12 @@ pub(crate) async fn reset(
     let email = parse_email(email)?;
     check_password_policy(new_password, &email)?;
     let now = OffsetDateTime::now_utc();
-    check_code(state, CodePurpose::PasswordReset, &email, code, now).await?;
+    let code_hash = check_code(state, CodePurpose::PasswordReset, &email, code, now).await?;
     let password_hash = state.passwords.hash(new_password).await?;
     let user = database(
         state
             .database
-            .reset_password(&email, password_hash.as_str(), now)
+            .reset_password(&email, &code_hash, password_hash.as_str(), now)
             .await,
     )?
     .ok_or_else(invalid_code)?;
@@ -341,71 +342,76 @@ pub(crate) async fn reset(
     .await
 }
 
-/// Checks an email and password for a sign-in or a password grant: lockout first (AUTH-3),
-/// the same work for an unknown address (AUTH-6), failures counted and audited, an outdated
-/// hash upgraded on success.
+/// Checks an email and password for a sign-in or a password grant: the same work for an
+/// unknown address (AUTH-6), and for a known one [`check_password`].
 async fn authenticate(
     state: &AppState,
     trail: &AuditTrail,
     email: &str,
     password: &SecretString,
 ) -> Result<User, ApiError> {
-    let now = OffsetDateTime::now_utc();
     // A malformed address cannot have an account; it is answered like an unknown one.
     let user = match EmailAddress::parse(email) {
         Ok(email) => database(state.database.user_by_email(&email).await)?,
         Err(_) => None,
     };
-    if user
-        .as_ref()
-        .and_then(|user| user.locked_until)
-        .is_some_and(|until| until > now)
-    {
-        return Err(account_locked());
-    }
+    let Some(user) = user else {
+        state.passwords.verify(password, None).await?;
+        audit::record(
+            &state.database,
+            AuditEvent {
+                target: Some(email.chars().take(254).collect()),
+                ..trail.event(Action::SigninFailed, Outcome::Failure)
+            },
+        )
+        .await?;
+        return Err(invalid_credentials());
+    };
+    check_password(state, trail, &user, password).await?;
+    Ok(user)
+}
+
+/// Checks a known account's password through the lockout gate (AUTH-3): the attempt is
+/// counted before the (slow) check, so parallel guesses cannot exceed the budget; the one
+/// that spends it locks the account, and its owner is told. A success clears the count and
+/// upgrades an outdated hash.
+pub(crate) async fn check_password(
+    state: &AppState,
+    trail: &AuditTrail,
+    user: &User,
+    password: &SecretString,
+) -> Result<(), ApiError> {
+    let now = OffsetDateTime::now_utc();
+    let attempt = match database(state.database.open_login_attempt(user.id, now).await)? {
+        LoginGate::Open { attempt } => attempt,
+        LoginGate::Locked { until, just_now } => {
+            if just_now {
+                announce_lock(state, trail, user, until).await?;
+            }
+            return Err(account_locked());
+        }
+    };
     let verified = state
         .passwords
-        .verify(password, user.as_ref().map(|u| u.password_hash.as_str()))
+        .verify(password, Some(&user.password_hash))
         .await?;
-    let (user, rehash) = match (user, verified) {
-        (Some(user), Verification::Match { rehash }) => (user, rehash),
-        (Some(user), Verification::Mismatch) => {
-            let of_user = |action, outcome| AuditEvent {
+    let Verification::Match { rehash } = verified else {
+        audit::record(
+            &state.database,
+            AuditEvent {
                 org_id: Some(user.org_id),
                 actor: Some(user.id),
                 target: Some(user.email.clone()),
-                ..trail.event(action, outcome)
-            };
-            audit::record(
-                &state.database,
-                of_user(Action::SigninFailed, Outcome::Failure),
-            )
-            .await?;
-            return match database(state.database.record_failed_login(user.id, now).await)? {
-                FailedLogin::Counted => Err(invalid_credentials()),
-                FailedLogin::Locked { until } => {
-                    tracing::warn!(user_id = %user.id, %until, "account locked after failed sign-ins");
-                    audit::record(
-                        &state.database,
-                        of_user(Action::AccountLocked, Outcome::Success),
-                    )
-                    .await?;
-                    send_mail(state, &user.email, templates::account_locked(until));
-                    Err(account_locked())
-                }
-            };
+                ..trail.event(Action::SigninFailed, Outcome::Failure)
+            },
+        )
+        .await?;
+        if attempt >= LOCKOUT_THRESHOLD {
+            let until = database(state.database.lock_account(user.id, now).await)?;
+            announce_lock(state, trail, user, until).await?;
+            return Err(account_locked());
         }
-        (None, _) => {
-            audit::record(
-                &state.database,
-                AuditEvent {
-                    target: Some(email.chars().take(254).collect()),
-                    ..trail.event(Action::SigninFailed, Outcome::Failure)
-                },
-            )
-            .await?;
-            return Err(invalid_credentials());
-        }
+        return Err(invalid_credentials());
     };
     let upgraded = if rehash {
         Some(state.passwords.hash(password).await?)
@@ -415,10 +421,30 @@ async fn authenticate(
     database(
         state
             .database
-            .record_successful_login(user.id, upgraded.as_ref().map(|hash| hash.as_str()))
+            .record_successful_login(user.id, upgraded.as_ref().map(|hash| hash.as_str()), now)
             .await,
-    )?;
-    Ok(user)
+    )
+}
+
+async fn announce_lock(
+    state: &AppState,
+    trail: &AuditTrail,
+    user: &User,
+    until: OffsetDateTime,
+) -> Result<(), ApiError> {
+    tracing::warn!(user_id = %user.id, %until, "account locked after failed sign-ins");
+    audit::record(
+        &state.database,
+        AuditEvent {
+            org_id: Some(user.org_id),
+            actor: Some(user.id),
+            target: Some(user.email.clone()),
+            ..trail.event(Action::AccountLocked, Outcome::Success)
+        },
+    )
+    .await?;
+    send_mail(state, &user.email, templates::account_locked(until));
+    Ok(())
 }
 
 #[derive(Deserialize)]
@@ -629,14 +655,15 @@ async fn rotate_session(
     Ok(session::issue(context, headers, now))
 }
 
-/// Spends one guess of the budget on `code`, then checks it.
+/// Spends one guess of the budget on `code`, then checks it; returns the stored hash it
+/// matched, for the caller to spend the code by.
 async fn check_code(
     state: &AppState,
     purpose: CodePurpose,
     email: &EmailAddress,
     code: &SecretString,
     now: OffsetDateTime,
-) -> Result<(), ApiError> {
+) -> Result<Vec<u8>, ApiError> {
     let attempt = database(
         state
             .database
@@ -653,7 +680,7 @@ async fn check_code(
                 code.expose_secret(),
             ) =>
         {
-            Ok(())
+            Ok(code_hash)
         }
         CodeAttempt::Exhausted => Err(code_exhausted()),
         CodeAttempt::Counted { .. } | CodeAttempt::Missing => Err(invalid_code()),

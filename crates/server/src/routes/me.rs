@@ -14,11 +14,10 @@ use uuid::Uuid;
 use crate::audit::{self, AuditTrail};
 use crate::auth::Principal;
 use crate::error::ApiError;
-use crate::routes::auth::check_password_policy;
+use crate::routes::auth::{check_password, check_password_policy};
 use crate::state::AppState;
 use mailroom_core::audit::{Action, AuditEvent, Outcome};
 use mailroom_core::{EmailAddress, SessionId};
-use mailroom_crypto::password::Verification;
 use secrecy::SecretString;
 use time::OffsetDateTime;
 
@@ -57,18 +56,18 @@ pub(crate) async fn change_password_of(
 ) -> Result<(), ApiError> {
     principal.require_recent_auth()?;
     let user = &principal.user;
-    let verified = state
-        .passwords
-        .verify(current_password, Some(&user.password_hash))
-        .await?;
-    if verified == Verification::Mismatch {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "invalid_credentials",
-            "The current password is wrong.",
-        )
-        .with_field("current_password"));
-    }
+    // Through the lockout gate: a stolen session is no password oracle.
+    check_password(state, trail, user, current_password)
+        .await
+        .map_err(|error| match error.code() {
+            "invalid_credentials" => ApiError::new(
+                StatusCode::FORBIDDEN,
+                "invalid_credentials",
+                "The current password is wrong.",
+            )
+            .with_field("current_password"),
+            _ => error,
+        })?;
     let email = EmailAddress::parse(&user.email).map_err(ApiError::internal)?;
     check_password_policy(new_password, &email)?;
     let hash = state.passwords.hash(new_password).await?;
