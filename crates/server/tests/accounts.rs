@@ -642,4 +642,50 @@ both_backends! {
         problem(refresh, 401, "invalid_grant").await;
         app.stop().await;
     }
+
+    async fn cross_site_requests_cannot_sign_anyone_in_or_up(db) {
+        let app = TestApp::spawn(&db).await;
+        let email = "csrf@example.test";
+        create_account(&app, &db, email).await;
+        // A page elsewhere auto-submitting a form (login CSRF), or a script there posting JSON.
+        let form = app
+            .client
+            .post(app.at("/signin"))
+            .header("origin", "https://evil.example")
+            .form(&[("email", email), ("password", PASSWORD)])
+            .send()
+            .await
+            .unwrap();
+        assert!(form.headers().get("set-cookie").is_none());
+        problem(form, 403, "csrf_failed").await;
+        let json = app
+            .client
+            .post(app.at("/v1/auth/login"))
+            .header("sec-fetch-site", "cross-site")
+            .json(&json!({"email": email, "password": PASSWORD}))
+            .send()
+            .await
+            .unwrap();
+        problem(json, 403, "csrf_failed").await;
+        let signup = app
+            .client
+            .post(app.at("/v1/auth/signup"))
+            .header("origin", "null")
+            .json(&json!({"email": "victim@example.test", "password": PASSWORD}))
+            .send()
+            .await
+            .unwrap();
+        problem(signup, 403, "csrf_failed").await;
+        // Our own pages, and programs that send no such headers, are served.
+        let same = app
+            .client
+            .post(app.at("/v1/auth/login"))
+            .header("origin", &app.url)
+            .json(&json!({"email": email, "password": PASSWORD}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(same.status(), 200);
+        app.stop().await;
+    }
 }

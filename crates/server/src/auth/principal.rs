@@ -147,12 +147,42 @@ fn require_same_origin(headers: &HeaderMap, public_origin: &str) -> Result<(), A
     if same_origin {
         Ok(())
     } else {
-        Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "csrf_failed",
-            "This request did not come from mailroom's own pages.",
-        ))
+        Err(csrf_failed())
     }
+}
+
+pub fn csrf_failed() -> ApiError {
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        "csrf_failed",
+        "This request did not come from mailroom's own pages.",
+    )
+}
+
+/// Any request that changes state and that a browser marks as coming from another site is
+/// refused, signed in or not: no cross-site form may sign a visitor in to an attacker's account
+/// (login CSRF), start sign-ups or resets in their name, or act in their session. Programs,
+/// which send neither header, are unaffected.
+pub async fn refuse_cross_site(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if !request.method().is_safe() {
+        let header = |name: &str| {
+            request
+                .headers()
+                .get(name)
+                .and_then(|value| value.to_str().ok())
+        };
+        let foreign_origin = header("origin").is_some_and(|origin| origin != &*state.public_origin);
+        let foreign_site = matches!(header("sec-fetch-site"), Some("cross-site" | "same-site"));
+        if foreign_origin || foreign_site {
+            return csrf_failed().into_response();
+        }
+    }
+    next.run(request).await
 }
 
 #[cfg(test)]

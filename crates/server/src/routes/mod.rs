@@ -16,6 +16,7 @@ use tower_http::limit::RequestBodyLimitLayer;
 
 use axum::middleware::from_fn_with_state;
 
+use crate::auth::principal;
 use crate::config::BODY_LIMIT_BYTES;
 use crate::edge::rate_limit;
 use crate::pages;
@@ -55,13 +56,12 @@ pub fn router(state: &AppState) -> Router<AppState> {
             get(account::reset_page).post(account::reset_submit),
         )
         .route_layer(from_fn_with_state(state.clone(), rate_limit::limit_auth));
-    Router::new()
+    let guarded = Router::new()
         .merge(auth)
         .route("/", get(pages::landing))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(metrics::metrics))
-        .route(csp_report::CSP_REPORT_PATH, post(csp_report::receive))
         .route("/static/{name}", get(assets::asset))
         .route("/v1/auth/logout", post(auth::logout))
         .route("/security", get(account::security_page))
@@ -84,6 +84,14 @@ pub fn router(state: &AppState) -> Router<AppState> {
             get(me::sessions).delete(me::revoke_other_sessions),
         )
         .route("/v1/me/sessions/{id}", delete(me::revoke_session))
+        .route_layer(from_fn_with_state(
+            state.clone(),
+            principal::refuse_cross_site,
+        ));
+    Router::new()
+        .merge(guarded)
+        // Browsers send violation reports on their own, with whatever headers they choose.
+        .route(csp_report::CSP_REPORT_PATH, post(csp_report::receive))
         .fallback(|| async { crate::ApiError::not_found() })
         // Every route above, and the fallback; a route allowed larger bodies is merged after
         // this, with a limit layer of its own.
