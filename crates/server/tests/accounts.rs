@@ -688,4 +688,24 @@ both_backends! {
         assert_eq!(same.status(), 200);
         app.stop().await;
     }
+
+    async fn refreshing_a_token_is_not_a_fresh_sign_in(db) {
+        let app = TestApp::spawn(&db).await;
+        let email = "stale@example.test";
+        create_account(&app, &db, email).await;
+        let grant: Value = post(&app, "/v1/auth/token", json!({"grant_type": "password", "email": email, "password": PASSWORD})).await.json().await.unwrap();
+        // The password grant was sixteen minutes ago; the refresh is now.
+        db.execute("UPDATE refresh_tokens SET authenticated_at = authenticated_at - 960000").await;
+        let refreshed: Value = post(&app, "/v1/auth/token", json!({"grant_type": "refresh_token", "refresh_token": grant["refresh_token"]})).await.json().await.unwrap();
+        let change = app
+            .client
+            .post(app.at("/v1/me/password"))
+            .bearer_auth(refreshed["access_token"].as_str().unwrap())
+            .json(&json!({"current_password": PASSWORD, "new_password": "lumber orchid vault 47 sky"}))
+            .send()
+            .await
+            .unwrap();
+        problem(change, 403, "recent_auth_required").await;
+        app.stop().await;
+    }
 }

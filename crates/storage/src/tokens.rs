@@ -23,7 +23,11 @@ pub struct NewRefreshToken {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Rotation {
     /// It was live: it is retired, and the child given is now the family's live token.
-    Rotated { user_id: UserId, family_id: Uuid },
+    Rotated {
+        user_id: UserId,
+        family_id: Uuid,
+        authenticated_at: OffsetDateTime,
+    },
     /// It was retired moments ago (two tabs racing): the child issued then, whose access
     /// token had these claims, is the answer again.
     Replayed {
@@ -31,6 +35,7 @@ pub enum Rotation {
         family_id: Uuid,
         access_jti: Uuid,
         access_iat: OffsetDateTime,
+        authenticated_at: OffsetDateTime,
     },
     /// It was retired before the grace window: presumed stolen, the whole family is revoked.
     Reused { user_id: UserId, family_id: Uuid },
@@ -44,6 +49,7 @@ struct Presented {
     family_id: Uuid,
     user_id: Uuid,
     family_expires_at: i64,
+    authenticated_at: i64,
     used_at: Option<i64>,
     revoked_at: Option<i64>,
 }
@@ -61,7 +67,13 @@ impl Database {
         self.serializable(|tx| {
             let first = first.clone();
             async move {
-                insert_token(tx, &first, first.id, None, user_id, family_expires_at, now).await
+                let family = Family {
+                    id: first.id,
+                    user_id,
+                    expires_at: family_expires_at,
+                    authenticated_at: now,
+                };
+                insert_token(tx, &first, &family, None, now).await
             }
             .boxed()
         })
@@ -82,7 +94,7 @@ impl Database {
             async move {
                 let presented: Option<Presented> = on_backend!(&mut tx.0, Inner, tx => {
                     sqlx::query_as(
-                        "SELECT id, family_id, user_id, family_expires_at, used_at, revoked_at \
+                        "SELECT id, family_id, user_id, family_expires_at, authenticated_at, used_at, revoked_at \
                          FROM refresh_tokens WHERE token_hash = $1",
                     )
                     .bind(&presented_hash)
@@ -96,6 +108,7 @@ impl Database {
                     return Ok(Rotation::Invalid);
                 }
                 let (user_id, family_id) = (UserId::from_uuid(token.user_id), token.family_id);
+                let authenticated_at = from_ms(token.authenticated_at);
                 match token.used_at {
                     None => {
                         on_backend!(&mut tx.0, Inner, tx => {
@@ -105,9 +118,14 @@ impl Database {
                                 .execute(&mut **tx)
                                 .await?;
                         });
-                        let expires = from_ms(token.family_expires_at);
-                        insert_token(tx, &child, family_id, Some(token.id), user_id, expires, now).await?;
-                        Ok(Rotation::Rotated { user_id, family_id })
+                        let family = Family {
+                            id: family_id,
+                            user_id,
+                            expires_at: from_ms(token.family_expires_at),
+                            authenticated_at,
+                        };
+                        insert_token(tx, &child, &family, Some(token.id), now).await?;
+                        Ok(Rotation::Rotated { user_id, family_id, authenticated_at })
                     }
                     Some(used_at) if ms(now) - used_at <= grace.whole_milliseconds() as i64 => {
                         let issued: Option<(Uuid, i64)> = on_backend!(&mut tx.0, Inner, tx => {
@@ -124,6 +142,7 @@ impl Database {
                                 family_id,
                                 access_jti,
                                 access_iat: from_ms(access_iat),
+                                authenticated_at,
                             },
                             None => Rotation::Invalid,
                         })
@@ -183,29 +202,37 @@ impl Database {
     }
 }
 
+/// What every token of a family shares.
+struct Family {
+    id: Uuid,
+    user_id: UserId,
+    expires_at: OffsetDateTime,
+    authenticated_at: OffsetDateTime,
+}
+
 async fn insert_token(
     tx: &mut crate::Tx,
     token: &NewRefreshToken,
-    family_id: Uuid,
+    family: &Family,
     parent_id: Option<Uuid>,
-    user_id: UserId,
-    family_expires_at: OffsetDateTime,
     now: OffsetDateTime,
 ) -> Result<(), StorageError> {
     on_backend!(&mut tx.0, Inner, tx => {
         sqlx::query(
             "INSERT INTO refresh_tokens (id, family_id, parent_id, user_id, token_hash, access_jti, \
-             access_iat, created_at, family_expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+             access_iat, authenticated_at, created_at, family_expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(token.id)
-        .bind(family_id)
+        .bind(family.id)
         .bind(parent_id)
-        .bind(user_id.as_uuid())
+        .bind(family.user_id.as_uuid())
         .bind(&token.token_hash)
         .bind(token.access_jti)
         .bind(ms(token.access_iat))
+        .bind(ms(family.authenticated_at))
         .bind(ms(now))
-        .bind(ms(family_expires_at))
+        .bind(ms(family.expires_at))
         .execute(&mut **tx)
         .await?;
     });

@@ -116,7 +116,7 @@ async fn from_access_token(token: &str, state: &AppState) -> Result<Principal, A
     Ok(Principal {
         user,
         credential: Credential::AccessToken { family: claims.sid },
-        authenticated_at: OffsetDateTime::from_unix_timestamp(claims.iat)
+        authenticated_at: OffsetDateTime::from_unix_timestamp(claims.auth_time)
             .unwrap_or(OffsetDateTime::UNIX_EPOCH),
     })
 }

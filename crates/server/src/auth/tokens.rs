@@ -35,6 +35,8 @@ pub struct Claims {
     pub jti: Uuid,
     pub iat: i64,
     pub exp: i64,
+    /// When the password grant that started the family happened (OpenID's `auth_time`).
+    pub auth_time: i64,
 }
 
 impl TokenKeys {
@@ -53,6 +55,7 @@ impl TokenKeys {
         family: Uuid,
         jti: Uuid,
         issued_at: OffsetDateTime,
+        authenticated_at: OffsetDateTime,
     ) -> Result<String, jsonwebtoken::errors::Error> {
         let iat = issued_at.unix_timestamp();
         let claims = Claims {
@@ -63,6 +66,7 @@ impl TokenKeys {
             jti,
             iat,
             exp: iat + ACCESS_TOKEN_TTL.as_secs() as i64,
+            auth_time: authenticated_at.unix_timestamp(),
         };
         jsonwebtoken::encode(
             &Header::new(Algorithm::HS256),
@@ -120,9 +124,9 @@ mod tests {
         let keys = keys_in(dir.path());
         let (user, family, jti) = (UserId::generate(), Uuid::now_v7(), Uuid::now_v7());
         let now = OffsetDateTime::now_utc();
-        let token = keys.access_token(user, family, jti, now).unwrap();
+        let token = keys.access_token(user, family, jti, now, now).unwrap();
         assert_eq!(
-            keys.access_token(user, family, jti, now).unwrap(),
+            keys.access_token(user, family, jti, now, now).unwrap(),
             token,
             "deterministic"
         );
@@ -133,7 +137,7 @@ mod tests {
         let other_dir = tempfile::tempdir().unwrap();
         assert!(keys_in(other_dir.path()).verify(&token).is_none());
         let old = keys
-            .access_token(user, family, jti, now - time::Duration::minutes(16))
+            .access_token(user, family, jti, now - time::Duration::minutes(16), now)
             .unwrap();
         assert!(keys.verify(&old).is_none());
         let payload = token.split('.').nth(1).unwrap();

@@ -468,7 +468,7 @@ pub async fn token(
     ApiJson(body): ApiJson<TokenRequest>,
 ) -> Result<Response, ApiError> {
     let now = OffsetDateTime::now_utc();
-    let (user_id, family, jti, issued_at, refresh_token) = match body {
+    let (user_id, family, jti, issued_at, authenticated_at, refresh_token) = match body {
         TokenRequest::Password { email, password } => {
             let user = authenticate(&state, &trail, &email, &password).await?;
             let refresh_token = tokens::new_refresh_token();
@@ -494,7 +494,7 @@ pub async fn token(
                 },
             )
             .await?;
-            (user.id, first.id, first.access_jti, now, refresh_token)
+            (user.id, first.id, first.access_jti, now, now, refresh_token)
         }
         TokenRequest::RefreshToken { refresh_token } => {
             let presented = refresh_token.expose_secret();
@@ -513,15 +513,32 @@ pub async fn token(
                     .await,
             )?;
             match rotation {
-                Rotation::Rotated { user_id, family_id } => {
-                    (user_id, family_id, child.access_jti, now, successor)
-                }
+                Rotation::Rotated {
+                    user_id,
+                    family_id,
+                    authenticated_at,
+                } => (
+                    user_id,
+                    family_id,
+                    child.access_jti,
+                    now,
+                    authenticated_at,
+                    successor,
+                ),
                 Rotation::Replayed {
                     user_id,
                     family_id,
                     access_jti,
                     access_iat,
-                } => (user_id, family_id, access_jti, access_iat, successor),
+                    authenticated_at,
+                } => (
+                    user_id,
+                    family_id,
+                    access_jti,
+                    access_iat,
+                    authenticated_at,
+                    successor,
+                ),
                 Rotation::Reused { user_id, family_id } => {
                     tracing::warn!(%user_id, %family_id, "retired refresh token reused: family revoked");
                     let org_id =
@@ -544,7 +561,7 @@ pub async fn token(
     };
     let access_token = state
         .tokens
-        .access_token(user_id, family, jti, issued_at)
+        .access_token(user_id, family, jti, issued_at, authenticated_at)
         .map_err(ApiError::internal)?;
     Ok(Json(json!({
         "access_token": access_token,

@@ -10,6 +10,9 @@ CREATE TABLE refresh_tokens (
     token_hash BLOB NOT NULL UNIQUE,
     access_jti BLOB NOT NULL,
     access_iat BIGINT NOT NULL,
+    -- The password grant that started the family: recent-auth checks (SES-5) look at this,
+    -- not at the last rotation.
+    authenticated_at BIGINT NOT NULL,
     created_at BIGINT NOT NULL,
     -- Absolute: seven days from the password grant, whatever the rotations.
     family_expires_at BIGINT NOT NULL,
