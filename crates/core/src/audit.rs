@@ -116,7 +116,13 @@ pub fn chain_hash(previous: &[u8], fields: &ChainedFields) -> Vec<u8> {
         digest.update((bytes.len() as u64).to_be_bytes());
         digest.update(bytes);
     };
-    let optional_uuid = |id: Option<Uuid>| id.map(|id| id.as_bytes().to_vec()).unwrap_or_default();
+    // An absent value and an empty one encode differently: a presence byte, then the bytes.
+    let optional = |value: Option<&[u8]>| match value {
+        None => vec![0],
+        Some(bytes) => [&[1][..], bytes].concat(),
+    };
+    let optional_uuid = |id: Option<Uuid>| optional(id.as_ref().map(|id| &id.as_bytes()[..]));
+    let optional_text = |text: &Option<String>| optional(text.as_deref().map(str::as_bytes));
     put(b"mailroom-audit-v1");
     put(previous);
     put(fields.id.as_bytes());
@@ -126,9 +132,9 @@ pub fn chain_hash(previous: &[u8], fields: &ChainedFields) -> Vec<u8> {
     put(&optional_uuid(fields.actor));
     put(fields.action.as_bytes());
     put(fields.outcome.as_bytes());
-    put(fields.target.as_deref().unwrap_or_default().as_bytes());
-    put(fields.ip.as_deref().unwrap_or_default().as_bytes());
-    put(fields.user_agent.as_deref().unwrap_or_default().as_bytes());
+    put(&optional_text(&fields.target));
+    put(&optional_text(&fields.ip));
+    put(&optional_text(&fields.user_agent));
     put(&optional_uuid(fields.session_id));
     put(&optional_uuid(fields.api_key_id));
     put(&optional_uuid(fields.request_id));
@@ -170,5 +176,9 @@ mod tests {
         shifted.target = Some("a1".into());
         shifted.ip = Some("27.0.0.1".into());
         assert_ne!(hash, chain_hash(&[0; 32], &shifted));
+        // Absent is not empty.
+        let mut empty = base.clone();
+        empty.user_agent = Some(String::new());
+        assert_ne!(hash, chain_hash(&[0; 32], &empty));
     }
 }

@@ -82,18 +82,24 @@ impl Database {
             async move {
                 let scope = event.scope();
                 on_backend!(&mut tx.0, Inner, tx => {
-                    let last: Option<(i64, Vec<u8>)> = sqlx::query_as(
-                        "SELECT seq, hash FROM audit_log WHERE scope = $1 ORDER BY seq DESC LIMIT 1",
+                    let last: Option<(i64, i64, Vec<u8>)> = sqlx::query_as(
+                        "SELECT seq, occurred_at, hash FROM audit_log WHERE scope = $1 ORDER BY seq DESC LIMIT 1",
                     )
                     .bind(scope)
                     .fetch_optional(&mut **tx)
                     .await?;
-                    let (seq, prev_hash) = last.map_or((1, vec![0; 32]), |(seq, hash)| (seq + 1, hash));
+                    // Times never go backwards along a chain, so that the purge, which goes by
+                    // time, always removes a prefix of it.
+                    let occurred_at_ms = last.as_ref().map_or(crate::accounts::ms(now), |(_, at, _)| {
+                        (*at).max(crate::accounts::ms(now))
+                    });
+                    let (seq, prev_hash) =
+                        last.map_or((1, vec![0; 32]), |(seq, _, hash)| (seq + 1, hash));
                     let fields = ChainedFields {
                         id: Uuid::now_v7(),
                         scope,
                         seq,
-                        occurred_at_ms: crate::accounts::ms(now),
+                        occurred_at_ms,
                         actor: event.actor.map(|id| id.as_uuid()),
                         action: event.action.as_str().to_owned(),
                         outcome: event.outcome.as_str().to_owned(),
@@ -145,28 +151,12 @@ impl Database {
                 .await?
         });
         for scope in scopes {
-            let mut previous: Option<AuditEntry> = None;
-            loop {
-                let after = previous.as_ref().map_or(i64::MIN, |entry| entry.seq);
-                let sql = format!(
-                    "SELECT {COLUMNS} FROM audit_log WHERE scope = $1 AND seq > $2 ORDER BY seq LIMIT $3"
-                );
-                let batch: Vec<AuditEntry> = on_backend!(&self.pool, Pool, pool => {
-                    sqlx::query_as(&sql).bind(scope).bind(after).bind(BATCH).fetch_all(pool).await?
-                });
-                if batch.is_empty() {
-                    break;
-                }
-                for entry in batch {
-                    if let Some(reason) = broken(previous.as_ref(), &entry) {
-                        return Ok(Some(BrokenLink {
-                            scope,
-                            seq: entry.seq,
-                            reason,
-                        }));
-                    }
-                    previous = Some(entry);
-                }
+            // One snapshot per chain: a purge running meanwhile must not look like a gap.
+            let mut tx = self.begin_snapshot().await?;
+            let found = first_broken_link(&mut tx, scope).await;
+            tx.rollback().await;
+            if let Some(link) = found? {
+                return Ok(Some(link));
             }
         }
         Ok(None)
@@ -214,6 +204,35 @@ impl Database {
                 .fetch_all(pool)
                 .await?
         }))
+    }
+}
+
+async fn first_broken_link(
+    tx: &mut crate::Tx,
+    scope: Uuid,
+) -> Result<Option<BrokenLink>, StorageError> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM audit_log WHERE scope = $1 AND seq > $2 ORDER BY seq LIMIT $3"
+    );
+    let mut previous: Option<AuditEntry> = None;
+    loop {
+        let after = previous.as_ref().map_or(i64::MIN, |entry| entry.seq);
+        let batch: Vec<AuditEntry> = on_backend!(&mut tx.0, Inner, tx => {
+            sqlx::query_as(&sql).bind(scope).bind(after).bind(BATCH).fetch_all(&mut **tx).await?
+        });
+        if batch.is_empty() {
+            return Ok(None);
+        }
+        for entry in batch {
+            if let Some(reason) = broken(previous.as_ref(), &entry) {
+                return Ok(Some(BrokenLink {
+                    scope,
+                    seq: entry.seq,
+                    reason,
+                }));
+            }
+            previous = Some(entry);
+        }
     }
 }
 
@@ -312,6 +331,21 @@ mod tests {
             db.append_audit(&event(Some(org), Action::SigninSucceeded), later).await.unwrap();
             let purged = db.purge_audit(later - time::Duration::hours(1)).await.unwrap();
             assert_eq!(purged, 5);
+            assert_eq!(db.verify_audit_chains().await.unwrap(), None);
+        }
+
+        async fn times_never_go_backwards_along_a_chain_so_purges_take_a_prefix(test_db) {
+            let db = Database::connect(test_db.url()).await.unwrap();
+            db.migrate().await.unwrap();
+            let org = OrgId::generate();
+            let now = OffsetDateTime::now_utc();
+            db.append_audit(&event(Some(org), Action::SigninFailed), now).await.unwrap();
+            // A writer whose clock lags (or whose retry kept an older time) comes second.
+            db.append_audit(&event(Some(org), Action::SigninFailed), now - time::Duration::hours(1)).await.unwrap();
+            db.append_audit(&event(Some(org), Action::SigninFailed), now + time::Duration::hours(1)).await.unwrap();
+            let purged = db.purge_audit(now - time::Duration::minutes(30)).await.unwrap();
+            assert_eq!(purged, 0, "the lagging entry is stamped no earlier than the one before it");
+            assert_eq!(db.purge_audit(now + time::Duration::minutes(30)).await.unwrap(), 2);
             assert_eq!(db.verify_audit_chains().await.unwrap(), None);
         }
 

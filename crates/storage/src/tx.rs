@@ -67,6 +67,19 @@ impl Database {
         }
     }
 
+    /// A read-only transaction whose reads all see one snapshot (a long read that must not
+    /// see a concurrent purge half-way).
+    pub(crate) async fn begin_snapshot(&self) -> Result<Tx, StorageError> {
+        Ok(Tx(match &self.pool {
+            // In WAL mode a deferred transaction's first read fixes its snapshot.
+            Pool::Sqlite(pool) => Inner::Sqlite(pool.begin_with("BEGIN").await?),
+            Pool::Postgres(pool) => Inner::Postgres(
+                pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                    .await?,
+            ),
+        }))
+    }
+
     async fn begin_serializable(&self) -> Result<Tx, StorageError> {
         Ok(Tx(match &self.pool {
             Pool::Sqlite(pool) => Inner::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await?),
@@ -85,7 +98,7 @@ impl Tx {
 
     /// A failed rollback needs no handling: the connection is discarded and the server rolls
     /// the transaction back when it goes away.
-    async fn rollback(self) {
+    pub(crate) async fn rollback(self) {
         let result = on_backend!(self.0, Inner, tx => tx.rollback().await);
         if let Err(error) = result {
             tracing::warn!(%error, "rollback failed");
