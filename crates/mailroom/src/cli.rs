@@ -87,10 +87,15 @@ impl Cli {
                     "mailroom is listening"
                 );
                 if let Some(link) = app.setup_link().await? {
+                    // The link grants super-admin: it goes to the operator's terminal
+                    // (standard error), not into the log stream that aggregators collect.
+                    eprintln!(
+                        "\nNo account exists yet. Within an hour, open this one-time link to create \
+                         the first super-admin:\n\n    {link}\n\n(or run `mailroom admin create \
+                         --super-admin`)\n"
+                    );
                     tracing::info!(
-                        setup_url = %link,
-                        "no account exists yet: open this link within an hour to create the \
-                         first super-admin (or run `mailroom admin create --super-admin`)"
+                        "no account exists yet: a one-time setup link was printed on standard error"
                     );
                 }
                 app.run_until(shutdown).await

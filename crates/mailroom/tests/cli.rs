@@ -2,7 +2,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails loudly, by design
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -21,6 +21,8 @@ struct Server {
     child: Child,
     url: String,
     lines: Arc<Mutex<Vec<String>>>,
+    /// Standard error, line by line.
+    errors: Arc<Mutex<Vec<String>>>,
 }
 
 impl Server {
@@ -45,6 +47,14 @@ impl Server {
             .spawn()
             .unwrap();
         let stdout = child.stdout.take().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let errors = Arc::new(Mutex::new(Vec::new()));
+        let collected_errors = Arc::clone(&errors);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                collected_errors.lock().unwrap().push(line);
+            }
+        });
         let lines = Arc::new(Mutex::new(Vec::new()));
         let (url_tx, url_rx) = mpsc::channel();
         let collected = Arc::clone(&lines);
@@ -62,17 +72,16 @@ impl Server {
             Ok(url) => url.trim_end_matches('/').to_owned(),
             Err(_) => {
                 let _ = child.kill();
-                let mut stderr = String::new();
-                child
-                    .stderr
-                    .take()
-                    .unwrap()
-                    .read_to_string(&mut stderr)
-                    .unwrap();
-                panic!("mailroom did not start: {stderr}");
+                std::thread::sleep(Duration::from_millis(200));
+                panic!("mailroom did not start: {:?}", errors.lock().unwrap());
             }
         };
-        Self { child, url, lines }
+        Self {
+            child,
+            url,
+            lines,
+            errors,
+        }
     }
 
     fn port(&self) -> u16 {
@@ -382,13 +391,16 @@ both_backends! {
             let server = start();
             std::thread::sleep(Duration::from_millis(200));
             let link = server
-                .lines
+                .errors
                 .lock()
                 .unwrap()
                 .iter()
-                .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-                .find_map(|entry| entry["setup_url"].as_str().map(str::to_owned))
-                .expect("a setup link is printed");
+                .find_map(|line| line.trim().strip_prefix("http").map(|rest| format!("http{rest}")))
+                .expect("a setup link is printed on standard error");
+            assert!(
+                !server.lines.lock().unwrap().iter().any(|line| line.contains("token=")),
+                "the link's token stays out of the log stream"
+            );
             let token = link.split("token=").nth(1).unwrap().to_owned();
             assert!(link.starts_with(&format!("{}/setup?token=", server.url)), "{link}");
 
@@ -416,7 +428,7 @@ both_backends! {
             // With an account, no link.
             let server = start();
             std::thread::sleep(Duration::from_millis(200));
-            assert!(!server.lines.lock().unwrap().iter().any(|line| line.contains("setup_url")));
+            assert!(!server.errors.lock().unwrap().iter().any(|line| line.contains("setup?token=")));
             assert!(server.stop().0.success());
         })
         .await
