@@ -31,6 +31,7 @@ pub enum Action {
     AccountCreatedByAdmin,
     TokenFamilyRevoked,
     SigninFromNewDevice,
+    OrgSettingsChanged,
 }
 
 impl Action {
@@ -48,6 +49,7 @@ impl Action {
             Action::AccountCreatedByAdmin => "admin.account_created",
             Action::TokenFamilyRevoked => "token.family_revoked",
             Action::SigninFromNewDevice => "signin.new_device",
+            Action::OrgSettingsChanged => "org.settings_changed",
         }
     }
 }

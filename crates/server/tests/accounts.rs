@@ -142,6 +142,10 @@ both_backends! {
         let again = post(&app, "/v1/auth/verify-email", json!({"email": email, "code": code})).await;
         problem(again, 400, "invalid_code").await;
 
+        // Every use hands the cookie back with a fresh Max-Age (rolling expiry).
+        let used = get_as(&app, &token, "/v1/me").await;
+        let renewed = used.headers()["set-cookie"].to_str().unwrap();
+        assert!(renewed.starts_with(&cookie(&token)) && renewed.contains("Max-Age=2592000"), "{renewed}");
         let me: Value = get_as(&app, &token, "/v1/me").await
             .json()
             .await

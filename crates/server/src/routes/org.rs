@@ -7,10 +7,12 @@ use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::audit::{self, AuditTrail};
 use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::json::ApiJson;
 use crate::state::AppState;
+use mailroom_core::audit::{Action, AuditEvent, Outcome};
 
 /// The longest idle timeout an organization may set: the session lifetime itself.
 const MAX_IDLE_MINUTES: u32 = 30 * 24 * 60;
@@ -25,6 +27,7 @@ pub struct OrgUpdate {
 /// `PATCH /v1/org` (owner or admin).
 pub async fn update(
     State(state): State<AppState>,
+    trail: AuditTrail,
     principal: Principal,
     ApiJson(body): ApiJson<OrgUpdate>,
 ) -> Result<Json<Value>, ApiError> {
@@ -49,6 +52,17 @@ pub async fn update(
         .set_session_idle_timeout(principal.user.org_id, minutes.map(|m| i64::from(m) * 60))
         .await
         .map_err(ApiError::internal)?;
+    audit::record(
+        &state.database,
+        AuditEvent {
+            org_id: Some(principal.user.org_id),
+            actor: Some(principal.user.id),
+            session_id: principal.session_id(),
+            target: Some(format!("session_idle_timeout_minutes={minutes:?}")),
+            ..trail.event(Action::OrgSettingsChanged, Outcome::Success)
+        },
+    )
+    .await?;
     Ok(Json(json!({
         "id": principal.user.org_id,
         "session_idle_timeout_minutes": minutes,
