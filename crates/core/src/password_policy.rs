@@ -47,6 +47,35 @@ pub struct CompositionRules {
     pub symbol: bool,
 }
 
+impl CompositionRules {
+    const UPPERCASE: u8 = 1;
+    const LOWERCASE: u8 = 2;
+    const DIGIT: u8 = 4;
+    const SYMBOL: u8 = 8;
+
+    /// The rules as stored: one bit each.
+    pub fn bits(self) -> u8 {
+        [
+            (self.uppercase, Self::UPPERCASE),
+            (self.lowercase, Self::LOWERCASE),
+            (self.digit, Self::DIGIT),
+            (self.symbol, Self::SYMBOL),
+        ]
+        .iter()
+        .filter(|(on, _)| *on)
+        .fold(0, |bits, (_, bit)| bits | bit)
+    }
+
+    pub fn from_bits(bits: u8) -> Self {
+        Self {
+            uppercase: bits & Self::UPPERCASE != 0,
+            lowercase: bits & Self::LOWERCASE != 0,
+            digit: bits & Self::DIGIT != 0,
+            symbol: bits & Self::SYMBOL != 0,
+        }
+    }
+}
+
 /// Whether `password` may be set for the account with this email address.
 pub fn check(
     password: &str,
@@ -174,6 +203,13 @@ mod tests {
             "vault-lumber-orchid-47",
         ] {
             assert_eq!(verdict(strong), Ok(()), "{strong}");
+        }
+    }
+
+    #[test]
+    fn rules_survive_their_stored_form() {
+        for bits in 0..16 {
+            assert_eq!(CompositionRules::from_bits(bits).bits(), bits);
         }
     }
 

@@ -712,4 +712,24 @@ both_backends! {
         problem(change, 403, "recent_auth_required").await;
         app.stop().await;
     }
+
+    async fn an_organization_can_require_password_composition(db) {
+        let app = TestApp::spawn(&db).await;
+        let email = "rules@example.test";
+        let token = create_account(&app, &db, email).await;
+        let with_session = |request: reqwest::RequestBuilder| request.header("cookie", cookie(&token)).header("origin", &app.url);
+        let rules = json!({"password_rules": {"uppercase": true, "lowercase": true, "digit": true, "symbol": true}});
+        let set = with_session(app.client.patch(app.at("/v1/org"))).json(&rules).send().await.unwrap();
+        assert_eq!(set.status(), 200);
+        let change = |new: &'static str| {
+            with_session(app.client.post(app.at("/v1/me/password")))
+                .json(&json!({"current_password": PASSWORD, "new_password": new}))
+                .send()
+        };
+        let refused = change("lumber orchid vault sky").await.unwrap();
+        let body = problem(refused, 400, "weak_password").await;
+        assert!(body["detail"].as_str().unwrap().contains("uppercase"), "{body}");
+        assert_eq!(change("Lumber orchid vault sky 47!").await.unwrap().status(), 204);
+        app.stop().await;
+    }
 }

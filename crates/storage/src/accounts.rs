@@ -2,6 +2,7 @@
 
 use futures::FutureExt;
 use mailroom_core::accounts::{CodePurpose, LOCKOUT_THRESHOLD, lockout_duration};
+use mailroom_core::password_policy::CompositionRules;
 use mailroom_core::{EmailAddress, OrgId, SessionId, UserId};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -20,6 +21,8 @@ pub struct User {
     pub org_role: String,
     pub locked_until: Option<OffsetDateTime>,
     pub created_at: OffsetDateTime,
+    /// Their organization's password composition rules.
+    pub password_rules: CompositionRules,
 }
 
 #[derive(sqlx::FromRow)]
@@ -32,6 +35,7 @@ struct UserRow {
     created_at: i64,
     org_id: Uuid,
     org_role: String,
+    password_rules: i32,
 }
 
 impl From<UserRow> for User {
@@ -45,12 +49,16 @@ impl From<UserRow> for User {
             org_role: row.org_role,
             locked_until: row.locked_until.map(from_ms),
             created_at: from_ms(row.created_at),
+            password_rules: CompositionRules::from_bits(
+                u8::try_from(row.password_rules).unwrap_or(0),
+            ),
         }
     }
 }
 
 const USER_FIELDS: &str = "u.id, u.email, u.password_hash, u.platform_role, u.locked_until, \
-     u.created_at, m.org_id, m.role AS org_role";
+     u.created_at, m.org_id, m.role AS org_role, \
+     (SELECT o.password_rules FROM orgs o WHERE o.id = m.org_id) AS password_rules";
 
 /// A session to create: its secret's hash, never the secret.
 #[derive(Clone)]
@@ -302,6 +310,21 @@ impl Database {
             .await?
         });
         Ok(seen.is_some())
+    }
+
+    pub async fn set_password_rules(
+        &self,
+        org_id: OrgId,
+        rules: CompositionRules,
+    ) -> Result<(), StorageError> {
+        on_backend!(&self.pool, Pool, pool => {
+            sqlx::query("UPDATE orgs SET password_rules = $1 WHERE id = $2")
+                .bind(i32::from(rules.bits()))
+                .bind(org_id.as_uuid())
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
     }
 
     /// Sets (or, with `None`, clears) the organization's idle timeout for browser sessions.

@@ -73,7 +73,9 @@ pub(crate) async fn sign_up(
     password: &SecretString,
 ) -> Result<(), ApiError> {
     let email = parse_email(email)?;
-    check_password_policy(password, &email).map_err(|error| error.with_field("password"))?;
+    // No organization yet, so no organization rules.
+    check_password_policy(password, &email, CompositionRules::default())
+        .map_err(|error| error.with_field("password"))?;
     // Hashed either way, so that both paths take the same time.
     let password_hash = state.passwords.hash(password).await?;
     let now = OffsetDateTime::now_utc();
@@ -319,7 +321,10 @@ pub(crate) async fn reset(
     new_password: &SecretString,
 ) -> Result<(), ApiError> {
     let email = parse_email(email)?;
-    check_password_policy(new_password, &email)?;
+    let rules = database(state.database.user_by_email(&email).await)?
+        .map(|user| user.password_rules)
+        .unwrap_or_default();
+    check_password_policy(new_password, &email, rules)?;
     let now = OffsetDateTime::now_utc();
     let code_hash = check_code(state, CodePurpose::PasswordReset, &email, code, now).await?;
     let password_hash = state.passwords.hash(new_password).await?;
@@ -735,13 +740,9 @@ fn send_mail(state: &AppState, to: &str, message: templates::Rendered) {
 pub fn check_password_policy(
     password: &SecretString,
     email: &EmailAddress,
+    rules: CompositionRules,
 ) -> Result<(), ApiError> {
-    password_policy::check(
-        password.expose_secret(),
-        email.as_str(),
-        CompositionRules::default(),
-    )
-    .map_err(|rejection| {
+    password_policy::check(password.expose_secret(), email.as_str(), rules).map_err(|rejection| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
             "weak_password",

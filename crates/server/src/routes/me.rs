@@ -69,7 +69,7 @@ pub(crate) async fn change_password_of(
             _ => error,
         })?;
     let email = EmailAddress::parse(&user.email).map_err(ApiError::internal)?;
-    check_password_policy(new_password, &email)?;
+    check_password_policy(new_password, &email, user.password_rules)?;
     let hash = state.passwords.hash(new_password).await?;
     let now = OffsetDateTime::now_utc();
     state

@@ -1,5 +1,5 @@
-//! The caller's organization. For now its session policy (SES-1); names, members and
-//! invitations arrive with teams.
+//! The caller's organization. For now its policies: the session idle timeout (SES-1) and
+//! password composition rules (AUTH-2); names, members and invitations arrive with teams.
 
 use axum::Json;
 use axum::extract::State;
@@ -13,6 +13,7 @@ use crate::error::ApiError;
 use crate::json::ApiJson;
 use crate::state::AppState;
 use mailroom_core::audit::{Action, AuditEvent, Outcome};
+use mailroom_core::password_policy::CompositionRules;
 
 /// The longest idle timeout an organization may set: the session lifetime itself.
 const MAX_IDLE_MINUTES: u32 = 30 * 24 * 60;
@@ -20,11 +21,33 @@ const MAX_IDLE_MINUTES: u32 = 30 * 24 * 60;
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OrgUpdate {
-    /// Minutes without use after which members' browser sessions end; `null` for none.
-    session_idle_timeout_minutes: Option<u32>,
+    /// Minutes without use after which members' browser sessions end; `null` for none. Absent:
+    /// unchanged.
+    #[serde(default, deserialize_with = "present")]
+    session_idle_timeout_minutes: Option<Option<u32>>,
+    /// Composition rules for members' new passwords. Absent: unchanged.
+    password_rules: Option<PasswordRules>,
 }
 
-/// `PATCH /v1/org` (owner or admin).
+#[derive(Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordRules {
+    uppercase: bool,
+    lowercase: bool,
+    digit: bool,
+    symbol: bool,
+}
+
+/// Tells a field sent as `null` (`Some(None)`) from one not sent (`None`).
+fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
+}
+
+/// `PATCH /v1/org` (owner or admin): the organization's session and password policies.
 pub async fn update(
     State(state): State<AppState>,
     trail: AuditTrail,
@@ -38,33 +61,50 @@ pub async fn update(
             "Only the organization's owner or an admin may change this.",
         ));
     }
-    let minutes = body.session_idle_timeout_minutes;
-    if minutes.is_some_and(|m| m == 0 || m > MAX_IDLE_MINUTES) {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_field",
-            format!("session_idle_timeout_minutes must be 1 to {MAX_IDLE_MINUTES}, or null"),
-        )
-        .with_field("session_idle_timeout_minutes"));
+    let org_id = principal.user.org_id;
+    if let Some(minutes) = body.session_idle_timeout_minutes {
+        if minutes.is_some_and(|m| m == 0 || m > MAX_IDLE_MINUTES) {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_field",
+                format!("session_idle_timeout_minutes must be 1 to {MAX_IDLE_MINUTES}, or null"),
+            )
+            .with_field("session_idle_timeout_minutes"));
+        }
+        state
+            .database
+            .set_session_idle_timeout(org_id, minutes.map(|m| i64::from(m) * 60))
+            .await
+            .map_err(ApiError::internal)?;
     }
-    state
-        .database
-        .set_session_idle_timeout(principal.user.org_id, minutes.map(|m| i64::from(m) * 60))
-        .await
-        .map_err(ApiError::internal)?;
+    if let Some(rules) = body.password_rules {
+        let rules = CompositionRules {
+            uppercase: rules.uppercase,
+            lowercase: rules.lowercase,
+            digit: rules.digit,
+            symbol: rules.symbol,
+        };
+        state
+            .database
+            .set_password_rules(org_id, rules)
+            .await
+            .map_err(ApiError::internal)?;
+    }
+    let target = format!(
+        "session_idle_timeout_minutes={:?} password_rules={}",
+        body.session_idle_timeout_minutes,
+        body.password_rules.is_some()
+    );
     audit::record(
         &state.database,
         AuditEvent {
             org_id: Some(principal.user.org_id),
             actor: Some(principal.user.id),
             session_id: principal.session_id(),
-            target: Some(format!("session_idle_timeout_minutes={minutes:?}")),
+            target: Some(target),
             ..trail.event(Action::OrgSettingsChanged, Outcome::Success)
         },
     )
     .await?;
-    Ok(Json(json!({
-        "id": principal.user.org_id,
-        "session_idle_timeout_minutes": minutes,
-    })))
+    Ok(Json(json!({ "id": org_id })))
 }

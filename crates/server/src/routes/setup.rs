@@ -106,7 +106,8 @@ async fn create_first_admin(
         ApiError::new(StatusCode::BAD_REQUEST, "invalid_email", error.to_string())
             .with_field("email")
     })?;
-    check_password_policy(&form.password, &email).map_err(|e| e.with_field("password"))?;
+    check_password_policy(&form.password, &email, Default::default())
+        .map_err(|e| e.with_field("password"))?;
     let password_hash = state.passwords.hash(&form.password).await?;
     let now = OffsetDateTime::now_utc();
     let issued = session::issue(context, headers, now);
