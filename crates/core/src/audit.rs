@@ -5,7 +5,8 @@
 //! breaks every link after it. Events that belong to no organization (a failed sign-in for an
 //! unknown address, platform administration) chain under [`PLATFORM_SCOPE`].
 
-use sha2::{Digest, Sha256};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
 use uuid::Uuid;
 
 use crate::ids::{OrgId, SessionId, UserId};
@@ -110,12 +111,15 @@ pub struct ChainedFields {
     pub request_id: Option<Uuid>,
 }
 
-/// The hash of an entry: SHA-256 over the previous entry's hash and every field, each
-/// length-prefixed so that no two different entries encode alike.
-pub fn chain_hash(previous: &[u8], fields: &ChainedFields) -> Vec<u8> {
-    let mut digest = Sha256::new();
+/// The hash of an entry: HMAC-SHA256, under the deployment's audit key, over the previous
+/// entry's hash and every field, each length-prefixed so that no two different entries encode
+/// alike. Without the key (it derives from the master key, which the database never holds)
+/// someone who can write to the database cannot forge a chain that verifies.
+pub fn chain_hash(key: &[u8], previous: &[u8], fields: &ChainedFields) -> Vec<u8> {
+    let mut digest = <Hmac<Sha256> as Mac>::new_from_slice(key)
+        .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
     let mut put = |bytes: &[u8]| {
-        digest.update((bytes.len() as u64).to_be_bytes());
+        digest.update(&(bytes.len() as u64).to_be_bytes());
         digest.update(bytes);
     };
     // An absent value and an empty one encode differently: a presence byte, then the bytes.
@@ -140,7 +144,7 @@ pub fn chain_hash(previous: &[u8], fields: &ChainedFields) -> Vec<u8> {
     put(&optional_uuid(fields.session_id));
     put(&optional_uuid(fields.api_key_id));
     put(&optional_uuid(fields.request_id));
-    digest.finalize().to_vec()
+    digest.finalize().into_bytes().to_vec()
 }
 
 #[cfg(test)]
@@ -168,19 +172,20 @@ mod tests {
     #[test]
     fn every_field_and_the_previous_hash_count() {
         let base = fields();
-        let hash = chain_hash(&[0; 32], &base);
-        assert_ne!(hash, chain_hash(&[1; 32], &base));
+        let hash = chain_hash(b"key", &[0; 32], &base);
+        assert_ne!(hash, chain_hash(b"key", &[1; 32], &base));
         let mut edited = base.clone();
         edited.outcome = "success".into();
-        assert_ne!(hash, chain_hash(&[0; 32], &edited));
+        assert_ne!(hash, chain_hash(b"key", &[0; 32], &edited));
         // Moving bytes between neighbouring fields changes the hash too.
         let mut shifted = base.clone();
         shifted.target = Some("a1".into());
         shifted.ip = Some("27.0.0.1".into());
-        assert_ne!(hash, chain_hash(&[0; 32], &shifted));
+        assert_ne!(hash, chain_hash(b"key", &[0; 32], &shifted));
+        assert_ne!(hash, chain_hash(b"another key", &[0; 32], &base));
         // Absent is not empty.
         let mut empty = base.clone();
         empty.user_agent = Some(String::new());
-        assert_ne!(hash, chain_hash(&[0; 32], &empty));
+        assert_ne!(hash, chain_hash(b"key", &[0; 32], &empty));
     }
 }

@@ -18,7 +18,6 @@ use crate::metrics::Metrics;
 use crate::state::AppState;
 use crate::{edge, routes, tls};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use mailroom_crypto::master_key::MasterKey;
 
 /// A mailroom server: database opened and migrated, socket bound, routes built. Nothing is
 /// served until [`App::run_until`].
@@ -53,7 +52,7 @@ impl App {
         };
 
         let mail = config.system_mail()?;
-        let master_key = MasterKey::load_or_create(&config.data_dir.join("master.key"))?;
+        let master_key = config.master_key()?;
         let state = AppState {
             database: database.clone(),
             metrics: Arc::new(Metrics::new()),

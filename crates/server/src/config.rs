@@ -9,9 +9,13 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use ipnet::IpNet;
 pub use mailroom_core::TrustedProxies;
+use mailroom_crypto::master_key::MasterKey;
 use mailroom_mail::{SmtpSettings, SystemMail};
 use mailroom_storage::Database;
 use url::Url;
+
+/// The label of the key that chains audit entries.
+const AUDIT_CHAIN_KEY: &[u8] = b"mailroom/audit-chain/hmac/v1";
 
 /// Request bodies larger than this are refused with 413 (HTTP-2).
 pub const BODY_LIMIT_BYTES: usize = 256 * 1024;
@@ -90,7 +94,15 @@ impl Config {
             .migrate()
             .await
             .with_context(|| format!("migrating the database {shown}"))?;
-        Ok(database)
+        let master_key = self.master_key()?;
+        Ok(database.with_audit_key(master_key.derive(AUDIT_CHAIN_KEY).as_bytes()))
+    }
+
+    /// `<data-dir>/master.key`, created on first start.
+    pub fn master_key(&self) -> anyhow::Result<MasterKey> {
+        Ok(MasterKey::load_or_create(
+            &self.data_dir.join("master.key"),
+        )?)
     }
 
     /// Where mailroom's own mail goes: the relay, or the outbox in the data directory.

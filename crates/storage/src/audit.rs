@@ -77,8 +77,9 @@ impl Database {
         now: OffsetDateTime,
     ) -> Result<(), StorageError> {
         let event = event.clone();
+        let key = self.audit_key()?;
         self.serializable(|tx| {
-            let event = event.clone();
+            let (event, key) = (event.clone(), key.clone());
             async move {
                 let scope = event.scope();
                 on_backend!(&mut tx.0, Inner, tx => {
@@ -110,7 +111,7 @@ impl Database {
                         api_key_id: event.api_key_id,
                         request_id: event.request_id.map(|id| id.as_uuid()),
                     };
-                    let hash = chain_hash(&prev_hash, &fields);
+                    let hash = chain_hash(&key, &prev_hash, &fields);
                     sqlx::query(&format!(
                         "INSERT INTO audit_log ({COLUMNS}) \
                          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
@@ -132,6 +133,17 @@ impl Database {
                     .bind(&hash)
                     .execute(&mut **tx)
                     .await?;
+                    sqlx::query(
+                        "INSERT INTO audit_heads (scope, seq, hash, occurred_at) VALUES ($1, $2, $3, $4) \
+                         ON CONFLICT (scope) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, \
+                         occurred_at = excluded.occurred_at, purged_through = NULL",
+                    )
+                    .bind(fields.scope)
+                    .bind(fields.seq)
+                    .bind(&hash)
+                    .bind(fields.occurred_at_ms)
+                    .execute(&mut **tx)
+                    .await?;
                 });
                 Ok(())
             }
@@ -145,15 +157,19 @@ impl Database {
     /// `prev_hash` that is not the hash before it). The oldest surviving entry of a chain is
     /// its anchor: the purge removes what came before.
     pub async fn verify_audit_chains(&self) -> Result<Option<BrokenLink>, StorageError> {
+        let key = self.audit_key()?;
+        // Every chain that has, or ever had, an entry.
         let scopes: Vec<Uuid> = on_backend!(&self.pool, Pool, pool => {
-            sqlx::query_scalar("SELECT DISTINCT scope FROM audit_log ORDER BY scope")
-                .fetch_all(pool)
-                .await?
+            sqlx::query_scalar(
+                "SELECT scope FROM audit_heads UNION SELECT scope FROM audit_log ORDER BY scope",
+            )
+            .fetch_all(pool)
+            .await?
         });
         for scope in scopes {
             // One snapshot per chain: a purge running meanwhile must not look like a gap.
             let mut tx = self.begin_snapshot().await?;
-            let found = first_broken_link(&mut tx, scope).await;
+            let found = first_broken_link(&mut tx, &key, scope).await;
             tx.rollback().await;
             if let Some(link) = found? {
                 return Ok(Some(link));
@@ -180,6 +196,13 @@ impl Database {
             });
             purged += deleted;
             if deleted < u64::try_from(BATCH).unwrap_or(u64::MAX) {
+                // Chains whose newest entry is past the cutoff are gone whole: say so.
+                on_backend!(&self.pool, Pool, pool => {
+                    sqlx::query("UPDATE audit_heads SET purged_through = $1 WHERE occurred_at < $1")
+                        .bind(before)
+                        .execute(pool)
+                        .await?;
+                });
                 return Ok(purged);
             }
         }
@@ -209,8 +232,15 @@ impl Database {
 
 async fn first_broken_link(
     tx: &mut crate::Tx,
+    key: &[u8],
     scope: Uuid,
 ) -> Result<Option<BrokenLink>, StorageError> {
+    let head: Option<(i64, Vec<u8>, Option<i64>)> = on_backend!(&mut tx.0, Inner, tx => {
+        sqlx::query_as("SELECT seq, hash, purged_through FROM audit_heads WHERE scope = $1")
+            .bind(scope)
+            .fetch_optional(&mut **tx)
+            .await?
+    });
     let sql = format!(
         "SELECT {COLUMNS} FROM audit_log WHERE scope = $1 AND seq > $2 ORDER BY seq LIMIT $3"
     );
@@ -221,10 +251,10 @@ async fn first_broken_link(
             sqlx::query_as(&sql).bind(scope).bind(after).bind(BATCH).fetch_all(&mut **tx).await?
         });
         if batch.is_empty() {
-            return Ok(None);
+            return Ok(tail_mismatch(scope, previous.as_ref(), head.as_ref()));
         }
         for entry in batch {
-            if let Some(reason) = broken(previous.as_ref(), &entry) {
+            if let Some(reason) = broken(key, previous.as_ref(), &entry) {
                 return Ok(Some(BrokenLink {
                     scope,
                     seq: entry.seq,
@@ -236,7 +266,28 @@ async fn first_broken_link(
     }
 }
 
-fn broken(previous: Option<&AuditEntry>, entry: &AuditEntry) -> Option<&'static str> {
+/// The chain's end must be its recorded head: otherwise its newest entries were deleted —
+/// unless the retention purge removed the whole chain, and said so.
+fn tail_mismatch(
+    scope: Uuid,
+    last: Option<&AuditEntry>,
+    head: Option<&(i64, Vec<u8>, Option<i64>)>,
+) -> Option<BrokenLink> {
+    let missing = |seq| BrokenLink {
+        scope,
+        seq,
+        reason: "the newest entries of this chain are missing",
+    };
+    match (last, head) {
+        (Some(last), Some((seq, hash, _))) if last.seq == *seq && last.hash == *hash => None,
+        (Some(last), _) => Some(missing(last.seq + 1)),
+        (None, Some((_, _, Some(_)))) => None,
+        (None, Some((seq, _, _))) => Some(missing(*seq)),
+        (None, None) => None,
+    }
+}
+
+fn broken(key: &[u8], previous: Option<&AuditEntry>, entry: &AuditEntry) -> Option<&'static str> {
     if let Some(previous) = previous {
         if entry.seq != previous.seq + 1 {
             return Some("an entry before this one is missing");
@@ -245,7 +296,7 @@ fn broken(previous: Option<&AuditEntry>, entry: &AuditEntry) -> Option<&'static 
             return Some("this entry does not follow the one before it");
         }
     }
-    if chain_hash(&entry.prev_hash, &entry.chained_fields()) != entry.hash {
+    if chain_hash(key, &entry.prev_hash, &entry.chained_fields()) != entry.hash {
         return Some("this entry was changed after it was written");
     }
     None
@@ -284,7 +335,10 @@ mod tests {
     }
 
     async fn seeded(url: &str) -> (Database, OrgId) {
-        let db = Database::connect(url).await.unwrap();
+        let db = Database::connect(url)
+            .await
+            .unwrap()
+            .with_audit_key(b"test key");
         db.migrate().await.unwrap();
         let org = OrgId::generate();
         let now = OffsetDateTime::now_utc();
@@ -325,6 +379,25 @@ mod tests {
             assert_eq!((broken.scope, broken.seq), (org.as_uuid(), 3));
         }
 
+        async fn deleting_the_newest_entries_or_a_whole_chain_is_found(test_db) {
+            let (db, org) = seeded(test_db.url()).await;
+            tamper(&db, "DELETE FROM audit_log WHERE seq = 4 AND scope = $1", org).await;
+            let broken = db.verify_audit_chains().await.unwrap().unwrap();
+            assert_eq!((broken.scope, broken.seq), (org.as_uuid(), 4));
+            tamper(&db, "DELETE FROM audit_log WHERE scope = $1", org).await;
+            let broken = db.verify_audit_chains().await.unwrap().unwrap();
+            assert_eq!(broken.scope, org.as_uuid());
+        }
+
+        async fn a_chain_rewritten_without_the_key_does_not_verify(test_db) {
+            let (db, _) = seeded(test_db.url()).await;
+            let impostor = Database::connect(test_db.url()).await.unwrap().with_audit_key(b"guessed key");
+            assert!(impostor.verify_audit_chains().await.unwrap().is_some());
+            let keyless = Database::connect(test_db.url()).await.unwrap();
+            assert!(matches!(keyless.verify_audit_chains().await, Err(StorageError::NoAuditKey)));
+            assert_eq!(db.verify_audit_chains().await.unwrap(), None);
+        }
+
         async fn the_purge_removes_old_entries_and_the_rest_still_verifies(test_db) {
             let (db, org) = seeded(test_db.url()).await;
             let later = OffsetDateTime::now_utc() + time::Duration::days(1);
@@ -335,7 +408,7 @@ mod tests {
         }
 
         async fn times_never_go_backwards_along_a_chain_so_purges_take_a_prefix(test_db) {
-            let db = Database::connect(test_db.url()).await.unwrap();
+            let db = Database::connect(test_db.url()).await.unwrap().with_audit_key(b"test key");
             db.migrate().await.unwrap();
             let org = OrgId::generate();
             let now = OffsetDateTime::now_utc();
@@ -350,7 +423,7 @@ mod tests {
         }
 
         async fn concurrent_appends_extend_one_chain(test_db) {
-            let db = Arc::new(Database::connect(test_db.url()).await.unwrap());
+            let db = Arc::new(Database::connect(test_db.url()).await.unwrap().with_audit_key(b"test key"));
             db.migrate().await.unwrap();
             let org = OrgId::generate();
             let tasks: Vec<_> = (0..20)

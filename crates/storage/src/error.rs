@@ -8,6 +8,8 @@ pub enum StorageError {
     Database(#[from] sqlx::Error),
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("no audit key was given: audit entries cannot be chained or verified")]
+    NoAuditKey,
     #[error("the database did not answer in time")]
     Timeout,
     #[error(

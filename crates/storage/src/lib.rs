@@ -54,9 +54,19 @@ impl Backend {
 }
 
 /// A pool of connections to one of the two backends. Cheap to clone.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Database {
     pool: Pool,
+    /// Keys the audit hash chains; set by the owner of the master key.
+    audit_key: Option<std::sync::Arc<[u8]>>,
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Database")
+            .field("backend", &self.backend())
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -95,7 +105,20 @@ impl Database {
                 )
             }
         };
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            audit_key: None,
+        })
+    }
+
+    /// The key under which audit entries are chained (derived from the master key).
+    pub fn with_audit_key(mut self, key: &[u8]) -> Self {
+        self.audit_key = Some(key.into());
+        self
+    }
+
+    pub(crate) fn audit_key(&self) -> Result<std::sync::Arc<[u8]>, StorageError> {
+        self.audit_key.clone().ok_or(StorageError::NoAuditKey)
     }
 
     pub fn backend(&self) -> Backend {

@@ -65,7 +65,10 @@ mod tests {
         )
         .unwrap();
         AppState {
-            database: Database::connect("sqlite::memory:").await.unwrap(),
+            database: Database::connect("sqlite::memory:")
+                .await
+                .unwrap()
+                .with_audit_key(b"test key"),
             metrics: Arc::new(Metrics::new()),
             trusted_proxies: Arc::default(),
             metrics_allow: Arc::from([]),
