@@ -27,6 +27,7 @@ pub struct App {
     public_url: Url,
     router: Router,
     database: Database,
+    auth_limiter: AuthLimiter,
     tls: Option<RustlsConfig>,
     shutdown_timeout: std::time::Duration,
 }
@@ -52,6 +53,7 @@ impl App {
         };
 
         let mail = config.system_mail()?;
+        let auth_limiter = AuthLimiter::new(config.auth_rate_limit);
         let master_key = config.master_key()?;
         let state = AppState {
             database: database.clone(),
@@ -63,7 +65,7 @@ impl App {
             public_origin: public_url.origin().ascii_serialization().into(),
             mail,
             passwords: PasswordWork::new()?,
-            auth_limiter: AuthLimiter::new(config.auth_rate_limit),
+            auth_limiter: auth_limiter.clone(),
             tokens: TokenKeys::new(&master_key, public_url.origin().ascii_serialization()),
             code_key: master_key.derive(b"mailroom/email-code/hmac/v1"),
         };
@@ -74,6 +76,7 @@ impl App {
             public_url,
             router,
             database,
+            auth_limiter,
             tls,
             shutdown_timeout: config.shutdown_timeout,
         })
@@ -100,7 +103,10 @@ impl App {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let purge = tokio::spawn(crate::audit::purge_periodically(self.database.clone()));
+        let purge = tokio::spawn(crate::audit::purge_periodically(
+            self.database.clone(),
+            self.auth_limiter.clone(),
+        ));
         let handle = Handle::new();
         let grace = self.shutdown_timeout;
         let signal_handle = handle.clone();

@@ -63,10 +63,12 @@ impl AuditTrail {
 
 /// Purges entries past the retention window now and then, for as long as the server runs
 /// (AUD-2: not optional, not per tenant).
-pub async fn purge_periodically(database: Database) {
+pub async fn purge_periodically(database: Database, limiter: crate::edge::rate_limit::AuthLimiter) {
     let mut every = tokio::time::interval(PURGE_INTERVAL);
     loop {
         every.tick().await;
+        // The same hourly round keeps the rate limiter's table small.
+        limiter.forget_idle();
         let before = OffsetDateTime::now_utc() - RETENTION;
         match database.purge_audit(before).await {
             Ok(0) => {}

@@ -49,11 +49,35 @@ impl AuthLimiter {
     }
 }
 
+/// The key a client is counted under: its IPv4 address, or its IPv6 /64 — one subscriber
+/// usually holds a whole /64, and would otherwise get a fresh budget per address.
+fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => {
+            let mut segments = v6.segments();
+            segments[4..].fill(0);
+            IpAddr::V6(segments.into())
+        }
+    }
+}
+
+impl AuthLimiter {
+    /// Forgets clients whose budget is full again, so the table does not grow forever.
+    pub fn forget_idle(&self) {
+        self.limiter.retain_recent();
+    }
+}
+
 pub async fn limit_auth(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    // Reading a sign-in page costs nothing; submitting it does.
+    if request.method().is_safe() {
+        return next.run(request).await;
+    }
     let ip = request
         .extensions()
         .get::<RequestContext>()
-        .map(|context| context.client_ip);
+        .map(|context| client_key(context.client_ip));
     let Some(ip) = ip else {
         return next.run(request).await;
     };
@@ -85,6 +109,22 @@ pub async fn limit_auth(State(state): State<AppState>, request: Request, next: N
             }
             response
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv6_clients_are_counted_by_their_slash_64() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:bbbb::2".parse().unwrap();
+        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(client_key(a), client_key(b));
+        assert_ne!(client_key(a), client_key(c));
+        let v4: IpAddr = "203.0.113.7".parse().unwrap();
+        assert_eq!(client_key(v4), v4);
     }
 }
 
