@@ -112,6 +112,21 @@ pub async fn limit_auth(State(state): State<AppState>, request: Request, next: N
     }
 }
 
+fn set_headers(headers: &mut HeaderMap, limit: u32, remaining: u32, reset: Duration) {
+    for (name, value) in [
+        ("ratelimit-limit", u64::from(limit)),
+        ("ratelimit-remaining", u64::from(remaining)),
+        ("ratelimit-reset", seconds(reset)),
+    ] {
+        headers.insert(name, HeaderValue::from(value));
+    }
+}
+
+/// Whole seconds, rounded up: "retry after 0 seconds" would invite an immediate retry.
+fn seconds(duration: Duration) -> u64 {
+    duration.as_secs() + u64::from(duration.subsec_nanos() > 0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,19 +141,4 @@ mod tests {
         let v4: IpAddr = "203.0.113.7".parse().unwrap();
         assert_eq!(client_key(v4), v4);
     }
-}
-
-fn set_headers(headers: &mut HeaderMap, limit: u32, remaining: u32, reset: Duration) {
-    for (name, value) in [
-        ("ratelimit-limit", u64::from(limit)),
-        ("ratelimit-remaining", u64::from(remaining)),
-        ("ratelimit-reset", seconds(reset)),
-    ] {
-        headers.insert(name, HeaderValue::from(value));
-    }
-}
-
-/// Whole seconds, rounded up: "retry after 0 seconds" would invite an immediate retry.
-fn seconds(duration: Duration) -> u64 {
-    duration.as_secs() + u64::from(duration.subsec_nanos() > 0)
 }
