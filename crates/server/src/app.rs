@@ -1,6 +1,5 @@
 use std::future::Future;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener};
-use std::sync::Arc;
 
 use anyhow::Context;
 use axum::Router;
@@ -15,7 +14,7 @@ use crate::auth::tokens::TokenKeys;
 use crate::config::{Config, HEADER_READ_TIMEOUT};
 use crate::edge::rate_limit::AuthLimiter;
 use crate::metrics::Metrics;
-use crate::state::AppState;
+use crate::state::{AppState, Shared};
 use crate::{edge, routes, tls};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
@@ -55,20 +54,20 @@ impl App {
         let mail = config.system_mail()?;
         let auth_limiter = AuthLimiter::new(config.auth_rate_limit);
         let master_key = config.master_key()?;
-        let state = AppState {
+        let state = AppState::new(Shared {
             database: database.clone(),
-            metrics: Arc::new(Metrics::new()),
-            trusted_proxies: Arc::new(config.trusted_proxies.clone()),
-            metrics_allow: config.metrics_allow.clone().into(),
+            metrics: Metrics::new(),
+            trusted_proxies: config.trusted_proxies.clone(),
+            metrics_allow: config.metrics_allow.clone(),
             x_xss_protection: HeaderValue::from_str(&config.x_xss_protection)
                 .context("--x-xss-protection is not a valid header value")?,
-            public_origin: public_url.origin().ascii_serialization().into(),
+            public_origin: public_url.origin().ascii_serialization(),
             mail,
             passwords: PasswordWork::new()?,
             auth_limiter: auth_limiter.clone(),
             tokens: TokenKeys::new(&master_key, public_url.origin().ascii_serialization()),
             code_key: master_key.derive(b"mailroom/email-code/hmac/v1"),
-        };
+        });
         let router = edge::harden(routes::router(&state), state);
         Ok(Self {
             listener,

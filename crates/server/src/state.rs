@@ -12,16 +12,33 @@ use crate::auth::tokens::TokenKeys;
 use crate::edge::rate_limit::AuthLimiter;
 use crate::metrics::Metrics;
 
-/// What handlers and edge layers share. Cheap to clone: everything is behind a handle.
+/// What handlers and edge layers share: one reference-counted handle, because every
+/// middleware and `State` extractor clones it on every request.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> Self {
+        Self(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+pub struct Shared {
     pub database: Database,
-    pub metrics: Arc<Metrics>,
-    pub trusted_proxies: Arc<TrustedProxies>,
-    pub metrics_allow: Arc<[IpNet]>,
+    pub metrics: Metrics,
+    pub trusted_proxies: TrustedProxies,
+    pub metrics_allow: Vec<IpNet>,
     pub x_xss_protection: HeaderValue,
     /// `scheme://host[:port]` of `--public-url`: what a same-origin request's `Origin` says.
-    pub public_origin: Arc<str>,
+    pub public_origin: String,
     pub mail: SystemMail,
     pub passwords: PasswordWork,
     pub tokens: TokenKeys,

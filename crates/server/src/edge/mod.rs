@@ -47,7 +47,6 @@ pub fn harden(router: Router<AppState>, state: AppState) -> Router {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
 
     use axum::body::Body;
     use axum::http::{HeaderValue, Request, header};
@@ -64,14 +63,14 @@ mod tests {
             &tempfile::tempdir().unwrap().keep().join("master.key"),
         )
         .unwrap();
-        AppState {
+        AppState::new(crate::state::Shared {
             database: Database::connect("sqlite::memory:")
                 .await
                 .unwrap()
                 .with_audit_key(b"test key"),
-            metrics: Arc::new(Metrics::new()),
-            trusted_proxies: Arc::default(),
-            metrics_allow: Arc::from([]),
+            metrics: Metrics::new(),
+            trusted_proxies: Default::default(),
+            metrics_allow: Vec::new(),
             x_xss_protection: HeaderValue::from_static("0"),
             public_origin: "http://127.0.0.1".into(),
             mail: mailroom_mail::SystemMail::outbox(
@@ -83,7 +82,7 @@ mod tests {
             auth_limiter: rate_limit::AuthLimiter::new(std::num::NonZeroU32::MIN),
             tokens: crate::auth::tokens::TokenKeys::new(&master, "http://127.0.0.1".into()),
             code_key: master.derive(b"codes"),
-        }
+        })
     }
 
     /// Failures of ours reach the client as a bare problem 500 with every edge header, and
