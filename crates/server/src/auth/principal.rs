@@ -159,11 +159,14 @@ pub fn csrf_failed() -> ApiError {
     )
 }
 
-/// Any request that changes state and that a browser marks as coming from another site is
-/// refused, signed in or not: no cross-site form may sign a visitor in to an attacker's account
-/// (login CSRF), start sign-ups or resets in their name, or act in their session. Programs,
-/// which send neither header, are unaffected.
-pub async fn refuse_cross_site(
+/// What every route a browser uses gets, in one layer (each layer costs on every request):
+///
+/// - a request that changes state and that the browser marks as coming from another site is
+///   refused, signed in or not: no cross-site form may sign a visitor in to an attacker's
+///   account (login CSRF), start sign-ups or resets in their name, or act in their session.
+///   Programs, which send neither header, are unaffected (SES-4);
+/// - the session cookie's rolling expiry is renewed ([`session::renew_cookie`], SES-1).
+pub async fn guard_browser_requests(
     axum::extract::State(state): axum::extract::State<AppState>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
@@ -176,13 +179,16 @@ pub async fn refuse_cross_site(
                 .get(name)
                 .and_then(|value| value.to_str().ok())
         };
-        let foreign_origin = header("origin").is_some_and(|origin| origin != &*state.public_origin);
+        let foreign_origin = header("origin").is_some_and(|origin| origin != state.public_origin);
         let foreign_site = matches!(header("sec-fetch-site"), Some("cross-site" | "same-site"));
         if foreign_origin || foreign_site {
             return csrf_failed().into_response();
         }
     }
-    next.run(request).await
+    let token = session::token_from(request.headers()).map(str::to_owned);
+    let mut response = next.run(request).await;
+    session::renew_cookie(token, &mut response);
+    response
 }
 
 #[cfg(test)]

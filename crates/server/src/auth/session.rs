@@ -62,21 +62,15 @@ pub fn cleared_cookie() -> HeaderValue {
 }
 
 /// Rolling expiry in the browser too: a successful response to a request that carried a
-/// session cookie, and that set none itself, hands the same cookie back with a fresh
+/// session cookie (`token`), and that set none itself, hands the same cookie back with a fresh
 /// `Max-Age`, so an active user's cookie does not lapse 30 days after sign-in.
-pub async fn keep_cookie_alive(
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    let token = token_from(request.headers()).map(str::to_owned);
-    let mut response = next.run(request).await;
+pub fn renew_cookie(token: Option<String>, response: &mut axum::response::Response) {
     if let Some(token) = token.filter(|_| response.status().is_success()) {
         let headers = response.headers_mut();
         if !headers.contains_key(header::SET_COOKIE) {
             headers.insert(header::SET_COOKIE, cookie(&token));
         }
     }
-    response
 }
 
 /// The session token the request carries, if any.

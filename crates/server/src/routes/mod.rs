@@ -14,9 +14,9 @@ use axum::Router;
 use axum::routing::{delete, get, patch, post};
 use tower_http::limit::RequestBodyLimitLayer;
 
-use axum::middleware::{from_fn, from_fn_with_state};
+use axum::middleware::from_fn_with_state;
 
-use crate::auth::{principal, session};
+use crate::auth::principal;
 use crate::config::BODY_LIMIT_BYTES;
 use crate::edge::rate_limit;
 use crate::pages;
@@ -84,10 +84,9 @@ pub fn router(state: &AppState) -> Router<AppState> {
             get(me::sessions).delete(me::revoke_other_sessions),
         )
         .route("/v1/me/sessions/{id}", delete(me::revoke_session))
-        .route_layer(from_fn(session::keep_cookie_alive))
         .route_layer(from_fn_with_state(
             state.clone(),
-            principal::refuse_cross_site,
+            principal::guard_browser_requests,
         ));
     Router::new()
         .merge(guarded)
