@@ -116,11 +116,12 @@ fn signed_in_redirect(token: &str, to: &str) -> Response {
         .into_response()
 }
 
-fn with_email(path: &str, email: &str, notice: &str) -> String {
-    let mut url = url::form_urlencoded::Serializer::new(String::new());
-    url.append_pair("email", email)
+fn redirect_with_notice(path: &str, email: &str, notice: &str) -> Response {
+    let mut query = url::form_urlencoded::Serializer::new(String::new());
+    query
+        .append_pair("email", email)
         .append_pair("notice", notice);
-    format!("{path}?{}", url.finish())
+    Redirect::to(&format!("{path}?{}", query.finish())).into_response()
 }
 
 fn signup_form(email: &str) -> Markup {
@@ -132,33 +133,6 @@ fn signup_form(email: &str) -> Markup {
             button type="submit" { "Create account" }
         }
         p { "Already have an account? " a href="/signin" { "Sign in" } }
-    }
-}
-
-pub async fn signup_page(Extension(nonce): Extension<CspNonce>) -> Response {
-    page(&nonce, "Create your account", None, None, signup_form(""))
-}
-
-pub async fn signup_submit(
-    State(state): State<AppState>,
-    Extension(nonce): Extension<CspNonce>,
-    trail: AuditTrail,
-    Form(form): Form<CredentialsForm>,
-) -> Response {
-    match auth::sign_up(&state, &trail, &form.email, &form.password).await {
-        Ok(()) => Redirect::to(&with_email(
-            "/verify",
-            &form.email,
-            "We sent a code to this address.",
-        ))
-        .into_response(),
-        Err(error) => page(
-            &nonce,
-            "Create your account",
-            Some(&error),
-            None,
-            signup_form(&form.email),
-        ),
     }
 }
 
@@ -176,61 +150,6 @@ fn verify_form(email: &str) -> Markup {
     }
 }
 
-pub async fn verify_page(
-    Extension(nonce): Extension<CspNonce>,
-    Query(query): Query<EmailQuery>,
-) -> Response {
-    page(
-        &nonce,
-        "Verify your email",
-        None,
-        query.notice.as_deref(),
-        verify_form(&query.email),
-    )
-}
-
-pub async fn verify_submit(
-    State(state): State<AppState>,
-    Extension(context): Extension<RequestContext>,
-    Extension(nonce): Extension<CspNonce>,
-    trail: AuditTrail,
-    headers: HeaderMap,
-    Form(form): Form<CodeForm>,
-) -> Response {
-    match auth::verify(&state, &context, &trail, &headers, &form.email, &form.code).await {
-        Ok((_, token)) => signed_in_redirect(&token, "/security"),
-        Err(error) => page(
-            &nonce,
-            "Verify your email",
-            Some(&error),
-            None,
-            verify_form(&form.email),
-        ),
-    }
-}
-
-pub async fn resend_submit(
-    State(state): State<AppState>,
-    Extension(nonce): Extension<CspNonce>,
-    Form(form): Form<EmailForm>,
-) -> Response {
-    match auth::resend(&state, &form.email).await {
-        Ok(()) => Redirect::to(&with_email(
-            "/verify",
-            &form.email,
-            "If a sign-up waits for this address, a new code is on its way.",
-        ))
-        .into_response(),
-        Err(error) => page(
-            &nonce,
-            "Verify your email",
-            Some(&error),
-            None,
-            verify_form(&form.email),
-        ),
-    }
-}
-
 fn signin_form(email: &str) -> Markup {
     html! {
         form method="post" action="/signin" {
@@ -242,80 +161,12 @@ fn signin_form(email: &str) -> Markup {
     }
 }
 
-pub async fn signin_page(
-    Extension(nonce): Extension<CspNonce>,
-    Query(query): Query<EmailQuery>,
-) -> Response {
-    page(
-        &nonce,
-        "Sign in",
-        None,
-        query.notice.as_deref(),
-        signin_form(&query.email),
-    )
-}
-
-pub async fn signin_submit(
-    State(state): State<AppState>,
-    Extension(context): Extension<RequestContext>,
-    Extension(nonce): Extension<CspNonce>,
-    trail: AuditTrail,
-    headers: HeaderMap,
-    Form(form): Form<CredentialsForm>,
-) -> Response {
-    match auth::sign_in(
-        &state,
-        &context,
-        &trail,
-        &headers,
-        &form.email,
-        &form.password,
-    )
-    .await
-    {
-        Ok((_, token)) => signed_in_redirect(&token, "/security"),
-        Err(error) => page(
-            &nonce,
-            "Sign in",
-            Some(&error),
-            None,
-            signin_form(&form.email),
-        ),
-    }
-}
-
 fn forgot_form(email: &str) -> Markup {
     html! {
         form method="post" action="/forgot" {
             (email_field(email))
             button type="submit" { "Email me a code" }
         }
-    }
-}
-
-pub async fn forgot_page(Extension(nonce): Extension<CspNonce>) -> Response {
-    page(&nonce, "Reset your password", None, None, forgot_form(""))
-}
-
-pub async fn forgot_submit(
-    State(state): State<AppState>,
-    Extension(nonce): Extension<CspNonce>,
-    Form(form): Form<EmailForm>,
-) -> Response {
-    match auth::forgot(&state, &form.email).await {
-        Ok(()) => Redirect::to(&with_email(
-            "/reset",
-            &form.email,
-            "If this address has an account, a code is on its way.",
-        ))
-        .into_response(),
-        Err(error) => page(
-            &nonce,
-            "Reset your password",
-            Some(&error),
-            None,
-            forgot_form(&form.email),
-        ),
     }
 }
 
@@ -330,17 +181,171 @@ fn reset_form(email: &str) -> Markup {
     }
 }
 
+/// One form page: shown fresh (perhaps with a notice), or again with the error of the last
+/// attempt; every form is keyed by the email address it was filled in for.
+struct FormPage {
+    title: &'static str,
+    form: fn(&str) -> Markup,
+}
+
+const SIGNUP: FormPage = FormPage {
+    title: "Create your account",
+    form: signup_form,
+};
+const VERIFY: FormPage = FormPage {
+    title: "Verify your email",
+    form: verify_form,
+};
+const SIGNIN: FormPage = FormPage {
+    title: "Sign in",
+    form: signin_form,
+};
+const FORGOT: FormPage = FormPage {
+    title: "Reset your password",
+    form: forgot_form,
+};
+const RESET: FormPage = FormPage {
+    title: "Choose a new password",
+    form: reset_form,
+};
+
+impl FormPage {
+    fn show(&self, nonce: &CspNonce, query: &EmailQuery) -> Response {
+        page(
+            nonce,
+            self.title,
+            None,
+            query.notice.as_deref(),
+            (self.form)(&query.email),
+        )
+    }
+
+    /// `then` on success; otherwise the form again, filled in for `email`, with the error.
+    fn after<T>(
+        &self,
+        nonce: &CspNonce,
+        email: &str,
+        outcome: Result<T, ApiError>,
+        then: impl FnOnce(T) -> Response,
+    ) -> Response {
+        match outcome {
+            Ok(value) => then(value),
+            Err(error) => page(nonce, self.title, Some(&error), None, (self.form)(email)),
+        }
+    }
+}
+
+pub async fn signup_page(
+    Extension(nonce): Extension<CspNonce>,
+    Query(query): Query<EmailQuery>,
+) -> Response {
+    SIGNUP.show(&nonce, &query)
+}
+
+pub async fn signup_submit(
+    State(state): State<AppState>,
+    Extension(nonce): Extension<CspNonce>,
+    trail: AuditTrail,
+    Form(form): Form<CredentialsForm>,
+) -> Response {
+    let outcome = auth::sign_up(&state, &trail, &form.email, &form.password).await;
+    SIGNUP.after(&nonce, &form.email, outcome, |()| {
+        redirect_with_notice("/verify", &form.email, "We sent a code to this address.")
+    })
+}
+
+pub async fn verify_page(
+    Extension(nonce): Extension<CspNonce>,
+    Query(query): Query<EmailQuery>,
+) -> Response {
+    VERIFY.show(&nonce, &query)
+}
+
+pub async fn verify_submit(
+    State(state): State<AppState>,
+    Extension(context): Extension<RequestContext>,
+    Extension(nonce): Extension<CspNonce>,
+    trail: AuditTrail,
+    headers: HeaderMap,
+    Form(form): Form<CodeForm>,
+) -> Response {
+    let outcome = auth::verify(&state, &context, &trail, &headers, &form.email, &form.code).await;
+    VERIFY.after(&nonce, &form.email, outcome, |(_, token)| {
+        signed_in_redirect(&token, "/security")
+    })
+}
+
+pub async fn resend_submit(
+    State(state): State<AppState>,
+    Extension(nonce): Extension<CspNonce>,
+    Form(form): Form<EmailForm>,
+) -> Response {
+    let outcome = auth::resend(&state, &form.email).await;
+    VERIFY.after(&nonce, &form.email, outcome, |()| {
+        redirect_with_notice(
+            "/verify",
+            &form.email,
+            "If a sign-up waits for this address, a new code is on its way.",
+        )
+    })
+}
+
+pub async fn signin_page(
+    Extension(nonce): Extension<CspNonce>,
+    Query(query): Query<EmailQuery>,
+) -> Response {
+    SIGNIN.show(&nonce, &query)
+}
+
+pub async fn signin_submit(
+    State(state): State<AppState>,
+    Extension(context): Extension<RequestContext>,
+    Extension(nonce): Extension<CspNonce>,
+    trail: AuditTrail,
+    headers: HeaderMap,
+    Form(form): Form<CredentialsForm>,
+) -> Response {
+    let outcome = auth::sign_in(
+        &state,
+        &context,
+        &trail,
+        &headers,
+        &form.email,
+        &form.password,
+    )
+    .await;
+    SIGNIN.after(&nonce, &form.email, outcome, |(_, token)| {
+        signed_in_redirect(&token, "/security")
+    })
+}
+
+pub async fn forgot_page(
+    Extension(nonce): Extension<CspNonce>,
+    Query(query): Query<EmailQuery>,
+) -> Response {
+    FORGOT.show(&nonce, &query)
+}
+
+pub async fn forgot_submit(
+    State(state): State<AppState>,
+    Extension(nonce): Extension<CspNonce>,
+    Form(form): Form<EmailForm>,
+) -> Response {
+    let outcome = auth::forgot(&state, &form.email).await;
+    FORGOT.after(&nonce, &form.email, outcome, |()| {
+        redirect_with_notice(
+            "/reset",
+            &form.email,
+            "If this address has an account, a code is on its way.",
+        )
+    })
+}
+
 pub async fn reset_page(
     Extension(nonce): Extension<CspNonce>,
     Query(query): Query<EmailQuery>,
 ) -> Response {
-    page(
-        &nonce,
-        "Choose a new password",
-        None,
-        query.notice.as_deref(),
-        reset_form(&query.email),
-    )
+    RESET.show(&nonce, &query)
 }
 
 pub async fn reset_submit(
@@ -349,21 +354,14 @@ pub async fn reset_submit(
     trail: AuditTrail,
     Form(form): Form<ResetForm>,
 ) -> Response {
-    match auth::reset(&state, &trail, &form.email, &form.code, &form.new_password).await {
-        Ok(()) => Redirect::to(&with_email(
+    let outcome = auth::reset(&state, &trail, &form.email, &form.code, &form.new_password).await;
+    RESET.after(&nonce, &form.email, outcome, |()| {
+        redirect_with_notice(
             "/signin",
             &form.email,
             "Your password is changed; every session was signed out.",
-        ))
-        .into_response(),
-        Err(error) => page(
-            &nonce,
-            "Choose a new password",
-            Some(&error),
-            None,
-            reset_form(&form.email),
-        ),
-    }
+        )
+    })
 }
 
 /// `GET /security`: password, sessions and recent activity of the signed-in user.
