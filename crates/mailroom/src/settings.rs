@@ -116,7 +116,7 @@ pub struct Settings {
     )]
     mail_from: Option<String>,
 
-    /// Sign-up, sign-in, code and reset requests allowed per client IP per 15 minutes [default: 20]
+    /// Sign-up, sign-in, code and reset requests allowed per client IP, and per account, per 15 minutes [default: 20]
     #[arg(
         long,
         global = true,

@@ -46,7 +46,8 @@ pub struct Config {
     pub smtp: Option<SmtpSettings>,
     /// The sender of mailroom's own mail.
     pub mail_from: String,
-    /// Sign-up, sign-in, code and reset requests allowed per client IP per 15 minutes.
+    /// Sign-up, sign-in, code and reset requests allowed per client IP, and per account, per
+    /// 15 minutes.
     pub auth_rate_limit: NonZeroU32,
 }
 

@@ -25,6 +25,8 @@ pub struct ApiError {
     field: Option<String>,
     /// What went wrong inside, for the log only (5xx).
     cause: Option<Arc<anyhow::Error>>,
+    /// Seconds until the client may try again (`Retry-After`).
+    retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -35,7 +37,13 @@ impl ApiError {
             detail: detail.into(),
             field: None,
             cause: None,
+            retry_after: None,
         }
+    }
+
+    pub fn with_retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
+        self
     }
 
     pub fn with_field(mut self, field: impl Into<String>) -> Self {
@@ -131,9 +139,11 @@ impl ApiError {
         };
         let body = serde_json::to_vec(&problem).unwrap_or_default();
         let mut response = (self.status, body).into_response();
-        response
-            .headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        if let Some(seconds) = self.retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
         response
     }
 }

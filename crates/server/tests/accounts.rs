@@ -732,4 +732,29 @@ both_backends! {
         assert_eq!(change("Lumber orchid vault sky 47!").await.unwrap().status(), 204);
         app.stop().await;
     }
+
+    async fn one_account_gets_its_budget_whatever_the_address_it_is_tried_from(db) {
+        let app = TestApp::spawn_with(&db, |config| {
+            config.auth_rate_limit = std::num::NonZeroU32::new(3).unwrap();
+            config.trusted_proxies =
+                mailroom_server::config::TrustedProxies::new(vec!["127.0.0.1/32".parse().unwrap()]);
+        })
+        .await;
+        let email = "spread@example.test";
+        // Sign-up and verification spend two of the account's three.
+        create_account(&app, &db, email).await;
+        let login_from = |ip: &'static str| {
+            app.client
+                .post(app.at("/v1/auth/login"))
+                .header("x-forwarded-for", ip)
+                .json(&json!({"email": email, "password": "wrong wrong wrong"}))
+                .send()
+        };
+        problem(login_from("198.51.100.1").await.unwrap(), 401, "invalid_credentials").await;
+        // A fresh address does not buy the account a fresh budget.
+        let refused = login_from("198.51.100.2").await.unwrap();
+        assert!(refused.headers().contains_key("retry-after"));
+        problem(refused, 429, "rate_limited").await;
+        app.stop().await;
+    }
 }

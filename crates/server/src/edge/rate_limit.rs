@@ -1,7 +1,7 @@
-//! Per-client-IP limits on the doors an attacker knocks on: sign-up, sign-in, codes, resets,
-//! setup (AUTH-3, KEY-3). GCRA (governor), in process; 20 requests per 15 minutes by default.
-//! A limited response says how much is left (`RateLimit-*`); a refused one when to come back
-//! (`Retry-After`).
+//! Limits on the doors an attacker knocks on — sign-up, sign-in, codes, resets, setup — per
+//! client IP and per account (AUTH-3, KEY-3): GCRA (governor), in process; 20 requests per 15
+//! minutes by default. A limited response says how much is left (`RateLimit-*`); a refused one
+//! when to come back (`Retry-After`).
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
@@ -17,6 +17,8 @@ use governor::middleware::StateInformationMiddleware;
 use governor::state::keyed::DefaultKeyedStateStore;
 use governor::{Quota, RateLimiter};
 
+use mailroom_core::EmailAddress;
+
 use crate::edge::context::RequestContext;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -24,17 +26,19 @@ use crate::state::AppState;
 /// The window the limit is stated over.
 pub const WINDOW: Duration = Duration::from_secs(15 * 60);
 
-type Limiter =
-    RateLimiter<IpAddr, DefaultKeyedStateStore<IpAddr>, DefaultClock, StateInformationMiddleware>;
+type Limiter<K> =
+    RateLimiter<K, DefaultKeyedStateStore<K>, DefaultClock, StateInformationMiddleware>;
 
 #[derive(Clone)]
 pub struct AuthLimiter {
-    limiter: Arc<Limiter>,
+    limiter: Arc<Limiter<IpAddr>>,
+    /// Keyed by normalized email address: one account guessed at from many addresses.
+    accounts: Arc<Limiter<String>>,
     per_window: NonZeroU32,
 }
 
 impl AuthLimiter {
-    /// `per_window` requests per client IP per [`WINDOW`], refilled evenly.
+    /// `per_window` requests per client IP, and per account, per [`WINDOW`], refilled evenly.
     pub fn new(per_window: NonZeroU32) -> Self {
         let interval = WINDOW / per_window.get();
         let quota = Quota::with_period(interval)
@@ -44,7 +48,26 @@ impl AuthLimiter {
             limiter: Arc::new(
                 RateLimiter::keyed(quota).with_middleware::<StateInformationMiddleware>(),
             ),
+            accounts: Arc::new(
+                RateLimiter::keyed(quota).with_middleware::<StateInformationMiddleware>(),
+            ),
             per_window,
+        }
+    }
+
+    /// Spends one of the account's requests, or refuses with 429 and when to retry.
+    pub fn check_account(&self, email: &EmailAddress) -> Result<(), ApiError> {
+        match self.accounts.check_key(&email.as_str().to_owned()) {
+            Ok(_) => Ok(()),
+            Err(not_until) => {
+                let wait = not_until.wait_time_from(DefaultClock::default().now());
+                Err(ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    "Too many attempts for this account; try again later.",
+                )
+                .with_retry_after(seconds(wait)))
+            }
         }
     }
 }
@@ -66,6 +89,7 @@ impl AuthLimiter {
     /// Forgets clients whose budget is full again, so the table does not grow forever.
     pub fn forget_idle(&self) {
         self.limiter.retain_recent();
+        self.accounts.retain_recent();
     }
 }
 

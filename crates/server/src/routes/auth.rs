@@ -73,6 +73,7 @@ pub(crate) async fn sign_up(
     password: &SecretString,
 ) -> Result<(), ApiError> {
     let email = parse_email(email)?;
+    state.auth_limiter.check_account(&email)?;
     // No organization yet, so no organization rules.
     check_password_policy(password, &email, CompositionRules::default())
         .map_err(|error| error.with_field("password"))?;
@@ -118,6 +119,7 @@ pub async fn resend_code(
 
 pub(crate) async fn resend(state: &AppState, email: &str) -> Result<(), ApiError> {
     let email = parse_email(email)?;
+    state.auth_limiter.check_account(&email)?;
     let now = OffsetDateTime::now_utc();
     let code = codes::generate();
     let code_hash = codes::hash(&state.code_key, CodePurpose::Signup, &email, &code);
@@ -156,6 +158,7 @@ pub(crate) async fn verify(
     code: &SecretString,
 ) -> Result<(User, String), ApiError> {
     let email = parse_email(email)?;
+    state.auth_limiter.check_account(&email)?;
     let now = OffsetDateTime::now_utc();
     check_code(state, CodePurpose::Signup, &email, code, now).await?;
     let issued = rotate_session(state, context, headers, now).await?;
@@ -281,6 +284,7 @@ pub async fn forgot_password(
 
 pub(crate) async fn forgot(state: &AppState, email: &str) -> Result<(), ApiError> {
     let email = parse_email(email)?;
+    state.auth_limiter.check_account(&email)?;
     let now = OffsetDateTime::now_utc();
     let code = codes::generate();
     let code_hash = codes::hash(&state.code_key, CodePurpose::PasswordReset, &email, &code);
@@ -321,6 +325,7 @@ pub(crate) async fn reset(
     new_password: &SecretString,
 ) -> Result<(), ApiError> {
     let email = parse_email(email)?;
+    state.auth_limiter.check_account(&email)?;
     let rules = database(state.database.user_by_email(&email).await)?
         .map(|user| user.password_rules)
         .unwrap_or_default();
@@ -357,7 +362,10 @@ async fn authenticate(
 ) -> Result<User, ApiError> {
     // A malformed address cannot have an account; it is answered like an unknown one.
     let user = match EmailAddress::parse(email) {
-        Ok(email) => database(state.database.user_by_email(&email).await)?,
+        Ok(email) => {
+            state.auth_limiter.check_account(&email)?;
+            database(state.database.user_by_email(&email).await)?
+        }
         Err(_) => None,
     };
     let Some(user) = user else {
