@@ -23,7 +23,7 @@ pub struct Principal {
     pub user: User,
     pub credential: Credential,
     /// When the owner last proved who they are: the sign-in that opened the session, or the
-    /// issue of the access token.
+    /// password grant behind the access token (its `auth_time`; a refresh is no proof).
     pub authenticated_at: OffsetDateTime,
 }
 
