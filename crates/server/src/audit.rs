@@ -7,6 +7,7 @@ use axum::http::request::Parts;
 use mailroom_core::RequestId;
 use mailroom_core::audit::{Action, AuditEvent, Outcome, RETENTION};
 use mailroom_storage::Database;
+use mailroom_storage::accounts::User;
 use time::OffsetDateTime;
 
 use crate::edge::context::RequestContext;
@@ -57,6 +58,18 @@ impl AuditTrail {
             session_id: None,
             api_key_id: None,
             request_id: self.request_id,
+        }
+    }
+}
+
+impl AuditTrail {
+    /// An event of `user`'s, in their organization; callers add what else they know with
+    /// struct update syntax.
+    pub fn by_user(&self, user: &User, action: Action, outcome: Outcome) -> AuditEvent {
+        AuditEvent {
+            org_id: Some(user.org_id),
+            actor: Some(user.id),
+            ..self.event(action, outcome)
         }
     }
 }

@@ -173,11 +173,9 @@ pub(crate) async fn verify(
     audit::record(
         &state.database,
         AuditEvent {
-            org_id: Some(user.org_id),
-            actor: Some(user.id),
             session_id: Some(issued.record.id),
             target: Some(user.email.clone()),
-            ..trail.event(Action::EmailVerified, Outcome::Success)
+            ..trail.by_user(&user, Action::EmailVerified, Outcome::Success)
         },
     )
     .await?;
@@ -230,10 +228,8 @@ pub(crate) async fn sign_in(
         audit::record(
             &state.database,
             AuditEvent {
-                org_id: Some(user.org_id),
-                actor: Some(user.id),
                 session_id: Some(issued.record.id),
-                ..trail.event(Action::SigninFromNewDevice, Outcome::Success)
+                ..trail.by_user(&user, Action::SigninFromNewDevice, Outcome::Success)
             },
         )
         .await?;
@@ -254,10 +250,8 @@ pub(crate) async fn sign_in(
     audit::record(
         &state.database,
         AuditEvent {
-            org_id: Some(user.org_id),
-            actor: Some(user.id),
             session_id: Some(issued.record.id),
-            ..trail.event(Action::SigninSucceeded, Outcome::Success)
+            ..trail.by_user(&user, Action::SigninSucceeded, Outcome::Success)
         },
     )
     .await?;
@@ -343,10 +337,8 @@ pub(crate) async fn reset(
     audit::record(
         &state.database,
         AuditEvent {
-            org_id: Some(user.org_id),
-            actor: Some(user.id),
             target: Some(user.email.clone()),
-            ..trail.event(Action::PasswordReset, Outcome::Success)
+            ..trail.by_user(&user, Action::PasswordReset, Outcome::Success)
         },
     )
     .await
@@ -412,10 +404,8 @@ pub(crate) async fn check_password(
         audit::record(
             &state.database,
             AuditEvent {
-                org_id: Some(user.org_id),
-                actor: Some(user.id),
                 target: Some(user.email.clone()),
-                ..trail.event(Action::SigninFailed, Outcome::Failure)
+                ..trail.by_user(user, Action::SigninFailed, Outcome::Failure)
             },
         )
         .await?;
@@ -449,10 +439,8 @@ async fn announce_lock(
     audit::record(
         &state.database,
         AuditEvent {
-            org_id: Some(user.org_id),
-            actor: Some(user.id),
             target: Some(user.email.clone()),
-            ..trail.event(Action::AccountLocked, Outcome::Success)
+            ..trail.by_user(user, Action::AccountLocked, Outcome::Success)
         },
     )
     .await?;
@@ -500,10 +488,8 @@ pub async fn token(
             audit::record(
                 &state.database,
                 AuditEvent {
-                    org_id: Some(user.org_id),
-                    actor: Some(user.id),
                     target: Some(format!("token family {}", first.id)),
-                    ..trail.event(Action::SigninSucceeded, Outcome::Success)
+                    ..trail.by_user(&user, Action::SigninSucceeded, Outcome::Success)
                 },
             )
             .await?;
@@ -622,11 +608,9 @@ pub(crate) async fn sign_out(
     audit::record(
         &state.database,
         AuditEvent {
-            org_id: Some(principal.user.org_id),
-            actor: Some(principal.user.id),
             session_id: principal.session_id(),
             target: Some(target),
-            ..trail.event(Action::SessionRevoked, Outcome::Success)
+            ..trail.by_user(&principal.user, Action::SessionRevoked, Outcome::Success)
         },
     )
     .await

@@ -80,10 +80,8 @@ pub(crate) async fn change_password_of(
     audit::record(
         &state.database,
         AuditEvent {
-            org_id: Some(user.org_id),
-            actor: Some(user.id),
             session_id: principal.session_id(),
-            ..trail.event(Action::PasswordChanged, Outcome::Success)
+            ..trail.by_user(user, Action::PasswordChanged, Outcome::Success)
         },
     )
     .await
@@ -181,11 +179,9 @@ async fn record_revocation(
     audit::record(
         &state.database,
         AuditEvent {
-            org_id: Some(principal.user.org_id),
-            actor: Some(principal.user.id),
             session_id: principal.session_id(),
             target: Some(target),
-            ..trail.event(Action::SessionRevoked, Outcome::Success)
+            ..trail.by_user(&principal.user, Action::SessionRevoked, Outcome::Success)
         },
     )
     .await

@@ -98,11 +98,13 @@ pub async fn update(
     audit::record(
         &state.database,
         AuditEvent {
-            org_id: Some(principal.user.org_id),
-            actor: Some(principal.user.id),
             session_id: principal.session_id(),
             target: Some(target),
-            ..trail.event(Action::OrgSettingsChanged, Outcome::Success)
+            ..trail.by_user(
+                &principal.user,
+                Action::OrgSettingsChanged,
+                Outcome::Success,
+            )
         },
     )
     .await?;

@@ -133,11 +133,9 @@ async fn create_first_admin(
     audit::record(
         &state.database,
         AuditEvent {
-            org_id: Some(user.org_id),
-            actor: Some(user.id),
             session_id: Some(issued.record.id),
             target: Some(user.email.clone()),
-            ..trail.event(Action::SetupCompleted, Outcome::Success)
+            ..trail.by_user(&user, Action::SetupCompleted, Outcome::Success)
         },
     )
     .await?;
