@@ -724,21 +724,6 @@ impl Database {
         Ok(())
     }
 
-    pub async fn revoke_session(
-        &self,
-        id: SessionId,
-        now: OffsetDateTime,
-    ) -> Result<(), StorageError> {
-        on_backend!(&self.pool, Pool, pool => {
-            sqlx::query("UPDATE sessions SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
-                .bind(ms(now))
-                .bind(id.as_uuid())
-                .execute(pool)
-                .await?;
-        });
-        Ok(())
-    }
-
     /// Reserves one password attempt for the account, before the password is checked: it
     /// counts as a failure until a success clears it, so however many attempts race, at most
     /// the threshold of them are checked. Past the threshold the account locks, for longer

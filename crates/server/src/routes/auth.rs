@@ -30,6 +30,7 @@ use crate::auth::{Principal, codes, session, tokens};
 use crate::edge::context::RequestContext;
 use crate::error::ApiError;
 use crate::json::ApiJson;
+use crate::routes::me;
 use crate::state::AppState;
 use mailroom_storage::tokens::{NewRefreshToken, Rotation};
 use uuid::Uuid;
@@ -592,28 +593,22 @@ pub(crate) async fn sign_out(
     principal: &Principal,
 ) -> Result<(), ApiError> {
     let now = OffsetDateTime::now_utc();
-    let ended = match principal.credential {
-        Credential::Session(id) => state
-            .database
-            .revoke_session(id, now)
-            .await
-            .map(|()| id.to_string()),
-        Credential::AccessToken { family } => state
-            .database
-            .revoke_token_family(family, now)
-            .await
-            .map(|()| format!("token family {family}")),
+    let target = match principal.credential {
+        Credential::Session(id) => {
+            database(
+                state
+                    .database
+                    .revoke_user_session(principal.user.id, id, now)
+                    .await,
+            )?;
+            id.to_string()
+        }
+        Credential::AccessToken { family } => {
+            database(state.database.revoke_token_family(family, now).await)?;
+            format!("token family {family}")
+        }
     };
-    let target = database(ended)?;
-    audit::record(
-        &state.database,
-        AuditEvent {
-            session_id: principal.session_id(),
-            target: Some(target),
-            ..trail.by_user(&principal.user, Action::SessionRevoked, Outcome::Success)
-        },
-    )
-    .await
+    me::record_revocation(state, trail, principal, target).await
 }
 
 /// `GET /v1/me`.

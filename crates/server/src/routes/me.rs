@@ -170,7 +170,8 @@ pub(crate) async fn revoke_others(
     record_revocation(state, trail, principal, format!("{revoked} other sessions")).await
 }
 
-async fn record_revocation(
+/// Audits the end of one or more of the caller's sessions (or token families).
+pub(crate) async fn record_revocation(
     state: &AppState,
     trail: &AuditTrail,
     principal: &Principal,
