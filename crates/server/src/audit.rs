@@ -2,7 +2,6 @@
 //! IP and user agent, taken once from the request by the [`AuditTrail`] extractor.
 
 use axum::extract::FromRequestParts;
-use axum::http::header;
 use axum::http::request::Parts;
 use mailroom_core::RequestId;
 use mailroom_core::audit::{Action, AuditEvent, Outcome, RETENTION};
@@ -10,11 +9,9 @@ use mailroom_storage::Database;
 use mailroom_storage::accounts::User;
 use time::OffsetDateTime;
 
-use crate::edge::context::RequestContext;
+use crate::edge::context::{self, RequestContext};
 use crate::error::ApiError;
 
-/// Longest user agent kept in an entry.
-const MAX_USER_AGENT: usize = 512;
 /// How often the retention purge runs.
 const PURGE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60 * 60);
 
@@ -33,11 +30,7 @@ impl<S: Send + Sync> FromRequestParts<S> for AuditTrail {
         let context = parts.extensions.get::<RequestContext>();
         Ok(Self {
             ip: context.map(|c| c.client_ip.to_string()).unwrap_or_default(),
-            user_agent: parts
-                .headers
-                .get(header::USER_AGENT)
-                .and_then(|value| value.to_str().ok())
-                .map(|agent| agent.chars().take(MAX_USER_AGENT).collect()),
+            user_agent: context::user_agent(&parts.headers),
             request_id: context.map(|c| c.request_id),
         })
     }
@@ -63,6 +56,15 @@ impl AuditTrail {
 }
 
 impl AuditTrail {
+    /// The client's address, as the edge determined it.
+    pub fn ip(&self) -> &str {
+        &self.ip
+    }
+
+    pub fn user_agent(&self) -> Option<&str> {
+        self.user_agent.as_deref()
+    }
+
     /// An event of `user`'s, in their organization; callers add what else they know with
     /// struct update syntax.
     pub fn by_user(&self, user: &User, action: Action, outcome: Outcome) -> AuditEvent {

@@ -502,18 +502,43 @@ both_backends! {
                 .json(&json!({"email": email, "password": PASSWORD}))
                 .send()
         };
+        let grant_with = |agent: &'static str| {
+            app.client
+                .post(app.at("/v1/auth/token"))
+                .header("user-agent", agent)
+                .json(&json!({"grant_type": "password", "email": email, "password": PASSWORD}))
+                .send()
+        };
         let alerts = || mail_subjects(db.dir(), email).into_iter().filter(|s| s.contains("New sign-in")).count();
+        // Mail goes out in the background: wait for the expected count, then a little longer
+        // for any that should not have been sent.
+        let expect_alerts = |expected: usize| async move {
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while alerts() < expected && std::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            assert_eq!(alerts(), expected);
+        };
+        let first = login_with("Browser A").await.unwrap();
+        assert_eq!(first.status(), 200);
         assert_eq!(login_with("Browser A").await.unwrap().status(), 200);
+        expect_alerts(1).await;
+
+        // Ended sessions do not make a device new again.
+        let session = first.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+        let logout = app.client.post(app.at("/v1/auth/logout")).header("cookie", session).header("origin", &app.url).send().await.unwrap();
+        assert_eq!(logout.status(), 204);
         assert_eq!(login_with("Browser A").await.unwrap().status(), 200);
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while alerts() < 1 && std::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        assert_eq!(alerts(), 1, "one alert for the new browser, none for its second visit");
+        expect_alerts(1).await;
+
+        // The token grant is a sign-in too.
+        assert_eq!(grant_with("deploy-script/1.0").await.unwrap().status(), 200);
+        assert_eq!(grant_with("deploy-script/1.0").await.unwrap().status(), 200);
+        expect_alerts(2).await;
         let log: Value = get_as(&app, &token, "/v1/me/audit-log").await.json().await.unwrap();
         let new_device = log["entries"].as_array().unwrap().iter().filter(|e| e["action"] == "signin.new_device").count();
-        assert_eq!(new_device, 1);
+        assert_eq!(new_device, 2);
         app.stop().await;
     }
 

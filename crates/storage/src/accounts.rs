@@ -70,6 +70,11 @@ pub struct NewSession {
     pub expires_at: OffsetDateTime,
 }
 
+/// Whether the session just opened came from a client IP and user agent its user had
+/// never signed in from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NewDevice(pub bool);
+
 /// A live session and whose it is.
 pub struct SessionOwner {
     pub session_id: SessionId,
@@ -292,24 +297,21 @@ impl Database {
     }
 
     /// Whether the user ever had a session from this address with this browser.
-    pub async fn seen_device(
+    /// Records a sign-in from this client IP and user agent outside a session (the token
+    /// grant); returns whether the user had never signed in from there before.
+    pub async fn note_sign_in_device(
         &self,
         user_id: UserId,
         ip: &str,
         user_agent: Option<&str>,
+        now: OffsetDateTime,
     ) -> Result<bool, StorageError> {
-        let seen: Option<i32> = on_backend!(&self.pool, Pool, pool => {
-            sqlx::query_scalar(
-                "SELECT 1 FROM sessions WHERE user_id = $1 AND ip = $2 \
-                 AND COALESCE(user_agent, '') = COALESCE($3, '') LIMIT 1",
-            )
-            .bind(user_id.as_uuid())
-            .bind(ip)
-            .bind(user_agent)
-            .fetch_optional(pool)
-            .await?
-        });
-        Ok(seen.is_some())
+        let (ip, user_agent) = (ip.to_owned(), user_agent.map(str::to_owned));
+        self.serializable(|tx| {
+            let (ip, user_agent) = (ip.clone(), user_agent.clone());
+            async move { note_device(tx, user_id, &ip, user_agent.as_deref(), now).await }.boxed()
+        })
+        .await
     }
 
     pub async fn set_password_rules(
@@ -646,7 +648,7 @@ impl Database {
         user_id: UserId,
         session: &NewSession,
         now: OffsetDateTime,
-    ) -> Result<(), StorageError> {
+    ) -> Result<NewDevice, StorageError> {
         let session = session.clone();
         self.serializable(|tx| {
             let session = session.clone();
@@ -939,7 +941,7 @@ async fn insert_session(
     user_id: UserId,
     session: &NewSession,
     now: OffsetDateTime,
-) -> Result<(), StorageError> {
+) -> Result<NewDevice, StorageError> {
     on_backend!(&mut tx.0, Inner, tx => {
         sqlx::query(
             "INSERT INTO sessions (id, user_id, token_hash, ip, user_agent, created_at, last_seen_at, expires_at) \
@@ -955,7 +957,48 @@ async fn insert_session(
         .execute(&mut **tx)
         .await?;
     });
-    Ok(())
+    let new = note_device(tx, user_id, &session.ip, session.user_agent.as_deref(), now).await?;
+    Ok(NewDevice(new))
+}
+
+/// Remembers a sign-in from `ip` and `user_agent`; true when it is the first from there.
+/// Racing sign-ins from one new device find exactly one of them first: the insert is keyed.
+async fn note_device(
+    tx: &mut crate::Tx,
+    user_id: UserId,
+    ip: &str,
+    user_agent: Option<&str>,
+    now: OffsetDateTime,
+) -> Result<bool, StorageError> {
+    let user_agent = user_agent.unwrap_or_default();
+    let inserted = on_backend!(&mut tx.0, Inner, tx => {
+        sqlx::query(
+            "INSERT INTO sign_in_devices (user_id, ip, user_agent, first_seen_at, last_seen_at) \
+             VALUES ($1, $2, $3, $4, $4) ON CONFLICT (user_id, ip, user_agent) DO NOTHING",
+        )
+        .bind(user_id.as_uuid())
+        .bind(ip)
+        .bind(user_agent)
+        .bind(ms(now))
+        .execute(&mut **tx)
+        .await?
+        .rows_affected()
+    });
+    if inserted == 0 {
+        on_backend!(&mut tx.0, Inner, tx => {
+            sqlx::query(
+                "UPDATE sign_in_devices SET last_seen_at = $4 \
+                 WHERE user_id = $1 AND ip = $2 AND user_agent = $3",
+            )
+            .bind(user_id.as_uuid())
+            .bind(ip)
+            .bind(user_agent)
+            .bind(ms(now))
+            .execute(&mut **tx)
+            .await?;
+        });
+    }
+    Ok(inserted == 1)
 }
 
 /// Unix milliseconds: how times are stored on both backends.

@@ -11,7 +11,7 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
-use crate::edge::context::RequestContext;
+use crate::edge::context::{self, RequestContext};
 
 pub const COOKIE_NAME: &str = "__Host-mailroom_session";
 
@@ -25,16 +25,12 @@ pub fn issue(context: &RequestContext, headers: &HeaderMap, now: OffsetDateTime)
     let mut secret = [0u8; 32];
     rand::rng().fill_bytes(&mut secret);
     let token = URL_SAFE_NO_PAD.encode(secret);
-    let user_agent = headers
-        .get(header::USER_AGENT)
-        .and_then(|value| value.to_str().ok())
-        .map(|agent| agent.chars().take(512).collect());
     IssuedSession {
         record: NewSession {
             id: SessionId::generate(),
             token_hash: token_hash(&token),
             ip: context.client_ip.to_string(),
-            user_agent,
+            user_agent: context::user_agent(headers),
             expires_at: now + SESSION_TTL,
         },
         token,

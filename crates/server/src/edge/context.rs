@@ -19,6 +19,16 @@ use tracing::Instrument;
 use crate::state::AppState;
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
+/// Longest user agent kept (in sessions, sign-in devices and audit entries).
+const MAX_USER_AGENT: usize = 512;
+
+/// The client's user agent as kept: valid text only, cut to a bounded length.
+pub fn user_agent(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(header::USER_AGENT)
+        .and_then(|value| value.to_str().ok())
+        .map(|agent| agent.chars().take(MAX_USER_AGENT).collect())
+}
 
 #[derive(Clone, Copy, Debug)]
 pub struct RequestContext {

@@ -9,6 +9,7 @@ use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use mailroom_core::EmailAddress;
+use mailroom_core::SessionId;
 use mailroom_core::accounts::{
     ACCESS_TOKEN_TTL, CODE_ATTEMPTS, CODE_TTL, CodePurpose, LOCKOUT_THRESHOLD, REFRESH_FAMILY_TTL,
     REFRESH_GRACE,
@@ -17,7 +18,7 @@ use mailroom_core::audit::{Action, AuditEvent, Outcome};
 use mailroom_core::password_policy::{self, CompositionRules};
 use mailroom_crypto::password::Verification;
 use mailroom_mail::templates;
-use mailroom_storage::accounts::{CodeAttempt, LoginGate, User};
+use mailroom_storage::accounts::{CodeAttempt, LoginGate, NewDevice, User};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -215,38 +216,15 @@ pub(crate) async fn sign_in(
     let user = authenticate(state, trail, email, password).await?;
     let now = OffsetDateTime::now_utc();
     let issued = rotate_session(state, context, headers, now).await?;
-    let seen = database(
-        state
-            .database
-            .seen_device(
-                user.id,
-                &issued.record.ip,
-                issued.record.user_agent.as_deref(),
-            )
-            .await,
-    )?;
-    if !seen {
-        audit::record(
-            &state.database,
-            AuditEvent {
-                session_id: Some(issued.record.id),
-                ..trail.by_user(&user, Action::SigninFromNewDevice, Outcome::Success)
-            },
-        )
-        .await?;
-        let agent = issued.record.user_agent.as_deref().unwrap_or("unknown");
-        send_mail(
-            state,
-            &user.email,
-            templates::new_sign_in(&issued.record.ip, agent),
-        );
-    }
-    database(
+    let NewDevice(new_device) = database(
         state
             .database
             .create_session(user.id, &issued.record, now)
             .await,
     )?;
+    if new_device {
+        alert_new_device(state, trail, &user, Some(issued.record.id)).await?;
+    }
     tracing::info!(user_id = %user.id, "signed in");
     audit::record(
         &state.database,
@@ -486,6 +464,15 @@ pub async fn token(
                     .start_token_family(user.id, &first, now + REFRESH_FAMILY_TTL, now)
                     .await,
             )?;
+            let new_device = database(
+                state
+                    .database
+                    .note_sign_in_device(user.id, trail.ip(), trail.user_agent(), now)
+                    .await,
+            )?;
+            if new_device {
+                alert_new_device(&state, &trail, &user, None).await?;
+            }
             audit::record(
                 &state.database,
                 AuditEvent {
@@ -570,6 +557,31 @@ pub async fn token(
         "expires_in": ACCESS_TOKEN_TTL.as_secs(),
     }))
     .into_response())
+}
+
+/// A sign-in from a client IP and user agent never seen for this user: audited, and the
+/// owner told by email (SES-2).
+async fn alert_new_device(
+    state: &AppState,
+    trail: &AuditTrail,
+    user: &User,
+    session_id: Option<SessionId>,
+) -> Result<(), ApiError> {
+    audit::record(
+        &state.database,
+        AuditEvent {
+            session_id,
+            ..trail.by_user(user, Action::SigninFromNewDevice, Outcome::Success)
+        },
+    )
+    .await?;
+    let agent = trail.user_agent().unwrap_or("unknown");
+    send_mail(
+        state,
+        &user.email,
+        templates::new_sign_in(trail.ip(), agent),
+    );
+    Ok(())
 }
 
 /// `POST /v1/auth/logout`: ends this session and clears the cookie.
