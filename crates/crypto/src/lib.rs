@@ -1,5 +1,12 @@
-//! mailroom's cryptography, behind small typed APIs: password hashing now; data keys and
-//! envelope encryption (ENC-1..3) later. Knows nothing of HTTP or SQL.
+//! mailroom's cryptography, behind small typed APIs: password hashing, the master key, the
+//! root key and the keys derived from it, and envelope encryption with data keys (ENC-1..3).
+//! Knows nothing of HTTP or SQL: where keys are stored is the storage crate's business.
 
+mod aead;
+pub mod envelope;
 pub mod master_key;
 pub mod password;
+pub mod root_key;
+
+/// Every symmetric key here is 256 bits.
+pub const KEY_BYTES: usize = 32;

@@ -7,9 +7,13 @@ use clap::{Parser, Subcommand};
 use mailroom_core::EmailAddress;
 use mailroom_core::audit::{Action, AuditEvent, Outcome};
 use mailroom_core::password_policy::{self, CompositionRules};
-use mailroom_server::{App, telemetry};
+use mailroom_crypto::envelope::SYSTEM_SCOPE;
+use mailroom_crypto::master_key::MasterKey;
+use mailroom_server::config::MASTER_KEY_ENV;
+use mailroom_server::{App, Config, telemetry};
 use mailroom_storage::accounts::{NewAccount, PlatformRole};
 use secrecy::{ExposeSecret, SecretString};
+use time::format_description::well_known::Rfc3339;
 
 use crate::settings::Settings;
 
@@ -41,6 +45,25 @@ enum Command {
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
+    },
+    /// The master key and the data keys it wraps.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// List every key scope's data key versions, their ages, and which is current.
+    Status,
+    /// Re-wrap the root key and every data key under a new master key, in one transaction.
+    /// Without --new-key-file a key is generated and replaces the key file, the old one kept
+    /// beside it as master.key.retired-<time>.
+    RotateMaster {
+        /// A new master key (64 hex characters) made beforehand, e.g. in a secrets manager.
+        #[arg(long, value_name = "PATH")]
+        new_key_file: Option<std::path::PathBuf>,
     },
 }
 
@@ -117,7 +140,7 @@ impl Cli {
                 )
                 .context("the password is refused")?;
                 let password_hash = mailroom_crypto::password::hash(&password)?;
-                let database = config.open_database().await?;
+                let (database, _) = config.open_database().await?;
                 let platform_role = if super_admin {
                     PlatformRole::SuperAdmin
                 } else {
@@ -165,7 +188,7 @@ impl Cli {
                 Ok(())
             }
             Command::Audit { command } => {
-                let database = config.open_database().await?;
+                let (database, _) = config.open_database().await?;
                 let outcome = match command {
                     AuditCommand::Verify => match database.verify_audit_chains().await? {
                         None => {
@@ -190,8 +213,9 @@ impl Cli {
                 database.close().await;
                 outcome
             }
+            Command::Keys { command } => keys(&config, command).await,
             Command::Migrate => {
-                let database = config.open_database().await?;
+                let database = config.open_locked_database().await?;
                 tracing::info!(
                     database = database.backend().name(),
                     "migrations are up to date"
@@ -201,6 +225,87 @@ impl Cli {
             }
         }
     }
+}
+
+async fn keys(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
+    let (database, _) = config.open_database().await?;
+    let outcome = match command {
+        KeysCommand::Status => database.data_key_status().await.map(|keys| {
+            println!("scope                                 version  created                    age (days)  current");
+            let now = time::OffsetDateTime::now_utc();
+            for key in keys {
+                let scope = if key.scope == SYSTEM_SCOPE {
+                    "system".to_owned()
+                } else {
+                    key.scope.to_string()
+                };
+                println!(
+                    "{scope:<37} {:>7}  {:<25}  {:>10}  {}",
+                    key.version,
+                    key.created_at.format(&Rfc3339).unwrap_or_default(),
+                    (now - key.created_at).whole_days(),
+                    if key.current { "yes" } else { "" }
+                );
+            }
+        }).map_err(anyhow::Error::from),
+        KeysCommand::RotateMaster { new_key_file } => rotate_master(config, &database, new_key_file).await,
+    };
+    database.close().await;
+    outcome
+}
+
+/// ENC-3: the new key is on disk before the database moves to it, so that no moment exists
+/// when the data is wrapped by a key that is nowhere.
+async fn rotate_master(
+    config: &Config,
+    database: &mailroom_storage::Database,
+    new_key_file: Option<std::path::PathBuf>,
+) -> anyhow::Result<()> {
+    let current = config.master_key_path();
+    let (new, generated) = match new_key_file {
+        Some(path) => (MasterKey::read(&path)?, None),
+        None => {
+            let path = current.with_extension("key.new");
+            let key = MasterKey::generate();
+            key.write_new(&path).with_context(|| {
+                format!(
+                    "{} exists: a rotation was interrupted? Start with it or remove it",
+                    path.display()
+                )
+            })?;
+            (key, Some(path))
+        }
+    };
+    let rewrapped = database
+        .rotate_master_key(new, time::OffsetDateTime::now_utc())
+        .await?;
+    println!(
+        "master key rotated: the root key and {rewrapped} data keys are wrapped by the new key"
+    );
+    match generated {
+        Some(new_path) if config.master_key.is_none() => {
+            let retired = current.with_extension(format!(
+                "key.retired-{}",
+                time::OffsetDateTime::now_utc().unix_timestamp()
+            ));
+            std::fs::rename(&current, &retired)
+                .with_context(|| format!("moving the old key aside to {}", retired.display()))?;
+            std::fs::rename(&new_path, &current)
+                .with_context(|| format!("moving the new key to {}", current.display()))?;
+            println!(
+                "the new key is {}; the old one is {} (destroy it once no backup needs it)",
+                current.display(),
+                retired.display()
+            );
+        }
+        Some(new_path) => println!(
+            "the new key is in {}: put it in {MASTER_KEY_ENV} before the next start",
+            new_path.display()
+        ),
+        None => println!("start mailroom with the new key from now on"),
+    }
+    println!("restart every other node with the new key: until then they refuse to add keys");
+    Ok(())
 }
 
 /// The new account's password: typed twice at a prompt that does not echo, or the first line

@@ -12,8 +12,9 @@ use clap::{Args, CommandFactory};
 use ipnet::IpNet;
 use mailroom_mail::SmtpSettings;
 use mailroom_server::Config;
-use mailroom_server::config::{TlsFiles, TrustedProxies};
+use mailroom_server::config::{MASTER_KEY_ENV, TlsFiles, TrustedProxies};
 use mailroom_server::telemetry::LogFormat;
+use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
 /// The file read when `--config` is not given, if it exists.
@@ -125,6 +126,15 @@ pub struct Settings {
     )]
     auth_rate_limit: Option<std::num::NonZeroU32>,
 
+    /// The master key file (64 hex characters); MAILROOM_MASTER_KEY may hold the key itself instead [default: <data-dir>/master.key]
+    #[arg(
+        long,
+        global = true,
+        env = "MAILROOM_MASTER_KEY_FILE",
+        value_name = "PATH"
+    )]
+    master_key_file: Option<PathBuf>,
+
     /// Log filter, e.g. info or mailroom_server=debug,info [default: info]
     #[arg(long, global = true, env = "MAILROOM_LOG", value_name = "FILTER")]
     log: Option<String>,
@@ -211,6 +221,10 @@ impl Settings {
         if let Some(limit) = self.auth_rate_limit {
             config.auth_rate_limit = limit;
         }
+        config.master_key_file = self.master_key_file;
+        // The key itself only from the environment: never a flag (visible in `ps`) or the
+        // configuration file (often readable, often committed).
+        config.master_key = std::env::var(MASTER_KEY_ENV).ok().map(SecretString::from);
         Ok(config)
     }
 }
@@ -227,6 +241,7 @@ fn known_env_vars() -> Vec<String> {
         .get_arguments()
         .filter_map(|arg| arg.get_env())
         .map(|name| name.to_string_lossy().into_owned())
+        .chain([MASTER_KEY_ENV.to_owned()])
         .collect()
 }
 

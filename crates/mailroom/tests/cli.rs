@@ -332,6 +332,71 @@ both_backends! {
 }
 
 both_backends! {
+    async fn the_master_key_is_checked_never_replaced_and_rotates(db) {
+        let dir = db.dir().to_owned();
+        let url = db.url().to_owned();
+        tokio::task::spawn_blocking(move || {
+            let run = |args: &[&str], env: &[(&str, &str)]| {
+                let mut command = mailroom(&dir);
+                command.args(args).args(["--database-url", &url]).envs(env.iter().copied());
+                let output = command.output().unwrap();
+                let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+                (output.status.success(), text)
+            };
+            let create = || {
+                let mut child = mailroom(&dir)
+                    .args(["admin", "create", "--email", "keys@example.test", "--password-stdin", "--database-url", &url])
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap();
+                child.stdin.take().unwrap().write_all(b"correct horse battery staple\n").unwrap();
+                child.wait_with_output().unwrap()
+            };
+            assert!(create().status.success());
+            let key_file = dir.join("data/master.key");
+            let first_key = std::fs::read_to_string(&key_file).unwrap();
+
+            // A wrong key, from a file or the environment, stops everything with a clear error.
+            let wrong = dir.join("wrong.key");
+            std::fs::write(&wrong, "ab".repeat(32)).unwrap();
+            let (ok, text) = run(&["keys", "status", "--master-key-file", wrong.to_str().unwrap()], &[]);
+            assert!(!ok && text.contains("does not match this database"), "{text}");
+            let (ok, text) = run(&["audit", "verify"], &[("MAILROOM_MASTER_KEY", &"cd".repeat(32))]);
+            assert!(!ok && text.contains("MAILROOM_MASTER_KEY") && text.contains("does not match"), "{text}");
+
+            // A missing key for existing data is an error, and no new key appears.
+            std::fs::rename(&key_file, dir.join("aside.key")).unwrap();
+            let (ok, text) = run(&["keys", "status"], &[]);
+            assert!(!ok && text.contains("is missing"), "{text}");
+            assert!(!key_file.exists(), "a new key was made over existing data");
+            std::fs::rename(dir.join("aside.key"), &key_file).unwrap();
+
+            // Rotation: a new key file, the old one kept aside, and everything derived from
+            // the root key (the audit chain's key, say) unchanged.
+            let (ok, text) = run(&["keys", "rotate-master"], &[]);
+            assert!(ok, "{text}");
+            let second_key = std::fs::read_to_string(&key_file).unwrap();
+            assert_ne!(first_key.trim(), second_key.trim());
+            let retired: Vec<_> = std::fs::read_dir(dir.join("data")).unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .filter(|name| name.starts_with("master.key.retired-"))
+                .collect();
+            assert_eq!(retired.len(), 1, "{retired:?}");
+            let (ok, text) = run(&["audit", "verify"], &[]);
+            assert!(ok && text.contains("intact"), "{text}");
+            let (ok, text) = run(&["audit", "verify"], &[("MAILROOM_MASTER_KEY", first_key.trim())]);
+            assert!(!ok && text.contains("does not match"), "{text}");
+            let (ok, text) = run(&["audit", "verify"], &[("MAILROOM_MASTER_KEY", second_key.trim())]);
+            assert!(ok, "{text}");
+        })
+        .await
+        .unwrap();
+    }
+}
+
+both_backends! {
     async fn audit_verify_catches_an_edited_entry(db) {
         // Server and CLI both open the test's own database.
         let dir = db.dir().to_owned();

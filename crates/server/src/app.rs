@@ -40,7 +40,7 @@ impl App {
             .map(tls::server_config)
             .transpose()?
             .map(RustlsConfig::from_config);
-        let database = config.open_database().await?;
+        let (database, root_key) = config.open_database().await?;
 
         let listener = TcpListener::bind(config.listen)
             .with_context(|| format!("binding {}", config.listen))?;
@@ -53,7 +53,6 @@ impl App {
 
         let mail = config.system_mail()?;
         let auth_limiter = AuthLimiter::new(config.auth_rate_limit);
-        let master_key = config.master_key()?;
         let state = AppState::new(Shared {
             database: database.clone(),
             metrics: Metrics::new(),
@@ -65,8 +64,8 @@ impl App {
             mail,
             passwords: PasswordWork::new()?,
             auth_limiter: auth_limiter.clone(),
-            tokens: TokenKeys::new(&master_key, public_url.origin().ascii_serialization()),
-            code_key: master_key.derive(b"mailroom/email-code/hmac/v1"),
+            tokens: TokenKeys::new(&root_key, public_url.origin().ascii_serialization()),
+            code_key: root_key.derive(b"mailroom/email-code/hmac/v1"),
         });
         let router = edge::harden(routes::router(&state), state);
         Ok(Self {
@@ -102,7 +101,7 @@ impl App {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let purge = tokio::spawn(crate::audit::purge_periodically(
+        let maintenance = tokio::spawn(crate::maintenance::run_periodically(
             self.database.clone(),
             self.auth_limiter.clone(),
         ));
@@ -128,7 +127,7 @@ impl App {
                 server.serve(service).await
             }
         };
-        purge.abort();
+        maintenance.abort();
         self.database.close().await;
         served.context("serving HTTP")?;
         tracing::info!("stopped");

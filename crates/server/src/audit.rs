@@ -4,16 +4,13 @@
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use mailroom_core::RequestId;
-use mailroom_core::audit::{Action, AuditEvent, Outcome, RETENTION};
+use mailroom_core::audit::{Action, AuditEvent, Outcome};
 use mailroom_storage::Database;
 use mailroom_storage::accounts::User;
 use time::OffsetDateTime;
 
 use crate::edge::context::{self, RequestContext};
 use crate::error::ApiError;
-
-/// How often the retention purge runs.
-const PURGE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60 * 60);
 
 /// The request's part of every audit entry it writes.
 #[derive(Clone)]
@@ -72,23 +69,6 @@ impl AuditTrail {
             org_id: Some(user.org_id),
             actor: Some(user.id),
             ..self.event(action, outcome)
-        }
-    }
-}
-
-/// Purges entries past the retention window now and then, for as long as the server runs
-/// (AUD-2: not optional, not per tenant).
-pub async fn purge_periodically(database: Database, limiter: crate::edge::rate_limit::AuthLimiter) {
-    let mut every = tokio::time::interval(PURGE_INTERVAL);
-    loop {
-        every.tick().await;
-        // The same hourly round keeps the rate limiter's table small.
-        limiter.forget_idle();
-        let before = OffsetDateTime::now_utc() - RETENTION;
-        match database.purge_audit(before).await {
-            Ok(0) => {}
-            Ok(purged) => tracing::info!(purged, "purged audit entries past retention"),
-            Err(error) => tracing::warn!(%error, "audit purge failed; retrying later"),
         }
     }
 }

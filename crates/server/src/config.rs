@@ -9,13 +9,16 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use ipnet::IpNet;
 pub use mailroom_core::TrustedProxies;
-use mailroom_crypto::master_key::MasterKey;
+use mailroom_crypto::master_key::{MasterKey, MasterKeyError};
+use mailroom_crypto::root_key::RootKey;
 use mailroom_mail::{SmtpSettings, SystemMail};
 use mailroom_storage::Database;
+use secrecy::{ExposeSecret, SecretString};
+use time::OffsetDateTime;
 use url::Url;
 
-/// The label of the key that chains audit entries.
-const AUDIT_CHAIN_KEY: &[u8] = b"mailroom/audit-chain/hmac/v1";
+/// The variable that may hold the master key itself (hex), in place of a key file.
+pub const MASTER_KEY_ENV: &str = "MAILROOM_MASTER_KEY";
 
 /// Request bodies larger than this are refused with 413 (HTTP-2).
 pub const BODY_LIMIT_BYTES: usize = 256 * 1024;
@@ -49,6 +52,10 @@ pub struct Config {
     /// Sign-up, sign-in, code and reset requests allowed per client IP, and per account, per
     /// 15 minutes.
     pub auth_rate_limit: NonZeroU32,
+    /// Where the master key is read from [default: `<data-dir>/master.key`].
+    pub master_key_file: Option<PathBuf>,
+    /// The master key itself, from [`MASTER_KEY_ENV`]; beats the file.
+    pub master_key: Option<SecretString>,
 }
 
 #[derive(Clone, Debug)]
@@ -73,6 +80,8 @@ impl Config {
             smtp: None,
             mail_from: "mailroom <noreply@localhost>".to_owned(),
             auth_rate_limit: NonZeroU32::new(20).unwrap_or(NonZeroU32::MIN),
+            master_key_file: None,
+            master_key: None,
         }
     }
 
@@ -84,7 +93,36 @@ impl Config {
 
     /// Creates the data directory (owner-only: it will hold keys), connects to the database
     /// and applies pending migrations.
-    pub async fn open_database(&self) -> anyhow::Result<Database> {
+    /// Opens and migrates the database and unlocks its keyring with the master key; returns
+    /// the root key that the server's MAC and signing keys derive from.
+    pub async fn open_database(&self) -> anyhow::Result<(Database, RootKey)> {
+        let mut database = self.open_locked_database().await?;
+        let started_before = database.keyring_exists().await?;
+        let master = self.master_key(started_before)?;
+        let root = database
+            .unlock(master, OffsetDateTime::now_utc())
+            .await
+            .with_context(|| {
+                let interrupted = self.master_key_path().with_extension("key.new");
+                let hint = if interrupted.exists() {
+                    format!(
+                        " ({} exists: if a `mailroom keys rotate-master` was interrupted, \
+                         that is the key now)",
+                        interrupted.display()
+                    )
+                } else {
+                    String::new()
+                };
+                format!(
+                    "unlocking the keyring with {}{hint}",
+                    self.master_key_origin()
+                )
+            })?;
+        Ok((database, root))
+    }
+
+    /// The database, migrated, before its keyring is unlocked.
+    pub async fn open_locked_database(&self) -> anyhow::Result<Database> {
         create_private_dir(&self.data_dir)?;
         let url = self.database_url();
         let shown = mailroom_storage::redacted_url(&url);
@@ -95,18 +133,50 @@ impl Config {
             .migrate()
             .await
             .with_context(|| format!("migrating the database {shown}"))?;
-        let master_key = self.master_key()?;
-        Ok(database.with_audit_key(master_key.derive(AUDIT_CHAIN_KEY).as_bytes()))
+        Ok(database)
     }
 
-    /// `<data-dir>/master.key`, created on first start.
-    pub fn master_key(&self) -> anyhow::Result<MasterKey> {
-        Ok(MasterKey::load_or_create(
-            &self.data_dir.join("master.key"),
-        )?)
+    pub fn master_key_path(&self) -> PathBuf {
+        self.master_key_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("master.key"))
     }
 
-    /// Where mailroom's own mail goes: the relay, or the outbox in the data directory.
+    fn master_key_origin(&self) -> String {
+        match &self.master_key {
+            Some(_) => MASTER_KEY_ENV.to_owned(),
+            None => self.master_key_path().display().to_string(),
+        }
+    }
+
+    /// The master key from the environment or the key file. Only an installation that has
+    /// never started gets a new one (ENC-3): for existing data a missing key is an error.
+    pub fn master_key(&self, started_before: bool) -> anyhow::Result<MasterKey> {
+        if let Some(hex) = &self.master_key {
+            return Ok(MasterKey::from_hex(hex.expose_secret(), MASTER_KEY_ENV)?);
+        }
+        let path = self.master_key_path();
+        match MasterKey::read(&path) {
+            Err(MasterKeyError::Missing { .. }) if !started_before => {
+                let key = MasterKey::generate();
+                key.write_new(&path)?;
+                tracing::warn!(
+                    path = %path.display(),
+                    "generated a new master key: back it up now; without it the encrypted \
+                     data in this database cannot be read"
+                );
+                Ok(key)
+            }
+            Err(MasterKeyError::Missing { .. }) => bail!(
+                "the master key {} is missing, but this database was set up with one: \
+                 restore the key file from your backup, or give it with --master-key-file or \
+                 {MASTER_KEY_ENV}. mailroom never makes a new key for existing data.",
+                path.display()
+            ),
+            other => Ok(other?),
+        }
+    }
+
     pub fn system_mail(&self) -> anyhow::Result<SystemMail> {
         let from = mailroom_mail::parse_mailbox(&self.mail_from).context("--mail-from")?;
         Ok(match &self.smtp {

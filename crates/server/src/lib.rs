@@ -11,6 +11,7 @@ pub mod config;
 mod edge;
 mod error;
 mod json;
+mod maintenance;
 mod metrics;
 mod pages;
 mod routes;

@@ -43,6 +43,6 @@ pub struct Shared {
     pub passwords: PasswordWork,
     pub tokens: TokenKeys,
     /// Keys the hashes of emailed codes.
-    pub code_key: mailroom_crypto::master_key::DerivedKey,
+    pub code_key: mailroom_crypto::root_key::DerivedKey,
     pub auth_limiter: AuthLimiter,
 }

@@ -10,6 +10,19 @@ pub enum StorageError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("no audit key was given: audit entries cannot be chained or verified")]
     NoAuditKey,
+    #[error(
+        "the master key does not match this database (its key check value differs): start with \
+         the key this database was set up with"
+    )]
+    WrongMasterKey,
+    #[error(
+        "the master key was rotated while this process ran: restart it with the new master key"
+    )]
+    MasterKeyRotated,
+    #[error("the keyring is locked: no master key was given")]
+    Locked,
+    #[error("a sealed value does not open: damaged, moved to another row, or its key is gone")]
+    Undecryptable,
     #[error("the database did not answer in time")]
     Timeout,
     #[error(

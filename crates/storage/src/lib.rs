@@ -5,6 +5,7 @@
 pub mod accounts;
 pub mod audit;
 mod error;
+pub mod keyring;
 pub mod tokens;
 mod tx;
 
@@ -57,8 +58,10 @@ impl Backend {
 #[derive(Clone)]
 pub struct Database {
     pool: Pool,
-    /// Keys the audit hash chains; set by the owner of the master key.
+    /// Keys the audit hash chains; derived from the root key when the keyring is unlocked.
     audit_key: Option<std::sync::Arc<[u8]>>,
+    /// Seals and opens secrets in columns; present once unlocked with the master key.
+    keyring: Option<std::sync::Arc<keyring::Keyring>>,
 }
 
 impl std::fmt::Debug for Database {
@@ -108,10 +111,12 @@ impl Database {
         Ok(Self {
             pool,
             audit_key: None,
+            keyring: None,
         })
     }
 
-    /// The key under which audit entries are chained (derived from the master key).
+    /// The key under which audit entries are chained, for a database used without a
+    /// keyring (tests of the chain itself); [`Database::unlock`] sets it from the root key.
     pub fn with_audit_key(mut self, key: &[u8]) -> Self {
         self.audit_key = Some(key.into());
         self

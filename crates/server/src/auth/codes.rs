@@ -5,7 +5,7 @@
 
 use mailroom_core::EmailAddress;
 use mailroom_core::accounts::CodePurpose;
-use mailroom_crypto::master_key::DerivedKey;
+use mailroom_crypto::root_key::DerivedKey;
 use rand::Rng;
 use subtle::ConstantTimeEq;
 
@@ -49,10 +49,8 @@ mod tests {
 
     #[test]
     fn hashes_bind_key_purpose_and_address() {
-        let dir = tempfile::tempdir().unwrap();
-        let master =
-            mailroom_crypto::master_key::MasterKey::load_or_create(&dir.path().join("k")).unwrap();
-        let (key, other_key) = (master.derive(b"codes"), master.derive(b"other"));
+        let root = mailroom_crypto::root_key::RootKey::generate();
+        let (key, other_key) = (root.derive(b"codes"), root.derive(b"other"));
         let jane = EmailAddress::parse("jane@example.test").unwrap();
         let john = EmailAddress::parse("john@example.test").unwrap();
         let stored = hash(&key, CodePurpose::Signup, &jane, "123456");

@@ -7,7 +7,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use mailroom_core::UserId;
 use mailroom_core::accounts::ACCESS_TOKEN_TTL;
-use mailroom_crypto::master_key::{DerivedKey, MasterKey};
+use mailroom_crypto::root_key::{DerivedKey, RootKey};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -40,10 +40,10 @@ pub struct Claims {
 }
 
 impl TokenKeys {
-    pub fn new(master: &MasterKey, issuer: String) -> Self {
+    pub fn new(root: &RootKey, issuer: String) -> Self {
         Self {
-            signing: master.derive(b"mailroom/access-token/hs256/v1"),
-            succession: master.derive(b"mailroom/refresh-token/succession/v1"),
+            signing: root.derive(b"mailroom/access-token/hs256/v1"),
+            succession: root.derive(b"mailroom/refresh-token/succession/v1"),
             issuer,
         }
     }
@@ -113,15 +113,13 @@ pub fn refresh_hash(token: &str) -> Vec<u8> {
 mod tests {
     use super::*;
 
-    fn keys_in(dir: &std::path::Path) -> TokenKeys {
-        let master = MasterKey::load_or_create(&dir.join("master.key")).unwrap();
-        TokenKeys::new(&master, "https://mail.example.test".into())
+    fn keys() -> TokenKeys {
+        TokenKeys::new(&RootKey::generate(), "https://mail.example.test".into())
     }
 
     #[test]
     fn tokens_verify_and_tampering_does_not() {
-        let dir = tempfile::tempdir().unwrap();
-        let keys = keys_in(dir.path());
+        let keys = keys();
         let (user, family, jti) = (UserId::generate(), Uuid::now_v7(), Uuid::now_v7());
         let now = OffsetDateTime::now_utc();
         let token = keys.access_token(user, family, jti, now, now).unwrap();
@@ -134,8 +132,7 @@ mod tests {
         assert_eq!((claims.sub, claims.sid, claims.jti), (user, family, jti));
 
         // Another issuer's key, an expired token, and `alg: none` are all refused.
-        let other_dir = tempfile::tempdir().unwrap();
-        assert!(keys_in(other_dir.path()).verify(&token).is_none());
+        assert!(self::keys().verify(&token).is_none());
         let old = keys
             .access_token(user, family, jti, now - time::Duration::minutes(16), now)
             .unwrap();
@@ -150,8 +147,7 @@ mod tests {
 
     #[test]
     fn successors_are_stable_and_distinct() {
-        let dir = tempfile::tempdir().unwrap();
-        let keys = keys_in(dir.path());
+        let keys = keys();
         let parent = new_refresh_token();
         assert_eq!(keys.successor(&parent), keys.successor(&parent));
         assert_ne!(

@@ -59,10 +59,7 @@ mod tests {
     use crate::metrics::Metrics;
 
     async fn state() -> AppState {
-        let master = mailroom_crypto::master_key::MasterKey::load_or_create(
-            &tempfile::tempdir().unwrap().keep().join("master.key"),
-        )
-        .unwrap();
+        let root = mailroom_crypto::root_key::RootKey::generate();
         AppState::new(crate::state::Shared {
             database: Database::connect("sqlite::memory:")
                 .await
@@ -80,8 +77,8 @@ mod tests {
             .unwrap(),
             passwords: crate::auth::passwords::PasswordWork::new().unwrap(),
             auth_limiter: rate_limit::AuthLimiter::new(std::num::NonZeroU32::MIN),
-            tokens: crate::auth::tokens::TokenKeys::new(&master, "http://127.0.0.1".into()),
-            code_key: master.derive(b"codes"),
+            tokens: crate::auth::tokens::TokenKeys::new(&root, "http://127.0.0.1".into()),
+            code_key: root.derive(b"codes"),
         })
     }
 

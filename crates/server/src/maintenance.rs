@@ -1,0 +1,37 @@
+//! Housekeeping that runs hourly for as long as the server runs, on every node (each step is
+//! safe to run concurrently): the audit retention purge (AUD-2: not optional, not per
+//! tenant), data-key rotation and re-encryption (ENC-3), and trimming the rate limiter.
+
+use std::time::Duration;
+
+use mailroom_core::audit::RETENTION;
+use mailroom_storage::Database;
+use time::OffsetDateTime;
+
+use crate::edge::rate_limit::AuthLimiter;
+
+const INTERVAL: Duration = Duration::from_secs(60 * 60);
+
+pub async fn run_periodically(database: Database, limiter: AuthLimiter) {
+    let mut every = tokio::time::interval(INTERVAL);
+    loop {
+        every.tick().await;
+        limiter.forget_idle();
+        let now = OffsetDateTime::now_utc();
+        match database.purge_audit(now - RETENTION).await {
+            Ok(0) => {}
+            Ok(purged) => tracing::info!(purged, "purged audit entries past retention"),
+            Err(error) => tracing::warn!(%error, "audit purge failed; retrying later"),
+        }
+        match database.rotate_data_keys(now).await {
+            Ok(0) => {}
+            Ok(rotated) => tracing::info!(rotated, "data keys past their age succeeded"),
+            Err(error) => tracing::warn!(%error, "data key rotation failed; retrying later"),
+        }
+        match database.reseal_old_values(now).await {
+            Ok(0) => {}
+            Ok(moved) => tracing::info!(moved, "values re-sealed under current data keys"),
+            Err(error) => tracing::warn!(%error, "re-encryption failed; retrying later"),
+        }
+    }
+}
