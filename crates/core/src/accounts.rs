@@ -28,6 +28,30 @@ pub const REFRESH_GRACE: Duration = Duration::from_secs(10);
 /// A browser session lives this long past its last use.
 pub const SESSION_TTL: Duration = Duration::from_secs(30 * 24 * 60 * 60);
 
+/// A password accepted, the second factor still owed: the `mfa_token` lives this long.
+pub const MFA_CHALLENGE_TTL: Duration = Duration::from_secs(5 * 60);
+/// "Trust this device" skips the second factor this long.
+pub const TRUSTED_DEVICE_TTL: Duration = Duration::from_secs(30 * 24 * 60 * 60);
+
+/// What decides whether a second factor is mandatory for someone (MFA-4).
+#[derive(Clone, Copy, Debug)]
+pub struct SecondFactorDuty {
+    pub super_admin: bool,
+    /// Owner or admin of their organization.
+    pub org_manager: bool,
+    pub org_has_other_members: bool,
+    pub org_requires_it: bool,
+}
+
+impl SecondFactorDuty {
+    /// Super-admins, and those who manage an organization other people are in, must have a
+    /// second factor; so must everyone whose organization says so. A personal organization
+    /// of one is not forced.
+    pub fn required(self) -> bool {
+        self.super_admin || self.org_requires_it || (self.org_manager && self.org_has_other_members)
+    }
+}
+
 /// How long the `n`-th lockout (counting from 0) lasts.
 pub fn lockout_duration(previous_lockouts: u32) -> Duration {
     LOCKOUT_BASE.saturating_mul(1 << previous_lockouts.min(LOCKOUT_MAX_DOUBLINGS))
@@ -52,6 +76,50 @@ impl CodePurpose {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_second_factor_is_owed_by_admins_of_teams_and_super_admins_only() {
+        let nobody = SecondFactorDuty {
+            super_admin: false,
+            org_manager: true,
+            org_has_other_members: false,
+            org_requires_it: false,
+        };
+        assert!(
+            !nobody.required(),
+            "the owner of a personal organization of one"
+        );
+        assert!(
+            SecondFactorDuty {
+                org_has_other_members: true,
+                ..nobody
+            }
+            .required()
+        );
+        assert!(
+            !SecondFactorDuty {
+                org_manager: false,
+                org_has_other_members: true,
+                ..nobody
+            }
+            .required()
+        );
+        assert!(
+            SecondFactorDuty {
+                super_admin: true,
+                ..nobody
+            }
+            .required()
+        );
+        assert!(
+            SecondFactorDuty {
+                org_manager: false,
+                org_requires_it: true,
+                ..nobody
+            }
+            .required()
+        );
+    }
 
     #[test]
     fn lockouts_double_and_stop_doubling() {

@@ -33,6 +33,12 @@ pub enum Action {
     TokenFamilyRevoked,
     SigninFromNewDevice,
     OrgSettingsChanged,
+    MfaEnabled,
+    MfaDisabled,
+    BackupCodesRegenerated,
+    BackupCodeUsed,
+    TrustedDeviceAdded,
+    TrustedDeviceRevoked,
 }
 
 impl Action {
@@ -51,6 +57,12 @@ impl Action {
             Action::TokenFamilyRevoked => "token.family_revoked",
             Action::SigninFromNewDevice => "signin.new_device",
             Action::OrgSettingsChanged => "org.settings_changed",
+            Action::MfaEnabled => "mfa.enabled",
+            Action::MfaDisabled => "mfa.disabled",
+            Action::BackupCodesRegenerated => "mfa.backup_codes_regenerated",
+            Action::BackupCodeUsed => "mfa.backup_code_used",
+            Action::TrustedDeviceAdded => "mfa.trusted_device_added",
+            Action::TrustedDeviceRevoked => "mfa.trusted_device_revoked",
         }
     }
 }

@@ -3,10 +3,12 @@
 //! Knows nothing of HTTP or SQL: where keys are stored is the storage crate's business.
 
 mod aead;
+pub mod backup_codes;
 pub mod envelope;
 pub mod master_key;
 pub mod password;
 pub mod root_key;
+pub mod totp;
 
 /// Every symmetric key here is 256 bits.
 pub const KEY_BYTES: usize = 32;

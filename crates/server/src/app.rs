@@ -66,6 +66,7 @@ impl App {
             auth_limiter: auth_limiter.clone(),
             tokens: TokenKeys::new(&root_key, public_url.origin().ascii_serialization()),
             code_key: root_key.derive(b"mailroom/email-code/hmac/v1"),
+            backup_code_key: root_key.derive(b"mailroom/backup-code/hmac/v1"),
         });
         let router = edge::harden(routes::router(&state), state);
         Ok(Self {

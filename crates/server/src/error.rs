@@ -27,6 +27,10 @@ pub struct ApiError {
     cause: Option<Arc<anyhow::Error>>,
     /// Seconds until the client may try again (`Retry-After`).
     retry_after: Option<u64>,
+    /// Extension members of the problem (RFC 9457 §3.2), e.g. the `mfa_token` of
+    /// `mfa_required`.
+    /// Boxed: errors travel in `Result`s everywhere, and are rarely this rich.
+    members: Option<Box<serde_json::Map<String, serde_json::Value>>>,
 }
 
 impl ApiError {
@@ -38,7 +42,16 @@ impl ApiError {
             field: None,
             cause: None,
             retry_after: None,
+            members: None,
         }
+    }
+
+    /// Adds an extension member to the problem document.
+    pub fn with_member(mut self, name: &str, value: impl Into<serde_json::Value>) -> Self {
+        self.members
+            .get_or_insert_default()
+            .insert(name.to_owned(), value.into());
+        self
     }
 
     pub fn with_retry_after(mut self, seconds: u64) -> Self {
@@ -136,6 +149,7 @@ impl ApiError {
             code: self.code,
             request_id: request_id.map(|id| id.to_string()),
             field: self.field.as_deref(),
+            members: self.members.as_deref(),
         };
         let body = serde_json::to_vec(&problem).unwrap_or_default();
         let mut response = (self.status, body).into_response();
@@ -168,6 +182,8 @@ struct Problem<'a> {
     request_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     field: Option<&'a str>,
+    #[serde(flatten)]
+    members: Option<&'a serde_json::Map<String, serde_json::Value>>,
 }
 
 #[cfg(test)]

@@ -44,5 +44,7 @@ pub struct Shared {
     pub tokens: TokenKeys,
     /// Keys the hashes of emailed codes.
     pub code_key: mailroom_crypto::root_key::DerivedKey,
+    /// Keys the MACs of backup codes.
+    pub backup_code_key: mailroom_crypto::root_key::DerivedKey,
     pub auth_limiter: AuthLimiter,
 }

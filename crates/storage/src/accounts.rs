@@ -1,7 +1,7 @@
 //! Users, their organizations, pending sign-ups, emailed codes and browser sessions.
 
 use futures::FutureExt;
-use mailroom_core::accounts::{CodePurpose, LOCKOUT_THRESHOLD, lockout_duration};
+use mailroom_core::accounts::{CodePurpose, LOCKOUT_THRESHOLD, SecondFactorDuty, lockout_duration};
 use mailroom_core::password_policy::CompositionRules;
 use mailroom_core::{EmailAddress, OrgId, SessionId, UserId};
 use time::OffsetDateTime;
@@ -23,6 +23,12 @@ pub struct User {
     pub created_at: OffsetDateTime,
     /// Their organization's password composition rules.
     pub password_rules: CompositionRules,
+    /// A confirmed TOTP secret exists.
+    pub mfa_enabled: bool,
+    /// What MFA-4 decides by: whether their organization has other members, and whether it
+    /// requires a second factor of everyone.
+    pub org_has_other_members: bool,
+    pub org_requires_mfa: bool,
 }
 
 #[derive(sqlx::FromRow)]
@@ -36,6 +42,22 @@ struct UserRow {
     org_id: Uuid,
     org_role: String,
     password_rules: i32,
+    mfa_enabled: bool,
+    org_has_other_members: bool,
+    org_requires_mfa: bool,
+}
+
+impl User {
+    /// Whether this user must have a second factor (MFA-4).
+    pub fn second_factor_required(&self) -> bool {
+        SecondFactorDuty {
+            super_admin: self.platform_role == PlatformRole::SuperAdmin.as_str(),
+            org_manager: matches!(self.org_role.as_str(), "owner" | "admin"),
+            org_has_other_members: self.org_has_other_members,
+            org_requires_it: self.org_requires_mfa,
+        }
+        .required()
+    }
 }
 
 impl From<UserRow> for User {
@@ -52,13 +74,21 @@ impl From<UserRow> for User {
             password_rules: CompositionRules::from_bits(
                 u8::try_from(row.password_rules).unwrap_or(0),
             ),
+            mfa_enabled: row.mfa_enabled,
+            org_has_other_members: row.org_has_other_members,
+            org_requires_mfa: row.org_requires_mfa,
         }
     }
 }
 
 const USER_FIELDS: &str = "u.id, u.email, u.password_hash, u.platform_role, u.locked_until, \
      u.created_at, m.org_id, m.role AS org_role, \
-     (SELECT o.password_rules FROM orgs o WHERE o.id = m.org_id) AS password_rules";
+     (SELECT o.password_rules FROM orgs o WHERE o.id = m.org_id) AS password_rules, \
+     EXISTS (SELECT 1 FROM mfa_totp t WHERE t.user_id = u.id AND t.enabled_at IS NOT NULL) \
+       AS mfa_enabled, \
+     EXISTS (SELECT 1 FROM org_members x WHERE x.org_id = m.org_id AND x.user_id <> u.id) \
+       AS org_has_other_members, \
+     (SELECT o.require_mfa FROM orgs o WHERE o.id = m.org_id) AS org_requires_mfa";
 
 /// A session to create: its secret's hash, never the secret.
 #[derive(Clone)]
@@ -259,6 +289,7 @@ impl Database {
                 });
                 revoke_sessions_except(tx, user.id, None, now).await?;
                 revoke_token_families(tx, user.id, now).await?;
+                crate::two_factor::forget_devices(tx, user.id).await?;
                 Ok(true)
             }
             .boxed()
@@ -289,6 +320,7 @@ impl Database {
                 });
                 revoke_sessions_except(tx, user_id, keep, now).await?;
                 revoke_token_families(tx, user_id, now).await?;
+                crate::two_factor::forget_devices(tx, user_id).await?;
                 Ok(())
             }
             .boxed()
@@ -789,6 +821,27 @@ impl Database {
             .boxed()
         })
         .await
+    }
+
+    /// A correct password while a second factor is still owed: this attempt stops counting
+    /// as a failure, but earlier failures stand, so that someone who has the password gets no
+    /// fresh budget for guessing codes (MFA-4). `new_hash` as for a successful sign-in.
+    pub async fn record_first_factor(
+        &self,
+        user_id: UserId,
+        new_hash: Option<&str>,
+    ) -> Result<(), StorageError> {
+        on_backend!(&self.pool, Pool, pool => {
+            sqlx::query(
+                "UPDATE users SET failed_logins = CASE WHEN failed_logins > 0 THEN failed_logins - 1 ELSE 0 END, \
+                 password_hash = COALESCE($1, password_hash) WHERE id = $2",
+            )
+            .bind(new_hash)
+            .bind(user_id.as_uuid())
+            .execute(pool)
+            .await?;
+        });
+        Ok(())
     }
 
     /// A successful sign-in clears the failure count and the lockout history, unless a racing

@@ -29,7 +29,7 @@ const RESEAL_BATCH: i64 = 500;
 
 /// Every column that holds sealed values, with the column naming its row: the
 /// re-encryption walks these, and account deletion knows what it shreds.
-pub(crate) const SEALED_COLUMNS: &[SealedColumn] = &[];
+pub(crate) const SEALED_COLUMNS: &[SealedColumn] = &[crate::two_factor::TOTP_SECRET];
 
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct SealedColumn {

@@ -7,6 +7,7 @@ pub mod audit;
 mod error;
 pub mod keyring;
 pub mod tokens;
+pub mod two_factor;
 mod tx;
 
 /// Runs the same expression against whichever pool (or transaction) is open: one query text

@@ -113,6 +113,22 @@ impl TestDatabase {
         }
     }
 
+    /// The first column of every row `sql` returns, as bytes (a test reading what is
+    /// really stored).
+    pub async fn fetch_bytes(&self, sql: &str) -> Vec<Vec<u8>> {
+        let result = match self.backend {
+            Backend::Sqlite => match sqlx::SqliteConnection::connect(&self.url).await {
+                Ok(mut connection) => sqlx::query_scalar(sql).fetch_all(&mut connection).await,
+                Err(error) => Err(error),
+            },
+            Backend::Postgres => match PgConnection::connect(&self.url).await {
+                Ok(mut connection) => sqlx::query_scalar(sql).fetch_all(&mut connection).await,
+                Err(error) => Err(error),
+            },
+        };
+        result.unwrap_or_else(|error| panic!("{sql}: {error}"))
+    }
+
     /// Makes the PostgreSQL database refuse connections and drops the open ones, as if its
     /// server had gone away. SQLite is in-process and cannot become unreachable.
     pub async fn make_unreachable(&self) {

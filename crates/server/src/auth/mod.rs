@@ -4,6 +4,7 @@
 pub mod codes;
 pub mod passwords;
 pub mod principal;
+pub mod second_factor;
 pub mod session;
 pub mod tokens;
 

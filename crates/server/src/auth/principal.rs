@@ -60,10 +60,45 @@ impl Principal {
     }
 }
 
+/// Every route but a few refuses a user who owes the second-factor setup that MFA-4
+/// demands of them (403 `mfa_setup_required`).
 impl FromRequestParts<AppState> for Principal {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let principal = Self::authenticate(parts, state).await?;
+        if principal.owes_second_factor_setup() {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "mfa_setup_required",
+                "Set up two-factor authentication first: your role requires it.",
+            ));
+        }
+        Ok(principal)
+    }
+}
+
+/// A principal who may still owe the second-factor setup: for the few routes that let them
+/// do it, see who they are, and sign out.
+pub struct SetupPrincipal(pub Principal);
+
+impl FromRequestParts<AppState> for SetupPrincipal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        Principal::authenticate(parts, state)
+            .await
+            .map(SetupPrincipal)
+    }
+}
+
+impl Principal {
+    /// MFA-4: a second factor is mandatory for this user and they have none yet.
+    pub fn owes_second_factor_setup(&self) -> bool {
+        self.user.second_factor_required() && !self.user.mfa_enabled
+    }
+
+    async fn authenticate(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         if let Some(bearer) = bearer_token(&parts.headers) {
             return from_access_token(bearer, state).await;
         }

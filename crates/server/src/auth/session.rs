@@ -22,9 +22,7 @@ pub struct IssuedSession {
 }
 
 pub fn issue(context: &RequestContext, headers: &HeaderMap, now: OffsetDateTime) -> IssuedSession {
-    let mut secret = [0u8; 32];
-    rand::rng().fill_bytes(&mut secret);
-    let token = URL_SAFE_NO_PAD.encode(secret);
+    let token = random_token();
     IssuedSession {
         record: NewSession {
             id: SessionId::generate(),
@@ -71,15 +69,27 @@ pub fn renew_cookie(token: Option<String>, response: &mut axum::response::Respon
 
 /// The session token the request carries, if any.
 pub fn token_from(headers: &HeaderMap) -> Option<&str> {
+    cookie_value(headers, COOKIE_NAME)
+}
+
+/// The value of the request's cookie `name`, if it has a non-empty one.
+pub fn cookie_value<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|value| value.to_str().ok())
         .flat_map(|cookies| cookies.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == COOKIE_NAME)
+        .find(|(found, _)| *found == name)
         .map(|(_, value)| value)
         .filter(|value| !value.is_empty())
+}
+
+/// 256 random bits, URL-safe: the secret of a cookie or a one-time token.
+pub fn random_token() -> String {
+    let mut secret = [0u8; 32];
+    rand::rng().fill_bytes(&mut secret);
+    URL_SAFE_NO_PAD.encode(secret)
 }
 
 #[cfg(test)]

@@ -79,6 +79,7 @@ mod tests {
             auth_limiter: rate_limit::AuthLimiter::new(std::num::NonZeroU32::MIN),
             tokens: crate::auth::tokens::TokenKeys::new(&root, "http://127.0.0.1".into()),
             code_key: root.derive(b"codes"),
+            backup_code_key: root.derive(b"backup codes"),
         })
     }
 

@@ -16,11 +16,12 @@ use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
 use crate::audit::AuditTrail;
+use crate::auth::principal::SetupPrincipal;
 use crate::auth::{Principal, session};
 use crate::edge::context::RequestContext;
 use crate::edge::headers::CspNonce;
 use crate::error::ApiError;
-use crate::pages::layout;
+use crate::pages::{layout, two_factor};
 use crate::routes::{auth, me};
 use crate::state::AppState;
 
@@ -63,7 +64,7 @@ pub struct PasswordForm {
 }
 
 /// A page with one form, and the error of the last attempt if there was one.
-fn page(
+pub(crate) fn page(
     nonce: &CspNonce,
     title: &str,
     error: Option<&ApiError>,
@@ -108,7 +109,7 @@ fn code_field() -> Markup {
 }
 
 /// A redirect that also hands the browser its new session.
-fn signed_in_redirect(token: &str, to: &str) -> Response {
+pub(crate) fn signed_in_redirect(token: &str, to: &str) -> Response {
     (
         [(header::SET_COOKIE, session::cookie(token))],
         Redirect::to(to),
@@ -116,7 +117,7 @@ fn signed_in_redirect(token: &str, to: &str) -> Response {
         .into_response()
 }
 
-fn redirect_with_notice(path: &str, email: &str, notice: &str) -> Response {
+pub(crate) fn redirect_with_notice(path: &str, email: &str, notice: &str) -> Response {
     let mut query = url::form_urlencoded::Serializer::new(String::new());
     query
         .append_pair("email", email)
@@ -314,8 +315,11 @@ pub async fn signin_submit(
         &form.password,
     )
     .await;
-    SIGNIN.after(&nonce, &form.email, outcome, |(_, token)| {
-        signed_in_redirect(&token, "/security")
+    SIGNIN.after(&nonce, &form.email, outcome, |signed_in| match signed_in {
+        auth::SignIn::Complete { session, .. } => signed_in_redirect(&session, "/security"),
+        auth::SignIn::SecondFactorOwed { mfa_token } => {
+            two_factor::second_factor_page(&nonce, &mfa_token, None)
+        }
     })
 }
 
@@ -368,10 +372,10 @@ pub async fn reset_submit(
 pub async fn security_page(
     State(state): State<AppState>,
     Extension(nonce): Extension<CspNonce>,
-    principal: Result<Principal, ApiError>,
+    principal: Result<SetupPrincipal, ApiError>,
     Query(query): Query<EmailQuery>,
 ) -> Response {
-    let Ok(principal) = principal else {
+    let Ok(SetupPrincipal(principal)) = principal else {
         return Redirect::to("/signin").into_response();
     };
     match security(&state, &nonce, &principal, query.notice.as_deref(), None).await {
@@ -398,6 +402,7 @@ async fn security(
         .audit_for_actor(principal.user.id, None, 20)
         .await
         .map_err(ApiError::internal)?;
+    let second_factor = two_factor::section(state, principal).await?;
     let when = |time: OffsetDateTime| time.format(&Rfc3339).unwrap_or_default();
     let markup = layout(
         nonce,
@@ -415,6 +420,7 @@ async fn security(
                     button type="submit" { "Change password" }
                 }
             }
+            (second_factor)
             section aria-labelledby="sessions-heading" {
                 h2 #sessions-heading { "Sessions" }
                 table #sessions {
@@ -459,7 +465,7 @@ async fn security(
 }
 
 /// The security page again after a form on it: its notice, or its error.
-async fn back_to_security(
+pub(crate) async fn back_to_security(
     state: &AppState,
     nonce: &CspNonce,
     principal: &Principal,
@@ -534,7 +540,7 @@ pub async fn revoke_others_submit(
 pub async fn signout_submit(
     State(state): State<AppState>,
     trail: AuditTrail,
-    principal: Principal,
+    SetupPrincipal(principal): SetupPrincipal,
 ) -> Response {
     match auth::sign_out(&state, &trail, &principal).await {
         Ok(()) => {

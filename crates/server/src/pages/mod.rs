@@ -3,6 +3,7 @@
 //! loads; a script without it does not run.
 
 pub mod account;
+pub mod two_factor;
 
 use axum::Extension;
 use maud::{DOCTYPE, Markup, html};

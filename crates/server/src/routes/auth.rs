@@ -6,7 +6,7 @@
 
 use axum::Json;
 use axum::extract::{Extension, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use mailroom_core::EmailAddress;
 use mailroom_core::SessionId;
@@ -26,8 +26,8 @@ use time::OffsetDateTime;
 use tracing::Instrument;
 
 use crate::audit::{self, AuditTrail};
-use crate::auth::principal::Credential;
-use crate::auth::{Principal, codes, session, tokens};
+use crate::auth::principal::{Credential, SetupPrincipal};
+use crate::auth::{Principal, codes, second_factor, session, tokens};
 use crate::edge::context::RequestContext;
 use crate::error::ApiError;
 use crate::json::ApiJson;
@@ -184,7 +184,8 @@ pub(crate) async fn verify(
     Ok((user, issued.token))
 }
 
-/// `POST /v1/auth/login`.
+/// `POST /v1/auth/login`: a session, or `401 mfa_required` with the `mfa_token` to complete
+/// it with at `POST /v1/auth/login/2fa`.
 pub async fn login(
     State(state): State<AppState>,
     Extension(context): Extension<RequestContext>,
@@ -192,7 +193,7 @@ pub async fn login(
     headers: HeaderMap,
     ApiJson(body): ApiJson<Credentials>,
 ) -> Result<Response, ApiError> {
-    let (user, token) = sign_in(
+    match sign_in(
         &state,
         &context,
         &trail,
@@ -200,11 +201,25 @@ pub async fn login(
         &body.email,
         &body.password,
     )
-    .await?;
-    Ok(signed_in(&user, &token))
+    .await?
+    {
+        SignIn::Complete { user, session } => Ok(signed_in(&user, &session)),
+        SignIn::SecondFactorOwed { mfa_token } => {
+            Err(second_factor::mfa_required().with_member("mfa_token", mfa_token.expose_secret()))
+        }
+    }
 }
 
-/// Signs in with a password and opens a session; returns the user and the session token.
+/// Where a correct password leads.
+pub(crate) enum SignIn {
+    /// Signed in: the user and the new session's token.
+    Complete { user: User, session: String },
+    /// A second factor is owed, to be sent with this token (MFA-1).
+    SecondFactorOwed { mfa_token: SecretString },
+}
+
+/// Signs in with a password: opens a session, unless a second factor is owed and this
+/// browser is not a trusted device of the user's.
 pub(crate) async fn sign_in(
     state: &AppState,
     context: &RequestContext,
@@ -212,8 +227,93 @@ pub(crate) async fn sign_in(
     headers: &HeaderMap,
     email: &str,
     password: &SecretString,
-) -> Result<(User, String), ApiError> {
+) -> Result<SignIn, ApiError> {
     let user = authenticate(state, trail, email, password).await?;
+    if user.mfa_enabled {
+        if !second_factor::trusted_device(state, &user, headers).await? {
+            let mfa_token = second_factor::challenge(state, &user).await?;
+            return Ok(SignIn::SecondFactorOwed { mfa_token });
+        }
+        database(
+            state
+                .database
+                .record_successful_login(user.id, None, OffsetDateTime::now_utc())
+                .await,
+        )?;
+    }
+    let session = open_session(state, context, trail, headers, &user).await?;
+    Ok(SignIn::Complete { user, session })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecondFactorRequest {
+    mfa_token: SecretString,
+    code: Option<SecretString>,
+    backup_code: Option<SecretString>,
+    #[serde(default)]
+    remember_device: bool,
+}
+
+/// `POST /v1/auth/login/2fa`: completes a sign-in with the second factor; with
+/// `remember_device`, this browser skips it for 30 days.
+pub async fn login_second_factor(
+    State(state): State<AppState>,
+    Extension(context): Extension<RequestContext>,
+    trail: AuditTrail,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<SecondFactorRequest>,
+) -> Result<Response, ApiError> {
+    let proof = second_factor::Proof::from_fields(body.code.as_ref(), body.backup_code.as_ref())?;
+    let (user, session, trusted) = complete_second_factor(
+        &state,
+        &context,
+        &trail,
+        &headers,
+        &body.mfa_token,
+        proof,
+        body.remember_device,
+    )
+    .await?;
+    let mut response = signed_in(&user, &session);
+    if let Some(cookie) = trusted {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    Ok(response)
+}
+
+/// The second step of a sign-in: checks the proof against the challenged user, spends the
+/// challenge, opens the session; returns the user, the session token, and the trusted-device
+/// cookie when asked to remember the browser.
+pub(crate) async fn complete_second_factor(
+    state: &AppState,
+    context: &RequestContext,
+    trail: &AuditTrail,
+    headers: &HeaderMap,
+    mfa_token: &SecretString,
+    proof: second_factor::Proof<'_>,
+    remember_device: bool,
+) -> Result<(User, String, Option<HeaderValue>), ApiError> {
+    let user = second_factor::challenged_user(state, mfa_token).await?;
+    second_factor::check(state, trail, &user, proof).await?;
+    second_factor::spend_challenge(state, mfa_token).await?;
+    let session = open_session(state, context, trail, headers, &user).await?;
+    let trusted = if remember_device {
+        Some(second_factor::trust_device(state, trail, &user).await?)
+    } else {
+        None
+    };
+    Ok((user, session, trusted))
+}
+
+/// Opens a session for a user who has just proved who they are; returns its token.
+async fn open_session(
+    state: &AppState,
+    context: &RequestContext,
+    trail: &AuditTrail,
+    headers: &HeaderMap,
+    user: &User,
+) -> Result<String, ApiError> {
     let now = OffsetDateTime::now_utc();
     let issued = rotate_session(state, context, headers, now).await?;
     let NewDevice(new_device) = database(
@@ -223,18 +323,18 @@ pub(crate) async fn sign_in(
             .await,
     )?;
     if new_device {
-        alert_new_device(state, trail, &user, Some(issued.record.id)).await?;
+        alert_new_device(state, trail, user, Some(issued.record.id)).await?;
     }
     tracing::info!(user_id = %user.id, "signed in");
     audit::record(
         &state.database,
         AuditEvent {
             session_id: Some(issued.record.id),
-            ..trail.by_user(&user, Action::SigninSucceeded, Outcome::Success)
+            ..trail.by_user(user, Action::SigninSucceeded, Outcome::Success)
         },
     )
     .await?;
-    Ok((user, issued.token))
+    Ok(issued.token)
 }
 
 #[derive(Deserialize)]
@@ -355,16 +455,53 @@ async fn authenticate(
     Ok(user)
 }
 
-/// Checks a known account's password through the lockout gate (AUTH-3): the attempt is
-/// counted before the (slow) check, so parallel guesses cannot exceed the budget; the one
-/// that spends it locks the account, and its owner is told. A success clears the count and
-/// upgrades an outdated hash.
+/// Checks a known account's password through the lockout gate. A success upgrades an
+/// outdated hash, and clears the failure count unless a second factor is still owed.
 pub(crate) async fn check_password(
     state: &AppState,
     trail: &AuditTrail,
     user: &User,
     password: &SecretString,
 ) -> Result<(), ApiError> {
+    let rehash = gated(state, trail, user, invalid_credentials, async {
+        let verified = state
+            .passwords
+            .verify(password, Some(&user.password_hash))
+            .await?;
+        Ok(match verified {
+            Verification::Match { rehash } => Some(rehash),
+            _ => None,
+        })
+    })
+    .await?;
+    let upgraded = if rehash {
+        Some(state.passwords.hash(password).await?)
+    } else {
+        None
+    };
+    let new_hash = upgraded.as_ref().map(|hash| hash.as_str());
+    let recorded = if user.mfa_enabled {
+        state.database.record_first_factor(user.id, new_hash).await
+    } else {
+        state
+            .database
+            .record_successful_login(user.id, new_hash, OffsetDateTime::now_utc())
+            .await
+    };
+    database(recorded)
+}
+
+/// Runs one check of a secret of `user`'s (password, TOTP or backup code) through the
+/// lockout gate (AUTH-3): the attempt is counted before the (slow) check, so parallel
+/// guesses cannot exceed the budget; the one that spends it locks the account, and its owner
+/// is told. `check` answers `Some` when the secret is right; `refused` is the error otherwise.
+pub(crate) async fn gated<T>(
+    state: &AppState,
+    trail: &AuditTrail,
+    user: &User,
+    refused: fn() -> ApiError,
+    check: impl Future<Output = Result<Option<T>, ApiError>>,
+) -> Result<T, ApiError> {
     let now = OffsetDateTime::now_utc();
     let attempt = match database(state.database.open_login_attempt(user.id, now).await)? {
         LoginGate::Open { attempt } => attempt,
@@ -375,37 +512,23 @@ pub(crate) async fn check_password(
             return Err(account_locked());
         }
     };
-    let verified = state
-        .passwords
-        .verify(password, Some(&user.password_hash))
-        .await?;
-    let Verification::Match { rehash } = verified else {
-        audit::record(
-            &state.database,
-            AuditEvent {
-                target: Some(user.email.clone()),
-                ..trail.by_user(user, Action::SigninFailed, Outcome::Failure)
-            },
-        )
-        .await?;
-        if attempt >= LOCKOUT_THRESHOLD {
-            let until = database(state.database.lock_account(user.id, now).await)?;
-            announce_lock(state, trail, user, until).await?;
-            return Err(account_locked());
-        }
-        return Err(invalid_credentials());
-    };
-    let upgraded = if rehash {
-        Some(state.passwords.hash(password).await?)
-    } else {
-        None
-    };
-    database(
-        state
-            .database
-            .record_successful_login(user.id, upgraded.as_ref().map(|hash| hash.as_str()), now)
-            .await,
+    if let Some(value) = check.await? {
+        return Ok(value);
+    }
+    audit::record(
+        &state.database,
+        AuditEvent {
+            target: Some(user.email.clone()),
+            ..trail.by_user(user, Action::SigninFailed, Outcome::Failure)
+        },
     )
+    .await?;
+    if attempt >= LOCKOUT_THRESHOLD {
+        let until = database(state.database.lock_account(user.id, now).await)?;
+        announce_lock(state, trail, user, until).await?;
+        return Err(account_locked());
+    }
+    Err(refused())
 }
 
 async fn announce_lock(
@@ -433,6 +556,9 @@ pub enum TokenRequest {
     Password {
         email: String,
         password: SecretString,
+        /// With a second factor enabled, one of these is required as well.
+        totp_code: Option<SecretString>,
+        backup_code: Option<SecretString>,
     },
     RefreshToken {
         refresh_token: SecretString,
@@ -449,8 +575,21 @@ pub async fn token(
 ) -> Result<Response, ApiError> {
     let now = OffsetDateTime::now_utc();
     let (user_id, family, jti, issued_at, authenticated_at, refresh_token) = match body {
-        TokenRequest::Password { email, password } => {
+        TokenRequest::Password {
+            email,
+            password,
+            totp_code,
+            backup_code,
+        } => {
             let user = authenticate(&state, &trail, &email, &password).await?;
+            if user.mfa_enabled {
+                if totp_code.is_none() && backup_code.is_none() {
+                    return Err(second_factor::mfa_required());
+                }
+                let proof =
+                    second_factor::Proof::from_fields(totp_code.as_ref(), backup_code.as_ref())?;
+                second_factor::check(&state, &trail, &user, proof).await?;
+            }
             let refresh_token = tokens::new_refresh_token();
             let first = NewRefreshToken {
                 id: Uuid::now_v7(),
@@ -588,7 +727,7 @@ async fn alert_new_device(
 pub async fn logout(
     State(state): State<AppState>,
     trail: AuditTrail,
-    principal: Principal,
+    SetupPrincipal(principal): SetupPrincipal,
 ) -> Result<Response, ApiError> {
     sign_out(&state, &trail, &principal).await?;
     Ok((
@@ -623,9 +762,11 @@ pub(crate) async fn sign_out(
     me::record_revocation(state, trail, principal, target).await
 }
 
-/// `GET /v1/me`.
-pub async fn me(principal: Principal) -> Json<Value> {
-    Json(user_json(&principal.user))
+/// `GET /v1/me`: also for a user who still owes the second-factor setup, who learns so here.
+pub async fn me(SetupPrincipal(principal): SetupPrincipal) -> Json<Value> {
+    let mut user = user_json(&principal.user);
+    user["mfa_setup_required"] = Value::Bool(principal.owes_second_factor_setup());
+    Json(user)
 }
 
 pub fn user_json(user: &User) -> Value {
@@ -635,7 +776,7 @@ pub fn user_json(user: &User) -> Value {
         "org_id": user.org_id,
         "org_role": user.org_role,
         "platform_role": user.platform_role,
-        "mfa_enabled": false,
+        "mfa_enabled": user.mfa_enabled,
         "created_at": user.created_at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
     })
 }
@@ -758,11 +899,13 @@ fn parse_email(raw: &str) -> Result<EmailAddress, ApiError> {
     })
 }
 
-fn database<T>(result: Result<T, mailroom_storage::StorageError>) -> Result<T, ApiError> {
+pub(crate) fn database<T>(
+    result: Result<T, mailroom_storage::StorageError>,
+) -> Result<T, ApiError> {
     result.map_err(ApiError::internal)
 }
 
-fn invalid_code() -> ApiError {
+pub(crate) fn invalid_code() -> ApiError {
     ApiError::new(
         StatusCode::BAD_REQUEST,
         "invalid_code",

@@ -9,6 +9,7 @@ pub(crate) mod me;
 mod metrics;
 mod org;
 pub mod setup;
+pub(crate) mod two_factor;
 
 use axum::Router;
 use axum::routing::{delete, get, patch, post};
@@ -30,6 +31,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .route("/v1/auth/verify-email", post(auth::verify_email))
         .route("/v1/auth/resend-code", post(auth::resend_code))
         .route("/v1/auth/login", post(auth::login))
+        .route("/v1/auth/login/2fa", post(auth::login_second_factor))
         .route("/v1/auth/token", post(auth::token))
         .route("/v1/auth/password/forgot", post(auth::forgot_password))
         .route("/v1/auth/password/reset", post(auth::reset_password))
@@ -47,6 +49,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
             "/signin",
             get(account::signin_page).post(account::signin_submit),
         )
+        .route("/signin/2fa", post(pages::two_factor::signin_submit))
         .route(
             "/forgot",
             get(account::forgot_page).post(account::forgot_submit),
@@ -75,10 +78,39 @@ pub fn router(state: &AppState) -> Router<AppState> {
             post(account::revoke_submit),
         )
         .route("/signout", post(account::signout_submit))
+        .route("/security/2fa/setup", post(pages::two_factor::setup_submit))
+        .route(
+            "/security/2fa/confirm",
+            post(pages::two_factor::confirm_submit),
+        )
+        .route(
+            "/security/2fa/backup-codes",
+            post(pages::two_factor::backup_codes_submit),
+        )
+        .route(
+            "/security/2fa/disable",
+            post(pages::two_factor::disable_submit),
+        )
+        .route(
+            "/security/trusted-devices/{id}/revoke",
+            post(pages::two_factor::forget_device_submit),
+        )
         .route("/v1/me", get(auth::me))
         .route("/v1/org", patch(org::update))
         .route("/v1/me/audit-log", get(me::audit_log))
         .route("/v1/me/password", post(me::change_password))
+        .route("/v1/me/2fa", delete(two_factor::disable))
+        .route("/v1/me/2fa/totp", post(two_factor::start))
+        .route("/v1/me/2fa/totp/confirm", post(two_factor::confirm))
+        .route(
+            "/v1/me/2fa/backup-codes",
+            post(two_factor::regenerate_backup_codes),
+        )
+        .route("/v1/me/trusted-devices", get(two_factor::trusted_devices))
+        .route(
+            "/v1/me/trusted-devices/{id}",
+            delete(two_factor::revoke_trusted_device),
+        )
         .route(
             "/v1/me/sessions",
             get(me::sessions).delete(me::revoke_other_sessions),

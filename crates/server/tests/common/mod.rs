@@ -3,6 +3,8 @@
 #![allow(dead_code)] // Each test crate uses a different part of the harness.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod accounts;
+
 use std::net::SocketAddr;
 
 use mailroom_server::{App, Config};

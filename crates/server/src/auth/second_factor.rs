@@ -1,0 +1,249 @@
+//! The second factor at sign-in (MFA-1..3): the challenge that stands for an accepted
+//! password, checking a TOTP or backup code through the lockout gate, and the trusted-device
+//! cookie that skips the second factor on one browser for 30 days.
+
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use mailroom_core::UserId;
+use mailroom_core::accounts::{MFA_CHALLENGE_TTL, TRUSTED_DEVICE_TTL};
+use mailroom_core::audit::{Action, AuditEvent, Outcome};
+use mailroom_crypto::backup_codes;
+use mailroom_crypto::root_key::DerivedKey;
+use mailroom_crypto::totp::TotpSecret;
+use mailroom_storage::accounts::User;
+use mailroom_storage::two_factor::NewTrustedDevice;
+use secrecy::{ExposeSecret, SecretString};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::audit::{self, AuditTrail};
+use crate::auth::session::{cookie_value, random_token, token_hash};
+use crate::error::ApiError;
+use crate::routes::auth::{database, gated, invalid_code};
+use crate::state::AppState;
+
+pub const TRUSTED_COOKIE: &str = "__Host-mailroom_trusted";
+
+/// What the caller offers as the second factor.
+pub enum Proof<'a> {
+    Totp(&'a SecretString),
+    BackupCode(&'a SecretString),
+}
+
+impl<'a> Proof<'a> {
+    /// From the two optional fields of a request: exactly one must be given.
+    pub fn from_fields(
+        totp_code: Option<&'a SecretString>,
+        backup_code: Option<&'a SecretString>,
+    ) -> Result<Self, ApiError> {
+        match (totp_code, backup_code) {
+            (Some(code), None) => Ok(Proof::Totp(code)),
+            (None, Some(code)) => Ok(Proof::BackupCode(code)),
+            _ => Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_field",
+                "Give either the code from the authenticator app or a backup code.",
+            )
+            .with_field("code")),
+        }
+    }
+}
+
+/// A password was right and a second factor is owed: a single-use token that stands for
+/// the password for five minutes.
+pub async fn challenge(state: &AppState, user: &User) -> Result<SecretString, ApiError> {
+    let token = random_token();
+    let expires_at = OffsetDateTime::now_utc() + MFA_CHALLENGE_TTL;
+    database(
+        state
+            .database
+            .create_mfa_challenge(user.id, &token_hash(&token), expires_at)
+            .await,
+    )?;
+    Ok(SecretString::from(token))
+}
+
+pub fn mfa_required() -> ApiError {
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "mfa_required",
+        "The password is right; now the code from the authenticator app (or a backup code).",
+    )
+}
+
+/// The user a live challenge token stands for.
+pub async fn challenged_user(state: &AppState, token: &SecretString) -> Result<User, ApiError> {
+    let now = OffsetDateTime::now_utc();
+    let user_id = database(
+        state
+            .database
+            .mfa_challenge_user(&token_hash(token.expose_secret()), now)
+            .await,
+    )?
+    .ok_or_else(invalid_mfa_token)?;
+    database(state.database.user_by_id(user_id).await)?.ok_or_else(invalid_mfa_token)
+}
+
+/// Spends the challenge: a second sign-in with the same token fails.
+pub async fn spend_challenge(state: &AppState, token: &SecretString) -> Result<(), ApiError> {
+    let spent = database(
+        state
+            .database
+            .spend_mfa_challenge(
+                &token_hash(token.expose_secret()),
+                OffsetDateTime::now_utc(),
+            )
+            .await,
+    )?;
+    if spent {
+        Ok(())
+    } else {
+        Err(invalid_mfa_token())
+    }
+}
+
+fn invalid_mfa_token() -> ApiError {
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "invalid_mfa_token",
+        "The sign-in has expired or was already completed: sign in again.",
+    )
+}
+
+/// Checks the second factor through the lockout gate: wrong codes count toward lockout
+/// (MFA-4). A TOTP code is accepted once; a backup code once ever. On success the failure
+/// count is cleared: the sign-in is complete.
+pub async fn check(
+    state: &AppState,
+    trail: &AuditTrail,
+    user: &User,
+    proof: Proof<'_>,
+) -> Result<(), ApiError> {
+    let now = OffsetDateTime::now_utc();
+    gated(state, trail, user, invalid_code, async {
+        let accepted = match &proof {
+            Proof::Totp(code) => totp_accepts(state, user.id, code, now).await?,
+            Proof::BackupCode(code) => {
+                let spent = match backup_codes::normalize(code.expose_secret()) {
+                    Some(normalized) => database(
+                        state
+                            .database
+                            .spend_backup_code(
+                                user.id,
+                                &backup_code_hash(&state.backup_code_key, user.id, &normalized),
+                                now,
+                            )
+                            .await,
+                    )?,
+                    None => false,
+                };
+                if spent {
+                    audit::record(
+                        &state.database,
+                        trail.by_user(user, Action::BackupCodeUsed, Outcome::Success),
+                    )
+                    .await?;
+                }
+                spent
+            }
+        };
+        Ok(accepted.then_some(()))
+    })
+    .await?;
+    database(
+        state
+            .database
+            .record_successful_login(user.id, None, now)
+            .await,
+    )
+}
+
+/// Whether `code` is a current TOTP code of the user's enabled secret, not used before; a
+/// match spends its step.
+pub async fn totp_accepts(
+    state: &AppState,
+    user_id: UserId,
+    code: &SecretString,
+    now: OffsetDateTime,
+) -> Result<bool, ApiError> {
+    let Some(totp) = database(state.database.totp(user_id).await)? else {
+        return Ok(false);
+    };
+    let secret = TotpSecret::from_bytes(totp.secret);
+    let unix = u64::try_from(now.unix_timestamp()).unwrap_or(0);
+    match secret.matching_step(code.expose_secret(), unix) {
+        Some(step) if totp.enabled => database(state.database.spend_totp_step(user_id, step).await),
+        _ => Ok(false),
+    }
+}
+
+/// Backup codes are stored as MACs under a server key: short enough to guess offline from a
+/// plain hash, not without the key.
+pub fn backup_code_hash(key: &DerivedKey, user_id: UserId, normalized: &str) -> Vec<u8> {
+    let mut message = user_id.as_uuid().as_bytes().to_vec();
+    message.extend_from_slice(normalized.as_bytes());
+    key.mac(&message).to_vec()
+}
+
+/// A fresh set of backup codes: the codes for the user, the MACs for storage.
+pub fn new_backup_codes(key: &DerivedKey, user_id: UserId) -> (Vec<String>, Vec<Vec<u8>>) {
+    let codes = backup_codes::generate();
+    let hashes = codes
+        .iter()
+        .filter_map(|code| backup_codes::normalize(code))
+        .map(|normalized| backup_code_hash(key, user_id, &normalized))
+        .collect();
+    (codes, hashes)
+}
+
+/// Whether this browser is a trusted device of `user`'s (MFA-3).
+pub async fn trusted_device(
+    state: &AppState,
+    user: &User,
+    headers: &HeaderMap,
+) -> Result<bool, ApiError> {
+    let Some(token) = cookie_value(headers, TRUSTED_COOKIE) else {
+        return Ok(false);
+    };
+    database(
+        state
+            .database
+            .use_trusted_device(user.id, &token_hash(token), OffsetDateTime::now_utc())
+            .await,
+    )
+}
+
+/// Remembers this browser for 30 days; returns the cookie that carries its secret.
+pub async fn trust_device(
+    state: &AppState,
+    trail: &AuditTrail,
+    user: &User,
+) -> Result<HeaderValue, ApiError> {
+    let token = random_token();
+    let now = OffsetDateTime::now_utc();
+    let device = NewTrustedDevice {
+        id: Uuid::now_v7(),
+        token_hash: token_hash(&token),
+        ip: trail.ip().to_owned(),
+        user_agent: trail.user_agent().map(str::to_owned),
+        expires_at: now + TRUSTED_DEVICE_TTL,
+    };
+    database(
+        state
+            .database
+            .add_trusted_device(user.id, &device, now)
+            .await,
+    )?;
+    audit::record(
+        &state.database,
+        AuditEvent {
+            target: Some(format!("trusted device {}", device.id)),
+            ..trail.by_user(user, Action::TrustedDeviceAdded, Outcome::Success)
+        },
+    )
+    .await?;
+    let value = format!(
+        "{TRUSTED_COOKIE}={token}; Path=/; Max-Age={}; HttpOnly; Secure; SameSite=Lax",
+        TRUSTED_DEVICE_TTL.as_secs()
+    );
+    HeaderValue::from_str(&value).map_err(ApiError::internal)
+}

@@ -1,0 +1,115 @@
+//! Accounts as the tests make them: sign-up through the API with the code read from the
+//! outbox, sessions as cookies.
+
+use std::path::Path;
+use std::time::Duration;
+
+use mailroom_testkit::TestDatabase;
+use serde_json::{Value, json};
+
+use super::TestApp;
+
+pub const PASSWORD: &str = "correct horse battery staple";
+
+/// The code in the newest outbox message to `email`, waiting for it to be written.
+pub async fn code_for(db: &TestDatabase, email: &str) -> String {
+    for _ in 0..100 {
+        if let Some(code) = codes_for(db.dir(), email).pop() {
+            return code;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no code was mailed to {email}");
+}
+
+/// Every code mailed to `email`, oldest first.
+pub fn codes_for(dir: &Path, email: &str) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(dir.join("data/outbox")) else {
+        return Vec::new();
+    };
+    let mut messages: Vec<(std::time::SystemTime, String)> = entries
+        .map(|entry| entry.unwrap().path())
+        .map(|path| {
+            let modified = std::fs::metadata(&path).unwrap().modified().unwrap();
+            (modified, std::fs::read_to_string(path).unwrap())
+        })
+        .filter(|(_, raw)| raw.contains(&format!("To: {email}")))
+        .collect();
+    messages.sort();
+    messages
+        .into_iter()
+        .filter_map(|(_, raw)| {
+            let subject = raw
+                .lines()
+                .find(|l| l.starts_with("Subject: Your mailroom code: "))?;
+            Some(subject.rsplit(' ').next()?.trim().to_owned())
+        })
+        .collect()
+}
+
+/// The subjects of the outbox messages to `email`.
+pub fn mail_subjects(dir: &Path, email: &str) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(dir.join("data/outbox")) else {
+        return Vec::new();
+    };
+    entries
+        .map(|entry| std::fs::read_to_string(entry.unwrap().path()).unwrap())
+        .filter(|raw| raw.contains(&format!("To: {email}")))
+        .filter_map(|raw| {
+            raw.lines()
+                .find_map(|l| l.strip_prefix("Subject: ").map(str::to_owned))
+        })
+        .collect()
+}
+
+pub async fn post(app: &TestApp, path: &str, body: Value) -> reqwest::Response {
+    app.client
+        .post(app.at(path))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The session token from a response's `Set-Cookie`.
+pub fn session_token(response: &reqwest::Response) -> String {
+    let cookie = response.headers()["set-cookie"].to_str().unwrap();
+    let (pair, _) = cookie.split_once(';').unwrap();
+    pair.strip_prefix("__Host-mailroom_session=")
+        .unwrap()
+        .to_owned()
+}
+
+pub fn cookie(token: &str) -> String {
+    format!("__Host-mailroom_session={token}")
+}
+
+/// `GET path` in the session of `token`.
+pub async fn get_as(app: &TestApp, token: &str, path: &str) -> reqwest::Response {
+    app.client
+        .get(app.at(path))
+        .header("cookie", cookie(token))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Signs up and verifies `email`; returns the session token.
+pub async fn create_account(app: &TestApp, db: &TestDatabase, email: &str) -> String {
+    let response = post(
+        app,
+        "/v1/auth/signup",
+        json!({"email": email, "password": PASSWORD}),
+    )
+    .await;
+    assert_eq!(response.status(), 202);
+    let code = code_for(db, email).await;
+    let response = post(
+        app,
+        "/v1/auth/verify-email",
+        json!({"email": email, "code": code}),
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    session_token(&response)
+}

@@ -1,0 +1,419 @@
+//! Second factors (MFA-1..3): the sealed TOTP secret with its last used step, backup codes,
+//! the challenges that stand between a password and a session, and trusted devices.
+
+use futures::FutureExt;
+use mailroom_core::UserId;
+use mailroom_crypto::envelope::{Binding, SYSTEM_SCOPE};
+use time::OffsetDateTime;
+use uuid::Uuid;
+use zeroize::Zeroizing;
+
+use crate::accounts::{from_ms, ms};
+use crate::keyring::SealedColumn;
+use crate::tx::Inner;
+use crate::{Database, Pool, StorageError, Tx, on_backend};
+
+pub(crate) const TOTP_SECRET: SealedColumn = SealedColumn {
+    table: "mfa_totp",
+    column: "secret",
+    row_id: "user_id",
+};
+
+fn totp_binding(user_id: UserId) -> Binding<'static> {
+    Binding {
+        table: TOTP_SECRET.table,
+        column: TOTP_SECRET.column,
+        row: user_id.as_uuid(),
+    }
+}
+
+/// A user's TOTP secret and whether it is confirmed.
+pub struct TotpState {
+    pub secret: Zeroizing<Vec<u8>>,
+    pub enabled: bool,
+}
+
+/// A trusted device to remember.
+pub struct NewTrustedDevice {
+    pub id: Uuid,
+    pub token_hash: Vec<u8>,
+    pub ip: String,
+    pub user_agent: Option<String>,
+    pub expires_at: OffsetDateTime,
+}
+
+#[derive(Clone, Debug)]
+pub struct TrustedDevice {
+    pub id: Uuid,
+    pub ip: String,
+    pub user_agent: Option<String>,
+    pub created_at: OffsetDateTime,
+    pub last_used_at: OffsetDateTime,
+    pub expires_at: OffsetDateTime,
+}
+
+impl Database {
+    /// Stores a new, unconfirmed TOTP secret, replacing an unconfirmed one. Returns false,
+    /// changing nothing, when the user already has TOTP enabled.
+    pub async fn start_totp_enrollment(
+        &self,
+        user_id: UserId,
+        secret: &[u8],
+        now: OffsetDateTime,
+    ) -> Result<bool, StorageError> {
+        let sealed = self
+            .seal(SYSTEM_SCOPE, &totp_binding(user_id), secret, now)
+            .await?;
+        self.serializable(|tx| {
+            let sealed = sealed.clone();
+            async move {
+                on_backend!(&mut tx.0, Inner, tx => {
+                    let written = sqlx::query(
+                        "INSERT INTO mfa_totp (user_id, secret, created_at) VALUES ($1, $2, $3) \
+                         ON CONFLICT (user_id) DO UPDATE SET secret = excluded.secret, \
+                         created_at = excluded.created_at, last_used_step = NULL \
+                         WHERE mfa_totp.enabled_at IS NULL",
+                    )
+                    .bind(user_id.as_uuid())
+                    .bind(&sealed)
+                    .bind(ms(now))
+                    .execute(&mut **tx)
+                    .await?
+                    .rows_affected();
+                    Ok(written == 1)
+                })
+            }
+            .boxed()
+        })
+        .await
+    }
+
+    /// The user's TOTP secret, opened, if they have one (confirmed or not).
+    pub async fn totp(&self, user_id: UserId) -> Result<Option<TotpState>, StorageError> {
+        let row: Option<(Vec<u8>, Option<i64>)> = on_backend!(&self.pool, Pool, pool => {
+            sqlx::query_as("SELECT secret, enabled_at FROM mfa_totp WHERE user_id = $1")
+                .bind(user_id.as_uuid())
+                .fetch_optional(pool)
+                .await?
+        });
+        let Some((sealed, enabled_at)) = row else {
+            return Ok(None);
+        };
+        let secret = self
+            .open(SYSTEM_SCOPE, &totp_binding(user_id), &sealed)
+            .await?;
+        Ok(Some(TotpState {
+            secret,
+            enabled: enabled_at.is_some(),
+        }))
+    }
+
+    /// Spends a TOTP step: true only for a step later than every one used before, so that a
+    /// code is accepted once (MFA-1), however many requests race with it.
+    pub async fn spend_totp_step(&self, user_id: UserId, step: u64) -> Result<bool, StorageError> {
+        let step = i64::try_from(step).unwrap_or(i64::MAX);
+        self.serializable(|tx| async move { spend_step(tx, user_id, step).await }.boxed())
+            .await
+    }
+
+    /// Confirms a pending secret with the step of its first code and stores the backup
+    /// codes' MACs. False when there was no pending secret or the step was spent.
+    pub async fn enable_totp(
+        &self,
+        user_id: UserId,
+        step: u64,
+        backup_code_hashes: &[Vec<u8>],
+        now: OffsetDateTime,
+    ) -> Result<bool, StorageError> {
+        let step = i64::try_from(step).unwrap_or(i64::MAX);
+        let hashes = backup_code_hashes.to_vec();
+        self.serializable(|tx| {
+            let hashes = hashes.clone();
+            async move {
+                let enabled = on_backend!(&mut tx.0, Inner, tx => {
+                    sqlx::query(
+                        "UPDATE mfa_totp SET enabled_at = $1, last_used_step = $2 \
+                         WHERE user_id = $3 AND enabled_at IS NULL",
+                    )
+                    .bind(ms(now))
+                    .bind(step)
+                    .bind(user_id.as_uuid())
+                    .execute(&mut **tx)
+                    .await?
+                    .rows_affected()
+                });
+                if enabled != 1 {
+                    return Ok(false);
+                }
+                insert_backup_codes(tx, user_id, &hashes).await?;
+                Ok(true)
+            }
+            .boxed()
+        })
+        .await
+    }
+
+    /// Turns the second factor off: the secret, the backup codes and the trusted devices go.
+    pub async fn disable_totp(&self, user_id: UserId) -> Result<(), StorageError> {
+        self.serializable(|tx| {
+            async move {
+                on_backend!(&mut tx.0, Inner, tx => {
+                    for sql in [
+                        "DELETE FROM mfa_totp WHERE user_id = $1",
+                        "DELETE FROM mfa_backup_codes WHERE user_id = $1",
+                    ] {
+                        sqlx::query(sql).bind(user_id.as_uuid()).execute(&mut **tx).await?;
+                    }
+                });
+                forget_devices(tx, user_id).await
+            }
+            .boxed()
+        })
+        .await
+    }
+
+    /// Replaces every backup code with new ones.
+    pub async fn replace_backup_codes(
+        &self,
+        user_id: UserId,
+        hashes: &[Vec<u8>],
+    ) -> Result<(), StorageError> {
+        let hashes = hashes.to_vec();
+        self.serializable(|tx| {
+            let hashes = hashes.clone();
+            async move {
+                on_backend!(&mut tx.0, Inner, tx => {
+                    sqlx::query("DELETE FROM mfa_backup_codes WHERE user_id = $1")
+                        .bind(user_id.as_uuid())
+                        .execute(&mut **tx)
+                        .await?;
+                });
+                insert_backup_codes(tx, user_id, &hashes).await
+            }
+            .boxed()
+        })
+        .await
+    }
+
+    /// Spends a backup code: true once, for an unused code of this user's.
+    pub async fn spend_backup_code(
+        &self,
+        user_id: UserId,
+        hash: &[u8],
+        now: OffsetDateTime,
+    ) -> Result<bool, StorageError> {
+        let spent = on_backend!(&self.pool, Pool, pool => {
+            sqlx::query(
+                "UPDATE mfa_backup_codes SET used_at = $1 \
+                 WHERE user_id = $2 AND code_hash = $3 AND used_at IS NULL",
+            )
+            .bind(ms(now))
+            .bind(user_id.as_uuid())
+            .bind(hash)
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        Ok(spent == 1)
+    }
+
+    pub async fn unused_backup_codes(&self, user_id: UserId) -> Result<i64, StorageError> {
+        Ok(on_backend!(&self.pool, Pool, pool => {
+            sqlx::query_scalar(
+                "SELECT COUNT(*) FROM mfa_backup_codes WHERE user_id = $1 AND used_at IS NULL",
+            )
+            .bind(user_id.as_uuid())
+            .fetch_one(pool)
+            .await?
+        }))
+    }
+
+    pub async fn create_mfa_challenge(
+        &self,
+        user_id: UserId,
+        token_hash: &[u8],
+        expires_at: OffsetDateTime,
+    ) -> Result<(), StorageError> {
+        on_backend!(&self.pool, Pool, pool => {
+            sqlx::query("INSERT INTO mfa_challenges (token_hash, user_id, expires_at) VALUES ($1, $2, $3)")
+                .bind(token_hash)
+                .bind(user_id.as_uuid())
+                .bind(ms(expires_at))
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
+    }
+
+    /// Whose live challenge this is.
+    pub async fn mfa_challenge_user(
+        &self,
+        token_hash: &[u8],
+        now: OffsetDateTime,
+    ) -> Result<Option<UserId>, StorageError> {
+        let user: Option<Uuid> = on_backend!(&self.pool, Pool, pool => {
+            sqlx::query_scalar("SELECT user_id FROM mfa_challenges WHERE token_hash = $1 AND expires_at > $2")
+                .bind(token_hash)
+                .bind(ms(now))
+                .fetch_optional(pool)
+                .await?
+        });
+        Ok(user.map(UserId::from_uuid))
+    }
+
+    /// Spends a challenge: true for exactly one of any number of racing sign-ins.
+    pub async fn spend_mfa_challenge(
+        &self,
+        token_hash: &[u8],
+        now: OffsetDateTime,
+    ) -> Result<bool, StorageError> {
+        let spent = on_backend!(&self.pool, Pool, pool => {
+            sqlx::query("DELETE FROM mfa_challenges WHERE token_hash = $1 AND expires_at > $2")
+                .bind(token_hash)
+                .bind(ms(now))
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
+        Ok(spent == 1)
+    }
+
+    pub async fn add_trusted_device(
+        &self,
+        user_id: UserId,
+        device: &NewTrustedDevice,
+        now: OffsetDateTime,
+    ) -> Result<(), StorageError> {
+        on_backend!(&self.pool, Pool, pool => {
+            sqlx::query(
+                "INSERT INTO trusted_devices (id, user_id, token_hash, ip, user_agent, created_at, last_used_at, expires_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $6, $7)",
+            )
+            .bind(device.id)
+            .bind(user_id.as_uuid())
+            .bind(&device.token_hash)
+            .bind(&device.ip)
+            .bind(device.user_agent.as_deref())
+            .bind(ms(now))
+            .bind(ms(device.expires_at))
+            .execute(pool)
+            .await?;
+        });
+        Ok(())
+    }
+
+    /// Whether the browser holding this token is a live trusted device of this user's;
+    /// notes its use.
+    pub async fn use_trusted_device(
+        &self,
+        user_id: UserId,
+        token_hash: &[u8],
+        now: OffsetDateTime,
+    ) -> Result<bool, StorageError> {
+        let used = on_backend!(&self.pool, Pool, pool => {
+            sqlx::query(
+                "UPDATE trusted_devices SET last_used_at = $1 \
+                 WHERE user_id = $2 AND token_hash = $3 AND expires_at > $1",
+            )
+            .bind(ms(now))
+            .bind(user_id.as_uuid())
+            .bind(token_hash)
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        Ok(used == 1)
+    }
+
+    pub async fn trusted_devices(
+        &self,
+        user_id: UserId,
+        now: OffsetDateTime,
+    ) -> Result<Vec<TrustedDevice>, StorageError> {
+        let rows: Vec<(Uuid, String, Option<String>, i64, i64, i64)> = on_backend!(&self.pool, Pool, pool => {
+            sqlx::query_as(
+                "SELECT id, ip, user_agent, created_at, last_used_at, expires_at FROM trusted_devices \
+                 WHERE user_id = $1 AND expires_at > $2 ORDER BY created_at DESC",
+            )
+            .bind(user_id.as_uuid())
+            .bind(ms(now))
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(rows
+            .into_iter()
+            .map(
+                |(id, ip, user_agent, created_at, last_used_at, expires_at)| TrustedDevice {
+                    id,
+                    ip,
+                    user_agent,
+                    created_at: from_ms(created_at),
+                    last_used_at: from_ms(last_used_at),
+                    expires_at: from_ms(expires_at),
+                },
+            )
+            .collect())
+    }
+
+    /// Forgets one of the user's trusted devices; false when they have none with this id.
+    pub async fn revoke_trusted_device(
+        &self,
+        user_id: UserId,
+        id: Uuid,
+    ) -> Result<bool, StorageError> {
+        let deleted = on_backend!(&self.pool, Pool, pool => {
+            sqlx::query("DELETE FROM trusted_devices WHERE id = $1 AND user_id = $2")
+                .bind(id)
+                .bind(user_id.as_uuid())
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
+        Ok(deleted == 1)
+    }
+}
+
+async fn spend_step(tx: &mut Tx, user_id: UserId, step: i64) -> Result<bool, StorageError> {
+    let spent = on_backend!(&mut tx.0, Inner, tx => {
+        sqlx::query(
+            "UPDATE mfa_totp SET last_used_step = $1 WHERE user_id = $2 AND enabled_at IS NOT NULL \
+             AND (last_used_step IS NULL OR last_used_step < $1)",
+        )
+        .bind(step)
+        .bind(user_id.as_uuid())
+        .execute(&mut **tx)
+        .await?
+        .rows_affected()
+    });
+    Ok(spent == 1)
+}
+
+async fn insert_backup_codes(
+    tx: &mut Tx,
+    user_id: UserId,
+    hashes: &[Vec<u8>],
+) -> Result<(), StorageError> {
+    for hash in hashes {
+        on_backend!(&mut tx.0, Inner, tx => {
+            sqlx::query("INSERT INTO mfa_backup_codes (user_id, code_hash) VALUES ($1, $2)")
+                .bind(user_id.as_uuid())
+                .bind(hash)
+                .execute(&mut **tx)
+                .await?;
+        });
+    }
+    Ok(())
+}
+
+/// Trusted devices and pending challenges end with a password change or reset (MFA-3).
+pub(crate) async fn forget_devices(tx: &mut Tx, user_id: UserId) -> Result<(), StorageError> {
+    on_backend!(&mut tx.0, Inner, tx => {
+        for sql in [
+            "DELETE FROM trusted_devices WHERE user_id = $1",
+            "DELETE FROM mfa_challenges WHERE user_id = $1",
+        ] {
+            sqlx::query(sql).bind(user_id.as_uuid()).execute(&mut **tx).await?;
+        }
+    });
+    Ok(())
+}
