@@ -39,6 +39,8 @@ pub enum Action {
     BackupCodeUsed,
     TrustedDeviceAdded,
     TrustedDeviceRevoked,
+    AccountExported,
+    AccountDeleted,
 }
 
 impl Action {
@@ -63,6 +65,8 @@ impl Action {
             Action::BackupCodeUsed => "mfa.backup_code_used",
             Action::TrustedDeviceAdded => "mfa.trusted_device_added",
             Action::TrustedDeviceRevoked => "mfa.trusted_device_revoked",
+            Action::AccountExported => "account.exported",
+            Action::AccountDeleted => "account.deleted",
         }
     }
 }
@@ -104,6 +108,18 @@ impl AuditEvent {
     }
 }
 
+/// The personal fields of an entry: who, about whom or what, from where. The chain covers a
+/// keyed digest of them rather than the fields themselves, so that erasing them when an
+/// account is deleted (PRIV-1) keeps every chain verifiable; an edit of an entry that was not
+/// erased still breaks its digest.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PersonalFields {
+    pub actor: Option<Uuid>,
+    pub target: Option<String>,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
 /// The fields an entry's hash covers, in the order they are hashed. Storage reads them back
 /// in this shape to verify the chain.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -112,56 +128,90 @@ pub struct ChainedFields {
     pub scope: Uuid,
     pub seq: i64,
     pub occurred_at_ms: i64,
-    pub actor: Option<Uuid>,
     pub action: String,
     pub outcome: String,
-    pub target: Option<String>,
-    pub ip: Option<String>,
-    pub user_agent: Option<String>,
     pub session_id: Option<Uuid>,
     pub api_key_id: Option<Uuid>,
     pub request_id: Option<Uuid>,
+    /// [`personal_digest`] of the entry's personal fields.
+    pub personal_digest: Vec<u8>,
+}
+
+/// HMAC-SHA256 under the deployment's audit key over length-prefixed parts: no two different
+/// sequences of parts encode alike.
+struct Encoder(Hmac<Sha256>);
+
+impl Encoder {
+    fn new(key: &[u8], label: &[u8]) -> Self {
+        let mut encoder = Self(
+            <Hmac<Sha256> as Mac>::new_from_slice(key)
+                .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length")),
+        );
+        encoder.put(label);
+        encoder
+    }
+
+    fn put(&mut self, bytes: &[u8]) {
+        self.0.update(&(bytes.len() as u64).to_be_bytes());
+        self.0.update(bytes);
+    }
+
+    /// An absent value and an empty one encode differently: a presence byte, then the bytes.
+    fn put_optional(&mut self, value: Option<&[u8]>) {
+        match value {
+            None => self.put(&[0]),
+            Some(bytes) => self.put(&[&[1][..], bytes].concat()),
+        }
+    }
+
+    fn finish(self) -> Vec<u8> {
+        self.0.finalize().into_bytes().to_vec()
+    }
+}
+
+/// The keyed digest of an entry's personal fields. Keyed, because an IP address or an email
+/// address is easy to guess from a plain hash.
+pub fn personal_digest(key: &[u8], fields: &PersonalFields) -> Vec<u8> {
+    let mut encoder = Encoder::new(key, b"mailroom-audit-personal-v1");
+    encoder.put_optional(fields.actor.as_ref().map(|id| &id.as_bytes()[..]));
+    for text in [&fields.target, &fields.ip, &fields.user_agent] {
+        encoder.put_optional(text.as_deref().map(str::as_bytes));
+    }
+    encoder.finish()
 }
 
 /// The hash of an entry: HMAC-SHA256, under the deployment's audit key, over the previous
-/// entry's hash and every field, each length-prefixed so that no two different entries encode
-/// alike. Without the key (it derives from the master key, which the database never holds)
-/// someone who can write to the database cannot forge a chain that verifies.
+/// entry's hash and every field. Without the key (it derives from the root key, which the
+/// database holds only wrapped by the master key) someone who can write to the database
+/// cannot forge a chain that verifies.
 pub fn chain_hash(key: &[u8], previous: &[u8], fields: &ChainedFields) -> Vec<u8> {
-    let mut digest = <Hmac<Sha256> as Mac>::new_from_slice(key)
-        .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
-    let mut put = |bytes: &[u8]| {
-        digest.update(&(bytes.len() as u64).to_be_bytes());
-        digest.update(bytes);
-    };
-    // An absent value and an empty one encode differently: a presence byte, then the bytes.
-    let optional = |value: Option<&[u8]>| match value {
-        None => vec![0],
-        Some(bytes) => [&[1][..], bytes].concat(),
-    };
-    let optional_uuid = |id: Option<Uuid>| optional(id.as_ref().map(|id| &id.as_bytes()[..]));
-    let optional_text = |text: &Option<String>| optional(text.as_deref().map(str::as_bytes));
-    put(b"mailroom-audit-v1");
-    put(previous);
-    put(fields.id.as_bytes());
-    put(fields.scope.as_bytes());
-    put(&fields.seq.to_be_bytes());
-    put(&fields.occurred_at_ms.to_be_bytes());
-    put(&optional_uuid(fields.actor));
-    put(fields.action.as_bytes());
-    put(fields.outcome.as_bytes());
-    put(&optional_text(&fields.target));
-    put(&optional_text(&fields.ip));
-    put(&optional_text(&fields.user_agent));
-    put(&optional_uuid(fields.session_id));
-    put(&optional_uuid(fields.api_key_id));
-    put(&optional_uuid(fields.request_id));
-    digest.finalize().into_bytes().to_vec()
+    let mut encoder = Encoder::new(key, b"mailroom-audit-v2");
+    encoder.put(previous);
+    encoder.put(fields.id.as_bytes());
+    encoder.put(fields.scope.as_bytes());
+    encoder.put(&fields.seq.to_be_bytes());
+    encoder.put(&fields.occurred_at_ms.to_be_bytes());
+    encoder.put(fields.action.as_bytes());
+    encoder.put(fields.outcome.as_bytes());
+    for id in [fields.session_id, fields.api_key_id, fields.request_id] {
+        encoder.put_optional(id.as_ref().map(|id| &id.as_bytes()[..]));
+    }
+    encoder.put(&fields.personal_digest);
+    encoder.finish()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn personal() -> PersonalFields {
+        PersonalFields {
+            actor: None,
+            target: Some("a".into()),
+            ip: Some("127.0.0.1".into()),
+            user_agent: None,
+        }
+    }
 
     fn fields() -> ChainedFields {
         ChainedFields {
@@ -169,15 +219,12 @@ mod tests {
             scope: PLATFORM_SCOPE,
             seq: 1,
             occurred_at_ms: 1_700_000_000_000,
-            actor: None,
             action: "signin.failed".into(),
             outcome: "failure".into(),
-            target: Some("a".into()),
-            ip: Some("127.0.0.1".into()),
-            user_agent: None,
             session_id: None,
             api_key_id: None,
             request_id: None,
+            personal_digest: personal_digest(b"key", &personal()),
         }
     }
 
@@ -189,15 +236,32 @@ mod tests {
         let mut edited = base.clone();
         edited.outcome = "success".into();
         assert_ne!(hash, chain_hash(b"key", &[0; 32], &edited));
-        // Moving bytes between neighbouring fields changes the hash too.
-        let mut shifted = base.clone();
-        shifted.target = Some("a1".into());
-        shifted.ip = Some("27.0.0.1".into());
-        assert_ne!(hash, chain_hash(b"key", &[0; 32], &shifted));
         assert_ne!(hash, chain_hash(b"another key", &[0; 32], &base));
-        // Absent is not empty.
-        let mut empty = base.clone();
-        empty.user_agent = Some(String::new());
-        assert_ne!(hash, chain_hash(b"key", &[0; 32], &empty));
+        let mut session = base.clone();
+        session.session_id = Some(Uuid::nil());
+        assert_ne!(hash, chain_hash(b"key", &[0; 32], &session));
+    }
+
+    #[test]
+    fn every_personal_field_counts_and_absent_is_not_empty() {
+        let base = personal_digest(b"key", &personal());
+        // Moving bytes between neighbouring fields changes the digest too.
+        let shifted = PersonalFields {
+            target: Some("a1".into()),
+            ip: Some("27.0.0.1".into()),
+            ..personal()
+        };
+        assert_ne!(base, personal_digest(b"key", &shifted));
+        let empty = PersonalFields {
+            user_agent: Some(String::new()),
+            ..personal()
+        };
+        assert_ne!(base, personal_digest(b"key", &empty));
+        let actor = PersonalFields {
+            actor: Some(Uuid::nil()),
+            ..personal()
+        };
+        assert_ne!(base, personal_digest(b"key", &actor));
+        assert_ne!(base, personal_digest(b"other key", &personal()));
     }
 }

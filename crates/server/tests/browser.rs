@@ -147,4 +147,35 @@ both_backends! {
         assert!(std::fs::metadata(&screenshot).unwrap().len() > 0);
         app.stop().await;
     }
+
+    async fn a_person_turns_on_two_factor_signs_in_with_it_and_deletes_the_account(db) {
+        if browser_available().is_none() {
+            return;
+        }
+        let app = TestApp::spawn(&db).await;
+        let screenshot = db.dir().join("two-factor.png");
+        let output = tokio::process::Command::new("node")
+            .arg(browser_dir().join("two-factor-flow.mjs"))
+            .arg(&app.url)
+            .arg(db.dir().join("data/outbox"))
+            .arg(&screenshot)
+            .output()
+            .await
+            .unwrap();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        let flow: Value = serde_json::from_slice(&output.stdout).unwrap();
+        assert_eq!(flow["error"], Value::Null, "{flow:#}");
+        assert_eq!(flow["problems"], serde_json::json!([]), "{flow:#}");
+        assert_eq!(flow["qrIsSvg"], true, "{flow:#}");
+        assert_eq!(flow["backupCodes"], 10, "{flow:#}");
+        assert_eq!(flow["downloadHasCodes"], true, "{flow:#}");
+        assert_eq!(flow["secondStepTitle"], "Two-factor authentication", "{flow:#}");
+        assert!(flow["statusAfterCode"].as_str().unwrap().contains("10 backup codes left"), "{flow:#}");
+        assert!(flow["statusAfterBackupCode"].as_str().unwrap().contains("9 backup codes left"), "{flow:#}");
+        assert_eq!(flow["trustedDevices"], 1, "{flow:#}");
+        assert_eq!(flow["trustedSkipsTo"], "/security", "{flow:#}");
+        assert_eq!(flow["afterDeletion"], "Your account is deleted.", "{flow:#}");
+        assert!(flow["signInAfterDeletion"].as_str().unwrap().contains("wrong"), "{flow:#}");
+        app.stop().await;
+    }
 }

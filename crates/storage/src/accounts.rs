@@ -100,6 +100,15 @@ pub struct NewSession {
     pub expires_at: OffsetDateTime,
 }
 
+/// A client IP and user agent a user has signed in from ('' when it sent none).
+#[derive(Clone, Debug)]
+pub struct SignInDevice {
+    pub ip: String,
+    pub user_agent: String,
+    pub first_seen_at: OffsetDateTime,
+    pub last_seen_at: OffsetDateTime,
+}
+
 /// Whether the session just opened came from a client IP and user agent its user had
 /// never signed in from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -329,6 +338,33 @@ impl Database {
     }
 
     /// Whether the user ever had a session from this address with this browser.
+    /// Where the user has signed in from, newest first (PRIV-2).
+    pub async fn sign_in_devices(
+        &self,
+        user_id: UserId,
+    ) -> Result<Vec<SignInDevice>, StorageError> {
+        let rows: Vec<(String, String, i64, i64)> = on_backend!(&self.pool, Pool, pool => {
+            sqlx::query_as(
+                "SELECT ip, user_agent, first_seen_at, last_seen_at FROM sign_in_devices \
+                 WHERE user_id = $1 ORDER BY last_seen_at DESC",
+            )
+            .bind(user_id.as_uuid())
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(rows
+            .into_iter()
+            .map(
+                |(ip, user_agent, first_seen_at, last_seen_at)| SignInDevice {
+                    ip,
+                    user_agent,
+                    first_seen_at: from_ms(first_seen_at),
+                    last_seen_at: from_ms(last_seen_at),
+                },
+            )
+            .collect())
+    }
+
     /// Records a sign-in from this client IP and user agent outside a session (the token
     /// grant); returns whether the user had never signed in from there before.
     pub async fn note_sign_in_device(

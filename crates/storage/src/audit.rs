@@ -3,7 +3,9 @@
 
 use futures::FutureExt;
 use mailroom_core::UserId;
-use mailroom_core::audit::{AuditEvent, ChainedFields, chain_hash};
+use mailroom_core::audit::{
+    AuditEvent, ChainedFields, PersonalFields, chain_hash, personal_digest,
+};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -31,6 +33,9 @@ pub struct AuditEntry {
     pub request_id: Option<Uuid>,
     pub prev_hash: Vec<u8>,
     pub hash: Vec<u8>,
+    pub personal_digest: Option<Vec<u8>>,
+    /// When account deletion blanked the personal fields (PRIV-1).
+    pub erased_at: Option<i64>,
 }
 
 impl AuditEntry {
@@ -40,15 +45,21 @@ impl AuditEntry {
             scope: self.scope,
             seq: self.seq,
             occurred_at_ms: self.occurred_at,
-            actor: self.actor_user_id,
             action: self.action.clone(),
             outcome: self.outcome.clone(),
-            target: self.target.clone(),
-            ip: self.ip.clone(),
-            user_agent: self.user_agent.clone(),
             session_id: self.session_id,
             api_key_id: self.api_key_id,
             request_id: self.request_id,
+            personal_digest: self.personal_digest.clone().unwrap_or_default(),
+        }
+    }
+
+    fn personal_fields(&self) -> PersonalFields {
+        PersonalFields {
+            actor: self.actor_user_id,
+            target: self.target.clone(),
+            ip: self.ip.clone(),
+            user_agent: self.user_agent.clone(),
         }
     }
 
@@ -66,88 +77,19 @@ pub struct BrokenLink {
 }
 
 const COLUMNS: &str = "id, scope, seq, occurred_at, actor_user_id, action, outcome, target, ip, \
-     user_agent, session_id, api_key_id, request_id, prev_hash, hash";
+     user_agent, session_id, api_key_id, request_id, prev_hash, hash, personal_digest, erased_at";
 
 impl Database {
-    /// Appends an event to its scope's chain. Serializable: two appends to one scope cannot
-    /// both extend the same entry (and `UNIQUE (scope, seq)` would refuse the second anyway).
+    /// Appends an event to its scope's chain, in a transaction of its own.
     pub async fn append_audit(
         &self,
         event: &AuditEvent,
         now: OffsetDateTime,
     ) -> Result<(), StorageError> {
-        let event = event.clone();
         let key = self.audit_key()?;
         self.serializable(|tx| {
             let (event, key) = (event.clone(), key.clone());
-            async move {
-                let scope = event.scope();
-                on_backend!(&mut tx.0, Inner, tx => {
-                    let last: Option<(i64, i64, Vec<u8>)> = sqlx::query_as(
-                        "SELECT seq, occurred_at, hash FROM audit_log WHERE scope = $1 ORDER BY seq DESC LIMIT 1",
-                    )
-                    .bind(scope)
-                    .fetch_optional(&mut **tx)
-                    .await?;
-                    // Times never go backwards along a chain, so that the purge, which goes by
-                    // time, always removes a prefix of it.
-                    let occurred_at_ms = last.as_ref().map_or(crate::accounts::ms(now), |(_, at, _)| {
-                        (*at).max(crate::accounts::ms(now))
-                    });
-                    let (seq, prev_hash) =
-                        last.map_or((1, vec![0; 32]), |(seq, _, hash)| (seq + 1, hash));
-                    let fields = ChainedFields {
-                        id: Uuid::now_v7(),
-                        scope,
-                        seq,
-                        occurred_at_ms,
-                        actor: event.actor.map(|id| id.as_uuid()),
-                        action: event.action.as_str().to_owned(),
-                        outcome: event.outcome.as_str().to_owned(),
-                        target: event.target.clone(),
-                        ip: event.ip.clone(),
-                        user_agent: event.user_agent.clone(),
-                        session_id: event.session_id.map(|id| id.as_uuid()),
-                        api_key_id: event.api_key_id,
-                        request_id: event.request_id.map(|id| id.as_uuid()),
-                    };
-                    let hash = chain_hash(&key, &prev_hash, &fields);
-                    sqlx::query(&format!(
-                        "INSERT INTO audit_log ({COLUMNS}) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
-                    ))
-                    .bind(fields.id)
-                    .bind(fields.scope)
-                    .bind(fields.seq)
-                    .bind(fields.occurred_at_ms)
-                    .bind(fields.actor)
-                    .bind(&fields.action)
-                    .bind(&fields.outcome)
-                    .bind(&fields.target)
-                    .bind(&fields.ip)
-                    .bind(&fields.user_agent)
-                    .bind(fields.session_id)
-                    .bind(fields.api_key_id)
-                    .bind(fields.request_id)
-                    .bind(&prev_hash)
-                    .bind(&hash)
-                    .execute(&mut **tx)
-                    .await?;
-                    sqlx::query(
-                        "INSERT INTO audit_heads (scope, seq, hash, occurred_at) VALUES ($1, $2, $3, $4) \
-                         ON CONFLICT (scope) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, \
-                         occurred_at = excluded.occurred_at, purged_through = NULL",
-                    )
-                    .bind(fields.scope)
-                    .bind(fields.seq)
-                    .bind(&hash)
-                    .bind(fields.occurred_at_ms)
-                    .execute(&mut **tx)
-                    .await?;
-                });
-                Ok(())
-            }
-            .boxed()
+            async move { append(tx, &key, &event, now).await }.boxed()
         })
         .await
     }
@@ -230,6 +172,107 @@ impl Database {
     }
 }
 
+/// Appends an event to its scope's chain inside `tx`, so that it is written if and only if
+/// the rest of the transaction is. The transaction is serializable: two appends to one scope
+/// cannot both extend the same entry (and `UNIQUE (scope, seq)` would refuse the second).
+pub(crate) async fn append(
+    tx: &mut crate::Tx,
+    key: &[u8],
+    event: &AuditEvent,
+    now: OffsetDateTime,
+) -> Result<(), StorageError> {
+    let scope = event.scope();
+    let personal = PersonalFields {
+        actor: event.actor.map(|id| id.as_uuid()),
+        target: event.target.clone(),
+        ip: event.ip.clone(),
+        user_agent: event.user_agent.clone(),
+    };
+    on_backend!(&mut tx.0, Inner, tx => {
+        let last: Option<(i64, i64, Vec<u8>)> = sqlx::query_as(
+            "SELECT seq, occurred_at, hash FROM audit_log WHERE scope = $1 ORDER BY seq DESC LIMIT 1",
+        )
+        .bind(scope)
+        .fetch_optional(&mut **tx)
+        .await?;
+        // Times never go backwards along a chain, so that the purge, which goes by time,
+        // always removes a prefix of it.
+        let occurred_at_ms = last.as_ref().map_or(crate::accounts::ms(now), |(_, at, _)| {
+            (*at).max(crate::accounts::ms(now))
+        });
+        let (seq, prev_hash) = last.map_or((1, vec![0; 32]), |(seq, _, hash)| (seq + 1, hash));
+        let fields = ChainedFields {
+            id: Uuid::now_v7(),
+            scope,
+            seq,
+            occurred_at_ms,
+            action: event.action.as_str().to_owned(),
+            outcome: event.outcome.as_str().to_owned(),
+            session_id: event.session_id.map(|id| id.as_uuid()),
+            api_key_id: event.api_key_id,
+            request_id: event.request_id.map(|id| id.as_uuid()),
+            personal_digest: personal_digest(key, &personal),
+        };
+        let hash = chain_hash(key, &prev_hash, &fields);
+        sqlx::query(&format!(
+            "INSERT INTO audit_log ({COLUMNS}) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, NULL)"
+        ))
+        .bind(fields.id)
+        .bind(fields.scope)
+        .bind(fields.seq)
+        .bind(fields.occurred_at_ms)
+        .bind(personal.actor)
+        .bind(&fields.action)
+        .bind(&fields.outcome)
+        .bind(&personal.target)
+        .bind(&personal.ip)
+        .bind(&personal.user_agent)
+        .bind(fields.session_id)
+        .bind(fields.api_key_id)
+        .bind(fields.request_id)
+        .bind(&prev_hash)
+        .bind(&hash)
+        .bind(&fields.personal_digest)
+        .execute(&mut **tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO audit_heads (scope, seq, hash, occurred_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (scope) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, \
+             occurred_at = excluded.occurred_at, purged_through = NULL",
+        )
+        .bind(fields.scope)
+        .bind(fields.seq)
+        .bind(&hash)
+        .bind(fields.occurred_at_ms)
+        .execute(&mut **tx)
+        .await?;
+    });
+    Ok(())
+}
+
+/// Blanks the personal fields of every entry by `user_id` or about `email` (PRIV-1), in
+/// every chain; their digests stay, so the chains still verify.
+pub(crate) async fn erase_personal_fields(
+    tx: &mut crate::Tx,
+    user_id: UserId,
+    email: &str,
+    now: OffsetDateTime,
+) -> Result<(), StorageError> {
+    on_backend!(&mut tx.0, Inner, tx => {
+        sqlx::query(
+            "UPDATE audit_log SET actor_user_id = NULL, target = NULL, ip = NULL, user_agent = NULL, \
+             erased_at = $1 WHERE actor_user_id = $2 OR lower(target) = $3",
+        )
+        .bind(crate::accounts::ms(now))
+        .bind(user_id.as_uuid())
+        .bind(email.to_lowercase())
+        .execute(&mut **tx)
+        .await?;
+    });
+    Ok(())
+}
+
 async fn first_broken_link(
     tx: &mut crate::Tx,
     key: &[u8],
@@ -296,8 +339,15 @@ fn broken(key: &[u8], previous: Option<&AuditEntry>, entry: &AuditEntry) -> Opti
             return Some("this entry does not follow the one before it");
         }
     }
+    let changed = Some("this entry was changed after it was written");
+    // Erased entries keep the digest of what they held; the others must still hold it.
+    if entry.erased_at.is_none()
+        && entry.personal_digest.as_deref() != Some(&personal_digest(key, &entry.personal_fields()))
+    {
+        return changed;
+    }
     if chain_hash(key, &entry.prev_hash, &entry.chained_fields()) != entry.hash {
-        return Some("this entry was changed after it was written");
+        return changed;
     }
     None
 }
@@ -370,6 +420,24 @@ mod tests {
             let broken = db.verify_audit_chains().await.unwrap().unwrap();
             assert_eq!((broken.scope, broken.seq), (org.as_uuid(), 3));
             assert_eq!(broken.reason, "this entry was changed after it was written");
+        }
+
+        async fn personal_fields_can_be_erased_but_not_edited(test_db) {
+            let (db, org) = seeded(test_db.url()).await;
+            tamper(&db, "UPDATE audit_log SET ip = '198.51.100.1' WHERE seq = 2 AND scope = $1", org).await;
+            let broken = db.verify_audit_chains().await.unwrap().unwrap();
+            assert_eq!((broken.scope, broken.seq), (org.as_uuid(), 2));
+            tamper(&db, "UPDATE audit_log SET ip = '203.0.113.5' WHERE seq = 2 AND scope = $1", org).await;
+            assert_eq!(db.verify_audit_chains().await.unwrap(), None);
+            // Erasure (PRIV-1) blanks them and says so: the chain holds.
+            tamper(
+                &db,
+                "UPDATE audit_log SET actor_user_id = NULL, target = NULL, ip = NULL, user_agent = NULL, \
+                 erased_at = 1 WHERE scope = $1",
+                org,
+            )
+            .await;
+            assert_eq!(db.verify_audit_chains().await.unwrap(), None);
         }
 
         async fn a_deleted_entry_is_found(test_db) {

@@ -6,6 +6,7 @@ pub mod accounts;
 pub mod audit;
 mod error;
 pub mod keyring;
+pub mod privacy;
 pub mod tokens;
 pub mod two_factor;
 mod tx;

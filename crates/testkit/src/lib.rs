@@ -129,6 +129,82 @@ impl TestDatabase {
         result.unwrap_or_else(|error| panic!("{sql}: {error}"))
     }
 
+    /// Every `table.column` of the whole database holding `text` (case-insensitive) or the
+    /// UUID `id` in any form (text, or the bytes of a BLOB/BYTEA): the test of "no row
+    /// still references the user" (PRIV-1), over tables nobody had to list.
+    pub async fn columns_mentioning(&self, text: &str, id: uuid::Uuid) -> Vec<String> {
+        let hex = id.simple().to_string();
+        let hyphenated = id.hyphenated().to_string();
+        let text = text.to_lowercase();
+        let mut found = Vec::new();
+        match self.backend {
+            Backend::Sqlite => {
+                let mut connection = sqlx::SqliteConnection::connect(&self.url)
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"));
+                let tables: Vec<String> = sqlx::query_scalar(
+                    "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
+                )
+                .fetch_all(&mut connection)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+                for table in tables {
+                    let columns: Vec<String> = sqlx::query_scalar(&format!(
+                        "SELECT name FROM pragma_table_info('{table}')"
+                    ))
+                    .fetch_all(&mut connection)
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"));
+                    for column in columns {
+                        let sql = format!(
+                            "SELECT COUNT(*) FROM \"{table}\" WHERE instr(lower(CAST(\"{column}\" AS TEXT)), $1) > 0 \
+                             OR instr(lower(hex(\"{column}\")), $2) > 0 OR instr(lower(CAST(\"{column}\" AS TEXT)), $3) > 0"
+                        );
+                        let count: i64 = sqlx::query_scalar(&sql)
+                            .bind(&text)
+                            .bind(&hex)
+                            .bind(&hyphenated)
+                            .fetch_one(&mut connection)
+                            .await
+                            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+                        if count > 0 {
+                            found.push(format!("{table}.{column}"));
+                        }
+                    }
+                }
+            }
+            Backend::Postgres => {
+                let mut connection = PgConnection::connect(&self.url)
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"));
+                let columns: Vec<(String, String)> = sqlx::query_as(
+                    "SELECT table_name::text, column_name::text FROM information_schema.columns \
+                     WHERE table_schema = current_schema() ORDER BY table_name, ordinal_position",
+                )
+                .fetch_all(&mut connection)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+                for (table, column) in columns {
+                    let sql = format!(
+                        "SELECT COUNT(*) FROM \"{table}\" WHERE strpos(lower(\"{column}\"::text), $1) > 0 \
+                         OR strpos(lower(\"{column}\"::text), $2) > 0 OR strpos(lower(\"{column}\"::text), $3) > 0"
+                    );
+                    let count: i64 = sqlx::query_scalar(&sql)
+                        .bind(&text)
+                        .bind(&hex)
+                        .bind(&hyphenated)
+                        .fetch_one(&mut connection)
+                        .await
+                        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+                    if count > 0 {
+                        found.push(format!("{table}.{column}"));
+                    }
+                }
+            }
+        }
+        found
+    }
+
     /// Makes the PostgreSQL database refuse connections and drops the open ones, as if its
     /// server had gone away. SQLite is in-process and cannot become unreachable.
     pub async fn make_unreachable(&self) {

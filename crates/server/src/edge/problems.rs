@@ -45,13 +45,19 @@ pub async fn render_problems(request: Request, next: Next) -> Response {
     rendered
 }
 
+/// An error status without a problem body, unless it is a page: a form shown again with what
+/// went wrong is answered with the error's status and is meant for the person, not a program.
 fn needs_problem_body(response: &Response) -> bool {
     let status = response.status();
-    let is_problem = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|value| value.as_bytes().starts_with(PROBLEM_JSON.as_bytes()));
-    (status.is_client_error() || status.is_server_error()) && !is_problem
+    let content_type = |prefix: &str| {
+        response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|value| value.as_bytes().starts_with(prefix.as_bytes()))
+    };
+    (status.is_client_error() || status.is_server_error())
+        && !content_type(PROBLEM_JSON)
+        && !content_type("text/html")
 }
 
 fn copy_kept_headers(from: &HeaderMap, to: &mut HeaderMap) {
@@ -88,5 +94,11 @@ mod tests {
             HeaderValue::from_static("application/problem+json"),
         );
         assert!(!needs_problem_body(&already));
+        let mut page = StatusCode::UNAUTHORIZED.into_response();
+        page.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/html; charset=utf-8"),
+        );
+        assert!(!needs_problem_body(&page));
     }
 }

@@ -22,7 +22,7 @@ use crate::edge::context::RequestContext;
 use crate::edge::headers::CspNonce;
 use crate::error::ApiError;
 use crate::pages::{layout, two_factor};
-use crate::routes::{auth, me};
+use crate::routes::{auth, me, privacy};
 use crate::state::AppState;
 
 #[derive(Deserialize)]
@@ -456,6 +456,15 @@ async fn security(
                     }
                 }
             }
+            section.narrow aria-labelledby="data-heading" {
+                h2 #data-heading { "Your data" }
+                p { a #export-link href="/v1/me/export" download { "Download what mailroom holds about your account (JSON)" } }
+                form #delete-account method="post" action="/security/delete" {
+                    label for="confirm" { "To delete your account and everything of yours, type its email address" }
+                    input id="confirm" name="confirm" type="email" autocomplete="off" required;
+                    button.danger type="submit" { "Delete my account" }
+                }
+            }
             form method="post" action="/signout" {
                 button.secondary type="submit" { "Sign out" }
             }
@@ -551,5 +560,29 @@ pub async fn signout_submit(
             response
         }
         Err(error) => error.into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct DeleteForm {
+    confirm: String,
+}
+
+pub async fn delete_submit(
+    State(state): State<AppState>,
+    Extension(nonce): Extension<CspNonce>,
+    trail: AuditTrail,
+    SetupPrincipal(principal): SetupPrincipal,
+    Form(form): Form<DeleteForm>,
+) -> Response {
+    match privacy::delete(&state, &trail, &principal, &form.confirm).await {
+        Ok(()) => {
+            let mut response = redirect_with_notice("/signup", "", "Your account is deleted.");
+            response
+                .headers_mut()
+                .insert(header::SET_COOKIE, session::cleared_cookie());
+            response
+        }
+        Err(error) => back_to_security(&state, &nonce, &principal, Err(error)).await,
     }
 }

@@ -234,7 +234,7 @@ pub async fn audit_log(
     }
 }
 
-fn entry_json(entry: &AuditEntry) -> Value {
+pub(crate) fn entry_json(entry: &AuditEntry) -> Value {
     json!({
         "id": entry.id,
         "occurred_at": entry.occurred_at().format(&Rfc3339).unwrap_or_default(),

@@ -8,6 +8,7 @@ mod health;
 pub(crate) mod me;
 mod metrics;
 mod org;
+pub(crate) mod privacy;
 pub mod setup;
 pub(crate) mod two_factor;
 
@@ -78,6 +79,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
             post(account::revoke_submit),
         )
         .route("/signout", post(account::signout_submit))
+        .route("/security/delete", post(account::delete_submit))
         .route("/security/2fa/setup", post(pages::two_factor::setup_submit))
         .route(
             "/security/2fa/confirm",
@@ -95,7 +97,8 @@ pub fn router(state: &AppState) -> Router<AppState> {
             "/security/trusted-devices/{id}/revoke",
             post(pages::two_factor::forget_device_submit),
         )
-        .route("/v1/me", get(auth::me))
+        .route("/v1/me", get(auth::me).delete(privacy::delete_account))
+        .route("/v1/me/export", get(privacy::export))
         .route("/v1/org", patch(org::update))
         .route("/v1/me/audit-log", get(me::audit_log))
         .route("/v1/me/password", post(me::change_password))

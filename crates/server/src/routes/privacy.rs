@@ -1,0 +1,163 @@
+//! Your data (PRIV-1, PRIV-2): deleting the account, and exporting what mailroom holds about
+//! it.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use mailroom_core::audit::{Action, AuditEvent, Outcome};
+use mailroom_storage::privacy::Deletion;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::audit::{self, AuditTrail};
+use crate::auth::Principal;
+use crate::auth::principal::SetupPrincipal;
+use crate::auth::session;
+use crate::error::ApiError;
+use crate::json::ApiJson;
+use crate::routes::auth::{database, user_json};
+use crate::routes::me::entry_json;
+use crate::state::AppState;
+
+/// Audit entries read per query while exporting.
+const EXPORT_PAGE: i64 = 500;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteAccount {
+    /// The account's email address, typed out: a deletion is never one click away.
+    confirm: String,
+}
+
+/// `DELETE /v1/me` (recent sign-in, `{confirm: "<email>"}`): 204 and the session cookie
+/// cleared; 409 `ownership_transfer_required` for the owner of a team.
+pub async fn delete_account(
+    State(state): State<AppState>,
+    trail: AuditTrail,
+    SetupPrincipal(principal): SetupPrincipal,
+    ApiJson(body): ApiJson<DeleteAccount>,
+) -> Result<Response, ApiError> {
+    delete(&state, &trail, &principal, &body.confirm).await?;
+    Ok((
+        StatusCode::NO_CONTENT,
+        [(header::SET_COOKIE, session::cleared_cookie())],
+    )
+        .into_response())
+}
+
+pub(crate) async fn delete(
+    state: &AppState,
+    trail: &AuditTrail,
+    principal: &Principal,
+    confirm: &str,
+) -> Result<(), ApiError> {
+    principal.require_recent_auth()?;
+    let user = &principal.user;
+    if !confirm.trim().eq_ignore_ascii_case(&user.email) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "confirmation_mismatch",
+            "Type the account's email address to confirm the deletion.",
+        )
+        .with_field("confirm"));
+    }
+    // Nothing personal: not who, not from where. The request id ties it to the server's log.
+    let event = AuditEvent {
+        ip: None,
+        user_agent: None,
+        ..trail.event(Action::AccountDeleted, Outcome::Success)
+    };
+    let deletion = database(
+        state
+            .database
+            .delete_account(user.id, &user.email, &event, OffsetDateTime::now_utc())
+            .await,
+    )?;
+    match deletion {
+        Deletion::Deleted { org_deleted } => {
+            tracing::info!(org_deleted, "account deleted");
+            Ok(())
+        }
+        Deletion::OwnershipTransferRequired => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "ownership_transfer_required",
+            "You own an organization with other members: transfer the ownership first.",
+        )),
+    }
+}
+
+/// `GET /v1/me/export` (PRIV-2): the account, its sessions, devices and second-factor state,
+/// and every audit entry of the user's, as one JSON document.
+pub async fn export(
+    State(state): State<AppState>,
+    trail: AuditTrail,
+    principal: Principal,
+) -> Result<Response, ApiError> {
+    let user = &principal.user;
+    let now = OffsetDateTime::now_utc();
+    let when = |time: OffsetDateTime| time.format(&Rfc3339).unwrap_or_default();
+    // Recorded first, so that the export holds its own entry.
+    audit::record(
+        &state.database,
+        trail.by_user(user, Action::AccountExported, Outcome::Success),
+    )
+    .await?;
+    let sessions = database(state.database.sessions_of(user.id, now).await)?;
+    let devices = database(state.database.trusted_devices(user.id, now).await)?;
+    let sign_ins = database(state.database.sign_in_devices(user.id).await)?;
+    let backup_codes_left = database(state.database.unused_backup_codes(user.id).await)?;
+    let mut entries = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = database(
+            state
+                .database
+                .audit_for_actor(user.id, cursor, EXPORT_PAGE)
+                .await,
+        )?;
+        cursor = page.last().map(|entry| entry.id);
+        let last_page = page.len() < usize::try_from(EXPORT_PAGE).unwrap_or(usize::MAX);
+        entries.extend(page.iter().map(entry_json));
+        if last_page {
+            break;
+        }
+    }
+    let document = json!({
+        "exported_at": when(now),
+        "account": user_json(user),
+        "sessions": sessions.iter().map(|s| json!({
+            "id": s.id,
+            "ip": s.ip,
+            "user_agent": s.user_agent,
+            "created_at": when(s.created_at),
+            "last_seen_at": when(s.last_seen_at),
+        })).collect::<Vec<_>>(),
+        "sign_in_devices": sign_ins.iter().map(|d| json!({
+            "ip": d.ip,
+            "user_agent": d.user_agent,
+            "first_seen_at": when(d.first_seen_at),
+            "last_seen_at": when(d.last_seen_at),
+        })).collect::<Vec<_>>(),
+        "two_factor": {
+            "enabled": user.mfa_enabled,
+            "backup_codes_left": backup_codes_left,
+            "trusted_devices": devices.iter().map(|d| json!({
+                "id": d.id,
+                "ip": d.ip,
+                "user_agent": d.user_agent,
+                "created_at": when(d.created_at),
+                "expires_at": when(d.expires_at),
+            })).collect::<Vec<_>>(),
+        },
+        "audit_events": entries,
+    });
+    let mut response = Json::<Value>(document).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_DISPOSITION,
+        HeaderValue::from_static("attachment; filename=\"mailroom-account.json\""),
+    );
+    Ok(response)
+}
