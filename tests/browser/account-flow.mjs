@@ -3,45 +3,13 @@
 // end that second session from the first. Reports one JSON line of what happened, with every
 // console error and CSP violation seen on the way.
 // Usage: node account-flow.mjs BASE_URL OUTBOX_DIR SCREENSHOT.png
-import { readdirSync, readFileSync, statSync } from "node:fs";
-import { join } from "node:path";
-import { chromium } from "playwright-core";
+import { latestCode, launch, openPage, problems } from "./lib.mjs";
 
 const [base, outbox, screenshot] = process.argv.slice(2);
 const email = "person@example.test";
 const password = "correct horse battery staple";
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-});
-const problems = [];
-
-async function openPage(context) {
-  const page = await context.newPage();
-  page.on("console", (m) => { if (m.type() === "error") problems.push(`console: ${m.text()}`); });
-  page.on("pageerror", (e) => problems.push(`page error: ${e}`));
-  await page.addInitScript(() =>
-    document.addEventListener("securitypolicyviolation", (e) =>
-      console.error(`CSP violation: ${e.violatedDirective} ${e.blockedURI}`)));
-  return page;
-}
-
-async function latestCode() {
-  for (let i = 0; i < 100; i++) {
-    const messages = readdirSync(outbox, { withFileTypes: true })
-      .filter((f) => f.isFile())
-      .map((f) => join(outbox, f.name))
-      .sort((a, b) => statSync(a).mtimeMs - statSync(b).mtimeMs)
-      .map((path) => readFileSync(path, "utf8"))
-      .filter((raw) => raw.includes(`To: ${email}`));
-    const subject = messages.at(-1)?.match(/Subject: Your mailroom code: (\d{6})/);
-    if (subject) return subject[1];
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error("no code in the outbox");
-}
+const browser = await launch();
 
 async function signIn(page) {
   await page.goto(`${base}/signin`);
@@ -63,7 +31,7 @@ try {
   await page.waitForURL(/\/verify/);
   result.verifyNotice = (await page.locator(".notice").textContent())?.trim();
 
-  await page.getByLabel("6-digit code from your email").fill(await latestCode());
+  await page.getByLabel("6-digit code from your email").fill(await latestCode(outbox, email));
   await page.getByRole("button", { name: "Verify" }).click();
   await page.waitForURL(/\/security/);
   result.signedInAs = (await page.locator("#account-email").textContent())?.trim();

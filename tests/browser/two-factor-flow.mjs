@@ -6,9 +6,7 @@
 // violation seen on the way.
 // Usage: node two-factor-flow.mjs BASE_URL OUTBOX_DIR SCREENSHOT.png
 import { createHmac } from "node:crypto";
-import { readdirSync, readFileSync, statSync } from "node:fs";
-import { join } from "node:path";
-import { chromium } from "playwright-core";
+import { expectStatus, latestCode, launch, openPage, problems } from "./lib.mjs";
 
 const [base, outbox, screenshot] = process.argv.slice(2);
 const email = "guarded@example.test";
@@ -36,47 +34,7 @@ function totp(key, step) {
   return value.toString().padStart(6, "0");
 }
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-});
-const problems = [];
-
-// A form answered with its error status makes Chromium log "Failed to load resource"; such
-// an answer is a problem unless the flow expects it at that moment.
-let expectedStatus = null;
-
-async function openPage(context) {
-  const page = await context.newPage();
-  page.on("response", (r) => {
-    if (r.status() >= 400 && r.status() !== expectedStatus) problems.push(`${r.status()} ${r.url()}`);
-  });
-  page.on("console", (m) => {
-    const expected = expectedStatus && m.text().includes(`status of ${expectedStatus}`);
-    if (m.type() === "error" && !expected) problems.push(`console: ${m.text()}`);
-  });
-  page.on("pageerror", (e) => problems.push(`page error: ${e}`));
-  await page.addInitScript(() =>
-    document.addEventListener("securitypolicyviolation", (e) =>
-      console.error(`CSP violation: ${e.violatedDirective} ${e.blockedURI}`)));
-  return page;
-}
-
-async function latestCode() {
-  for (let i = 0; i < 100; i++) {
-    const messages = readdirSync(outbox, { withFileTypes: true })
-      .filter((f) => f.isFile())
-      .map((f) => join(outbox, f.name))
-      .sort((a, b) => statSync(a).mtimeMs - statSync(b).mtimeMs)
-      .map((path) => readFileSync(path, "utf8"))
-      .filter((raw) => raw.includes(`To: ${email}`));
-    const subject = messages.at(-1)?.match(/Subject: Your mailroom code: (\d{6})/);
-    if (subject) return subject[1];
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error("no code in the outbox");
-}
+const browser = await launch();
 
 async function signOut(page) {
   await page.goto(`${base}/security`);
@@ -102,7 +60,7 @@ try {
   await page.getByLabel("Password").fill(password);
   await page.getByRole("button", { name: "Create account" }).click();
   await page.waitForURL(/\/verify/);
-  await page.getByLabel("6-digit code from your email").fill(await latestCode());
+  await page.getByLabel("6-digit code from your email").fill(await latestCode(outbox, email));
   await page.getByRole("button", { name: "Verify" }).click();
   await page.waitForURL(/\/security/);
 
@@ -151,7 +109,7 @@ try {
   await page.getByRole("button", { name: "Delete my account" }).click();
   await page.waitForURL(/\/signup/);
   result.afterDeletion = (await page.locator(".notice").textContent())?.trim();
-  expectedStatus = 401;
+  expectStatus(401);
   await passwordStep(page);
   result.signInAfterDeletion = (await page.locator(".error").textContent())?.trim();
 } catch (error) {

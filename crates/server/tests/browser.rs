@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::TestApp;
-use mailroom_testkit::{both_backends, peer_missing};
+use mailroom_testkit::{TestDatabase, both_backends, peer_missing};
 use serde_json::Value;
 
 fn browser_dir() -> PathBuf {
@@ -79,6 +79,28 @@ fn assert_no_violations(page: &Value) {
     assert!(errors.is_empty(), "console errors: {errors:#?}");
 }
 
+/// Runs one of the scripted flows of `tests/browser/` against the app; its report, checked
+/// for errors and problems (console errors, failed responses, CSP violations).
+async fn run_flow(script: &str, app: &TestApp, db: &TestDatabase, screenshot: &Path) -> Value {
+    let output = tokio::process::Command::new("node")
+        .arg(browser_dir().join(script))
+        .arg(&app.url)
+        .arg(db.dir().join("data/outbox"))
+        .arg(screenshot)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let flow: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(flow["error"], Value::Null, "{flow:#}");
+    assert_eq!(flow["problems"], serde_json::json!([]), "{flow:#}");
+    flow
+}
+
 both_backends! {
     async fn landing_page_renders_in_chromium_without_csp_violations(db) {
         if browser_available().is_none() {
@@ -123,18 +145,7 @@ both_backends! {
         }
         let app = TestApp::spawn(&db).await;
         let screenshot = db.dir().join("security.png");
-        let output = tokio::process::Command::new("node")
-            .arg(browser_dir().join("account-flow.mjs"))
-            .arg(&app.url)
-            .arg(db.dir().join("data/outbox"))
-            .arg(&screenshot)
-            .output()
-            .await
-            .unwrap();
-        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-        let flow: Value = serde_json::from_slice(&output.stdout).unwrap();
-        assert_eq!(flow["error"], Value::Null, "{flow:#}");
-        assert_eq!(flow["problems"], serde_json::json!([]), "{flow:#}");
+        let flow = run_flow("account-flow.mjs", &app, &db, &screenshot).await;
         assert_eq!(flow["signedInAs"], "person@example.test", "{flow:#}");
         assert_eq!(flow["afterSignOut"], "/signin", "{flow:#}");
         assert_eq!(flow["sessionsBefore"], 2, "{flow:#}");
@@ -154,18 +165,7 @@ both_backends! {
         }
         let app = TestApp::spawn(&db).await;
         let screenshot = db.dir().join("two-factor.png");
-        let output = tokio::process::Command::new("node")
-            .arg(browser_dir().join("two-factor-flow.mjs"))
-            .arg(&app.url)
-            .arg(db.dir().join("data/outbox"))
-            .arg(&screenshot)
-            .output()
-            .await
-            .unwrap();
-        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-        let flow: Value = serde_json::from_slice(&output.stdout).unwrap();
-        assert_eq!(flow["error"], Value::Null, "{flow:#}");
-        assert_eq!(flow["problems"], serde_json::json!([]), "{flow:#}");
+        let flow = run_flow("two-factor-flow.mjs", &app, &db, &screenshot).await;
         assert_eq!(flow["qrIsSvg"], true, "{flow:#}");
         assert_eq!(flow["backupCodes"], 10, "{flow:#}");
         assert_eq!(flow["downloadHasCodes"], true, "{flow:#}");

@@ -12,24 +12,6 @@ use mailroom_storage::Database;
 use mailroom_testkit::{TestDatabase, both_backends};
 use serde_json::{Value, json};
 
-async fn send(
-    app: &TestApp,
-    method: reqwest::Method,
-    token: &str,
-    path: &str,
-    body: Option<Value>,
-) -> reqwest::Response {
-    let mut request = app
-        .client
-        .request(method, app.at(path))
-        .header("cookie", cookie(token))
-        .header("origin", &app.url);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    request.send().await.unwrap()
-}
-
 /// The user's id, from `GET /v1/me`.
 async fn user_id(app: &TestApp, token: &str) -> uuid::Uuid {
     let me: Value = get_as(app, token, "/v1/me").await.json().await.unwrap();
@@ -61,11 +43,11 @@ both_backends! {
         assert_eq!(second.status(), 200);
         let grant = post(&app, "/v1/auth/token", json!({"grant_type": "password", "email": email, "password": PASSWORD})).await;
         assert_eq!(grant.status(), 200);
-        let started: Value = send(&app, reqwest::Method::POST, &token, "/v1/me/2fa/totp", None).await.json().await.unwrap();
+        let started: Value = send_as(&app, reqwest::Method::POST, &token, "/v1/me/2fa/totp", None).await.json().await.unwrap();
         let secret = totp_rs::Secret::Encoded(started["secret"].as_str().unwrap().to_owned()).to_bytes().unwrap();
         let secret = mailroom_crypto::totp::TotpSecret::from_bytes(zeroize::Zeroizing::new(secret));
         let now = time::OffsetDateTime::now_utc().unix_timestamp() as u64;
-        let confirmed: Value = send(&app, reqwest::Method::POST, &token, "/v1/me/2fa/totp/confirm", Some(json!({"code": secret.code_at(now).unwrap()}))).await.json().await.unwrap();
+        let confirmed: Value = send_as(&app, reqwest::Method::POST, &token, "/v1/me/2fa/totp/confirm", Some(json!({"code": secret.code_at(now).unwrap()}))).await.json().await.unwrap();
         let challenge = problem(post(&app, "/v1/auth/login", json!({"email": email, "password": PASSWORD})).await, 401, "mfa_required").await;
         let trusted = post(&app, "/v1/auth/login/2fa", json!({"mfa_token": challenge["mfa_token"], "backup_code": confirmed["backup_codes"][0], "remember_device": true})).await;
         assert_eq!(trusted.status(), 200);
@@ -74,9 +56,9 @@ both_backends! {
         assert!(!db.columns_mentioning(email, id).await.is_empty());
 
         // Confirmation is typed, not assumed.
-        let unconfirmed = send(&app, reqwest::Method::DELETE, &token, "/v1/me", Some(json!({"confirm": "someone@else.test"}))).await;
+        let unconfirmed = send_as(&app, reqwest::Method::DELETE, &token, "/v1/me", Some(json!({"confirm": "someone@else.test"}))).await;
         problem(unconfirmed, 400, "confirmation_mismatch").await;
-        let deleted = send(&app, reqwest::Method::DELETE, &token, "/v1/me", Some(json!({"confirm": "Leaving@Example.test"}))).await;
+        let deleted = send_as(&app, reqwest::Method::DELETE, &token, "/v1/me", Some(json!({"confirm": "Leaving@Example.test"}))).await;
         assert_eq!(deleted.status(), 204);
         assert!(deleted.headers()["set-cookie"].to_str().unwrap().contains("Max-Age=0"));
 
@@ -101,13 +83,13 @@ both_backends! {
              WHERE user_id = (SELECT id FROM users WHERE email = 'member@example.test')",
         )
         .await;
-        let refused = send(&app, reqwest::Method::DELETE, &owner, "/v1/me", Some(json!({"confirm": "owner@example.test"}))).await;
+        let refused = send_as(&app, reqwest::Method::DELETE, &owner, "/v1/me", Some(json!({"confirm": "owner@example.test"}))).await;
         problem(refused, 409, "ownership_transfer_required").await;
-        let gone = send(&app, reqwest::Method::DELETE, &member, "/v1/me", Some(json!({"confirm": "member@example.test"}))).await;
+        let gone = send_as(&app, reqwest::Method::DELETE, &member, "/v1/me", Some(json!({"confirm": "member@example.test"}))).await;
         assert_eq!(gone.status(), 204);
         // The member's leaving leaves the organization to its owner, who may now go too.
         assert_eq!(get_as(&app, &owner, "/v1/me").await.status(), 200);
-        let gone = send(&app, reqwest::Method::DELETE, &owner, "/v1/me", Some(json!({"confirm": "owner@example.test"}))).await;
+        let gone = send_as(&app, reqwest::Method::DELETE, &owner, "/v1/me", Some(json!({"confirm": "owner@example.test"}))).await;
         assert_eq!(gone.status(), 204);
         assert!(chains_verify(&db).await);
         app.stop().await;

@@ -44,27 +44,9 @@ impl Authenticator {
     }
 }
 
-async fn send(
-    app: &TestApp,
-    method: reqwest::Method,
-    token: &str,
-    path: &str,
-    body: Option<Value>,
-) -> reqwest::Response {
-    let mut request = app
-        .client
-        .request(method, app.at(path))
-        .header("cookie", cookie(token))
-        .header("origin", &app.url);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    request.send().await.unwrap()
-}
-
 /// Turns TOTP on for the session's user; returns their authenticator and backup codes.
 async fn enable_totp(app: &TestApp, token: &str) -> (Authenticator, Vec<String>) {
-    let started = send(app, reqwest::Method::POST, token, "/v1/me/2fa/totp", None).await;
+    let started = send_as(app, reqwest::Method::POST, token, "/v1/me/2fa/totp", None).await;
     assert_eq!(started.status(), 200);
     let started: Value = started.json().await.unwrap();
     assert!(
@@ -76,7 +58,7 @@ async fn enable_totp(app: &TestApp, token: &str) -> (Authenticator, Vec<String>)
     assert!(started["qr_svg"].as_str().unwrap().contains("<svg"));
     let authenticator = Authenticator::new(started["secret"].as_str().unwrap());
 
-    let wrong = send(
+    let wrong = send_as(
         app,
         reqwest::Method::POST,
         token,
@@ -85,7 +67,7 @@ async fn enable_totp(app: &TestApp, token: &str) -> (Authenticator, Vec<String>)
     )
     .await;
     problem(wrong, 400, "invalid_code").await;
-    let confirmed = send(
+    let confirmed = send_as(
         app,
         reqwest::Method::POST,
         token,
@@ -188,7 +170,7 @@ both_backends! {
             problem(second_step(&app, json!({"mfa_token": token, "backup_code": code})).await, 400, "invalid_code").await;
         }
         // New codes replace the old ones.
-        let fresh = send(&app, reqwest::Method::POST, &session, "/v1/me/2fa/backup-codes", None).await;
+        let fresh = send_as(&app, reqwest::Method::POST, &session, "/v1/me/2fa/backup-codes", None).await;
         assert_eq!(fresh.status(), 200);
         let fresh: Value = fresh.json().await.unwrap();
         let token = mfa_token(&app, email).await;
@@ -256,9 +238,9 @@ both_backends! {
         assert_eq!(devices.as_array().unwrap().len(), 1);
         let id = devices[0]["id"].as_str().unwrap();
         let other_session = create_account(&app, &db, "someone-else@example.test").await;
-        let foreign = send(&app, reqwest::Method::DELETE, &other_session, &format!("/v1/me/trusted-devices/{id}"), None).await;
+        let foreign = send_as(&app, reqwest::Method::DELETE, &other_session, &format!("/v1/me/trusted-devices/{id}"), None).await;
         problem(foreign, 404, "not_found").await;
-        let revoked = send(&app, reqwest::Method::DELETE, &session, &format!("/v1/me/trusted-devices/{id}"), None).await;
+        let revoked = send_as(&app, reqwest::Method::DELETE, &session, &format!("/v1/me/trusted-devices/{id}"), None).await;
         assert_eq!(revoked.status(), 204);
         problem(password_step(&app, email, Some(&trusted)).await, 401, "mfa_required").await;
 
@@ -267,7 +249,7 @@ both_backends! {
         let remembered = second_step(&app, json!({"mfa_token": token, "backup_code": backup_codes[0], "remember_device": true})).await;
         let trusted = remembered.headers().get_all("set-cookie").iter().map(|v| v.to_str().unwrap().to_owned()).find(|v| v.starts_with("__Host-mailroom_trusted=")).unwrap();
         let trusted = trusted.split(';').next().unwrap().to_owned();
-        let changed = send(&app, reqwest::Method::POST, &session_token(&remembered), "/v1/me/password", Some(json!({"current_password": PASSWORD, "new_password": "another horse battery staple"}))).await;
+        let changed = send_as(&app, reqwest::Method::POST, &session_token(&remembered), "/v1/me/password", Some(json!({"current_password": PASSWORD, "new_password": "another horse battery staple"}))).await;
         assert_eq!(changed.status(), 204);
         let after = app.client.post(app.at("/v1/auth/login")).header("cookie", &trusted).json(&json!({"email": email, "password": "another horse battery staple"})).send().await.unwrap();
         problem(after, 401, "mfa_required").await;
@@ -279,9 +261,9 @@ both_backends! {
         let email = "off@example.test";
         let session = create_account(&app, &db, email).await;
         let (mut authenticator, _) = enable_totp(&app, &session).await;
-        let without = send(&app, reqwest::Method::DELETE, &session, "/v1/me/2fa", Some(json!({"code": "000000"}))).await;
+        let without = send_as(&app, reqwest::Method::DELETE, &session, "/v1/me/2fa", Some(json!({"code": "000000"}))).await;
         problem(without, 400, "invalid_code").await;
-        let off = send(&app, reqwest::Method::DELETE, &session, "/v1/me/2fa", Some(json!({"code": authenticator.next_code()}))).await;
+        let off = send_as(&app, reqwest::Method::DELETE, &session, "/v1/me/2fa", Some(json!({"code": authenticator.next_code()}))).await;
         assert_eq!(off.status(), 204);
         assert_eq!(password_step(&app, email, None).await.status(), 200);
         assert!(db.fetch_bytes("SELECT secret FROM mfa_totp").await.is_empty());

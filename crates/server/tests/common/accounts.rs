@@ -113,3 +113,22 @@ pub async fn create_account(app: &TestApp, db: &TestDatabase, email: &str) -> St
     assert_eq!(response.status(), 200);
     session_token(&response)
 }
+
+/// A same-origin request in the session of `token`, with a JSON body if given.
+pub async fn send_as(
+    app: &TestApp,
+    method: reqwest::Method,
+    token: &str,
+    path: &str,
+    body: Option<Value>,
+) -> reqwest::Response {
+    let mut request = app
+        .client
+        .request(method, app.at(path))
+        .header("cookie", cookie(token))
+        .header("origin", &app.url);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    request.send().await.unwrap()
+}
