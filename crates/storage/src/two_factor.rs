@@ -417,3 +417,45 @@ pub(crate) async fn forget_devices(tx: &mut Tx, user_id: UserId) -> Result<(), S
     });
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use mailroom_crypto::envelope::KeyId;
+    use mailroom_crypto::master_key::MasterKey;
+    use mailroom_testkit::both_backends;
+
+    use super::*;
+    use crate::accounts::{NewAccount, PlatformRole};
+    use crate::keyring::DATA_KEY_MAX_AGE;
+
+    both_backends! {
+        async fn old_secrets_move_to_the_new_data_key_in_the_background(test_db) {
+            let mut db = Database::connect(test_db.url()).await.unwrap();
+            db.migrate().await.unwrap();
+            let now = OffsetDateTime::now_utc();
+            db.unlock(MasterKey::generate(), now).await.unwrap();
+            let account = NewAccount {
+                email: "sealed@example.test".into(),
+                password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+                platform_role: PlatformRole::User,
+            };
+            let user = db.create_account(&account, now).await.unwrap();
+            assert!(db.start_totp_enrollment(user.id, b"twenty bytes secret!", now).await.unwrap());
+            let stored = || async {
+                on_backend!(&db.pool, Pool, pool => {
+                    sqlx::query_scalar::<_, Vec<u8>>("SELECT secret FROM mfa_totp").fetch_one(pool).await.unwrap()
+                })
+            };
+            assert_eq!(KeyId::of(&stored().await).unwrap().version, 1);
+
+            let later = now + DATA_KEY_MAX_AGE + time::Duration::days(1);
+            assert_eq!(db.reseal_old_values(later).await.unwrap(), 0, "nothing is old yet");
+            assert_eq!(db.rotate_data_keys(later).await.unwrap(), 1);
+            assert_eq!(db.reseal_old_values(later).await.unwrap(), 1);
+            assert_eq!(KeyId::of(&stored().await).unwrap().version, 2);
+            assert_eq!(db.reseal_old_values(later).await.unwrap(), 0, "done once");
+            let totp = db.totp(user.id).await.unwrap().unwrap();
+            assert_eq!(totp.secret.as_slice(), b"twenty bytes secret!");
+        }
+    }
+}
