@@ -358,6 +358,43 @@ both_backends! {
             let key_file = dir.join("data/master.key");
             let first_key = std::fs::read_to_string(&key_file).unwrap();
 
+            // A secret sealed under the first key: the account's TOTP secret.
+            let serve = || {
+                let mut command = mailroom(&dir);
+                command.args(["serve", "--database-url", &url]).env("MAILROOM_LISTEN", "127.0.0.1:0");
+                Server::spawn(command)
+            };
+            let server = serve();
+            let http = client();
+            let login = |server: &Server| {
+                http.post(format!("{}/v1/auth/login", server.url))
+                    .json(&serde_json::json!({"email": "keys@example.test", "password": "correct horse battery staple"}))
+                    .send()
+                    .unwrap()
+            };
+            let signed_in = login(&server);
+            let cookie = signed_in.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+            let started: Value = http
+                .post(format!("{}/v1/me/2fa/totp", server.url))
+                .header("cookie", &cookie)
+                .header("origin", &server.url)
+                .send()
+                .unwrap()
+                .json()
+                .unwrap();
+            let secret = totp_rs::Secret::Encoded(started["secret"].as_str().unwrap().to_owned()).to_bytes().unwrap();
+            let secret = mailroom_crypto::totp::TotpSecret::from_bytes(zeroize::Zeroizing::new(secret));
+            let step = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() / 30;
+            let confirmed = http
+                .post(format!("{}/v1/me/2fa/totp/confirm", server.url))
+                .header("cookie", &cookie)
+                .header("origin", &server.url)
+                .json(&serde_json::json!({"code": secret.code_at(step * 30).unwrap()}))
+                .send()
+                .unwrap();
+            assert_eq!(confirmed.status(), 200);
+            assert!(server.stop().0.success());
+
             // A wrong key, from a file or the environment, stops everything with a clear error.
             let wrong = dir.join("wrong.key");
             std::fs::write(&wrong, "ab".repeat(32)).unwrap();
@@ -390,6 +427,20 @@ both_backends! {
             assert!(!ok && text.contains("does not match"), "{text}");
             let (ok, text) = run(&["audit", "verify"], &[("MAILROOM_MASTER_KEY", second_key.trim())]);
             assert!(ok, "{text}");
+            let (ok, text) = run(&["keys", "status"], &[]);
+            assert!(ok && text.contains("system") && text.contains("yes"), "{text}");
+
+            // The server, on the new key, still reads the secret sealed under the old one.
+            let server = serve();
+            let challenge: Value = login(&server).json().unwrap();
+            assert_eq!(challenge["code"], "mfa_required", "{challenge}");
+            let second_step = http
+                .post(format!("{}/v1/auth/login/2fa", server.url))
+                .json(&serde_json::json!({"mfa_token": challenge["mfa_token"], "code": secret.code_at((step + 1) * 30).unwrap()}))
+                .send()
+                .unwrap();
+            assert_eq!(second_step.status(), 200);
+            assert!(server.stop().0.success());
         })
         .await
         .unwrap();

@@ -288,7 +288,8 @@ both_backends! {
 
         // An organization may require it of everyone.
         let member = create_account(&app, &db, "member@example.test").await;
-        db.execute("UPDATE orgs SET require_mfa = TRUE WHERE id = (SELECT org_id FROM org_members m JOIN users u ON u.id = m.user_id WHERE u.email = 'member@example.test')").await;
+        let policy = send_as(&app, reqwest::Method::PATCH, &member, "/v1/org", Some(json!({"require_mfa": true}))).await;
+        assert_eq!(policy.status(), 200);
         problem(get_as(&app, &member, "/v1/me/sessions").await, 403, "mfa_setup_required").await;
         app.stop().await;
     }

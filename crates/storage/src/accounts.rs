@@ -100,6 +100,16 @@ pub struct NewSession {
     pub expires_at: OffsetDateTime,
 }
 
+/// Changes to an organization's policies; `None` leaves one unchanged.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct OrgPolicyChange {
+    /// Browser sessions end after this long without use; `Some(None)` for never.
+    pub idle_timeout_secs: Option<Option<i64>>,
+    pub password_rules: Option<CompositionRules>,
+    /// A second factor for every member (MFA-4).
+    pub require_mfa: Option<bool>,
+}
+
 /// A client IP and user agent a user has signed in from ('' when it sent none).
 #[derive(Clone, Debug)]
 pub struct SignInDevice {
@@ -382,33 +392,27 @@ impl Database {
         .await
     }
 
-    pub async fn set_password_rules(
+    /// Changes an organization's policies in one statement; `None` leaves one as it is.
+    pub async fn update_org_policies(
         &self,
         org_id: OrgId,
-        rules: CompositionRules,
+        change: &OrgPolicyChange,
     ) -> Result<(), StorageError> {
         on_backend!(&self.pool, Pool, pool => {
-            sqlx::query("UPDATE orgs SET password_rules = $1 WHERE id = $2")
-                .bind(i32::from(rules.bits()))
-                .bind(org_id.as_uuid())
-                .execute(pool)
-                .await?;
-        });
-        Ok(())
-    }
-
-    /// Sets (or, with `None`, clears) the organization's idle timeout for browser sessions.
-    pub async fn set_session_idle_timeout(
-        &self,
-        org_id: OrgId,
-        seconds: Option<i64>,
-    ) -> Result<(), StorageError> {
-        on_backend!(&self.pool, Pool, pool => {
-            sqlx::query("UPDATE orgs SET session_idle_timeout_secs = $1 WHERE id = $2")
-                .bind(seconds)
-                .bind(org_id.as_uuid())
-                .execute(pool)
-                .await?;
+            sqlx::query(
+                "UPDATE orgs SET \
+                 session_idle_timeout_secs = CASE WHEN $1 THEN $2 ELSE session_idle_timeout_secs END, \
+                 password_rules = COALESCE($3, password_rules), \
+                 require_mfa = COALESCE($4, require_mfa) \
+                 WHERE id = $5",
+            )
+            .bind(change.idle_timeout_secs.is_some())
+            .bind(change.idle_timeout_secs.flatten())
+            .bind(change.password_rules.map(|rules| i32::from(rules.bits())))
+            .bind(change.require_mfa)
+            .bind(org_id.as_uuid())
+            .execute(pool)
+            .await?;
         });
         Ok(())
     }

@@ -1,5 +1,5 @@
-//! The caller's organization. For now its policies: the session idle timeout (SES-1) and
-//! password composition rules (AUTH-2); names, members and invitations arrive with teams.
+//! The caller's organization. For now its policies: the session idle timeout (SES-1),
+//! password composition rules (AUTH-2) and a second factor for everyone (MFA-4); names, members and invitations arrive with teams.
 
 use axum::Json;
 use axum::extract::State;
@@ -14,6 +14,7 @@ use crate::json::ApiJson;
 use crate::state::AppState;
 use mailroom_core::audit::{Action, AuditEvent, Outcome};
 use mailroom_core::password_policy::CompositionRules;
+use mailroom_storage::accounts::OrgPolicyChange;
 
 /// The longest idle timeout an organization may set: the session lifetime itself.
 const MAX_IDLE_MINUTES: u32 = 30 * 24 * 60;
@@ -27,6 +28,8 @@ pub struct OrgUpdate {
     session_idle_timeout_minutes: Option<Option<u32>>,
     /// Composition rules for members' new passwords. Absent: unchanged.
     password_rules: Option<PasswordRules>,
+    /// A second factor for every member (MFA-4). Absent: unchanged.
+    require_mfa: Option<bool>,
 }
 
 #[derive(Clone, Copy, Deserialize)]
@@ -62,38 +65,38 @@ pub async fn update(
         ));
     }
     let org_id = principal.user.org_id;
-    if let Some(minutes) = body.session_idle_timeout_minutes {
-        if minutes.is_some_and(|m| m == 0 || m > MAX_IDLE_MINUTES) {
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_field",
-                format!("session_idle_timeout_minutes must be 1 to {MAX_IDLE_MINUTES}, or null"),
-            )
-            .with_field("session_idle_timeout_minutes"));
-        }
-        state
-            .database
-            .set_session_idle_timeout(org_id, minutes.map(|m| i64::from(m) * 60))
-            .await
-            .map_err(ApiError::internal)?;
+    if let Some(Some(minutes)) = body.session_idle_timeout_minutes
+        && (minutes == 0 || minutes > MAX_IDLE_MINUTES)
+    {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_field",
+            format!("session_idle_timeout_minutes must be 1 to {MAX_IDLE_MINUTES}, or null"),
+        )
+        .with_field("session_idle_timeout_minutes"));
     }
-    if let Some(rules) = body.password_rules {
-        let rules = CompositionRules {
+    let change = OrgPolicyChange {
+        idle_timeout_secs: body
+            .session_idle_timeout_minutes
+            .map(|minutes| minutes.map(|m| i64::from(m) * 60)),
+        password_rules: body.password_rules.map(|rules| CompositionRules {
             uppercase: rules.uppercase,
             lowercase: rules.lowercase,
             digit: rules.digit,
             symbol: rules.symbol,
-        };
-        state
-            .database
-            .set_password_rules(org_id, rules)
-            .await
-            .map_err(ApiError::internal)?;
-    }
+        }),
+        require_mfa: body.require_mfa,
+    };
+    state
+        .database
+        .update_org_policies(org_id, &change)
+        .await
+        .map_err(ApiError::internal)?;
     let target = format!(
-        "session_idle_timeout_minutes={:?} password_rules={}",
+        "session_idle_timeout_minutes={:?} password_rules={} require_mfa={:?}",
         body.session_idle_timeout_minutes,
-        body.password_rules.is_some()
+        body.password_rules.is_some(),
+        body.require_mfa
     );
     audit::record(
         &state.database,
