@@ -200,6 +200,33 @@ pub fn chain_hash(key: &[u8], previous: &[u8], fields: &ChainedFields) -> Vec<u8
     encoder.finish()
 }
 
+/// A chain's head: its newest entry, and whether the retention purge removed all of it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChainHead {
+    pub scope: Uuid,
+    pub seq: i64,
+    pub hash: Vec<u8>,
+    pub occurred_at_ms: i64,
+    pub purged_through_ms: Option<i64>,
+}
+
+/// The MAC of a chain's head, under the audit key: a head rewritten to hide deleted entries
+/// does not verify.
+pub fn head_mac(key: &[u8], head: &ChainHead) -> Vec<u8> {
+    let mut encoder = Encoder::new(key, b"mailroom-audit-head-v1");
+    encoder.put(head.scope.as_bytes());
+    encoder.put(&head.seq.to_be_bytes());
+    encoder.put(&head.hash);
+    encoder.put(&head.occurred_at_ms.to_be_bytes());
+    encoder.put_optional(
+        head.purged_through_ms
+            .map(i64::to_be_bytes)
+            .as_ref()
+            .map(|b| &b[..]),
+    );
+    encoder.finish()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,7 +4,7 @@
 use futures::FutureExt;
 use mailroom_core::UserId;
 use mailroom_core::audit::{
-    AuditEvent, ChainedFields, PersonalFields, chain_hash, personal_digest,
+    AuditEvent, ChainHead, ChainedFields, PersonalFields, chain_hash, head_mac, personal_digest,
 };
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -122,6 +122,7 @@ impl Database {
 
     /// Deletes entries older than `before`, a bounded batch per statement; returns how many.
     pub async fn purge_audit(&self, before: OffsetDateTime) -> Result<u64, StorageError> {
+        let key = self.audit_key()?;
         let before = crate::accounts::ms(before);
         let mut purged = 0;
         loop {
@@ -138,13 +139,37 @@ impl Database {
             });
             purged += deleted;
             if deleted < u64::try_from(BATCH).unwrap_or(u64::MAX) {
-                // Chains whose newest entry is past the cutoff are gone whole: say so.
-                on_backend!(&self.pool, Pool, pool => {
-                    sqlx::query("UPDATE audit_heads SET purged_through = $1 WHERE occurred_at < $1")
+                // Chains whose newest entry is past the cutoff are gone whole: say so, under
+                // the key. Only heads that did not move meanwhile are marked.
+                let heads: Vec<(Uuid, i64, Vec<u8>, i64)> = on_backend!(&self.pool, Pool, pool => {
+                    sqlx::query_as(
+                        "SELECT scope, seq, hash, occurred_at FROM audit_heads \
+                         WHERE occurred_at < $1 AND (purged_through IS NULL OR purged_through < $1)",
+                    )
+                    .bind(before)
+                    .fetch_all(pool)
+                    .await?
+                });
+                for (scope, seq, hash, occurred_at_ms) in heads {
+                    let head = ChainHead {
+                        scope,
+                        seq,
+                        hash,
+                        occurred_at_ms,
+                        purged_through_ms: Some(before),
+                    };
+                    on_backend!(&self.pool, Pool, pool => {
+                        sqlx::query(
+                            "UPDATE audit_heads SET purged_through = $1, mac = $2 WHERE scope = $3 AND seq = $4",
+                        )
                         .bind(before)
+                        .bind(head_mac(&key, &head))
+                        .bind(scope)
+                        .bind(seq)
                         .execute(pool)
                         .await?;
-                });
+                    });
+                }
                 return Ok(purged);
             }
         }
@@ -236,15 +261,23 @@ pub(crate) async fn append(
         .bind(&fields.personal_digest)
         .execute(&mut **tx)
         .await?;
+        let head = ChainHead {
+            scope,
+            seq,
+            hash: hash.clone(),
+            occurred_at_ms,
+            purged_through_ms: None,
+        };
         sqlx::query(
-            "INSERT INTO audit_heads (scope, seq, hash, occurred_at) VALUES ($1, $2, $3, $4) \
+            "INSERT INTO audit_heads (scope, seq, hash, occurred_at, mac) VALUES ($1, $2, $3, $4, $5) \
              ON CONFLICT (scope) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, \
-             occurred_at = excluded.occurred_at, purged_through = NULL",
+             occurred_at = excluded.occurred_at, purged_through = NULL, mac = excluded.mac",
         )
         .bind(fields.scope)
         .bind(fields.seq)
         .bind(&hash)
         .bind(fields.occurred_at_ms)
+        .bind(head_mac(key, &head))
         .execute(&mut **tx)
         .await?;
     });
@@ -278,12 +311,35 @@ async fn first_broken_link(
     key: &[u8],
     scope: Uuid,
 ) -> Result<Option<BrokenLink>, StorageError> {
-    let head: Option<(i64, Vec<u8>, Option<i64>)> = on_backend!(&mut tx.0, Inner, tx => {
-        sqlx::query_as("SELECT seq, hash, purged_through FROM audit_heads WHERE scope = $1")
-            .bind(scope)
-            .fetch_optional(&mut **tx)
-            .await?
+    type HeadRow = (i64, Vec<u8>, i64, Option<i64>, Option<Vec<u8>>);
+    let row: Option<HeadRow> = on_backend!(&mut tx.0, Inner, tx => {
+        sqlx::query_as(
+            "SELECT seq, hash, occurred_at, purged_through, mac FROM audit_heads WHERE scope = $1",
+        )
+        .bind(scope)
+        .fetch_optional(&mut **tx)
+        .await?
     });
+    let head = match row {
+        Some((seq, hash, occurred_at_ms, purged_through_ms, mac)) => {
+            let head = ChainHead {
+                scope,
+                seq,
+                hash,
+                occurred_at_ms,
+                purged_through_ms,
+            };
+            if mac.as_deref() != Some(head_mac(key, &head).as_slice()) {
+                return Ok(Some(BrokenLink {
+                    scope,
+                    seq,
+                    reason: "the record of this chain's newest entry was changed",
+                }));
+            }
+            Some(head)
+        }
+        None => None,
+    };
     let sql = format!(
         "SELECT {COLUMNS} FROM audit_log WHERE scope = $1 AND seq > $2 ORDER BY seq LIMIT $3"
     );
@@ -314,7 +370,7 @@ async fn first_broken_link(
 fn tail_mismatch(
     scope: Uuid,
     last: Option<&AuditEntry>,
-    head: Option<&(i64, Vec<u8>, Option<i64>)>,
+    head: Option<&ChainHead>,
 ) -> Option<BrokenLink> {
     let missing = |seq| BrokenLink {
         scope,
@@ -322,10 +378,10 @@ fn tail_mismatch(
         reason: "the newest entries of this chain are missing",
     };
     match (last, head) {
-        (Some(last), Some((seq, hash, _))) if last.seq == *seq && last.hash == *hash => None,
+        (Some(last), Some(head)) if last.seq == head.seq && last.hash == head.hash => None,
         (Some(last), _) => Some(missing(last.seq + 1)),
-        (None, Some((_, _, Some(_)))) => None,
-        (None, Some((seq, _, _))) => Some(missing(*seq)),
+        (None, Some(head)) if head.purged_through_ms.is_some() => None,
+        (None, Some(head)) => Some(missing(head.seq)),
         (None, None) => None,
     }
 }
@@ -455,6 +511,26 @@ mod tests {
             tamper(&db, "DELETE FROM audit_log WHERE scope = $1", org).await;
             let broken = db.verify_audit_chains().await.unwrap().unwrap();
             assert_eq!(broken.scope, org.as_uuid());
+        }
+
+        async fn a_head_moved_back_over_deleted_entries_is_found(test_db) {
+            let (db, org) = seeded(test_db.url()).await;
+            // Delete the newest entry, and point the head at the one before, as it was then.
+            tamper(&db, "DELETE FROM audit_log WHERE seq = 4 AND scope = $1", org).await;
+            tamper(
+                &db,
+                "UPDATE audit_heads SET seq = 3, hash = (SELECT hash FROM audit_log WHERE seq = 3 AND scope = $1) \
+                 WHERE scope = $1",
+                org,
+            )
+            .await;
+            let broken = db.verify_audit_chains().await.unwrap().unwrap();
+            assert_eq!(broken.scope, org.as_uuid());
+            assert_eq!(broken.reason, "the record of this chain's newest entry was changed");
+            // Nor can a deleted chain pass for a purged one.
+            tamper(&db, "DELETE FROM audit_log WHERE scope = $1", org).await;
+            tamper(&db, "UPDATE audit_heads SET purged_through = 1 WHERE scope = $1", org).await;
+            assert!(db.verify_audit_chains().await.unwrap().is_some());
         }
 
         async fn a_chain_rewritten_without_the_key_does_not_verify(test_db) {
