@@ -171,8 +171,11 @@ impl Encoder {
 
 /// The keyed digest of an entry's personal fields. Keyed, because an IP address or an email
 /// address is easy to guess from a plain hash.
-pub fn personal_digest(key: &[u8], fields: &PersonalFields) -> Vec<u8> {
+pub fn personal_digest(key: &[u8], entry_id: Uuid, fields: &PersonalFields) -> Vec<u8> {
     let mut encoder = Encoder::new(key, b"mailroom-audit-personal-v1");
+    // The entry's own id too: two erased entries of one person must not be linkable by
+    // equal digests.
+    encoder.put(entry_id.as_bytes());
     encoder.put_optional(fields.actor.as_ref().map(|id| &id.as_bytes()[..]));
     for text in [&fields.target, &fields.ip, &fields.user_agent] {
         encoder.put_optional(text.as_deref().map(str::as_bytes));
@@ -197,6 +200,15 @@ pub fn chain_hash(key: &[u8], previous: &[u8], fields: &ChainedFields) -> Vec<u8
         encoder.put_optional(id.as_ref().map(|id| &id.as_bytes()[..]));
     }
     encoder.put(&fields.personal_digest);
+    encoder.finish()
+}
+
+/// The proof that an entry's personal fields were erased by mailroom (PRIV-1), not blanked
+/// by someone with access to the database: a MAC of the entry id and the erasure time.
+pub fn erasure_mac(key: &[u8], entry_id: Uuid, erased_at_ms: i64) -> Vec<u8> {
+    let mut encoder = Encoder::new(key, b"mailroom-audit-erasure-v1");
+    encoder.put(entry_id.as_bytes());
+    encoder.put(&erased_at_ms.to_be_bytes());
     encoder.finish()
 }
 
@@ -251,7 +263,7 @@ mod tests {
             session_id: None,
             api_key_id: None,
             request_id: None,
-            personal_digest: personal_digest(b"key", &personal()),
+            personal_digest: personal_digest(b"key", Uuid::nil(), &personal()),
         }
     }
 
@@ -271,24 +283,28 @@ mod tests {
 
     #[test]
     fn every_personal_field_counts_and_absent_is_not_empty() {
-        let base = personal_digest(b"key", &personal());
+        let base = personal_digest(b"key", Uuid::nil(), &personal());
+        assert_ne!(base, personal_digest(b"key", Uuid::max(), &personal()));
         // Moving bytes between neighbouring fields changes the digest too.
         let shifted = PersonalFields {
             target: Some("a1".into()),
             ip: Some("27.0.0.1".into()),
             ..personal()
         };
-        assert_ne!(base, personal_digest(b"key", &shifted));
+        assert_ne!(base, personal_digest(b"key", Uuid::nil(), &shifted));
         let empty = PersonalFields {
             user_agent: Some(String::new()),
             ..personal()
         };
-        assert_ne!(base, personal_digest(b"key", &empty));
+        assert_ne!(base, personal_digest(b"key", Uuid::nil(), &empty));
         let actor = PersonalFields {
             actor: Some(Uuid::nil()),
             ..personal()
         };
-        assert_ne!(base, personal_digest(b"key", &actor));
-        assert_ne!(base, personal_digest(b"other key", &personal()));
+        assert_ne!(base, personal_digest(b"key", Uuid::nil(), &actor));
+        assert_ne!(
+            base,
+            personal_digest(b"other key", Uuid::nil(), &personal())
+        );
     }
 }

@@ -265,7 +265,7 @@ async fn rotate_master(
     let (new, generated) = match new_key_file {
         Some(path) => (MasterKey::read(&path)?, None),
         None => {
-            let path = current.with_extension("key.new");
+            let path = config.new_master_key_path();
             let key = MasterKey::generate();
             key.write_new(&path).with_context(|| {
                 format!(
@@ -276,9 +276,20 @@ async fn rotate_master(
             (key, Some(path))
         }
     };
-    let rewrapped = database
+    let rewrapped = match database
         .rotate_master_key(new, time::OffsetDateTime::now_utc())
-        .await?;
+        .await
+    {
+        Ok(rewrapped) => rewrapped,
+        Err(error) => {
+            // The database did not move: the new key is nothing, and must not look like
+            // the current one to the next start.
+            if let Some(path) = &generated {
+                let _ = std::fs::remove_file(path);
+            }
+            return Err(error.into());
+        }
+    };
     println!(
         "master key rotated: the root key and {rewrapped} data keys are wrapped by the new key"
     );

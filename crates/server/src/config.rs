@@ -97,25 +97,17 @@ impl Config {
     /// the root key that the server's MAC and signing keys derive from.
     pub async fn open_database(&self) -> anyhow::Result<(Database, RootKey)> {
         let mut database = self.open_locked_database().await?;
-        let started_before = database.keyring_exists().await?;
+        // A database with accounts but no keyring predates the keyring: started before too.
+        let started_before = database.keyring_exists().await? || database.count_users().await? > 0;
         let master = self.master_key(started_before)?;
         let root = database
             .unlock(master, OffsetDateTime::now_utc())
             .await
             .with_context(|| {
-                let interrupted = self.master_key_path().with_extension("key.new");
-                let hint = if interrupted.exists() {
-                    format!(
-                        " ({} exists: if a `mailroom keys rotate-master` was interrupted, \
-                         that is the key now)",
-                        interrupted.display()
-                    )
-                } else {
-                    String::new()
-                };
                 format!(
-                    "unlocking the keyring with {}{hint}",
-                    self.master_key_origin()
+                    "unlocking the keyring with {}{}",
+                    self.master_key_origin(),
+                    self.interrupted_rotation_hint()
                 )
             })?;
         Ok((database, root))
@@ -134,6 +126,24 @@ impl Config {
             .await
             .with_context(|| format!("migrating the database {shown}"))?;
         Ok(database)
+    }
+
+    /// Where `mailroom keys rotate-master` puts the new key until the database has moved.
+    pub fn new_master_key_path(&self) -> PathBuf {
+        self.master_key_path().with_extension("key.new")
+    }
+
+    fn interrupted_rotation_hint(&self) -> String {
+        let new = self.new_master_key_path();
+        if new.exists() {
+            format!(
+                " ({} exists: a `mailroom keys rotate-master` was interrupted, and if it got as \
+                 far as the database, that file holds the key now)",
+                new.display()
+            )
+        } else {
+            String::new()
+        }
     }
 
     pub fn master_key_path(&self) -> PathBuf {
@@ -170,8 +180,9 @@ impl Config {
             Err(MasterKeyError::Missing { .. }) => bail!(
                 "the master key {} is missing, but this database was set up with one: \
                  restore the key file from your backup, or give it with --master-key-file or \
-                 {MASTER_KEY_ENV}. mailroom never makes a new key for existing data.",
-                path.display()
+                 {MASTER_KEY_ENV}. mailroom never makes a new key for existing data.{}",
+                path.display(),
+                self.interrupted_rotation_hint()
             ),
             other => Ok(other?),
         }

@@ -110,6 +110,11 @@ impl ApiError {
         Self::new(status, code, detail)
     }
 
+    /// An extension member of the problem, if it has one by that name.
+    pub fn member(&self, name: &str) -> Option<&serde_json::Value> {
+        self.members.as_ref()?.get(name)
+    }
+
     pub fn status(&self) -> StatusCode {
         self.status
     }

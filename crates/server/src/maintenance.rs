@@ -1,6 +1,7 @@
 //! Housekeeping that runs hourly for as long as the server runs, on every node (each step is
 //! safe to run concurrently): the audit retention purge (AUD-2: not optional, not per
-//! tenant), data-key rotation and re-encryption (ENC-3), and trimming the rate limiter.
+//! tenant), data-key rotation and re-encryption (ENC-3), expired sign-in challenges and
+//! trusted devices, and trimming the rate limiter.
 
 use std::time::Duration;
 
@@ -22,6 +23,9 @@ pub async fn run_periodically(database: Database, limiter: AuthLimiter) {
             Ok(0) => {}
             Ok(purged) => tracing::info!(purged, "purged audit entries past retention"),
             Err(error) => tracing::warn!(%error, "audit purge failed; retrying later"),
+        }
+        if let Err(error) = database.purge_expired_second_factor_state(now).await {
+            tracing::warn!(%error, "purging expired sign-in challenges failed; retrying later");
         }
         match database.rotate_data_keys(now).await {
             Ok(0) => {}

@@ -58,15 +58,6 @@ async fn enable_totp(app: &TestApp, token: &str) -> (Authenticator, Vec<String>)
     assert!(started["qr_svg"].as_str().unwrap().contains("<svg"));
     let authenticator = Authenticator::new(started["secret"].as_str().unwrap());
 
-    let wrong = send_as(
-        app,
-        reqwest::Method::POST,
-        token,
-        "/v1/me/2fa/totp/confirm",
-        Some(json!({"code": "000000"})),
-    )
-    .await;
-    problem(wrong, 400, "invalid_code").await;
     let confirmed = send_as(
         app,
         reqwest::Method::POST,
@@ -125,11 +116,15 @@ both_backends! {
 
         // The password alone no longer signs in.
         let used_at_confirmation = authenticator.code();
-        let token = mfa_token(&app, email).await;
-        // The code that confirmed the setup was spent there.
-        let replay = second_step(&app, json!({"mfa_token": token, "code": used_at_confirmation})).await;
-        problem(replay, 400, "invalid_code").await;
+        let first_token = mfa_token(&app, email).await;
+        // The code that confirmed the setup was spent there. Each try spends its token; a
+        // wrong code comes back with a fresh one.
+        let replay = second_step(&app, json!({"mfa_token": first_token, "code": used_at_confirmation})).await;
+        let token = problem(replay, 400, "invalid_code").await["mfa_token"].as_str().unwrap().to_owned();
+        assert_ne!(token, first_token);
         let next = authenticator.next_code();
+        let stale = second_step(&app, json!({"mfa_token": first_token, "code": next})).await;
+        problem(stale, 401, "invalid_mfa_token").await;
         let signed_in = second_step(&app, json!({"mfa_token": token, "code": next})).await;
         assert_eq!(signed_in.status(), 200);
         assert!(signed_in.headers()["set-cookie"].to_str().unwrap().starts_with("__Host-mailroom_session="));
@@ -186,15 +181,16 @@ both_backends! {
         let email = "guessed@example.test";
         let session = create_account(&app, &db, email).await;
         let (mut authenticator, _) = enable_totp(&app, &session).await;
-        let token = mfa_token(&app, email).await;
+        let mut token = mfa_token(&app, email).await;
         for _ in 0..4 {
-            problem(second_step(&app, json!({"mfa_token": token, "code": "123456"})).await, 400, "invalid_code").await;
+            let wrong = second_step(&app, json!({"mfa_token": token, "code": "123456"})).await;
+            token = problem(wrong, 400, "invalid_code").await["mfa_token"].as_str().unwrap().to_owned();
         }
-        problem(second_step(&app, json!({"mfa_token": token, "code": "123456"})).await, 423, "account_locked").await;
+        let locked = problem(second_step(&app, json!({"mfa_token": token, "code": "123456"})).await, 423, "account_locked").await;
+        assert_eq!(locked.get("mfa_token"), None, "no further tries");
         // Locked means locked: the right code does not get through, nor the password.
-        let right = authenticator.next_code();
-        problem(second_step(&app, json!({"mfa_token": token, "code": right})).await, 423, "account_locked").await;
         problem(password_step(&app, email, None).await, 423, "account_locked").await;
+        let _ = authenticator.next_code();
         app.stop().await;
     }
 
@@ -267,6 +263,26 @@ both_backends! {
         assert_eq!(off.status(), 204);
         assert_eq!(password_step(&app, email, None).await.status(), 200);
         assert!(db.fetch_bytes("SELECT secret FROM mfa_totp").await.is_empty());
+
+        // Someone who lost the app turns it off with a backup code, then sets up a new one.
+        let (_, codes) = enable_totp(&app, &session).await;
+        let off = send_as(&app, reqwest::Method::DELETE, &session, "/v1/me/2fa", Some(json!({"backup_code": codes[3]}))).await;
+        assert_eq!(off.status(), 204);
+        enable_totp(&app, &session).await;
+        app.stop().await;
+    }
+
+    async fn setup_codes_are_guessed_through_the_lockout_gate(db) {
+        let app = TestApp::spawn(&db).await;
+        let email = "setup-guess@example.test";
+        let session = create_account(&app, &db, email).await;
+        let started = send_as(&app, reqwest::Method::POST, &session, "/v1/me/2fa/totp", None).await;
+        assert_eq!(started.status(), 200);
+        let confirm = || send_as(&app, reqwest::Method::POST, &session, "/v1/me/2fa/totp/confirm", Some(json!({"code": "000000"})));
+        for _ in 0..4 {
+            problem(confirm().await, 400, "invalid_code").await;
+        }
+        problem(confirm().await, 423, "account_locked").await;
         app.stop().await;
     }
 

@@ -863,10 +863,11 @@ impl Database {
         .await
     }
 
-    /// A correct password while a second factor is still owed: this attempt stops counting
-    /// as a failure, but earlier failures stand, so that someone who has the password gets no
+    /// A correct secret whose success does not complete a sign-in (a password while a
+    /// second factor is owed, the first code of a TOTP setup): this attempt stops counting as
+    /// a failure, but earlier failures stand, so that someone who has the password gets no
     /// fresh budget for guessing codes (MFA-4). `new_hash` as for a successful sign-in.
-    pub async fn record_first_factor(
+    pub async fn forgive_login_attempt(
         &self,
         user_id: UserId,
         new_hash: Option<&str>,

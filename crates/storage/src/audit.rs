@@ -4,7 +4,8 @@
 use futures::FutureExt;
 use mailroom_core::UserId;
 use mailroom_core::audit::{
-    AuditEvent, ChainHead, ChainedFields, PersonalFields, chain_hash, head_mac, personal_digest,
+    AuditEvent, ChainHead, ChainedFields, PersonalFields, chain_hash, erasure_mac, head_mac,
+    personal_digest,
 };
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -34,8 +35,9 @@ pub struct AuditEntry {
     pub prev_hash: Vec<u8>,
     pub hash: Vec<u8>,
     pub personal_digest: Option<Vec<u8>>,
-    /// When account deletion blanked the personal fields (PRIV-1).
+    /// When account deletion blanked the personal fields (PRIV-1), and its proof.
     pub erased_at: Option<i64>,
+    pub erasure_mac: Option<Vec<u8>>,
 }
 
 impl AuditEntry {
@@ -77,7 +79,8 @@ pub struct BrokenLink {
 }
 
 const COLUMNS: &str = "id, scope, seq, occurred_at, actor_user_id, action, outcome, target, ip, \
-     user_agent, session_id, api_key_id, request_id, prev_hash, hash, personal_digest, erased_at";
+     user_agent, session_id, api_key_id, request_id, prev_hash, hash, personal_digest, erased_at, \
+     erasure_mac";
 
 impl Database {
     /// Appends an event to its scope's chain, in a transaction of its own.
@@ -226,8 +229,9 @@ pub(crate) async fn append(
             (*at).max(crate::accounts::ms(now))
         });
         let (seq, prev_hash) = last.map_or((1, vec![0; 32]), |(seq, _, hash)| (seq + 1, hash));
+        let id = Uuid::now_v7();
         let fields = ChainedFields {
-            id: Uuid::now_v7(),
+            id,
             scope,
             seq,
             occurred_at_ms,
@@ -236,12 +240,12 @@ pub(crate) async fn append(
             session_id: event.session_id.map(|id| id.as_uuid()),
             api_key_id: event.api_key_id,
             request_id: event.request_id.map(|id| id.as_uuid()),
-            personal_digest: personal_digest(key, &personal),
+            personal_digest: personal_digest(key, id, &personal),
         };
         let hash = chain_hash(key, &prev_hash, &fields);
         sqlx::query(&format!(
             "INSERT INTO audit_log ({COLUMNS}) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, NULL)"
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, NULL, NULL)"
         ))
         .bind(fields.id)
         .bind(fields.scope)
@@ -285,23 +289,35 @@ pub(crate) async fn append(
 }
 
 /// Blanks the personal fields of every entry by `user_id` or about `email` (PRIV-1), in
-/// every chain; their digests stay, so the chains still verify.
+/// every chain, each with the MAC that proves mailroom did it; their digests stay, so the
+/// chains still verify.
 pub(crate) async fn erase_personal_fields(
     tx: &mut crate::Tx,
+    key: &[u8],
     user_id: UserId,
     email: &str,
     now: OffsetDateTime,
 ) -> Result<(), StorageError> {
+    let erased_at = crate::accounts::ms(now);
     on_backend!(&mut tx.0, Inner, tx => {
-        sqlx::query(
-            "UPDATE audit_log SET actor_user_id = NULL, target = NULL, ip = NULL, user_agent = NULL, \
-             erased_at = $1 WHERE actor_user_id = $2 OR lower(target) = $3",
+        let ids: Vec<Uuid> = sqlx::query_scalar(
+            "SELECT id FROM audit_log WHERE actor_user_id = $1 OR lower(target) = $2",
         )
-        .bind(crate::accounts::ms(now))
         .bind(user_id.as_uuid())
         .bind(email.to_lowercase())
-        .execute(&mut **tx)
+        .fetch_all(&mut **tx)
         .await?;
+        for id in ids {
+            sqlx::query(
+                "UPDATE audit_log SET actor_user_id = NULL, target = NULL, ip = NULL, \
+                 user_agent = NULL, erased_at = $1, erasure_mac = $2 WHERE id = $3",
+            )
+            .bind(erased_at)
+            .bind(erasure_mac(key, id, erased_at))
+            .bind(id)
+            .execute(&mut **tx)
+            .await?;
+        }
     });
     Ok(())
 }
@@ -396,11 +412,24 @@ fn broken(key: &[u8], previous: Option<&AuditEntry>, entry: &AuditEntry) -> Opti
         }
     }
     let changed = Some("this entry was changed after it was written");
-    // Erased entries keep the digest of what they held; the others must still hold it.
-    if entry.erased_at.is_none()
-        && entry.personal_digest.as_deref() != Some(&personal_digest(key, &entry.personal_fields()))
-    {
-        return changed;
+    match entry.erased_at {
+        // The others must still hold what their digest covers.
+        None => {
+            let digest = personal_digest(key, entry.id, &entry.personal_fields());
+            if entry.personal_digest.as_deref() != Some(digest.as_slice()) {
+                return changed;
+            }
+        }
+        // An erased entry keeps the digest of what it held, holds nothing personal, and
+        // proves that mailroom erased it.
+        Some(erased_at) => {
+            let proof = erasure_mac(key, entry.id, erased_at);
+            if entry.personal_fields() != PersonalFields::default()
+                || entry.erasure_mac.as_deref() != Some(proof.as_slice())
+            {
+                return changed;
+            }
+        }
     }
     if chain_hash(key, &entry.prev_hash, &entry.chained_fields()) != entry.hash {
         return changed;
@@ -485,15 +514,23 @@ mod tests {
             assert_eq!((broken.scope, broken.seq), (org.as_uuid(), 2));
             tamper(&db, "UPDATE audit_log SET ip = '203.0.113.5' WHERE seq = 2 AND scope = $1", org).await;
             assert_eq!(db.verify_audit_chains().await.unwrap(), None);
-            // Erasure (PRIV-1) blanks them and says so: the chain holds.
-            tamper(
-                &db,
-                "UPDATE audit_log SET actor_user_id = NULL, target = NULL, ip = NULL, user_agent = NULL, \
-                 erased_at = 1 WHERE scope = $1",
-                org,
-            )
-            .await;
+            // Blanking them without the key, or calling an edit an erasure, is found.
+            tamper(&db, "UPDATE audit_log SET ip = NULL, erased_at = 1 WHERE seq = 2 AND scope = $1", org).await;
+            assert_eq!(db.verify_audit_chains().await.unwrap().unwrap().seq, 2);
+            // Erasure (PRIV-1) as mailroom does it: the chain holds.
+            let actor = on_backend!(&db.pool, Pool, pool => {
+                sqlx::query_scalar::<_, Uuid>("SELECT actor_user_id FROM audit_log WHERE seq = 1 AND scope = $1")
+                    .bind(org.as_uuid()).fetch_one(pool).await.unwrap()
+            });
+            tamper(&db, "UPDATE audit_log SET ip = '203.0.113.5', erased_at = NULL WHERE seq = 2 AND scope = $1", org).await;
+            let key = db.audit_key().unwrap();
+            let mut tx = db.begin_serializable().await.unwrap();
+            erase_personal_fields(&mut tx, &key, UserId::from_uuid(actor), "jane@example.test", OffsetDateTime::now_utc()).await.unwrap();
+            tx.commit().await.unwrap();
             assert_eq!(db.verify_audit_chains().await.unwrap(), None);
+            // An erased entry given a personal field back is found.
+            tamper(&db, "UPDATE audit_log SET ip = '198.51.100.1' WHERE seq = 2 AND scope = $1", org).await;
+            assert!(db.verify_audit_chains().await.unwrap().is_some());
         }
 
         async fn a_deleted_entry_is_found(test_db) {

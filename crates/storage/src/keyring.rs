@@ -331,8 +331,18 @@ impl Database {
                     column: name,
                     row,
                 };
-                let plaintext = self.open(id.scope, &binding, &sealed).await?;
-                let resealed = self.seal(id.scope, &binding, &plaintext, now).await?;
+                // One value that does not open must not stop the rest from moving forward.
+                let resealed = match self.open(id.scope, &binding, &sealed).await {
+                    Ok(plaintext) => self.seal(id.scope, &binding, &plaintext, now).await,
+                    Err(error) => Err(error),
+                };
+                let resealed = match resealed {
+                    Ok(resealed) => resealed,
+                    Err(error) => {
+                        tracing::warn!(%error, table, %row, "a sealed value could not be re-sealed");
+                        continue;
+                    }
+                };
                 // Only if nobody wrote the value meanwhile.
                 on_backend!(&self.pool, Pool, pool => {
                     sqlx::query(&update).bind(&resealed).bind(row).bind(&sealed).execute(pool).await?;

@@ -50,7 +50,7 @@ impl Database {
                 if role == "owner" && others > 0 {
                     return Ok(Deletion::OwnershipTransferRequired);
                 }
-                crate::audit::erase_personal_fields(tx, user_id, &email, now).await?;
+                crate::audit::erase_personal_fields(tx, &key, user_id, &email, now).await?;
                 on_backend!(&mut tx.0, Inner, tx => {
                     for sql in [
                         "DELETE FROM email_codes WHERE email = $1",
@@ -69,7 +69,8 @@ impl Database {
                 let org_deleted = others == 0;
                 if org_deleted {
                     // Its data keys go with it: whatever was sealed under them is unreadable
-                    // from now on, backups included.
+                    // from now on (but for backups, which hold the wrapped keys too, until
+                    // they expire).
                     on_backend!(&mut tx.0, Inner, tx => {
                         sqlx::query("DELETE FROM data_keys WHERE scope = $1")
                             .bind(org_id)

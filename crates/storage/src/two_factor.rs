@@ -31,6 +31,8 @@ fn totp_binding(user_id: UserId) -> Binding<'static> {
 pub struct TotpState {
     pub secret: Zeroizing<Vec<u8>>,
     pub enabled: bool,
+    /// The value as stored: confirming checks that it is still the secret the code was for.
+    pub sealed: Vec<u8>,
 }
 
 /// A trusted device to remember.
@@ -105,6 +107,7 @@ impl Database {
         Ok(Some(TotpState {
             secret,
             enabled: enabled_at.is_some(),
+            sealed,
         }))
     }
 
@@ -116,28 +119,31 @@ impl Database {
             .await
     }
 
-    /// Confirms a pending secret with the step of its first code and stores the backup
-    /// codes' MACs. False when there was no pending secret or the step was spent.
+    /// Confirms the pending secret `sealed` (as read with the code's check: a secret that
+    /// a racing setup replaced meanwhile is not enabled) with the step of its first code, and
+    /// stores the backup codes' MACs. False when that secret is no longer pending.
     pub async fn enable_totp(
         &self,
         user_id: UserId,
+        sealed: &[u8],
         step: u64,
         backup_code_hashes: &[Vec<u8>],
         now: OffsetDateTime,
     ) -> Result<bool, StorageError> {
         let step = i64::try_from(step).unwrap_or(i64::MAX);
-        let hashes = backup_code_hashes.to_vec();
+        let (sealed, hashes) = (sealed.to_vec(), backup_code_hashes.to_vec());
         self.serializable(|tx| {
-            let hashes = hashes.clone();
+            let (sealed, hashes) = (sealed.clone(), hashes.clone());
             async move {
                 let enabled = on_backend!(&mut tx.0, Inner, tx => {
                     sqlx::query(
                         "UPDATE mfa_totp SET enabled_at = $1, last_used_step = $2 \
-                         WHERE user_id = $3 AND enabled_at IS NULL",
+                         WHERE user_id = $3 AND secret = $4 AND enabled_at IS NULL",
                     )
                     .bind(ms(now))
                     .bind(step)
                     .bind(user_id.as_uuid())
+                    .bind(&sealed)
                     .execute(&mut **tx)
                     .await?
                     .rows_affected()
@@ -245,37 +251,40 @@ impl Database {
         Ok(())
     }
 
-    /// Whose live challenge this is.
-    pub async fn mfa_challenge_user(
+    /// Spends a live challenge and says whose it was: one of any number of racing uses of
+    /// the same token gets the user, the others nothing.
+    pub async fn spend_mfa_challenge(
         &self,
         token_hash: &[u8],
         now: OffsetDateTime,
     ) -> Result<Option<UserId>, StorageError> {
         let user: Option<Uuid> = on_backend!(&self.pool, Pool, pool => {
-            sqlx::query_scalar("SELECT user_id FROM mfa_challenges WHERE token_hash = $1 AND expires_at > $2")
-                .bind(token_hash)
-                .bind(ms(now))
-                .fetch_optional(pool)
-                .await?
+            sqlx::query_scalar(
+                "DELETE FROM mfa_challenges WHERE token_hash = $1 AND expires_at > $2 RETURNING user_id",
+            )
+            .bind(token_hash)
+            .bind(ms(now))
+            .fetch_optional(pool)
+            .await?
         });
         Ok(user.map(UserId::from_uuid))
     }
 
-    /// Spends a challenge: true for exactly one of any number of racing sign-ins.
-    pub async fn spend_mfa_challenge(
+    /// Forgets expired challenges and trusted devices; returns how many.
+    pub async fn purge_expired_second_factor_state(
         &self,
-        token_hash: &[u8],
         now: OffsetDateTime,
-    ) -> Result<bool, StorageError> {
-        let spent = on_backend!(&self.pool, Pool, pool => {
-            sqlx::query("DELETE FROM mfa_challenges WHERE token_hash = $1 AND expires_at > $2")
-                .bind(token_hash)
-                .bind(ms(now))
-                .execute(pool)
-                .await?
-                .rows_affected()
-        });
-        Ok(spent == 1)
+    ) -> Result<u64, StorageError> {
+        let mut purged = 0;
+        for sql in [
+            "DELETE FROM mfa_challenges WHERE expires_at <= $1",
+            "DELETE FROM trusted_devices WHERE expires_at <= $1",
+        ] {
+            purged += on_backend!(&self.pool, Pool, pool => {
+                sqlx::query(sql).bind(ms(now)).execute(pool).await?.rows_affected()
+            });
+        }
+        Ok(purged)
     }
 
     pub async fn add_trusted_device(
@@ -441,6 +450,12 @@ mod tests {
             };
             let user = db.create_account(&account, now).await.unwrap();
             assert!(db.start_totp_enrollment(user.id, b"twenty bytes secret!", now).await.unwrap());
+            let pending = db.totp(user.id).await.unwrap().unwrap();
+            // A secret replaced by a racing setup is not the one enabled.
+            assert!(db.start_totp_enrollment(user.id, b"twenty bytes secret!", now).await.unwrap());
+            assert!(!db.enable_totp(user.id, &pending.sealed, 1, &[], now).await.unwrap());
+            let pending = db.totp(user.id).await.unwrap().unwrap();
+            assert!(db.enable_totp(user.id, &pending.sealed, 1, &[], now).await.unwrap());
             let stored = || async {
                 on_backend!(&db.pool, Pool, pool => {
                     sqlx::query_scalar::<_, Vec<u8>>("SELECT secret FROM mfa_totp").fetch_one(pool).await.unwrap()

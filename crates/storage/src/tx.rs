@@ -80,7 +80,7 @@ impl Database {
         }))
     }
 
-    async fn begin_serializable(&self) -> Result<Tx, StorageError> {
+    pub(crate) async fn begin_serializable(&self) -> Result<Tx, StorageError> {
         Ok(Tx(match &self.pool {
             Pool::Sqlite(pool) => Inner::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await?),
             Pool::Postgres(pool) => Inner::Postgres(
@@ -92,7 +92,7 @@ impl Database {
 }
 
 impl Tx {
-    async fn commit(self) -> Result<(), StorageError> {
+    pub(crate) async fn commit(self) -> Result<(), StorageError> {
         Ok(on_backend!(self.0, Inner, tx => tx.commit().await)?)
     }
 

@@ -70,22 +70,9 @@ pub fn mfa_required() -> ApiError {
     )
 }
 
-/// The user a live challenge token stands for.
-pub async fn challenged_user(state: &AppState, token: &SecretString) -> Result<User, ApiError> {
-    let now = OffsetDateTime::now_utc();
+/// Spends a live challenge token; the user it stood for.
+pub async fn spend_challenge(state: &AppState, token: &SecretString) -> Result<User, ApiError> {
     let user_id = database(
-        state
-            .database
-            .mfa_challenge_user(&token_hash(token.expose_secret()), now)
-            .await,
-    )?
-    .ok_or_else(invalid_mfa_token)?;
-    database(state.database.user_by_id(user_id).await)?.ok_or_else(invalid_mfa_token)
-}
-
-/// Spends the challenge: a second sign-in with the same token fails.
-pub async fn spend_challenge(state: &AppState, token: &SecretString) -> Result<(), ApiError> {
-    let spent = database(
         state
             .database
             .spend_mfa_challenge(
@@ -93,12 +80,9 @@ pub async fn spend_challenge(state: &AppState, token: &SecretString) -> Result<(
                 OffsetDateTime::now_utc(),
             )
             .await,
-    )?;
-    if spent {
-        Ok(())
-    } else {
-        Err(invalid_mfa_token())
-    }
+    )?
+    .ok_or_else(invalid_mfa_token)?;
+    database(state.database.user_by_id(user_id).await)?.ok_or_else(invalid_mfa_token)
 }
 
 fn invalid_mfa_token() -> ApiError {

@@ -105,7 +105,11 @@ pub async fn signin_submit(
         Err(error) if matches!(error.code(), "invalid_mfa_token" | "account_locked") => {
             redirect_with_notice("/signin", "", error.detail())
         }
-        Err(error) => second_factor_page(&nonce, &form.mfa_token, Some(&error)),
+        // The next try goes with the fresh token that came with the error.
+        Err(error) => match error.member("mfa_token").and_then(|token| token.as_str()) {
+            Some(fresh) => second_factor_page(&nonce, &SecretString::from(fresh), Some(&error)),
+            None => second_factor_page(&nonce, &form.mfa_token, Some(&error)),
+        },
     }
 }
 
@@ -271,7 +275,7 @@ pub async fn disable_submit(
     SetupPrincipal(principal): SetupPrincipal,
     Form(form): Form<CodeForm>,
 ) -> Response {
-    let outcome = two_factor::disable_with(&state, &trail, &principal, &form.code)
+    let outcome = two_factor::disable_with(&state, &trail, &principal, Proof::Totp(&form.code))
         .await
         .map(|()| "Two-factor authentication is off.");
     back_to_security(&state, &nonce, &principal, outcome).await

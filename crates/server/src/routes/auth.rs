@@ -282,9 +282,10 @@ pub async fn login_second_factor(
     Ok(response)
 }
 
-/// The second step of a sign-in: checks the proof against the challenged user, spends the
-/// challenge, opens the session; returns the user, the session token, and the trusted-device
-/// cookie when asked to remember the browser.
+/// The second step of a sign-in: spends the challenge (each attempt takes one, so racing
+/// attempts cannot both spend codes), checks the proof, opens the session; returns the user,
+/// the session token, and the trusted-device cookie when asked to remember the browser. A
+/// wrong code comes back with a fresh `mfa_token` for the next try.
 pub(crate) async fn complete_second_factor(
     state: &AppState,
     context: &RequestContext,
@@ -294,9 +295,16 @@ pub(crate) async fn complete_second_factor(
     proof: second_factor::Proof<'_>,
     remember_device: bool,
 ) -> Result<(User, String, Option<HeaderValue>), ApiError> {
-    let user = second_factor::challenged_user(state, mfa_token).await?;
-    second_factor::check(state, trail, &user, proof).await?;
-    second_factor::spend_challenge(state, mfa_token).await?;
+    let user = second_factor::spend_challenge(state, mfa_token).await?;
+    if let Err(error) = second_factor::check(state, trail, &user, proof).await {
+        return Err(match error.code() {
+            "invalid_code" => {
+                let fresh = second_factor::challenge(state, &user).await?;
+                error.with_member("mfa_token", fresh.expose_secret())
+            }
+            _ => error,
+        });
+    }
     let session = open_session(state, context, trail, headers, &user).await?;
     let trusted = if remember_device {
         Some(second_factor::trust_device(state, trail, &user).await?)
@@ -441,10 +449,14 @@ async fn authenticate(
     };
     let Some(user) = user else {
         state.passwords.verify(password, None).await?;
+        // Normalized when it parses: account deletion finds the entries about its address.
+        let target = EmailAddress::parse(email)
+            .map(|email| email.to_string())
+            .unwrap_or_else(|_| email.chars().take(254).collect());
         audit::record(
             &state.database,
             AuditEvent {
-                target: Some(email.chars().take(254).collect()),
+                target: Some(target),
                 ..trail.event(Action::SigninFailed, Outcome::Failure)
             },
         )
@@ -481,7 +493,10 @@ pub(crate) async fn check_password(
     };
     let new_hash = upgraded.as_ref().map(|hash| hash.as_str());
     let recorded = if user.mfa_enabled {
-        state.database.record_first_factor(user.id, new_hash).await
+        state
+            .database
+            .forgive_login_attempt(user.id, new_hash)
+            .await
     } else {
         state
             .database

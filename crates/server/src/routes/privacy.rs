@@ -94,7 +94,7 @@ pub(crate) async fn delete(
 pub async fn export(
     State(state): State<AppState>,
     trail: AuditTrail,
-    principal: Principal,
+    SetupPrincipal(principal): SetupPrincipal,
 ) -> Result<Response, ApiError> {
     let user = &principal.user;
     let now = OffsetDateTime::now_utc();

@@ -22,7 +22,7 @@ use crate::auth::principal::SetupPrincipal;
 use crate::auth::second_factor::{self, new_backup_codes};
 use crate::error::ApiError;
 use crate::json::ApiJson;
-use crate::routes::auth::{database, invalid_code};
+use crate::routes::auth::{database, gated, invalid_code};
 use crate::state::AppState;
 
 /// The name authenticator apps show next to the account.
@@ -40,6 +40,14 @@ pub struct Enrollment {
 #[serde(deny_unknown_fields)]
 pub struct CodeBody {
     code: SecretString,
+}
+
+/// A current code from the app, or, for someone who lost it, a backup code.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProofBody {
+    code: Option<SecretString>,
+    backup_code: Option<SecretString>,
 }
 
 /// `POST /v1/me/2fa/totp` (recent sign-in): a new secret to scan.
@@ -105,6 +113,7 @@ pub(crate) async fn confirm_with(
     principal: &Principal,
     code: &SecretString,
 ) -> Result<Vec<String>, ApiError> {
+    principal.require_recent_auth()?;
     let user = &principal.user;
     let pending = database(state.database.totp(user.id).await)?
         .filter(|totp| !totp.enabled)
@@ -117,18 +126,26 @@ pub(crate) async fn confirm_with(
         })?;
     let now = OffsetDateTime::now_utc();
     let unix = u64::try_from(now.unix_timestamp()).unwrap_or(0);
-    let step = TotpSecret::from_bytes(pending.secret)
-        .matching_step(code.expose_secret(), unix)
-        .ok_or_else(invalid_code)?;
+    let secret = TotpSecret::from_bytes(pending.secret);
+    // Through the lockout gate: a stolen session cannot guess its way to the backup codes.
+    let step = gated(state, trail, user, invalid_code, async {
+        Ok(secret.matching_step(code.expose_secret(), unix))
+    })
+    .await?;
+    database(state.database.forgive_login_attempt(user.id, None).await)?;
     let (codes, hashes) = new_backup_codes(&state.backup_code_key, user.id);
     let enabled = database(
         state
             .database
-            .enable_totp(user.id, step, &hashes, now)
+            .enable_totp(user.id, &pending.sealed, step, &hashes, now)
             .await,
     )?;
     if !enabled {
-        return Err(invalid_code());
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "mfa_not_pending",
+            "The setup was started again meanwhile: scan the newest code.",
+        ));
     }
     audit::record(
         &state.database,
@@ -138,14 +155,16 @@ pub(crate) async fn confirm_with(
     Ok(codes)
 }
 
-/// `DELETE /v1/me/2fa {code}` (recent sign-in and a current code): turns two-factor off.
+/// `DELETE /v1/me/2fa {code | backup_code}` (recent sign-in and a current code, or a backup
+/// code for someone who lost the app): turns two-factor off.
 pub async fn disable(
     State(state): State<AppState>,
     trail: AuditTrail,
     SetupPrincipal(principal): SetupPrincipal,
-    ApiJson(body): ApiJson<CodeBody>,
+    ApiJson(body): ApiJson<ProofBody>,
 ) -> Result<StatusCode, ApiError> {
-    disable_with(&state, &trail, &principal, &body.code).await?;
+    let proof = second_factor::Proof::from_fields(body.code.as_ref(), body.backup_code.as_ref())?;
+    disable_with(&state, &trail, &principal, proof).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -153,7 +172,7 @@ pub(crate) async fn disable_with(
     state: &AppState,
     trail: &AuditTrail,
     principal: &Principal,
-    code: &SecretString,
+    proof: second_factor::Proof<'_>,
 ) -> Result<(), ApiError> {
     principal.require_recent_auth()?;
     let user = &principal.user;
@@ -161,7 +180,7 @@ pub(crate) async fn disable_with(
         return Err(mfa_not_enabled());
     }
     // Through the lockout gate: a stolen session is no code oracle.
-    second_factor::check(state, trail, user, second_factor::Proof::Totp(code)).await?;
+    second_factor::check(state, trail, user, proof).await?;
     database(state.database.disable_totp(user.id).await)?;
     audit::record(
         &state.database,
