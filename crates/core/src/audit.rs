@@ -41,6 +41,15 @@ pub enum Action {
     TrustedDeviceRevoked,
     AccountExported,
     AccountDeleted,
+    MemberRoleChanged,
+    MemberRemoved,
+    OwnershipTransferred,
+    InvitationCreated,
+    InvitationRevoked,
+    InvitationAccepted,
+    PlanChanged,
+    UserDisabled,
+    UserEnabled,
 }
 
 impl Action {
@@ -67,6 +76,15 @@ impl Action {
             Action::TrustedDeviceRevoked => "mfa.trusted_device_revoked",
             Action::AccountExported => "account.exported",
             Action::AccountDeleted => "account.deleted",
+            Action::MemberRoleChanged => "org.member_role_changed",
+            Action::MemberRemoved => "org.member_removed",
+            Action::OwnershipTransferred => "org.ownership_transferred",
+            Action::InvitationCreated => "org.invitation_created",
+            Action::InvitationRevoked => "org.invitation_revoked",
+            Action::InvitationAccepted => "org.invitation_accepted",
+            Action::PlanChanged => "admin.plan_changed",
+            Action::UserDisabled => "admin.user_disabled",
+            Action::UserEnabled => "admin.user_enabled",
         }
     }
 }

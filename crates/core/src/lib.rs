@@ -7,6 +7,7 @@ pub mod audit;
 pub mod client_ip;
 pub mod email;
 pub mod ids;
+pub mod org;
 pub mod password_policy;
 pub mod redact;
 pub mod request_id;

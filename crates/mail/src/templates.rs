@@ -102,6 +102,29 @@ pub fn account_locked(until: time::OffsetDateTime) -> Rendered {
     }
 }
 
+/// An invitation to join an organization (ORG-3). The link carries the one-time token.
+pub fn invitation(org_name: &str, role: &str, link: &str, valid_days: u32) -> Rendered {
+    let subject = format!("You are invited to {org_name} on mailroom");
+    let text = format!(
+        "You are invited to join the organization \"{org_name}\" on mailroom as {role}.\n\n\
+         Accept here (sign in or create an account with this address first):\n\n    {link}\n\n\
+         The link works once and expires in {valid_days} days.\n"
+    );
+    let html = page(
+        &subject,
+        html! {
+            p { "You are invited to join the organization " strong { (org_name) } " on mailroom as " (role) "." }
+            p { a href=(link) { "Accept the invitation" } }
+            p { "Sign in or create an account with this address first. The link works once and expires in " (valid_days) " days." }
+        },
+    );
+    Rendered {
+        subject,
+        text,
+        html,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,6 +2,7 @@
 
 use futures::FutureExt;
 use mailroom_core::accounts::{CodePurpose, LOCKOUT_THRESHOLD, SecondFactorDuty, lockout_duration};
+use mailroom_core::org::OrgRole;
 use mailroom_core::password_policy::CompositionRules;
 use mailroom_core::{EmailAddress, OrgId, SessionId, UserId};
 use time::OffsetDateTime;
@@ -18,7 +19,7 @@ pub struct User {
     pub password_hash: String,
     pub platform_role: String,
     pub org_id: OrgId,
-    pub org_role: String,
+    pub org_role: OrgRole,
     pub locked_until: Option<OffsetDateTime>,
     pub created_at: OffsetDateTime,
     /// Their organization's password composition rules.
@@ -29,6 +30,8 @@ pub struct User {
     /// requires a second factor of everyone.
     pub org_has_other_members: bool,
     pub org_requires_mfa: bool,
+    /// A super-admin disabled the account: it cannot sign in, and nothing it holds works.
+    pub disabled: bool,
 }
 
 #[derive(sqlx::FromRow)]
@@ -45,6 +48,7 @@ struct UserRow {
     mfa_enabled: bool,
     org_has_other_members: bool,
     org_requires_mfa: bool,
+    disabled: bool,
 }
 
 impl User {
@@ -52,7 +56,7 @@ impl User {
     pub fn second_factor_required(&self) -> bool {
         SecondFactorDuty {
             super_admin: self.platform_role == PlatformRole::SuperAdmin.as_str(),
-            org_manager: matches!(self.org_role.as_str(), "owner" | "admin"),
+            org_manager: self.org_role.manages(),
             org_has_other_members: self.org_has_other_members,
             org_requires_it: self.org_requires_mfa,
         }
@@ -68,7 +72,7 @@ impl From<UserRow> for User {
             password_hash: row.password_hash,
             platform_role: row.platform_role,
             org_id: OrgId::from_uuid(row.org_id),
-            org_role: row.org_role,
+            org_role: crate::teams::role_of(&row.org_role),
             locked_until: row.locked_until.map(from_ms),
             created_at: from_ms(row.created_at),
             password_rules: CompositionRules::from_bits(
@@ -77,6 +81,7 @@ impl From<UserRow> for User {
             mfa_enabled: row.mfa_enabled,
             org_has_other_members: row.org_has_other_members,
             org_requires_mfa: row.org_requires_mfa,
+            disabled: row.disabled,
         }
     }
 }
@@ -88,7 +93,8 @@ const USER_FIELDS: &str = "u.id, u.email, u.password_hash, u.platform_role, u.lo
        AS mfa_enabled, \
      EXISTS (SELECT 1 FROM org_members x WHERE x.org_id = m.org_id AND x.user_id <> u.id) \
        AS org_has_other_members, \
-     (SELECT o.require_mfa FROM orgs o WHERE o.id = m.org_id) AS org_requires_mfa";
+     (SELECT o.require_mfa FROM orgs o WHERE o.id = m.org_id) AS org_requires_mfa, \
+     u.disabled_at IS NOT NULL AS disabled";
 
 /// A session to create: its secret's hash, never the secret.
 #[derive(Clone)]
@@ -100,9 +106,10 @@ pub struct NewSession {
     pub expires_at: OffsetDateTime,
 }
 
-/// Changes to an organization's policies; `None` leaves one unchanged.
-#[derive(Clone, Copy, Debug, Default)]
+/// Changes to an organization's name and policies; `None` leaves one unchanged.
+#[derive(Clone, Debug, Default)]
 pub struct OrgPolicyChange {
+    pub name: Option<String>,
     /// Browser sessions end after this long without use; `Some(None)` for never.
     pub idle_timeout_secs: Option<Option<i64>>,
     pub password_rules: Option<CompositionRules>,
@@ -403,7 +410,8 @@ impl Database {
                 "UPDATE orgs SET \
                  session_idle_timeout_secs = CASE WHEN $1 THEN $2 ELSE session_idle_timeout_secs END, \
                  password_rules = COALESCE($3, password_rules), \
-                 require_mfa = COALESCE($4, require_mfa) \
+                 require_mfa = COALESCE($4, require_mfa), \
+                 name = COALESCE($6, name) \
                  WHERE id = $5",
             )
             .bind(change.idle_timeout_secs.is_some())
@@ -411,6 +419,7 @@ impl Database {
             .bind(change.password_rules.map(|rules| i32::from(rules.bits())))
             .bind(change.require_mfa)
             .bind(org_id.as_uuid())
+            .bind(change.name.as_deref())
             .execute(pool)
             .await?;
         });
@@ -966,9 +975,10 @@ async fn insert_account(
 ) -> Result<UserId, StorageError> {
     let (user_id, org_id) = (UserId::generate(), OrgId::generate());
     on_backend!(&mut tx.0, Inner, tx => {
+        // Not named after its owner: the organization may outlive them (PRIV-1).
         sqlx::query("INSERT INTO orgs (id, name, personal, created_at) VALUES ($1, $2, $3, $4)")
             .bind(org_id.as_uuid())
-            .bind(&account.email)
+            .bind(PERSONAL_ORG_NAME)
             .bind(true)
             .bind(ms(now))
             .execute(&mut **tx)
@@ -991,6 +1001,16 @@ async fn insert_account(
             .await?;
     });
     Ok(user_id)
+}
+
+/// Ends every browser session and token family of the user (a disabled account).
+pub(crate) async fn end_every_session(
+    tx: &mut crate::Tx,
+    user_id: UserId,
+    now: OffsetDateTime,
+) -> Result<(), StorageError> {
+    revoke_sessions_except(tx, user_id, None, now).await?;
+    revoke_token_families(tx, user_id, now).await
 }
 
 /// Revokes every refresh-token family of the user: their access tokens stop working too.
@@ -1094,6 +1114,9 @@ async fn note_device(
     }
     Ok(inserted == 1)
 }
+
+/// What a new personal organization is called until its owner renames it.
+pub const PERSONAL_ORG_NAME: &str = "Personal";
 
 /// Unix milliseconds: how times are stored on both backends.
 pub(crate) fn ms(time: OffsetDateTime) -> i64 {

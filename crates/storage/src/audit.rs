@@ -288,7 +288,7 @@ pub(crate) async fn append(
     Ok(())
 }
 
-/// Blanks the personal fields of every entry by `user_id` or about `email` (PRIV-1), in
+/// Blanks the personal fields of every entry by `user_id` or naming them (PRIV-1), in
 /// every chain, each with the MAC that proves mailroom did it; their digests stay, so the
 /// chains still verify.
 pub(crate) async fn erase_personal_fields(
@@ -299,14 +299,22 @@ pub(crate) async fn erase_personal_fields(
     now: OffsetDateTime,
 ) -> Result<(), StorageError> {
     let erased_at = crate::accounts::ms(now);
+    // Targets name people by address or id among other words ("jane@example.com as admin").
+    let contains = match tx.0 {
+        Inner::Sqlite(_) => "instr",
+        Inner::Postgres(_) => "strpos",
+    };
+    let select = format!(
+        "SELECT id FROM audit_log WHERE actor_user_id = $1 \
+         OR {contains}(lower(target), $2) > 0 OR {contains}(lower(target), $3) > 0"
+    );
     on_backend!(&mut tx.0, Inner, tx => {
-        let ids: Vec<Uuid> = sqlx::query_scalar(
-            "SELECT id FROM audit_log WHERE actor_user_id = $1 OR lower(target) = $2",
-        )
-        .bind(user_id.as_uuid())
-        .bind(email.to_lowercase())
-        .fetch_all(&mut **tx)
-        .await?;
+        let ids: Vec<Uuid> = sqlx::query_scalar(&select)
+            .bind(user_id.as_uuid())
+            .bind(email.to_lowercase())
+            .bind(user_id.as_uuid().hyphenated().to_string())
+            .fetch_all(&mut **tx)
+            .await?;
         for id in ids {
             sqlx::query(
                 "UPDATE audit_log SET actor_user_id = NULL, target = NULL, ip = NULL, \

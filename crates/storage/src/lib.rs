@@ -7,6 +7,7 @@ pub mod audit;
 mod error;
 pub mod keyring;
 pub mod privacy;
+pub mod teams;
 pub mod tokens;
 pub mod two_factor;
 mod tx;

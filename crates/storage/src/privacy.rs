@@ -55,6 +55,7 @@ impl Database {
                     for sql in [
                         "DELETE FROM email_codes WHERE email = $1",
                         "DELETE FROM pending_signups WHERE email = $1",
+                        "DELETE FROM invitations WHERE email = $1",
                     ] {
                         sqlx::query(sql).bind(&email).execute(&mut **tx).await?;
                     }

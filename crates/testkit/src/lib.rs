@@ -113,6 +113,21 @@ impl TestDatabase {
         }
     }
 
+    /// The single number `sql` returns (a `COUNT(*)`, say).
+    pub async fn count(&self, sql: &str) -> i64 {
+        let result = match self.backend {
+            Backend::Sqlite => match sqlx::SqliteConnection::connect(&self.url).await {
+                Ok(mut connection) => sqlx::query_scalar(sql).fetch_one(&mut connection).await,
+                Err(error) => Err(error),
+            },
+            Backend::Postgres => match PgConnection::connect(&self.url).await {
+                Ok(mut connection) => sqlx::query_scalar(sql).fetch_one(&mut connection).await,
+                Err(error) => Err(error),
+            },
+        };
+        result.unwrap_or_else(|error| panic!("{sql}: {error}"))
+    }
+
     /// The first column of every row `sql` returns, as bytes (a test reading what is
     /// really stored).
     pub async fn fetch_bytes(&self, sql: &str) -> Vec<Vec<u8>> {

@@ -98,7 +98,17 @@ impl Principal {
         self.user.second_factor_required() && !self.user.mfa_enabled
     }
 
+    /// The caller, from whichever credential the request carries; a disabled account's
+    /// credentials are worth nothing.
     async fn authenticate(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let principal = Self::from_credentials(parts, state).await?;
+        if principal.user.disabled {
+            return Err(unauthenticated());
+        }
+        Ok(principal)
+    }
+
+    async fn from_credentials(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         if let Some(bearer) = bearer_token(&parts.headers) {
             return from_access_token(bearer, state).await;
         }

@@ -464,6 +464,14 @@ async fn authenticate(
         return Err(invalid_credentials());
     };
     check_password(state, trail, &user, password).await?;
+    // Said only to whoever knows the password.
+    if user.disabled {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "account_disabled",
+            "This account is disabled: ask the platform's administrators.",
+        ));
+    }
     Ok(user)
 }
 
@@ -789,7 +797,7 @@ pub fn user_json(user: &User) -> Value {
         "id": user.id,
         "email": user.email,
         "org_id": user.org_id,
-        "org_role": user.org_role,
+        "org_role": user.org_role.as_str(),
         "platform_role": user.platform_role,
         "mfa_enabled": user.mfa_enabled,
         "created_at": user.created_at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
@@ -874,7 +882,7 @@ fn send_code(state: &AppState, email: &EmailAddress, purpose: &'static str, code
 }
 
 /// Mails in the background: the response must not wait for (or be timed by) the relay.
-fn send_mail(state: &AppState, to: &str, message: templates::Rendered) {
+pub(crate) fn send_mail(state: &AppState, to: &str, message: templates::Rendered) {
     let mail = state.mail.clone();
     let to = to.to_owned();
     tokio::spawn(

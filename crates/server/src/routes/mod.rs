@@ -1,6 +1,7 @@
 //! The routes, each module one concern. Handlers extract, authorize, call the domain and
 //! respond; the edge ([`crate::edge`]) does everything that applies to all of them.
 
+mod admin;
 mod assets;
 pub(crate) mod auth;
 pub mod csp_report;
@@ -10,6 +11,7 @@ mod metrics;
 mod org;
 pub(crate) mod privacy;
 pub mod setup;
+mod team;
 pub(crate) mod two_factor;
 
 use axum::Router;
@@ -99,7 +101,23 @@ pub fn router(state: &AppState) -> Router<AppState> {
         )
         .route("/v1/me", get(auth::me).delete(privacy::delete_account))
         .route("/v1/me/export", get(privacy::export))
-        .route("/v1/org", patch(org::update))
+        .route("/v1/org", get(org::show).patch(org::update))
+        .route("/v1/org/members", get(team::members))
+        .route(
+            "/v1/org/members/{user_id}",
+            patch(team::change_role).delete(team::remove),
+        )
+        .route("/v1/org/transfer-ownership", post(team::transfer_ownership))
+        .route(
+            "/v1/org/invitations",
+            get(team::invitations).post(team::invite),
+        )
+        .route("/v1/org/invitations/{id}", delete(team::revoke_invitation))
+        .route("/v1/invitations/accept", post(team::accept))
+        .route("/v1/admin/orgs", get(admin::orgs))
+        .route("/v1/admin/orgs/{id}", patch(admin::set_plan))
+        .route("/v1/admin/users", get(admin::users))
+        .route("/v1/admin/users/{id}", patch(admin::set_disabled))
         .route("/v1/me/audit-log", get(me::audit_log))
         .route("/v1/me/password", post(me::change_password))
         .route("/v1/me/2fa", delete(two_factor::disable))

@@ -13,6 +13,7 @@ use crate::error::ApiError;
 use crate::json::ApiJson;
 use crate::state::AppState;
 use mailroom_core::audit::{Action, AuditEvent, Outcome};
+use mailroom_core::org::MAX_ORG_NAME;
 use mailroom_core::password_policy::CompositionRules;
 use mailroom_storage::accounts::OrgPolicyChange;
 
@@ -22,6 +23,8 @@ const MAX_IDLE_MINUTES: u32 = 30 * 24 * 60;
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OrgUpdate {
+    /// The organization's name, 1 to 100 characters. Absent: unchanged.
+    name: Option<String>,
     /// Minutes without use after which members' browser sessions end; `null` for none. Absent:
     /// unchanged.
     #[serde(default, deserialize_with = "present")]
@@ -50,14 +53,15 @@ where
     Option::<T>::deserialize(deserializer).map(Some)
 }
 
-/// `PATCH /v1/org` (owner or admin): the organization's session and password policies.
+/// `PATCH /v1/org` (owner or admin): the organization's name and its session, password and
+/// second-factor policies, in one change.
 pub async fn update(
     State(state): State<AppState>,
     trail: AuditTrail,
     principal: Principal,
     ApiJson(body): ApiJson<OrgUpdate>,
 ) -> Result<Json<Value>, ApiError> {
-    if !matches!(principal.user.org_role.as_str(), "owner" | "admin") {
+    if !principal.user.org_role.manages() {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "insufficient_role",
@@ -75,7 +79,17 @@ pub async fn update(
         )
         .with_field("session_idle_timeout_minutes"));
     }
+    let name = body.name.as_deref().map(str::trim);
+    if name.is_some_and(|name| name.is_empty() || name.chars().count() > MAX_ORG_NAME) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_field",
+            format!("name must be 1 to {MAX_ORG_NAME} characters"),
+        )
+        .with_field("name"));
+    }
     let change = OrgPolicyChange {
+        name: name.map(str::to_owned),
         idle_timeout_secs: body
             .session_idle_timeout_minutes
             .map(|minutes| minutes.map(|m| i64::from(m) * 60)),
@@ -93,7 +107,8 @@ pub async fn update(
         .await
         .map_err(ApiError::internal)?;
     let target = format!(
-        "session_idle_timeout_minutes={:?} password_rules={} require_mfa={:?}",
+        "name={} session_idle_timeout_minutes={:?} password_rules={} require_mfa={:?}",
+        change.name.is_some(),
         body.session_idle_timeout_minutes,
         body.password_rules.is_some(),
         body.require_mfa
@@ -112,4 +127,37 @@ pub async fn update(
     )
     .await?;
     Ok(Json(json!({ "id": org_id })))
+}
+
+/// `GET /v1/org`: the caller's organization, its plan, and the caller's role in it.
+pub async fn show(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> Result<Json<Value>, ApiError> {
+    let org_id = principal.user.org_id;
+    let name = state
+        .database
+        .org_name(org_id)
+        .await
+        .map_err(ApiError::internal)?;
+    let plan = state
+        .database
+        .plan_of(org_id)
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(Json(json!({
+        "id": org_id,
+        "name": name,
+        "role": principal.user.org_role.as_str(),
+        "require_mfa": principal.user.org_requires_mfa,
+        "plan": {
+            "id": plan.id,
+            "name": plan.name,
+            "team": plan.team,
+            "member_limit": plan.member_limit,
+            "verifications_per_month": plan.verifications_per_month,
+            "key_requests_per_minute": plan.key_requests_per_minute,
+            "key_requests_per_day": plan.key_requests_per_day,
+        },
+    })))
 }

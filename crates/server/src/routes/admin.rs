@@ -1,0 +1,195 @@
+//! The platform's super-admins (ORG-5): every organization and user, plans, disabling
+//! accounts. Every action is audited.
+
+use axum::Json;
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use mailroom_core::audit::{Action, AuditEvent, Outcome};
+use mailroom_core::{OrgId, UserId};
+use mailroom_storage::accounts::PlatformRole;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use uuid::Uuid;
+
+use crate::audit::AuditTrail;
+use crate::auth::Principal;
+use crate::error::ApiError;
+use crate::json::ApiJson;
+use crate::routes::auth::database;
+use crate::state::AppState;
+
+/// A principal who is a platform super-admin; anyone else is refused (403).
+pub struct SuperAdmin(pub Principal);
+
+impl FromRequestParts<AppState> for SuperAdmin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let principal = Principal::from_request_parts(parts, state).await?;
+        if principal.user.platform_role != PlatformRole::SuperAdmin.as_str() {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "super_admin_only",
+                "Only a platform super-admin may do this.",
+            ));
+        }
+        Ok(Self(principal))
+    }
+}
+
+fn when(time: OffsetDateTime) -> String {
+    time.format(&Rfc3339).unwrap_or_default()
+}
+
+/// The admin's own entry, in the chain of the organization acted on.
+fn admin_event(
+    trail: &AuditTrail,
+    admin: &Principal,
+    org: Option<OrgId>,
+    action: Action,
+    target: String,
+) -> AuditEvent {
+    AuditEvent {
+        org_id: org,
+        session_id: admin.session_id(),
+        target: Some(target),
+        ..trail.by_user(&admin.user, action, Outcome::Success)
+    }
+}
+
+/// `GET /v1/admin/orgs`.
+pub async fn orgs(
+    State(state): State<AppState>,
+    SuperAdmin(_): SuperAdmin,
+) -> Result<Json<Value>, ApiError> {
+    let orgs = database(state.database.all_orgs().await)?;
+    Ok(Json(Value::Array(
+        orgs.iter()
+            .map(|org| {
+                json!({
+                    "id": org.id,
+                    "name": org.name,
+                    "personal": org.personal,
+                    "plan": org.plan_id,
+                    "members": org.members,
+                    "created_at": when(org.created_at),
+                })
+            })
+            .collect(),
+    )))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanChange {
+    plan: String,
+}
+
+/// `PATCH /v1/admin/orgs/{id} {plan}`.
+pub async fn set_plan(
+    State(state): State<AppState>,
+    trail: AuditTrail,
+    SuperAdmin(admin): SuperAdmin,
+    Path(id): Path<Uuid>,
+    ApiJson(body): ApiJson<PlanChange>,
+) -> Result<StatusCode, ApiError> {
+    let org = OrgId::from_uuid(id);
+    let event = admin_event(
+        &trail,
+        &admin,
+        Some(org),
+        Action::PlanChanged,
+        format!("plan {}", body.plan),
+    );
+    let changed = database(
+        state
+            .database
+            .set_org_plan(org, &body.plan, &event, OffsetDateTime::now_utc())
+            .await,
+    )?;
+    if changed {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "There is no such organization, or no such plan.",
+        ))
+    }
+}
+
+/// `GET /v1/admin/users`.
+pub async fn users(
+    State(state): State<AppState>,
+    SuperAdmin(_): SuperAdmin,
+) -> Result<Json<Value>, ApiError> {
+    let users = database(state.database.all_users().await)?;
+    Ok(Json(Value::Array(
+        users
+            .iter()
+            .map(|user| {
+                json!({
+                    "id": user.id,
+                    "email": user.email,
+                    "platform_role": user.platform_role,
+                    "org_id": user.org_id,
+                    "org_role": user.org_role.as_str(),
+                    "disabled": user.disabled,
+                    "created_at": when(user.created_at),
+                })
+            })
+            .collect(),
+    )))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserChange {
+    disabled: bool,
+}
+
+/// `PATCH /v1/admin/users/{id} {disabled}`: a disabled user's sessions and tokens end at once.
+pub async fn set_disabled(
+    State(state): State<AppState>,
+    trail: AuditTrail,
+    SuperAdmin(admin): SuperAdmin,
+    Path(id): Path<Uuid>,
+    ApiJson(body): ApiJson<UserChange>,
+) -> Result<StatusCode, ApiError> {
+    let user_id = UserId::from_uuid(id);
+    if user_id == admin.user.id {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "cannot_disable_yourself",
+            "A super-admin cannot disable their own account.",
+        ));
+    }
+    let target =
+        database(state.database.user_by_id(user_id).await)?.ok_or_else(ApiError::not_found)?;
+    let action = if body.disabled {
+        Action::UserDisabled
+    } else {
+        Action::UserEnabled
+    };
+    let event = admin_event(
+        &trail,
+        &admin,
+        Some(target.org_id),
+        action,
+        target.email.clone(),
+    );
+    let changed = database(
+        state
+            .database
+            .set_user_disabled(user_id, body.disabled, &event, OffsetDateTime::now_utc())
+            .await,
+    )?;
+    if changed {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found())
+    }
+}

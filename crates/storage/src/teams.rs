@@ -1,0 +1,675 @@
+//! Teams (ORG-1..3, ORG-5): members and their roles, ownership, invitations, plans. Every
+//! function takes the tenant (`OrgId`) it acts in, and the role checks are repeated inside
+//! the write's transaction against the roles as they are then. Each change appends its audit
+//! entry in the same transaction.
+
+use futures::FutureExt;
+use mailroom_core::audit::AuditEvent;
+use mailroom_core::org::{self, OrgRole, Refusal};
+use mailroom_core::{OrgId, UserId};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::accounts::{PERSONAL_ORG_NAME, from_ms, ms};
+use crate::tx::Inner;
+use crate::{Database, Pool, StorageError, Tx, on_backend};
+
+#[derive(Clone, Debug)]
+pub struct Member {
+    pub user_id: UserId,
+    pub email: String,
+    pub role: OrgRole,
+    pub joined_at: OffsetDateTime,
+    pub mfa_enabled: bool,
+}
+
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct Plan {
+    pub id: String,
+    pub name: String,
+    pub team: bool,
+    pub member_limit: i32,
+    pub verifications_per_month: i64,
+    pub key_requests_per_minute: i32,
+    pub key_requests_per_day: i32,
+}
+
+#[derive(Clone, Debug)]
+pub struct Invitation {
+    pub id: Uuid,
+    pub email: String,
+    pub role: OrgRole,
+    pub created_at: OffsetDateTime,
+    pub expires_at: OffsetDateTime,
+}
+
+pub struct NewInvitation {
+    pub id: Uuid,
+    /// Normalized.
+    pub email: String,
+    pub role: OrgRole,
+    pub token_hash: Vec<u8>,
+    pub invited_by: UserId,
+    pub expires_at: OffsetDateTime,
+}
+
+/// What became of a change to the team.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TeamChange {
+    Done,
+    /// No such member (or invitation) in this organization: another tenant's is the same.
+    NotFound,
+    Refused(Refusal),
+}
+
+impl TeamChange {
+    fn done_if(found: bool) -> Self {
+        if found { Self::Done } else { Self::NotFound }
+    }
+}
+
+/// What became of accepting an invitation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Acceptance {
+    Joined {
+        org_id: OrgId,
+        role: OrgRole,
+    },
+    /// Unknown, expired, revoked or already used.
+    Invalid,
+    /// The invitation was sent to another address.
+    OtherAddress,
+    TeamPlanRequired,
+    MemberLimitReached,
+    AlreadyMember,
+    /// Joining means leaving (and deleting) the caller's personal organization: they must
+    /// say so.
+    LeaveCurrentOrgRequired,
+    /// The caller's organization has other members, or is not a personal one.
+    InAnotherTeam,
+}
+
+#[derive(Clone, Debug)]
+pub struct OrgSummary {
+    pub id: OrgId,
+    pub name: String,
+    pub personal: bool,
+    pub plan_id: String,
+    pub members: i64,
+    pub created_at: OffsetDateTime,
+}
+
+#[derive(Clone, Debug)]
+pub struct UserSummary {
+    pub id: UserId,
+    pub email: String,
+    pub platform_role: String,
+    pub org_id: OrgId,
+    pub org_role: OrgRole,
+    pub disabled: bool,
+    pub created_at: OffsetDateTime,
+}
+
+/// A stored role; anything unexpected reads as the least privileged one.
+pub(crate) fn role_of(stored: &str) -> OrgRole {
+    OrgRole::parse(stored).unwrap_or(OrgRole::Member)
+}
+
+impl Database {
+    pub async fn members(&self, org_id: OrgId) -> Result<Vec<Member>, StorageError> {
+        let rows: Vec<(Uuid, String, String, i64, bool)> = on_backend!(&self.pool, Pool, pool => {
+            sqlx::query_as(
+                "SELECT u.id, u.email, m.role, m.created_at, \
+                 EXISTS (SELECT 1 FROM mfa_totp t WHERE t.user_id = u.id AND t.enabled_at IS NOT NULL) \
+                 FROM org_members m JOIN users u ON u.id = m.user_id WHERE m.org_id = $1 \
+                 ORDER BY m.created_at, u.email",
+            )
+            .bind(org_id.as_uuid())
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(rows
+            .into_iter()
+            .map(|(id, email, role, joined_at, mfa_enabled)| Member {
+                user_id: UserId::from_uuid(id),
+                email,
+                role: role_of(&role),
+                joined_at: from_ms(joined_at),
+                mfa_enabled,
+            })
+            .collect())
+    }
+
+    /// ORG-1: gives `target` the role `new`, if `actor` may.
+    pub async fn change_member_role(
+        &self,
+        org_id: OrgId,
+        actor: UserId,
+        target: UserId,
+        new: OrgRole,
+        event: &AuditEvent,
+        now: OffsetDateTime,
+    ) -> Result<TeamChange, StorageError> {
+        self.team_change(event, now, move |tx| {
+            async move {
+                let (Some(actor_role), Some(current)) = (
+                    role_in(tx, org_id, actor).await?,
+                    role_in(tx, org_id, target).await?,
+                ) else {
+                    return Ok(TeamChange::NotFound);
+                };
+                if let Err(refusal) = org::may_change_role(actor_role, current, new) {
+                    return Ok(TeamChange::Refused(refusal));
+                }
+                set_role(tx, org_id, target, new).await?;
+                Ok(TeamChange::Done)
+            }
+            .boxed()
+        })
+        .await
+    }
+
+    /// Removes `target` from the organization (or lets a member leave): they get a personal
+    /// organization of their own again, as every user has one (ORG-2).
+    pub async fn remove_member(
+        &self,
+        org_id: OrgId,
+        actor: UserId,
+        target: UserId,
+        event: &AuditEvent,
+        now: OffsetDateTime,
+    ) -> Result<TeamChange, StorageError> {
+        self.team_change(event, now, move |tx| {
+            async move {
+                let (Some(actor_role), Some(current)) = (
+                    role_in(tx, org_id, actor).await?,
+                    role_in(tx, org_id, target).await?,
+                ) else {
+                    return Ok(TeamChange::NotFound);
+                };
+                if let Err(refusal) = org::may_remove(actor_role, current, actor == target) {
+                    return Ok(TeamChange::Refused(refusal));
+                }
+                let personal = OrgId::generate();
+                on_backend!(&mut tx.0, Inner, tx => {
+                    sqlx::query("INSERT INTO orgs (id, name, personal, created_at) VALUES ($1, $2, TRUE, $3)")
+                        .bind(personal.as_uuid())
+                        .bind(PERSONAL_ORG_NAME)
+                        .bind(ms(now))
+                        .execute(&mut **tx)
+                        .await?;
+                    sqlx::query(
+                        "UPDATE org_members SET org_id = $1, role = 'owner', created_at = $2 \
+                         WHERE org_id = $3 AND user_id = $4",
+                    )
+                    .bind(personal.as_uuid())
+                    .bind(ms(now))
+                    .bind(org_id.as_uuid())
+                    .bind(target.as_uuid())
+                    .execute(&mut **tx)
+                    .await?;
+                });
+                Ok(TeamChange::Done)
+            }
+            .boxed()
+        })
+        .await
+    }
+
+    /// Makes `to` the owner; the owner `from` becomes an admin.
+    pub async fn transfer_ownership(
+        &self,
+        org_id: OrgId,
+        from: UserId,
+        to: UserId,
+        event: &AuditEvent,
+        now: OffsetDateTime,
+    ) -> Result<TeamChange, StorageError> {
+        self.team_change(event, now, move |tx| {
+            async move {
+                let (Some(from_role), Some(_)) = (
+                    role_in(tx, org_id, from).await?,
+                    role_in(tx, org_id, to).await?,
+                ) else {
+                    return Ok(TeamChange::NotFound);
+                };
+                if from_role != OrgRole::Owner {
+                    return Ok(TeamChange::Refused(Refusal::OwnerOnly));
+                }
+                if from == to {
+                    return Ok(TeamChange::Done);
+                }
+                set_role(tx, org_id, from, OrgRole::Admin).await?;
+                set_role(tx, org_id, to, OrgRole::Owner).await?;
+                Ok(TeamChange::Done)
+            }
+            .boxed()
+        })
+        .await
+    }
+
+    pub async fn create_invitation(
+        &self,
+        org_id: OrgId,
+        invitation: &NewInvitation,
+        event: &AuditEvent,
+        now: OffsetDateTime,
+    ) -> Result<(), StorageError> {
+        let (id, email, role, token_hash, invited_by, expires_at) = (
+            invitation.id,
+            invitation.email.clone(),
+            invitation.role,
+            invitation.token_hash.clone(),
+            invitation.invited_by,
+            invitation.expires_at,
+        );
+        self.team_change(event, now, move |tx| {
+            let (email, token_hash) = (email.clone(), token_hash.clone());
+            async move {
+                on_backend!(&mut tx.0, Inner, tx => {
+                    sqlx::query(
+                        "INSERT INTO invitations (id, org_id, email, role, token_hash, invited_by, created_at, expires_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                    )
+                    .bind(id)
+                    .bind(org_id.as_uuid())
+                    .bind(&email)
+                    .bind(role.as_str())
+                    .bind(&token_hash)
+                    .bind(invited_by.as_uuid())
+                    .bind(ms(now))
+                    .bind(ms(expires_at))
+                    .execute(&mut **tx)
+                    .await?;
+                });
+                Ok(TeamChange::Done)
+            }
+            .boxed()
+        })
+        .await
+        .map(drop)
+    }
+
+    /// The organization's invitations that can still be accepted.
+    pub async fn invitations(
+        &self,
+        org_id: OrgId,
+        now: OffsetDateTime,
+    ) -> Result<Vec<Invitation>, StorageError> {
+        let rows: Vec<(Uuid, String, String, i64, i64)> = on_backend!(&self.pool, Pool, pool => {
+            sqlx::query_as(
+                "SELECT id, email, role, created_at, expires_at FROM invitations \
+                 WHERE org_id = $1 AND accepted_at IS NULL AND revoked_at IS NULL AND expires_at > $2 \
+                 ORDER BY created_at DESC",
+            )
+            .bind(org_id.as_uuid())
+            .bind(ms(now))
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(rows
+            .into_iter()
+            .map(|(id, email, role, created_at, expires_at)| Invitation {
+                id,
+                email,
+                role: role_of(&role),
+                created_at: from_ms(created_at),
+                expires_at: from_ms(expires_at),
+            })
+            .collect())
+    }
+
+    /// Revokes a pending invitation of this organization's.
+    pub async fn revoke_invitation(
+        &self,
+        org_id: OrgId,
+        id: Uuid,
+        event: &AuditEvent,
+        now: OffsetDateTime,
+    ) -> Result<TeamChange, StorageError> {
+        self.team_change(event, now, move |tx| {
+            async move {
+                let revoked = on_backend!(&mut tx.0, Inner, tx => {
+                    sqlx::query(
+                        "UPDATE invitations SET revoked_at = $1 WHERE id = $2 AND org_id = $3 \
+                         AND accepted_at IS NULL AND revoked_at IS NULL",
+                    )
+                    .bind(ms(now))
+                    .bind(id)
+                    .bind(org_id.as_uuid())
+                    .execute(&mut **tx)
+                    .await?
+                    .rows_affected()
+                });
+                Ok(TeamChange::done_if(revoked == 1))
+            }
+            .boxed()
+        })
+        .await
+    }
+
+    /// Accepts an invitation for `user` (whose address is `email`). `event` is completed with
+    /// the organization joined and appended when they join.
+    pub async fn accept_invitation(
+        &self,
+        token_hash: &[u8],
+        user: UserId,
+        email: &str,
+        leave_current_org: bool,
+        event: &AuditEvent,
+        now: OffsetDateTime,
+    ) -> Result<Acceptance, StorageError> {
+        let key = self.audit_key()?;
+        let (token_hash, email) = (token_hash.to_vec(), email.to_lowercase());
+        self.serializable(|tx| {
+            let (key, token_hash, email, mut event) = (
+                key.clone(),
+                token_hash.clone(),
+                email.clone(),
+                event.clone(),
+            );
+            async move {
+                let acceptance =
+                    accept(tx, &token_hash, user, &email, leave_current_org, now).await?;
+                if let Acceptance::Joined { org_id, .. } = acceptance {
+                    event.org_id = Some(org_id);
+                    crate::audit::append(tx, &key, &event, now).await?;
+                }
+                Ok(acceptance)
+            }
+            .boxed()
+        })
+        .await
+    }
+
+    pub async fn org_name(&self, org_id: OrgId) -> Result<String, StorageError> {
+        Ok(on_backend!(&self.pool, Pool, pool => {
+            sqlx::query_scalar("SELECT name FROM orgs WHERE id = $1")
+                .bind(org_id.as_uuid())
+                .fetch_one(pool)
+                .await?
+        }))
+    }
+
+    pub async fn plan_of(&self, org_id: OrgId) -> Result<Plan, StorageError> {
+        Ok(on_backend!(&self.pool, Pool, pool => {
+            sqlx::query_as(
+                "SELECT p.* FROM plans p JOIN orgs o ON o.plan_id = p.id WHERE o.id = $1",
+            )
+            .bind(org_id.as_uuid())
+            .fetch_one(pool)
+            .await?
+        }))
+    }
+
+    pub async fn all_orgs(&self) -> Result<Vec<OrgSummary>, StorageError> {
+        let rows: Vec<(Uuid, String, bool, String, i64, i64)> = on_backend!(&self.pool, Pool, pool => {
+            sqlx::query_as(
+                "SELECT o.id, o.name, o.personal, o.plan_id, \
+                 (SELECT COUNT(*) FROM org_members m WHERE m.org_id = o.id), o.created_at \
+                 FROM orgs o ORDER BY o.created_at",
+            )
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(rows
+            .into_iter()
+            .map(
+                |(id, name, personal, plan_id, members, created_at)| OrgSummary {
+                    id: OrgId::from_uuid(id),
+                    name,
+                    personal,
+                    plan_id,
+                    members,
+                    created_at: from_ms(created_at),
+                },
+            )
+            .collect())
+    }
+
+    /// Puts an organization on a plan; false when either does not exist.
+    pub async fn set_org_plan(
+        &self,
+        org_id: OrgId,
+        plan_id: &str,
+        event: &AuditEvent,
+        now: OffsetDateTime,
+    ) -> Result<bool, StorageError> {
+        let plan_id = plan_id.to_owned();
+        self.team_change(event, now, move |tx| {
+            let plan_id = plan_id.clone();
+            async move {
+                let updated = on_backend!(&mut tx.0, Inner, tx => {
+                    sqlx::query(
+                        "UPDATE orgs SET plan_id = $1 WHERE id = $2 AND EXISTS (SELECT 1 FROM plans WHERE id = $1)",
+                    )
+                    .bind(&plan_id)
+                    .bind(org_id.as_uuid())
+                    .execute(&mut **tx)
+                    .await?
+                    .rows_affected()
+                });
+                Ok(TeamChange::done_if(updated == 1))
+            }
+            .boxed()
+        })
+        .await
+        .map(|change| change == TeamChange::Done)
+    }
+
+    pub async fn all_users(&self) -> Result<Vec<UserSummary>, StorageError> {
+        #[derive(sqlx::FromRow)]
+        struct Row {
+            id: Uuid,
+            email: String,
+            platform_role: String,
+            org_id: Uuid,
+            role: String,
+            disabled_at: Option<i64>,
+            created_at: i64,
+        }
+        let rows: Vec<Row> = on_backend!(&self.pool, Pool, pool => {
+            sqlx::query_as(
+                "SELECT u.id, u.email, u.platform_role, m.org_id, m.role, u.disabled_at, u.created_at \
+                 FROM users u JOIN org_members m ON m.user_id = u.id ORDER BY u.created_at",
+            )
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(rows
+            .into_iter()
+            .map(|row| UserSummary {
+                id: UserId::from_uuid(row.id),
+                email: row.email,
+                platform_role: row.platform_role,
+                org_id: OrgId::from_uuid(row.org_id),
+                org_role: role_of(&row.role),
+                disabled: row.disabled_at.is_some(),
+                created_at: from_ms(row.created_at),
+            })
+            .collect())
+    }
+
+    /// Disables (ending every session and token family) or re-enables a user; false when
+    /// there is no such user.
+    pub async fn set_user_disabled(
+        &self,
+        user_id: UserId,
+        disabled: bool,
+        event: &AuditEvent,
+        now: OffsetDateTime,
+    ) -> Result<bool, StorageError> {
+        self.team_change(event, now, move |tx| {
+            async move {
+                let updated = on_backend!(&mut tx.0, Inner, tx => {
+                    sqlx::query("UPDATE users SET disabled_at = $1 WHERE id = $2")
+                        .bind(disabled.then(|| ms(now)))
+                        .bind(user_id.as_uuid())
+                        .execute(&mut **tx)
+                        .await?
+                        .rows_affected()
+                });
+                if updated != 1 {
+                    return Ok(TeamChange::NotFound);
+                }
+                if disabled {
+                    crate::accounts::end_every_session(tx, user_id, now).await?;
+                }
+                Ok(TeamChange::Done)
+            }
+            .boxed()
+        })
+        .await
+        .map(|change| change == TeamChange::Done)
+    }
+
+    /// Runs a change and, when it is done, appends its audit entry in the same transaction.
+    async fn team_change<F>(
+        &self,
+        event: &AuditEvent,
+        now: OffsetDateTime,
+        change: F,
+    ) -> Result<TeamChange, StorageError>
+    where
+        F: for<'t> Fn(
+                &'t mut Tx,
+            )
+                -> futures::future::BoxFuture<'t, Result<TeamChange, StorageError>>
+            + Clone
+            + Send
+            + 'static,
+    {
+        let key = self.audit_key()?;
+        self.serializable(|tx| {
+            let (key, event, change) = (key.clone(), event.clone(), change.clone());
+            async move {
+                let outcome = change(tx).await?;
+                if outcome == TeamChange::Done {
+                    crate::audit::append(tx, &key, &event, now).await?;
+                }
+                Ok(outcome)
+            }
+            .boxed()
+        })
+        .await
+    }
+}
+
+async fn role_in(
+    tx: &mut Tx,
+    org_id: OrgId,
+    user: UserId,
+) -> Result<Option<OrgRole>, StorageError> {
+    let role: Option<String> = on_backend!(&mut tx.0, Inner, tx => {
+        sqlx::query_scalar("SELECT role FROM org_members WHERE org_id = $1 AND user_id = $2")
+            .bind(org_id.as_uuid())
+            .bind(user.as_uuid())
+            .fetch_optional(&mut **tx)
+            .await?
+    });
+    Ok(role.as_deref().map(role_of))
+}
+
+async fn set_role(
+    tx: &mut Tx,
+    org_id: OrgId,
+    user: UserId,
+    role: OrgRole,
+) -> Result<(), StorageError> {
+    on_backend!(&mut tx.0, Inner, tx => {
+        sqlx::query("UPDATE org_members SET role = $1 WHERE org_id = $2 AND user_id = $3")
+            .bind(role.as_str())
+            .bind(org_id.as_uuid())
+            .bind(user.as_uuid())
+            .execute(&mut **tx)
+            .await?;
+    });
+    Ok(())
+}
+
+async fn accept(
+    tx: &mut Tx,
+    token_hash: &[u8],
+    user: UserId,
+    email: &str,
+    leave_current_org: bool,
+    now: OffsetDateTime,
+) -> Result<Acceptance, StorageError> {
+    type InvitationRow = (Uuid, Uuid, String, String);
+    let invitation: Option<InvitationRow> = on_backend!(&mut tx.0, Inner, tx => {
+        sqlx::query_as(
+            "SELECT id, org_id, email, role FROM invitations WHERE token_hash = $1 \
+             AND accepted_at IS NULL AND revoked_at IS NULL AND expires_at > $2",
+        )
+        .bind(token_hash)
+        .bind(ms(now))
+        .fetch_optional(&mut **tx)
+        .await?
+    });
+    let Some((id, org, invited, role)) = invitation else {
+        return Ok(Acceptance::Invalid);
+    };
+    if invited != email {
+        return Ok(Acceptance::OtherAddress);
+    }
+    let (org_id, role) = (OrgId::from_uuid(org), role_of(&role));
+    let (team, member_limit, members): (bool, i32, i64) = on_backend!(&mut tx.0, Inner, tx => {
+        sqlx::query_as(
+            "SELECT p.team, p.member_limit, (SELECT COUNT(*) FROM org_members m WHERE m.org_id = o.id) \
+             FROM orgs o JOIN plans p ON p.id = o.plan_id WHERE o.id = $1",
+        )
+        .bind(org)
+        .fetch_one(&mut **tx)
+        .await?
+    });
+    if !team {
+        return Ok(Acceptance::TeamPlanRequired);
+    }
+    let (current, personal, others): (Uuid, bool, i64) = on_backend!(&mut tx.0, Inner, tx => {
+        sqlx::query_as(
+            "SELECT m.org_id, o.personal, \
+             (SELECT COUNT(*) FROM org_members x WHERE x.org_id = m.org_id AND x.user_id <> m.user_id) \
+             FROM org_members m JOIN orgs o ON o.id = m.org_id WHERE m.user_id = $1",
+        )
+        .bind(user.as_uuid())
+        .fetch_one(&mut **tx)
+        .await?
+    });
+    if current == org {
+        return Ok(Acceptance::AlreadyMember);
+    }
+    if !personal || others > 0 {
+        return Ok(Acceptance::InAnotherTeam);
+    }
+    if !leave_current_org {
+        return Ok(Acceptance::LeaveCurrentOrgRequired);
+    }
+    if members >= i64::from(member_limit) {
+        return Ok(Acceptance::MemberLimitReached);
+    }
+    on_backend!(&mut tx.0, Inner, tx => {
+        // The personal organization goes, with its data and its data keys (ORG-2: one
+        // organization per user stays a constraint, not a habit).
+        sqlx::query("DELETE FROM data_keys WHERE scope = $1")
+            .bind(current)
+            .execute(&mut **tx)
+            .await?;
+        sqlx::query("DELETE FROM orgs WHERE id = $1")
+            .bind(current)
+            .execute(&mut **tx)
+            .await?;
+        sqlx::query("INSERT INTO org_members (org_id, user_id, role, created_at) VALUES ($1, $2, $3, $4)")
+            .bind(org)
+            .bind(user.as_uuid())
+            .bind(role.as_str())
+            .bind(ms(now))
+            .execute(&mut **tx)
+            .await?;
+        sqlx::query("UPDATE invitations SET accepted_at = $1 WHERE id = $2")
+            .bind(ms(now))
+            .bind(id)
+            .execute(&mut **tx)
+            .await?;
+    });
+    Ok(Acceptance::Joined { org_id, role })
+}
