@@ -50,6 +50,9 @@ pub enum Action {
     PlanChanged,
     UserDisabled,
     UserEnabled,
+    ApiKeyCreated,
+    ApiKeyRevoked,
+    ApiKeyUsedAfterRevocation,
 }
 
 impl Action {
@@ -85,6 +88,9 @@ impl Action {
             Action::PlanChanged => "admin.plan_changed",
             Action::UserDisabled => "admin.user_disabled",
             Action::UserEnabled => "admin.user_enabled",
+            Action::ApiKeyCreated => "api_key.created",
+            Action::ApiKeyRevoked => "api_key.revoked",
+            Action::ApiKeyUsedAfterRevocation => "api_key.used_after_revocation",
         }
     }
 }

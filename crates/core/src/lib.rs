@@ -3,9 +3,11 @@
 //! server, the CLI and the workers alike.
 
 pub mod accounts;
+pub mod api_keys;
 pub mod audit;
 pub mod client_ip;
 pub mod email;
+pub mod gcra;
 pub mod ids;
 pub mod org;
 pub mod password_policy;

@@ -3,6 +3,7 @@
 //! Knows nothing of HTTP or SQL: where keys are stored is the storage crate's business.
 
 mod aead;
+pub mod api_key;
 pub mod backup_codes;
 pub mod envelope;
 pub mod master_key;

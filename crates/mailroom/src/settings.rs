@@ -24,7 +24,7 @@ const TEST_ENV_PREFIX: &str = "MAILROOM_TEST_";
 
 /// Every setting, as a flag (with its `MAILROOM_*` variable) and as a key of the TOML file: the
 /// key is the flag's name with `_` for `-`. `None` means "not set at this layer".
-// Not `Debug`: `smtp_url` may hold a password.
+// Not `Debug`: `smtp_url` and `redis_url` may hold a password.
 #[derive(Default, Args, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
@@ -135,6 +135,28 @@ pub struct Settings {
     )]
     master_key_file: Option<PathBuf>,
 
+    /// Redis for rate limits shared by every node, e.g. redis://127.0.0.1:6379 [default: none: each process counts alone]
+    #[arg(long, global = true, env = "MAILROOM_REDIS_URL", value_name = "URL")]
+    redis_url: Option<String>,
+
+    /// Start of every key mailroom writes to Redis [default: mailroom:]
+    #[arg(
+        long,
+        global = true,
+        env = "MAILROOM_REDIS_KEY_PREFIX",
+        value_name = "PREFIX"
+    )]
+    redis_key_prefix: Option<String>,
+
+    /// While Redis is down: closed (limited requests get 503) or open (they pass unlimited) [default: closed]
+    #[arg(
+        long,
+        global = true,
+        env = "MAILROOM_RATE_LIMIT_ON_REDIS_FAILURE",
+        value_name = "closed|open"
+    )]
+    rate_limit_on_redis_failure: Option<String>,
+
     /// Log filter, e.g. info or mailroom_server=debug,info [default: info]
     #[arg(long, global = true, env = "MAILROOM_LOG", value_name = "FILTER")]
     log: Option<String>,
@@ -220,6 +242,15 @@ impl Settings {
         }
         if let Some(limit) = self.auth_rate_limit {
             config.auth_rate_limit = limit;
+        }
+        config.redis_url = self.redis_url.map(SecretString::from);
+        if let Some(prefix) = self.redis_key_prefix {
+            config.redis_key_prefix = prefix;
+        }
+        if let Some(mode) = self.rate_limit_on_redis_failure {
+            config.redis_failure = mode
+                .parse()
+                .map_err(|error| anyhow::anyhow!("--rate-limit-on-redis-failure: {error}"))?;
         }
         config.master_key_file = self.master_key_file;
         // The key itself only from the environment: never a flag (visible in `ps`) or the

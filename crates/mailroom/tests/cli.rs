@@ -448,6 +448,45 @@ both_backends! {
 }
 
 both_backends! {
+    async fn two_processes_share_their_limits_through_redis(db) {
+        let Some((redis, prefix)) = mailroom_testkit::test_redis() else { return };
+        let dir = db.dir().to_owned();
+        let url = db.url().to_owned();
+        tokio::task::spawn_blocking(move || {
+            let start = || {
+                let mut command = mailroom(&dir);
+                command
+                    .args(["serve", "--database-url", &url, "--redis-url", &redis, "--redis-key-prefix", &prefix, "--auth-rate-limit", "4"])
+                    .env("MAILROOM_LISTEN", "127.0.0.1:0");
+                Server::spawn(command)
+            };
+            let (first, second) = (start(), start());
+            assert_ne!(first.port(), second.port());
+            let http = client();
+            let login = |server: &Server| {
+                http.post(format!("{}/v1/auth/login", server.url))
+                    .json(&serde_json::json!({"email": "nobody@example.test", "password": "not the password"}))
+                    .send()
+                    .unwrap()
+            };
+            // Four sign-in attempts from this address, spread over both processes, use up
+            // the one budget they share; the fifth is refused by whichever gets it.
+            for server in [&first, &second, &first, &second] {
+                assert_eq!(login(server).status(), 401);
+            }
+            let refused = login(&first);
+            assert_eq!(refused.status(), 429);
+            assert!(refused.headers().contains_key("retry-after"));
+            assert_eq!(login(&second).status(), 429);
+            assert!(first.stop().0.success());
+            assert!(second.stop().0.success());
+        })
+        .await
+        .unwrap();
+    }
+}
+
+both_backends! {
     async fn audit_verify_catches_an_edited_entry(db) {
         // Server and CLI both open the test's own database.
         let dir = db.dir().to_owned();

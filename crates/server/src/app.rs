@@ -7,13 +7,15 @@ use axum::http::HeaderValue;
 use axum_server::Handle;
 use axum_server::tls_rustls::RustlsConfig;
 use mailroom_storage::Database;
+use secrecy::ExposeSecret;
 use url::Url;
 
 use crate::auth::passwords::PasswordWork;
 use crate::auth::tokens::TokenKeys;
 use crate::config::{Config, HEADER_READ_TIMEOUT};
-use crate::edge::rate_limit::AuthLimiter;
 use crate::metrics::Metrics;
+use crate::rate_limit::Limiter;
+use crate::rate_limit::auth::AuthLimiter;
 use crate::state::{AppState, Shared};
 use crate::{edge, routes, tls};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -52,7 +54,16 @@ impl App {
         };
 
         let mail = config.system_mail()?;
-        let auth_limiter = AuthLimiter::new(config.auth_rate_limit);
+        let limiter = match &config.redis_url {
+            Some(url) => Limiter::redis(
+                url.expose_secret(),
+                &config.redis_key_prefix,
+                config.redis_failure,
+            )
+            .context("--redis-url")?,
+            None => Limiter::in_memory(),
+        };
+        let auth_limiter = AuthLimiter::new(limiter.clone(), config.auth_rate_limit);
         let state = AppState::new(Shared {
             database: database.clone(),
             metrics: Metrics::new(),
@@ -64,6 +75,7 @@ impl App {
             mail,
             passwords: PasswordWork::new()?,
             auth_limiter: auth_limiter.clone(),
+            limiter,
             tokens: TokenKeys::new(&root_key, public_url.origin().ascii_serialization()),
             code_key: root_key.derive(b"mailroom/email-code/hmac/v1"),
             backup_code_key: root_key.derive(b"mailroom/backup-code/hmac/v1"),

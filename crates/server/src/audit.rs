@@ -24,12 +24,21 @@ impl<S: Send + Sync> FromRequestParts<S> for AuditTrail {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
-        let context = parts.extensions.get::<RequestContext>();
-        Ok(Self {
+        Ok(Self::of(
+            parts.extensions.get::<RequestContext>(),
+            &parts.headers,
+        ))
+    }
+}
+
+impl AuditTrail {
+    /// The trail of a request, from its context and headers.
+    pub fn of(context: Option<&RequestContext>, headers: &axum::http::HeaderMap) -> Self {
+        Self {
             ip: context.map(|c| c.client_ip.to_string()).unwrap_or_default(),
-            user_agent: context::user_agent(&parts.headers),
+            user_agent: context::user_agent(headers),
             request_id: context.map(|c| c.request_id),
-        })
+        }
     }
 }
 

@@ -56,6 +56,13 @@ pub struct Config {
     pub master_key_file: Option<PathBuf>,
     /// The master key itself, from [`MASTER_KEY_ENV`]; beats the file.
     pub master_key: Option<SecretString>,
+    /// Rate limits shared by every node through Redis; without it, each process counts alone.
+    /// Secret: the URL may hold Redis's password.
+    pub redis_url: Option<SecretString>,
+    /// The start of every key mailroom writes to Redis.
+    pub redis_key_prefix: String,
+    /// What limited requests get while Redis cannot be reached.
+    pub redis_failure: crate::rate_limit::FailureMode,
 }
 
 #[derive(Clone, Debug)]
@@ -82,6 +89,9 @@ impl Config {
             auth_rate_limit: NonZeroU32::new(20).unwrap_or(NonZeroU32::MIN),
             master_key_file: None,
             master_key: None,
+            redis_url: None,
+            redis_key_prefix: "mailroom:".to_owned(),
+            redis_failure: crate::rate_limit::FailureMode::Closed,
         }
     }
 

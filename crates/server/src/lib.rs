@@ -14,6 +14,7 @@ mod json;
 mod maintenance;
 mod metrics;
 mod pages;
+pub mod rate_limit;
 mod routes;
 pub mod shutdown;
 mod state;

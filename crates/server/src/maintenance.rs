@@ -9,7 +9,7 @@ use mailroom_core::audit::RETENTION;
 use mailroom_storage::Database;
 use time::OffsetDateTime;
 
-use crate::edge::rate_limit::AuthLimiter;
+use crate::rate_limit::auth::AuthLimiter;
 
 const INTERVAL: Duration = Duration::from_secs(60 * 60);
 

@@ -9,8 +9,9 @@ use mailroom_mail::SystemMail;
 
 use crate::auth::passwords::PasswordWork;
 use crate::auth::tokens::TokenKeys;
-use crate::edge::rate_limit::AuthLimiter;
 use crate::metrics::Metrics;
+use crate::rate_limit::Limiter;
+use crate::rate_limit::auth::AuthLimiter;
 
 /// What handlers and edge layers share: one reference-counted handle, because every
 /// middleware and `State` extractor clones it on every request.
@@ -47,4 +48,6 @@ pub struct Shared {
     /// Keys the MACs of backup codes.
     pub backup_code_key: mailroom_crypto::root_key::DerivedKey,
     pub auth_limiter: AuthLimiter,
+    /// Per-key limits, in process or shared through Redis.
+    pub limiter: Limiter,
 }

@@ -178,6 +178,17 @@ impl Database {
         }
     }
 
+    /// An organization's entries (its chain), newest first, after the `before` cursor.
+    pub async fn audit_for_org(
+        &self,
+        org_id: mailroom_core::OrgId,
+        before: Option<Uuid>,
+        limit: i64,
+    ) -> Result<Vec<AuditEntry>, StorageError> {
+        self.audit_page("scope", org_id.as_uuid(), before, limit)
+            .await
+    }
+
     /// A user's own entries, newest first, after the `before` cursor (an entry id).
     pub async fn audit_for_actor(
         &self,
@@ -185,13 +196,25 @@ impl Database {
         before: Option<Uuid>,
         limit: i64,
     ) -> Result<Vec<AuditEntry>, StorageError> {
+        self.audit_page("actor_user_id", actor.as_uuid(), before, limit)
+            .await
+    }
+
+    /// The entries whose `column` (a constant of this module's) is `value`, newest first.
+    async fn audit_page(
+        &self,
+        column: &'static str,
+        value: Uuid,
+        before: Option<Uuid>,
+        limit: i64,
+    ) -> Result<Vec<AuditEntry>, StorageError> {
         let sql = format!(
-            "SELECT {COLUMNS} FROM audit_log WHERE actor_user_id = $1 AND ($2 IS NULL OR id < $2) \
+            "SELECT {COLUMNS} FROM audit_log WHERE {column} = $1 AND ($2 IS NULL OR id < $2) \
              ORDER BY id DESC LIMIT $3"
         );
         Ok(on_backend!(&self.pool, Pool, pool => {
             sqlx::query_as(&sql)
-                .bind(actor.as_uuid())
+                .bind(value)
                 .bind(before)
                 .bind(limit)
                 .fetch_all(pool)

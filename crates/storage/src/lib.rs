@@ -3,6 +3,7 @@
 //! typed operations, never a query string.
 
 pub mod accounts;
+pub mod api_keys;
 pub mod audit;
 mod error;
 pub mod keyring;

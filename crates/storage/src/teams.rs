@@ -55,14 +55,14 @@ pub struct NewInvitation {
 
 /// What became of a change to the team.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TeamChange {
+pub enum Change {
     Done,
     /// No such member (or invitation) in this organization: another tenant's is the same.
     NotFound,
     Refused(Refusal),
 }
 
-impl TeamChange {
+impl Change {
     fn done_if(found: bool) -> Self {
         if found { Self::Done } else { Self::NotFound }
     }
@@ -149,20 +149,20 @@ impl Database {
         new: OrgRole,
         event: &AuditEvent,
         now: OffsetDateTime,
-    ) -> Result<TeamChange, StorageError> {
-        self.team_change(event, now, move |tx| {
+    ) -> Result<Change, StorageError> {
+        self.audited_change(event, now, move |tx| {
             async move {
                 let (Some(actor_role), Some(current)) = (
                     role_in(tx, org_id, actor).await?,
                     role_in(tx, org_id, target).await?,
                 ) else {
-                    return Ok(TeamChange::NotFound);
+                    return Ok(Change::NotFound);
                 };
                 if let Err(refusal) = org::may_change_role(actor_role, current, new) {
-                    return Ok(TeamChange::Refused(refusal));
+                    return Ok(Change::Refused(refusal));
                 }
                 set_role(tx, org_id, target, new).await?;
-                Ok(TeamChange::Done)
+                Ok(Change::Done)
             }
             .boxed()
         })
@@ -178,17 +178,17 @@ impl Database {
         target: UserId,
         event: &AuditEvent,
         now: OffsetDateTime,
-    ) -> Result<TeamChange, StorageError> {
-        self.team_change(event, now, move |tx| {
+    ) -> Result<Change, StorageError> {
+        self.audited_change(event, now, move |tx| {
             async move {
                 let (Some(actor_role), Some(current)) = (
                     role_in(tx, org_id, actor).await?,
                     role_in(tx, org_id, target).await?,
                 ) else {
-                    return Ok(TeamChange::NotFound);
+                    return Ok(Change::NotFound);
                 };
                 if let Err(refusal) = org::may_remove(actor_role, current, actor == target) {
-                    return Ok(TeamChange::Refused(refusal));
+                    return Ok(Change::Refused(refusal));
                 }
                 let personal = OrgId::generate();
                 on_backend!(&mut tx.0, Inner, tx => {
@@ -209,7 +209,7 @@ impl Database {
                     .execute(&mut **tx)
                     .await?;
                 });
-                Ok(TeamChange::Done)
+                Ok(Change::Done)
             }
             .boxed()
         })
@@ -224,24 +224,24 @@ impl Database {
         to: UserId,
         event: &AuditEvent,
         now: OffsetDateTime,
-    ) -> Result<TeamChange, StorageError> {
-        self.team_change(event, now, move |tx| {
+    ) -> Result<Change, StorageError> {
+        self.audited_change(event, now, move |tx| {
             async move {
                 let (Some(from_role), Some(_)) = (
                     role_in(tx, org_id, from).await?,
                     role_in(tx, org_id, to).await?,
                 ) else {
-                    return Ok(TeamChange::NotFound);
+                    return Ok(Change::NotFound);
                 };
                 if from_role != OrgRole::Owner {
-                    return Ok(TeamChange::Refused(Refusal::OwnerOnly));
+                    return Ok(Change::Refused(Refusal::OwnerOnly));
                 }
                 if from == to {
-                    return Ok(TeamChange::Done);
+                    return Ok(Change::Done);
                 }
                 set_role(tx, org_id, from, OrgRole::Admin).await?;
                 set_role(tx, org_id, to, OrgRole::Owner).await?;
-                Ok(TeamChange::Done)
+                Ok(Change::Done)
             }
             .boxed()
         })
@@ -263,7 +263,7 @@ impl Database {
             invitation.invited_by,
             invitation.expires_at,
         );
-        self.team_change(event, now, move |tx| {
+        self.audited_change(event, now, move |tx| {
             let (email, token_hash) = (email.clone(), token_hash.clone());
             async move {
                 on_backend!(&mut tx.0, Inner, tx => {
@@ -282,7 +282,7 @@ impl Database {
                     .execute(&mut **tx)
                     .await?;
                 });
-                Ok(TeamChange::Done)
+                Ok(Change::Done)
             }
             .boxed()
         })
@@ -326,8 +326,8 @@ impl Database {
         id: Uuid,
         event: &AuditEvent,
         now: OffsetDateTime,
-    ) -> Result<TeamChange, StorageError> {
-        self.team_change(event, now, move |tx| {
+    ) -> Result<Change, StorageError> {
+        self.audited_change(event, now, move |tx| {
             async move {
                 let revoked = on_backend!(&mut tx.0, Inner, tx => {
                     sqlx::query(
@@ -341,7 +341,7 @@ impl Database {
                     .await?
                     .rows_affected()
                 });
-                Ok(TeamChange::done_if(revoked == 1))
+                Ok(Change::done_if(revoked == 1))
             }
             .boxed()
         })
@@ -436,7 +436,7 @@ impl Database {
         now: OffsetDateTime,
     ) -> Result<bool, StorageError> {
         let plan_id = plan_id.to_owned();
-        self.team_change(event, now, move |tx| {
+        self.audited_change(event, now, move |tx| {
             let plan_id = plan_id.clone();
             async move {
                 let updated = on_backend!(&mut tx.0, Inner, tx => {
@@ -449,12 +449,12 @@ impl Database {
                     .await?
                     .rows_affected()
                 });
-                Ok(TeamChange::done_if(updated == 1))
+                Ok(Change::done_if(updated == 1))
             }
             .boxed()
         })
         .await
-        .map(|change| change == TeamChange::Done)
+        .map(|change| change == Change::Done)
     }
 
     pub async fn all_users(&self) -> Result<Vec<UserSummary>, StorageError> {
@@ -499,7 +499,7 @@ impl Database {
         event: &AuditEvent,
         now: OffsetDateTime,
     ) -> Result<bool, StorageError> {
-        self.team_change(event, now, move |tx| {
+        self.audited_change(event, now, move |tx| {
             async move {
                 let updated = on_backend!(&mut tx.0, Inner, tx => {
                     sqlx::query("UPDATE users SET disabled_at = $1 WHERE id = $2")
@@ -510,31 +510,28 @@ impl Database {
                         .rows_affected()
                 });
                 if updated != 1 {
-                    return Ok(TeamChange::NotFound);
+                    return Ok(Change::NotFound);
                 }
                 if disabled {
                     crate::accounts::end_every_session(tx, user_id, now).await?;
                 }
-                Ok(TeamChange::Done)
+                Ok(Change::Done)
             }
             .boxed()
         })
         .await
-        .map(|change| change == TeamChange::Done)
+        .map(|change| change == Change::Done)
     }
 
     /// Runs a change and, when it is done, appends its audit entry in the same transaction.
-    async fn team_change<F>(
+    pub(crate) async fn audited_change<F>(
         &self,
         event: &AuditEvent,
         now: OffsetDateTime,
         change: F,
-    ) -> Result<TeamChange, StorageError>
+    ) -> Result<Change, StorageError>
     where
-        F: for<'t> Fn(
-                &'t mut Tx,
-            )
-                -> futures::future::BoxFuture<'t, Result<TeamChange, StorageError>>
+        F: for<'t> Fn(&'t mut Tx) -> futures::future::BoxFuture<'t, Result<Change, StorageError>>
             + Clone
             + Send
             + 'static,
@@ -544,7 +541,7 @@ impl Database {
             let (key, event, change) = (key.clone(), event.clone(), change.clone());
             async move {
                 let outcome = change(tx).await?;
-                if outcome == TeamChange::Done {
+                if outcome == Change::Done {
                     crate::audit::append(tx, &key, &event, now).await?;
                 }
                 Ok(outcome)

@@ -297,6 +297,30 @@ pub fn peer_missing<T>(peer: &str, why: &str) -> Option<T> {
     None
 }
 
+/// A Redis for tests that share rate limits (`MAILROOM_TEST_REDIS_URL`, default the local
+/// one), with a key prefix of the test's own so that tests never count each other's
+/// requests; or a loud skip.
+pub fn test_redis() -> Option<(String, String)> {
+    let url = std::env::var("MAILROOM_TEST_REDIS_URL")
+        .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+    let address = url
+        .trim_start_matches("redis://")
+        .split('/')
+        .next()
+        .unwrap_or("127.0.0.1:6379")
+        .to_owned();
+    let reachable = std::net::ToSocketAddrs::to_socket_addrs(&address)
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .is_some_and(|addr| {
+            std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(1)).is_ok()
+        });
+    if !reachable {
+        return peer_missing("Redis", &format!("nothing answers at {address}"));
+    }
+    Some((url, format!("mailroom-test:{}:", uuid::Uuid::now_v7())))
+}
+
 fn tempdir() -> TempDir {
     match tempfile::Builder::new().prefix("mailroom-test-").tempdir() {
         Ok(dir) => dir,

@@ -1,6 +1,7 @@
 //! Who is asking: passwords, emailed codes, session cookies, and the [`Principal`] extractor
 //! that every authenticated handler takes.
 
+pub mod caller;
 pub mod codes;
 pub mod passwords;
 pub mod principal;

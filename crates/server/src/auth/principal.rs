@@ -110,6 +110,11 @@ impl Principal {
 
     async fn from_credentials(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         if let Some(bearer) = bearer_token(&parts.headers) {
+            if mailroom_crypto::api_key::looks_like_key(bearer) {
+                return Err(crate::auth::caller::insufficient_scope(
+                    "This route is for accounts, not API keys.",
+                ));
+            }
             return from_access_token(bearer, state).await;
         }
         let token = session::token_from(&parts.headers).ok_or_else(unauthenticated)?;
@@ -166,7 +171,7 @@ async fn from_access_token(token: &str, state: &AppState) -> Result<Principal, A
     })
 }
 
-fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+pub(crate) fn bearer_token(headers: &HeaderMap) -> Option<&str> {
     headers
         .get(axum::http::header::AUTHORIZATION)?
         .to_str()

@@ -14,7 +14,6 @@
 pub mod context;
 pub mod headers;
 pub mod problems;
-pub mod rate_limit;
 
 use axum::Router;
 use axum::http::StatusCode;
@@ -76,7 +75,11 @@ mod tests {
             )
             .unwrap(),
             passwords: crate::auth::passwords::PasswordWork::new().unwrap(),
-            auth_limiter: rate_limit::AuthLimiter::new(std::num::NonZeroU32::MIN),
+            auth_limiter: crate::rate_limit::auth::AuthLimiter::new(
+                crate::rate_limit::Limiter::in_memory(),
+                std::num::NonZeroU32::MIN,
+            ),
+            limiter: crate::rate_limit::Limiter::in_memory(),
             tokens: crate::auth::tokens::TokenKeys::new(&root, "http://127.0.0.1".into()),
             code_key: root.derive(b"codes"),
             backup_code_key: root.derive(b"backup codes"),

@@ -75,7 +75,7 @@ pub(crate) async fn sign_up(
     password: &SecretString,
 ) -> Result<(), ApiError> {
     let email = parse_email(email)?;
-    state.auth_limiter.check_account(&email)?;
+    state.auth_limiter.check_account(&email).await?;
     // No organization yet, so no organization rules.
     check_password_policy(password, &email, CompositionRules::default())
         .map_err(|error| error.with_field("password"))?;
@@ -121,7 +121,7 @@ pub async fn resend_code(
 
 pub(crate) async fn resend(state: &AppState, email: &str) -> Result<(), ApiError> {
     let email = parse_email(email)?;
-    state.auth_limiter.check_account(&email)?;
+    state.auth_limiter.check_account(&email).await?;
     let now = OffsetDateTime::now_utc();
     let code = codes::generate();
     let code_hash = codes::hash(&state.code_key, CodePurpose::Signup, &email, &code);
@@ -160,7 +160,7 @@ pub(crate) async fn verify(
     code: &SecretString,
 ) -> Result<(User, String), ApiError> {
     let email = parse_email(email)?;
-    state.auth_limiter.check_account(&email)?;
+    state.auth_limiter.check_account(&email).await?;
     let now = OffsetDateTime::now_utc();
     check_code(state, CodePurpose::Signup, &email, code, now).await?;
     let issued = rotate_session(state, context, headers, now).await?;
@@ -365,7 +365,7 @@ pub async fn forgot_password(
 
 pub(crate) async fn forgot(state: &AppState, email: &str) -> Result<(), ApiError> {
     let email = parse_email(email)?;
-    state.auth_limiter.check_account(&email)?;
+    state.auth_limiter.check_account(&email).await?;
     let now = OffsetDateTime::now_utc();
     let code = codes::generate();
     let code_hash = codes::hash(&state.code_key, CodePurpose::PasswordReset, &email, &code);
@@ -406,7 +406,7 @@ pub(crate) async fn reset(
     new_password: &SecretString,
 ) -> Result<(), ApiError> {
     let email = parse_email(email)?;
-    state.auth_limiter.check_account(&email)?;
+    state.auth_limiter.check_account(&email).await?;
     let rules = database(state.database.user_by_email(&email).await)?
         .map(|user| user.password_rules)
         .unwrap_or_default();
@@ -442,7 +442,7 @@ async fn authenticate(
     // A malformed address cannot have an account; it is answered like an unknown one.
     let user = match EmailAddress::parse(email) {
         Ok(email) => {
-            state.auth_limiter.check_account(&email)?;
+            state.auth_limiter.check_account(&email).await?;
             database(state.database.user_by_email(&email).await)?
         }
         Err(_) => None,

@@ -13,9 +13,11 @@ use uuid::Uuid;
 
 use crate::audit::{self, AuditTrail};
 use crate::auth::Principal;
+use crate::auth::caller::Caller;
 use crate::error::ApiError;
 use crate::routes::auth::{check_password, check_password_policy};
 use crate::state::AppState;
+use mailroom_core::api_keys::Scope;
 use mailroom_core::audit::{Action, AuditEvent, Outcome};
 use mailroom_core::{EmailAddress, SessionId};
 use secrecy::SecretString;
@@ -221,16 +223,38 @@ pub async fn audit_log(
         .audit_for_actor(principal.user.id, query.cursor, i64::from(limit))
         .await
         .map_err(ApiError::internal)?;
+    audit_page(&entries, limit, query.format)
+}
+
+/// `GET /v1/audit-log`: the organization's entries (scope `audit:read` for keys; owners and
+/// admins for accounts), newest first, a page at a time.
+pub async fn org_audit_log(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(query): Query<AuditQuery>,
+) -> Result<Response, ApiError> {
+    caller.require(Scope::AuditRead, true)?;
+    let limit = query.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
+    let entries = state
+        .database
+        .audit_for_org(caller.org_id(), query.cursor, i64::from(limit))
+        .await
+        .map_err(ApiError::internal)?;
+    audit_page(&entries, limit, query.format)
+}
+
+/// A page of entries as JSON or CSV, with the cursor of the next page when there may be one.
+fn audit_page(entries: &[AuditEntry], limit: u16, format: Format) -> Result<Response, ApiError> {
     let next_cursor = (entries.len() == usize::from(limit))
         .then(|| entries.last().map(|entry| entry.id))
         .flatten();
-    match query.format {
+    match format {
         Format::Json => Ok(Json(json!({
             "entries": entries.iter().map(entry_json).collect::<Vec<_>>(),
             "next_cursor": next_cursor,
         }))
         .into_response()),
-        Format::Csv => csv(&entries, next_cursor),
+        Format::Csv => csv(entries, next_cursor),
     }
 }
 
@@ -240,6 +264,8 @@ pub(crate) fn entry_json(entry: &AuditEntry) -> Value {
         "occurred_at": entry.occurred_at().format(&Rfc3339).unwrap_or_default(),
         "action": entry.action,
         "outcome": entry.outcome,
+        "actor_user_id": entry.actor_user_id,
+        "api_key_id": entry.api_key_id,
         "target": entry.target,
         "ip": entry.ip,
         "user_agent": entry.user_agent,
@@ -248,11 +274,13 @@ pub(crate) fn entry_json(entry: &AuditEntry) -> Value {
     })
 }
 
-const CSV_COLUMNS: [&str; 9] = [
+const CSV_COLUMNS: [&str; 11] = [
     "id",
     "occurred_at",
     "action",
     "outcome",
+    "actor_user_id",
+    "api_key_id",
     "target",
     "ip",
     "user_agent",

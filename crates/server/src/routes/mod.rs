@@ -2,6 +2,7 @@
 //! respond; the edge ([`crate::edge`]) does everything that applies to all of them.
 
 mod admin;
+mod api_keys;
 mod assets;
 pub(crate) mod auth;
 pub mod csp_report;
@@ -22,9 +23,9 @@ use axum::middleware::from_fn_with_state;
 
 use crate::auth::principal;
 use crate::config::BODY_LIMIT_BYTES;
-use crate::edge::rate_limit;
 use crate::pages;
 use crate::pages::account;
+use crate::rate_limit;
 use crate::state::AppState;
 
 pub fn router(state: &AppState) -> Router<AppState> {
@@ -61,9 +62,22 @@ pub fn router(state: &AppState) -> Router<AppState> {
             "/reset",
             get(account::reset_page).post(account::reset_submit),
         )
-        .route_layer(from_fn_with_state(state.clone(), rate_limit::limit_auth));
+        .route_layer(from_fn_with_state(
+            state.clone(),
+            rate_limit::auth::limit_auth,
+        ));
+    // What API keys may call: the key is checked and limited once, in front.
+    let keyed = Router::new()
+        .route("/v1/api-keys", get(api_keys::list).post(api_keys::create))
+        .route("/v1/api-keys/{id}", delete(api_keys::revoke))
+        .route("/v1/audit-log", get(me::org_audit_log))
+        .route_layer(from_fn_with_state(
+            state.clone(),
+            rate_limit::keys::limit_api_keys,
+        ));
     let guarded = Router::new()
         .merge(auth)
+        .merge(keyed)
         .route("/", get(pages::landing))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))

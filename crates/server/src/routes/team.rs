@@ -9,7 +9,7 @@ use mailroom_core::audit::{Action, AuditEvent, Outcome};
 use mailroom_core::org::{self, INVITATION_TTL, OrgRole, Refusal};
 use mailroom_core::{EmailAddress, UserId};
 use mailroom_mail::templates;
-use mailroom_storage::teams::{Acceptance, NewInvitation, TeamChange};
+use mailroom_storage::teams::{Acceptance, Change, NewInvitation};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -188,11 +188,11 @@ async fn member_event(
     })
 }
 
-fn answer(change: TeamChange) -> Result<StatusCode, ApiError> {
+fn answer(change: Change) -> Result<StatusCode, ApiError> {
     match change {
-        TeamChange::Done => Ok(StatusCode::NO_CONTENT),
-        TeamChange::NotFound => Err(ApiError::not_found()),
-        TeamChange::Refused(refusal) => Err(refused(refusal)),
+        Change::Done => Ok(StatusCode::NO_CONTENT),
+        Change::NotFound => Err(ApiError::not_found()),
+        Change::Refused(refusal) => Err(refused(refusal)),
     }
 }
 

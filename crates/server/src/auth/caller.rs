@@ -1,0 +1,170 @@
+//! Who calls a route that API keys may use (KEY-1, KEY-2): a signed-in account, or a key
+//! acting for its organization with exactly its scopes. Either way the caller carries its
+//! tenant, and every tenant query takes it.
+
+use axum::extract::FromRequestParts;
+use axum::http::HeaderMap;
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use mailroom_core::OrgId;
+use mailroom_core::api_keys::{Scope, Scopes};
+use mailroom_core::audit::{Action, AuditEvent, Outcome};
+use mailroom_crypto::api_key;
+use secrecy::SecretString;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::audit::{self, AuditTrail};
+use crate::auth::Principal;
+use crate::auth::principal::bearer_token;
+use crate::edge::context::RequestContext;
+use crate::error::ApiError;
+use crate::routes::auth::database;
+use crate::state::AppState;
+
+/// An API key that authenticated a request.
+#[derive(Clone, Debug)]
+pub struct KeyCaller {
+    pub key_id: Uuid,
+    pub org_id: OrgId,
+    pub scopes: Scopes,
+    pub requests_per_minute: u32,
+    pub requests_per_day: u32,
+}
+
+pub enum Caller {
+    Account(Principal),
+    Key(KeyCaller),
+}
+
+impl Caller {
+    /// The tenant every query of the request is scoped by.
+    pub fn org_id(&self) -> OrgId {
+        match self {
+            Caller::Account(principal) => principal.user.org_id,
+            Caller::Key(key) => key.org_id,
+        }
+    }
+
+    /// A key must hold `scope`; an account must manage its organization when `manager` is
+    /// set (scopes are for keys, roles for people).
+    pub fn require(&self, scope: Scope, manager: bool) -> Result<(), ApiError> {
+        match self {
+            Caller::Key(key) if !key.scopes.contains(scope) => Err(insufficient_scope(&format!(
+                "This API key lacks the {scope} scope."
+            ))),
+            Caller::Account(principal) if manager && !principal.user.org_role.manages() => {
+                Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "insufficient_role",
+                    "Only the organization's owner or an admin may do this.",
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// An audit entry by this caller: the account's user, or the key.
+    pub fn event(&self, trail: &AuditTrail, action: Action) -> AuditEvent {
+        match self {
+            Caller::Account(principal) => AuditEvent {
+                session_id: principal.session_id(),
+                ..trail.by_user(&principal.user, action, Outcome::Success)
+            },
+            Caller::Key(key) => AuditEvent {
+                org_id: Some(key.org_id),
+                api_key_id: Some(key.key_id),
+                ..trail.event(action, Outcome::Success)
+            },
+        }
+    }
+}
+
+/// On the routes API keys may call, the key was authenticated (and limited) by the layer in
+/// front of them ([`crate::rate_limit::keys`]); elsewhere a key is refused.
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        if let Some(key) = parts.extensions.get::<KeyCaller>() {
+            return Ok(Caller::Key(key.clone()));
+        }
+        Principal::from_request_parts(parts, state)
+            .await
+            .map(Caller::Account)
+    }
+}
+
+/// The API key a request presents, checked; `None` when it presents none.
+pub async fn authenticate_request_key(
+    state: &AppState,
+    headers: &HeaderMap,
+    context: Option<&RequestContext>,
+) -> Result<Option<KeyCaller>, ApiError> {
+    let Some(presented) = bearer_token(headers).filter(|bearer| api_key::looks_like_key(bearer))
+    else {
+        return Ok(None);
+    };
+    let presented = SecretString::from(presented);
+    let trail = AuditTrail::of(context, headers);
+    let ip = context
+        .map(|context| context.client_ip.to_string())
+        .unwrap_or_default();
+    authenticate_key(state, &trail, &presented, &ip)
+        .await
+        .map(Some)
+}
+
+/// Checks a presented key: its shape, its row, its hash (constant time), revocation and
+/// expiry. A revoked key's use is audited: it may be a leaked one.
+async fn authenticate_key(
+    state: &AppState,
+    trail: &AuditTrail,
+    presented: &SecretString,
+    ip: &str,
+) -> Result<KeyCaller, ApiError> {
+    use secrecy::ExposeSecret;
+    let lookup_id = api_key::lookup_id(presented.expose_secret()).ok_or_else(invalid_api_key)?;
+    let stored = database(state.database.api_key_by_lookup_id(lookup_id).await)?
+        .filter(|stored| api_key::matches(presented, &stored.key_hash))
+        .ok_or_else(invalid_api_key)?;
+    let now = OffsetDateTime::now_utc();
+    if stored.revoked {
+        audit::record(
+            &state.database,
+            AuditEvent {
+                org_id: Some(stored.org_id),
+                api_key_id: Some(stored.id),
+                ..trail.event(Action::ApiKeyUsedAfterRevocation, Outcome::Failure)
+            },
+        )
+        .await?;
+        return Err(invalid_api_key());
+    }
+    if stored
+        .expires_at
+        .is_some_and(|expires_at| expires_at <= now)
+    {
+        return Err(invalid_api_key());
+    }
+    database(state.database.touch_api_key(stored.id, ip, now).await)?;
+    Ok(KeyCaller {
+        key_id: stored.id,
+        org_id: stored.org_id,
+        scopes: stored.scopes,
+        requests_per_minute: stored.requests_per_minute,
+        requests_per_day: stored.requests_per_day,
+    })
+}
+
+fn invalid_api_key() -> ApiError {
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "invalid_api_key",
+        "The API key is unknown, revoked or expired.",
+    )
+}
+
+pub fn insufficient_scope(detail: &str) -> ApiError {
+    ApiError::new(StatusCode::FORBIDDEN, "insufficient_scope", detail)
+}

@@ -1,0 +1,60 @@
+//! The routes API keys may call: the key is authenticated here, once, and limited per key —
+//! per minute and per day together, by its own limits or its plan's (KEY-3). Every response
+//! carries the `RateLimit-*` headers of the tighter of the two.
+
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use mailroom_core::gcra::Rate;
+
+use crate::auth::caller::authenticate_request_key;
+use crate::edge::context::RequestContext;
+use crate::rate_limit::{refusal, set_headers};
+use crate::state::AppState;
+
+const MINUTE_US: i64 = 60 * 1_000_000;
+const DAY_US: i64 = 24 * 60 * MINUTE_US;
+
+pub async fn limit_api_keys(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let headers = request.headers().clone();
+    let context = request.extensions().get::<RequestContext>().copied();
+    let key = match authenticate_request_key(&state, &headers, context.as_ref()).await {
+        Ok(Some(key)) => key,
+        Ok(None) => return next.run(request).await,
+        Err(error) => return error.into_response(),
+    };
+    let rates = [
+        Rate {
+            count: key.requests_per_minute,
+            period_us: MINUTE_US,
+        },
+        Rate {
+            count: key.requests_per_day,
+            period_us: DAY_US,
+        },
+    ];
+    let keys = [
+        format!("key:{}:minute", key.key_id),
+        format!("key:{}:day", key.key_id),
+    ];
+    let decision = match state.limiter.check(&keys, &rates).await {
+        Ok(decision) => decision,
+        Err(error) => return error.into_response(),
+    };
+    let Some(decision) = decision else {
+        request.extensions_mut().insert(key);
+        return next.run(request).await;
+    };
+    let mut response = if decision.allowed {
+        request.extensions_mut().insert(key);
+        next.run(request).await
+    } else {
+        refusal(&decision, "This API key is over its rate limit; slow down.").into_response()
+    };
+    set_headers(response.headers_mut(), &decision);
+    response
+}

@@ -1,0 +1,247 @@
+//! API keys (KEY-1, KEY-2) as stored: found by lookup id, checked by hash, scoped to their
+//! organization. No cache in front: a revocation is seen by the next request on every node.
+
+use futures::FutureExt;
+use mailroom_core::api_keys::Scopes;
+use mailroom_core::audit::AuditEvent;
+use mailroom_core::{OrgId, UserId};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::accounts::{from_ms, ms};
+use crate::teams::Change;
+use crate::tx::Inner;
+use crate::{Database, Pool, StorageError, on_backend};
+
+/// `last_used_at` is written at most this often per key, not on every request.
+const TOUCH_INTERVAL_MS: i64 = 60_000;
+
+pub struct NewApiKey {
+    pub id: Uuid,
+    pub name: String,
+    pub lookup_id: String,
+    pub key_hash: Vec<u8>,
+    pub scopes: Scopes,
+    pub created_by: UserId,
+    pub expires_at: Option<OffsetDateTime>,
+}
+
+#[derive(Clone, Debug)]
+pub struct ApiKeyInfo {
+    pub id: Uuid,
+    pub name: String,
+    pub lookup_id: String,
+    pub scopes: Scopes,
+    pub created_by: Option<UserId>,
+    pub created_at: OffsetDateTime,
+    pub expires_at: Option<OffsetDateTime>,
+    pub last_used_at: Option<OffsetDateTime>,
+    pub last_used_ip: Option<String>,
+}
+
+/// The stored key for a presented lookup id, with what deciding on it needs.
+#[derive(Clone, Debug)]
+pub struct StoredKey {
+    pub id: Uuid,
+    pub org_id: OrgId,
+    pub key_hash: Vec<u8>,
+    pub scopes: Scopes,
+    pub expires_at: Option<OffsetDateTime>,
+    pub revoked: bool,
+    /// The key's own limits, else its organization's plan's.
+    pub requests_per_minute: u32,
+    pub requests_per_day: u32,
+}
+
+#[derive(sqlx::FromRow)]
+struct InfoRow {
+    id: Uuid,
+    name: String,
+    lookup_id: String,
+    scopes: String,
+    created_by: Option<Uuid>,
+    created_at: i64,
+    expires_at: Option<i64>,
+    last_used_at: Option<i64>,
+    last_used_ip: Option<String>,
+}
+
+impl Database {
+    pub async fn create_api_key(
+        &self,
+        org_id: OrgId,
+        key: &NewApiKey,
+        event: &AuditEvent,
+        now: OffsetDateTime,
+    ) -> Result<(), StorageError> {
+        let (id, name, lookup_id, key_hash, scopes, created_by, expires_at) = (
+            key.id,
+            key.name.clone(),
+            key.lookup_id.clone(),
+            key.key_hash.clone(),
+            key.scopes.to_stored(),
+            key.created_by,
+            key.expires_at.map(ms),
+        );
+        self.audited_change(event, now, move |tx| {
+            let (name, lookup_id, key_hash, scopes) =
+                (name.clone(), lookup_id.clone(), key_hash.clone(), scopes.clone());
+            async move {
+                on_backend!(&mut tx.0, Inner, tx => {
+                    sqlx::query(
+                        "INSERT INTO api_keys (id, org_id, created_by, name, lookup_id, key_hash, scopes, created_at, expires_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                    )
+                    .bind(id)
+                    .bind(org_id.as_uuid())
+                    .bind(created_by.as_uuid())
+                    .bind(&name)
+                    .bind(&lookup_id)
+                    .bind(&key_hash)
+                    .bind(&scopes)
+                    .bind(ms(now))
+                    .bind(expires_at)
+                    .execute(&mut **tx)
+                    .await?;
+                });
+                Ok(Change::Done)
+            }
+            .boxed()
+        })
+        .await
+        .map(drop)
+    }
+
+    /// The organization's live keys, newest first; no secrets.
+    pub async fn api_keys(
+        &self,
+        org_id: OrgId,
+        now: OffsetDateTime,
+    ) -> Result<Vec<ApiKeyInfo>, StorageError> {
+        let rows: Vec<InfoRow> = on_backend!(&self.pool, Pool, pool => {
+            sqlx::query_as(
+                "SELECT id, name, lookup_id, scopes, created_by, created_at, expires_at, last_used_at, last_used_ip \
+                 FROM api_keys WHERE org_id = $1 AND revoked_at IS NULL \
+                 AND (expires_at IS NULL OR expires_at > $2) ORDER BY created_at DESC",
+            )
+            .bind(org_id.as_uuid())
+            .bind(ms(now))
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(rows
+            .into_iter()
+            .map(|row| ApiKeyInfo {
+                id: row.id,
+                name: row.name,
+                lookup_id: row.lookup_id,
+                scopes: Scopes::from_stored(&row.scopes),
+                created_by: row.created_by.map(UserId::from_uuid),
+                created_at: from_ms(row.created_at),
+                expires_at: row.expires_at.map(from_ms),
+                last_used_at: row.last_used_at.map(from_ms),
+                last_used_ip: row.last_used_ip,
+            })
+            .collect())
+    }
+
+    /// Revokes one of the organization's keys; effective on the next request everywhere.
+    pub async fn revoke_api_key(
+        &self,
+        org_id: OrgId,
+        id: Uuid,
+        event: &AuditEvent,
+        now: OffsetDateTime,
+    ) -> Result<Change, StorageError> {
+        self.audited_change(event, now, move |tx| {
+            async move {
+                let revoked = on_backend!(&mut tx.0, Inner, tx => {
+                    sqlx::query(
+                        "UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND org_id = $3 AND revoked_at IS NULL",
+                    )
+                    .bind(ms(now))
+                    .bind(id)
+                    .bind(org_id.as_uuid())
+                    .execute(&mut **tx)
+                    .await?
+                    .rows_affected()
+                });
+                Ok(if revoked == 1 { Change::Done } else { Change::NotFound })
+            }
+            .boxed()
+        })
+        .await
+    }
+
+    /// The key stored under `lookup_id`, revoked or not (a revoked key's use is audited).
+    pub async fn api_key_by_lookup_id(
+        &self,
+        lookup_id: &str,
+    ) -> Result<Option<StoredKey>, StorageError> {
+        #[derive(sqlx::FromRow)]
+        struct Row {
+            id: Uuid,
+            org_id: Uuid,
+            key_hash: Vec<u8>,
+            scopes: String,
+            expires_at: Option<i64>,
+            revoked_at: Option<i64>,
+            per_minute: i32,
+            per_day: i32,
+        }
+        let row: Option<Row> = on_backend!(&self.pool, Pool, pool => {
+            sqlx::query_as(
+                "SELECT k.id, k.org_id, k.key_hash, k.scopes, k.expires_at, k.revoked_at, \
+                 COALESCE(k.requests_per_minute, p.key_requests_per_minute) AS per_minute, \
+                 COALESCE(k.requests_per_day, p.key_requests_per_day) AS per_day \
+                 FROM api_keys k JOIN orgs o ON o.id = k.org_id JOIN plans p ON p.id = o.plan_id \
+                 WHERE k.lookup_id = $1",
+            )
+            .bind(lookup_id)
+            .fetch_optional(pool)
+            .await?
+        });
+        Ok(row.map(|row| StoredKey {
+            id: row.id,
+            org_id: OrgId::from_uuid(row.org_id),
+            key_hash: row.key_hash,
+            scopes: Scopes::from_stored(&row.scopes),
+            expires_at: row.expires_at.map(from_ms),
+            revoked: row.revoked_at.is_some(),
+            requests_per_minute: u32::try_from(row.per_minute).unwrap_or(0),
+            requests_per_day: u32::try_from(row.per_day).unwrap_or(0),
+        }))
+    }
+
+    /// Notes a key's use (KEY-2: last used time and address), at most once a minute.
+    pub async fn touch_api_key(
+        &self,
+        id: Uuid,
+        ip: &str,
+        now: OffsetDateTime,
+    ) -> Result<(), StorageError> {
+        on_backend!(&self.pool, Pool, pool => {
+            sqlx::query(
+                "UPDATE api_keys SET last_used_at = $1, last_used_ip = $2 \
+                 WHERE id = $3 AND (last_used_at IS NULL OR last_used_at < $4 OR last_used_ip <> $2)",
+            )
+            .bind(ms(now))
+            .bind(ip)
+            .bind(id)
+            .bind(ms(now) - TOUCH_INTERVAL_MS)
+            .execute(pool)
+            .await?;
+        });
+        Ok(())
+    }
+
+    /// Whether the organization lets members (not only owners and admins) create keys.
+    pub async fn members_create_keys(&self, org_id: OrgId) -> Result<bool, StorageError> {
+        Ok(on_backend!(&self.pool, Pool, pool => {
+            sqlx::query_scalar("SELECT members_create_keys FROM orgs WHERE id = $1")
+                .bind(org_id.as_uuid())
+                .fetch_one(pool)
+                .await?
+        }))
+    }
+}
