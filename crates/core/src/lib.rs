@@ -13,6 +13,7 @@ pub mod org;
 pub mod password_policy;
 pub mod redact;
 pub mod request_id;
+pub mod usage;
 
 pub use client_ip::TrustedProxies;
 pub use email::EmailAddress;

@@ -56,6 +56,12 @@ both_backends! {
         let log: Value = log.json().await.unwrap();
         assert!(log["entries"].as_array().unwrap().iter().any(|e| e["action"] == "api_key.created"));
         problem(with_key(&app, &key, Method::GET, "/v1/api-keys").await, 403, "insufficient_scope").await;
+        // Any key of the organization sees its usage.
+        let usage: Value = with_key(&app, &key, Method::GET, "/v1/usage").await.json().await.unwrap();
+        assert_eq!(usage["plan"], "free");
+        assert_eq!(usage["metrics"][0]["metric"], "verifications");
+        assert_eq!(usage["metrics"][0]["used"], 0);
+        assert_eq!(usage["metrics"][0]["remaining"], usage["metrics"][0]["quota"]);
         // Account routes are for people.
         problem(with_key(&app, &key, Method::GET, "/v1/me").await, 403, "insufficient_scope").await;
         let listed: Value = get_as(&app, &session, "/v1/api-keys").await.json().await.unwrap();

@@ -12,6 +12,7 @@ pub mod teams;
 pub mod tokens;
 pub mod two_factor;
 mod tx;
+pub mod usage;
 
 /// Runs the same expression against whichever pool (or transaction) is open: one query text
 /// serves both backends wherever their SQL agrees, and the compiler still type-checks each arm

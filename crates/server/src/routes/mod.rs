@@ -14,6 +14,7 @@ pub(crate) mod privacy;
 pub mod setup;
 mod team;
 pub(crate) mod two_factor;
+mod usage;
 
 use axum::Router;
 use axum::routing::{delete, get, patch, post};
@@ -71,6 +72,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .route("/v1/api-keys", get(api_keys::list).post(api_keys::create))
         .route("/v1/api-keys/{id}", delete(api_keys::revoke))
         .route("/v1/audit-log", get(me::org_audit_log))
+        .route("/v1/usage", get(usage::usage))
         .route_layer(from_fn_with_state(
             state.clone(),
             rate_limit::keys::limit_api_keys,

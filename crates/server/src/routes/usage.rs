@@ -1,0 +1,38 @@
+//! `GET /v1/usage` (VER-7, ORG-5): the organization's quota this month, what is used, what is
+//! left, and when it resets. Any member, and any of the organization's keys, may look.
+
+use axum::Json;
+use axum::extract::State;
+use mailroom_core::usage::{Metric, month_of};
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::auth::caller::Caller;
+use crate::error::ApiError;
+use crate::routes::auth::database;
+use crate::state::AppState;
+
+pub async fn usage(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
+    let org_id = caller.org_id();
+    let (start, resets_at) = month_of(OffsetDateTime::now_utc());
+    let plan = database(state.database.plan_of(org_id).await)?;
+    let used = database(
+        state
+            .database
+            .usage(org_id, Metric::Verifications, start)
+            .await,
+    )?;
+    let when = |time: OffsetDateTime| time.format(&Rfc3339).unwrap_or_default();
+    Ok(Json(json!({
+        "plan": plan.id,
+        "metrics": [{
+            "metric": Metric::Verifications.as_str(),
+            "quota": plan.verifications_per_month,
+            "used": used,
+            "remaining": (plan.verifications_per_month - used).max(0),
+            "period_start": when(start),
+            "resets_at": when(resets_at),
+        }],
+    })))
+}
