@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use crate::accounts::{from_ms, ms};
 use crate::teams::Change;
-use crate::tx::Inner;
+use crate::tx::{Inner, Tenancy};
 use crate::{Database, Pool, StorageError, on_backend};
 
 /// `last_used_at` is written at most this often per key, not on every request.
@@ -118,17 +118,24 @@ impl Database {
         org_id: OrgId,
         now: OffsetDateTime,
     ) -> Result<Vec<ApiKeyInfo>, StorageError> {
-        let rows: Vec<InfoRow> = on_backend!(&self.pool, Pool, pool => {
-            sqlx::query_as(
-                "SELECT id, name, lookup_id, scopes, created_by, created_at, expires_at, last_used_at, last_used_ip \
-                 FROM api_keys WHERE org_id = $1 AND revoked_at IS NULL \
-                 AND (expires_at IS NULL OR expires_at > $2) ORDER BY created_at DESC",
-            )
-            .bind(org_id.as_uuid())
-            .bind(ms(now))
-            .fetch_all(pool)
-            .await?
-        });
+        let rows: Vec<InfoRow> = self
+            .transaction_for(&Tenancy::Org(org_id), |tx| {
+                async move {
+                    Ok(on_backend!(&mut tx.0, Inner, tx => {
+                        sqlx::query_as(
+                            "SELECT id, name, lookup_id, scopes, created_by, created_at, expires_at, last_used_at, last_used_ip \
+                             FROM api_keys WHERE org_id = $1 AND revoked_at IS NULL \
+                             AND (expires_at IS NULL OR expires_at > $2) ORDER BY created_at DESC",
+                        )
+                        .bind(org_id.as_uuid())
+                        .bind(ms(now))
+                        .fetch_all(&mut **tx)
+                        .await?
+                    }))
+                }
+                .boxed()
+            })
+            .await?;
         Ok(rows
             .into_iter()
             .map(|row| ApiKeyInfo {
@@ -189,18 +196,27 @@ impl Database {
             per_minute: i32,
             per_day: i32,
         }
-        let row: Option<Row> = on_backend!(&self.pool, Pool, pool => {
-            sqlx::query_as(
-                "SELECT k.id, k.org_id, k.key_hash, k.scopes, k.expires_at, k.revoked_at, \
-                 COALESCE(k.requests_per_minute, p.key_requests_per_minute) AS per_minute, \
-                 COALESCE(k.requests_per_day, p.key_requests_per_day) AS per_day \
-                 FROM api_keys k JOIN orgs o ON o.id = k.org_id JOIN plans p ON p.id = o.plan_id \
-                 WHERE k.lookup_id = $1",
-            )
-            .bind(lookup_id)
-            .fetch_optional(pool)
-            .await?
-        });
+        let lookup_id = lookup_id.to_owned();
+        let tenancy = Tenancy::ApiKeyLookup(lookup_id.clone());
+        let row: Option<Row> = self
+            .transaction_for(&tenancy, |tx| {
+                async move {
+                    Ok(on_backend!(&mut tx.0, Inner, tx => {
+                        sqlx::query_as(
+                            "SELECT k.id, k.org_id, k.key_hash, k.scopes, k.expires_at, k.revoked_at, \
+                             COALESCE(k.requests_per_minute, p.key_requests_per_minute) AS per_minute, \
+                             COALESCE(k.requests_per_day, p.key_requests_per_day) AS per_day \
+                             FROM api_keys k JOIN orgs o ON o.id = k.org_id JOIN plans p ON p.id = o.plan_id \
+                             WHERE k.lookup_id = $1",
+                        )
+                        .bind(&lookup_id)
+                        .fetch_optional(&mut **tx)
+                        .await?
+                    }))
+                }
+                .boxed()
+            })
+            .await?;
         Ok(row.map(|row| StoredKey {
             id: row.id,
             org_id: OrgId::from_uuid(row.org_id),
@@ -216,23 +232,31 @@ impl Database {
     /// Notes a key's use (KEY-2: last used time and address), at most once a minute.
     pub async fn touch_api_key(
         &self,
+        org_id: OrgId,
         id: Uuid,
         ip: &str,
         now: OffsetDateTime,
     ) -> Result<(), StorageError> {
-        on_backend!(&self.pool, Pool, pool => {
-            sqlx::query(
-                "UPDATE api_keys SET last_used_at = $1, last_used_ip = $2 \
-                 WHERE id = $3 AND (last_used_at IS NULL OR last_used_at < $4 OR last_used_ip <> $2)",
-            )
-            .bind(ms(now))
-            .bind(ip)
-            .bind(id)
-            .bind(ms(now) - TOUCH_INTERVAL_MS)
-            .execute(pool)
-            .await?;
-        });
-        Ok(())
+        let ip = ip.to_owned();
+        self.transaction_for(&Tenancy::Org(org_id), |tx| {
+            async move {
+                on_backend!(&mut tx.0, Inner, tx => {
+                    sqlx::query(
+                        "UPDATE api_keys SET last_used_at = $1, last_used_ip = $2 \
+                         WHERE id = $3 AND (last_used_at IS NULL OR last_used_at < $4 OR last_used_ip <> $2)",
+                    )
+                    .bind(ms(now))
+                    .bind(&ip)
+                    .bind(id)
+                    .bind(ms(now) - TOUCH_INTERVAL_MS)
+                    .execute(&mut **tx)
+                    .await?;
+                });
+                Ok(())
+            }
+            .boxed()
+        })
+        .await
     }
 
     /// Whether the organization lets members (not only owners and admins) create keys.
@@ -243,5 +267,163 @@ impl Database {
                 .fetch_one(pool)
                 .await?
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use mailroom_core::audit::{Action, Outcome};
+    use mailroom_core::org::OrgRole;
+    use mailroom_core::usage::Metric;
+    use mailroom_testkit::TestDatabase;
+    use sqlx::{Connection, Executor, PgConnection};
+
+    use super::*;
+    use crate::accounts::{NewAccount, PlatformRole};
+    use crate::teams::NewInvitation;
+    use crate::usage::Charge;
+
+    fn event(org_id: OrgId) -> AuditEvent {
+        AuditEvent {
+            org_id: Some(org_id),
+            actor: None,
+            action: Action::ApiKeyCreated,
+            outcome: Outcome::Success,
+            target: None,
+            ip: None,
+            user_agent: None,
+            session_id: None,
+            api_key_id: None,
+            request_id: None,
+        }
+    }
+
+    /// An organization with a key, an invitation and a charge.
+    async fn tenant(db: &Database, name: &str) -> (OrgId, UserId) {
+        let now = OffsetDateTime::now_utc();
+        let account = NewAccount {
+            email: format!("{name}@example.test"),
+            password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+            platform_role: PlatformRole::User,
+        };
+        let user = db.create_account(&account, now).await.unwrap();
+        let key = NewApiKey {
+            id: Uuid::now_v7(),
+            name: name.into(),
+            lookup_id: format!("{name:0>12}"),
+            key_hash: vec![1; 32],
+            scopes: Scopes::parse(["verify"]).unwrap(),
+            created_by: user.id,
+            expires_at: None,
+        };
+        db.create_api_key(user.org_id, &key, &event(user.org_id), now)
+            .await
+            .unwrap();
+        let invitation = NewInvitation {
+            id: Uuid::now_v7(),
+            email: format!("guest-of-{name}@example.test"),
+            role: OrgRole::Member,
+            token_hash: name.as_bytes().to_vec(),
+            invited_by: user.id,
+            expires_at: now + time::Duration::days(1),
+        };
+        db.create_invitation(user.org_id, &invitation, &event(user.org_id), now)
+            .await
+            .unwrap();
+        let charge = Charge {
+            org_id: user.org_id,
+            metric: Metric::Verifications,
+            amount: 1,
+            idempotency_key: name,
+            quota: 10,
+            period_start: now,
+        };
+        db.charge(&charge, now).await.unwrap();
+        (user.org_id, user.id)
+    }
+
+    async fn count(connection: &mut PgConnection, table: &str) -> i64 {
+        sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}"))
+            .fetch_one(connection)
+            .await
+            .unwrap()
+    }
+
+    const TENANT_TABLES: [&str; 4] = ["api_keys", "invitations", "usage_periods", "usage_charges"];
+
+    /// ORG-4 on PostgreSQL: as the app role, without saying whose, a transaction sees no
+    /// tenant row; saying one organization, it sees that one's; it cannot write another's.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_app_role_sees_no_tenant_rows_without_a_tenant() {
+        let Some(test_db) = TestDatabase::postgres().await else {
+            return;
+        };
+        let db = Database::connect(test_db.url())
+            .await
+            .unwrap()
+            .with_audit_key(b"test key");
+        db.migrate().await.unwrap();
+        let (a, _) = tenant(&db, "alpha").await;
+        let (b, _) = tenant(&db, "bravo").await;
+
+        // The test's own connection is the database's superuser: it sees everything.
+        let mut raw = PgConnection::connect(test_db.url()).await.unwrap();
+        for table in TENANT_TABLES {
+            assert_eq!(count(&mut raw, table).await, 2, "{table}");
+        }
+        // The role is what the policies need it to be.
+        let (superuser, bypass): (bool, bool) = sqlx::query_as(
+            "SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = 'mailroom_app'",
+        )
+        .fetch_one(&mut raw)
+        .await
+        .unwrap();
+        assert!(!superuser && !bypass);
+
+        raw.execute("SET ROLE mailroom_app").await.unwrap();
+        for table in TENANT_TABLES {
+            assert_eq!(count(&mut raw, table).await, 0, "{table} without a tenant");
+        }
+        sqlx::query("SELECT set_config('app.org_id', $1, false)")
+            .bind(a.as_uuid().to_string())
+            .execute(&mut raw)
+            .await
+            .unwrap();
+        for table in TENANT_TABLES {
+            assert_eq!(count(&mut raw, table).await, 1, "{table} as alpha");
+        }
+        let foreign = sqlx::query(
+            "INSERT INTO api_keys (id, org_id, name, lookup_id, key_hash, scopes, created_at) \
+             VALUES ($1, $2, 'x', 'foreignforei', '\\x00', 'verify', 0)",
+        )
+        .bind(Uuid::now_v7())
+        .bind(b.as_uuid())
+        .execute(&mut raw)
+        .await;
+        assert!(
+            foreign.is_err(),
+            "a row of another tenant's cannot be written"
+        );
+        let moved = sqlx::query("UPDATE api_keys SET name = 'stolen' WHERE org_id = $1")
+            .bind(b.as_uuid())
+            .execute(&mut raw)
+            .await
+            .unwrap();
+        assert_eq!(moved.rows_affected(), 0);
+
+        // The app's own paths still work through the policies.
+        assert_eq!(
+            db.api_keys(b, OffsetDateTime::now_utc())
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+        assert!(
+            db.api_key_by_lookup_id("0000000alpha")
+                .await
+                .unwrap()
+                .is_some()
+        );
     }
 }

@@ -39,6 +39,11 @@ use sqlx::sqlite::{
 pub use error::StorageError;
 pub use tx::Tx;
 
+/// The role the app's PostgreSQL queries run as (made by migration 0017): neither owner nor
+/// superuser nor BYPASSRLS, so that the tenant policies bind it.
+pub const APP_ROLE: &str = "mailroom_app";
+const APP_ROLE_SQL: &str = "SET ROLE mailroom_app";
+
 /// How long a readiness probe may wait for the database before calling it unreachable.
 const PING_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long SQLite waits on a lock held by another connection before giving up.
@@ -63,6 +68,8 @@ impl Backend {
 #[derive(Clone)]
 pub struct Database {
     pool: Pool,
+    /// PostgreSQL: how to connect as the URL's own user, for migrations.
+    owner: Option<PgConnectOptions>,
     /// Keys the audit hash chains; derived from the root key when the keyring is unlocked.
     audit_key: Option<std::sync::Arc<[u8]>>,
     /// Seals and opens secrets in columns; present once unlocked with the master key.
@@ -104,17 +111,32 @@ impl Database {
             }
             Backend::Postgres => {
                 let options = PgConnectOptions::from_str(url)?.application_name("mailroom");
-                Pool::Postgres(
-                    PgPoolOptions::new()
-                        .max_connections(16)
-                        .acquire_timeout(Duration::from_secs(5))
-                        .connect_with(options)
-                        .await?,
-                )
+                // Every query of the app runs as the role the tenant policies bind (ORG-4),
+                // whoever the URL names — a superuser included. Lazily: the role exists only
+                // once the migrations, which run as the URL's user, have made it.
+                let pool = PgPoolOptions::new()
+                    .max_connections(16)
+                    .acquire_timeout(Duration::from_secs(5))
+                    .after_connect(|connection, _| {
+                        Box::pin(async move {
+                            sqlx::Executor::execute(connection, APP_ROLE_SQL)
+                                .await
+                                .map(drop)
+                        })
+                    })
+                    .connect_lazy_with(options.clone());
+                Pool::Postgres(pool)
             }
+        };
+        let owner = match Backend::of_url(url)? {
+            Backend::Postgres => {
+                Some(PgConnectOptions::from_str(url)?.application_name("mailroom-migrate"))
+            }
+            Backend::Sqlite => None,
         };
         Ok(Self {
             pool,
+            owner,
             audit_key: None,
             keyring: None,
         })
@@ -141,9 +163,18 @@ impl Database {
     /// Applies the backend's pending migrations. Safe to run from several nodes at once: on
     /// PostgreSQL the migrator holds an advisory lock.
     pub async fn migrate(&self) -> Result<(), StorageError> {
-        match &self.pool {
-            Pool::Sqlite(pool) => sqlx::migrate!("migrations/sqlite").run(pool).await?,
-            Pool::Postgres(pool) => sqlx::migrate!("migrations/postgres").run(pool).await?,
+        match (&self.pool, &self.owner) {
+            (Pool::Sqlite(pool), _) => sqlx::migrate!("migrations/sqlite").run(pool).await?,
+            // As the URL's user, who owns the tables, not as the app role.
+            (Pool::Postgres(_), Some(owner)) => {
+                let mut connection =
+                    <sqlx::PgConnection as sqlx::Connection>::connect_with(owner).await?;
+                sqlx::migrate!("migrations/postgres")
+                    .run(&mut connection)
+                    .await?;
+                sqlx::Connection::close(connection).await?;
+            }
+            (Pool::Postgres(_), None) => return Err(StorageError::UnsupportedUrl),
         }
         Ok(())
     }

@@ -7,7 +7,7 @@ use mailroom_core::{OrgId, UserId};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::tx::Inner;
+use crate::tx::{Inner, Tenancy};
 use crate::{Database, StorageError, on_backend};
 
 /// What became of a deletion.
@@ -51,6 +51,7 @@ impl Database {
                     return Ok(Deletion::OwnershipTransferRequired);
                 }
                 crate::audit::erase_personal_fields(tx, &key, user_id, &email, now).await?;
+                tx.act_for(&Tenancy::ErasedEmail(email.clone())).await?;
                 on_backend!(&mut tx.0, Inner, tx => {
                     for sql in [
                         "DELETE FROM email_codes WHERE email = $1",

@@ -11,7 +11,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::accounts::{PERSONAL_ORG_NAME, from_ms, ms};
-use crate::tx::Inner;
+use crate::tx::{Inner, Tenancy};
 use crate::{Database, Pool, StorageError, Tx, on_backend};
 
 #[derive(Clone, Debug)]
@@ -296,17 +296,24 @@ impl Database {
         org_id: OrgId,
         now: OffsetDateTime,
     ) -> Result<Vec<Invitation>, StorageError> {
-        let rows: Vec<(Uuid, String, String, i64, i64)> = on_backend!(&self.pool, Pool, pool => {
-            sqlx::query_as(
-                "SELECT id, email, role, created_at, expires_at FROM invitations \
-                 WHERE org_id = $1 AND accepted_at IS NULL AND revoked_at IS NULL AND expires_at > $2 \
-                 ORDER BY created_at DESC",
-            )
-            .bind(org_id.as_uuid())
-            .bind(ms(now))
-            .fetch_all(pool)
-            .await?
-        });
+        let rows: Vec<(Uuid, String, String, i64, i64)> = self
+            .transaction_for(&Tenancy::Org(org_id), |tx| {
+                async move {
+                    Ok(on_backend!(&mut tx.0, Inner, tx => {
+                        sqlx::query_as(
+                            "SELECT id, email, role, created_at, expires_at FROM invitations \
+                             WHERE org_id = $1 AND accepted_at IS NULL AND revoked_at IS NULL AND expires_at > $2 \
+                             ORDER BY created_at DESC",
+                        )
+                        .bind(org_id.as_uuid())
+                        .bind(ms(now))
+                        .fetch_all(&mut **tx)
+                        .await?
+                    }))
+                }
+                .boxed()
+            })
+            .await?;
         Ok(rows
             .into_iter()
             .map(|(id, email, role, created_at, expires_at)| Invitation {
@@ -369,6 +376,8 @@ impl Database {
                 event.clone(),
             );
             async move {
+                tx.act_for(&Tenancy::InvitationToken(hex::encode(&token_hash)))
+                    .await?;
                 let acceptance =
                     accept(tx, &token_hash, user, &email, leave_current_org, now).await?;
                 if let Acceptance::Joined { org_id, .. } = acceptance {
@@ -540,6 +549,10 @@ impl Database {
         self.serializable(|tx| {
             let (key, event, change) = (key.clone(), event.clone(), change.clone());
             async move {
+                // The change acts for the organization its entry is recorded in.
+                if let Some(org) = event.org_id {
+                    tx.act_for(&Tenancy::Org(org)).await?;
+                }
                 let outcome = change(tx).await?;
                 if outcome == Change::Done {
                     crate::audit::append(tx, &key, &event, now).await?;

@@ -91,6 +91,76 @@ impl Database {
     }
 }
 
+/// Who a transaction acts for, as PostgreSQL's tenant policies read it (ORG-4): an
+/// organization, or one of the named cross-tenant lookups of migration 0017.
+#[derive(Clone, Debug)]
+pub(crate) enum Tenancy {
+    Org(mailroom_core::OrgId),
+    /// An API key found by its lookup id, before its organization is known.
+    ApiKeyLookup(String),
+    /// An invitation found by its token's hash (hex), by someone of another organization.
+    InvitationToken(String),
+    /// The invitations to an address whose account is being erased.
+    ErasedEmail(String),
+}
+
+impl Tenancy {
+    fn setting(&self) -> (&'static str, String) {
+        match self {
+            Tenancy::Org(org) => ("app.org_id", org.as_uuid().to_string()),
+            Tenancy::ApiKeyLookup(id) => ("app.api_key_lookup_id", id.clone()),
+            Tenancy::InvitationToken(hash) => ("app.invitation_token", hash.clone()),
+            Tenancy::ErasedEmail(email) => ("app.erase_email", email.clone()),
+        }
+    }
+}
+
+impl Tx {
+    /// Says, for the rest of this transaction only, whom it acts for. SQLite has no row
+    /// policies; there the tenant is in every query's `WHERE`.
+    pub(crate) async fn act_for(&mut self, tenancy: &Tenancy) -> Result<(), StorageError> {
+        if let Inner::Postgres(tx) = &mut self.0 {
+            let (name, value) = tenancy.setting();
+            sqlx::query("SELECT set_config($1, $2, true)")
+                .bind(name)
+                .bind(value)
+                .execute(&mut **tx)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+impl Database {
+    /// Runs `work` in a plain transaction acting for `tenancy`: no write lock on SQLite, no
+    /// serialization on PostgreSQL — for reads and single-statement writes on hot paths (an
+    /// API key on every request).
+    pub(crate) async fn transaction_for<T, F>(
+        &self,
+        tenancy: &Tenancy,
+        work: F,
+    ) -> Result<T, StorageError>
+    where
+        F: for<'t> FnOnce(&'t mut Tx) -> BoxFuture<'t, Result<T, StorageError>>,
+    {
+        let mut tx = Tx(match &self.pool {
+            Pool::Sqlite(pool) => Inner::Sqlite(pool.begin().await?),
+            Pool::Postgres(pool) => Inner::Postgres(pool.begin().await?),
+        });
+        let outcome = match tx.act_for(tenancy).await {
+            Ok(()) => work(&mut tx).await,
+            Err(error) => Err(error),
+        };
+        match outcome {
+            Ok(value) => tx.commit().await.map(|()| value),
+            Err(error) => {
+                tx.rollback().await;
+                Err(error)
+            }
+        }
+    }
+}
+
 impl Tx {
     pub(crate) async fn commit(self) -> Result<(), StorageError> {
         Ok(on_backend!(self.0, Inner, tx => tx.commit().await)?)
@@ -147,21 +217,27 @@ mod tests {
             .unwrap())
     }
 
-    async fn create_scratch_counter(db: &Database) {
-        for statement in [
-            "CREATE TABLE scratch_counter (value BIGINT NOT NULL)",
-            "INSERT INTO scratch_counter (value) VALUES (0)",
-        ] {
-            on_backend!(&db.pool, Pool, pool => {
-                sqlx::query(statement).execute(pool).await.unwrap();
-            });
+    /// A scratch table, made as the database's owner (after the migrations, which make the
+    /// app role) and open to the app role the pool acts as.
+    async fn create_scratch_counter(test_db: &mailroom_testkit::TestDatabase, db: &Database) {
+        db.migrate().await.unwrap();
+        test_db
+            .execute("CREATE TABLE scratch_counter (value BIGINT NOT NULL)")
+            .await;
+        test_db
+            .execute("INSERT INTO scratch_counter (value) VALUES (0)")
+            .await;
+        if db.backend() == crate::Backend::Postgres {
+            test_db
+                .execute("GRANT ALL ON scratch_counter TO mailroom_app")
+                .await;
         }
     }
 
     both_backends! {
         async fn fifty_concurrent_read_modify_writes_end_exact(test_db) {
             let db = Arc::new(Database::connect(test_db.url()).await.unwrap());
-            create_scratch_counter(&db).await;
+            create_scratch_counter(&test_db, &db).await;
 
             let tasks: Vec<_> = (0..50)
                 .map(|_| {
@@ -179,7 +255,7 @@ mod tests {
 
         async fn an_error_in_the_work_rolls_everything_back(test_db) {
             let db = Database::connect(test_db.url()).await.unwrap();
-            create_scratch_counter(&db).await;
+            create_scratch_counter(&test_db, &db).await;
             let result: Result<(), _> = db
                 .serializable(|tx| {
                     async move {
@@ -212,7 +288,7 @@ mod tests {
             return;
         };
         let db = Arc::new(Database::connect(test_db.url()).await.unwrap());
-        create_scratch_counter(&db).await;
+        create_scratch_counter(&test_db, &db).await;
         let both_have_read = Arc::new(tokio::sync::Barrier::new(2));
         let attempts = Arc::new(AtomicU32::new(0));
 

@@ -8,8 +8,8 @@ use mailroom_core::usage::Metric;
 use time::OffsetDateTime;
 
 use crate::accounts::ms;
-use crate::tx::Inner;
-use crate::{Database, Pool, StorageError, on_backend};
+use crate::tx::{Inner, Tenancy};
+use crate::{Database, StorageError, on_backend};
 
 /// One charge to make.
 #[derive(Clone, Debug)]
@@ -45,9 +45,11 @@ impl Database {
         let period = ms(charge.period_start);
         let (amount, quota) = (charge.amount, charge.quota);
         let key = charge.idempotency_key.to_owned();
+        let tenancy = Tenancy::Org(charge.org_id);
         self.serializable(|tx| {
-            let key = key.clone();
+            let (key, tenancy) = (key.clone(), tenancy.clone());
             async move {
+                tx.act_for(&tenancy).await?;
                 on_backend!(&mut tx.0, Inner, tx => {
                     let used: Option<i64> = sqlx::query_scalar(
                         "SELECT used FROM usage_periods WHERE org_id = $1 AND metric = $2 AND period_start = $3",
@@ -108,16 +110,23 @@ impl Database {
         metric: Metric,
         period_start: OffsetDateTime,
     ) -> Result<i64, StorageError> {
-        let used: Option<i64> = on_backend!(&self.pool, Pool, pool => {
-            sqlx::query_scalar(
-                "SELECT used FROM usage_periods WHERE org_id = $1 AND metric = $2 AND period_start = $3",
-            )
-            .bind(org_id.as_uuid())
-            .bind(metric.as_str())
-            .bind(ms(period_start))
-            .fetch_optional(pool)
-            .await?
-        });
+        let used: Option<i64> = self
+            .transaction_for(&Tenancy::Org(org_id), |tx| {
+                async move {
+                    Ok(on_backend!(&mut tx.0, Inner, tx => {
+                        sqlx::query_scalar(
+                            "SELECT used FROM usage_periods WHERE org_id = $1 AND metric = $2 AND period_start = $3",
+                        )
+                        .bind(org_id.as_uuid())
+                        .bind(metric.as_str())
+                        .bind(ms(period_start))
+                        .fetch_optional(&mut **tx)
+                        .await?
+                    }))
+                }
+                .boxed()
+            })
+            .await?;
         Ok(used.unwrap_or(0))
     }
 }

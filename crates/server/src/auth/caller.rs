@@ -147,7 +147,12 @@ async fn authenticate_key(
     {
         return Err(invalid_api_key());
     }
-    database(state.database.touch_api_key(stored.id, ip, now).await)?;
+    database(
+        state
+            .database
+            .touch_api_key(stored.org_id, stored.id, ip, now)
+            .await,
+    )?;
     Ok(KeyCaller {
         key_id: stored.id,
         org_id: stored.org_id,
