@@ -1,5 +1,6 @@
 // What the browser flows share: Debian's Chromium, pages that record every console error,
 // failed response and CSP violation as a problem, and the codes mailed to the outbox.
+import { createHmac } from "node:crypto";
 import { readdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { chromium } from "playwright-core";
@@ -50,4 +51,38 @@ export async function latestCode(outbox, email) {
     await new Promise((r) => setTimeout(r, 100));
   }
   throw new Error("no code in the outbox");
+}
+
+/// RFC 4648 base32, as authenticator apps take the key.
+export function base32(text) {
+  const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+  let bits = "";
+  for (const char of text.replace(/=+$/, "").toUpperCase()) {
+    bits += alphabet.indexOf(char).toString(2).padStart(5, "0");
+  }
+  const bytes = [];
+  for (let i = 0; i + 8 <= bits.length; i += 8) bytes.push(parseInt(bits.slice(i, i + 8), 2));
+  return Buffer.from(bytes);
+}
+
+/// RFC 6238: HMAC-SHA1 over the 30-second step, dynamically truncated to six digits.
+export function totp(key, step) {
+  const counter = Buffer.alloc(8);
+  counter.writeBigUInt64BE(BigInt(step));
+  const mac = createHmac("sha1", key).update(counter).digest();
+  const offset = mac[mac.length - 1] & 0x0f;
+  const value = (mac.readUInt32BE(offset) & 0x7fffffff) % 1_000_000;
+  return value.toString().padStart(6, "0");
+}
+
+/// Signs up through the pages, with the code from the outbox; ends on the security page.
+export async function signUp(page, base, outbox, email, password) {
+  await page.goto(`${base}/signup`);
+  await page.getByLabel("Email").fill(email);
+  await page.getByLabel("Password").fill(password);
+  await page.getByRole("button", { name: "Create account" }).click();
+  await page.waitForURL(/\/verify/);
+  await page.getByLabel("6-digit code from your email").fill(await latestCode(outbox, email));
+  await page.getByRole("button", { name: "Verify" }).click();
+  await page.waitForURL(/\/security/);
 }

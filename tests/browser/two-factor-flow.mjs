@@ -5,34 +5,11 @@
 // confirmation. Reports one JSON line of what happened, with every console error and CSP
 // violation seen on the way.
 // Usage: node two-factor-flow.mjs BASE_URL OUTBOX_DIR SCREENSHOT.png
-import { createHmac } from "node:crypto";
-import { expectStatus, latestCode, launch, openPage, problems } from "./lib.mjs";
+import { base32, expectStatus, launch, openPage, problems, signUp, totp } from "./lib.mjs";
 
 const [base, outbox, screenshot] = process.argv.slice(2);
 const email = "guarded@example.test";
 const password = "correct horse battery staple";
-
-/// RFC 4648 base32, as authenticator apps take the key.
-function base32(text) {
-  const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
-  let bits = "";
-  for (const char of text.replace(/=+$/, "").toUpperCase()) {
-    bits += alphabet.indexOf(char).toString(2).padStart(5, "0");
-  }
-  const bytes = [];
-  for (let i = 0; i + 8 <= bits.length; i += 8) bytes.push(parseInt(bits.slice(i, i + 8), 2));
-  return Buffer.from(bytes);
-}
-
-/// RFC 6238: HMAC-SHA1 over the 30-second step, dynamically truncated to six digits.
-function totp(key, step) {
-  const counter = Buffer.alloc(8);
-  counter.writeBigUInt64BE(BigInt(step));
-  const mac = createHmac("sha1", key).update(counter).digest();
-  const offset = mac[mac.length - 1] & 0x0f;
-  const value = (mac.readUInt32BE(offset) & 0x7fffffff) % 1_000_000;
-  return value.toString().padStart(6, "0");
-}
 
 const browser = await launch();
 
@@ -55,14 +32,7 @@ try {
   const context = await browser.newContext();
   const page = await openPage(context);
 
-  await page.goto(`${base}/signup`);
-  await page.getByLabel("Email").fill(email);
-  await page.getByLabel("Password").fill(password);
-  await page.getByRole("button", { name: "Create account" }).click();
-  await page.waitForURL(/\/verify/);
-  await page.getByLabel("6-digit code from your email").fill(await latestCode(outbox, email));
-  await page.getByRole("button", { name: "Verify" }).click();
-  await page.waitForURL(/\/security/);
+  await signUp(page, base, outbox, email, password);
 
   // Setup: the QR code is inline SVG; the key is beside it.
   await page.getByRole("button", { name: "Set up an authenticator app" }).click();

@@ -81,12 +81,19 @@ fn assert_no_violations(page: &Value) {
 
 /// Runs one of the scripted flows of `tests/browser/` against the app; its report, checked
 /// for errors and problems (console errors, failed responses, CSP violations).
-async fn run_flow(script: &str, app: &TestApp, db: &TestDatabase, screenshot: &Path) -> Value {
+async fn run_flow(
+    script: &str,
+    app: &TestApp,
+    db: &TestDatabase,
+    screenshot: &Path,
+    extra: &[&str],
+) -> Value {
     let output = tokio::process::Command::new("node")
         .arg(browser_dir().join(script))
         .arg(&app.url)
         .arg(db.dir().join("data/outbox"))
         .arg(screenshot)
+        .args(extra)
         .output()
         .await
         .unwrap();
@@ -145,7 +152,7 @@ both_backends! {
         }
         let app = TestApp::spawn(&db).await;
         let screenshot = db.dir().join("security.png");
-        let flow = run_flow("account-flow.mjs", &app, &db, &screenshot).await;
+        let flow = run_flow("account-flow.mjs", &app, &db, &screenshot, &[]).await;
         assert_eq!(flow["signedInAs"], "person@example.test", "{flow:#}");
         assert_eq!(flow["afterSignOut"], "/signin", "{flow:#}");
         assert_eq!(flow["sessionsBefore"], 2, "{flow:#}");
@@ -159,13 +166,37 @@ both_backends! {
         app.stop().await;
     }
 
+    async fn an_owner_invites_promotes_and_manages_keys(db) {
+        if browser_available().is_none() {
+            return;
+        }
+        let app = TestApp::spawn(&db).await;
+        // The owner of a team-plan organization, with the second factor the role will need.
+        let owner = common::accounts::create_account(&app, &db, "owner@example.test").await;
+        let (authenticator, _) = common::two_factor::enable_totp(&app, &owner).await;
+        db.execute("UPDATE orgs SET plan_id = 'team'").await;
+        let screenshot = db.dir().join("team.png");
+        let key = authenticator.secret.base32();
+        let flow = run_flow("team-flow.mjs", &app, &db, &screenshot, &["owner@example.test", key.as_str()]).await;
+        assert_eq!(flow["pending"], 1, "{flow:#}");
+        assert_eq!(flow["inviteeRole"], "member", "{flow:#}");
+        assert_eq!(flow["members"], 2, "{flow:#}");
+        assert_eq!(flow["promotedTo"], "admin", "{flow:#}");
+        assert_eq!(flow["keyShape"], true, "{flow:#}");
+        assert_eq!(flow["keysListed"], 1, "{flow:#}");
+        assert_eq!(flow["keyShownAgain"], false, "{flow:#}");
+        assert_eq!(flow["keysAfterRevoke"], 0, "{flow:#}");
+        assert_eq!(flow["revokedKeyStatus"], 401, "{flow:#}");
+        app.stop().await;
+    }
+
     async fn a_person_turns_on_two_factor_signs_in_with_it_and_deletes_the_account(db) {
         if browser_available().is_none() {
             return;
         }
         let app = TestApp::spawn(&db).await;
         let screenshot = db.dir().join("two-factor.png");
-        let flow = run_flow("two-factor-flow.mjs", &app, &db, &screenshot).await;
+        let flow = run_flow("two-factor-flow.mjs", &app, &db, &screenshot, &[]).await;
         assert_eq!(flow["qrIsSvg"], true, "{flow:#}");
         assert_eq!(flow["backupCodes"], 10, "{flow:#}");
         assert_eq!(flow["downloadHasCodes"], true, "{flow:#}");

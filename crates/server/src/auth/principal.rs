@@ -19,6 +19,7 @@ use crate::state::AppState;
 /// Rolling expiry is written at most this often per session, not on every request.
 const TOUCH_INTERVAL: Duration = Duration::minutes(1);
 
+#[derive(Clone)]
 pub struct Principal {
     pub user: User,
     pub credential: Credential,

@@ -71,20 +71,13 @@ pub(crate) fn page(
     notice: Option<&str>,
     form: Markup,
 ) -> Response {
-    let status = error.map_or(StatusCode::OK, ApiError::status);
-    let markup = layout(
+    crate::pages::titled(
         nonce,
         title,
-        html! {
-            section.narrow {
-                h1 { (title) }
-                @if let Some(notice) = notice { p.notice role="status" { (notice) } }
-                @if let Some(error) = error { p.error role="alert" { (error.detail()) } }
-                (form)
-            }
-        },
-    );
-    (status, markup).into_response()
+        notice,
+        error,
+        html! { section.narrow { (form) } },
+    )
 }
 
 fn email_field(value: &str) -> Markup {

@@ -3,6 +3,7 @@
 //! loads; a script without it does not run.
 
 pub mod account;
+pub mod team;
 pub mod two_factor;
 
 use axum::Extension;
@@ -31,6 +32,12 @@ pub fn layout(nonce: &CspNonce, title: &str, content: Markup) -> Markup {
                         a href="/signup" { "Sign up" }
                         " "
                         a href="/security" { "Security" }
+                        " "
+                        a href="/team" { "Team" }
+                        " "
+                        a href="/api-keys" { "API keys" }
+                        " "
+                        a href="/usage" { "Usage" }
                     }
                 }
                 main { (content) }
@@ -40,6 +47,30 @@ pub fn layout(nonce: &CspNonce, title: &str, content: Markup) -> Markup {
             }
         }
     }
+}
+
+/// A page under its title, with the notice of what just happened or the error of the last
+/// attempt (whose status it answers with).
+pub fn titled(
+    nonce: &CspNonce,
+    title: &str,
+    notice: Option<&str>,
+    error: Option<&crate::error::ApiError>,
+    content: Markup,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let status = error.map_or(axum::http::StatusCode::OK, |error| error.status());
+    let markup = layout(
+        nonce,
+        title,
+        html! {
+            h1 { (title) }
+            @if let Some(notice) = notice { p.notice role="status" { (notice) } }
+            @if let Some(error) = error { p.error role="alert" { (error.detail()) } }
+            (content)
+        },
+    );
+    (status, markup).into_response()
 }
 
 pub async fn landing(Extension(nonce): Extension<CspNonce>) -> Markup {

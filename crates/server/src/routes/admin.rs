@@ -96,22 +96,33 @@ pub async fn set_plan(
     Path(id): Path<Uuid>,
     ApiJson(body): ApiJson<PlanChange>,
 ) -> Result<StatusCode, ApiError> {
+    set_plan_of(&state, &trail, &admin, id, &body.plan).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub(crate) async fn set_plan_of(
+    state: &AppState,
+    trail: &AuditTrail,
+    admin: &Principal,
+    id: Uuid,
+    plan: &str,
+) -> Result<(), ApiError> {
     let org = OrgId::from_uuid(id);
     let event = admin_event(
-        &trail,
-        &admin,
+        trail,
+        admin,
         Some(org),
         Action::PlanChanged,
-        format!("plan {}", body.plan),
+        format!("plan {plan}"),
     );
     let changed = database(
         state
             .database
-            .set_org_plan(org, &body.plan, &event, OffsetDateTime::now_utc())
+            .set_org_plan(org, plan, &event, OffsetDateTime::now_utc())
             .await,
     )?;
     if changed {
-        Ok(StatusCode::NO_CONTENT)
+        Ok(())
     } else {
         Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -159,6 +170,17 @@ pub async fn set_disabled(
     Path(id): Path<Uuid>,
     ApiJson(body): ApiJson<UserChange>,
 ) -> Result<StatusCode, ApiError> {
+    set_disabled_of(&state, &trail, &admin, id, body.disabled).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub(crate) async fn set_disabled_of(
+    state: &AppState,
+    trail: &AuditTrail,
+    admin: &Principal,
+    id: Uuid,
+    disabled: bool,
+) -> Result<(), ApiError> {
     let user_id = UserId::from_uuid(id);
     if user_id == admin.user.id {
         return Err(ApiError::new(
@@ -169,14 +191,14 @@ pub async fn set_disabled(
     }
     let target =
         database(state.database.user_by_id(user_id).await)?.ok_or_else(ApiError::not_found)?;
-    let action = if body.disabled {
+    let action = if disabled {
         Action::UserDisabled
     } else {
         Action::UserEnabled
     };
     let event = admin_event(
-        &trail,
-        &admin,
+        trail,
+        admin,
         Some(target.org_id),
         action,
         target.email.clone(),
@@ -184,11 +206,11 @@ pub async fn set_disabled(
     let changed = database(
         state
             .database
-            .set_user_disabled(user_id, body.disabled, &event, OffsetDateTime::now_utc())
+            .set_user_disabled(user_id, disabled, &event, OffsetDateTime::now_utc())
             .await,
     )?;
     if changed {
-        Ok(StatusCode::NO_CONTENT)
+        Ok(())
     } else {
         Err(ApiError::not_found())
     }

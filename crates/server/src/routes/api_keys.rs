@@ -8,7 +8,7 @@ use mailroom_core::audit::{Action, AuditEvent};
 use mailroom_crypto::api_key;
 use mailroom_storage::api_keys::NewApiKey;
 use mailroom_storage::teams::Change;
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
@@ -47,6 +47,38 @@ pub async fn create(
     principal: Principal,
     ApiJson(body): ApiJson<KeyRequest>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let (key, raw) = create_of(
+        &state,
+        &trail,
+        principal,
+        &body.name,
+        &body.scopes,
+        body.expires_at.as_deref(),
+    )
+    .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "id": key.id,
+            "key": raw.expose_secret(),
+            "prefix": format!("mr_live_{}", key.lookup_id),
+            "name": key.name,
+            "scopes": key.scopes.names().collect::<Vec<_>>(),
+            "created_at": when(OffsetDateTime::now_utc()),
+            "expires_at": key.expires_at.map(when),
+        })),
+    ))
+}
+
+/// Creates a key; returns what is stored of it and the raw key, for its one showing.
+pub(crate) async fn create_of(
+    state: &AppState,
+    trail: &AuditTrail,
+    principal: Principal,
+    name: &str,
+    scopes: &[String],
+    expires_at: Option<&str>,
+) -> Result<(NewApiKey, SecretString), ApiError> {
     principal.require_recent_auth()?;
     let user = &principal.user;
     let org_id = user.org_id;
@@ -61,14 +93,14 @@ pub async fn create(
     let invalid = |field: &str, detail: String| {
         ApiError::new(StatusCode::BAD_REQUEST, "invalid_field", detail).with_field(field)
     };
-    let name = body.name.trim();
+    let name = name.trim();
     if name.is_empty() || name.chars().count() > MAX_NAME {
         return Err(invalid(
             "name",
             format!("name must be 1 to {MAX_NAME} characters"),
         ));
     }
-    let scopes = Scopes::parse(body.scopes.iter().map(String::as_str)).map_err(|unknown| {
+    let scopes = Scopes::parse(scopes.iter().map(String::as_str)).map_err(|unknown| {
         let known: Vec<&str> = Scope::ALL.iter().map(|scope| scope.as_str()).collect();
         invalid(
             "scopes",
@@ -85,9 +117,7 @@ pub async fn create(
         ));
     }
     let now = OffsetDateTime::now_utc();
-    let expires_at = body
-        .expires_at
-        .as_deref()
+    let expires_at = expires_at
         .map(|text| OffsetDateTime::parse(text, &Rfc3339))
         .transpose()
         .map_err(|_| invalid("expires_at", "expires_at must be an RFC 3339 time".into()))?;
@@ -109,7 +139,7 @@ pub async fn create(
     };
     let event = AuditEvent {
         target: Some(format!("api key {} ({})", key.id, key.scopes.to_stored())),
-        ..Caller::Account(principal).event(&trail, Action::ApiKeyCreated)
+        ..Caller::Account(principal).event(trail, Action::ApiKeyCreated)
     };
     database(
         state
@@ -117,18 +147,7 @@ pub async fn create(
             .create_api_key(org_id, &key, &event, now)
             .await,
     )?;
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({
-            "id": key.id,
-            "key": generated.key.expose_secret(),
-            "prefix": format!("mr_live_{}", key.lookup_id),
-            "name": key.name,
-            "scopes": key.scopes.names().collect::<Vec<_>>(),
-            "created_at": when(now),
-            "expires_at": key.expires_at.map(when),
-        })),
-    ))
+    Ok((key, generated.key))
 }
 
 /// `GET /v1/api-keys`: the organization's live keys, without secrets.
@@ -166,10 +185,20 @@ pub async fn revoke(
     caller: Caller,
     Path(id): Path<Uuid>,
 ) -> Result<StatusCode, ApiError> {
+    revoke_of(&state, &trail, &caller, id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub(crate) async fn revoke_of(
+    state: &AppState,
+    trail: &AuditTrail,
+    caller: &Caller,
+    id: Uuid,
+) -> Result<(), ApiError> {
     caller.require(Scope::KeysManage, true)?;
     let event = AuditEvent {
         target: Some(format!("api key {id}")),
-        ..caller.event(&trail, Action::ApiKeyRevoked)
+        ..caller.event(trail, Action::ApiKeyRevoked)
     };
     let change = database(
         state
@@ -178,7 +207,7 @@ pub async fn revoke(
             .await,
     )?;
     match change {
-        Change::Done => Ok(StatusCode::NO_CONTENT),
+        Change::Done => Ok(()),
         _ => Err(ApiError::not_found()),
     }
 }

@@ -1,8 +1,8 @@
 //! The routes, each module one concern. Handlers extract, authorize, call the domain and
 //! respond; the edge ([`crate::edge`]) does everything that applies to all of them.
 
-mod admin;
-mod api_keys;
+pub(crate) mod admin;
+pub(crate) mod api_keys;
 mod assets;
 pub(crate) mod auth;
 pub mod csp_report;
@@ -12,7 +12,7 @@ mod metrics;
 mod org;
 pub(crate) mod privacy;
 pub mod setup;
-mod team;
+pub(crate) mod team;
 pub(crate) mod two_factor;
 mod usage;
 
@@ -97,6 +97,37 @@ pub fn router(state: &AppState) -> Router<AppState> {
             post(account::revoke_submit),
         )
         .route("/signout", post(account::signout_submit))
+        .route("/team", get(pages::team::team_page))
+        .route("/team/members/{id}/role", post(pages::team::role_submit))
+        .route(
+            "/team/members/{id}/remove",
+            post(pages::team::remove_submit),
+        )
+        .route("/team/invitations", post(pages::team::invite_submit))
+        .route(
+            "/team/invitations/{id}/revoke",
+            post(pages::team::revoke_invitation_submit),
+        )
+        .route("/team/transfer", post(pages::team::transfer_submit))
+        .route(
+            "/invitations/accept",
+            get(pages::team::accept_page).post(pages::team::accept_submit),
+        )
+        .route(
+            "/api-keys",
+            get(pages::team::keys_page).post(pages::team::create_key_submit),
+        )
+        .route(
+            "/api-keys/{id}/revoke",
+            post(pages::team::revoke_key_submit),
+        )
+        .route("/usage", get(pages::team::usage_page))
+        .route("/admin", get(pages::team::admin_page))
+        .route("/admin/orgs/{id}/plan", post(pages::team::plan_submit))
+        .route(
+            "/admin/users/{id}/disabled",
+            post(pages::team::disabled_submit),
+        )
         .route("/security/delete", post(account::delete_submit))
         .route("/security/2fa/setup", post(pages::two_factor::setup_submit))
         .route(

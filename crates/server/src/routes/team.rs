@@ -66,11 +66,21 @@ pub async fn change_role(
     ApiJson(body): ApiJson<RoleChange>,
 ) -> Result<StatusCode, ApiError> {
     let role = parse_role(&body.role)?;
-    let target = UserId::from_uuid(user_id);
+    change_role_of(&state, &trail, &principal, UserId::from_uuid(user_id), role).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub(crate) async fn change_role_of(
+    state: &AppState,
+    trail: &AuditTrail,
+    principal: &Principal,
+    target: UserId,
+    role: OrgRole,
+) -> Result<(), ApiError> {
     let event = member_event(
-        &state,
-        &trail,
-        &principal,
+        state,
+        trail,
+        principal,
         target,
         Action::MemberRoleChanged,
         Some(role),
@@ -99,16 +109,17 @@ pub async fn remove(
     principal: Principal,
     Path(user_id): Path<Uuid>,
 ) -> Result<StatusCode, ApiError> {
-    let target = UserId::from_uuid(user_id);
-    let event = member_event(
-        &state,
-        &trail,
-        &principal,
-        target,
-        Action::MemberRemoved,
-        None,
-    )
-    .await?;
+    remove_of(&state, &trail, &principal, UserId::from_uuid(user_id)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub(crate) async fn remove_of(
+    state: &AppState,
+    trail: &AuditTrail,
+    principal: &Principal,
+    target: UserId,
+) -> Result<(), ApiError> {
+    let event = member_event(state, trail, principal, target, Action::MemberRemoved, None).await?;
     let change = database(
         state
             .database
@@ -138,12 +149,21 @@ pub async fn transfer_ownership(
     principal: Principal,
     ApiJson(body): ApiJson<Transfer>,
 ) -> Result<StatusCode, ApiError> {
+    transfer_of(&state, &trail, &principal, UserId::from_uuid(body.user_id)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub(crate) async fn transfer_of(
+    state: &AppState,
+    trail: &AuditTrail,
+    principal: &Principal,
+    target: UserId,
+) -> Result<(), ApiError> {
     principal.require_recent_auth()?;
-    let target = UserId::from_uuid(body.user_id);
     let event = member_event(
-        &state,
-        &trail,
-        &principal,
+        state,
+        trail,
+        principal,
         target,
         Action::OwnershipTransferred,
         None,
@@ -188,9 +208,9 @@ async fn member_event(
     })
 }
 
-fn answer(change: Change) -> Result<StatusCode, ApiError> {
+fn answer(change: Change) -> Result<(), ApiError> {
     match change {
-        Change::Done => Ok(StatusCode::NO_CONTENT),
+        Change::Done => Ok(()),
         Change::NotFound => Err(ApiError::not_found()),
         Change::Refused(refusal) => Err(refused(refusal)),
     }
@@ -216,7 +236,7 @@ pub(crate) fn refused(refusal: Refusal) -> ApiError {
     }
 }
 
-fn parse_role(role: &str) -> Result<OrgRole, ApiError> {
+pub(crate) fn parse_role(role: &str) -> Result<OrgRole, ApiError> {
     OrgRole::parse(role).ok_or_else(|| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -243,8 +263,27 @@ pub async fn invite(
     ApiJson(body): ApiJson<InvitationRequest>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let role = parse_role(&body.role)?;
+    let invitation = invite_of(&state, &trail, &principal, &body.email, role).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "id": invitation.id,
+            "email": invitation.email,
+            "role": role.as_str(),
+            "expires_at": when(invitation.expires_at),
+        })),
+    ))
+}
+
+pub(crate) async fn invite_of(
+    state: &AppState,
+    trail: &AuditTrail,
+    principal: &Principal,
+    email: &str,
+    role: OrgRole,
+) -> Result<NewInvitation, ApiError> {
     org::may_invite(principal.user.org_role, role).map_err(refused)?;
-    let email = EmailAddress::parse(&body.email).map_err(|error| {
+    let email = EmailAddress::parse(email).map_err(|error| {
         ApiError::new(StatusCode::BAD_REQUEST, "invalid_email", error.to_string())
             .with_field("email")
     })?;
@@ -278,19 +317,11 @@ pub async fn invite(
     let link = format!("{}/invitations/accept?token={token}", state.public_origin);
     let days = u32::try_from(INVITATION_TTL.as_secs() / 86_400).unwrap_or(7);
     send_mail(
-        &state,
+        state,
         &invitation.email,
         templates::invitation(&org_name, role.as_str(), &link, days),
     );
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({
-            "id": invitation.id,
-            "email": invitation.email,
-            "role": role.as_str(),
-            "expires_at": when(invitation.expires_at),
-        })),
-    ))
+    Ok(invitation)
 }
 
 /// `GET /v1/org/invitations`: the ones that can still be accepted.
@@ -328,7 +359,17 @@ pub async fn revoke_invitation(
     principal: Principal,
     Path(id): Path<Uuid>,
 ) -> Result<StatusCode, ApiError> {
-    require_manager(&principal)?;
+    revoke_invitation_of(&state, &trail, &principal, id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub(crate) async fn revoke_invitation_of(
+    state: &AppState,
+    trail: &AuditTrail,
+    principal: &Principal,
+    id: Uuid,
+) -> Result<(), ApiError> {
+    require_manager(principal)?;
     let event = AuditEvent {
         session_id: principal.session_id(),
         target: Some(format!("invitation {id}")),

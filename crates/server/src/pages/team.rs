@@ -1,0 +1,680 @@
+//! The organization in the browser: the team (members, roles, invitations, ownership), the
+//! invitation link's page, API keys (the new key shown once, with a copy button), usage, and
+//! the super-admin's page. Plain forms over the same functions as the JSON API.
+
+use axum::extract::{Extension, Form, Path, Query, State};
+use axum::response::{IntoResponse, Redirect, Response};
+use mailroom_core::UserId;
+use mailroom_core::api_keys::Scope;
+use mailroom_core::org::OrgRole;
+use mailroom_core::usage::{Metric, month_of};
+use maud::{Markup, html};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use uuid::Uuid;
+
+use crate::audit::AuditTrail;
+use crate::auth::Principal;
+use crate::auth::caller::Caller;
+use crate::edge::headers::CspNonce;
+use crate::error::ApiError;
+use crate::pages::titled;
+use crate::routes::admin::SuperAdmin;
+use crate::routes::auth::database;
+use crate::routes::{admin, api_keys, team};
+use crate::state::AppState;
+
+fn when(time: OffsetDateTime) -> String {
+    time.format(&Rfc3339).unwrap_or_default()
+}
+
+#[derive(Deserialize)]
+pub struct NoticeQuery {
+    notice: Option<String>,
+}
+
+/// Where a page that needs an account sends someone without one (or owing a second factor).
+fn away(error: &ApiError) -> Response {
+    match error.code() {
+        "mfa_setup_required" => Redirect::to("/security").into_response(),
+        _ => Redirect::to("/signin").into_response(),
+    }
+}
+
+/// Back to `path` with a notice, or the error shown on it.
+async fn after(
+    path: &str,
+    outcome: Result<&str, ApiError>,
+    render: impl AsyncFnOnce(Option<&ApiError>) -> Result<Response, ApiError>,
+) -> Response {
+    match outcome {
+        Ok(notice) => {
+            let query = url::form_urlencoded::Serializer::new(String::new())
+                .append_pair("notice", notice)
+                .finish();
+            Redirect::to(&format!("{path}?{query}")).into_response()
+        }
+        Err(error) => render(Some(&error))
+            .await
+            .unwrap_or_else(IntoResponse::into_response),
+    }
+}
+
+fn role_options(selected: OrgRole) -> Markup {
+    html! {
+        @for role in [OrgRole::Member, OrgRole::Admin] {
+            option value=(role.as_str()) selected[role == selected] { (role.as_str()) }
+        }
+    }
+}
+
+/// `GET /team`.
+pub async fn team_page(
+    State(state): State<AppState>,
+    Extension(nonce): Extension<CspNonce>,
+    principal: Result<Principal, ApiError>,
+    Query(query): Query<NoticeQuery>,
+) -> Response {
+    let principal = match principal {
+        Ok(principal) => principal,
+        Err(error) => return away(&error),
+    };
+    render_team(&state, &nonce, &principal, query.notice.as_deref(), None)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn render_team(
+    state: &AppState,
+    nonce: &CspNonce,
+    principal: &Principal,
+    notice: Option<&str>,
+    error: Option<&ApiError>,
+) -> Result<Response, ApiError> {
+    let user = &principal.user;
+    let org_name = database(state.database.org_name(user.org_id).await)?;
+    let plan = database(state.database.plan_of(user.org_id).await)?;
+    let members = database(state.database.members(user.org_id).await)?;
+    let manages = user.org_role.manages();
+    let owner = user.org_role == OrgRole::Owner;
+    let invitations = if manages {
+        database(
+            state
+                .database
+                .invitations(user.org_id, OffsetDateTime::now_utc())
+                .await,
+        )?
+    } else {
+        Vec::new()
+    };
+    Ok(titled(
+        nonce,
+        "Team",
+        notice,
+        error,
+        html! {
+            p { "Organization " strong #org-name { (org_name) } " · plan " (plan.name) " · your role " strong #your-role { (user.org_role.as_str()) } }
+            section aria-labelledby="members-heading" {
+                h2 #members-heading { "Members" }
+                table #members {
+                    thead { tr { th { "Email" } th { "Role" } th { "Since" } th { "Two-factor" } th { span.visually-hidden { "Actions" } } } }
+                    tbody {
+                        @for member in &members {
+                            tr data-member=(member.email) {
+                                td { (member.email) }
+                                td.role { (member.role.as_str()) }
+                                td { (when(member.joined_at)) }
+                                td { @if member.mfa_enabled { "on" } @else { "off" } }
+                                td {
+                                    @if owner && member.role != OrgRole::Owner {
+                                        form.inline method="post" action={ "/team/members/" (member.user_id) "/role" } {
+                                            label.visually-hidden for={ "role-" (member.user_id) } { "Role of " (member.email) }
+                                            select id={ "role-" (member.user_id) } name="role" { (role_options(member.role)) }
+                                            button.secondary type="submit" { "Change role" }
+                                        }
+                                    }
+                                    @if manages && member.role != OrgRole::Owner && member.user_id != user.id {
+                                        form.inline method="post" action={ "/team/members/" (member.user_id) "/remove" } {
+                                            button.secondary type="submit" { "Remove" }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            @if manages {
+                section.narrow aria-labelledby="invite-heading" {
+                    h2 #invite-heading { "Invite someone" }
+                    @if !plan.team { p.hint { "Inviting members needs a team plan." } }
+                    form method="post" action="/team/invitations" {
+                        label for="invite-email" { "Email" }
+                        input id="invite-email" name="email" type="email" required;
+                        label for="invite-role" { "Role" }
+                        select id="invite-role" name="role" { (role_options(OrgRole::Member)) }
+                        button type="submit" { "Send invitation" }
+                    }
+                }
+                section aria-labelledby="invitations-heading" {
+                    h2 #invitations-heading { "Pending invitations" }
+                    table #invitations {
+                        thead { tr { th { "Email" } th { "Role" } th { "Expires" } th { span.visually-hidden { "Actions" } } } }
+                        tbody {
+                            @for invitation in &invitations {
+                                tr {
+                                    td { (invitation.email) }
+                                    td { (invitation.role.as_str()) }
+                                    td { (when(invitation.expires_at)) }
+                                    td {
+                                        form.inline method="post" action={ "/team/invitations/" (invitation.id) "/revoke" } {
+                                            button.secondary type="submit" { "Revoke" }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            @if owner && members.len() > 1 {
+                section.narrow aria-labelledby="transfer-heading" {
+                    h2 #transfer-heading { "Transfer ownership" }
+                    form method="post" action="/team/transfer" {
+                        label for="transfer-to" { "New owner" }
+                        select id="transfer-to" name="user_id" {
+                            @for member in members.iter().filter(|m| m.user_id != user.id) {
+                                option value=(member.user_id) { (member.email) }
+                            }
+                        }
+                        button.secondary type="submit" { "Make them the owner" }
+                    }
+                }
+            }
+        },
+    ))
+}
+
+#[derive(Deserialize)]
+pub struct RoleForm {
+    role: String,
+}
+
+pub async fn role_submit(
+    State(state): State<AppState>,
+    Extension(nonce): Extension<CspNonce>,
+    trail: AuditTrail,
+    principal: Principal,
+    Path(id): Path<Uuid>,
+    Form(form): Form<RoleForm>,
+) -> Response {
+    let outcome = match team::parse_role(&form.role) {
+        Ok(role) => {
+            team::change_role_of(&state, &trail, &principal, UserId::from_uuid(id), role).await
+        }
+        Err(error) => Err(error),
+    };
+    after(
+        "/team",
+        outcome.map(|()| "The role is changed."),
+        async |error| render_team(&state, &nonce, &principal, None, error).await,
+    )
+    .await
+}
+
+pub async fn remove_submit(
+    State(state): State<AppState>,
+    Extension(nonce): Extension<CspNonce>,
+    trail: AuditTrail,
+    principal: Principal,
+    Path(id): Path<Uuid>,
+) -> Response {
+    let outcome = team::remove_of(&state, &trail, &principal, UserId::from_uuid(id)).await;
+    after(
+        "/team",
+        outcome.map(|()| "They are no longer a member."),
+        async |error| render_team(&state, &nonce, &principal, None, error).await,
+    )
+    .await
+}
+
+#[derive(Deserialize)]
+pub struct InviteForm {
+    email: String,
+    role: String,
+}
+
+pub async fn invite_submit(
+    State(state): State<AppState>,
+    Extension(nonce): Extension<CspNonce>,
+    trail: AuditTrail,
+    principal: Principal,
+    Form(form): Form<InviteForm>,
+) -> Response {
+    let outcome = match team::parse_role(&form.role) {
+        Ok(role) => team::invite_of(&state, &trail, &principal, &form.email, role)
+            .await
+            .map(drop),
+        Err(error) => Err(error),
+    };
+    after(
+        "/team",
+        outcome.map(|()| "The invitation is on its way."),
+        async |error| render_team(&state, &nonce, &principal, None, error).await,
+    )
+    .await
+}
+
+pub async fn revoke_invitation_submit(
+    State(state): State<AppState>,
+    Extension(nonce): Extension<CspNonce>,
+    trail: AuditTrail,
+    principal: Principal,
+    Path(id): Path<Uuid>,
+) -> Response {
+    let outcome = team::revoke_invitation_of(&state, &trail, &principal, id).await;
+    after(
+        "/team",
+        outcome.map(|()| "The invitation is revoked."),
+        async |error| render_team(&state, &nonce, &principal, None, error).await,
+    )
+    .await
+}
+
+#[derive(Deserialize)]
+pub struct TransferForm {
+    user_id: Uuid,
+}
+
+pub async fn transfer_submit(
+    State(state): State<AppState>,
+    Extension(nonce): Extension<CspNonce>,
+    trail: AuditTrail,
+    principal: Principal,
+    Form(form): Form<TransferForm>,
+) -> Response {
+    let outcome =
+        team::transfer_of(&state, &trail, &principal, UserId::from_uuid(form.user_id)).await;
+    after(
+        "/team",
+        outcome.map(|()| "The ownership is transferred."),
+        async |error| render_team(&state, &nonce, &principal, None, error).await,
+    )
+    .await
+}
+
+#[derive(Deserialize)]
+pub struct TokenQuery {
+    #[serde(default)]
+    token: String,
+}
+
+/// `GET /invitations/accept?token=…`: the emailed link.
+pub async fn accept_page(
+    Extension(nonce): Extension<CspNonce>,
+    principal: Result<Principal, ApiError>,
+    Query(query): Query<TokenQuery>,
+) -> Response {
+    let content = match principal {
+        Ok(principal) => accept_form(&query.token, &principal),
+        Err(_) => html! {
+            p { "Sign in (or create an account) with the address the invitation was sent to, then open the link from the email again." }
+            p { a href="/signin" { "Sign in" } " · " a href="/signup" { "Create an account" } }
+        },
+    };
+    titled(&nonce, "Join an organization", None, None, content)
+}
+
+fn accept_form(token: &str, principal: &Principal) -> Markup {
+    html! {
+        p { "Signed in as " strong { (principal.user.email) } "." }
+        form method="post" action="/invitations/accept" {
+            input type="hidden" name="token" value=(token);
+            label.checkbox {
+                input type="checkbox" name="leave_current_org" value="on";
+                " Leave my current organization (a personal one is deleted, with its data)"
+            }
+            button type="submit" { "Accept the invitation" }
+        }
+    }
+}
+
+#[derive(Deserialize)]
+pub struct AcceptForm {
+    token: SecretString,
+    leave_current_org: Option<String>,
+}
+
+pub async fn accept_submit(
+    State(state): State<AppState>,
+    Extension(nonce): Extension<CspNonce>,
+    trail: AuditTrail,
+    principal: Principal,
+    Form(form): Form<AcceptForm>,
+) -> Response {
+    match team::accept_with(
+        &state,
+        &trail,
+        &principal,
+        &form.token,
+        form.leave_current_org.is_some(),
+    )
+    .await
+    {
+        Ok(_) => Redirect::to("/team?notice=Welcome%20to%20the%20team.").into_response(),
+        Err(error) => titled(
+            &nonce,
+            "Join an organization",
+            None,
+            Some(&error),
+            accept_form(form.token.expose_secret(), &principal),
+        ),
+    }
+}
+
+/// `GET /api-keys`.
+pub async fn keys_page(
+    State(state): State<AppState>,
+    Extension(nonce): Extension<CspNonce>,
+    principal: Result<Principal, ApiError>,
+    Query(query): Query<NoticeQuery>,
+) -> Response {
+    let principal = match principal {
+        Ok(principal) => principal,
+        Err(error) => return away(&error),
+    };
+    render_keys(
+        &state,
+        &nonce,
+        &principal,
+        query.notice.as_deref(),
+        None,
+        None,
+    )
+    .await
+    .unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn render_keys(
+    state: &AppState,
+    nonce: &CspNonce,
+    principal: &Principal,
+    notice: Option<&str>,
+    error: Option<&ApiError>,
+    new_key: Option<&SecretString>,
+) -> Result<Response, ApiError> {
+    let keys = database(
+        state
+            .database
+            .api_keys(principal.user.org_id, OffsetDateTime::now_utc())
+            .await,
+    )?;
+    Ok(titled(
+        nonce,
+        "API keys",
+        notice,
+        error,
+        html! {
+            @if let Some(key) = new_key {
+                section.notice role="status" aria-labelledby="new-key-heading" {
+                    h2 #new-key-heading { "Your new key" }
+                    p { "Copy it now: it is shown this once, and mailroom keeps only a hash of it." }
+                    p { code #new-key { (key.expose_secret()) } }
+                    button.secondary type="button" data-copy="new-key" { "Copy" }
+                }
+            }
+            table #api-keys {
+                thead { tr { th { "Name" } th { "Key" } th { "Scopes" } th { "Created" } th { "Last used" } th { span.visually-hidden { "Actions" } } } }
+                tbody {
+                    @for key in &keys {
+                        tr data-key=(key.name) {
+                            td { (key.name) }
+                            td { code { "mr_live_" (key.lookup_id) "_…" } }
+                            td { (key.scopes.to_stored()) }
+                            td { (when(key.created_at)) }
+                            td { (key.last_used_at.map(when).unwrap_or_else(|| "never".into())) " " (key.last_used_ip.as_deref().unwrap_or("")) }
+                            td {
+                                form.inline method="post" action={ "/api-keys/" (key.id) "/revoke" } {
+                                    button.secondary type="submit" { "Revoke" }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            section.narrow aria-labelledby="create-heading" {
+                h2 #create-heading { "Create a key" }
+                form method="post" action="/api-keys" {
+                    label for="key-name" { "Name" }
+                    input id="key-name" name="name" required maxlength="100";
+                    fieldset {
+                        legend { "Scopes" }
+                        @for scope in Scope::ALL {
+                            label.checkbox {
+                                input type="checkbox" name="scope" value=(scope.as_str());
+                                " " (scope.as_str())
+                            }
+                        }
+                    }
+                    button type="submit" { "Create key" }
+                }
+            }
+        },
+    ))
+}
+
+pub async fn create_key_submit(
+    State(state): State<AppState>,
+    Extension(nonce): Extension<CspNonce>,
+    trail: AuditTrail,
+    principal: Principal,
+    body: axum::body::Bytes,
+) -> Response {
+    // Repeated `scope` fields: the standard form decoder keeps them all.
+    let fields: Vec<(String, String)> = url::form_urlencoded::parse(&body).into_owned().collect();
+    let name = fields
+        .iter()
+        .find(|(k, _)| k == "name")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
+    let scopes: Vec<String> = fields
+        .iter()
+        .filter(|(k, _)| k == "scope")
+        .map(|(_, v)| v.clone())
+        .collect();
+    let shown = principal.clone();
+    match api_keys::create_of(&state, &trail, principal, &name, &scopes, None).await {
+        Ok((_, raw)) => render_keys(&state, &nonce, &shown, None, None, Some(&raw)).await,
+        Err(error) => render_keys(&state, &nonce, &shown, None, Some(&error), None).await,
+    }
+    .unwrap_or_else(IntoResponse::into_response)
+}
+
+pub async fn revoke_key_submit(
+    State(state): State<AppState>,
+    Extension(nonce): Extension<CspNonce>,
+    trail: AuditTrail,
+    principal: Principal,
+    Path(id): Path<Uuid>,
+) -> Response {
+    let caller = Caller::Account(principal.clone());
+    let outcome = api_keys::revoke_of(&state, &trail, &caller, id).await;
+    after(
+        "/api-keys",
+        outcome.map(|()| "The key is revoked."),
+        async |error| render_keys(&state, &nonce, &principal, None, error, None).await,
+    )
+    .await
+}
+
+/// `GET /usage`.
+pub async fn usage_page(
+    State(state): State<AppState>,
+    Extension(nonce): Extension<CspNonce>,
+    principal: Result<Principal, ApiError>,
+) -> Response {
+    let principal = match principal {
+        Ok(principal) => principal,
+        Err(error) => return away(&error),
+    };
+    let org_id = principal.user.org_id;
+    let (start, resets_at) = month_of(OffsetDateTime::now_utc());
+    let rendered = async {
+        let plan = database(state.database.plan_of(org_id).await)?;
+        let used = database(
+            state
+                .database
+                .usage(org_id, Metric::Verifications, start)
+                .await,
+        )?;
+        Ok::<_, ApiError>(titled(
+            &nonce,
+            "Usage",
+            None,
+            None,
+            html! {
+                table #usage {
+                    thead { tr { th { "Metric" } th { "Used" } th { "Quota" } th { "Left" } th { "Resets" } } }
+                    tbody {
+                        tr {
+                            td { (Metric::Verifications.as_str()) }
+                            td { (used) }
+                            td { (plan.verifications_per_month) }
+                            td { ((plan.verifications_per_month - used).max(0)) }
+                            td { (when(resets_at)) }
+                        }
+                    }
+                }
+                p.hint { "Plan " (plan.name) ": " (plan.key_requests_per_minute) " requests a minute and " (plan.key_requests_per_day) " a day per API key." }
+            },
+        ))
+    };
+    rendered.await.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// `GET /admin` (super-admins).
+pub async fn admin_page(
+    State(state): State<AppState>,
+    Extension(nonce): Extension<CspNonce>,
+    admin: Result<SuperAdmin, ApiError>,
+    Query(query): Query<NoticeQuery>,
+) -> Response {
+    if let Err(error) = admin {
+        return match error.code() {
+            "super_admin_only" => error.into_response(),
+            _ => away(&error),
+        };
+    }
+    render_admin(&state, &nonce, query.notice.as_deref(), None)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn render_admin(
+    state: &AppState,
+    nonce: &CspNonce,
+    notice: Option<&str>,
+    error: Option<&ApiError>,
+) -> Result<Response, ApiError> {
+    let orgs = database(state.database.all_orgs().await)?;
+    let users = database(state.database.all_users().await)?;
+    Ok(titled(
+        nonce,
+        "Administration",
+        notice,
+        error,
+        html! {
+            section aria-labelledby="orgs-heading" {
+                h2 #orgs-heading { "Organizations" }
+                table #orgs {
+                    thead { tr { th { "Name" } th { "Members" } th { "Plan" } th { "Created" } } }
+                    tbody {
+                        @for org in &orgs {
+                            tr {
+                                td { (org.name) }
+                                td { (org.members) }
+                                td {
+                                    form.inline method="post" action={ "/admin/orgs/" (org.id) "/plan" } {
+                                        label.visually-hidden for={ "plan-" (org.id) } { "Plan" }
+                                        select id={ "plan-" (org.id) } name="plan" {
+                                            @for plan in ["free", "team"] {
+                                                option value=(plan) selected[org.plan_id == plan] { (plan) }
+                                            }
+                                        }
+                                        button.secondary type="submit" { "Set" }
+                                    }
+                                }
+                                td { (when(org.created_at)) }
+                            }
+                        }
+                    }
+                }
+            }
+            section aria-labelledby="users-heading" {
+                h2 #users-heading { "Users" }
+                table #users {
+                    thead { tr { th { "Email" } th { "Role" } th { "Status" } th { span.visually-hidden { "Actions" } } } }
+                    tbody {
+                        @for user in &users {
+                            tr {
+                                td { (user.email) }
+                                td { (user.platform_role) " · " (user.org_role.as_str()) }
+                                td { @if user.disabled { "disabled" } @else { "active" } }
+                                td {
+                                    form.inline method="post" action={ "/admin/users/" (user.id) "/disabled" } {
+                                        input type="hidden" name="disabled" value=(if user.disabled { "false" } else { "true" });
+                                        button.secondary type="submit" { @if user.disabled { "Enable" } @else { "Disable" } }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        },
+    ))
+}
+
+#[derive(Deserialize)]
+pub struct PlanForm {
+    plan: String,
+}
+
+pub async fn plan_submit(
+    State(state): State<AppState>,
+    Extension(nonce): Extension<CspNonce>,
+    trail: AuditTrail,
+    SuperAdmin(admin): SuperAdmin,
+    Path(id): Path<Uuid>,
+    Form(form): Form<PlanForm>,
+) -> Response {
+    let outcome = admin::set_plan_of(&state, &trail, &admin, id, &form.plan).await;
+    after(
+        "/admin",
+        outcome.map(|()| "The plan is set."),
+        async |error| render_admin(&state, &nonce, None, error).await,
+    )
+    .await
+}
+
+#[derive(Deserialize)]
+pub struct DisabledForm {
+    disabled: bool,
+}
+
+pub async fn disabled_submit(
+    State(state): State<AppState>,
+    Extension(nonce): Extension<CspNonce>,
+    trail: AuditTrail,
+    SuperAdmin(admin): SuperAdmin,
+    Path(id): Path<Uuid>,
+    Form(form): Form<DisabledForm>,
+) -> Response {
+    let outcome = admin::set_disabled_of(&state, &trail, &admin, id, form.disabled).await;
+    after("/admin", outcome.map(|()| "Done."), async |error| {
+        render_admin(&state, &nonce, None, error).await
+    })
+    .await
+}
