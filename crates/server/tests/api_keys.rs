@@ -123,6 +123,27 @@ both_backends! {
         app.stop().await;
     }
 
+    async fn members_create_keys_only_where_the_organization_allows(db) {
+        let app = TestApp::spawn(&db).await;
+        let owner = create_account(&app, &db, "owner@example.test").await;
+        common::two_factor::enable_totp(&app, &owner).await;
+        let member = create_account(&app, &db, "member@example.test").await;
+        db.execute(
+            "UPDATE org_members SET role = 'member', org_id = (SELECT m.org_id FROM org_members m \
+             JOIN users u ON u.id = m.user_id WHERE u.email = 'owner@example.test') \
+             WHERE user_id = (SELECT id FROM users WHERE email = 'member@example.test')",
+        )
+        .await;
+        let create = |scopes: Value| send_as(&app, Method::POST, &member, "/v1/api-keys", Some(json!({"name": "mine", "scopes": scopes})));
+        problem(create(json!(["verify"])).await, 403, "insufficient_role").await;
+        let allowed = send_as(&app, Method::PATCH, &owner, "/v1/org", Some(json!({"members_create_keys": true}))).await;
+        assert_eq!(allowed.status(), 200);
+        assert_eq!(create(json!(["verify"])).await.status(), 201);
+        // The powers over keys and the audit log stay with owners and admins.
+        problem(create(json!(["keys:manage"])).await, 403, "insufficient_scope").await;
+        app.stop().await;
+    }
+
     async fn expired_keys_and_member_keys_follow_the_rules(db) {
         let app = TestApp::spawn(&db).await;
         let session = create_account(&app, &db, "rules@example.test").await;

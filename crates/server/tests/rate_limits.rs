@@ -22,26 +22,10 @@ async fn key_with_limits(
     per_day: u32,
 ) -> String {
     let session = create_account(app, db, email).await;
-    let created: Value = send_as(
-        app,
-        Method::POST,
-        &session,
-        "/v1/api-keys",
-        Some(json!({"name": "limited", "scopes": ["audit:read"]})),
-    )
-    .await
-    .json()
-    .await
-    .unwrap();
-    let lookup_id = created["prefix"]
-        .as_str()
-        .unwrap()
-        .trim_start_matches("mr_live_");
-    db.execute(&format!(
-        "UPDATE api_keys SET requests_per_minute = {per_minute}, requests_per_day = {per_day} \
-         WHERE lookup_id = '{lookup_id}'"
-    ))
-    .await;
+    let body = json!({"name": "limited", "scopes": ["audit:read"], "requests_per_minute": per_minute, "requests_per_day": per_day});
+    let created = send_as(app, Method::POST, &session, "/v1/api-keys", Some(body)).await;
+    assert_eq!(created.status(), 201);
+    let created: Value = created.json().await.unwrap();
     created["key"].as_str().unwrap().to_owned()
 }
 
@@ -97,9 +81,19 @@ both_backends! {
         app.stop().await;
     }
 
+    async fn a_key_may_have_less_than_its_plan_never_more(db) {
+        let app = TestApp::spawn(&db).await;
+        let session = create_account(&app, &db, "greedy@example.test").await;
+        let over = send_as(&app, Method::POST, &session, "/v1/api-keys", Some(json!({"name": "x", "scopes": ["verify"], "requests_per_minute": 61}))).await;
+        problem(over, 400, "invalid_field").await;
+        let zero = send_as(&app, Method::POST, &session, "/v1/api-keys", Some(json!({"name": "x", "scopes": ["verify"], "requests_per_day": 0}))).await;
+        problem(zero, 400, "invalid_field").await;
+        app.stop().await;
+    }
+
     async fn the_day_limit_holds_too(db) {
         let app = TestApp::spawn(&db).await;
-        let key = key_with_limits(&app, &db, "daily@example.test", 100, 2).await;
+        let key = key_with_limits(&app, &db, "daily@example.test", 50, 2).await;
         assert_eq!(call(&app, &key).await.status(), 200);
         let last = call(&app, &key).await;
         assert_eq!((header(&last, "ratelimit-limit"), header(&last, "ratelimit-remaining")), (2, 0));

@@ -115,6 +115,8 @@ pub struct OrgPolicyChange {
     pub password_rules: Option<CompositionRules>,
     /// A second factor for every member (MFA-4).
     pub require_mfa: Option<bool>,
+    /// Members, not only owners and admins, may create API keys (KEY-1).
+    pub members_create_keys: Option<bool>,
 }
 
 /// A client IP and user agent a user has signed in from ('' when it sent none).
@@ -411,7 +413,8 @@ impl Database {
                  session_idle_timeout_secs = CASE WHEN $1 THEN $2 ELSE session_idle_timeout_secs END, \
                  password_rules = COALESCE($3, password_rules), \
                  require_mfa = COALESCE($4, require_mfa), \
-                 name = COALESCE($6, name) \
+                 name = COALESCE($6, name), \
+                 members_create_keys = COALESCE($7, members_create_keys) \
                  WHERE id = $5",
             )
             .bind(change.idle_timeout_secs.is_some())
@@ -420,6 +423,7 @@ impl Database {
             .bind(change.require_mfa)
             .bind(org_id.as_uuid())
             .bind(change.name.as_deref())
+            .bind(change.members_create_keys)
             .execute(pool)
             .await?;
         });

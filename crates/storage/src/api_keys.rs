@@ -24,6 +24,9 @@ pub struct NewApiKey {
     pub scopes: Scopes,
     pub created_by: UserId,
     pub expires_at: Option<OffsetDateTime>,
+    /// Below the plan's per-key limits; `None`: the plan's.
+    pub requests_per_minute: Option<u32>,
+    pub requests_per_day: Option<u32>,
 }
 
 #[derive(Clone, Debug)]
@@ -83,14 +86,19 @@ impl Database {
             key.created_by,
             key.expires_at.map(ms),
         );
+        let column = |limit: u32| i32::try_from(limit).unwrap_or(i32::MAX);
+        let limits = (
+            key.requests_per_minute.map(column),
+            key.requests_per_day.map(column),
+        );
         self.audited_change(event, now, move |tx| {
             let (name, lookup_id, key_hash, scopes) =
                 (name.clone(), lookup_id.clone(), key_hash.clone(), scopes.clone());
             async move {
                 on_backend!(&mut tx.0, Inner, tx => {
                     sqlx::query(
-                        "INSERT INTO api_keys (id, org_id, created_by, name, lookup_id, key_hash, scopes, created_at, expires_at) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                        "INSERT INTO api_keys (id, org_id, created_by, name, lookup_id, key_hash, scopes, created_at, expires_at, \
+                         requests_per_minute, requests_per_day) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
                     )
                     .bind(id)
                     .bind(org_id.as_uuid())
@@ -101,6 +109,8 @@ impl Database {
                     .bind(&scopes)
                     .bind(ms(now))
                     .bind(expires_at)
+                    .bind(limits.0)
+                    .bind(limits.1)
                     .execute(&mut **tx)
                     .await?;
                 });
@@ -315,6 +325,8 @@ mod tests {
             scopes: Scopes::parse(["verify"]).unwrap(),
             created_by: user.id,
             expires_at: None,
+            requests_per_minute: None,
+            requests_per_day: None,
         };
         db.create_api_key(user.org_id, &key, &event(user.org_id), now)
             .await

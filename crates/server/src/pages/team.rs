@@ -485,7 +485,14 @@ pub async fn create_key_submit(
         .map(|(_, v)| v.clone())
         .collect();
     let shown = principal.clone();
-    match api_keys::create_of(&state, &trail, principal, &name, &scopes, None).await {
+    let spec = api_keys::KeySpec {
+        name: &name,
+        scopes: &scopes,
+        expires_at: None,
+        requests_per_minute: None,
+        requests_per_day: None,
+    };
+    match api_keys::create_of(&state, &trail, principal, &spec).await {
         Ok((_, raw)) => render_keys(&state, &nonce, &shown, None, None, Some(&raw)).await,
         Err(error) => render_keys(&state, &nonce, &shown, None, Some(&error), None).await,
     }

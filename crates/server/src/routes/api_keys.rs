@@ -37,6 +37,9 @@ pub struct KeyRequest {
     scopes: Vec<String>,
     /// RFC 3339; absent: the key does not expire.
     expires_at: Option<String>,
+    /// Limits of this key's own, at most the plan's; absent: the plan's.
+    requests_per_minute: Option<u32>,
+    requests_per_day: Option<u32>,
 }
 
 /// `POST /v1/api-keys` (recent sign-in; owners and admins, or members where the organization
@@ -47,15 +50,14 @@ pub async fn create(
     principal: Principal,
     ApiJson(body): ApiJson<KeyRequest>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let (key, raw) = create_of(
-        &state,
-        &trail,
-        principal,
-        &body.name,
-        &body.scopes,
-        body.expires_at.as_deref(),
-    )
-    .await?;
+    let request = KeySpec {
+        name: &body.name,
+        scopes: &body.scopes,
+        expires_at: body.expires_at.as_deref(),
+        requests_per_minute: body.requests_per_minute,
+        requests_per_day: body.requests_per_day,
+    };
+    let (key, raw) = create_of(&state, &trail, principal, &request).await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({
@@ -70,14 +72,21 @@ pub async fn create(
     ))
 }
 
+/// What a new key is to be.
+pub(crate) struct KeySpec<'a> {
+    pub name: &'a str,
+    pub scopes: &'a [String],
+    pub expires_at: Option<&'a str>,
+    pub requests_per_minute: Option<u32>,
+    pub requests_per_day: Option<u32>,
+}
+
 /// Creates a key; returns what is stored of it and the raw key, for its one showing.
 pub(crate) async fn create_of(
     state: &AppState,
     trail: &AuditTrail,
     principal: Principal,
-    name: &str,
-    scopes: &[String],
-    expires_at: Option<&str>,
+    spec: &KeySpec<'_>,
 ) -> Result<(NewApiKey, SecretString), ApiError> {
     principal.require_recent_auth()?;
     let user = &principal.user;
@@ -93,14 +102,14 @@ pub(crate) async fn create_of(
     let invalid = |field: &str, detail: String| {
         ApiError::new(StatusCode::BAD_REQUEST, "invalid_field", detail).with_field(field)
     };
-    let name = name.trim();
+    let name = spec.name.trim();
     if name.is_empty() || name.chars().count() > MAX_NAME {
         return Err(invalid(
             "name",
             format!("name must be 1 to {MAX_NAME} characters"),
         ));
     }
-    let scopes = Scopes::parse(scopes.iter().map(String::as_str)).map_err(|unknown| {
+    let scopes = Scopes::parse(spec.scopes.iter().map(String::as_str)).map_err(|unknown| {
         let known: Vec<&str> = Scope::ALL.iter().map(|scope| scope.as_str()).collect();
         invalid(
             "scopes",
@@ -117,7 +126,8 @@ pub(crate) async fn create_of(
         ));
     }
     let now = OffsetDateTime::now_utc();
-    let expires_at = expires_at
+    let expires_at = spec
+        .expires_at
         .map(|text| OffsetDateTime::parse(text, &Rfc3339))
         .transpose()
         .map_err(|_| invalid("expires_at", "expires_at must be an RFC 3339 time".into()))?;
@@ -127,6 +137,26 @@ pub(crate) async fn create_of(
             "expires_at must be in the future".into(),
         ));
     }
+    // A key may be held to less than its plan allows, never to more.
+    let plan = database(state.database.plan_of(org_id).await)?;
+    let within = |limit: Option<u32>, plan_limit: i32, field: &str| match limit {
+        Some(0) => Err(invalid(field, format!("{field} must be at least 1"))),
+        Some(limit) if i64::from(limit) > i64::from(plan_limit) => Err(invalid(
+            field,
+            format!("{field} may be at most the plan's {plan_limit}"),
+        )),
+        _ => Ok(()),
+    };
+    within(
+        spec.requests_per_minute,
+        plan.key_requests_per_minute,
+        "requests_per_minute",
+    )?;
+    within(
+        spec.requests_per_day,
+        plan.key_requests_per_day,
+        "requests_per_day",
+    )?;
     let generated = api_key::generate();
     let key = NewApiKey {
         id: Uuid::now_v7(),
@@ -136,6 +166,8 @@ pub(crate) async fn create_of(
         scopes,
         created_by: user.id,
         expires_at,
+        requests_per_minute: spec.requests_per_minute,
+        requests_per_day: spec.requests_per_day,
     };
     let event = AuditEvent {
         target: Some(format!("api key {} ({})", key.id, key.scopes.to_stored())),

@@ -33,6 +33,8 @@ pub struct OrgUpdate {
     password_rules: Option<PasswordRules>,
     /// A second factor for every member (MFA-4). Absent: unchanged.
     require_mfa: Option<bool>,
+    /// Members may create API keys too. Absent: unchanged.
+    members_create_keys: Option<bool>,
 }
 
 #[derive(Clone, Copy, Deserialize)]
@@ -100,6 +102,7 @@ pub async fn update(
             symbol: rules.symbol,
         }),
         require_mfa: body.require_mfa,
+        members_create_keys: body.members_create_keys,
     };
     state
         .database
@@ -107,11 +110,13 @@ pub async fn update(
         .await
         .map_err(ApiError::internal)?;
     let target = format!(
-        "name={} session_idle_timeout_minutes={:?} password_rules={} require_mfa={:?}",
+        "name={} session_idle_timeout_minutes={:?} password_rules={} require_mfa={:?} \
+         members_create_keys={:?}",
         change.name.is_some(),
         body.session_idle_timeout_minutes,
         body.password_rules.is_some(),
-        body.require_mfa
+        body.require_mfa,
+        body.members_create_keys
     );
     audit::record(
         &state.database,
