@@ -76,6 +76,7 @@ impl App {
             passwords: PasswordWork::new()?,
             auth_limiter: auth_limiter.clone(),
             limiter,
+            key_uses: Default::default(),
             tokens: TokenKeys::new(&root_key, public_url.origin().ascii_serialization()),
             code_key: root_key.derive(b"mailroom/email-code/hmac/v1"),
             backup_code_key: root_key.derive(b"mailroom/backup-code/hmac/v1"),

@@ -50,4 +50,5 @@ pub struct Shared {
     pub auth_limiter: AuthLimiter,
     /// Per-key limits, in process or shared through Redis.
     pub limiter: Limiter,
+    pub key_uses: crate::auth::caller::KeyUses,
 }

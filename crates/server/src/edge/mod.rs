@@ -80,6 +80,7 @@ mod tests {
                 std::num::NonZeroU32::MIN,
             ),
             limiter: crate::rate_limit::Limiter::in_memory(),
+            key_uses: Default::default(),
             tokens: crate::auth::tokens::TokenKeys::new(&root, "http://127.0.0.1".into()),
             code_key: root.derive(b"codes"),
             backup_code_key: root.derive(b"backup codes"),
