@@ -72,22 +72,37 @@ both_backends! {
         app.stop().await;
     }
 
-    async fn a_team_owner_must_hand_over_first(db) {
+    async fn a_team_owner_must_hand_over_first_and_a_member_leaves_no_trace(db) {
         let app = TestApp::spawn(&db).await;
         let owner = create_account(&app, &db, "owner@example.test").await;
+        common::two_factor::enable_totp(&app, &owner).await;
+        db.execute("UPDATE orgs SET plan_id = 'team'").await;
+        let invite = |email: &str| send_as(&app, reqwest::Method::POST, &owner, "/v1/org/invitations", Some(json!({"email": email, "role": "member"})));
+        assert_eq!(invite("member@example.test").await.status(), 201);
         let member = create_account(&app, &db, "member@example.test").await;
-        // The teams API comes later; here the member joins the owner's organization by hand.
-        db.execute(
-            "UPDATE org_members SET role = 'member', org_id = (SELECT m.org_id FROM org_members m \
-             JOIN users u ON u.id = m.user_id WHERE u.email = 'owner@example.test') \
-             WHERE user_id = (SELECT id FROM users WHERE email = 'member@example.test')",
-        )
-        .await;
+        let member_id = user_id(&app, &member).await;
+        let token = invitation_token(&db, "member@example.test", 0).await;
+        let joined = send_as(&app, reqwest::Method::POST, &member, "/v1/invitations/accept", Some(json!({"token": token, "leave_current_org": true}))).await;
+        assert_eq!(joined.status(), 200);
+        // The member leaves traces in the team's tables and audit chain: a key of theirs, a
+        // role change naming them.
+        let allow = send_as(&app, reqwest::Method::PATCH, &owner, "/v1/org", Some(json!({"members_create_keys": true}))).await;
+        assert_eq!(allow.status(), 200);
+        let key = send_as(&app, reqwest::Method::POST, &member, "/v1/api-keys", Some(json!({"name": "theirs", "scopes": ["verify"]}))).await;
+        assert_eq!(key.status(), 201);
+        let promoted = send_as(&app, reqwest::Method::PATCH, &owner, &format!("/v1/org/members/{member_id}"), Some(json!({"role": "admin"}))).await;
+        assert_eq!(promoted.status(), 204);
+        assert!(!db.columns_mentioning("member@example.test", member_id).await.is_empty());
+
         let refused = send_as(&app, reqwest::Method::DELETE, &owner, "/v1/me", Some(json!({"confirm": "owner@example.test"}))).await;
         problem(refused, 409, "ownership_transfer_required").await;
         let gone = send_as(&app, reqwest::Method::DELETE, &member, "/v1/me", Some(json!({"confirm": "member@example.test"}))).await;
         assert_eq!(gone.status(), 204);
-        // The member's leaving leaves the organization to its owner, who may now go too.
+        let left = db.columns_mentioning("member@example.test", member_id).await;
+        assert!(left.is_empty(), "still naming the member: {left:?}");
+        assert!(chains_verify(&db).await);
+
+        // Their leaving leaves the organization to its owner, who may now go too.
         assert_eq!(get_as(&app, &owner, "/v1/me").await.status(), 200);
         let gone = send_as(&app, reqwest::Method::DELETE, &owner, "/v1/me", Some(json!({"confirm": "owner@example.test"}))).await;
         assert_eq!(gone.status(), 204);

@@ -132,3 +132,52 @@ pub async fn send_as(
     }
     request.send().await.unwrap()
 }
+
+/// The tokens of the invitation links mailed to `email`, oldest first.
+pub fn invitation_tokens(db: &TestDatabase, email: &str) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(db.dir().join("data/outbox")) else {
+        return Vec::new();
+    };
+    let mut messages: Vec<(std::time::SystemTime, String)> = entries
+        .filter_map(Result::ok)
+        .map(|entry| {
+            (
+                entry.metadata().unwrap().modified().unwrap(),
+                std::fs::read_to_string(entry.path()).unwrap(),
+            )
+        })
+        .filter(|(_, raw)| {
+            raw.contains(&format!("To: {email}")) && raw.contains("Subject: You are invited")
+        })
+        .collect();
+    messages.sort();
+    messages
+        .into_iter()
+        .filter_map(|(_, raw)| {
+            // Quoted-printable may wrap the line: undo soft breaks first.
+            let raw = raw
+                .replace("=\r\n", "")
+                .replace("=\n", "")
+                .replace("=3D", "=");
+            let start = raw.find("token=")? + "token=".len();
+            Some(
+                raw[start..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
+/// The token of the `n`-th invitation (from 0) mailed to `email`, waiting for it: mail goes
+/// out in the background.
+pub async fn invitation_token(db: &TestDatabase, email: &str, n: usize) -> String {
+    for _ in 0..100 {
+        if let Some(token) = invitation_tokens(db, email).into_iter().nth(n) {
+            return token;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("invitation {n} was not mailed to {email}");
+}
