@@ -9,7 +9,7 @@ use futures::future::BoxFuture;
 use rand::Rng;
 use sqlx::{Postgres, Sqlite, Transaction};
 
-use crate::{Database, Pool, StorageError, on_backend};
+use crate::{Database, Pool, StorageError};
 
 /// Attempts before a conflicting transaction is reported as [`StorageError::Contention`].
 const MAX_ATTEMPTS: u32 = 30;
@@ -21,8 +21,36 @@ const BACKOFF_CAP: Duration = Duration::from_millis(250);
 pub struct Tx(pub(crate) Inner);
 
 pub(crate) enum Inner {
-    Sqlite(Transaction<'static, Sqlite>),
+    Sqlite(SqliteHandle),
     Postgres(Transaction<'static, Postgres>),
+}
+
+/// On SQLite, a transaction — or, for the single statements of
+/// [`Database::transaction_for`], a plain connection: SQLite has no row policies to scope,
+/// and every BEGIN and COMMIT is a round trip to its worker thread on the hot path.
+pub(crate) enum SqliteHandle {
+    Transaction(Transaction<'static, Sqlite>),
+    Autocommit(sqlx::pool::PoolConnection<Sqlite>),
+}
+
+impl std::ops::Deref for SqliteHandle {
+    type Target = sqlx::SqliteConnection;
+
+    fn deref(&self) -> &sqlx::SqliteConnection {
+        match self {
+            SqliteHandle::Transaction(tx) => tx,
+            SqliteHandle::Autocommit(connection) => connection,
+        }
+    }
+}
+
+impl std::ops::DerefMut for SqliteHandle {
+    fn deref_mut(&mut self) -> &mut sqlx::SqliteConnection {
+        match self {
+            SqliteHandle::Transaction(tx) => tx,
+            SqliteHandle::Autocommit(connection) => connection,
+        }
+    }
 }
 
 impl Database {
@@ -72,7 +100,9 @@ impl Database {
     pub(crate) async fn begin_snapshot(&self) -> Result<Tx, StorageError> {
         Ok(Tx(match &self.pool {
             // In WAL mode a deferred transaction's first read fixes its snapshot.
-            Pool::Sqlite(pool) => Inner::Sqlite(pool.begin_with("BEGIN").await?),
+            Pool::Sqlite(pool) => {
+                Inner::Sqlite(SqliteHandle::Transaction(pool.begin_with("BEGIN").await?))
+            }
             Pool::Postgres(pool) => Inner::Postgres(
                 pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
                     .await?,
@@ -82,7 +112,9 @@ impl Database {
 
     pub(crate) async fn begin_serializable(&self) -> Result<Tx, StorageError> {
         Ok(Tx(match &self.pool {
-            Pool::Sqlite(pool) => Inner::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await?),
+            Pool::Sqlite(pool) => Inner::Sqlite(SqliteHandle::Transaction(
+                pool.begin_with("BEGIN IMMEDIATE").await?,
+            )),
             Pool::Postgres(pool) => Inner::Postgres(
                 pool.begin_with("BEGIN ISOLATION LEVEL SERIALIZABLE")
                     .await?,
@@ -132,9 +164,9 @@ impl Tx {
 }
 
 impl Database {
-    /// Runs `work` in a plain transaction acting for `tenancy`: no write lock on SQLite, no
-    /// serialization on PostgreSQL — for reads and single-statement writes on hot paths (an
-    /// API key on every request).
+    /// Runs `work` acting for `tenancy`: on PostgreSQL in a plain transaction (no
+    /// serialization), on SQLite with its statements in autocommit — so `work` is one
+    /// statement, a read or a single write, on a hot path (an API key on every request).
     pub(crate) async fn transaction_for<T, F>(
         &self,
         tenancy: &Tenancy,
@@ -144,7 +176,7 @@ impl Database {
         F: for<'t> FnOnce(&'t mut Tx) -> BoxFuture<'t, Result<T, StorageError>>,
     {
         let mut tx = Tx(match &self.pool {
-            Pool::Sqlite(pool) => Inner::Sqlite(pool.begin().await?),
+            Pool::Sqlite(pool) => Inner::Sqlite(SqliteHandle::Autocommit(pool.acquire().await?)),
             Pool::Postgres(pool) => Inner::Postgres(pool.begin().await?),
         });
         let outcome = match tx.act_for(tenancy).await {
@@ -163,13 +195,22 @@ impl Database {
 
 impl Tx {
     pub(crate) async fn commit(self) -> Result<(), StorageError> {
-        Ok(on_backend!(self.0, Inner, tx => tx.commit().await)?)
+        match self.0 {
+            Inner::Sqlite(SqliteHandle::Transaction(tx)) => tx.commit().await?,
+            Inner::Sqlite(SqliteHandle::Autocommit(_)) => {}
+            Inner::Postgres(tx) => tx.commit().await?,
+        }
+        Ok(())
     }
 
     /// A failed rollback needs no handling: the connection is discarded and the server rolls
     /// the transaction back when it goes away.
     pub(crate) async fn rollback(self) {
-        let result = on_backend!(self.0, Inner, tx => tx.rollback().await);
+        let result = match self.0 {
+            Inner::Sqlite(SqliteHandle::Transaction(tx)) => tx.rollback().await,
+            Inner::Sqlite(SqliteHandle::Autocommit(_)) => Ok(()),
+            Inner::Postgres(tx) => tx.rollback().await,
+        };
         if let Err(error) = result {
             tracing::warn!(%error, "rollback failed");
         }
@@ -194,6 +235,7 @@ mod tests {
     use mailroom_testkit::both_backends;
 
     use super::*;
+    use crate::on_backend;
 
     /// Reads the counter in one statement and writes `read + 1` in another: without real
     /// serializability two tasks read the same value and one increment is lost.

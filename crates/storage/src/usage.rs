@@ -8,6 +8,7 @@ use mailroom_core::usage::Metric;
 use time::OffsetDateTime;
 
 use crate::accounts::ms;
+use crate::teams::Plan;
 use crate::tx::{Inner, Tenancy};
 use crate::{Database, StorageError, on_backend};
 
@@ -103,31 +104,40 @@ impl Database {
         .await
     }
 
-    /// How much of `metric` the organization used in the period starting at `period_start`.
-    pub async fn usage(
+    /// The organization's plan, and how much of `metric` it used in the period starting at
+    /// `period_start`: one statement, for `GET /v1/usage` on every call.
+    pub async fn quota(
         &self,
         org_id: OrgId,
         metric: Metric,
         period_start: OffsetDateTime,
-    ) -> Result<i64, StorageError> {
-        let used: Option<i64> = self
+    ) -> Result<(Plan, i64), StorageError> {
+        #[derive(sqlx::FromRow)]
+        struct Row {
+            #[sqlx(flatten)]
+            plan: Plan,
+            used: i64,
+        }
+        let row: Row = self
             .transaction_for(&Tenancy::Org(org_id), |tx| {
                 async move {
                     Ok(on_backend!(&mut tx.0, Inner, tx => {
-                        sqlx::query_scalar(
-                            "SELECT used FROM usage_periods WHERE org_id = $1 AND metric = $2 AND period_start = $3",
+                        sqlx::query_as(
+                            "SELECT p.*, COALESCE((SELECT u.used FROM usage_periods u WHERE u.org_id = o.id \
+                             AND u.metric = $2 AND u.period_start = $3), 0) AS used \
+                             FROM orgs o JOIN plans p ON p.id = o.plan_id WHERE o.id = $1",
                         )
                         .bind(org_id.as_uuid())
                         .bind(metric.as_str())
                         .bind(ms(period_start))
-                        .fetch_optional(&mut **tx)
+                        .fetch_one(&mut **tx)
                         .await?
                     }))
                 }
                 .boxed()
             })
             .await?;
-        Ok(used.unwrap_or(0))
+        Ok((row.plan, row.used))
     }
 }
 
@@ -175,7 +185,7 @@ mod tests {
                 }
             }
             assert_eq!(granted, 100);
-            assert_eq!(db.usage(org_id, Metric::Verifications, period_start).await.unwrap(), 100);
+            assert_eq!(db.quota(org_id, Metric::Verifications, period_start).await.unwrap().1, 100);
         }
 
         async fn a_repeated_idempotency_key_is_charged_once(test_db) {

@@ -529,11 +529,10 @@ pub async fn usage_page(
     let org_id = principal.user.org_id;
     let (start, resets_at) = month_of(OffsetDateTime::now_utc());
     let rendered = async {
-        let plan = database(state.database.plan_of(org_id).await)?;
-        let used = database(
+        let (plan, used) = database(
             state
                 .database
-                .usage(org_id, Metric::Verifications, start)
+                .quota(org_id, Metric::Verifications, start)
                 .await,
         )?;
         Ok::<_, ApiError>(titled(

@@ -16,11 +16,10 @@ use crate::state::AppState;
 pub async fn usage(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
     let org_id = caller.org_id();
     let (start, resets_at) = month_of(OffsetDateTime::now_utc());
-    let plan = database(state.database.plan_of(org_id).await)?;
-    let used = database(
+    let (plan, used) = database(
         state
             .database
-            .usage(org_id, Metric::Verifications, start)
+            .quota(org_id, Metric::Verifications, start)
             .await,
     )?;
     let when = |time: OffsetDateTime| time.format(&Rfc3339).unwrap_or_default();
