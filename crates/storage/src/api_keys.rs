@@ -183,7 +183,7 @@ impl Database {
                     .await?
                     .rows_affected()
                 });
-                Ok(if revoked == 1 { Change::Done } else { Change::NotFound })
+                Ok(Change::done_if(revoked == 1))
             }
             .boxed()
         })

@@ -63,7 +63,7 @@ pub enum Change {
 }
 
 impl Change {
-    fn done_if(found: bool) -> Self {
+    pub(crate) fn done_if(found: bool) -> Self {
         if found { Self::Done } else { Self::NotFound }
     }
 }
@@ -152,10 +152,7 @@ impl Database {
     ) -> Result<Change, StorageError> {
         self.audited_change(event, now, move |tx| {
             async move {
-                let (Some(actor_role), Some(current)) = (
-                    role_in(tx, org_id, actor).await?,
-                    role_in(tx, org_id, target).await?,
-                ) else {
+                let Some((actor_role, current)) = roles_in(tx, org_id, actor, target).await? else {
                     return Ok(Change::NotFound);
                 };
                 if let Err(refusal) = org::may_change_role(actor_role, current, new) {
@@ -181,10 +178,7 @@ impl Database {
     ) -> Result<Change, StorageError> {
         self.audited_change(event, now, move |tx| {
             async move {
-                let (Some(actor_role), Some(current)) = (
-                    role_in(tx, org_id, actor).await?,
-                    role_in(tx, org_id, target).await?,
-                ) else {
+                let Some((actor_role, current)) = roles_in(tx, org_id, actor, target).await? else {
                     return Ok(Change::NotFound);
                 };
                 if let Err(refusal) = org::may_remove(actor_role, current, actor == target) {
@@ -227,10 +221,7 @@ impl Database {
     ) -> Result<Change, StorageError> {
         self.audited_change(event, now, move |tx| {
             async move {
-                let (Some(from_role), Some(_)) = (
-                    role_in(tx, org_id, from).await?,
-                    role_in(tx, org_id, to).await?,
-                ) else {
+                let Some((from_role, _)) = roles_in(tx, org_id, from, to).await? else {
                     return Ok(Change::NotFound);
                 };
                 if from_role != OrgRole::Owner {
@@ -563,6 +554,19 @@ impl Database {
         })
         .await
     }
+}
+
+/// The roles of two users in the organization, as the transaction sees them; `None` unless
+/// both are its members (another organization's member is as missing as nobody).
+async fn roles_in(
+    tx: &mut Tx,
+    org_id: OrgId,
+    first: UserId,
+    second: UserId,
+) -> Result<Option<(OrgRole, OrgRole)>, StorageError> {
+    Ok(role_in(tx, org_id, first)
+        .await?
+        .zip(role_in(tx, org_id, second).await?))
 }
 
 async fn role_in(

@@ -9,13 +9,13 @@ use std::time::Duration;
 
 use axum::extract::{Request, State};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use mailroom_core::EmailAddress;
 use mailroom_core::gcra::Rate;
 
 use crate::edge::context::RequestContext;
 use crate::error::ApiError;
-use crate::rate_limit::{Limiter, refusal, set_headers};
+use crate::rate_limit::{Limiter, gate, refusal};
 use crate::state::AppState;
 
 /// The window the limit is stated over.
@@ -87,28 +87,16 @@ pub async fn limit_auth(State(state): State<AppState>, request: Request, next: N
         return next.run(request).await;
     };
     let limiter = &state.auth_limiter;
-    let decision = match limiter
+    let decision = limiter
         .limiter
         .check(&[format!("auth:ip:{ip}")], &[limiter.rate()])
-        .await
-    {
-        Ok(decision) => decision,
-        Err(error) => return error.into_response(),
-    };
-    let Some(decision) = decision else {
-        return next.run(request).await;
-    };
-    let mut response = if decision.allowed {
-        next.run(request).await
-    } else {
-        refusal(
-            &decision,
-            "Too many attempts from this address; try again later.",
-        )
-        .into_response()
-    };
-    set_headers(response.headers_mut(), &decision);
-    response
+        .await;
+    gate(
+        decision,
+        "Too many attempts from this address; try again later.",
+        next.run(request),
+    )
+    .await
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use mailroom_core::gcra::Rate;
 
 use crate::auth::caller::authenticate_request_key;
 use crate::edge::context::RequestContext;
-use crate::rate_limit::{refusal, set_headers};
+use crate::rate_limit::gate;
 use crate::state::AppState;
 
 const MINUTE_US: i64 = 60 * 1_000_000;
@@ -41,20 +41,13 @@ pub async fn limit_api_keys(
         format!("key:{}:minute", key.key_id),
         format!("key:{}:day", key.key_id),
     ];
-    let decision = match state.limiter.check(&keys, &rates).await {
-        Ok(decision) => decision,
-        Err(error) => return error.into_response(),
-    };
-    let Some(decision) = decision else {
-        request.extensions_mut().insert(key);
-        return next.run(request).await;
-    };
-    let mut response = if decision.allowed {
-        request.extensions_mut().insert(key);
-        next.run(request).await
-    } else {
-        refusal(&decision, "This API key is over its rate limit; slow down.").into_response()
-    };
-    set_headers(response.headers_mut(), &decision);
-    response
+    let decision = state.limiter.check(&keys, &rates).await;
+    // A refused request never reaches the handler; one that runs finds its key here.
+    request.extensions_mut().insert(key);
+    gate(
+        decision,
+        "This API key is over its rate limit; slow down.",
+        next.run(request),
+    )
+    .await
 }

@@ -234,6 +234,29 @@ impl Limiter {
     }
 }
 
+/// Runs the request when `decision` allows it (or when there is none: the store is down and
+/// the failure mode is open), else answers 429 with `detail`; a decided response carries the
+/// `RateLimit-*` headers either way.
+pub async fn gate(
+    decision: Result<Option<Decision>, ApiError>,
+    detail: &str,
+    run: impl Future<Output = axum::response::Response>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let decision = match decision {
+        Ok(Some(decision)) => decision,
+        Ok(None) => return run.await,
+        Err(error) => return error.into_response(),
+    };
+    let mut response = if decision.allowed {
+        run.await
+    } else {
+        refusal(&decision, detail).into_response()
+    };
+    set_headers(response.headers_mut(), &decision);
+    response
+}
+
 /// The refusal for a decision that did not allow the request.
 pub fn refusal(decision: &Decision, detail: &str) -> ApiError {
     ApiError::new(
