@@ -463,7 +463,8 @@ async fn security(
             }
         },
     );
-    Ok((StatusCode::OK, markup).into_response())
+    let status = error.map_or(StatusCode::OK, ApiError::status);
+    Ok((status, markup).into_response())
 }
 
 /// The security page again after a form on it: its notice, or its error.
@@ -473,26 +474,10 @@ pub(crate) async fn back_to_security(
     principal: &Principal,
     outcome: Result<&str, ApiError>,
 ) -> Response {
-    let rendered = match &outcome {
-        Ok(notice) => {
-            let mut location = String::from("/security?");
-            location.push_str(
-                &url::form_urlencoded::Serializer::new(String::new())
-                    .append_pair("notice", notice)
-                    .finish(),
-            );
-            return Redirect::to(&location).into_response();
-        }
-        Err(error) => security(state, nonce, principal, None, Some(error)).await,
-    };
-    match (rendered, outcome) {
-        (Ok(mut response), Err(error)) => {
-            *response.status_mut() = error.status();
-            response
-        }
-        (Ok(response), Ok(_)) => response,
-        (Err(error), _) => error.into_response(),
-    }
+    crate::pages::after("/security", outcome, async |error| {
+        security(state, nonce, principal, None, error).await
+    })
+    .await
 }
 
 pub async fn password_submit(

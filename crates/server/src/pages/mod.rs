@@ -7,9 +7,11 @@ pub mod team;
 pub mod two_factor;
 
 use axum::Extension;
+use axum::response::{IntoResponse, Redirect, Response};
 use maud::{DOCTYPE, Markup, html};
 
 use crate::edge::headers::CspNonce;
+use crate::error::ApiError;
 
 pub fn layout(nonce: &CspNonce, title: &str, content: Markup) -> Markup {
     html! {
@@ -71,6 +73,25 @@ pub fn titled(
         },
     );
     (status, markup).into_response()
+}
+
+/// Back to `path` with a notice, or the error shown on it.
+pub(crate) async fn after(
+    path: &str,
+    outcome: Result<&str, ApiError>,
+    render: impl AsyncFnOnce(Option<&ApiError>) -> Result<Response, ApiError>,
+) -> Response {
+    match outcome {
+        Ok(notice) => {
+            let query = url::form_urlencoded::Serializer::new(String::new())
+                .append_pair("notice", notice)
+                .finish();
+            Redirect::to(&format!("{path}?{query}")).into_response()
+        }
+        Err(error) => render(Some(&error))
+            .await
+            .unwrap_or_else(IntoResponse::into_response),
+    }
 }
 
 pub async fn landing(Extension(nonce): Extension<CspNonce>) -> Markup {

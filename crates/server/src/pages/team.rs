@@ -20,7 +20,7 @@ use crate::auth::Principal;
 use crate::auth::caller::Caller;
 use crate::edge::headers::CspNonce;
 use crate::error::ApiError;
-use crate::pages::titled;
+use crate::pages::{after, titled};
 use crate::routes::admin::SuperAdmin;
 use crate::routes::auth::database;
 use crate::routes::{admin, api_keys, team};
@@ -40,25 +40,6 @@ fn away(error: &ApiError) -> Response {
     match error.code() {
         "mfa_setup_required" => Redirect::to("/security").into_response(),
         _ => Redirect::to("/signin").into_response(),
-    }
-}
-
-/// Back to `path` with a notice, or the error shown on it.
-async fn after(
-    path: &str,
-    outcome: Result<&str, ApiError>,
-    render: impl AsyncFnOnce(Option<&ApiError>) -> Result<Response, ApiError>,
-) -> Response {
-    match outcome {
-        Ok(notice) => {
-            let query = url::form_urlencoded::Serializer::new(String::new())
-                .append_pair("notice", notice)
-                .finish();
-            Redirect::to(&format!("{path}?{query}")).into_response()
-        }
-        Err(error) => render(Some(&error))
-            .await
-            .unwrap_or_else(IntoResponse::into_response),
     }
 }
 
