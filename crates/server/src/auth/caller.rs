@@ -106,11 +106,10 @@ pub async fn authenticate_request_key(
         return Ok(None);
     };
     let presented = SecretString::from(presented);
-    let trail = AuditTrail::of(context, headers);
     let ip = context
         .map(|context| context.client_ip.to_string())
         .unwrap_or_default();
-    authenticate_key(state, &trail, &presented, &ip)
+    authenticate_key(state, headers, context, &presented, &ip)
         .await
         .map(Some)
 }
@@ -119,7 +118,8 @@ pub async fn authenticate_request_key(
 /// expiry. A revoked key's use is audited: it may be a leaked one.
 async fn authenticate_key(
     state: &AppState,
-    trail: &AuditTrail,
+    headers: &HeaderMap,
+    context: Option<&RequestContext>,
     presented: &SecretString,
     ip: &str,
 ) -> Result<KeyCaller, ApiError> {
@@ -130,6 +130,7 @@ async fn authenticate_key(
         .ok_or_else(invalid_api_key)?;
     let now = OffsetDateTime::now_utc();
     if stored.revoked {
+        let trail = AuditTrail::of(context, headers);
         audit::record(
             &state.database,
             AuditEvent {

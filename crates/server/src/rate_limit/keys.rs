@@ -17,12 +17,16 @@ const DAY_US: i64 = 24 * 60 * MINUTE_US;
 
 pub async fn limit_api_keys(
     State(state): State<AppState>,
-    mut request: Request,
+    request: Request,
     next: Next,
 ) -> Response {
-    let headers = request.headers().clone();
-    let context = request.extensions().get::<RequestContext>().copied();
-    let key = match authenticate_request_key(&state, &headers, context.as_ref()).await {
+    // The request's head, borrowed across the lookup without cloning it (a request with its
+    // body cannot be held across an await by reference).
+    let (parts, body) = request.into_parts();
+    let context = parts.extensions.get::<RequestContext>().copied();
+    let key = authenticate_request_key(&state, &parts.headers, context.as_ref()).await;
+    let mut request = Request::from_parts(parts, body);
+    let key = match key {
         Ok(Some(key)) => key,
         Ok(None) => return next.run(request).await,
         Err(error) => return error.into_response(),
