@@ -1,0 +1,550 @@
+//! The verifier: runs every check on a list of addresses and decides each verdict.
+//!
+//! Bulk runs are cheap on the mail hosts they ask: the addresses that share mail hosts share
+//! sessions (many `RCPT TO` per session, `RSET` between transactions), no host sees more than
+//! `sessions_per_host` sessions of ours at once, and the whole engine holds at most
+//! `max_sessions`. A domain's catch-all test is made once and remembered.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use rand::Rng;
+use time::OffsetDateTime;
+use tokio::sync::Semaphore;
+
+use crate::dns::{Dns, DnsReport, MailHost};
+use crate::lists::{Classification, Lists, ListsError};
+use crate::report::{self, Reason, SmtpReport, SyntaxReport, Verification, verdict_of};
+use crate::smtp::{self, Answer, Greeting, Mailbox, Reply, Session, SessionError};
+use crate::syntax::{self, Address};
+
+/// How the engine reaches the world. The defaults suit production but for `helo_name` and
+/// `probe_from`, which an operator should set to a name and address of their own.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// A resolver to ask instead of the system's (`ip:port`).
+    pub dns_server: Option<SocketAddr>,
+    pub smtp_port: u16,
+    /// Said in EHLO: a real host name whose A record points back at this machine.
+    pub helo_name: String,
+    /// Said in `MAIL FROM`; empty is the null reverse path `<>`.
+    pub probe_from: String,
+    /// For connecting, and for each reply.
+    pub timeout: Duration,
+    pub sessions_per_host: usize,
+    pub max_sessions: usize,
+    /// A session ends (QUIT) after this many `RCPT TO`; the next one opens afresh.
+    pub rcpts_per_session: usize,
+    /// A transaction ends (`RSET`) after this many `RCPT TO`.
+    pub rcpts_per_transaction: usize,
+    /// In bulk runs, greylisted addresses are asked again after this long…
+    pub greylist_retry_after: Duration,
+    /// …this many times at most.
+    pub greylist_retries: usize,
+    /// Operator additions to the shipped lists.
+    pub lists_dir: Option<PathBuf>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            dns_server: None,
+            smtp_port: 25,
+            helo_name: "localhost".to_owned(),
+            probe_from: String::new(),
+            timeout: Duration::from_secs(10),
+            sessions_per_host: 2,
+            max_sessions: 64,
+            rcpts_per_session: 100,
+            rcpts_per_transaction: 25,
+            greylist_retry_after: Duration::from_secs(60),
+            greylist_retries: 2,
+            lists_dir: None,
+        }
+    }
+}
+
+/// Whether greylisted addresses are waited for (a bulk job can; a caller waiting on an HTTP
+/// answer cannot, and gets `unknown` with the reason `greylisted`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Sync,
+    Bulk,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Options {
+    pub smtp: bool,
+    pub mode: Mode,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error(transparent)]
+    Dns(#[from] crate::dns::DnsSetupError),
+    #[error(transparent)]
+    Lists(#[from] ListsError),
+}
+
+/// How long a domain's catch-all answer is trusted.
+const CATCH_ALL_TTL: Duration = Duration::from_secs(3600);
+/// Past this many remembered hosts, the idle ones are forgotten.
+const REMEMBERED_HOSTS: usize = 4096;
+
+pub struct Verifier {
+    dns: Dns,
+    lists: Lists,
+    settings: Settings,
+    greeting: Greeting,
+    sessions: Arc<Semaphore>,
+    hosts: Mutex<HashMap<IpAddr, Arc<Semaphore>>>,
+    catch_all: Mutex<HashMap<String, (bool, Instant)>>,
+}
+
+/// One address on its way through the checks.
+struct Pending {
+    email: String,
+    address: Option<Address>,
+    syntax: SyntaxReport,
+    dns: DnsReport,
+    classification: Classification,
+    smtp: SmtpReport,
+    smtp_reason: Option<Reason>,
+}
+
+/// What the probe learned of one address.
+struct Probed {
+    host: String,
+    outcome: Result<Reply, Failure>,
+}
+
+#[derive(Clone, Copy)]
+enum Failure {
+    Unreachable,
+    Timeout,
+    /// The session was refused (banner, EHLO or `MAIL FROM`) with this reply code.
+    Refused(u16),
+}
+
+impl From<&SessionError> for Failure {
+    fn from(error: &SessionError) -> Self {
+        match error {
+            SessionError::Timeout => Failure::Timeout,
+            SessionError::Refused(reply) => Failure::Refused(reply.code),
+            SessionError::Connect(_) | SessionError::Protocol(_) | SessionError::Io(_) => {
+                Failure::Unreachable
+            }
+        }
+    }
+}
+
+impl Verifier {
+    pub fn new(settings: Settings) -> Result<Self, SetupError> {
+        let dns = Dns::new(settings.dns_server, settings.timeout)?;
+        let lists = match &settings.lists_dir {
+            Some(dir) => Lists::with_operator_lists(dir)?,
+            None => Lists::default(),
+        };
+        Ok(Verifier {
+            dns,
+            lists,
+            greeting: Greeting {
+                helo_name: settings.helo_name.clone(),
+                probe_from: settings.probe_from.clone(),
+                timeout: settings.timeout,
+            },
+            sessions: Arc::new(Semaphore::new(settings.max_sessions.max(1))),
+            hosts: Mutex::new(HashMap::new()),
+            catch_all: Mutex::new(HashMap::new()),
+            settings,
+        })
+    }
+
+    pub async fn verify(&self, email: &str, options: Options) -> Verification {
+        let started = (Instant::now(), OffsetDateTime::now_utc());
+        let mut pending = [self.parse(email)];
+        self.check(&mut pending, options).await;
+        let [entry] = pending;
+        finish(entry, started)
+    }
+
+    /// Verifies every address; the results come in the order of `emails`.
+    pub async fn verify_many(&self, emails: &[String], options: Options) -> Vec<Verification> {
+        let started = (Instant::now(), OffsetDateTime::now_utc());
+        let mut pending: Vec<Pending> = emails.iter().map(|email| self.parse(email)).collect();
+        self.check(&mut pending, options).await;
+        pending
+            .into_iter()
+            .map(|entry| finish(entry, started))
+            .collect()
+    }
+
+    async fn check(&self, pending: &mut [Pending], options: Options) {
+        self.look_up_domains(pending).await;
+        for entry in pending.iter_mut() {
+            if let Some(address) = &entry.address {
+                entry.classification = self.lists.classify(address);
+            }
+        }
+        if options.smtp {
+            self.probe_all(pending, options.mode).await;
+        } else {
+            for entry in pending.iter_mut().filter(|entry| entry.dns.accepts_mail) {
+                entry.smtp_reason = Some(Reason::SmtpNotChecked);
+            }
+        }
+    }
+
+    fn parse(&self, email: &str) -> Pending {
+        let (address, syntax) = match syntax::parse(email) {
+            Ok(address) => {
+                let syntax = SyntaxReport {
+                    valid: true,
+                    reason: None,
+                    local_part: Some(address.local_part().to_owned()),
+                    domain: Some(address.domain().to_owned()),
+                };
+                (Some(address), syntax)
+            }
+            Err(reason) => (
+                None,
+                SyntaxReport {
+                    valid: false,
+                    reason: Some(reason),
+                    local_part: None,
+                    domain: None,
+                },
+            ),
+        };
+        Pending {
+            email: email.to_owned(),
+            address,
+            syntax,
+            dns: DnsReport::not_checked(),
+            classification: Classification::default(),
+            smtp: SmtpReport::not_checked(),
+            smtp_reason: None,
+        }
+    }
+
+    /// Each distinct domain is looked up once, many at a time.
+    async fn look_up_domains(&self, pending: &mut [Pending]) {
+        let mut domains: Vec<&str> = pending
+            .iter()
+            .filter_map(|entry| entry.address.as_ref().map(Address::domain))
+            .collect();
+        domains.sort_unstable();
+        domains.dedup();
+        let reports: HashMap<String, DnsReport> = futures::stream::iter(domains)
+            .map(|domain| async move { (domain.to_owned(), self.dns.mail_hosts(domain).await) })
+            .buffer_unordered(64)
+            .collect()
+            .await;
+        for entry in pending {
+            if let Some(address) = &entry.address
+                && let Some(report) = reports.get(address.domain())
+            {
+                entry.dns = report.clone();
+            }
+        }
+    }
+
+    async fn probe_all(&self, pending: &mut [Pending], mode: Mode) {
+        let mut due: Vec<usize> = (0..pending.len())
+            .filter(|&index| pending[index].dns.accepts_mail)
+            .collect();
+        let mut rounds_left = match mode {
+            Mode::Sync => 0,
+            Mode::Bulk => self.settings.greylist_retries,
+        };
+        loop {
+            let probed = self.probe_round(pending, &due).await;
+            let mut again = Vec::new();
+            for (index, probed) in probed {
+                let greylisted = self.record(&mut pending[index], probed);
+                if greylisted {
+                    again.push(index);
+                }
+            }
+            if again.is_empty() || rounds_left == 0 {
+                break;
+            }
+            rounds_left -= 1;
+            tokio::time::sleep(self.settings.greylist_retry_after).await;
+            due = again;
+        }
+    }
+
+    /// Probes the addresses at `due`, sharing sessions among those with the same mail hosts.
+    async fn probe_round(&self, pending: &[Pending], due: &[usize]) -> Vec<(usize, Probed)> {
+        let mut groups: HashMap<&[MailHost], Vec<(usize, &Address)>> = HashMap::new();
+        for &index in due {
+            if let Some(address) = &pending[index].address {
+                groups
+                    .entry(pending[index].dns.mx.as_slice())
+                    .or_default()
+                    .push((index, address));
+            }
+        }
+        let per_session = self.settings.rcpts_per_session.max(1);
+        let mut sessions: FuturesUnordered<_> = groups
+            .iter()
+            .flat_map(|(hosts, addresses)| {
+                addresses
+                    .chunks(per_session)
+                    .map(move |chunk| self.probe_session(hosts, chunk))
+            })
+            .collect();
+        let mut probed = Vec::with_capacity(due.len());
+        while let Some(results) = sessions.next().await {
+            probed.extend(results);
+        }
+        probed
+    }
+
+    /// Asks the first host that answers about every address of `chunk`; a session that breaks
+    /// midway is opened again for the addresses still unasked.
+    async fn probe_session(
+        &self,
+        hosts: &[MailHost],
+        chunk: &[(usize, &Address)],
+    ) -> Vec<(usize, Probed)> {
+        let mut results = Vec::with_capacity(chunk.len());
+        let mut rest = chunk;
+        while !rest.is_empty() {
+            let (host, mut session, _permits) = match self.open_session(hosts).await {
+                Ok(opened) => opened,
+                Err((host, failure)) => {
+                    results.extend(rest.iter().map(|&(index, _)| {
+                        (
+                            index,
+                            Probed {
+                                host: host.clone(),
+                                outcome: Err(failure),
+                            },
+                        )
+                    }));
+                    return results;
+                }
+            };
+            let mut in_transaction = 0;
+            let mut asked = 0;
+            let mut broken = None;
+            for &(index, address) in rest {
+                if in_transaction == self.settings.rcpts_per_transaction.max(1) {
+                    if let Err(error) = session.reset().await {
+                        broken = Some(Failure::from(&error));
+                        break;
+                    }
+                    in_transaction = 0;
+                }
+                asked += 1;
+                in_transaction += 1;
+                match session.rcpt(&address.normalized()).await {
+                    Ok(reply) => results.push((
+                        index,
+                        Probed {
+                            host: host.clone(),
+                            outcome: Ok(reply),
+                        },
+                    )),
+                    Err(error) => {
+                        results.push((
+                            index,
+                            Probed {
+                                host: host.clone(),
+                                outcome: Err(Failure::from(&error)),
+                            },
+                        ));
+                        broken = Some(Failure::from(&error));
+                        break;
+                    }
+                }
+            }
+            if broken.is_none() {
+                self.test_catch_all(&mut session, rest, &results).await;
+                session.quit().await;
+            }
+            // Every pass asks at least one address, so this ends.
+            rest = &rest[asked.clamp(1, rest.len())..];
+        }
+        results
+    }
+
+    /// Tries the hosts in preference order, each of their addresses in turn.
+    #[allow(clippy::type_complexity)]
+    async fn open_session(
+        &self,
+        hosts: &[MailHost],
+    ) -> Result<
+        (
+            String,
+            Session,
+            (tokio::sync::OwnedSemaphorePermit, tokio::sync::OwnedSemaphorePermit),
+        ),
+        (String, Failure),
+    > {
+        let mut last = (String::new(), Failure::Unreachable);
+        for host in hosts {
+            let Ok(addresses) = self.dns.addresses(&host.host).await else {
+                last = (host.host.clone(), Failure::Unreachable);
+                continue;
+            };
+            for ip in addresses {
+                let host_permit = self.host_slot(ip).acquire_owned().await;
+                let session_permit = Arc::clone(&self.sessions).acquire_owned().await;
+                let (Ok(host_permit), Ok(session_permit)) = (host_permit, session_permit) else {
+                    continue;
+                };
+                let address = SocketAddr::new(ip, self.settings.smtp_port);
+                match Session::open(address, &self.greeting).await {
+                    Ok(session) => {
+                        return Ok((host.host.clone(), session, (host_permit, session_permit)));
+                    }
+                    Err(error) => {
+                        tracing::debug!(host = %host.host, %ip, %error, "mail host unusable");
+                        last = (host.host.clone(), Failure::from(&error));
+                    }
+                }
+            }
+        }
+        Err(last)
+    }
+
+    fn host_slot(&self, ip: IpAddr) -> Arc<Semaphore> {
+        let mut hosts = self.hosts.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if hosts.len() > REMEMBERED_HOSTS {
+            hosts.retain(|_, slot| Arc::strong_count(slot) > 1);
+        }
+        Arc::clone(
+            hosts
+                .entry(ip)
+                .or_insert_with(|| Arc::new(Semaphore::new(self.settings.sessions_per_host.max(1)))),
+        )
+    }
+
+    /// For each domain of `chunk` that accepted an address here and whose answer is not
+    /// remembered, asks for a random address that cannot exist.
+    async fn test_catch_all(
+        &self,
+        session: &mut Session,
+        chunk: &[(usize, &Address)],
+        results: &[(usize, Probed)],
+    ) {
+        let accepted: Vec<&str> = chunk
+            .iter()
+            .filter(|(index, _)| {
+                results.iter().any(|(probed, result)| {
+                    probed == index
+                        && matches!(&result.outcome, Ok(reply) if smtp::classify(reply) == Answer::Accepted)
+                })
+            })
+            .map(|(_, address)| address.domain())
+            .collect();
+        for domain in accepted {
+            if self.remembered_catch_all(domain).is_some() {
+                continue;
+            }
+            let probe = format!("mailroom-probe-{:016x}@{domain}", rand::rng().random::<u64>());
+            // A temporary answer says nothing; it is not remembered.
+            match session.rcpt(&probe).await.map(|reply| smtp::classify(&reply)) {
+                Ok(Answer::Accepted) => self.remember_catch_all(domain, true),
+                Ok(Answer::Refused(_)) => self.remember_catch_all(domain, false),
+                _ => {}
+            }
+        }
+    }
+
+    fn remembered_catch_all(&self, domain: &str) -> Option<bool> {
+        let known = self.catch_all.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        known
+            .get(domain)
+            .filter(|(_, at)| at.elapsed() < CATCH_ALL_TTL)
+            .map(|(catch_all, _)| *catch_all)
+    }
+
+    fn remember_catch_all(&self, domain: &str, catch_all: bool) {
+        let mut known = self.catch_all.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if known.len() > REMEMBERED_HOSTS {
+            known.retain(|_, (_, at)| at.elapsed() < CATCH_ALL_TTL);
+        }
+        known.insert(domain.to_owned(), (catch_all, Instant::now()));
+    }
+
+    /// Writes what the probe learned into the entry; true when it was greylisted.
+    fn record(&self, entry: &mut Pending, probed: Probed) -> bool {
+        entry.smtp = SmtpReport {
+            checked: true,
+            host: Some(probed.host),
+            ..SmtpReport::not_checked()
+        };
+        let reply = match probed.outcome {
+            Ok(reply) => reply,
+            Err(failure) => {
+                entry.smtp_reason = Some(match failure {
+                    Failure::Timeout => Reason::SmtpTimeout,
+                    Failure::Unreachable => Reason::SmtpUnreachable,
+                    Failure::Refused(code) if code >= 500 => Reason::SmtpBlocked,
+                    Failure::Refused(_) => Reason::SmtpTemporaryFailure,
+                });
+                return false;
+            }
+        };
+        let answer = smtp::classify(&reply);
+        entry.smtp.code = Some(reply.code);
+        entry.smtp.enhanced_code = reply.enhanced;
+        entry.smtp.message = Some(reply.text);
+        entry.smtp_reason = None;
+        let domain = entry.address.as_ref().map(Address::domain).unwrap_or_default();
+        match answer {
+            Answer::Accepted => {
+                entry.smtp.mailbox = Mailbox::Exists;
+                entry.smtp.catch_all = self.remembered_catch_all(domain);
+            }
+            Answer::Refused(mailbox) => {
+                entry.smtp.mailbox = mailbox;
+                // A domain that refuses an address takes mail for some addresses only.
+                entry.smtp.catch_all = Some(false);
+            }
+            Answer::Temporary { greylisted } => {
+                entry.smtp_reason = Some(if greylisted {
+                    Reason::Greylisted
+                } else {
+                    Reason::SmtpTemporaryFailure
+                });
+                return greylisted;
+            }
+            Answer::Blocked => entry.smtp_reason = Some(Reason::SmtpBlocked),
+        }
+        false
+    }
+}
+
+/// The verdict from everything the checks found.
+fn finish(entry: Pending, (started, checked_at): (Instant, OffsetDateTime)) -> Verification {
+    let reasons = report::reasons(
+        &entry.syntax,
+        &entry.dns,
+        &entry.classification,
+        &entry.smtp,
+        entry.smtp_reason,
+    );
+    Verification {
+        normalized: entry.address.as_ref().map(Address::normalized),
+        email: entry.email,
+        verdict: verdict_of(&reasons),
+        reasons,
+        syntax: entry.syntax,
+        dns: entry.dns,
+        classification: entry.classification,
+        smtp: entry.smtp,
+        cached: false,
+        checked_at,
+        duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+    }
+}

@@ -1,0 +1,212 @@
+//! VER-3: the lists that classify an address — disposable domains, free mailbox providers, role
+//! local parts — and the popular domains that typo suggestions are measured against.
+//!
+//! They ship inside the binary (see `data/SOURCES.md` for where each comes from and its license)
+//! and an operator extends them with files of the same names in `--lists-dir`.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::syntax::Address;
+
+const DISPOSABLE: &str = include_str!("../data/disposable_domains.txt");
+const FREE_PROVIDERS: &str = include_str!("../data/free_provider_domains.txt");
+const ROLES: &str = include_str!("../data/role_local_parts.txt");
+const POPULAR: &str = include_str!("../data/popular_domains.txt");
+
+/// A domain this many edits or fewer from a popular one is taken for a typo of it…
+const MAX_TYPO_DISTANCE: usize = 2;
+/// …but a short popular domain is two edits from too many real ones (`sony.com`, `sky.com`):
+/// up to this length, one edit only.
+const SHORT_DOMAIN: usize = 7;
+/// Shorter domains are too close to too many others for a guess to help.
+const MIN_TYPO_LENGTH: usize = 6;
+
+#[derive(Clone, Debug)]
+pub struct Lists {
+    disposable: HashSet<String>,
+    free_providers: HashSet<String>,
+    roles: HashSet<String>,
+    popular: Vec<String>,
+}
+
+/// What the lists say of one address. Every check runs, whatever another found.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Classification {
+    pub disposable: bool,
+    pub free_provider: bool,
+    pub role_account: bool,
+    /// The address the sender probably meant, when the domain looks like a typo.
+    pub suggestion: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read the list {path}: {source}")]
+pub struct ListsError {
+    path: String,
+    source: std::io::Error,
+}
+
+impl Default for Lists {
+    fn default() -> Self {
+        Lists {
+            disposable: entries(DISPOSABLE).collect(),
+            free_providers: entries(FREE_PROVIDERS).collect(),
+            roles: entries(ROLES).collect(),
+            popular: entries(POPULAR).collect(),
+        }
+    }
+}
+
+fn entries(text: &str) -> impl Iterator<Item = String> + '_ {
+    text.lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .map(str::to_lowercase)
+}
+
+impl Lists {
+    /// The shipped lists, each extended by the file of the same name in `dir` where there is
+    /// one (one entry per line, `#` starts a comment line).
+    pub fn with_operator_lists(dir: &Path) -> Result<Self, ListsError> {
+        let mut lists = Lists::default();
+        let files: [(&str, &mut HashSet<String>); 3] = [
+            ("disposable_domains.txt", &mut lists.disposable),
+            ("free_provider_domains.txt", &mut lists.free_providers),
+            ("role_local_parts.txt", &mut lists.roles),
+        ];
+        for (name, set) in files {
+            if let Some(text) = read_if_present(&dir.join(name))? {
+                set.extend(entries(&text));
+            }
+        }
+        if let Some(text) = read_if_present(&dir.join("popular_domains.txt"))? {
+            lists.popular.extend(entries(&text));
+        }
+        Ok(lists)
+    }
+
+    pub fn classify(&self, address: &Address) -> Classification {
+        let domain = address.domain();
+        Classification {
+            disposable: self.is_disposable(domain),
+            free_provider: self.free_providers.contains(domain),
+            role_account: self.is_role(address.local_part()),
+            suggestion: self
+                .typo_of(domain)
+                .map(|meant| format!("{}@{meant}", address.local_part())),
+        }
+    }
+
+    /// A disposable service's subdomains are disposable too (`x.mailinator.com`).
+    fn is_disposable(&self, domain: &str) -> bool {
+        let mut rest = domain;
+        loop {
+            if self.disposable.contains(rest) {
+                return true;
+            }
+            match rest.split_once('.') {
+                Some((_, parent)) if parent.contains('.') => rest = parent,
+                _ => return false,
+            }
+        }
+    }
+
+    /// `sales+eu@` is still the sales team.
+    fn is_role(&self, local: &str) -> bool {
+        let local = local.split_once('+').map_or(local, |(base, _)| base);
+        self.roles.contains(local)
+    }
+
+    fn typo_of(&self, domain: &str) -> Option<&str> {
+        if domain.len() < MIN_TYPO_LENGTH
+            || self.free_providers.contains(domain)
+            || self.popular.iter().any(|popular| popular == domain)
+        {
+            return None;
+        }
+        self.popular
+            .iter()
+            .map(|popular| (strsim::osa_distance(domain, popular), popular))
+            .filter(|(distance, popular)| {
+                let allowed = if popular.len() <= SHORT_DOMAIN {
+                    1
+                } else {
+                    MAX_TYPO_DISTANCE
+                };
+                *distance <= allowed
+            })
+            .min_by_key(|(distance, _)| *distance)
+            .map(|(_, popular)| popular.as_str())
+    }
+}
+
+fn read_if_present(path: &Path) -> Result<Option<String>, ListsError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(Some(text)),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(ListsError {
+            path: path.display().to_string(),
+            source,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::syntax::parse;
+
+    fn classify(lists: &Lists, address: &str) -> Classification {
+        lists.classify(&parse(address).unwrap())
+    }
+
+    #[test]
+    fn one_check_never_hides_another() {
+        let lists = Lists::default();
+        let found = classify(&lists, "postmaster@mailinator.com");
+        assert!(found.disposable && found.role_account, "{found:?}");
+        let found = classify(&lists, "sales+eu@gmail.com");
+        assert!(found.free_provider && found.role_account && !found.disposable);
+        assert_eq!(found.suggestion, None);
+        assert!(classify(&lists, "a@inbox.mailinator.com").disposable);
+        assert_eq!(classify(&lists, "jane@example.com"), Classification::default());
+    }
+
+    #[test]
+    fn typos_of_popular_domains_are_suggested() {
+        let lists = Lists::default();
+        for (typo, meant) in [
+            ("jane@gmial.com", "jane@gmail.com"),
+            ("jane@gmail.con", "jane@gmail.com"),
+            ("jane@hotmial.com", "jane@hotmail.com"),
+            ("jane@yaho.com", "jane@yahoo.com"),
+        ] {
+            assert_eq!(
+                classify(&lists, typo).suggestion.as_deref(),
+                Some(meant),
+                "{typo}"
+            );
+        }
+        assert_eq!(classify(&lists, "jane@example.org").suggestion, None);
+    }
+
+    #[test]
+    fn operators_extend_the_lists() {
+        let dir = std::env::temp_dir().join(format!("mailroom-lists-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("disposable_domains.txt"),
+            "# ours\nthrowaway.example\n",
+        )
+        .unwrap();
+        std::fs::write(dir.join("role_local_parts.txt"), "Payroll\n").unwrap();
+        let lists = Lists::with_operator_lists(&dir).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(classify(&lists, "x@throwaway.example").disposable);
+        assert!(classify(&lists, "payroll@example.com").role_account);
+        assert!(classify(&lists, "x@mailinator.com").disposable, "shipped entries stay");
+    }
+}

@@ -1,0 +1,320 @@
+//! VER-4: ask the mail host whether it would take mail for an address — and never send any.
+//!
+//! A session is EHLO, `MAIL FROM`, then `RCPT TO` for one or many addresses (with `RSET` and a
+//! fresh `MAIL FROM` between transactions), then QUIT. Never DATA.
+//!
+//! The client is written by hand: an SMTP library is built to deliver mail, turns every
+//! negative reply into an error without its enhanced status code, and does not let a session
+//! stop after RCPT. A probe needs exactly those replies, so it reads them itself.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+/// A reply line longer than this is not from a mail server we can reason with.
+const MAX_LINE: u64 = 4096;
+/// Nor is a reply of more lines than this.
+const MAX_LINES: usize = 128;
+
+/// One reply of the server: its code, the enhanced status code when it gave one (RFC 3463),
+/// and its text.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reply {
+    pub code: u16,
+    pub enhanced: Option<String>,
+    pub text: String,
+}
+
+impl Reply {
+    fn positive(&self) -> bool {
+        (200..400).contains(&self.code)
+    }
+}
+
+/// What a reply to `RCPT TO` says of the mailbox.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mailbox {
+    Exists,
+    Missing,
+    Full,
+    Disabled,
+    Unknown,
+}
+
+/// How a reply to `RCPT TO` reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Answer {
+    Accepted,
+    Refused(Mailbox),
+    /// 4xx: try later (greylisting, a full mailbox that may drain, a busy server).
+    Temporary { greylisted: bool },
+    /// 5.7.x: the server will not say, by policy (it blocked us, not the address).
+    Blocked,
+}
+
+/// Reads a `RCPT TO` reply: by code and enhanced status code, the text only as a fallback
+/// (servers word refusals every way, but agree on RFC 3463's codes when they give them).
+pub fn classify(reply: &Reply) -> Answer {
+    let enhanced = reply.enhanced.as_deref();
+    let text = reply.text.to_ascii_lowercase();
+    let says = |words: &[&str]| words.iter().any(|word| text.contains(word));
+    match reply.code {
+        200..=399 => Answer::Accepted,
+        400..=499 => match enhanced {
+            Some("4.2.2") => Answer::Temporary { greylisted: false },
+            _ => Answer::Temporary {
+                greylisted: says(&["grey", "gray", "try again later", "try later"])
+                    || matches!(enhanced, Some("4.7.1") | Some("4.2.0") | Some("4.7.0")),
+            },
+        },
+        _ => match enhanced {
+            // 5.1.10 is RFC 7505's "recipient address has null MX".
+            Some("5.1.1") | Some("5.1.0") | Some("5.1.6") | Some("5.1.10") => {
+                Answer::Refused(Mailbox::Missing)
+            }
+            Some("5.2.2") => Answer::Refused(Mailbox::Full),
+            Some("5.2.1") => Answer::Refused(Mailbox::Disabled),
+            Some(code) if code.starts_with("5.7.") => Answer::Blocked,
+            _ if says(&["full", "quota", "insufficient storage"]) => {
+                Answer::Refused(Mailbox::Full)
+            }
+            _ if says(&["disabled", "inactive", "suspended", "deactivated"]) => {
+                Answer::Refused(Mailbox::Disabled)
+            }
+            _ if says(&["spam", "blocked", "blacklist", "blocklist", "policy", "denied"]) => {
+                Answer::Blocked
+            }
+            _ if says(&[
+                "unknown",
+                "no such",
+                "does not exist",
+                "doesn't exist",
+                "not found",
+                "invalid",
+                "unavailable",
+                "rejected",
+            ]) =>
+            {
+                Answer::Refused(Mailbox::Missing)
+            }
+            // 550/551/553 without a better word: the mailbox is refused.
+            _ if matches!(reply.code, 550 | 551 | 553) => Answer::Refused(Mailbox::Missing),
+            _ => Answer::Refused(Mailbox::Unknown),
+        },
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("cannot connect: {0}")]
+    Connect(std::io::Error),
+    #[error("the server did not answer in time")]
+    Timeout,
+    #[error("the server refused the session: {} {}", .0.code, .0.text)]
+    Refused(Reply),
+    #[error("the server broke the protocol: {0}")]
+    Protocol(&'static str),
+    #[error("the connection failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// What a session says of itself.
+#[derive(Clone, Debug)]
+pub struct Greeting {
+    pub helo_name: String,
+    pub probe_from: String,
+    pub timeout: Duration,
+}
+
+pub struct Session {
+    stream: BufReader<TcpStream>,
+    timeout: Duration,
+    probe_from: String,
+}
+
+impl Session {
+    /// Connects, reads the banner, says EHLO (HELO if EHLO is refused) and opens a transaction
+    /// with `MAIL FROM`.
+    pub async fn open(address: SocketAddr, greeting: &Greeting) -> Result<Self, SessionError> {
+        let stream = tokio::time::timeout(greeting.timeout, TcpStream::connect(address))
+            .await
+            .map_err(|_| SessionError::Timeout)?
+            .map_err(SessionError::Connect)?;
+        let mut session = Session {
+            stream: BufReader::new(stream),
+            timeout: greeting.timeout,
+            probe_from: greeting.probe_from.clone(),
+        };
+        session.expect_positive(None).await?;
+        let ehlo = session
+            .command(&format!("EHLO {}", greeting.helo_name))
+            .await?;
+        if !ehlo.positive() {
+            session
+                .expect_positive(Some(&format!("HELO {}", greeting.helo_name)))
+                .await?;
+        }
+        session.mail_from().await?;
+        Ok(session)
+    }
+
+    async fn mail_from(&mut self) -> Result<(), SessionError> {
+        let command = format!("MAIL FROM:<{}>", self.probe_from);
+        self.expect_positive(Some(&command)).await
+    }
+
+    /// `RCPT TO` one address (in its ASCII form).
+    pub async fn rcpt(&mut self, address: &str) -> Result<Reply, SessionError> {
+        self.command(&format!("RCPT TO:<{address}>")).await
+    }
+
+    /// Ends the transaction and opens the next one.
+    pub async fn reset(&mut self) -> Result<(), SessionError> {
+        self.expect_positive(Some("RSET")).await?;
+        self.mail_from().await
+    }
+
+    /// Says goodbye; the reply does not matter.
+    pub async fn quit(mut self) {
+        let _ = self.command("QUIT").await;
+    }
+
+    async fn expect_positive(&mut self, command: Option<&str>) -> Result<(), SessionError> {
+        let reply = match command {
+            Some(command) => self.command(command).await?,
+            None => self.reply().await?,
+        };
+        if reply.positive() {
+            Ok(())
+        } else {
+            Err(SessionError::Refused(reply))
+        }
+    }
+
+    async fn command(&mut self, command: &str) -> Result<Reply, SessionError> {
+        let line = format!("{command}\r\n");
+        tokio::time::timeout(self.timeout, self.stream.get_mut().write_all(line.as_bytes()))
+            .await
+            .map_err(|_| SessionError::Timeout)??;
+        self.reply().await
+    }
+
+    async fn reply(&mut self) -> Result<Reply, SessionError> {
+        tokio::time::timeout(self.timeout, read_reply(&mut self.stream))
+            .await
+            .map_err(|_| SessionError::Timeout)?
+    }
+}
+
+/// Reads one reply, of one line (`250 OK`) or many (`250-…` then `250 …`).
+async fn read_reply(stream: &mut BufReader<TcpStream>) -> Result<Reply, SessionError> {
+    let mut code = None;
+    let mut lines = Vec::new();
+    for _ in 0..MAX_LINES {
+        let mut line = Vec::new();
+        (&mut *stream)
+            .take(MAX_LINE)
+            .read_until(b'\n', &mut line)
+            .await?;
+        if line.last() != Some(&b'\n') {
+            return Err(SessionError::Protocol("a reply line was cut short or too long"));
+        }
+        let line = String::from_utf8_lossy(&line);
+        let line = line.trim_end_matches(['\r', '\n']);
+        let (this_code, rest) = match (line.get(..3), line.get(3..)) {
+            (Some(digits), Some(rest)) if digits.bytes().all(|b| b.is_ascii_digit()) => {
+                (digits.parse::<u16>().unwrap_or(0), rest)
+            }
+            _ => return Err(SessionError::Protocol("a reply line has no code")),
+        };
+        if *code.get_or_insert(this_code) != this_code {
+            return Err(SessionError::Protocol("a reply changed its code midway"));
+        }
+        let (more, text) = match rest.chars().next() {
+            Some('-') => (true, &rest[1..]),
+            Some(' ') => (false, &rest[1..]),
+            None => (false, ""),
+            Some(_) => return Err(SessionError::Protocol("a reply line is malformed")),
+        };
+        lines.push(text.to_owned());
+        if !more {
+            let code = this_code;
+            let (enhanced, text) = split_enhanced(code, &lines.join("\n"));
+            return Ok(Reply {
+                code,
+                enhanced,
+                text,
+            });
+        }
+    }
+    Err(SessionError::Protocol("a reply has too many lines"))
+}
+
+/// RFC 3463: `class.subject.detail` at the start of the text, its class that of the code.
+fn split_enhanced(code: u16, text: &str) -> (Option<String>, String) {
+    let (first, rest) = text.split_once(' ').unwrap_or((text, ""));
+    let parts: Vec<&str> = first.split('.').collect();
+    let is_enhanced = parts.len() == 3
+        && parts[0] == (code / 100).to_string()
+        && parts[1..]
+            .iter()
+            .all(|part| (1..=3).contains(&part.len()) && part.bytes().all(|b| b.is_ascii_digit()));
+    if is_enhanced {
+        (Some(first.to_owned()), rest.to_owned())
+    } else {
+        (None, text.to_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply(code: u16, text: &str) -> Reply {
+        let (enhanced, text) = split_enhanced(code, text);
+        Reply {
+            code,
+            enhanced,
+            text,
+        }
+    }
+
+    #[test]
+    fn enhanced_codes_decide_and_text_is_the_fallback() {
+        let cases = [
+            (250, "2.1.5 OK", Answer::Accepted),
+            (550, "5.1.1 No such user", Answer::Refused(Mailbox::Missing)),
+            (550, "5.1.10 Null MX", Answer::Refused(Mailbox::Missing)),
+            (552, "5.2.2 Mailbox full", Answer::Refused(Mailbox::Full)),
+            (550, "5.2.1 Mailbox disabled", Answer::Refused(Mailbox::Disabled)),
+            (550, "5.7.1 Client host blocked", Answer::Blocked),
+            (
+                450,
+                "4.2.0 Greylisted, try again later",
+                Answer::Temporary { greylisted: true },
+            ),
+            (452, "4.2.2 Over quota", Answer::Temporary { greylisted: false }),
+            (451, "Temporary local problem", Answer::Temporary { greylisted: false }),
+            // No enhanced code: the words decide, and a bare 550 means no such mailbox.
+            (550, "User unknown in virtual mailbox table", Answer::Refused(Mailbox::Missing)),
+            (552, "Requested action aborted: mailbox full", Answer::Refused(Mailbox::Full)),
+            (550, "Requested action not taken", Answer::Refused(Mailbox::Missing)),
+            (554, "Transaction failed", Answer::Refused(Mailbox::Unknown)),
+        ];
+        for (code, text, answer) in cases {
+            assert_eq!(classify(&reply(code, text)), answer, "{code} {text}");
+        }
+    }
+
+    #[test]
+    fn an_enhanced_code_must_match_the_reply_class() {
+        assert_eq!(split_enhanced(550, "5.1.1 No").0.as_deref(), Some("5.1.1"));
+        assert_eq!(split_enhanced(550, "4.1.1 No").0, None);
+        assert_eq!(split_enhanced(250, "OK").0, None);
+        assert_eq!(split_enhanced(250, "2.0.0").0.as_deref(), Some("2.0.0"));
+    }
+}
