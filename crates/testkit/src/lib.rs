@@ -2,6 +2,8 @@
 //! peer that cannot be had makes its test skip loudly — or fail, under
 //! `MAILROOM_TEST_REQUIRE_ALL=1` (CI), so that no suite is skipped unnoticed.
 
+pub mod dns;
+mod probe;
 mod smtp;
 
 use std::time::Duration;
@@ -13,6 +15,8 @@ use tempfile::TempDir;
 const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
 pub use mailroom_storage::Backend;
+pub use dns::{DnsServer, Rr};
+pub use probe::{ProbePeer, ProbeStats};
 pub use smtp::{Delivered, SmtpOptions, SmtpServer};
 
 /// A database that exists for one test and is removed after it.

@@ -367,7 +367,10 @@ impl Verifier {
                 }
             }
             if broken.is_none() {
-                self.test_catch_all(&mut session, rest, &results).await;
+                let limit_reached = in_transaction >= self.settings.rcpts_per_transaction.max(1);
+                if !limit_reached || session.reset().await.is_ok() {
+                    self.test_catch_all(&mut session, rest, &results).await;
+                }
                 session.quit().await;
             }
             // Every pass asks at least one address, so this ends.

@@ -1,0 +1,241 @@
+//! The engine against real peers on loopback: a DNS server (hickory-server) serving test zones,
+//! and mail exchangers (aiosmtpd), each MX host on its own 127.0.0.x address.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use mailroom_testkit::{DnsServer, ProbePeer, Rr};
+use mailroom_verify::dns::DomainStatus;
+use mailroom_verify::smtp::Mailbox;
+use mailroom_verify::{Mode, Options, Reason, Settings, Verdict, Verification, Verifier};
+use serde_json::json;
+
+const SYNC: Options = Options {
+    smtp: true,
+    mode: Mode::Sync,
+};
+
+struct World {
+    dns: DnsServer,
+    /// The mail host of `ok.test`.
+    ok: ProbePeer,
+    /// The second MX of `multi.test` (its first is on an address nothing listens on).
+    multi: ProbePeer,
+    only_a: ProbePeer,
+    catch_all: ProbePeer,
+}
+
+fn ip(text: &str) -> std::net::IpAddr {
+    text.parse().unwrap()
+}
+
+async fn world() -> Option<World> {
+    let ok = ProbePeer::start(
+        "127.0.0.11",
+        0,
+        &json!({
+            "recipients": {
+                "alice@ok.test": "250 2.1.5 OK",
+                "full@ok.test": "552 5.2.2 Mailbox full",
+                "disabled@ok.test": "550 5.2.1 Mailbox disabled",
+                "grey@ok.test": {"greylist": 1, "then": "250 2.1.5 OK"},
+                "slow@ok.test": {"delay_ms": 5000, "reply": "250 OK"},
+            },
+        }),
+    )?;
+    let port = ok.port();
+    let multi = ProbePeer::start(
+        "127.0.0.13",
+        port,
+        &json!({"recipients": {"bob@multi.test": "250 2.1.5 OK"}}),
+    )?;
+    let only_a = ProbePeer::start(
+        "127.0.0.14",
+        port,
+        &json!({"recipients": {"carol@aonly.test": "250 OK"}}),
+    )?;
+    let catch_all = ProbePeer::start("127.0.0.15", port, &json!({"catch_all": true}))?;
+    let dns = DnsServer::start(
+        &["test"],
+        &[
+            Rr::Mx("ok.test", 10, "mx1.ok.test"),
+            Rr::Ip("mx1.ok.test", ip("127.0.0.11")),
+            Rr::Mx("multi.test", 10, "dead.multi.test"),
+            Rr::Mx("multi.test", 20, "mx2.multi.test"),
+            Rr::Ip("dead.multi.test", ip("127.0.0.12")),
+            Rr::Ip("mx2.multi.test", ip("127.0.0.13")),
+            Rr::Ip("aonly.test", ip("127.0.0.14")),
+            Rr::NullMx("nullmx.test"),
+            Rr::Ip("www.nomail.test", ip("127.0.0.16")),
+            Rr::Mx("catchall.test", 5, "mx.catchall.test"),
+            Rr::Ip("mx.catchall.test", ip("127.0.0.15")),
+        ],
+    )
+    .await;
+    Some(World {
+        dns,
+        ok,
+        multi,
+        only_a,
+        catch_all,
+    })
+}
+
+fn verifier(world: &World, settings: Settings) -> Verifier {
+    Verifier::new(Settings {
+        dns_server: Some(world.dns.address()),
+        smtp_port: world.ok.port(),
+        helo_name: "probe.mailroom.test".to_owned(),
+        probe_from: "verify@mailroom.test".to_owned(),
+        timeout: Duration::from_secs(1),
+        ..settings
+    })
+    .unwrap()
+}
+
+fn shows(result: &Verification, verdict: Verdict, reasons: &[Reason]) {
+    assert_eq!(
+        (result.verdict, result.reasons.as_slice()),
+        (verdict, reasons),
+        "{}: {result:#?}",
+        result.email
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_kind_of_answer_gets_its_verdict() {
+    let Some(world) = world().await else { return };
+    let engine = verifier(&world, Settings::default());
+    let check = |email: &'static str| engine.verify(email, SYNC);
+
+    let alice = check("Alice@OK.test").await;
+    shows(&alice, Verdict::Deliverable, &[]);
+    assert_eq!(alice.normalized.as_deref(), Some("alice@ok.test"));
+    assert_eq!(alice.dns.status, Some(DomainStatus::Mx));
+    assert_eq!(alice.smtp.mailbox, Mailbox::Exists);
+    assert_eq!(alice.smtp.host.as_deref(), Some("mx1.ok.test"));
+    assert_eq!(alice.smtp.catch_all, Some(false), "the random address was refused");
+
+    let nobody = check("ghost@ok.test").await;
+    shows(&nobody, Verdict::Undeliverable, &[Reason::MailboxMissing]);
+    assert_eq!(
+        (nobody.smtp.code, nobody.smtp.enhanced_code.as_deref()),
+        (Some(550), Some("5.1.1"))
+    );
+    shows(&check("full@ok.test").await, Verdict::Risky, &[Reason::MailboxFull]);
+    shows(
+        &check("disabled@ok.test").await,
+        Verdict::Undeliverable,
+        &[Reason::MailboxDisabled],
+    );
+    shows(&check("grey@ok.test").await, Verdict::Unknown, &[Reason::Greylisted]);
+    shows(&check("slow@ok.test").await, Verdict::Unknown, &[Reason::SmtpTimeout]);
+
+    let bob = check("bob@multi.test").await;
+    shows(&bob, Verdict::Deliverable, &[]);
+    assert_eq!(bob.smtp.host.as_deref(), Some("mx2.multi.test"), "failed over");
+    assert_eq!(bob.dns.mx.len(), 2);
+
+    let carol = check("carol@aonly.test").await;
+    shows(&carol, Verdict::Deliverable, &[]);
+    assert_eq!(carol.dns.status, Some(DomainStatus::ImplicitMx));
+
+    let null = check("x@nullmx.test").await;
+    shows(&null, Verdict::Undeliverable, &[Reason::NullMx]);
+    assert!(!null.smtp.checked, "no host to ask");
+    shows(
+        &check("x@nomail.test").await,
+        Verdict::Undeliverable,
+        &[Reason::NoMailServer],
+    );
+    shows(
+        &check("x@missing.test").await,
+        Verdict::Undeliverable,
+        &[Reason::DomainNotFound],
+    );
+    let invalid = check("not an address").await;
+    shows(&invalid, Verdict::Undeliverable, &[Reason::InvalidSyntax]);
+    assert!(!invalid.dns.checked);
+
+    let anyone = check("anyone@catchall.test").await;
+    shows(&anyone, Verdict::Risky, &[Reason::CatchAll]);
+    // A disposable role address at a live host: both found, neither hides the other.
+    let postmaster = check("postmaster@catchall.test").await;
+    assert!(postmaster.classification.role_account);
+    assert!(postmaster.reasons.contains(&Reason::RoleAccount));
+
+    let stats = world.ok.stats();
+    assert_eq!(stats.helo_names, ["probe.mailroom.test"]);
+    assert_eq!(stats.mail_from, ["verify@mailroom.test"]);
+    for peer in [&world.ok, &world.multi, &world.only_a, &world.catch_all] {
+        assert_eq!(peer.stats().data_attempts, 0, "never DATA");
+    }
+    let catch_all = world.catch_all.stats();
+    assert_eq!(
+        catch_all.rcpts.iter().filter(|r| r.starts_with("mailroom-probe-")).count(),
+        1,
+        "the catch-all test is made once per domain: {:?}",
+        catch_all.rcpts
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_smtp_nothing_is_asked_of_the_mail_host() {
+    let Some(world) = world().await else { return };
+    let engine = verifier(&world, Settings::default());
+    let options = Options {
+        smtp: false,
+        mode: Mode::Sync,
+    };
+    let alice = engine.verify("alice@ok.test", options).await;
+    shows(&alice, Verdict::Unknown, &[Reason::SmtpNotChecked]);
+    assert!(!alice.smtp.checked);
+    assert_eq!(world.ok.stats().sessions, 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bulk_runs_share_sessions_within_the_caps_and_wait_out_greylisting() {
+    let Some(world) = world().await else { return };
+    world.ok.set_config(&json!({
+        "catch_all": false,
+        "recipients": {
+            "alice@ok.test": "250 OK",
+            "grey2@ok.test": {"greylist": 1, "then": "250 2.1.5 OK"},
+        },
+    }));
+    let engine = verifier(
+        &world,
+        Settings {
+            sessions_per_host: 2,
+            rcpts_per_session: 25,
+            rcpts_per_transaction: 10,
+            greylist_retry_after: Duration::from_millis(200),
+            ..Settings::default()
+        },
+    );
+    let mut emails: Vec<String> = (0..60).map(|n| format!("user{n}@ok.test")).collect();
+    emails[7] = "alice@ok.test".to_owned();
+    emails[42] = "grey2@ok.test".to_owned();
+    emails.push("bob@multi.test".to_owned());
+    let bulk = Options {
+        smtp: true,
+        mode: Mode::Bulk,
+    };
+    let results = engine.verify_many(&emails, bulk).await;
+
+    let in_order: Vec<&str> = results.iter().map(|r| r.email.as_str()).collect();
+    assert_eq!(in_order, emails.iter().map(String::as_str).collect::<Vec<_>>());
+    shows(&results[7], Verdict::Deliverable, &[]);
+    shows(&results[42], Verdict::Deliverable, &[]);
+    shows(&results[0], Verdict::Undeliverable, &[Reason::MailboxMissing]);
+    shows(&results[60], Verdict::Deliverable, &[]);
+
+    let stats = world.ok.stats();
+    // 60 addresses in sessions of at most 25, plus one more for the greylisted retry.
+    assert_eq!(stats.sessions, 4, "{stats:?}");
+    assert!(stats.max_concurrent_sessions <= 2, "{stats:?}");
+    assert!(stats.rcpt_per_session_max <= 25 + 1, "{stats:?}");
+    assert!(stats.rcpt_per_transaction_max <= 10, "{stats:?}");
+    assert!(stats.rset >= 4, "{stats:?}");
+    assert_eq!(stats.data_attempts, 0);
+}
