@@ -13,6 +13,7 @@ pub mod tokens;
 pub mod two_factor;
 mod tx;
 pub mod usage;
+pub mod verifications;
 
 /// Runs the same expression against whichever pool (or transaction) is open: one query text
 /// serves both backends wherever their SQL agrees, and the compiler still type-checks each arm

@@ -124,7 +124,7 @@ impl Database {
 }
 
 /// Who a transaction acts for, as PostgreSQL's tenant policies read it (ORG-4): an
-/// organization, or one of the named cross-tenant lookups of migration 0017.
+/// organization, or one of the named cross-tenant paths of migrations 0017 and 0018.
 #[derive(Clone, Debug)]
 pub(crate) enum Tenancy {
     Org(mailroom_core::OrgId),
@@ -134,6 +134,8 @@ pub(crate) enum Tenancy {
     InvitationToken(String),
     /// The invitations to an address whose account is being erased.
     ErasedEmail(String),
+    /// The retention purge: every organization's rows older than this (ms), for deleting.
+    PurgeBefore(i64),
 }
 
 impl Tenancy {
@@ -143,6 +145,7 @@ impl Tenancy {
             Tenancy::ApiKeyLookup(id) => ("app.api_key_lookup_id", id.clone()),
             Tenancy::InvitationToken(hash) => ("app.invitation_token", hash.clone()),
             Tenancy::ErasedEmail(email) => ("app.erase_email", email.clone()),
+            Tenancy::PurgeBefore(ms) => ("app.purge_before", ms.to_string()),
         }
     }
 }

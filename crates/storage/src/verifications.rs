@@ -1,0 +1,229 @@
+//! The verification log (VER-7): every verification an organization ran, by whom and with
+//! which key, kept 90 days. It is also the store that dedup answers from: a result of the
+//! same address within the dedup window is given again instead of checking anew.
+
+use futures::FutureExt;
+use mailroom_core::{OrgId, UserId};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::accounts::{from_ms, ms};
+use crate::tx::{Inner, Tenancy};
+use crate::{Database, StorageError, on_backend};
+
+/// One verification to log.
+#[derive(Clone, Debug)]
+pub struct NewVerification {
+    pub id: Uuid,
+    pub user_id: Option<UserId>,
+    pub api_key_id: Option<Uuid>,
+    /// The normalized address, or the input as given when it does not parse.
+    pub address: String,
+    pub verdict: String,
+    pub cached: bool,
+    /// The whole result, as JSON.
+    pub result: String,
+}
+
+/// A line of the log, without the full result.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct LoggedVerification {
+    pub id: Uuid,
+    pub user_id: Option<Uuid>,
+    pub api_key_id: Option<Uuid>,
+    pub address: String,
+    pub verdict: String,
+    pub cached: bool,
+    pub created_at: i64,
+}
+
+impl LoggedVerification {
+    pub fn created_at(&self) -> OffsetDateTime {
+        from_ms(self.created_at)
+    }
+}
+
+/// Which lines of the log to read: newest first, after the `before` cursor.
+#[derive(Clone, Debug, Default)]
+pub struct LogQuery {
+    pub before: Option<Uuid>,
+    pub verdict: Option<String>,
+    pub api_key_id: Option<Uuid>,
+    pub limit: i64,
+}
+
+impl Database {
+    /// The latest result for `address` checked (not itself answered from the store) since
+    /// `since`, as JSON.
+    pub async fn recent_verification(
+        &self,
+        org_id: OrgId,
+        address: &str,
+        since: OffsetDateTime,
+    ) -> Result<Option<String>, StorageError> {
+        let address = address.to_owned();
+        self.transaction_for(&Tenancy::Org(org_id), |tx| {
+            async move {
+                Ok(on_backend!(&mut tx.0, Inner, tx => {
+                    sqlx::query_scalar(
+                        "SELECT result FROM verifications WHERE org_id = $1 AND address = $2 \
+                         AND created_at >= $3 AND NOT cached ORDER BY created_at DESC LIMIT 1",
+                    )
+                    .bind(org_id.as_uuid())
+                    .bind(&address)
+                    .bind(ms(since))
+                    .fetch_optional(&mut **tx)
+                    .await?
+                }))
+            }
+            .boxed()
+        })
+        .await
+    }
+
+    /// Logs verifications, all or none.
+    pub async fn record_verifications(
+        &self,
+        org_id: OrgId,
+        entries: &[NewVerification],
+        now: OffsetDateTime,
+    ) -> Result<(), StorageError> {
+        let tenancy = Tenancy::Org(org_id);
+        let entries = entries.to_vec();
+        self.serializable(|tx| {
+            let (tenancy, entries) = (tenancy.clone(), entries.clone());
+            async move {
+                tx.act_for(&tenancy).await?;
+                on_backend!(&mut tx.0, Inner, tx => {
+                    for entry in &entries {
+                sqlx::query(
+                    "INSERT INTO verifications (id, org_id, user_id, api_key_id, address, verdict, cached, result, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                )
+                .bind(entry.id)
+                .bind(org_id.as_uuid())
+                .bind(entry.user_id.map(|id| id.as_uuid()))
+                .bind(entry.api_key_id)
+                .bind(&entry.address)
+                .bind(&entry.verdict)
+                .bind(entry.cached)
+                .bind(&entry.result)
+                .bind(ms(now))
+                .execute(&mut **tx)
+                .await?;
+                    }
+                });
+                Ok(())
+            }
+            .boxed()
+        })
+        .await
+    }
+
+    pub async fn verification_log(
+        &self,
+        org_id: OrgId,
+        query: &LogQuery,
+    ) -> Result<Vec<LoggedVerification>, StorageError> {
+        let query = query.clone();
+        self.transaction_for(&Tenancy::Org(org_id), |tx| {
+            async move {
+                Ok(on_backend!(&mut tx.0, Inner, tx => {
+                    sqlx::query_as(
+                        "SELECT id, user_id, api_key_id, address, verdict, cached, created_at FROM verifications \
+                         WHERE org_id = $1 AND ($2 IS NULL OR id < $2) AND ($3 IS NULL OR verdict = $3) \
+                         AND ($4 IS NULL OR api_key_id = $4) ORDER BY id DESC LIMIT $5",
+                    )
+                    .bind(org_id.as_uuid())
+                    .bind(query.before)
+                    .bind(query.verdict.as_deref())
+                    .bind(query.api_key_id)
+                    .bind(query.limit)
+                    .fetch_all(&mut **tx)
+                    .await?
+                }))
+            }
+            .boxed()
+        })
+        .await
+    }
+
+    /// Deletes the log older than `before`, of every organization (the retention is not
+    /// per tenant).
+    pub async fn purge_verifications(&self, before: OffsetDateTime) -> Result<u64, StorageError> {
+        self.transaction_for(&Tenancy::PurgeBefore(ms(before)), |tx| {
+            async move {
+                Ok(on_backend!(&mut tx.0, Inner, tx => {
+                    sqlx::query("DELETE FROM verifications WHERE created_at < $1")
+                        .bind(ms(before))
+                        .execute(&mut **tx)
+                        .await?
+                        .rows_affected()
+                }))
+            }
+            .boxed()
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use mailroom_testkit::both_backends;
+
+    use super::*;
+    use crate::accounts::{NewAccount, PlatformRole};
+
+    async fn org(db: &Database) -> OrgId {
+        let account = NewAccount {
+            email: format!("{}@example.test", Uuid::now_v7()),
+            password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+            platform_role: PlatformRole::User,
+        };
+        db.create_account(&account, OffsetDateTime::now_utc())
+            .await
+            .unwrap()
+            .org_id
+    }
+
+    fn entry(address: &str, verdict: &str) -> NewVerification {
+        NewVerification {
+            id: Uuid::now_v7(),
+            user_id: None,
+            api_key_id: None,
+            address: address.to_owned(),
+            verdict: verdict.to_owned(),
+            cached: false,
+            result: format!("{{\"email\":\"{address}\"}}"),
+        }
+    }
+
+    both_backends! {
+        async fn the_log_is_the_organizations_own_and_expires(test_db) {
+            let db = Database::connect(test_db.url()).await.unwrap();
+            db.migrate().await.unwrap();
+            let (a, b) = (org(&db).await, org(&db).await);
+            let now = OffsetDateTime::now_utc();
+            let old = now - time::Duration::days(91);
+            db.record_verifications(a, &[entry("old@example.com", "deliverable")], old).await.unwrap();
+            db.record_verifications(a, &[entry("x@example.com", "deliverable"), entry("y@example.com", "risky")], now)
+                .await
+                .unwrap();
+
+            let since = now - time::Duration::hours(24);
+            let found = db.recent_verification(a, "x@example.com", since).await.unwrap();
+            assert_eq!(found.as_deref(), Some("{\"email\":\"x@example.com\"}"));
+            assert_eq!(db.recent_verification(b, "x@example.com", since).await.unwrap(), None, "never another organization's");
+            assert_eq!(db.recent_verification(a, "old@example.com", since).await.unwrap(), None, "outside the window");
+
+            let risky = LogQuery { verdict: Some("risky".to_owned()), limit: 10, ..LogQuery::default() };
+            let log = db.verification_log(a, &risky).await.unwrap();
+            assert_eq!(log.iter().map(|line| line.address.as_str()).collect::<Vec<_>>(), ["y@example.com"]);
+            let everything = LogQuery { limit: 10, ..LogQuery::default() };
+            assert!(db.verification_log(b, &everything).await.unwrap().is_empty());
+
+            assert_eq!(db.purge_verifications(now - time::Duration::days(90)).await.unwrap(), 1);
+            assert_eq!(db.verification_log(a, &everything).await.unwrap().len(), 2);
+        }
+    }
+}
