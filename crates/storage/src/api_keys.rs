@@ -346,7 +346,7 @@ mod tests {
             org_id: user.org_id,
             metric: Metric::Verifications,
             amount: 1,
-            idempotency_key: name,
+            idempotency_keys: &[name.to_owned()],
             quota: 10,
             period_start: now,
         };

@@ -12,26 +12,25 @@ use crate::teams::Plan;
 use crate::tx::{Inner, Tenancy};
 use crate::{Database, StorageError, on_backend};
 
-/// One charge to make.
+/// Charges to make together: `amount` for each idempotency key, all or none.
 #[derive(Clone, Debug)]
 pub struct Charge<'a> {
     pub org_id: OrgId,
     pub metric: Metric,
     pub amount: i64,
     /// The same key again is the same charge: counted once.
-    pub idempotency_key: &'a str,
+    pub idempotency_keys: &'a [String],
     pub quota: i64,
     pub period_start: OffsetDateTime,
 }
 
 /// What became of a charge.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Charged {
-    /// Counted; `used` of the quota, this charge included.
-    Done { used: i64 },
-    /// This idempotency key was charged before; nothing was counted now.
-    Repeated { used: i64 },
-    /// It would exceed the quota; nothing was counted.
+    /// Counted: `fresh[i]` says whether key `i` was charged now (else it was charged before
+    /// and counts nothing); `used` of the quota, these charges included.
+    Done { used: i64, fresh: Vec<bool> },
+    /// The fresh keys would exceed the quota; nothing was counted.
     QuotaExceeded { used: i64 },
 }
 
@@ -44,12 +43,13 @@ impl Database {
         let org = charge.org_id.as_uuid();
         let metric = charge.metric.as_str();
         let period = ms(charge.period_start);
-        let (amount, quota) = (charge.amount, charge.quota);
-        let key = charge.idempotency_key.to_owned();
+        let (charge_amount, quota) = (charge.amount, charge.quota);
+        let keys = charge.idempotency_keys.to_vec();
         let tenancy = Tenancy::Org(charge.org_id);
         self.serializable(|tx| {
-            let (key, tenancy) = (key.clone(), tenancy.clone());
+            let (keys, tenancy) = (keys.clone(), tenancy.clone());
             async move {
+                let amount = charge_amount;
                 tx.act_for(&tenancy).await?;
                 on_backend!(&mut tx.0, Inner, tx => {
                     let used: Option<i64> = sqlx::query_scalar(
@@ -61,16 +61,23 @@ impl Database {
                     .fetch_optional(&mut **tx)
                     .await?;
                     let used = used.unwrap_or(0);
-                    let repeated: Option<i64> = sqlx::query_scalar(
-                        "SELECT amount FROM usage_charges WHERE org_id = $1 AND idempotency_key = $2",
-                    )
-                    .bind(org)
-                    .bind(&key)
-                    .fetch_optional(&mut **tx)
-                    .await?;
-                    if repeated.is_some() {
-                        return Ok(Charged::Repeated { used });
+                    let mut fresh = Vec::with_capacity(keys.len());
+                    for key in &keys {
+                        let repeated: Option<i64> = sqlx::query_scalar(
+                            "SELECT amount FROM usage_charges WHERE org_id = $1 AND idempotency_key = $2",
+                        )
+                        .bind(org)
+                        .bind(key)
+                        .fetch_optional(&mut **tx)
+                        .await?;
+                        // A key twice in one charge counts once, too.
+                        fresh.push(repeated.is_none() && !keys_before(&keys, key, fresh.len()));
                     }
+                    let count = i64::try_from(fresh.iter().filter(|fresh| **fresh).count()).unwrap_or(i64::MAX);
+                    if count == 0 {
+                        return Ok(Charged::Done { used, fresh });
+                    }
+                    let amount = amount.saturating_mul(count);
                     if used + amount > quota {
                         return Ok(Charged::QuotaExceeded { used });
                     }
@@ -84,19 +91,21 @@ impl Database {
                     .bind(amount)
                     .execute(&mut **tx)
                     .await?;
-                    sqlx::query(
-                        "INSERT INTO usage_charges (org_id, idempotency_key, metric, amount, period_start, charged_at) \
-                         VALUES ($1, $2, $3, $4, $5, $6)",
-                    )
-                    .bind(org)
-                    .bind(&key)
-                    .bind(metric)
-                    .bind(amount)
-                    .bind(period)
-                    .bind(ms(now))
-                    .execute(&mut **tx)
-                    .await?;
-                    Ok(Charged::Done { used: used + amount })
+                    for (key, _) in keys.iter().zip(&fresh).filter(|(_, fresh)| **fresh) {
+                        sqlx::query(
+                            "INSERT INTO usage_charges (org_id, idempotency_key, metric, amount, period_start, charged_at) \
+                             VALUES ($1, $2, $3, $4, $5, $6)",
+                        )
+                        .bind(org)
+                        .bind(key)
+                        .bind(metric)
+                        .bind(charge_amount)
+                        .bind(period)
+                        .bind(ms(now))
+                        .execute(&mut **tx)
+                        .await?;
+                    }
+                    Ok(Charged::Done { used: used + amount, fresh })
                 })
             }
             .boxed()
@@ -104,6 +113,14 @@ impl Database {
         .await
     }
 
+}
+
+/// Whether `key` is among the first `count` of `keys`.
+fn keys_before(keys: &[String], key: &str, count: usize) -> bool {
+    keys[..count].iter().any(|earlier| earlier == key)
+}
+
+impl Database {
     /// The organization's plan, and how much of `metric` it used in the period starting at
     /// `period_start`: one statement, for `GET /v1/usage` on every call.
     pub async fn quota(
@@ -172,8 +189,8 @@ mod tests {
                 .map(|i| {
                     let db = Arc::clone(&db);
                     tokio::spawn(async move {
-                        let key = format!("request-{i}");
-                        let charge = Charge { org_id, metric: Metric::Verifications, amount: 1, idempotency_key: &key, quota: 100, period_start };
+                        let keys = [format!("request-{i}")];
+                        let charge = Charge { org_id, metric: Metric::Verifications, amount: 1, idempotency_keys: &keys, quota: 100, period_start };
                         db.charge(&charge, OffsetDateTime::now_utc()).await.unwrap()
                     })
                 })
@@ -193,15 +210,33 @@ mod tests {
             db.migrate().await.unwrap();
             let org_id = org(&db).await;
             let period_start = OffsetDateTime::now_utc();
-            let charge = Charge { org_id, metric: Metric::Verifications, amount: 3, idempotency_key: "job-7-row-1", quota: 10, period_start };
+            let keys = ["job-7-row-1".to_owned()];
+            let charge = Charge { org_id, metric: Metric::Verifications, amount: 3, idempotency_keys: &keys, quota: 10, period_start };
             let now = OffsetDateTime::now_utc();
-            assert_eq!(db.charge(&charge, now).await.unwrap(), Charged::Done { used: 3 });
-            assert_eq!(db.charge(&charge, now).await.unwrap(), Charged::Repeated { used: 3 });
-            let big = Charge { amount: 8, idempotency_key: "another", ..charge.clone() };
+            assert_eq!(db.charge(&charge, now).await.unwrap(), Charged::Done { used: 3, fresh: vec![true] });
+            assert_eq!(db.charge(&charge, now).await.unwrap(), Charged::Done { used: 3, fresh: vec![false] });
+            let another = ["another".to_owned()];
+            let big = Charge { amount: 8, idempotency_keys: &another, ..charge.clone() };
             assert_eq!(db.charge(&big, now).await.unwrap(), Charged::QuotaExceeded { used: 3 });
             // Another organization's key space is its own.
             let other = Charge { org_id: org(&db).await, ..charge.clone() };
-            assert_eq!(db.charge(&other, now).await.unwrap(), Charged::Done { used: 3 });
+            assert_eq!(db.charge(&other, now).await.unwrap(), Charged::Done { used: 3, fresh: vec![true] });
+        }
+
+        async fn a_batch_is_charged_for_its_new_keys_all_or_none(test_db) {
+            let db = Database::connect(test_db.url()).await.unwrap();
+            db.migrate().await.unwrap();
+            let org_id = org(&db).await;
+            let period_start = OffsetDateTime::now_utc();
+            let now = OffsetDateTime::now_utc();
+            let keys: Vec<String> = ["a", "b", "a", "c"].iter().map(|k| k.to_string()).collect();
+            let charge = Charge { org_id, metric: Metric::Verifications, amount: 1, idempotency_keys: &keys[..2], quota: 4, period_start };
+            assert_eq!(db.charge(&charge, now).await.unwrap(), Charged::Done { used: 2, fresh: vec![true, true] });
+            let all = Charge { idempotency_keys: &keys, ..charge.clone() };
+            assert_eq!(db.charge(&all, now).await.unwrap(), Charged::Done { used: 3, fresh: vec![false, false, false, true] });
+            let more: Vec<String> = ["d", "e"].iter().map(|k| k.to_string()).collect();
+            let over = Charge { idempotency_keys: &more, ..charge.clone() };
+            assert_eq!(db.charge(&over, now).await.unwrap(), Charged::QuotaExceeded { used: 3 }, "both or neither");
         }
     }
 }
