@@ -27,11 +27,13 @@ usage: smtp_probe_server.py --host 127.0.0.5 --port 0 --config CONFIG.json [--st
   --stats    JSON rewritten atomically (temp file, then rename) at start, on QUIT (before the 221
              reply goes out, with the session already counted as ended), at the end of every
              session and on exit:
-    sessions, max_concurrent_sessions, concurrent_now, rejected_sessions (421 by max_sessions),
-    rcpt (RCPT commands that reached the checks), rcpt_per_session_max, rcpt_per_transaction_max
-    (between MAIL and RSET/MAIL/EHLO), rset, data_attempts, quit, helo_names (distinct, in order),
-    mail_from (distinct, in order; the null sender is "<>"), rcpts (every RCPT address as sent, in
-    order, capped at 100000), rcpts_truncated
+    sessions, max_concurrent_sessions, concurrent_now (all three count every TCP connection,
+    the hung and the 421 ones too), rejected_sessions (421 by max_sessions),
+    rcpt (RCPT commands that reached the recipient checks: not one refused earlier by aiosmtpd,
+    such as 503 without an accepted MAIL, or a syntax error), rcpt_per_session_max,
+    rcpt_per_transaction_max (between MAIL and RSET/MAIL/EHLO), rset, data_attempts, quit,
+    helo_names (distinct, in order), mail_from (distinct, in order; the null sender is "<>"),
+    rcpts (every RCPT address as sent, in order, capped at 100000), rcpts_truncated
   --hostname name in the banner and EHLO reply (mx.test)
 """
 import argparse
@@ -172,7 +174,9 @@ class ProbeHandler:
         server.session_rcpts += 1
         server.transaction_rcpts += 1
         stats.rcpt_per_session_max = max(stats.rcpt_per_session_max, server.session_rcpts)
-        stats.rcpt_per_transaction_max = max(stats.rcpt_per_transaction_max, server.transaction_rcpts)
+        stats.rcpt_per_transaction_max = max(
+            stats.rcpt_per_transaction_max, server.transaction_rcpts
+        )
         if len(stats.rcpts) < RCPTS_CAP:
             stats.rcpts.append(address)
         else:

@@ -12,6 +12,7 @@ use mailroom_crypto::master_key::MasterKey;
 use mailroom_server::config::MASTER_KEY_ENV;
 use mailroom_server::{App, Config, telemetry};
 use mailroom_storage::accounts::{NewAccount, PlatformRole};
+use mailroom_verify::{Mode, Options, Verifier};
 use secrecy::{ExposeSecret, SecretString};
 use time::format_description::well_known::Rfc3339;
 
@@ -45,6 +46,15 @@ enum Command {
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
+    },
+    /// Verify addresses here, without a server: one JSON result per line (VER-8).
+    Verify {
+        /// The addresses to check.
+        #[arg(required = true, value_name = "ADDRESS")]
+        addresses: Vec<String>,
+        /// Check syntax, DNS and the lists only; do not ask the mail hosts.
+        #[arg(long)]
+        no_smtp: bool,
     },
     /// The master key and the data keys it wraps.
     Keys {
@@ -122,6 +132,17 @@ impl Cli {
                     );
                 }
                 app.run_until(shutdown).await
+            }
+            Command::Verify { addresses, no_smtp } => {
+                let engine = Verifier::new(config.verify).context("cannot set up the verifier")?;
+                let options = Options {
+                    smtp: !no_smtp,
+                    mode: Mode::Sync,
+                };
+                for result in engine.verify_many(&addresses, options).await {
+                    println!("{}", serde_json::to_string(&result)?);
+                }
+                Ok(())
             }
             Command::Admin {
                 command:

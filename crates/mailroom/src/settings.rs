@@ -157,6 +157,40 @@ pub struct Settings {
     )]
     rate_limit_on_redis_failure: Option<String>,
 
+    /// DNS server the verifier asks, ip:port [default: the system's resolvers]
+    #[arg(
+        long,
+        global = true,
+        env = "MAILROOM_DNS_SERVER",
+        value_name = "IP:PORT"
+    )]
+    dns_server: Option<SocketAddr>,
+
+    /// Port of the mail hosts the verifier probes [default: 25]
+    #[arg(long, global = true, env = "MAILROOM_SMTP_PORT", value_name = "PORT")]
+    smtp_port: Option<u16>,
+
+    /// Host name the verifier says in EHLO; use one whose A record points at this machine [default: localhost]
+    #[arg(long, global = true, env = "MAILROOM_HELO_NAME", value_name = "HOST")]
+    helo_name: Option<String>,
+
+    /// Address the verifier gives in MAIL FROM [default: the null sender <>]
+    #[arg(long, global = true, env = "MAILROOM_PROBE_FROM", value_name = "ADDRESS")]
+    probe_from: Option<String>,
+
+    /// Seconds the verifier waits to connect to a mail host and for each reply [default: 10]
+    #[arg(
+        long,
+        global = true,
+        env = "MAILROOM_SMTP_TIMEOUT",
+        value_name = "SECONDS"
+    )]
+    smtp_timeout: Option<u64>,
+
+    /// Directory of additions to the shipped lists (disposable_domains.txt, free_provider_domains.txt, role_local_parts.txt, popular_domains.txt) [default: none]
+    #[arg(long, global = true, env = "MAILROOM_LISTS_DIR", value_name = "DIR")]
+    lists_dir: Option<PathBuf>,
+
     /// Log filter, e.g. info or mailroom_server=debug,info [default: info]
     #[arg(long, global = true, env = "MAILROOM_LOG", value_name = "FILTER")]
     log: Option<String>,
@@ -252,6 +286,21 @@ impl Settings {
                 .parse()
                 .map_err(|error| anyhow::anyhow!("--rate-limit-on-redis-failure: {error}"))?;
         }
+        let verify = &mut config.verify;
+        verify.dns_server = self.dns_server;
+        if let Some(port) = self.smtp_port {
+            verify.smtp_port = port;
+        }
+        if let Some(name) = self.helo_name {
+            verify.helo_name = name;
+        }
+        if let Some(from) = self.probe_from {
+            verify.probe_from = from;
+        }
+        if let Some(seconds) = self.smtp_timeout {
+            verify.timeout = Duration::from_secs(seconds.max(1));
+        }
+        verify.lists_dir = self.lists_dir;
         config.master_key_file = self.master_key_file;
         // The key itself only from the environment: never a flag (visible in `ps`) or the
         // configuration file (often readable, often committed).

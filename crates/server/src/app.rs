@@ -7,6 +7,7 @@ use axum::http::HeaderValue;
 use axum_server::Handle;
 use axum_server::tls_rustls::RustlsConfig;
 use mailroom_storage::Database;
+use mailroom_verify::Verifier;
 use secrecy::ExposeSecret;
 use url::Url;
 
@@ -17,6 +18,7 @@ use crate::metrics::Metrics;
 use crate::rate_limit::Limiter;
 use crate::rate_limit::auth::AuthLimiter;
 use crate::state::{AppState, Shared};
+use crate::verification::Verifications;
 use crate::{edge, routes, tls};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
@@ -80,6 +82,9 @@ impl App {
             tokens: TokenKeys::new(&root_key, public_url.origin().ascii_serialization()),
             code_key: root_key.derive(b"mailroom/email-code/hmac/v1"),
             backup_code_key: root_key.derive(b"mailroom/backup-code/hmac/v1"),
+            verifications: Verifications::new(
+                Verifier::new(config.verify.clone()).context("cannot set up the verifier")?,
+            ),
         });
         let router = edge::harden(routes::router(&state), state);
         Ok(Self {

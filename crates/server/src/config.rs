@@ -63,6 +63,8 @@ pub struct Config {
     pub redis_key_prefix: String,
     /// What limited requests get while Redis cannot be reached.
     pub redis_failure: crate::rate_limit::FailureMode,
+    /// How the verification engine reaches DNS and mail hosts (VER-2, VER-4).
+    pub verify: mailroom_verify::Settings,
 }
 
 #[derive(Clone, Debug)]
@@ -92,6 +94,7 @@ impl Config {
             redis_url: None,
             redis_key_prefix: "mailroom:".to_owned(),
             redis_failure: crate::rate_limit::FailureMode::Closed,
+            verify: mailroom_verify::Settings::default(),
         }
     }
 

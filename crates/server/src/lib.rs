@@ -20,6 +20,7 @@ pub mod shutdown;
 mod state;
 pub mod telemetry;
 mod tls;
+mod verification;
 
 pub use app::App;
 pub use config::Config;

@@ -47,6 +47,8 @@ pub struct Shared {
     pub code_key: mailroom_crypto::root_key::DerivedKey,
     /// Keys the MACs of backup codes.
     pub backup_code_key: mailroom_crypto::root_key::DerivedKey,
+    /// The verification engine, with dedup, quota and log.
+    pub verifications: crate::verification::Verifications,
     pub auth_limiter: AuthLimiter,
     /// Per-key limits, in process or shared through Redis.
     pub limiter: Limiter,

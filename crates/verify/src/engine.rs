@@ -234,14 +234,18 @@ impl Verifier {
 
     /// Each distinct domain is looked up once, many at a time.
     async fn look_up_domains(&self, pending: &mut [Pending]) {
-        let mut domains: Vec<&str> = pending
+        // Owned names: a stream of borrowed ones makes the future too general to be `Send`.
+        let mut domains: Vec<String> = pending
             .iter()
-            .filter_map(|entry| entry.address.as_ref().map(Address::domain))
+            .filter_map(|entry| entry.address.as_ref().map(|a| a.domain().to_owned()))
             .collect();
         domains.sort_unstable();
         domains.dedup();
         let reports: HashMap<String, DnsReport> = futures::stream::iter(domains)
-            .map(|domain| async move { (domain.to_owned(), self.dns.mail_hosts(domain).await) })
+            .map(|domain| async move {
+                let report = self.dns.mail_hosts(&domain).await;
+                (domain, report)
+            })
             .buffer_unordered(64)
             .collect()
             .await;

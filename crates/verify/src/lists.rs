@@ -20,7 +20,7 @@ const POPULAR: &str = include_str!("../data/popular_domains.txt");
 const MAX_TYPO_DISTANCE: usize = 2;
 /// …but a short popular domain is two edits from too many real ones (`sony.com`, `sky.com`):
 /// up to this length, one edit only.
-const SHORT_DOMAIN: usize = 7;
+const SHORT_DOMAIN: usize = 8;
 /// Shorter domains are too close to too many others for a guess to help.
 const MIN_TYPO_LENGTH: usize = 6;
 

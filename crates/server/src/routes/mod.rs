@@ -15,6 +15,7 @@ pub mod setup;
 pub(crate) mod team;
 pub(crate) mod two_factor;
 mod usage;
+mod verify;
 
 use axum::Router;
 use axum::routing::{delete, get, patch, post};
@@ -73,6 +74,9 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .route("/v1/api-keys/{id}", delete(api_keys::revoke))
         .route("/v1/audit-log", get(me::org_audit_log))
         .route("/v1/usage", get(usage::usage))
+        .route("/v1/verify", post(verify::verify))
+        .route("/v1/verify/batch", post(verify::batch))
+        .route("/v1/verify/logs", get(verify::logs))
         .route_layer(from_fn_with_state(
             state.clone(),
             rate_limit::keys::limit_api_keys,

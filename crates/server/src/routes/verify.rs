@@ -1,0 +1,181 @@
+//! The verify API (VER-6, VER-7): one address, a batch, and the log. A key needs the `verify`
+//! scope; any member of the organization may verify.
+
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use mailroom_core::api_keys::Scope;
+use mailroom_storage::verifications::LogQuery;
+use mailroom_verify::{Verdict, Verification};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use time::format_description::well_known::Rfc3339;
+use uuid::Uuid;
+
+use crate::auth::caller::Caller;
+use crate::error::ApiError;
+use crate::json::ApiJson;
+use crate::routes::auth::database;
+use crate::state::AppState;
+use crate::verification::{Requester, VerifyError};
+
+/// A batch's most addresses (VER-6).
+pub const MAX_BATCH: usize = 1000;
+/// Longer input is not an address by any standard (254 octets); refusing it keeps the log lean.
+const MAX_INPUT: usize = 1024;
+const LOG_PAGE: i64 = 100;
+
+fn probe_by_default() -> bool {
+    true
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyRequest {
+    email: String,
+    /// Ask the mail host too (VER-4); without it, syntax, DNS and the lists only.
+    #[serde(default = "probe_by_default")]
+    smtp: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchRequest {
+    emails: Vec<String>,
+    #[serde(default = "probe_by_default")]
+    smtp: bool,
+}
+
+/// `POST /v1/verify`
+pub async fn verify(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(request): ApiJson<VerifyRequest>,
+) -> Result<Json<Verification>, ApiError> {
+    let mut results = check(&state, &caller, vec![request.email], request.smtp, "email").await?;
+    results.pop().map(Json).ok_or_else(|| ApiError::internal(anyhow::anyhow!("no result")))
+}
+
+/// `POST /v1/verify/batch`: the results in the order of `emails`.
+pub async fn batch(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(request): ApiJson<BatchRequest>,
+) -> Result<Json<Value>, ApiError> {
+    if request.emails.is_empty() || request.emails.len() > MAX_BATCH {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_field",
+            format!("emails must hold 1 to {MAX_BATCH} addresses"),
+        )
+        .with_field("emails"));
+    }
+    let results = check(&state, &caller, request.emails, request.smtp, "emails").await?;
+    Ok(Json(json!({ "results": results })))
+}
+
+async fn check(
+    state: &AppState,
+    caller: &Caller,
+    emails: Vec<String>,
+    smtp: bool,
+    field: &str,
+) -> Result<Vec<Verification>, ApiError> {
+    caller.require(Scope::Verify, false)?;
+    if emails.iter().any(|email| email.len() > MAX_INPUT) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_field",
+            format!("an address may be at most {MAX_INPUT} bytes"),
+        )
+        .with_field(field));
+    }
+    state
+        .verifications
+        .check(&state.database, requester(caller), &emails, smtp)
+        .await
+        .map_err(|error| match error {
+            VerifyError::QuotaExceeded { quota, used } => ApiError::new(
+                StatusCode::PAYMENT_REQUIRED,
+                "quota_exceeded",
+                "This month's verification quota is used up; it resets on the 1st (UTC).",
+            )
+            .with_member("quota", quota)
+            .with_member("used", used),
+            VerifyError::Storage(error) => ApiError::internal(error),
+        })
+}
+
+fn requester(caller: &Caller) -> Requester {
+    match caller {
+        Caller::Account(principal) => Requester {
+            org_id: principal.user.org_id,
+            user_id: Some(principal.user.id),
+            api_key_id: None,
+        },
+        Caller::Key(key) => Requester {
+            org_id: key.org_id,
+            user_id: None,
+            api_key_id: Some(key.key_id),
+        },
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogParams {
+    cursor: Option<Uuid>,
+    verdict: Option<String>,
+    api_key_id: Option<Uuid>,
+    limit: Option<i64>,
+}
+
+/// `GET /v1/verify/logs`: newest first, `LOG_PAGE` at a time; `next_cursor` fetches more.
+pub async fn logs(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(params): Query<LogParams>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Scope::Verify, false)?;
+    if let Some(verdict) = &params.verdict
+        && Verdict::parse(verdict).is_none()
+    {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_field",
+            "verdict must be deliverable, undeliverable, risky or unknown",
+        )
+        .with_field("verdict"));
+    }
+    let limit = params.limit.unwrap_or(LOG_PAGE).clamp(1, LOG_PAGE);
+    let query = LogQuery {
+        before: params.cursor,
+        verdict: params.verdict,
+        api_key_id: params.api_key_id,
+        limit,
+    };
+    let lines = database(
+        state
+            .database
+            .verification_log(caller.org_id(), &query)
+            .await,
+    )?;
+    let next_cursor = (lines.len() == usize::try_from(limit).unwrap_or(usize::MAX))
+        .then(|| lines.last().map(|line| line.id))
+        .flatten();
+    let items: Vec<Value> = lines
+        .iter()
+        .map(|line| {
+            json!({
+                "id": line.id,
+                "address": line.address,
+                "verdict": line.verdict,
+                "cached": line.cached,
+                "user_id": line.user_id,
+                "api_key_id": line.api_key_id,
+                "created_at": line.created_at().format(&Rfc3339).unwrap_or_default(),
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "items": items, "next_cursor": next_cursor })))
+}

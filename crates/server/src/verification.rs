@@ -1,0 +1,237 @@
+//! Verification as an organization buys it (VER-6, VER-7): dedup, the quota, the log. The
+//! engine itself (`mailroom-verify`) knows none of this.
+//!
+//! A check of an address this organization had checked within the dedup window is answered
+//! from the log, marked `cached` and not charged. Every other check is charged before any
+//! network work, under an idempotency key made of the address and the day, so that racing
+//! checks of one address — on this node or another — are charged once. On this node they also
+//! share one run of the engine.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
+use mailroom_core::usage::{Metric, month_of};
+use mailroom_core::{OrgId, UserId};
+use mailroom_storage::usage::{Charge, Charged};
+use mailroom_storage::verifications::NewVerification;
+use mailroom_storage::{Database, StorageError};
+use mailroom_verify::{Mode, Options, Reason, Verification, Verifier, syntax};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// VER-7's default dedup window.
+pub const DEDUP_WINDOW: time::Duration = time::Duration::hours(24);
+
+/// Who asks, for the log.
+#[derive(Clone, Copy, Debug)]
+pub struct Requester {
+    pub org_id: OrgId,
+    pub user_id: Option<UserId>,
+    pub api_key_id: Option<Uuid>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error("the organization's verification quota ({quota} a month) is used up")]
+    QuotaExceeded { quota: i64, used: i64 },
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+type Running = Shared<BoxFuture<'static, Verification>>;
+
+pub struct Verifications {
+    engine: Arc<Verifier>,
+    running: Mutex<HashMap<String, Running>>,
+}
+
+/// One address of a request on its way to an answer.
+struct Ask<'a> {
+    email: &'a str,
+    /// The normalized address, or the input when it does not parse: what dedup keys on.
+    address: String,
+    answer: Option<Verification>,
+}
+
+impl Verifications {
+    pub fn new(engine: Verifier) -> Self {
+        Verifications {
+            engine: Arc::new(engine),
+            running: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Verifies `emails` for `who`; the results come in the order asked.
+    pub async fn check(
+        &self,
+        database: &Database,
+        who: Requester,
+        emails: &[String],
+        smtp: bool,
+    ) -> Result<Vec<Verification>, VerifyError> {
+        let now = OffsetDateTime::now_utc();
+        let mut asks: Vec<Ask> = emails
+            .iter()
+            .map(|email| Ask {
+                email,
+                address: syntax::parse(email)
+                    .map(|address| address.normalized())
+                    .unwrap_or_else(|_| email.clone()),
+                answer: None,
+            })
+            .collect();
+
+        let mut earlier: HashMap<String, Option<Verification>> = HashMap::new();
+        for ask in &asks {
+            if !earlier.contains_key(&ask.address) {
+                let found = database
+                    .recent_verification(who.org_id, &ask.address, now - DEDUP_WINDOW)
+                    .await?
+                    .and_then(|json| serde_json::from_str::<Verification>(&json).ok())
+                    // A result without the SMTP probe does not answer a request for one.
+                    .filter(|result| !(smtp && result.reasons.contains(&Reason::SmtpNotChecked)));
+                earlier.insert(ask.address.clone(), found);
+            }
+        }
+        for ask in &mut asks {
+            if let Some(Some(result)) = earlier.get(&ask.address) {
+                ask.answer = Some(Verification {
+                    email: ask.email.to_owned(),
+                    cached: true,
+                    ..result.clone()
+                });
+            }
+        }
+
+        let mut unanswered: Vec<String> = asks
+            .iter()
+            .filter(|ask| ask.answer.is_none())
+            .map(|ask| ask.address.clone())
+            .collect();
+        unanswered.sort_unstable();
+        unanswered.dedup();
+        let fresh = self.charge(database, who.org_id, &unanswered, smtp, now).await?;
+
+        let options = Options {
+            smtp,
+            mode: Mode::Sync,
+        };
+        let mut results: HashMap<&str, Verification> = HashMap::new();
+        if let [address] = unanswered.as_slice() {
+            let email = asks
+                .iter()
+                .find(|ask| &ask.address == address)
+                .map_or(address.as_str(), |ask| ask.email);
+            let key = format!("{}:{smtp}:{address}", who.org_id.as_uuid());
+            results.insert(address, self.run_once(key, email.to_owned(), options).await);
+        } else if !unanswered.is_empty() {
+            let verified = self.engine.verify_many(&unanswered, options).await;
+            results.extend(unanswered.iter().map(String::as_str).zip(verified));
+        }
+        for ask in &mut asks {
+            if ask.answer.is_none()
+                && let Some(result) = results.get(ask.address.as_str())
+            {
+                ask.answer = Some(Verification {
+                    email: ask.email.to_owned(),
+                    // Charged by another request: this one is a repeat of it.
+                    cached: !fresh.get(ask.address.as_str()).copied().unwrap_or(false),
+                    ..result.clone()
+                });
+            }
+        }
+
+        let answers: Vec<Verification> = asks.into_iter().filter_map(|ask| ask.answer).collect();
+        let log: Vec<NewVerification> = answers
+            .iter()
+            .map(|result| NewVerification {
+                id: Uuid::now_v7(),
+                user_id: who.user_id,
+                api_key_id: who.api_key_id,
+                address: result.normalized.clone().unwrap_or_else(|| result.email.clone()),
+                verdict: result.verdict.as_str().to_owned(),
+                cached: result.cached,
+                result: serde_json::to_string(result).unwrap_or_default(),
+            })
+            .collect();
+        database.record_verifications(who.org_id, &log, now).await?;
+        Ok(answers)
+    }
+
+    /// Charges one verification per address, all or none; says which were charged now.
+    async fn charge<'a>(
+        &self,
+        database: &Database,
+        org_id: OrgId,
+        addresses: &'a [String],
+        smtp: bool,
+        now: OffsetDateTime,
+    ) -> Result<HashMap<&'a str, bool>, VerifyError> {
+        if addresses.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let (period_start, _) = month_of(now);
+        let (plan, _) = database
+            .quota(org_id, Metric::Verifications, period_start)
+            .await?;
+        // The day, so that a key is reused only while dedup would have answered anyway.
+        let day = now.unix_timestamp().div_euclid(86_400);
+        let probe = if smtp { "smtp" } else { "dns" };
+        let keys: Vec<String> = addresses
+            .iter()
+            .map(|address| format!("verify:{probe}:{day}:{address}"))
+            .collect();
+        let charge = Charge {
+            org_id,
+            metric: Metric::Verifications,
+            amount: 1,
+            idempotency_keys: &keys,
+            quota: plan.verifications_per_month,
+            period_start,
+        };
+        match database.charge(&charge, now).await? {
+            Charged::Done { fresh, .. } => Ok(addresses
+                .iter()
+                .map(String::as_str)
+                .zip(fresh)
+                .collect()),
+            Charged::QuotaExceeded { used } => Err(VerifyError::QuotaExceeded {
+                quota: plan.verifications_per_month,
+                used,
+            }),
+        }
+    }
+
+    /// Runs the engine for one address, or joins the run already under way for it.
+    async fn run_once(&self, key: String, email: String, options: Options) -> Verification {
+        let running = {
+            let mut running = self
+                .running
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            running
+                .entry(key.clone())
+                .or_insert_with(|| {
+                    let engine = Arc::clone(&self.engine);
+                    async move { engine.verify(&email, options).await }
+                        .boxed()
+                        .shared()
+                })
+                .clone()
+        };
+        let result = running.clone().await;
+        let mut running_now = self
+            .running
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if running_now
+            .get(&key)
+            .is_some_and(|entry| entry.ptr_eq(&running))
+        {
+            running_now.remove(&key);
+        }
+        result
+    }
+}
