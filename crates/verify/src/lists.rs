@@ -6,6 +6,7 @@
 
 use std::collections::HashSet;
 use std::path::Path;
+use std::sync::LazyLock;
 
 use serde::{Deserialize, Serialize};
 
@@ -24,13 +25,28 @@ const SHORT_DOMAIN: usize = 8;
 /// Shorter domains are too close to too many others for a guess to help.
 const MIN_TYPO_LENGTH: usize = 6;
 
+/// The shipped lists and the operator's additions, each searched in turn: the shipped ones,
+/// over 100,000 entries, are read once per process and shared.
 #[derive(Clone, Debug)]
 pub struct Lists {
+    shipped: &'static Entries,
+    added: Entries,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Entries {
     disposable: HashSet<String>,
     free_providers: HashSet<String>,
     roles: HashSet<String>,
     popular: Vec<String>,
 }
+
+static SHIPPED: LazyLock<Entries> = LazyLock::new(|| Entries {
+    disposable: entries(DISPOSABLE).collect(),
+    free_providers: entries(FREE_PROVIDERS).collect(),
+    roles: entries(ROLES).collect(),
+    popular: entries(POPULAR).collect(),
+});
 
 /// What the lists say of one address. Every check runs, whatever another found.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,10 +68,8 @@ pub struct ListsError {
 impl Default for Lists {
     fn default() -> Self {
         Lists {
-            disposable: entries(DISPOSABLE).collect(),
-            free_providers: entries(FREE_PROVIDERS).collect(),
-            roles: entries(ROLES).collect(),
-            popular: entries(POPULAR).collect(),
+            shipped: &SHIPPED,
+            added: Entries::default(),
         }
     }
 }
@@ -72,10 +86,11 @@ impl Lists {
     /// one (one entry per line, `#` starts a comment line).
     pub fn with_operator_lists(dir: &Path) -> Result<Self, ListsError> {
         let mut lists = Lists::default();
+        let added = &mut lists.added;
         let files: [(&str, &mut HashSet<String>); 3] = [
-            ("disposable_domains.txt", &mut lists.disposable),
-            ("free_provider_domains.txt", &mut lists.free_providers),
-            ("role_local_parts.txt", &mut lists.roles),
+            ("disposable_domains.txt", &mut added.disposable),
+            ("free_provider_domains.txt", &mut added.free_providers),
+            ("role_local_parts.txt", &mut added.roles),
         ];
         for (name, set) in files {
             if let Some(text) = read_if_present(&dir.join(name))? {
@@ -83,7 +98,7 @@ impl Lists {
             }
         }
         if let Some(text) = read_if_present(&dir.join("popular_domains.txt"))? {
-            lists.popular.extend(entries(&text));
+            added.popular.extend(entries(&text));
         }
         Ok(lists)
     }
@@ -92,7 +107,7 @@ impl Lists {
         let domain = address.domain();
         Classification {
             disposable: self.is_disposable(domain),
-            free_provider: self.free_providers.contains(domain),
+            free_provider: self.is_free_provider(domain),
             role_account: self.is_role(address.local_part()),
             suggestion: self
                 .typo_of(domain)
@@ -104,7 +119,7 @@ impl Lists {
     fn is_disposable(&self, domain: &str) -> bool {
         let mut rest = domain;
         loop {
-            if self.disposable.contains(rest) {
+            if self.shipped.disposable.contains(rest) || self.added.disposable.contains(rest) {
                 return true;
             }
             match rest.split_once('.') {
@@ -117,18 +132,25 @@ impl Lists {
     /// `sales+eu@` is still the sales team.
     fn is_role(&self, local: &str) -> bool {
         let local = local.split_once('+').map_or(local, |(base, _)| base);
-        self.roles.contains(local)
+        self.shipped.roles.contains(local) || self.added.roles.contains(local)
+    }
+
+    fn is_free_provider(&self, domain: &str) -> bool {
+        self.shipped.free_providers.contains(domain) || self.added.free_providers.contains(domain)
+    }
+
+    fn popular(&self) -> impl Iterator<Item = &String> {
+        self.shipped.popular.iter().chain(&self.added.popular)
     }
 
     fn typo_of(&self, domain: &str) -> Option<&str> {
         if domain.len() < MIN_TYPO_LENGTH
-            || self.free_providers.contains(domain)
-            || self.popular.iter().any(|popular| popular == domain)
+            || self.is_free_provider(domain)
+            || self.popular().any(|popular| popular == domain)
         {
             return None;
         }
-        self.popular
-            .iter()
+        self.popular()
             .map(|popular| (strsim::osa_distance(domain, popular), popular))
             .filter(|(distance, popular)| {
                 let allowed = if popular.len() <= SHORT_DOMAIN {

@@ -1,0 +1,212 @@
+//! The verify API over HTTP (VER-6, VER-7), on both backends, with the engine asking a real
+//! DNS server and a real mail exchanger on loopback: results with every sub-result, dedup
+//! within the window, one charge for racing checks of one address, the quota refused before
+//! any network work, the log and its filters.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails loudly, by design
+
+mod common;
+
+use std::time::Duration;
+
+use common::accounts::*;
+use common::{TestApp, problem};
+use mailroom_testkit::{DnsServer, ProbePeer, Rr, TestDatabase, both_backends};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+struct World {
+    app: TestApp,
+    mx: ProbePeer,
+    _dns: DnsServer,
+}
+
+async fn world(db: &TestDatabase) -> Option<World> {
+    let mx = ProbePeer::start(
+        "127.0.0.21",
+        0,
+        &json!({"recipients": {"alice@verify.test": "250 2.1.5 OK"}}),
+    )?;
+    let dns = DnsServer::start(
+        &["test"],
+        &[
+            Rr::Mx("verify.test", 10, "mx.verify.test"),
+            Rr::Ip("mx.verify.test", "127.0.0.21".parse().unwrap()),
+        ],
+    )
+    .await;
+    let (dns_server, port) = (dns.address(), mx.port());
+    let app = TestApp::spawn_with(db, |config| {
+        config.verify.dns_server = Some(dns_server);
+        config.verify.smtp_port = port;
+        config.verify.timeout = Duration::from_secs(2);
+    })
+    .await;
+    Some(World {
+        app,
+        mx,
+        _dns: dns,
+    })
+}
+
+async fn key_with(app: &TestApp, session: &str, scopes: &[&str]) -> String {
+    let created = send_as(
+        app,
+        Method::POST,
+        session,
+        "/v1/api-keys",
+        Some(json!({"name": "verifier", "scopes": scopes})),
+    )
+    .await;
+    assert_eq!(created.status(), 201);
+    let created: Value = created.json().await.unwrap();
+    created["key"].as_str().unwrap().to_owned()
+}
+
+async fn with_key(app: &TestApp, key: &str, path: &str, body: Value) -> reqwest::Response {
+    app.client
+        .post(app.at(path))
+        .bearer_auth(key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn used(app: &TestApp, session: &str) -> i64 {
+    let usage: Value = get_as(app, session, "/v1/usage").await.json().await.unwrap();
+    usage["metrics"][0]["used"].as_i64().unwrap()
+}
+
+both_backends! {
+    async fn a_check_answers_in_full_and_a_repeat_is_cached_and_free(db) {
+        let Some(world) = world(&db).await else { return };
+        let app = &world.app;
+        let session = create_account(app, &db, "verifier@example.test").await;
+        let key = key_with(app, &session, &["verify"]).await;
+
+        let first = with_key(app, &key, "/v1/verify", json!({"email": "Alice@Verify.test"})).await;
+        assert_eq!(first.status(), 200);
+        let first: Value = first.json().await.unwrap();
+        assert_eq!(first["email"], "Alice@Verify.test");
+        assert_eq!(first["normalized"], "alice@verify.test");
+        assert_eq!(first["verdict"], "deliverable");
+        assert_eq!(first["cached"], false);
+        assert_eq!(first["syntax"]["valid"], true);
+        assert_eq!(first["dns"]["status"], "mx");
+        assert_eq!(first["dns"]["mx"][0]["host"], "mx.verify.test");
+        assert_eq!(first["classification"]["disposable"], false);
+        assert_eq!(first["smtp"]["mailbox"], "exists");
+        assert_eq!(first["smtp"]["code"], 250);
+        assert!(first["checked_at"].is_string() && first["duration_ms"].is_u64());
+
+        // The same address, spelled otherwise, within the window: the earlier result, free.
+        let again: Value = with_key(app, &key, "/v1/verify", json!({"email": "alice@verify.test"}))
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(again["cached"], true);
+        assert_eq!(again["checked_at"], first["checked_at"]);
+        assert_eq!(used(app, &session).await, 1);
+        assert_eq!(world.mx.stats().rcpts.iter().filter(|r| r.as_str() == "alice@verify.test").count(), 1);
+
+        let ghost: Value = with_key(app, &key, "/v1/verify", json!({"email": "ghost@verify.test"})).await.json().await.unwrap();
+        assert_eq!(ghost["verdict"], "undeliverable");
+        assert_eq!(ghost["reasons"], json!(["mailbox_missing"]));
+        assert_eq!(ghost["smtp"]["enhanced_code"], "5.1.1");
+
+        // A key without the scope, and bad input.
+        let other = key_with(app, &session, &["send"]).await;
+        problem(with_key(app, &other, "/v1/verify", json!({"email": "a@verify.test"})).await, 403, "insufficient_scope").await;
+        let long = format!("{}@verify.test", "a".repeat(2000));
+        problem(with_key(app, &key, "/v1/verify", json!({"email": long})).await, 400, "invalid_field").await;
+        problem(with_key(app, &key, "/v1/verify", json!({"mail": "a@verify.test"})).await, 400, "invalid_field").await;
+
+        // The log: every call, newest first, by key and verdict.
+        let log: Value = get_as(app, &session, "/v1/verify/logs").await.json().await.unwrap();
+        let lines = log["items"].as_array().unwrap();
+        assert_eq!(lines.len(), 3);
+        assert_eq!(lines[0]["address"], "ghost@verify.test");
+        assert_eq!(lines[1]["cached"], true);
+        assert!(lines.iter().all(|line| line["api_key_id"].is_string()));
+        let missing: Value = get_as(app, &session, "/v1/verify/logs?verdict=undeliverable").await.json().await.unwrap();
+        assert_eq!(missing["items"].as_array().unwrap().len(), 1);
+        problem(get_as(app, &session, "/v1/verify/logs?verdict=maybe").await, 400, "invalid_field").await;
+        assert_eq!(world.mx.stats().data_attempts, 0);
+        world.app.stop().await;
+    }
+
+    async fn fifty_racing_checks_of_one_address_are_charged_once(db) {
+        let Some(world) = world(&db).await else { return };
+        let app = &world.app;
+        let session = create_account(app, &db, "racer@example.test").await;
+        let checks: Vec<_> = (0..50)
+            .map(|_| send_as(app, Method::POST, &session, "/v1/verify", Some(json!({"email": "alice@verify.test"}))))
+            .collect();
+        let answers = futures::future::join_all(checks).await;
+        let mut fresh = 0;
+        for answer in answers {
+            assert_eq!(answer.status(), 200);
+            let answer: Value = answer.json().await.unwrap();
+            assert_eq!(answer["verdict"], "deliverable");
+            if answer["cached"] == false {
+                fresh += 1;
+            }
+        }
+        assert_eq!(fresh, 1, "one check was charged; the others repeat it");
+        assert_eq!(used(app, &session).await, 1);
+        world.app.stop().await;
+    }
+
+    async fn an_exhausted_quota_is_refused_before_any_network_work(db) {
+        let Some(world) = world(&db).await else { return };
+        let app = &world.app;
+        let session = create_account(app, &db, "quota@example.test").await;
+        db.execute(
+            "INSERT INTO plans (id, name, team, member_limit, verifications_per_month, key_requests_per_minute, key_requests_per_day) \
+             VALUES ('tiny', 'Tiny', FALSE, 1, 10, 60, 10000)",
+        )
+        .await;
+        db.execute("UPDATE orgs SET plan_id = 'tiny'").await;
+        for n in 0..10 {
+            let answer = send_as(app, Method::POST, &session, "/v1/verify", Some(json!({"email": format!("user{n}@verify.test")}))).await;
+            assert_eq!(answer.status(), 200);
+        }
+        let asked = world.mx.stats().rcpt;
+        let refused = send_as(app, Method::POST, &session, "/v1/verify", Some(json!({"email": "user10@verify.test"}))).await;
+        let refused = problem(refused, 402, "quota_exceeded").await;
+        assert_eq!((refused["quota"].as_i64(), refused["used"].as_i64()), (Some(10), Some(10)));
+        assert_eq!(world.mx.stats().rcpt, asked, "the mail host was not asked");
+        // A repeat is free, so it still answers.
+        let repeat = send_as(app, Method::POST, &session, "/v1/verify", Some(json!({"email": "user3@verify.test"}))).await;
+        assert_eq!(repeat.status(), 200);
+        // A batch that does not fit is refused whole.
+        let batch = send_as(app, Method::POST, &session, "/v1/verify/batch", Some(json!({"emails": ["a@verify.test", "user1@verify.test"]}))).await;
+        problem(batch, 402, "quota_exceeded").await;
+        world.app.stop().await;
+    }
+
+    async fn a_batch_answers_in_order_and_charges_each_new_address_once(db) {
+        let Some(world) = world(&db).await else { return };
+        let app = &world.app;
+        let session = create_account(app, &db, "batch@example.test").await;
+        let emails = json!(["alice@verify.test", "not an address", "ALICE@verify.test", "ghost@verify.test", "x@nowhere.test"]);
+        let answer = send_as(app, Method::POST, &session, "/v1/verify/batch", Some(json!({"emails": emails}))).await;
+        assert_eq!(answer.status(), 200);
+        let answer: Value = answer.json().await.unwrap();
+        let results = answer["results"].as_array().unwrap();
+        let verdicts: Vec<&str> = results.iter().map(|r| r["verdict"].as_str().unwrap()).collect();
+        assert_eq!(verdicts, ["deliverable", "undeliverable", "deliverable", "undeliverable", "undeliverable"]);
+        let emails_back: Vec<&Value> = results.iter().map(|r| &r["email"]).collect();
+        assert_eq!(emails_back, emails.as_array().unwrap().iter().collect::<Vec<_>>());
+        assert_eq!(results[1]["syntax"]["reason"], "no_at_sign");
+        assert_eq!(results[4]["reasons"], json!(["domain_not_found"]));
+        assert_eq!(used(app, &session).await, 4, "alice once");
+
+        let too_many: Vec<String> = (0..1001).map(|n| format!("u{n}@verify.test")).collect();
+        problem(send_as(app, Method::POST, &session, "/v1/verify/batch", Some(json!({"emails": too_many}))).await, 400, "invalid_field").await;
+        problem(send_as(app, Method::POST, &session, "/v1/verify/batch", Some(json!({"emails": []}))).await, 400, "invalid_field").await;
+        world.app.stop().await;
+    }
+}
