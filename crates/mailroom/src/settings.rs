@@ -175,7 +175,12 @@ pub struct Settings {
     helo_name: Option<String>,
 
     /// Address the verifier gives in MAIL FROM [default: the null sender <>]
-    #[arg(long, global = true, env = "MAILROOM_PROBE_FROM", value_name = "ADDRESS")]
+    #[arg(
+        long,
+        global = true,
+        env = "MAILROOM_PROBE_FROM",
+        value_name = "ADDRESS"
+    )]
     probe_from: Option<String>,
 
     /// Seconds the verifier waits to connect to a mail host and for each reply [default: 10]

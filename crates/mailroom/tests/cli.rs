@@ -743,3 +743,82 @@ fn an_unusable_database_stops_startup_with_a_clear_error() {
     assert!(stderr.contains("Connection refused"), "{stderr}");
     assert!(!stderr.contains("pw-secret"), "{stderr}");
 }
+
+/// VER-8: the engine from the command line, no server and no database: an IDN address, every
+/// setting the server's engine takes, one JSON result per line.
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_checks_addresses_from_the_command_line() {
+    use mailroom_testkit::{DnsServer, ProbePeer, Rr};
+    let Some(mx) = ProbePeer::start(
+        "127.0.0.31",
+        0,
+        &serde_json::json!({"recipients": {"anna@xn--bcher-kva.test": "250 2.1.5 OK"}}),
+    ) else {
+        return;
+    };
+    let dns = DnsServer::start(
+        &["test"],
+        &[
+            Rr::Mx("xn--bcher-kva.test", 10, "mx.xn--bcher-kva.test"),
+            Rr::Ip("mx.xn--bcher-kva.test", "127.0.0.31".parse().unwrap()),
+        ],
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let run = |extra: &[&str]| {
+        let mut command = mailroom(dir.path());
+        command.args([
+            "verify",
+            "anna@bücher.test",
+            "ghost@BÜCHER.test",
+            "not an address",
+            "--dns-server",
+            &dns.address().to_string(),
+            "--smtp-port",
+            &mx.port().to_string(),
+            "--helo-name",
+            "probe.example.test",
+            "--probe-from",
+            "verify@example.test",
+        ]);
+        command.args(extra);
+        async move {
+            let output = tokio::task::spawn_blocking(move || command.output().unwrap())
+                .await
+                .unwrap();
+            assert!(output.status.success(), "{output:?}");
+            String::from_utf8(output.stdout)
+                .unwrap()
+                .lines()
+                .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+                .collect::<Vec<_>>()
+        }
+    };
+
+    let results = run(&[]).await;
+    assert_eq!(results.len(), 3, "one line per address");
+    assert_eq!(results[0]["normalized"], "anna@xn--bcher-kva.test");
+    assert_eq!(results[0]["verdict"], "deliverable");
+    assert_eq!(results[0]["smtp"]["host"], "mx.xn--bcher-kva.test");
+    assert_eq!(results[1]["verdict"], "undeliverable");
+    assert_eq!(
+        results[1]["reasons"],
+        serde_json::json!(["mailbox_missing"])
+    );
+    assert_eq!(results[2]["syntax"]["reason"], "no_at_sign");
+    let stats = mx.stats();
+    assert_eq!(stats.helo_names, ["probe.example.test"]);
+    assert_eq!(stats.mail_from, ["verify@example.test"]);
+
+    let unprobed = run(&["--no-smtp"]).await;
+    assert_eq!(unprobed[0]["verdict"], "unknown");
+    assert_eq!(
+        unprobed[0]["reasons"],
+        serde_json::json!(["smtp_not_checked"])
+    );
+    assert_eq!(
+        mx.stats().sessions,
+        stats.sessions,
+        "--no-smtp asks no mail host"
+    );
+}

@@ -1,6 +1,6 @@
 //! Housekeeping that runs hourly for as long as the server runs, on every node (each step is
 //! safe to run concurrently): the audit retention purge (AUD-2: not optional, not per
-//! tenant), data-key rotation and re-encryption (ENC-3), expired sign-in challenges and
+//! tenant) and the verification log's, data-key rotation and re-encryption (ENC-3), expired sign-in challenges and
 //! trusted devices, and trimming the rate limiter.
 
 use std::time::Duration;
@@ -23,6 +23,12 @@ pub async fn run_periodically(database: Database, limiter: AuthLimiter) {
             Ok(0) => {}
             Ok(purged) => tracing::info!(purged, "purged audit entries past retention"),
             Err(error) => tracing::warn!(%error, "audit purge failed; retrying later"),
+        }
+        // The verification log is kept as long as the audit log (VER-7).
+        match database.purge_verifications(now - RETENTION).await {
+            Ok(0) => {}
+            Ok(purged) => tracing::info!(purged, "purged verification log past retention"),
+            Err(error) => tracing::warn!(%error, "verification log purge failed; retrying later"),
         }
         if let Err(error) = database.purge_expired_second_factor_state(now).await {
             tracing::warn!(%error, "purging expired sign-in challenges failed; retrying later");

@@ -112,7 +112,9 @@ impl Verifications {
             .collect();
         unanswered.sort_unstable();
         unanswered.dedup();
-        let fresh = self.charge(database, who.org_id, &unanswered, smtp, now).await?;
+        let fresh = self
+            .charge(database, who.org_id, &unanswered, smtp, now)
+            .await?;
 
         let options = Options {
             smtp,
@@ -150,7 +152,10 @@ impl Verifications {
                 id: Uuid::now_v7(),
                 user_id: who.user_id,
                 api_key_id: who.api_key_id,
-                address: result.normalized.clone().unwrap_or_else(|| result.email.clone()),
+                address: result
+                    .normalized
+                    .clone()
+                    .unwrap_or_else(|| result.email.clone()),
                 verdict: result.verdict.as_str().to_owned(),
                 cached: result.cached,
                 result: serde_json::to_string(result).unwrap_or_default(),
@@ -192,11 +197,9 @@ impl Verifications {
             period_start,
         };
         match database.charge(&charge, now).await? {
-            Charged::Done { fresh, .. } => Ok(addresses
-                .iter()
-                .map(String::as_str)
-                .zip(fresh)
-                .collect()),
+            Charged::Done { fresh, .. } => {
+                Ok(addresses.iter().map(String::as_str).zip(fresh).collect())
+            }
             Charged::QuotaExceeded { used } => Err(VerifyError::QuotaExceeded {
                 quota: plan.verifications_per_month,
                 used,

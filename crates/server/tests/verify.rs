@@ -42,11 +42,7 @@ async fn world(db: &TestDatabase) -> Option<World> {
         config.verify.timeout = Duration::from_secs(2);
     })
     .await;
-    Some(World {
-        app,
-        mx,
-        _dns: dns,
-    })
+    Some(World { app, mx, _dns: dns })
 }
 
 async fn key_with(app: &TestApp, session: &str, scopes: &[&str]) -> String {
@@ -74,7 +70,11 @@ async fn with_key(app: &TestApp, key: &str, path: &str, body: Value) -> reqwest:
 }
 
 async fn used(app: &TestApp, session: &str) -> i64 {
-    let usage: Value = get_as(app, session, "/v1/usage").await.json().await.unwrap();
+    let usage: Value = get_as(app, session, "/v1/usage")
+        .await
+        .json()
+        .await
+        .unwrap();
     usage["metrics"][0]["used"].as_i64().unwrap()
 }
 

@@ -308,7 +308,7 @@ mod tests {
         }
     }
 
-    /// An organization with a key, an invitation and a charge.
+    /// An organization with a key, an invitation, a charge and a verification.
     async fn tenant(db: &Database, name: &str) -> (OrgId, UserId) {
         let now = OffsetDateTime::now_utc();
         let account = NewAccount {
@@ -351,6 +351,18 @@ mod tests {
             period_start: now,
         };
         db.charge(&charge, now).await.unwrap();
+        let verification = crate::verifications::NewVerification {
+            id: Uuid::now_v7(),
+            user_id: Some(user.id),
+            api_key_id: Some(key.id),
+            address: format!("someone@{name}.example"),
+            verdict: "deliverable".into(),
+            cached: false,
+            result: "{}".into(),
+        };
+        db.record_verifications(user.org_id, &[verification], now)
+            .await
+            .unwrap();
         (user.org_id, user.id)
     }
 
@@ -361,7 +373,13 @@ mod tests {
             .unwrap()
     }
 
-    const TENANT_TABLES: [&str; 4] = ["api_keys", "invitations", "usage_periods", "usage_charges"];
+    const TENANT_TABLES: [&str; 5] = [
+        "api_keys",
+        "invitations",
+        "usage_periods",
+        "usage_charges",
+        "verifications",
+    ];
 
     /// ORG-4 on PostgreSQL: as the app role, without saying whose, a transaction sees no
     /// tenant row; saying one organization, it sees that one's; it cannot write another's.

@@ -112,7 +112,6 @@ impl Database {
         })
         .await
     }
-
 }
 
 /// Whether `key` is among the first `count` of `keys`.

@@ -42,7 +42,8 @@ impl DnsServer {
         let mut catalog = Catalog::new();
         for origin in origins {
             let origin_name = name(origin);
-            let mut authority = InMemoryAuthority::empty(origin_name.clone(), ZoneType::Primary, false);
+            let mut authority =
+                InMemoryAuthority::empty(origin_name.clone(), ZoneType::Primary, false);
             let soa = SOA::new(
                 name(&format!("ns.{origin}")),
                 name(&format!("hostmaster.{origin}")),
@@ -52,7 +53,10 @@ impl DnsServer {
                 86_400,
                 60,
             );
-            authority.upsert_mut(Record::from_rdata(origin_name.clone(), TTL, RData::SOA(soa)), 1);
+            authority.upsert_mut(
+                Record::from_rdata(origin_name.clone(), TTL, RData::SOA(soa)),
+                1,
+            );
             for record in records {
                 let (owner, rdata) = match record {
                     Rr::Mx(owner, preference, exchange) => {
@@ -72,8 +76,12 @@ impl DnsServer {
         let mut server = ServerFuture::new(catalog);
         // UDP takes any free port; TCP must get the same one, which another process may hold.
         for _ in 0..20 {
-            let udp = UdpSocket::bind("127.0.0.1:0").await.expect("bind UDP");
-            let address = udp.local_addr().expect("UDP address");
+            let udp = UdpSocket::bind("127.0.0.1:0")
+                .await
+                .unwrap_or_else(|error| panic!("bind UDP: {error}"));
+            let address = udp
+                .local_addr()
+                .unwrap_or_else(|error| panic!("UDP address: {error}"));
             if let Ok(tcp) = TcpListener::bind(address).await {
                 server.register_socket(udp);
                 server.register_listener(tcp, Duration::from_secs(5));

@@ -14,8 +14,8 @@ use tempfile::TempDir;
 /// Where PostgreSQL is when `MAILROOM_TEST_POSTGRES_URL` does not say.
 const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
-pub use mailroom_storage::Backend;
 pub use dns::{DnsServer, Rr};
+pub use mailroom_storage::Backend;
 pub use probe::{ProbePeer, ProbeStats};
 pub use smtp::{Delivered, SmtpOptions, SmtpServer};
 

@@ -44,7 +44,8 @@ impl ProbePeer {
             Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/peers/smtp_probe_server.py");
         let dir = crate::tempdir();
         let peer_config = dir.path().join("config.json");
-        std::fs::write(&peer_config, config.to_string()).expect("write the peer's config");
+        std::fs::write(&peer_config, config.to_string())
+            .unwrap_or_else(|error| panic!("write the peer's config: {error}"));
         let mut child = match Command::new("python3")
             .arg(&script)
             .args(["--host", host, "--port", &port.to_string()])
@@ -84,8 +85,10 @@ impl ProbePeer {
     pub fn set_config(&self, config: &serde_json::Value) {
         let path = self.config_path();
         let staged = path.with_extension("new");
-        std::fs::write(&staged, config.to_string()).expect("write the peer's config");
-        std::fs::rename(staged, path).expect("replace the peer's config");
+        std::fs::write(&staged, config.to_string())
+            .unwrap_or_else(|error| panic!("write the peer's config: {error}"));
+        std::fs::rename(staged, path)
+            .unwrap_or_else(|error| panic!("replace the peer's config: {error}"));
     }
 
     fn config_path(&self) -> PathBuf {

@@ -114,7 +114,11 @@ impl Dns {
                     .iter()
                     .map(|record| MailHost {
                         preference: record.preference(),
-                        host: record.exchange().to_ascii().trim_end_matches('.').to_owned(),
+                        host: record
+                            .exchange()
+                            .to_ascii()
+                            .trim_end_matches('.')
+                            .to_owned(),
                     })
                     .collect();
                 if mx.iter().any(|host| host.host.is_empty()) {

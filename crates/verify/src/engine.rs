@@ -392,7 +392,10 @@ impl Verifier {
         (
             String,
             Session,
-            (tokio::sync::OwnedSemaphorePermit, tokio::sync::OwnedSemaphorePermit),
+            (
+                tokio::sync::OwnedSemaphorePermit,
+                tokio::sync::OwnedSemaphorePermit,
+            ),
         ),
         (String, Failure),
     > {
@@ -424,14 +427,17 @@ impl Verifier {
     }
 
     fn host_slot(&self, ip: IpAddr) -> Arc<Semaphore> {
-        let mut hosts = self.hosts.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut hosts = self
+            .hosts
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         if hosts.len() > REMEMBERED_HOSTS {
             hosts.retain(|_, slot| Arc::strong_count(slot) > 1);
         }
         Arc::clone(
-            hosts
-                .entry(ip)
-                .or_insert_with(|| Arc::new(Semaphore::new(self.settings.sessions_per_host.max(1)))),
+            hosts.entry(ip).or_insert_with(|| {
+                Arc::new(Semaphore::new(self.settings.sessions_per_host.max(1)))
+            }),
         )
     }
 
@@ -457,9 +463,16 @@ impl Verifier {
             if self.remembered_catch_all(domain).is_some() {
                 continue;
             }
-            let probe = format!("mailroom-probe-{:016x}@{domain}", rand::rng().random::<u64>());
+            let probe = format!(
+                "mailroom-probe-{:016x}@{domain}",
+                rand::rng().random::<u64>()
+            );
             // A temporary answer says nothing; it is not remembered.
-            match session.rcpt(&probe).await.map(|reply| smtp::classify(&reply)) {
+            match session
+                .rcpt(&probe)
+                .await
+                .map(|reply| smtp::classify(&reply))
+            {
                 Ok(Answer::Accepted) => self.remember_catch_all(domain, true),
                 Ok(Answer::Refused(_)) => self.remember_catch_all(domain, false),
                 _ => {}
@@ -468,7 +481,10 @@ impl Verifier {
     }
 
     fn remembered_catch_all(&self, domain: &str) -> Option<bool> {
-        let known = self.catch_all.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let known = self
+            .catch_all
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         known
             .get(domain)
             .filter(|(_, at)| at.elapsed() < CATCH_ALL_TTL)
@@ -476,7 +492,10 @@ impl Verifier {
     }
 
     fn remember_catch_all(&self, domain: &str, catch_all: bool) {
-        let mut known = self.catch_all.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut known = self
+            .catch_all
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         if known.len() > REMEMBERED_HOSTS {
             known.retain(|_, (_, at)| at.elapsed() < CATCH_ALL_TTL);
         }
@@ -507,7 +526,11 @@ impl Verifier {
         entry.smtp.enhanced_code = reply.enhanced;
         entry.smtp.message = Some(reply.text);
         entry.smtp_reason = None;
-        let domain = entry.address.as_ref().map(Address::domain).unwrap_or_default();
+        let domain = entry
+            .address
+            .as_ref()
+            .map(Address::domain)
+            .unwrap_or_default();
         match answer {
             Answer::Accepted => {
                 entry.smtp.mailbox = Mailbox::Exists;

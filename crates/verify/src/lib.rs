@@ -12,5 +12,5 @@ mod report;
 pub mod smtp;
 pub mod syntax;
 
-pub use engine::{Mode, Options, SetupError, Settings, Verifier};
+pub use engine::{Mode, Options, Settings, SetupError, Verifier};
 pub use report::{Reason, SmtpReport, SyntaxReport, Verdict, Verification, verdict_of};

@@ -194,7 +194,10 @@ mod tests {
         assert!(found.free_provider && found.role_account && !found.disposable);
         assert_eq!(found.suggestion, None);
         assert!(classify(&lists, "a@inbox.mailinator.com").disposable);
-        assert_eq!(classify(&lists, "jane@example.com"), Classification::default());
+        assert_eq!(
+            classify(&lists, "jane@example.com"),
+            Classification::default()
+        );
     }
 
     #[test]
@@ -229,6 +232,9 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
         assert!(classify(&lists, "x@throwaway.example").disposable);
         assert!(classify(&lists, "payroll@example.com").role_account);
-        assert!(classify(&lists, "x@mailinator.com").disposable, "shipped entries stay");
+        assert!(
+            classify(&lists, "x@mailinator.com").disposable,
+            "shipped entries stay"
+        );
     }
 }

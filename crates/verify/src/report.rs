@@ -35,7 +35,9 @@ impl Verdict {
     }
 
     pub fn parse(text: &str) -> Option<Verdict> {
-        Verdict::ALL.into_iter().find(|verdict| verdict.as_str() == text)
+        Verdict::ALL
+            .into_iter()
+            .find(|verdict| verdict.as_str() == text)
     }
 }
 

@@ -51,7 +51,9 @@ pub enum Answer {
     Accepted,
     Refused(Mailbox),
     /// 4xx: try later (greylisting, a full mailbox that may drain, a busy server).
-    Temporary { greylisted: bool },
+    Temporary {
+        greylisted: bool,
+    },
     /// 5.7.x: the server will not say, by policy (it blocked us, not the address).
     Blocked,
 }
@@ -79,13 +81,19 @@ pub fn classify(reply: &Reply) -> Answer {
             Some("5.2.2") => Answer::Refused(Mailbox::Full),
             Some("5.2.1") => Answer::Refused(Mailbox::Disabled),
             Some(code) if code.starts_with("5.7.") => Answer::Blocked,
-            _ if says(&["full", "quota", "insufficient storage"]) => {
-                Answer::Refused(Mailbox::Full)
-            }
+            _ if says(&["full", "quota", "insufficient storage"]) => Answer::Refused(Mailbox::Full),
             _ if says(&["disabled", "inactive", "suspended", "deactivated"]) => {
                 Answer::Refused(Mailbox::Disabled)
             }
-            _ if says(&["spam", "blocked", "blacklist", "blocklist", "policy", "denied"]) => {
+            _ if says(&[
+                "spam",
+                "blocked",
+                "blacklist",
+                "blocklist",
+                "policy",
+                "denied",
+            ]) =>
+            {
                 Answer::Blocked
             }
             _ if says(&[
@@ -197,9 +205,12 @@ impl Session {
 
     async fn command(&mut self, command: &str) -> Result<Reply, SessionError> {
         let line = format!("{command}\r\n");
-        tokio::time::timeout(self.timeout, self.stream.get_mut().write_all(line.as_bytes()))
-            .await
-            .map_err(|_| SessionError::Timeout)??;
+        tokio::time::timeout(
+            self.timeout,
+            self.stream.get_mut().write_all(line.as_bytes()),
+        )
+        .await
+        .map_err(|_| SessionError::Timeout)??;
         self.reply().await
     }
 
@@ -221,7 +232,9 @@ async fn read_reply(stream: &mut BufReader<TcpStream>) -> Result<Reply, SessionE
             .read_until(b'\n', &mut line)
             .await?;
         if line.last() != Some(&b'\n') {
-            return Err(SessionError::Protocol("a reply line was cut short or too long"));
+            return Err(SessionError::Protocol(
+                "a reply line was cut short or too long",
+            ));
         }
         let line = String::from_utf8_lossy(&line);
         let line = line.trim_end_matches(['\r', '\n']);
@@ -290,19 +303,43 @@ mod tests {
             (550, "5.1.1 No such user", Answer::Refused(Mailbox::Missing)),
             (550, "5.1.10 Null MX", Answer::Refused(Mailbox::Missing)),
             (552, "5.2.2 Mailbox full", Answer::Refused(Mailbox::Full)),
-            (550, "5.2.1 Mailbox disabled", Answer::Refused(Mailbox::Disabled)),
+            (
+                550,
+                "5.2.1 Mailbox disabled",
+                Answer::Refused(Mailbox::Disabled),
+            ),
             (550, "5.7.1 Client host blocked", Answer::Blocked),
             (
                 450,
                 "4.2.0 Greylisted, try again later",
                 Answer::Temporary { greylisted: true },
             ),
-            (452, "4.2.2 Over quota", Answer::Temporary { greylisted: false }),
-            (451, "Temporary local problem", Answer::Temporary { greylisted: false }),
+            (
+                452,
+                "4.2.2 Over quota",
+                Answer::Temporary { greylisted: false },
+            ),
+            (
+                451,
+                "Temporary local problem",
+                Answer::Temporary { greylisted: false },
+            ),
             // No enhanced code: the words decide, and a bare 550 means no such mailbox.
-            (550, "User unknown in virtual mailbox table", Answer::Refused(Mailbox::Missing)),
-            (552, "Requested action aborted: mailbox full", Answer::Refused(Mailbox::Full)),
-            (550, "Requested action not taken", Answer::Refused(Mailbox::Missing)),
+            (
+                550,
+                "User unknown in virtual mailbox table",
+                Answer::Refused(Mailbox::Missing),
+            ),
+            (
+                552,
+                "Requested action aborted: mailbox full",
+                Answer::Refused(Mailbox::Full),
+            ),
+            (
+                550,
+                "Requested action not taken",
+                Answer::Refused(Mailbox::Missing),
+            ),
             (554, "Transaction failed", Answer::Refused(Mailbox::Unknown)),
         ];
         for (code, text, answer) in cases {

@@ -312,10 +312,7 @@ mod tests {
         let domain = [label.as_str(); 4].join(".");
         assert_eq!(refused(&format!("a@{domain}")), SyntaxError::TooLong);
         let domain = [label.as_str(); 5].join(".");
-        assert_eq!(
-            refused(&format!("a@{domain}")),
-            SyntaxError::DomainTooLong
-        );
+        assert_eq!(refused(&format!("a@{domain}")), SyntaxError::DomainTooLong);
     }
 
     #[test]

@@ -93,9 +93,18 @@ fn the_corpus_length_faults_get_their_own_reasons() {
         ("ISEMAIL_RFC5322_LABEL_TOOLONG", SyntaxError::LabelTooLong),
         ("ISEMAIL_RFC5322_TOOLONG", SyntaxError::TooLong),
         ("ISEMAIL_ERR_NOLOCALPART", SyntaxError::LocalEmpty),
-        ("ISEMAIL_ERR_DOMAINHYPHENSTART", SyntaxError::LabelHyphenMisplaced),
-        ("ISEMAIL_ERR_DOMAINHYPHENEND", SyntaxError::LabelHyphenMisplaced),
-        ("ISEMAIL_RFC5321_ADDRESSLITERAL", SyntaxError::AddressLiteral),
+        (
+            "ISEMAIL_ERR_DOMAINHYPHENSTART",
+            SyntaxError::LabelHyphenMisplaced,
+        ),
+        (
+            "ISEMAIL_ERR_DOMAINHYPHENEND",
+            SyntaxError::LabelHyphenMisplaced,
+        ),
+        (
+            "ISEMAIL_RFC5321_ADDRESSLITERAL",
+            SyntaxError::AddressLiteral,
+        ),
         ("ISEMAIL_RFC5321_TLDNUMERIC", SyntaxError::TldNumeric),
     ];
     for case in corpus() {

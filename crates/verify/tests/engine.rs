@@ -114,7 +114,11 @@ async fn each_kind_of_answer_gets_its_verdict() {
     assert_eq!(alice.dns.status, Some(DomainStatus::Mx));
     assert_eq!(alice.smtp.mailbox, Mailbox::Exists);
     assert_eq!(alice.smtp.host.as_deref(), Some("mx1.ok.test"));
-    assert_eq!(alice.smtp.catch_all, Some(false), "the random address was refused");
+    assert_eq!(
+        alice.smtp.catch_all,
+        Some(false),
+        "the random address was refused"
+    );
 
     let nobody = check("ghost@ok.test").await;
     shows(&nobody, Verdict::Undeliverable, &[Reason::MailboxMissing]);
@@ -122,18 +126,34 @@ async fn each_kind_of_answer_gets_its_verdict() {
         (nobody.smtp.code, nobody.smtp.enhanced_code.as_deref()),
         (Some(550), Some("5.1.1"))
     );
-    shows(&check("full@ok.test").await, Verdict::Risky, &[Reason::MailboxFull]);
+    shows(
+        &check("full@ok.test").await,
+        Verdict::Risky,
+        &[Reason::MailboxFull],
+    );
     shows(
         &check("disabled@ok.test").await,
         Verdict::Undeliverable,
         &[Reason::MailboxDisabled],
     );
-    shows(&check("grey@ok.test").await, Verdict::Unknown, &[Reason::Greylisted]);
-    shows(&check("slow@ok.test").await, Verdict::Unknown, &[Reason::SmtpTimeout]);
+    shows(
+        &check("grey@ok.test").await,
+        Verdict::Unknown,
+        &[Reason::Greylisted],
+    );
+    shows(
+        &check("slow@ok.test").await,
+        Verdict::Unknown,
+        &[Reason::SmtpTimeout],
+    );
 
     let bob = check("bob@multi.test").await;
     shows(&bob, Verdict::Deliverable, &[]);
-    assert_eq!(bob.smtp.host.as_deref(), Some("mx2.multi.test"), "failed over");
+    assert_eq!(
+        bob.smtp.host.as_deref(),
+        Some("mx2.multi.test"),
+        "failed over"
+    );
     assert_eq!(bob.dns.mx.len(), 2);
 
     let carol = check("carol@aonly.test").await;
@@ -172,7 +192,11 @@ async fn each_kind_of_answer_gets_its_verdict() {
     }
     let catch_all = world.catch_all.stats();
     assert_eq!(
-        catch_all.rcpts.iter().filter(|r| r.starts_with("mailroom-probe-")).count(),
+        catch_all
+            .rcpts
+            .iter()
+            .filter(|r| r.starts_with("mailroom-probe-"))
+            .count(),
         1,
         "the catch-all test is made once per domain: {:?}",
         catch_all.rcpts
@@ -224,10 +248,17 @@ async fn bulk_runs_share_sessions_within_the_caps_and_wait_out_greylisting() {
     let results = engine.verify_many(&emails, bulk).await;
 
     let in_order: Vec<&str> = results.iter().map(|r| r.email.as_str()).collect();
-    assert_eq!(in_order, emails.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(
+        in_order,
+        emails.iter().map(String::as_str).collect::<Vec<_>>()
+    );
     shows(&results[7], Verdict::Deliverable, &[]);
     shows(&results[42], Verdict::Deliverable, &[]);
-    shows(&results[0], Verdict::Undeliverable, &[Reason::MailboxMissing]);
+    shows(
+        &results[0],
+        Verdict::Undeliverable,
+        &[Reason::MailboxMissing],
+    );
     shows(&results[60], Verdict::Deliverable, &[]);
 
     let stats = world.ok.stats();

@@ -84,6 +84,13 @@ mod tests {
             tokens: crate::auth::tokens::TokenKeys::new(&root, "http://127.0.0.1".into()),
             code_key: root.derive(b"codes"),
             backup_code_key: root.derive(b"backup codes"),
+            verifications: crate::verification::Verifications::new(
+                mailroom_verify::Verifier::new(mailroom_verify::Settings {
+                    dns_server: Some("127.0.0.1:53".parse().unwrap()),
+                    ..Default::default()
+                })
+                .unwrap(),
+            ),
         })
     }
 

@@ -53,7 +53,10 @@ pub async fn verify(
     ApiJson(request): ApiJson<VerifyRequest>,
 ) -> Result<Json<Verification>, ApiError> {
     let mut results = check(&state, &caller, vec![request.email], request.smtp, "email").await?;
-    results.pop().map(Json).ok_or_else(|| ApiError::internal(anyhow::anyhow!("no result")))
+    results
+        .pop()
+        .map(Json)
+        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("no result")))
 }
 
 /// `POST /v1/verify/batch`: the results in the order of `emails`.
