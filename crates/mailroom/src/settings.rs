@@ -439,10 +439,12 @@ mod tests {
             }
             let key = long.replace('-', "_");
             let value = match key.as_str() {
-                "listen" => "\"127.0.0.1:1\"".to_owned(),
+                "listen" | "dns_server" => "\"127.0.0.1:1\"".to_owned(),
                 "public_url" => "\"https://m.example\"".to_owned(),
                 "trusted_proxies" | "metrics_allow" => "[\"10.0.0.0/8\"]".to_owned(),
-                "shutdown_timeout" | "auth_rate_limit" => "5".to_owned(),
+                "shutdown_timeout" | "auth_rate_limit" | "smtp_port" | "smtp_timeout" => {
+                    "5".to_owned()
+                }
                 "log_format" => "\"json\"".to_owned(),
                 _ => "\"x\"".to_owned(),
             };

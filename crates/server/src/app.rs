@@ -31,6 +31,8 @@ pub struct App {
     router: Router,
     database: Database,
     auth_limiter: AuthLimiter,
+    /// For the background workers.
+    state: AppState,
     tls: Option<RustlsConfig>,
     shutdown_timeout: std::time::Duration,
 }
@@ -82,11 +84,12 @@ impl App {
             tokens: TokenKeys::new(&root_key, public_url.origin().ascii_serialization()),
             code_key: root_key.derive(b"mailroom/email-code/hmac/v1"),
             backup_code_key: root_key.derive(b"mailroom/backup-code/hmac/v1"),
+            job_worker: Default::default(),
             verifications: Verifications::new(
                 Verifier::new(config.verify.clone()).context("cannot set up the verifier")?,
             ),
         });
-        let router = edge::harden(routes::router(&state), state);
+        let router = edge::harden(routes::router(&state), state.clone());
         Ok(Self {
             listener,
             local_addr,
@@ -94,6 +97,7 @@ impl App {
             router,
             database,
             auth_limiter,
+            state,
             tls,
             shutdown_timeout: config.shutdown_timeout,
         })
@@ -124,6 +128,7 @@ impl App {
             self.database.clone(),
             self.auth_limiter.clone(),
         ));
+        let job_worker = tokio::spawn(crate::job_worker::run(self.state.clone()));
         let handle = Handle::new();
         let grace = self.shutdown_timeout;
         let signal_handle = handle.clone();
@@ -147,6 +152,7 @@ impl App {
             }
         };
         maintenance.abort();
+        job_worker.abort();
         self.database.close().await;
         served.context("serving HTTP")?;
         tracing::info!("stopped");

@@ -10,6 +10,7 @@ mod auth;
 pub mod config;
 mod edge;
 mod error;
+mod job_worker;
 mod json;
 mod maintenance;
 mod metrics;

@@ -30,6 +30,11 @@ pub async fn run_periodically(database: Database, limiter: AuthLimiter) {
             Ok(purged) => tracing::info!(purged, "purged verification log past retention"),
             Err(error) => tracing::warn!(%error, "verification log purge failed; retrying later"),
         }
+        match database.purge_jobs(now - RETENTION).await {
+            Ok(0) => {}
+            Ok(purged) => tracing::info!(purged, "purged verification jobs past retention"),
+            Err(error) => tracing::warn!(%error, "verification job purge failed; retrying later"),
+        }
         if let Err(error) = database.purge_expired_second_factor_state(now).await {
             tracing::warn!(%error, "purging expired sign-in challenges failed; retrying later");
         }

@@ -49,6 +49,7 @@ pub struct Shared {
     pub backup_code_key: mailroom_crypto::root_key::DerivedKey,
     /// The verification engine, with dedup, quota and log.
     pub verifications: crate::verification::Verifications,
+    pub job_worker: crate::job_worker::JobWorker,
     pub auth_limiter: AuthLimiter,
     /// Per-key limits, in process or shared through Redis.
     pub limiter: Limiter,

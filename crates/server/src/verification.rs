@@ -14,6 +14,7 @@ use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 use mailroom_core::usage::{Metric, month_of};
 use mailroom_core::{OrgId, UserId};
+use mailroom_storage::jobs::{Job, RowResult};
 use mailroom_storage::usage::{Charge, Charged};
 use mailroom_storage::verifications::NewVerification;
 use mailroom_storage::{Database, StorageError};
@@ -63,13 +64,75 @@ impl Verifications {
         }
     }
 
-    /// Verifies `emails` for `who`; the results come in the order asked.
+    /// Verifies `emails` for `who` and logs each; the results come in the order asked.
     pub async fn check(
         &self,
         database: &Database,
         who: Requester,
         emails: &[String],
         smtp: bool,
+    ) -> Result<Vec<Verification>, VerifyError> {
+        let now = OffsetDateTime::now_utc();
+        // The day, so that a key is reused only while dedup would have answered anyway.
+        let day = now.unix_timestamp().div_euclid(86_400);
+        let probe = if smtp { "smtp" } else { "dns" };
+        let charge_key = |address: &str| format!("verify:{probe}:{day}:{address}");
+        let answers = self
+            .answer(database, who.org_id, emails, smtp, Mode::Sync, charge_key)
+            .await?;
+        let log: Vec<NewVerification> = answers
+            .iter()
+            .map(|result| log_entry(who, result))
+            .collect();
+        database.record_verifications(who.org_id, &log, now).await?;
+        Ok(answers)
+    }
+
+    /// Verifies a chunk of a bulk job's rows; the caller writes them, with the job's progress.
+    /// A job's rows are charged under keys of the job, so that a chunk checked again after a
+    /// crash is not charged again.
+    pub async fn check_rows(
+        &self,
+        database: &Database,
+        job: &Job,
+        rows: Vec<(i64, String)>,
+    ) -> Result<Vec<RowResult>, VerifyError> {
+        let who = Requester {
+            org_id: job.org(),
+            user_id: job.user_id.map(UserId::from_uuid),
+            api_key_id: job.api_key_id,
+        };
+        let charge_key = |address: &str| format!("job:{}:{address}", job.id);
+        let (row_numbers, emails): (Vec<i64>, Vec<String>) = rows.into_iter().unzip();
+        let answers = self
+            .answer(
+                database,
+                who.org_id,
+                &emails,
+                job.smtp,
+                Mode::Bulk,
+                charge_key,
+            )
+            .await?;
+        Ok(row_numbers
+            .into_iter()
+            .zip(answers)
+            .map(|(row_no, result)| RowResult {
+                row_no,
+                verification: log_entry(who, &result),
+            })
+            .collect())
+    }
+
+    /// Answers each address from an earlier result or, charged first, from the engine.
+    async fn answer(
+        &self,
+        database: &Database,
+        org_id: OrgId,
+        emails: &[String],
+        smtp: bool,
+        mode: Mode,
+        charge_key: impl Fn(&str) -> String,
     ) -> Result<Vec<Verification>, VerifyError> {
         let now = OffsetDateTime::now_utc();
         let mut asks: Vec<Ask> = emails
@@ -87,7 +150,7 @@ impl Verifications {
         for ask in &asks {
             if !earlier.contains_key(&ask.address) {
                 let found = database
-                    .recent_verification(who.org_id, &ask.address, now - DEDUP_WINDOW)
+                    .recent_verification(org_id, &ask.address, now - DEDUP_WINDOW)
                     .await?
                     .and_then(|json| serde_json::from_str::<Verification>(&json).ok())
                     // A result without the SMTP probe does not answer a request for one.
@@ -112,21 +175,22 @@ impl Verifications {
             .collect();
         unanswered.sort_unstable();
         unanswered.dedup();
+        let keys: Vec<String> = unanswered
+            .iter()
+            .map(|address| charge_key(address))
+            .collect();
         let fresh = self
-            .charge(database, who.org_id, &unanswered, smtp, now)
+            .charge(database, org_id, &unanswered, &keys, now)
             .await?;
 
-        let options = Options {
-            smtp,
-            mode: Mode::Sync,
-        };
+        let options = Options { smtp, mode };
         let mut results: HashMap<&str, Verification> = HashMap::new();
-        if let [address] = unanswered.as_slice() {
+        if let ([address], Mode::Sync) = (unanswered.as_slice(), mode) {
             let email = asks
                 .iter()
                 .find(|ask| &ask.address == address)
                 .map_or(address.as_str(), |ask| ask.email);
-            let key = format!("{}:{smtp}:{address}", who.org_id.as_uuid());
+            let key = format!("{}:{smtp}:{address}", org_id.as_uuid());
             results.insert(address, self.run_once(key, email.to_owned(), options).await);
         } else if !unanswered.is_empty() {
             let verified = self.engine.verify_many(&unanswered, options).await;
@@ -144,25 +208,7 @@ impl Verifications {
                 });
             }
         }
-
-        let answers: Vec<Verification> = asks.into_iter().filter_map(|ask| ask.answer).collect();
-        let log: Vec<NewVerification> = answers
-            .iter()
-            .map(|result| NewVerification {
-                id: Uuid::now_v7(),
-                user_id: who.user_id,
-                api_key_id: who.api_key_id,
-                address: result
-                    .normalized
-                    .clone()
-                    .unwrap_or_else(|| result.email.clone()),
-                verdict: result.verdict.as_str().to_owned(),
-                cached: result.cached,
-                result: serde_json::to_string(result).unwrap_or_default(),
-            })
-            .collect();
-        database.record_verifications(who.org_id, &log, now).await?;
-        Ok(answers)
+        Ok(asks.into_iter().filter_map(|ask| ask.answer).collect())
     }
 
     /// Charges one verification per address, all or none; says which were charged now.
@@ -171,7 +217,7 @@ impl Verifications {
         database: &Database,
         org_id: OrgId,
         addresses: &'a [String],
-        smtp: bool,
+        keys: &[String],
         now: OffsetDateTime,
     ) -> Result<HashMap<&'a str, bool>, VerifyError> {
         if addresses.is_empty() {
@@ -181,18 +227,11 @@ impl Verifications {
         let (plan, _) = database
             .quota(org_id, Metric::Verifications, period_start)
             .await?;
-        // The day, so that a key is reused only while dedup would have answered anyway.
-        let day = now.unix_timestamp().div_euclid(86_400);
-        let probe = if smtp { "smtp" } else { "dns" };
-        let keys: Vec<String> = addresses
-            .iter()
-            .map(|address| format!("verify:{probe}:{day}:{address}"))
-            .collect();
         let charge = Charge {
             org_id,
             metric: Metric::Verifications,
             amount: 1,
-            idempotency_keys: &keys,
+            idempotency_keys: keys,
             quota: plan.verifications_per_month,
             period_start,
         };
@@ -236,5 +275,21 @@ impl Verifications {
             running_now.remove(&key);
         }
         result
+    }
+}
+
+/// The log's line for a result.
+fn log_entry(who: Requester, result: &Verification) -> NewVerification {
+    NewVerification {
+        id: Uuid::now_v7(),
+        user_id: who.user_id,
+        api_key_id: who.api_key_id,
+        address: result
+            .normalized
+            .clone()
+            .unwrap_or_else(|| result.email.clone()),
+        verdict: result.verdict.as_str().to_owned(),
+        cached: result.cached,
+        result: serde_json::to_string(result).unwrap_or_default(),
     }
 }

@@ -209,4 +209,93 @@ both_backends! {
         problem(send_as(app, Method::POST, &session, "/v1/verify/batch", Some(json!({"emails": []}))).await, 400, "invalid_field").await;
         world.app.stop().await;
     }
+
+    async fn a_job_is_uploaded_worked_and_downloaded(db) {
+        let Some(world) = world(&db).await else { return };
+        let app = &world.app;
+        let session = create_account(app, &db, "bulk@example.test").await;
+        let mut emails: Vec<String> = (0..40).map(|n| format!("person{n}@verify.test")).collect();
+        emails[3] = "alice@verify.test".to_owned();
+        emails[9] = "=HYPERLINK(1)@verify.test".to_owned();
+        emails[20] = "alice@verify.test".to_owned();
+        let created = send_as(app, Method::POST, &session, "/v1/verify/jobs", Some(json!({"emails": emails}))).await;
+        assert_eq!(created.status(), 202);
+        let location = created.headers()["location"].to_str().unwrap().to_owned();
+        let created: Value = created.json().await.unwrap();
+        assert_eq!((created["status"].as_str(), created["total"].as_u64()), (Some("queued"), Some(40)));
+
+        let job = finished(app, &session, &location).await;
+        assert_eq!(job["status"], "done");
+        assert_eq!(job["done"], 40);
+        assert_eq!(job["counts"]["deliverable"], 2);
+        assert_eq!(job["counts"]["undeliverable"], 38);
+        assert_eq!(used(app, &session).await, 39, "alice is charged once");
+
+        let results: Value = get_as(app, &session, &format!("{location}/results")).await.json().await.unwrap();
+        let results = results["results"].as_array().unwrap();
+        let back: Vec<&str> = results.iter().map(|r| r["email"].as_str().unwrap()).collect();
+        assert_eq!(back, emails.iter().map(String::as_str).collect::<Vec<_>>(), "upload order");
+        assert_eq!(results[3]["verdict"], "deliverable");
+
+        let csv = get_as(app, &session, &format!("{location}/results?format=csv")).await;
+        assert!(csv.headers()["content-type"].to_str().unwrap().starts_with("text/csv"));
+        let csv = csv.text().await.unwrap();
+        let lines: Vec<&str> = csv.lines().collect();
+        assert_eq!(lines.len(), 41);
+        assert!(lines[0].starts_with("email,normalized,verdict,reasons"));
+        assert!(lines[4].starts_with("alice@verify.test,alice@verify.test,deliverable,"));
+        assert!(lines[10].starts_with("'=HYPERLINK"), "no formula reaches a spreadsheet: {}", lines[10]);
+
+        problem(send_as(app, Method::DELETE, &session, &location, None).await, 409, "job_ended").await;
+        let listed: Value = get_as(app, &session, "/v1/verify/jobs").await.json().await.unwrap();
+        assert_eq!(listed["jobs"][0]["id"], created["id"]);
+        world.app.stop().await;
+    }
+
+    async fn csv_uploads_are_read_by_their_email_column_and_bounded(db) {
+        let Some(world) = world(&db).await else { return };
+        let app = &world.app;
+        let session = create_account(app, &db, "csv@example.test").await;
+        let upload = |body: String| {
+            app.client
+                .post(app.at("/v1/verify/jobs?smtp=false"))
+                .header("cookie", cookie(&session))
+                .header("origin", &app.url)
+                .header("content-type", "text/csv")
+                .body(body)
+                .send()
+        };
+        let created = upload("\u{feff}name,Email\nAlice, alice@verify.test \nBob,bob@verify.test\n".to_owned()).await.unwrap();
+        assert_eq!(created.status(), 202);
+        let location = created.headers()["location"].to_str().unwrap().to_owned();
+        let job = finished(app, &session, &location).await;
+        assert_eq!((job["total"].as_u64(), job["smtp"].as_bool()), (Some(2), Some(false)));
+        let results: Value = get_as(app, &session, &format!("{location}/results")).await.json().await.unwrap();
+        assert_eq!(results["results"][0]["normalized"], "alice@verify.test");
+        assert_eq!(results["results"][0]["reasons"], json!(["smtp_not_checked"]));
+        assert_eq!(world.mx.stats().sessions, 0, "smtp=false asks no mail host");
+
+        problem(upload("name,address\nx,y\n".to_owned()).await.unwrap(), 400, "invalid_upload").await;
+        let mut big = String::from("email\n");
+        for n in 0..100_001 {
+            big.push_str(&format!("u{n}@verify.test\n"));
+        }
+        problem(upload(big).await.unwrap(), 400, "invalid_upload").await;
+        // Another organization's job is not there.
+        let other = create_account(app, &db, "other-csv@example.test").await;
+        problem(get_as(app, &other, &location).await, 404, "not_found").await;
+        world.app.stop().await;
+    }
+}
+
+/// The job at `location` once it has ended.
+async fn finished(app: &TestApp, session: &str, location: &str) -> Value {
+    for _ in 0..300 {
+        let job: Value = get_as(app, session, location).await.json().await.unwrap();
+        if job["status"] != "queued" && job["status"] != "running" {
+            return job;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the job did not end");
 }

@@ -6,6 +6,7 @@ pub mod accounts;
 pub mod api_keys;
 pub mod audit;
 mod error;
+pub mod jobs;
 pub mod keyring;
 pub mod privacy;
 pub mod teams;

@@ -136,6 +136,8 @@ pub(crate) enum Tenancy {
     ErasedEmail(String),
     /// The retention purge: every organization's rows older than this (ms), for deleting.
     PurgeBefore(i64),
+    /// A job worker looking for a job to claim, of any organization.
+    JobClaim,
 }
 
 impl Tenancy {
@@ -146,6 +148,7 @@ impl Tenancy {
             Tenancy::InvitationToken(hash) => ("app.invitation_token", hash.clone()),
             Tenancy::ErasedEmail(email) => ("app.erase_email", email.clone()),
             Tenancy::PurgeBefore(ms) => ("app.purge_before", ms.to_string()),
+            Tenancy::JobClaim => ("app.job_claim", "on".to_owned()),
         }
     }
 }

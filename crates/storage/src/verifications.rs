@@ -52,6 +52,33 @@ pub struct LogQuery {
     pub limit: i64,
 }
 
+/// Logs one verification inside `tx` (acting for `org_id`).
+pub(crate) async fn insert(
+    tx: &mut crate::Tx,
+    org_id: OrgId,
+    entry: &NewVerification,
+    now: OffsetDateTime,
+) -> Result<(), StorageError> {
+    on_backend!(&mut tx.0, Inner, tx => {
+        sqlx::query(
+            "INSERT INTO verifications (id, org_id, user_id, api_key_id, address, verdict, cached, result, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(entry.id)
+        .bind(org_id.as_uuid())
+        .bind(entry.user_id.map(|id| id.as_uuid()))
+        .bind(entry.api_key_id)
+        .bind(&entry.address)
+        .bind(&entry.verdict)
+        .bind(entry.cached)
+        .bind(&entry.result)
+        .bind(ms(now))
+        .execute(&mut **tx)
+        .await?;
+    });
+    Ok(())
+}
+
 impl Database {
     /// The latest result for `address` checked (not itself answered from the store) since
     /// `since`, as JSON.
@@ -94,25 +121,9 @@ impl Database {
             let (tenancy, entries) = (tenancy.clone(), entries.clone());
             async move {
                 tx.act_for(&tenancy).await?;
-                on_backend!(&mut tx.0, Inner, tx => {
-                    for entry in &entries {
-                sqlx::query(
-                    "INSERT INTO verifications (id, org_id, user_id, api_key_id, address, verdict, cached, result, created_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                )
-                .bind(entry.id)
-                .bind(org_id.as_uuid())
-                .bind(entry.user_id.map(|id| id.as_uuid()))
-                .bind(entry.api_key_id)
-                .bind(&entry.address)
-                .bind(&entry.verdict)
-                .bind(entry.cached)
-                .bind(&entry.result)
-                .bind(ms(now))
-                .execute(&mut **tx)
-                .await?;
-                    }
-                });
+                for entry in &entries {
+                    insert(tx, org_id, entry, now).await?;
+                }
                 Ok(())
             }
             .boxed()

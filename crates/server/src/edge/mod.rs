@@ -91,6 +91,7 @@ mod tests {
                 })
                 .unwrap(),
             ),
+            job_worker: Default::default(),
         })
     }
 

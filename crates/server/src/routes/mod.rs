@@ -16,6 +16,7 @@ pub(crate) mod team;
 pub(crate) mod two_factor;
 mod usage;
 mod verify;
+mod verify_jobs;
 
 use axum::Router;
 use axum::routing::{delete, get, patch, post};
@@ -77,10 +78,30 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .route("/v1/verify", post(verify::verify))
         .route("/v1/verify/batch", post(verify::batch))
         .route("/v1/verify/logs", get(verify::logs))
+        .route(
+            "/v1/verify/jobs/{id}",
+            get(verify_jobs::show).delete(verify_jobs::cancel),
+        )
+        .route("/v1/verify/jobs/{id}/results", get(verify_jobs::results))
         .route_layer(from_fn_with_state(
             state.clone(),
             rate_limit::keys::limit_api_keys,
         ));
+    // Uploads of up to 100,000 addresses: the one API route allowed a large body.
+    let uploads = Router::new()
+        .route(
+            "/v1/verify/jobs",
+            get(verify_jobs::list).post(verify_jobs::create),
+        )
+        .route_layer(from_fn_with_state(
+            state.clone(),
+            rate_limit::keys::limit_api_keys,
+        ))
+        .route_layer(from_fn_with_state(
+            state.clone(),
+            principal::guard_browser_requests,
+        ))
+        .layer(RequestBodyLimitLayer::new(verify_jobs::UPLOAD_LIMIT_BYTES));
     let guarded = Router::new()
         .merge(auth)
         .merge(keyed)
@@ -200,4 +221,5 @@ pub fn router(state: &AppState) -> Router<AppState> {
         // Every route above, and the fallback; a route allowed larger bodies is merged after
         // this, with a limit layer of its own.
         .layer(RequestBodyLimitLayer::new(BODY_LIMIT_BYTES))
+        .merge(uploads)
 }

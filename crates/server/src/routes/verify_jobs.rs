@@ -1,0 +1,402 @@
+//! Bulk verification jobs (VER-6): upload up to 100,000 addresses (JSON or CSV), follow the
+//! progress, download the results (JSON or CSV), or cancel. The work happens on the background
+//! workers (`job_worker`), on whichever node claims the job.
+
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use mailroom_core::api_keys::Scope;
+use mailroom_core::usage::{Metric, month_of};
+use mailroom_storage::jobs::{Job, NewJob};
+use mailroom_verify::Verification;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use uuid::Uuid;
+
+use crate::auth::caller::Caller;
+use crate::error::ApiError;
+use crate::json::{parse, read_body, require_content_type};
+use crate::routes::auth::database;
+use crate::state::AppState;
+
+/// A job's most rows (VER-6).
+pub const MAX_ROWS: usize = 100_000;
+/// Room for 100,000 rows of a CSV with a few more columns than `email`.
+pub const UPLOAD_LIMIT_BYTES: usize = 32 * 1024 * 1024;
+/// See `verify::MAX_INPUT`.
+const MAX_INPUT: usize = 1024;
+/// Rows read from the database per page of a results download.
+const RESULTS_PAGE: i64 = 1000;
+const LISTED_JOBS: i64 = 50;
+
+fn probe_by_default() -> bool {
+    true
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonUpload {
+    emails: Vec<String>,
+    #[serde(default = "probe_by_default")]
+    smtp: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UploadParams {
+    /// For CSV uploads, whose body has no room for it.
+    #[serde(default = "probe_by_default")]
+    smtp: bool,
+}
+
+fn invalid(detail: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "invalid_upload", detail)
+}
+
+/// `POST /v1/verify/jobs`: a JSON `{emails, smtp?}` or a `text/csv` file with an `email` column
+/// (`?smtp=false` to skip the probe) → 202 with the job.
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(params): Query<UploadParams>,
+    headers: HeaderMap,
+    request: axum::extract::Request,
+) -> Result<Response, ApiError> {
+    caller.require(Scope::Verify, false)?;
+    require_content_type(&headers, &["text/csv"])?;
+    let is_csv = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| {
+            value
+                .trim_start()
+                .to_ascii_lowercase()
+                .starts_with("text/csv")
+        });
+    let body = read_body(request, &()).await?;
+    let (emails, smtp) = if is_csv {
+        (csv_emails(&body)?, params.smtp)
+    } else {
+        let upload: JsonUpload = parse(&body)?;
+        (upload.emails, upload.smtp)
+    };
+    if emails.is_empty() || emails.len() > MAX_ROWS {
+        return Err(invalid(format!("a job holds 1 to {MAX_ROWS} addresses")));
+    }
+    if let Some(row) = emails.iter().position(|email| email.len() > MAX_INPUT) {
+        return Err(invalid(format!(
+            "row {}: an address may be at most {MAX_INPUT} bytes",
+            row + 1
+        )));
+    }
+    // Refused now when nothing is left; rows past what is left fail the job when reached.
+    let org_id = caller.org_id();
+    let now = OffsetDateTime::now_utc();
+    let (plan, used) = database(
+        state
+            .database
+            .quota(org_id, Metric::Verifications, month_of(now).0)
+            .await,
+    )?;
+    if used >= plan.verifications_per_month {
+        return Err(ApiError::new(
+            StatusCode::PAYMENT_REQUIRED,
+            "quota_exceeded",
+            "This month's verification quota is used up; it resets on the 1st (UTC).",
+        )
+        .with_member("quota", plan.verifications_per_month)
+        .with_member("used", used));
+    }
+    let (user_id, api_key_id) = match &caller {
+        Caller::Account(principal) => (Some(principal.user.id), None),
+        Caller::Key(key) => (None, Some(key.key_id)),
+    };
+    let job = NewJob {
+        id: Uuid::now_v7(),
+        user_id,
+        api_key_id,
+        smtp,
+        emails,
+    };
+    database(state.database.create_job(org_id, &job, now).await)?;
+    state.job_worker.wake();
+    let location = format!("/v1/verify/jobs/{}", job.id);
+    Ok((
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, location)],
+        Json(json!({"id": job.id, "status": "queued", "total": job.emails.len()})),
+    )
+        .into_response())
+}
+
+/// The `email` column of a CSV upload (any case, any position), each value trimmed.
+fn csv_emails(body: &Bytes) -> Result<Vec<String>, ApiError> {
+    let mut reader = csv::ReaderBuilder::new()
+        .flexible(true)
+        .trim(csv::Trim::All)
+        .from_reader(body.as_ref());
+    let headers = reader
+        .headers()
+        .map_err(|error| invalid(format!("the CSV cannot be read: {error}")))?;
+    let column = headers
+        .iter()
+        .position(|name| {
+            name.trim_start_matches('\u{feff}')
+                .eq_ignore_ascii_case("email")
+        })
+        .ok_or_else(|| invalid("the CSV has no `email` column in its first line"))?;
+    let mut emails = Vec::new();
+    for (n, record) in reader.records().enumerate() {
+        let record = record.map_err(|error| invalid(format!("row {}: {error}", n + 2)))?;
+        if emails.len() == MAX_ROWS {
+            return Err(invalid(format!("a job holds at most {MAX_ROWS} addresses")));
+        }
+        emails.push(record.get(column).unwrap_or_default().to_owned());
+    }
+    Ok(emails)
+}
+
+/// `GET /v1/verify/jobs`: the organization's newest jobs.
+pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
+    caller.require(Scope::Verify, false)?;
+    let jobs = database(state.database.jobs(caller.org_id(), LISTED_JOBS).await)?;
+    Ok(Json(
+        json!({ "jobs": jobs.iter().map(describe).collect::<Vec<_>>() }),
+    ))
+}
+
+/// `GET /v1/verify/jobs/{id}`: progress and counts by verdict.
+pub async fn show(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+) -> Result<Json<Value>, ApiError> {
+    let job = found(&state, &caller, id).await?;
+    Ok(Json(describe(&job)))
+}
+
+/// `DELETE /v1/verify/jobs/{id}`: stops the job; the rows checked so far stay.
+pub async fn cancel(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+) -> Result<StatusCode, ApiError> {
+    let job = found(&state, &caller, id).await?;
+    let now = OffsetDateTime::now_utc();
+    if database(state.database.cancel_job(job.org(), id, now).await)? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "job_ended",
+            format!("The job has already ended ({}).", job.status),
+        ))
+    }
+}
+
+async fn found(state: &AppState, caller: &Caller, id: Uuid) -> Result<Job, ApiError> {
+    caller.require(Scope::Verify, false)?;
+    database(state.database.job(caller.org_id(), id).await)?.ok_or_else(ApiError::not_found)
+}
+
+fn describe(job: &Job) -> Value {
+    let when = |time: OffsetDateTime| time.format(&Rfc3339).unwrap_or_default();
+    json!({
+        "id": job.id,
+        "status": job.status,
+        "error": job.error,
+        "smtp": job.smtp,
+        "total": job.total,
+        "done": job.done,
+        "counts": {
+            "deliverable": job.deliverable,
+            "undeliverable": job.undeliverable,
+            "risky": job.risky,
+            "unknown": job.unknown,
+        },
+        "created_at": when(job.created_at()),
+        "finished_at": job.finished_at().map(when),
+        "results_url": format!("/v1/verify/jobs/{}/results", job.id),
+    })
+}
+
+#[derive(Clone, Copy, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Format {
+    #[default]
+    Json,
+    Csv,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResultsParams {
+    #[serde(default)]
+    format: Format,
+}
+
+/// `GET /v1/verify/jobs/{id}/results?format=json|csv`: every row in upload order, streamed a
+/// page at a time; a row not yet checked has no verdict.
+pub async fn results(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+    Query(params): Query<ResultsParams>,
+) -> Result<Response, ApiError> {
+    let job = found(&state, &caller, id).await?;
+    let format = params.format;
+    let org_id = job.org();
+    let pages = futures::stream::unfold(Some(-1_i64), move |after| {
+        let state = state.clone();
+        async move {
+            let after = after?;
+            match state
+                .database
+                .job_results(org_id, id, after, RESULTS_PAGE)
+                .await
+            {
+                Ok(rows) if rows.is_empty() => None,
+                Ok(rows) => {
+                    let last = rows.last().map(|(row_no, _, _)| *row_no);
+                    let more = i64::try_from(rows.len()).unwrap_or(0) == RESULTS_PAGE;
+                    let chunk = render(format, &rows, after < 0);
+                    Some((Ok::<Bytes, std::io::Error>(chunk), last.filter(|_| more)))
+                }
+                Err(error) => Some((Err(std::io::Error::other(error)), None)),
+            }
+        }
+    });
+    let (content_type, head, tail, name) = match format {
+        Format::Json => ("application/json", "{\"results\":[", "]}", "json"),
+        Format::Csv => ("text/csv; charset=utf-8", "", "", "csv"),
+    };
+    let csv_head = match format {
+        Format::Csv => Bytes::from(csv_line(&CSV_COLUMNS.map(str::to_owned))),
+        Format::Json => Bytes::from_static(head.as_bytes()),
+    };
+    let body = futures::stream::once(async move { Ok(csv_head) })
+        .chain(pages)
+        .chain(futures::stream::once(async move {
+            Ok(Bytes::from_static(tail.as_bytes()))
+        }));
+    Ok((
+        [
+            (header::CONTENT_TYPE, content_type.to_owned()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"verification-{id}.{name}\""),
+            ),
+        ],
+        Body::from_stream(body),
+    )
+        .into_response())
+}
+
+const CSV_COLUMNS: [&str; 15] = [
+    "email",
+    "normalized",
+    "verdict",
+    "reasons",
+    "disposable",
+    "free_provider",
+    "role_account",
+    "suggestion",
+    "mx_host",
+    "smtp_code",
+    "smtp_enhanced_code",
+    "mailbox",
+    "catch_all",
+    "cached",
+    "checked_at",
+];
+
+fn render(format: Format, rows: &[(i64, String, Option<String>)], first: bool) -> Bytes {
+    let mut out = String::new();
+    for (n, (_, email, result)) in rows.iter().enumerate() {
+        let result: Option<Verification> = result
+            .as_deref()
+            .and_then(|json| serde_json::from_str(json).ok());
+        match format {
+            Format::Json => {
+                if !(first && n == 0) {
+                    out.push(',');
+                }
+                let value = match &result {
+                    Some(result) => serde_json::to_value(result).unwrap_or(Value::Null),
+                    None => json!({"email": email, "verdict": null}),
+                };
+                out.push_str(&value.to_string());
+            }
+            Format::Csv => out.push_str(&csv_line(&csv_cells(email, result.as_ref()))),
+        }
+    }
+    Bytes::from(out)
+}
+
+fn csv_cells(email: &str, result: Option<&Verification>) -> [String; 15] {
+    let Some(result) = result else {
+        let mut cells: [String; 15] = Default::default();
+        cells[0] = email.to_owned();
+        return cells;
+    };
+    /// A unit variant's name, as the JSON results spell it.
+    fn text<T: serde::Serialize>(value: &T) -> String {
+        serde_json::to_value(value)
+            .ok()
+            .and_then(|value| value.as_str().map(str::to_owned))
+            .unwrap_or_default()
+    }
+    let flag = |value: bool| value.to_string();
+    [
+        email.to_owned(),
+        result.normalized.clone().unwrap_or_default(),
+        result.verdict.as_str().to_owned(),
+        result
+            .reasons
+            .iter()
+            .map(text)
+            .collect::<Vec<_>>()
+            .join(" "),
+        flag(result.classification.disposable),
+        flag(result.classification.free_provider),
+        flag(result.classification.role_account),
+        result.classification.suggestion.clone().unwrap_or_default(),
+        result.smtp.host.clone().unwrap_or_default(),
+        result
+            .smtp
+            .code
+            .map(|code| code.to_string())
+            .unwrap_or_default(),
+        result.smtp.enhanced_code.clone().unwrap_or_default(),
+        text(&result.smtp.mailbox),
+        result.smtp.catch_all.map(flag).unwrap_or_default(),
+        flag(result.cached),
+        result.checked_at.format(&Rfc3339).unwrap_or_default(),
+    ]
+}
+
+/// One CSV line. A cell a spreadsheet would run as a formula (`=`, `+`, `-`, `@`, tab, CR)
+/// gets a leading `'` (OWASP's advice): uploaded addresses are anyone's text.
+fn csv_line(cells: &[String]) -> String {
+    let mut writer = csv::Writer::from_writer(Vec::new());
+    let safe: Vec<String> = cells
+        .iter()
+        .map(|cell| {
+            if cell.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+                format!("'{cell}")
+            } else {
+                cell.clone()
+            }
+        })
+        .collect();
+    let _ = writer.write_record(&safe);
+    writer
+        .into_inner()
+        .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+        .unwrap_or_default()
+}

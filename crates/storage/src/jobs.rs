@@ -1,0 +1,459 @@
+//! Bulk verification jobs (VER-6) as stored: a job, its rows in upload order, and the lease
+//! under which one node works it. Checked rows point at their result in the verification log;
+//! a chunk of results, the rows' pointers and the job's counters are written in one
+//! transaction, and only while the writer still holds the lease — so a row is never lost
+//! (an unchecked row is found again after a crash) nor written twice (a node that lost its
+//! lease writes nothing).
+
+use futures::FutureExt;
+use mailroom_core::{OrgId, UserId};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::accounts::{from_ms, ms};
+use crate::tx::{Inner, Tenancy};
+use crate::verifications::NewVerification;
+use crate::{Database, StorageError, on_backend};
+
+/// Rows per INSERT when a job is created: well under either backend's bound-value limit.
+const INSERT_BATCH: usize = 1000;
+
+pub struct NewJob {
+    pub id: Uuid,
+    pub user_id: Option<UserId>,
+    pub api_key_id: Option<Uuid>,
+    pub smtp: bool,
+    pub emails: Vec<String>,
+}
+
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct Job {
+    pub id: Uuid,
+    pub org_id: Uuid,
+    pub user_id: Option<Uuid>,
+    pub api_key_id: Option<Uuid>,
+    pub status: String,
+    pub error: Option<String>,
+    pub smtp: bool,
+    pub total: i64,
+    pub done: i64,
+    pub deliverable: i64,
+    pub undeliverable: i64,
+    pub risky: i64,
+    pub unknown: i64,
+    pub created_at: i64,
+    pub finished_at: Option<i64>,
+}
+
+impl Job {
+    pub fn org(&self) -> OrgId {
+        OrgId::from_uuid(self.org_id)
+    }
+
+    pub fn created_at(&self) -> OffsetDateTime {
+        from_ms(self.created_at)
+    }
+
+    pub fn finished_at(&self) -> Option<OffsetDateTime> {
+        self.finished_at.map(from_ms)
+    }
+
+    /// Whether the job will still change.
+    pub fn is_open(&self) -> bool {
+        matches!(self.status.as_str(), "queued" | "running")
+    }
+}
+
+const JOB_COLUMNS: &str = "id, org_id, user_id, api_key_id, status, error, smtp, total, done, deliverable, undeliverable, risky, unknown, \
+     created_at, finished_at";
+
+/// A row's result, to write.
+pub struct RowResult {
+    pub row_no: i64,
+    pub verification: NewVerification,
+}
+
+/// How a job ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ending {
+    Done,
+    Failed(&'static str),
+}
+
+impl Database {
+    /// Stores a job and all its rows, or nothing.
+    pub async fn create_job(
+        &self,
+        org_id: OrgId,
+        job: &NewJob,
+        now: OffsetDateTime,
+    ) -> Result<(), StorageError> {
+        let mut tx = self.begin_serializable().await?;
+        let outcome = async {
+            tx.act_for(&Tenancy::Org(org_id)).await?;
+            let total = i64::try_from(job.emails.len()).unwrap_or(i64::MAX);
+            on_backend!(&mut tx.0, Inner, tx => {
+                sqlx::query(
+                    "INSERT INTO verify_jobs (id, org_id, user_id, api_key_id, status, smtp, total, created_at) \
+                     VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7)",
+                )
+                .bind(job.id)
+                .bind(org_id.as_uuid())
+                .bind(job.user_id.map(|id| id.as_uuid()))
+                .bind(job.api_key_id)
+                .bind(job.smtp)
+                .bind(total)
+                .bind(ms(now))
+                .execute(&mut **tx)
+                .await?;
+                for (batch_no, batch) in job.emails.chunks(INSERT_BATCH).enumerate() {
+                    let first = batch_no * INSERT_BATCH;
+                    let mut insert = sqlx::QueryBuilder::new(
+                        "INSERT INTO verify_job_rows (job_id, row_no, org_id, email) ",
+                    );
+                    insert.push_values(batch.iter().enumerate(), |mut row, (n, email)| {
+                        row.push_bind(job.id)
+                            .push_bind(i64::try_from(first + n).unwrap_or(i64::MAX))
+                            .push_bind(org_id.as_uuid())
+                            .push_bind(email);
+                    });
+                    insert.build().execute(&mut **tx).await?;
+                }
+            });
+            Ok::<(), StorageError>(())
+        }
+        .await;
+        match outcome {
+            Ok(()) => tx.commit().await,
+            Err(error) => {
+                tx.rollback().await;
+                Err(error)
+            }
+        }
+    }
+
+    pub async fn job(&self, org_id: OrgId, id: Uuid) -> Result<Option<Job>, StorageError> {
+        let sql = format!("SELECT {JOB_COLUMNS} FROM verify_jobs WHERE org_id = $1 AND id = $2");
+        self.transaction_for(&Tenancy::Org(org_id), |tx| {
+            async move {
+                Ok(on_backend!(&mut tx.0, Inner, tx => {
+                    sqlx::query_as(&sql)
+                        .bind(org_id.as_uuid())
+                        .bind(id)
+                        .fetch_optional(&mut **tx)
+                        .await?
+                }))
+            }
+            .boxed()
+        })
+        .await
+    }
+
+    /// The organization's newest jobs.
+    pub async fn jobs(&self, org_id: OrgId, limit: i64) -> Result<Vec<Job>, StorageError> {
+        let sql = format!(
+            "SELECT {JOB_COLUMNS} FROM verify_jobs WHERE org_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2"
+        );
+        self.transaction_for(&Tenancy::Org(org_id), |tx| {
+            async move {
+                Ok(on_backend!(&mut tx.0, Inner, tx => {
+                    sqlx::query_as(&sql)
+                        .bind(org_id.as_uuid())
+                        .bind(limit)
+                        .fetch_all(&mut **tx)
+                        .await?
+                }))
+            }
+            .boxed()
+        })
+        .await
+    }
+
+    /// Cancels a job that has not ended; false when there is none such.
+    pub async fn cancel_job(
+        &self,
+        org_id: OrgId,
+        id: Uuid,
+        now: OffsetDateTime,
+    ) -> Result<bool, StorageError> {
+        self.transaction_for(&Tenancy::Org(org_id), |tx| {
+            async move {
+                Ok(on_backend!(&mut tx.0, Inner, tx => {
+                    sqlx::query(
+                        "UPDATE verify_jobs SET status = 'cancelled', finished_at = $3, worker = NULL, lease_until = NULL \
+                         WHERE org_id = $1 AND id = $2 AND status IN ('queued', 'running')",
+                    )
+                    .bind(org_id.as_uuid())
+                    .bind(id)
+                    .bind(ms(now))
+                    .execute(&mut **tx)
+                    .await?
+                    .rows_affected() == 1
+                }))
+            }
+            .boxed()
+        })
+        .await
+    }
+
+    /// Claims the oldest job that waits for a worker — queued, or running under a lease that
+    /// ran out — for `worker` until `lease_until`. Nodes racing for one job get it once: on
+    /// PostgreSQL the others skip the locked row, on SQLite writers take turns.
+    pub async fn claim_job(
+        &self,
+        worker: &str,
+        now: OffsetDateTime,
+        lease_until: OffsetDateTime,
+    ) -> Result<Option<Job>, StorageError> {
+        let worker = worker.to_owned();
+        self.serializable(|tx| {
+            let worker = worker.clone();
+            async move {
+                tx.act_for(&Tenancy::JobClaim).await?;
+                let lock = match &tx.0 {
+                    Inner::Postgres(_) => " FOR UPDATE SKIP LOCKED",
+                    Inner::Sqlite(_) => "",
+                };
+                let pick = format!(
+                    "SELECT id FROM verify_jobs WHERE status IN ('queued', 'running') \
+                     AND (lease_until IS NULL OR lease_until < $1) ORDER BY created_at, id LIMIT 1{lock}"
+                );
+                let claim = format!(
+                    "UPDATE verify_jobs SET status = 'running', worker = $2, lease_until = $3 WHERE id = $1 \
+                     RETURNING {JOB_COLUMNS}"
+                );
+                Ok(on_backend!(&mut tx.0, Inner, tx => {
+                    let id: Option<Uuid> = sqlx::query_scalar(&pick)
+                        .bind(ms(now))
+                        .fetch_optional(&mut **tx)
+                        .await?;
+                    match id {
+                        None => None,
+                        Some(id) => sqlx::query_as(&claim)
+                            .bind(id)
+                            .bind(&worker)
+                            .bind(ms(lease_until))
+                            .fetch_optional(&mut **tx)
+                            .await?,
+                    }
+                }))
+            }
+            .boxed()
+        })
+        .await
+    }
+
+    /// Extends `worker`'s lease; false when it no longer holds it (lost, or the job ended).
+    pub async fn renew_lease(
+        &self,
+        job: &Job,
+        worker: &str,
+        lease_until: OffsetDateTime,
+    ) -> Result<bool, StorageError> {
+        let (org_id, id, worker) = (job.org(), job.id, worker.to_owned());
+        self.transaction_for(&Tenancy::Org(org_id), |tx| {
+            async move {
+                Ok(on_backend!(&mut tx.0, Inner, tx => {
+                    sqlx::query(
+                        "UPDATE verify_jobs SET lease_until = $4 WHERE org_id = $1 AND id = $2 AND worker = $3 \
+                         AND status = 'running'",
+                    )
+                    .bind(org_id.as_uuid())
+                    .bind(id)
+                    .bind(&worker)
+                    .bind(ms(lease_until))
+                    .execute(&mut **tx)
+                    .await?
+                    .rows_affected() == 1
+                }))
+            }
+            .boxed()
+        })
+        .await
+    }
+
+    /// The job's first unchecked rows, in order: `(row_no, email)`.
+    pub async fn unchecked_rows(
+        &self,
+        job: &Job,
+        limit: i64,
+    ) -> Result<Vec<(i64, String)>, StorageError> {
+        let (org_id, id) = (job.org(), job.id);
+        self.transaction_for(&Tenancy::Org(org_id), |tx| {
+            async move {
+                Ok(on_backend!(&mut tx.0, Inner, tx => {
+                    sqlx::query_as(
+                        "SELECT row_no, email FROM verify_job_rows WHERE job_id = $1 AND org_id = $2 \
+                         AND verification_id IS NULL ORDER BY row_no LIMIT $3",
+                    )
+                    .bind(id)
+                    .bind(org_id.as_uuid())
+                    .bind(limit)
+                    .fetch_all(&mut **tx)
+                    .await?
+                }))
+            }
+            .boxed()
+        })
+        .await
+    }
+
+    /// Writes checked rows: their results into the log, the rows' pointers, the job's
+    /// counters — all or nothing, and nothing unless `worker` still holds the job. Returns
+    /// whether it was written.
+    pub async fn record_rows(
+        &self,
+        job: &Job,
+        worker: &str,
+        rows: &[RowResult],
+        now: OffsetDateTime,
+    ) -> Result<bool, StorageError> {
+        let (org_id, id, worker) = (job.org(), job.id, worker.to_owned());
+        let count = |verdict: &str| {
+            i64::try_from(
+                rows.iter()
+                    .filter(|row| row.verification.verdict == verdict)
+                    .count(),
+            )
+            .unwrap_or(0)
+        };
+        let counts = [
+            i64::try_from(rows.len()).unwrap_or(0),
+            count("deliverable"),
+            count("undeliverable"),
+            count("risky"),
+            count("unknown"),
+        ];
+        let mut tx = self.begin_serializable().await?;
+        let outcome = async {
+            tx.act_for(&Tenancy::Org(org_id)).await?;
+            let held = on_backend!(&mut tx.0, Inner, tx => {
+                sqlx::query(
+                    "UPDATE verify_jobs SET done = done + $4, deliverable = deliverable + $5, \
+                     undeliverable = undeliverable + $6, risky = risky + $7, unknown = unknown + $8 \
+                     WHERE org_id = $1 AND id = $2 AND worker = $3 AND status = 'running'",
+                )
+                .bind(org_id.as_uuid())
+                .bind(id)
+                .bind(&worker)
+                .bind(counts[0])
+                .bind(counts[1])
+                .bind(counts[2])
+                .bind(counts[3])
+                .bind(counts[4])
+                .execute(&mut **tx)
+                .await?
+                .rows_affected() == 1
+            });
+            if !held {
+                return Ok(false);
+            }
+            for row in rows {
+                crate::verifications::insert(&mut tx, org_id, &row.verification, now).await?;
+                on_backend!(&mut tx.0, Inner, tx => {
+                    sqlx::query(
+                        "UPDATE verify_job_rows SET verification_id = $3 WHERE job_id = $1 AND row_no = $2 \
+                         AND verification_id IS NULL",
+                    )
+                    .bind(id)
+                    .bind(row.row_no)
+                    .bind(row.verification.id)
+                    .execute(&mut **tx)
+                    .await?;
+                });
+            }
+            Ok::<bool, StorageError>(true)
+        }
+        .await;
+        match outcome {
+            Ok(held) => tx.commit().await.map(|()| held),
+            Err(error) => {
+                tx.rollback().await;
+                Err(error)
+            }
+        }
+    }
+
+    /// Ends `worker`'s job.
+    pub async fn end_job(
+        &self,
+        job: &Job,
+        worker: &str,
+        ending: Ending,
+        now: OffsetDateTime,
+    ) -> Result<(), StorageError> {
+        let (org_id, id, worker) = (job.org(), job.id, worker.to_owned());
+        let (status, error) = match ending {
+            Ending::Done => ("done", None),
+            Ending::Failed(code) => ("failed", Some(code)),
+        };
+        self.transaction_for(&Tenancy::Org(org_id), |tx| {
+            async move {
+                on_backend!(&mut tx.0, Inner, tx => {
+                    sqlx::query(
+                        "UPDATE verify_jobs SET status = $4, error = $5, finished_at = $6, worker = NULL, lease_until = NULL \
+                         WHERE org_id = $1 AND id = $2 AND worker = $3 AND status = 'running'",
+                    )
+                    .bind(org_id.as_uuid())
+                    .bind(id)
+                    .bind(&worker)
+                    .bind(status)
+                    .bind(error)
+                    .bind(ms(now))
+                    .execute(&mut **tx)
+                    .await?;
+                });
+                Ok(())
+            }
+            .boxed()
+        })
+        .await
+    }
+
+    /// A page of the job's rows in upload order after `after` (a row number): each row's
+    /// input and its result as JSON, `None` while unchecked.
+    pub async fn job_results(
+        &self,
+        org_id: OrgId,
+        id: Uuid,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<(i64, String, Option<String>)>, StorageError> {
+        self.transaction_for(&Tenancy::Org(org_id), |tx| {
+            async move {
+                Ok(on_backend!(&mut tx.0, Inner, tx => {
+                    sqlx::query_as(
+                        "SELECT r.row_no, r.email, v.result FROM verify_job_rows r \
+                         LEFT JOIN verifications v ON v.id = r.verification_id AND v.org_id = r.org_id \
+                         WHERE r.job_id = $1 AND r.org_id = $2 AND r.row_no > $3 ORDER BY r.row_no LIMIT $4",
+                    )
+                    .bind(id)
+                    .bind(org_id.as_uuid())
+                    .bind(after)
+                    .bind(limit)
+                    .fetch_all(&mut **tx)
+                    .await?
+                }))
+            }
+            .boxed()
+        })
+        .await
+    }
+
+    /// Deletes jobs older than `before` with their rows, of every organization.
+    pub async fn purge_jobs(&self, before: OffsetDateTime) -> Result<u64, StorageError> {
+        self.transaction_for(&Tenancy::PurgeBefore(ms(before)), |tx| {
+            async move {
+                Ok(on_backend!(&mut tx.0, Inner, tx => {
+                    sqlx::query("DELETE FROM verify_jobs WHERE created_at < $1")
+                        .bind(ms(before))
+                        .execute(&mut **tx)
+                        .await?
+                        .rows_affected()
+                }))
+            }
+            .boxed()
+        })
+        .await
+    }
+}
