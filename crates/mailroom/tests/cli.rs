@@ -822,3 +822,131 @@ async fn verify_checks_addresses_from_the_command_line() {
         "--no-smtp asks no mail host"
     );
 }
+
+// VER-6: `kill -9` in the middle of a bulk job; a restarted node takes the job up when the
+// dead one's lease runs out, and the job ends with every row checked once and every address
+// charged once.
+both_backends! {
+    async fn a_job_survives_a_killed_node_with_nothing_lost_repeated_or_charged_twice(db) {
+        use mailroom_testkit::{DnsServer, ProbePeer, Rr};
+        let Some(mx) = ProbePeer::start(
+            "127.0.0.41",
+            0,
+            &serde_json::json!({"reply_delay_ms": 2, "recipients": {"keep@d0.test": "250 OK"}}),
+        ) else {
+            return;
+        };
+        let domains: Vec<String> = (0..20).map(|n| format!("d{n}.test")).collect();
+        let mut records = vec![Rr::Ip("mx.jobs.test", "127.0.0.41".parse().unwrap())];
+        for domain in &domains {
+            let domain: &'static str = Box::leak(domain.clone().into_boxed_str());
+            records.push(Rr::Mx(domain, 10, "mx.jobs.test"));
+        }
+        let dns = DnsServer::start(&["test"], &records).await;
+        let (dns_server, smtp_port) = (dns.address().to_string(), mx.port().to_string());
+        let dir = db.dir().to_owned();
+        let url = db.url().to_owned();
+        tokio::task::spawn_blocking({
+            let (dir, url) = (dir.clone(), url.clone());
+            move || {
+                let mut create = mailroom(&dir);
+                create.args(["admin", "create", "--email", "bulk@example.test", "--password-stdin", "--database-url", &url]);
+                let mut child = create.stdin(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap();
+                child.stdin.take().unwrap().write_all(b"correct horse battery staple\n").unwrap();
+                assert!(child.wait().unwrap().success());
+            }
+        })
+        .await
+        .unwrap();
+        // More than the free plan's 1,000 a month.
+        db.execute("UPDATE orgs SET plan_id = 'team'").await;
+        tokio::task::spawn_blocking(move || {
+            let start = || {
+                let mut command = mailroom(&dir);
+                command
+                    .args(["serve", "--dns-server", &dns_server, "--smtp-port", &smtp_port, "--database-url", &url])
+                    .env("MAILROOM_LISTEN", "127.0.0.1:0");
+                Server::spawn(command)
+            };
+            let first = start();
+            let http = client();
+            // A token is for the origin that issued it: each server gets its own.
+            let token_of = |server: &Server| {
+                let grant: Value = http
+                    .post(format!("{}/v1/auth/token", server.url))
+                    .json(&serde_json::json!({"grant_type": "password", "email": "bulk@example.test", "password": "correct horse battery staple"}))
+                    .send()
+                    .unwrap()
+                    .json()
+                    .unwrap();
+                grant["access_token"].as_str().unwrap().to_owned()
+            };
+            let token = token_of(&first);
+            let emails: Vec<String> = (0..3000).map(|n| format!("u{n}@{}", domains[n % 20])).collect();
+            let created = http
+                .post(format!("{}/v1/verify/jobs", first.url))
+                .bearer_auth(&token)
+                .json(&serde_json::json!({"emails": emails}))
+                .send()
+                .unwrap();
+            assert_eq!(created.status(), 202);
+            let location = created.headers()["location"].to_str().unwrap().to_owned();
+            let job = |server: &Server, token: &str| -> Value {
+                http.get(format!("{}{location}", server.url)).bearer_auth(token).send().unwrap().json().unwrap()
+            };
+
+            // Killed mid-job, without a chance to say anything.
+            let mut progress = job(&first, &token);
+            for _ in 0..600 {
+                if progress["done"].as_i64().unwrap() >= 250 {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+                progress = job(&first, &token);
+            }
+            first.signal("KILL");
+            let (status, _) = first.wait();
+            assert!(!status.success());
+            let done_at_kill = progress["done"].as_i64().unwrap();
+            assert!((250..3000).contains(&done_at_kill), "killed mid-job: {progress}");
+
+            let second = start();
+            let token = token_of(&second);
+            let mut ended = job(&second, &token);
+            for _ in 0..600 {
+                if ended["status"] == "done" {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+                ended = job(&second, &token);
+            }
+            assert_eq!(ended["status"], "done", "{ended}");
+            assert_eq!(ended["done"], 3000, "no row lost or repeated: {ended}");
+            assert_eq!(ended["counts"]["undeliverable"], 3000);
+
+            let results: Value = http
+                .get(format!("{}{location}/results", second.url))
+                .bearer_auth(&token)
+                .send()
+                .unwrap()
+                .json()
+                .unwrap();
+            let results = results["results"].as_array().unwrap();
+            let back: Vec<&str> = results.iter().map(|r| r["email"].as_str().unwrap()).collect();
+            assert_eq!(back, emails.iter().map(String::as_str).collect::<Vec<_>>());
+            assert!(results.iter().all(|r| r["verdict"] == "undeliverable"));
+            let usage: Value = http
+                .get(format!("{}/v1/usage", second.url))
+                .bearer_auth(&token)
+                .send()
+                .unwrap()
+                .json()
+                .unwrap();
+            assert_eq!(usage["metrics"][0]["used"], 3000, "each address charged once");
+            assert_eq!(mx.stats().data_attempts, 0);
+            assert!(second.stop().0.success());
+        })
+        .await
+        .unwrap();
+    }
+}
