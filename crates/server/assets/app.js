@@ -12,3 +12,53 @@ document.addEventListener("click", (event) => {
     () => { button.textContent = "Select the key and copy it"; },
   );
 });
+
+// Bulk verification: a chosen CSV file goes to the API as it is (the form alone sends only
+// the typed addresses), then the page shows the new job.
+document.getElementById("bulk-upload")?.addEventListener("submit", async (event) => {
+  const form = event.currentTarget;
+  const file = form.querySelector("#bulk-file")?.files?.[0];
+  if (!file) return;
+  event.preventDefault();
+  const smtp = form.querySelector("input[name=smtp]")?.checked ? "true" : "false";
+  const response = await fetch(`/v1/verify/jobs?smtp=${smtp}`, {
+    method: "POST",
+    headers: { "content-type": "text/csv" },
+    body: await file.text(),
+    credentials: "same-origin",
+  });
+  if (response.status === 202) {
+    window.location.assign("/verification/jobs?notice=The+job+is+queued.");
+    return;
+  }
+  const problem = await response.json().catch(() => ({}));
+  let error = form.querySelector("p.error");
+  if (!error) {
+    error = document.createElement("p");
+    error.className = "error";
+    error.setAttribute("role", "alert");
+    form.prepend(error);
+  }
+  error.textContent = problem.detail ?? `The upload failed (${response.status}).`;
+});
+
+// Jobs still running: their progress, polled until they end.
+for (const row of document.querySelectorAll("tr[data-job]")) {
+  const follow = async () => {
+    if (!["queued", "running"].includes(row.dataset.status)) return;
+    const response = await fetch(`/v1/verify/jobs/${row.dataset.job}`, { credentials: "same-origin" });
+    if (!response.ok) return;
+    const job = await response.json();
+    row.dataset.status = job.status;
+    row.querySelector("td.status").textContent = job.error ? `${job.status} (${job.error})` : job.status;
+    const bar = row.querySelector("progress");
+    bar.value = job.done;
+    bar.max = job.total;
+    row.querySelector("span.done").textContent = `${job.done} of ${job.total}`;
+    const c = job.counts;
+    row.querySelector("td.counts").textContent =
+      `${c.deliverable} deliverable, ${c.undeliverable} undeliverable, ${c.risky} risky, ${c.unknown} unknown`;
+    setTimeout(follow, 1000);
+  };
+  follow();
+}

@@ -209,4 +209,45 @@ both_backends! {
         assert!(flow["signInAfterDeletion"].as_str().unwrap().contains("wrong"), "{flow:#}");
         app.stop().await;
     }
+
+    async fn a_person_checks_an_address_and_runs_a_bulk_job(db) {
+        if browser_available().is_none() {
+            return;
+        }
+        let Some(mx) = mailroom_testkit::ProbePeer::start(
+            "127.0.0.51",
+            0,
+            &serde_json::json!({"recipients": {"alice@verify.test": "250 2.1.5 OK", "bob@verify.test": "250 OK"}}),
+        ) else {
+            return;
+        };
+        let dns = mailroom_testkit::DnsServer::start(
+            &["test"],
+            &[
+                mailroom_testkit::Rr::Mx("verify.test", 10, "mx.verify.test"),
+                mailroom_testkit::Rr::Ip("mx.verify.test", "127.0.0.51".parse().unwrap()),
+            ],
+        )
+        .await;
+        let (dns_server, port) = (dns.address(), mx.port());
+        let app = TestApp::spawn_with(&db, |config| {
+            config.verify.dns_server = Some(dns_server);
+            config.verify.smtp_port = port;
+        })
+        .await;
+        let csv = db.dir().join("addresses.csv");
+        std::fs::write(&csv, "name,email\nBob,bob@verify.test\nNobody,ghost@verify.test\nBad,not-an-address\n").unwrap();
+        let screenshot = db.dir().join("verify.png");
+        let flow = run_flow("verify-flow.mjs", &app, &db, &screenshot, &[csv.to_str().unwrap()]).await;
+        assert_eq!(flow["oneVerdict"], "deliverable", "{flow:#}");
+        assert!(flow["oneHeadline"].as_str().unwrap().starts_with("Deliverable"), "{flow:#}");
+        assert_eq!(flow["progress"], serde_json::json!([3, 3]), "{flow:#}");
+        assert!(flow["counts"].as_str().unwrap().starts_with("1 deliverable, 2 undeliverable"), "{flow:#}");
+        assert!(flow["downloadName"].as_str().unwrap().ends_with(".csv"), "{flow:#}");
+        assert_eq!(flow["downloadLines"], 4, "{flow:#}");
+        assert!(flow["downloadHeader"].as_str().unwrap().starts_with("email,normalized,verdict"), "{flow:#}");
+        assert_eq!(flow["downloadVerdicts"], serde_json::json!(["deliverable", "undeliverable", "undeliverable"]), "{flow:#}");
+        assert_eq!(flow["deliverableLogged"], 2, "alice, then bob: {flow:#}");
+        app.stop().await;
+    }
 }

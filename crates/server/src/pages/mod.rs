@@ -5,6 +5,7 @@
 pub mod account;
 pub mod team;
 pub mod two_factor;
+pub mod verify;
 
 use axum::Extension;
 use axum::response::{IntoResponse, Redirect, Response};
@@ -36,6 +37,8 @@ pub fn layout(nonce: &CspNonce, title: &str, content: Markup) -> Markup {
                         a href="/security" { "Security" }
                         " "
                         a href="/team" { "Team" }
+                        " "
+                        a href="/verification" { "Verify" }
                         " "
                         a href="/api-keys" { "API keys" }
                         " "
@@ -135,4 +138,22 @@ pub async fn landing(Extension(nonce): Extension<CspNonce>) -> Markup {
             }
         },
     )
+}
+
+pub(crate) fn when(time: time::OffsetDateTime) -> String {
+    time.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+#[derive(serde::Deserialize)]
+pub struct NoticeQuery {
+    pub notice: Option<String>,
+}
+
+/// Where a page that needs an account sends someone without one (or owing a second factor).
+pub(crate) fn away(error: &ApiError) -> Response {
+    match error.code() {
+        "mfa_setup_required" => Redirect::to("/security").into_response(),
+        _ => Redirect::to("/signin").into_response(),
+    }
 }

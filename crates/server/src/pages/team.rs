@@ -12,7 +12,6 @@ use maud::{Markup, html};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
 use crate::audit::AuditTrail;
@@ -20,28 +19,11 @@ use crate::auth::Principal;
 use crate::auth::caller::Caller;
 use crate::edge::headers::CspNonce;
 use crate::error::ApiError;
-use crate::pages::{after, titled};
+use crate::pages::{NoticeQuery, after, away, titled, when};
 use crate::routes::admin::SuperAdmin;
 use crate::routes::auth::database;
 use crate::routes::{admin, api_keys, team};
 use crate::state::AppState;
-
-fn when(time: OffsetDateTime) -> String {
-    time.format(&Rfc3339).unwrap_or_default()
-}
-
-#[derive(Deserialize)]
-pub struct NoticeQuery {
-    notice: Option<String>,
-}
-
-/// Where a page that needs an account sends someone without one (or owing a second factor).
-fn away(error: &ApiError) -> Response {
-    match error.code() {
-        "mfa_setup_required" => Redirect::to("/security").into_response(),
-        _ => Redirect::to("/signin").into_response(),
-    }
-}
 
 fn role_options(selected: OrgRole) -> Markup {
     html! {

@@ -15,8 +15,8 @@ pub mod setup;
 pub(crate) mod team;
 pub(crate) mod two_factor;
 mod usage;
-mod verify;
-mod verify_jobs;
+pub(crate) mod verify;
+pub(crate) mod verify_jobs;
 
 use axum::Router;
 use axum::routing::{delete, get, patch, post};
@@ -147,6 +147,15 @@ pub fn router(state: &AppState) -> Router<AppState> {
             post(pages::team::revoke_key_submit),
         )
         .route("/usage", get(pages::team::usage_page))
+        .route(
+            "/verification",
+            get(pages::verify::check_page).post(pages::verify::check_submit),
+        )
+        .route(
+            "/verification/jobs",
+            get(pages::verify::jobs_page).post(pages::verify::jobs_submit),
+        )
+        .route("/verification/log", get(pages::verify::log_page))
         .route("/admin", get(pages::team::admin_page))
         .route("/admin/orgs/{id}/plan", post(pages::team::plan_submit))
         .route(

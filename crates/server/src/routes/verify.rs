@@ -77,7 +77,7 @@ pub async fn batch(
     Ok(Json(json!({ "results": results })))
 }
 
-async fn check(
+pub(crate) async fn check(
     state: &AppState,
     caller: &Caller,
     emails: Vec<String>,
@@ -98,15 +98,20 @@ async fn check(
         .check(&state.database, requester(caller), &emails, smtp)
         .await
         .map_err(|error| match error {
-            VerifyError::QuotaExceeded { quota, used } => ApiError::new(
-                StatusCode::PAYMENT_REQUIRED,
-                "quota_exceeded",
-                "This month's verification quota is used up; it resets on the 1st (UTC).",
-            )
-            .with_member("quota", quota)
-            .with_member("used", used),
+            VerifyError::QuotaExceeded { quota, used } => quota_exceeded(quota, used),
             VerifyError::Storage(error) => ApiError::internal(error),
         })
+}
+
+/// 402: the month's quota is spent (VER-7).
+pub(crate) fn quota_exceeded(quota: i64, used: i64) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYMENT_REQUIRED,
+        "quota_exceeded",
+        "This month's verification quota is used up; it resets on the 1st (UTC).",
+    )
+    .with_member("quota", quota)
+    .with_member("used", used)
 }
 
 fn requester(caller: &Caller) -> Requester {

@@ -22,6 +22,7 @@ use crate::auth::caller::Caller;
 use crate::error::ApiError;
 use crate::json::{parse, read_body, require_content_type};
 use crate::routes::auth::database;
+use crate::routes::verify::quota_exceeded;
 use crate::state::AppState;
 
 /// A job's most rows (VER-6).
@@ -85,6 +86,23 @@ pub async fn create(
         let upload: JsonUpload = parse(&body)?;
         (upload.emails, upload.smtp)
     };
+    let (id, total) = queue(&state, &caller, emails, smtp).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, format!("/v1/verify/jobs/{id}"))],
+        Json(json!({"id": id, "status": "queued", "total": total})),
+    )
+        .into_response())
+}
+
+/// Checks an upload and queues it as a job for `caller`'s organization: its id and size.
+pub(crate) async fn queue(
+    state: &AppState,
+    caller: &Caller,
+    emails: Vec<String>,
+    smtp: bool,
+) -> Result<(Uuid, usize), ApiError> {
+    caller.require(Scope::Verify, false)?;
     if emails.is_empty() || emails.len() > MAX_ROWS {
         return Err(invalid(format!("a job holds 1 to {MAX_ROWS} addresses")));
     }
@@ -104,15 +122,9 @@ pub async fn create(
             .await,
     )?;
     if used >= plan.verifications_per_month {
-        return Err(ApiError::new(
-            StatusCode::PAYMENT_REQUIRED,
-            "quota_exceeded",
-            "This month's verification quota is used up; it resets on the 1st (UTC).",
-        )
-        .with_member("quota", plan.verifications_per_month)
-        .with_member("used", used));
+        return Err(quota_exceeded(plan.verifications_per_month, used));
     }
-    let (user_id, api_key_id) = match &caller {
+    let (user_id, api_key_id) = match caller {
         Caller::Account(principal) => (Some(principal.user.id), None),
         Caller::Key(key) => (None, Some(key.key_id)),
     };
@@ -125,13 +137,7 @@ pub async fn create(
     };
     database(state.database.create_job(org_id, &job, now).await)?;
     state.job_worker.wake();
-    let location = format!("/v1/verify/jobs/{}", job.id);
-    Ok((
-        StatusCode::ACCEPTED,
-        [(header::LOCATION, location)],
-        Json(json!({"id": job.id, "status": "queued", "total": job.emails.len()})),
-    )
-        .into_response())
+    Ok((job.id, job.emails.len()))
 }
 
 /// The `email` column of a CSV upload (any case, any position), each value trimmed.
