@@ -146,20 +146,23 @@ impl Verifications {
             })
             .collect();
 
-        let mut earlier: HashMap<String, Option<Verification>> = HashMap::new();
-        for ask in &asks {
-            if !earlier.contains_key(&ask.address) {
-                let found = database
-                    .recent_verification(org_id, &ask.address, now - DEDUP_WINDOW)
-                    .await?
-                    .and_then(|json| serde_json::from_str::<Verification>(&json).ok())
+        let mut addresses: Vec<String> = asks.iter().map(|ask| ask.address.clone()).collect();
+        addresses.sort_unstable();
+        addresses.dedup();
+        let earlier: HashMap<String, Verification> = database
+            .recent_verifications(org_id, &addresses, now - DEDUP_WINDOW)
+            .await?
+            .into_iter()
+            .filter_map(|(address, json)| {
+                serde_json::from_str::<Verification>(&json)
+                    .ok()
                     // A result without the SMTP probe does not answer a request for one.
-                    .filter(|result| !(smtp && result.reasons.contains(&Reason::SmtpNotChecked)));
-                earlier.insert(ask.address.clone(), found);
-            }
-        }
+                    .filter(|result| !(smtp && result.reasons.contains(&Reason::SmtpNotChecked)))
+                    .map(|result| (address, result))
+            })
+            .collect();
         for ask in &mut asks {
-            if let Some(Some(result)) = earlier.get(&ask.address) {
+            if let Some(result) = earlier.get(&ask.address) {
                 ask.answer = Some(Verification {
                     email: ask.email.to_owned(),
                     cached: true,

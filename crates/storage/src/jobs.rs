@@ -348,18 +348,23 @@ impl Database {
             if !held {
                 return Ok(false);
             }
-            for row in rows {
-                crate::verifications::insert(&mut tx, org_id, &row.verification, now).await?;
+            let entries: Vec<NewVerification> =
+                rows.iter().map(|row| row.verification.clone()).collect();
+            crate::verifications::insert(&mut tx, org_id, &entries, now).await?;
+            for batch in rows.chunks(crate::verifications::BATCH) {
                 on_backend!(&mut tx.0, Inner, tx => {
-                    sqlx::query(
-                        "UPDATE verify_job_rows SET verification_id = $3 WHERE job_id = $1 AND row_no = $2 \
-                         AND verification_id IS NULL",
-                    )
-                    .bind(id)
-                    .bind(row.row_no)
-                    .bind(row.verification.id)
-                    .execute(&mut **tx)
-                    .await?;
+                    let mut update = sqlx::QueryBuilder::new("WITH checked (row_no, verification_id) AS (");
+                    update.push_values(batch, |mut pair, row| {
+                        pair.push_bind(row.row_no).push_bind(row.verification.id);
+                    });
+                    update
+                        .push(
+                            ") UPDATE verify_job_rows SET verification_id = checked.verification_id FROM checked \
+                             WHERE verify_job_rows.job_id = ",
+                        )
+                        .push_bind(id)
+                        .push(" AND verify_job_rows.row_no = checked.row_no AND verify_job_rows.verification_id IS NULL");
+                    update.build().execute(&mut **tx).await?;
                 });
             }
             Ok::<bool, StorageError>(true)

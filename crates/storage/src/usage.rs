@@ -2,6 +2,8 @@
 //! period. A charge runs in a serializable transaction (retried on conflict), so that however
 //! many race, the quota is never exceeded; its idempotency key makes a retried request free.
 
+use std::collections::HashSet;
+
 use futures::FutureExt;
 use mailroom_core::OrgId;
 use mailroom_core::usage::Metric;
@@ -11,6 +13,9 @@ use crate::accounts::ms;
 use crate::teams::Plan;
 use crate::tx::{Inner, Tenancy};
 use crate::{Database, StorageError, on_backend};
+
+/// Keys per statement: well under either backend's bound-value limit.
+const BATCH: usize = 500;
 
 /// Charges to make together: `amount` for each idempotency key, all or none.
 #[derive(Clone, Debug)]
@@ -61,18 +66,26 @@ impl Database {
                     .fetch_optional(&mut **tx)
                     .await?;
                     let used = used.unwrap_or(0);
-                    let mut fresh = Vec::with_capacity(keys.len());
-                    for key in &keys {
-                        let repeated: Option<i64> = sqlx::query_scalar(
-                            "SELECT amount FROM usage_charges WHERE org_id = $1 AND idempotency_key = $2",
-                        )
-                        .bind(org)
-                        .bind(key)
-                        .fetch_optional(&mut **tx)
-                        .await?;
-                        // A key twice in one charge counts once, too.
-                        fresh.push(repeated.is_none() && !keys_before(&keys, key, fresh.len()));
+                    let mut charged_before = HashSet::new();
+                    for batch in keys.chunks(BATCH) {
+                        let mut query = sqlx::QueryBuilder::new(
+                            "SELECT idempotency_key FROM usage_charges WHERE org_id = ",
+                        );
+                        query.push_bind(org).push(" AND idempotency_key IN (");
+                        let mut list = query.separated(", ");
+                        for key in batch {
+                            list.push_bind(key);
+                        }
+                        query.push(")");
+                        let found: Vec<String> = query.build_query_scalar().fetch_all(&mut **tx).await?;
+                        charged_before.extend(found);
                     }
+                    // A key twice in one charge counts once, too.
+                    let mut seen = HashSet::new();
+                    let fresh: Vec<bool> = keys
+                        .iter()
+                        .map(|key| !charged_before.contains(key) && seen.insert(key.as_str()))
+                        .collect();
                     let count = i64::try_from(fresh.iter().filter(|fresh| **fresh).count()).unwrap_or(i64::MAX);
                     if count == 0 {
                         return Ok(Charged::Done { used, fresh });
@@ -91,19 +104,21 @@ impl Database {
                     .bind(amount)
                     .execute(&mut **tx)
                     .await?;
-                    for (key, _) in keys.iter().zip(&fresh).filter(|(_, fresh)| **fresh) {
-                        sqlx::query(
-                            "INSERT INTO usage_charges (org_id, idempotency_key, metric, amount, period_start, charged_at) \
-                             VALUES ($1, $2, $3, $4, $5, $6)",
-                        )
-                        .bind(org)
-                        .bind(key)
-                        .bind(metric)
-                        .bind(charge_amount)
-                        .bind(period)
-                        .bind(ms(now))
-                        .execute(&mut **tx)
-                        .await?;
+                    let new_keys: Vec<&String> =
+                        keys.iter().zip(&fresh).filter(|(_, fresh)| **fresh).map(|(key, _)| key).collect();
+                    for batch in new_keys.chunks(BATCH) {
+                        let mut insert = sqlx::QueryBuilder::new(
+                            "INSERT INTO usage_charges (org_id, idempotency_key, metric, amount, period_start, charged_at) ",
+                        );
+                        insert.push_values(batch, |mut row, key| {
+                            row.push_bind(org)
+                                .push_bind(*key)
+                                .push_bind(metric)
+                                .push_bind(charge_amount)
+                                .push_bind(period)
+                                .push_bind(ms(now));
+                        });
+                        insert.build().execute(&mut **tx).await?;
                     }
                     Ok(Charged::Done { used: used + amount, fresh })
                 })
@@ -112,11 +127,6 @@ impl Database {
         })
         .await
     }
-}
-
-/// Whether `key` is among the first `count` of `keys`.
-fn keys_before(keys: &[String], key: &str, count: usize) -> bool {
-    keys[..count].iter().any(|earlier| earlier == key)
 }
 
 impl Database {

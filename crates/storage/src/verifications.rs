@@ -2,6 +2,8 @@
 //! which key, kept 90 days. It is also the store that dedup answers from: a result of the
 //! same address within the dedup window is given again instead of checking anew.
 
+use std::collections::HashMap;
+
 use futures::FutureExt;
 use mailroom_core::{OrgId, UserId};
 use time::OffsetDateTime;
@@ -52,60 +54,88 @@ pub struct LogQuery {
     pub limit: i64,
 }
 
-/// Logs one verification inside `tx` (acting for `org_id`).
+/// Rows per statement: well under either backend's bound-value limit.
+pub(crate) const BATCH: usize = 500;
+
+/// Logs verifications inside `tx` (acting for `org_id`), many rows per statement.
 pub(crate) async fn insert(
     tx: &mut crate::Tx,
     org_id: OrgId,
-    entry: &NewVerification,
+    entries: &[NewVerification],
     now: OffsetDateTime,
 ) -> Result<(), StorageError> {
-    on_backend!(&mut tx.0, Inner, tx => {
-        sqlx::query(
-            "INSERT INTO verifications (id, org_id, user_id, api_key_id, address, verdict, cached, result, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        )
-        .bind(entry.id)
-        .bind(org_id.as_uuid())
-        .bind(entry.user_id.map(|id| id.as_uuid()))
-        .bind(entry.api_key_id)
-        .bind(&entry.address)
-        .bind(&entry.verdict)
-        .bind(entry.cached)
-        .bind(&entry.result)
-        .bind(ms(now))
-        .execute(&mut **tx)
-        .await?;
-    });
+    for batch in entries.chunks(BATCH) {
+        on_backend!(&mut tx.0, Inner, tx => {
+            let mut insert = sqlx::QueryBuilder::new(
+                "INSERT INTO verifications (id, org_id, user_id, api_key_id, address, verdict, cached, result, created_at) ",
+            );
+            insert.push_values(batch, |mut row, entry| {
+                row.push_bind(entry.id)
+                    .push_bind(org_id.as_uuid())
+                    .push_bind(entry.user_id.map(|id| id.as_uuid()))
+                    .push_bind(entry.api_key_id)
+                    .push_bind(&entry.address)
+                    .push_bind(&entry.verdict)
+                    .push_bind(entry.cached)
+                    .push_bind(&entry.result)
+                    .push_bind(ms(now));
+            });
+            insert.build().execute(&mut **tx).await?;
+        });
+    }
     Ok(())
 }
 
 impl Database {
-    /// The latest result for `address` checked (not itself answered from the store) since
-    /// `since`, as JSON.
-    pub async fn recent_verification(
+    /// For each of `addresses` checked (not itself answered from the store) since `since`, its
+    /// latest result, as JSON.
+    pub async fn recent_verifications(
         &self,
         org_id: OrgId,
-        address: &str,
+        addresses: &[String],
         since: OffsetDateTime,
-    ) -> Result<Option<String>, StorageError> {
-        let address = address.to_owned();
-        self.transaction_for(&Tenancy::Org(org_id), |tx| {
-            async move {
-                Ok(on_backend!(&mut tx.0, Inner, tx => {
-                    sqlx::query_scalar(
-                        "SELECT result FROM verifications WHERE org_id = $1 AND address = $2 \
-                         AND created_at >= $3 AND NOT cached ORDER BY created_at DESC LIMIT 1",
-                    )
-                    .bind(org_id.as_uuid())
-                    .bind(&address)
-                    .bind(ms(since))
-                    .fetch_optional(&mut **tx)
-                    .await?
-                }))
+    ) -> Result<HashMap<String, String>, StorageError> {
+        let addresses = addresses.to_vec();
+        let rows: Vec<(String, String, i64)> = self
+            .transaction_for(&Tenancy::Org(org_id), |tx| {
+                async move {
+                    let mut rows = Vec::new();
+                    for batch in addresses.chunks(BATCH) {
+                        on_backend!(&mut tx.0, Inner, tx => {
+                            let mut query = sqlx::QueryBuilder::new(
+                                "SELECT address, result, created_at FROM verifications WHERE org_id = ",
+                            );
+                            query
+                                .push_bind(org_id.as_uuid())
+                                .push(" AND created_at >= ")
+                                .push_bind(ms(since))
+                                .push(" AND NOT cached AND address IN (");
+                            let mut list = query.separated(", ");
+                            for address in batch {
+                                list.push_bind(address);
+                            }
+                            query.push(")");
+                            rows.extend(query.build_query_as::<(String, String, i64)>().fetch_all(&mut **tx).await?);
+                        });
+                    }
+                    Ok(rows)
+                }
+                .boxed()
+            })
+            .await?;
+        let mut latest: HashMap<String, (String, i64)> = HashMap::new();
+        for (address, result, at) in rows {
+            match latest.get(&address) {
+                Some((_, newer)) if *newer >= at => {}
+                _ => {
+                    latest.insert(address, (result, at));
+                }
             }
-            .boxed()
-        })
-        .await
+        }
+        Ok(latest
+            .into_iter()
+            .map(|(address, (result, _))| (address, result))
+            .collect())
     }
 
     /// Logs verifications, all or none.
@@ -121,10 +151,7 @@ impl Database {
             let (tenancy, entries) = (tenancy.clone(), entries.clone());
             async move {
                 tx.act_for(&tenancy).await?;
-                for entry in &entries {
-                    insert(tx, org_id, entry, now).await?;
-                }
-                Ok(())
+                insert(tx, org_id, &entries, now).await
             }
             .boxed()
         })
@@ -222,10 +249,11 @@ mod tests {
                 .unwrap();
 
             let since = now - time::Duration::hours(24);
-            let found = db.recent_verification(a, "x@example.com", since).await.unwrap();
-            assert_eq!(found.as_deref(), Some("{\"email\":\"x@example.com\"}"));
-            assert_eq!(db.recent_verification(b, "x@example.com", since).await.unwrap(), None, "never another organization's");
-            assert_eq!(db.recent_verification(a, "old@example.com", since).await.unwrap(), None, "outside the window");
+            let asked: Vec<String> = ["x@example.com", "old@example.com", "z@example.com"].map(String::from).to_vec();
+            let found = db.recent_verifications(a, &asked, since).await.unwrap();
+            assert_eq!(found.len(), 1, "old@ is outside the window, z@ was never checked: {found:?}");
+            assert_eq!(found["x@example.com"], "{\"email\":\"x@example.com\"}");
+            assert!(db.recent_verifications(b, &asked, since).await.unwrap().is_empty(), "never another organization's");
 
             let risky = LogQuery { verdict: Some("risky".to_owned()), limit: 10, ..LogQuery::default() };
             let log = db.verification_log(a, &risky).await.unwrap();

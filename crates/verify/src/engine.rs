@@ -61,7 +61,8 @@ impl Default for Settings {
             sessions_per_host: 2,
             max_sessions: 64,
             rcpts_per_session: 100,
-            rcpts_per_transaction: 25,
+            // RFC 5321 §4.5.3.1.8: a server must take at least 100 recipients at once.
+            rcpts_per_transaction: 100,
             greylist_retry_after: Duration::from_secs(60),
             greylist_retries: 2,
             lists_dir: None,
