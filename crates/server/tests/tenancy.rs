@@ -26,6 +26,7 @@ struct Tenant {
     invitation_id: String,
     key_id: String,
     key: String,
+    job_id: String,
 }
 
 async fn tenant(app: &TestApp, db: &TestDatabase, name: &str) -> Tenant {
@@ -78,7 +79,29 @@ async fn tenant(app: &TestApp, db: &TestDatabase, name: &str) -> Tenant {
             Method::POST,
             &owner,
             "/v1/api-keys",
-            Some(json!({"name": name, "scopes": ["keys:manage", "audit:read"]})),
+            Some(json!({"name": name, "scopes": ["keys:manage", "audit:read", "verify"]})),
+        )
+        .await,
+    )
+    .await;
+    // A verification and a job, of inputs that name the tenant (and need no DNS).
+    let not_an_address = format!("{name}-not-an-address");
+    let checked = send_as(
+        app,
+        Method::POST,
+        &owner,
+        "/v1/verify",
+        Some(json!({"email": not_an_address, "smtp": false})),
+    )
+    .await;
+    assert_eq!(checked.status(), 200);
+    let job = json_of(
+        send_as(
+            app,
+            Method::POST,
+            &owner,
+            "/v1/verify/jobs",
+            Some(json!({"emails": [not_an_address], "smtp": false})),
         )
         .await,
     )
@@ -91,6 +114,7 @@ async fn tenant(app: &TestApp, db: &TestDatabase, name: &str) -> Tenant {
         invitation_id: invitation["id"].as_str().unwrap().to_owned(),
         key_id: key["id"].as_str().unwrap().to_owned(),
         key: key["key"].as_str().unwrap().to_owned(),
+        job_id: job["id"].as_str().unwrap().to_owned(),
     }
 }
 
@@ -108,6 +132,9 @@ both_backends! {
             (Method::DELETE, format!("/v1/org/invitations/{}", a.invitation_id), None),
             (Method::DELETE, format!("/v1/api-keys/{}", a.key_id), None),
             (Method::DELETE, format!("/v1/me/sessions/{}", a.session_id), None),
+            (Method::GET, format!("/v1/verify/jobs/{}", a.job_id), None),
+            (Method::GET, format!("/v1/verify/jobs/{}/results", a.job_id), None),
+            (Method::DELETE, format!("/v1/verify/jobs/{}", a.job_id), None),
         ];
         for (method, path, body) in by_session {
             let response = send_as(&app, method.clone(), &b.owner, &path, body).await;
@@ -116,9 +143,12 @@ both_backends! {
         // With B's key.
         let by_key = app.client.delete(app.at(&format!("/v1/api-keys/{}", a.key_id))).bearer_auth(&b.key).send().await.unwrap();
         problem(by_key, 404, "not_found").await;
+        let by_key = app.client.get(app.at(&format!("/v1/verify/jobs/{}/results", a.job_id))).bearer_auth(&b.key).send().await.unwrap();
+        problem(by_key, 404, "not_found").await;
 
         // B's lists hold nothing of A's.
-        for path in ["/v1/org/members", "/v1/org/invitations", "/v1/api-keys", "/v1/audit-log"] {
+        let lists = ["/v1/org/members", "/v1/org/invitations", "/v1/api-keys", "/v1/audit-log", "/v1/verify/jobs", "/v1/verify/logs"];
+        for path in lists {
             let listed = get_as(&app, &b.owner, path).await.text().await.unwrap();
             assert!(!listed.contains("alpha"), "{path}: {listed}");
             let listed = app.client.get(app.at(path)).bearer_auth(&b.key).send().await.unwrap();
@@ -133,6 +163,10 @@ both_backends! {
         let members = json_of(get_as(&app, &a.owner, "/v1/org/members").await).await;
         assert_eq!(members.as_array().unwrap().len(), 2);
         assert_eq!(json_of(get_as(&app, &a.owner, "/v1/org/invitations").await).await.as_array().unwrap().len(), 1);
+        let job = json_of(get_as(&app, &a.owner, &format!("/v1/verify/jobs/{}", a.job_id)).await).await;
+        assert_ne!(job["status"], "cancelled");
+        let log = json_of(get_as(&app, &a.owner, "/v1/verify/logs").await).await;
+        assert!(log.to_string().contains("alpha-not-an-address"));
         app.stop().await;
     }
 }

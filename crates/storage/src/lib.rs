@@ -76,6 +76,8 @@ pub struct Database {
     audit_key: Option<std::sync::Arc<[u8]>>,
     /// Seals and opens secrets in columns; present once unlocked with the master key.
     keyring: Option<std::sync::Arc<keyring::Keyring>>,
+    /// SQLite takes one writer at a time: this process's writers take turns here.
+    sqlite_writer: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 impl std::fmt::Debug for Database {
@@ -141,6 +143,7 @@ impl Database {
             owner,
             audit_key: None,
             keyring: None,
+            sqlite_writer: Default::default(),
         })
     }
 

@@ -18,7 +18,16 @@ const BACKOFF_CAP: Duration = Duration::from_millis(250);
 
 /// An open transaction on either backend. Opaque outside this crate: operations that take a
 /// `&mut Tx` are defined next to their SQL.
-pub struct Tx(pub(crate) Inner);
+/// The second field holds SQLite's write turn (see `Database::sqlite_writer`) until the
+/// transaction ends.
+pub struct Tx(
+    pub(crate) Inner,
+    #[expect(
+        dead_code,
+        reason = "held, never read: the turn ends with the transaction"
+    )]
+    Option<tokio::sync::OwnedMutexGuard<()>>,
+);
 
 pub(crate) enum Inner {
     Sqlite(SqliteHandle),
@@ -98,28 +107,44 @@ impl Database {
     /// A read-only transaction whose reads all see one snapshot (a long read that must not
     /// see a concurrent purge half-way).
     pub(crate) async fn begin_snapshot(&self) -> Result<Tx, StorageError> {
-        Ok(Tx(match &self.pool {
-            // In WAL mode a deferred transaction's first read fixes its snapshot.
-            Pool::Sqlite(pool) => {
-                Inner::Sqlite(SqliteHandle::Transaction(pool.begin_with("BEGIN").await?))
-            }
-            Pool::Postgres(pool) => Inner::Postgres(
-                pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-                    .await?,
-            ),
-        }))
+        Ok(Tx(
+            match &self.pool {
+                // In WAL mode a deferred transaction's first read fixes its snapshot.
+                Pool::Sqlite(pool) => {
+                    Inner::Sqlite(SqliteHandle::Transaction(pool.begin_with("BEGIN").await?))
+                }
+                Pool::Postgres(pool) => Inner::Postgres(
+                    pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                        .await?,
+                ),
+            },
+            None,
+        ))
     }
 
     pub(crate) async fn begin_serializable(&self) -> Result<Tx, StorageError> {
-        Ok(Tx(match &self.pool {
-            Pool::Sqlite(pool) => Inner::Sqlite(SqliteHandle::Transaction(
-                pool.begin_with("BEGIN IMMEDIATE").await?,
-            )),
-            Pool::Postgres(pool) => Inner::Postgres(
-                pool.begin_with("BEGIN ISOLATION LEVEL SERIALIZABLE")
-                    .await?,
+        Ok(match &self.pool {
+            Pool::Sqlite(pool) => {
+                // Writers queue here, in turn, rather than in SQLite's busy handler, which
+                // sleeps for milliseconds between tries.
+                let turn = std::sync::Arc::clone(&self.sqlite_writer)
+                    .lock_owned()
+                    .await;
+                Tx(
+                    Inner::Sqlite(SqliteHandle::Transaction(
+                        pool.begin_with("BEGIN IMMEDIATE").await?,
+                    )),
+                    Some(turn),
+                )
+            }
+            Pool::Postgres(pool) => Tx(
+                Inner::Postgres(
+                    pool.begin_with("BEGIN ISOLATION LEVEL SERIALIZABLE")
+                        .await?,
+                ),
+                None,
             ),
-        }))
+        })
     }
 }
 
@@ -181,10 +206,15 @@ impl Database {
     where
         F: for<'t> FnOnce(&'t mut Tx) -> BoxFuture<'t, Result<T, StorageError>>,
     {
-        let mut tx = Tx(match &self.pool {
-            Pool::Sqlite(pool) => Inner::Sqlite(SqliteHandle::Autocommit(pool.acquire().await?)),
-            Pool::Postgres(pool) => Inner::Postgres(pool.begin().await?),
-        });
+        let mut tx = Tx(
+            match &self.pool {
+                Pool::Sqlite(pool) => {
+                    Inner::Sqlite(SqliteHandle::Autocommit(pool.acquire().await?))
+                }
+                Pool::Postgres(pool) => Inner::Postgres(pool.begin().await?),
+            },
+            None,
+        );
         let outcome = match tx.act_for(tenancy).await {
             Ok(()) => work(&mut tx).await,
             Err(error) => Err(error),

@@ -14,7 +14,8 @@ CREATE TABLE verifications (
     result TEXT NOT NULL,
     created_at BIGINT NOT NULL
 );
-CREATE INDEX verifications_by_address ON verifications (org_id, address, created_at);
+-- Dedup reads the results that were checked, not the many answered from them.
+CREATE INDEX verifications_checked ON verifications (org_id, address, created_at) WHERE NOT cached;
 CREATE INDEX verifications_by_org ON verifications (org_id, id);
 CREATE INDEX verifications_by_time ON verifications (created_at);
 
