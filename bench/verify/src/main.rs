@@ -206,6 +206,8 @@ async fn bulk_job(mailroom: &str, emails: &[String], dns: SocketAddr, port: u16)
             "--smtp-port",
             &port.to_string(),
         ])
+        // The bench's mail hosts are on loopback.
+        .args(["--probe-private-networks", "true"])
         .env("MAILROOM_LISTEN", "127.0.0.1:0")
         .env("MAILROOM_LOG_FORMAT", "json")
         .current_dir(db.dir())

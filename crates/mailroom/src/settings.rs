@@ -192,6 +192,15 @@ pub struct Settings {
     )]
     smtp_timeout: Option<u64>,
 
+    /// Whether the verifier may probe mail hosts on loopback, private and other non-public networks: true or false [default: false]
+    #[arg(
+        long,
+        global = true,
+        env = "MAILROOM_PROBE_PRIVATE_NETWORKS",
+        value_name = "true|false"
+    )]
+    probe_private_networks: Option<bool>,
+
     /// Directory of additions to the shipped lists (disposable_domains.txt, free_provider_domains.txt, role_local_parts.txt, popular_domains.txt) [default: none]
     #[arg(long, global = true, env = "MAILROOM_LISTS_DIR", value_name = "DIR")]
     lists_dir: Option<PathBuf>,
@@ -306,6 +315,9 @@ impl Settings {
             verify.timeout = Duration::from_secs(seconds.max(1));
         }
         verify.lists_dir = self.lists_dir;
+        if let Some(allowed) = self.probe_private_networks {
+            verify.probe_private_networks = allowed;
+        }
         config.master_key_file = self.master_key_file;
         // The key itself only from the environment: never a flag (visible in `ps`) or the
         // configuration file (often readable, often committed).
@@ -446,6 +458,7 @@ mod tests {
                     "5".to_owned()
                 }
                 "log_format" => "\"json\"".to_owned(),
+                "probe_private_networks" => "true".to_owned(),
                 _ => "\"x\"".to_owned(),
             };
             let text = format!("{key} = {value}\n");

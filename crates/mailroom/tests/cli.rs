@@ -780,6 +780,8 @@ async fn verify_checks_addresses_from_the_command_line() {
             "probe.example.test",
             "--probe-from",
             "verify@example.test",
+            "--probe-private-networks",
+            "true",
         ]);
         command.args(extra);
         async move {
@@ -865,6 +867,7 @@ both_backends! {
                 let mut command = mailroom(&dir);
                 command
                     .args(["serve", "--dns-server", &dns_server, "--smtp-port", &smtp_port, "--database-url", &url])
+                    .args(["--probe-private-networks", "true"])
                     .env("MAILROOM_LISTEN", "127.0.0.1:0");
                 Server::spawn(command)
             };

@@ -233,6 +233,7 @@ both_backends! {
         let app = TestApp::spawn_with(&db, |config| {
             config.verify.dns_server = Some(dns_server);
             config.verify.smtp_port = port;
+            config.verify.probe_private_networks = true;
         })
         .await;
         let csv = db.dir().join("addresses.csv");

@@ -39,6 +39,7 @@ async fn world(db: &TestDatabase) -> Option<World> {
     let app = TestApp::spawn_with(db, |config| {
         config.verify.dns_server = Some(dns_server);
         config.verify.smtp_port = port;
+        config.verify.probe_private_networks = true;
         config.verify.timeout = Duration::from_secs(2);
     })
     .await;

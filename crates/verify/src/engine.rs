@@ -48,6 +48,10 @@ pub struct Settings {
     pub greylist_retries: usize,
     /// Operator additions to the shipped lists.
     pub lists_dir: Option<PathBuf>,
+    /// Whether mail hosts on loopback, private, link-local and other non-public addresses
+    /// may be probed. Off by default: anyone who can ask for a verification can point a
+    /// domain's MX at an internal host, and the probe would then knock on it.
+    pub probe_private_networks: bool,
 }
 
 impl Default for Settings {
@@ -66,6 +70,7 @@ impl Default for Settings {
             greylist_retry_after: Duration::from_secs(60),
             greylist_retries: 2,
             lists_dir: None,
+            probe_private_networks: false,
         }
     }
 }
@@ -130,6 +135,8 @@ enum Failure {
     Timeout,
     /// The session was refused (banner, EHLO or `MAIL FROM`) with this reply code.
     Refused(u16),
+    /// Every address of the hosts is on a network the probe may not reach.
+    NotPublic,
 }
 
 impl From<&SessionError> for Failure {
@@ -407,6 +414,11 @@ impl Verifier {
                 continue;
             };
             for ip in addresses {
+                if !self.settings.probe_private_networks && !is_public(ip) {
+                    tracing::debug!(host = %host.host, %ip, "mail host not on a public network: not probed");
+                    last = (host.host.clone(), Failure::NotPublic);
+                    continue;
+                }
                 let host_permit = self.host_slot(ip).acquire_owned().await;
                 let session_permit = Arc::clone(&self.sessions).acquire_owned().await;
                 let (Ok(host_permit), Ok(session_permit)) = (host_permit, session_permit) else {
@@ -518,6 +530,7 @@ impl Verifier {
                     Failure::Unreachable => Reason::SmtpUnreachable,
                     Failure::Refused(code) if code >= 500 => Reason::SmtpBlocked,
                     Failure::Refused(_) => Reason::SmtpTemporaryFailure,
+                    Failure::NotPublic => Reason::MailHostNotPublic,
                 });
                 return false;
             }
@@ -577,5 +590,79 @@ fn finish(entry: Pending, (started, checked_at): (Instant, OffsetDateTime)) -> V
         cached: false,
         checked_at,
         duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+    }
+}
+
+/// Whether `ip` is an address on the public internet (what `IpAddr::is_global` will say once
+/// stable): not loopback, private, shared, link-local, documentation, benchmarking, multicast,
+/// reserved or unspecified, nor an IPv4-mapped IPv6 address of those.
+fn is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            !(v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_broadcast()
+                || v4.is_documentation()
+                || v4.is_unspecified()
+                || v4.is_multicast()
+                || a == 0
+                || a >= 240
+                || (a == 100 && (64..128).contains(&b))
+                || (a == 198 && (18..20).contains(&b))
+                || (a == 192 && b == 0 && v4.octets()[2] == 0))
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_public(IpAddr::V4(v4));
+            }
+            let first = v6.segments()[0];
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (first & 0xfe00) == 0xfc00
+                || (first & 0xffc0) == 0xfe80
+                || (first == 0x2001 && v6.segments()[1] == 0x0db8)
+                || first == 0x0100)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_public_addresses_are_public() {
+        for private in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "255.255.255.255",
+            "198.18.0.1",
+            "192.0.2.1",
+            "224.0.0.1",
+            "::1",
+            "fc00::1",
+            "fe80::1",
+            "2001:db8::1",
+            "::ffff:10.0.0.1",
+            "::",
+        ] {
+            assert!(!is_public(private.parse().unwrap()), "{private}");
+        }
+        for public in [
+            "8.8.8.8",
+            "142.250.0.27",
+            "2a00:1450:4001::1b",
+            "::ffff:8.8.4.4",
+        ] {
+            assert!(is_public(public.parse().unwrap()), "{public}");
+        }
     }
 }

@@ -62,6 +62,8 @@ pub enum Reason {
     SmtpBlocked,
     SmtpUnreachable,
     SmtpTimeout,
+    /// The mail hosts are on private networks, which the probe does not reach.
+    MailHostNotPublic,
     SmtpNotChecked,
 }
 
@@ -86,6 +88,7 @@ impl Reason {
             | Reason::SmtpBlocked
             | Reason::SmtpUnreachable
             | Reason::SmtpTimeout
+            | Reason::MailHostNotPublic
             | Reason::SmtpNotChecked => Verdict::Unknown,
         }
     }

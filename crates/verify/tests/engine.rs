@@ -88,6 +88,8 @@ fn verifier(world: &World, settings: Settings) -> Verifier {
         helo_name: "probe.mailroom.test".to_owned(),
         probe_from: "verify@mailroom.test".to_owned(),
         timeout: Duration::from_secs(1),
+        // The peers are on loopback.
+        probe_private_networks: true,
         ..settings
     })
     .unwrap()
@@ -269,4 +271,39 @@ async fn bulk_runs_share_sessions_within_the_caps_and_wait_out_greylisting() {
     assert!(stats.rcpt_per_transaction_max <= 10, "{stats:?}");
     assert!(stats.rset >= 4, "{stats:?}");
     assert_eq!(stats.data_attempts, 0);
+}
+
+/// VER-2: answers are cached with their TTL and shared by every check: with the DNS server
+/// gone, a second address of a domain already looked up is still checked.
+#[tokio::test(flavor = "multi_thread")]
+async fn dns_answers_are_cached_for_every_check() {
+    let Some(world) = world().await else { return };
+    let engine = verifier(&world, Settings::default());
+    let World { dns, ok, .. } = world;
+    shows(
+        &engine.verify("alice@ok.test", SYNC).await,
+        Verdict::Deliverable,
+        &[],
+    );
+    drop(dns);
+    let again = engine.verify("ghost@ok.test", SYNC).await;
+    shows(&again, Verdict::Undeliverable, &[Reason::MailboxMissing]);
+    assert_eq!(again.smtp.host.as_deref(), Some("mx1.ok.test"));
+    assert!(ok.stats().rcpts.contains(&"ghost@ok.test".to_owned()));
+}
+
+/// A domain whose MX points into a private network is not probed there unless the operator
+/// allows it: a verification request must not become a port-25 scan of internal hosts.
+#[tokio::test(flavor = "multi_thread")]
+async fn private_mail_hosts_are_not_probed_by_default() {
+    let Some(world) = world().await else { return };
+    let engine = Verifier::new(Settings {
+        dns_server: Some(world.dns.address()),
+        smtp_port: world.ok.port(),
+        ..Settings::default()
+    })
+    .unwrap();
+    let alice = engine.verify("alice@ok.test", SYNC).await;
+    shows(&alice, Verdict::Unknown, &[Reason::MailHostNotPublic]);
+    assert_eq!(world.ok.stats().sessions, 0, "nothing knocked");
 }

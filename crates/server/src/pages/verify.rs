@@ -195,6 +195,9 @@ fn in_words(reason: Reason, result: &Verification, domain: &str) -> String {
         Reason::SmtpBlocked => "The mail server would not answer, by its policy.".into(),
         Reason::SmtpUnreachable => "The mail server could not be reached.".into(),
         Reason::SmtpTimeout => "The mail server did not answer in time.".into(),
+        Reason::MailHostNotPublic => {
+            "The mail server is on a private network, which is not probed.".into()
+        }
         Reason::SmtpNotChecked => "The mail server was not asked.".into(),
     }
 }
