@@ -126,10 +126,14 @@ impl Database {
         Ok(match &self.pool {
             Pool::Sqlite(pool) => {
                 // Writers queue here, in turn, rather than in SQLite's busy handler, which
-                // sleeps for milliseconds between tries.
-                let turn = std::sync::Arc::clone(&self.sqlite_writer)
-                    .lock_owned()
-                    .await;
+                // sleeps for milliseconds between tries. Bounded like the busy handler, so
+                // that a writer waiting on itself fails instead of hanging.
+                let turn = tokio::time::timeout(
+                    crate::SQLITE_BUSY_TIMEOUT,
+                    std::sync::Arc::clone(&self.sqlite_writer).lock_owned(),
+                )
+                .await
+                .map_err(|_| StorageError::Timeout)?;
                 Tx(
                     Inner::Sqlite(SqliteHandle::Transaction(
                         pool.begin_with("BEGIN IMMEDIATE").await?,
