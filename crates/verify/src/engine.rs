@@ -137,6 +137,8 @@ enum Failure {
     Refused(u16),
     /// Every address of the hosts is on a network the probe may not reach.
     NotPublic,
+    /// The address has a UTF-8 local part and the server does not take those.
+    NoSmtpUtf8,
 }
 
 impl From<&SessionError> for Failure {
@@ -356,6 +358,18 @@ impl Verifier {
                     in_transaction = 0;
                 }
                 asked += 1;
+                if !address.local_part().is_ascii() && !session.takes_utf8() {
+                    // RFC 6531: such an address may only be given to a server that says it
+                    // takes them.
+                    results.push((
+                        index,
+                        Probed {
+                            host: host.clone(),
+                            outcome: Err(Failure::NoSmtpUtf8),
+                        },
+                    ));
+                    continue;
+                }
                 in_transaction += 1;
                 match session.rcpt(&address.normalized()).await {
                     Ok(reply) => results.push((
@@ -531,6 +545,7 @@ impl Verifier {
                     Failure::Refused(code) if code >= 500 => Reason::SmtpBlocked,
                     Failure::Refused(_) => Reason::SmtpTemporaryFailure,
                     Failure::NotPublic => Reason::MailHostNotPublic,
+                    Failure::NoSmtpUtf8 => Reason::Smtputf8Unsupported,
                 });
                 return false;
             }
@@ -549,11 +564,19 @@ impl Verifier {
             Answer::Accepted => {
                 entry.smtp.mailbox = Mailbox::Exists;
                 entry.smtp.catch_all = self.remembered_catch_all(domain);
+                if entry.smtp.catch_all.is_none() {
+                    // Accepted, but whether the domain accepts anything is not known.
+                    entry.smtp_reason = Some(Reason::CatchAllUnknown);
+                }
             }
             Answer::Refused(mailbox) => {
                 entry.smtp.mailbox = mailbox;
                 // A domain that refuses an address takes mail for some addresses only.
                 entry.smtp.catch_all = Some(false);
+                if mailbox == Mailbox::Unknown {
+                    // Refused for a reason the reply does not name: never "deliverable".
+                    entry.smtp_reason = Some(Reason::SmtpRejected);
+                }
             }
             Answer::Temporary { greylisted } => {
                 entry.smtp_reason = Some(if greylisted {
@@ -617,14 +640,21 @@ fn is_public(ip: IpAddr) -> bool {
             if let Some(v4) = v6.to_ipv4_mapped() {
                 return is_public(IpAddr::V4(v4));
             }
-            let first = v6.segments()[0];
+            let [first, second, ..] = v6.segments();
+            // Ranges that embed or reach IPv4 addresses (NAT64, 6to4, Teredo, IPv4-compatible)
+            // are refused whole: the address inside may be a private one.
             !(v6.is_loopback()
                 || v6.is_unspecified()
                 || v6.is_multicast()
                 || (first & 0xfe00) == 0xfc00
                 || (first & 0xffc0) == 0xfe80
-                || (first == 0x2001 && v6.segments()[1] == 0x0db8)
-                || first == 0x0100)
+                || (first & 0xffc0) == 0xfec0
+                || (first == 0x2001 && second == 0x0db8)
+                || (first == 0x2001 && second == 0)
+                || first == 0x2002
+                || (first == 0x0064 && second == 0xff9b)
+                || first == 0x0100
+                || v6.segments()[..6].iter().all(|segment| *segment == 0))
         }
     }
 }
@@ -653,6 +683,11 @@ mod tests {
             "2001:db8::1",
             "::ffff:10.0.0.1",
             "::",
+            "64:ff9b::a00:1",
+            "2002:a00:1::1",
+            "2001:0:a00:1::1",
+            "::10.0.0.1",
+            "fec0::1",
         ] {
             assert!(!is_public(private.parse().unwrap()), "{private}");
         }

@@ -64,6 +64,12 @@ pub enum Reason {
     SmtpTimeout,
     /// The mail hosts are on private networks, which the probe does not reach.
     MailHostNotPublic,
+    /// The mail server refused the address without saying why.
+    SmtpRejected,
+    /// The address has a UTF-8 local part, which its mail server does not take (RFC 6531).
+    Smtputf8Unsupported,
+    /// The mail server accepted the address, but whether it accepts any address is unknown.
+    CatchAllUnknown,
     SmtpNotChecked,
 }
 
@@ -76,12 +82,14 @@ impl Reason {
             | Reason::NoMailServer
             | Reason::NullMx
             | Reason::MailboxMissing
-            | Reason::MailboxDisabled => Verdict::Undeliverable,
+            | Reason::MailboxDisabled
+            | Reason::Smtputf8Unsupported => Verdict::Undeliverable,
             Reason::Disposable
             | Reason::RoleAccount
             | Reason::TypoSuggested
             | Reason::MailboxFull
-            | Reason::CatchAll => Verdict::Risky,
+            | Reason::CatchAll
+            | Reason::CatchAllUnknown => Verdict::Risky,
             Reason::DnsFailure
             | Reason::Greylisted
             | Reason::SmtpTemporaryFailure
@@ -89,6 +97,7 @@ impl Reason {
             | Reason::SmtpUnreachable
             | Reason::SmtpTimeout
             | Reason::MailHostNotPublic
+            | Reason::SmtpRejected
             | Reason::SmtpNotChecked => Verdict::Unknown,
         }
     }

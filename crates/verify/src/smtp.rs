@@ -15,17 +15,22 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
 /// A reply line longer than this is not from a mail server we can reason with.
-const MAX_LINE: u64 = 4096;
+/// (RFC 5321 §4.5.3.1.5 allows 512 octets; twice that is leniency enough.)
+const MAX_LINE: u64 = 1024;
 /// Nor is a reply of more lines than this.
-const MAX_LINES: usize = 128;
+const MAX_LINES: usize = 64;
+/// What is kept of a reply's text: results are stored and a hostile server must not fill them.
+const MAX_TEXT: usize = 512;
 
 /// One reply of the server: its code, the enhanced status code when it gave one (RFC 3463),
-/// and its text.
+/// and its text (at most `MAX_TEXT` bytes of it).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Reply {
     pub code: u16,
     pub enhanced: Option<String>,
     pub text: String,
+    /// Whether an EHLO reply named the SMTPUTF8 extension (RFC 6531).
+    smtputf8: bool,
 }
 
 impl Reply {
@@ -142,6 +147,8 @@ pub struct Session {
     stream: BufReader<TcpStream>,
     timeout: Duration,
     probe_from: String,
+    /// The server takes UTF-8 addresses (RFC 6531); `MAIL FROM` then says so.
+    smtputf8: bool,
 }
 
 impl Session {
@@ -156,11 +163,13 @@ impl Session {
             stream: BufReader::new(stream),
             timeout: greeting.timeout,
             probe_from: greeting.probe_from.clone(),
+            smtputf8: false,
         };
         session.expect_positive(None).await?;
         let ehlo = session
             .command(&format!("EHLO {}", greeting.helo_name))
             .await?;
+        session.smtputf8 = ehlo.positive() && ehlo.smtputf8;
         if !ehlo.positive() {
             session
                 .expect_positive(Some(&format!("HELO {}", greeting.helo_name)))
@@ -171,8 +180,14 @@ impl Session {
     }
 
     async fn mail_from(&mut self) -> Result<(), SessionError> {
-        let command = format!("MAIL FROM:<{}>", self.probe_from);
+        let utf8 = if self.smtputf8 { " SMTPUTF8" } else { "" };
+        let command = format!("MAIL FROM:<{}>{utf8}", self.probe_from);
         self.expect_positive(Some(&command)).await
+    }
+
+    /// Whether the server may be asked about an address with a UTF-8 local part.
+    pub fn takes_utf8(&self) -> bool {
+        self.smtputf8
     }
 
     /// `RCPT TO` one address (in its ASCII form).
@@ -256,11 +271,20 @@ async fn read_reply(stream: &mut BufReader<TcpStream>) -> Result<Reply, SessionE
         lines.push(text.to_owned());
         if !more {
             let code = this_code;
-            let (enhanced, text) = split_enhanced(code, &lines.join("\n"));
+            let smtputf8 = lines
+                .iter()
+                .any(|line| line.trim().eq_ignore_ascii_case("SMTPUTF8"));
+            let (enhanced, first) = split_enhanced(code, &lines[0]);
+            let mut text = std::iter::once(first)
+                .chain(lines.into_iter().skip(1))
+                .collect::<Vec<_>>()
+                .join("\n");
+            truncate(&mut text, MAX_TEXT);
             return Ok(Reply {
                 code,
                 enhanced,
                 text,
+                smtputf8,
             });
         }
     }
@@ -269,7 +293,7 @@ async fn read_reply(stream: &mut BufReader<TcpStream>) -> Result<Reply, SessionE
 
 /// RFC 3463: `class.subject.detail` at the start of the text, its class that of the code.
 fn split_enhanced(code: u16, text: &str) -> (Option<String>, String) {
-    let (first, rest) = text.split_once(' ').unwrap_or((text, ""));
+    let (first, rest) = text.split_once(char::is_whitespace).unwrap_or((text, ""));
     let parts: Vec<&str> = first.split('.').collect();
     let is_enhanced = parts.len() == 3
         && parts[0] == (code / 100).to_string()
@@ -283,6 +307,17 @@ fn split_enhanced(code: u16, text: &str) -> (Option<String>, String) {
     }
 }
 
+/// Cuts `text` to at most `max` bytes, on a character boundary.
+fn truncate(text: &mut String, max: usize) {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -293,6 +328,7 @@ mod tests {
             code,
             enhanced,
             text,
+            smtputf8: false,
         }
     }
 

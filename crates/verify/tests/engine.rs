@@ -40,6 +40,7 @@ async fn world() -> Option<World> {
                 "disabled@ok.test": "550 5.2.1 Mailbox disabled",
                 "grey@ok.test": {"greylist": 1, "then": "250 2.1.5 OK"},
                 "slow@ok.test": {"delay_ms": 5000, "reply": "250 OK"},
+                "odd@ok.test": "554 Transaction failed",
             },
         }),
     )?;
@@ -147,6 +148,18 @@ async fn each_kind_of_answer_gets_its_verdict() {
         &check("slow@ok.test").await,
         Verdict::Unknown,
         &[Reason::SmtpTimeout],
+    );
+    // A refusal that names no reason is never taken for an acceptance.
+    shows(
+        &check("odd@ok.test").await,
+        Verdict::Unknown,
+        &[Reason::SmtpRejected],
+    );
+    // A UTF-8 local part goes only to a server that takes them (this one does not say so).
+    shows(
+        &check("ünïcode@ok.test").await,
+        Verdict::Undeliverable,
+        &[Reason::Smtputf8Unsupported],
     );
 
     let bob = check("bob@multi.test").await;

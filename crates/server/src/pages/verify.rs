@@ -195,6 +195,14 @@ fn in_words(reason: Reason, result: &Verification, domain: &str) -> String {
         Reason::SmtpBlocked => "The mail server would not answer, by its policy.".into(),
         Reason::SmtpUnreachable => "The mail server could not be reached.".into(),
         Reason::SmtpTimeout => "The mail server did not answer in time.".into(),
+        Reason::SmtpRejected => "The mail server refused the address without saying why.".into(),
+        Reason::Smtputf8Unsupported => {
+            "The mail server cannot take addresses with non-ASCII characters before the @.".into()
+        }
+        Reason::CatchAllUnknown => {
+            "The mail server accepted it, but whether it accepts any address at all is unknown."
+                .into()
+        }
         Reason::MailHostNotPublic => {
             "The mail server is on a private network, which is not probed.".into()
         }
