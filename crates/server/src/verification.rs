@@ -54,6 +54,8 @@ struct Ask<'a> {
     /// The normalized address, or the input when it does not parse: what dedup keys on.
     address: String,
     answer: Option<Verification>,
+    /// Answered from the log, not by the engine.
+    from_store: bool,
 }
 
 impl Verifications {
@@ -82,10 +84,10 @@ impl Verifications {
             .await?;
         let log: Vec<NewVerification> = answers
             .iter()
-            .map(|result| log_entry(who, result))
+            .map(|(result, from_store)| log_entry(who, result, *from_store))
             .collect();
         database.record_verifications(who.org_id, &log, now).await?;
-        Ok(answers)
+        Ok(answers.into_iter().map(|(result, _)| result).collect())
     }
 
     /// Verifies a chunk of a bulk job's rows; the caller writes them, with the job's progress.
@@ -117,14 +119,15 @@ impl Verifications {
         Ok(row_numbers
             .into_iter()
             .zip(answers)
-            .map(|(row_no, result)| RowResult {
+            .map(|(row_no, (result, from_store))| RowResult {
                 row_no,
-                verification: log_entry(who, &result),
+                verification: log_entry(who, &result, from_store),
             })
             .collect())
     }
 
-    /// Answers each address from an earlier result or, charged first, from the engine.
+    /// Answers each address from an earlier result or, charged first, from the engine; says
+    /// of each whether it came from the log.
     async fn answer(
         &self,
         database: &Database,
@@ -133,7 +136,7 @@ impl Verifications {
         smtp: bool,
         mode: Mode,
         charge_key: impl Fn(&str) -> String,
-    ) -> Result<Vec<Verification>, VerifyError> {
+    ) -> Result<Vec<(Verification, bool)>, VerifyError> {
         let now = OffsetDateTime::now_utc();
         let mut asks: Vec<Ask> = emails
             .iter()
@@ -143,6 +146,7 @@ impl Verifications {
                     .map(|address| address.normalized())
                     .unwrap_or_else(|_| email.clone()),
                 answer: None,
+                from_store: false,
             })
             .collect();
 
@@ -163,6 +167,7 @@ impl Verifications {
             .collect();
         for ask in &mut asks {
             if let Some(result) = earlier.get(&ask.address) {
+                ask.from_store = true;
                 ask.answer = Some(Verification {
                     email: ask.email.to_owned(),
                     cached: true,
@@ -211,7 +216,10 @@ impl Verifications {
                 });
             }
         }
-        Ok(asks.into_iter().filter_map(|ask| ask.answer).collect())
+        Ok(asks
+            .into_iter()
+            .filter_map(|ask| ask.answer.map(|answer| (answer, ask.from_store)))
+            .collect())
     }
 
     /// Charges one verification per address, all or none; says which were charged now.
@@ -281,8 +289,9 @@ impl Verifications {
     }
 }
 
-/// The log's line for a result.
-fn log_entry(who: Requester, result: &Verification) -> NewVerification {
+/// The log's line for a result. Only an answer from the log is logged as cached: a result the
+/// engine made is one dedup may give again, even when its charge was another request's.
+fn log_entry(who: Requester, result: &Verification, from_store: bool) -> NewVerification {
     NewVerification {
         id: Uuid::now_v7(),
         user_id: who.user_id,
@@ -292,7 +301,7 @@ fn log_entry(who: Requester, result: &Verification) -> NewVerification {
             .clone()
             .unwrap_or_else(|| result.email.clone()),
         verdict: result.verdict.as_str().to_owned(),
-        cached: result.cached,
+        cached: from_store,
         result: serde_json::to_string(result).unwrap_or_default(),
     }
 }

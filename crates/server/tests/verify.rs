@@ -122,6 +122,7 @@ both_backends! {
         problem(with_key(app, &other, "/v1/verify", json!({"email": "a@verify.test"})).await, 403, "insufficient_scope").await;
         let long = format!("{}@verify.test", "a".repeat(2000));
         problem(with_key(app, &key, "/v1/verify", json!({"email": long})).await, 400, "invalid_field").await;
+        problem(with_key(app, &key, "/v1/verify", json!({"email": "a\u{0}b@verify.test"})).await, 400, "invalid_field").await;
         problem(with_key(app, &key, "/v1/verify", json!({"mail": "a@verify.test"})).await, 400, "invalid_field").await;
 
         // The log: every call, newest first, by key and verdict.

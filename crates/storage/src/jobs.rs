@@ -324,8 +324,15 @@ impl Database {
             count("risky"),
             count("unknown"),
         ];
-        let mut tx = self.begin_serializable().await?;
-        let outcome = async {
+        let rows: Vec<(i64, NewVerification)> = rows
+            .iter()
+            .map(|row| (row.row_no, row.verification.clone()))
+            .collect();
+        // Retried as a whole on a conflict (a renewal or a cancel of the same job, say): the
+        // chunk was already probed and charged, and must not be thrown away.
+        self.serializable(|tx| {
+            let (rows, worker) = (rows.clone(), worker.clone());
+            async move {
             tx.act_for(&Tenancy::Org(org_id)).await?;
             let held = on_backend!(&mut tx.0, Inner, tx => {
                 sqlx::query(
@@ -349,13 +356,13 @@ impl Database {
                 return Ok(false);
             }
             let entries: Vec<NewVerification> =
-                rows.iter().map(|row| row.verification.clone()).collect();
-            crate::verifications::insert(&mut tx, org_id, &entries, now).await?;
+                rows.iter().map(|(_, verification)| verification.clone()).collect();
+            crate::verifications::insert(tx, org_id, &entries, now).await?;
             for batch in rows.chunks(crate::verifications::BATCH) {
                 on_backend!(&mut tx.0, Inner, tx => {
                     let mut update = sqlx::QueryBuilder::new("WITH checked (row_no, verification_id) AS (");
-                    update.push_values(batch, |mut pair, row| {
-                        pair.push_bind(row.row_no).push_bind(row.verification.id);
+                    update.push_values(batch, |mut pair, (row_no, verification)| {
+                        pair.push_bind(*row_no).push_bind(verification.id);
                     });
                     update
                         .push(
@@ -368,15 +375,10 @@ impl Database {
                 });
             }
             Ok::<bool, StorageError>(true)
-        }
-        .await;
-        match outcome {
-            Ok(held) => tx.commit().await.map(|()| held),
-            Err(error) => {
-                tx.rollback().await;
-                Err(error)
             }
-        }
+            .boxed()
+        })
+        .await
     }
 
     /// Ends `worker`'s job.

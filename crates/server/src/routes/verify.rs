@@ -85,13 +85,8 @@ pub(crate) async fn check(
     field: &str,
 ) -> Result<Vec<Verification>, ApiError> {
     caller.require(Scope::Verify, false)?;
-    if emails.iter().any(|email| email.len() > MAX_INPUT) {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_field",
-            format!("an address may be at most {MAX_INPUT} bytes"),
-        )
-        .with_field(field));
+    if let Some(why) = emails.iter().find_map(|email| unusable(email)) {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_field", why).with_field(field));
     }
     state
         .verifications
@@ -101,6 +96,18 @@ pub(crate) async fn check(
             VerifyError::QuotaExceeded { quota, used } => quota_exceeded(quota, used),
             VerifyError::Storage(error) => ApiError::internal(error),
         })
+}
+
+/// Why `email` is refused before it is even checked: it is no address by any standard, and
+/// it would reach the log and the ledger as it is.
+pub(crate) fn unusable(email: &str) -> Option<String> {
+    if email.len() > MAX_INPUT {
+        Some(format!("an address may be at most {MAX_INPUT} bytes"))
+    } else if email.chars().any(char::is_control) {
+        Some("an address may not contain control characters".to_owned())
+    } else {
+        None
+    }
 }
 
 /// 402: the month's quota is spent (VER-7).

@@ -22,15 +22,13 @@ use crate::auth::caller::Caller;
 use crate::error::ApiError;
 use crate::json::{parse, read_body, require_content_type};
 use crate::routes::auth::database;
-use crate::routes::verify::quota_exceeded;
+use crate::routes::verify::{quota_exceeded, unusable};
 use crate::state::AppState;
 
 /// A job's most rows (VER-6).
 pub const MAX_ROWS: usize = 100_000;
 /// Room for 100,000 rows of a CSV with a few more columns than `email`.
 pub const UPLOAD_LIMIT_BYTES: usize = 32 * 1024 * 1024;
-/// See `verify::MAX_INPUT`.
-const MAX_INPUT: usize = 1024;
 /// Rows read from the database per page of a results download.
 const RESULTS_PAGE: i64 = 1000;
 const LISTED_JOBS: i64 = 50;
@@ -106,11 +104,12 @@ pub(crate) async fn queue(
     if emails.is_empty() || emails.len() > MAX_ROWS {
         return Err(invalid(format!("a job holds 1 to {MAX_ROWS} addresses")));
     }
-    if let Some(row) = emails.iter().position(|email| email.len() > MAX_INPUT) {
-        return Err(invalid(format!(
-            "row {}: an address may be at most {MAX_INPUT} bytes",
-            row + 1
-        )));
+    if let Some((row, why)) = emails
+        .iter()
+        .enumerate()
+        .find_map(|(row, email)| unusable(email).map(|why| (row, why)))
+    {
+        return Err(invalid(format!("row {}: {why}", row + 1)));
     }
     // Refused now when nothing is left; rows past what is left fail the job when reached.
     let org_id = caller.org_id();
