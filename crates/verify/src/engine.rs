@@ -36,6 +36,9 @@ pub struct Settings {
     pub probe_from: String,
     /// For connecting, and for each reply.
     pub timeout: Duration,
+    /// The most one group of addresses may take at its mail host, however slowly the host
+    /// answers each reply; the addresses not asked by then are reported as timed out.
+    pub session_deadline: Duration,
     pub sessions_per_host: usize,
     pub max_sessions: usize,
     /// A session ends (QUIT) after this many `RCPT TO`; the next one opens afresh.
@@ -62,6 +65,7 @@ impl Default for Settings {
             helo_name: "localhost".to_owned(),
             probe_from: String::new(),
             timeout: Duration::from_secs(10),
+            session_deadline: Duration::from_secs(120),
             sessions_per_host: 2,
             max_sessions: 64,
             rcpts_per_session: 100,
@@ -99,6 +103,9 @@ pub enum SetupError {
 
 /// How long a domain's catch-all answer is trusted.
 const CATCH_ALL_TTL: Duration = Duration::from_secs(3600);
+/// The most addresses of a domain's mail hosts tried before giving up (Postfix's
+/// `smtp_mx_address_limit`): a domain with fifty MX records must not make fifty connections.
+const MX_ADDRESSES_TRIED: usize = 5;
 /// Past this many remembered hosts, the idle ones are forgotten.
 const REMEMBERED_HOSTS: usize = 4096;
 
@@ -330,7 +337,21 @@ impl Verifier {
     ) -> Vec<(usize, Probed)> {
         let mut results = Vec::with_capacity(chunk.len());
         let mut rest = chunk;
+        let deadline = Instant::now() + self.settings.session_deadline;
         while !rest.is_empty() {
+            if Instant::now() >= deadline {
+                results.extend(rest.iter().map(|&(index, _)| {
+                    let host = hosts.first().map(|h| h.host.clone()).unwrap_or_default();
+                    (
+                        index,
+                        Probed {
+                            host,
+                            outcome: Err(Failure::Timeout),
+                        },
+                    )
+                }));
+                return results;
+            }
             let (host, mut session, _permits) = match self.open_session(hosts).await {
                 Ok(opened) => opened,
                 Err((host, failure)) => {
@@ -350,6 +371,9 @@ impl Verifier {
             let mut asked = 0;
             let mut broken = None;
             for &(index, address) in rest {
+                if Instant::now() >= deadline {
+                    break;
+                }
                 if in_transaction == self.settings.rcpts_per_transaction.max(1) {
                     if let Err(error) = session.reset().await {
                         broken = Some(Failure::from(&error));
@@ -392,15 +416,17 @@ impl Verifier {
                     }
                 }
             }
+            let out_of_time = Instant::now() >= deadline;
             if broken.is_none() {
                 let limit_reached = in_transaction >= self.settings.rcpts_per_transaction.max(1);
-                if !limit_reached || session.reset().await.is_ok() {
+                if !out_of_time && (!limit_reached || session.reset().await.is_ok()) {
                     self.test_catch_all(&mut session, rest, &results).await;
                 }
                 session.quit().await;
             }
-            // Every pass asks at least one address, so this ends.
-            rest = &rest[asked.clamp(1, rest.len())..];
+            // A pass asks at least one address unless out of time, when the next pass reports
+            // the rest as timed out: so this ends, and no address goes unanswered.
+            rest = &rest[asked..];
         }
         results
     }
@@ -422,12 +448,20 @@ impl Verifier {
         (String, Failure),
     > {
         let mut last = (String::new(), Failure::Unreachable);
+        let mut tried = 0;
         for host in hosts {
+            if tried >= MX_ADDRESSES_TRIED {
+                break;
+            }
             let Ok(addresses) = self.dns.addresses(&host.host).await else {
                 last = (host.host.clone(), Failure::Unreachable);
                 continue;
             };
             for ip in addresses {
+                if tried >= MX_ADDRESSES_TRIED {
+                    break;
+                }
+                tried += 1;
                 if !self.settings.probe_private_networks && !is_public(ip) {
                     tracing::debug!(host = %host.host, %ip, "mail host not on a public network: not probed");
                     last = (host.host.clone(), Failure::NotPublic);

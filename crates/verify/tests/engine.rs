@@ -320,3 +320,51 @@ async fn private_mail_hosts_are_not_probed_by_default() {
     shows(&alice, Verdict::Unknown, &[Reason::MailHostNotPublic]);
     assert_eq!(world.ok.stats().sessions, 0, "nothing knocked");
 }
+
+/// A mail host that answers every reply slowly holds a group of addresses no longer than the
+/// session deadline: what was not asked by then is reported as timed out, none left unanswered.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_host_is_given_up_at_the_session_deadline() {
+    let Some(slow) = ProbePeer::start(
+        "127.0.0.18",
+        0,
+        &json!({"reply_delay_ms": 150, "catch_all": true}),
+    ) else {
+        return;
+    };
+    let dns = DnsServer::start(
+        &["test"],
+        &[
+            Rr::Mx("slowhost.test", 10, "mx.slowhost.test"),
+            Rr::Ip("mx.slowhost.test", ip("127.0.0.18")),
+        ],
+    )
+    .await;
+    let engine = Verifier::new(Settings {
+        dns_server: Some(dns.address()),
+        smtp_port: slow.port(),
+        probe_private_networks: true,
+        session_deadline: Duration::from_secs(1),
+        ..Settings::default()
+    })
+    .unwrap();
+    let emails: Vec<String> = (0..20).map(|n| format!("user{n}@slowhost.test")).collect();
+    let bulk = Options {
+        smtp: true,
+        mode: Mode::Bulk,
+    };
+    let results = engine.verify_many(&emails, bulk).await;
+    assert_eq!(results.len(), 20);
+    let timed_out = results
+        .iter()
+        .filter(|r| r.reasons == [Reason::SmtpTimeout])
+        .count();
+    assert!(timed_out > 0, "the deadline cut the session short");
+    for result in &results {
+        assert!(
+            result.smtp.code.is_some() || result.reasons.contains(&Reason::SmtpTimeout),
+            "every address is answered or timed out: {result:#?}"
+        );
+        assert_ne!(result.verdict, Verdict::Deliverable, "{result:#?}");
+    }
+}
