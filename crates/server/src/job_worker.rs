@@ -86,6 +86,16 @@ async fn work(state: &AppState, job: &Job) {
         if lost.load(Ordering::Relaxed) {
             break None;
         }
+        // Cancelled since the last chunk: nothing more is charged.
+        match state.database.job(job.org(), job.id).await {
+            Ok(Some(now)) if now.status == "running" => {}
+            Ok(_) => break None,
+            Err(error) => {
+                tracing::warn!(job = %job.id, %error, "reading a job failed; retrying");
+                tokio::time::sleep(BACKOFF).await;
+                continue;
+            }
+        }
         let rows = match state.database.unchecked_rows(job, CHUNK).await {
             Ok(rows) if rows.is_empty() => break Some(Ending::Done),
             Ok(rows) => rows,

@@ -283,9 +283,47 @@ both_backends! {
             big.push_str(&format!("u{n}@verify.test\n"));
         }
         problem(upload(big).await.unwrap(), 400, "invalid_upload").await;
+        let too_many: Vec<String> = (0..100_001).map(|n| format!("u{n}@verify.test")).collect();
+        let refused = send_as(app, Method::POST, &session, "/v1/verify/jobs", Some(json!({"emails": too_many}))).await;
+        assert!(problem(refused, 400, "invalid_field").await["detail"].as_str().unwrap().contains("at most 100000"));
         // Another organization's job is not there.
         let other = create_account(app, &db, "other-csv@example.test").await;
         problem(get_as(app, &other, &location).await, 404, "not_found").await;
+        world.app.stop().await;
+    }
+
+    async fn a_cancelled_job_keeps_the_chunk_it_was_charged_for_and_stops(db) {
+        let Some(world) = world(&db).await else { return };
+        let app = &world.app;
+        world.mx.set_config(&json!({"reply_delay_ms": 3}));
+        let session = create_account(app, &db, "cancel@example.test").await;
+        db.execute("UPDATE orgs SET plan_id = 'team'").await;
+        let emails: Vec<String> = (0..3000).map(|n| format!("c{n}@verify.test")).collect();
+        let created = send_as(app, Method::POST, &session, "/v1/verify/jobs", Some(json!({"emails": emails}))).await;
+        let location = created.headers()["location"].to_str().unwrap().to_owned();
+        for _ in 0..100 {
+            let job: Value = get_as(app, &session, &location).await.json().await.unwrap();
+            if job["status"] == "running" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(send_as(app, Method::DELETE, &session, &location, None).await.status(), 204);
+        // The chunk under way when the job was cancelled is written; nothing after it.
+        let mut done = -1;
+        for _ in 0..150 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let job: Value = get_as(app, &session, &location).await.json().await.unwrap();
+            let now = job["done"].as_i64().unwrap();
+            if now > 0 && now == done {
+                break;
+            }
+            done = now;
+        }
+        let job: Value = get_as(app, &session, &location).await.json().await.unwrap();
+        assert_eq!(job["status"], "cancelled");
+        assert_eq!(job["done"], 2000, "one chunk, kept: {job}");
+        assert_eq!(used(app, &session).await, 2000, "charged for what was kept, and no more");
         world.app.stop().await;
     }
 }

@@ -180,7 +180,7 @@ impl Database {
             async move {
                 Ok(on_backend!(&mut tx.0, Inner, tx => {
                     sqlx::query(
-                        "UPDATE verify_jobs SET status = 'cancelled', finished_at = $3, worker = NULL, lease_until = NULL \
+                        "UPDATE verify_jobs SET status = 'cancelled', finished_at = $3 \
                          WHERE org_id = $1 AND id = $2 AND status IN ('queued', 'running')",
                     )
                     .bind(org_id.as_uuid())
@@ -299,8 +299,9 @@ impl Database {
     }
 
     /// Writes checked rows: their results into the log, the rows' pointers, the job's
-    /// counters — all or nothing, and nothing unless `worker` still holds the job. Returns
-    /// whether it was written.
+    /// counters — all or nothing, and nothing unless `worker` still holds the job (a job
+    /// cancelled while its worker checked a chunk still gets that chunk: it was charged).
+    /// Returns whether it was written.
     pub async fn record_rows(
         &self,
         job: &Job,
@@ -338,7 +339,7 @@ impl Database {
                 sqlx::query(
                     "UPDATE verify_jobs SET done = done + $4, deliverable = deliverable + $5, \
                      undeliverable = undeliverable + $6, risky = risky + $7, unknown = unknown + $8 \
-                     WHERE org_id = $1 AND id = $2 AND worker = $3 AND status = 'running'",
+                     WHERE org_id = $1 AND id = $2 AND worker = $3 AND status IN ('running', 'cancelled')",
                 )
                 .bind(org_id.as_uuid())
                 .bind(id)

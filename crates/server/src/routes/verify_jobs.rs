@@ -40,9 +40,43 @@ fn probe_by_default() -> bool {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct JsonUpload {
+    #[serde(deserialize_with = "at_most_max_rows")]
     emails: Vec<String>,
     #[serde(default = "probe_by_default")]
     smtp: bool,
+}
+
+/// The addresses of a JSON upload, refused as soon as there are more than `MAX_ROWS`: 32 MiB
+/// of tiny strings would otherwise become millions of them in memory before being counted.
+fn at_most_max_rows<'de, D>(deserializer: D) -> Result<Vec<String>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    struct Bounded;
+    impl<'de> serde::de::Visitor<'de> for Bounded {
+        type Value = Vec<String>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            write!(f, "an array of at most {MAX_ROWS} addresses")
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut emails = Vec::new();
+            while let Some(email) = seq.next_element::<String>()? {
+                if emails.len() == MAX_ROWS {
+                    return Err(serde::de::Error::custom(format!(
+                        "a job holds at most {MAX_ROWS} addresses"
+                    )));
+                }
+                emails.push(email);
+            }
+            Ok(emails)
+        }
+    }
+    deserializer.deserialize_seq(Bounded)
 }
 
 #[derive(Deserialize)]
