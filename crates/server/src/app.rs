@@ -128,7 +128,9 @@ impl App {
             self.database.clone(),
             self.auth_limiter.clone(),
         ));
-        let job_worker = tokio::spawn(crate::job_worker::run(self.state.clone()));
+        let job_workers: Vec<_> = (0..crate::job_worker::WORKERS)
+            .map(|_| tokio::spawn(crate::job_worker::run(self.state.clone())))
+            .collect();
         let handle = Handle::new();
         let grace = self.shutdown_timeout;
         let signal_handle = handle.clone();
@@ -152,7 +154,9 @@ impl App {
             }
         };
         maintenance.abort();
-        job_worker.abort();
+        for worker in job_workers {
+            worker.abort();
+        }
         self.database.close().await;
         served.context("serving HTTP")?;
         tracing::info!("stopped");

@@ -1,4 +1,4 @@
-//! The bulk job worker (VER-6), on every node. It claims one job at a time under a lease it
+//! The bulk job workers (VER-6), `WORKERS` on every node. Each claims one job at a time under a lease it
 //! renews while it lives, and works it a chunk of rows at a time: charge, check, then write the
 //! chunk's results and progress in one transaction. A node that dies mid-job leaves its lease
 //! to run out; another node (or this one, restarted) claims the job and resumes at its first
@@ -17,6 +17,8 @@ use uuid::Uuid;
 use crate::state::AppState;
 use crate::verification::VerifyError;
 
+/// Jobs a node works at once: one tenant's big job does not hold up everyone else's.
+pub const WORKERS: usize = 2;
 /// How long a claim holds without renewal: how soon a dead node's job is taken up.
 const LEASE: Duration = Duration::from_secs(15);
 const RENEW_EVERY: Duration = Duration::from_secs(5);

@@ -41,11 +41,18 @@ pub enum VerifyError {
     Storage(#[from] StorageError),
 }
 
-type Running = Shared<BoxFuture<'static, Verification>>;
+type Running = Shared<BoxFuture<'static, Option<Verification>>>;
+type RunningTable = Arc<Mutex<HashMap<String, Running>>>;
 
 pub struct Verifications {
     engine: Arc<Verifier>,
-    running: Mutex<HashMap<String, Running>>,
+    running: RunningTable,
+}
+
+fn lock(table: &RunningTable) -> std::sync::MutexGuard<'_, HashMap<String, Running>> {
+    table
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// One address of a request on its way to an answer.
@@ -62,7 +69,7 @@ impl Verifications {
     pub fn new(engine: Verifier) -> Self {
         Verifications {
             engine: Arc::new(engine),
-            running: Mutex::new(HashMap::new()),
+            running: Arc::default(),
         }
     }
 
@@ -257,35 +264,31 @@ impl Verifications {
         }
     }
 
-    /// Runs the engine for one address, or joins the run already under way for it.
+    /// Runs the engine for one address, or joins the run already under way for it. The run is
+    /// a task of its own, which ends (and leaves the table) whether or not anyone still waits:
+    /// a run whose callers all went away never lingers for a later caller to join.
     async fn run_once(&self, key: String, email: String, options: Options) -> Verification {
         let running = {
-            let mut running = self
-                .running
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            running
+            let mut table = lock(&self.running);
+            table
                 .entry(key.clone())
                 .or_insert_with(|| {
-                    let engine = Arc::clone(&self.engine);
-                    async move { engine.verify(&email, options).await }
-                        .boxed()
-                        .shared()
+                    let (engine, table) = (Arc::clone(&self.engine), Arc::clone(&self.running));
+                    let email = email.clone();
+                    let run = tokio::spawn(async move {
+                        let result = engine.verify(&email, options).await;
+                        lock(&table).remove(&key);
+                        result
+                    });
+                    async move { run.await.ok() }.boxed().shared()
                 })
                 .clone()
         };
-        let result = running.clone().await;
-        let mut running_now = self
-            .running
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if running_now
-            .get(&key)
-            .is_some_and(|entry| entry.ptr_eq(&running))
-        {
-            running_now.remove(&key);
+        match running.await {
+            Some(result) => result,
+            // The task was lost (the runtime is shutting down): run here instead.
+            None => self.engine.verify(&email, options).await,
         }
-        result
     }
 }
 

@@ -121,6 +121,10 @@ pub fn parse(input: &str) -> Result<Address, SyntaxError> {
     // The local part may itself hold a quoted "@", so the domain is what follows the last one.
     let (local, domain) = input.rsplit_once('@').ok_or(SyntaxError::NoAtSign)?;
     let local = parse_local_part(local)?;
+    // Lowercasing can lengthen (`İ` is two octets, `i̇` three): the limit holds for the result.
+    if local.len() > MAX_LOCAL_PART {
+        return Err(SyntaxError::LocalTooLong);
+    }
     let domain = parse_domain(domain)?;
     let address = Address { local, domain };
     if address.local.len() + 1 + address.domain.len() > MAX_ADDRESS {
@@ -219,7 +223,13 @@ fn parse_domain(domain: &str) -> Result<String, SyntaxError> {
             return Err(SyntaxError::DomainInvalidCharacter);
         }
     }
-    let ascii = if domain.is_ascii() {
+    // An ASCII label may still be punycode (`xn--…`), which must decode to a valid IDN.
+    let punycode = domain.split('.').any(|label| {
+        label
+            .get(..4)
+            .is_some_and(|p| p.eq_ignore_ascii_case("xn--"))
+    });
+    let ascii = if domain.is_ascii() && !punycode {
         domain.to_ascii_lowercase()
     } else {
         idna::domain_to_ascii_strict(domain).map_err(|_| SyntaxError::InvalidIdn)?
@@ -295,6 +305,17 @@ mod tests {
     }
 
     #[test]
+    fn the_length_limit_holds_after_lowercasing() {
+        // 32 × `İ` is 64 octets as typed and 96 once lowercased.
+        let local = "İ".repeat(32);
+        assert_eq!(local.len(), 64);
+        assert_eq!(
+            refused(&format!("{local}@example.com")),
+            SyntaxError::LocalTooLong
+        );
+    }
+
+    #[test]
     fn limits_are_counted_in_octets() {
         let local = "a".repeat(64);
         assert!(parse(&format!("{local}@example.com")).is_ok());
@@ -334,6 +355,7 @@ mod tests {
             ("a@localhost", SyntaxError::DomainNotFullyQualified),
             ("a@example.123", SyntaxError::TldNumeric),
             ("a@[192.0.2.1]", SyntaxError::AddressLiteral),
+            ("a@xn--zz.example", SyntaxError::InvalidIdn),
             (" a@example.com", SyntaxError::LocalInvalidCharacter),
             ("a@example.com ", SyntaxError::DomainInvalidCharacter),
         ];
