@@ -196,9 +196,11 @@ impl Database {
         .await
     }
 
-    /// Claims the oldest job that waits for a worker — queued, or running under a lease that
-    /// ran out — for `worker` until `lease_until`. Nodes racing for one job get it once: on
-    /// PostgreSQL the others skip the locked row, on SQLite writers take turns.
+    /// Claims a job that waits for a worker — queued, or running under a lease that ran out —
+    /// for `worker` until `lease_until`: of the organizations with the fewest jobs being worked,
+    /// the oldest, so that one organization's queue does not starve the others'. Nodes racing
+    /// for one job get it once: on PostgreSQL the others skip the locked row, on SQLite writers
+    /// take turns.
     pub async fn claim_job(
         &self,
         worker: &str,
@@ -215,8 +217,10 @@ impl Database {
                     Inner::Sqlite(_) => "",
                 };
                 let pick = format!(
-                    "SELECT id FROM verify_jobs WHERE status IN ('queued', 'running') \
-                     AND (lease_until IS NULL OR lease_until < $1) ORDER BY created_at, id LIMIT 1{lock}"
+                    "SELECT id FROM verify_jobs w WHERE status IN ('queued', 'running') \
+                     AND (lease_until IS NULL OR lease_until < $1) \
+                     ORDER BY (SELECT COUNT(*) FROM verify_jobs busy WHERE busy.org_id = w.org_id \
+                     AND busy.status = 'running' AND busy.lease_until >= $1), created_at, id LIMIT 1{lock}"
                 );
                 let claim = format!(
                     "UPDATE verify_jobs SET status = 'running', worker = $2, lease_until = $3 WHERE id = $1 \
@@ -463,5 +467,62 @@ impl Database {
             .boxed()
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use mailroom_testkit::both_backends;
+
+    use super::*;
+    use crate::accounts::{NewAccount, PlatformRole};
+
+    async fn org(db: &Database) -> OrgId {
+        let account = NewAccount {
+            email: format!("{}@example.test", Uuid::now_v7()),
+            password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+            platform_role: PlatformRole::User,
+        };
+        db.create_account(&account, OffsetDateTime::now_utc())
+            .await
+            .unwrap()
+            .org_id
+    }
+
+    async fn queue(db: &Database, org_id: OrgId, at: OffsetDateTime) -> Uuid {
+        let job = NewJob {
+            id: Uuid::now_v7(),
+            user_id: None,
+            api_key_id: None,
+            smtp: false,
+            emails: vec!["a@example.com".into()],
+        };
+        db.create_job(org_id, &job, at).await.unwrap();
+        job.id
+    }
+
+    both_backends! {
+        async fn an_organization_with_a_job_under_way_waits_behind_one_without(test_db) {
+            let db = Database::connect(test_db.url()).await.unwrap();
+            db.migrate().await.unwrap();
+            let (a, b) = (org(&db).await, org(&db).await);
+            let now = OffsetDateTime::now_utc();
+            let first = queue(&db, a, now - time::Duration::minutes(3)).await;
+            let _second = queue(&db, a, now - time::Duration::minutes(2)).await;
+            let other = queue(&db, b, now - time::Duration::minutes(1)).await;
+            let lease = now + time::Duration::seconds(15);
+            let claimed = db.claim_job("node-1", now, lease).await.unwrap().unwrap();
+            assert_eq!(claimed.id, first, "the oldest first");
+            let claimed = db.claim_job("node-2", now, lease).await.unwrap().unwrap();
+            assert_eq!(claimed.id, other, "then the organization with none under way");
+            // A job under a live lease is nobody else's.
+            let third = db.claim_job("node-3", now, lease).await.unwrap().unwrap();
+            assert_ne!(third.id, first);
+            assert_ne!(third.id, other);
+            assert!(db.claim_job("node-4", now, lease).await.unwrap().is_none());
+            // A lease that ran out is taken up.
+            let later = lease + time::Duration::seconds(1);
+            assert!(db.claim_job("node-5", later, later + time::Duration::seconds(15)).await.unwrap().is_some());
+        }
     }
 }
