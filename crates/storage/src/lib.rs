@@ -39,6 +39,29 @@ use sqlx::sqlite::{
 };
 
 pub use error::StorageError;
+
+/// What the unit tests of several modules share.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use mailroom_core::OrgId;
+    use time::OffsetDateTime;
+
+    use crate::Database;
+    use crate::accounts::{NewAccount, PlatformRole};
+
+    /// A new account's personal organization.
+    pub async fn org(db: &Database) -> OrgId {
+        let account = NewAccount {
+            email: format!("{}@example.test", uuid::Uuid::now_v7()),
+            password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+            platform_role: PlatformRole::User,
+        };
+        db.create_account(&account, OffsetDateTime::now_utc())
+            .await
+            .unwrap()
+            .org_id
+    }
+}
 pub use tx::Tx;
 
 /// The role the app's PostgreSQL queries run as (made by migration 0017): neither owner nor

@@ -174,19 +174,7 @@ mod tests {
     use mailroom_testkit::both_backends;
 
     use super::*;
-    use crate::accounts::{NewAccount, PlatformRole};
-
-    async fn org(db: &Database) -> OrgId {
-        let account = NewAccount {
-            email: format!("{}@example.test", uuid::Uuid::now_v7()),
-            password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
-            platform_role: PlatformRole::User,
-        };
-        db.create_account(&account, OffsetDateTime::now_utc())
-            .await
-            .unwrap()
-            .org_id
-    }
+    use crate::test_support::org;
 
     both_backends! {
         async fn two_hundred_racing_charges_against_a_quota_of_one_hundred_grant_exactly_one_hundred(test_db) {
