@@ -14,6 +14,7 @@ use crate::edge::headers::CspNonce;
 use crate::error::ApiError;
 use crate::pages::{NoticeQuery, away, titled, when};
 use crate::routes::auth::database;
+use crate::routes::listing::next_cursor;
 use crate::routes::{verify, verify_jobs};
 use crate::state::AppState;
 use mailroom_storage::verifications::LogQuery;
@@ -363,9 +364,11 @@ pub async fn log_page(
                 .api_keys(org_id, time::OffsetDateTime::now_utc())
                 .await,
         )?;
-        let next = (lines.len() == usize::try_from(LOG_PAGE).unwrap_or(usize::MAX))
-            .then(|| lines.last().map(|line| line.id))
-            .flatten();
+        let next = next_cursor(
+            &lines,
+            usize::try_from(LOG_PAGE).unwrap_or(usize::MAX),
+            |line| line.id,
+        );
         let older = next.map(|cursor| {
             let mut query = url::form_urlencoded::Serializer::new(String::new());
             query.append_pair("cursor", &cursor.to_string());

@@ -16,6 +16,7 @@ use crate::auth::Principal;
 use crate::auth::caller::Caller;
 use crate::error::ApiError;
 use crate::routes::auth::{check_password, check_password_policy};
+use crate::routes::listing::{Format, defuse, next_cursor};
 use crate::state::AppState;
 use mailroom_core::api_keys::Scope;
 use mailroom_core::audit::{Action, AuditEvent, Outcome};
@@ -203,14 +204,6 @@ pub struct AuditQuery {
     limit: Option<u16>,
 }
 
-#[derive(Clone, Copy, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-enum Format {
-    #[default]
-    Json,
-    Csv,
-}
-
 /// The caller's own audit entries, newest first, a page at a time.
 pub async fn audit_log(
     State(state): State<AppState>,
@@ -245,9 +238,7 @@ pub async fn org_audit_log(
 
 /// A page of entries as JSON or CSV, with the cursor of the next page when there may be one.
 fn audit_page(entries: &[AuditEntry], limit: u16, format: Format) -> Result<Response, ApiError> {
-    let next_cursor = (entries.len() == usize::from(limit))
-        .then(|| entries.last().map(|entry| entry.id))
-        .flatten();
+    let next_cursor = next_cursor(entries, usize::from(limit), |entry| entry.id);
     match format {
         Format::Json => Ok(Json(json!({
             "entries": entries.iter().map(entry_json).collect::<Vec<_>>(),
@@ -321,25 +312,4 @@ fn csv(entries: &[AuditEntry], next_cursor: Option<Uuid>) -> Result<Response, Ap
         response.headers_mut().insert("x-next-cursor", cursor);
     }
     Ok(response)
-}
-
-/// A spreadsheet runs a cell that starts with `=`, `+`, `-` or `@` as a formula; entries hold
-/// text from clients (user agents, addresses), so such cells are prefixed with `'`.
-fn defuse(text: &str) -> String {
-    if text.starts_with(['=', '+', '-', '@', '\t', '\r']) {
-        format!("'{text}")
-    } else {
-        text.to_owned()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn formulas_are_defused() {
-        assert_eq!(defuse("=HYPERLINK(\"x\")"), "'=HYPERLINK(\"x\")");
-        assert_eq!(defuse("curl/8"), "curl/8");
-    }
 }

@@ -7,6 +7,7 @@ mod assets;
 pub(crate) mod auth;
 pub mod csp_report;
 mod health;
+pub(crate) mod listing;
 pub(crate) mod me;
 mod metrics;
 mod org;

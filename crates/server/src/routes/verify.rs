@@ -16,6 +16,7 @@ use crate::auth::caller::Caller;
 use crate::error::ApiError;
 use crate::json::ApiJson;
 use crate::routes::auth::database;
+use crate::routes::listing::next_cursor;
 use crate::state::AppState;
 use crate::verification::{Requester, VerifyError};
 
@@ -25,7 +26,8 @@ pub const MAX_BATCH: usize = 1000;
 const MAX_INPUT: usize = 1024;
 const LOG_PAGE: i64 = 100;
 
-fn probe_by_default() -> bool {
+/// The SMTP probe runs unless a request says `smtp: false`.
+pub(crate) fn probe_by_default() -> bool {
     true
 }
 
@@ -121,7 +123,7 @@ pub(crate) fn quota_exceeded(quota: i64, used: i64) -> ApiError {
     .with_member("used", used)
 }
 
-fn requester(caller: &Caller) -> Requester {
+pub(crate) fn requester(caller: &Caller) -> Requester {
     match caller {
         Caller::Account(principal) => Requester {
             org_id: principal.user.org_id,
@@ -175,9 +177,11 @@ pub async fn logs(
             .verification_log(caller.org_id(), &query)
             .await,
     )?;
-    let next_cursor = (lines.len() == usize::try_from(limit).unwrap_or(usize::MAX))
-        .then(|| lines.last().map(|line| line.id))
-        .flatten();
+    let next_cursor = next_cursor(
+        &lines,
+        usize::try_from(limit).unwrap_or(usize::MAX),
+        |line| line.id,
+    );
     let items: Vec<Value> = lines
         .iter()
         .map(|line| {

@@ -22,7 +22,8 @@ use crate::auth::caller::Caller;
 use crate::error::ApiError;
 use crate::json::{parse, read_body, require_content_type};
 use crate::routes::auth::database;
-use crate::routes::verify::{quota_exceeded, unusable};
+use crate::routes::listing::{Format, defuse};
+use crate::routes::verify::{probe_by_default, quota_exceeded, requester, unusable};
 use crate::state::AppState;
 
 /// A job's most rows (VER-6).
@@ -32,10 +33,6 @@ pub const UPLOAD_LIMIT_BYTES: usize = 32 * 1024 * 1024;
 /// Rows read from the database per page of a results download.
 const RESULTS_PAGE: i64 = 1000;
 const LISTED_JOBS: i64 = 50;
-
-fn probe_by_default() -> bool {
-    true
-}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -157,14 +154,11 @@ pub(crate) async fn queue(
     if used >= plan.verifications_per_month {
         return Err(quota_exceeded(plan.verifications_per_month, used));
     }
-    let (user_id, api_key_id) = match caller {
-        Caller::Account(principal) => (Some(principal.user.id), None),
-        Caller::Key(key) => (None, Some(key.key_id)),
-    };
+    let who = requester(caller);
     let job = NewJob {
         id: Uuid::now_v7(),
-        user_id,
-        api_key_id,
+        user_id: who.user_id,
+        api_key_id: who.api_key_id,
         smtp,
         emails,
     };
@@ -262,14 +256,6 @@ fn describe(job: &Job) -> Value {
         "finished_at": job.finished_at().map(when),
         "results_url": format!("/v1/verify/jobs/{}/results", job.id),
     })
-}
-
-#[derive(Clone, Copy, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-enum Format {
-    #[default]
-    Json,
-    Csv,
 }
 
 #[derive(Deserialize)]
@@ -419,20 +405,10 @@ fn csv_cells(email: &str, result: Option<&Verification>) -> [String; 15] {
     ]
 }
 
-/// One CSV line. A cell a spreadsheet would run as a formula (`=`, `+`, `-`, `@`, tab, CR)
-/// gets a leading `'` (OWASP's advice): uploaded addresses are anyone's text.
+/// One CSV line, its cells defused: uploaded addresses are anyone's text.
 fn csv_line(cells: &[String]) -> String {
     let mut writer = csv::Writer::from_writer(Vec::new());
-    let safe: Vec<String> = cells
-        .iter()
-        .map(|cell| {
-            if cell.starts_with(['=', '+', '-', '@', '\t', '\r']) {
-                format!("'{cell}")
-            } else {
-                cell.clone()
-            }
-        })
-        .collect();
+    let safe: Vec<String> = cells.iter().map(|cell| defuse(cell)).collect();
     let _ = writer.write_record(&safe);
     writer
         .into_inner()
