@@ -3,6 +3,7 @@
 //! `MAILROOM_TEST_REQUIRE_ALL=1` (CI), so that no suite is skipped unnoticed.
 
 pub mod dns;
+mod peer_process;
 mod probe;
 mod smtp;
 

@@ -2,19 +2,16 @@
 //! `tests/peers/smtp_probe_server.py`, answering each recipient as the test's config says and
 //! counting what it saw (sessions, peak concurrency, RCPTs, DATA attempts).
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
 use tempfile::TempDir;
 
-use crate::peer_missing;
+use crate::peer_process::PeerProcess;
 
 pub struct ProbePeer {
-    child: Child,
-    port: u16,
+    process: PeerProcess,
     dir: TempDir,
 }
 
@@ -40,45 +37,24 @@ impl ProbePeer {
     /// Starts a peer on `host` (a 127.0.0.x address) and `port` (0: any free one), or `None`
     /// (a loud skip) when Python or aiosmtpd is missing.
     pub fn start(host: &str, port: u16, config: &serde_json::Value) -> Option<Self> {
-        let script =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/peers/smtp_probe_server.py");
         let dir = crate::tempdir();
         let peer_config = dir.path().join("config.json");
         std::fs::write(&peer_config, config.to_string())
             .unwrap_or_else(|error| panic!("write the peer's config: {error}"));
-        let mut child = match Command::new("python3")
-            .arg(&script)
-            .args(["--host", host, "--port", &port.to_string()])
-            .arg("--config")
-            .arg(&peer_config)
-            .arg("--stats")
-            .arg(dir.path().join("stats.json"))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-        {
-            Ok(child) => child,
-            Err(error) => return peer_missing("python3 (for aiosmtpd)", &error.to_string()),
-        };
-        let stdout = child.stdout.take()?;
-        let mut first_line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut first_line);
-        let Some(port) = first_line
-            .strip_prefix("LISTENING ")
-            .and_then(|port| port.trim().parse().ok())
-        else {
-            let _ = child.kill();
-            let mut stderr = String::new();
-            if let Some(mut pipe) = child.stderr.take() {
-                let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
-            }
-            return peer_missing("aiosmtpd", stderr.lines().last().unwrap_or("did not start"));
-        };
-        Some(Self { child, port, dir })
+        let stats = dir.path().join("stats.json");
+        let process = PeerProcess::start("smtp_probe_server.py", |command| {
+            command
+                .args(["--host", host, "--port", &port.to_string()])
+                .arg("--config")
+                .arg(&peer_config)
+                .arg("--stats")
+                .arg(&stats);
+        })?;
+        Some(Self { process, dir })
     }
 
     pub fn port(&self) -> u16 {
-        self.port
+        self.process.port
     }
 
     /// Replaces the config; the peer reads it at its next connection.
@@ -110,12 +86,5 @@ impl ProbePeer {
             std::thread::sleep(Duration::from_millis(100));
         }
         read().map(|(stats, _)| stats).unwrap_or_default()
-    }
-}
-
-impl Drop for ProbePeer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }

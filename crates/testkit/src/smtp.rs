@@ -1,13 +1,11 @@
 //! A real SMTP server for tests: aiosmtpd, run by `tests/peers/smtp_server.py`.
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use tempfile::TempDir;
 
-use crate::peer_missing;
+use crate::peer_process::PeerProcess;
 
 /// How the server behaves.
 #[derive(Default)]
@@ -19,8 +17,7 @@ pub struct SmtpOptions {
 }
 
 pub struct SmtpServer {
-    child: Child,
-    port: u16,
+    process: PeerProcess,
     out: TempDir,
 }
 
@@ -33,43 +30,21 @@ pub struct Delivered {
 impl SmtpServer {
     /// Starts the server, or `None` (a loud skip) when Python or aiosmtpd is missing.
     pub fn start(options: SmtpOptions) -> Option<Self> {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/peers/smtp_server.py");
         let out = crate::tempdir();
-        let mut command = Command::new("python3");
-        command.arg(&script).arg(out.path());
-        if let Some((cert, key)) = &options.tls {
-            command.arg("--cert").arg(cert).arg("--key").arg(key);
-        }
-        if let Some((user, password)) = &options.login {
-            command.args(["--user", user, "--password", password]);
-        }
-        let mut child = match command
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-        {
-            Ok(child) => child,
-            Err(error) => return peer_missing("python3 (for aiosmtpd)", &error.to_string()),
-        };
-        let stdout = child.stdout.take()?;
-        let mut first_line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut first_line);
-        let Some(port) = first_line
-            .strip_prefix("LISTENING ")
-            .and_then(|port| port.trim().parse().ok())
-        else {
-            let _ = child.kill();
-            let mut stderr = String::new();
-            if let Some(mut pipe) = child.stderr.take() {
-                let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
+        let process = PeerProcess::start("smtp_server.py", |command| {
+            command.arg(out.path());
+            if let Some((cert, key)) = &options.tls {
+                command.arg("--cert").arg(cert).arg("--key").arg(key);
             }
-            return peer_missing("aiosmtpd", stderr.lines().last().unwrap_or("did not start"));
-        };
-        Some(Self { child, port, out })
+            if let Some((user, password)) = &options.login {
+                command.args(["--user", user, "--password", password]);
+            }
+        })?;
+        Some(Self { process, out })
     }
 
     pub fn port(&self) -> u16 {
-        self.port
+        self.process.port
     }
 
     /// The messages accepted so far, waiting up to five seconds for at least `count`.
@@ -100,12 +75,5 @@ impl SmtpServer {
             messages.push(Delivered { raw, session });
         }
         messages
-    }
-}
-
-impl Drop for SmtpServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
