@@ -88,31 +88,35 @@ impl Database {
         job: &NewJob,
         now: OffsetDateTime,
     ) -> Result<(), StorageError> {
-        let mut tx = self.begin_serializable().await?;
-        let outcome = async {
+        let (id, user_id, api_key_id, smtp) = (job.id, job.user_id, job.api_key_id, job.smtp);
+        // Shared, not copied, by each attempt of the transaction.
+        let emails = std::sync::Arc::new(job.emails.clone());
+        self.serializable(|tx| {
+            let emails = std::sync::Arc::clone(&emails);
+            async move {
             tx.act_for(&Tenancy::Org(org_id)).await?;
-            let total = i64::try_from(job.emails.len()).unwrap_or(i64::MAX);
+            let total = i64::try_from(emails.len()).unwrap_or(i64::MAX);
             on_backend!(&mut tx.0, Inner, tx => {
                 sqlx::query(
                     "INSERT INTO verify_jobs (id, org_id, user_id, api_key_id, status, smtp, total, created_at) \
                      VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7)",
                 )
-                .bind(job.id)
+                .bind(id)
                 .bind(org_id.as_uuid())
-                .bind(job.user_id.map(|id| id.as_uuid()))
-                .bind(job.api_key_id)
-                .bind(job.smtp)
+                .bind(user_id.map(|id| id.as_uuid()))
+                .bind(api_key_id)
+                .bind(smtp)
                 .bind(total)
                 .bind(ms(now))
                 .execute(&mut **tx)
                 .await?;
-                for (batch_no, batch) in job.emails.chunks(INSERT_BATCH).enumerate() {
+                for (batch_no, batch) in emails.chunks(INSERT_BATCH).enumerate() {
                     let first = batch_no * INSERT_BATCH;
                     let mut insert = sqlx::QueryBuilder::new(
                         "INSERT INTO verify_job_rows (job_id, row_no, org_id, email) ",
                     );
                     insert.push_values(batch.iter().enumerate(), |mut row, (n, email)| {
-                        row.push_bind(job.id)
+                        row.push_bind(id)
                             .push_bind(i64::try_from(first + n).unwrap_or(i64::MAX))
                             .push_bind(org_id.as_uuid())
                             .push_bind(email);
@@ -120,16 +124,11 @@ impl Database {
                     insert.build().execute(&mut **tx).await?;
                 }
             });
-            Ok::<(), StorageError>(())
-        }
-        .await;
-        match outcome {
-            Ok(()) => tx.commit().await,
-            Err(error) => {
-                tx.rollback().await;
-                Err(error)
+            Ok(())
             }
-        }
+            .boxed()
+        })
+        .await
     }
 
     pub async fn job(&self, org_id: OrgId, id: Uuid) -> Result<Option<Job>, StorageError> {
@@ -454,19 +453,7 @@ impl Database {
 
     /// Deletes jobs older than `before` with their rows, of every organization.
     pub async fn purge_jobs(&self, before: OffsetDateTime) -> Result<u64, StorageError> {
-        self.transaction_for(&Tenancy::PurgeBefore(ms(before)), |tx| {
-            async move {
-                Ok(on_backend!(&mut tx.0, Inner, tx => {
-                    sqlx::query("DELETE FROM verify_jobs WHERE created_at < $1")
-                        .bind(ms(before))
-                        .execute(&mut **tx)
-                        .await?
-                        .rows_affected()
-                }))
-            }
-            .boxed()
-        })
-        .await
+        self.purge_older_than("verify_jobs", before).await
     }
 }
 

@@ -189,10 +189,21 @@ impl Database {
     /// Deletes the log older than `before`, of every organization (the retention is not
     /// per tenant).
     pub async fn purge_verifications(&self, before: OffsetDateTime) -> Result<u64, StorageError> {
+        self.purge_older_than("verifications", before).await
+    }
+
+    /// Deletes the rows of `table` (a constant of the caller's, with a `created_at` column
+    /// and `retention` policies on PostgreSQL) older than `before`, of every organization.
+    pub(crate) async fn purge_older_than(
+        &self,
+        table: &'static str,
+        before: OffsetDateTime,
+    ) -> Result<u64, StorageError> {
+        let sql = format!("DELETE FROM {table} WHERE created_at < $1");
         self.transaction_for(&Tenancy::PurgeBefore(ms(before)), |tx| {
             async move {
                 Ok(on_backend!(&mut tx.0, Inner, tx => {
-                    sqlx::query("DELETE FROM verifications WHERE created_at < $1")
+                    sqlx::query(&sql)
                         .bind(ms(before))
                         .execute(&mut **tx)
                         .await?
