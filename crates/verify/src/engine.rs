@@ -136,6 +136,25 @@ struct Probed {
     outcome: Result<Reply, Failure>,
 }
 
+impl Probed {
+    fn at(host: &str, outcome: Result<Reply, Failure>) -> Self {
+        Probed {
+            host: host.to_owned(),
+            outcome,
+        }
+    }
+}
+
+/// Every address of `rest`, failed the same way at `host`.
+fn all_failed<'a>(
+    rest: &'a [(usize, &Address)],
+    host: &'a str,
+    failure: Failure,
+) -> impl Iterator<Item = (usize, Probed)> + 'a {
+    rest.iter()
+        .map(move |&(index, _)| (index, Probed::at(host, Err(failure))))
+}
+
 #[derive(Clone, Copy)]
 enum Failure {
     Unreachable,
@@ -340,30 +359,14 @@ impl Verifier {
         let deadline = Instant::now() + self.settings.session_deadline;
         while !rest.is_empty() {
             if Instant::now() >= deadline {
-                results.extend(rest.iter().map(|&(index, _)| {
-                    let host = hosts.first().map(|h| h.host.clone()).unwrap_or_default();
-                    (
-                        index,
-                        Probed {
-                            host,
-                            outcome: Err(Failure::Timeout),
-                        },
-                    )
-                }));
+                let host = hosts.first().map_or("", |first| first.host.as_str());
+                results.extend(all_failed(rest, host, Failure::Timeout));
                 return results;
             }
             let (host, mut session, _permits) = match self.open_session(hosts).await {
                 Ok(opened) => opened,
                 Err((host, failure)) => {
-                    results.extend(rest.iter().map(|&(index, _)| {
-                        (
-                            index,
-                            Probed {
-                                host: host.clone(),
-                                outcome: Err(failure),
-                            },
-                        )
-                    }));
+                    results.extend(all_failed(rest, &host, failure));
                     return results;
                 }
             };
@@ -385,33 +388,16 @@ impl Verifier {
                 if !address.local_part().is_ascii() && !session.takes_utf8() {
                     // RFC 6531: such an address may only be given to a server that says it
                     // takes them.
-                    results.push((
-                        index,
-                        Probed {
-                            host: host.clone(),
-                            outcome: Err(Failure::NoSmtpUtf8),
-                        },
-                    ));
+                    results.push((index, Probed::at(&host, Err(Failure::NoSmtpUtf8))));
                     continue;
                 }
                 in_transaction += 1;
                 match session.rcpt(&address.normalized()).await {
-                    Ok(reply) => results.push((
-                        index,
-                        Probed {
-                            host: host.clone(),
-                            outcome: Ok(reply),
-                        },
-                    )),
+                    Ok(reply) => results.push((index, Probed::at(&host, Ok(reply)))),
                     Err(error) => {
-                        results.push((
-                            index,
-                            Probed {
-                                host: host.clone(),
-                                outcome: Err(Failure::from(&error)),
-                            },
-                        ));
-                        broken = Some(Failure::from(&error));
+                        let failure = Failure::from(&error);
+                        results.push((index, Probed::at(&host, Err(failure))));
+                        broken = Some(failure);
                         break;
                     }
                 }
