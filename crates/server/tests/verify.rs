@@ -327,6 +327,16 @@ both_backends! {
         assert_eq!(used(app, &session).await, 2000, "charged for what was kept, and no more");
         world.app.stop().await;
     }
+
+    async fn pages_send_a_signed_out_visitor_to_sign_in(db) {
+        let app = TestApp::spawn(&db).await;
+        for path in ["/verification", "/verification/jobs", "/verification/log", "/team", "/api-keys", "/usage"] {
+            let page = app.get(path).await;
+            assert_eq!(page.status(), 303, "{path}");
+            assert_eq!(page.headers()["location"], "/signin", "{path}");
+        }
+        app.stop().await;
+    }
 }
 
 /// The job at `location` once it has ended.

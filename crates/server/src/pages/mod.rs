@@ -150,6 +150,24 @@ pub struct NoticeQuery {
     pub notice: Option<String>,
 }
 
+/// The signed-in account a page needs. Without one, the visitor is sent where [`away`] says,
+/// instead of getting the API's problem.
+pub struct SignedIn(pub crate::auth::Principal);
+
+impl axum::extract::FromRequestParts<crate::state::AppState> for SignedIn {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &crate::state::AppState,
+    ) -> Result<Self, Response> {
+        crate::auth::Principal::from_request_parts(parts, state)
+            .await
+            .map(SignedIn)
+            .map_err(|error| away(&error))
+    }
+}
+
 /// Where a page that needs an account sends someone without one (or owing a second factor).
 pub(crate) fn away(error: &ApiError) -> Response {
     match error.code() {

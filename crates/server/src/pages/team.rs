@@ -19,7 +19,7 @@ use crate::auth::Principal;
 use crate::auth::caller::Caller;
 use crate::edge::headers::CspNonce;
 use crate::error::ApiError;
-use crate::pages::{NoticeQuery, after, away, titled, when};
+use crate::pages::{NoticeQuery, SignedIn, after, away, titled, when};
 use crate::routes::admin::SuperAdmin;
 use crate::routes::auth::database;
 use crate::routes::{admin, api_keys, team};
@@ -37,13 +37,9 @@ fn role_options(selected: OrgRole) -> Markup {
 pub async fn team_page(
     State(state): State<AppState>,
     Extension(nonce): Extension<CspNonce>,
-    principal: Result<Principal, ApiError>,
+    SignedIn(principal): SignedIn,
     Query(query): Query<NoticeQuery>,
 ) -> Response {
-    let principal = match principal {
-        Ok(principal) => principal,
-        Err(error) => return away(&error),
-    };
     render_team(&state, &nonce, &principal, query.notice.as_deref(), None)
         .await
         .unwrap_or_else(IntoResponse::into_response)
@@ -341,13 +337,9 @@ pub async fn accept_submit(
 pub async fn keys_page(
     State(state): State<AppState>,
     Extension(nonce): Extension<CspNonce>,
-    principal: Result<Principal, ApiError>,
+    SignedIn(principal): SignedIn,
     Query(query): Query<NoticeQuery>,
 ) -> Response {
-    let principal = match principal {
-        Ok(principal) => principal,
-        Err(error) => return away(&error),
-    };
     render_keys(
         &state,
         &nonce,
@@ -483,12 +475,8 @@ pub async fn revoke_key_submit(
 pub async fn usage_page(
     State(state): State<AppState>,
     Extension(nonce): Extension<CspNonce>,
-    principal: Result<Principal, ApiError>,
+    SignedIn(principal): SignedIn,
 ) -> Response {
-    let principal = match principal {
-        Ok(principal) => principal,
-        Err(error) => return away(&error),
-    };
     let org_id = principal.user.org_id;
     let (start, resets_at) = month_of(OffsetDateTime::now_utc());
     let rendered = async {

@@ -12,7 +12,7 @@ use crate::auth::Principal;
 use crate::auth::caller::Caller;
 use crate::edge::headers::CspNonce;
 use crate::error::ApiError;
-use crate::pages::{NoticeQuery, away, titled, when};
+use crate::pages::{NoticeQuery, SignedIn, titled, when};
 use crate::routes::auth::database;
 use crate::routes::listing::next_cursor;
 use crate::routes::{verify, verify_jobs};
@@ -43,13 +43,7 @@ pub struct CheckForm {
 }
 
 /// `GET /verification`
-pub async fn check_page(
-    Extension(nonce): Extension<CspNonce>,
-    principal: Result<Principal, ApiError>,
-) -> Response {
-    if let Err(error) = principal {
-        return away(&error);
-    }
+pub async fn check_page(Extension(nonce): Extension<CspNonce>, _signed_in: SignedIn) -> Response {
     titled(
         &nonce,
         "Verify an address",
@@ -63,13 +57,9 @@ pub async fn check_page(
 pub async fn check_submit(
     State(state): State<AppState>,
     Extension(nonce): Extension<CspNonce>,
-    principal: Result<Principal, ApiError>,
+    SignedIn(principal): SignedIn,
     Form(form): Form<CheckForm>,
 ) -> Response {
-    let principal = match principal {
-        Ok(principal) => principal,
-        Err(error) => return away(&error),
-    };
     let smtp = form.smtp.is_some();
     let email = form.email.trim().to_owned();
     let caller = Caller::Account(principal);
@@ -222,13 +212,9 @@ pub struct BulkForm {
 pub async fn jobs_page(
     State(state): State<AppState>,
     Extension(nonce): Extension<CspNonce>,
-    principal: Result<Principal, ApiError>,
+    SignedIn(principal): SignedIn,
     Query(query): Query<NoticeQuery>,
 ) -> Response {
-    let principal = match principal {
-        Ok(principal) => principal,
-        Err(error) => return away(&error),
-    };
     render_jobs(&state, &nonce, &principal, query.notice.as_deref(), None)
         .await
         .unwrap_or_else(IntoResponse::into_response)
@@ -239,13 +225,9 @@ pub async fn jobs_page(
 pub async fn jobs_submit(
     State(state): State<AppState>,
     Extension(nonce): Extension<CspNonce>,
-    principal: Result<Principal, ApiError>,
+    SignedIn(principal): SignedIn,
     Form(form): Form<BulkForm>,
 ) -> Response {
-    let principal = match principal {
-        Ok(principal) => principal,
-        Err(error) => return away(&error),
-    };
     let emails: Vec<String> = form
         .emails
         .lines()
@@ -333,13 +315,9 @@ pub struct LogFilter {
 pub async fn log_page(
     State(state): State<AppState>,
     Extension(nonce): Extension<CspNonce>,
-    principal: Result<Principal, ApiError>,
+    SignedIn(principal): SignedIn,
     Query(filter): Query<LogFilter>,
 ) -> Response {
-    let principal = match principal {
-        Ok(principal) => principal,
-        Err(error) => return away(&error),
-    };
     let org_id = principal.user.org_id;
     let rendered = async {
         let verdict = filter
