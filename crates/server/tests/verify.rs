@@ -337,6 +337,30 @@ both_backends! {
         }
         app.stop().await;
     }
+
+    async fn the_bulk_page_queues_pasted_addresses_or_shows_why_not(db) {
+        let Some(world) = world(&db).await else { return };
+        let app = &world.app;
+        let session = create_account(app, &db, "paste@example.test").await;
+        let submit = |emails: &'static str| {
+            app.client
+                .post(app.at("/verification/jobs"))
+                .header("cookie", cookie(&session))
+                .header("origin", &app.url)
+                .form(&[("emails", emails)])
+                .send()
+        };
+        let queued = submit("alice@verify.test\n\n  ghost@verify.test  \n").await.unwrap();
+        assert_eq!(queued.status(), 303);
+        assert_eq!(queued.headers()["location"], "/verification/jobs?notice=The+job+is+queued.");
+        let jobs: Value = get_as(app, &session, "/v1/verify/jobs").await.json().await.unwrap();
+        assert_eq!(jobs["jobs"][0]["total"], 2, "blank lines dropped, addresses trimmed");
+        assert_eq!(jobs["jobs"][0]["smtp"], false, "an unticked box is no probe");
+        let refused = submit("   \n").await.unwrap();
+        assert_eq!(refused.status(), 400);
+        assert!(refused.text().await.unwrap().contains("a job holds 1 to 100000 addresses"));
+        world.app.stop().await;
+    }
 }
 
 /// The job at `location` once it has ended.

@@ -3,7 +3,7 @@
 //! the quota is `/usage`.
 
 use axum::extract::{Extension, Form, Query, State};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
 use serde::Deserialize;
 use uuid::Uuid;
@@ -12,7 +12,7 @@ use crate::auth::Principal;
 use crate::auth::caller::Caller;
 use crate::edge::headers::CspNonce;
 use crate::error::ApiError;
-use crate::pages::{NoticeQuery, SignedIn, titled, when};
+use crate::pages::{NoticeQuery, SignedIn, after, titled, when};
 use crate::routes::auth::database;
 use crate::routes::listing::next_cursor;
 use crate::routes::{verify, verify_jobs};
@@ -236,12 +236,13 @@ pub async fn jobs_submit(
         .map(str::to_owned)
         .collect();
     let caller = Caller::Account(principal.clone());
-    match verify_jobs::queue(&state, &caller, emails, form.smtp.is_some()).await {
-        Ok(_) => Redirect::to("/verification/jobs?notice=The+job+is+queued.").into_response(),
-        Err(error) => render_jobs(&state, &nonce, &principal, None, Some(&error))
-            .await
-            .unwrap_or_else(IntoResponse::into_response),
-    }
+    let outcome = verify_jobs::queue(&state, &caller, emails, form.smtp.is_some()).await;
+    after(
+        "/verification/jobs",
+        outcome.map(|_| "The job is queued."),
+        async |error| render_jobs(&state, &nonce, &principal, None, error).await,
+    )
+    .await
 }
 
 async fn render_jobs(
