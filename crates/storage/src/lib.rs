@@ -132,6 +132,21 @@ impl Database {
                 Pool::Sqlite(
                     SqlitePoolOptions::new()
                         .max_connections(8)
+                        .after_release(|connection, _| {
+                            Box::pin(async move {
+                                // sqlx loses a BEGIN whose caller went away (a request cancelled
+                                // by its client) after SQLite answered but before the answer was
+                                // read: nothing would ever end that transaction, and its write
+                                // lock would stall every later write. Such a connection is
+                                // closed, which rolls it back. Otherwise a transaction still
+                                // open here is one whose rollback is queued: let it run first.
+                                use sqlx::Connection;
+                                if connection.is_in_transaction() {
+                                    connection.ping().await?;
+                                }
+                                Ok(!connection.is_in_transaction())
+                            })
+                        })
                         .connect_with(options)
                         .await?,
                 )

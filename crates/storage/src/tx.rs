@@ -439,6 +439,39 @@ mod tests {
         }
     }
 
+    /// sqlx can lose a `BEGIN` whose caller went away after SQLite answered it but before the
+    /// answer was read (a request cancelled when its client hung up): the connection went back
+    /// to the pool holding the write lock, and every later write waited on it forever.
+    #[tokio::test]
+    async fn a_begin_abandoned_mid_answer_does_not_keep_the_write_lock() {
+        let test_db = mailroom_testkit::TestDatabase::sqlite().await;
+        let db = Database::connect(test_db.url()).await.unwrap();
+        db.migrate().await.unwrap();
+        for polls in (1..=4).cycle().take(24) {
+            let mut begin = std::pin::pin!(db.begin_serializable());
+            // Polled far enough to send BEGIN, then left unpolled while the worker answers.
+            for _ in 0..polls {
+                if futures::poll!(begin.as_mut()).is_ready() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        let write = db.serializable(|tx| {
+            async move {
+                on_backend!(&mut tx.0, Inner, tx => {
+                    sqlx::query("UPDATE plans SET name = name").execute(&mut **tx).await?;
+                });
+                Ok(())
+            }
+            .boxed()
+        });
+        tokio::time::timeout(Duration::from_secs(4), write)
+            .await
+            .expect("a write is not left waiting on a lost transaction")
+            .unwrap();
+    }
+
     #[test]
     fn backoff_stays_under_the_cap() {
         for attempt in 1..=MAX_ATTEMPTS {
