@@ -12,10 +12,9 @@ use std::sync::{Arc, Mutex};
 
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
-use mailroom_core::usage::{Metric, month_of};
 use mailroom_core::{OrgId, UserId};
+use mailroom_storage::group_commit::{Claim, Claimed};
 use mailroom_storage::jobs::{Job, RowResult};
-use mailroom_storage::usage::{Charge, Charged};
 use mailroom_storage::verifications::NewVerification;
 use mailroom_storage::{Database, StorageError};
 use mailroom_verify::{Mode, Options, Reason, Verification, Verifier, syntax};
@@ -157,46 +156,44 @@ impl Verifications {
             })
             .collect();
 
-        let mut addresses: Vec<String> = asks.iter().map(|ask| ask.address.clone()).collect();
+        let mut addresses: Vec<(String, String)> = asks
+            .iter()
+            .map(|ask| (ask.address.clone(), charge_key(&ask.address)))
+            .collect();
         addresses.sort_unstable();
         addresses.dedup();
-        let earlier: HashMap<String, Verification> = database
-            .recent_verifications(org_id, &addresses, now - DEDUP_WINDOW)
-            .await?
-            .into_iter()
-            .filter_map(|(address, json)| {
-                serde_json::from_str::<Verification>(&json)
-                    .ok()
+        let claim = Claim {
+            org_id,
+            addresses,
+            since: now - DEDUP_WINDOW,
+            answers: Arc::new(move |json| {
+                serde_json::from_str::<Verification>(json)
                     // A result without the SMTP probe does not answer a request for one.
-                    .filter(|result| !(smtp && result.reasons.contains(&Reason::SmtpNotChecked)))
-                    .map(|result| (address, result))
-            })
-            .collect();
+                    .is_ok_and(|result| !(smtp && result.reasons.contains(&Reason::SmtpNotChecked)))
+            }),
+            now,
+        };
+        let (earlier, fresh) = match database.claim(claim).await? {
+            Claimed::Done { earlier, fresh } => (earlier, fresh),
+            Claimed::QuotaExceeded { quota, used } => {
+                return Err(VerifyError::QuotaExceeded { quota, used });
+            }
+        };
         for ask in &mut asks {
-            if let Some(result) = earlier.get(&ask.address) {
+            if let Some(result) = earlier
+                .get(&ask.address)
+                .and_then(|json| serde_json::from_str::<Verification>(json).ok())
+            {
                 ask.from_store = true;
                 ask.answer = Some(Verification {
                     email: ask.email.to_owned(),
                     cached: true,
-                    ..result.clone()
+                    ..result
                 });
             }
         }
-
-        let mut unanswered: Vec<String> = asks
-            .iter()
-            .filter(|ask| ask.answer.is_none())
-            .map(|ask| ask.address.clone())
-            .collect();
+        let mut unanswered: Vec<String> = fresh.keys().cloned().collect();
         unanswered.sort_unstable();
-        unanswered.dedup();
-        let keys: Vec<String> = unanswered
-            .iter()
-            .map(|address| charge_key(address))
-            .collect();
-        let fresh = self
-            .charge(database, org_id, &unanswered, &keys, now)
-            .await?;
 
         let options = Options { smtp, mode };
         let mut results: HashMap<&str, Verification> = HashMap::new();
@@ -218,7 +215,7 @@ impl Verifications {
                 ask.answer = Some(Verification {
                     email: ask.email.to_owned(),
                     // Charged by another request: this one is a repeat of it.
-                    cached: !fresh.get(ask.address.as_str()).copied().unwrap_or(false),
+                    cached: !fresh.get(&ask.address).copied().unwrap_or(false),
                     ..result.clone()
                 });
             }
@@ -227,41 +224,6 @@ impl Verifications {
             .into_iter()
             .filter_map(|ask| ask.answer.map(|answer| (answer, ask.from_store)))
             .collect())
-    }
-
-    /// Charges one verification per address, all or none; says which were charged now.
-    async fn charge<'a>(
-        &self,
-        database: &Database,
-        org_id: OrgId,
-        addresses: &'a [String],
-        keys: &[String],
-        now: OffsetDateTime,
-    ) -> Result<HashMap<&'a str, bool>, VerifyError> {
-        if addresses.is_empty() {
-            return Ok(HashMap::new());
-        }
-        let (period_start, _) = month_of(now);
-        let (plan, _) = database
-            .quota(org_id, Metric::Verifications, period_start)
-            .await?;
-        let charge = Charge {
-            org_id,
-            metric: Metric::Verifications,
-            amount: 1,
-            idempotency_keys: keys,
-            quota: plan.verifications_per_month,
-            period_start,
-        };
-        match database.charge(&charge, now).await? {
-            Charged::Done { fresh, .. } => {
-                Ok(addresses.iter().map(String::as_str).zip(fresh).collect())
-            }
-            Charged::QuotaExceeded { used } => Err(VerifyError::QuotaExceeded {
-                quota: plan.verifications_per_month,
-                used,
-            }),
-        }
     }
 
     /// Runs the engine for one address, or joins the run already under way for it. The run is

@@ -29,6 +29,8 @@ pub enum StorageError {
         "the transaction kept conflicting with concurrent writes; gave up after {attempts} attempts"
     )]
     Contention { attempts: u32 },
+    #[error("internal error: {0}")]
+    Internal(&'static str),
 }
 
 impl StorageError {

@@ -6,6 +6,7 @@ pub mod accounts;
 pub mod api_keys;
 pub mod audit;
 mod error;
+pub mod group_commit;
 pub mod jobs;
 pub mod keyring;
 pub mod privacy;
@@ -101,6 +102,8 @@ pub struct Database {
     keyring: Option<std::sync::Arc<keyring::Keyring>>,
     /// SQLite takes one writer at a time: this process's writers take turns here.
     sqlite_writer: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// The verification hot path's writes, applied in batches (absent in the task itself).
+    group_commit: Option<group_commit::GroupCommit>,
 }
 
 impl std::fmt::Debug for Database {
@@ -132,6 +135,8 @@ impl Database {
                 Pool::Sqlite(
                     SqlitePoolOptions::new()
                         .max_connections(8)
+                        // A file does not go stale between uses: no ping before each.
+                        .test_before_acquire(false)
                         .after_release(|connection, _| {
                             Box::pin(async move {
                                 // sqlx loses a BEGIN whose caller went away (a request cancelled
@@ -176,13 +181,16 @@ impl Database {
             }
             Backend::Sqlite => None,
         };
-        Ok(Self {
+        let mut database = Self {
             pool,
             owner,
             audit_key: None,
             keyring: None,
             sqlite_writer: Default::default(),
-        })
+            group_commit: None,
+        };
+        database.group_commit = Some(group_commit::GroupCommit::start(database.clone()));
+        Ok(database)
     }
 
     /// The key under which audit entries are chained, for a database used without a

@@ -12,7 +12,7 @@ use time::OffsetDateTime;
 use crate::accounts::ms;
 use crate::teams::Plan;
 use crate::tx::{Inner, Tenancy};
-use crate::{Database, StorageError, on_backend};
+use crate::{Database, StorageError, Tx, on_backend};
 
 /// Keys per statement: well under either backend's bound-value limit.
 const BATCH: usize = 500;
@@ -45,87 +45,172 @@ impl Database {
         charge: &Charge<'_>,
         now: OffsetDateTime,
     ) -> Result<Charged, StorageError> {
-        let org = charge.org_id.as_uuid();
-        let metric = charge.metric.as_str();
-        let period = ms(charge.period_start);
-        let (charge_amount, quota) = (charge.amount, charge.quota);
+        let (org_id, metric, period_start) = (charge.org_id, charge.metric, charge.period_start);
+        let (amount, quota) = (charge.amount, charge.quota);
         let keys = charge.idempotency_keys.to_vec();
-        let tenancy = Tenancy::Org(charge.org_id);
         self.serializable(|tx| {
-            let (keys, tenancy) = (keys.clone(), tenancy.clone());
+            let keys = keys.clone();
             async move {
-                let amount = charge_amount;
-                tx.act_for(&tenancy).await?;
-                on_backend!(&mut tx.0, Inner, tx => {
-                    let used: Option<i64> = sqlx::query_scalar(
-                        "SELECT used FROM usage_periods WHERE org_id = $1 AND metric = $2 AND period_start = $3",
-                    )
-                    .bind(org)
-                    .bind(metric)
-                    .bind(period)
-                    .fetch_optional(&mut **tx)
-                    .await?;
-                    let used = used.unwrap_or(0);
-                    let mut charged_before = HashSet::new();
-                    for batch in keys.chunks(BATCH) {
-                        let mut query = sqlx::QueryBuilder::new(
-                            "SELECT idempotency_key FROM usage_charges WHERE org_id = ",
-                        );
-                        query.push_bind(org).push(" AND idempotency_key IN (");
-                        let mut list = query.separated(", ");
-                        for key in batch {
-                            list.push_bind(key);
+                tx.act_for(&Tenancy::Org(org_id)).await?;
+                let mut ledger = Ledger::open(tx, org_id, metric, period_start, &keys).await?;
+                let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+                Ok(match ledger.charge(&keys, amount, quota, now) {
+                    Some(fresh) => {
+                        ledger.write(tx).await?;
+                        Charged::Done {
+                            used: ledger.used,
+                            fresh,
                         }
-                        query.push(")");
-                        let found: Vec<String> = query.build_query_scalar().fetch_all(&mut **tx).await?;
-                        charged_before.extend(found);
                     }
-                    // A key twice in one charge counts once, too.
-                    let mut seen = HashSet::new();
-                    let fresh: Vec<bool> = keys
-                        .iter()
-                        .map(|key| !charged_before.contains(key) && seen.insert(key.as_str()))
-                        .collect();
-                    let count = i64::try_from(fresh.iter().filter(|fresh| **fresh).count()).unwrap_or(i64::MAX);
-                    if count == 0 {
-                        return Ok(Charged::Done { used, fresh });
-                    }
-                    let amount = amount.saturating_mul(count);
-                    if used + amount > quota {
-                        return Ok(Charged::QuotaExceeded { used });
-                    }
-                    sqlx::query(
-                        "INSERT INTO usage_periods (org_id, metric, period_start, used) VALUES ($1, $2, $3, $4) \
-                         ON CONFLICT (org_id, metric, period_start) DO UPDATE SET used = usage_periods.used + $4",
-                    )
-                    .bind(org)
-                    .bind(metric)
-                    .bind(period)
-                    .bind(amount)
-                    .execute(&mut **tx)
-                    .await?;
-                    let new_keys: Vec<&String> =
-                        keys.iter().zip(&fresh).filter(|(_, fresh)| **fresh).map(|(key, _)| key).collect();
-                    for batch in new_keys.chunks(BATCH) {
-                        let mut insert = sqlx::QueryBuilder::new(
-                            "INSERT INTO usage_charges (org_id, idempotency_key, metric, amount, period_start, charged_at) ",
-                        );
-                        insert.push_values(batch, |mut row, key| {
-                            row.push_bind(org)
-                                .push_bind(*key)
-                                .push_bind(metric)
-                                .push_bind(charge_amount)
-                                .push_bind(period)
-                                .push_bind(ms(now));
-                        });
-                        insert.build().execute(&mut **tx).await?;
-                    }
-                    Ok(Charged::Done { used: used + amount, fresh })
+                    None => Charged::QuotaExceeded { used: ledger.used },
                 })
             }
             .boxed()
         })
         .await
+    }
+}
+
+/// An organization's account of one metric in one period, inside a transaction: read once,
+/// charged in memory as often as needed, written once.
+pub(crate) struct Ledger {
+    org_id: OrgId,
+    metric: Metric,
+    period_start: i64,
+    /// The organization's plan's quota of the metric.
+    pub plan_quota: i64,
+    /// Used in the period, the charges made here included.
+    pub used: i64,
+    added: i64,
+    /// Keys charged before or here: charged again, they count nothing.
+    taken: HashSet<String>,
+    new_keys: Vec<(String, i64, i64)>,
+}
+
+impl Ledger {
+    /// Reads the plan's quota, the period's use, and which of `keys` were charged before.
+    pub async fn open(
+        tx: &mut Tx,
+        org_id: OrgId,
+        metric: Metric,
+        period_start: OffsetDateTime,
+        keys: &[String],
+    ) -> Result<Self, StorageError> {
+        let org = org_id.as_uuid();
+        let period = ms(period_start);
+        let mut taken = HashSet::new();
+        let (plan_quota, used) = on_backend!(&mut tx.0, Inner, tx => {
+            let (plan_quota, used): (i64, i64) = sqlx::query_as(&format!(
+                "SELECT p.{}, COALESCE((SELECT u.used FROM usage_periods u WHERE u.org_id = o.id \
+                 AND u.metric = $2 AND u.period_start = $3), 0) \
+                 FROM orgs o JOIN plans p ON p.id = o.plan_id WHERE o.id = $1",
+                quota_column(metric)
+            ))
+            .bind(org)
+            .bind(metric.as_str())
+            .bind(period)
+            .fetch_one(&mut **tx)
+            .await?;
+            for batch in keys.chunks(BATCH) {
+                let mut query = sqlx::QueryBuilder::new(
+                    "SELECT idempotency_key FROM usage_charges WHERE org_id = ",
+                );
+                query.push_bind(org).push(" AND idempotency_key IN (");
+                let mut list = query.separated(", ");
+                for key in batch {
+                    list.push_bind(key);
+                }
+                query.push(")");
+                let found: Vec<String> = query.build_query_scalar().fetch_all(&mut **tx).await?;
+                taken.extend(found);
+            }
+            (plan_quota, used)
+        });
+        Ok(Ledger {
+            org_id,
+            metric,
+            period_start: period,
+            plan_quota,
+            used,
+            added: 0,
+            taken,
+            new_keys: Vec::new(),
+        })
+    }
+
+    /// Charges `amount` for each of `keys` not charged before, all of them or (when they
+    /// would exceed `quota`) none: says of each whether it was charged now.
+    pub fn charge(
+        &mut self,
+        keys: &[&str],
+        amount: i64,
+        quota: i64,
+        now: OffsetDateTime,
+    ) -> Option<Vec<bool>> {
+        // A key twice in one charge counts once, too.
+        let mut seen = HashSet::new();
+        let fresh: Vec<bool> = keys
+            .iter()
+            .map(|key| !self.taken.contains(*key) && seen.insert(*key))
+            .collect();
+        let count = i64::try_from(seen.len()).unwrap_or(i64::MAX);
+        let total = amount.saturating_mul(count);
+        if count > 0 && self.used.saturating_add(total) > quota {
+            return None;
+        }
+        self.used += total;
+        self.added += total;
+        for key in seen {
+            self.taken.insert(key.to_owned());
+            self.new_keys.push((key.to_owned(), amount, ms(now)));
+        }
+        Some(fresh)
+    }
+
+    /// Writes what was charged since [`Ledger::open`].
+    pub async fn write(&self, tx: &mut Tx) -> Result<(), StorageError> {
+        if self.added == 0 {
+            return Ok(());
+        }
+        let (org, metric, period) = (
+            self.org_id.as_uuid(),
+            self.metric.as_str(),
+            self.period_start,
+        );
+        on_backend!(&mut tx.0, Inner, tx => {
+            sqlx::query(
+                "INSERT INTO usage_periods (org_id, metric, period_start, used) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (org_id, metric, period_start) DO UPDATE SET used = usage_periods.used + $4",
+            )
+            .bind(org)
+            .bind(metric)
+            .bind(period)
+            .bind(self.added)
+            .execute(&mut **tx)
+            .await?;
+            for batch in self.new_keys.chunks(BATCH) {
+                let mut insert = sqlx::QueryBuilder::new(
+                    "INSERT INTO usage_charges (org_id, idempotency_key, metric, amount, period_start, charged_at) ",
+                );
+                insert.push_values(batch, |mut row, (key, amount, at)| {
+                    row.push_bind(org)
+                        .push_bind(key)
+                        .push_bind(metric)
+                        .push_bind(amount)
+                        .push_bind(period)
+                        .push_bind(at);
+                });
+                insert.build().execute(&mut **tx).await?;
+            }
+        });
+        Ok(())
+    }
+}
+
+/// The plan's column that holds a metric's monthly quota.
+fn quota_column(metric: Metric) -> &'static str {
+    match metric {
+        Metric::Verifications => "verifications_per_month",
     }
 }
 

@@ -86,44 +86,32 @@ pub(crate) async fn insert(
     Ok(())
 }
 
-impl Database {
-    /// For each of `addresses` checked (not itself answered from the store) since `since`, its
-    /// latest result, as JSON.
-    pub async fn recent_verifications(
-        &self,
-        org_id: OrgId,
-        addresses: &[String],
-        since: OffsetDateTime,
-    ) -> Result<HashMap<String, String>, StorageError> {
-        let addresses = addresses.to_vec();
-        let rows: Vec<(String, String, i64)> = self
-            .transaction_for(&Tenancy::Org(org_id), |tx| {
-                async move {
-                    let mut rows = Vec::new();
-                    for batch in addresses.chunks(BATCH) {
-                        on_backend!(&mut tx.0, Inner, tx => {
-                            let mut query = sqlx::QueryBuilder::new(
-                                "SELECT address, result, created_at FROM verifications WHERE org_id = ",
-                            );
-                            query
-                                .push_bind(org_id.as_uuid())
-                                .push(" AND created_at >= ")
-                                .push_bind(ms(since))
-                                .push(" AND NOT cached AND address IN (");
-                            let mut list = query.separated(", ");
-                            for address in batch {
-                                list.push_bind(address);
-                            }
-                            query.push(")");
-                            rows.extend(query.build_query_as::<(String, String, i64)>().fetch_all(&mut **tx).await?);
-                        });
-                    }
-                    Ok(rows)
-                }
-                .boxed()
-            })
-            .await?;
-        let mut latest: HashMap<String, (String, i64)> = HashMap::new();
+/// For each of `addresses` checked (not itself answered from the store) since `since`, its
+/// latest result, as JSON, and when it was logged (ms).
+pub(crate) async fn latest(
+    tx: &mut crate::Tx,
+    org_id: OrgId,
+    addresses: &[String],
+    since: OffsetDateTime,
+) -> Result<HashMap<String, (String, i64)>, StorageError> {
+    let mut latest: HashMap<String, (String, i64)> = HashMap::new();
+    for batch in addresses.chunks(BATCH) {
+        let rows: Vec<(String, String, i64)> = on_backend!(&mut tx.0, Inner, tx => {
+            let mut query = sqlx::QueryBuilder::new(
+                "SELECT address, result, created_at FROM verifications WHERE org_id = ",
+            );
+            query
+                .push_bind(org_id.as_uuid())
+                .push(" AND created_at >= ")
+                .push_bind(ms(since))
+                .push(" AND NOT cached AND address IN (");
+            let mut list = query.separated(", ");
+            for address in batch {
+                list.push_bind(address);
+            }
+            query.push(")");
+            query.build_query_as().fetch_all(&mut **tx).await?
+        });
         for (address, result, at) in rows {
             match latest.get(&address) {
                 Some((_, newer)) if *newer >= at => {}
@@ -132,32 +120,11 @@ impl Database {
                 }
             }
         }
-        Ok(latest
-            .into_iter()
-            .map(|(address, (result, _))| (address, result))
-            .collect())
     }
+    Ok(latest)
+}
 
-    /// Logs verifications, all or none.
-    pub async fn record_verifications(
-        &self,
-        org_id: OrgId,
-        entries: &[NewVerification],
-        now: OffsetDateTime,
-    ) -> Result<(), StorageError> {
-        let tenancy = Tenancy::Org(org_id);
-        let entries = entries.to_vec();
-        self.serializable(|tx| {
-            let (tenancy, entries) = (tenancy.clone(), entries.clone());
-            async move {
-                tx.act_for(&tenancy).await?;
-                insert(tx, org_id, &entries, now).await
-            }
-            .boxed()
-        })
-        .await
-    }
-
+impl Database {
     pub async fn verification_log(
         &self,
         org_id: OrgId,
@@ -221,6 +188,7 @@ mod tests {
     use mailroom_testkit::both_backends;
 
     use super::*;
+    use crate::group_commit::Claimed;
     use crate::test_support::org;
 
     fn entry(address: &str, verdict: &str) -> NewVerification {
@@ -247,12 +215,18 @@ mod tests {
                 .await
                 .unwrap();
 
-            let since = now - time::Duration::hours(24);
-            let asked: Vec<String> = ["x@example.com", "old@example.com", "z@example.com"].map(String::from).to_vec();
-            let found = db.recent_verifications(a, &asked, since).await.unwrap();
-            assert_eq!(found.len(), 1, "old@ is outside the window, z@ was never checked: {found:?}");
-            assert_eq!(found["x@example.com"], "{\"email\":\"x@example.com\"}");
-            assert!(db.recent_verifications(b, &asked, since).await.unwrap().is_empty(), "never another organization's");
+            let claim = |org_id| crate::group_commit::Claim {
+                org_id,
+                addresses: ["x@example.com", "old@example.com", "z@example.com"].map(|a| (a.to_owned(), format!("key:{a}"))).to_vec(),
+                since: now - time::Duration::hours(24),
+                answers: std::sync::Arc::new(|_| true),
+                now,
+            };
+            let Claimed::Done { earlier, .. } = db.claim(claim(a)).await.unwrap() else { panic!("charged") };
+            assert_eq!(earlier.len(), 1, "old@ is outside the window, z@ was never checked: {earlier:?}");
+            assert_eq!(earlier["x@example.com"], "{\"email\":\"x@example.com\"}");
+            let Claimed::Done { earlier, .. } = db.claim(claim(b)).await.unwrap() else { panic!("charged") };
+            assert!(earlier.is_empty(), "never another organization's");
 
             let risky = LogQuery { verdict: Some("risky".to_owned()), limit: 10, ..LogQuery::default() };
             let log = db.verification_log(a, &risky).await.unwrap();
