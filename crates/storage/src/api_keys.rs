@@ -1,6 +1,10 @@
 //! API keys (KEY-1, KEY-2) as stored: found by lookup id, checked by hash, scoped to their
 //! organization. No cache in front: a revocation is seen by the next request on every node.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use futures::FutureExt;
 use mailroom_core::api_keys::Scopes;
 use mailroom_core::audit::AuditEvent;
@@ -54,6 +58,49 @@ pub struct StoredKey {
     /// The key's own limits, else its organization's plan's.
     pub requests_per_minute: u32,
     pub requests_per_day: u32,
+}
+
+/// On SQLite, the keys read by lookup id, so that a request with a key reads nothing: SQLite
+/// is one node, so every write passes through this process, and each write transaction that
+/// could change a key's row, its organization's plan or the plans (every one run by
+/// [`Database::serializable`]) ends every entry (`writes`). PostgreSQL serves several nodes and
+/// reads the key on every request: a revocation holds on the next request on every node.
+#[derive(Default)]
+pub(crate) struct KeyCache {
+    pub(crate) writes: AtomicU64,
+    keys: Mutex<HashMap<String, (u64, StoredKey)>>,
+}
+
+impl KeyCache {
+    /// Entries at most; past it the cache starts again (only existing keys are filed, so a
+    /// flood of made-up keys does not fill it).
+    const CAPACITY: usize = 10_000;
+
+    fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<String, (u64, StoredKey)>> {
+        self.keys
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn get(&self, lookup_id: &str, writes: u64) -> Option<StoredKey> {
+        self.entries()
+            .get(lookup_id)
+            .filter(|(filed_at, _)| *filed_at == writes)
+            .map(|(_, key)| key.clone())
+    }
+
+    fn file(&self, lookup_id: &str, writes: u64, key: StoredKey) {
+        let mut entries = self.entries();
+        if entries.len() >= Self::CAPACITY {
+            entries.clear();
+        }
+        entries.insert(lookup_id.to_owned(), (writes, key));
+    }
+
+    /// A write transaction ended: every entry is stale.
+    pub(crate) fn wrote(&self) {
+        self.writes.fetch_add(1, Ordering::AcqRel);
+    }
 }
 
 #[derive(sqlx::FromRow)]
@@ -195,6 +242,23 @@ impl Database {
         &self,
         lookup_id: &str,
     ) -> Result<Option<StoredKey>, StorageError> {
+        let Some(cache) = &self.key_cache else {
+            return self.read_api_key(lookup_id).await;
+        };
+        // Taken before the read: a write ending between the read and the filing leaves the
+        // entry already stale, never one that outlives the write.
+        let writes = cache.writes.load(Ordering::Acquire);
+        if let Some(key) = cache.get(lookup_id, writes) {
+            return Ok(Some(key));
+        }
+        let key = self.read_api_key(lookup_id).await?;
+        if let Some(key) = &key {
+            cache.file(lookup_id, writes, key.clone());
+        }
+        Ok(key)
+    }
+
+    async fn read_api_key(&self, lookup_id: &str) -> Result<Option<StoredKey>, StorageError> {
         #[derive(sqlx::FromRow)]
         struct Row {
             id: Uuid,
@@ -380,6 +444,54 @@ mod tests {
         "usage_charges",
         "verifications",
     ];
+
+    /// KEY-2 on SQLite, where keys are cached: a revocation, or a move to another plan, holds
+    /// on the very next lookup.
+    #[tokio::test]
+    async fn a_cached_key_is_read_again_after_any_write() {
+        let test_db = TestDatabase::sqlite().await;
+        let db = Database::connect(test_db.url())
+            .await
+            .unwrap()
+            .with_audit_key(b"test key");
+        db.migrate().await.unwrap();
+        let (org_id, _) = tenant(&db, "cached").await;
+        let lookup_id = "000000cached";
+        let key = db.api_key_by_lookup_id(lookup_id).await.unwrap().unwrap();
+        assert_eq!((key.revoked, key.requests_per_minute), (false, 60));
+
+        let Pool::Sqlite(pool) = &db.pool else {
+            panic!("SQLite");
+        };
+        sqlx::query("INSERT INTO plans VALUES ('big', 'Big', TRUE, 50, 100000, 600, 100000)")
+            .execute(pool)
+            .await
+            .unwrap();
+        let key = db.api_key_by_lookup_id(lookup_id).await.unwrap().unwrap();
+        assert_eq!(
+            key.requests_per_minute, 60,
+            "served from the cache until a write"
+        );
+        let now = OffsetDateTime::now_utc();
+        assert!(
+            db.set_org_plan(org_id, "big", &event(org_id), now)
+                .await
+                .unwrap()
+        );
+        let key = db.api_key_by_lookup_id(lookup_id).await.unwrap().unwrap();
+        assert_eq!(key.requests_per_minute, 600);
+
+        db.revoke_api_key(org_id, key.id, &event(org_id), now)
+            .await
+            .unwrap();
+        assert!(
+            db.api_key_by_lookup_id(lookup_id)
+                .await
+                .unwrap()
+                .unwrap()
+                .revoked
+        );
+    }
 
     /// ORG-4 on PostgreSQL: as the app role, without saying whose, a transaction sees no
     /// tenant row; saying one organization, it sees that one's; it cannot write another's.

@@ -150,7 +150,7 @@ impl Database {
     async fn commit_alone(&self, request: Request) -> Result<Outcome, StorageError> {
         let requests = Arc::new(vec![request]);
         let mut outcomes = self
-            .serializable(|tx| apply(tx, Arc::clone(&requests)))
+            .serializable_retried(|tx| apply(tx, Arc::clone(&requests)))
             .await?;
         outcomes
             .pop()
@@ -164,7 +164,7 @@ impl Database {
             let (requests, replies): (Vec<Request>, Vec<Reply>) = batch.into_iter().unzip();
             let requests = Arc::new(requests);
             match self
-                .serializable(|tx| apply(tx, Arc::clone(&requests)))
+                .serializable_retried(|tx| apply(tx, Arc::clone(&requests)))
                 .await
             {
                 Ok(outcomes) => {

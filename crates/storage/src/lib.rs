@@ -104,6 +104,8 @@ pub struct Database {
     sqlite_writer: std::sync::Arc<tokio::sync::Mutex<()>>,
     /// The verification hot path's writes, applied in batches (absent in the task itself).
     group_commit: Option<group_commit::GroupCommit>,
+    /// SQLite only: API keys by lookup id, until the next write.
+    key_cache: Option<std::sync::Arc<api_keys::KeyCache>>,
 }
 
 impl std::fmt::Debug for Database {
@@ -188,6 +190,10 @@ impl Database {
             keyring: None,
             sqlite_writer: Default::default(),
             group_commit: None,
+            key_cache: match Backend::of_url(url)? {
+                Backend::Sqlite => Some(Default::default()),
+                Backend::Postgres => None,
+            },
         };
         database.group_commit = Some(group_commit::GroupCommit::start(database.clone()));
         Ok(database)

@@ -67,7 +67,20 @@ impl Database {
     /// (capped, with jittered exponential backoff) when the database reports a conflict.
     /// `work` may therefore run more than once and must have no effects outside the
     /// transaction.
-    pub async fn serializable<T, F>(&self, mut work: F) -> Result<T, StorageError>
+    pub async fn serializable<T, F>(&self, work: F) -> Result<T, StorageError>
+    where
+        F: for<'t> FnMut(&'t mut Tx) -> BoxFuture<'t, Result<T, StorageError>>,
+    {
+        let outcome = self.serializable_retried(work).await;
+        if let Some(cache) = &self.key_cache {
+            cache.wrote();
+        }
+        outcome
+    }
+
+    /// [`Database::serializable`] for writes that change nothing an API key lookup reads (the
+    /// group commit's claims and log lines), which so leave the key cache as it is.
+    pub(crate) async fn serializable_retried<T, F>(&self, mut work: F) -> Result<T, StorageError>
     where
         F: for<'t> FnMut(&'t mut Tx) -> BoxFuture<'t, Result<T, StorageError>>,
     {

@@ -150,16 +150,20 @@ impl Lists {
         {
             return None;
         }
+        let length = domain.chars().count();
+        let allowed = |popular: &str| {
+            if popular.len() <= SHORT_DOMAIN {
+                1
+            } else {
+                MAX_TYPO_DISTANCE
+            }
+        };
         self.popular()
+            // The distance is at least the difference in length: most domains are ruled out
+            // without computing it (it is on the path of every check).
+            .filter(|popular| popular.chars().count().abs_diff(length) <= allowed(popular))
             .map(|popular| (strsim::osa_distance(domain, popular), popular))
-            .filter(|(distance, popular)| {
-                let allowed = if popular.len() <= SHORT_DOMAIN {
-                    1
-                } else {
-                    MAX_TYPO_DISTANCE
-                };
-                *distance <= allowed
-            })
+            .filter(|(distance, popular)| *distance <= allowed(popular))
             .min_by_key(|(distance, _)| *distance)
             .map(|(_, popular)| popular.as_str())
     }
