@@ -97,15 +97,31 @@ pub(crate) struct GroupCommit(mpsc::Sender<(Request, Reply)>);
 
 impl GroupCommit {
     /// Starts the task that applies `database`'s batches; it ends when the last sender goes.
+    /// The task has a thread of its own: each statement of a batch is a round trip whose
+    /// answer, on the request threads, would wait its turn behind the requests' own work —
+    /// and every request waits on the batches. Without a thread, each request commits alone.
     pub(crate) fn start(database: Database) -> Self {
-        let (sender, mut queue) = mpsc::channel::<(Request, Reply)>(QUEUE);
-        tokio::spawn(async move {
-            let mut batch = Vec::with_capacity(MAX_BATCH);
-            while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
-                database.commit(std::mem::take(&mut batch)).await;
-            }
-        });
+        let (sender, queue) = mpsc::channel::<(Request, Reply)>(QUEUE);
+        let work = run(database, queue);
+        let started = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .and_then(|runtime| {
+                std::thread::Builder::new()
+                    .name("group-commit".to_owned())
+                    .spawn(move || runtime.block_on(work))
+            });
+        if let Err(error) = started {
+            tracing::warn!(%error, "no thread for the group commit: requests commit one by one");
+        }
         GroupCommit(sender)
+    }
+}
+
+async fn run(database: Database, mut queue: mpsc::Receiver<(Request, Reply)>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        database.commit(std::mem::take(&mut batch)).await;
     }
 }
 
@@ -209,16 +225,18 @@ fn apply(
         for org_id in orgs {
             tx.act_for(&Tenancy::Org(org_id)).await?;
             let mut claims = Vec::new();
+            let mut lines = Vec::new();
             for (i, request) in requests.iter().enumerate() {
                 match request {
-                    Request::Log(lines) if lines.org_id == org_id => {
-                        verifications::insert(tx, org_id, &lines.entries, lines.now).await?;
+                    Request::Log(log) if log.org_id == org_id => {
+                        lines.extend(log.entries.iter().map(|entry| (entry, log.now)));
                         outcomes[i] = Some(Outcome::Logged);
                     }
                     Request::Claim(claim) if claim.org_id == org_id => claims.push((i, claim)),
                     _ => {}
                 }
             }
+            verifications::insert(tx, org_id, lines).await?;
             if !claims.is_empty() {
                 let claimed = claim_all(tx, org_id, claims.iter().map(|(_, claim)| *claim)).await?;
                 for ((i, _), claimed) in claims.iter().zip(claimed) {

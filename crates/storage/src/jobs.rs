@@ -359,9 +359,8 @@ impl Database {
             if !held {
                 return Ok(false);
             }
-            let entries: Vec<NewVerification> =
-                rows.iter().map(|(_, verification)| verification.clone()).collect();
-            crate::verifications::insert(tx, org_id, &entries, now).await?;
+            let entries = rows.iter().map(|(_, verification)| (verification, now));
+            crate::verifications::insert(tx, org_id, entries).await?;
             for batch in rows.chunks(crate::verifications::BATCH) {
                 on_backend!(&mut tx.0, Inner, tx => {
                     let mut update = sqlx::QueryBuilder::new("WITH checked (row_no, verification_id) AS (");

@@ -57,19 +57,20 @@ pub struct LogQuery {
 /// Rows per statement: well under either backend's bound-value limit.
 pub(crate) const BATCH: usize = 500;
 
-/// Logs verifications inside `tx` (acting for `org_id`), many rows per statement.
-pub(crate) async fn insert(
+/// Logs verifications inside `tx` (acting for `org_id`), each with its time, many rows per
+/// statement.
+pub(crate) async fn insert<'e>(
     tx: &mut crate::Tx,
     org_id: OrgId,
-    entries: &[NewVerification],
-    now: OffsetDateTime,
+    entries: impl IntoIterator<Item = (&'e NewVerification, OffsetDateTime)>,
 ) -> Result<(), StorageError> {
+    let entries: Vec<_> = entries.into_iter().collect();
     for batch in entries.chunks(BATCH) {
         on_backend!(&mut tx.0, Inner, tx => {
             let mut insert = sqlx::QueryBuilder::new(
                 "INSERT INTO verifications (id, org_id, user_id, api_key_id, address, verdict, cached, result, created_at) ",
             );
-            insert.push_values(batch, |mut row, entry| {
+            insert.push_values(batch, |mut row, (entry, at)| {
                 row.push_bind(entry.id)
                     .push_bind(org_id.as_uuid())
                     .push_bind(entry.user_id.map(|id| id.as_uuid()))
@@ -78,7 +79,7 @@ pub(crate) async fn insert(
                     .push_bind(&entry.verdict)
                     .push_bind(entry.cached)
                     .push_bind(&entry.result)
-                    .push_bind(ms(now));
+                    .push_bind(ms(*at));
             });
             insert.build().execute(&mut **tx).await?;
         });
