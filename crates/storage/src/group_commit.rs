@@ -22,7 +22,7 @@ use crate::accounts::ms;
 use crate::tx::Tenancy;
 use crate::usage::Ledger;
 use crate::verifications::{self, NewVerification};
-use crate::{Database, StorageError, Tx};
+use crate::{Backend, Database, StorageError, Tx};
 
 /// Requests one transaction takes at most; the rest wait for the next.
 const MAX_BATCH: usize = 256;
@@ -97,12 +97,21 @@ pub(crate) struct GroupCommit(mpsc::Sender<(Request, Reply)>);
 
 impl GroupCommit {
     /// Starts the task that applies `database`'s batches; it ends when the last sender goes.
-    /// The task has a thread of its own: each statement of a batch is a round trip whose
-    /// answer, on the request threads, would wait its turn behind the requests' own work —
-    /// and every request waits on the batches. Without a thread, each request commits alone.
+    ///
+    /// On SQLite the task has a thread of its own: each statement of a batch is a round trip
+    /// to a connection's thread, whose answer, on the request threads, would wait its turn
+    /// behind the requests' own work — and every request waits on the batches (measured: a
+    /// fifth more throughput). Without that thread, each request commits alone. PostgreSQL's
+    /// connections are sockets of the runtime that opened them, so there the task stays on
+    /// the caller's runtime.
     pub(crate) fn start(database: Database) -> Self {
         let (sender, queue) = mpsc::channel::<(Request, Reply)>(QUEUE);
+        let backend = database.backend();
         let work = run(database, queue);
+        if backend == Backend::Postgres {
+            tokio::spawn(work);
+            return GroupCommit(sender);
+        }
         let started = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
