@@ -4,7 +4,7 @@
 //! They ship inside the binary (see `data/SOURCES.md` for where each comes from and its license)
 //! and an operator extends them with files of the same names in `--lists-dir`.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::LazyLock;
 
@@ -31,7 +31,14 @@ const MIN_TYPO_LENGTH: usize = 6;
 pub struct Lists {
     shipped: &'static Entries,
     added: Entries,
+    /// The typo verdict of each domain seen: edit distances to every popular domain cost more
+    /// than the rest of a check without SMTP, and a domain comes back with each of its
+    /// addresses. Emptied when full.
+    typos: std::sync::Arc<std::sync::Mutex<HashMap<String, Option<String>>>>,
 }
+
+/// Domains whose typo verdict is remembered at most.
+const TYPO_MEMORY: usize = 50_000;
 
 #[derive(Clone, Debug, Default)]
 struct Entries {
@@ -70,6 +77,7 @@ impl Default for Lists {
         Lists {
             shipped: &SHIPPED,
             added: Entries::default(),
+            typos: Default::default(),
         }
     }
 }
@@ -110,7 +118,7 @@ impl Lists {
             free_provider: self.is_free_provider(domain),
             role_account: self.is_role(address.local_part()),
             suggestion: self
-                .typo_of(domain)
+                .remembered_typo_of(domain)
                 .map(|meant| format!("{}@{meant}", address.local_part())),
         }
     }
@@ -141,6 +149,24 @@ impl Lists {
 
     fn popular(&self) -> impl Iterator<Item = &String> {
         self.shipped.popular.iter().chain(&self.added.popular)
+    }
+
+    fn remembered_typo_of(&self, domain: &str) -> Option<String> {
+        let memory = || {
+            self.typos
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+        };
+        if let Some(meant) = memory().get(domain) {
+            return meant.clone();
+        }
+        let meant = self.typo_of(domain).map(str::to_owned);
+        let mut memory = memory();
+        if memory.len() >= TYPO_MEMORY {
+            memory.clear();
+        }
+        memory.insert(domain.to_owned(), meant.clone());
+        meant
     }
 
     fn typo_of(&self, domain: &str) -> Option<&str> {
@@ -220,6 +246,12 @@ mod tests {
             );
         }
         assert_eq!(classify(&lists, "jane@example.org").suggestion, None);
+        // Remembered by domain: a second address there keeps its own local part.
+        assert_eq!(
+            classify(&lists, "john@gmial.com").suggestion.as_deref(),
+            Some("john@gmail.com")
+        );
+        assert_eq!(classify(&lists, "john@example.org").suggestion, None);
     }
 
     #[test]
