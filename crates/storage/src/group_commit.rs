@@ -167,7 +167,8 @@ impl Database {
             Ok(()) => answer
                 .await
                 .map_err(|_| StorageError::Internal("the group commit stopped"))?,
-            // The task is gone (its runtime ended): this caller applies its own request.
+            // No task takes requests (it could not start, or its runtime ended): this caller
+            // applies its own.
             Err(mpsc::error::SendError((request, _))) => self.commit_alone(request).await,
         }
     }
