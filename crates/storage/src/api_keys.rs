@@ -1,5 +1,6 @@
 //! API keys (KEY-1, KEY-2) as stored: found by lookup id, checked by hash, scoped to their
-//! organization. No cache in front: a revocation is seen by the next request on every node.
+//! organization. A revocation is seen by the next request on every node: PostgreSQL reads the
+//! key on every request, and SQLite's cache (`KeyCache`) lasts only until the next write.
 
 use std::collections::HashMap;
 use std::sync::Mutex;

@@ -159,28 +159,19 @@ impl Database {
     }
 
     async fn submit(&self, request: Request) -> Result<Outcome, StorageError> {
-        let Some(GroupCommit(queue)) = &self.group_commit else {
-            return self.commit_alone(request).await;
-        };
         let (reply, answer) = oneshot::channel();
-        match queue.send((request, reply)).await {
-            Ok(()) => answer
-                .await
-                .map_err(|_| StorageError::Internal("the group commit stopped"))?,
-            // No task takes requests (it could not start, or its runtime ended): this caller
-            // applies its own.
-            Err(mpsc::error::SendError((request, _))) => self.commit_alone(request).await,
+        let queued = match &self.group_commit {
+            Some(GroupCommit(queue)) => queue.send((request, reply)).await,
+            None => Err(mpsc::error::SendError((request, reply))),
+        };
+        // No task takes requests (this is the task, it could not start, or its runtime ended):
+        // this caller applies its own, as a batch of one.
+        if let Err(mpsc::error::SendError(alone)) = queued {
+            self.commit(vec![alone]).await;
         }
-    }
-
-    async fn commit_alone(&self, request: Request) -> Result<Outcome, StorageError> {
-        let requests = Arc::new(vec![request]);
-        let mut outcomes = self
-            .serializable_retried(|tx| apply(tx, Arc::clone(&requests)))
-            .await?;
-        outcomes
-            .pop()
-            .ok_or(StorageError::Internal("a batch of one without its outcome"))
+        answer
+            .await
+            .map_err(|_| StorageError::Internal("the group commit stopped"))?
     }
 
     /// Applies a batch in one transaction and answers each request. When the batch fails as
@@ -190,7 +181,7 @@ impl Database {
             let (requests, replies): (Vec<Request>, Vec<Reply>) = batch.into_iter().unzip();
             let requests = Arc::new(requests);
             match self
-                .serializable_retried(|tx| apply(tx, Arc::clone(&requests)))
+                .serializable_keeping_key_cache(|tx| apply(tx, Arc::clone(&requests)))
                 .await
             {
                 Ok(outcomes) => {

@@ -34,6 +34,15 @@ pub struct Plan {
     pub key_requests_per_day: i32,
 }
 
+impl Plan {
+    /// The plan's monthly quota of `metric`.
+    pub fn quota_of(&self, metric: mailroom_core::usage::Metric) -> i64 {
+        match metric {
+            mailroom_core::usage::Metric::Verifications => self.verifications_per_month,
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Invitation {
     pub id: Uuid,

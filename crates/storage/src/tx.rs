@@ -71,7 +71,7 @@ impl Database {
     where
         F: for<'t> FnMut(&'t mut Tx) -> BoxFuture<'t, Result<T, StorageError>>,
     {
-        let outcome = self.serializable_retried(work).await;
+        let outcome = self.serializable_keeping_key_cache(work).await;
         if let Some(cache) = &self.key_cache {
             cache.wrote();
         }
@@ -80,7 +80,10 @@ impl Database {
 
     /// [`Database::serializable`] for writes that change nothing an API key lookup reads (the
     /// group commit's claims and log lines), which so leave the key cache as it is.
-    pub(crate) async fn serializable_retried<T, F>(&self, mut work: F) -> Result<T, StorageError>
+    pub(crate) async fn serializable_keeping_key_cache<T, F>(
+        &self,
+        mut work: F,
+    ) -> Result<T, StorageError>
     where
         F: for<'t> FnMut(&'t mut Tx) -> BoxFuture<'t, Result<T, StorageError>>,
     {

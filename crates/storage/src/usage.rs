@@ -97,21 +97,10 @@ impl Ledger {
         keys: &[String],
     ) -> Result<Self, StorageError> {
         let org = org_id.as_uuid();
-        let period = ms(period_start);
+        let (plan, used) = plan_and_use(tx, org_id, metric, period_start).await?;
         let mut taken = HashSet::new();
-        let (plan_quota, used) = on_backend!(&mut tx.0, Inner, tx => {
-            let (plan_quota, used): (i64, i64) = sqlx::query_as(&format!(
-                "SELECT p.{}, COALESCE((SELECT u.used FROM usage_periods u WHERE u.org_id = o.id \
-                 AND u.metric = $2 AND u.period_start = $3), 0) \
-                 FROM orgs o JOIN plans p ON p.id = o.plan_id WHERE o.id = $1",
-                quota_column(metric)
-            ))
-            .bind(org)
-            .bind(metric.as_str())
-            .bind(period)
-            .fetch_one(&mut **tx)
-            .await?;
-            for batch in keys.chunks(BATCH) {
+        for batch in keys.chunks(BATCH) {
+            let found: Vec<String> = on_backend!(&mut tx.0, Inner, tx => {
                 let mut query = sqlx::QueryBuilder::new(
                     "SELECT idempotency_key FROM usage_charges WHERE org_id = ",
                 );
@@ -121,16 +110,15 @@ impl Ledger {
                     list.push_bind(key);
                 }
                 query.push(")");
-                let found: Vec<String> = query.build_query_scalar().fetch_all(&mut **tx).await?;
-                taken.extend(found);
-            }
-            (plan_quota, used)
-        });
+                query.build_query_scalar().fetch_all(&mut **tx).await?
+            });
+            taken.extend(found);
+        }
         Ok(Ledger {
             org_id,
             metric,
-            period_start: period,
-            plan_quota,
+            period_start: ms(period_start),
+            plan_quota: plan.quota_of(metric),
             used,
             added: 0,
             taken,
@@ -207,48 +195,48 @@ impl Ledger {
     }
 }
 
-/// The plan's column that holds a metric's monthly quota.
-fn quota_column(metric: Metric) -> &'static str {
-    match metric {
-        Metric::Verifications => "verifications_per_month",
+/// The organization's plan, and how much of `metric` it used in the period starting at
+/// `period_start`: one statement.
+async fn plan_and_use(
+    tx: &mut Tx,
+    org_id: OrgId,
+    metric: Metric,
+    period_start: OffsetDateTime,
+) -> Result<(Plan, i64), StorageError> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        #[sqlx(flatten)]
+        plan: Plan,
+        used: i64,
     }
+    let row: Row = on_backend!(&mut tx.0, Inner, tx => {
+        sqlx::query_as(
+            "SELECT p.*, COALESCE((SELECT u.used FROM usage_periods u WHERE u.org_id = o.id \
+             AND u.metric = $2 AND u.period_start = $3), 0) AS used \
+             FROM orgs o JOIN plans p ON p.id = o.plan_id WHERE o.id = $1",
+        )
+        .bind(org_id.as_uuid())
+        .bind(metric.as_str())
+        .bind(ms(period_start))
+        .fetch_one(&mut **tx)
+        .await?
+    });
+    Ok((row.plan, row.used))
 }
 
 impl Database {
     /// The organization's plan, and how much of `metric` it used in the period starting at
-    /// `period_start`: one statement, for `GET /v1/usage` on every call.
+    /// `period_start`, for `GET /v1/usage` on every call.
     pub async fn quota(
         &self,
         org_id: OrgId,
         metric: Metric,
         period_start: OffsetDateTime,
     ) -> Result<(Plan, i64), StorageError> {
-        #[derive(sqlx::FromRow)]
-        struct Row {
-            #[sqlx(flatten)]
-            plan: Plan,
-            used: i64,
-        }
-        let row: Row = self
-            .transaction_for(&Tenancy::Org(org_id), |tx| {
-                async move {
-                    Ok(on_backend!(&mut tx.0, Inner, tx => {
-                        sqlx::query_as(
-                            "SELECT p.*, COALESCE((SELECT u.used FROM usage_periods u WHERE u.org_id = o.id \
-                             AND u.metric = $2 AND u.period_start = $3), 0) AS used \
-                             FROM orgs o JOIN plans p ON p.id = o.plan_id WHERE o.id = $1",
-                        )
-                        .bind(org_id.as_uuid())
-                        .bind(metric.as_str())
-                        .bind(ms(period_start))
-                        .fetch_one(&mut **tx)
-                        .await?
-                    }))
-                }
-                .boxed()
-            })
-            .await?;
-        Ok((row.plan, row.used))
+        self.transaction_for(&Tenancy::Org(org_id), |tx| {
+            plan_and_use(tx, org_id, metric, period_start).boxed()
+        })
+        .await
     }
 }
 
