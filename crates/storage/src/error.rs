@@ -6,6 +6,9 @@ pub enum StorageError {
     UnsupportedUrl,
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// From the group commit's own SQLite connection (`group_commit::sqlite`).
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("no audit key was given: audit entries cannot be chained or verified")]
@@ -36,13 +39,34 @@ pub enum StorageError {
 impl StorageError {
     /// The write broke a uniqueness rule (an email address already taken, say).
     pub fn is_unique_violation(&self) -> bool {
-        matches!(self, StorageError::Database(sqlx::Error::Database(db))
-            if db.kind() == sqlx::error::ErrorKind::UniqueViolation)
+        use rusqlite::ffi::{SQLITE_CONSTRAINT_PRIMARYKEY, SQLITE_CONSTRAINT_UNIQUE};
+        match self {
+            StorageError::Database(sqlx::Error::Database(db)) => {
+                db.kind() == sqlx::error::ErrorKind::UniqueViolation
+            }
+            StorageError::Sqlite(rusqlite::Error::SqliteFailure(error, _)) => matches!(
+                error.extended_code,
+                SQLITE_CONSTRAINT_PRIMARYKEY | SQLITE_CONSTRAINT_UNIQUE
+            ),
+            _ => false,
+        }
+    }
+
+    /// The database was too busy to take the write: conflicts retried until given up, a
+    /// writer's turn or lock not had in time.
+    pub(crate) fn is_busy(&self) -> bool {
+        matches!(
+            self,
+            StorageError::Timeout | StorageError::Contention { .. }
+        ) || self.is_retryable()
     }
 
     /// A conflict that a fresh attempt of the same transaction may not hit: a PostgreSQL
     /// serialization failure or deadlock, or SQLite still busy after its busy timeout.
     pub(crate) fn is_retryable(&self) -> bool {
+        if let StorageError::Sqlite(rusqlite::Error::SqliteFailure(error, _)) = self {
+            return error.code == rusqlite::ErrorCode::DatabaseBusy;
+        }
         let StorageError::Database(sqlx::Error::Database(db)) = self else {
             return false;
         };

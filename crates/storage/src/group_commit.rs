@@ -2,17 +2,19 @@
 //! charge) and the log lines of concurrent requests, applied together in one transaction.
 //!
 //! Request by request, every `POST /v1/verify` would run two transactions of several
-//! statements each, every statement a round trip to the database (on SQLite, to its
-//! connection's thread) and every transaction a turn at SQLite's single write lock. One task
-//! per node instead takes whatever queued while its last transaction ran and applies all of it
-//! in one serializable transaction, with a few statements per organization: the cost per
-//! request falls as the load grows, and a lone request waits for no one.
+//! statements each, every statement a round trip to the database and every transaction a turn
+//! at SQLite's single write lock. One task per node instead takes whatever queued while its
+//! last transaction ran and applies all of it in one serializable transaction, with a few
+//! statements per organization: the cost per request falls as the load grows, and a lone
+//! request waits for no one. On PostgreSQL the task speaks through sqlx like the rest of the
+//! crate; on SQLite through a connection of its own ([`sqlite`]), the same statements
+//! ([`Statements`]) without sqlx's thread hops.
 
 use std::collections::{HashMap, HashSet};
+use std::path::Path;
 use std::sync::Arc;
 
 use futures::FutureExt;
-use futures::future::BoxFuture;
 use mailroom_core::OrgId;
 use mailroom_core::usage::{Metric, month_of};
 use time::OffsetDateTime;
@@ -20,9 +22,11 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::accounts::ms;
 use crate::tx::Tenancy;
-use crate::usage::Ledger;
+use crate::usage::{self, Ledger, NewCharge, Period};
 use crate::verifications::{self, NewVerification};
 use crate::{Backend, Database, StorageError, Tx};
+
+mod sqlite;
 
 /// Requests one transaction takes at most; the rest wait for the next.
 const MAX_BATCH: usize = 256;
@@ -58,6 +62,98 @@ pub enum Claimed {
     },
     /// The addresses to charge would exceed the quota; nothing was counted.
     QuotaExceeded { quota: i64, used: i64 },
+}
+
+/// The statements of claims and log lines, on either driver: sqlx's [`Tx`] (both backends,
+/// each statement a round trip) or SQLite's own, on the group-commit thread (`sqlite::Direct`,
+/// each statement a call). Organization-scoped, like every tenant query.
+pub(crate) trait Statements {
+    /// Says whom the rest of the transaction acts for (PostgreSQL's tenant policies).
+    async fn act_for(&mut self, org_id: OrgId) -> Result<(), StorageError>;
+    async fn insert_verifications(
+        &mut self,
+        org_id: OrgId,
+        lines: &[(&NewVerification, OffsetDateTime)],
+    ) -> Result<(), StorageError>;
+    /// For each of `addresses` checked (not itself answered from the log) since `since`, its
+    /// latest result, as JSON, and when it was logged (ms).
+    async fn latest_verifications(
+        &mut self,
+        org_id: OrgId,
+        addresses: &[String],
+        since: OffsetDateTime,
+    ) -> Result<HashMap<String, (String, i64)>, StorageError>;
+    /// The plan's quota of `metric`, and how much of it the period used.
+    async fn quota_and_use(
+        &mut self,
+        org_id: OrgId,
+        metric: Metric,
+        period_start: OffsetDateTime,
+    ) -> Result<(i64, i64), StorageError>;
+    async fn charged_keys(
+        &mut self,
+        org_id: OrgId,
+        keys: &[String],
+    ) -> Result<HashSet<String>, StorageError>;
+    async fn add_use(&mut self, period: &Period, added: i64) -> Result<(), StorageError>;
+    async fn insert_charges(
+        &mut self,
+        period: &Period,
+        charges: &[NewCharge],
+    ) -> Result<(), StorageError>;
+}
+
+impl Statements for Tx {
+    async fn act_for(&mut self, org_id: OrgId) -> Result<(), StorageError> {
+        Tx::act_for(self, &Tenancy::Org(org_id)).await
+    }
+
+    async fn insert_verifications(
+        &mut self,
+        org_id: OrgId,
+        lines: &[(&NewVerification, OffsetDateTime)],
+    ) -> Result<(), StorageError> {
+        verifications::insert(self, org_id, lines.iter().copied()).await
+    }
+
+    async fn latest_verifications(
+        &mut self,
+        org_id: OrgId,
+        addresses: &[String],
+        since: OffsetDateTime,
+    ) -> Result<HashMap<String, (String, i64)>, StorageError> {
+        verifications::latest(self, org_id, addresses, since).await
+    }
+
+    async fn quota_and_use(
+        &mut self,
+        org_id: OrgId,
+        metric: Metric,
+        period_start: OffsetDateTime,
+    ) -> Result<(i64, i64), StorageError> {
+        let (plan, used) = usage::plan_and_use(self, org_id, metric, period_start).await?;
+        Ok((plan.quota_of(metric), used))
+    }
+
+    async fn charged_keys(
+        &mut self,
+        org_id: OrgId,
+        keys: &[String],
+    ) -> Result<HashSet<String>, StorageError> {
+        usage::charged_keys(self, org_id, keys).await
+    }
+
+    async fn add_use(&mut self, period: &Period, added: i64) -> Result<(), StorageError> {
+        usage::add_use(self, period, added).await
+    }
+
+    async fn insert_charges(
+        &mut self,
+        period: &Period,
+        charges: &[NewCharge],
+    ) -> Result<(), StorageError> {
+        usage::insert_charges(self, period, charges).await
+    }
 }
 
 /// Log lines of one organization.
@@ -98,30 +194,22 @@ pub(crate) struct GroupCommit(mpsc::Sender<(Request, Reply)>);
 impl GroupCommit {
     /// Starts the task that applies `database`'s batches; it ends when the last sender goes.
     ///
-    /// On SQLite the task has a thread of its own: each statement of a batch is a round trip
-    /// to a connection's thread, whose answer, on the request threads, would wait its turn
-    /// behind the requests' own work — and every request waits on the batches (measured: a
-    /// fifth more throughput). Without that thread, each request commits alone. PostgreSQL's
-    /// connections are sockets of the runtime that opened them, so there the task stays on
-    /// the caller's runtime.
-    pub(crate) fn start(database: Database) -> Self {
+    /// On SQLite the task is a thread with a connection of its own to `sqlite_file` (see
+    /// [`sqlite`]); an in-memory database (`None`), which no second connection can open, has
+    /// no task, and each request commits alone. PostgreSQL's connections are sockets of the
+    /// runtime that opened them, so there the task runs on the caller's runtime.
+    pub(crate) fn start(database: Database, sqlite_file: Option<&Path>) -> Self {
         let (sender, queue) = mpsc::channel::<(Request, Reply)>(QUEUE);
-        let backend = database.backend();
-        let work = run(database, queue);
-        if backend == Backend::Postgres {
-            tokio::spawn(work);
-            return GroupCommit(sender);
-        }
-        let started = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .and_then(|runtime| {
-                std::thread::Builder::new()
-                    .name("group-commit".to_owned())
-                    .spawn(move || runtime.block_on(work))
-            });
-        if let Err(error) = started {
-            tracing::warn!(%error, "no thread for the group commit: requests commit one by one");
+        match (database.backend(), sqlite_file) {
+            (Backend::Postgres, _) => {
+                tokio::spawn(run(database, queue));
+            }
+            (Backend::Sqlite, Some(file)) => {
+                if let Err(error) = sqlite::start(file, &database, queue) {
+                    tracing::warn!(%error, "no group commit: requests commit one by one");
+                }
+            }
+            (Backend::Sqlite, None) => {}
         }
         GroupCommit(sender)
     }
@@ -164,8 +252,8 @@ impl Database {
             Some(GroupCommit(queue)) => queue.send((request, reply)).await,
             None => Err(mpsc::error::SendError((request, reply))),
         };
-        // No task takes requests (this is the task, it could not start, or its runtime ended):
-        // this caller applies its own, as a batch of one.
+        // No task takes requests (this is the task, there is none, or it ended): this caller
+        // applies its own, as a batch of one.
         if let Err(mpsc::error::SendError(alone)) = queued {
             self.commit(vec![alone]).await;
         }
@@ -174,89 +262,112 @@ impl Database {
             .map_err(|_| StorageError::Internal("the group commit stopped"))?
     }
 
-    /// Applies a batch in one transaction and answers each request. When the batch fails as
-    /// a whole, each request is tried alone, so that one bad request fails only itself.
-    fn commit(&self, batch: Vec<(Request, Reply)>) -> BoxFuture<'_, ()> {
-        async move {
-            let (requests, replies): (Vec<Request>, Vec<Reply>) = batch.into_iter().unzip();
-            let requests = Arc::new(requests);
-            match self
-                .serializable_keeping_key_cache(|tx| apply(tx, Arc::clone(&requests)))
-                .await
-            {
-                Ok(outcomes) => {
-                    for (reply, outcome) in replies.into_iter().zip(outcomes) {
-                        // A caller that went away has nothing to hear.
-                        let _ = reply.send(Ok(outcome));
-                    }
-                }
-                Err(error) if replies.len() == 1 => {
-                    if let Some(reply) = replies.into_iter().next() {
-                        let _ = reply.send(Err(error));
-                    }
-                }
-                Err(error) => {
-                    tracing::debug!(%error, "a batch failed; its requests go one by one");
-                    let requests = Arc::unwrap_or_clone(requests);
-                    for pair in requests.into_iter().zip(replies) {
-                        self.commit(vec![pair]).await;
-                    }
-                }
-            }
+    /// Applies a batch in one transaction (sqlx's) and answers each request; see [`settle`].
+    async fn commit(&self, batch: Vec<(Request, Reply)>) {
+        let (requests, replies): (Vec<Request>, Vec<Reply>) = batch.into_iter().unzip();
+        let (requests, outcome) = self.apply_in_transaction(requests).await;
+        for (request, reply) in settle(outcome, requests, replies) {
+            let (alone, outcome) = self.apply_in_transaction(vec![request]).await;
+            settle(outcome, alone, vec![reply]);
         }
-        .boxed()
+    }
+
+    /// Applies `requests` in one serializable transaction (retried on conflict), and gives
+    /// them back.
+    async fn apply_in_transaction(
+        &self,
+        requests: Vec<Request>,
+    ) -> (Vec<Request>, Result<Vec<Outcome>, StorageError>) {
+        let requests = Arc::new(requests);
+        let outcome = self
+            .serializable_keeping_key_cache(|tx| {
+                let requests = Arc::clone(&requests);
+                async move { apply(tx, &requests).await }.boxed()
+            })
+            .await;
+        (Arc::unwrap_or_clone(requests), outcome)
+    }
+}
+
+/// Answers each request of a batch with its outcome. When the batch failed as a whole, its
+/// requests are handed back to be tried one by one, so that one bad request fails only itself
+/// — unless the database was busy, which trying each alone would only prolong.
+fn settle(
+    outcome: Result<Vec<Outcome>, StorageError>,
+    requests: Vec<Request>,
+    replies: Vec<Reply>,
+) -> Vec<(Request, Reply)> {
+    match outcome {
+        Ok(outcomes) => {
+            for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                // A caller that went away has nothing to hear.
+                let _ = reply.send(Ok(outcome));
+            }
+            Vec::new()
+        }
+        Err(error) if replies.len() > 1 && !error.is_busy() => {
+            tracing::debug!(%error, "a batch failed; its requests go one by one");
+            requests.into_iter().zip(replies).collect()
+        }
+        Err(error) => {
+            let mut replies = replies.into_iter();
+            if let Some(reply) = replies.next() {
+                let _ = reply.send(Err(error));
+            }
+            for reply in replies {
+                let _ = reply.send(Err(StorageError::Timeout));
+            }
+            Vec::new()
+        }
     }
 }
 
 /// Applies `requests` inside `tx`, organization by organization (the tenant setting is one per
 /// organization): its log lines first, so that a claim in the same batch finds them, then its
 /// claims in the order they came.
-fn apply(
-    tx: &mut Tx,
-    requests: Arc<Vec<Request>>,
-) -> BoxFuture<'_, Result<Vec<Outcome>, StorageError>> {
-    async move {
-        let mut outcomes: Vec<Option<Outcome>> = vec![None; requests.len()];
-        let mut orgs: Vec<OrgId> = Vec::new();
-        for request in requests.iter() {
-            if !orgs.contains(&request.org_id()) {
-                orgs.push(request.org_id());
-            }
+async fn apply(
+    tx: &mut impl Statements,
+    requests: &[Request],
+) -> Result<Vec<Outcome>, StorageError> {
+    let mut outcomes: Vec<Option<Outcome>> = vec![None; requests.len()];
+    let mut orgs: Vec<OrgId> = Vec::new();
+    for request in requests {
+        if !orgs.contains(&request.org_id()) {
+            orgs.push(request.org_id());
         }
-        for org_id in orgs {
-            tx.act_for(&Tenancy::Org(org_id)).await?;
-            let mut claims = Vec::new();
-            let mut lines = Vec::new();
-            for (i, request) in requests.iter().enumerate() {
-                match request {
-                    Request::Log(log) if log.org_id == org_id => {
-                        lines.extend(log.entries.iter().map(|entry| (entry, log.now)));
-                        outcomes[i] = Some(Outcome::Logged);
-                    }
-                    Request::Claim(claim) if claim.org_id == org_id => claims.push((i, claim)),
-                    _ => {}
-                }
-            }
-            verifications::insert(tx, org_id, lines).await?;
-            if !claims.is_empty() {
-                let claimed = claim_all(tx, org_id, claims.iter().map(|(_, claim)| *claim)).await?;
-                for ((i, _), claimed) in claims.iter().zip(claimed) {
-                    outcomes[*i] = Some(Outcome::Claimed(claimed));
-                }
-            }
-        }
-        outcomes
-            .into_iter()
-            .map(|outcome| outcome.ok_or(StorageError::Internal("a request left unapplied")))
-            .collect()
     }
-    .boxed()
+    for org_id in orgs {
+        tx.act_for(org_id).await?;
+        let mut claims = Vec::new();
+        let mut lines = Vec::new();
+        for (i, request) in requests.iter().enumerate() {
+            match request {
+                Request::Log(log) if log.org_id == org_id => {
+                    lines.extend(log.entries.iter().map(|entry| (entry, log.now)));
+                    outcomes[i] = Some(Outcome::Logged);
+                }
+                Request::Claim(claim) if claim.org_id == org_id => claims.push((i, claim)),
+                _ => {}
+            }
+        }
+        tx.insert_verifications(org_id, &lines).await?;
+        if !claims.is_empty() {
+            let claimed = claim_all(tx, org_id, claims.iter().map(|(_, claim)| *claim)).await?;
+            for ((i, _), claimed) in claims.iter().zip(claimed) {
+                outcomes[*i] = Some(Outcome::Claimed(claimed));
+            }
+        }
+    }
+    outcomes
+        .into_iter()
+        .map(|outcome| outcome.ok_or(StorageError::Internal("a request left unapplied")))
+        .collect()
 }
 
 /// One organization's claims, in order: one read of the log and one of the ledger for all of
 /// them, then one write of the ledger.
 async fn claim_all<'c>(
-    tx: &mut Tx,
+    tx: &mut impl Statements,
     org_id: OrgId,
     claims: impl Iterator<Item = &'c Claim> + Clone,
 ) -> Result<Vec<Claimed>, StorageError> {
@@ -271,7 +382,7 @@ async fn claim_all<'c>(
         .map(|claim| claim.since)
         .min()
         .unwrap_or(OffsetDateTime::UNIX_EPOCH);
-    let logged = verifications::latest(tx, org_id, &addresses, since).await?;
+    let logged = tx.latest_verifications(org_id, &addresses, since).await?;
 
     // Each claim's answers from the log, and the keys of the rest.
     let answered: Vec<HashMap<String, String>> = claims
@@ -395,6 +506,27 @@ mod tests {
         });
     }
 
+    /// An in-memory database has no group-commit task: each request commits alone, through sqlx.
+    #[tokio::test]
+    async fn an_in_memory_database_claims_without_the_task() {
+        let db = Database::connect("sqlite::memory:").await.unwrap();
+        db.migrate().await.unwrap();
+        let org_id = org(&db).await;
+        let now = OffsetDateTime::now_utc();
+        db.record_verifications(org_id, &[line("old@example.com", "{}")], now)
+            .await
+            .unwrap();
+        let claimed = db
+            .claim(claim(org_id, &["old@example.com", "new@example.com"]))
+            .await
+            .unwrap();
+        let Claimed::Done { earlier, .. } = &claimed else {
+            panic!("{claimed:?}")
+        };
+        assert!(earlier.contains_key("old@example.com"));
+        assert_eq!(fresh(&claimed), [("new@example.com".to_owned(), true)]);
+    }
+
     both_backends! {
         async fn a_logged_result_answers_and_the_rest_is_charged_once(test_db) {
             let db = Database::connect(test_db.url()).await.unwrap();
@@ -453,6 +585,49 @@ mod tests {
                 "both or neither"
             );
             assert_eq!(fresh(&db.claim(claim(org_id, &["b@x.test", "b@x.test"])).await.unwrap()), [("b@x.test".to_owned(), true)]);
+        }
+
+        async fn claims_and_charges_by_the_other_driver_share_one_quota(test_db) {
+            // On SQLite the claims go through the group commit's own connection and the
+            // charges through sqlx's: both take the same writer turn and read the same ledger.
+            let db = Database::connect(test_db.url()).await.unwrap();
+            db.migrate().await.unwrap();
+            let org_id = org(&db).await;
+            set_quota(&db, 100).await;
+            let period_start = month_of(OffsetDateTime::now_utc()).0;
+            let tasks: Vec<_> = (0..200)
+                .map(|i| {
+                    let db = db.clone();
+                    tokio::spawn(async move {
+                        if i % 2 == 0 {
+                            return matches!(
+                                db.claim(claim(org_id, &[&format!("u{i}@example.com")])).await.unwrap(),
+                                Claimed::Done { .. }
+                            );
+                        }
+                        let keys = [format!("charge:{i}")];
+                        let charge = crate::usage::Charge {
+                            org_id,
+                            metric: Metric::Verifications,
+                            amount: 1,
+                            idempotency_keys: &keys,
+                            quota: 100,
+                            period_start,
+                        };
+                        matches!(
+                            db.charge(&charge, OffsetDateTime::now_utc()).await.unwrap(),
+                            crate::usage::Charged::Done { .. }
+                        )
+                    })
+                })
+                .collect();
+            let mut granted = 0;
+            for task in tasks {
+                granted += usize::from(task.await.unwrap());
+            }
+            assert_eq!(granted, 100);
+            let (_, used) = db.quota(org_id, Metric::Verifications, period_start).await.unwrap();
+            assert_eq!(used, 100);
         }
 
         async fn a_bad_request_in_a_batch_fails_only_itself(test_db) {

@@ -73,7 +73,7 @@ const APP_ROLE_SQL: &str = "SET ROLE mailroom_app";
 /// How long a readiness probe may wait for the database before calling it unreachable.
 const PING_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long SQLite waits on a lock held by another connection before giving up.
-const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
@@ -126,6 +126,7 @@ impl Database {
     /// Connects to `sqlite:…` (created if missing, WAL, foreign keys on, busy timeout) or
     /// `postgres://…`.
     pub async fn connect(url: &str) -> Result<Self, StorageError> {
+        let mut sqlite_file = None;
         let pool = match Backend::of_url(url)? {
             Backend::Sqlite => {
                 let options = SqliteConnectOptions::from_str(url)?
@@ -134,6 +135,10 @@ impl Database {
                     .synchronous(SqliteSynchronous::Normal)
                     .foreign_keys(true)
                     .busy_timeout(SQLITE_BUSY_TIMEOUT);
+                // An in-memory database is one connection's own: no second one can open it.
+                if !(url.contains(":memory:") || url.contains("mode=memory")) {
+                    sqlite_file = Some(options.get_filename().to_owned());
+                }
                 Pool::Sqlite(
                     SqlitePoolOptions::new()
                         .max_connections(8)
@@ -195,7 +200,10 @@ impl Database {
                 Backend::Postgres => None,
             },
         };
-        database.group_commit = Some(group_commit::GroupCommit::start(database.clone()));
+        database.group_commit = Some(group_commit::GroupCommit::start(
+            database.clone(),
+            sqlite_file.as_deref(),
+        ));
         Ok(database)
     }
 

@@ -10,6 +10,7 @@ use mailroom_core::usage::Metric;
 use time::OffsetDateTime;
 
 use crate::accounts::ms;
+use crate::group_commit::Statements;
 use crate::teams::Plan;
 use crate::tx::{Inner, Tenancy};
 use crate::{Database, StorageError, Tx, on_backend};
@@ -84,44 +85,27 @@ pub(crate) struct Ledger {
     added: i64,
     /// Keys charged before or here: charged again, they count nothing.
     taken: HashSet<String>,
-    new_keys: Vec<(String, i64, i64)>,
+    new_keys: Vec<NewCharge>,
 }
 
 impl Ledger {
     /// Reads the plan's quota, the period's use, and which of `keys` were charged before.
     pub async fn open(
-        tx: &mut Tx,
+        tx: &mut impl Statements,
         org_id: OrgId,
         metric: Metric,
         period_start: OffsetDateTime,
         keys: &[String],
     ) -> Result<Self, StorageError> {
-        let org = org_id.as_uuid();
-        let (plan, used) = plan_and_use(tx, org_id, metric, period_start).await?;
-        let mut taken = HashSet::new();
-        for batch in keys.chunks(BATCH) {
-            let found: Vec<String> = on_backend!(&mut tx.0, Inner, tx => {
-                let mut query = sqlx::QueryBuilder::new(
-                    "SELECT idempotency_key FROM usage_charges WHERE org_id = ",
-                );
-                query.push_bind(org).push(" AND idempotency_key IN (");
-                let mut list = query.separated(", ");
-                for key in batch {
-                    list.push_bind(key);
-                }
-                query.push(")");
-                query.build_query_scalar().fetch_all(&mut **tx).await?
-            });
-            taken.extend(found);
-        }
+        let (plan_quota, used) = tx.quota_and_use(org_id, metric, period_start).await?;
         Ok(Ledger {
             org_id,
             metric,
             period_start: ms(period_start),
-            plan_quota: plan.quota_of(metric),
+            plan_quota,
             used,
             added: 0,
-            taken,
+            taken: tx.charged_keys(org_id, keys).await?,
             new_keys: Vec::new(),
         })
     }
@@ -150,54 +134,123 @@ impl Ledger {
         self.added += total;
         for key in seen {
             self.taken.insert(key.to_owned());
-            self.new_keys.push((key.to_owned(), amount, ms(now)));
+            self.new_keys.push(NewCharge {
+                key: key.to_owned(),
+                amount,
+                at: ms(now),
+            });
         }
         Some(fresh)
     }
 
     /// Writes what was charged since [`Ledger::open`].
-    pub async fn write(&self, tx: &mut Tx) -> Result<(), StorageError> {
+    pub async fn write(&self, tx: &mut impl Statements) -> Result<(), StorageError> {
         if self.added == 0 {
             return Ok(());
         }
-        let (org, metric, period) = (
-            self.org_id.as_uuid(),
-            self.metric.as_str(),
-            self.period_start,
-        );
-        on_backend!(&mut tx.0, Inner, tx => {
-            sqlx::query(
-                "INSERT INTO usage_periods (org_id, metric, period_start, used) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (org_id, metric, period_start) DO UPDATE SET used = usage_periods.used + $4",
-            )
-            .bind(org)
-            .bind(metric)
-            .bind(period)
-            .bind(self.added)
-            .execute(&mut **tx)
-            .await?;
-            for batch in self.new_keys.chunks(BATCH) {
-                let mut insert = sqlx::QueryBuilder::new(
-                    "INSERT INTO usage_charges (org_id, idempotency_key, metric, amount, period_start, charged_at) ",
-                );
-                insert.push_values(batch, |mut row, (key, amount, at)| {
-                    row.push_bind(org)
-                        .push_bind(key)
-                        .push_bind(metric)
-                        .push_bind(amount)
-                        .push_bind(period)
-                        .push_bind(at);
-                });
-                insert.build().execute(&mut **tx).await?;
-            }
-        });
-        Ok(())
+        let period = Period {
+            org_id: self.org_id,
+            metric: self.metric,
+            start: self.period_start,
+        };
+        tx.add_use(&period, self.added).await?;
+        tx.insert_charges(&period, &self.new_keys).await
     }
 }
 
+/// An organization's account of a metric in one period.
+pub(crate) struct Period {
+    pub org_id: OrgId,
+    pub metric: Metric,
+    /// Milliseconds since the epoch.
+    pub start: i64,
+}
+
+/// A charge under an idempotency key, at `at` (ms).
+pub(crate) struct NewCharge {
+    pub key: String,
+    pub amount: i64,
+    pub at: i64,
+}
+
+/// Which of `keys` were charged before.
+pub(crate) async fn charged_keys(
+    tx: &mut Tx,
+    org_id: OrgId,
+    keys: &[String],
+) -> Result<HashSet<String>, StorageError> {
+    let mut taken = HashSet::new();
+    for batch in keys.chunks(BATCH) {
+        let found: Vec<String> = on_backend!(&mut tx.0, Inner, tx => {
+            let mut query = sqlx::QueryBuilder::new(
+                "SELECT idempotency_key FROM usage_charges WHERE org_id = ",
+            );
+            query.push_bind(org_id.as_uuid()).push(" AND idempotency_key IN (");
+            let mut list = query.separated(", ");
+            for key in batch {
+                list.push_bind(key);
+            }
+            query.push(")");
+            query.build_query_scalar().fetch_all(&mut **tx).await?
+        });
+        taken.extend(found);
+    }
+    Ok(taken)
+}
+
+/// Adds `added` to the period's use.
+pub(crate) const ADD_USE: &str = "INSERT INTO usage_periods (org_id, metric, period_start, used) \
+     VALUES ($1, $2, $3, $4) \
+     ON CONFLICT (org_id, metric, period_start) DO UPDATE SET used = usage_periods.used + $4";
+
+pub(crate) async fn add_use(tx: &mut Tx, period: &Period, added: i64) -> Result<(), StorageError> {
+    on_backend!(&mut tx.0, Inner, tx => {
+        sqlx::query(ADD_USE)
+            .bind(period.org_id.as_uuid())
+            .bind(period.metric.as_str())
+            .bind(period.start)
+            .bind(added)
+            .execute(&mut **tx)
+            .await?;
+    });
+    Ok(())
+}
+
+/// Records charges by their idempotency keys, many rows per statement.
+pub(crate) async fn insert_charges(
+    tx: &mut Tx,
+    period: &Period,
+    charges: &[NewCharge],
+) -> Result<(), StorageError> {
+    let (org, metric) = (period.org_id.as_uuid(), period.metric.as_str());
+    for batch in charges.chunks(BATCH) {
+        on_backend!(&mut tx.0, Inner, tx => {
+            let mut insert = sqlx::QueryBuilder::new(
+                "INSERT INTO usage_charges (org_id, idempotency_key, metric, amount, period_start, charged_at) ",
+            );
+            insert.push_values(batch, |mut row, charge| {
+                row.push_bind(org)
+                    .push_bind(&charge.key)
+                    .push_bind(metric)
+                    .push_bind(charge.amount)
+                    .push_bind(period.start)
+                    .push_bind(charge.at);
+            });
+            insert.build().execute(&mut **tx).await?;
+        });
+    }
+    Ok(())
+}
+
+/// The plan of organization `$1` (its columns) and its use of metric `$2` in the period
+/// starting at `$3` (ms), as `used`.
+pub(crate) const PLAN_AND_USE: &str = "SELECT p.*, COALESCE((SELECT u.used FROM usage_periods u \
+     WHERE u.org_id = o.id AND u.metric = $2 AND u.period_start = $3), 0) AS used \
+     FROM orgs o JOIN plans p ON p.id = o.plan_id WHERE o.id = $1";
+
 /// The organization's plan, and how much of `metric` it used in the period starting at
 /// `period_start`: one statement.
-async fn plan_and_use(
+pub(crate) async fn plan_and_use(
     tx: &mut Tx,
     org_id: OrgId,
     metric: Metric,
@@ -210,11 +263,7 @@ async fn plan_and_use(
         used: i64,
     }
     let row: Row = on_backend!(&mut tx.0, Inner, tx => {
-        sqlx::query_as(
-            "SELECT p.*, COALESCE((SELECT u.used FROM usage_periods u WHERE u.org_id = o.id \
-             AND u.metric = $2 AND u.period_start = $3), 0) AS used \
-             FROM orgs o JOIN plans p ON p.id = o.plan_id WHERE o.id = $1",
-        )
+        sqlx::query_as(PLAN_AND_USE)
         .bind(org_id.as_uuid())
         .bind(metric.as_str())
         .bind(ms(period_start))
