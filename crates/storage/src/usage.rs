@@ -198,11 +198,12 @@ pub(crate) async fn charged_keys(
     Ok(taken)
 }
 
-/// Adds `added` to the period's use.
+/// Adds `$4` to organization `$1`'s use of metric `$2` in the period starting at `$3` (ms).
 pub(crate) const ADD_USE: &str = "INSERT INTO usage_periods (org_id, metric, period_start, used) \
      VALUES ($1, $2, $3, $4) \
      ON CONFLICT (org_id, metric, period_start) DO UPDATE SET used = usage_periods.used + $4";
 
+/// Adds `added` to the period's use.
 pub(crate) async fn add_use(tx: &mut Tx, period: &Period, added: i64) -> Result<(), StorageError> {
     on_backend!(&mut tx.0, Inner, tx => {
         sqlx::query(ADD_USE)
