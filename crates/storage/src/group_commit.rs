@@ -65,8 +65,9 @@ pub enum Claimed {
 }
 
 /// The statements of claims and log lines, on either driver: sqlx's [`Tx`] (both backends,
-/// each statement a round trip) or SQLite's own, on the group-commit thread (`sqlite::Direct`,
-/// each statement a call). Organization-scoped, like every tenant query.
+/// each statement a round trip) or the group commit's own SQLite connection
+/// (`rusqlite::Transaction`, each statement a call). Organization-scoped, like every tenant
+/// query.
 pub(crate) trait Statements {
     /// Says whom the rest of the transaction acts for (PostgreSQL's tenant policies).
     async fn act_for(&mut self, org_id: OrgId) -> Result<(), StorageError>;
@@ -194,10 +195,9 @@ pub(crate) struct GroupCommit(mpsc::Sender<(Request, Reply)>);
 impl GroupCommit {
     /// Starts the task that applies `database`'s batches; it ends when the last sender goes.
     ///
-    /// On SQLite the task is a thread with a connection of its own to `sqlite_file` (see
-    /// [`sqlite`]); an in-memory database (`None`), which no second connection can open, has
-    /// no task, and each request commits alone. PostgreSQL's connections are sockets of the
-    /// runtime that opened them, so there the task runs on the caller's runtime.
+    /// The task runs on the caller's runtime. On SQLite it has a connection of its own to
+    /// `sqlite_file` (see [`sqlite`]); a database given as anything but a plain file (`None`)
+    /// has no task, and each request commits alone, through sqlx.
     pub(crate) fn start(database: Database, sqlite_file: Option<&Path>) -> Self {
         let (sender, queue) = mpsc::channel::<(Request, Reply)>(QUEUE);
         match (database.backend(), sqlite_file) {
@@ -504,6 +504,26 @@ mod tests {
                 .await
                 .unwrap();
         });
+    }
+
+    /// A write outside the writer turn (here another process's, holding SQLite's write lock)
+    /// makes the group commit wait off the runtime's workers and try again, not fail.
+    #[tokio::test]
+    async fn a_lock_held_outside_the_writer_turn_is_waited_out() {
+        let test_db = mailroom_testkit::TestDatabase::sqlite().await;
+        let db = Database::connect(test_db.url()).await.unwrap();
+        db.migrate().await.unwrap();
+        let org_id = org(&db).await;
+        let file = test_db.url().trim_start_matches("sqlite://").to_owned();
+        let other = rusqlite::Connection::open(file).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let release = tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            other.execute_batch("COMMIT").unwrap();
+        });
+        let claimed = db.claim(claim(org_id, &["a@x.test"])).await.unwrap();
+        assert_eq!(fresh(&claimed), [("a@x.test".to_owned(), true)]);
+        release.await.unwrap();
     }
 
     /// An in-memory database has no group-commit task: each request commits alone, through sqlx.

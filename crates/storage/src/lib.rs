@@ -135,8 +135,10 @@ impl Database {
                     .synchronous(SqliteSynchronous::Normal)
                     .foreign_keys(true)
                     .busy_timeout(SQLITE_BUSY_TIMEOUT);
-                // An in-memory database is one connection's own: no second one can open it.
-                if !(url.contains(":memory:") || url.contains("mode=memory")) {
+                // The group commit opens the file a second way (see `group_commit::sqlite`):
+                // only a plain file, as URL parameters (an in-memory database, a read-only
+                // mode, another VFS with other locking) would not carry over to it.
+                if !url.contains('?') && !url.contains(":memory:") {
                     sqlite_file = Some(options.get_filename().to_owned());
                 }
                 Pool::Sqlite(

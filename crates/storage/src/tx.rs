@@ -87,19 +87,11 @@ impl Database {
     where
         F: for<'t> FnMut(&'t mut Tx) -> BoxFuture<'t, Result<T, StorageError>>,
     {
-        let mut attempt = 1;
+        let mut retries = Retries::default();
         loop {
             match self.attempt(&mut work).await {
-                Err(error) if error.is_retryable() => {
-                    if attempt == MAX_ATTEMPTS {
-                        tracing::warn!(%error, attempts = attempt, "transaction gave up");
-                        return Err(StorageError::Contention { attempts: attempt });
-                    }
-                    tracing::debug!(attempt, %error, "transaction conflict, retrying");
-                    tokio::time::sleep(backoff(attempt)).await;
-                    attempt += 1;
-                }
-                outcome => return outcome,
+                Err(error) => retries.after(error).await?,
+                done => return done,
             }
         }
     }
@@ -275,6 +267,33 @@ impl Tx {
 
 /// Full jitter: a random wait up to an exponentially growing cap, so that conflicting
 /// transactions spread out instead of colliding again in lockstep.
+/// The retry discipline for a transaction that conflicted: capped attempts, each after a
+/// jittered exponential backoff.
+#[derive(Default)]
+pub(crate) struct Retries {
+    failed: u32,
+}
+
+impl Retries {
+    /// After a failed attempt: waits and returns `Ok` when the transaction may be tried again,
+    /// or returns the error to give up with (a conflict once the attempts are spent).
+    pub(crate) async fn after(&mut self, error: StorageError) -> Result<(), StorageError> {
+        if !error.is_retryable() {
+            return Err(error);
+        }
+        self.failed += 1;
+        if self.failed == MAX_ATTEMPTS {
+            tracing::warn!(%error, attempts = self.failed, "transaction gave up");
+            return Err(StorageError::Contention {
+                attempts: self.failed,
+            });
+        }
+        tracing::debug!(attempt = self.failed, %error, "transaction conflict, retrying");
+        tokio::time::sleep(backoff(self.failed)).await;
+        Ok(())
+    }
+}
+
 fn backoff(attempt: u32) -> Duration {
     let ceiling = BACKOFF_BASE
         .saturating_mul(2u32.saturating_pow(attempt))

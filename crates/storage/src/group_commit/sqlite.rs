@@ -13,9 +13,12 @@
 //! WAL) while the runtime's other workers take its queue. A thread of its own measured slower:
 //! it cannot gather a batch from the requests running beside it (see `GATHERING_TURNS`), and
 //! waking it and being woken by it cost more than its statements (with them left out, 31,600
-//! requests a second against 49,500 for a task). The connection takes the same
-//! writer turn as sqlx's writers (`Database::sqlite_writer`), so neither waits in SQLite's busy
-//! handler for the other. Every other statement stays with sqlx.
+//! requests a second against 49,500 for a task). The connection takes the same writer turn
+//! as sqlx's transactions (`Database::sqlite_writer`). Every other statement stays with sqlx.
+//!
+//! The task runs on the runtime that connected, which must go on polling it while the
+//! database is in use (the server's runtime does; a runtime that ends takes the task with it,
+//! and then each request commits alone, through sqlx).
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -31,6 +34,7 @@ use tokio::sync::mpsc;
 use super::{MAX_BATCH, NewCharge, Outcome, Period, Reply, Request, Statements, apply, settle};
 use crate::accounts::ms;
 use crate::teams::Plan;
+use crate::tx::Retries;
 use crate::usage::{ADD_USE, PLAN_AND_USE};
 use crate::verifications::NewVerification;
 use crate::{Database, SQLITE_BUSY_TIMEOUT, StorageError};
@@ -47,7 +51,8 @@ pub(super) fn start(
         file,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
-    connection.busy_timeout(SQLITE_BUSY_TIMEOUT)?;
+    // Busy is answered at once, and waited out off the worker (see `transaction`).
+    connection.busy_timeout(std::time::Duration::ZERO)?;
     // The hot path's writes land in the log's and the ledger's indexes at random (by address):
     // a page cache that holds them saves a read from the file for each (SQLite's default is
     // 2 MiB).
@@ -92,15 +97,37 @@ const GATHERING_TURNS: usize = 8;
 /// Applies `requests` in one transaction, which takes SQLite's write lock up front (as
 /// `Database::serializable` does on SQLite) and is rolled back, when it fails, as it drops.
 /// Its statements are calls into SQLite that never wait on the runtime: the worker running
-/// them is busy for a batch's time, no longer.
+/// them is busy for a batch's time, no longer. Writes outside the writer turn (a single
+/// statement through sqlx, another process) can still hold the lock: then the transaction is
+/// tried again after a backoff, as `Database::serializable` does, rather than waited for in
+/// SQLite's busy handler, which would hold the worker.
 async fn transaction(
     connection: &mut Connection,
     writer: &tokio::sync::Mutex<()>,
     requests: &[Request],
 ) -> Result<Vec<Outcome>, StorageError> {
-    let _turn = tokio::time::timeout(SQLITE_BUSY_TIMEOUT, writer.lock())
-        .await
-        .map_err(|_| StorageError::Timeout)?;
+    let mut retries = Retries::default();
+    loop {
+        let turn = tokio::time::timeout(SQLITE_BUSY_TIMEOUT, writer.lock())
+            .await
+            .map_err(|_| StorageError::Timeout)?;
+        let outcome = attempt(connection, requests);
+        // A rollback that failed as the transaction dropped would keep the write lock.
+        if !connection.is_autocommit() {
+            let _ = connection.execute_batch("ROLLBACK");
+        }
+        drop(turn);
+        match outcome {
+            Err(error) => retries.after(error).await?,
+            done => return done,
+        }
+    }
+}
+
+fn attempt(
+    connection: &mut Connection,
+    requests: &[Request],
+) -> Result<Vec<Outcome>, StorageError> {
     let mut tx = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let outcomes = apply(&mut tx, requests)
         .now_or_never()
