@@ -92,7 +92,7 @@ impl Verifications {
             .iter()
             .map(|(result, from_store)| log_entry(who, result, *from_store))
             .collect();
-        database.record_verifications(who.org_id, &log, now).await?;
+        database.record_verifications(who.org_id, log, now).await?;
         Ok(answers.into_iter().map(|(result, _)| result).collect())
     }
 

@@ -425,7 +425,7 @@ mod tests {
             cached: false,
             result: "{}".into(),
         };
-        db.record_verifications(user.org_id, &[verification], now)
+        db.record_verifications(user.org_id, vec![verification], now)
             .await
             .unwrap();
         (user.org_id, user.id)

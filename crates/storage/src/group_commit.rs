@@ -202,7 +202,7 @@ impl GroupCommit {
         let (sender, queue) = mpsc::channel::<(Request, Reply)>(QUEUE);
         match (database.backend(), sqlite_file) {
             (Backend::Postgres, _) => {
-                tokio::spawn(run(database, queue));
+                tokio::spawn(async move { run(&mut &database, queue, 0).await });
             }
             (Backend::Sqlite, Some(file)) => {
                 if let Err(error) = sqlite::start(file, &database, queue) {
@@ -215,10 +215,61 @@ impl GroupCommit {
     }
 }
 
-async fn run(database: Database, mut queue: mpsc::Receiver<(Request, Reply)>) {
+/// What applies a batch in one transaction: sqlx's pool (both backends), or on SQLite the
+/// group commit's own connection.
+trait Committer {
+    /// Applies `requests` in one transaction, and gives them back with the outcome.
+    async fn transaction(
+        &mut self,
+        requests: Vec<Request>,
+    ) -> (Vec<Request>, Result<Vec<Outcome>, StorageError>);
+}
+
+impl Committer for &Database {
+    /// In one serializable transaction, retried on conflict.
+    async fn transaction(
+        &mut self,
+        requests: Vec<Request>,
+    ) -> (Vec<Request>, Result<Vec<Outcome>, StorageError>) {
+        let requests = Arc::new(requests);
+        let outcome = self
+            .serializable_keeping_key_cache(|tx| {
+                let requests = Arc::clone(&requests);
+                async move { apply(tx, &requests).await }.boxed()
+            })
+            .await;
+        (Arc::unwrap_or_clone(requests), outcome)
+    }
+}
+
+/// Applies `queue`'s batches until the last sender goes. Before each batch the task yields
+/// `gathering_turns` times, so that the requests running beside it on its worker queue theirs
+/// too (see `sqlite::GATHERING_TURNS`).
+async fn run(
+    committer: &mut impl Committer,
+    mut queue: mpsc::Receiver<(Request, Reply)>,
+    gathering_turns: usize,
+) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        database.commit(std::mem::take(&mut batch)).await;
+        for _ in 0..gathering_turns {
+            tokio::task::yield_now().await;
+            while batch.len() < MAX_BATCH {
+                let Ok(request) = queue.try_recv() else { break };
+                batch.push(request);
+            }
+        }
+        commit(committer, std::mem::take(&mut batch)).await;
+    }
+}
+
+/// Applies a batch in one transaction and answers each request; see [`settle`].
+async fn commit(committer: &mut impl Committer, batch: Vec<(Request, Reply)>) {
+    let (requests, replies): (Vec<Request>, Vec<Reply>) = batch.into_iter().unzip();
+    let (requests, outcome) = committer.transaction(requests).await;
+    for (request, reply) in settle(outcome, requests, replies) {
+        let (alone, outcome) = committer.transaction(vec![request]).await;
+        settle(outcome, alone, vec![reply]);
     }
 }
 
@@ -235,12 +286,12 @@ impl Database {
     pub async fn record_verifications(
         &self,
         org_id: OrgId,
-        entries: &[NewVerification],
+        entries: Vec<NewVerification>,
         now: OffsetDateTime,
     ) -> Result<(), StorageError> {
         let lines = LogLines {
             org_id,
-            entries: entries.to_vec(),
+            entries,
             now,
         };
         self.submit(Request::Log(lines)).await.map(drop)
@@ -252,40 +303,14 @@ impl Database {
             Some(GroupCommit(queue)) => queue.send((request, reply)).await,
             None => Err(mpsc::error::SendError((request, reply))),
         };
-        // No task takes requests (this is the task, there is none, or it ended): this caller
-        // applies its own, as a batch of one.
+        // No task takes requests (there is none, or it ended): this caller applies its own,
+        // as a batch of one, through sqlx.
         if let Err(mpsc::error::SendError(alone)) = queued {
-            self.commit(vec![alone]).await;
+            commit(&mut &*self, vec![alone]).await;
         }
         answer
             .await
             .map_err(|_| StorageError::Internal("the group commit stopped"))?
-    }
-
-    /// Applies a batch in one transaction (sqlx's) and answers each request; see [`settle`].
-    async fn commit(&self, batch: Vec<(Request, Reply)>) {
-        let (requests, replies): (Vec<Request>, Vec<Reply>) = batch.into_iter().unzip();
-        let (requests, outcome) = self.apply_in_transaction(requests).await;
-        for (request, reply) in settle(outcome, requests, replies) {
-            let (alone, outcome) = self.apply_in_transaction(vec![request]).await;
-            settle(outcome, alone, vec![reply]);
-        }
-    }
-
-    /// Applies `requests` in one serializable transaction (retried on conflict), and gives
-    /// them back.
-    async fn apply_in_transaction(
-        &self,
-        requests: Vec<Request>,
-    ) -> (Vec<Request>, Result<Vec<Outcome>, StorageError>) {
-        let requests = Arc::new(requests);
-        let outcome = self
-            .serializable_keeping_key_cache(|tx| {
-                let requests = Arc::clone(&requests);
-                async move { apply(tx, &requests).await }.boxed()
-            })
-            .await;
-        (Arc::unwrap_or_clone(requests), outcome)
     }
 }
 
@@ -533,7 +558,7 @@ mod tests {
         db.migrate().await.unwrap();
         let org_id = org(&db).await;
         let now = OffsetDateTime::now_utc();
-        db.record_verifications(org_id, &[line("old@example.com", "{}")], now)
+        db.record_verifications(org_id, vec![line("old@example.com", "{}")], now)
             .await
             .unwrap();
         let claimed = db
@@ -553,7 +578,7 @@ mod tests {
             db.migrate().await.unwrap();
             let org_id = org(&db).await;
             let now = OffsetDateTime::now_utc();
-            db.record_verifications(org_id, &[line("old@example.com", "{\"ok\":1}"), line("no@example.com", "unwanted")], now)
+            db.record_verifications(org_id, vec![line("old@example.com", "{\"ok\":1}"), line("no@example.com", "unwanted")], now)
                 .await
                 .unwrap();
             let claimed = db.claim(claim(org_id, &["old@example.com", "no@example.com", "new@example.com"])).await.unwrap();
@@ -659,8 +684,8 @@ mod tests {
             let now = OffsetDateTime::now_utc();
             let lines = [line("x@example.com", "{}")];
             let (bad, good, claimed) = tokio::join!(
-                db.record_verifications(missing, &lines, now),
-                db.record_verifications(org_id, &lines, now),
+                db.record_verifications(missing, lines.to_vec(), now),
+                db.record_verifications(org_id, lines.to_vec(), now),
                 db.claim(claim(org_id, &["y@example.com"])),
             );
             assert!(bad.is_err());

@@ -265,8 +265,6 @@ impl Tx {
     }
 }
 
-/// Full jitter: a random wait up to an exponentially growing cap, so that conflicting
-/// transactions spread out instead of colliding again in lockstep.
 /// The retry discipline for a transaction that conflicted: capped attempts, each after a
 /// jittered exponential backoff.
 #[derive(Default)]
@@ -294,6 +292,8 @@ impl Retries {
     }
 }
 
+/// Full jitter: a random wait up to an exponentially growing cap, so that conflicting
+/// transactions spread out instead of colliding again in lockstep.
 fn backoff(attempt: u32) -> Duration {
     let ceiling = BACKOFF_BASE
         .saturating_mul(2u32.saturating_pow(attempt))

@@ -211,8 +211,8 @@ mod tests {
             let (a, b) = (org(&db).await, org(&db).await);
             let now = OffsetDateTime::now_utc();
             let old = now - time::Duration::days(91);
-            db.record_verifications(a, &[entry("old@example.com", "deliverable")], old).await.unwrap();
-            db.record_verifications(a, &[entry("x@example.com", "deliverable"), entry("y@example.com", "risky")], now)
+            db.record_verifications(a, vec![entry("old@example.com", "deliverable")], old).await.unwrap();
+            db.record_verifications(a, vec![entry("x@example.com", "deliverable"), entry("y@example.com", "risky")], now)
                 .await
                 .unwrap();
 

@@ -31,7 +31,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, na
 use time::OffsetDateTime;
 use tokio::sync::mpsc;
 
-use super::{MAX_BATCH, NewCharge, Outcome, Period, Reply, Request, Statements, apply, settle};
+use super::{Committer, NewCharge, Outcome, Period, Reply, Request, Statements, apply, run};
 use crate::accounts::ms;
 use crate::teams::Plan;
 use crate::tx::Retries;
@@ -59,67 +59,60 @@ pub(super) fn start(
     connection.execute_batch(
         "PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL; PRAGMA cache_size = -65536;",
     )?;
-    tokio::spawn(run(connection, Arc::clone(&database.sqlite_writer), queue));
+    let mut direct = Direct {
+        connection,
+        writer: Arc::clone(&database.sqlite_writer),
+    };
+    tokio::spawn(async move { run(&mut direct, queue, GATHERING_TURNS).await });
     Ok(())
 }
 
-async fn run(
-    mut connection: Connection,
+/// Turns of the scheduler a batch waits for more requests. A commit writes the same pages
+/// (the log's and the ledger's newest) however many requests it carries: letting the requests
+/// already running on this worker queue theirs first made batches four times larger and the
+/// route a tenth faster.
+const GATHERING_TURNS: usize = 8;
+
+/// The connection, and the writer turn it shares with sqlx's transactions.
+struct Direct {
+    connection: Connection,
     writer: Arc<tokio::sync::Mutex<()>>,
-    mut queue: mpsc::Receiver<(Request, Reply)>,
-) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        // A commit writes the same pages (the log's and the ledger's newest) however many
-        // requests it carries. Letting the requests already running on this worker queue
-        // theirs first made batches four times larger and the route a tenth faster.
-        for _ in 0..GATHERING_TURNS {
-            tokio::task::yield_now().await;
-            while batch.len() < MAX_BATCH {
-                let Ok(request) = queue.try_recv() else { break };
-                batch.push(request);
-            }
-        }
-        let (requests, replies): (Vec<Request>, Vec<Reply>) =
-            std::mem::take(&mut batch).into_iter().unzip();
-        let outcome = transaction(&mut connection, &writer, &requests).await;
-        for (request, reply) in settle(outcome, requests, replies) {
-            let alone = std::slice::from_ref(&request);
-            let outcome = transaction(&mut connection, &writer, alone).await;
-            settle(outcome, vec![request], vec![reply]);
-        }
+}
+
+impl Committer for Direct {
+    /// In one transaction, which takes SQLite's write lock up front (as
+    /// `Database::serializable` does on SQLite) and is rolled back, when it fails, as it
+    /// drops. Its statements are calls into SQLite that never wait on the runtime: the worker
+    /// running them is busy for a batch's time, no longer. Writes outside the writer turn (a
+    /// single statement through sqlx, another process) can still hold the lock: then the
+    /// transaction is tried again after a backoff, as `Database::serializable` does, rather
+    /// than waited for in SQLite's busy handler, which would hold the worker.
+    async fn transaction(
+        &mut self,
+        requests: Vec<Request>,
+    ) -> (Vec<Request>, Result<Vec<Outcome>, StorageError>) {
+        let outcome = self.retried(&requests).await;
+        (requests, outcome)
     }
 }
 
-/// Turns of the scheduler a batch waits for more requests.
-const GATHERING_TURNS: usize = 8;
-
-/// Applies `requests` in one transaction, which takes SQLite's write lock up front (as
-/// `Database::serializable` does on SQLite) and is rolled back, when it fails, as it drops.
-/// Its statements are calls into SQLite that never wait on the runtime: the worker running
-/// them is busy for a batch's time, no longer. Writes outside the writer turn (a single
-/// statement through sqlx, another process) can still hold the lock: then the transaction is
-/// tried again after a backoff, as `Database::serializable` does, rather than waited for in
-/// SQLite's busy handler, which would hold the worker.
-async fn transaction(
-    connection: &mut Connection,
-    writer: &tokio::sync::Mutex<()>,
-    requests: &[Request],
-) -> Result<Vec<Outcome>, StorageError> {
-    let mut retries = Retries::default();
-    loop {
-        let turn = tokio::time::timeout(SQLITE_BUSY_TIMEOUT, writer.lock())
-            .await
-            .map_err(|_| StorageError::Timeout)?;
-        let outcome = attempt(connection, requests);
-        // A rollback that failed as the transaction dropped would keep the write lock.
-        if !connection.is_autocommit() {
-            let _ = connection.execute_batch("ROLLBACK");
-        }
-        drop(turn);
-        match outcome {
-            Err(error) => retries.after(error).await?,
-            done => return done,
+impl Direct {
+    async fn retried(&mut self, requests: &[Request]) -> Result<Vec<Outcome>, StorageError> {
+        let mut retries = Retries::default();
+        loop {
+            let turn = tokio::time::timeout(SQLITE_BUSY_TIMEOUT, self.writer.lock())
+                .await
+                .map_err(|_| StorageError::Timeout)?;
+            let outcome = attempt(&mut self.connection, requests);
+            // A rollback that failed as the transaction dropped would keep the write lock.
+            if !self.connection.is_autocommit() {
+                let _ = self.connection.execute_batch("ROLLBACK");
+            }
+            drop(turn);
+            match outcome {
+                Err(error) => retries.after(error).await?,
+                done => return done,
+            }
         }
     }
 }
