@@ -2,10 +2,13 @@
 //! engine itself (`mailroom-verify`) knows none of this.
 //!
 //! A check of an address this organization had checked within the dedup window is answered
-//! from the log, marked `cached` and not charged. Every other check is charged before any
-//! network work, under an idempotency key made of the address and the day, so that racing
-//! checks of one address — on this node or another — are charged once. On this node they also
-//! share one run of the engine.
+//! from the log, marked `cached` and not charged. Every other check is charged under an
+//! idempotency key made of the address and the day, so that racing checks of one address — on
+//! this node or another — are charged once; on this node they also share one run of the
+//! engine. A check that asks mail hosts (the SMTP probe) is charged before any host is asked,
+//! so that no host hears from a check the log answers or the quota does not cover, and logged
+//! after it; so is a bulk job's chunk, whose rows the job writes. A check without the probe
+//! runs first, and is charged and logged in one transaction.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -55,13 +58,17 @@ fn lock(table: &RunningTable) -> std::sync::MutexGuard<'_, HashMap<String, Runni
 }
 
 /// One address of a request on its way to an answer.
-struct Ask<'a> {
-    email: &'a str,
+struct Ask {
+    email: String,
     /// The normalized address, or the input when it does not parse: what dedup keys on.
     address: String,
-    answer: Option<Verification>,
-    /// Answered from the log, not by the engine.
-    from_store: bool,
+}
+
+/// A request's addresses, and what each check is charged under.
+struct Asked {
+    asks: Vec<Ask>,
+    claim: Claim,
+    options: Options,
 }
 
 impl Verifications {
@@ -73,6 +80,11 @@ impl Verifications {
     }
 
     /// Verifies `emails` for `who` and logs each; the results come in the order asked.
+    ///
+    /// A check that asks mail hosts is charged before it runs and logged after. A check that
+    /// does not (syntax, DNS and the lists, which answer from memory and caches) runs first,
+    /// and is charged and logged in one transaction: all or none, and one wait for the
+    /// database instead of two.
     pub async fn check(
         &self,
         database: &Database,
@@ -85,14 +97,18 @@ impl Verifications {
         let day = now.unix_timestamp().div_euclid(86_400);
         let probe = if smtp { "smtp" } else { "dns" };
         let charge_key = |address: &str| format!("verify:{probe}:{day}:{address}");
-        let answers = self
-            .answer(database, who.org_id, emails, smtp, Mode::Sync, charge_key)
-            .await?;
-        let log: Vec<NewVerification> = answers
-            .iter()
-            .map(|(result, from_store)| log_entry(who, result, *from_store))
-            .collect();
-        database.record_verifications(who.org_id, log, now).await?;
+        let asked = asked(who.org_id, emails, smtp, Mode::Sync, charge_key, now);
+        let answers = if smtp {
+            let answers = self.claim_then_run(database, asked).await?;
+            let log = answers
+                .iter()
+                .map(|(result, from_store)| log_entry(who, result, *from_store))
+                .collect();
+            database.record_verifications(who.org_id, log, now).await?;
+            answers
+        } else {
+            self.run_then_claim(database, who, asked).await?
+        };
         Ok(answers.into_iter().map(|(result, _)| result).collect())
     }
 
@@ -112,16 +128,9 @@ impl Verifications {
         };
         let charge_key = |address: &str| format!("job:{}:{address}", job.id);
         let (row_numbers, emails): (Vec<i64>, Vec<String>) = rows.into_iter().unzip();
-        let answers = self
-            .answer(
-                database,
-                who.org_id,
-                &emails,
-                job.smtp,
-                Mode::Bulk,
-                charge_key,
-            )
-            .await?;
+        let now = OffsetDateTime::now_utc();
+        let asked = asked(who.org_id, &emails, job.smtp, Mode::Bulk, charge_key, now);
+        let answers = self.claim_then_run(database, asked).await?;
         Ok(row_numbers
             .into_iter()
             .zip(answers)
@@ -134,96 +143,69 @@ impl Verifications {
 
     /// Answers each address from an earlier result or, charged first, from the engine; says
     /// of each whether it came from the log.
-    async fn answer(
+    async fn claim_then_run(
         &self,
         database: &Database,
-        org_id: OrgId,
-        emails: &[String],
-        smtp: bool,
-        mode: Mode,
-        charge_key: impl Fn(&str) -> String,
+        asked: Asked,
     ) -> Result<Vec<(Verification, bool)>, VerifyError> {
-        let now = OffsetDateTime::now_utc();
-        let mut asks: Vec<Ask> = emails
-            .iter()
-            .map(|email| Ask {
-                email,
-                address: syntax::parse(email)
-                    .map(|address| address.normalized())
-                    .unwrap_or_else(|_| email.clone()),
-                answer: None,
-                from_store: false,
-            })
-            .collect();
-
-        let mut addresses: Vec<(String, String)> = asks
-            .iter()
-            .map(|ask| (ask.address.clone(), charge_key(&ask.address)))
-            .collect();
-        addresses.sort_unstable();
-        addresses.dedup();
-        let claim = Claim {
-            org_id,
-            addresses,
-            since: now - DEDUP_WINDOW,
-            answers: Arc::new(move |json| {
-                serde_json::from_str::<Verification>(json)
-                    // A result without the SMTP probe does not answer a request for one.
-                    .is_ok_and(|result| !(smtp && result.reasons.contains(&Reason::SmtpNotChecked)))
-            }),
-            now,
-        };
-        let (earlier, fresh) = match database.claim(claim).await? {
-            Claimed::Done { earlier, fresh } => (earlier, fresh),
-            Claimed::QuotaExceeded { quota, used } => {
-                return Err(VerifyError::QuotaExceeded { quota, used });
-            }
-        };
-        for ask in &mut asks {
-            if let Some(result) = earlier
-                .get(&ask.address)
-                .and_then(|json| serde_json::from_str::<Verification>(json).ok())
-            {
-                ask.from_store = true;
-                ask.answer = Some(Verification {
-                    email: ask.email.to_owned(),
-                    cached: true,
-                    ..result
-                });
-            }
-        }
-        let mut unanswered: Vec<String> = fresh.keys().cloned().collect();
-        unanswered.sort_unstable();
-
-        let options = Options { smtp, mode };
-        let mut results: HashMap<&str, Verification> = HashMap::new();
-        if let ([address], Mode::Sync) = (unanswered.as_slice(), mode) {
-            let email = asks
+        let org_id = asked.claim.org_id;
+        let claimed = database.claim(asked.claim).await?;
+        let decided = decided(&claimed)?;
+        let unanswered = distinct(
+            asked
+                .asks
                 .iter()
-                .find(|ask| &ask.address == address)
-                .map_or(address.as_str(), |ask| ask.email);
-            let key = format!("{}:{smtp}:{address}", org_id.as_uuid());
-            results.insert(address, self.run_once(key, email.to_owned(), options).await);
-        } else if !unanswered.is_empty() {
-            let verified = self.engine.verify_many(&unanswered, options).await;
-            results.extend(unanswered.iter().map(String::as_str).zip(verified));
-        }
-        for ask in &mut asks {
-            if ask.answer.is_none()
-                && let Some(result) = results.get(ask.address.as_str())
-            {
-                ask.answer = Some(Verification {
-                    email: ask.email.to_owned(),
-                    // Charged by another request: this one is a repeat of it.
-                    cached: !fresh.get(&ask.address).copied().unwrap_or(false),
-                    ..result.clone()
-                });
+                .filter(|ask| decided.fresh.contains_key(&ask.address)),
+        );
+        let results = self.run(org_id, &unanswered, asked.options).await;
+        Ok(assemble(&asked.asks, decided, &results))
+    }
+
+    /// Answers each address from the engine, then, in one transaction, from an earlier result
+    /// where the log has one, charging and logging the rest.
+    async fn run_then_claim(
+        &self,
+        database: &Database,
+        who: Requester,
+        mut asked: Asked,
+    ) -> Result<Vec<(Verification, bool)>, VerifyError> {
+        let everything = distinct(asked.asks.iter());
+        let results = Arc::new(self.run(who.org_id, &everything, asked.options).await);
+        let asks = Arc::new(asked.asks);
+        asked.claim.log = Some(Arc::new({
+            let (asks, results) = (Arc::clone(&asks), Arc::clone(&results));
+            move |claimed| match decided(claimed) {
+                Ok(decided) => assemble(&asks, decided, &results)
+                    .iter()
+                    .map(|(result, from_store)| log_entry(who, result, *from_store))
+                    .collect(),
+                Err(_) => Vec::new(),
+            }
+        }));
+        let claimed = database.claim(asked.claim).await?;
+        Ok(assemble(&asks, decided(&claimed)?, &results))
+    }
+
+    /// The engine's results for `asks` (each a distinct address).
+    async fn run(
+        &self,
+        org_id: OrgId,
+        asks: &[&Ask],
+        options: Options,
+    ) -> HashMap<String, Verification> {
+        match (asks, options.mode) {
+            ([], _) => HashMap::new(),
+            ([ask], Mode::Sync) => {
+                let key = format!("{}:{}:{}", org_id.as_uuid(), options.smtp, ask.address);
+                let result = self.run_once(key, ask.email.clone(), options).await;
+                HashMap::from([(ask.address.clone(), result)])
+            }
+            _ => {
+                let addresses: Vec<String> = asks.iter().map(|ask| ask.address.clone()).collect();
+                let verified = self.engine.verify_many(&addresses, options).await;
+                addresses.into_iter().zip(verified).collect()
             }
         }
-        Ok(asks
-            .into_iter()
-            .filter_map(|ask| ask.answer.map(|answer| (answer, ask.from_store)))
-            .collect())
     }
 
     /// Runs the engine for one address, or joins the run already under way for it. The run is
@@ -252,6 +234,111 @@ impl Verifications {
             None => self.engine.verify(&email, options).await,
         }
     }
+}
+
+/// `emails` as asks, and their claim: each distinct address, with the key its charge goes
+/// under.
+fn asked(
+    org_id: OrgId,
+    emails: &[String],
+    smtp: bool,
+    mode: Mode,
+    charge_key: impl Fn(&str) -> String,
+    now: OffsetDateTime,
+) -> Asked {
+    let asks: Vec<Ask> = emails
+        .iter()
+        .map(|email| Ask {
+            email: email.clone(),
+            address: syntax::parse(email)
+                .map(|address| address.normalized())
+                .unwrap_or_else(|_| email.clone()),
+        })
+        .collect();
+    let mut addresses: Vec<(String, String)> = asks
+        .iter()
+        .map(|ask| (ask.address.clone(), charge_key(&ask.address)))
+        .collect();
+    addresses.sort_unstable();
+    addresses.dedup();
+    let claim = Claim {
+        org_id,
+        addresses,
+        since: now - DEDUP_WINDOW,
+        answers: Arc::new(move |json| {
+            serde_json::from_str::<Verification>(json)
+                // A result without the SMTP probe does not answer a request for one.
+                .is_ok_and(|result| !(smtp && result.reasons.contains(&Reason::SmtpNotChecked)))
+        }),
+        now,
+        log: None,
+    };
+    Asked {
+        asks,
+        claim,
+        options: Options { smtp, mode },
+    }
+}
+
+/// One ask of each address.
+fn distinct<'a>(asks: impl Iterator<Item = &'a Ask>) -> Vec<&'a Ask> {
+    let mut distinct: Vec<&Ask> = asks.collect();
+    // Stable: the first ask of an address is the one run.
+    distinct.sort_by(|a, b| a.address.cmp(&b.address));
+    distinct.dedup_by(|a, b| a.address == b.address);
+    distinct
+}
+
+/// What a claim that charged decided (see [`Claimed::Done`]).
+#[derive(Clone, Copy)]
+struct Decided<'c> {
+    /// The addresses answered from the log, with the logged result (JSON).
+    earlier: &'c HashMap<String, String>,
+    /// The addresses charged: by this claim (true) or before it.
+    fresh: &'c HashMap<String, bool>,
+}
+
+fn decided(claimed: &Claimed) -> Result<Decided<'_>, VerifyError> {
+    match claimed {
+        Claimed::Done { earlier, fresh } => Ok(Decided { earlier, fresh }),
+        Claimed::QuotaExceeded { quota, used } => Err(VerifyError::QuotaExceeded {
+            quota: *quota,
+            used: *used,
+        }),
+    }
+}
+
+/// Each ask's answer, in order: an earlier result from the log (`earlier`, as JSON) or the
+/// engine's, and whether it came from the log.
+fn assemble(
+    asks: &[Ask],
+    decided: Decided<'_>,
+    results: &HashMap<String, Verification>,
+) -> Vec<(Verification, bool)> {
+    asks.iter()
+        .filter_map(|ask| {
+            if let Some(result) = decided
+                .earlier
+                .get(&ask.address)
+                .and_then(|json| serde_json::from_str::<Verification>(json).ok())
+            {
+                let answer = Verification {
+                    email: ask.email.clone(),
+                    cached: true,
+                    ..result
+                };
+                return Some((answer, true));
+            }
+            let result = results.get(&ask.address)?;
+            let answer = Verification {
+                email: ask.email.clone(),
+                // Charged by another request: this one is a repeat of it.
+                cached: !decided.fresh.get(&ask.address).copied().unwrap_or(false),
+                ..result.clone()
+            };
+            Some((answer, false))
+        })
+        .collect()
 }
 
 /// The log's line for a result. Only an answer from the log is logged as cached: a result the

@@ -70,6 +70,16 @@ async fn with_key(app: &TestApp, key: &str, path: &str, body: Value) -> reqwest:
         .unwrap()
 }
 
+/// Puts every organization on a plan of `quota` verifications a month.
+async fn on_a_plan_of(db: &TestDatabase, quota: i64) {
+    db.execute(&format!(
+        "INSERT INTO plans (id, name, team, member_limit, verifications_per_month, key_requests_per_minute, key_requests_per_day) \
+         VALUES ('tiny', 'Tiny', FALSE, 1, {quota}, 60, 10000)"
+    ))
+    .await;
+    db.execute("UPDATE orgs SET plan_id = 'tiny'").await;
+}
+
 async fn used(app: &TestApp, session: &str) -> i64 {
     let usage: Value = get_as(app, session, "/v1/usage")
         .await
@@ -165,12 +175,7 @@ both_backends! {
         let Some(world) = world(&db).await else { return };
         let app = &world.app;
         let session = create_account(app, &db, "quota@example.test").await;
-        db.execute(
-            "INSERT INTO plans (id, name, team, member_limit, verifications_per_month, key_requests_per_minute, key_requests_per_day) \
-             VALUES ('tiny', 'Tiny', FALSE, 1, 10, 60, 10000)",
-        )
-        .await;
-        db.execute("UPDATE orgs SET plan_id = 'tiny'").await;
+        on_a_plan_of(&db, 10).await;
         for n in 0..10 {
             let answer = send_as(app, Method::POST, &session, "/v1/verify", Some(json!({"email": format!("user{n}@verify.test")}))).await;
             assert_eq!(answer.status(), 200);
@@ -186,6 +191,35 @@ both_backends! {
         // A batch that does not fit is refused whole.
         let batch = send_as(app, Method::POST, &session, "/v1/verify/batch", Some(json!({"emails": ["a@verify.test", "user1@verify.test"]}))).await;
         problem(batch, 402, "quota_exceeded").await;
+        world.app.stop().await;
+    }
+
+    async fn without_the_probe_a_check_is_charged_and_logged_together_or_not_at_all(db) {
+        let Some(world) = world(&db).await else { return };
+        let app = &world.app;
+        let session = create_account(app, &db, "noprobe@example.test").await;
+        on_a_plan_of(&db, 2).await;
+        let checks: Vec<_> = (0..20)
+            .map(|_| send_as(app, Method::POST, &session, "/v1/verify", Some(json!({"email": "alice@verify.test", "smtp": false}))))
+            .collect();
+        let mut fresh = 0;
+        for answer in futures::future::join_all(checks).await {
+            assert_eq!(answer.status(), 200);
+            let answer: Value = answer.json().await.unwrap();
+            assert!(answer["reasons"].as_array().unwrap().contains(&json!("smtp_not_checked")));
+            fresh += usize::from(answer["cached"] == false);
+        }
+        assert_eq!(fresh, 1, "one check was charged; the others repeat it");
+        let bob = send_as(app, Method::POST, &session, "/v1/verify", Some(json!({"email": "bob@verify.test", "smtp": false}))).await;
+        assert_eq!(bob.status(), 200);
+        let carol = send_as(app, Method::POST, &session, "/v1/verify", Some(json!({"email": "carol@verify.test", "smtp": false}))).await;
+        problem(carol, 402, "quota_exceeded").await;
+        assert_eq!(used(app, &session).await, 2);
+        let log: Value = get_as(app, &session, "/v1/verify/logs").await.json().await.unwrap();
+        let addresses: Vec<&str> = log["items"].as_array().unwrap().iter().map(|line| line["address"].as_str().unwrap()).collect();
+        assert_eq!(addresses.len(), 21, "every answer is logged: {addresses:?}");
+        assert_eq!(addresses[0], "bob@verify.test", "the refused check left no line");
+        assert_eq!(world.mx.stats().rcpt, 0, "no mail host was asked");
         world.app.stop().await;
     }
 

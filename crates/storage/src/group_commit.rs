@@ -37,6 +37,10 @@ const QUEUE: usize = 4096;
 /// request for one): the caller's rule, over the result as logged.
 pub type Answers = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
+/// The log lines of a claim that was charged, made from what became of it: the caller's rule.
+/// It may be asked more than once (a transaction tried again); the last answer is committed.
+pub type LogOnce = Arc<dyn Fn(&Claimed) -> Vec<NewVerification> + Send + Sync>;
+
 /// Checks of addresses for an organization: each address is answered by its latest logged
 /// result within the dedup window, if `answers` takes it; the others are charged one
 /// verification each, all or none.
@@ -49,6 +53,9 @@ pub struct Claim {
     pub since: OffsetDateTime,
     pub answers: Answers,
     pub now: OffsetDateTime,
+    /// Log lines to write in the claim's own transaction, when the results are known before
+    /// the claim: charge and log are then one write, all or none, and one wait.
+    pub log: Option<LogOnce>,
 }
 
 /// What became of a claim.
@@ -378,9 +385,15 @@ async fn apply(
         tx.insert_verifications(org_id, &lines).await?;
         if !claims.is_empty() {
             let claimed = claim_all(tx, org_id, claims.iter().map(|(_, claim)| *claim)).await?;
-            for ((i, _), claimed) in claims.iter().zip(claimed) {
+            let mut logged = Vec::new();
+            for ((i, claim), claimed) in claims.iter().zip(claimed) {
+                if let (Some(log), Claimed::Done { .. }) = (&claim.log, &claimed) {
+                    logged.extend(log(&claimed).into_iter().map(|line| (line, claim.now)));
+                }
                 outcomes[*i] = Some(Outcome::Claimed(claimed));
             }
+            let logged: Vec<_> = logged.iter().map(|(line, at)| (line, *at)).collect();
+            tx.insert_verifications(org_id, &logged).await?;
         }
     }
     outcomes
@@ -497,6 +510,7 @@ mod tests {
             since: now - time::Duration::hours(24),
             answers: Arc::new(|result| !result.contains("unwanted")),
             now,
+            log: None,
         }
     }
 
@@ -630,6 +644,30 @@ mod tests {
                 "both or neither"
             );
             assert_eq!(fresh(&db.claim(claim(org_id, &["b@x.test", "b@x.test"])).await.unwrap()), [("b@x.test".to_owned(), true)]);
+        }
+
+        async fn a_claim_charged_logs_its_lines_and_one_refused_logs_none(test_db) {
+            let db = Database::connect(test_db.url()).await.unwrap();
+            db.migrate().await.unwrap();
+            let org_id = org(&db).await;
+            set_quota(&db, 1).await;
+            let logging = |address: &str| Claim {
+                log: Some(Arc::new(|claimed: &Claimed| {
+                    let Claimed::Done { fresh, .. } = claimed else { return Vec::new() };
+                    fresh.keys().map(|address| line(address, "{}")).collect()
+                })),
+                ..claim(org_id, &[address])
+            };
+            assert_eq!(fresh(&db.claim(logging("a@x.test")).await.unwrap()), [("a@x.test".to_owned(), true)]);
+            assert_eq!(db.claim(logging("b@x.test")).await.unwrap(), Claimed::QuotaExceeded { quota: 1, used: 1 });
+            let everything = crate::verifications::LogQuery { limit: 10, ..Default::default() };
+            let log = db.verification_log(org_id, &everything).await.unwrap();
+            assert_eq!(log.iter().map(|line| line.address.as_str()).collect::<Vec<_>>(), ["a@x.test"]);
+            // The line is the log's like any other: it answers the next claim.
+            let Claimed::Done { earlier, .. } = db.claim(claim(org_id, &["a@x.test"])).await.unwrap() else {
+                panic!("answered from the log")
+            };
+            assert!(earlier.contains_key("a@x.test"));
         }
 
         async fn claims_and_charges_by_the_other_driver_share_one_quota(test_db) {

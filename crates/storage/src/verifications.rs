@@ -222,6 +222,7 @@ mod tests {
                 since: now - time::Duration::hours(24),
                 answers: std::sync::Arc::new(|_| true),
                 now,
+                log: None,
             };
             let Claimed::Done { earlier, .. } = db.claim(claim(a)).await.unwrap() else { panic!("charged") };
             assert_eq!(earlier.len(), 1, "old@ is outside the window, z@ was never checked: {earlier:?}");
