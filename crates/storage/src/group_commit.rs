@@ -39,7 +39,7 @@ pub type Answers = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
 /// The log lines of a claim that was charged, made from what became of it: the caller's rule.
 /// It may be asked more than once (a transaction tried again); the last answer is committed.
-pub type LogOnce = Arc<dyn Fn(&Claimed) -> Vec<NewVerification> + Send + Sync>;
+pub type LogRule = Arc<dyn Fn(&Claimed) -> Vec<NewVerification> + Send + Sync>;
 
 /// Checks of addresses for an organization: each address is answered by its latest logged
 /// result within the dedup window, if `answers` takes it; the others are charged one
@@ -55,7 +55,7 @@ pub struct Claim {
     pub now: OffsetDateTime,
     /// Log lines to write in the claim's own transaction, when the results are known before
     /// the claim: charge and log are then one write, all or none, and one wait.
-    pub log: Option<LogOnce>,
+    pub log: Option<LogRule>,
 }
 
 /// What became of a claim.
@@ -356,7 +356,7 @@ fn settle(
 
 /// Applies `requests` inside `tx`, organization by organization (the tenant setting is one per
 /// organization): its log lines first, so that a claim in the same batch finds them, then its
-/// claims in the order they came.
+/// claims in the order they came, then the lines those that charged made.
 async fn apply(
     tx: &mut impl Statements,
     requests: &[Request],
