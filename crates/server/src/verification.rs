@@ -4,8 +4,8 @@
 //! A check of an address this organization had checked within the dedup window is answered
 //! from the log, marked `cached` and not charged. Every other check is charged under an
 //! idempotency key made of the address and the day, so that racing checks of one address — on
-//! this node or another — are charged once; on this node they also share one run of the
-//! engine. A check that asks mail hosts (the SMTP probe) is charged before any host is asked,
+//! this node or another — are charged once; on this node, those with the SMTP probe also share
+//! one run of the engine. A check that asks mail hosts (the SMTP probe) is charged before any host is asked,
 //! so that no host hears from a check the log answers or the quota does not cover, and logged
 //! after it; so is a bulk job's chunk, whose rows the job writes. A check without the probe
 //! runs first, and is charged and logged in one transaction.
@@ -195,6 +195,12 @@ impl Verifications {
     ) -> HashMap<String, Verification> {
         match (asks, options.mode) {
             ([], _) => HashMap::new(),
+            // Without the probe a run asks nothing of anyone that a cache would not answer:
+            // racing runs cost less than sharing one (a task, its table and its wake-ups).
+            ([ask], Mode::Sync) if !options.smtp => {
+                let result = self.engine.verify(&ask.email, options).await;
+                HashMap::from([(ask.address.clone(), result)])
+            }
             ([ask], Mode::Sync) => {
                 let key = format!("{}:{}:{}", org_id.as_uuid(), options.smtp, ask.address);
                 let result = self.run_once(key, ask.email.clone(), options).await;
