@@ -5,10 +5,10 @@
 //! from the log, marked `cached` and not charged. Every other check is charged under an
 //! idempotency key made of the address and the day, so that racing checks of one address — on
 //! this node or another — are charged once; on this node, those with the SMTP probe also share
-//! one run of the engine. A check that asks mail hosts (the SMTP probe) is charged before any host is asked,
-//! so that no host hears from a check the log answers or the quota does not cover, and logged
-//! after it; so is a bulk job's chunk, whose rows the job writes. A check without the probe
-//! runs first, and is charged and logged in one transaction.
+//! one run of the engine. A check that asks mail hosts (the SMTP probe) is charged before any
+//! host is asked, so that no host hears from a check the log answers or the quota does not
+//! cover, and logged after it; so is a bulk job's chunk, whose rows the job writes. A check
+//! without the probe runs first, and is charged and logged in one transaction.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -202,7 +202,8 @@ impl Verifications {
                 HashMap::from([(ask.address.clone(), result)])
             }
             ([ask], Mode::Sync) => {
-                let key = format!("{}:{}:{}", org_id.as_uuid(), options.smtp, ask.address);
+                // Only runs with the probe are shared (see the arm above).
+                let key = format!("{}:{}", org_id.as_uuid(), ask.address);
                 let result = self.run_once(key, ask.email.clone(), options).await;
                 HashMap::from([(ask.address.clone(), result)])
             }
