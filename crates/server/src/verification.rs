@@ -57,6 +57,12 @@ fn lock(table: &RunningTable) -> std::sync::MutexGuard<'_, HashMap<String, Runni
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// A check's answer, with its JSON as logged: the API sends those same bytes.
+pub struct Answer {
+    pub result: Verification,
+    pub json: String,
+}
+
 /// One address of a request on its way to an answer.
 struct Ask {
     email: String,
@@ -79,7 +85,7 @@ impl Verifications {
         }
     }
 
-    /// Verifies `emails` for `who` and logs each; the results come in the order asked.
+    /// Verifies `emails` for `who` and logs each; the answers come in the order asked.
     ///
     /// A check that asks mail hosts is charged before it runs and logged after. A check that
     /// does not (syntax, DNS and the lists, which answer from memory and caches) runs first,
@@ -91,25 +97,31 @@ impl Verifications {
         who: Requester,
         emails: &[String],
         smtp: bool,
-    ) -> Result<Vec<Verification>, VerifyError> {
+    ) -> Result<Vec<Answer>, VerifyError> {
         let now = OffsetDateTime::now_utc();
         // The day, so that a key is reused only while dedup would have answered anyway.
         let day = now.unix_timestamp().div_euclid(86_400);
         let probe = if smtp { "smtp" } else { "dns" };
         let charge_key = |address: &str| format!("verify:{probe}:{day}:{address}");
         let asked = asked(who.org_id, emails, smtp, Mode::Sync, charge_key, now);
-        let answers = if smtp {
-            let answers = self.claim_then_run(database, asked).await?;
-            let log = answers
-                .iter()
-                .map(|(result, from_store)| log_entry(who, result, *from_store))
-                .collect();
-            database.record_verifications(who.org_id, log, now).await?;
-            answers
-        } else {
-            self.run_then_claim(database, who, asked).await?
-        };
-        Ok(answers.into_iter().map(|(result, _)| result).collect())
+        if !smtp {
+            return self.run_then_claim(database, who, asked).await;
+        }
+        let answers = self.claim_then_run(database, asked).await?;
+        let log: Vec<NewVerification> = answers
+            .iter()
+            .map(|(result, from_store)| log_entry(who, result, *from_store))
+            .collect();
+        let logged = log
+            .iter()
+            .map(|line| line.result.clone())
+            .collect::<Vec<_>>();
+        database.record_verifications(who.org_id, log, now).await?;
+        Ok(answers
+            .into_iter()
+            .zip(logged)
+            .map(|((result, _), json)| Answer { result, json })
+            .collect())
     }
 
     /// Verifies a chunk of a bulk job's rows; the caller writes them, with the job's progress.
@@ -168,13 +180,33 @@ impl Verifications {
         database: &Database,
         who: Requester,
         mut asked: Asked,
-    ) -> Result<Vec<(Verification, bool)>, VerifyError> {
+    ) -> Result<Vec<Answer>, VerifyError> {
         let everything = distinct(asked.asks.iter());
         let results = Arc::new(self.run(who.org_id, &everything, asked.options).await);
         let asks = Arc::new(asked.asks);
+        // The answers and lines of the usual outcome, every address charged by this claim, are
+        // made here: the group commit's task runs every claim's rule in turn, and a rule that
+        // only copies its lines keeps that task (which all requests wait on) short. The
+        // answers' JSON is the lines'.
+        let charged: HashMap<String, bool> =
+            asks.iter().map(|ask| (ask.address.clone(), true)).collect();
+        let earlier = HashMap::new();
+        let decided_if_charged = Decided {
+            earlier: &earlier,
+            fresh: &charged,
+        };
+        let if_charged = assemble(&asks, decided_if_charged, &results);
+        let lines_if_charged: Arc<Vec<NewVerification>> = Arc::new(
+            if_charged
+                .iter()
+                .map(|(result, from_store)| log_entry(who, result, *from_store))
+                .collect(),
+        );
         asked.claim.log = Some(Arc::new({
             let (asks, results) = (Arc::clone(&asks), Arc::clone(&results));
+            let lines_if_charged = Arc::clone(&lines_if_charged);
             move |claimed| match decided(claimed) {
+                Ok(decided) if decided.all_charged_here() => lines_if_charged.to_vec(),
                 Ok(decided) => assemble(&asks, decided, &results)
                     .iter()
                     .map(|(result, from_store)| log_entry(who, result, *from_store))
@@ -183,7 +215,24 @@ impl Verifications {
             }
         }));
         let claimed = database.claim(asked.claim).await?;
-        Ok(assemble(&asks, decided(&claimed)?, &results))
+        let decided = decided(&claimed)?;
+        if decided.all_charged_here() {
+            return Ok(if_charged
+                .into_iter()
+                .zip(lines_if_charged.iter())
+                .map(|((result, _), line)| Answer {
+                    result,
+                    json: line.result.clone(),
+                })
+                .collect());
+        }
+        Ok(assemble(&asks, decided, &results)
+            .into_iter()
+            .map(|(result, _)| Answer {
+                json: to_json(&result),
+                result,
+            })
+            .collect())
     }
 
     /// The engine's results for `asks` (each a distinct address).
@@ -305,6 +354,13 @@ struct Decided<'c> {
     fresh: &'c HashMap<String, bool>,
 }
 
+impl Decided<'_> {
+    /// Whether every address was charged by this claim.
+    fn all_charged_here(&self) -> bool {
+        self.earlier.is_empty() && self.fresh.values().all(|fresh| *fresh)
+    }
+}
+
 fn decided(claimed: &Claimed) -> Result<Decided<'_>, VerifyError> {
     match claimed {
         Claimed::Done { earlier, fresh } => Ok(Decided { earlier, fresh }),
@@ -361,6 +417,11 @@ fn log_entry(who: Requester, result: &Verification, from_store: bool) -> NewVeri
             .unwrap_or_else(|| result.email.clone()),
         verdict: result.verdict.as_str().to_owned(),
         cached: from_store,
-        result: serde_json::to_string(result).unwrap_or_default(),
+        result: to_json(result),
     }
+}
+
+/// A result as the log keeps it and the API sends it (VER-5).
+fn to_json(result: &Verification) -> String {
+    serde_json::to_string(result).unwrap_or_default()
 }

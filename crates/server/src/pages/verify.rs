@@ -64,13 +64,13 @@ pub async fn check_submit(
     let email = form.email.trim().to_owned();
     let caller = Caller::Account(principal);
     match verify::check(&state, &caller, vec![email.clone()], smtp, "email").await {
-        Ok(mut results) => match results.pop() {
-            Some(result) => titled(
+        Ok(mut answers) => match answers.pop() {
+            Some(answer) => titled(
                 &nonce,
                 "Verify an address",
                 None,
                 None,
-                html! { (check_form(&email, smtp)) (explained(&result)) },
+                html! { (check_form(&email, smtp)) (explained(&answer.result)) },
             ),
             None => ApiError::internal(anyhow::anyhow!("no result")).into_response(),
         },
