@@ -41,8 +41,10 @@ pub fn generate() -> NewApiKey {
 pub fn lookup_id(presented: &str) -> Option<&str> {
     let rest = presented.strip_prefix(PREFIX)?;
     let (id, secret) = rest.split_once('_')?;
-    let base62 =
-        |part: &str, length| part.len() == length && part.bytes().all(|b| BASE62.contains(&b));
+    // BASE62 is exactly the ASCII letters and digits.
+    let base62 = |part: &str, length| {
+        part.len() == length && part.bytes().all(|b| b.is_ascii_alphanumeric())
+    };
     (base62(id, ID_LENGTH) && base62(secret, SECRET_LENGTH)).then_some(id)
 }
 
@@ -80,5 +82,15 @@ mod tests {
         let last = if key.ends_with('A') { 'B' } else { 'A' };
         let tampered = format!("{}{last}", &key[..key.len() - 1]);
         assert!(!matches(&SecretString::from(tampered), &new.hash));
+    }
+
+    /// `lookup_id` checks the alphabet as "ASCII letters and digits".
+    #[test]
+    fn the_alphabet_is_the_ascii_letters_and_digits() {
+        let alphanumeric: Vec<u8> = (0..=u8::MAX).filter(u8::is_ascii_alphanumeric).collect();
+        assert_eq!(BASE62, alphanumeric.as_slice());
+        let key = generate().key.expose_secret().to_owned();
+        let foreign = format!("{}-", &key[..key.len() - 1]);
+        assert_eq!(lookup_id(&foreign), None);
     }
 }
