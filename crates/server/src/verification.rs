@@ -108,20 +108,12 @@ impl Verifications {
             return self.run_then_claim(database, who, asked).await;
         }
         let answers = self.claim_then_run(database, asked).await?;
-        let log: Vec<NewVerification> = answers
-            .iter()
-            .map(|(result, from_store)| log_entry(who, result, *from_store))
-            .collect();
-        let logged = log
-            .iter()
-            .map(|line| line.result.clone())
-            .collect::<Vec<_>>();
-        database.record_verifications(who.org_id, log, now).await?;
-        Ok(answers
-            .into_iter()
-            .zip(logged)
-            .map(|((result, _), json)| Answer { result, json })
-            .collect())
+        let lines = log_lines(who, &answers);
+        let answers = as_logged(answers, &lines);
+        database
+            .record_verifications(who.org_id, lines, now)
+            .await?;
+        Ok(answers)
     }
 
     /// Verifies a chunk of a bulk job's rows; the caller writes them, with the job's progress.
@@ -196,35 +188,20 @@ impl Verifications {
             fresh: &charged,
         };
         let if_charged = assemble(&asks, decided_if_charged, &results);
-        let lines_if_charged: Arc<Vec<NewVerification>> = Arc::new(
-            if_charged
-                .iter()
-                .map(|(result, from_store)| log_entry(who, result, *from_store))
-                .collect(),
-        );
+        let lines_if_charged = Arc::new(log_lines(who, &if_charged));
         asked.claim.log = Some(Arc::new({
             let (asks, results) = (Arc::clone(&asks), Arc::clone(&results));
             let lines_if_charged = Arc::clone(&lines_if_charged);
             move |claimed| match decided(claimed) {
                 Ok(decided) if decided.all_charged_here() => lines_if_charged.to_vec(),
-                Ok(decided) => assemble(&asks, decided, &results)
-                    .iter()
-                    .map(|(result, from_store)| log_entry(who, result, *from_store))
-                    .collect(),
+                Ok(decided) => log_lines(who, &assemble(&asks, decided, &results)),
                 Err(_) => Vec::new(),
             }
         }));
         let claimed = database.claim(asked.claim).await?;
         let decided = decided(&claimed)?;
         if decided.all_charged_here() {
-            return Ok(if_charged
-                .into_iter()
-                .zip(lines_if_charged.iter())
-                .map(|((result, _), line)| Answer {
-                    result,
-                    json: line.result.clone(),
-                })
-                .collect());
+            return Ok(as_logged(if_charged, &lines_if_charged));
         }
         Ok(assemble(&asks, decided, &results)
             .into_iter()
@@ -419,6 +396,26 @@ fn log_entry(who: Requester, result: &Verification, from_store: bool) -> NewVeri
         cached: from_store,
         result: to_json(result),
     }
+}
+
+/// The log's lines for `answers`.
+fn log_lines(who: Requester, answers: &[(Verification, bool)]) -> Vec<NewVerification> {
+    answers
+        .iter()
+        .map(|(result, from_store)| log_entry(who, result, *from_store))
+        .collect()
+}
+
+/// `answers`, each with its JSON as its line in `lines` logged it.
+fn as_logged(answers: Vec<(Verification, bool)>, lines: &[NewVerification]) -> Vec<Answer> {
+    answers
+        .into_iter()
+        .zip(lines)
+        .map(|((result, _), line)| Answer {
+            result,
+            json: line.result.clone(),
+        })
+        .collect()
 }
 
 /// A result as the log keeps it and the API sends it (VER-5).

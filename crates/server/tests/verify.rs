@@ -205,6 +205,7 @@ both_backends! {
         let mut fresh = 0;
         for answer in futures::future::join_all(checks).await {
             assert_eq!(answer.status(), 200);
+            assert_eq!(answer.headers()["content-type"], "application/json");
             let answer: Value = answer.json().await.unwrap();
             assert!(answer["reasons"].as_array().unwrap().contains(&json!("smtp_not_checked")));
             fresh += usize::from(answer["cached"] == false);
