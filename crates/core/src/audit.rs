@@ -118,6 +118,9 @@ pub struct AuditEvent {
     pub action: Action,
     pub outcome: Outcome,
     pub target: Option<String>,
+    /// The normalized address of the person the entry is about, when it is about one: what
+    /// account deletion erases by (PRIV-1), by equality, never by a match inside `target`.
+    pub subject: Option<String>,
     pub ip: Option<String>,
     pub user_agent: Option<String>,
     pub session_id: Option<SessionId>,
@@ -142,6 +145,7 @@ pub struct PersonalFields {
     pub target: Option<String>,
     pub ip: Option<String>,
     pub user_agent: Option<String>,
+    pub subject: Option<String>,
 }
 
 /// The fields an entry's hash covers, in the order they are hashed. Storage reads them back
@@ -204,6 +208,11 @@ pub fn personal_digest(key: &[u8], entry_id: Uuid, fields: &PersonalFields) -> V
     for text in [&fields.target, &fields.ip, &fields.user_agent] {
         encoder.put_optional(text.as_deref().map(str::as_bytes));
     }
+    // A trailing part only when present: entries written before subjects existed keep the
+    // digest they were written with, and one more part cannot encode like one fewer.
+    if let Some(subject) = &fields.subject {
+        encoder.put(subject.as_bytes());
+    }
     encoder.finish()
 }
 
@@ -236,14 +245,19 @@ pub fn erasure_mac(key: &[u8], entry_id: Uuid, erased_at_ms: i64) -> Vec<u8> {
     encoder.finish()
 }
 
-/// A chain's head: its newest entry, and whether the retention purge removed all of it.
+/// A chain's head: its newest entry, and where the chain legitimately starts.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ChainHead {
     pub scope: Uuid,
     pub seq: i64,
     pub hash: Vec<u8>,
     pub occurred_at_ms: i64,
+    /// Set by the purge, before `first_seq` existed, when it removed the whole chain.
     pub purged_through_ms: Option<i64>,
+    /// The seq of the chain's oldest entry: 1, until the retention purge moves it past what
+    /// it removed (`seq + 1` once it removed the whole chain). Nothing else moves it. `None`
+    /// only on a head written before it existed.
+    pub first_seq: Option<i64>,
 }
 
 /// The MAC of a chain's head, under the audit key: a head rewritten to hide deleted entries
@@ -260,6 +274,11 @@ pub fn head_mac(key: &[u8], head: &ChainHead) -> Vec<u8> {
             .as_ref()
             .map(|b| &b[..]),
     );
+    // Trailing and only when present, like the subject of a personal digest: heads written
+    // before it existed keep their MAC.
+    if let Some(first_seq) = head.first_seq {
+        encoder.put(&first_seq.to_be_bytes());
+    }
     encoder.finish()
 }
 
@@ -273,6 +292,7 @@ mod tests {
             target: Some("a".into()),
             ip: Some("127.0.0.1".into()),
             user_agent: None,
+            subject: None,
         }
     }
 
@@ -326,9 +346,36 @@ mod tests {
             ..personal()
         };
         assert_ne!(base, personal_digest(b"key", Uuid::nil(), &actor));
+        let subject = PersonalFields {
+            subject: Some(String::new()),
+            ..personal()
+        };
+        assert_ne!(base, personal_digest(b"key", Uuid::nil(), &subject));
         assert_ne!(
             base,
             personal_digest(b"other key", Uuid::nil(), &personal())
         );
+    }
+
+    #[test]
+    fn a_heads_start_counts() {
+        let head = ChainHead {
+            scope: PLATFORM_SCOPE,
+            seq: 11,
+            hash: vec![7; 32],
+            occurred_at_ms: 1_700_000_000_000,
+            purged_through_ms: None,
+            first_seq: Some(1),
+        };
+        let moved = ChainHead {
+            first_seq: Some(11),
+            ..head.clone()
+        };
+        let unset = ChainHead {
+            first_seq: None,
+            ..head.clone()
+        };
+        assert_ne!(head_mac(b"key", &head), head_mac(b"key", &moved));
+        assert_ne!(head_mac(b"key", &head), head_mac(b"key", &unset));
     }
 }

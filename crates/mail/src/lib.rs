@@ -104,9 +104,14 @@ impl SystemMail {
         })
     }
 
-    /// Into `dir` (created if missing), one RFC 5322 `.eml` file per message.
+    /// Into `dir` (created if missing, readable by its owner only: the messages hold sign-in
+    /// codes), one RFC 5322 `.eml` file per message.
     pub fn outbox(dir: &Path, from: Mailbox) -> Result<Self, MailError> {
-        std::fs::create_dir_all(dir).map_err(|source| MailError::OutboxDir {
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder.create(dir).map_err(|source| MailError::OutboxDir {
             path: dir.to_owned(),
             source,
         })?;

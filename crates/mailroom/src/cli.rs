@@ -192,6 +192,7 @@ impl Cli {
                     action: Action::AccountCreatedByAdmin,
                     outcome: Outcome::Success,
                     target: Some(user.email.clone()),
+                    subject: Some(user.email.clone()),
                     ip: None,
                     user_agent: Some("mailroom admin create".to_owned()),
                     session_id: None,

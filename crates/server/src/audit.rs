@@ -52,6 +52,7 @@ impl AuditTrail {
             action,
             outcome,
             target: None,
+            subject: None,
             ip: Some(self.ip.clone()),
             user_agent: self.user_agent.clone(),
             session_id: None,

@@ -76,6 +76,62 @@ both_backends! {
         app.stop().await;
     }
 
+    async fn only_a_live_sessions_cookie_is_handed_back(db) {
+        let app = TestApp::spawn(&db).await;
+        let token = create_account(&app, &db, "renew@example.test").await;
+        let set_cookie = |response: &reqwest::Response| {
+            response.headers().get("set-cookie").map(|value| value.to_str().unwrap().to_owned())
+        };
+        // A value that names no session is cleared where it is looked up, never renewed.
+        let made_up = get_as(&app, "made-up-cookie-value", "/v1/me").await;
+        let cleared = set_cookie(&made_up).expect("the unknown cookie is cleared");
+        assert!(cleared.starts_with("__Host-mailroom_session=;") && cleared.contains("Max-Age=0"), "{cleared}");
+        problem(made_up, 401, "unauthenticated").await;
+        for path in ["/", "/signin", "/static/app.css"] {
+            let response = get_as(&app, "made-up-cookie-value", path).await;
+            let handed = set_cookie(&response).unwrap_or_default();
+            assert!(!handed.contains("made-up-cookie-value"), "{path}: {handed}");
+        }
+        // A live one is renewed; once signed out, it is cleared.
+        let live = get_as(&app, &token, "/v1/me").await;
+        assert!(set_cookie(&live).unwrap().contains("Max-Age=2592000"));
+        let logout = app.client.post(app.at("/v1/auth/logout"))
+            .header("cookie", cookie(&token)).header("origin", &app.url).send().await.unwrap();
+        assert_eq!(logout.status(), 204);
+        let after = get_as(&app, &token, "/v1/me").await;
+        assert!(set_cookie(&after).unwrap().contains("Max-Age=0"));
+        app.stop().await;
+    }
+
+    async fn the_database_files_and_the_outbox_are_private(db) {
+        use std::os::unix::fs::PermissionsExt;
+        let app = TestApp::spawn(&db).await;
+        create_account(&app, &db, "modes@example.test").await;
+        let mode = |path: std::path::PathBuf| std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(db.dir().join("data")), 0o700);
+        assert_eq!(mode(db.dir().join("data/outbox")), 0o700);
+        assert_eq!(mode(db.dir().join("data/master.key")), 0o600);
+        if db.backend() == mailroom_testkit::Backend::Sqlite {
+            for name in ["mailroom.db", "mailroom.db-wal", "mailroom.db-shm"] {
+                assert_eq!(mode(db.dir().join(name)), 0o600, "{name}");
+            }
+        }
+        app.stop().await;
+    }
+
+    async fn notices_are_codes_with_fixed_texts(db) {
+        let app = TestApp::spawn(&db).await;
+        let token = create_account(&app, &db, "notices@example.test").await;
+        let spoof = "notice=Your+account+is+suspended.+Call+%2B1-555-0100+now.";
+        for path in ["/verify", "/signin", "/signup", "/forgot", "/reset", "/team", "/security"] {
+            let spoofed = get_as(&app, &token, &format!("{path}?{spoof}")).await.text().await.unwrap();
+            assert!(!spoofed.contains("suspended") && !spoofed.contains("class=\"notice\""), "{path}: {spoofed}");
+            let known = get_as(&app, &token, &format!("{path}?notice=code_sent")).await.text().await.unwrap();
+            assert!(known.contains("We sent a code to this address."), "{path}");
+        }
+        app.stop().await;
+    }
+
     async fn sign_up_does_not_tell_whether_an_account_exists(db) {
         let app = TestApp::spawn(&db).await;
         create_account(&app, &db, "taken@example.test").await;

@@ -387,7 +387,7 @@ both_backends! {
         };
         let queued = submit("alice@verify.test\n\n  ghost@verify.test  \n").await.unwrap();
         assert_eq!(queued.status(), 303);
-        assert_eq!(queued.headers()["location"], "/verification/jobs?notice=The+job+is+queued.");
+        assert_eq!(queued.headers()["location"], "/verification/jobs?notice=job_queued");
         let jobs: Value = get_as(app, &session, "/v1/verify/jobs").await.json().await.unwrap();
         assert_eq!(jobs["jobs"][0]["total"], 2, "blank lines dropped, addresses trimmed");
         assert_eq!(jobs["jobs"][0]["smtp"], false, "an unticked box is no probe");

@@ -365,6 +365,7 @@ mod tests {
             action: Action::ApiKeyCreated,
             outcome: Outcome::Success,
             target: None,
+            subject: None,
             ip: None,
             user_agent: None,
             session_id: None,

@@ -27,6 +27,7 @@ pub struct AuditEntry {
     pub action: String,
     pub outcome: String,
     pub target: Option<String>,
+    pub subject: Option<String>,
     pub ip: Option<String>,
     pub user_agent: Option<String>,
     pub session_id: Option<Uuid>,
@@ -62,6 +63,7 @@ impl AuditEntry {
             target: self.target.clone(),
             ip: self.ip.clone(),
             user_agent: self.user_agent.clone(),
+            subject: self.subject.clone(),
         }
     }
 
@@ -80,7 +82,7 @@ pub struct BrokenLink {
 
 const COLUMNS: &str = "id, scope, seq, occurred_at, actor_user_id, action, outcome, target, ip, \
      user_agent, session_id, api_key_id, request_id, prev_hash, hash, personal_digest, erased_at, \
-     erasure_mac";
+     erasure_mac, subject";
 
 impl Database {
     /// Appends an event to its scope's chain, in a transaction of its own.
@@ -98,9 +100,9 @@ impl Database {
     }
 
     /// Walks every chain in order and returns the first link that does not hold: an edited
-    /// entry (its hash no longer matches its fields), a deleted one (a gap in `seq`, or a
-    /// `prev_hash` that is not the hash before it). The oldest surviving entry of a chain is
-    /// its anchor: the purge removes what came before.
+    /// entry (its hash no longer matches its fields), a deleted one (a gap in `seq`, a
+    /// `prev_hash` that is not the hash before it, a chain that does not start at the first
+    /// seq its keyed head records, or one that ends before its head).
     pub async fn verify_audit_chains(&self) -> Result<Option<BrokenLink>, StorageError> {
         let key = self.audit_key()?;
         // Every chain that has, or ever had, an entry.
@@ -123,56 +125,22 @@ impl Database {
         Ok(None)
     }
 
-    /// Deletes entries older than `before`, a bounded batch per statement; returns how many.
+    /// Deletes entries older than `before`, a bounded batch per transaction; returns how
+    /// many. Each batch moves the start of every chain it shortened past what it removed, in
+    /// its own transaction, so that a chain never looks shortened by anyone but the purge.
     pub async fn purge_audit(&self, before: OffsetDateTime) -> Result<u64, StorageError> {
         let key = self.audit_key()?;
         let before = crate::accounts::ms(before);
         let mut purged = 0;
         loop {
-            let deleted = on_backend!(&self.pool, Pool, pool => {
-                sqlx::query(
-                    "DELETE FROM audit_log WHERE id IN \
-                     (SELECT id FROM audit_log WHERE occurred_at < $1 ORDER BY occurred_at LIMIT $2)",
-                )
-                .bind(before)
-                .bind(BATCH)
-                .execute(pool)
-                .await?
-                .rows_affected()
-            });
+            let deleted = self
+                .serializable(|tx| {
+                    let key = key.clone();
+                    async move { purge_batch(tx, &key, before).await }.boxed()
+                })
+                .await?;
             purged += deleted;
             if deleted < u64::try_from(BATCH).unwrap_or(u64::MAX) {
-                // Chains whose newest entry is past the cutoff are gone whole: say so, under
-                // the key. Only heads that did not move meanwhile are marked.
-                let heads: Vec<(Uuid, i64, Vec<u8>, i64)> = on_backend!(&self.pool, Pool, pool => {
-                    sqlx::query_as(
-                        "SELECT scope, seq, hash, occurred_at FROM audit_heads \
-                         WHERE occurred_at < $1 AND (purged_through IS NULL OR purged_through < $1)",
-                    )
-                    .bind(before)
-                    .fetch_all(pool)
-                    .await?
-                });
-                for (scope, seq, hash, occurred_at_ms) in heads {
-                    let head = ChainHead {
-                        scope,
-                        seq,
-                        hash,
-                        occurred_at_ms,
-                        purged_through_ms: Some(before),
-                    };
-                    on_backend!(&self.pool, Pool, pool => {
-                        sqlx::query(
-                            "UPDATE audit_heads SET purged_through = $1, mac = $2 WHERE scope = $3 AND seq = $4",
-                        )
-                        .bind(before)
-                        .bind(head_mac(&key, &head))
-                        .bind(scope)
-                        .bind(seq)
-                        .execute(pool)
-                        .await?;
-                    });
-                }
                 return Ok(purged);
             }
         }
@@ -238,14 +206,38 @@ pub(crate) async fn append(
         target: event.target.clone(),
         ip: event.ip.clone(),
         user_agent: event.user_agent.clone(),
+        subject: event.subject.clone(),
     };
     on_backend!(&mut tx.0, Inner, tx => {
-        let last: Option<(i64, i64, Vec<u8>)> = sqlx::query_as(
+        let mut last: Option<(i64, i64, Vec<u8>)> = sqlx::query_as(
             "SELECT seq, occurred_at, hash FROM audit_log WHERE scope = $1 ORDER BY seq DESC LIMIT 1",
         )
         .bind(scope)
         .fetch_optional(&mut **tx)
         .await?;
+        let head: Option<(i64, i64, Vec<u8>, Option<i64>)> = sqlx::query_as(
+            "SELECT seq, occurred_at, hash, first_seq FROM audit_heads WHERE scope = $1",
+        )
+        .bind(scope)
+        .fetch_optional(&mut **tx)
+        .await?;
+        let first_seq = match &head {
+            None => 1,
+            Some((_, _, _, Some(first_seq))) => *first_seq,
+            // A head written before chains recorded their start: the chain starts where it
+            // does now, as the check of such a chain took it.
+            Some((seq, ..)) => match &last {
+                Some(_) => sqlx::query_scalar("SELECT MIN(seq) FROM audit_log WHERE scope = $1")
+                    .bind(scope)
+                    .fetch_one(&mut **tx)
+                    .await?,
+                None => seq + 1,
+            },
+        };
+        // A chain the purge emptied goes on from its head.
+        if last.is_none() {
+            last = head.map(|(seq, occurred_at, hash, _)| (seq, occurred_at, hash));
+        }
         // Times never go backwards along a chain, so that the purge, which goes by time,
         // always removes a prefix of it.
         let occurred_at_ms = last.as_ref().map_or(crate::accounts::ms(now), |(_, at, _)| {
@@ -268,7 +260,7 @@ pub(crate) async fn append(
         let hash = chain_hash(key, &prev_hash, &fields);
         sqlx::query(&format!(
             "INSERT INTO audit_log ({COLUMNS}) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, NULL, NULL)"
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, NULL, NULL, $17)"
         ))
         .bind(fields.id)
         .bind(fields.scope)
@@ -286,6 +278,7 @@ pub(crate) async fn append(
         .bind(&prev_hash)
         .bind(&hash)
         .bind(&fields.personal_digest)
+        .bind(&personal.subject)
         .execute(&mut **tx)
         .await?;
         let head = ChainHead {
@@ -294,16 +287,20 @@ pub(crate) async fn append(
             hash: hash.clone(),
             occurred_at_ms,
             purged_through_ms: None,
+            first_seq: Some(first_seq),
         };
         sqlx::query(
-            "INSERT INTO audit_heads (scope, seq, hash, occurred_at, mac) VALUES ($1, $2, $3, $4, $5) \
+            "INSERT INTO audit_heads (scope, seq, hash, occurred_at, first_seq, mac) \
+             VALUES ($1, $2, $3, $4, $5, $6) \
              ON CONFLICT (scope) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, \
-             occurred_at = excluded.occurred_at, purged_through = NULL, mac = excluded.mac",
+             occurred_at = excluded.occurred_at, purged_through = NULL, \
+             first_seq = excluded.first_seq, mac = excluded.mac",
         )
         .bind(fields.scope)
         .bind(fields.seq)
         .bind(&hash)
         .bind(fields.occurred_at_ms)
+        .bind(first_seq)
         .bind(head_mac(key, &head))
         .execute(&mut **tx)
         .await?;
@@ -311,9 +308,12 @@ pub(crate) async fn append(
     Ok(())
 }
 
-/// Blanks the personal fields of every entry by `user_id` or naming them (PRIV-1), in
-/// every chain, each with the MAC that proves mailroom did it; their digests stay, so the
-/// chains still verify.
+/// Blanks the personal fields of every entry by `user_id` or about them (PRIV-1), in every
+/// chain, each with the MAC that proves mailroom did it; their digests stay, so the chains
+/// still verify. An entry is about them when its subject is their address; one written before
+/// entries had subjects, when its target is their address, alone or as `<address> as <role>`.
+/// Equality only: an address that merely contains theirs (`n@corp.test` in
+/// `admin@corp.test`) is someone else's.
 pub(crate) async fn erase_personal_fields(
     tx: &mut crate::Tx,
     key: &[u8],
@@ -322,26 +322,20 @@ pub(crate) async fn erase_personal_fields(
     now: OffsetDateTime,
 ) -> Result<(), StorageError> {
     let erased_at = crate::accounts::ms(now);
-    // Targets name people by address or id among other words ("jane@example.com as admin").
-    let contains = match tx.0 {
-        Inner::Sqlite(_) => "instr",
-        Inner::Postgres(_) => "strpos",
-    };
-    let select = format!(
-        "SELECT id FROM audit_log WHERE actor_user_id = $1 \
-         OR {contains}(lower(target), $2) > 0 OR {contains}(lower(target), $3) > 0"
-    );
     on_backend!(&mut tx.0, Inner, tx => {
-        let ids: Vec<Uuid> = sqlx::query_scalar(&select)
-            .bind(user_id.as_uuid())
-            .bind(email.to_lowercase())
-            .bind(user_id.as_uuid().hyphenated().to_string())
-            .fetch_all(&mut **tx)
-            .await?;
+        let ids: Vec<Uuid> = sqlx::query_scalar(
+            "SELECT id FROM audit_log WHERE erased_at IS NULL AND (actor_user_id = $1 OR subject = $2 \
+             OR (subject IS NULL AND (lower(target) = $2 OR lower(target) = $2 || ' as owner' \
+             OR lower(target) = $2 || ' as admin' OR lower(target) = $2 || ' as member')))",
+        )
+        .bind(user_id.as_uuid())
+        .bind(email.to_lowercase())
+        .fetch_all(&mut **tx)
+        .await?;
         for id in ids {
             sqlx::query(
                 "UPDATE audit_log SET actor_user_id = NULL, target = NULL, ip = NULL, \
-                 user_agent = NULL, erased_at = $1, erasure_mac = $2 WHERE id = $3",
+                 user_agent = NULL, subject = NULL, erased_at = $1, erasure_mac = $2 WHERE id = $3",
             )
             .bind(erased_at)
             .bind(erasure_mac(key, id, erased_at))
@@ -353,28 +347,80 @@ pub(crate) async fn erase_personal_fields(
     Ok(())
 }
 
-async fn first_broken_link(
-    tx: &mut crate::Tx,
-    key: &[u8],
-    scope: Uuid,
-) -> Result<Option<BrokenLink>, StorageError> {
-    type HeadRow = (i64, Vec<u8>, i64, Option<i64>, Option<Vec<u8>>);
-    let row: Option<HeadRow> = on_backend!(&mut tx.0, Inner, tx => {
-        sqlx::query_as(
-            "SELECT seq, hash, occurred_at, purged_through, mac FROM audit_heads WHERE scope = $1",
+/// One batch of the purge: the oldest entries before the cutoff, and the start of every
+/// chain it shortened moved past them (the chain's times never go backwards, so what goes is
+/// a prefix of each).
+async fn purge_batch(tx: &mut crate::Tx, key: &[u8], before: i64) -> Result<u64, StorageError> {
+    type HeadRow = (i64, Vec<u8>, i64, Option<i64>);
+    on_backend!(&mut tx.0, Inner, tx => {
+        let removed: Vec<(Uuid, i64)> = sqlx::query_as(
+            "DELETE FROM audit_log WHERE id IN \
+             (SELECT id FROM audit_log WHERE occurred_at < $1 ORDER BY occurred_at, scope, seq LIMIT $2) \
+             RETURNING scope, seq",
         )
-        .bind(scope)
-        .fetch_optional(&mut **tx)
-        .await?
-    });
-    let head = match row {
-        Some((seq, hash, occurred_at_ms, purged_through_ms, mac)) => {
+        .bind(before)
+        .bind(BATCH)
+        .fetch_all(&mut **tx)
+        .await?;
+        let mut starts = std::collections::BTreeMap::<Uuid, i64>::new();
+        for (scope, seq) in &removed {
+            let start = starts.entry(*scope).or_insert(seq + 1);
+            *start = (*start).max(seq + 1);
+        }
+        for (scope, first_seq) in starts {
+            let head: Option<HeadRow> = sqlx::query_as(
+                "SELECT seq, hash, occurred_at, purged_through FROM audit_heads WHERE scope = $1",
+            )
+            .bind(scope)
+            .fetch_optional(&mut **tx)
+            .await?;
+            // A chain without a head is reported by the check whatever the purge does.
+            let Some((seq, hash, occurred_at_ms, purged_through_ms)) = head else {
+                continue;
+            };
             let head = ChainHead {
                 scope,
                 seq,
                 hash,
                 occurred_at_ms,
                 purged_through_ms,
+                first_seq: Some(first_seq),
+            };
+            sqlx::query("UPDATE audit_heads SET first_seq = $1, mac = $2 WHERE scope = $3")
+                .bind(first_seq)
+                .bind(head_mac(key, &head))
+                .bind(scope)
+                .execute(&mut **tx)
+                .await?;
+        }
+        Ok(u64::try_from(removed.len()).unwrap_or(u64::MAX))
+    })
+}
+
+async fn first_broken_link(
+    tx: &mut crate::Tx,
+    key: &[u8],
+    scope: Uuid,
+) -> Result<Option<BrokenLink>, StorageError> {
+    type HeadRow = (i64, Vec<u8>, i64, Option<i64>, Option<i64>, Option<Vec<u8>>);
+    let row: Option<HeadRow> = on_backend!(&mut tx.0, Inner, tx => {
+        sqlx::query_as(
+            "SELECT seq, hash, occurred_at, purged_through, first_seq, mac FROM audit_heads \
+             WHERE scope = $1",
+        )
+        .bind(scope)
+        .fetch_optional(&mut **tx)
+        .await?
+    });
+    let head = match row {
+        Some((seq, hash, occurred_at_ms, purged_through_ms, first_seq, mac)) => {
+            let head = ChainHead {
+                scope,
+                seq,
+                hash,
+                occurred_at_ms,
+                purged_through_ms,
+                first_seq,
             };
             if mac.as_deref() != Some(head_mac(key, &head).as_slice()) {
                 return Ok(Some(BrokenLink {
@@ -400,6 +446,17 @@ async fn first_broken_link(
             return Ok(tail_mismatch(scope, previous.as_ref(), head.as_ref()));
         }
         for entry in batch {
+            let start = head.as_ref().and_then(|head| head.first_seq);
+            if previous.is_none()
+                && let Some(first_seq) = start
+                && entry.seq != first_seq
+            {
+                return Ok(Some(BrokenLink {
+                    scope,
+                    seq: first_seq,
+                    reason: "the oldest entries of this chain are missing",
+                }));
+            }
             if let Some(reason) = broken(key, previous.as_ref(), &entry) {
                 return Ok(Some(BrokenLink {
                     scope,
@@ -413,7 +470,8 @@ async fn first_broken_link(
 }
 
 /// The chain's end must be its recorded head: otherwise its newest entries were deleted —
-/// unless the retention purge removed the whole chain, and said so.
+/// unless the retention purge removed the whole chain, and said so (by moving its start past
+/// the head, or, on a head written before chains had starts, by `purged_through`).
 fn tail_mismatch(
     scope: Uuid,
     last: Option<&AuditEntry>,
@@ -427,7 +485,8 @@ fn tail_mismatch(
     match (last, head) {
         (Some(last), Some(head)) if last.seq == head.seq && last.hash == head.hash => None,
         (Some(last), _) => Some(missing(last.seq + 1)),
-        (None, Some(head)) if head.purged_through_ms.is_some() => None,
+        (None, Some(head)) if head.first_seq == Some(head.seq + 1) => None,
+        (None, Some(head)) if head.first_seq.is_none() && head.purged_through_ms.is_some() => None,
         (None, Some(head)) => Some(missing(head.seq)),
         (None, None) => None,
     }
@@ -485,6 +544,7 @@ mod tests {
             action,
             outcome: Outcome::Failure,
             target: Some("jane@example.test".into()),
+            subject: Some("jane@example.test".into()),
             ip: Some("203.0.113.5".into()),
             user_agent: Some("test".into()),
             session_id: None,
@@ -579,6 +639,102 @@ mod tests {
             tamper(&db, "DELETE FROM audit_log WHERE scope = $1", org).await;
             let broken = db.verify_audit_chains().await.unwrap().unwrap();
             assert_eq!(broken.scope, org.as_uuid());
+        }
+
+        async fn deleting_the_oldest_entries_is_found(test_db) {
+            let (db, org) = seeded(test_db.url()).await;
+            for _ in 0..7 {
+                db.append_audit(&event(Some(org), Action::SigninFailed), OffsetDateTime::now_utc()).await.unwrap();
+            }
+            // An 11-entry chain without its first ten.
+            tamper(&db, "DELETE FROM audit_log WHERE seq <= 10 AND scope = $1", org).await;
+            let broken = db.verify_audit_chains().await.unwrap().unwrap();
+            assert_eq!((broken.scope, broken.seq), (org.as_uuid(), 1));
+            assert_eq!(broken.reason, "the oldest entries of this chain are missing");
+            // Moving the recorded start over them takes the key.
+            tamper(&db, "UPDATE audit_heads SET first_seq = 11 WHERE scope = $1", org).await;
+            let broken = db.verify_audit_chains().await.unwrap().unwrap();
+            assert_eq!(broken.reason, "the record of this chain's newest entry was changed");
+
+            // The platform's chain, without its first entry.
+            let (db, _) = seeded(test_db.url()).await;
+            db.append_audit(&event(None, Action::SigninFailed), OffsetDateTime::now_utc()).await.unwrap();
+            on_backend!(&db.pool, Pool, pool => {
+                sqlx::query("DELETE FROM audit_log WHERE seq = 1 AND scope = $1")
+                    .bind(mailroom_core::audit::PLATFORM_SCOPE).execute(pool).await.unwrap();
+            });
+            let broken = db.verify_audit_chains().await.unwrap().unwrap();
+            assert_eq!((broken.scope, broken.seq), (mailroom_core::audit::PLATFORM_SCOPE, 1));
+        }
+
+        async fn only_the_purge_moves_a_chains_start(test_db) {
+            let (db, org) = seeded(test_db.url()).await;
+            let later = OffsetDateTime::now_utc() + time::Duration::days(1);
+            db.append_audit(&event(Some(org), Action::SigninSucceeded), later).await.unwrap();
+            assert_eq!(db.purge_audit(later - time::Duration::hours(1)).await.unwrap(), 5);
+            let start = || async {
+                on_backend!(&db.pool, Pool, pool => {
+                    sqlx::query_scalar::<_, Option<i64>>("SELECT first_seq FROM audit_heads WHERE scope = $1")
+                        .bind(org.as_uuid()).fetch_one(pool).await.unwrap()
+                })
+            };
+            assert_eq!(start().await, Some(5));
+            // Appends after the purge keep the start; the platform chain, purged whole, goes on
+            // from its head.
+            db.append_audit(&event(Some(org), Action::SigninFailed), later).await.unwrap();
+            db.append_audit(&event(None, Action::SigninFailed), later).await.unwrap();
+            assert_eq!(start().await, Some(5));
+            assert_eq!(db.verify_audit_chains().await.unwrap(), None);
+            // What survived the purge cannot be shortened further by hand.
+            tamper(&db, "DELETE FROM audit_log WHERE seq = 5 AND scope = $1", org).await;
+            let broken = db.verify_audit_chains().await.unwrap().unwrap();
+            assert_eq!((broken.scope, broken.seq), (org.as_uuid(), 5));
+        }
+
+        async fn erasure_takes_the_persons_entries_and_no_look_alikes(test_db) {
+            let (db, _) = seeded(test_db.url()).await;
+            let about = |address: &str, target: String| AuditEvent {
+                actor: None,
+                target: Some(target),
+                // Entries written before subjects existed have none.
+                subject: Some(address.to_owned()).filter(|address| !address.is_empty()),
+                ..event(None, Action::SigninFailed)
+            };
+            let now = OffsetDateTime::now_utc();
+            for (address, target) in [
+                ("n@corp.test", "n@corp.test".to_owned()),
+                ("admin@corp.test", "admin@corp.test".to_owned()),
+                ("victim@company.com", "victim@company.com as member".to_owned()),
+                ("n@company.co", "n@company.co as admin".to_owned()),
+                ("", "n@corp.test as member".to_owned()),
+                ("", "admin@corp.test as member".to_owned()),
+            ] {
+                db.append_audit(&about(address, target), now).await.unwrap();
+            }
+            let key = db.audit_key().unwrap();
+            for gone in ["n@corp.test", "n@company.co"] {
+                let mut tx = db.begin_serializable().await.unwrap();
+                erase_personal_fields(&mut tx, &key, UserId::generate(), gone, now).await.unwrap();
+                tx.commit().await.unwrap();
+            }
+            let left: Vec<(String, Option<String>)> = on_backend!(&db.pool, Pool, pool => {
+                sqlx::query_as("SELECT action, target FROM audit_log WHERE scope = $1 ORDER BY seq")
+                    .bind(mailroom_core::audit::PLATFORM_SCOPE).fetch_all(pool).await.unwrap()
+            });
+            let targets: Vec<_> = left.into_iter().map(|(_, target)| target).collect();
+            assert_eq!(
+                targets,
+                [
+                    Some("jane@example.test".to_owned()),
+                    None,
+                    Some("admin@corp.test".to_owned()),
+                    Some("victim@company.com as member".to_owned()),
+                    None,
+                    None,
+                    Some("admin@corp.test as member".to_owned()),
+                ]
+            );
+            assert_eq!(db.verify_audit_chains().await.unwrap(), None);
         }
 
         async fn a_head_moved_back_over_deleted_entries_is_found(test_db) {

@@ -4,6 +4,11 @@ use thiserror::Error;
 pub enum StorageError {
     #[error("unsupported database URL: expected `sqlite:…` or `postgres://…`")]
     UnsupportedUrl,
+    #[error("creating the database file {path}: {source}")]
+    CreateFile {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
     /// From the group commit's own SQLite connection (`group_commit::sqlite`).

@@ -122,6 +122,23 @@ enum Pool {
     Postgres(PgPool),
 }
 
+/// Creates a missing database file readable by its owner only: SQLite gives the write-ahead
+/// log and its index the mode of the database file, so all three are 0600.
+fn create_private_file(path: &std::path::Path) -> Result<(), StorageError> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(source) => Err(StorageError::CreateFile {
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
 impl Database {
     /// Connects to `sqlite:…` (created if missing, WAL, foreign keys on, busy timeout) or
     /// `postgres://…`.
@@ -140,6 +157,9 @@ impl Database {
                 // mode, another VFS with other locking) would not carry over to it.
                 if !url.contains('?') && !url.contains(":memory:") {
                     sqlite_file = Some(options.get_filename().to_owned());
+                }
+                if !url.contains(":memory:") {
+                    create_private_file(options.get_filename())?;
                 }
                 Pool::Sqlite(
                     SqlitePoolOptions::new()

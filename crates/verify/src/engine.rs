@@ -448,7 +448,7 @@ impl Verifier {
                     break;
                 }
                 tried += 1;
-                if !self.settings.probe_private_networks && !is_public(ip) {
+                if !self.settings.probe_private_networks && !mailroom_core::network::is_public(ip) {
                     tracing::debug!(host = %host.host, %ip, "mail host not on a public network: not probed");
                     last = (host.host.clone(), Failure::NotPublic);
                     continue;
@@ -633,91 +633,5 @@ fn finish(entry: Pending, (started, checked_at): (Instant, OffsetDateTime)) -> V
         cached: false,
         checked_at,
         duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-    }
-}
-
-/// Whether `ip` is an address on the public internet (what `IpAddr::is_global` will say once
-/// stable): not loopback, private, shared, link-local, documentation, benchmarking, multicast,
-/// reserved or unspecified, nor an IPv4-mapped IPv6 address of those.
-fn is_public(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => {
-            let [a, b, ..] = v4.octets();
-            !(v4.is_loopback()
-                || v4.is_private()
-                || v4.is_link_local()
-                || v4.is_broadcast()
-                || v4.is_documentation()
-                || v4.is_unspecified()
-                || v4.is_multicast()
-                || a == 0
-                || a >= 240
-                || (a == 100 && (64..128).contains(&b))
-                || (a == 198 && (18..20).contains(&b))
-                || (a == 192 && b == 0 && v4.octets()[2] == 0))
-        }
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return is_public(IpAddr::V4(v4));
-            }
-            let [first, second, ..] = v6.segments();
-            // Ranges that embed or reach IPv4 addresses (NAT64, 6to4, Teredo, IPv4-compatible)
-            // are refused whole: the address inside may be a private one.
-            !(v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                || (first & 0xfe00) == 0xfc00
-                || (first & 0xffc0) == 0xfe80
-                || (first & 0xffc0) == 0xfec0
-                || (first == 0x2001 && second == 0x0db8)
-                || (first == 0x2001 && second == 0)
-                || first == 0x2002
-                || (first == 0x0064 && second == 0xff9b)
-                || first == 0x0100
-                || v6.segments()[..6].iter().all(|segment| *segment == 0))
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_public_addresses_are_public() {
-        for private in [
-            "127.0.0.1",
-            "10.1.2.3",
-            "172.16.0.1",
-            "192.168.1.1",
-            "169.254.169.254",
-            "100.64.0.1",
-            "0.0.0.0",
-            "255.255.255.255",
-            "198.18.0.1",
-            "192.0.2.1",
-            "224.0.0.1",
-            "::1",
-            "fc00::1",
-            "fe80::1",
-            "2001:db8::1",
-            "::ffff:10.0.0.1",
-            "::",
-            "64:ff9b::a00:1",
-            "2002:a00:1::1",
-            "2001:0:a00:1::1",
-            "::10.0.0.1",
-            "fec0::1",
-        ] {
-            assert!(!is_public(private.parse().unwrap()), "{private}");
-        }
-        for public in [
-            "8.8.8.8",
-            "142.250.0.27",
-            "2a00:1450:4001::1b",
-            "::ffff:8.8.4.4",
-        ] {
-            assert!(is_public(public.parse().unwrap()), "{public}");
-        }
     }
 }

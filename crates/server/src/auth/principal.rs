@@ -128,8 +128,11 @@ impl Principal {
             .database
             .session_owner(&session::token_hash(token), now)
             .await
-            .map_err(ApiError::internal)?
-            .ok_or_else(unauthenticated)?;
+            .map_err(ApiError::internal)?;
+        if let Some(check) = parts.extensions.get::<session::SessionCheck>() {
+            check.record(owner.is_some());
+        }
+        let owner = owner.ok_or_else(unauthenticated)?;
         if now - owner.last_seen_at > TOUCH_INTERVAL {
             state
                 .database
@@ -216,10 +219,11 @@ pub fn csrf_failed() -> ApiError {
 ///   refused, signed in or not: no cross-site form may sign a visitor in to an attacker's
 ///   account (login CSRF), start sign-ups or resets in their name, or act in their session.
 ///   Programs, which send neither header, are unaffected (SES-4);
-/// - the session cookie's rolling expiry is renewed ([`session::renew_cookie`], SES-1).
+/// - the session cookie's rolling expiry is renewed, and a cookie that names no session is
+///   cleared ([`session::SessionCheck`], SES-1).
 pub async fn guard_browser_requests(
     axum::extract::State(state): axum::extract::State<AppState>,
-    request: axum::extract::Request,
+    mut request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
@@ -237,8 +241,10 @@ pub async fn guard_browser_requests(
         }
     }
     let token = session::token_from(request.headers()).map(str::to_owned);
+    let check = session::SessionCheck::default();
+    request.extensions_mut().insert(check.clone());
     let mut response = next.run(request).await;
-    session::renew_cookie(token, &mut response);
+    check.apply(token, &mut response);
     response
 }
 

@@ -55,15 +55,33 @@ pub fn cleared_cookie() -> HeaderValue {
     )
 }
 
-/// Rolling expiry in the browser too: a successful response to a request that carried a
-/// session cookie (`token`), and that set none itself, hands the same cookie back with a fresh
-/// `Max-Age`, so an active user's cookie does not lapse 30 days after sign-in.
-pub fn renew_cookie(token: Option<String>, response: &mut axum::response::Response) {
-    if let Some(token) = token.filter(|_| response.status().is_success()) {
-        let headers = response.headers_mut();
-        if !headers.contains_key(header::SET_COOKIE) {
-            headers.insert(header::SET_COOKIE, cookie(&token));
+/// What the request's session cookie turned out to be, when something looked it up: the
+/// browser layer renews a live session's cookie and clears an unknown one, and leaves a
+/// cookie nobody looked up alone (handing it back would make any value a 30-day cookie).
+#[derive(Clone, Default)]
+pub struct SessionCheck(std::sync::Arc<std::sync::OnceLock<bool>>);
+
+impl SessionCheck {
+    /// Records whether the cookie named a live session; the first lookup is the one kept.
+    pub fn record(&self, live: bool) {
+        let _ = self.0.set(live);
+    }
+
+    /// Rolling expiry in the browser too: a successful response to a request whose cookie
+    /// (`token`) named a live session, and that set no cookie itself, hands the same cookie
+    /// back with a fresh `Max-Age`, so an active user's cookie does not lapse 30 days after
+    /// sign-in. A cookie that named no session (unknown, expired, signed out) is cleared.
+    pub fn apply(&self, token: Option<String>, response: &mut axum::response::Response) {
+        let Some(token) = token else { return };
+        if response.headers().contains_key(header::SET_COOKIE) {
+            return;
         }
+        let value = match self.0.get() {
+            Some(true) if response.status().is_success() => cookie(&token),
+            Some(false) => cleared_cookie(),
+            _ => return,
+        };
+        response.headers_mut().insert(header::SET_COOKIE, value);
     }
 }
 

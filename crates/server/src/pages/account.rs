@@ -21,7 +21,7 @@ use crate::auth::{Principal, session};
 use crate::edge::context::RequestContext;
 use crate::edge::headers::CspNonce;
 use crate::error::ApiError;
-use crate::pages::{layout, two_factor};
+use crate::pages::{Notice, layout, notice, two_factor};
 use crate::routes::{auth, me, privacy};
 use crate::state::AppState;
 
@@ -110,11 +110,11 @@ pub(crate) fn signed_in_redirect(token: &str, to: &str) -> Response {
         .into_response()
 }
 
-pub(crate) fn redirect_with_notice(path: &str, email: &str, notice: &str) -> Response {
+pub(crate) fn redirect_with_notice(path: &str, email: &str, notice: Notice) -> Response {
     let mut query = url::form_urlencoded::Serializer::new(String::new());
     query
         .append_pair("email", email)
-        .append_pair("notice", notice);
+        .append_pair("notice", notice.code());
     Redirect::to(&format!("{path}?{}", query.finish())).into_response()
 }
 
@@ -209,7 +209,7 @@ impl FormPage {
             nonce,
             self.title,
             None,
-            query.notice.as_deref(),
+            notice::text_of(query.notice.as_deref()),
             (self.form)(&query.email),
         )
     }
@@ -229,6 +229,11 @@ impl FormPage {
     }
 }
 
+/// The sign-in page with the error that ended an attempt elsewhere (the second step).
+pub(crate) fn signin_refused(nonce: &CspNonce, error: &ApiError) -> Response {
+    page(nonce, SIGNIN.title, Some(error), None, signin_form(""))
+}
+
 pub async fn signup_page(
     Extension(nonce): Extension<CspNonce>,
     Query(query): Query<EmailQuery>,
@@ -244,7 +249,7 @@ pub async fn signup_submit(
 ) -> Response {
     let outcome = auth::sign_up(&state, &trail, &form.email, &form.password).await;
     SIGNUP.after(&nonce, &form.email, outcome, |()| {
-        redirect_with_notice("/verify", &form.email, "We sent a code to this address.")
+        redirect_with_notice("/verify", &form.email, Notice::CodeSent)
     })
 }
 
@@ -276,11 +281,7 @@ pub async fn resend_submit(
 ) -> Response {
     let outcome = auth::resend(&state, &form.email).await;
     VERIFY.after(&nonce, &form.email, outcome, |()| {
-        redirect_with_notice(
-            "/verify",
-            &form.email,
-            "If a sign-up waits for this address, a new code is on its way.",
-        )
+        redirect_with_notice("/verify", &form.email, Notice::CodeResent)
     })
 }
 
@@ -330,11 +331,7 @@ pub async fn forgot_submit(
 ) -> Response {
     let outcome = auth::forgot(&state, &form.email).await;
     FORGOT.after(&nonce, &form.email, outcome, |()| {
-        redirect_with_notice(
-            "/reset",
-            &form.email,
-            "If this address has an account, a code is on its way.",
-        )
+        redirect_with_notice("/reset", &form.email, Notice::ResetCodeSent)
     })
 }
 
@@ -353,11 +350,7 @@ pub async fn reset_submit(
 ) -> Response {
     let outcome = auth::reset(&state, &trail, &form.email, &form.code, &form.new_password).await;
     RESET.after(&nonce, &form.email, outcome, |()| {
-        redirect_with_notice(
-            "/signin",
-            &form.email,
-            "Your password is changed; every session was signed out.",
-        )
+        redirect_with_notice("/signin", &form.email, Notice::PasswordReset)
     })
 }
 
@@ -371,7 +364,15 @@ pub async fn security_page(
     let Ok(SetupPrincipal(principal)) = principal else {
         return Redirect::to("/signin").into_response();
     };
-    match security(&state, &nonce, &principal, query.notice.as_deref(), None).await {
+    match security(
+        &state,
+        &nonce,
+        &principal,
+        notice::text_of(query.notice.as_deref()),
+        None,
+    )
+    .await
+    {
         Ok(response) => response,
         Err(error) => error.into_response(),
     }
@@ -472,7 +473,7 @@ pub(crate) async fn back_to_security(
     state: &AppState,
     nonce: &CspNonce,
     principal: &Principal,
-    outcome: Result<&str, ApiError>,
+    outcome: Result<Notice, ApiError>,
 ) -> Response {
     crate::pages::after("/security", outcome, async |error| {
         security(state, nonce, principal, None, error).await
@@ -495,7 +496,7 @@ pub async fn password_submit(
         &form.new_password,
     )
     .await
-    .map(|()| "Your password is changed; your other sessions were signed out.");
+    .map(|()| Notice::PasswordChanged);
     back_to_security(&state, &nonce, &principal, outcome).await
 }
 
@@ -508,7 +509,7 @@ pub async fn revoke_submit(
 ) -> Response {
     let outcome = me::revoke_one(&state, &trail, &principal, SessionId::from_uuid(id))
         .await
-        .map(|()| "That session is signed out.");
+        .map(|()| Notice::SessionSignedOut);
     back_to_security(&state, &nonce, &principal, outcome).await
 }
 
@@ -520,7 +521,7 @@ pub async fn revoke_others_submit(
 ) -> Response {
     let outcome = me::revoke_others(&state, &trail, &principal)
         .await
-        .map(|()| "Every other session is signed out.");
+        .map(|()| Notice::OtherSessionsSignedOut);
     back_to_security(&state, &nonce, &principal, outcome).await
 }
 
@@ -555,7 +556,7 @@ pub async fn delete_submit(
 ) -> Response {
     match privacy::delete(&state, &trail, &principal, &form.confirm).await {
         Ok(()) => {
-            let mut response = redirect_with_notice("/signup", "", "Your account is deleted.");
+            let mut response = redirect_with_notice("/signup", "", Notice::AccountDeleted);
             response
                 .headers_mut()
                 .insert(header::SET_COOKIE, session::cleared_cookie());

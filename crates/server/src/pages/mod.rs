@@ -3,6 +3,7 @@
 //! loads; a script without it does not run.
 
 pub mod account;
+pub mod notice;
 pub mod team;
 pub mod two_factor;
 pub mod verify;
@@ -81,13 +82,13 @@ pub fn titled(
 /// Back to `path` with a notice, or the error shown on it.
 pub(crate) async fn after(
     path: &str,
-    outcome: Result<&str, ApiError>,
+    outcome: Result<Notice, ApiError>,
     render: impl AsyncFnOnce(Option<&ApiError>) -> Result<Response, ApiError>,
 ) -> Response {
     match outcome {
         Ok(notice) => {
             let query = url::form_urlencoded::Serializer::new(String::new())
-                .append_pair("notice", notice)
+                .append_pair("notice", notice.code())
                 .finish();
             Redirect::to(&format!("{path}?{query}")).into_response()
         }
@@ -145,10 +146,7 @@ pub(crate) fn when(time: time::OffsetDateTime) -> String {
         .unwrap_or_default()
 }
 
-#[derive(serde::Deserialize)]
-pub struct NoticeQuery {
-    pub notice: Option<String>,
-}
+pub use notice::{Notice, NoticeQuery};
 
 /// The signed-in account a page needs. Without one, the visitor is sent where [`away`] says,
 /// instead of getting the API's problem.

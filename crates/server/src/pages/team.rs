@@ -19,7 +19,7 @@ use crate::auth::Principal;
 use crate::auth::caller::Caller;
 use crate::edge::headers::CspNonce;
 use crate::error::ApiError;
-use crate::pages::{NoticeQuery, SignedIn, after, away, titled, when};
+use crate::pages::{Notice, NoticeQuery, SignedIn, after, away, titled, when};
 use crate::routes::admin::SuperAdmin;
 use crate::routes::auth::database;
 use crate::routes::{admin, api_keys, team};
@@ -40,7 +40,7 @@ pub async fn team_page(
     SignedIn(principal): SignedIn,
     Query(query): Query<NoticeQuery>,
 ) -> Response {
-    render_team(&state, &nonce, &principal, query.notice.as_deref(), None)
+    render_team(&state, &nonce, &principal, query.text(), None)
         .await
         .unwrap_or_else(IntoResponse::into_response)
 }
@@ -177,7 +177,7 @@ pub async fn role_submit(
     };
     after(
         "/team",
-        outcome.map(|()| "The role is changed."),
+        outcome.map(|()| Notice::RoleChanged),
         async |error| render_team(&state, &nonce, &principal, None, error).await,
     )
     .await
@@ -193,7 +193,7 @@ pub async fn remove_submit(
     let outcome = team::remove_of(&state, &trail, &principal, UserId::from_uuid(id)).await;
     after(
         "/team",
-        outcome.map(|()| "They are no longer a member."),
+        outcome.map(|()| Notice::MemberRemoved),
         async |error| render_team(&state, &nonce, &principal, None, error).await,
     )
     .await
@@ -220,7 +220,7 @@ pub async fn invite_submit(
     };
     after(
         "/team",
-        outcome.map(|()| "The invitation is on its way."),
+        outcome.map(|()| Notice::InvitationSent),
         async |error| render_team(&state, &nonce, &principal, None, error).await,
     )
     .await
@@ -236,7 +236,7 @@ pub async fn revoke_invitation_submit(
     let outcome = team::revoke_invitation_of(&state, &trail, &principal, id).await;
     after(
         "/team",
-        outcome.map(|()| "The invitation is revoked."),
+        outcome.map(|()| Notice::InvitationRevoked),
         async |error| render_team(&state, &nonce, &principal, None, error).await,
     )
     .await
@@ -258,7 +258,7 @@ pub async fn transfer_submit(
         team::transfer_of(&state, &trail, &principal, UserId::from_uuid(form.user_id)).await;
     after(
         "/team",
-        outcome.map(|()| "The ownership is transferred."),
+        outcome.map(|()| Notice::OwnershipTransferred),
         async |error| render_team(&state, &nonce, &principal, None, error).await,
     )
     .await
@@ -322,7 +322,7 @@ pub async fn accept_submit(
     )
     .await
     {
-        Ok(_) => Redirect::to("/team?notice=Welcome%20to%20the%20team.").into_response(),
+        Ok(_) => Redirect::to(&format!("/team?notice={}", Notice::Welcome.code())).into_response(),
         Err(error) => titled(
             &nonce,
             "Join an organization",
@@ -340,16 +340,9 @@ pub async fn keys_page(
     SignedIn(principal): SignedIn,
     Query(query): Query<NoticeQuery>,
 ) -> Response {
-    render_keys(
-        &state,
-        &nonce,
-        &principal,
-        query.notice.as_deref(),
-        None,
-        None,
-    )
-    .await
-    .unwrap_or_else(IntoResponse::into_response)
+    render_keys(&state, &nonce, &principal, query.text(), None, None)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
 }
 
 async fn render_keys(
@@ -465,7 +458,7 @@ pub async fn revoke_key_submit(
     let outcome = api_keys::revoke_of(&state, &trail, &caller, id).await;
     after(
         "/api-keys",
-        outcome.map(|()| "The key is revoked."),
+        outcome.map(|()| Notice::KeyRevoked),
         async |error| render_keys(&state, &nonce, &principal, None, error, None).await,
     )
     .await
@@ -524,7 +517,7 @@ pub async fn admin_page(
             _ => away(&error),
         };
     }
-    render_admin(&state, &nonce, query.notice.as_deref(), None)
+    render_admin(&state, &nonce, query.text(), None)
         .await
         .unwrap_or_else(IntoResponse::into_response)
 }
@@ -608,11 +601,9 @@ pub async fn plan_submit(
     Form(form): Form<PlanForm>,
 ) -> Response {
     let outcome = admin::set_plan_of(&state, &trail, &admin, id, &form.plan).await;
-    after(
-        "/admin",
-        outcome.map(|()| "The plan is set."),
-        async |error| render_admin(&state, &nonce, None, error).await,
-    )
+    after("/admin", outcome.map(|()| Notice::PlanSet), async |error| {
+        render_admin(&state, &nonce, None, error).await
+    })
     .await
 }
 
@@ -630,7 +621,7 @@ pub async fn disabled_submit(
     Form(form): Form<DisabledForm>,
 ) -> Response {
     let outcome = admin::set_disabled_of(&state, &trail, &admin, id, form.disabled).await;
-    after("/admin", outcome.map(|()| "Done."), async |error| {
+    after("/admin", outcome.map(|()| Notice::Done), async |error| {
         render_admin(&state, &nonce, None, error).await
     })
     .await

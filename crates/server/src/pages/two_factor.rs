@@ -19,6 +19,7 @@ use crate::auth::second_factor::Proof;
 use crate::edge::context::RequestContext;
 use crate::edge::headers::CspNonce;
 use crate::error::ApiError;
+use crate::pages::Notice;
 use crate::pages::account::{back_to_security, page, redirect_with_notice, signed_in_redirect};
 use crate::routes::{auth, two_factor};
 use crate::state::AppState;
@@ -102,8 +103,11 @@ pub async fn signin_submit(
             }
             response
         }
-        Err(error) if matches!(error.code(), "invalid_mfa_token" | "account_locked") => {
-            redirect_with_notice("/signin", "", error.detail())
+        Err(error) if error.code() == "invalid_mfa_token" => {
+            redirect_with_notice("/signin", "", Notice::SignInAgain)
+        }
+        Err(error) if error.code() == "account_locked" => {
+            crate::pages::account::signin_refused(&nonce, &error)
         }
         // The next try goes with the fresh token that came with the error.
         Err(error) => match error.member("mfa_token").and_then(|token| token.as_str()) {
@@ -277,7 +281,7 @@ pub async fn disable_submit(
 ) -> Response {
     let outcome = two_factor::disable_with(&state, &trail, &principal, Proof::Totp(&form.code))
         .await
-        .map(|()| "Two-factor authentication is off.");
+        .map(|()| Notice::TwoFactorOff);
     back_to_security(&state, &nonce, &principal, outcome).await
 }
 
@@ -290,6 +294,6 @@ pub async fn forget_device_submit(
 ) -> Response {
     let outcome = two_factor::forget_device(&state, &trail, &principal, id)
         .await
-        .map(|()| "That browser asks for the second factor again.");
+        .map(|()| Notice::BrowserForgotten);
     back_to_security(&state, &nonce, &principal, outcome).await
 }

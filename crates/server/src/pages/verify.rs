@@ -12,7 +12,7 @@ use crate::auth::Principal;
 use crate::auth::caller::Caller;
 use crate::edge::headers::CspNonce;
 use crate::error::ApiError;
-use crate::pages::{NoticeQuery, SignedIn, after, titled, when};
+use crate::pages::{Notice, NoticeQuery, SignedIn, after, titled, when};
 use crate::routes::auth::database;
 use crate::routes::listing::next_cursor;
 use crate::routes::{verify, verify_jobs};
@@ -215,7 +215,7 @@ pub async fn jobs_page(
     SignedIn(principal): SignedIn,
     Query(query): Query<NoticeQuery>,
 ) -> Response {
-    render_jobs(&state, &nonce, &principal, query.notice.as_deref(), None)
+    render_jobs(&state, &nonce, &principal, query.text(), None)
         .await
         .unwrap_or_else(IntoResponse::into_response)
 }
@@ -239,7 +239,7 @@ pub async fn jobs_submit(
     let outcome = verify_jobs::queue(&state, &caller, emails, form.smtp.is_some()).await;
     after(
         "/verification/jobs",
-        outcome.map(|_| "The job is queued."),
+        outcome.map(|_| Notice::JobQueued),
         async |error| render_jobs(&state, &nonce, &principal, None, error).await,
     )
     .await

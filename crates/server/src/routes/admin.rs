@@ -51,11 +51,13 @@ fn admin_event(
     org: Option<OrgId>,
     action: Action,
     target: String,
+    subject: Option<String>,
 ) -> AuditEvent {
     AuditEvent {
         org_id: org,
         session_id: admin.session_id(),
         target: Some(target),
+        subject,
         ..trail.by_user(&admin.user, action, Outcome::Success)
     }
 }
@@ -114,6 +116,7 @@ pub(crate) async fn set_plan_of(
         Some(org),
         Action::PlanChanged,
         format!("plan {plan}"),
+        None,
     );
     let changed = database(
         state
@@ -202,6 +205,7 @@ pub(crate) async fn set_disabled_of(
         Some(target.org_id),
         action,
         target.email.clone(),
+        Some(target.email.clone()),
     );
     let changed = database(
         state

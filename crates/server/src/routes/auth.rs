@@ -103,6 +103,7 @@ pub(crate) async fn sign_up(
         &state.database,
         AuditEvent {
             target: Some(email.to_string()),
+            subject: Some(email.to_string()),
             ..trail.event(Action::SignupRequested, Outcome::Success)
         },
     )
@@ -177,6 +178,7 @@ pub(crate) async fn verify(
         AuditEvent {
             session_id: Some(issued.record.id),
             target: Some(user.email.clone()),
+            subject: Some(user.email.clone()),
             ..trail.by_user(&user, Action::EmailVerified, Outcome::Success)
         },
     )
@@ -425,6 +427,7 @@ pub(crate) async fn reset(
         &state.database,
         AuditEvent {
             target: Some(user.email.clone()),
+            subject: Some(user.email.clone()),
             ..trail.by_user(&user, Action::PasswordReset, Outcome::Success)
         },
     )
@@ -450,13 +453,17 @@ async fn authenticate(
     let Some(user) = user else {
         state.passwords.verify(password, None).await?;
         // Normalized when it parses: account deletion finds the entries about its address.
-        let target = EmailAddress::parse(email)
-            .map(|email| email.to_string())
-            .unwrap_or_else(|_| email.chars().take(254).collect());
+        let subject = EmailAddress::parse(email)
+            .ok()
+            .map(|email| email.to_string());
+        let target = subject
+            .clone()
+            .unwrap_or_else(|| email.chars().take(254).collect());
         audit::record(
             &state.database,
             AuditEvent {
                 target: Some(target),
+                subject,
                 ..trail.event(Action::SigninFailed, Outcome::Failure)
             },
         )
@@ -542,6 +549,7 @@ pub(crate) async fn gated<T>(
         &state.database,
         AuditEvent {
             target: Some(user.email.clone()),
+            subject: Some(user.email.clone()),
             ..trail.by_user(user, Action::SigninFailed, Outcome::Failure)
         },
     )
@@ -565,6 +573,7 @@ async fn announce_lock(
         &state.database,
         AuditEvent {
             target: Some(user.email.clone()),
+            subject: Some(user.email.clone()),
             ..trail.by_user(user, Action::AccountLocked, Outcome::Success)
         },
     )

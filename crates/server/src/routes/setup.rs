@@ -135,6 +135,7 @@ async fn create_first_admin(
         AuditEvent {
             session_id: Some(issued.record.id),
             target: Some(user.email.clone()),
+            subject: Some(user.email.clone()),
             ..trail.by_user(&user, Action::SetupCompleted, Outcome::Success)
         },
     )

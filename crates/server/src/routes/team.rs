@@ -199,11 +199,12 @@ async fn member_event(
         .ok_or_else(ApiError::not_found)?;
     let target = match role {
         Some(role) => format!("{} as {}", member.email, role.as_str()),
-        None => member.email,
+        None => member.email.clone(),
     };
     Ok(AuditEvent {
         session_id: principal.session_id(),
         target: Some(target),
+        subject: Some(member.email),
         ..trail.by_user(&principal.user, action, Outcome::Success)
     })
 }
@@ -305,6 +306,7 @@ pub(crate) async fn invite_of(
     let event = AuditEvent {
         session_id: principal.session_id(),
         target: Some(format!("{} as {}", invitation.email, role.as_str())),
+        subject: Some(invitation.email.clone()),
         ..trail.by_user(&principal.user, Action::InvitationCreated, Outcome::Success)
     };
     database(
@@ -429,6 +431,7 @@ pub(crate) async fn accept_with(
     let event = AuditEvent {
         session_id: principal.session_id(),
         target: Some(user.email.clone()),
+        subject: Some(user.email.clone()),
         ..trail.by_user(user, Action::InvitationAccepted, Outcome::Success)
     };
     let acceptance = database(
