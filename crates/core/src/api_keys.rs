@@ -43,6 +43,51 @@ impl fmt::Display for Scope {
     }
 }
 
+/// Why a key stopped working before it expired.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Revocation {
+    /// Someone revoked it.
+    Revoked,
+    /// The person who created it left the organization.
+    CreatorLeft,
+    /// The person who created it was removed from the organization.
+    CreatorRemoved,
+    /// The person who created it was disabled.
+    CreatorDisabled,
+}
+
+impl Revocation {
+    const ALL: [Revocation; 4] = [
+        Revocation::Revoked,
+        Revocation::CreatorLeft,
+        Revocation::CreatorRemoved,
+        Revocation::CreatorDisabled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Revocation::Revoked => "revoked",
+            Revocation::CreatorLeft => "creator_left",
+            Revocation::CreatorRemoved => "creator_removed",
+            Revocation::CreatorDisabled => "creator_disabled",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|reason| reason.as_str() == text)
+    }
+
+    /// In words, for the key list.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Revocation::Revoked => "revoked",
+            Revocation::CreatorLeft => "revoked: its creator left the organization",
+            Revocation::CreatorRemoved => "revoked: its creator was removed from the organization",
+            Revocation::CreatorDisabled => "revoked: its creator's account was disabled",
+        }
+    }
+}
+
 /// A key's scopes: a set, kept sorted so that it stores and compares as one text.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Scopes(Vec<Scope>);

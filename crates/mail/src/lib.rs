@@ -126,7 +126,13 @@ impl SystemMail {
 
     /// Sends one message with a plain-text and an HTML alternative.
     pub async fn send(&self, to: &Address, message: &Rendered) -> Result<(), MailError> {
-        // Message-ID under our own sending domain, as receiving filters expect.
+        self.deliver(self.compose(to, message)?).await
+    }
+
+    /// The message, stamped now: its Message-ID (a UUIDv7 under our own sending domain, as
+    /// receiving filters expect) orders messages by when they were composed, whenever each
+    /// is delivered.
+    pub fn compose(&self, to: &Address, message: &Rendered) -> Result<Composed, MailError> {
         let message_id = format!("<{}@{}>", uuid::Uuid::now_v7(), self.from.email.domain());
         let email = Message::builder()
             .message_id(Some(message_id))
@@ -137,6 +143,15 @@ impl SystemMail {
                 message.text.clone(),
                 message.html.clone(),
             ))?;
+        Ok(Composed {
+            to: to.clone(),
+            email,
+        })
+    }
+
+    /// Sends a composed message.
+    pub async fn deliver(&self, composed: Composed) -> Result<(), MailError> {
+        let Composed { to, email } = composed;
         match &self.transport {
             Transport::Smtp(smtp) => {
                 smtp.send(email).await?;
@@ -155,6 +170,12 @@ impl SystemMail {
         }
         Ok(())
     }
+}
+
+/// A message ready to deliver.
+pub struct Composed {
+    to: Address,
+    email: Message,
 }
 
 /// `Name <address>` or a bare address.

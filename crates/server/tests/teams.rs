@@ -235,4 +235,52 @@ both_backends! {
         assert_eq!(login.status(), 200);
         app.stop().await;
     }
+
+    async fn a_members_keys_stop_when_they_leave_are_removed_or_are_disabled(db) {
+        let app = TestApp::spawn(&db).await;
+        let owner = team_owner(&app, &db, "keyowner@example.test").await;
+        db.execute("UPDATE users SET platform_role = 'super_admin' WHERE email = 'keyowner@example.test'").await;
+        let allow = send_as(&app, Method::PATCH, &owner, "/v1/org", Some(json!({"members_create_keys": true}))).await;
+        assert_eq!(allow.status(), 200);
+        let mut keys = Vec::new();
+        let mut members = Vec::new();
+        for name in ["owner", "leaver", "removed", "disabled"] {
+            let session = if name == "owner" {
+                owner.clone()
+            } else {
+                join(&app, &db, &owner, &format!("{name}@example.test"), "member").await
+            };
+            let created = send_as(&app, Method::POST, &session, "/v1/api-keys", Some(json!({"name": name, "scopes": ["verify"]}))).await;
+            assert_eq!(created.status(), 201);
+            let created: Value = created.json().await.unwrap();
+            keys.push((name, created["key"].as_str().unwrap().to_owned()));
+            members.push((me(&app, &session).await["id"].as_str().unwrap().to_owned(), session));
+        }
+        let usage = |key: &str| app.client.get(app.at("/v1/usage")).bearer_auth(key).send();
+        for (name, key) in &keys {
+            assert_eq!(usage(key).await.unwrap().status(), 200, "{name}");
+        }
+
+        let left = send_as(&app, Method::DELETE, &members[1].1, &format!("/v1/org/members/{}", members[1].0), None).await;
+        assert_eq!(left.status(), 204);
+        let removed = send_as(&app, Method::DELETE, &owner, &format!("/v1/org/members/{}", members[2].0), None).await;
+        assert_eq!(removed.status(), 204);
+        let disabled = send_as(&app, Method::PATCH, &owner, &format!("/v1/admin/users/{}", members[3].0), Some(json!({"disabled": true}))).await;
+        assert_eq!(disabled.status(), 204);
+
+        assert_eq!(usage(&keys[0].1).await.unwrap().status(), 200, "the owner's key still works");
+        for (_, key) in &keys[1..] {
+            problem(usage(key).await.unwrap(), 401, "invalid_api_key").await;
+        }
+        let listed: Value = get_as(&app, &owner, "/v1/api-keys").await.json().await.unwrap();
+        let reason = |name: &str| listed.as_array().unwrap().iter().find(|key| key["name"] == name).unwrap()["revoked_reason"].clone();
+        assert_eq!(reason("owner"), Value::Null);
+        assert_eq!(reason("leaver"), "creator_left");
+        assert_eq!(reason("removed"), "creator_removed");
+        assert_eq!(reason("disabled"), "creator_disabled");
+        let log: Value = get_as(&app, &owner, "/v1/audit-log").await.json().await.unwrap();
+        let revocations = log["entries"].as_array().unwrap().iter().filter(|e| e["action"] == "api_key.revoked").count();
+        assert_eq!(revocations, 3);
+        app.stop().await;
+    }
 }

@@ -2,6 +2,7 @@
 
 use futures::FutureExt;
 use mailroom_core::accounts::{CodePurpose, LOCKOUT_THRESHOLD, SecondFactorDuty, lockout_duration};
+use mailroom_core::audit::{Action, AuditEvent};
 use mailroom_core::org::OrgRole;
 use mailroom_core::password_policy::CompositionRules;
 use mailroom_core::{EmailAddress, OrgId, SessionId, UserId};
@@ -207,17 +208,19 @@ impl Database {
         Ok(row.map(User::from))
     }
 
-    /// Records a sign-up waiting for its code, and the code. A sign-up repeated before the
-    /// code is entered replaces the password and the code, but keeps the count of guesses
-    /// while the old code is live.
+    /// Records a sign-up waiting for its code, and the code, and appends `event` in the same
+    /// transaction. A sign-up repeated before the code is entered replaces the password and
+    /// the code, but keeps the count of guesses while the old code is live.
     pub async fn save_signup(
         &self,
         email: &EmailAddress,
         password_hash: &str,
         code_hash: &[u8],
         expires_at: OffsetDateTime,
+        event: &AuditEvent,
         now: OffsetDateTime,
     ) -> Result<(), StorageError> {
+        let key = self.audit_key()?;
         // The work may run more than once and owns what it uses (see `serializable`).
         let (email, password_hash, code_hash) = (
             email.as_str().to_owned(),
@@ -225,8 +228,13 @@ impl Database {
             code_hash.to_owned(),
         );
         self.serializable(|tx| {
-            let (email, password_hash, code_hash) =
-                (email.clone(), password_hash.clone(), code_hash.clone());
+            let (email, password_hash, code_hash, key, event) = (
+                email.clone(),
+                password_hash.clone(),
+                code_hash.clone(),
+                key.clone(),
+                event.clone(),
+            );
             async move {
                 on_backend!(&mut tx.0, Inner, tx => {
                     sqlx::query(
@@ -245,7 +253,8 @@ impl Database {
                     .execute(&mut **tx)
                     .await?;
                 });
-                upsert_code(tx, CodePurpose::Signup, &email, &code_hash, expires_at, now).await
+                upsert_code(tx, CodePurpose::Signup, &email, &code_hash, expires_at, now).await?;
+                crate::audit::append(tx, &key, &event, now).await
             }
             .boxed()
         })
@@ -272,25 +281,30 @@ impl Database {
     }
 
     /// Sets a new password after a verified reset: the code is spent, failures and lock are
-    /// cleared, and every session of the account ends (AUTH-4). `None` without an account.
+    /// cleared, and every session of the account ends (AUTH-4); `event`, as the account's
+    /// own, is appended in the same transaction. `None` without an account.
     pub async fn reset_password(
         &self,
         email: &EmailAddress,
         code_hash: &[u8],
         password_hash: &str,
+        event: &AuditEvent,
         now: OffsetDateTime,
     ) -> Result<Option<User>, StorageError> {
+        let key = self.audit_key()?;
         let user = match self.user_by_email(email).await? {
             Some(user) => user,
             None => return Ok(None),
         };
+        let event = by_account(event, user.id, user.org_id);
         let (email, code_hash, password_hash) = (
             email.as_str().to_owned(),
             code_hash.to_owned(),
             password_hash.to_owned(),
         );
         let reset = self.serializable(|tx| {
-            let (email, code_hash, password_hash) = (email.clone(), code_hash.clone(), password_hash.clone());
+            let (email, code_hash, password_hash, key, event) =
+                (email.clone(), code_hash.clone(), password_hash.clone(), key.clone(), event.clone());
             async move {
                 on_backend!(&mut tx.0, Inner, tx => {
                     // Spending the code is the first write: of two resets racing with the same
@@ -318,6 +332,7 @@ impl Database {
                 revoke_sessions_except(tx, user.id, None, now).await?;
                 revoke_token_families(tx, user.id, now).await?;
                 crate::two_factor::forget_devices(tx, user.id).await?;
+                crate::audit::append(tx, &key, &event, now).await?;
                 Ok(true)
             }
             .boxed()
@@ -568,20 +583,23 @@ impl Database {
         })
     }
 
-    /// Turns a verified sign-up into a user who owns a new personal organization, and opens
-    /// their first session; all or nothing. `None` when no sign-up was waiting (a racing
-    /// request completed it first).
+    /// Turns a verified sign-up into a user who owns a new personal organization, opens their
+    /// first session and appends `event` as the new account's own; all or nothing. `None`
+    /// when no sign-up was waiting (a racing request completed it first).
     pub async fn complete_signup(
         &self,
         email: &EmailAddress,
         session: &NewSession,
+        event: &AuditEvent,
         now: OffsetDateTime,
     ) -> Result<Option<User>, StorageError> {
+        let key = self.audit_key()?;
         let email = email.as_str().to_owned();
         let session = session.clone();
         let created = self
             .serializable(|tx| {
-                let (email, session) = (email.clone(), session.clone());
+                let (email, session, key, event) =
+                    (email.clone(), session.clone(), key.clone(), event.clone());
                 async move {
                     let password_hash: Option<String> = on_backend!(&mut tx.0, Inner, tx => {
                         sqlx::query("DELETE FROM email_codes WHERE purpose = 'signup' AND email = $1")
@@ -613,8 +631,10 @@ impl Database {
                         password_hash,
                         platform_role: PlatformRole::User,
                     };
-                    let user_id = insert_account(tx, &account, now).await?;
+                    let (user_id, org_id) = insert_account(tx, &account, now).await?;
                     insert_session(tx, user_id, &session, now).await?;
+                    crate::audit::append(tx, &key, &by_account(&event, user_id, org_id), now)
+                        .await?;
                     Ok(Some(user_id))
                 }
                 .boxed()
@@ -636,7 +656,7 @@ impl Database {
         let user_id = self
             .serializable(|tx| {
                 let account = account.clone();
-                async move { insert_account(tx, &account, now).await }.boxed()
+                async move { Ok(insert_account(tx, &account, now).await?.0) }.boxed()
             })
             .await?;
         self.user_by_id(user_id)
@@ -677,14 +697,21 @@ impl Database {
         token_hash: &[u8],
         account: &NewAccount,
         session: &NewSession,
+        event: &AuditEvent,
         now: OffsetDateTime,
     ) -> Result<Option<User>, StorageError> {
+        let key = self.audit_key()?;
         let (token_hash, account, session) =
             (token_hash.to_owned(), account.clone(), session.clone());
         let created = self
             .serializable(|tx| {
-                let (token_hash, account, session) =
-                    (token_hash.clone(), account.clone(), session.clone());
+                let (token_hash, account, session, key, event) = (
+                    token_hash.clone(),
+                    account.clone(),
+                    session.clone(),
+                    key.clone(),
+                    event.clone(),
+                );
                 async move {
                     let spent = on_backend!(&mut tx.0, Inner, tx => {
                         let users: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users")
@@ -703,8 +730,10 @@ impl Database {
                     if !spent {
                         return Ok(None);
                     }
-                    let user_id = insert_account(tx, &account, now).await?;
+                    let (user_id, org_id) = insert_account(tx, &account, now).await?;
                     insert_session(tx, user_id, &session, now).await?;
+                    crate::audit::append(tx, &key, &by_account(&event, user_id, org_id), now)
+                        .await?;
                     Ok(Some(user_id))
                 }
                 .boxed()
@@ -727,17 +756,33 @@ impl Database {
         Ok(row.map(User::from))
     }
 
-    /// Opens a session for a user who just proved who they are.
+    /// Opens a session for a user who just proved who they are, and appends `signed_in` in
+    /// the same transaction, after a `signin.new_device` entry of the same pattern when the
+    /// device is new to the account.
     pub async fn create_session(
         &self,
         user_id: UserId,
         session: &NewSession,
+        signed_in: &AuditEvent,
         now: OffsetDateTime,
     ) -> Result<NewDevice, StorageError> {
+        let key = self.audit_key()?;
         let session = session.clone();
         self.serializable(|tx| {
-            let session = session.clone();
-            async move { insert_session(tx, user_id, &session, now).await }.boxed()
+            let (session, key, signed_in) = (session.clone(), key.clone(), signed_in.clone());
+            async move {
+                let new_device = insert_session(tx, user_id, &session, now).await?;
+                if new_device.0 {
+                    let alert = AuditEvent {
+                        action: Action::SigninFromNewDevice,
+                        ..signed_in.clone()
+                    };
+                    crate::audit::append(tx, &key, &alert, now).await?;
+                }
+                crate::audit::append(tx, &key, &signed_in, now).await?;
+                Ok(new_device)
+            }
+            .boxed()
         })
         .await
     }
@@ -972,11 +1017,20 @@ async fn lock(
 }
 
 /// The user, their personal organization, and their ownership of it.
+/// `event` as the account's own: by the user, in their organization's chain.
+fn by_account(event: &AuditEvent, user_id: UserId, org_id: OrgId) -> AuditEvent {
+    AuditEvent {
+        actor: Some(user_id),
+        org_id: Some(org_id),
+        ..event.clone()
+    }
+}
+
 async fn insert_account(
     tx: &mut crate::Tx,
     account: &NewAccount,
     now: OffsetDateTime,
-) -> Result<UserId, StorageError> {
+) -> Result<(UserId, OrgId), StorageError> {
     let (user_id, org_id) = (UserId::generate(), OrgId::generate());
     on_backend!(&mut tx.0, Inner, tx => {
         // Not named after its owner: the organization may outlive them (PRIV-1).
@@ -1004,7 +1058,7 @@ async fn insert_account(
             .execute(&mut **tx)
             .await?;
     });
-    Ok(user_id)
+    Ok((user_id, org_id))
 }
 
 /// Ends every browser session and token family of the user (a disabled account).

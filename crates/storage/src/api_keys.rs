@@ -7,15 +7,15 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures::FutureExt;
-use mailroom_core::api_keys::Scopes;
-use mailroom_core::audit::AuditEvent;
+use mailroom_core::api_keys::{Revocation, Scopes};
+use mailroom_core::audit::{Action, AuditEvent, Outcome};
 use mailroom_core::{OrgId, UserId};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::accounts::{from_ms, ms};
 use crate::teams::Change;
-use crate::tx::{Inner, Tenancy};
+use crate::tx::{Inner, Tenancy, Tx};
 use crate::{Database, Pool, StorageError, on_backend};
 
 /// `last_used_at` is written at most this often per key, not on every request.
@@ -45,6 +45,8 @@ pub struct ApiKeyInfo {
     pub expires_at: Option<OffsetDateTime>,
     pub last_used_at: Option<OffsetDateTime>,
     pub last_used_ip: Option<String>,
+    pub revoked_at: Option<OffsetDateTime>,
+    pub revocation: Option<Revocation>,
 }
 
 /// The stored key for a presented lookup id, with what deciding on it needs.
@@ -115,6 +117,8 @@ struct InfoRow {
     expires_at: Option<i64>,
     last_used_at: Option<i64>,
     last_used_ip: Option<String>,
+    revoked_at: Option<i64>,
+    revoked_reason: Option<String>,
 }
 
 impl Database {
@@ -170,7 +174,8 @@ impl Database {
         .map(drop)
     }
 
-    /// The organization's live keys, newest first; no secrets.
+    /// The organization's keys that have not expired, revoked ones with why, newest first;
+    /// no secrets.
     pub async fn api_keys(
         &self,
         org_id: OrgId,
@@ -181,8 +186,8 @@ impl Database {
                 async move {
                     Ok(on_backend!(&mut tx.0, Inner, tx => {
                         sqlx::query_as(
-                            "SELECT id, name, lookup_id, scopes, created_by, created_at, expires_at, last_used_at, last_used_ip \
-                             FROM api_keys WHERE org_id = $1 AND revoked_at IS NULL \
+                            "SELECT id, name, lookup_id, scopes, created_by, created_at, expires_at, last_used_at, last_used_ip, \
+                             revoked_at, revoked_reason FROM api_keys WHERE org_id = $1 \
                              AND (expires_at IS NULL OR expires_at > $2) ORDER BY created_at DESC",
                         )
                         .bind(org_id.as_uuid())
@@ -206,6 +211,13 @@ impl Database {
                 expires_at: row.expires_at.map(from_ms),
                 last_used_at: row.last_used_at.map(from_ms),
                 last_used_ip: row.last_used_ip,
+                revoked_at: row.revoked_at.map(from_ms),
+                revocation: row.revoked_at.map(|_| {
+                    row.revoked_reason
+                        .as_deref()
+                        .and_then(Revocation::parse)
+                        .unwrap_or(Revocation::Revoked)
+                }),
             })
             .collect())
     }
@@ -222,7 +234,8 @@ impl Database {
             async move {
                 let revoked = on_backend!(&mut tx.0, Inner, tx => {
                     sqlx::query(
-                        "UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND org_id = $3 AND revoked_at IS NULL",
+                        "UPDATE api_keys SET revoked_at = $1, revoked_reason = 'revoked' \
+                         WHERE id = $2 AND org_id = $3 AND revoked_at IS NULL",
                     )
                     .bind(ms(now))
                     .bind(id)
@@ -343,6 +356,43 @@ impl Database {
                 .await?
         }))
     }
+}
+
+/// Revokes every live key `creator` made in `org_id`, inside the transaction that removes or
+/// disables them, with an `api_key.revoked` entry for each after the pattern of `event`.
+pub(crate) async fn revoke_keys_of_creator(
+    tx: &mut Tx,
+    audit_key: &[u8],
+    org_id: OrgId,
+    creator: UserId,
+    reason: Revocation,
+    event: &AuditEvent,
+    now: OffsetDateTime,
+) -> Result<(), StorageError> {
+    let revoked: Vec<Uuid> = on_backend!(&mut tx.0, Inner, tx => {
+        sqlx::query_scalar(
+            "UPDATE api_keys SET revoked_at = $1, revoked_reason = $2 \
+             WHERE org_id = $3 AND created_by = $4 AND revoked_at IS NULL RETURNING id",
+        )
+        .bind(ms(now))
+        .bind(reason.as_str())
+        .bind(org_id.as_uuid())
+        .bind(creator.as_uuid())
+        .fetch_all(&mut **tx)
+        .await?
+    });
+    for id in revoked {
+        let entry = AuditEvent {
+            org_id: Some(org_id),
+            action: Action::ApiKeyRevoked,
+            outcome: Outcome::Success,
+            target: Some(format!("api key {id} ({})", reason.as_str())),
+            subject: None,
+            ..event.clone()
+        };
+        crate::audit::append(tx, audit_key, &entry, now).await?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

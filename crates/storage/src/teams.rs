@@ -4,6 +4,7 @@
 //! entry in the same transaction.
 
 use futures::FutureExt;
+use mailroom_core::api_keys::Revocation;
 use mailroom_core::audit::AuditEvent;
 use mailroom_core::org::{self, OrgRole, Refusal};
 use mailroom_core::{OrgId, UserId};
@@ -176,7 +177,8 @@ impl Database {
     }
 
     /// Removes `target` from the organization (or lets a member leave): they get a personal
-    /// organization of their own again, as every user has one (ORG-2).
+    /// organization of their own again, as every user has one (ORG-2), and the keys they
+    /// made in this one stop working, in the same transaction.
     pub async fn remove_member(
         &self,
         org_id: OrgId,
@@ -185,7 +187,10 @@ impl Database {
         event: &AuditEvent,
         now: OffsetDateTime,
     ) -> Result<Change, StorageError> {
+        let audit_key = self.audit_key()?;
+        let template = event.clone();
         self.audited_change(event, now, move |tx| {
+            let (audit_key, template) = (audit_key.clone(), template.clone());
             async move {
                 let Some((actor_role, current)) = roles_in(tx, org_id, actor, target).await? else {
                     return Ok(Change::NotFound);
@@ -212,6 +217,15 @@ impl Database {
                     .execute(&mut **tx)
                     .await?;
                 });
+                let reason = if actor == target {
+                    Revocation::CreatorLeft
+                } else {
+                    Revocation::CreatorRemoved
+                };
+                crate::api_keys::revoke_keys_of_creator(
+                    tx, &audit_key, org_id, target, reason, &template, now,
+                )
+                .await?;
                 Ok(Change::Done)
             }
             .boxed()
@@ -499,8 +513,8 @@ impl Database {
             .collect())
     }
 
-    /// Disables (ending every session and token family) or re-enables a user; false when
-    /// there is no such user.
+    /// Disables (ending every session and token family, and revoking the keys they made in
+    /// their organization) or re-enables a user; false when there is no such user.
     pub async fn set_user_disabled(
         &self,
         user_id: UserId,
@@ -508,7 +522,10 @@ impl Database {
         event: &AuditEvent,
         now: OffsetDateTime,
     ) -> Result<bool, StorageError> {
+        let audit_key = self.audit_key()?;
+        let template = event.clone();
         self.audited_change(event, now, move |tx| {
+            let (audit_key, template) = (audit_key.clone(), template.clone());
             async move {
                 let updated = on_backend!(&mut tx.0, Inner, tx => {
                     sqlx::query("UPDATE users SET disabled_at = $1 WHERE id = $2")
@@ -523,6 +540,22 @@ impl Database {
                 }
                 if disabled {
                     crate::accounts::end_every_session(tx, user_id, now).await?;
+                    let org_id: Uuid = on_backend!(&mut tx.0, Inner, tx => {
+                        sqlx::query_scalar("SELECT org_id FROM org_members WHERE user_id = $1")
+                            .bind(user_id.as_uuid())
+                            .fetch_one(&mut **tx)
+                            .await?
+                    });
+                    crate::api_keys::revoke_keys_of_creator(
+                        tx,
+                        &audit_key,
+                        OrgId::from_uuid(org_id),
+                        user_id,
+                        Revocation::CreatorDisabled,
+                        &template,
+                        now,
+                    )
+                    .await?;
                 }
                 Ok(Change::Done)
             }

@@ -376,7 +376,7 @@ async fn render_keys(
             table #api-keys {
                 thead { tr { th { "Name" } th { "Key" } th { "Scopes" } th { "Created" } th { "Last used" } th { span.visually-hidden { "Actions" } } } }
                 tbody {
-                    @for key in &keys {
+                    @for key in keys.iter().filter(|key| key.revocation.is_none()) {
                         tr data-key=(key.name) {
                             td { (key.name) }
                             td { code { "mr_live_" (key.lookup_id) "_…" } }
@@ -386,6 +386,24 @@ async fn render_keys(
                             td {
                                 form.inline method="post" action={ "/api-keys/" (key.id) "/revoke" } {
                                     button.secondary type="submit" { "Revoke" }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            @if keys.iter().any(|key| key.revocation.is_some()) {
+                h2 #revoked-heading { "Revoked keys" }
+                table #revoked-keys aria-labelledby="revoked-heading" {
+                    thead { tr { th { "Name" } th { "Key" } th { "Revoked" } th { "Why" } } }
+                    tbody {
+                        @for key in &keys {
+                            @if let (Some(reason), Some(at)) = (key.revocation, key.revoked_at) {
+                                tr data-key=(key.name) {
+                                    td { (key.name) }
+                                    td { code { "mr_live_" (key.lookup_id) "_…" } }
+                                    td { (when(at)) }
+                                    td { (reason.describe()) }
                                 }
                             }
                         }

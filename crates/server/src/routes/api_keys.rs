@@ -182,7 +182,8 @@ pub(crate) async fn create_of(
     Ok((key, generated.key))
 }
 
-/// `GET /v1/api-keys`: the organization's live keys, without secrets.
+/// `GET /v1/api-keys`: the organization's keys that have not expired, without secrets;
+/// revoked ones say when and why (`revoked_reason`).
 pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
     caller.require(Scope::KeysManage, true)?;
     let keys = database(
@@ -204,6 +205,8 @@ pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<
                     "expires_at": key.expires_at.map(when),
                     "last_used_at": key.last_used_at.map(when),
                     "last_used_ip": key.last_used_ip,
+                    "revoked_at": key.revoked_at.map(when),
+                    "revoked_reason": key.revocation.map(|reason| reason.as_str()),
                 })
             })
             .collect(),

@@ -9,7 +9,6 @@ use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use mailroom_core::EmailAddress;
-use mailroom_core::SessionId;
 use mailroom_core::accounts::{
     ACCESS_TOKEN_TTL, CODE_ATTEMPTS, CODE_TTL, CodePurpose, LOCKOUT_THRESHOLD, REFRESH_FAMILY_TTL,
     REFRESH_GRACE,
@@ -82,32 +81,31 @@ pub(crate) async fn sign_up(
     // Hashed either way, so that both paths take the same time.
     let password_hash = state.passwords.hash(password).await?;
     let now = OffsetDateTime::now_utc();
-    if database(state.database.user_by_email(&email).await)?.is_none() {
-        let code = codes::generate();
-        let code_hash = codes::hash(&state.code_key, CodePurpose::Signup, &email, &code);
-        database(
-            state
-                .database
-                .save_signup(
-                    &email,
-                    password_hash.as_str(),
-                    &code_hash,
-                    now + CODE_TTL,
-                    now,
-                )
-                .await,
-        )?;
-        send_code(state, &email, "verify your email address", &code);
+    let event = AuditEvent {
+        target: Some(email.to_string()),
+        subject: Some(email.to_string()),
+        ..trail.event(Action::SignupRequested, Outcome::Success)
+    };
+    if database(state.database.user_by_email(&email).await)?.is_some() {
+        return audit::record(&state.database, event).await;
     }
-    audit::record(
-        &state.database,
-        AuditEvent {
-            target: Some(email.to_string()),
-            subject: Some(email.to_string()),
-            ..trail.event(Action::SignupRequested, Outcome::Success)
-        },
-    )
-    .await
+    let code = codes::generate();
+    let code_hash = codes::hash(&state.code_key, CodePurpose::Signup, &email, &code);
+    database(
+        state
+            .database
+            .save_signup(
+                &email,
+                password_hash.as_str(),
+                &code_hash,
+                now + CODE_TTL,
+                &event,
+                now,
+            )
+            .await,
+    )?;
+    send_code(state, &email, "verify your email address", &code);
+    Ok(())
 }
 
 /// `POST /v1/auth/resend-code`: a new code for a waiting sign-up; the guess budget carries
@@ -165,24 +163,20 @@ pub(crate) async fn verify(
     let now = OffsetDateTime::now_utc();
     check_code(state, CodePurpose::Signup, &email, code, now).await?;
     let issued = rotate_session(state, context, headers, now).await?;
+    let event = AuditEvent {
+        session_id: Some(issued.record.id),
+        target: Some(email.to_string()),
+        subject: Some(email.to_string()),
+        ..trail.event(Action::EmailVerified, Outcome::Success)
+    };
     let user = database(
         state
             .database
-            .complete_signup(&email, &issued.record, now)
+            .complete_signup(&email, &issued.record, &event, now)
             .await,
     )?
     .ok_or_else(invalid_code)?;
     tracing::info!(user_id = %user.id, "account created");
-    audit::record(
-        &state.database,
-        AuditEvent {
-            session_id: Some(issued.record.id),
-            target: Some(user.email.clone()),
-            subject: Some(user.email.clone()),
-            ..trail.by_user(&user, Action::EmailVerified, Outcome::Success)
-        },
-    )
-    .await?;
     Ok((user, issued.token))
 }
 
@@ -326,24 +320,20 @@ async fn open_session(
 ) -> Result<String, ApiError> {
     let now = OffsetDateTime::now_utc();
     let issued = rotate_session(state, context, headers, now).await?;
+    let signed_in = AuditEvent {
+        session_id: Some(issued.record.id),
+        ..trail.by_user(user, Action::SigninSucceeded, Outcome::Success)
+    };
     let NewDevice(new_device) = database(
         state
             .database
-            .create_session(user.id, &issued.record, now)
+            .create_session(user.id, &issued.record, &signed_in, now)
             .await,
     )?;
     if new_device {
-        alert_new_device(state, trail, user, Some(issued.record.id)).await?;
+        mail_new_device(state, trail, user);
     }
     tracing::info!(user_id = %user.id, "signed in");
-    audit::record(
-        &state.database,
-        AuditEvent {
-            session_id: Some(issued.record.id),
-            ..trail.by_user(user, Action::SigninSucceeded, Outcome::Success)
-        },
-    )
-    .await?;
     Ok(issued.token)
 }
 
@@ -416,22 +406,19 @@ pub(crate) async fn reset(
     let now = OffsetDateTime::now_utc();
     let code_hash = check_code(state, CodePurpose::PasswordReset, &email, code, now).await?;
     let password_hash = state.passwords.hash(new_password).await?;
-    let user = database(
+    let event = AuditEvent {
+        target: Some(email.to_string()),
+        subject: Some(email.to_string()),
+        ..trail.event(Action::PasswordReset, Outcome::Success)
+    };
+    database(
         state
             .database
-            .reset_password(&email, &code_hash, password_hash.as_str(), now)
+            .reset_password(&email, &code_hash, password_hash.as_str(), &event, now)
             .await,
     )?
     .ok_or_else(invalid_code)?;
-    audit::record(
-        &state.database,
-        AuditEvent {
-            target: Some(user.email.clone()),
-            subject: Some(user.email.clone()),
-            ..trail.by_user(&user, Action::PasswordReset, Outcome::Success)
-        },
-    )
-    .await
+    Ok(())
 }
 
 /// Checks an email and password for a sign-in or a password grant: the same work for an
@@ -642,7 +629,7 @@ pub async fn token(
                     .await,
             )?;
             if new_device {
-                alert_new_device(&state, &trail, &user, None).await?;
+                alert_new_device(&state, &trail, &user).await?;
             }
             audit::record(
                 &state.database,
@@ -736,23 +723,24 @@ async fn alert_new_device(
     state: &AppState,
     trail: &AuditTrail,
     user: &User,
-    session_id: Option<SessionId>,
 ) -> Result<(), ApiError> {
     audit::record(
         &state.database,
-        AuditEvent {
-            session_id,
-            ..trail.by_user(user, Action::SigninFromNewDevice, Outcome::Success)
-        },
+        trail.by_user(user, Action::SigninFromNewDevice, Outcome::Success),
     )
     .await?;
+    mail_new_device(state, trail, user);
+    Ok(())
+}
+
+/// Tells the account's owner of a sign-in from a device it had not seen.
+fn mail_new_device(state: &AppState, trail: &AuditTrail, user: &User) {
     let agent = trail.user_agent().unwrap_or("unknown");
     send_mail(
         state,
         &user.email,
         templates::new_sign_in(trail.ip(), agent),
     );
-    Ok(())
 }
 
 /// `POST /v1/auth/logout`: ends this session and clears the cookie.
@@ -890,15 +878,19 @@ fn send_code(state: &AppState, email: &EmailAddress, purpose: &'static str, code
     );
 }
 
-/// Mails in the background: the response must not wait for (or be timed by) the relay.
+/// Mails in the background: the response must not wait for (or be timed by) the relay. The
+/// message is composed first, so that mails stand in the order their requests made them.
 pub(crate) fn send_mail(state: &AppState, to: &str, message: templates::Rendered) {
+    let composed = to
+        .parse()
+        .map_err(|error| mailroom_mail::MailError::InvalidAddress(format!("{error}")))
+        .and_then(|address| state.mail.compose(&address, &message));
     let mail = state.mail.clone();
-    let to = to.to_owned();
     tokio::spawn(
         async move {
-            let result = match to.parse() {
-                Ok(address) => mail.send(&address, &message).await,
-                Err(error) => Err(mailroom_mail::MailError::InvalidAddress(format!("{error}"))),
+            let result = match composed {
+                Ok(composed) => mail.deliver(composed).await,
+                Err(error) => Err(error),
             };
             if let Err(error) = result {
                 tracing::warn!(%error, "system mail could not be sent");

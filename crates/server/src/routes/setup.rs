@@ -19,7 +19,7 @@ use serde::Deserialize;
 use time::OffsetDateTime;
 use url::Url;
 
-use crate::audit::{self, AuditTrail};
+use crate::audit::AuditTrail;
 use crate::auth::session;
 use crate::edge::context::RequestContext;
 use crate::edge::headers::CspNonce;
@@ -117,9 +117,15 @@ async fn create_first_admin(
         platform_role: PlatformRole::SuperAdmin,
     };
     let token_hash = session::token_hash(form.token.expose_secret());
+    let event = AuditEvent {
+        session_id: Some(issued.record.id),
+        target: Some(account.email.clone()),
+        subject: Some(account.email.clone()),
+        ..trail.event(Action::SetupCompleted, Outcome::Success)
+    };
     let user: User = state
         .database
-        .complete_setup(&token_hash, &account, &issued.record, now)
+        .complete_setup(&token_hash, &account, &issued.record, &event, now)
         .await
         .map_err(ApiError::internal)?
         .ok_or_else(|| {
@@ -130,16 +136,6 @@ async fn create_first_admin(
                  or run `mailroom admin create --super-admin`.",
             )
         })?;
-    audit::record(
-        &state.database,
-        AuditEvent {
-            session_id: Some(issued.record.id),
-            target: Some(user.email.clone()),
-            subject: Some(user.email.clone()),
-            ..trail.by_user(&user, Action::SetupCompleted, Outcome::Success)
-        },
-    )
-    .await?;
     tracing::info!(user_id = %user.id, "first super-admin created");
     Ok(issued.token)
 }

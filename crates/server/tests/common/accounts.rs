@@ -13,7 +13,8 @@ pub const PASSWORD: &str = "correct horse battery staple";
 
 /// The code in the newest outbox message to `email`, waiting for it to be written.
 pub async fn code_for(db: &TestDatabase, email: &str) -> String {
-    for _ in 0..100 {
+    // Bounded generously: a busy machine may take a while, and only a lost mail fails.
+    for _ in 0..1200 {
         if let Some(code) = codes_for(db.dir(), email).pop() {
             return code;
         }
@@ -22,18 +23,37 @@ pub async fn code_for(db: &TestDatabase, email: &str) -> String {
     panic!("no code was mailed to {email}");
 }
 
+/// The code of the first message to `email` after the `seen` that came before it, waiting
+/// for it to be written (mail goes out in the background).
+pub async fn next_code(db: &TestDatabase, email: &str, seen: usize) -> String {
+    // Bounded generously: a busy machine may take a while, and only a lost mail fails.
+    for _ in 0..1200 {
+        if let Some(code) = codes_for(db.dir(), email).get(seen) {
+            return code.clone();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no code number {} was mailed to {email}", seen + 1);
+}
+
 /// Every code mailed to `email`, oldest first.
 pub fn codes_for(dir: &Path, email: &str) -> Vec<String> {
     let Ok(entries) = std::fs::read_dir(dir.join("data/outbox")) else {
         return Vec::new();
     };
-    let mut messages: Vec<(std::time::SystemTime, String)> = entries
-        .map(|entry| entry.unwrap().path())
-        .map(|path| {
-            let modified = std::fs::metadata(&path).unwrap().modified().unwrap();
-            (modified, std::fs::read_to_string(path).unwrap())
+    // Ordered by Message-ID: a UUIDv7 taken when the request composed the message (a file's
+    // time says when it was written, and two in one tick come back in either order).
+    let mut messages: Vec<(String, String)> = entries
+        .map(|entry| std::fs::read_to_string(entry.unwrap().path()).unwrap())
+        .filter(|raw| raw.contains(&format!("To: {email}")))
+        .map(|raw| {
+            let id = raw
+                .lines()
+                .find_map(|line| line.strip_prefix("Message-ID: "))
+                .unwrap()
+                .to_owned();
+            (id, raw)
         })
-        .filter(|(_, raw)| raw.contains(&format!("To: {email}")))
         .collect();
     messages.sort();
     messages
