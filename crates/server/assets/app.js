@@ -28,7 +28,7 @@ document.getElementById("bulk-upload")?.addEventListener("submit", async (event)
     credentials: "same-origin",
   });
   if (response.status === 202) {
-    window.location.assign("/verification/jobs?notice=The+job+is+queued.");
+    window.location.assign("/verification/jobs?notice=job_queued");
     return;
   }
   const problem = await response.json().catch(() => ({}));
@@ -42,13 +42,18 @@ document.getElementById("bulk-upload")?.addEventListener("submit", async (event)
   error.textContent = problem.detail ?? `The upload failed (${response.status}).`;
 });
 
-// Jobs still running: their progress, polled until they end.
-for (const row of document.querySelectorAll("tr[data-job]")) {
-  const follow = async () => {
-    if (!["queued", "running"].includes(row.dataset.status)) return;
-    const response = await fetch(`/v1/verify/jobs/${row.dataset.job}`, { credentials: "same-origin" });
-    if (!response.ok) return;
-    const job = await response.json();
+// Jobs still running: their progress, polled until they end. One request a tick for every
+// row (the account's API requests are rate-limited, per user).
+const followed = () =>
+  [...document.querySelectorAll("tr[data-job]")].filter((row) => ["queued", "running"].includes(row.dataset.status));
+const follow = async () => {
+  if (followed().length === 0) return;
+  const response = await fetch("/v1/verify/jobs", { credentials: "same-origin" });
+  if (!response.ok) return;
+  const { jobs } = await response.json();
+  for (const row of followed()) {
+    const job = jobs.find((job) => job.id === row.dataset.job);
+    if (!job) continue;
     row.dataset.status = job.status;
     row.querySelector("td.status").textContent = job.error ? `${job.status} (${job.error})` : job.status;
     const bar = row.querySelector("progress");
@@ -58,7 +63,7 @@ for (const row of document.querySelectorAll("tr[data-job]")) {
     const c = job.counts;
     row.querySelector("td.counts").textContent =
       `${c.deliverable} deliverable, ${c.undeliverable} undeliverable, ${c.risky} risky, ${c.unknown} unknown`;
-    setTimeout(follow, 1000);
-  };
-  follow();
-}
+  }
+  setTimeout(follow, 1000);
+};
+follow();

@@ -84,7 +84,7 @@ impl App {
             tokens: TokenKeys::new(&root_key, public_url.origin().ascii_serialization()),
             code_key: root_key.derive(b"mailroom/email-code/hmac/v1"),
             backup_code_key: root_key.derive(b"mailroom/backup-code/hmac/v1"),
-            job_worker: Default::default(),
+            job_worker: crate::job_worker::JobWorker::new(config.jobs),
             verifications: Verifications::new(
                 Verifier::new(config.verify.clone()).context("cannot set up the verifier")?,
             ),
@@ -128,7 +128,7 @@ impl App {
             self.database.clone(),
             self.auth_limiter.clone(),
         ));
-        let job_workers: Vec<_> = (0..crate::job_worker::WORKERS)
+        let job_workers: Vec<_> = (0..self.state.job_worker.settings.workers)
             .map(|_| tokio::spawn(crate::job_worker::run(self.state.clone())))
             .collect();
         let handle = Handle::new();

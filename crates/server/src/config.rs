@@ -65,6 +65,8 @@ pub struct Config {
     pub redis_failure: crate::rate_limit::FailureMode,
     /// How the verification engine reaches DNS and mail hosts (VER-2, VER-4).
     pub verify: mailroom_verify::Settings,
+    /// The bulk job workers: production's defaults (tests take smaller chunks and leases).
+    pub jobs: crate::job_worker::Settings,
 }
 
 #[derive(Clone, Debug)]
@@ -95,6 +97,7 @@ impl Config {
             redis_key_prefix: "mailroom:".to_owned(),
             redis_failure: crate::rate_limit::FailureMode::Closed,
             verify: mailroom_verify::Settings::default(),
+            jobs: crate::job_worker::Settings::default(),
         }
     }
 

@@ -1,4 +1,4 @@
-//! The bulk job workers (VER-6), `WORKERS` on every node. Each claims one job at a time under a
+//! The bulk job workers (VER-6), `Settings::workers` on every node. Each claims one job at a time under a
 //! lease it renews while it lives, and works it a chunk of rows at a time: charge, check, then
 //! write the chunk's results and progress in one transaction. A node that dies mid-job leaves
 //! its lease to run out; another node (or this one, restarted) claims the job and resumes at its
@@ -17,43 +17,55 @@ use uuid::Uuid;
 use crate::state::AppState;
 use crate::verification::VerifyError;
 
-/// Jobs a node works at once: one tenant's big job does not hold up everyone else's.
-pub const WORKERS: usize = 2;
-/// How long a claim holds without renewal: how soon a dead node's job is taken up.
-const LEASE: Duration = Duration::from_secs(15);
-const RENEW_EVERY: Duration = Duration::from_secs(5);
-/// Rows checked and written together: enough to keep every host's sessions full, few enough
-/// that a crash re-probes little (it never charges twice).
-const CHUNK: i64 = 2000;
+/// How the workers go about it; the defaults are production's, and tests choose their own.
+#[derive(Clone, Copy, Debug)]
+pub struct Settings {
+    /// Jobs a node works at once: one tenant's big job does not hold up everyone else's.
+    pub workers: usize,
+    /// How long a claim holds without renewal: how soon a dead node's job is taken up.
+    pub lease: Duration,
+    pub renew_every: Duration,
+    /// Rows checked and written together: enough to keep every host's sessions full, few
+    /// enough that a crash re-probes little (it never charges twice).
+    pub chunk: i64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            workers: 2,
+            lease: Duration::from_secs(15),
+            renew_every: Duration::from_secs(5),
+            chunk: 2000,
+        }
+    }
+}
+
 /// How often an idle worker looks for jobs queued on other nodes.
 const IDLE_POLL: Duration = Duration::from_secs(2);
 /// How long to wait after the database failed.
 const BACKOFF: Duration = Duration::from_secs(5);
 
-/// This node's worker: its name in leases, and a bell that a new job rings.
+/// This node's worker: its name in leases, its settings, and a bell that a new job rings.
 pub struct JobWorker {
     name: String,
+    pub settings: Settings,
     bell: Notify,
 }
 
-impl Default for JobWorker {
-    fn default() -> Self {
+impl JobWorker {
+    pub fn new(settings: Settings) -> Self {
         JobWorker {
             name: format!("node-{}", Uuid::new_v4()),
+            settings,
             bell: Notify::new(),
         }
     }
-}
 
-impl JobWorker {
     /// A job was queued: look now rather than at the next poll.
     pub fn wake(&self) {
         self.bell.notify_one();
     }
-}
-
-fn lease_from(now: OffsetDateTime) -> OffsetDateTime {
-    now + LEASE
 }
 
 pub async fn run(state: AppState) {
@@ -62,7 +74,7 @@ pub async fn run(state: AppState) {
         let now = OffsetDateTime::now_utc();
         match state
             .database
-            .claim_job(&worker.name, now, lease_from(now))
+            .claim_job(&worker.name, now, now + worker.settings.lease)
             .await
         {
             Ok(Some(job)) => {
@@ -98,7 +110,8 @@ async fn work(state: &AppState, job: &Job) {
                 continue;
             }
         }
-        let rows = match state.database.unchecked_rows(job, CHUNK).await {
+        let chunk = state.job_worker.settings.chunk;
+        let rows = match state.database.unchecked_rows(job, chunk).await {
             Ok(rows) if rows.is_empty() => break Some(Ending::Done),
             Ok(rows) => rows,
             Err(error) => {
@@ -149,11 +162,12 @@ async fn work(state: &AppState, job: &Job) {
 
 /// Keeps the lease while the job is worked; says when it is lost.
 async fn renew(state: AppState, job: Job, lost: Arc<AtomicBool>) {
-    let mut every = tokio::time::interval(RENEW_EVERY);
+    let settings = state.job_worker.settings;
+    let mut every = tokio::time::interval(settings.renew_every);
     every.tick().await;
     loop {
         every.tick().await;
-        let until = lease_from(OffsetDateTime::now_utc());
+        let until = OffsetDateTime::now_utc() + settings.lease;
         match state
             .database
             .renew_lease(&job, &state.job_worker.name, until)

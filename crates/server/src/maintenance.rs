@@ -1,6 +1,7 @@
 //! Housekeeping that runs hourly for as long as the server runs, on every node (each step is
 //! safe to run concurrently): the audit retention purge (AUD-2: not optional, not per
-//! tenant) and the verification log's, data-key rotation and re-encryption (ENC-3), expired sign-in challenges and
+//! tenant) and the verification log's, the rows of failed and cancelled jobs after 7 days,
+//! data-key rotation and re-encryption (ENC-3), expired sign-in challenges and
 //! trusted devices, and trimming the rate limiter.
 
 use std::time::Duration;
@@ -12,6 +13,9 @@ use time::OffsetDateTime;
 use crate::rate_limit::auth::AuthLimiter;
 
 const INTERVAL: Duration = Duration::from_secs(60 * 60);
+/// How long the uploaded rows of a job that failed or was cancelled are kept: long enough to
+/// download what was checked, not the 90 days a finished job's results are.
+const ENDED_JOB_ROWS_KEPT: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 
 pub async fn run_periodically(database: Database, limiter: AuthLimiter) {
     let mut every = tokio::time::interval(INTERVAL);
@@ -34,6 +38,14 @@ pub async fn run_periodically(database: Database, limiter: AuthLimiter) {
             Ok(0) => {}
             Ok(purged) => tracing::info!(purged, "purged verification jobs past retention"),
             Err(error) => tracing::warn!(%error, "verification job purge failed; retrying later"),
+        }
+        match database
+            .purge_ended_job_rows(now - ENDED_JOB_ROWS_KEPT, now)
+            .await
+        {
+            Ok(0) => {}
+            Ok(purged) => tracing::info!(purged, "purged the rows of failed and cancelled jobs"),
+            Err(error) => tracing::warn!(%error, "purging ended jobs' rows failed; retrying later"),
         }
         if let Err(error) = database.purge_expired_second_factor_state(now).await {
             tracing::warn!(%error, "purging expired sign-in challenges failed; retrying later");

@@ -327,6 +327,51 @@ both_backends! {
         world.app.stop().await;
     }
 
+    async fn a_free_account_cannot_fill_the_disk(db) {
+        // No workers: the jobs stay queued, as a flood of uploads would.
+        let app = TestApp::spawn_with(&db, |config| config.jobs.workers = 0).await;
+        let session = create_account(&app, &db, "flood@example.test").await;
+        let upload = |rows: usize| {
+            let emails: Vec<String> = (0..rows).map(|n| format!("f{n}@verify.test")).collect();
+            send_as(&app, Method::POST, &session, "/v1/verify/jobs", Some(json!({"emails": emails})))
+        };
+        // More rows than the free plan's 1,000 a month: refused whole, nothing stored.
+        let refused = problem(upload(1001).await, 402, "quota_exceeded").await;
+        assert_eq!((refused["quota"].as_i64(), refused["requested"].as_i64()), (Some(1000), Some(1001)));
+        assert_eq!(db.count("SELECT COUNT(*) FROM verify_job_rows").await, 0);
+        // Queued jobs' rows count against what is left.
+        assert_eq!(upload(600).await.status(), 202);
+        let refused = problem(upload(401).await, 402, "quota_exceeded").await;
+        assert_eq!(refused["used"], 600);
+        // At most five jobs queued or running at once.
+        for _ in 0..4 {
+            assert_eq!(upload(1).await.status(), 202);
+        }
+        problem(upload(1).await, 409, "too_many_jobs").await;
+        assert_eq!(db.count("SELECT COUNT(*) FROM verify_job_rows").await, 604);
+        app.stop().await;
+    }
+
+    async fn a_persons_api_requests_are_limited_per_user(db) {
+        let app = TestApp::spawn(&db).await;
+        let session = create_account(&app, &db, "busy@example.test").await;
+        db.execute("UPDATE plans SET user_requests_per_minute = 3").await;
+        let mut statuses = Vec::new();
+        for _ in 0..4 {
+            let response = get_as(&app, &session, "/v1/usage").await;
+            for header in ["ratelimit-limit", "ratelimit-remaining", "ratelimit-reset"] {
+                assert!(response.headers().contains_key(header), "{header}");
+            }
+            statuses.push(response.status().as_u16());
+        }
+        assert_eq!(statuses, [200, 200, 200, 429]);
+        // Every account route, and per user: another account is not held back.
+        problem(get_as(&app, &session, "/v1/me").await, 429, "rate_limited").await;
+        let other = create_account(&app, &db, "idle@example.test").await;
+        assert_eq!(get_as(&app, &other, "/v1/me").await.status(), 200);
+        app.stop().await;
+    }
+
     async fn a_cancelled_job_keeps_the_chunk_it_was_charged_for_and_stops(db) {
         let Some(world) = world(&db).await else { return };
         let app = &world.app;

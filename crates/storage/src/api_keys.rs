@@ -515,7 +515,7 @@ mod tests {
         let Pool::Sqlite(pool) = &db.pool else {
             panic!("SQLite");
         };
-        sqlx::query("INSERT INTO plans VALUES ('big', 'Big', TRUE, 50, 100000, 600, 100000)")
+        sqlx::query("INSERT INTO plans (id, name, team, member_limit, verifications_per_month, key_requests_per_minute, key_requests_per_day) VALUES ('big', 'Big', TRUE, 50, 100000, 600, 100000)")
             .execute(pool)
             .await
             .unwrap();

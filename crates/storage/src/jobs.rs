@@ -6,6 +6,7 @@
 //! lease writes nothing).
 
 use futures::FutureExt;
+use mailroom_core::usage::Metric;
 use mailroom_core::{OrgId, UserId};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -73,6 +74,22 @@ pub struct RowResult {
     pub verification: NewVerification,
 }
 
+/// Whether a job was taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admission {
+    Queued,
+    /// More rows than the month's quota has left, after what is used and what the
+    /// organization's open jobs have yet to check; nothing was stored.
+    QuotaExceeded {
+        quota: i64,
+        committed: i64,
+    },
+    /// The organization already has as many jobs queued or running as its plan allows.
+    TooManyJobs {
+        limit: i32,
+    },
+}
+
 /// How a job ends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Ending {
@@ -81,13 +98,18 @@ pub enum Ending {
 }
 
 impl Database {
-    /// Stores a job and all its rows, or nothing.
+    /// Stores a job and all its rows, or nothing: nothing when the organization has as many
+    /// jobs open as its plan allows, or when the job has more rows than the quota of the
+    /// period starting at `period_start` has left once the organization's open jobs are
+    /// checked (decided in the same serializable transaction, so racing uploads cannot
+    /// together pass it).
     pub async fn create_job(
         &self,
         org_id: OrgId,
         job: &NewJob,
+        period_start: OffsetDateTime,
         now: OffsetDateTime,
-    ) -> Result<(), StorageError> {
+    ) -> Result<Admission, StorageError> {
         let (id, user_id, api_key_id, smtp) = (job.id, job.user_id, job.api_key_id, job.smtp);
         // Shared, not copied, by each attempt of the transaction.
         let emails = std::sync::Arc::new(job.emails.clone());
@@ -96,6 +118,26 @@ impl Database {
             async move {
             tx.act_for(&Tenancy::Org(org_id)).await?;
             let total = i64::try_from(emails.len()).unwrap_or(i64::MAX);
+            let (plan, used) =
+                crate::usage::plan_and_use(tx, org_id, Metric::Verifications, period_start).await?;
+            // PostgreSQL sums BIGINTs as NUMERIC: cast back.
+            let (open, unchecked): (i64, i64) = on_backend!(&mut tx.0, Inner, tx => {
+                sqlx::query_as(
+                    "SELECT COUNT(*), CAST(COALESCE(SUM(total - done), 0) AS BIGINT) FROM verify_jobs \
+                     WHERE org_id = $1 AND status IN ('queued', 'running')",
+                )
+                .bind(org_id.as_uuid())
+                .fetch_one(&mut **tx)
+                .await?
+            });
+            if open >= i64::from(plan.max_open_jobs) {
+                return Ok(Admission::TooManyJobs { limit: plan.max_open_jobs });
+            }
+            let quota = plan.quota_of(Metric::Verifications);
+            let committed = used.saturating_add(unchecked);
+            if committed.saturating_add(total) > quota {
+                return Ok(Admission::QuotaExceeded { quota, committed });
+            }
             on_backend!(&mut tx.0, Inner, tx => {
                 sqlx::query(
                     "INSERT INTO verify_jobs (id, org_id, user_id, api_key_id, status, smtp, total, created_at) \
@@ -124,7 +166,7 @@ impl Database {
                     insert.build().execute(&mut **tx).await?;
                 }
             });
-            Ok(())
+            Ok(Admission::Queued)
             }
             .boxed()
         })
@@ -454,6 +496,59 @@ impl Database {
     pub async fn purge_jobs(&self, before: OffsetDateTime) -> Result<u64, StorageError> {
         self.purge_older_than("verify_jobs", before).await
     }
+
+    /// Deletes the rows of every job that failed or was cancelled before `before`, each job's
+    /// as its organization; the jobs stay, with their counts. Returns the rows deleted.
+    pub async fn purge_ended_job_rows(
+        &self,
+        before: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<u64, StorageError> {
+        let jobs: Vec<(Uuid, Uuid)> = self
+            .transaction_for(&Tenancy::PurgeEndedJobsBefore(ms(before)), |tx| {
+                async move {
+                    Ok(on_backend!(&mut tx.0, Inner, tx => {
+                        sqlx::query_as(
+                            "SELECT id, org_id FROM verify_jobs WHERE status IN ('failed', 'cancelled') \
+                             AND rows_purged_at IS NULL AND finished_at < $1",
+                        )
+                        .bind(ms(before))
+                        .fetch_all(&mut **tx)
+                        .await?
+                    }))
+                }
+                .boxed()
+            })
+            .await?;
+        let mut deleted = 0;
+        for (id, org) in jobs {
+            let org_id = OrgId::from_uuid(org);
+            deleted += self
+                .serializable(|tx| {
+                    async move {
+                        tx.act_for(&Tenancy::Org(org_id)).await?;
+                        Ok(on_backend!(&mut tx.0, Inner, tx => {
+                            let rows = sqlx::query("DELETE FROM verify_job_rows WHERE job_id = $1 AND org_id = $2")
+                                .bind(id)
+                                .bind(org_id.as_uuid())
+                                .execute(&mut **tx)
+                                .await?
+                                .rows_affected();
+                            sqlx::query("UPDATE verify_jobs SET rows_purged_at = $1 WHERE id = $2 AND org_id = $3")
+                                .bind(ms(now))
+                                .bind(id)
+                                .bind(org_id.as_uuid())
+                                .execute(&mut **tx)
+                                .await?;
+                            rows
+                        }))
+                    }
+                    .boxed()
+                })
+                .await?;
+        }
+        Ok(deleted)
+    }
 }
 
 #[cfg(test)]
@@ -463,19 +558,93 @@ mod tests {
     use super::*;
     use crate::test_support::org;
 
-    async fn queue(db: &Database, org_id: OrgId, at: OffsetDateTime) -> Uuid {
-        let job = NewJob {
+    fn job_of(rows: usize) -> NewJob {
+        NewJob {
             id: Uuid::now_v7(),
             user_id: None,
             api_key_id: None,
             smtp: false,
-            emails: vec!["a@example.com".into()],
-        };
-        db.create_job(org_id, &job, at).await.unwrap();
+            emails: (0..rows).map(|n| format!("a{n}@example.com")).collect(),
+        }
+    }
+
+    async fn rows_of(db: &Database, org_id: OrgId) -> i64 {
+        db.transaction_for(&Tenancy::Org(org_id), |tx| {
+            async move {
+                Ok(on_backend!(&mut tx.0, Inner, tx => {
+                    sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM verify_job_rows WHERE org_id = $1")
+                        .bind(org_id.as_uuid()).fetch_one(&mut **tx).await?
+                }))
+            }
+            .boxed()
+        })
+        .await
+        .unwrap()
+    }
+
+    async fn queue(db: &Database, org_id: OrgId, at: OffsetDateTime) -> Uuid {
+        let job = job_of(1);
+        let admitted = db.create_job(org_id, &job, at, at).await.unwrap();
+        assert_eq!(admitted, Admission::Queued);
         job.id
     }
 
     both_backends! {
+        async fn a_job_is_refused_whole_past_the_quota_or_the_open_job_cap(test_db) {
+            let db = std::sync::Arc::new(Database::connect(test_db.url()).await.unwrap());
+            db.migrate().await.unwrap();
+            let org_id = org(&db).await;
+            let now = OffsetDateTime::now_utc();
+            // The free plan: 1,000 verifications a month, 5 jobs open at once.
+            let refused = db.create_job(org_id, &job_of(1001), now, now).await.unwrap();
+            assert_eq!(refused, Admission::QuotaExceeded { quota: 1000, committed: 0 });
+            assert_eq!(rows_of(&db, org_id).await, 0, "nothing of a refused job is stored");
+            // Open jobs' unchecked rows count against what is left: ten racing uploads of 300
+            // rows, three fit.
+            let uploads: Vec<_> = (0..10)
+                .map(|_| {
+                    let db = std::sync::Arc::clone(&db);
+                    tokio::spawn(async move { db.create_job(org_id, &job_of(300), now, now).await.unwrap() })
+                })
+                .collect();
+            let mut queued = 0;
+            for upload in uploads {
+                match upload.await.unwrap() {
+                    Admission::Queued => queued += 1,
+                    Admission::QuotaExceeded { quota: 1000, committed } => assert!(committed >= 900),
+                    other => panic!("{other:?}"),
+                }
+            }
+            assert_eq!(queued, 3);
+            assert_eq!(rows_of(&db, org_id).await, 900);
+            db.create_job(org_id, &job_of(1), now, now).await.unwrap();
+            assert_eq!(db.create_job(org_id, &job_of(1), now, now).await.unwrap(), Admission::Queued);
+            assert_eq!(
+                db.create_job(org_id, &job_of(1), now, now).await.unwrap(),
+                Admission::TooManyJobs { limit: 5 }
+            );
+        }
+
+        async fn the_rows_of_failed_and_cancelled_jobs_go_after_a_week(test_db) {
+            let db = Database::connect(test_db.url()).await.unwrap();
+            db.migrate().await.unwrap();
+            let (a, b) = (org(&db).await, org(&db).await);
+            let now = OffsetDateTime::now_utc();
+            let long_ago = now - time::Duration::days(8);
+            let cancelled = queue(&db, a, long_ago).await;
+            assert!(db.cancel_job(a, cancelled, long_ago).await.unwrap());
+            let recent = queue(&db, a, now).await;
+            assert!(db.cancel_job(a, recent, now).await.unwrap());
+            let open = queue(&db, b, long_ago).await;
+            let deleted = db.purge_ended_job_rows(now - time::Duration::days(7), now).await.unwrap();
+            assert_eq!(deleted, 1);
+            assert_eq!(rows_of(&db, a).await, 1, "the recently cancelled job keeps its rows");
+            assert_eq!(rows_of(&db, b).await, 1, "an open job keeps its rows");
+            assert!(db.job(a, cancelled).await.unwrap().is_some(), "the job itself stays");
+            assert!(db.job(b, open).await.unwrap().is_some());
+            assert_eq!(db.purge_ended_job_rows(now - time::Duration::days(7), now).await.unwrap(), 0);
+        }
+
         async fn an_organization_with_a_job_under_way_waits_behind_one_without(test_db) {
             let db = Database::connect(test_db.url()).await.unwrap();
             db.migrate().await.unwrap();

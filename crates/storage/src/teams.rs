@@ -33,6 +33,11 @@ pub struct Plan {
     pub verifications_per_month: i64,
     pub key_requests_per_minute: i32,
     pub key_requests_per_day: i32,
+    /// Bulk jobs the organization may have queued or running at once.
+    pub max_open_jobs: i32,
+    /// Requests each member may make of the `/v1` API with a session or an access token.
+    pub user_requests_per_minute: i32,
+    pub user_requests_per_day: i32,
 }
 
 impl Plan {

@@ -175,6 +175,9 @@ pub(crate) enum Tenancy {
     PurgeBefore(i64),
     /// A job worker looking for a job to claim, of any organization.
     JobClaim,
+    /// The purge of the rows of jobs that failed or were cancelled before this (ms): those
+    /// jobs of every organization, to find (their rows are deleted as their organization).
+    PurgeEndedJobsBefore(i64),
 }
 
 impl Tenancy {
@@ -186,6 +189,7 @@ impl Tenancy {
             Tenancy::ErasedEmail(email) => ("app.erase_email", email.clone()),
             Tenancy::PurgeBefore(ms) => ("app.purge_before", ms.to_string()),
             Tenancy::JobClaim => ("app.job_claim", "on".to_owned()),
+            Tenancy::PurgeEndedJobsBefore(ms) => ("app.purge_ended_before", ms.to_string()),
         }
     }
 }

@@ -93,7 +93,20 @@ impl FromRequestParts<AppState> for SetupPrincipal {
     }
 }
 
+/// The account a layer in front already authenticated, for the extractors to take as it is.
+#[derive(Clone)]
+struct Authenticated(Principal);
+
 impl Principal {
+    /// Authenticates the request's account in a layer, and keeps it for the handler's
+    /// extractor; `None` when the request names none that is live (the extractor then
+    /// answers with the reason).
+    pub(crate) async fn authenticated(parts: &mut Parts, state: &AppState) -> Option<Principal> {
+        let principal = Self::authenticate(parts, state).await.ok()?;
+        parts.extensions.insert(Authenticated(principal.clone()));
+        Some(principal)
+    }
+
     /// MFA-4: a second factor is mandatory for this user and they have none yet.
     pub fn owes_second_factor_setup(&self) -> bool {
         self.user.second_factor_required() && !self.user.mfa_enabled
@@ -102,6 +115,9 @@ impl Principal {
     /// The caller, from whichever credential the request carries; a disabled account's
     /// credentials are worth nothing.
     async fn authenticate(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        if let Some(Authenticated(principal)) = parts.extensions.get::<Authenticated>() {
+            return Ok(principal.clone());
+        }
         let principal = Self::from_credentials(parts, state).await?;
         if principal.user.disabled {
             return Err(unauthenticated());

@@ -91,7 +91,7 @@ mod tests {
                 })
                 .unwrap(),
             ),
-            job_worker: Default::default(),
+            job_worker: crate::job_worker::JobWorker::new(Default::default()),
         })
     }
 

@@ -1,14 +1,17 @@
 //! The routes API keys may call: the key is authenticated here, once, and limited per key —
 //! per minute and per day together, by its own limits or its plan's (KEY-3). Every response
-//! carries the `RateLimit-*` headers of the tighter of the two.
+//! carries the `RateLimit-*` headers of the tighter of the two. A request without a key is a
+//! person's, limited per user ([`super::accounts`]).
 
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use mailroom_core::gcra::Rate;
 
+use crate::auth::Principal;
 use crate::auth::caller::authenticate_request_key;
 use crate::edge::context::RequestContext;
+use crate::rate_limit::accounts::limit_user;
 use crate::rate_limit::gate;
 use crate::state::AppState;
 
@@ -22,15 +25,22 @@ pub async fn limit_api_keys(
 ) -> Response {
     // The request's head, borrowed across the lookup without cloning it (a request with its
     // body cannot be held across an await by reference).
-    let (parts, body) = request.into_parts();
+    let (mut parts, body) = request.into_parts();
     let context = parts.extensions.get::<RequestContext>().copied();
     let key = authenticate_request_key(&state, &parts.headers, context.as_ref()).await;
-    let mut request = Request::from_parts(parts, body);
     let key = match key {
         Ok(Some(key)) => key,
-        Ok(None) => return next.run(request).await,
+        // No key: a person's request, limited per user.
+        Ok(None) => {
+            let Some(principal) = Principal::authenticated(&mut parts, &state).await else {
+                return next.run(Request::from_parts(parts, body)).await;
+            };
+            let handler = next.run(Request::from_parts(parts, body));
+            return limit_user(&state, &principal, handler).await;
+        }
         Err(error) => return error.into_response(),
     };
+    let mut request = Request::from_parts(parts, body);
     let rates = [
         Rate {
             count: key.requests_per_minute,

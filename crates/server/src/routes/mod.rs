@@ -70,7 +70,8 @@ pub fn router(state: &AppState) -> Router<AppState> {
             state.clone(),
             rate_limit::auth::limit_auth,
         ));
-    // What API keys may call: the key is checked and limited once, in front.
+    // What API keys may call: the key is checked and limited once, in front (a person's
+    // request, per user).
     let keyed = Router::new()
         .route("/v1/api-keys", get(api_keys::list).post(api_keys::create))
         .route("/v1/api-keys/{id}", delete(api_keys::revoke))
@@ -103,9 +104,54 @@ pub fn router(state: &AppState) -> Router<AppState> {
             principal::guard_browser_requests,
         ))
         .layer(RequestBodyLimitLayer::new(verify_jobs::UPLOAD_LIMIT_BYTES));
+    // The API for people (sessions and access tokens): limited per user.
+    let accounts = Router::new()
+        .route("/v1/me", get(auth::me).delete(privacy::delete_account))
+        .route("/v1/me/export", get(privacy::export))
+        .route("/v1/org", get(org::show).patch(org::update))
+        .route("/v1/org/members", get(team::members))
+        .route(
+            "/v1/org/members/{user_id}",
+            patch(team::change_role).delete(team::remove),
+        )
+        .route("/v1/org/transfer-ownership", post(team::transfer_ownership))
+        .route(
+            "/v1/org/invitations",
+            get(team::invitations).post(team::invite),
+        )
+        .route("/v1/org/invitations/{id}", delete(team::revoke_invitation))
+        .route("/v1/invitations/accept", post(team::accept))
+        .route("/v1/admin/orgs", get(admin::orgs))
+        .route("/v1/admin/orgs/{id}", patch(admin::set_plan))
+        .route("/v1/admin/users", get(admin::users))
+        .route("/v1/admin/users/{id}", patch(admin::set_disabled))
+        .route("/v1/me/audit-log", get(me::audit_log))
+        .route("/v1/me/password", post(me::change_password))
+        .route("/v1/me/2fa", delete(two_factor::disable))
+        .route("/v1/me/2fa/totp", post(two_factor::start))
+        .route("/v1/me/2fa/totp/confirm", post(two_factor::confirm))
+        .route(
+            "/v1/me/2fa/backup-codes",
+            post(two_factor::regenerate_backup_codes),
+        )
+        .route("/v1/me/trusted-devices", get(two_factor::trusted_devices))
+        .route(
+            "/v1/me/trusted-devices/{id}",
+            delete(two_factor::revoke_trusted_device),
+        )
+        .route(
+            "/v1/me/sessions",
+            get(me::sessions).delete(me::revoke_other_sessions),
+        )
+        .route("/v1/me/sessions/{id}", delete(me::revoke_session))
+        .route_layer(from_fn_with_state(
+            state.clone(),
+            rate_limit::accounts::limit_accounts,
+        ));
     let guarded = Router::new()
         .merge(auth)
         .merge(keyed)
+        .merge(accounts)
         .route("/", get(pages::landing))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
@@ -181,44 +227,6 @@ pub fn router(state: &AppState) -> Router<AppState> {
             "/security/trusted-devices/{id}/revoke",
             post(pages::two_factor::forget_device_submit),
         )
-        .route("/v1/me", get(auth::me).delete(privacy::delete_account))
-        .route("/v1/me/export", get(privacy::export))
-        .route("/v1/org", get(org::show).patch(org::update))
-        .route("/v1/org/members", get(team::members))
-        .route(
-            "/v1/org/members/{user_id}",
-            patch(team::change_role).delete(team::remove),
-        )
-        .route("/v1/org/transfer-ownership", post(team::transfer_ownership))
-        .route(
-            "/v1/org/invitations",
-            get(team::invitations).post(team::invite),
-        )
-        .route("/v1/org/invitations/{id}", delete(team::revoke_invitation))
-        .route("/v1/invitations/accept", post(team::accept))
-        .route("/v1/admin/orgs", get(admin::orgs))
-        .route("/v1/admin/orgs/{id}", patch(admin::set_plan))
-        .route("/v1/admin/users", get(admin::users))
-        .route("/v1/admin/users/{id}", patch(admin::set_disabled))
-        .route("/v1/me/audit-log", get(me::audit_log))
-        .route("/v1/me/password", post(me::change_password))
-        .route("/v1/me/2fa", delete(two_factor::disable))
-        .route("/v1/me/2fa/totp", post(two_factor::start))
-        .route("/v1/me/2fa/totp/confirm", post(two_factor::confirm))
-        .route(
-            "/v1/me/2fa/backup-codes",
-            post(two_factor::regenerate_backup_codes),
-        )
-        .route("/v1/me/trusted-devices", get(two_factor::trusted_devices))
-        .route(
-            "/v1/me/trusted-devices/{id}",
-            delete(two_factor::revoke_trusted_device),
-        )
-        .route(
-            "/v1/me/sessions",
-            get(me::sessions).delete(me::revoke_other_sessions),
-        )
-        .route("/v1/me/sessions/{id}", delete(me::revoke_session))
         .route_layer(from_fn_with_state(
             state.clone(),
             principal::guard_browser_requests,

@@ -9,8 +9,8 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use mailroom_core::api_keys::Scope;
-use mailroom_core::usage::{Metric, month_of};
-use mailroom_storage::jobs::{Job, NewJob};
+use mailroom_core::usage::month_of;
+use mailroom_storage::jobs::{Admission, Job, NewJob};
 use mailroom_verify::Verification;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -23,7 +23,7 @@ use crate::error::ApiError;
 use crate::json::{parse, read_body, require_content_type};
 use crate::routes::auth::database;
 use crate::routes::listing::{Format, defuse};
-use crate::routes::verify::{probe_by_default, quota_exceeded, requester, unusable};
+use crate::routes::verify::{probe_by_default, requester, unusable};
 use crate::state::AppState;
 
 /// A job's most rows (VER-6).
@@ -142,18 +142,8 @@ pub(crate) async fn queue(
     {
         return Err(invalid(format!("row {}: {why}", row + 1)));
     }
-    // Refused now when nothing is left; rows past what is left fail the job when reached.
     let org_id = caller.org_id();
     let now = OffsetDateTime::now_utc();
-    let (plan, used) = database(
-        state
-            .database
-            .quota(org_id, Metric::Verifications, month_of(now).0)
-            .await,
-    )?;
-    if used >= plan.verifications_per_month {
-        return Err(quota_exceeded(plan.verifications_per_month, used));
-    }
     let who = requester(caller);
     let job = NewJob {
         id: Uuid::now_v7(),
@@ -162,7 +152,41 @@ pub(crate) async fn queue(
         smtp,
         emails,
     };
-    database(state.database.create_job(org_id, &job, now).await)?;
+    let admission = database(
+        state
+            .database
+            .create_job(org_id, &job, month_of(now).0, now)
+            .await,
+    )?;
+    match admission {
+        Admission::Queued => {}
+        // Refused whole, so that an upload cannot store rows the quota will never check.
+        Admission::QuotaExceeded { quota, committed } => {
+            let left = (quota - committed).max(0);
+            return Err(ApiError::new(
+                StatusCode::PAYMENT_REQUIRED,
+                "quota_exceeded",
+                format!(
+                    "This job has {} addresses, and this month's verification quota has {left} \
+                     left once your open jobs are checked; it resets on the 1st (UTC).",
+                    job.emails.len()
+                ),
+            )
+            .with_member("quota", quota)
+            .with_member("used", committed)
+            .with_member("requested", job.emails.len()));
+        }
+        Admission::TooManyJobs { limit } => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "too_many_jobs",
+                format!(
+                    "Your organization has {limit} jobs queued or running, as many as its plan \
+                     allows; wait for one to end or cancel one."
+                ),
+            ));
+        }
+    }
     state.job_worker.wake();
     Ok((job.id, job.emails.len()))
 }

@@ -243,6 +243,9 @@ impl Statements for rusqlite::Transaction<'_> {
                     verifications_per_month: row.get("verifications_per_month")?,
                     key_requests_per_minute: row.get("key_requests_per_minute")?,
                     key_requests_per_day: row.get("key_requests_per_day")?,
+                    max_open_jobs: row.get("max_open_jobs")?,
+                    user_requests_per_minute: row.get("user_requests_per_minute")?,
+                    user_requests_per_day: row.get("user_requests_per_day")?,
                 };
                 Ok((plan, row.get("used")?))
             },

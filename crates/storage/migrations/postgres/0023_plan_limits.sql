@@ -1,0 +1,14 @@
+-- How many bulk jobs an organization may have queued or running at once.
+ALTER TABLE plans ADD COLUMN max_open_jobs INTEGER NOT NULL DEFAULT 5;
+-- What each person may ask of the /v1 API with a session or an access token (keys have
+-- their own limits): enough for the dashboard and scripts, not for filling the disk.
+ALTER TABLE plans ADD COLUMN user_requests_per_minute INTEGER NOT NULL DEFAULT 600;
+ALTER TABLE plans ADD COLUMN user_requests_per_day INTEGER NOT NULL DEFAULT 100000;
+-- When the rows of a failed or cancelled job were deleted (7 days after it ended); the job
+-- itself stays, with its counts, until the 90-day purge.
+ALTER TABLE verify_jobs ADD COLUMN rows_purged_at BIGINT;
+-- The purge of those rows finds the jobs (never their rows) of every organization that
+-- ended before app.purge_ended_before; it deletes each job's rows as that job's organization.
+CREATE POLICY ended_jobs ON verify_jobs FOR SELECT
+    USING (status IN ('failed', 'cancelled') AND rows_purged_at IS NULL
+           AND finished_at < NULLIF(current_setting('app.purge_ended_before', true), '')::bigint);
