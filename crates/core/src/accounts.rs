@@ -5,8 +5,15 @@ use std::time::Duration;
 
 /// An emailed code is good for five minutes…
 pub const CODE_TTL: Duration = Duration::from_secs(5 * 60);
-/// …and for five guesses in all, however often it is resent.
+/// …and for five guesses in all, however often it is resent while it lives. Once it expired
+/// or its guesses are spent, a resend or a new sign-up issues a fresh code with a fresh
+/// budget…
 pub const CODE_ATTEMPTS: u32 = 5;
+/// …but no more than this many codes go to one address in an hour, which bounds the guesses
+/// at `CODES_PER_HOUR * CODE_ATTEMPTS` an hour.
+pub const CODES_PER_HOUR: u32 = 5;
+/// The window `CODES_PER_HOUR` counts in.
+pub const CODE_ISSUE_WINDOW: Duration = Duration::from_secs(60 * 60);
 /// Failed sign-ins in a row that lock an account…
 pub const LOCKOUT_THRESHOLD: u32 = 5;
 /// …for this long the first time, twice as long each time after.

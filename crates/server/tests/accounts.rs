@@ -243,13 +243,51 @@ both_backends! {
         }
         assert_eq!(counted, 5, "exactly the budget of guesses was counted");
 
-        // The right code is now worthless too, and resending does not buy more guesses.
+        // The right code is now worthless too.
         let right = post(&app, "/v1/auth/verify-email", json!({"email": email, "code": code})).await;
         problem(right, 400, "code_exhausted").await;
+        app.stop().await;
+    }
+
+    async fn a_spent_code_is_followed_by_a_fresh_one_at_most_five_an_hour(db) {
+        let app = TestApp::spawn(&db).await;
+        let email = "blocked@example.test";
+        let exhaust = |code: String| {
+            let app = &app;
+            async move {
+                let wrong = if code == "999999" { "999998" } else { "999999" };
+                for _ in 0..5 {
+                    post(app, "/v1/auth/verify-email", json!({"email": email, "code": wrong})).await;
+                }
+                problem(post(app, "/v1/auth/verify-email", json!({"email": email, "code": code})).await, 400, "code_exhausted").await;
+            }
+        };
+        // Someone else spends the owner's code; the owner's resend, or a new sign-up, brings a
+        // fresh code with a fresh budget.
+        post(&app, "/v1/auth/signup", json!({"email": email, "password": PASSWORD})).await;
+        exhaust(next_code(&db, email, 0).await).await;
+        assert_eq!(post(&app, "/v1/auth/resend-code", json!({"email": email})).await.status(), 202);
+        exhaust(next_code(&db, email, 1).await).await;
+        assert_eq!(post(&app, "/v1/auth/signup", json!({"email": email, "password": PASSWORD})).await.status(), 202);
+        exhaust(next_code(&db, email, 2).await).await;
+        // A resend while the code lives replaces it, with the guesses already counted.
         post(&app, "/v1/auth/resend-code", json!({"email": email})).await;
-        let resent = next_code(&db, email, 1).await;
-        let after_resend = post(&app, "/v1/auth/verify-email", json!({"email": email, "code": resent})).await;
-        problem(after_resend, 400, "code_exhausted").await;
+        let fourth = next_code(&db, email, 3).await;
+        let wrong = if fourth == "999999" { "999998" } else { "999999" };
+        problem(post(&app, "/v1/auth/verify-email", json!({"email": email, "code": wrong})).await, 400, "invalid_code").await;
+        post(&app, "/v1/auth/resend-code", json!({"email": email})).await;
+        let fifth = next_code(&db, email, 4).await;
+        // Five codes this hour: the sixth is not issued, and the guessing stays bounded.
+        exhaust(fifth.clone()).await;
+        assert_eq!(post(&app, "/v1/auth/resend-code", json!({"email": email})).await.status(), 202);
+        assert_eq!(post(&app, "/v1/auth/signup", json!({"email": email, "password": PASSWORD})).await.status(), 202);
+        problem(post(&app, "/v1/auth/verify-email", json!({"email": email, "code": fifth})).await, 400, "code_exhausted").await;
+        assert_eq!(db.count("SELECT CAST(issued AS BIGINT) FROM email_codes").await, 5);
+        // An hour on, the window starts over.
+        db.execute("UPDATE email_codes SET issued_since = issued_since - 3600001").await;
+        post(&app, "/v1/auth/resend-code", json!({"email": email})).await;
+        let sixth = next_code(&db, email, 5).await;
+        assert_eq!(post(&app, "/v1/auth/verify-email", json!({"email": email, "code": sixth})).await.status(), 200);
         app.stop().await;
     }
 

@@ -1,7 +1,10 @@
 //! Users, their organizations, pending sign-ups, emailed codes and browser sessions.
 
 use futures::FutureExt;
-use mailroom_core::accounts::{CodePurpose, LOCKOUT_THRESHOLD, SecondFactorDuty, lockout_duration};
+use mailroom_core::accounts::{
+    CODE_ATTEMPTS, CODE_ISSUE_WINDOW, CODES_PER_HOUR, CodePurpose, LOCKOUT_THRESHOLD,
+    SecondFactorDuty, lockout_duration,
+};
 use mailroom_core::audit::{Action, AuditEvent};
 use mailroom_core::org::OrgRole;
 use mailroom_core::password_policy::CompositionRules;
@@ -208,9 +211,9 @@ impl Database {
         Ok(row.map(User::from))
     }
 
-    /// Records a sign-up waiting for its code, and the code, and appends `event` in the same
-    /// transaction. A sign-up repeated before the code is entered replaces the password and
-    /// the code, but keeps the count of guesses while the old code is live.
+    /// Records a sign-up waiting for its code, and the code ([`issue_code`]'s rules), and
+    /// appends `event` in the same transaction. A sign-up repeated while the old code lives
+    /// keeps the first password. Whether a code was issued (and should be mailed).
     pub async fn save_signup(
         &self,
         email: &EmailAddress,
@@ -219,7 +222,7 @@ impl Database {
         expires_at: OffsetDateTime,
         event: &AuditEvent,
         now: OffsetDateTime,
-    ) -> Result<(), StorageError> {
+    ) -> Result<bool, StorageError> {
         let key = self.audit_key()?;
         // The work may run more than once and owns what it uses (see `serializable`).
         let (email, password_hash, code_hash) = (
@@ -253,16 +256,19 @@ impl Database {
                     .execute(&mut **tx)
                     .await?;
                 });
-                upsert_code(tx, CodePurpose::Signup, &email, &code_hash, expires_at, now).await?;
-                crate::audit::append(tx, &key, &event, now).await
+                let issued =
+                    issue_code(tx, CodePurpose::Signup, &email, &code_hash, expires_at, true, now)
+                        .await?;
+                crate::audit::append(tx, &key, &event, now).await?;
+                Ok(issued)
             }
             .boxed()
         })
         .await
     }
 
-    /// Records a fresh code for `email` (a password reset). Like every code, it keeps the
-    /// count of guesses of a live predecessor.
+    /// Records a code for `email` (a password reset) by [`issue_code`]'s rules; whether one
+    /// was issued.
     pub async fn save_code(
         &self,
         purpose: CodePurpose,
@@ -270,12 +276,27 @@ impl Database {
         code_hash: &[u8],
         expires_at: OffsetDateTime,
         now: OffsetDateTime,
-    ) -> Result<(), StorageError> {
+    ) -> Result<bool, StorageError> {
+        self.issue_code(purpose, email, code_hash, expires_at, true, now)
+            .await
+    }
+
+    async fn issue_code(
+        &self,
+        purpose: CodePurpose,
+        email: &EmailAddress,
+        code_hash: &[u8],
+        expires_at: OffsetDateTime,
+        insert: bool,
+        now: OffsetDateTime,
+    ) -> Result<bool, StorageError> {
         let (email, code_hash) = (email.as_str().to_owned(), code_hash.to_owned());
         self.serializable(|tx| {
             let (email, code_hash) = (email.clone(), code_hash.clone());
-            async move { upsert_code(tx, purpose, &email, &code_hash, expires_at, now).await }
-                .boxed()
+            async move {
+                issue_code(tx, purpose, &email, &code_hash, expires_at, insert, now).await
+            }
+            .boxed()
         })
         .await
     }
@@ -511,8 +532,8 @@ impl Database {
             .await
     }
 
-    /// Replaces the live code for `email`, if a sign-up (or reset) is waiting for one. The
-    /// count of guesses carries over.
+    /// A new code for a sign-up that waits for one, by [`issue_code`]'s rules; whether one was
+    /// issued (none without a waiting sign-up).
     pub async fn replace_code(
         &self,
         purpose: CodePurpose,
@@ -521,24 +542,8 @@ impl Database {
         expires_at: OffsetDateTime,
         now: OffsetDateTime,
     ) -> Result<bool, StorageError> {
-        // A live code's budget and expiry carry over to its replacement: resending buys
-        // neither more guesses nor more time to spend them.
-        let sql = "UPDATE email_codes SET code_hash = $1, \
-                   expires_at = CASE WHEN expires_at <= $3 THEN $2 ELSE expires_at END, \
-                   attempts = CASE WHEN expires_at <= $3 THEN 0 ELSE attempts END \
-                   WHERE purpose = $4 AND email = $5";
-        let updated = on_backend!(&self.pool, Pool, pool => {
-            sqlx::query(sql)
-                .bind(code_hash)
-                .bind(ms(expires_at))
-                .bind(ms(now))
-                .bind(purpose.as_str())
-                .bind(email.as_str())
-                .execute(pool)
-                .await?
-                .rows_affected()
-        });
-        Ok(updated == 1)
+        self.issue_code(purpose, email, code_hash, expires_at, false, now)
+            .await
     }
 
     /// Counts one guess against the live code, atomically: however many guesses race, no
@@ -968,32 +973,72 @@ impl Database {
     }
 }
 
-async fn upsert_code(
+/// Issues `code_hash` as the code for `email`: a live code with guesses left is replaced but
+/// keeps its expiry and its count of guesses (resending buys neither more time nor more
+/// guesses); an expired or spent one is followed by a fresh code with a fresh budget — unless
+/// [`CODES_PER_HOUR`] codes went to the address within the hour. `insert` says whether to
+/// start a code where there is none. Whether a code was issued (and should be mailed).
+async fn issue_code(
     tx: &mut crate::Tx,
     purpose: CodePurpose,
     email: &str,
     code_hash: &[u8],
     expires_at: OffsetDateTime,
+    insert: bool,
     now: OffsetDateTime,
-) -> Result<(), StorageError> {
+) -> Result<bool, StorageError> {
+    let now_ms = ms(now);
     on_backend!(&mut tx.0, Inner, tx => {
-        sqlx::query(
-            "INSERT INTO email_codes (purpose, email, code_hash, expires_at, attempts, created_at) \
-             VALUES ($1, $2, $3, $4, 0, $5) \
-             ON CONFLICT (purpose, email) DO UPDATE SET code_hash = excluded.code_hash, \
-             expires_at = CASE WHEN email_codes.expires_at <= excluded.created_at \
-                 THEN excluded.expires_at ELSE email_codes.expires_at END, \
-             attempts = CASE WHEN email_codes.expires_at <= excluded.created_at THEN 0 ELSE email_codes.attempts END",
+        let existing: Option<(i64, i32, i32, i64)> = sqlx::query_as(
+            "SELECT expires_at, attempts, issued, issued_since FROM email_codes \
+             WHERE purpose = $1 AND email = $2",
         )
         .bind(purpose.as_str())
         .bind(email)
+        .fetch_optional(&mut **tx)
+        .await?;
+        let Some((old_expiry, attempts, issued, issued_since)) = existing else {
+            if insert {
+                sqlx::query(
+                    "INSERT INTO email_codes (purpose, email, code_hash, expires_at, attempts, created_at, \
+                     issued, issued_since) VALUES ($1, $2, $3, $4, 0, $5, 1, $5)",
+                )
+                .bind(purpose.as_str())
+                .bind(email)
+                .bind(code_hash)
+                .bind(ms(expires_at))
+                .bind(now_ms)
+                .execute(&mut **tx)
+                .await?;
+            }
+            return Ok(insert);
+        };
+        let window_ms = i64::try_from(CODE_ISSUE_WINDOW.as_millis()).unwrap_or(i64::MAX);
+        let (issued, issued_since) = if issued_since > now_ms - window_ms {
+            (issued, issued_since)
+        } else {
+            (0, now_ms)
+        };
+        if u32::try_from(issued).unwrap_or(u32::MAX) >= CODES_PER_HOUR {
+            return Ok(false);
+        }
+        let spent = old_expiry <= now_ms || u32::try_from(attempts).unwrap_or(u32::MAX) >= CODE_ATTEMPTS;
+        let (expiry, attempts) = if spent { (ms(expires_at), 0) } else { (old_expiry, attempts) };
+        sqlx::query(
+            "UPDATE email_codes SET code_hash = $1, expires_at = $2, attempts = $3, issued = $4, \
+             issued_since = $5 WHERE purpose = $6 AND email = $7",
+        )
         .bind(code_hash)
-        .bind(ms(expires_at))
-        .bind(ms(now))
+        .bind(expiry)
+        .bind(attempts)
+        .bind(issued + 1)
+        .bind(issued_since)
+        .bind(purpose.as_str())
+        .bind(email)
         .execute(&mut **tx)
         .await?;
     });
-    Ok(())
+    Ok(true)
 }
 
 /// Locks the account for its next lockout duration; returns until when.

@@ -10,11 +10,8 @@ use axum::response::Response;
 use mailroom_core::gcra::Rate;
 
 use crate::auth::Principal;
-use crate::rate_limit::gate;
+use crate::rate_limit::{DAY_US, MINUTE_US, gate};
 use crate::state::AppState;
-
-const MINUTE_US: i64 = 60 * 1_000_000;
-const DAY_US: i64 = 24 * 60 * MINUTE_US;
 
 pub async fn limit_accounts(
     State(state): State<AppState>,

@@ -12,11 +12,8 @@ use crate::auth::Principal;
 use crate::auth::caller::authenticate_request_key;
 use crate::edge::context::RequestContext;
 use crate::rate_limit::accounts::limit_user;
-use crate::rate_limit::gate;
+use crate::rate_limit::{DAY_US, MINUTE_US, gate};
 use crate::state::AppState;
-
-const MINUTE_US: i64 = 60 * 1_000_000;
-const DAY_US: i64 = 24 * 60 * MINUTE_US;
 
 pub async fn limit_api_keys(
     State(state): State<AppState>,

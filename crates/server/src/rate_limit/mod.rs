@@ -21,6 +21,10 @@ use tokio::sync::Mutex as AsyncMutex;
 
 use crate::error::ApiError;
 
+/// The periods of the per-minute and per-day rates, in the limiter's microseconds.
+pub(crate) const MINUTE_US: i64 = 60 * 1_000_000;
+pub(crate) const DAY_US: i64 = 24 * 60 * MINUTE_US;
+
 /// How long a Redis round trip may take before the limiter counts Redis as down.
 const REDIS_TIMEOUT: Duration = Duration::from_millis(500);
 

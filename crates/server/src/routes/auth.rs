@@ -91,7 +91,7 @@ pub(crate) async fn sign_up(
     }
     let code = codes::generate();
     let code_hash = codes::hash(&state.code_key, CodePurpose::Signup, &email, &code);
-    database(
+    let issued = database(
         state
             .database
             .save_signup(
@@ -104,12 +104,15 @@ pub(crate) async fn sign_up(
             )
             .await,
     )?;
-    send_code(state, &email, "verify your email address", &code);
+    if issued {
+        send_code(state, &email, "verify your email address", &code);
+    }
     Ok(())
 }
 
-/// `POST /v1/auth/resend-code`: a new code for a waiting sign-up; the guess budget carries
-/// over. 202 whatever the address.
+/// `POST /v1/auth/resend-code`: a new code for a waiting sign-up; a live code's guess budget
+/// carries over, a spent one's does not (at most five codes an hour). 202 whatever the
+/// address.
 pub async fn resend_code(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<EmailOnly>,
@@ -361,7 +364,7 @@ pub(crate) async fn forgot(state: &AppState, email: &str) -> Result<(), ApiError
     let now = OffsetDateTime::now_utc();
     let code = codes::generate();
     let code_hash = codes::hash(&state.code_key, CodePurpose::PasswordReset, &email, &code);
-    database(
+    let issued = database(
         state
             .database
             .save_code(
@@ -373,7 +376,7 @@ pub(crate) async fn forgot(state: &AppState, email: &str) -> Result<(), ApiError
             )
             .await,
     )?;
-    if database(state.database.user_by_email(&email).await)?.is_some() {
+    if issued && database(state.database.user_by_email(&email).await)?.is_some() {
         send_code(state, &email, "reset your password", &code);
     }
     Ok(())
