@@ -57,6 +57,8 @@ pub enum MailError {
 pub struct SystemMail {
     from: Mailbox,
     transport: Transport,
+    /// Messages composed and not yet delivered (or given up on).
+    in_flight: std::sync::Arc<tokio::sync::watch::Sender<usize>>,
 }
 
 #[derive(Clone)]
@@ -101,6 +103,7 @@ impl SystemMail {
         Ok(Self {
             from,
             transport: Transport::Smtp(builder.build()),
+            in_flight: Default::default(),
         })
     }
 
@@ -121,6 +124,7 @@ impl SystemMail {
                 dir: dir.to_owned(),
                 files: AsyncFileTransport::new(dir),
             },
+            in_flight: Default::default(),
         })
     }
 
@@ -143,15 +147,29 @@ impl SystemMail {
                 message.text.clone(),
                 message.html.clone(),
             ))?;
+        self.in_flight.send_modify(|count| *count += 1);
         Ok(Composed {
             to: to.clone(),
             email,
+            _in_flight: InFlight(std::sync::Arc::clone(&self.in_flight)),
         })
+    }
+
+    /// Waits until every message composed so far is delivered or given up on: what a test
+    /// waits for before it says that some mail was not sent.
+    pub async fn settled(&self) {
+        let mut count = self.in_flight.subscribe();
+        let _ = count.wait_for(|count| *count == 0).await;
     }
 
     /// Sends a composed message.
     pub async fn deliver(&self, composed: Composed) -> Result<(), MailError> {
-        let Composed { to, email } = composed;
+        // The guard, bound, stays in flight until the message is out or has failed.
+        let Composed {
+            to,
+            email,
+            _in_flight,
+        } = composed;
         match &self.transport {
             Transport::Smtp(smtp) => {
                 smtp.send(email).await?;
@@ -172,10 +190,19 @@ impl SystemMail {
     }
 }
 
-/// A message ready to deliver.
+/// A message ready to deliver; in flight until dropped.
 pub struct Composed {
     to: Address,
     email: Message,
+    _in_flight: InFlight,
+}
+
+struct InFlight(std::sync::Arc<tokio::sync::watch::Sender<usize>>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.send_modify(|count| *count = count.saturating_sub(1));
+    }
 }
 
 /// `Name <address>` or a bare address.

@@ -201,6 +201,19 @@ pub struct Settings {
     )]
     probe_private_networks: Option<bool>,
 
+    /// Rows of a bulk verification job checked and written together [default: 2000]
+    #[arg(long, global = true, env = "MAILROOM_JOB_CHUNK", value_name = "ROWS")]
+    job_chunk: Option<u32>,
+
+    /// Seconds a node's claim on a bulk job holds without renewal: how soon a dead node's job is taken up [default: 15]
+    #[arg(
+        long,
+        global = true,
+        env = "MAILROOM_JOB_LEASE",
+        value_name = "SECONDS"
+    )]
+    job_lease: Option<u64>,
+
     /// Directory of additions to the shipped lists (disposable_domains.txt, free_provider_domains.txt, role_local_parts.txt, popular_domains.txt) [default: none]
     #[arg(long, global = true, env = "MAILROOM_LISTS_DIR", value_name = "DIR")]
     lists_dir: Option<PathBuf>,
@@ -317,6 +330,14 @@ impl Settings {
         verify.lists_dir = self.lists_dir;
         if let Some(allowed) = self.probe_private_networks {
             verify.probe_private_networks = allowed;
+        }
+        if let Some(rows) = self.job_chunk {
+            config.jobs.chunk = i64::from(rows.max(1));
+        }
+        if let Some(seconds) = self.job_lease {
+            // Renewed three times a lease, as by default.
+            config.jobs.lease = Duration::from_secs(seconds.max(3));
+            config.jobs.renew_every = config.jobs.lease / 3;
         }
         config.master_key_file = self.master_key_file;
         // The key itself only from the environment: never a flag (visible in `ps`) or the
@@ -454,9 +475,8 @@ mod tests {
                 "listen" | "dns_server" => "\"127.0.0.1:1\"".to_owned(),
                 "public_url" => "\"https://m.example\"".to_owned(),
                 "trusted_proxies" | "metrics_allow" => "[\"10.0.0.0/8\"]".to_owned(),
-                "shutdown_timeout" | "auth_rate_limit" | "smtp_port" | "smtp_timeout" => {
-                    "5".to_owned()
-                }
+                "shutdown_timeout" | "auth_rate_limit" | "smtp_port" | "smtp_timeout"
+                | "job_chunk" | "job_lease" => "5".to_owned(),
                 "log_format" => "\"json\"".to_owned(),
                 "probe_private_networks" => "true".to_owned(),
                 _ => "\"x\"".to_owned(),

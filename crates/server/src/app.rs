@@ -118,6 +118,11 @@ impl App {
         &self.public_url
     }
 
+    /// mailroom's own mail, to wait on ([`mailroom_mail::SystemMail::settled`]).
+    pub fn system_mail(&self) -> mailroom_mail::SystemMail {
+        self.state.mail.clone()
+    }
+
     /// Serves until `shutdown` resolves, then stops accepting connections, lets in-flight
     /// requests finish (up to the shutdown timeout) and closes the database.
     pub async fn run_until(

@@ -17,6 +17,7 @@ pub struct TestApp {
     pub addr: SocketAddr,
     pub url: String,
     pub client: reqwest::Client,
+    mail: mailroom_mail::SystemMail,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<anyhow::Result<()>>>,
 }
@@ -38,6 +39,7 @@ impl TestApp {
         let app = App::build(config).await.expect("the app builds");
         let addr = app.local_addr();
         let url = app.public_url().as_str().trim_end_matches('/').to_owned();
+        let mail = app.system_mail();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(app.run_until(async {
             let _ = stopped.await;
@@ -49,9 +51,16 @@ impl TestApp {
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
                 .unwrap(),
+            mail,
             stop: Some(stop),
             task: Some(task),
         }
+    }
+
+    /// Waits until the mail of every request answered so far is written: after it, a mail
+    /// that is not in the outbox was never sent.
+    pub async fn mail_settled(&self) {
+        self.mail.settled().await;
     }
 
     pub fn at(&self, path: &str) -> String {
