@@ -131,8 +131,9 @@ impl ApiError {
         self.field.as_deref()
     }
 
-    /// The problem document, and a log line for failures of ours.
-    pub(crate) fn render(&self, request_id: Option<RequestId>) -> Response {
+    /// A log line for failures of ours; other statuses are answers, not failures, and their
+    /// handlers log what matters.
+    pub(crate) fn log(&self) {
         // `problem_code`, not `code`: the log redacts fields named `code` (OTPs).
         match &self.cause {
             Some(cause) => tracing::error!(
@@ -143,9 +144,17 @@ impl ApiError {
             None if self.status == StatusCode::INTERNAL_SERVER_ERROR => {
                 tracing::error!(problem_code = self.code, "request failed")
             }
-            // Other statuses are answers, not failures of ours; their handlers log what matters.
             None => {}
         }
+    }
+
+    pub fn retry_after(&self) -> Option<u64> {
+        self.retry_after
+    }
+
+    /// The problem document, and a log line for failures of ours.
+    pub(crate) fn render(&self, request_id: Option<RequestId>) -> Response {
+        self.log();
         let problem = Problem {
             r#type: format!("urn:mailroom:problem:{}", self.code),
             title: self.status.canonical_reason().unwrap_or("Error"),

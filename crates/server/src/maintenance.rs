@@ -1,13 +1,15 @@
 //! Housekeeping that runs hourly for as long as the server runs, on every node (each step is
 //! safe to run concurrently): the audit retention purge (AUD-2: not optional, not per
 //! tenant) and the verification log's, the rows of failed and cancelled jobs after 7 days,
-//! data-key rotation and re-encryption (ENC-3), expired sign-in challenges and
-//! trusted devices, and trimming the rate limiter.
+//! data-key rotation and re-encryption (ENC-3), expired sign-in challenges and trusted
+//! devices, the failed-sign-in counters of addresses quiet for 30 days, and trimming the rate
+//! limiter.
 
 use std::time::Duration;
 
 use mailroom_core::audit::RETENTION;
 use mailroom_storage::Database;
+use mailroom_storage::lockout::QUIET_COUNTERS_KEPT;
 use time::OffsetDateTime;
 
 use crate::rate_limit::auth::AuthLimiter;
@@ -46,6 +48,14 @@ pub async fn run_periodically(database: Database, limiter: AuthLimiter) {
             Ok(0) => {}
             Ok(purged) => tracing::info!(purged, "purged the rows of failed and cancelled jobs"),
             Err(error) => tracing::warn!(%error, "purging ended jobs' rows failed; retrying later"),
+        }
+        match database
+            .purge_login_failures(now - QUIET_COUNTERS_KEPT, now)
+            .await
+        {
+            Ok(0) => {}
+            Ok(purged) => tracing::info!(purged, "forgot the failed sign-ins of quiet addresses"),
+            Err(error) => tracing::warn!(%error, "purging failed sign-ins failed; retrying later"),
         }
         if let Err(error) = database.purge_expired_second_factor_state(now).await {
             tracing::warn!(%error, "purging expired sign-in challenges failed; retrying later");

@@ -315,6 +315,76 @@ both_backends! {
         app.stop().await;
     }
 
+    async fn an_unknown_address_locks_exactly_like_a_known_one(db) {
+        let app = TestApp::spawn(&db).await;
+        let (known, ghost) = ("known@example.test", "ghost@example.test");
+        create_account(&app, &db, known).await;
+        for attempt in 1..=6 {
+            let mut answers = Vec::new();
+            for email in [known, ghost] {
+                let response = post(&app, "/v1/auth/login", json!({"email": email, "password": "not the password at all"})).await;
+                let retry_after = response.headers().get("retry-after").map(|value| value.to_str().unwrap().parse::<u64>().unwrap());
+                let (status, code) = if attempt >= 5 { (423, "account_locked") } else { (401, "invalid_credentials") };
+                let body = problem(response, status, code).await;
+                answers.push((body, retry_after));
+            }
+            let [(known_body, known_retry), (ghost_body, ghost_retry)] = <[_; 2]>::try_from(answers).unwrap();
+            assert_eq!(known_body.as_object().unwrap().keys().collect::<Vec<_>>(), ghost_body.as_object().unwrap().keys().collect::<Vec<_>>());
+            if attempt < 5 {
+                assert_eq!(known_body["detail"], ghost_body["detail"]);
+                assert_eq!((known_retry, ghost_retry), (None, None));
+                continue;
+            }
+            // Locked, and told until when: in the detail, as a timestamp, and as Retry-After.
+            for (body, retry) in [(&known_body, known_retry), (&ghost_body, ghost_retry)] {
+                let until = time::OffsetDateTime::parse(body["locked_until"].as_str().unwrap(), &time::format_description::well_known::Rfc3339).unwrap();
+                let clock = until.format(time::macros::format_description!("[year]-[month]-[day] [hour]:[minute] UTC")).unwrap();
+                assert!(body["detail"].as_str().unwrap().contains(&clock), "{body}");
+                assert!(retry.unwrap() > 0);
+            }
+        }
+        // The counters are not the users table's.
+        let lockout_columns = db.count(match db.backend() {
+            mailroom_testkit::Backend::Sqlite => "SELECT COUNT(*) FROM pragma_table_info('users') \
+                WHERE name IN ('failed_logins', 'lockouts', 'locked_until')",
+            mailroom_testkit::Backend::Postgres => "SELECT COUNT(*) FROM information_schema.columns \
+                WHERE table_schema = current_schema() AND table_name = 'users' \
+                AND column_name IN ('failed_logins', 'lockouts', 'locked_until')",
+        }).await;
+        assert_eq!(lockout_columns, 0);
+        assert_eq!(db.count("SELECT COUNT(*) FROM login_failures WHERE email = 'ghost@example.test' AND locked_until IS NOT NULL").await, 1);
+        // Only the account's owner is mailed about the lock; nobody is mailed for the ghost.
+        app.mail_settled().await;
+        assert_eq!(mail_subjects(db.dir(), known).iter().filter(|s| s.contains("locked")).count(), 1);
+        assert!(mail_subjects(db.dir(), ghost).is_empty());
+        app.stop().await;
+    }
+
+    async fn the_sign_in_page_says_when_the_lock_ends(db) {
+        let app = TestApp::spawn(&db).await;
+        let email = "pagelock@example.test";
+        create_account(&app, &db, email).await;
+        let submit = || {
+            app.client
+                .post(app.at("/signin"))
+                .header("origin", &app.url)
+                .form(&[("email", email), ("password", "not the password at all")])
+                .send()
+        };
+        for _ in 0..4 {
+            assert_eq!(submit().await.unwrap().status(), 401);
+        }
+        let locked = submit().await.unwrap();
+        assert_eq!(locked.status(), 423);
+        assert!(locked.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+        let page = locked.text().await.unwrap();
+        let until = db.count("SELECT locked_until FROM login_failures").await;
+        let until = time::OffsetDateTime::from_unix_timestamp(until / 1000).unwrap();
+        let clock = until.format(time::macros::format_description!("[year]-[month]-[day] [hour]:[minute] UTC")).unwrap();
+        assert!(page.contains(&format!("locked until {clock}")), "{page}");
+        app.stop().await;
+    }
+
     async fn the_audit_log_records_sign_ins_and_exports_them(db) {
         let app = TestApp::spawn(&db).await;
         let email = "audited@example.test";

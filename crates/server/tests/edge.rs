@@ -139,6 +139,58 @@ both_backends! {
         app.stop().await;
     }
 
+    async fn browsers_get_error_pages_and_programs_get_problems(db) {
+        let app = TestApp::spawn(&db).await;
+        let browser = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8";
+        let get = |path: &'static str, accept: Option<&'static str>| {
+            let mut request = app.client.get(app.at(path));
+            if let Some(accept) = accept {
+                request = request.header("accept", accept);
+            }
+            request.send()
+        };
+        let page = get("/no-such-page", Some(browser)).await.unwrap();
+        assert_eq!(page.status(), 404);
+        assert_security_headers(page.headers());
+        assert!(page.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+        let request_id = page.headers()["x-request-id"].to_str().unwrap().to_owned();
+        let page = page.text().await.unwrap();
+        assert!(page.contains("Page not found") && page.contains(&request_id), "{page}");
+        assert!(page.contains("/static/app.css"), "the site's layout: {page}");
+        // Programs, and browsers that refuse HTML, get the problem; so does the API, always.
+        problem(get("/no-such-page", None).await.unwrap(), 404, "not_found").await;
+        problem(get("/no-such-page", Some("application/json")).await.unwrap(), 404, "not_found").await;
+        problem(get("/no-such-page", Some("text/html;q=0, application/json")).await.unwrap(), 404, "not_found").await;
+        problem(get("/v1/no-such-route", Some(browser)).await.unwrap(), 404, "not_found").await;
+        problem(get("/v1/me", Some(browser)).await.unwrap(), 401, "unauthenticated").await;
+        app.stop().await;
+    }
+
+    async fn a_form_past_the_auth_limit_gets_a_page_that_says_so(db) {
+        let app = TestApp::spawn_with(&db, |config| {
+            config.auth_rate_limit = std::num::NonZeroU32::new(1).unwrap();
+        })
+        .await;
+        let submit = || {
+            app.client
+                .post(app.at("/signin"))
+                .header("origin", &app.url)
+                .header("accept", "text/html,*/*;q=0.8")
+                .form(&[("email", "someone@example.test"), ("password", "guess guess guess")])
+                .send()
+        };
+        assert_eq!(submit().await.unwrap().status(), 401);
+        let refused = submit().await.unwrap();
+        assert_eq!(refused.status(), 429);
+        assert!(refused.headers().contains_key("retry-after"));
+        assert!(refused.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+        let request_id = refused.headers()["x-request-id"].to_str().unwrap().to_owned();
+        let page = refused.text().await.unwrap();
+        assert!(page.contains("Too many requests") && page.contains("try again later"), "{page}");
+        assert!(page.contains(&request_id), "{page}");
+        app.stop().await;
+    }
+
     async fn csp_reports_are_accepted_and_counted(db) {
         let app = TestApp::spawn(&db).await;
         assert_eq!(app.metric("mailroom_csp_reports_total").await, Some(0.0));

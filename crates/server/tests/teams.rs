@@ -236,6 +236,44 @@ both_backends! {
         app.stop().await;
     }
 
+    async fn super_admins_see_locked_users_and_unlock_them(db) {
+        let app = TestApp::spawn(&db).await;
+        let root = create_account(&app, &db, "unlocker@example.test").await;
+        db.execute("UPDATE users SET platform_role = 'super_admin' WHERE email = 'unlocker@example.test'").await;
+        enable_totp(&app, &root).await;
+        let email = "locked-out@example.test";
+        let user = create_account(&app, &db, email).await;
+        for _ in 0..5 {
+            post(&app, "/v1/auth/login", json!({"email": email, "password": "not the password at all"})).await;
+        }
+        problem(post(&app, "/v1/auth/login", json!({"email": email, "password": PASSWORD})).await, 423, "account_locked").await;
+
+        let users: Value = get_as(&app, &root, "/v1/admin/users").await.json().await.unwrap();
+        let entry = |users: &Value, email: &str| users.as_array().unwrap().iter().find(|u| u["email"] == email).unwrap().clone();
+        let locked = entry(&users, email);
+        assert!(locked["locked_until"].as_str().unwrap().ends_with('Z'), "{locked}");
+        assert_eq!(entry(&users, "unlocker@example.test")["locked_until"], Value::Null);
+        let user_id = locked["id"].as_str().unwrap().to_owned();
+        let page = get_as(&app, &root, "/admin").await.text().await.unwrap();
+        assert!(page.contains("locked until"), "{page}");
+        assert!(page.contains(&format!("/admin/users/{user_id}/unlock")), "{page}");
+
+        // Only a super-admin may unlock; an unknown id is not found.
+        let path = format!("/v1/admin/users/{user_id}/unlock");
+        problem(send_as(&app, Method::POST, &user, &path, None).await, 403, "super_admin_only").await;
+        let nobody = format!("/v1/admin/users/{}/unlock", uuid::Uuid::now_v7());
+        problem(send_as(&app, Method::POST, &root, &nobody, None).await, 404, "not_found").await;
+        assert_eq!(send_as(&app, Method::POST, &root, &path, None).await.status(), 204);
+
+        let users: Value = get_as(&app, &root, "/v1/admin/users").await.json().await.unwrap();
+        assert_eq!(entry(&users, email)["locked_until"], Value::Null);
+        assert_eq!(post(&app, "/v1/auth/login", json!({"email": email, "password": PASSWORD})).await.status(), 200);
+        let log: Value = get_as(&app, &root, "/v1/me/audit-log").await.json().await.unwrap();
+        let unlocked = log["entries"].as_array().unwrap().iter().find(|e| e["action"] == "admin.user_unlocked");
+        assert!(unlocked.is_some_and(|e| e["target"] == email), "{log}");
+        app.stop().await;
+    }
+
     async fn a_members_keys_stop_when_they_leave_are_removed_or_are_disabled(db) {
         let app = TestApp::spawn(&db).await;
         let owner = team_owner(&app, &db, "keyowner@example.test").await;

@@ -55,7 +55,7 @@ both_backends! {
         // The code that confirmed the setup was spent there. Each try spends its token; a
         // wrong code comes back with a fresh one.
         let replay = second_step(&app, json!({"mfa_token": first_token, "code": used_at_confirmation})).await;
-        let token = problem(replay, 400, "invalid_code").await["mfa_token"].as_str().unwrap().to_owned();
+        let token = problem(replay, 400, "code_already_used").await["mfa_token"].as_str().unwrap().to_owned();
         assert_ne!(token, first_token);
         let next = authenticator.next_code();
         let stale = second_step(&app, json!({"mfa_token": first_token, "code": next})).await;
@@ -68,7 +68,7 @@ both_backends! {
         let again = second_step(&app, json!({"mfa_token": token, "code": next})).await;
         problem(again, 401, "invalid_mfa_token").await;
         let token = mfa_token(&app, email).await;
-        problem(second_step(&app, json!({"mfa_token": token, "code": next})).await, 400, "invalid_code").await;
+        problem(second_step(&app, json!({"mfa_token": token, "code": next})).await, 400, "code_already_used").await;
 
         // The token grant asks for the second factor in the same request. (Another account:
         // this one has used up the steps the server accepts within this half minute.)
@@ -108,6 +108,32 @@ both_backends! {
         let log: Value = get_as(&app, &session, "/v1/me/audit-log?limit=200").await.json().await.unwrap();
         let used = log["entries"].as_array().unwrap().iter().filter(|e| e["action"] == "mfa.backup_code_used").count();
         assert_eq!(used, 11);
+        app.stop().await;
+    }
+
+    async fn a_replayed_code_is_refused_as_used_and_is_not_a_guess(db) {
+        let app = TestApp::spawn(&db).await;
+        let email = "replayed@example.test";
+        let session = create_account(&app, &db, email).await;
+        let (mut authenticator, _) = enable_totp(&app, &session).await;
+        // Signing in with the code that just turned two-factor on, again and again: each is
+        // told to wait for the next code, none counts toward the lockout.
+        let just_used = authenticator.code();
+        let mut token = mfa_token(&app, email).await;
+        for _ in 0..6 {
+            let replay = second_step(&app, json!({"mfa_token": token, "code": just_used})).await;
+            let body = problem(replay, 400, "code_already_used").await;
+            assert_eq!(body["detail"], "This code was just used; wait for the next one.");
+            assert_eq!(body["field"], "code");
+            token = body["mfa_token"].as_str().unwrap().to_owned();
+        }
+        // Four wrong codes still leave the fifth try: the replays were not counted.
+        for _ in 0..4 {
+            let wrong = second_step(&app, json!({"mfa_token": token, "code": "123456"})).await;
+            token = problem(wrong, 400, "invalid_code").await["mfa_token"].as_str().unwrap().to_owned();
+        }
+        let signed_in = second_step(&app, json!({"mfa_token": token, "code": authenticator.next_code()})).await;
+        assert_eq!(signed_in.status(), 200);
         app.stop().await;
     }
 

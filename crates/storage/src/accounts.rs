@@ -2,8 +2,7 @@
 
 use futures::FutureExt;
 use mailroom_core::accounts::{
-    CODE_ATTEMPTS, CODE_ISSUE_WINDOW, CODES_PER_HOUR, CodePurpose, LOCKOUT_THRESHOLD,
-    SecondFactorDuty, lockout_duration,
+    CODE_ATTEMPTS, CODE_ISSUE_WINDOW, CODES_PER_HOUR, CodePurpose, SecondFactorDuty,
 };
 use mailroom_core::audit::{Action, AuditEvent};
 use mailroom_core::org::OrgRole;
@@ -24,7 +23,6 @@ pub struct User {
     pub platform_role: String,
     pub org_id: OrgId,
     pub org_role: OrgRole,
-    pub locked_until: Option<OffsetDateTime>,
     pub created_at: OffsetDateTime,
     /// Their organization's password composition rules.
     pub password_rules: CompositionRules,
@@ -44,7 +42,6 @@ struct UserRow {
     email: String,
     password_hash: String,
     platform_role: String,
-    locked_until: Option<i64>,
     created_at: i64,
     org_id: Uuid,
     org_role: String,
@@ -77,7 +74,6 @@ impl From<UserRow> for User {
             platform_role: row.platform_role,
             org_id: OrgId::from_uuid(row.org_id),
             org_role: crate::teams::role_of(&row.org_role),
-            locked_until: row.locked_until.map(from_ms),
             created_at: from_ms(row.created_at),
             password_rules: CompositionRules::from_bits(
                 u8::try_from(row.password_rules).unwrap_or(0),
@@ -90,7 +86,7 @@ impl From<UserRow> for User {
     }
 }
 
-const USER_FIELDS: &str = "u.id, u.email, u.password_hash, u.platform_role, u.locked_until, \
+const USER_FIELDS: &str = "u.id, u.email, u.password_hash, u.platform_role, \
      u.created_at, m.org_id, m.role AS org_role, \
      (SELECT o.password_rules FROM orgs o WHERE o.id = m.org_id) AS password_rules, \
      EXISTS (SELECT 1 FROM mfa_totp t WHERE t.user_id = u.id AND t.enabled_at IS NOT NULL) \
@@ -186,17 +182,6 @@ pub enum CodeAttempt {
     Exhausted,
     /// No live code: never sent, used, or expired.
     Missing,
-}
-
-/// Whether a password attempt may be checked.
-pub enum LoginGate {
-    /// Yes: this is the `attempt`-th in a row without a success.
-    Open { attempt: u32 },
-    /// No: the account is locked until then; `just_now` when this attempt locked it.
-    Locked {
-        until: OffsetDateTime,
-        just_now: bool,
-    },
 }
 
 impl Database {
@@ -341,15 +326,9 @@ impl Database {
                     if spent == 0 {
                         return Ok(false);
                     }
-                    sqlx::query(
-                        "UPDATE users SET password_hash = $1, failed_logins = 0, lockouts = 0, \
-                         locked_until = NULL WHERE id = $2",
-                    )
-                    .bind(&password_hash)
-                    .bind(user.id.as_uuid())
-                    .execute(&mut **tx)
-                    .await?;
                 });
+                update_password_hash(tx, user.id, &password_hash).await?;
+                crate::lockout::forget(tx, &email, None).await?;
                 revoke_sessions_except(tx, user.id, None, now).await?;
                 revoke_token_families(tx, user.id, now).await?;
                 crate::two_factor::forget_devices(tx, user.id).await?;
@@ -861,115 +840,42 @@ impl Database {
         Ok(())
     }
 
-    /// Reserves one password attempt for the account, before the password is checked: it
-    /// counts as a failure until a success clears it, so however many attempts race, at most
-    /// the threshold of them are checked. Past the threshold the account locks, for longer
-    /// each time (AUTH-3); while locked, attempts are refused and not counted.
-    pub async fn open_login_attempt(
-        &self,
-        user_id: UserId,
-        now: OffsetDateTime,
-    ) -> Result<LoginGate, StorageError> {
-        self.serializable(|tx| {
-            async move {
-                let (failed, lockouts, locked_until): (i32, i32, Option<i64>) =
-                    on_backend!(&mut tx.0, Inner, tx => {
-                        sqlx::query_as("SELECT failed_logins, lockouts, locked_until FROM users WHERE id = $1")
-                            .bind(user_id.as_uuid())
-                            .fetch_one(&mut **tx)
-                            .await?
-                    });
-                if let Some(until) = locked_until.filter(|until| *until > ms(now)) {
-                    return Ok(LoginGate::Locked { until: from_ms(until), just_now: false });
-                }
-                if u32::try_from(failed).unwrap_or(u32::MAX) >= LOCKOUT_THRESHOLD {
-                    let until = lock(tx, user_id, lockouts, now).await?;
-                    return Ok(LoginGate::Locked { until, just_now: true });
-                }
-                on_backend!(&mut tx.0, Inner, tx => {
-                    sqlx::query("UPDATE users SET failed_logins = failed_logins + 1 WHERE id = $1")
-                        .bind(user_id.as_uuid())
-                        .execute(&mut **tx)
-                        .await?;
-                });
-                Ok(LoginGate::Open {
-                    attempt: u32::try_from(failed).unwrap_or(0) + 1,
-                })
-            }
-            .boxed()
-        })
-        .await
-    }
-
-    /// After the attempt that used up the budget failed: lock now, unless a racing attempt
-    /// already did. Returns until when the account is locked.
-    pub async fn lock_account(
-        &self,
-        user_id: UserId,
-        now: OffsetDateTime,
-    ) -> Result<OffsetDateTime, StorageError> {
-        self.serializable(|tx| {
-            async move {
-                let (lockouts, locked_until): (i32, Option<i64>) = on_backend!(&mut tx.0, Inner, tx => {
-                    sqlx::query_as("SELECT lockouts, locked_until FROM users WHERE id = $1")
-                        .bind(user_id.as_uuid())
-                        .fetch_one(&mut **tx)
-                        .await?
-                });
-                match locked_until.filter(|until| *until > ms(now)) {
-                    Some(until) => Ok(from_ms(until)),
-                    None => lock(tx, user_id, lockouts, now).await,
-                }
-            }
-            .boxed()
-        })
-        .await
-    }
-
-    /// A correct secret whose success does not complete a sign-in (a password while a
-    /// second factor is owed, the first code of a TOTP setup): this attempt stops counting as
-    /// a failure, but earlier failures stand, so that someone who has the password gets no
-    /// fresh budget for guessing codes (MFA-4). `new_hash` as for a successful sign-in.
-    pub async fn forgive_login_attempt(
-        &self,
-        user_id: UserId,
-        new_hash: Option<&str>,
-    ) -> Result<(), StorageError> {
-        on_backend!(&self.pool, Pool, pool => {
-            sqlx::query(
-                "UPDATE users SET failed_logins = CASE WHEN failed_logins > 0 THEN failed_logins - 1 ELSE 0 END, \
-                 password_hash = COALESCE($1, password_hash) WHERE id = $2",
-            )
-            .bind(new_hash)
-            .bind(user_id.as_uuid())
-            .execute(pool)
-            .await?;
-        });
-        Ok(())
-    }
-
-    /// A successful sign-in clears the failure count and the lockout history, unless a racing
-    /// failure locked the account meanwhile; `new_hash` upgrades a password hash made with
+    /// A successful sign-in clears the address's failure count and lockout history, unless a
+    /// racing failure locked it meanwhile; `new_hash` upgrades a password hash made with
     /// older parameters.
     pub async fn record_successful_login(
         &self,
-        user_id: UserId,
+        user: &User,
         new_hash: Option<&str>,
         now: OffsetDateTime,
     ) -> Result<(), StorageError> {
-        on_backend!(&self.pool, Pool, pool => {
-            sqlx::query(
-                "UPDATE users SET failed_logins = 0, lockouts = 0, locked_until = NULL, \
-                 password_hash = COALESCE($1, password_hash) \
-                 WHERE id = $2 AND (locked_until IS NULL OR locked_until <= $3)",
-            )
-            .bind(new_hash)
-            .bind(user_id.as_uuid())
-            .bind(ms(now))
-            .execute(pool)
-            .await?;
-        });
-        Ok(())
+        let (user_id, email, new_hash) = (user.id, user.email.clone(), new_hash.map(str::to_owned));
+        self.serializable(|tx| {
+            let (email, new_hash) = (email.clone(), new_hash.clone());
+            async move {
+                crate::lockout::forget(tx, &email, Some(now)).await?;
+                if let Some(new_hash) = new_hash {
+                    update_password_hash(tx, user_id, &new_hash).await?;
+                }
+                Ok(())
+            }
+            .boxed()
+        })
+        .await
+    }
+
+    /// Replaces a password hash made with older parameters, after a correct password.
+    pub async fn upgrade_password_hash(
+        &self,
+        user_id: UserId,
+        new_hash: &str,
+    ) -> Result<(), StorageError> {
+        let new_hash = new_hash.to_owned();
+        self.serializable(|tx| {
+            let new_hash = new_hash.clone();
+            async move { update_password_hash(tx, user_id, &new_hash).await }.boxed()
+        })
+        .await
     }
 }
 
@@ -1041,24 +947,19 @@ async fn issue_code(
     Ok(true)
 }
 
-/// Locks the account for its next lockout duration; returns until when.
-async fn lock(
+async fn update_password_hash(
     tx: &mut crate::Tx,
     user_id: UserId,
-    previous_lockouts: i32,
-    now: OffsetDateTime,
-) -> Result<OffsetDateTime, StorageError> {
-    let until = now + lockout_duration(u32::try_from(previous_lockouts).unwrap_or(0));
+    password_hash: &str,
+) -> Result<(), StorageError> {
     on_backend!(&mut tx.0, Inner, tx => {
-        sqlx::query(
-            "UPDATE users SET failed_logins = 0, lockouts = lockouts + 1, locked_until = $1 WHERE id = $2",
-        )
-        .bind(ms(until))
-        .bind(user_id.as_uuid())
-        .execute(&mut **tx)
-        .await?;
+        sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
+            .bind(password_hash)
+            .bind(user_id.as_uuid())
+            .execute(&mut **tx)
+            .await?;
     });
-    Ok(until)
+    Ok(())
 }
 
 /// The user, their personal organization, and their ownership of it.

@@ -9,6 +9,7 @@ mod error;
 pub mod group_commit;
 pub mod jobs;
 pub mod keyring;
+pub mod lockout;
 pub mod privacy;
 pub mod teams;
 pub mod tokens;

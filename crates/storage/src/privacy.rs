@@ -21,8 +21,8 @@ pub enum Deletion {
 
 impl Database {
     /// Deletes the user and every row that is theirs: sessions, refresh tokens, second
-    /// factors, trusted and sign-in devices (by cascade), pending codes and sign-ups for their
-    /// address, the personal fields of every audit entry by or about them, and their
+    /// factors, trusted and sign-in devices (by cascade), pending codes, sign-ups and failed
+    /// sign-ins for their address, the personal fields of every audit entry by or about them, and their
     /// organization with its data keys when nobody else is in it. `event` (which must hold
     /// nothing personal) is appended in the same transaction.
     pub async fn delete_account(
@@ -57,6 +57,7 @@ impl Database {
                         "DELETE FROM email_codes WHERE email = $1",
                         "DELETE FROM pending_signups WHERE email = $1",
                         "DELETE FROM invitations WHERE email = $1",
+                        "DELETE FROM login_failures WHERE email = $1",
                     ] {
                         sqlx::query(sql).bind(&email).execute(&mut **tx).await?;
                     }

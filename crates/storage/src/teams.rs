@@ -122,7 +122,16 @@ pub struct UserSummary {
     pub org_id: OrgId,
     pub org_role: OrgRole,
     pub disabled: bool,
+    /// The address's last lock's end, past or not: see [`UserSummary::locked_until`].
+    last_lock_until: Option<OffsetDateTime>,
     pub created_at: OffsetDateTime,
+}
+
+impl UserSummary {
+    /// Until when sign-ins to the user's address are locked, if they are now.
+    pub fn locked_until(&self, now: OffsetDateTime) -> Option<OffsetDateTime> {
+        self.last_lock_until.filter(|until| *until > now)
+    }
 }
 
 /// A stored role; anything unexpected reads as the least privileged one.
@@ -494,12 +503,14 @@ impl Database {
             org_id: Uuid,
             role: String,
             disabled_at: Option<i64>,
+            locked_until: Option<i64>,
             created_at: i64,
         }
         let rows: Vec<Row> = on_backend!(&self.pool, Pool, pool => {
             sqlx::query_as(
-                "SELECT u.id, u.email, u.platform_role, m.org_id, m.role, u.disabled_at, u.created_at \
-                 FROM users u JOIN org_members m ON m.user_id = u.id ORDER BY u.created_at",
+                "SELECT u.id, u.email, u.platform_role, m.org_id, m.role, u.disabled_at, \
+                 f.locked_until, u.created_at FROM users u JOIN org_members m ON m.user_id = u.id \
+                 LEFT JOIN login_failures f ON f.email = u.email ORDER BY u.created_at",
             )
             .fetch_all(pool)
             .await?
@@ -513,6 +524,7 @@ impl Database {
                 org_id: OrgId::from_uuid(row.org_id),
                 org_role: role_of(&row.role),
                 disabled: row.disabled_at.is_some(),
+                last_lock_until: row.locked_until.map(from_ms),
                 created_at: from_ms(row.created_at),
             })
             .collect())

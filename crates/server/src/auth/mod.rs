@@ -3,6 +3,7 @@
 
 pub mod caller;
 pub mod codes;
+pub mod lockout;
 pub mod passwords;
 pub mod principal;
 pub mod second_factor;

@@ -16,9 +16,10 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::audit::{self, AuditTrail};
+use crate::auth::lockout::{Claimant, Verdict, gated};
 use crate::auth::session::{cookie_value, random_token, token_hash};
 use crate::error::ApiError;
-use crate::routes::auth::{database, gated, invalid_code};
+use crate::routes::auth::{database, invalid_code};
 use crate::state::AppState;
 
 pub const TRUSTED_COOKIE: &str = "__Host-mailroom_trusted";
@@ -94,8 +95,9 @@ fn invalid_mfa_token() -> ApiError {
 }
 
 /// Checks the second factor through the lockout gate: wrong codes count toward lockout
-/// (MFA-4). A TOTP code is accepted once; a backup code once ever. On success the failure
-/// count is cleared: the sign-in is complete.
+/// (MFA-4). A TOTP code is accepted once: its replay is refused as `code_already_used`, and
+/// is not a guess. A backup code works once ever. On success the failure count is cleared:
+/// the sign-in is complete.
 pub async fn check(
     state: &AppState,
     trail: &AuditTrail,
@@ -103,9 +105,14 @@ pub async fn check(
     proof: Proof<'_>,
 ) -> Result<(), ApiError> {
     let now = OffsetDateTime::now_utc();
-    gated(state, trail, user, invalid_code, async {
-        let accepted = match &proof {
-            Proof::Totp(code) => totp_accepts(state, user.id, code, now).await?,
+    let claimant = Claimant::account(user)?;
+    gated(state, trail, &claimant, invalid_code, async {
+        Ok(match &proof {
+            Proof::Totp(code) => match totp_check(state, user.id, code, now).await? {
+                TotpCheck::Accepted => Verdict::Right(()),
+                TotpCheck::AlreadyUsed => Verdict::NotAGuess(code_already_used()),
+                TotpCheck::Wrong => Verdict::Wrong,
+            },
             Proof::BackupCode(code) => {
                 let spent = match backup_codes::normalize(code.expose_secret()) {
                     Some(normalized) => database(
@@ -120,44 +127,70 @@ pub async fn check(
                     )?,
                     None => false,
                 };
-                if spent {
-                    audit::record(
-                        &state.database,
-                        trail.by_user(user, Action::BackupCodeUsed, Outcome::Success),
-                    )
-                    .await?;
+                if !spent {
+                    return Ok(Verdict::Wrong);
                 }
-                spent
+                audit::record(
+                    &state.database,
+                    trail.by_user(user, Action::BackupCodeUsed, Outcome::Success),
+                )
+                .await?;
+                Verdict::Right(())
             }
-        };
-        Ok(accepted.then_some(()))
+        })
     })
     .await?;
     database(
         state
             .database
-            .record_successful_login(user.id, None, now)
+            .record_successful_login(user, None, now)
             .await,
     )
 }
 
-/// Whether `code` is a current TOTP code of the user's enabled secret, not used before; a
-/// match spends its step.
-pub async fn totp_accepts(
+/// What a TOTP code is to the user's enabled secret.
+pub enum TotpCheck {
+    /// A current code, not used before: its step is spent now.
+    Accepted,
+    /// A current code whose step (or a later one) was already used.
+    AlreadyUsed,
+    /// No current code, or no enabled secret.
+    Wrong,
+}
+
+/// Checks `code` against the user's enabled secret; a match spends its step.
+pub async fn totp_check(
     state: &AppState,
     user_id: UserId,
     code: &SecretString,
     now: OffsetDateTime,
-) -> Result<bool, ApiError> {
-    let Some(totp) = database(state.database.totp(user_id).await)? else {
-        return Ok(false);
+) -> Result<TotpCheck, ApiError> {
+    let Some(totp) = database(state.database.totp(user_id).await)?.filter(|totp| totp.enabled)
+    else {
+        return Ok(TotpCheck::Wrong);
     };
     let secret = TotpSecret::from_bytes(totp.secret);
     let unix = u64::try_from(now.unix_timestamp()).unwrap_or(0);
-    match secret.matching_step(code.expose_secret(), unix) {
-        Some(step) if totp.enabled => database(state.database.spend_totp_step(user_id, step).await),
-        _ => Ok(false),
-    }
+    let Some(step) = secret.matching_step(code.expose_secret(), unix) else {
+        return Ok(TotpCheck::Wrong);
+    };
+    Ok(
+        if database(state.database.spend_totp_step(user_id, step).await)? {
+            TotpCheck::Accepted
+        } else {
+            TotpCheck::AlreadyUsed
+        },
+    )
+}
+
+/// A replay of a TOTP code already used: the next one will do.
+pub fn code_already_used() -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "code_already_used",
+        "This code was just used; wait for the next one.",
+    )
+    .with_field("code")
 }
 
 /// Backup codes are stored as MACs under a server key: short enough to guess offline from a

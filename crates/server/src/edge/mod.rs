@@ -141,6 +141,34 @@ mod tests {
             assert_eq!(body["code"], "internal_error", "{path}");
             assert_eq!(body["request_id"], request_id.to_str().unwrap(), "{path}");
             assert!(!body.to_string().contains("kaboom"), "{path}: {body}");
+
+            // A browser gets the same failure as a page, with the request id to quote.
+            let request = Request::get(path)
+                .header(header::ACCEPT, "text/html,application/xhtml+xml,*/*;q=0.8")
+                .body(Body::empty())
+                .unwrap();
+            let response = router.clone().oneshot(request).await.unwrap();
+            assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+            let headers = response.headers();
+            assert!(
+                headers[header::CONTENT_TYPE]
+                    .to_str()
+                    .unwrap()
+                    .starts_with("text/html"),
+                "{path}"
+            );
+            let request_id = headers[context::REQUEST_ID_HEADER]
+                .to_str()
+                .unwrap()
+                .to_owned();
+            let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+                .await
+                .unwrap();
+            let page = String::from_utf8(body.to_vec()).unwrap();
+            assert!(page.contains(&request_id), "{path}: {page}");
+            assert!(page.contains("Something went wrong on our side"), "{path}");
+            assert!(page.contains("/static/app.css"), "the site's layout");
+            assert!(!page.contains("kaboom"), "{path}: {page}");
         }
     }
 }

@@ -1,6 +1,8 @@
 //! Every error response leaves as RFC 9457 problem+json: a handler's [`ApiError`] is rendered
 //! here with the request id, and bare error responses made by the router or a layer (404,
-//! 405, 413, a caught panic) are replaced by the generic problem for their status.
+//! 405, 413, a caught panic) are replaced by the generic problem for their status. A browser
+//! that asked for a page (`Accept: text/html`) outside the `/v1` API gets the same error as a
+//! page in the site's layout instead.
 
 use std::any::Any;
 
@@ -10,6 +12,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use crate::edge::context::RequestContext;
+use crate::edge::headers::CspNonce;
 use crate::error::{ApiError, PROBLEM_JSON};
 
 /// Headers that describe the body, which the problem form replaces; the others (`Allow`,
@@ -26,13 +29,19 @@ pub async fn render_problems(request: Request, next: Next) -> Response {
         .extensions()
         .get::<RequestContext>()
         .map(|context| context.request_id);
+    let page_nonce = wants_page(&request)
+        .then(|| request.extensions().get::<CspNonce>().cloned())
+        .flatten();
     let mut response = next.run(request).await;
     let error = match response.extensions_mut().remove::<ApiError>() {
         Some(error) => error,
         None if needs_problem_body(&response) => ApiError::for_status(response.status()),
         None => return response,
     };
-    let mut rendered = error.render(request_id);
+    let mut rendered = match page_nonce {
+        Some(nonce) => crate::pages::error_page(&nonce, &error, request_id),
+        None => error.render(request_id),
+    };
     copy_kept_headers(response.headers(), rendered.headers_mut());
     if rendered.status() == StatusCode::PAYLOAD_TOO_LARGE {
         // The rest of the body was never read: the connection cannot carry another request,
@@ -43,6 +52,32 @@ pub async fn render_problems(request: Request, next: Next) -> Response {
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     rendered
+}
+
+/// A browser's request for a page: it accepts `text/html`, and is not for the `/v1` API
+/// (whose errors are problem+json whoever asks).
+fn wants_page(request: &Request) -> bool {
+    let path = request.uri().path();
+    if path == "/v1" || path.starts_with("/v1/") {
+        return false;
+    }
+    request
+        .headers()
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|range| {
+            let mut parts = range.split(';').map(str::trim);
+            let media = parts.next().unwrap_or_default();
+            let refused = parts.any(|parameter| {
+                parameter
+                    .strip_prefix("q=")
+                    .and_then(|q| q.parse::<f32>().ok())
+                    .is_some_and(|q| q <= 0.0)
+            });
+            media.eq_ignore_ascii_case("text/html") && !refused
+        })
 }
 
 /// An error status without a problem body, unless it is a page: a form shown again with what

@@ -79,6 +79,44 @@ pub fn titled(
     (status, markup).into_response()
 }
 
+/// An error for a browser (see [`crate::edge::problems`]): what went wrong, in the site's
+/// layout, with the request id to quote when asking for help.
+pub(crate) fn error_page(
+    nonce: &CspNonce,
+    error: &ApiError,
+    request_id: Option<mailroom_core::RequestId>,
+) -> Response {
+    use axum::http::{HeaderValue, StatusCode, header};
+    error.log();
+    let title = match error.status() {
+        StatusCode::NOT_FOUND => "Page not found",
+        StatusCode::TOO_MANY_REQUESTS => "Too many requests",
+        StatusCode::INTERNAL_SERVER_ERROR => "Something went wrong on our side",
+        status => status.canonical_reason().unwrap_or("Error"),
+    };
+    let markup = layout(
+        nonce,
+        title,
+        html! {
+            section.narrow {
+                h1 { (title) }
+                p.error role="alert" { (error.detail()) }
+                @if let Some(id) = request_id {
+                    p.hint { "Request id " code.request-id { (id.to_string()) } " — quote it when you ask for help." }
+                }
+                p { a href="/" { "Back to the start" } }
+            }
+        },
+    );
+    let mut response = (error.status(), markup).into_response();
+    if let Some(seconds) = error.retry_after() {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    }
+    response
+}
+
 /// Back to `path` with a notice, or the error shown on it.
 pub(crate) async fn after(
     path: &str,

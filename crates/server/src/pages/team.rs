@@ -548,6 +548,7 @@ async fn render_admin(
 ) -> Result<Response, ApiError> {
     let orgs = database(state.database.all_orgs().await)?;
     let users = database(state.database.all_users().await)?;
+    let now = OffsetDateTime::now_utc();
     Ok(titled(
         nonce,
         "Administration",
@@ -589,8 +590,20 @@ async fn render_admin(
                             tr {
                                 td { (user.email) }
                                 td { (user.platform_role) " · " (user.org_role.as_str()) }
-                                td { @if user.disabled { "disabled" } @else { "active" } }
                                 td {
+                                    @if user.disabled { "disabled" }
+                                    @else if let Some(until) = user.locked_until(now) {
+                                        "locked until " time datetime=(when(until)) { (when(until)) }
+                                    }
+                                    @else { "active" }
+                                }
+                                td {
+                                    @if user.locked_until(now).is_some() {
+                                        form.inline method="post" action={ "/admin/users/" (user.id) "/unlock" } {
+                                            button.secondary type="submit" { "Unlock" }
+                                        }
+                                        " "
+                                    }
                                     form.inline method="post" action={ "/admin/users/" (user.id) "/disabled" } {
                                         input type="hidden" name="disabled" value=(if user.disabled { "false" } else { "true" });
                                         button.secondary type="submit" { @if user.disabled { "Enable" } @else { "Disable" } }
@@ -642,5 +655,21 @@ pub async fn disabled_submit(
     after("/admin", outcome.map(|()| Notice::Done), async |error| {
         render_admin(&state, &nonce, None, error).await
     })
+    .await
+}
+
+pub async fn unlock_submit(
+    State(state): State<AppState>,
+    Extension(nonce): Extension<CspNonce>,
+    trail: AuditTrail,
+    SuperAdmin(admin): SuperAdmin,
+    Path(id): Path<Uuid>,
+) -> Response {
+    let outcome = admin::unlock_of(&state, &trail, &admin, id).await;
+    after(
+        "/admin",
+        outcome.map(|()| Notice::UserUnlocked),
+        async |error| render_admin(&state, &nonce, None, error).await,
+    )
     .await
 }

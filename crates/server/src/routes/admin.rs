@@ -1,5 +1,5 @@
-//! The platform's super-admins (ORG-5): every organization and user, plans, disabling
-//! accounts. Every action is audited.
+//! The platform's super-admins (ORG-5): every organization and user, plans, disabling and
+//! unlocking accounts. Every action is audited.
 
 use axum::Json;
 use axum::extract::{FromRequestParts, Path, State};
@@ -141,6 +141,7 @@ pub async fn users(
     SuperAdmin(_): SuperAdmin,
 ) -> Result<Json<Value>, ApiError> {
     let users = database(state.database.all_users().await)?;
+    let now = OffsetDateTime::now_utc();
     Ok(Json(Value::Array(
         users
             .iter()
@@ -152,6 +153,7 @@ pub async fn users(
                     "org_id": user.org_id,
                     "org_role": user.org_role.as_str(),
                     "disabled": user.disabled,
+                    "locked_until": user.locked_until(now).map(when),
                     "created_at": when(user.created_at),
                 })
             })
@@ -214,6 +216,47 @@ pub(crate) async fn set_disabled_of(
             .await,
     )?;
     if changed {
+        Ok(())
+    } else {
+        Err(ApiError::not_found())
+    }
+}
+
+/// `POST /v1/admin/users/{id}/unlock`: lifts a lockout and forgets the failed sign-ins.
+pub async fn unlock(
+    State(state): State<AppState>,
+    trail: AuditTrail,
+    SuperAdmin(admin): SuperAdmin,
+    Path(id): Path<Uuid>,
+) -> Result<StatusCode, ApiError> {
+    unlock_of(&state, &trail, &admin, id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub(crate) async fn unlock_of(
+    state: &AppState,
+    trail: &AuditTrail,
+    admin: &Principal,
+    id: Uuid,
+) -> Result<(), ApiError> {
+    let user_id = UserId::from_uuid(id);
+    let target =
+        database(state.database.user_by_id(user_id).await)?.ok_or_else(ApiError::not_found)?;
+    let event = admin_event(
+        trail,
+        admin,
+        Some(target.org_id),
+        Action::UserUnlocked,
+        target.email.clone(),
+        Some(target.email.clone()),
+    );
+    let unlocked = database(
+        state
+            .database
+            .unlock_user(user_id, &event, OffsetDateTime::now_utc())
+            .await,
+    )?;
+    if unlocked {
         Ok(())
     } else {
         Err(ApiError::not_found())

@@ -10,14 +10,13 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use mailroom_core::EmailAddress;
 use mailroom_core::accounts::{
-    ACCESS_TOKEN_TTL, CODE_ATTEMPTS, CODE_TTL, CodePurpose, LOCKOUT_THRESHOLD, REFRESH_FAMILY_TTL,
-    REFRESH_GRACE,
+    ACCESS_TOKEN_TTL, CODE_ATTEMPTS, CODE_TTL, CodePurpose, REFRESH_FAMILY_TTL, REFRESH_GRACE,
 };
 use mailroom_core::audit::{Action, AuditEvent, Outcome};
 use mailroom_core::password_policy::{self, CompositionRules};
 use mailroom_crypto::password::Verification;
 use mailroom_mail::templates;
-use mailroom_storage::accounts::{CodeAttempt, LoginGate, NewDevice, User};
+use mailroom_storage::accounts::{CodeAttempt, NewDevice, User};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -25,6 +24,7 @@ use time::OffsetDateTime;
 use tracing::Instrument;
 
 use crate::audit::{self, AuditTrail};
+use crate::auth::lockout::{Claimant, Verdict, gated};
 use crate::auth::principal::{Credential, SetupPrincipal};
 use crate::auth::{Principal, codes, second_factor, session, tokens};
 use crate::edge::context::RequestContext;
@@ -236,7 +236,7 @@ pub(crate) async fn sign_in(
         database(
             state
                 .database
-                .record_successful_login(user.id, None, OffsetDateTime::now_utc())
+                .record_successful_login(&user, None, OffsetDateTime::now_utc())
                 .await,
         )?;
     }
@@ -297,7 +297,7 @@ pub(crate) async fn complete_second_factor(
     let user = second_factor::spend_challenge(state, mfa_token).await?;
     if let Err(error) = second_factor::check(state, trail, &user, proof).await {
         return Err(match error.code() {
-            "invalid_code" => {
+            "invalid_code" | "code_already_used" => {
                 let fresh = second_factor::challenge(state, &user).await?;
                 error.with_member("mfa_token", fresh.expose_secret())
             }
@@ -424,43 +424,34 @@ pub(crate) async fn reset(
     Ok(())
 }
 
-/// Checks an email and password for a sign-in or a password grant: the same work for an
-/// unknown address (AUTH-6), and for a known one [`check_password`].
+/// Checks an email and password for a sign-in or a password grant: the same work, and the
+/// same lockout, for an address without an account (AUTH-6).
 async fn authenticate(
     state: &AppState,
     trail: &AuditTrail,
     email: &str,
     password: &SecretString,
 ) -> Result<User, ApiError> {
-    // A malformed address cannot have an account; it is answered like an unknown one.
-    let user = match EmailAddress::parse(email) {
-        Ok(email) => {
-            state.auth_limiter.check_account(&email).await?;
-            database(state.database.user_by_email(&email).await)?
-        }
-        Err(_) => None,
-    };
-    let Some(user) = user else {
+    let Ok(address) = EmailAddress::parse(email) else {
+        // A malformed address cannot have an account: answered like a wrong password.
         state.passwords.verify(password, None).await?;
-        // Normalized when it parses: account deletion finds the entries about its address.
-        let subject = EmailAddress::parse(email)
-            .ok()
-            .map(|email| email.to_string());
-        let target = subject
-            .clone()
-            .unwrap_or_else(|| email.chars().take(254).collect());
         audit::record(
             &state.database,
             AuditEvent {
-                target: Some(target),
-                subject,
+                target: Some(email.chars().take(254).collect()),
                 ..trail.event(Action::SigninFailed, Outcome::Failure)
             },
         )
         .await?;
         return Err(invalid_credentials());
     };
-    check_password(state, trail, &user, password).await?;
+    state.auth_limiter.check_account(&address).await?;
+    let user = database(state.database.user_by_email(&address).await)?;
+    let claimant = Claimant::address(address, user.as_ref());
+    let rehash = check_password_of(state, trail, &claimant, user.as_ref(), password).await?;
+    // A dummy hash never matches: past the check there is an account.
+    let user = user.ok_or_else(invalid_credentials)?;
+    password_accepted(state, &user, password, rehash).await?;
     // Said only to whoever knows the password.
     if user.disabled {
         return Err(ApiError::new(
@@ -472,104 +463,66 @@ async fn authenticate(
     Ok(user)
 }
 
-/// Checks a known account's password through the lockout gate. A success upgrades an
-/// outdated hash, and clears the failure count unless a second factor is still owed.
+/// Checks a signed-in user's password again (a sensitive change asks for it) through the
+/// lockout gate.
 pub(crate) async fn check_password(
     state: &AppState,
     trail: &AuditTrail,
     user: &User,
     password: &SecretString,
 ) -> Result<(), ApiError> {
-    let rehash = gated(state, trail, user, invalid_credentials, async {
-        let verified = state
-            .passwords
-            .verify(password, Some(&user.password_hash))
-            .await?;
-        Ok(match verified {
-            Verification::Match { rehash } => Some(rehash),
-            _ => None,
+    let claimant = Claimant::account(user)?;
+    let rehash = check_password_of(state, trail, &claimant, Some(user), password).await?;
+    password_accepted(state, user, password, rehash).await
+}
+
+/// The password check behind the gate, against a dummy hash when there is no account; on a
+/// match, whether the hash should be upgraded.
+async fn check_password_of(
+    state: &AppState,
+    trail: &AuditTrail,
+    claimant: &Claimant<'_>,
+    user: Option<&User>,
+    password: &SecretString,
+) -> Result<bool, ApiError> {
+    gated(state, trail, claimant, invalid_credentials, async {
+        let hash = user.map(|user| user.password_hash.as_str());
+        Ok(match state.passwords.verify(password, hash).await? {
+            Verification::Match { rehash } if user.is_some() => Verdict::Right(rehash),
+            _ => Verdict::Wrong,
         })
     })
-    .await?;
-    let upgraded = if rehash {
-        Some(state.passwords.hash(password).await?)
-    } else {
-        None
-    };
-    let new_hash = upgraded.as_ref().map(|hash| hash.as_str());
-    let recorded = if user.mfa_enabled {
-        state
-            .database
-            .forgive_login_attempt(user.id, new_hash)
-            .await
-    } else {
-        state
-            .database
-            .record_successful_login(user.id, new_hash, OffsetDateTime::now_utc())
-            .await
-    };
-    database(recorded)
+    .await
 }
 
-/// Runs one check of a secret of `user`'s (password, TOTP or backup code) through the
-/// lockout gate (AUTH-3): the attempt is counted before the (slow) check, so parallel
-/// guesses cannot exceed the budget; the one that spends it locks the account, and its owner
-/// is told. `check` answers `Some` when the secret is right; `refused` is the error otherwise.
-pub(crate) async fn gated<T>(
+/// After a right password: upgrades an outdated hash, and clears the failure count unless a
+/// second factor is still owed (then only this attempt stops counting).
+async fn password_accepted(
     state: &AppState,
-    trail: &AuditTrail,
     user: &User,
-    refused: fn() -> ApiError,
-    check: impl Future<Output = Result<Option<T>, ApiError>>,
-) -> Result<T, ApiError> {
-    let now = OffsetDateTime::now_utc();
-    let attempt = match database(state.database.open_login_attempt(user.id, now).await)? {
-        LoginGate::Open { attempt } => attempt,
-        LoginGate::Locked { until, just_now } => {
-            if just_now {
-                announce_lock(state, trail, user, until).await?;
-            }
-            return Err(account_locked());
-        }
-    };
-    if let Some(value) = check.await? {
-        return Ok(value);
-    }
-    audit::record(
-        &state.database,
-        AuditEvent {
-            target: Some(user.email.clone()),
-            subject: Some(user.email.clone()),
-            ..trail.by_user(user, Action::SigninFailed, Outcome::Failure)
-        },
-    )
-    .await?;
-    if attempt >= LOCKOUT_THRESHOLD {
-        let until = database(state.database.lock_account(user.id, now).await)?;
-        announce_lock(state, trail, user, until).await?;
-        return Err(account_locked());
-    }
-    Err(refused())
-}
-
-async fn announce_lock(
-    state: &AppState,
-    trail: &AuditTrail,
-    user: &User,
-    until: OffsetDateTime,
+    password: &SecretString,
+    rehash: bool,
 ) -> Result<(), ApiError> {
-    tracing::warn!(user_id = %user.id, %until, "account locked after failed sign-ins");
-    audit::record(
-        &state.database,
-        AuditEvent {
-            target: Some(user.email.clone()),
-            subject: Some(user.email.clone()),
-            ..trail.by_user(user, Action::AccountLocked, Outcome::Success)
-        },
-    )
-    .await?;
-    send_mail(state, &user.email, templates::account_locked(until));
-    Ok(())
+    if rehash {
+        let upgraded = state.passwords.hash(password).await?;
+        database(
+            state
+                .database
+                .upgrade_password_hash(user.id, upgraded.as_str())
+                .await,
+        )?;
+    }
+    if user.mfa_enabled {
+        let claimant = Claimant::account(user)?;
+        database(state.database.forgive_login_attempt(claimant.email()).await)
+    } else {
+        database(
+            state
+                .database
+                .record_successful_login(user, None, OffsetDateTime::now_utc())
+                .await,
+        )
+    }
 }
 
 #[derive(Deserialize)]
@@ -963,13 +916,5 @@ fn invalid_grant() -> ApiError {
         StatusCode::UNAUTHORIZED,
         "invalid_grant",
         "The refresh token is unknown, expired or revoked: sign in again.",
-    )
-}
-
-fn account_locked() -> ApiError {
-    ApiError::new(
-        StatusCode::LOCKED,
-        "account_locked",
-        "Too many failed sign-ins: the account is locked for a while.",
     )
 }

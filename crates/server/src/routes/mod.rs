@@ -125,6 +125,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .route("/v1/admin/orgs/{id}", patch(admin::set_plan))
         .route("/v1/admin/users", get(admin::users))
         .route("/v1/admin/users/{id}", patch(admin::set_disabled))
+        .route("/v1/admin/users/{id}/unlock", post(admin::unlock))
         .route("/v1/me/audit-log", get(me::audit_log))
         .route("/v1/me/password", post(me::change_password))
         .route("/v1/me/2fa", delete(two_factor::disable))
@@ -209,6 +210,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
             "/admin/users/{id}/disabled",
             post(pages::team::disabled_submit),
         )
+        .route("/admin/users/{id}/unlock", post(pages::team::unlock_submit))
         .route("/security/delete", post(account::delete_submit))
         .route("/security/2fa/setup", post(pages::two_factor::setup_submit))
         .route(

@@ -18,11 +18,12 @@ use uuid::Uuid;
 
 use crate::audit::{self, AuditTrail};
 use crate::auth::Principal;
+use crate::auth::lockout::{Claimant, Verdict, gated};
 use crate::auth::principal::SetupPrincipal;
 use crate::auth::second_factor::{self, new_backup_codes};
 use crate::error::ApiError;
 use crate::json::ApiJson;
-use crate::routes::auth::{database, gated, invalid_code};
+use crate::routes::auth::{database, invalid_code};
 use crate::state::AppState;
 
 /// The name authenticator apps show next to the account.
@@ -128,11 +129,15 @@ pub(crate) async fn confirm_with(
     let unix = u64::try_from(now.unix_timestamp()).unwrap_or(0);
     let secret = TotpSecret::from_bytes(pending.secret);
     // Through the lockout gate: a stolen session cannot guess its way to the backup codes.
-    let step = gated(state, trail, user, invalid_code, async {
-        Ok(secret.matching_step(code.expose_secret(), unix))
+    let claimant = Claimant::account(user)?;
+    let step = gated(state, trail, &claimant, invalid_code, async {
+        Ok(match secret.matching_step(code.expose_secret(), unix) {
+            Some(step) => Verdict::Right(step),
+            None => Verdict::Wrong,
+        })
     })
     .await?;
-    database(state.database.forgive_login_attempt(user.id, None).await)?;
+    database(state.database.forgive_login_attempt(claimant.email()).await)?;
     let (codes, hashes) = new_backup_codes(&state.backup_code_key, user.id);
     let enabled = database(
         state

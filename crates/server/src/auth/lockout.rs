@@ -1,0 +1,165 @@
+//! The lockout gate (AUTH-3) that every check of a sign-in secret (password, TOTP or backup
+//! code) passes: failures are counted per normalized address, whether or not an account has
+//! it, so an unknown address locks exactly like a known one and the lock tells nothing
+//! (AUTH-6).
+
+use std::future::Future;
+
+use axum::http::StatusCode;
+use mailroom_core::EmailAddress;
+use mailroom_core::accounts::LOCKOUT_THRESHOLD;
+use mailroom_core::audit::{Action, AuditEvent, Outcome};
+use mailroom_mail::templates;
+use mailroom_storage::accounts::User;
+use mailroom_storage::lockout::LoginGate;
+use time::OffsetDateTime;
+use time::macros::format_description;
+
+use crate::audit::{self, AuditTrail};
+use crate::error::ApiError;
+use crate::routes::auth::{database, send_mail};
+use crate::state::AppState;
+
+/// Whose secret is checked: the address the failures count against, and its account when
+/// it has one.
+pub(crate) struct Claimant<'a> {
+    address: EmailAddress,
+    user: Option<&'a User>,
+}
+
+impl<'a> Claimant<'a> {
+    pub fn account(user: &'a User) -> Result<Self, ApiError> {
+        let address = EmailAddress::parse(&user.email).map_err(ApiError::internal)?;
+        Ok(Self {
+            address,
+            user: Some(user),
+        })
+    }
+
+    pub fn address(address: EmailAddress, user: Option<&'a User>) -> Self {
+        Self { address, user }
+    }
+
+    pub fn email(&self) -> &EmailAddress {
+        &self.address
+    }
+
+    /// An audit entry about this address: by its account when it has one.
+    fn event(&self, trail: &AuditTrail, action: Action, outcome: Outcome) -> AuditEvent {
+        let base = match self.user {
+            Some(user) => trail.by_user(user, action, outcome),
+            None => trail.event(action, outcome),
+        };
+        AuditEvent {
+            target: Some(self.address.to_string()),
+            subject: Some(self.address.to_string()),
+            ..base
+        }
+    }
+}
+
+/// What a check of a secret found.
+pub(crate) enum Verdict<T> {
+    Right(T),
+    Wrong,
+    /// Not a guess, though not accepted either (a replay of the code just used): the attempt
+    /// stops counting, and the caller gets this error.
+    NotAGuess(ApiError),
+}
+
+/// Runs one check of a secret through the gate: the attempt is counted before the (slow)
+/// check, so parallel guesses cannot exceed the budget; the one that spends it locks the
+/// address, and the account's owner, if any, is told. `refused` is the error for a wrong
+/// secret.
+pub(crate) async fn gated<T>(
+    state: &AppState,
+    trail: &AuditTrail,
+    claimant: &Claimant<'_>,
+    refused: fn() -> ApiError,
+    check: impl Future<Output = Result<Verdict<T>, ApiError>>,
+) -> Result<T, ApiError> {
+    let now = OffsetDateTime::now_utc();
+    let attempt = match database(
+        state
+            .database
+            .open_login_attempt(&claimant.address, now)
+            .await,
+    )? {
+        LoginGate::Open { attempt } => attempt,
+        LoginGate::Locked { until, just_now } => {
+            if just_now {
+                announce_lock(state, trail, claimant, until).await?;
+            }
+            return Err(locked(until, now));
+        }
+    };
+    match check.await? {
+        Verdict::Right(value) => return Ok(value),
+        Verdict::NotAGuess(error) => {
+            database(
+                state
+                    .database
+                    .forgive_login_attempt(&claimant.address)
+                    .await,
+            )?;
+            return Err(error);
+        }
+        Verdict::Wrong => {}
+    }
+    audit::record(
+        &state.database,
+        claimant.event(trail, Action::SigninFailed, Outcome::Failure),
+    )
+    .await?;
+    if attempt >= LOCKOUT_THRESHOLD {
+        let until = database(state.database.lock_address(&claimant.address, now).await)?;
+        announce_lock(state, trail, claimant, until).await?;
+        return Err(locked(until, now));
+    }
+    Err(refused())
+}
+
+/// Records the lock; mails the account's owner, when there is an account.
+async fn announce_lock(
+    state: &AppState,
+    trail: &AuditTrail,
+    claimant: &Claimant<'_>,
+    until: OffsetDateTime,
+) -> Result<(), ApiError> {
+    audit::record(
+        &state.database,
+        claimant.event(trail, Action::AccountLocked, Outcome::Success),
+    )
+    .await?;
+    if let Some(user) = claimant.user {
+        tracing::warn!(user_id = %user.id, %until, "account locked after failed sign-ins");
+        send_mail(state, &user.email, templates::account_locked(until));
+    } else {
+        tracing::warn!(%until, "an address without an account locked after failed sign-ins");
+    }
+    Ok(())
+}
+
+/// 423 with when the lock ends: in the detail for people, as `locked_until` and
+/// `Retry-After` for programs. The same for an address without an account.
+pub(crate) fn locked(until: OffsetDateTime, now: OffsetDateTime) -> ApiError {
+    let clock = until
+        .format(format_description!(
+            "[year]-[month]-[day] [hour]:[minute] UTC"
+        ))
+        .unwrap_or_else(|_| "a while".to_owned());
+    let rfc3339 = until
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    let seconds = u64::try_from((until - now).whole_seconds()).unwrap_or(0);
+    ApiError::new(
+        StatusCode::LOCKED,
+        "account_locked",
+        format!(
+            "Too many failed sign-ins: signing in with this address is locked until {clock}. \
+             Wait, or reset the password."
+        ),
+    )
+    .with_member("locked_until", rfc3339)
+    .with_retry_after(seconds.max(1))
+}
