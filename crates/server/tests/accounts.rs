@@ -174,6 +174,10 @@ both_backends! {
         let sessions = db.count("SELECT COUNT(*) FROM sessions").await;
         assert_eq!(post(&app, "/v1/auth/login", json!({"email": email, "password": PASSWORD})).await.status(), 500);
         assert_eq!(db.count("SELECT COUNT(*) FROM sessions").await, sessions);
+        // A password grant: no token family.
+        let grant = json!({"grant_type": "password", "email": email, "password": PASSWORD});
+        assert_eq!(post(&app, "/v1/auth/token", grant).await.status(), 500);
+        assert_eq!(db.count("SELECT COUNT(*) FROM refresh_tokens").await, 0);
 
         // A reset: the password stays, and so does the code.
         mend_audit().await;

@@ -399,23 +399,6 @@ impl Database {
             .collect())
     }
 
-    /// Records a sign-in from this client IP and user agent outside a session (the token
-    /// grant); returns whether the user had never signed in from there before.
-    pub async fn note_sign_in_device(
-        &self,
-        user_id: UserId,
-        ip: &str,
-        user_agent: Option<&str>,
-        now: OffsetDateTime,
-    ) -> Result<bool, StorageError> {
-        let (ip, user_agent) = (ip.to_owned(), user_agent.map(str::to_owned));
-        self.serializable(|tx| {
-            let (ip, user_agent) = (ip.clone(), user_agent.clone());
-            async move { note_device(tx, user_id, &ip, user_agent.as_deref(), now).await }.boxed()
-        })
-        .await
-    }
-
     /// Changes an organization's policies in one statement; `None` leaves one as it is.
     pub async fn update_org_policies(
         &self,
@@ -617,6 +600,9 @@ impl Database {
                     };
                     let (user_id, org_id) = insert_account(tx, &account, now).await?;
                     insert_session(tx, user_id, &session, now).await?;
+                    // The first device: noted, and no news to anyone.
+                    note_device(tx, user_id, &session.ip, session.user_agent.as_deref(), now)
+                        .await?;
                     crate::audit::append(tx, &key, &by_account(&event, user_id, org_id), now)
                         .await?;
                     Ok(Some(user_id))
@@ -716,6 +702,9 @@ impl Database {
                     }
                     let (user_id, org_id) = insert_account(tx, &account, now).await?;
                     insert_session(tx, user_id, &session, now).await?;
+                    // The first device: noted, and no news to anyone.
+                    note_device(tx, user_id, &session.ip, session.user_agent.as_deref(), now)
+                        .await?;
                     crate::audit::append(tx, &key, &by_account(&event, user_id, org_id), now)
                         .await?;
                     Ok(Some(user_id))
@@ -755,16 +744,12 @@ impl Database {
         self.serializable(|tx| {
             let (session, key, signed_in) = (session.clone(), key.clone(), signed_in.clone());
             async move {
-                let new_device = insert_session(tx, user_id, &session, now).await?;
-                if new_device.0 {
-                    let alert = AuditEvent {
-                        action: Action::SigninFromNewDevice,
-                        ..signed_in.clone()
-                    };
-                    crate::audit::append(tx, &key, &alert, now).await?;
-                }
-                crate::audit::append(tx, &key, &signed_in, now).await?;
-                Ok(new_device)
+                insert_session(tx, user_id, &session, now).await?;
+                let device = Device {
+                    ip: &session.ip,
+                    user_agent: session.user_agent.as_deref(),
+                };
+                record_sign_in(tx, &key, user_id, device, &signed_in, now).await
             }
             .boxed()
         })
@@ -1059,7 +1044,7 @@ async fn insert_session(
     user_id: UserId,
     session: &NewSession,
     now: OffsetDateTime,
-) -> Result<NewDevice, StorageError> {
+) -> Result<(), StorageError> {
     on_backend!(&mut tx.0, Inner, tx => {
         sqlx::query(
             "INSERT INTO sessions (id, user_id, token_hash, ip, user_agent, created_at, last_seen_at, expires_at) \
@@ -1075,8 +1060,36 @@ async fn insert_session(
         .execute(&mut **tx)
         .await?;
     });
-    let new = note_device(tx, user_id, &session.ip, session.user_agent.as_deref(), now).await?;
-    Ok(NewDevice(new))
+    Ok(())
+}
+
+/// Where a sign-in came from.
+#[derive(Clone, Copy, Debug)]
+pub struct Device<'a> {
+    pub ip: &'a str,
+    pub user_agent: Option<&'a str>,
+}
+
+/// Notes the device a sign-in came from and appends `signed_in`, after a
+/// `signin.new_device` entry of the same pattern when the device is new to the account.
+pub(crate) async fn record_sign_in(
+    tx: &mut crate::Tx,
+    key: &[u8],
+    user_id: UserId,
+    device: Device<'_>,
+    signed_in: &AuditEvent,
+    now: OffsetDateTime,
+) -> Result<NewDevice, StorageError> {
+    let new_device = note_device(tx, user_id, device.ip, device.user_agent, now).await?;
+    if new_device {
+        let alert = AuditEvent {
+            action: Action::SigninFromNewDevice,
+            ..signed_in.clone()
+        };
+        crate::audit::append(tx, key, &alert, now).await?;
+    }
+    crate::audit::append(tx, key, signed_in, now).await?;
+    Ok(NewDevice(new_device))
 }
 
 /// Remembers a sign-in from `ip` and `user_agent`; true when it is the first from there.

@@ -3,10 +3,11 @@
 
 use futures::FutureExt;
 use mailroom_core::UserId;
+use mailroom_core::audit::AuditEvent;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::accounts::{from_ms, ms};
+use crate::accounts::{Device, NewDevice, from_ms, ms, record_sign_in};
 use crate::tx::Inner;
 use crate::{Database, Pool, StorageError, on_backend};
 
@@ -55,17 +56,27 @@ struct Presented {
 }
 
 impl Database {
-    /// Starts a family with its first token (the family is named after it).
+    /// Starts a family with its first token (the family is named after it) for a password
+    /// grant from `device`, and records the sign-in ([`record_sign_in`]'s
+    /// entries) in the same transaction.
     pub async fn start_token_family(
         &self,
         user_id: UserId,
         first: &NewRefreshToken,
         family_expires_at: OffsetDateTime,
+        device: Device<'_>,
+        signed_in: &AuditEvent,
         now: OffsetDateTime,
-    ) -> Result<(), StorageError> {
-        let first = first.clone();
+    ) -> Result<NewDevice, StorageError> {
+        let key = self.audit_key()?;
+        let (first, ip, user_agent) = (
+            first.clone(),
+            device.ip.to_owned(),
+            device.user_agent.map(str::to_owned),
+        );
         self.serializable(|tx| {
-            let first = first.clone();
+            let (first, key, signed_in) = (first.clone(), key.clone(), signed_in.clone());
+            let (ip, user_agent) = (ip.clone(), user_agent.clone());
             async move {
                 let family = Family {
                     id: first.id,
@@ -73,7 +84,12 @@ impl Database {
                     expires_at: family_expires_at,
                     authenticated_at: now,
                 };
-                insert_token(tx, &first, &family, None, now).await
+                insert_token(tx, &first, &family, None, now).await?;
+                let device = Device {
+                    ip: &ip,
+                    user_agent: user_agent.as_deref(),
+                };
+                record_sign_in(tx, &key, user_id, device, &signed_in, now).await
             }
             .boxed()
         })

@@ -16,7 +16,7 @@ use mailroom_core::audit::{Action, AuditEvent, Outcome};
 use mailroom_core::password_policy::{self, CompositionRules};
 use mailroom_crypto::password::Verification;
 use mailroom_mail::templates;
-use mailroom_storage::accounts::{CodeAttempt, NewDevice, User};
+use mailroom_storage::accounts::{CodeAttempt, Device, NewDevice, User};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -572,29 +572,29 @@ pub async fn token(
                 access_jti: Uuid::now_v7(),
                 access_iat: now,
             };
-            database(
+            let signed_in = AuditEvent {
+                target: Some(format!("token family {}", first.id)),
+                ..trail.by_user(&user, Action::SigninSucceeded, Outcome::Success)
+            };
+            let NewDevice(new_device) = database(
                 state
                     .database
-                    .start_token_family(user.id, &first, now + REFRESH_FAMILY_TTL, now)
-                    .await,
-            )?;
-            let new_device = database(
-                state
-                    .database
-                    .note_sign_in_device(user.id, trail.ip(), trail.user_agent(), now)
+                    .start_token_family(
+                        user.id,
+                        &first,
+                        now + REFRESH_FAMILY_TTL,
+                        Device {
+                            ip: trail.ip(),
+                            user_agent: trail.user_agent(),
+                        },
+                        &signed_in,
+                        now,
+                    )
                     .await,
             )?;
             if new_device {
-                alert_new_device(&state, &trail, &user).await?;
+                mail_new_device(&state, &trail, &user);
             }
-            audit::record(
-                &state.database,
-                AuditEvent {
-                    target: Some(format!("token family {}", first.id)),
-                    ..trail.by_user(&user, Action::SigninSucceeded, Outcome::Success)
-                },
-            )
-            .await?;
             (user.id, first.id, first.access_jti, now, now, refresh_token)
         }
         TokenRequest::RefreshToken { refresh_token } => {
@@ -675,20 +675,6 @@ pub async fn token(
 
 /// A sign-in from a client IP and user agent never seen for this user: audited, and the
 /// owner told by email (SES-2).
-async fn alert_new_device(
-    state: &AppState,
-    trail: &AuditTrail,
-    user: &User,
-) -> Result<(), ApiError> {
-    audit::record(
-        &state.database,
-        trail.by_user(user, Action::SigninFromNewDevice, Outcome::Success),
-    )
-    .await?;
-    mail_new_device(state, trail, user);
-    Ok(())
-}
-
 /// Tells the account's owner of a sign-in from a device it had not seen.
 fn mail_new_device(state: &AppState, trail: &AuditTrail, user: &User) {
     let agent = trail.user_agent().unwrap_or("unknown");
