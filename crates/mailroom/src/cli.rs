@@ -35,7 +35,7 @@ pub struct Cli {
 enum Command {
     /// Run the server: open (and migrate) the database, listen, serve until SIGINT/SIGTERM.
     Serve,
-    /// Apply pending database migrations and exit.
+    /// Apply pending database migrations (on PostgreSQL, and make the app role) and exit.
     Migrate,
     /// Accounts, from the terminal.
     Admin {
@@ -237,7 +237,7 @@ impl Cli {
             }
             Command::Keys { command } => keys(&config, command).await,
             Command::Migrate => {
-                let database = config.open_locked_database().await?;
+                let (database, _) = config.open_database().await?;
                 tracing::info!(
                     database = database.backend().name(),
                     "migrations are up to date"

@@ -24,7 +24,7 @@ const TEST_ENV_PREFIX: &str = "MAILROOM_TEST_";
 
 /// Every setting, as a flag (with its `MAILROOM_*` variable) and as a key of the TOML file: the
 /// key is the flag's name with `_` for `-`. `None` means "not set at this layer".
-// Not `Debug`: `smtp_url` and `redis_url` may hold a password.
+// Not `Debug`: `smtp_url`, `redis_url` and `database_app_url` may hold a password.
 #[derive(Default, Args, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
@@ -37,9 +37,27 @@ pub struct Settings {
     #[arg(long, global = true, env = "MAILROOM_DATA_DIR", value_name = "DIR")]
     data_dir: Option<PathBuf>,
 
-    /// sqlite:… or postgres://… [default: SQLite file mailroom.db in the data dir]
+    /// sqlite:… or postgres://… (PostgreSQL: the owner's, which migrates) [default: SQLite file mailroom.db in the data dir]
     #[arg(long, global = true, env = "MAILROOM_DATABASE_URL", value_name = "URL")]
     database_url: Option<String>,
+
+    /// PostgreSQL: the app role's own postgres://… URL, for an owner that may not create roles [default: a role the owner makes]
+    #[arg(
+        long,
+        global = true,
+        env = "MAILROOM_DATABASE_APP_URL",
+        value_name = "URL"
+    )]
+    database_app_url: Option<String>,
+
+    /// PostgreSQL: the name of the role the owner makes for the app [default: mailroom_app_<database>]
+    #[arg(
+        long,
+        global = true,
+        env = "MAILROOM_DATABASE_APP_ROLE",
+        value_name = "ROLE"
+    )]
+    database_app_role: Option<String>,
 
     /// Address and port to listen on [default: 127.0.0.1:8080]
     #[arg(long, global = true, env = "MAILROOM_LISTEN", value_name = "ADDR:PORT")]
@@ -272,6 +290,8 @@ impl Settings {
     pub fn into_config(self) -> anyhow::Result<Config> {
         let mut config = Config::new(self.data_dir.unwrap_or_else(|| PathBuf::from("./data")));
         config.database_url = self.database_url;
+        config.database_app_url = self.database_app_url.map(SecretString::from);
+        config.database_app_role = self.database_app_role;
         config.public_url = self.public_url;
         if let Some(listen) = self.listen {
             config.listen = listen;

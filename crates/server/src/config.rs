@@ -13,6 +13,7 @@ use mailroom_crypto::master_key::{MasterKey, MasterKeyError};
 use mailroom_crypto::root_key::RootKey;
 use mailroom_mail::{SmtpSettings, SystemMail};
 use mailroom_storage::Database;
+use mailroom_storage::roles::AppLogin;
 use secrecy::{ExposeSecret, SecretString};
 use time::OffsetDateTime;
 use url::Url;
@@ -32,8 +33,15 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct Config {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
-    /// `None`: the SQLite database `mailroom.db` in the data directory.
+    /// `None`: the SQLite database `mailroom.db` in the data directory. On PostgreSQL, the
+    /// owner's: it migrates, and makes the app role unless `database_app_url` names one.
     pub database_url: Option<String>,
+    /// PostgreSQL: the app role of this installation, when the owner may not make one (or
+    /// the operator prefers their own). Secret: it holds the role's password.
+    pub database_app_url: Option<SecretString>,
+    /// PostgreSQL: the name of the role the owner makes for the app [default:
+    /// `mailroom_app_<database>`].
+    pub database_app_role: Option<String>,
     /// The origin users reach mailroom at (links in mail, CSRF origin checks). `None`: derived
     /// from the address the server bound.
     pub public_url: Option<Url>,
@@ -82,6 +90,8 @@ impl Config {
             listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080),
             data_dir: data_dir.into(),
             database_url: None,
+            database_app_url: None,
+            database_app_role: None,
             public_url: None,
             trusted_proxies: TrustedProxies::default(),
             metrics_allow: vec![loopback_v4(), loopback_v6()],
@@ -107,14 +117,28 @@ impl Config {
             .unwrap_or_else(|| sqlite_url(&self.data_dir.join("mailroom.db")))
     }
 
-    /// Creates the data directory (owner-only: it will hold keys), connects to the database
-    /// and applies pending migrations.
-    /// Opens and migrates the database and unlocks its keyring with the master key; returns
-    /// the root key that the server's MAC and signing keys derive from.
+    /// Creates the data directory (owner-only: it will hold keys), connects to the database,
+    /// applies pending migrations and unlocks the keyring with the master key (on PostgreSQL,
+    /// provisioning the app role); returns the root key that the server's MAC and signing
+    /// keys derive from.
     pub async fn open_database(&self) -> anyhow::Result<(Database, RootKey)> {
-        let mut database = self.open_locked_database().await?;
-        // A database with accounts but no keyring predates the keyring: started before too.
-        let started_before = database.keyring_exists().await? || database.count_users().await? > 0;
+        create_private_dir(&self.data_dir)?;
+        let url = self.database_url();
+        let shown = mailroom_storage::redacted_url(&url);
+        let mut database = Database::connect(&url)
+            .await
+            .with_context(|| format!("opening the database {shown}"))?;
+        if let Some(app) = self.app_login() {
+            database = database.with_app_login(app).context("--database-app-url")?;
+        }
+        let started_before = database
+            .started_before()
+            .await
+            .with_context(|| format!("reading the database {shown}"))?;
+        database
+            .migrate()
+            .await
+            .with_context(|| format!("migrating the database {shown}"))?;
         let master = self.master_key(started_before)?;
         let root = database
             .unlock(master, OffsetDateTime::now_utc())
@@ -129,19 +153,13 @@ impl Config {
         Ok((database, root))
     }
 
-    /// The database, migrated, before its keyring is unlocked.
-    pub async fn open_locked_database(&self) -> anyhow::Result<Database> {
-        create_private_dir(&self.data_dir)?;
-        let url = self.database_url();
-        let shown = mailroom_storage::redacted_url(&url);
-        let database = Database::connect(&url)
-            .await
-            .with_context(|| format!("opening the database {shown}"))?;
-        database
-            .migrate()
-            .await
-            .with_context(|| format!("migrating the database {shown}"))?;
-        Ok(database)
+    /// How the app's PostgreSQL pool logs in, when not as the role made by default.
+    fn app_login(&self) -> Option<AppLogin> {
+        match (&self.database_app_url, &self.database_app_role) {
+            (Some(url), _) => Some(AppLogin::Url(url.clone())),
+            (None, Some(role)) => Some(AppLogin::Provisioned { role: role.clone() }),
+            (None, None) => None,
+        }
     }
 
     /// Where `mailroom keys rotate-master` puts the new key until the database has moved.
@@ -224,7 +242,20 @@ impl Config {
         if let Some(url) = &self.public_url {
             validate_public_url(url)?;
         }
-        mailroom_storage::Backend::of_url(&self.database_url()).context("--database-url")?;
+        let backend =
+            mailroom_storage::Backend::of_url(&self.database_url()).context("--database-url")?;
+        if let Some(app) = &self.database_app_url {
+            let app_backend = mailroom_storage::Backend::of_url(app.expose_secret())
+                .context("--database-app-url")?;
+            if (backend, app_backend)
+                != (
+                    mailroom_storage::Backend::Postgres,
+                    mailroom_storage::Backend::Postgres,
+                )
+            {
+                bail!("--database-app-url is for PostgreSQL, beside a postgres:// --database-url");
+            }
+        }
         Ok(())
     }
 }

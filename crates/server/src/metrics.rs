@@ -1,5 +1,5 @@
-//! Prometheus metrics: request counts and latency histograms by route and status, and the
-//! count of CSP violation reports. Each [`Metrics`] has its own registry (no global), so
+//! Prometheus metrics: request counts and latency histograms by route and status, the
+//! requests in flight, and the count of CSP violation reports. Each [`Metrics`] has its own registry (no global), so
 //! several servers can live in one process (tests do).
 
 use std::time::Instant;
@@ -11,6 +11,7 @@ use axum::response::Response;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -32,6 +33,7 @@ pub struct Metrics {
     registry: Registry,
     requests: Family<HttpLabels, Counter>,
     durations: HistogramFamily,
+    in_flight: Gauge,
     pub csp_reports: Counter,
 }
 
@@ -52,6 +54,12 @@ impl Metrics {
             "Time from request to response headers, by method, route and status",
             durations.clone(),
         );
+        let in_flight = Gauge::default();
+        registry.register(
+            "http_requests_in_flight",
+            "Requests received and not yet answered (a scrape counts itself)",
+            in_flight.clone(),
+        );
         let csp_reports = Counter::default();
         registry.register(
             "csp_reports",
@@ -62,6 +70,7 @@ impl Metrics {
             registry,
             requests,
             durations,
+            in_flight,
             csp_reports,
         }
     }
@@ -87,7 +96,24 @@ fn method_label(method: &Method) -> &'static str {
     }
 }
 
+/// Counts a request in flight until dropped: answered, or abandoned by its client.
+struct InFlight(Gauge);
+
+impl InFlight {
+    fn start(gauge: &Gauge) -> Self {
+        gauge.inc();
+        Self(gauge.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 pub async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let _in_flight = InFlight::start(&state.metrics.in_flight);
     let started = Instant::now();
     let method = method_label(request.method());
     let route = request

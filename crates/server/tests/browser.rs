@@ -134,8 +134,10 @@ both_backends! {
             "{control:#}"
         );
         assert!(csp_errors(control) > 0, "{control:#}");
+        // The browser sends its report on its own schedule: bounded only against one that
+        // never comes.
         let mut reports = None;
-        for _ in 0..50 {
+        for _ in 0..600 {
             reports = app.metric("mailroom_csp_reports_total").await;
             if reports == Some(1.0) {
                 break;

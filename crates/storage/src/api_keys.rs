@@ -401,7 +401,7 @@ mod tests {
     use mailroom_core::org::OrgRole;
     use mailroom_core::usage::Metric;
     use mailroom_testkit::TestDatabase;
-    use sqlx::{Connection, Executor, PgConnection};
+    use sqlx::{Connection, PgConnection};
 
     use super::*;
     use crate::accounts::{NewAccount, PlatformRole};
@@ -482,6 +482,18 @@ mod tests {
         (user.org_id, user.id)
     }
 
+    /// A PostgreSQL database, as the app's pool sees it, with tenants alpha and bravo.
+    async fn two_tenants() -> Option<(TestDatabase, Database, OrgId, OrgId)> {
+        let test_db = TestDatabase::postgres().await?;
+        let db = crate::test_support::connect(&test_db)
+            .await
+            .with_audit_key(b"test key");
+        db.migrate().await.unwrap();
+        let (a, _) = tenant(&db, "alpha").await;
+        let (b, _) = tenant(&db, "bravo").await;
+        Some((test_db, db, a, b))
+    }
+
     async fn count(connection: &mut PgConnection, table: &str) -> i64 {
         sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}"))
             .fetch_one(connection)
@@ -502,9 +514,8 @@ mod tests {
     #[tokio::test]
     async fn a_cached_key_is_read_again_after_any_write() {
         let test_db = TestDatabase::sqlite().await;
-        let db = Database::connect(test_db.url())
+        let db = crate::test_support::connect(&test_db)
             .await
-            .unwrap()
             .with_audit_key(b"test key");
         db.migrate().await.unwrap();
         let (org_id, _) = tenant(&db, "cached").await;
@@ -549,32 +560,19 @@ mod tests {
     /// tenant row; saying one organization, it sees that one's; it cannot write another's.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_app_role_sees_no_tenant_rows_without_a_tenant() {
-        let Some(test_db) = TestDatabase::postgres().await else {
+        let Some((test_db, db, a, b)) = two_tenants().await else {
             return;
         };
-        let db = Database::connect(test_db.url())
-            .await
-            .unwrap()
-            .with_audit_key(b"test key");
-        db.migrate().await.unwrap();
-        let (a, _) = tenant(&db, "alpha").await;
-        let (b, _) = tenant(&db, "bravo").await;
 
         // The test's own connection is the database's superuser: it sees everything.
         let mut raw = PgConnection::connect(test_db.url()).await.unwrap();
         for table in TENANT_TABLES {
             assert_eq!(count(&mut raw, table).await, 2, "{table}");
         }
-        // The role is what the policies need it to be.
-        let (superuser, bypass): (bool, bool) = sqlx::query_as(
-            "SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = 'mailroom_app'",
-        )
-        .fetch_one(&mut raw)
-        .await
-        .unwrap();
-        assert!(!superuser && !bypass);
-
-        raw.execute("SET ROLE mailroom_app").await.unwrap();
+        // As the app's role.
+        let mut raw = PgConnection::connect(test_db.app_url().unwrap())
+            .await
+            .unwrap();
         for table in TENANT_TABLES {
             assert_eq!(count(&mut raw, table).await, 0, "{table} without a tenant");
         }
@@ -619,5 +617,118 @@ mod tests {
                 .unwrap()
                 .is_some()
         );
+    }
+
+    /// A named cross-tenant path opens the command and the rows its use needs, no more: a
+    /// key lookup only reads; the job claim cannot move a job to another organization or
+    /// leave it anything but running; a purge setting far in the future shows nothing fresh;
+    /// an erased address's invitations cannot be changed, only deleted.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn cross_tenant_paths_open_only_what_they_need() {
+        let Some((test_db, db, a, b)) = two_tenants().await else {
+            return;
+        };
+        let now = OffsetDateTime::now_utc();
+        let job = crate::jobs::NewJob {
+            id: Uuid::now_v7(),
+            user_id: None,
+            api_key_id: None,
+            smtp: false,
+            emails: vec!["someone@example.test".to_owned()],
+        };
+        db.create_job(a, &job, now, now).await.unwrap();
+
+        let mut app = PgConnection::connect(test_db.app_url().unwrap())
+            .await
+            .unwrap();
+        let setting = async |app: &mut PgConnection, name: &str, value: &str| {
+            sqlx::query("SELECT set_config($1, $2, false)")
+                .bind(name)
+                .bind(value)
+                .execute(app)
+                .await
+                .unwrap();
+        };
+        let affected = async |app: &mut PgConnection, sql: &str| {
+            sqlx::query(sql)
+                .execute(app)
+                .await
+                .map(|done| done.rows_affected())
+        };
+
+        setting(&mut app, "app.api_key_lookup_id", "0000000alpha").await;
+        assert_eq!(
+            count(&mut app, "api_keys").await,
+            1,
+            "the lookup reads its key"
+        );
+        assert_eq!(
+            affected(&mut app, "UPDATE api_keys SET name = 'stolen'")
+                .await
+                .unwrap(),
+            0
+        );
+        assert_eq!(affected(&mut app, "DELETE FROM api_keys").await.unwrap(), 0);
+        setting(&mut app, "app.api_key_lookup_id", "").await;
+
+        setting(&mut app, "app.job_claim", "on").await;
+        let moved = format!("UPDATE verify_jobs SET org_id = '{}'", b.as_uuid());
+        assert!(
+            affected(&mut app, &moved).await.is_err(),
+            "a claimed job stays its organization's"
+        );
+        assert!(
+            affected(&mut app, "UPDATE verify_jobs SET status = 'done'")
+                .await
+                .is_err(),
+            "a claim leaves a job running, nothing else"
+        );
+        assert_eq!(
+            affected(&mut app, "UPDATE verify_jobs SET status = 'running'")
+                .await
+                .unwrap(),
+            1
+        );
+        setting(&mut app, "app.job_claim", "").await;
+
+        setting(&mut app, "app.purge_before", &i64::MAX.to_string()).await;
+        for table in ["verifications", "verify_jobs"] {
+            assert_eq!(
+                count(&mut app, table).await,
+                0,
+                "{table}: nothing fresh to read"
+            );
+        }
+        setting(&mut app, "app.purge_before", "").await;
+        setting(&mut app, "app.purge_ended_before", &i64::MAX.to_string()).await;
+        sqlx::query("UPDATE verify_jobs SET status = 'cancelled', finished_at = $1")
+            .bind(crate::accounts::ms(now))
+            .execute(&mut PgConnection::connect(test_db.url()).await.unwrap())
+            .await
+            .unwrap();
+        assert_eq!(
+            count(&mut app, "verify_jobs").await,
+            0,
+            "a job cancelled just now is no one's to read"
+        );
+        setting(&mut app, "app.purge_ended_before", "").await;
+
+        setting(&mut app, "app.erase_email", "guest-of-alpha@example.test").await;
+        assert_eq!(
+            affected(&mut app, "UPDATE invitations SET role = 'admin'")
+                .await
+                .unwrap(),
+            0
+        );
+        assert_eq!(
+            affected(&mut app, "DELETE FROM invitations").await.unwrap(),
+            1
+        );
+        setting(&mut app, "app.erase_email", "").await;
+
+        // Under its own organization, no row leaves it either.
+        setting(&mut app, "app.org_id", &a.as_uuid().to_string()).await;
+        let moved = format!("UPDATE api_keys SET org_id = '{}'", b.as_uuid());
+        assert!(affected(&mut app, &moved).await.is_err());
     }
 }

@@ -560,10 +560,9 @@ mod tests {
         });
     }
 
-    async fn seeded(url: &str) -> (Database, OrgId) {
-        let db = Database::connect(url)
+    async fn seeded(test_db: &mailroom_testkit::TestDatabase) -> (Database, OrgId) {
+        let db = crate::test_support::connect(test_db)
             .await
-            .unwrap()
             .with_audit_key(b"test key");
         db.migrate().await.unwrap();
         let org = OrgId::generate();
@@ -586,12 +585,12 @@ mod tests {
 
     both_backends! {
         async fn intact_chains_verify(test_db) {
-            let (db, _) = seeded(test_db.url()).await;
+            let (db, _) = seeded(&test_db).await;
             assert_eq!(db.verify_audit_chains().await.unwrap(), None);
         }
 
         async fn an_edited_entry_is_found(test_db) {
-            let (db, org) = seeded(test_db.url()).await;
+            let (db, org) = seeded(&test_db).await;
             tamper(&db, "UPDATE audit_log SET outcome = 'success' WHERE seq = 3 AND scope = $1", org).await;
             let broken = db.verify_audit_chains().await.unwrap().unwrap();
             assert_eq!((broken.scope, broken.seq), (org.as_uuid(), 3));
@@ -599,7 +598,7 @@ mod tests {
         }
 
         async fn personal_fields_can_be_erased_but_not_edited(test_db) {
-            let (db, org) = seeded(test_db.url()).await;
+            let (db, org) = seeded(&test_db).await;
             tamper(&db, "UPDATE audit_log SET ip = '198.51.100.1' WHERE seq = 2 AND scope = $1", org).await;
             let broken = db.verify_audit_chains().await.unwrap().unwrap();
             assert_eq!((broken.scope, broken.seq), (org.as_uuid(), 2));
@@ -625,14 +624,14 @@ mod tests {
         }
 
         async fn a_deleted_entry_is_found(test_db) {
-            let (db, org) = seeded(test_db.url()).await;
+            let (db, org) = seeded(&test_db).await;
             tamper(&db, "DELETE FROM audit_log WHERE seq = 2 AND scope = $1", org).await;
             let broken = db.verify_audit_chains().await.unwrap().unwrap();
             assert_eq!((broken.scope, broken.seq), (org.as_uuid(), 3));
         }
 
         async fn deleting_the_newest_entries_or_a_whole_chain_is_found(test_db) {
-            let (db, org) = seeded(test_db.url()).await;
+            let (db, org) = seeded(&test_db).await;
             tamper(&db, "DELETE FROM audit_log WHERE seq = 4 AND scope = $1", org).await;
             let broken = db.verify_audit_chains().await.unwrap().unwrap();
             assert_eq!((broken.scope, broken.seq), (org.as_uuid(), 4));
@@ -642,7 +641,7 @@ mod tests {
         }
 
         async fn deleting_the_oldest_entries_is_found(test_db) {
-            let (db, org) = seeded(test_db.url()).await;
+            let (db, org) = seeded(&test_db).await;
             for _ in 0..7 {
                 db.append_audit(&event(Some(org), Action::SigninFailed), OffsetDateTime::now_utc()).await.unwrap();
             }
@@ -657,7 +656,7 @@ mod tests {
             assert_eq!(broken.reason, "the record of this chain's newest entry was changed");
 
             // The platform's chain, without its first entry.
-            let (db, _) = seeded(test_db.url()).await;
+            let (db, _) = seeded(&test_db).await;
             db.append_audit(&event(None, Action::SigninFailed), OffsetDateTime::now_utc()).await.unwrap();
             on_backend!(&db.pool, Pool, pool => {
                 sqlx::query("DELETE FROM audit_log WHERE seq = 1 AND scope = $1")
@@ -668,7 +667,7 @@ mod tests {
         }
 
         async fn only_the_purge_moves_a_chains_start(test_db) {
-            let (db, org) = seeded(test_db.url()).await;
+            let (db, org) = seeded(&test_db).await;
             let later = OffsetDateTime::now_utc() + time::Duration::days(1);
             db.append_audit(&event(Some(org), Action::SigninSucceeded), later).await.unwrap();
             assert_eq!(db.purge_audit(later - time::Duration::hours(1)).await.unwrap(), 5);
@@ -692,7 +691,7 @@ mod tests {
         }
 
         async fn erasure_takes_the_persons_entries_and_no_look_alikes(test_db) {
-            let (db, _) = seeded(test_db.url()).await;
+            let (db, _) = seeded(&test_db).await;
             let about = |address: &str, target: String| AuditEvent {
                 actor: None,
                 target: Some(target),
@@ -738,7 +737,7 @@ mod tests {
         }
 
         async fn a_head_moved_back_over_deleted_entries_is_found(test_db) {
-            let (db, org) = seeded(test_db.url()).await;
+            let (db, org) = seeded(&test_db).await;
             // Delete the newest entry, and point the head at the one before, as it was then.
             tamper(&db, "DELETE FROM audit_log WHERE seq = 4 AND scope = $1", org).await;
             tamper(
@@ -758,16 +757,16 @@ mod tests {
         }
 
         async fn a_chain_rewritten_without_the_key_does_not_verify(test_db) {
-            let (db, _) = seeded(test_db.url()).await;
-            let impostor = Database::connect(test_db.url()).await.unwrap().with_audit_key(b"guessed key");
+            let (db, _) = seeded(&test_db).await;
+            let impostor = crate::test_support::connect(&test_db).await.with_audit_key(b"guessed key");
             assert!(impostor.verify_audit_chains().await.unwrap().is_some());
-            let keyless = Database::connect(test_db.url()).await.unwrap();
+            let keyless = crate::test_support::connect(&test_db).await;
             assert!(matches!(keyless.verify_audit_chains().await, Err(StorageError::NoAuditKey)));
             assert_eq!(db.verify_audit_chains().await.unwrap(), None);
         }
 
         async fn the_purge_removes_old_entries_and_the_rest_still_verifies(test_db) {
-            let (db, org) = seeded(test_db.url()).await;
+            let (db, org) = seeded(&test_db).await;
             let later = OffsetDateTime::now_utc() + time::Duration::days(1);
             db.append_audit(&event(Some(org), Action::SigninSucceeded), later).await.unwrap();
             let purged = db.purge_audit(later - time::Duration::hours(1)).await.unwrap();
@@ -776,7 +775,7 @@ mod tests {
         }
 
         async fn times_never_go_backwards_along_a_chain_so_purges_take_a_prefix(test_db) {
-            let db = Database::connect(test_db.url()).await.unwrap().with_audit_key(b"test key");
+            let db = crate::test_support::connect(&test_db).await.with_audit_key(b"test key");
             db.migrate().await.unwrap();
             let org = OrgId::generate();
             let now = OffsetDateTime::now_utc();
@@ -791,7 +790,7 @@ mod tests {
         }
 
         async fn concurrent_appends_extend_one_chain(test_db) {
-            let db = Arc::new(Database::connect(test_db.url()).await.unwrap().with_audit_key(b"test key"));
+            let db = Arc::new(crate::test_support::connect(&test_db).await.with_audit_key(b"test key"));
             db.migrate().await.unwrap();
             let org = OrgId::generate();
             let tasks: Vec<_> = (0..20)

@@ -37,6 +37,8 @@ pub enum StorageError {
         "the transaction kept conflicting with concurrent writes; gave up after {attempts} attempts"
     )]
     Contention { attempts: u32 },
+    #[error("the app's PostgreSQL role: {0}")]
+    AppRole(String),
     #[error("internal error: {0}")]
     Internal(&'static str),
 }

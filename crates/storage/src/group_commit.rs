@@ -550,7 +550,7 @@ mod tests {
     #[tokio::test]
     async fn a_lock_held_outside_the_writer_turn_is_waited_out() {
         let test_db = mailroom_testkit::TestDatabase::sqlite().await;
-        let db = Database::connect(test_db.url()).await.unwrap();
+        let db = crate::test_support::connect(&test_db).await;
         db.migrate().await.unwrap();
         let org_id = org(&db).await;
         let file = test_db.url().trim_start_matches("sqlite://").to_owned();
@@ -588,7 +588,7 @@ mod tests {
 
     both_backends! {
         async fn a_logged_result_answers_and_the_rest_is_charged_once(test_db) {
-            let db = Database::connect(test_db.url()).await.unwrap();
+            let db = crate::test_support::connect(&test_db).await;
             db.migrate().await.unwrap();
             let org_id = org(&db).await;
             let now = OffsetDateTime::now_utc();
@@ -610,7 +610,7 @@ mod tests {
         }
 
         async fn racing_claims_against_a_quota_grant_exactly_the_quota(test_db) {
-            let db = Database::connect(test_db.url()).await.unwrap();
+            let db = crate::test_support::connect(&test_db).await;
             db.migrate().await.unwrap();
             let org_id = org(&db).await;
             set_quota(&db, 100).await;
@@ -633,7 +633,7 @@ mod tests {
         }
 
         async fn a_claim_over_the_quota_charges_none_of_its_addresses(test_db) {
-            let db = Database::connect(test_db.url()).await.unwrap();
+            let db = crate::test_support::connect(&test_db).await;
             db.migrate().await.unwrap();
             let org_id = org(&db).await;
             set_quota(&db, 2).await;
@@ -647,7 +647,7 @@ mod tests {
         }
 
         async fn a_claim_charged_logs_its_lines_and_one_refused_logs_none(test_db) {
-            let db = Database::connect(test_db.url()).await.unwrap();
+            let db = crate::test_support::connect(&test_db).await;
             db.migrate().await.unwrap();
             let org_id = org(&db).await;
             set_quota(&db, 1).await;
@@ -673,7 +673,7 @@ mod tests {
         async fn claims_and_charges_by_the_other_driver_share_one_quota(test_db) {
             // On SQLite the claims go through the group commit's own connection and the
             // charges through sqlx's: both take the same writer turn and read the same ledger.
-            let db = Database::connect(test_db.url()).await.unwrap();
+            let db = crate::test_support::connect(&test_db).await;
             db.migrate().await.unwrap();
             let org_id = org(&db).await;
             set_quota(&db, 100).await;
@@ -714,7 +714,7 @@ mod tests {
         }
 
         async fn a_bad_request_in_a_batch_fails_only_itself(test_db) {
-            let db = Database::connect(test_db.url()).await.unwrap();
+            let db = crate::test_support::connect(&test_db).await;
             db.migrate().await.unwrap();
             let org_id = org(&db).await;
             // A log line of an organization that does not exist breaks its foreign key.

@@ -591,7 +591,7 @@ mod tests {
 
     both_backends! {
         async fn a_job_is_refused_whole_past_the_quota_or_the_open_job_cap(test_db) {
-            let db = std::sync::Arc::new(Database::connect(test_db.url()).await.unwrap());
+            let db = std::sync::Arc::new(crate::test_support::connect(&test_db).await);
             db.migrate().await.unwrap();
             let org_id = org(&db).await;
             let now = OffsetDateTime::now_utc();
@@ -626,7 +626,7 @@ mod tests {
         }
 
         async fn the_rows_of_failed_and_cancelled_jobs_go_after_a_week(test_db) {
-            let db = Database::connect(test_db.url()).await.unwrap();
+            let db = crate::test_support::connect(&test_db).await;
             db.migrate().await.unwrap();
             let (a, b) = (org(&db).await, org(&db).await);
             let now = OffsetDateTime::now_utc();
@@ -646,7 +646,7 @@ mod tests {
         }
 
         async fn an_organization_with_a_job_under_way_waits_behind_one_without(test_db) {
-            let db = Database::connect(test_db.url()).await.unwrap();
+            let db = crate::test_support::connect(&test_db).await;
             db.migrate().await.unwrap();
             let (a, b) = (org(&db).await, org(&db).await);
             let now = OffsetDateTime::now_utc();

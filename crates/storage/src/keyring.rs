@@ -57,14 +57,38 @@ pub struct DataKeyStatus {
 
 impl Database {
     /// Whether this database has been started before: its keyring exists, so a master key
-    /// must be supplied, never made up.
-    pub async fn keyring_exists(&self) -> Result<bool, StorageError> {
-        let found: Option<i64> = on_backend!(&self.pool, Pool, pool => {
-            sqlx::query_scalar("SELECT created_at FROM keyring WHERE singleton = 1")
-                .fetch_optional(pool)
-                .await?
-        });
-        Ok(found.is_some())
+    /// must be supplied, never made up — or it has accounts from before the keyring. Asked
+    /// as the owner (the app role may not log in yet), and before migrating: a table that
+    /// does not exist yet holds nothing.
+    pub async fn started_before(&self) -> Result<bool, StorageError> {
+        let owner = self.as_owner().await?;
+        let (table_exists, has_rows) = match &owner.database.pool {
+            Pool::Sqlite(_) => (
+                "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = $1)",
+                "SELECT EXISTS (SELECT 1 FROM keyring) OR EXISTS (SELECT 1 FROM users)",
+            ),
+            Pool::Postgres(_) => (
+                "SELECT to_regclass($1) IS NOT NULL",
+                "SELECT EXISTS (SELECT 1 FROM keyring) OR EXISTS (SELECT 1 FROM users)",
+            ),
+        };
+        let started = async {
+            on_backend!(&owner.database.pool, Pool, pool => {
+                for table in ["keyring", "users"] {
+                    let exists: bool = sqlx::query_scalar(table_exists)
+                        .bind(table)
+                        .fetch_one(pool)
+                        .await?;
+                    if !exists {
+                        return Ok(false);
+                    }
+                }
+                sqlx::query_scalar(has_rows).fetch_one(pool).await
+            })
+        }
+        .await;
+        owner.close().await;
+        Ok(started?)
     }
 
     /// Opens the keyring with `master` (creating it, with a new root key, on first start)
@@ -75,7 +99,9 @@ impl Database {
         now: OffsetDateTime,
     ) -> Result<RootKey, StorageError> {
         let master_check = master.check_value();
-        let stored: Option<(Vec<u8>, Vec<u8>)> = self
+        let owner = self.as_owner().await?;
+        let stored = owner
+            .database
             .serializable(|tx| {
                 let fresh = RootKey::generate();
                 let fresh_wrapped = master.wrap(fresh.expose(), ROOT_CONTEXT);
@@ -90,7 +116,7 @@ impl Database {
                         .bind(ms(now))
                         .execute(&mut **tx)
                         .await?;
-                        Ok(sqlx::query_as(
+                        Ok(sqlx::query_as::<_, (Vec<u8>, Vec<u8>)>(
                             "SELECT master_check, wrapped_root FROM keyring WHERE singleton = 1",
                         )
                         .fetch_optional(&mut **tx)
@@ -99,8 +125,9 @@ impl Database {
                 }
                 .boxed()
             })
-            .await?;
-        let (stored_check, wrapped_root) = stored.ok_or(StorageError::WrongMasterKey)?;
+            .await;
+        owner.close().await;
+        let (stored_check, wrapped_root) = stored?.ok_or(StorageError::WrongMasterKey)?;
         if !bool::from(stored_check.ct_eq(master_check.as_slice())) {
             return Err(StorageError::WrongMasterKey);
         }
@@ -109,6 +136,7 @@ impl Database {
                 .unwrap(&wrapped_root, ROOT_CONTEXT)
                 .map_err(|_| StorageError::WrongMasterKey)?,
         );
+        self.provision_app_role(&root).await?;
         self.audit_key = Some(root.derive(AUDIT_CHAIN_LABEL).as_bytes().into());
         self.keyring = Some(Arc::new(Keyring {
             master,
@@ -487,7 +515,7 @@ mod tests {
     both_backends! {
         async fn the_same_master_key_unlocks_the_same_root_and_another_is_refused(test_db) {
             let (db, root) = unlocked(test_db.url(), same_key(KEY)).await.unwrap();
-            assert!(db.keyring_exists().await.unwrap());
+            assert!(db.started_before().await.unwrap());
             let (_, again) = unlocked(test_db.url(), same_key(KEY)).await.unwrap();
             assert_eq!(root.derive(b"x").as_bytes(), again.derive(b"x").as_bytes());
             assert!(matches!(

@@ -11,6 +11,7 @@ pub mod jobs;
 pub mod keyring;
 pub mod lockout;
 pub mod privacy;
+pub mod roles;
 pub mod teams;
 pub mod tokens;
 pub mod two_factor;
@@ -50,6 +51,20 @@ pub(crate) mod test_support {
 
     use crate::Database;
     use crate::accounts::{NewAccount, PlatformRole};
+    use crate::roles::AppLogin;
+
+    /// The test's database, its pool logging in as the test's app role on PostgreSQL (given
+    /// the tables by `migrate`, as an operator's role would be): what the app's queries meet,
+    /// row policies included. Not yet migrated.
+    pub async fn connect(test_db: &mailroom_testkit::TestDatabase) -> Database {
+        let db = Database::connect(test_db.url()).await.unwrap();
+        match test_db.app_url() {
+            Some(url) => db
+                .with_app_login(AppLogin::Url(url.to_owned().into()))
+                .unwrap(),
+            None => db,
+        }
+    }
 
     /// A new account's personal organization.
     pub async fn org(db: &Database) -> OrgId {
@@ -65,11 +80,6 @@ pub(crate) mod test_support {
     }
 }
 pub use tx::Tx;
-
-/// The role the app's PostgreSQL queries run as (made by migration 0017): neither owner nor
-/// superuser nor BYPASSRLS, so that the tenant policies bind it.
-pub const APP_ROLE: &str = "mailroom_app";
-const APP_ROLE_SQL: &str = "SET ROLE mailroom_app";
 
 /// How long a readiness probe may wait for the database before calling it unreachable.
 const PING_TIMEOUT: Duration = Duration::from_secs(2);
@@ -95,8 +105,9 @@ impl Backend {
 #[derive(Clone)]
 pub struct Database {
     pool: Pool,
-    /// PostgreSQL: how to connect as the URL's own user, for migrations.
-    owner: Option<PgConnectOptions>,
+    /// PostgreSQL: the owner's login (migrations, the keyring's bootstrap, the app role) and
+    /// the app's.
+    postgres: Option<PostgresLogins>,
     /// Keys the audit hash chains; derived from the root key when the keyring is unlocked.
     audit_key: Option<std::sync::Arc<[u8]>>,
     /// Seals and opens secrets in columns; present once unlocked with the master key.
@@ -115,6 +126,12 @@ impl std::fmt::Debug for Database {
             .field("backend", &self.backend())
             .finish_non_exhaustive()
     }
+}
+
+#[derive(Clone, Debug)]
+struct PostgresLogins {
+    owner: PgConnectOptions,
+    app: roles::AppLogin,
 }
 
 #[derive(Clone, Debug)]
@@ -145,6 +162,7 @@ impl Database {
     /// `postgres://…`.
     pub async fn connect(url: &str) -> Result<Self, StorageError> {
         let mut sqlite_file = None;
+        let mut postgres = None;
         let pool = match Backend::of_url(url)? {
             Backend::Sqlite => {
                 let options = SqliteConnectOptions::from_str(url)?
@@ -187,33 +205,27 @@ impl Database {
                 )
             }
             Backend::Postgres => {
-                let options = PgConnectOptions::from_str(url)?.application_name("mailroom");
-                // Every query of the app runs as the role the tenant policies bind (ORG-4),
-                // whoever the URL names — a superuser included. Lazily: the role exists only
-                // once the migrations, which run as the URL's user, have made it.
+                let owner = PgConnectOptions::from_str(url)?.application_name("mailroom-migrate");
+                let database_name = owner
+                    .get_database()
+                    .unwrap_or(owner.get_username())
+                    .to_owned();
+                let app = roles::AppLogin::Provisioned {
+                    role: roles::AppLogin::default_role(&database_name),
+                };
+                // Lazily: the app role exists, and its password is known, only once the
+                // keyring is unlocked (`unlock`), which runs as the owner.
                 let pool = PgPoolOptions::new()
                     .max_connections(16)
                     .acquire_timeout(Duration::from_secs(5))
-                    .after_connect(|connection, _| {
-                        Box::pin(async move {
-                            sqlx::Executor::execute(connection, APP_ROLE_SQL)
-                                .await
-                                .map(drop)
-                        })
-                    })
-                    .connect_lazy_with(options.clone());
+                    .connect_lazy_with(app.connect_options(&owner, None)?);
+                postgres = Some(PostgresLogins { owner, app });
                 Pool::Postgres(pool)
             }
         };
-        let owner = match Backend::of_url(url)? {
-            Backend::Postgres => {
-                Some(PgConnectOptions::from_str(url)?.application_name("mailroom-migrate"))
-            }
-            Backend::Sqlite => None,
-        };
         let mut database = Self {
             pool,
-            owner,
+            postgres,
             audit_key: None,
             keyring: None,
             sqlite_writer: Default::default(),
@@ -248,23 +260,79 @@ impl Database {
         }
     }
 
-    /// Applies the backend's pending migrations. Safe to run from several nodes at once: on
+    /// PostgreSQL: the app's pool logs in with `app` instead of the role this installation
+    /// provisions for itself ([`roles::AppLogin::Provisioned`]). Nothing on SQLite.
+    pub fn with_app_login(mut self, app: roles::AppLogin) -> Result<Self, StorageError> {
+        if let (Pool::Postgres(pool), Some(logins)) = (&self.pool, &mut self.postgres) {
+            pool.set_connect_options(app.connect_options(&logins.owner, None)?);
+            logins.app = app;
+        }
+        Ok(self)
+    }
+
+    /// The role the app's PostgreSQL pool logs in as.
+    pub fn app_role(&self) -> Result<Option<String>, StorageError> {
+        self.postgres
+            .as_ref()
+            .map(|logins| logins.app.role())
+            .transpose()
+    }
+
+    /// Applies the backend's pending migrations, and gives an operator's app role
+    /// ([`roles::AppLogin::Url`]) the tables. Safe to run from several nodes at once: on
     /// PostgreSQL the migrator holds an advisory lock.
     pub async fn migrate(&self) -> Result<(), StorageError> {
-        match (&self.pool, &self.owner) {
+        match (&self.pool, &self.postgres) {
             (Pool::Sqlite(pool), _) => sqlx::migrate!("migrations/sqlite").run(pool).await?,
-            // As the URL's user, who owns the tables, not as the app role.
-            (Pool::Postgres(_), Some(owner)) => {
+            // As the owner, on a connection of its own, never the app's pool.
+            (Pool::Postgres(_), Some(logins)) => {
                 let mut connection =
-                    <sqlx::PgConnection as sqlx::Connection>::connect_with(owner).await?;
+                    <sqlx::PgConnection as sqlx::Connection>::connect_with(&logins.owner).await?;
                 sqlx::migrate!("migrations/postgres")
                     .run(&mut connection)
                     .await?;
+                if let roles::AppLogin::Url(_) = &logins.app {
+                    let role = logins.app.role()?;
+                    let access = roles::provision(&mut connection, &role, None).await?;
+                    roles::report(access);
+                }
                 sqlx::Connection::close(connection).await?;
             }
             (Pool::Postgres(_), None) => return Err(StorageError::UnsupportedUrl),
         }
         Ok(())
+    }
+
+    /// The same database through the owner's login on PostgreSQL (one connection), for what
+    /// comes before the app's own: the keyring's bootstrap. On SQLite, itself.
+    pub(crate) async fn as_owner(&self) -> Result<OwnerSide, StorageError> {
+        let Some(logins) = &self.postgres else {
+            return Ok(OwnerSide {
+                database: self.clone(),
+                separate: false,
+            });
+        };
+        // A connection of its own first: a pool that cannot connect reports only that it
+        // timed out, this says why.
+        let probe = <sqlx::PgConnection as sqlx::Connection>::connect_with(&logins.owner).await?;
+        sqlx::Connection::close(probe).await?;
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(logins.owner.clone())
+            .await?;
+        Ok(OwnerSide {
+            database: Database {
+                pool: Pool::Postgres(pool),
+                postgres: None,
+                audit_key: None,
+                keyring: None,
+                sqlite_writer: Default::default(),
+                group_commit: None,
+                key_cache: None,
+            },
+            separate: true,
+        })
     }
 
     /// Whether the database answers a trivial query within [`PING_TIMEOUT`].
@@ -281,6 +349,21 @@ impl Database {
     /// Waits for checked-out connections to return, then closes them all.
     pub async fn close(&self) {
         on_backend!(&self.pool, Pool, pool => pool.close().await)
+    }
+}
+
+/// The owner's side of the database ([`Database::as_owner`]).
+pub(crate) struct OwnerSide {
+    pub database: Database,
+    /// A connection of its own, to close when done (not the app's pool).
+    separate: bool,
+}
+
+impl OwnerSide {
+    pub async fn close(self) {
+        if self.separate {
+            self.database.close().await;
+        }
     }
 }
 

@@ -348,16 +348,16 @@ mod tests {
         test_db
             .execute("INSERT INTO scratch_counter (value) VALUES (0)")
             .await;
-        if db.backend() == crate::Backend::Postgres {
+        if let Some(role) = db.app_role().unwrap() {
             test_db
-                .execute("GRANT ALL ON scratch_counter TO mailroom_app")
+                .execute(&format!("GRANT ALL ON scratch_counter TO {role}"))
                 .await;
         }
     }
 
     both_backends! {
         async fn fifty_concurrent_read_modify_writes_end_exact(test_db) {
-            let db = Arc::new(Database::connect(test_db.url()).await.unwrap());
+            let db = Arc::new(crate::test_support::connect(&test_db).await);
             create_scratch_counter(&test_db, &db).await;
 
             let tasks: Vec<_> = (0..50)
@@ -375,7 +375,7 @@ mod tests {
         }
 
         async fn an_error_in_the_work_rolls_everything_back(test_db) {
-            let db = Database::connect(test_db.url()).await.unwrap();
+            let db = crate::test_support::connect(&test_db).await;
             create_scratch_counter(&test_db, &db).await;
             let result: Result<(), _> = db
                 .serializable(|tx| {
@@ -391,7 +391,7 @@ mod tests {
         }
 
         async fn migrations_apply_twice_and_ping_answers(test_db) {
-            let db = Database::connect(test_db.url()).await.unwrap();
+            let db = crate::test_support::connect(&test_db).await;
             // The test kit links its own build of this crate: compare by name.
             assert_eq!(db.backend().name(), test_db.backend().name());
             db.migrate().await.unwrap();
@@ -408,7 +408,7 @@ mod tests {
         let Some(test_db) = mailroom_testkit::TestDatabase::postgres().await else {
             return;
         };
-        let db = Arc::new(Database::connect(test_db.url()).await.unwrap());
+        let db = Arc::new(crate::test_support::connect(&test_db).await);
         create_scratch_counter(&test_db, &db).await;
         let both_have_read = Arc::new(tokio::sync::Barrier::new(2));
         let attempts = Arc::new(AtomicU32::new(0));
@@ -459,7 +459,7 @@ mod tests {
     #[tokio::test]
     async fn sqlite_runs_in_wal_with_foreign_keys_and_a_busy_timeout() {
         let test_db = mailroom_testkit::TestDatabase::sqlite().await;
-        let db = Database::connect(test_db.url()).await.unwrap();
+        let db = crate::test_support::connect(&test_db).await;
         let Pool::Sqlite(pool) = &db.pool else {
             panic!("a sqlite: URL opens SQLite");
         };
@@ -484,7 +484,7 @@ mod tests {
     #[tokio::test]
     async fn a_begin_abandoned_mid_answer_does_not_keep_the_write_lock() {
         let test_db = mailroom_testkit::TestDatabase::sqlite().await;
-        let db = Database::connect(test_db.url()).await.unwrap();
+        let db = crate::test_support::connect(&test_db).await;
         db.migrate().await.unwrap();
         for polls in (1..=4).cycle().take(24) {
             let mut begin = std::pin::pin!(db.begin_serializable());

@@ -301,7 +301,7 @@ mod tests {
 
     both_backends! {
         async fn two_hundred_racing_charges_against_a_quota_of_one_hundred_grant_exactly_one_hundred(test_db) {
-            let db = Arc::new(Database::connect(test_db.url()).await.unwrap());
+            let db = Arc::new(crate::test_support::connect(&test_db).await);
             db.migrate().await.unwrap();
             let org_id = org(&db).await;
             let period_start = OffsetDateTime::now_utc();
@@ -326,7 +326,7 @@ mod tests {
         }
 
         async fn a_repeated_idempotency_key_is_charged_once(test_db) {
-            let db = Database::connect(test_db.url()).await.unwrap();
+            let db = crate::test_support::connect(&test_db).await;
             db.migrate().await.unwrap();
             let org_id = org(&db).await;
             let period_start = OffsetDateTime::now_utc();
@@ -344,7 +344,7 @@ mod tests {
         }
 
         async fn a_batch_is_charged_for_its_new_keys_all_or_none(test_db) {
-            let db = Database::connect(test_db.url()).await.unwrap();
+            let db = crate::test_support::connect(&test_db).await;
             db.migrate().await.unwrap();
             let org_id = org(&db).await;
             let period_start = OffsetDateTime::now_utc();

@@ -206,7 +206,7 @@ mod tests {
 
     both_backends! {
         async fn the_log_is_the_organizations_own_and_expires(test_db) {
-            let db = Database::connect(test_db.url()).await.unwrap();
+            let db = crate::test_support::connect(&test_db).await;
             db.migrate().await.unwrap();
             let (a, b) = (org(&db).await, org(&db).await);
             let now = OffsetDateTime::now_utc();

@@ -32,6 +32,11 @@ pub struct TestDatabase {
 struct PostgresDatabase {
     admin_url: String,
     name: String,
+    /// The database's owner, when it is a role of the test's own rather than the superuser.
+    owner: Option<String>,
+    /// A login role of the test's own for the app's pool (`app_url`), given the tables by
+    /// the app's migrations like an operator's role would be.
+    app_url: String,
 }
 
 impl TestDatabase {
@@ -49,6 +54,16 @@ impl TestDatabase {
     /// A fresh PostgreSQL database, or `None` when PostgreSQL cannot be reached (and
     /// `MAILROOM_TEST_REQUIRE_ALL` is not set).
     pub async fn postgres() -> Option<Self> {
+        Self::postgres_owned(false).await
+    }
+
+    /// A fresh PostgreSQL database owned by a login role of its own that is no superuser but
+    /// may create roles: an installation as a careful operator sets one up.
+    pub async fn postgres_with_plain_owner() -> Option<Self> {
+        Self::postgres_owned(true).await
+    }
+
+    async fn postgres_owned(plain_owner: bool) -> Option<Self> {
         let admin_url = std::env::var("MAILROOM_TEST_POSTGRES_URL")
             .unwrap_or_else(|_| DEFAULT_POSTGRES_URL.to_owned());
         let connect = PgConnection::connect(&admin_url);
@@ -60,11 +75,30 @@ impl TestDatabase {
         let name = format!("mailroom_test_{}", uuid::Uuid::now_v7().simple());
         // `name` is generated above from hex digits: safe to splice into DDL, which cannot
         // take bind parameters.
+        let owner = plain_owner.then(|| format!("{name}_owner"));
+        let create = match &owner {
+            Some(owner) => {
+                if let Err(error) = admin
+                    .execute(
+                        format!("CREATE ROLE {owner} LOGIN CREATEROLE PASSWORD 'test'").as_str(),
+                    )
+                    .await
+                {
+                    panic!("creating test role {owner}: {error}");
+                }
+                format!("CREATE DATABASE {name} OWNER {owner}")
+            }
+            None => format!("CREATE DATABASE {name}"),
+        };
+        if let Err(error) = admin.execute(create.as_str()).await {
+            panic!("creating test database {name}: {error}");
+        }
+        let app_role = format!("{name}_app");
         if let Err(error) = admin
-            .execute(format!("CREATE DATABASE {name}").as_str())
+            .execute(format!("CREATE ROLE {app_role} LOGIN PASSWORD 'test'").as_str())
             .await
         {
-            panic!("creating test database {name}: {error}");
+            panic!("creating test role {app_role}: {error}");
         }
         let _ = admin.close().await;
         let mut url = match url::Url::parse(&admin_url) {
@@ -72,11 +106,23 @@ impl TestDatabase {
             Err(error) => panic!("MAILROOM_TEST_POSTGRES_URL is not a URL: {error}"),
         };
         url.set_path(&name);
+        let mut app_url = url.clone();
+        if let Some(owner) = &owner {
+            let _ = url.set_username(owner);
+            let _ = url.set_password(Some("test"));
+        }
+        let _ = app_url.set_username(&app_role);
+        let _ = app_url.set_password(Some("test"));
         Some(Self {
             backend: Backend::Postgres,
             url: url.to_string(),
             dir: tempdir(),
-            postgres: Some(PostgresDatabase { admin_url, name }),
+            postgres: Some(PostgresDatabase {
+                admin_url,
+                name,
+                owner,
+                app_url: app_url.to_string(),
+            }),
         })
     }
 
@@ -91,8 +137,15 @@ impl TestDatabase {
         self.backend
     }
 
+    /// The database's owner (a superuser here): what the app migrates with.
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// PostgreSQL: a login role of the test's own for the app's pool, as an operator would
+    /// give with `--database-app-url`; the migrations give it the tables.
+    pub fn app_url(&self) -> Option<&str> {
+        self.postgres.as_ref().map(|pg| pg.app_url.as_str())
     }
 
     /// A scratch directory that lives as long as the database (a data dir, say).
@@ -266,6 +319,17 @@ impl Drop for TestDatabase {
                 if let Ok(mut admin) = PgConnection::connect(&pg.admin_url).await {
                     let statement = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", pg.name);
                     let _ = admin.execute(statement.as_str()).await;
+                    // Roles are the cluster's: the test's, and the one the app made.
+                    let provisioned = mailroom_storage::roles::AppLogin::default_role(&pg.name);
+                    let roles = [
+                        Some(format!("{}_app", pg.name)),
+                        Some(provisioned),
+                        pg.owner,
+                    ];
+                    for role in roles.into_iter().flatten() {
+                        let statement = format!("DROP ROLE IF EXISTS \"{role}\"");
+                        let _ = admin.execute(statement.as_str()).await;
+                    }
                 }
             });
         });
