@@ -237,12 +237,15 @@ impl Cli {
             }
             Command::Keys { command } => keys(&config, command).await,
             Command::Migrate => {
-                let (database, _) = config.open_database().await?;
-                tracing::info!(
-                    database = database.backend().name(),
-                    "migrations are up to date"
-                );
-                database.close().await;
+                let started_before = config.migrate_database().await?;
+                if started_before {
+                    tracing::info!("migrations are up to date");
+                } else {
+                    tracing::info!(
+                        "migrations are up to date; the first `mailroom serve` makes the keyring, \
+                         its master key and, on PostgreSQL, the app role"
+                    );
+                }
                 Ok(())
             }
         }

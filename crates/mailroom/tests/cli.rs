@@ -302,6 +302,8 @@ both_backends! {
             if db.backend() == Backend::Sqlite {
                 assert!(dir.join("data/mailroom.db").is_file());
             }
+            // A migration job makes no master key: the first `serve` does, where it will live.
+            assert!(!dir.join("data/master.key").exists());
         })
         .await
         .unwrap();

@@ -120,8 +120,49 @@ impl Config {
     /// Creates the data directory (owner-only: it will hold keys), connects to the database,
     /// applies pending migrations and unlocks the keyring with the master key (on PostgreSQL,
     /// provisioning the app role); returns the root key that the server's MAC and signing
-    /// keys derive from.
+    /// keys derive from. Only an installation that never started gets a new master key.
     pub async fn open_database(&self) -> anyhow::Result<(Database, RootKey)> {
+        let (mut database, started_before) = self.migrated_database().await?;
+        let master = self.master_key(started_before)?;
+        let root = self.unlock(&mut database, master).await?;
+        Ok((database, root))
+    }
+
+    /// `mailroom migrate`: the migrations, and on an installation that has started before,
+    /// the app role (which needs its master key). A new installation's keyring, master key
+    /// and app role are made by its first `serve`, where the key is meant to live — never by
+    /// a migration job.
+    /// Whether the installation had started before.
+    pub async fn migrate_database(&self) -> anyhow::Result<bool> {
+        let (mut database, started_before) = self.migrated_database().await?;
+        let outcome = match started_before {
+            true => self.unlock_existing(&mut database).await,
+            false => Ok(()),
+        };
+        database.close().await;
+        outcome.map(|()| started_before)
+    }
+
+    /// Unlocks an installation that has a master key (never makes one).
+    async fn unlock_existing(&self, database: &mut Database) -> anyhow::Result<()> {
+        let master = self.master_key(true)?;
+        self.unlock(database, master).await.map(drop)
+    }
+
+    async fn unlock(&self, database: &mut Database, master: MasterKey) -> anyhow::Result<RootKey> {
+        database
+            .unlock(master, OffsetDateTime::now_utc())
+            .await
+            .with_context(|| {
+                format!(
+                    "unlocking the keyring with {}{}",
+                    self.master_key_origin(),
+                    self.interrupted_rotation_hint()
+                )
+            })
+    }
+
+    async fn migrated_database(&self) -> anyhow::Result<(Database, bool)> {
         create_private_dir(&self.data_dir)?;
         let url = self.database_url();
         let shown = mailroom_storage::redacted_url(&url);
@@ -131,6 +172,7 @@ impl Config {
         if let Some(app) = self.app_login() {
             database = database.with_app_login(app).context("--database-app-url")?;
         }
+        // Asked before migrating: a table the migrations make holds nothing yet.
         let started_before = database
             .started_before()
             .await
@@ -139,18 +181,7 @@ impl Config {
             .migrate()
             .await
             .with_context(|| format!("migrating the database {shown}"))?;
-        let master = self.master_key(started_before)?;
-        let root = database
-            .unlock(master, OffsetDateTime::now_utc())
-            .await
-            .with_context(|| {
-                format!(
-                    "unlocking the keyring with {}{}",
-                    self.master_key_origin(),
-                    self.interrupted_rotation_hint()
-                )
-            })?;
-        Ok((database, root))
+        Ok((database, started_before))
     }
 
     /// How the app's PostgreSQL pool logs in, when not as the role made by default.

@@ -153,6 +153,8 @@ both_backends! {
         assert_eq!(page.status(), 404);
         assert_security_headers(page.headers());
         assert!(page.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+        let varies = page.headers().get_all("vary").iter().any(|value| value.to_str().unwrap().contains("accept"));
+        assert!(varies, "caches keep the page and the problem apart");
         let request_id = page.headers()["x-request-id"].to_str().unwrap().to_owned();
         let page = page.text().await.unwrap();
         assert!(page.contains("Page not found") && page.contains(&request_id), "{page}");

@@ -701,15 +701,66 @@ mod tests {
         }
         setting(&mut app, "app.purge_before", "").await;
         setting(&mut app, "app.purge_ended_before", &i64::MAX.to_string()).await;
+        let mut owner = PgConnection::connect(test_db.url()).await.unwrap();
         sqlx::query("UPDATE verify_jobs SET status = 'cancelled', finished_at = $1")
             .bind(crate::accounts::ms(now))
-            .execute(&mut PgConnection::connect(test_db.url()).await.unwrap())
+            .execute(&mut owner)
             .await
             .unwrap();
         assert_eq!(
             count(&mut app, "verify_jobs").await,
             0,
             "a job cancelled just now is no one's to read"
+        );
+        setting(&mut app, "app.purge_ended_before", "").await;
+
+        // Rows past their time are the purges' to read, and nobody else's: not a transaction
+        // that says nothing, nor another tenant's.
+        let long_ago = crate::accounts::ms(now - time::Duration::days(100));
+        for sql in [
+            "UPDATE verifications SET created_at = $1",
+            "UPDATE verify_jobs SET created_at = $1, finished_at = $1",
+        ] {
+            sqlx::query(sql)
+                .bind(long_ago)
+                .execute(&mut owner)
+                .await
+                .unwrap();
+        }
+        for table in ["verifications", "verify_jobs"] {
+            assert_eq!(count(&mut app, table).await, 0, "{table} without a setting");
+        }
+        setting(&mut app, "app.org_id", &b.as_uuid().to_string()).await;
+        assert_eq!(
+            count(&mut app, "verifications").await,
+            1,
+            "bravo's own, not alpha's"
+        );
+        assert_eq!(
+            count(&mut app, "verify_jobs").await,
+            0,
+            "alpha's job is not bravo's"
+        );
+        setting(&mut app, "app.org_id", "").await;
+        setting(
+            &mut app,
+            "app.purge_before",
+            &crate::accounts::ms(now).to_string(),
+        )
+        .await;
+        assert_eq!(count(&mut app, "verifications").await, 2);
+        assert_eq!(count(&mut app, "verify_jobs").await, 1);
+        setting(&mut app, "app.purge_before", "").await;
+        setting(
+            &mut app,
+            "app.purge_ended_before",
+            &crate::accounts::ms(now).to_string(),
+        )
+        .await;
+        assert_eq!(
+            count(&mut app, "verify_jobs").await,
+            1,
+            "ended long ago: the rows' purge reads it"
         );
         setting(&mut app, "app.purge_ended_before", "").await;
 

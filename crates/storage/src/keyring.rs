@@ -62,15 +62,11 @@ impl Database {
     /// does not exist yet holds nothing.
     pub async fn started_before(&self) -> Result<bool, StorageError> {
         let owner = self.as_owner().await?;
-        let (table_exists, has_rows) = match &owner.database.pool {
-            Pool::Sqlite(_) => (
-                "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = $1)",
-                "SELECT EXISTS (SELECT 1 FROM keyring) OR EXISTS (SELECT 1 FROM users)",
-            ),
-            Pool::Postgres(_) => (
-                "SELECT to_regclass($1) IS NOT NULL",
-                "SELECT EXISTS (SELECT 1 FROM keyring) OR EXISTS (SELECT 1 FROM users)",
-            ),
+        let table_exists = match &owner.database.pool {
+            Pool::Sqlite(_) => {
+                "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = $1)"
+            }
+            Pool::Postgres(_) => "SELECT to_regclass($1) IS NOT NULL",
         };
         let started = async {
             on_backend!(&owner.database.pool, Pool, pool => {
@@ -79,11 +75,13 @@ impl Database {
                         .bind(table)
                         .fetch_one(pool)
                         .await?;
-                    if !exists {
-                        return Ok(false);
+                    // `table` is one of the two names above.
+                    let sql = format!("SELECT EXISTS (SELECT 1 FROM {table})");
+                    if exists && sqlx::query_scalar::<_, bool>(&sql).fetch_one(pool).await? {
+                        return Ok(true);
                     }
                 }
-                sqlx::query_scalar(has_rows).fetch_one(pool).await
+                Ok::<bool, sqlx::Error>(false)
             })
         }
         .await;

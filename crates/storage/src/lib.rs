@@ -288,6 +288,9 @@ impl Database {
             (Pool::Postgres(_), Some(logins)) => {
                 let mut connection =
                     <sqlx::PgConnection as sqlx::Connection>::connect_with(&logins.owner).await?;
+                if let roles::AppLogin::Provisioned { .. } = &logins.app {
+                    roles::preflight(&mut connection).await?;
+                }
                 sqlx::migrate!("migrations/postgres")
                     .run(&mut connection)
                     .await?;

@@ -30,6 +30,13 @@ pub enum LoginGate {
     },
 }
 
+/// An address's lock: until when, and whether the call that returned it locked it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Lock {
+    pub until: OffsetDateTime,
+    pub just_now: bool,
+}
+
 impl Database {
     /// Reserves one attempt for the address, before the secret is checked: it counts as a
     /// failure until a success clears it, so however many attempts race, at most the
@@ -72,21 +79,29 @@ impl Database {
     }
 
     /// After the attempt that used up the budget failed: lock now, unless a racing attempt
-    /// already did. Returns until when the address is locked.
+    /// already did.
     pub async fn lock_address(
         &self,
         email: &EmailAddress,
         now: OffsetDateTime,
-    ) -> Result<OffsetDateTime, StorageError> {
+    ) -> Result<Lock, StorageError> {
         let email = email.as_str().to_owned();
         self.serializable(|tx| {
             let email = email.clone();
             async move {
                 let counters = counters(tx, &email).await?;
-                match counters.locked_until.filter(|until| *until > ms(now)) {
-                    Some(until) => Ok(from_ms(until)),
-                    None => lock(tx, &email, counters.lockouts, now).await,
-                }
+                Ok(
+                    match counters.locked_until.filter(|until| *until > ms(now)) {
+                        Some(until) => Lock {
+                            until: from_ms(until),
+                            just_now: false,
+                        },
+                        None => Lock {
+                            until: lock(tx, &email, counters.lockouts, now).await?,
+                            just_now: true,
+                        },
+                    },
+                )
             }
             .boxed()
         })

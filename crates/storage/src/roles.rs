@@ -128,10 +128,31 @@ pub enum PublicAccess {
     LeftToTheOwner,
 }
 
+/// Before migrating: whether the owner can make the provisioned role. Checked first, so that
+/// an owner that cannot does not migrate the database away from an older version's role and
+/// then fail to start.
+pub(crate) async fn preflight(owner: &mut PgConnection) -> Result<(), StorageError> {
+    let may: bool = sqlx::query_scalar(
+        "SELECT rolsuper OR rolcreaterole FROM pg_roles WHERE rolname = current_user",
+    )
+    .fetch_one(&mut *owner)
+    .await?;
+    if may {
+        Ok(())
+    } else {
+        Err(StorageError::AppRole(
+            "the database user cannot create roles: give it CREATEROLE, or make a login role \
+             for the app and pass its URL as --database-app-url (README, PostgreSQL)"
+                .to_owned(),
+        ))
+    }
+}
+
 /// Makes (or, with `password`, makes or re-keys) the app role and gives it what the app
 /// needs: the tables but the migrator's, the sequences, the schema, and `CONNECT` on this
 /// database — which `PUBLIC` loses where the migrating user may take it away. Refuses a role
-/// that could step out of the row policies. Several nodes may run it at once.
+/// that could step out of the row policies, and, to re-key, a role made for another database.
+/// Several nodes may run it at once.
 pub(crate) async fn provision(
     owner: &mut PgConnection,
     role: &str,
@@ -145,77 +166,56 @@ pub(crate) async fn provision(
     )
     .execute(&mut *tx)
     .await?;
-    let exists: Option<(bool, bool, bool)> = sqlx::query_as(
-        "SELECT rolsuper, rolbypassrls, rolcreaterole FROM pg_roles WHERE rolname = $1",
+    let (database, schema, owner_name): (String, String, String) =
+        sqlx::query_as("SELECT current_database(), current_schema(), current_user::text")
+            .fetch_one(&mut *tx)
+            .await?;
+    if role == owner_name {
+        return Err(StorageError::AppRole(format!(
+            "{role} is the database user that migrates: the app needs a role of its own"
+        )));
+    }
+    let mark = format!("mailroom: the app role of database {database}");
+    let found: Option<Option<String>> = sqlx::query_scalar(
+        "SELECT shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname = $1",
     )
     .bind(role)
     .fetch_optional(&mut *tx)
     .await?;
-    match (exists, password) {
+    let verifier = password.map(|password| quote_literal(&scram_verifier(password)));
+    match (found, verifier) {
         (None, None) => {
             return Err(StorageError::AppRole(format!(
                 "the role {role} does not exist"
             )));
         }
-        (None, Some(password)) => {
-            let statement = format!(
-                "CREATE ROLE {quoted} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT \
-                 NOREPLICATION NOBYPASSRLS PASSWORD {}",
-                quote_literal(&scram_verifier(password))
-            );
-            sqlx::raw_sql(&statement).execute(&mut *tx).await?;
+        (None, Some(verifier)) => {
+            for statement in [
+                format!(
+                    "CREATE ROLE {quoted} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT \
+                     NOREPLICATION NOBYPASSRLS PASSWORD {verifier}"
+                ),
+                format!("COMMENT ON ROLE {quoted} IS {}", quote_literal(&mark)),
+            ] {
+                sqlx::raw_sql(&statement).execute(&mut *tx).await?;
+            }
         }
-        (Some(_), Some(password)) => {
-            let statement = format!(
-                "ALTER ROLE {quoted} LOGIN PASSWORD {}",
-                quote_literal(&scram_verifier(password))
-            );
-            sqlx::raw_sql(&statement).execute(&mut *tx).await?;
+        (Some(comment), Some(verifier)) => {
+            // A role of that name made by someone else (another installation whose database
+            // name comes out the same) is not taken over.
+            if comment.as_deref() != Some(mark.as_str()) {
+                return Err(StorageError::AppRole(format!(
+                    "the role {role} exists but was not made for this database: name another \
+                     with --database-app-role"
+                )));
+            }
+            sqlx::raw_sql(&format!("ALTER ROLE {quoted} LOGIN PASSWORD {verifier}"))
+                .execute(&mut *tx)
+                .await?;
         }
         (Some(_), None) => {}
     }
-    let (superuser, bypass, create_role): (bool, bool, bool) = sqlx::query_as(
-        "SELECT rolsuper, rolbypassrls, rolcreaterole FROM pg_roles WHERE rolname = $1",
-    )
-    .bind(role)
-    .fetch_one(&mut *tx)
-    .await?;
-    if superuser || bypass || create_role {
-        return Err(StorageError::AppRole(format!(
-            "the role {role} is a superuser, bypasses row security or creates roles: the row \
-             policies would not bind it"
-        )));
-    }
-    // The owner must not act as the app role by inheritance, nor the app role reach any
-    // other role's rights.
-    let owner_inherits: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM pg_auth_members a JOIN pg_roles r ON r.oid = a.roleid \
-         JOIN pg_roles m ON m.oid = a.member WHERE r.rolname = $1 AND m.rolname = current_user)",
-    )
-    .bind(role)
-    .fetch_one(&mut *tx)
-    .await?;
-    if owner_inherits {
-        sqlx::raw_sql(&format!("REVOKE {quoted} FROM CURRENT_USER"))
-            .execute(&mut *tx)
-            .await?;
-    }
-    let memberships: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM pg_auth_members a JOIN pg_roles m ON m.oid = a.member \
-         WHERE m.rolname = $1",
-    )
-    .bind(role)
-    .fetch_one(&mut *tx)
-    .await?;
-    if memberships > 0 {
-        return Err(StorageError::AppRole(format!(
-            "the role {role} is a member of other roles: it could step into their rights"
-        )));
-    }
-    let (database, schema): (String, String) =
-        sqlx::query_as("SELECT current_database(), current_schema()")
-            .fetch_one(&mut *tx)
-            .await?;
+    refuse_unsafe_role(&mut tx, role).await?;
     let (database, schema) = (quote_identifier(&database)?, quote_identifier(&schema)?);
     for statement in [
         format!("GRANT USAGE ON SCHEMA {schema} TO {quoted}"),
@@ -244,8 +244,75 @@ pub(crate) async fn provision(
     } else {
         PublicAccess::LeftToTheOwner
     };
+    // A GRANT without the right to give it does nothing but warn.
+    let connects: bool =
+        sqlx::query_scalar("SELECT has_database_privilege($1, current_database(), 'CONNECT')")
+            .bind(role)
+            .fetch_one(&mut *tx)
+            .await?;
+    if !connects {
+        return Err(StorageError::AppRole(format!(
+            "{role} may not connect to this database: its owner should GRANT CONNECT ON \
+             DATABASE {database} TO {quoted}"
+        )));
+    }
     tx.commit().await?;
     Ok(public)
+}
+
+/// Refuses a role the row policies would not bind, or that could reach further: a superuser,
+/// `BYPASSRLS`, `CREATEROLE` or `REPLICATION`; an owner of anything (owners may turn
+/// policies off); a member of any role; or one whose member the migrating user is.
+async fn refuse_unsafe_role(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    role: &str,
+) -> Result<(), StorageError> {
+    let (privileged, owns, memberships): (bool, bool, bool) = sqlx::query_as(
+        "SELECT r.rolsuper OR r.rolbypassrls OR r.rolcreaterole OR r.rolreplication, \
+         EXISTS (SELECT 1 FROM pg_class WHERE relowner = r.oid) \
+           OR EXISTS (SELECT 1 FROM pg_namespace WHERE nspowner = r.oid) \
+           OR EXISTS (SELECT 1 FROM pg_proc WHERE proowner = r.oid) \
+           OR EXISTS (SELECT 1 FROM pg_database WHERE datdba = r.oid), \
+         EXISTS (SELECT 1 FROM pg_auth_members WHERE member = r.oid) \
+         FROM pg_roles r WHERE r.rolname = $1",
+    )
+    .bind(role)
+    .fetch_one(&mut **tx)
+    .await?;
+    if privileged || owns || memberships {
+        return Err(StorageError::AppRole(format!(
+            "the role {role} is privileged, owns objects or is a member of other roles: the \
+             row policies would not bind it"
+        )));
+    }
+    if owner_is_member(tx, role).await? {
+        let quoted = quote_identifier(role)?;
+        sqlx::raw_sql(&format!("REVOKE {quoted} FROM CURRENT_USER"))
+            .execute(&mut **tx)
+            .await?;
+        // PostgreSQL 16 records some such grants as the bootstrap superuser's, and a REVOKE
+        // by anyone else matches nothing.
+        if owner_is_member(tx, role).await? {
+            return Err(StorageError::AppRole(format!(
+                "the migrating user is a member of {role}: a superuser should REVOKE {quoted} \
+                 FROM it"
+            )));
+        }
+    }
+    Ok(())
+}
+
+async fn owner_is_member(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    role: &str,
+) -> Result<bool, StorageError> {
+    Ok(sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_auth_members a JOIN pg_roles r ON r.oid = a.roleid \
+         WHERE r.rolname = $1 AND a.member = (SELECT oid FROM pg_roles WHERE rolname = current_user))",
+    )
+    .bind(role)
+    .fetch_one(&mut **tx)
+    .await?)
 }
 
 /// A SCRAM-SHA-256 verifier, so that the password itself never reaches the server, nor its
@@ -363,6 +430,80 @@ mod tests {
             .unwrap();
             assert_ne!(member, Some(true), "the owner is a member of {granted}");
         }
+    }
+
+    /// What could step out of the policies is refused: the owner as the app role, a role of
+    /// that name made for something else, and an owner that cannot make roles is stopped
+    /// before it migrates anything.
+    #[tokio::test]
+    async fn unsafe_app_roles_are_refused() {
+        let Some(test_db) = TestDatabase::postgres_with_plain_owner().await else {
+            return;
+        };
+        let owner = owner_of(test_db.url());
+        let unlock = async |app: AppLogin| {
+            let mut db = Database::connect(test_db.url())
+                .await
+                .unwrap()
+                .with_app_login(app)
+                .unwrap();
+            db.migrate().await?;
+            // One installation, one master key, whatever its app role.
+            let master = MasterKey::from_hex(&"01".repeat(32), "test").unwrap();
+            db.unlock(master, OffsetDateTime::now_utc()).await.map(drop)
+        };
+        let as_owner = unlock(AppLogin::Provisioned {
+            role: owner.clone(),
+        })
+        .await;
+        assert!(
+            matches!(as_owner, Err(StorageError::AppRole(_))),
+            "{as_owner:?}"
+        );
+        let owner_url = AppLogin::Url(test_db.url().to_owned().into());
+        let by_url = unlock(owner_url).await;
+        assert!(
+            matches!(by_url, Err(StorageError::AppRole(_))),
+            "{by_url:?}"
+        );
+
+        let mut admin = PgConnection::connect(&as_role(test_db.url(), "postgres"))
+            .await
+            .unwrap();
+        let stranger = format!("{owner}_stranger");
+        sqlx::raw_sql(&format!("CREATE ROLE {stranger} LOGIN"))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        let taken = unlock(AppLogin::Provisioned {
+            role: stranger.clone(),
+        })
+        .await;
+        sqlx::raw_sql(&format!("DROP ROLE {stranger}"))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        assert!(matches!(taken, Err(StorageError::AppRole(_))), "{taken:?}");
+
+        let Some(fresh) = TestDatabase::postgres_with_plain_owner().await else {
+            return;
+        };
+        let fresh_owner = owner_of(fresh.url());
+        sqlx::raw_sql(&format!("ALTER ROLE {fresh_owner} NOCREATEROLE"))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        let db = Database::connect(fresh.url()).await.unwrap();
+        assert!(matches!(db.migrate().await, Err(StorageError::AppRole(_))));
+        let mut fresh_owner = PgConnection::connect(fresh.url()).await.unwrap();
+        let migrated: bool = sqlx::query_scalar("SELECT to_regclass('users') IS NOT NULL")
+            .fetch_one(&mut fresh_owner)
+            .await
+            .unwrap();
+        assert!(
+            !migrated,
+            "nothing migrated by an owner that could not finish the job"
+        );
     }
 
     #[tokio::test]

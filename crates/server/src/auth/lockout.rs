@@ -111,12 +111,15 @@ pub(crate) async fn gated<T>(
         claimant.event(trail, Action::SigninFailed, Outcome::Failure),
     )
     .await?;
-    if attempt >= LOCKOUT_THRESHOLD {
-        let until = database(state.database.lock_address(&claimant.address, now).await)?;
-        announce_lock(state, trail, claimant, until).await?;
-        return Err(locked(until, now));
+    if attempt < LOCKOUT_THRESHOLD {
+        return Err(refused());
     }
-    Err(refused())
+    let lock = database(state.database.lock_address(&claimant.address, now).await)?;
+    // A racing attempt may have locked it first, and told.
+    if lock.just_now {
+        announce_lock(state, trail, claimant, lock.until).await?;
+    }
+    Err(locked(lock.until, now))
 }
 
 /// Records the lock; mails the account's owner, when there is an account.

@@ -29,7 +29,8 @@ pub async fn render_problems(request: Request, next: Next) -> Response {
         .extensions()
         .get::<RequestContext>()
         .map(|context| context.request_id);
-    let page_nonce = wants_page(&request)
+    let for_pages = !is_api(&request);
+    let page_nonce = (for_pages && accepts_html(&request))
         .then(|| request.extensions().get::<CspNonce>().cloned())
         .flatten();
     let mut response = next.run(request).await;
@@ -43,6 +44,12 @@ pub async fn render_problems(request: Request, next: Next) -> Response {
         None => error.render(request_id),
     };
     copy_kept_headers(response.headers(), rendered.headers_mut());
+    if for_pages {
+        // The same error is a page or a problem by what was asked for: caches must tell.
+        rendered
+            .headers_mut()
+            .append(header::VARY, HeaderValue::from_static("accept"));
+    }
     if rendered.status() == StatusCode::PAYLOAD_TOO_LARGE {
         // The rest of the body was never read: the connection cannot carry another request,
         // and a client that reused it would fail. (HTTP/2 streams need no such header; hyper
@@ -54,13 +61,14 @@ pub async fn render_problems(request: Request, next: Next) -> Response {
     rendered
 }
 
-/// A browser's request for a page: it accepts `text/html`, and is not for the `/v1` API
-/// (whose errors are problem+json whoever asks).
-fn wants_page(request: &Request) -> bool {
+/// The `/v1` API, whose errors are problem+json whoever asks.
+fn is_api(request: &Request) -> bool {
     let path = request.uri().path();
-    if path == "/v1" || path.starts_with("/v1/") {
-        return false;
-    }
+    path == "/v1" || path.starts_with("/v1/")
+}
+
+/// Whether the client takes `text/html` (a browser asking for a page), at a weight above 0.
+fn accepts_html(request: &Request) -> bool {
     request
         .headers()
         .get_all(header::ACCEPT)
@@ -71,10 +79,14 @@ fn wants_page(request: &Request) -> bool {
             let mut parts = range.split(';').map(str::trim);
             let media = parts.next().unwrap_or_default();
             let refused = parts.any(|parameter| {
-                parameter
-                    .strip_prefix("q=")
-                    .and_then(|q| q.parse::<f32>().ok())
-                    .is_some_and(|q| q <= 0.0)
+                let Some((name, value)) = parameter.split_once('=') else {
+                    return false;
+                };
+                name.trim().eq_ignore_ascii_case("q")
+                    && value
+                        .trim()
+                        .parse::<f32>()
+                        .map_or(true, |q| q.is_nan() || q <= 0.0)
             });
             media.eq_ignore_ascii_case("text/html") && !refused
         })
@@ -116,6 +128,30 @@ pub fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn html_is_wanted_only_at_a_weight_above_zero() {
+        let asking = |accept: &str| {
+            let request = Request::builder()
+                .uri("/signin")
+                .header(header::ACCEPT, accept)
+                .body(axum::body::Body::empty())
+                .unwrap_or_default();
+            accepts_html(&request)
+        };
+        assert!(asking("text/html,application/xhtml+xml,*/*;q=0.8"));
+        assert!(asking("TEXT/HTML; q=0.5"));
+        for refused in [
+            "text/html;q=0",
+            "text/html; Q=0",
+            "text/html;q=NaN",
+            "text/html;q=x",
+        ] {
+            assert!(!asking(refused), "{refused}");
+        }
+        assert!(!asking("application/json"));
+        assert!(!asking("*/*"));
+    }
 
     #[test]
     fn only_bare_errors_need_a_body() {

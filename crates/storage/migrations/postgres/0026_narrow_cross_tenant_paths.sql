@@ -4,7 +4,8 @@
 --   are read and deleted, not changed;
 -- - the job claim may take a queued or running job and leave it running;
 -- - the purges read only rows already past their time, the very rows they delete (a DELETE
---   with a WHERE must see its rows): a setting far in the future opens nothing more;
+--   with a WHERE must see its rows): a setting far in the future opens nothing more, and no
+--   setting opens nothing (both bounds must hold: LEAST would skip an unset one);
 -- - and no row ever moves to another organization, whichever path updates it.
 
 -- 90 days, as the audit log and the verification log are kept (AUD-2, VER-7), and 7 days,
@@ -67,23 +68,23 @@ CREATE POLICY claim_update ON verify_jobs FOR UPDATE
 DROP POLICY retention ON verifications;
 DROP POLICY retention_read ON verifications;
 CREATE POLICY retention ON verifications FOR DELETE
-    USING (created_at < LEAST(NULLIF(current_setting('app.purge_before', true), '')::bigint,
-                              mailroom_now_ms() - 7776000000));
+    USING (created_at < NULLIF(current_setting('app.purge_before', true), '')::bigint
+           AND created_at < mailroom_now_ms() - 7776000000);
 CREATE POLICY retention_read ON verifications FOR SELECT
-    USING (created_at < LEAST(NULLIF(current_setting('app.purge_before', true), '')::bigint,
-                              mailroom_now_ms() - 7776000000));
+    USING (created_at < NULLIF(current_setting('app.purge_before', true), '')::bigint
+           AND created_at < mailroom_now_ms() - 7776000000);
 
 DROP POLICY retention ON verify_jobs;
 DROP POLICY retention_read ON verify_jobs;
 CREATE POLICY retention ON verify_jobs FOR DELETE
-    USING (created_at < LEAST(NULLIF(current_setting('app.purge_before', true), '')::bigint,
-                              mailroom_now_ms() - 7776000000));
+    USING (created_at < NULLIF(current_setting('app.purge_before', true), '')::bigint
+           AND created_at < mailroom_now_ms() - 7776000000);
 CREATE POLICY retention_read ON verify_jobs FOR SELECT
-    USING (created_at < LEAST(NULLIF(current_setting('app.purge_before', true), '')::bigint,
-                              mailroom_now_ms() - 7776000000));
+    USING (created_at < NULLIF(current_setting('app.purge_before', true), '')::bigint
+           AND created_at < mailroom_now_ms() - 7776000000);
 
 DROP POLICY ended_jobs ON verify_jobs;
 CREATE POLICY ended_jobs ON verify_jobs FOR SELECT
     USING (status IN ('failed', 'cancelled') AND rows_purged_at IS NULL
-           AND finished_at < LEAST(NULLIF(current_setting('app.purge_ended_before', true), '')::bigint,
-                                   mailroom_now_ms() - 604800000));
+           AND finished_at < NULLIF(current_setting('app.purge_ended_before', true), '')::bigint
+           AND finished_at < mailroom_now_ms() - 604800000);
