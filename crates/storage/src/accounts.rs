@@ -11,7 +11,7 @@ use mailroom_core::{EmailAddress, OrgId, SessionId, UserId};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::tx::Inner;
+use crate::tx::{Inner, Tenancy};
 use crate::{Database, Pool, StorageError, on_backend};
 
 /// A user with their organization membership.
@@ -185,15 +185,25 @@ pub enum CodeAttempt {
 }
 
 impl Database {
+    /// The account of an address: found by the address, then read acting for its user.
     pub async fn user_by_email(&self, email: &EmailAddress) -> Result<Option<User>, StorageError> {
-        let sql = format!(
-            "SELECT {USER_FIELDS} FROM users u JOIN org_members m ON m.user_id = u.id \
-             WHERE u.email = $1"
-        );
-        let row: Option<UserRow> = on_backend!(&self.pool, Pool, pool => {
-            sqlx::query_as(&sql).bind(email.as_str()).fetch_optional(pool).await?
-        });
-        Ok(row.map(User::from))
+        let email = email.as_str().to_owned();
+        self.transaction_for(&Tenancy::Email(email.clone()), |tx| {
+            async move {
+                let id: Option<Uuid> = on_backend!(&mut tx.0, Inner, tx => {
+                    sqlx::query_scalar("SELECT id FROM users WHERE email = $1")
+                        .bind(&email)
+                        .fetch_optional(&mut **tx)
+                        .await?
+                });
+                match id {
+                    Some(id) => user_in(tx, UserId::from_uuid(id)).await,
+                    None => Ok(None),
+                }
+            }
+            .boxed()
+        })
+        .await
     }
 
     /// Records a sign-up waiting for its code, and the code ([`issue_code`]'s rules), and
@@ -377,15 +387,22 @@ impl Database {
         &self,
         user_id: UserId,
     ) -> Result<Vec<SignInDevice>, StorageError> {
-        let rows: Vec<(String, String, i64, i64)> = on_backend!(&self.pool, Pool, pool => {
-            sqlx::query_as(
-                "SELECT ip, user_agent, first_seen_at, last_seen_at FROM sign_in_devices \
-                 WHERE user_id = $1 ORDER BY last_seen_at DESC",
-            )
-            .bind(user_id.as_uuid())
-            .fetch_all(pool)
-            .await?
-        });
+        let rows: Vec<(String, String, i64, i64)> = self
+            .transaction_for(&Tenancy::User(user_id), |tx| {
+                async move {
+                    Ok(on_backend!(&mut tx.0, Inner, tx => {
+                        sqlx::query_as(
+                            "SELECT ip, user_agent, first_seen_at, last_seen_at FROM sign_in_devices \
+                             WHERE user_id = $1 ORDER BY last_seen_at DESC",
+                        )
+                        .bind(user_id.as_uuid())
+                        .fetch_all(&mut **tx)
+                        .await?
+                    }))
+                }
+                .boxed()
+            })
+            .await?;
         Ok(rows
             .into_iter()
             .map(
@@ -719,14 +736,8 @@ impl Database {
     }
 
     pub async fn user_by_id(&self, id: UserId) -> Result<Option<User>, StorageError> {
-        let sql = format!(
-            "SELECT {USER_FIELDS} FROM users u JOIN org_members m ON m.user_id = u.id \
-             WHERE u.id = $1"
-        );
-        let row: Option<UserRow> = on_backend!(&self.pool, Pool, pool => {
-            sqlx::query_as(&sql).bind(id.as_uuid()).fetch_optional(pool).await?
-        });
-        Ok(row.map(User::from))
+        self.transaction_for(&Tenancy::User(id), |tx| user_in(tx, id).boxed())
+            .await
     }
 
     /// Opens a session for a user who just proved who they are, and appends `signed_in` in
@@ -770,18 +781,45 @@ impl Database {
             #[sqlx(flatten)]
             user: UserRow,
         }
-        let sql = format!(
-            "SELECT {USER_FIELDS}, s.id AS session_id, s.last_seen_at, \
-             s.created_at AS session_created_at FROM sessions s \
-             JOIN users u ON u.id = s.user_id JOIN org_members m ON m.user_id = u.id \
-             JOIN orgs o ON o.id = m.org_id \
-             WHERE s.token_hash = $1 AND s.revoked_at IS NULL AND s.expires_at > $2 \
-             AND (o.session_idle_timeout_secs IS NULL \
-                  OR s.last_seen_at > $2 - o.session_idle_timeout_secs * 1000)"
-        );
-        let row: Option<Row> = on_backend!(&self.pool, Pool, pool => {
-            sqlx::query_as(&sql).bind(token_hash).bind(ms(now)).fetch_optional(pool).await?
-        });
+        let token_hash = token_hash.to_vec();
+        let row: Option<Row> = self
+            .transaction_for(&Tenancy::SessionToken(hex::encode(&token_hash)), |tx| {
+                async move {
+                    // Whose session it is, first: the rest is read acting for them.
+                    let owner: Option<Uuid> = on_backend!(&mut tx.0, Inner, tx => {
+                        sqlx::query_scalar(
+                            "SELECT user_id FROM sessions WHERE token_hash = $1 \
+                             AND revoked_at IS NULL AND expires_at > $2",
+                        )
+                        .bind(&token_hash)
+                        .bind(ms(now))
+                        .fetch_optional(&mut **tx)
+                        .await?
+                    });
+                    let Some(owner) = owner else {
+                        return Ok(None);
+                    };
+                    tx.act_for(&Tenancy::User(UserId::from_uuid(owner))).await?;
+                    let sql = format!(
+                        "SELECT {USER_FIELDS}, s.id AS session_id, s.last_seen_at, \
+                         s.created_at AS session_created_at FROM sessions s \
+                         JOIN users u ON u.id = s.user_id JOIN org_members m ON m.user_id = u.id \
+                         JOIN orgs o ON o.id = m.org_id \
+                         WHERE s.token_hash = $1 AND s.revoked_at IS NULL AND s.expires_at > $2 \
+                         AND (o.session_idle_timeout_secs IS NULL \
+                              OR s.last_seen_at > $2 - o.session_idle_timeout_secs * 1000)"
+                    );
+                    Ok(on_backend!(&mut tx.0, Inner, tx => {
+                        sqlx::query_as(&sql)
+                            .bind(&token_hash)
+                            .bind(ms(now))
+                            .fetch_optional(&mut **tx)
+                            .await?
+                    }))
+                }
+                .boxed()
+            })
+            .await?;
         Ok(row.map(|row| SessionOwner {
             session_id: SessionId::from_uuid(row.session_id),
             user: row.user.into(),
@@ -930,6 +968,19 @@ async fn issue_code(
         .await?;
     });
     Ok(true)
+}
+
+/// The user `id` with their membership, read acting for them (their second factor's state
+/// is theirs to read).
+async fn user_in(tx: &mut crate::Tx, id: UserId) -> Result<Option<User>, StorageError> {
+    tx.act_for(&Tenancy::User(id)).await?;
+    let sql = format!(
+        "SELECT {USER_FIELDS} FROM users u JOIN org_members m ON m.user_id = u.id WHERE u.id = $1"
+    );
+    let row: Option<UserRow> = on_backend!(&mut tx.0, Inner, tx => {
+        sqlx::query_as(&sql).bind(id.as_uuid()).fetch_optional(&mut **tx).await?
+    });
+    Ok(row.map(User::from))
 }
 
 async fn update_password_hash(
@@ -1101,6 +1152,7 @@ async fn note_device(
     user_agent: Option<&str>,
     now: OffsetDateTime,
 ) -> Result<bool, StorageError> {
+    tx.act_for(&Tenancy::User(user_id)).await?;
     let user_agent = user_agent.unwrap_or_default();
     let inserted = on_backend!(&mut tx.0, Inner, tx => {
         sqlx::query(

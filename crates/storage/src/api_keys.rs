@@ -409,19 +409,7 @@ mod tests {
     use crate::usage::Charge;
 
     fn event(org_id: OrgId) -> AuditEvent {
-        AuditEvent {
-            org_id: Some(org_id),
-            actor: None,
-            action: Action::ApiKeyCreated,
-            outcome: Outcome::Success,
-            target: None,
-            subject: None,
-            ip: None,
-            user_agent: None,
-            session_id: None,
-            api_key_id: None,
-            request_id: None,
-        }
+        crate::test_support::event(org_id, Action::ApiKeyCreated)
     }
 
     /// An organization with a key, an invitation, a charge and a verification.

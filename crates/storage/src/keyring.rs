@@ -16,7 +16,7 @@ use uuid::Uuid;
 use zeroize::Zeroizing;
 
 use crate::accounts::{from_ms, ms};
-use crate::tx::Inner;
+use crate::tx::{Inner, Tenancy};
 use crate::{Database, Pool, StorageError, Tx, on_backend};
 
 /// A data key older than this is succeeded by a new version (ENC-3).
@@ -337,9 +337,21 @@ impl Database {
         let update = format!("UPDATE {table} SET {name} = $1 WHERE {row_id} = $2 AND {name} = $3");
         let (mut after, mut moved) = (Uuid::nil(), 0);
         loop {
-            let rows: Vec<(Uuid, Vec<u8>)> = on_backend!(&self.pool, Pool, pool => {
-                sqlx::query_as(&page).bind(after).bind(RESEAL_BATCH).fetch_all(pool).await?
-            });
+            let page = page.clone();
+            let rows: Vec<(Uuid, Vec<u8>)> = self
+                .transaction_for(&Tenancy::Reseal, |tx| {
+                    async move {
+                        Ok(on_backend!(&mut tx.0, Inner, tx => {
+                            sqlx::query_as(&page)
+                                .bind(after)
+                                .bind(RESEAL_BATCH)
+                                .fetch_all(&mut **tx)
+                                .await?
+                        }))
+                    }
+                    .boxed()
+                })
+                .await?;
             let Some((last, _)) = rows.last() else {
                 return Ok(moved);
             };
@@ -370,9 +382,22 @@ impl Database {
                     }
                 };
                 // Only if nobody wrote the value meanwhile.
-                on_backend!(&self.pool, Pool, pool => {
-                    sqlx::query(&update).bind(&resealed).bind(row).bind(&sealed).execute(pool).await?;
-                });
+                let update = update.clone();
+                self.transaction_for(&Tenancy::Reseal, |tx| {
+                    async move {
+                        on_backend!(&mut tx.0, Inner, tx => {
+                            sqlx::query(&update)
+                                .bind(&resealed)
+                                .bind(row)
+                                .bind(&sealed)
+                                .execute(&mut **tx)
+                                .await?;
+                        });
+                        Ok(())
+                    }
+                    .boxed()
+                })
+                .await?;
                 moved += 1;
             }
         }

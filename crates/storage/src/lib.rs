@@ -12,6 +12,8 @@ pub mod keyring;
 pub mod lockout;
 pub mod privacy;
 pub mod roles;
+#[cfg(test)]
+mod row_security_tests;
 pub mod teams;
 pub mod tokens;
 pub mod two_factor;
@@ -47,11 +49,42 @@ pub use error::StorageError;
 #[cfg(test)]
 pub(crate) mod test_support {
     use mailroom_core::OrgId;
+    use mailroom_core::audit::AuditEvent;
     use time::OffsetDateTime;
 
     use crate::Database;
     use crate::accounts::{NewAccount, PlatformRole};
     use crate::roles::AppLogin;
+
+    /// An installation as `mailroom serve` opens one: migrated, unlocked, its app role made.
+    pub async fn installed(test_db: &mailroom_testkit::TestDatabase) -> Database {
+        let mut db = Database::connect(test_db.url()).await.unwrap();
+        db.migrate().await.unwrap();
+        db.unlock(
+            mailroom_crypto::master_key::MasterKey::generate(),
+            OffsetDateTime::now_utc(),
+        )
+        .await
+        .unwrap();
+        db
+    }
+
+    /// An entry of `action` in the organization's chain, with nothing else said.
+    pub fn event(org_id: OrgId, action: mailroom_core::audit::Action) -> AuditEvent {
+        AuditEvent {
+            org_id: Some(org_id),
+            actor: None,
+            action,
+            outcome: mailroom_core::audit::Outcome::Success,
+            target: None,
+            subject: None,
+            ip: None,
+            user_agent: None,
+            session_id: None,
+            api_key_id: None,
+            request_id: None,
+        }
+    }
 
     /// The test's database, its pool logging in as the test's app role on PostgreSQL (given
     /// the tables by `migrate`, as an operator's role would be): what the app's queries meet,

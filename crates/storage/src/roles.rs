@@ -350,16 +350,6 @@ mod tests {
 
     use super::*;
 
-    /// An installation as `mailroom serve` opens one: migrated, unlocked, its app role made.
-    async fn installed(test_db: &TestDatabase) -> Database {
-        let mut db = Database::connect(test_db.url()).await.unwrap();
-        db.migrate().await.unwrap();
-        db.unlock(MasterKey::generate(), OffsetDateTime::now_utc())
-            .await
-            .unwrap();
-        db
-    }
-
     /// `url` with another login (trust authentication on the test cluster: the password is
     /// not what is tested, the role's rights are).
     fn as_role(url: &str, role: &str) -> String {
@@ -378,7 +368,7 @@ mod tests {
         let Some(test_db) = TestDatabase::postgres_with_plain_owner().await else {
             return;
         };
-        let db = installed(&test_db).await;
+        let db = crate::test_support::installed(&test_db).await;
         let org = crate::test_support::org(&db).await;
         let job = crate::jobs::NewJob {
             id: uuid::Uuid::now_v7(),
@@ -514,7 +504,10 @@ mod tests {
         ) else {
             return;
         };
-        let (db_a, db_b) = (installed(&a).await, installed(&b).await);
+        let (db_a, db_b) = (
+            crate::test_support::installed(&a).await,
+            crate::test_support::installed(&b).await,
+        );
         let logins = |test_db: &TestDatabase, db: &Database| {
             [owner_of(test_db.url()), db.app_role().unwrap().unwrap()]
         };

@@ -141,17 +141,25 @@ pub(crate) fn role_of(stored: &str) -> OrgRole {
 
 impl Database {
     pub async fn members(&self, org_id: OrgId) -> Result<Vec<Member>, StorageError> {
-        let rows: Vec<(Uuid, String, String, i64, bool)> = on_backend!(&self.pool, Pool, pool => {
-            sqlx::query_as(
-                "SELECT u.id, u.email, m.role, m.created_at, \
-                 EXISTS (SELECT 1 FROM mfa_totp t WHERE t.user_id = u.id AND t.enabled_at IS NOT NULL) \
-                 FROM org_members m JOIN users u ON u.id = m.user_id WHERE m.org_id = $1 \
-                 ORDER BY m.created_at, u.email",
-            )
-            .bind(org_id.as_uuid())
-            .fetch_all(pool)
-            .await?
-        });
+        let rows: Vec<(Uuid, String, String, i64, bool)> = self
+            .transaction_for(&Tenancy::Org(org_id), |tx| {
+                async move {
+                    Ok(on_backend!(&mut tx.0, Inner, tx => {
+                        sqlx::query_as(
+                            "SELECT u.id, u.email, m.role, m.created_at, \
+                             EXISTS (SELECT 1 FROM mfa_totp t WHERE t.user_id = u.id \
+                                     AND t.enabled_at IS NOT NULL) \
+                             FROM org_members m JOIN users u ON u.id = m.user_id WHERE m.org_id = $1 \
+                             ORDER BY m.created_at, u.email",
+                        )
+                        .bind(org_id.as_uuid())
+                        .fetch_all(&mut **tx)
+                        .await?
+                    }))
+                }
+                .boxed()
+            })
+            .await?;
         Ok(rows
             .into_iter()
             .map(|(id, email, role, joined_at, mfa_enabled)| Member {

@@ -10,8 +10,8 @@ use zeroize::Zeroizing;
 
 use crate::accounts::{from_ms, ms};
 use crate::keyring::SealedColumn;
-use crate::tx::Inner;
-use crate::{Database, Pool, StorageError, Tx, on_backend};
+use crate::tx::{Inner, Tenancy};
+use crate::{Database, StorageError, Tx, on_backend};
 
 pub(crate) const TOTP_SECRET: SealedColumn = SealedColumn {
     table: "mfa_totp",
@@ -36,6 +36,7 @@ pub struct TotpState {
 }
 
 /// A trusted device to remember.
+#[derive(Clone)]
 pub struct NewTrustedDevice {
     pub id: Uuid,
     pub token_hash: Vec<u8>,
@@ -69,6 +70,7 @@ impl Database {
         self.serializable(|tx| {
             let sealed = sealed.clone();
             async move {
+                tx.act_for(&Tenancy::User(user_id)).await?;
                 on_backend!(&mut tx.0, Inner, tx => {
                     let written = sqlx::query(
                         "INSERT INTO mfa_totp (user_id, secret, created_at) VALUES ($1, $2, $3) \
@@ -92,12 +94,19 @@ impl Database {
 
     /// The user's TOTP secret, opened, if they have one (confirmed or not).
     pub async fn totp(&self, user_id: UserId) -> Result<Option<TotpState>, StorageError> {
-        let row: Option<(Vec<u8>, Option<i64>)> = on_backend!(&self.pool, Pool, pool => {
-            sqlx::query_as("SELECT secret, enabled_at FROM mfa_totp WHERE user_id = $1")
-                .bind(user_id.as_uuid())
-                .fetch_optional(pool)
-                .await?
-        });
+        let row: Option<(Vec<u8>, Option<i64>)> = self
+            .transaction_for(&Tenancy::User(user_id), |tx| {
+                async move {
+                    Ok(on_backend!(&mut tx.0, Inner, tx => {
+                        sqlx::query_as("SELECT secret, enabled_at FROM mfa_totp WHERE user_id = $1")
+                            .bind(user_id.as_uuid())
+                            .fetch_optional(&mut **tx)
+                            .await?
+                    }))
+                }
+                .boxed()
+            })
+            .await?;
         let Some((sealed, enabled_at)) = row else {
             return Ok(None);
         };
@@ -135,6 +144,7 @@ impl Database {
         self.serializable(|tx| {
             let (sealed, hashes) = (sealed.clone(), hashes.clone());
             async move {
+                tx.act_for(&Tenancy::User(user_id)).await?;
                 let enabled = on_backend!(&mut tx.0, Inner, tx => {
                     sqlx::query(
                         "UPDATE mfa_totp SET enabled_at = $1, last_used_step = $2 \
@@ -163,6 +173,7 @@ impl Database {
     pub async fn disable_totp(&self, user_id: UserId) -> Result<(), StorageError> {
         self.serializable(|tx| {
             async move {
+                tx.act_for(&Tenancy::User(user_id)).await?;
                 on_backend!(&mut tx.0, Inner, tx => {
                     for sql in [
                         "DELETE FROM mfa_totp WHERE user_id = $1",
@@ -188,6 +199,7 @@ impl Database {
         self.serializable(|tx| {
             let hashes = hashes.clone();
             async move {
+                tx.act_for(&Tenancy::User(user_id)).await?;
                 on_backend!(&mut tx.0, Inner, tx => {
                     sqlx::query("DELETE FROM mfa_backup_codes WHERE user_id = $1")
                         .bind(user_id.as_uuid())
@@ -208,30 +220,44 @@ impl Database {
         hash: &[u8],
         now: OffsetDateTime,
     ) -> Result<bool, StorageError> {
-        let spent = on_backend!(&self.pool, Pool, pool => {
-            sqlx::query(
-                "UPDATE mfa_backup_codes SET used_at = $1 \
-                 WHERE user_id = $2 AND code_hash = $3 AND used_at IS NULL",
-            )
-            .bind(ms(now))
-            .bind(user_id.as_uuid())
-            .bind(hash)
-            .execute(pool)
-            .await?
-            .rows_affected()
-        });
+        let hash = hash.to_vec();
+        let spent = self
+            .transaction_for(&Tenancy::User(user_id), |tx| {
+                async move {
+                    Ok(on_backend!(&mut tx.0, Inner, tx => {
+                        sqlx::query(
+                            "UPDATE mfa_backup_codes SET used_at = $1 \
+                             WHERE user_id = $2 AND code_hash = $3 AND used_at IS NULL",
+                        )
+                        .bind(ms(now))
+                        .bind(user_id.as_uuid())
+                        .bind(&hash)
+                        .execute(&mut **tx)
+                        .await?
+                        .rows_affected()
+                    }))
+                }
+                .boxed()
+            })
+            .await?;
         Ok(spent == 1)
     }
 
     pub async fn unused_backup_codes(&self, user_id: UserId) -> Result<i64, StorageError> {
-        Ok(on_backend!(&self.pool, Pool, pool => {
-            sqlx::query_scalar(
-                "SELECT COUNT(*) FROM mfa_backup_codes WHERE user_id = $1 AND used_at IS NULL",
-            )
-            .bind(user_id.as_uuid())
-            .fetch_one(pool)
-            .await?
-        }))
+        self.transaction_for(&Tenancy::User(user_id), |tx| {
+            async move {
+                Ok(on_backend!(&mut tx.0, Inner, tx => {
+                    sqlx::query_scalar(
+                        "SELECT COUNT(*) FROM mfa_backup_codes WHERE user_id = $1 AND used_at IS NULL",
+                    )
+                    .bind(user_id.as_uuid())
+                    .fetch_one(&mut **tx)
+                    .await?
+                }))
+            }
+            .boxed()
+        })
+        .await
     }
 
     pub async fn create_mfa_challenge(
@@ -240,15 +266,22 @@ impl Database {
         token_hash: &[u8],
         expires_at: OffsetDateTime,
     ) -> Result<(), StorageError> {
-        on_backend!(&self.pool, Pool, pool => {
-            sqlx::query("INSERT INTO mfa_challenges (token_hash, user_id, expires_at) VALUES ($1, $2, $3)")
-                .bind(token_hash)
-                .bind(user_id.as_uuid())
-                .bind(ms(expires_at))
-                .execute(pool)
-                .await?;
-        });
-        Ok(())
+        let token_hash = token_hash.to_vec();
+        self.transaction_for(&Tenancy::User(user_id), |tx| {
+            async move {
+                on_backend!(&mut tx.0, Inner, tx => {
+                    sqlx::query("INSERT INTO mfa_challenges (token_hash, user_id, expires_at) VALUES ($1, $2, $3)")
+                        .bind(&token_hash)
+                        .bind(user_id.as_uuid())
+                        .bind(ms(expires_at))
+                        .execute(&mut **tx)
+                        .await?;
+                });
+                Ok(())
+            }
+            .boxed()
+        })
+        .await
     }
 
     /// Spends a live challenge and says whose it was: one of any number of racing uses of
@@ -258,15 +291,24 @@ impl Database {
         token_hash: &[u8],
         now: OffsetDateTime,
     ) -> Result<Option<UserId>, StorageError> {
-        let user: Option<Uuid> = on_backend!(&self.pool, Pool, pool => {
-            sqlx::query_scalar(
-                "DELETE FROM mfa_challenges WHERE token_hash = $1 AND expires_at > $2 RETURNING user_id",
-            )
-            .bind(token_hash)
-            .bind(ms(now))
-            .fetch_optional(pool)
-            .await?
-        });
+        let hash = token_hash.to_vec();
+        let user: Option<Uuid> = self
+            .transaction_for(&Tenancy::MfaChallenge(hex::encode(token_hash)), |tx| {
+                async move {
+                    Ok(on_backend!(&mut tx.0, Inner, tx => {
+                        sqlx::query_scalar(
+                            "DELETE FROM mfa_challenges WHERE token_hash = $1 AND expires_at > $2 \
+                             RETURNING user_id",
+                        )
+                        .bind(&hash)
+                        .bind(ms(now))
+                        .fetch_optional(&mut **tx)
+                        .await?
+                    }))
+                }
+                .boxed()
+            })
+            .await?;
         Ok(user.map(UserId::from_uuid))
     }
 
@@ -275,16 +317,22 @@ impl Database {
         &self,
         now: OffsetDateTime,
     ) -> Result<u64, StorageError> {
-        let mut purged = 0;
-        for sql in [
-            "DELETE FROM mfa_challenges WHERE expires_at <= $1",
-            "DELETE FROM trusted_devices WHERE expires_at <= $1",
-        ] {
-            purged += on_backend!(&self.pool, Pool, pool => {
-                sqlx::query(sql).bind(ms(now)).execute(pool).await?.rows_affected()
-            });
-        }
-        Ok(purged)
+        self.transaction_for(&Tenancy::ExpiredBefore(ms(now)), |tx| {
+            async move {
+                let mut purged = 0;
+                for sql in [
+                    "DELETE FROM mfa_challenges WHERE expires_at <= $1",
+                    "DELETE FROM trusted_devices WHERE expires_at <= $1",
+                ] {
+                    purged += on_backend!(&mut tx.0, Inner, tx => {
+                        sqlx::query(sql).bind(ms(now)).execute(&mut **tx).await?.rows_affected()
+                    });
+                }
+                Ok(purged)
+            }
+            .boxed()
+        })
+        .await
     }
 
     pub async fn add_trusted_device(
@@ -293,22 +341,29 @@ impl Database {
         device: &NewTrustedDevice,
         now: OffsetDateTime,
     ) -> Result<(), StorageError> {
-        on_backend!(&self.pool, Pool, pool => {
-            sqlx::query(
-                "INSERT INTO trusted_devices (id, user_id, token_hash, ip, user_agent, created_at, last_used_at, expires_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $6, $7)",
-            )
-            .bind(device.id)
-            .bind(user_id.as_uuid())
-            .bind(&device.token_hash)
-            .bind(&device.ip)
-            .bind(device.user_agent.as_deref())
-            .bind(ms(now))
-            .bind(ms(device.expires_at))
-            .execute(pool)
-            .await?;
-        });
-        Ok(())
+        let device = device.clone();
+        self.transaction_for(&Tenancy::User(user_id), |tx| {
+            async move {
+                on_backend!(&mut tx.0, Inner, tx => {
+                    sqlx::query(
+                        "INSERT INTO trusted_devices (id, user_id, token_hash, ip, user_agent, created_at, last_used_at, expires_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $6, $7)",
+                    )
+                    .bind(device.id)
+                    .bind(user_id.as_uuid())
+                    .bind(&device.token_hash)
+                    .bind(&device.ip)
+                    .bind(device.user_agent.as_deref())
+                    .bind(ms(now))
+                    .bind(ms(device.expires_at))
+                    .execute(&mut **tx)
+                    .await?;
+                });
+                Ok(())
+            }
+            .boxed()
+        })
+        .await
     }
 
     /// Whether the browser holding this token is a live trusted device of this user's;
@@ -319,18 +374,26 @@ impl Database {
         token_hash: &[u8],
         now: OffsetDateTime,
     ) -> Result<bool, StorageError> {
-        let used = on_backend!(&self.pool, Pool, pool => {
-            sqlx::query(
-                "UPDATE trusted_devices SET last_used_at = $1 \
-                 WHERE user_id = $2 AND token_hash = $3 AND expires_at > $1",
-            )
-            .bind(ms(now))
-            .bind(user_id.as_uuid())
-            .bind(token_hash)
-            .execute(pool)
-            .await?
-            .rows_affected()
-        });
+        let token_hash = token_hash.to_vec();
+        let used = self
+            .transaction_for(&Tenancy::User(user_id), |tx| {
+                async move {
+                    Ok(on_backend!(&mut tx.0, Inner, tx => {
+                        sqlx::query(
+                            "UPDATE trusted_devices SET last_used_at = $1 \
+                             WHERE user_id = $2 AND token_hash = $3 AND expires_at > $1",
+                        )
+                        .bind(ms(now))
+                        .bind(user_id.as_uuid())
+                        .bind(&token_hash)
+                        .execute(&mut **tx)
+                        .await?
+                        .rows_affected()
+                    }))
+                }
+                .boxed()
+            })
+            .await?;
         Ok(used == 1)
     }
 
@@ -339,16 +402,24 @@ impl Database {
         user_id: UserId,
         now: OffsetDateTime,
     ) -> Result<Vec<TrustedDevice>, StorageError> {
-        let rows: Vec<(Uuid, String, Option<String>, i64, i64, i64)> = on_backend!(&self.pool, Pool, pool => {
-            sqlx::query_as(
-                "SELECT id, ip, user_agent, created_at, last_used_at, expires_at FROM trusted_devices \
-                 WHERE user_id = $1 AND expires_at > $2 ORDER BY created_at DESC",
-            )
-            .bind(user_id.as_uuid())
-            .bind(ms(now))
-            .fetch_all(pool)
-            .await?
-        });
+        let rows: Vec<(Uuid, String, Option<String>, i64, i64, i64)> = self
+            .transaction_for(&Tenancy::User(user_id), |tx| {
+                async move {
+                    Ok(on_backend!(&mut tx.0, Inner, tx => {
+                        sqlx::query_as(
+                            "SELECT id, ip, user_agent, created_at, last_used_at, expires_at \
+                             FROM trusted_devices WHERE user_id = $1 AND expires_at > $2 \
+                             ORDER BY created_at DESC",
+                        )
+                        .bind(user_id.as_uuid())
+                        .bind(ms(now))
+                        .fetch_all(&mut **tx)
+                        .await?
+                    }))
+                }
+                .boxed()
+            })
+            .await?;
         Ok(rows
             .into_iter()
             .map(
@@ -370,19 +441,27 @@ impl Database {
         user_id: UserId,
         id: Uuid,
     ) -> Result<bool, StorageError> {
-        let deleted = on_backend!(&self.pool, Pool, pool => {
-            sqlx::query("DELETE FROM trusted_devices WHERE id = $1 AND user_id = $2")
-                .bind(id)
-                .bind(user_id.as_uuid())
-                .execute(pool)
-                .await?
-                .rows_affected()
-        });
+        let deleted = self
+            .transaction_for(&Tenancy::User(user_id), |tx| {
+                async move {
+                    Ok(on_backend!(&mut tx.0, Inner, tx => {
+                        sqlx::query("DELETE FROM trusted_devices WHERE id = $1 AND user_id = $2")
+                            .bind(id)
+                            .bind(user_id.as_uuid())
+                            .execute(&mut **tx)
+                            .await?
+                            .rows_affected()
+                    }))
+                }
+                .boxed()
+            })
+            .await?;
         Ok(deleted == 1)
     }
 }
 
 async fn spend_step(tx: &mut Tx, user_id: UserId, step: i64) -> Result<bool, StorageError> {
+    tx.act_for(&Tenancy::User(user_id)).await?;
     let spent = on_backend!(&mut tx.0, Inner, tx => {
         sqlx::query(
             "UPDATE mfa_totp SET last_used_step = $1 WHERE user_id = $2 AND enabled_at IS NOT NULL \
@@ -402,6 +481,7 @@ async fn insert_backup_codes(
     user_id: UserId,
     hashes: &[Vec<u8>],
 ) -> Result<(), StorageError> {
+    tx.act_for(&Tenancy::User(user_id)).await?;
     for hash in hashes {
         on_backend!(&mut tx.0, Inner, tx => {
             sqlx::query("INSERT INTO mfa_backup_codes (user_id, code_hash) VALUES ($1, $2)")
@@ -416,6 +496,7 @@ async fn insert_backup_codes(
 
 /// Trusted devices and pending challenges end with a password change or reset (MFA-3).
 pub(crate) async fn forget_devices(tx: &mut Tx, user_id: UserId) -> Result<(), StorageError> {
+    tx.act_for(&Tenancy::User(user_id)).await?;
     on_backend!(&mut tx.0, Inner, tx => {
         for sql in [
             "DELETE FROM trusted_devices WHERE user_id = $1",
@@ -456,11 +537,7 @@ mod tests {
             assert!(!db.enable_totp(user.id, &pending.sealed, 1, &[], now).await.unwrap());
             let pending = db.totp(user.id).await.unwrap().unwrap();
             assert!(db.enable_totp(user.id, &pending.sealed, 1, &[], now).await.unwrap());
-            let stored = || async {
-                on_backend!(&db.pool, Pool, pool => {
-                    sqlx::query_scalar::<_, Vec<u8>>("SELECT secret FROM mfa_totp").fetch_one(pool).await.unwrap()
-                })
-            };
+            let stored = || async { db.totp(user.id).await.unwrap().unwrap().sealed };
             assert_eq!(KeyId::of(&stored().await).unwrap().version, 1);
 
             let later = now + DATA_KEY_MAX_AGE + time::Duration::days(1);

@@ -165,6 +165,18 @@ impl Database {
 #[derive(Clone, Debug)]
 pub(crate) enum Tenancy {
     Org(mailroom_core::OrgId),
+    /// A user's own rows (their second factors and devices).
+    User(mailroom_core::UserId),
+    /// What a sign-up, sign-in, code or reset is about: one normalized address.
+    Email(String),
+    /// A session found by its token's hash (hex), before its user is known.
+    SessionToken(String),
+    /// A second-factor challenge found by its token's hash (hex), before its user is known.
+    MfaChallenge(String),
+    /// Second-factor state that expired before this (ms), every user's, for deleting.
+    ExpiredBefore(i64),
+    /// The background re-encryption of sealed columns, every row's.
+    Reseal,
     /// An API key found by its lookup id, before its organization is known.
     ApiKeyLookup(String),
     /// An invitation found by its token's hash (hex), by someone of another organization.
@@ -184,6 +196,12 @@ impl Tenancy {
     fn setting(&self) -> (&'static str, String) {
         match self {
             Tenancy::Org(org) => ("app.org_id", org.as_uuid().to_string()),
+            Tenancy::User(user) => ("app.user_id", user.as_uuid().to_string()),
+            Tenancy::Email(email) => ("app.email", email.clone()),
+            Tenancy::SessionToken(hash) => ("app.session_token", hash.clone()),
+            Tenancy::MfaChallenge(hash) => ("app.mfa_challenge", hash.clone()),
+            Tenancy::ExpiredBefore(ms) => ("app.expired_before", ms.to_string()),
+            Tenancy::Reseal => ("app.reseal", "on".to_owned()),
             Tenancy::ApiKeyLookup(id) => ("app.api_key_lookup_id", id.clone()),
             Tenancy::InvitationToken(hash) => ("app.invitation_token", hash.clone()),
             Tenancy::ErasedEmail(email) => ("app.erase_email", email.clone()),

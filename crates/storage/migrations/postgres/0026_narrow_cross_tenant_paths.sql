@@ -13,10 +13,12 @@
 CREATE FUNCTION mailroom_now_ms() RETURNS BIGINT LANGUAGE sql STABLE
     AS $$ SELECT (EXTRACT(EPOCH FROM now()) * 1000)::BIGINT $$;
 
-CREATE FUNCTION mailroom_pin_org() RETURNS trigger LANGUAGE plpgsql AS $$
+-- A row never changes hands: the trigger's argument names the column of its owner (org_id,
+-- user_id).
+CREATE FUNCTION mailroom_pin_owner() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    IF NEW.org_id IS DISTINCT FROM OLD.org_id THEN
-        RAISE EXCEPTION 'a row of % never moves to another organization', TG_TABLE_NAME
+    IF to_jsonb(NEW) -> TG_ARGV[0] IS DISTINCT FROM to_jsonb(OLD) -> TG_ARGV[0] THEN
+        RAISE EXCEPTION 'a row of % never changes its %', TG_TABLE_NAME, TG_ARGV[0]
             USING ERRCODE = 'insufficient_privilege';
     END IF;
     RETURN NEW;
@@ -24,19 +26,19 @@ END
 $$;
 
 CREATE TRIGGER pin_org BEFORE UPDATE OF org_id ON api_keys
-    FOR EACH ROW EXECUTE FUNCTION mailroom_pin_org();
+    FOR EACH ROW EXECUTE FUNCTION mailroom_pin_owner('org_id');
 CREATE TRIGGER pin_org BEFORE UPDATE OF org_id ON invitations
-    FOR EACH ROW EXECUTE FUNCTION mailroom_pin_org();
+    FOR EACH ROW EXECUTE FUNCTION mailroom_pin_owner('org_id');
 CREATE TRIGGER pin_org BEFORE UPDATE OF org_id ON usage_periods
-    FOR EACH ROW EXECUTE FUNCTION mailroom_pin_org();
+    FOR EACH ROW EXECUTE FUNCTION mailroom_pin_owner('org_id');
 CREATE TRIGGER pin_org BEFORE UPDATE OF org_id ON usage_charges
-    FOR EACH ROW EXECUTE FUNCTION mailroom_pin_org();
+    FOR EACH ROW EXECUTE FUNCTION mailroom_pin_owner('org_id');
 CREATE TRIGGER pin_org BEFORE UPDATE OF org_id ON verifications
-    FOR EACH ROW EXECUTE FUNCTION mailroom_pin_org();
+    FOR EACH ROW EXECUTE FUNCTION mailroom_pin_owner('org_id');
 CREATE TRIGGER pin_org BEFORE UPDATE OF org_id ON verify_jobs
-    FOR EACH ROW EXECUTE FUNCTION mailroom_pin_org();
+    FOR EACH ROW EXECUTE FUNCTION mailroom_pin_owner('org_id');
 CREATE TRIGGER pin_org BEFORE UPDATE OF org_id ON verify_job_rows
-    FOR EACH ROW EXECUTE FUNCTION mailroom_pin_org();
+    FOR EACH ROW EXECUTE FUNCTION mailroom_pin_owner('org_id');
 
 DROP POLICY tenant ON api_keys;
 CREATE POLICY tenant ON api_keys

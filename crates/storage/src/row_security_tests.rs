@@ -1,0 +1,183 @@
+//! Row-level security as a database administrator checks it (ORG-4), on PostgreSQL: what the
+//! catalog says of every table, and what the app role sees without saying whose it acts for.
+
+use mailroom_core::audit::{Action, AuditEvent};
+use mailroom_core::{SessionId, UserId};
+use mailroom_testkit::TestDatabase;
+use sqlx::{Connection, PgConnection};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::Database;
+use crate::accounts::{NewAccount, NewSession, PlatformRole};
+use crate::two_factor::NewTrustedDevice;
+
+/// The platform's own tables: no tenant's or user's data in them.
+const SYSTEM_TABLES: [&str; 4] = ["_sqlx_migrations", "keyring", "plans", "setup_token"];
+
+/// Tables that hold an organization's or a user's data and have no row policies yet: the
+/// rest of issue 17's second part. The list may only shrink.
+const NOT_YET_COVERED: [&str; 11] = [
+    "audit_heads",
+    "audit_log",
+    "data_keys",
+    "email_codes",
+    "login_failures",
+    "org_members",
+    "orgs",
+    "pending_signups",
+    "refresh_tokens",
+    "sessions",
+    "users",
+];
+
+/// The app role's own login (trust authentication on the test cluster).
+async fn as_app(test_db: &TestDatabase, db: &Database) -> PgConnection {
+    let mut url = url::Url::parse(test_db.url()).unwrap();
+    url.set_username(&db.app_role().unwrap().unwrap()).unwrap();
+    url.set_password(None).unwrap();
+    PgConnection::connect(url.as_str()).await.unwrap()
+}
+
+/// Every table but the platform's has row security enabled, forced on its owner too, and a
+/// policy — tables added later included.
+#[tokio::test]
+async fn every_tenant_and_user_table_has_forced_row_security() {
+    let Some(test_db) = TestDatabase::postgres().await else {
+        return;
+    };
+    let db = crate::test_support::installed(&test_db).await;
+    let mut owner = PgConnection::connect(test_db.url()).await.unwrap();
+    let tables: Vec<(String, bool, bool, i64)> = sqlx::query_as(
+        "SELECT c.relname::text, c.relrowsecurity, c.relforcerowsecurity, \
+         (SELECT COUNT(*) FROM pg_policies p WHERE p.schemaname = n.nspname \
+          AND p.tablename = c.relname) \
+         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p') ORDER BY 1",
+    )
+    .fetch_all(&mut owner)
+    .await
+    .unwrap();
+    assert!(tables.len() > SYSTEM_TABLES.len() + NOT_YET_COVERED.len());
+    let mut uncovered = Vec::new();
+    for (table, enabled, forced, policies) in &tables {
+        if SYSTEM_TABLES.contains(&table.as_str()) {
+            continue;
+        }
+        if !(*enabled && *forced && *policies > 0) {
+            uncovered.push(table.as_str());
+        }
+    }
+    assert_eq!(
+        uncovered, NOT_YET_COVERED,
+        "tables without forced row security"
+    );
+    drop(db);
+}
+
+/// The app role, saying nothing of whose it acts for, sees no row of any table under row
+/// security; saying one user, it sees that user's rows and no other's.
+#[tokio::test]
+async fn the_app_role_sees_nothing_without_a_setting_and_one_user_as_that_user() {
+    let Some(test_db) = TestDatabase::postgres().await else {
+        return;
+    };
+    let db = crate::test_support::installed(&test_db).await;
+    let now = OffsetDateTime::now_utc();
+    let mut users = Vec::new();
+    for name in ["alpha", "bravo"] {
+        let account = NewAccount {
+            email: format!("{name}@example.test"),
+            password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+            platform_role: PlatformRole::User,
+        };
+        let user = db.create_account(&account, now).await.unwrap();
+        assert!(
+            db.start_totp_enrollment(user.id, b"twenty bytes secret!", now)
+                .await
+                .unwrap()
+        );
+        let sealed = db.totp(user.id).await.unwrap().unwrap().sealed;
+        assert!(
+            db.enable_totp(user.id, &sealed, 1, &[name.as_bytes().to_vec()], now)
+                .await
+                .unwrap()
+        );
+        db.create_mfa_challenge(user.id, name.as_bytes(), now + time::Duration::minutes(5))
+            .await
+            .unwrap();
+        let device = NewTrustedDevice {
+            id: Uuid::now_v7(),
+            token_hash: format!("{name} device").into_bytes(),
+            ip: "192.0.2.1".into(),
+            user_agent: None,
+            expires_at: now + time::Duration::days(30),
+        };
+        db.add_trusted_device(user.id, &device, now).await.unwrap();
+        let session = NewSession {
+            id: SessionId::generate(),
+            token_hash: format!("{name} session").into_bytes(),
+            ip: "192.0.2.1".into(),
+            user_agent: None,
+            expires_at: now + time::Duration::days(30),
+        };
+        let signed_in = AuditEvent {
+            actor: Some(user.id),
+            ..crate::test_support::event(user.org_id, Action::SigninSucceeded)
+        };
+        db.create_session(user.id, &session, &signed_in, now)
+            .await
+            .unwrap();
+        users.push(user.id);
+    }
+
+    let mut owner = PgConnection::connect(test_db.url()).await.unwrap();
+    let protected: Vec<(String, bool)> = sqlx::query_as(
+        "SELECT c.relname::text, EXISTS (SELECT 1 FROM pg_policies p \
+         WHERE p.schemaname = n.nspname AND p.tablename = c.relname \
+         AND p.qual LIKE '%app.user_id%') \
+         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname = current_schema() AND c.relkind = 'r' AND c.relrowsecurity",
+    )
+    .fetch_all(&mut owner)
+    .await
+    .unwrap();
+    let mut app = as_app(&test_db, &db).await;
+    let count = async |connection: &mut PgConnection, sql: &str, user: Option<UserId>| -> i64 {
+        let query = sqlx::query_scalar(sql);
+        let query = match user {
+            Some(user) => query.bind(user.as_uuid()),
+            None => query,
+        };
+        query.fetch_one(connection).await.unwrap()
+    };
+    for (table, _) in &protected {
+        let all = format!("SELECT COUNT(*) FROM {table}");
+        assert_eq!(
+            count(&mut app, &all, None).await,
+            0,
+            "{table} without a setting"
+        );
+    }
+    let [alpha, _] = <[UserId; 2]>::try_from(users).unwrap();
+    sqlx::query("SELECT set_config('app.user_id', $1, false)")
+        .bind(alpha.as_uuid().to_string())
+        .execute(&mut app)
+        .await
+        .unwrap();
+    for (table, keyed_by_user) in &protected {
+        let all = format!("SELECT COUNT(*) FROM {table}");
+        if !keyed_by_user {
+            assert_eq!(count(&mut app, &all, None).await, 0, "{table} as a user");
+            continue;
+        }
+        let theirs = format!("SELECT COUNT(*) FROM {table} WHERE user_id = $1");
+        let stored = count(&mut owner, &theirs, Some(alpha)).await;
+        assert!(stored > 0, "{table}: the test stores a row of alpha's");
+        assert_eq!(
+            count(&mut app, &all, None).await,
+            stored,
+            "{table}: alpha's, and only alpha's"
+        );
+    }
+}
