@@ -459,16 +459,24 @@ impl Database {
             created_at: i64,
             last_seen_at: i64,
         }
-        let rows: Vec<Row> = on_backend!(&self.pool, Pool, pool => {
-            sqlx::query_as(
-                "SELECT id, ip, user_agent, created_at, last_seen_at FROM sessions \
-                 WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > $2 ORDER BY created_at DESC",
-            )
-            .bind(user_id.as_uuid())
-            .bind(ms(now))
-            .fetch_all(pool)
-            .await?
-        });
+        let rows: Vec<Row> = self
+            .transaction_for(&Tenancy::User(user_id), |tx| {
+                async move {
+                    Ok(on_backend!(&mut tx.0, Inner, tx => {
+                        sqlx::query_as(
+                            "SELECT id, ip, user_agent, created_at, last_seen_at FROM sessions \
+                             WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > $2 \
+                             ORDER BY created_at DESC",
+                        )
+                        .bind(user_id.as_uuid())
+                        .bind(ms(now))
+                        .fetch_all(&mut **tx)
+                        .await?
+                    }))
+                }
+                .boxed()
+            })
+            .await?;
         Ok(rows
             .into_iter()
             .map(|row| SessionInfo {
@@ -488,15 +496,25 @@ impl Database {
         session_id: SessionId,
         now: OffsetDateTime,
     ) -> Result<bool, StorageError> {
-        let revoked = on_backend!(&self.pool, Pool, pool => {
-            sqlx::query("UPDATE sessions SET revoked_at = $1 WHERE id = $2 AND user_id = $3 AND revoked_at IS NULL")
-                .bind(ms(now))
-                .bind(session_id.as_uuid())
-                .bind(user_id.as_uuid())
-                .execute(pool)
-                .await?
-                .rows_affected()
-        });
+        let revoked = self
+            .transaction_for(&Tenancy::User(user_id), |tx| {
+                async move {
+                    Ok(on_backend!(&mut tx.0, Inner, tx => {
+                        sqlx::query(
+                            "UPDATE sessions SET revoked_at = $1 \
+                             WHERE id = $2 AND user_id = $3 AND revoked_at IS NULL",
+                        )
+                        .bind(ms(now))
+                        .bind(session_id.as_uuid())
+                        .bind(user_id.as_uuid())
+                        .execute(&mut **tx)
+                        .await?
+                        .rows_affected()
+                    }))
+                }
+                .boxed()
+            })
+            .await?;
         Ok(revoked == 1)
     }
 
@@ -828,22 +846,33 @@ impl Database {
         }))
     }
 
-    /// Marks a session used now and extends its life (rolling expiry).
+    /// Marks a session of the user's used now and extends its life (rolling expiry).
     pub async fn touch_session(
         &self,
+        user_id: UserId,
         id: SessionId,
         now: OffsetDateTime,
         expires_at: OffsetDateTime,
     ) -> Result<(), StorageError> {
-        on_backend!(&self.pool, Pool, pool => {
-            sqlx::query("UPDATE sessions SET last_seen_at = $1, expires_at = $2 WHERE id = $3 AND revoked_at IS NULL")
-                .bind(ms(now))
-                .bind(ms(expires_at))
-                .bind(id.as_uuid())
-                .execute(pool)
-                .await?;
-        });
-        Ok(())
+        self.transaction_for(&Tenancy::User(user_id), |tx| {
+            async move {
+                on_backend!(&mut tx.0, Inner, tx => {
+                    sqlx::query(
+                        "UPDATE sessions SET last_seen_at = $1, expires_at = $2 \
+                         WHERE id = $3 AND user_id = $4 AND revoked_at IS NULL",
+                    )
+                    .bind(ms(now))
+                    .bind(ms(expires_at))
+                    .bind(id.as_uuid())
+                    .bind(user_id.as_uuid())
+                    .execute(&mut **tx)
+                    .await?;
+                });
+                Ok(())
+            }
+            .boxed()
+        })
+        .await
     }
 
     /// Ends the session with this token hash, whoever's it is (a browser signing in again
@@ -853,14 +882,23 @@ impl Database {
         token_hash: &[u8],
         now: OffsetDateTime,
     ) -> Result<(), StorageError> {
-        on_backend!(&self.pool, Pool, pool => {
-            sqlx::query("UPDATE sessions SET revoked_at = $1 WHERE token_hash = $2 AND revoked_at IS NULL")
-                .bind(ms(now))
-                .bind(token_hash)
-                .execute(pool)
-                .await?;
-        });
-        Ok(())
+        let hash = token_hash.to_vec();
+        self.transaction_for(&Tenancy::SessionToken(hex::encode(token_hash)), |tx| {
+            async move {
+                on_backend!(&mut tx.0, Inner, tx => {
+                    sqlx::query(
+                        "UPDATE sessions SET revoked_at = $1 WHERE token_hash = $2 AND revoked_at IS NULL",
+                    )
+                    .bind(ms(now))
+                    .bind(&hash)
+                    .execute(&mut **tx)
+                    .await?;
+                });
+                Ok(())
+            }
+            .boxed()
+        })
+        .await
     }
 
     /// A successful sign-in clears the address's failure count and lockout history, unless a
@@ -1059,6 +1097,7 @@ async fn revoke_token_families(
     user_id: UserId,
     now: OffsetDateTime,
 ) -> Result<(), StorageError> {
+    tx.act_for(&Tenancy::User(user_id)).await?;
     on_backend!(&mut tx.0, Inner, tx => {
         sqlx::query("UPDATE refresh_tokens SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL")
             .bind(ms(now))
@@ -1076,6 +1115,7 @@ async fn revoke_sessions_except(
     keep: Option<SessionId>,
     now: OffsetDateTime,
 ) -> Result<u64, StorageError> {
+    tx.act_for(&Tenancy::User(user_id)).await?;
     Ok(on_backend!(&mut tx.0, Inner, tx => {
         sqlx::query(
             "UPDATE sessions SET revoked_at = $1 \
@@ -1096,6 +1136,7 @@ async fn insert_session(
     session: &NewSession,
     now: OffsetDateTime,
 ) -> Result<(), StorageError> {
+    tx.act_for(&Tenancy::User(user_id)).await?;
     on_backend!(&mut tx.0, Inner, tx => {
         sqlx::query(
             "INSERT INTO sessions (id, user_id, token_hash, ip, user_agent, created_at, last_seen_at, expires_at) \

@@ -9,7 +9,8 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::Database;
-use crate::accounts::{NewAccount, NewSession, PlatformRole};
+use crate::accounts::{Device, NewAccount, NewSession, PlatformRole};
+use crate::tokens::NewRefreshToken;
 use crate::two_factor::NewTrustedDevice;
 
 /// The platform's own tables: no tenant's or user's data in them.
@@ -17,7 +18,7 @@ const SYSTEM_TABLES: [&str; 4] = ["_sqlx_migrations", "keyring", "plans", "setup
 
 /// Tables that hold an organization's or a user's data and have no row policies yet: the
 /// rest of issue 17's second part. The list may only shrink.
-const NOT_YET_COVERED: [&str; 11] = [
+const NOT_YET_COVERED: [&str; 9] = [
     "audit_heads",
     "audit_log",
     "data_keys",
@@ -26,8 +27,6 @@ const NOT_YET_COVERED: [&str; 11] = [
     "org_members",
     "orgs",
     "pending_signups",
-    "refresh_tokens",
-    "sessions",
     "users",
 ];
 
@@ -128,6 +127,26 @@ async fn the_app_role_sees_nothing_without_a_setting_and_one_user_as_that_user()
         db.create_session(user.id, &session, &signed_in, now)
             .await
             .unwrap();
+        let first = NewRefreshToken {
+            id: Uuid::now_v7(),
+            token_hash: format!("{name} refresh").into_bytes(),
+            access_jti: Uuid::now_v7(),
+            access_iat: now,
+        };
+        let device = Device {
+            ip: "192.0.2.1",
+            user_agent: None,
+        };
+        db.start_token_family(
+            user.id,
+            &first,
+            now + time::Duration::days(30),
+            device,
+            &signed_in,
+            now,
+        )
+        .await
+        .unwrap();
         users.push(user.id);
     }
 

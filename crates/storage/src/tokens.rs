@@ -8,8 +8,8 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::accounts::{Device, NewDevice, from_ms, ms, record_sign_in};
-use crate::tx::Inner;
-use crate::{Database, Pool, StorageError, on_backend};
+use crate::tx::{Inner, Tenancy};
+use crate::{Database, StorageError, on_backend};
 
 /// A refresh token to store (its hash) with the access token issued beside it (its claims).
 #[derive(Clone, Debug)]
@@ -108,6 +108,8 @@ impl Database {
         self.serializable(|tx| {
             let (presented_hash, child) = (presented_hash.clone(), child.clone());
             async move {
+                tx.act_for(&Tenancy::RefreshToken(hex::encode(&presented_hash)))
+                    .await?;
                 let presented: Option<Presented> = on_backend!(&mut tx.0, Inner, tx => {
                     sqlx::query_as(
                         "SELECT id, family_id, user_id, family_expires_at, authenticated_at, used_at, revoked_at \
@@ -124,6 +126,8 @@ impl Database {
                     return Ok(Rotation::Invalid);
                 }
                 let (user_id, family_id) = (UserId::from_uuid(token.user_id), token.family_id);
+                // The rest is the token's user's family.
+                tx.act_for(&Tenancy::User(user_id)).await?;
                 let authenticated_at = from_ms(token.authenticated_at);
                 match token.used_at {
                     None => {
@@ -182,39 +186,59 @@ impl Database {
         .await
     }
 
-    /// Whether any token of the family is still good: access tokens of a revoked family stop
-    /// working at once, not when they expire.
+    /// Whether any token of the user's family is still good: access tokens of a revoked
+    /// family stop working at once, not when they expire.
     pub async fn token_family_live(
         &self,
+        user_id: UserId,
         family_id: Uuid,
         now: OffsetDateTime,
     ) -> Result<bool, StorageError> {
-        let live: i64 = on_backend!(&self.pool, Pool, pool => {
-            sqlx::query_scalar(
-                "SELECT COUNT(*) FROM refresh_tokens \
-                 WHERE family_id = $1 AND revoked_at IS NULL AND family_expires_at > $2",
-            )
-            .bind(family_id)
-            .bind(ms(now))
-            .fetch_one(pool)
-            .await?
-        });
+        let live: i64 = self
+            .transaction_for(&Tenancy::User(user_id), |tx| {
+                async move {
+                    Ok(on_backend!(&mut tx.0, Inner, tx => {
+                        sqlx::query_scalar(
+                            "SELECT COUNT(*) FROM refresh_tokens WHERE user_id = $1 \
+                             AND family_id = $2 AND revoked_at IS NULL AND family_expires_at > $3",
+                        )
+                        .bind(user_id.as_uuid())
+                        .bind(family_id)
+                        .bind(ms(now))
+                        .fetch_one(&mut **tx)
+                        .await?
+                    }))
+                }
+                .boxed()
+            })
+            .await?;
         Ok(live > 0)
     }
 
     pub async fn revoke_token_family(
         &self,
+        user_id: UserId,
         family_id: Uuid,
         now: OffsetDateTime,
     ) -> Result<(), StorageError> {
-        on_backend!(&self.pool, Pool, pool => {
-            sqlx::query("UPDATE refresh_tokens SET revoked_at = $1 WHERE family_id = $2 AND revoked_at IS NULL")
-                .bind(ms(now))
-                .bind(family_id)
-                .execute(pool)
-                .await?;
-        });
-        Ok(())
+        self.transaction_for(&Tenancy::User(user_id), |tx| {
+            async move {
+                on_backend!(&mut tx.0, Inner, tx => {
+                    sqlx::query(
+                        "UPDATE refresh_tokens SET revoked_at = $1 \
+                         WHERE user_id = $2 AND family_id = $3 AND revoked_at IS NULL",
+                    )
+                    .bind(ms(now))
+                    .bind(user_id.as_uuid())
+                    .bind(family_id)
+                    .execute(&mut **tx)
+                    .await?;
+                });
+                Ok(())
+            }
+            .boxed()
+        })
+        .await
     }
 }
 
@@ -233,6 +257,7 @@ async fn insert_token(
     parent_id: Option<Uuid>,
     now: OffsetDateTime,
 ) -> Result<(), StorageError> {
+    tx.act_for(&Tenancy::User(family.user_id)).await?;
     on_backend!(&mut tx.0, Inner, tx => {
         sqlx::query(
             "INSERT INTO refresh_tokens (id, family_id, parent_id, user_id, token_hash, access_jti, \

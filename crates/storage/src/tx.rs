@@ -171,6 +171,8 @@ pub(crate) enum Tenancy {
     Email(String),
     /// A session found by its token's hash (hex), before its user is known.
     SessionToken(String),
+    /// A refresh token found by its hash (hex), before its user is known.
+    RefreshToken(String),
     /// A second-factor challenge found by its token's hash (hex), before its user is known.
     MfaChallenge(String),
     /// Second-factor state that expired before this (ms), every user's, for deleting.
@@ -199,6 +201,7 @@ impl Tenancy {
             Tenancy::User(user) => ("app.user_id", user.as_uuid().to_string()),
             Tenancy::Email(email) => ("app.email", email.clone()),
             Tenancy::SessionToken(hash) => ("app.session_token", hash.clone()),
+            Tenancy::RefreshToken(hash) => ("app.refresh_token", hash.clone()),
             Tenancy::MfaChallenge(hash) => ("app.mfa_challenge", hash.clone()),
             Tenancy::ExpiredBefore(ms) => ("app.expired_before", ms.to_string()),
             Tenancy::Reseal => ("app.reseal", "on".to_owned()),

@@ -152,7 +152,7 @@ impl Principal {
         if now - owner.last_seen_at > TOUCH_INTERVAL {
             state
                 .database
-                .touch_session(owner.session_id, now, now + SESSION_TTL)
+                .touch_session(owner.user.id, owner.session_id, now, now + SESSION_TTL)
                 .await
                 .map_err(ApiError::internal)?;
         }
@@ -171,7 +171,7 @@ async fn from_access_token(token: &str, state: &AppState) -> Result<Principal, A
     let now = OffsetDateTime::now_utc();
     let live = state
         .database
-        .token_family_live(claims.sid, now)
+        .token_family_live(claims.sub, claims.sid, now)
         .await
         .map_err(ApiError::internal)?;
     if !live {

@@ -717,7 +717,12 @@ pub(crate) async fn sign_out(
             id.to_string()
         }
         Credential::AccessToken { family } => {
-            database(state.database.revoke_token_family(family, now).await)?;
+            database(
+                state
+                    .database
+                    .revoke_token_family(principal.user.id, family, now)
+                    .await,
+            )?;
             format!("token family {family}")
         }
     };
