@@ -234,6 +234,7 @@ impl Database {
                 event.clone(),
             );
             async move {
+                tx.act_for(&Tenancy::Email(email.clone())).await?;
                 on_backend!(&mut tx.0, Inner, tx => {
                     sqlx::query(
                         // While the first sign-up's code is live its password stays: a second
@@ -322,6 +323,7 @@ impl Database {
             let (email, code_hash, password_hash, key, event) =
                 (email.clone(), code_hash.clone(), password_hash.clone(), key.clone(), event.clone());
             async move {
+                tx.act_for(&Tenancy::Email(email.clone())).await?;
                 on_backend!(&mut tx.0, Inner, tx => {
                     // Spending the code is the first write: of two resets racing with the same
                     // code, one finds it gone.
@@ -553,32 +555,45 @@ impl Database {
         now: OffsetDateTime,
     ) -> Result<CodeAttempt, StorageError> {
         let budget = i32::try_from(budget).unwrap_or(i32::MAX);
-        let counted: Option<Vec<u8>> = on_backend!(&self.pool, Pool, pool => {
-            sqlx::query_scalar(
-                "UPDATE email_codes SET attempts = attempts + 1 \
-                 WHERE purpose = $1 AND email = $2 AND attempts < $3 AND expires_at > $4 \
-                 RETURNING code_hash",
-            )
-            .bind(purpose.as_str())
-            .bind(email.as_str())
-            .bind(budget)
-            .bind(ms(now))
-            .fetch_optional(pool)
-            .await?
-        });
+        let email = email.as_str().to_owned();
+        let (counted, live_attempts): (Option<Vec<u8>>, Option<i32>) = self
+            .transaction_for(&Tenancy::Email(email.clone()), |tx| {
+                async move {
+                    let counted: Option<Vec<u8>> = on_backend!(&mut tx.0, Inner, tx => {
+                        sqlx::query_scalar(
+                            "UPDATE email_codes SET attempts = attempts + 1 \
+                             WHERE purpose = $1 AND email = $2 AND attempts < $3 AND expires_at > $4 \
+                             RETURNING code_hash",
+                        )
+                        .bind(purpose.as_str())
+                        .bind(&email)
+                        .bind(budget)
+                        .bind(ms(now))
+                        .fetch_optional(&mut **tx)
+                        .await?
+                    });
+                    if counted.is_some() {
+                        return Ok((counted, None));
+                    }
+                    let live_attempts: Option<i32> = on_backend!(&mut tx.0, Inner, tx => {
+                        sqlx::query_scalar(
+                            "SELECT attempts FROM email_codes \
+                             WHERE purpose = $1 AND email = $2 AND expires_at > $3",
+                        )
+                        .bind(purpose.as_str())
+                        .bind(&email)
+                        .bind(ms(now))
+                        .fetch_optional(&mut **tx)
+                        .await?
+                    });
+                    Ok((None, live_attempts))
+                }
+                .boxed()
+            })
+            .await?;
         if let Some(code_hash) = counted {
             return Ok(CodeAttempt::Counted { code_hash });
         }
-        let live_attempts: Option<i32> = on_backend!(&self.pool, Pool, pool => {
-            sqlx::query_scalar(
-                "SELECT attempts FROM email_codes WHERE purpose = $1 AND email = $2 AND expires_at > $3",
-            )
-            .bind(purpose.as_str())
-            .bind(email.as_str())
-            .bind(ms(now))
-            .fetch_optional(pool)
-            .await?
-        });
         Ok(match live_attempts {
             Some(attempts) if attempts >= budget => CodeAttempt::Exhausted,
             _ => CodeAttempt::Missing,
@@ -603,6 +618,7 @@ impl Database {
                 let (email, session, key, event) =
                     (email.clone(), session.clone(), key.clone(), event.clone());
                 async move {
+                    tx.act_for(&Tenancy::Email(email.clone())).await?;
                     let password_hash: Option<String> = on_backend!(&mut tx.0, Inner, tx => {
                         sqlx::query("DELETE FROM email_codes WHERE purpose = 'signup' AND email = $1")
                             .bind(&email)
@@ -954,6 +970,7 @@ async fn issue_code(
     insert: bool,
     now: OffsetDateTime,
 ) -> Result<bool, StorageError> {
+    tx.act_for(&Tenancy::Email(email.to_owned())).await?;
     let now_ms = ms(now);
     on_backend!(&mut tx.0, Inner, tx => {
         let existing: Option<(i64, i32, i32, i64)> = sqlx::query_as(

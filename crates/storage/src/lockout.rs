@@ -11,8 +11,8 @@ use time::OffsetDateTime;
 
 use crate::accounts::{from_ms, ms};
 use crate::teams::Change;
-use crate::tx::Inner;
-use crate::{Database, Pool, StorageError, Tx, on_backend};
+use crate::tx::{Inner, Tenancy};
+use crate::{Database, StorageError, Tx, on_backend};
 
 /// How long the counters of an address that is not locked are kept after its last failure:
 /// the lockout history (each lock longer than the last) lasts as long.
@@ -113,16 +113,23 @@ impl Database {
     /// counting as a failure, but earlier failures stand, so that someone who has the
     /// password gets no fresh budget for guessing codes (MFA-4).
     pub async fn forgive_login_attempt(&self, email: &EmailAddress) -> Result<(), StorageError> {
-        on_backend!(&self.pool, Pool, pool => {
-            sqlx::query(
-                "UPDATE login_failures SET failed = CASE WHEN failed > 0 THEN failed - 1 ELSE 0 END \
-                 WHERE email = $1",
-            )
-            .bind(email.as_str())
-            .execute(pool)
-            .await?;
-        });
-        Ok(())
+        let email = email.as_str().to_owned();
+        self.transaction_for(&Tenancy::Email(email.clone()), |tx| {
+            async move {
+                on_backend!(&mut tx.0, Inner, tx => {
+                    sqlx::query(
+                        "UPDATE login_failures \
+                         SET failed = CASE WHEN failed > 0 THEN failed - 1 ELSE 0 END WHERE email = $1",
+                    )
+                    .bind(&email)
+                    .execute(&mut **tx)
+                    .await?;
+                });
+                Ok(())
+            }
+            .boxed()
+        })
+        .await
     }
 
     /// Lifts the user's lock and forgets their failures, and appends `event` in the same
@@ -160,18 +167,23 @@ impl Database {
         before: OffsetDateTime,
         now: OffsetDateTime,
     ) -> Result<u64, StorageError> {
-        let purged = on_backend!(&self.pool, Pool, pool => {
-            sqlx::query(
-                "DELETE FROM login_failures WHERE updated_at < $1 \
-                 AND (locked_until IS NULL OR locked_until <= $2)",
-            )
-            .bind(ms(before))
-            .bind(ms(now))
-            .execute(pool)
-            .await?
-            .rows_affected()
-        });
-        Ok(purged)
+        self.transaction_for(&Tenancy::ExpiredBefore(ms(before)), |tx| {
+            async move {
+                Ok(on_backend!(&mut tx.0, Inner, tx => {
+                    sqlx::query(
+                        "DELETE FROM login_failures WHERE updated_at < $1 \
+                         AND (locked_until IS NULL OR locked_until <= $2)",
+                    )
+                    .bind(ms(before))
+                    .bind(ms(now))
+                    .execute(&mut **tx)
+                    .await?
+                    .rows_affected()
+                }))
+            }
+            .boxed()
+        })
+        .await
     }
 }
 
@@ -181,7 +193,9 @@ struct Counters {
     locked_until: Option<i64>,
 }
 
+/// The address's counters; the transaction acts for the address from here on.
 async fn counters(tx: &mut Tx, email: &str) -> Result<Counters, StorageError> {
+    tx.act_for(&Tenancy::Email(email.to_owned())).await?;
     let row: Option<(i32, i32, Option<i64>)> = on_backend!(&mut tx.0, Inner, tx => {
         sqlx::query_as("SELECT failed, lockouts, locked_until FROM login_failures WHERE email = $1")
             .bind(email)
@@ -227,6 +241,7 @@ pub(crate) async fn forget(
     email: &str,
     unless_locked_at: Option<OffsetDateTime>,
 ) -> Result<(), StorageError> {
+    tx.act_for(&Tenancy::Email(email.to_owned())).await?;
     on_backend!(&mut tx.0, Inner, tx => {
         match unless_locked_at {
             Some(now) => sqlx::query(

@@ -52,6 +52,7 @@ impl Database {
                 }
                 crate::audit::erase_personal_fields(tx, &key, user_id, &email, now).await?;
                 tx.act_for(&Tenancy::ErasedEmail(email.clone())).await?;
+                tx.act_for(&Tenancy::Email(email.clone())).await?;
                 on_backend!(&mut tx.0, Inner, tx => {
                     for sql in [
                         "DELETE FROM email_codes WHERE email = $1",

@@ -502,7 +502,8 @@ impl Database {
         .map(|change| change == Change::Done)
     }
 
-    pub async fn all_users(&self) -> Result<Vec<UserSummary>, StorageError> {
+    /// Every user, as the platform administrator `admin` sees them.
+    pub async fn all_users(&self, admin: UserId) -> Result<Vec<UserSummary>, StorageError> {
         #[derive(sqlx::FromRow)]
         struct Row {
             id: Uuid,
@@ -514,15 +515,23 @@ impl Database {
             locked_until: Option<i64>,
             created_at: i64,
         }
-        let rows: Vec<Row> = on_backend!(&self.pool, Pool, pool => {
-            sqlx::query_as(
-                "SELECT u.id, u.email, u.platform_role, m.org_id, m.role, u.disabled_at, \
-                 f.locked_until, u.created_at FROM users u JOIN org_members m ON m.user_id = u.id \
-                 LEFT JOIN login_failures f ON f.email = u.email ORDER BY u.created_at",
-            )
-            .fetch_all(pool)
-            .await?
-        });
+        let rows: Vec<Row> = self
+            .transaction_for(&Tenancy::Platform(admin), |tx| {
+                async move {
+                    Ok(on_backend!(&mut tx.0, Inner, tx => {
+                        sqlx::query_as(
+                            "SELECT u.id, u.email, u.platform_role, m.org_id, m.role, u.disabled_at, \
+                             f.locked_until, u.created_at FROM users u \
+                             JOIN org_members m ON m.user_id = u.id \
+                             LEFT JOIN login_failures f ON f.email = u.email ORDER BY u.created_at",
+                        )
+                        .fetch_all(&mut **tx)
+                        .await?
+                    }))
+                }
+                .boxed()
+            })
+            .await?;
         Ok(rows
             .into_iter()
             .map(|row| UserSummary {

@@ -179,6 +179,8 @@ pub(crate) enum Tenancy {
     ExpiredBefore(i64),
     /// The background re-encryption of sealed columns, every row's.
     Reseal,
+    /// A platform administrator's view of every account (who is locked out, say).
+    Platform(mailroom_core::UserId),
     /// An API key found by its lookup id, before its organization is known.
     ApiKeyLookup(String),
     /// An invitation found by its token's hash (hex), by someone of another organization.
@@ -205,6 +207,7 @@ impl Tenancy {
             Tenancy::MfaChallenge(hash) => ("app.mfa_challenge", hash.clone()),
             Tenancy::ExpiredBefore(ms) => ("app.expired_before", ms.to_string()),
             Tenancy::Reseal => ("app.reseal", "on".to_owned()),
+            Tenancy::Platform(admin) => ("app.platform_admin", admin.as_uuid().to_string()),
             Tenancy::ApiKeyLookup(id) => ("app.api_key_lookup_id", id.clone()),
             Tenancy::InvitationToken(hash) => ("app.invitation_token", hash.clone()),
             Tenancy::ErasedEmail(email) => ("app.erase_email", email.clone()),

@@ -529,13 +529,16 @@ pub async fn admin_page(
     admin: Result<SuperAdmin, ApiError>,
     Query(query): Query<NoticeQuery>,
 ) -> Response {
-    if let Err(error) = admin {
-        return match error.code() {
-            "super_admin_only" => error.into_response(),
-            _ => away(&error),
-        };
-    }
-    render_admin(&state, &nonce, query.text(), None)
+    let admin = match admin {
+        Ok(SuperAdmin(admin)) => admin,
+        Err(error) => {
+            return match error.code() {
+                "super_admin_only" => error.into_response(),
+                _ => away(&error),
+            };
+        }
+    };
+    render_admin(&state, &nonce, &admin, query.text(), None)
         .await
         .unwrap_or_else(IntoResponse::into_response)
 }
@@ -543,11 +546,12 @@ pub async fn admin_page(
 async fn render_admin(
     state: &AppState,
     nonce: &CspNonce,
+    admin: &Principal,
     notice: Option<&str>,
     error: Option<&ApiError>,
 ) -> Result<Response, ApiError> {
     let orgs = database(state.database.all_orgs().await)?;
-    let users = database(state.database.all_users().await)?;
+    let users = database(state.database.all_users(admin.user.id).await)?;
     let now = OffsetDateTime::now_utc();
     Ok(titled(
         nonce,
@@ -633,7 +637,7 @@ pub async fn plan_submit(
 ) -> Response {
     let outcome = admin::set_plan_of(&state, &trail, &admin, id, &form.plan).await;
     after("/admin", outcome.map(|()| Notice::PlanSet), async |error| {
-        render_admin(&state, &nonce, None, error).await
+        render_admin(&state, &nonce, &admin, None, error).await
     })
     .await
 }
@@ -653,7 +657,7 @@ pub async fn disabled_submit(
 ) -> Response {
     let outcome = admin::set_disabled_of(&state, &trail, &admin, id, form.disabled).await;
     after("/admin", outcome.map(|()| Notice::Done), async |error| {
-        render_admin(&state, &nonce, None, error).await
+        render_admin(&state, &nonce, &admin, None, error).await
     })
     .await
 }
@@ -669,7 +673,7 @@ pub async fn unlock_submit(
     after(
         "/admin",
         outcome.map(|()| Notice::UserUnlocked),
-        async |error| render_admin(&state, &nonce, None, error).await,
+        async |error| render_admin(&state, &nonce, &admin, None, error).await,
     )
     .await
 }

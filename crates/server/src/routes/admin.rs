@@ -138,9 +138,9 @@ pub(crate) async fn set_plan_of(
 /// `GET /v1/admin/users`.
 pub async fn users(
     State(state): State<AppState>,
-    SuperAdmin(_): SuperAdmin,
+    SuperAdmin(admin): SuperAdmin,
 ) -> Result<Json<Value>, ApiError> {
-    let users = database(state.database.all_users().await)?;
+    let users = database(state.database.all_users(admin.user.id).await)?;
     let now = OffsetDateTime::now_utc();
     Ok(Json(Value::Array(
         users
