@@ -19,6 +19,12 @@ use crate::accounts::{from_ms, ms};
 use crate::tx::{Inner, Tenancy};
 use crate::{Database, Pool, StorageError, Tx, on_backend};
 
+/// A scope's data keys are read and written acting for the scope: its organization, or the
+/// system scope's nil UUID.
+fn key_scope(scope: Uuid) -> Tenancy {
+    Tenancy::Org(mailroom_core::OrgId::from_uuid(scope))
+}
+
 /// A data key older than this is succeeded by a new version (ENC-3).
 pub const DATA_KEY_MAX_AGE: time::Duration = time::Duration::days(90);
 /// What the root key is wrapped under besides the master key.
@@ -208,14 +214,22 @@ impl Database {
     }
 
     async fn newest_data_key(&self, scope: Uuid) -> Result<Option<(u32, i64)>, StorageError> {
-        let row: Option<(i64, i64)> = on_backend!(&self.pool, Pool, pool => {
-            sqlx::query_as(
-                "SELECT version, created_at FROM data_keys WHERE scope = $1 ORDER BY version DESC LIMIT 1",
-            )
-            .bind(scope)
-            .fetch_optional(pool)
-            .await?
-        });
+        let row: Option<(i64, i64)> = self
+            .transaction_for(&key_scope(scope), |tx| {
+                async move {
+                    Ok(on_backend!(&mut tx.0, Inner, tx => {
+                        sqlx::query_as(
+                            "SELECT version, created_at FROM data_keys WHERE scope = $1 \
+                             ORDER BY version DESC LIMIT 1",
+                        )
+                        .bind(scope)
+                        .fetch_optional(&mut **tx)
+                        .await?
+                    }))
+                }
+                .boxed()
+            })
+            .await?;
         Ok(row.map(|(version, created_at)| (version_of(version), created_at)))
     }
 
@@ -233,6 +247,7 @@ impl Database {
             let wrapped = keyring.master.wrap(key.expose(), &id.wrap_context());
             async move {
                 ensure_master(tx, &check).await?;
+                tx.act_for(&key_scope(id.scope)).await?;
                 on_backend!(&mut tx.0, Inner, tx => {
                     sqlx::query(
                         "INSERT INTO data_keys (scope, version, wrapped, created_at) VALUES ($1, $2, $3, $4) \
@@ -263,13 +278,22 @@ impl Database {
         {
             return Ok(key);
         }
-        let wrapped: Option<Vec<u8>> = on_backend!(&self.pool, Pool, pool => {
-            sqlx::query_scalar("SELECT wrapped FROM data_keys WHERE scope = $1 AND version = $2")
-                .bind(id.scope)
-                .bind(i64::from(id.version))
-                .fetch_optional(pool)
-                .await?
-        });
+        let wrapped: Option<Vec<u8>> = self
+            .transaction_for(&key_scope(id.scope), |tx| {
+                async move {
+                    Ok(on_backend!(&mut tx.0, Inner, tx => {
+                        sqlx::query_scalar(
+                            "SELECT wrapped FROM data_keys WHERE scope = $1 AND version = $2",
+                        )
+                        .bind(id.scope)
+                        .bind(i64::from(id.version))
+                        .fetch_optional(&mut **tx)
+                        .await?
+                    }))
+                }
+                .boxed()
+            })
+            .await?;
         let wrapped = wrapped.ok_or(StorageError::Undecryptable)?;
         let key = Arc::new(DataKey::from_bytes(
             keyring
@@ -287,14 +311,22 @@ impl Database {
     /// [`DATA_KEY_MAX_AGE`]; returns how many scopes rotated.
     pub async fn rotate_data_keys(&self, now: OffsetDateTime) -> Result<usize, StorageError> {
         let keyring = Arc::clone(self.keyring()?);
-        let stale: Vec<(Uuid, i64)> = on_backend!(&self.pool, Pool, pool => {
-            sqlx::query_as(
-                "SELECT scope, MAX(version) FROM data_keys GROUP BY scope HAVING MAX(created_at) <= $1",
-            )
-            .bind(ms(now - DATA_KEY_MAX_AGE))
-            .fetch_all(pool)
-            .await?
-        });
+        let stale: Vec<(Uuid, i64)> = self
+            .transaction_for(&Tenancy::Keyring, |tx| {
+                async move {
+                    Ok(on_backend!(&mut tx.0, Inner, tx => {
+                        sqlx::query_as(
+                            "SELECT scope, MAX(version) FROM data_keys GROUP BY scope \
+                             HAVING MAX(created_at) <= $1",
+                        )
+                        .bind(ms(now - DATA_KEY_MAX_AGE))
+                        .fetch_all(&mut **tx)
+                        .await?
+                    }))
+                }
+                .boxed()
+            })
+            .await?;
         for (scope, version) in &stale {
             let next = KeyId {
                 scope: *scope,
@@ -321,11 +353,18 @@ impl Database {
         now: OffsetDateTime,
     ) -> Result<usize, StorageError> {
         let newest: HashMap<Uuid, u32> = {
-            let rows: Vec<(Uuid, i64)> = on_backend!(&self.pool, Pool, pool => {
-                sqlx::query_as("SELECT scope, MAX(version) FROM data_keys GROUP BY scope")
-                    .fetch_all(pool)
-                    .await?
-            });
+            let rows: Vec<(Uuid, i64)> = self
+                .transaction_for(&Tenancy::Keyring, |tx| {
+                    async move {
+                        Ok(on_backend!(&mut tx.0, Inner, tx => {
+                            sqlx::query_as("SELECT scope, MAX(version) FROM data_keys GROUP BY scope")
+                                .fetch_all(&mut **tx)
+                                .await?
+                        }))
+                    }
+                    .boxed()
+                })
+                .await?;
             rows.into_iter().map(|(s, v)| (s, version_of(v))).collect()
         };
         let (table, name, row_id) = (column.table, column.column, column.row_id);
@@ -418,6 +457,7 @@ impl Database {
             let (keyring, new) = (Arc::clone(&keyring), Arc::clone(&new));
             async move {
                 ensure_master(tx, &keyring.master_check).await?;
+                tx.act_for(&Tenancy::Keyring).await?;
                 on_backend!(&mut tx.0, Inner, tx => {
                     let wrapped_root: Vec<u8> =
                         sqlx::query_scalar("SELECT wrapped_root FROM keyring WHERE singleton = 1")
@@ -463,15 +503,22 @@ impl Database {
 
     /// Every data key, oldest scope and version first.
     pub async fn data_key_status(&self) -> Result<Vec<DataKeyStatus>, StorageError> {
-        let rows: Vec<(Uuid, i64, i64, i64)> = on_backend!(&self.pool, Pool, pool => {
-            sqlx::query_as(
-                "SELECT k.scope, k.version, k.created_at, \
-                 (SELECT MAX(version) FROM data_keys n WHERE n.scope = k.scope) \
-                 FROM data_keys k ORDER BY k.scope, k.version",
-            )
-            .fetch_all(pool)
-            .await?
-        });
+        let rows: Vec<(Uuid, i64, i64, i64)> = self
+            .transaction_for(&Tenancy::Keyring, |tx| {
+                async move {
+                    Ok(on_backend!(&mut tx.0, Inner, tx => {
+                    sqlx::query_as(
+                        "SELECT k.scope, k.version, k.created_at, \
+                         (SELECT MAX(version) FROM data_keys n WHERE n.scope = k.scope) \
+                         FROM data_keys k ORDER BY k.scope, k.version",
+                    )
+                    .fetch_all(&mut **tx)
+                    .await?
+                            }))
+                }
+                .boxed()
+            })
+            .await?;
         Ok(rows
             .into_iter()
             .map(|(scope, version, created_at, newest)| DataKeyStatus {

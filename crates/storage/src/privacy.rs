@@ -74,7 +74,8 @@ impl Database {
                 if org_deleted {
                     // Its data keys go with it: whatever was sealed under them is unreadable
                     // from now on (but for backups, which hold the wrapped keys too, until
-                    // they expire).
+                    // they expire). Deleted as that organization.
+                    tx.act_for(&Tenancy::Org(OrgId::from_uuid(org_id))).await?;
                     on_backend!(&mut tx.0, Inner, tx => {
                         sqlx::query("DELETE FROM data_keys WHERE scope = $1")
                             .bind(org_id)

@@ -737,9 +737,10 @@ async fn accept(
     if members >= i64::from(member_limit) {
         return Ok(Acceptance::MemberLimitReached);
     }
+    // The personal organization goes, as itself, with its data and its data keys (ORG-2: one
+    // organization per user stays a constraint, not a habit).
+    tx.act_for(&Tenancy::Org(OrgId::from_uuid(current))).await?;
     on_backend!(&mut tx.0, Inner, tx => {
-        // The personal organization goes, with its data and its data keys (ORG-2: one
-        // organization per user stays a constraint, not a habit).
         sqlx::query("DELETE FROM data_keys WHERE scope = $1")
             .bind(current)
             .execute(&mut **tx)

@@ -179,6 +179,9 @@ pub(crate) enum Tenancy {
     ExpiredBefore(i64),
     /// The background re-encryption of sealed columns, every row's.
     Reseal,
+    /// The keyring's upkeep: every scope's wrapped data keys (rotation, the master key's
+    /// rotation, their status).
+    Keyring,
     /// A platform administrator's view of every account (who is locked out, say).
     Platform(mailroom_core::UserId),
     /// An API key found by its lookup id, before its organization is known.
@@ -207,6 +210,7 @@ impl Tenancy {
             Tenancy::MfaChallenge(hash) => ("app.mfa_challenge", hash.clone()),
             Tenancy::ExpiredBefore(ms) => ("app.expired_before", ms.to_string()),
             Tenancy::Reseal => ("app.reseal", "on".to_owned()),
+            Tenancy::Keyring => ("app.keyring", "on".to_owned()),
             Tenancy::Platform(admin) => ("app.platform_admin", admin.as_uuid().to_string()),
             Tenancy::ApiKeyLookup(id) => ("app.api_key_lookup_id", id.clone()),
             Tenancy::InvitationToken(hash) => ("app.invitation_token", hash.clone()),
