@@ -397,7 +397,7 @@ pub(crate) async fn revoke_keys_of_creator(
 
 #[cfg(test)]
 mod tests {
-    use mailroom_core::audit::{Action, Outcome};
+    use mailroom_core::audit::Action;
     use mailroom_core::org::OrgRole;
     use mailroom_core::usage::Metric;
     use mailroom_testkit::TestDatabase;
