@@ -10,8 +10,8 @@ use mailroom_core::audit::{
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::tx::Inner;
-use crate::{Database, Pool, StorageError, on_backend};
+use crate::tx::{Inner, Tenancy};
+use crate::{Database, StorageError, on_backend};
 
 /// Entries read per query while verifying or purging: bounded memory and statements.
 const BATCH: i64 = 1000;
@@ -106,17 +106,28 @@ impl Database {
     pub async fn verify_audit_chains(&self) -> Result<Option<BrokenLink>, StorageError> {
         let key = self.audit_key()?;
         // Every chain that has, or ever had, an entry.
-        let scopes: Vec<Uuid> = on_backend!(&self.pool, Pool, pool => {
-            sqlx::query_scalar(
-                "SELECT scope FROM audit_heads UNION SELECT scope FROM audit_log ORDER BY scope",
-            )
-            .fetch_all(pool)
-            .await?
-        });
+        let scopes: Vec<Uuid> = self
+            .transaction_for(&Tenancy::AuditVerify, |tx| {
+                async move {
+                    Ok(on_backend!(&mut tx.0, Inner, tx => {
+                        sqlx::query_scalar(
+                            "SELECT scope FROM audit_heads UNION SELECT scope FROM audit_log \
+                             ORDER BY scope",
+                        )
+                        .fetch_all(&mut **tx)
+                        .await?
+                    }))
+                }
+                .boxed()
+            })
+            .await?;
         for scope in scopes {
             // One snapshot per chain: a purge running meanwhile must not look like a gap.
             let mut tx = self.begin_snapshot().await?;
-            let found = first_broken_link(&mut tx, &key, scope).await;
+            let found = match tx.act_for(&Tenancy::AuditVerify).await {
+                Ok(()) => first_broken_link(&mut tx, &key, scope).await,
+                Err(error) => Err(error),
+            };
             tx.rollback().await;
             if let Some(link) = found? {
                 return Ok(Some(link));
@@ -153,8 +164,14 @@ impl Database {
         before: Option<Uuid>,
         limit: i64,
     ) -> Result<Vec<AuditEntry>, StorageError> {
-        self.audit_page("scope", org_id.as_uuid(), before, limit)
-            .await
+        self.audit_page(
+            Tenancy::Org(org_id),
+            "scope",
+            org_id.as_uuid(),
+            before,
+            limit,
+        )
+        .await
     }
 
     /// A user's own entries, newest first, after the `before` cursor (an entry id).
@@ -164,13 +181,21 @@ impl Database {
         before: Option<Uuid>,
         limit: i64,
     ) -> Result<Vec<AuditEntry>, StorageError> {
-        self.audit_page("actor_user_id", actor.as_uuid(), before, limit)
-            .await
+        self.audit_page(
+            Tenancy::User(actor),
+            "actor_user_id",
+            actor.as_uuid(),
+            before,
+            limit,
+        )
+        .await
     }
 
-    /// The entries whose `column` (a constant of this module's) is `value`, newest first.
+    /// The entries whose `column` (a constant of this module's) is `value`, newest first, read
+    /// acting for `tenancy`.
     async fn audit_page(
         &self,
+        tenancy: Tenancy,
         column: &'static str,
         value: Uuid,
         before: Option<Uuid>,
@@ -180,14 +205,20 @@ impl Database {
             "SELECT {COLUMNS} FROM audit_log WHERE {column} = $1 AND ($2 IS NULL OR id < $2) \
              ORDER BY id DESC LIMIT $3"
         );
-        Ok(on_backend!(&self.pool, Pool, pool => {
-            sqlx::query_as(&sql)
-                .bind(value)
-                .bind(before)
-                .bind(limit)
-                .fetch_all(pool)
-                .await?
-        }))
+        self.transaction_for(&tenancy, |tx| {
+            async move {
+                Ok(on_backend!(&mut tx.0, Inner, tx => {
+                    sqlx::query_as(&sql)
+                        .bind(value)
+                        .bind(before)
+                        .bind(limit)
+                        .fetch_all(&mut **tx)
+                        .await?
+                }))
+            }
+            .boxed()
+        })
+        .await
     }
 }
 
@@ -208,6 +239,7 @@ pub(crate) async fn append(
         user_agent: event.user_agent.clone(),
         subject: event.subject.clone(),
     };
+    tx.act_for(&Tenancy::AuditAppend(scope)).await?;
     on_backend!(&mut tx.0, Inner, tx => {
         let mut last: Option<(i64, i64, Vec<u8>)> = sqlx::query_as(
             "SELECT seq, occurred_at, hash FROM audit_log WHERE scope = $1 ORDER BY seq DESC LIMIT 1",
@@ -322,6 +354,10 @@ pub(crate) async fn erase_personal_fields(
     now: OffsetDateTime,
 ) -> Result<(), StorageError> {
     let erased_at = crate::accounts::ms(now);
+    tx.act_for(&Tenancy::ErasedUser(user_id)).await?;
+    tx.act_for(&Tenancy::ErasedAt(erased_at)).await?;
+    tx.act_for(&Tenancy::ErasedEmail(email.to_lowercase()))
+        .await?;
     on_backend!(&mut tx.0, Inner, tx => {
         let ids: Vec<Uuid> = sqlx::query_scalar(
             "SELECT id FROM audit_log WHERE erased_at IS NULL AND (actor_user_id = $1 OR subject = $2 \
@@ -352,6 +388,7 @@ pub(crate) async fn erase_personal_fields(
 /// a prefix of each).
 async fn purge_batch(tx: &mut crate::Tx, key: &[u8], before: i64) -> Result<u64, StorageError> {
     type HeadRow = (i64, Vec<u8>, i64, Option<i64>);
+    tx.act_for(&Tenancy::PurgeBefore(before)).await?;
     on_backend!(&mut tx.0, Inner, tx => {
         let removed: Vec<(Uuid, i64)> = sqlx::query_as(
             "DELETE FROM audit_log WHERE id IN \
@@ -536,6 +573,7 @@ mod tests {
     use mailroom_testkit::both_backends;
 
     use super::*;
+    use crate::Pool;
 
     fn event(org: Option<OrgId>, action: Action) -> AuditEvent {
         AuditEvent {
@@ -553,20 +591,49 @@ mod tests {
         }
     }
 
-    /// Runs tampering SQL against one organization's chain (`$1`).
-    async fn tamper(db: &Database, sql: &str, org: OrgId) {
-        on_backend!(&db.pool, Pool, pool => {
+    /// Past the 90 days the log is kept: what the purge may take.
+    fn long_ago() -> OffsetDateTime {
+        OffsetDateTime::now_utc() - time::Duration::days(120)
+    }
+
+    /// The database as its owner (the test's superuser) sees it, behind the app's back: the
+    /// app role may not edit the log.
+    async fn owner(test_db: &mailroom_testkit::TestDatabase, db: &Database) -> Pool {
+        match &db.pool {
+            Pool::Sqlite(pool) => Pool::Sqlite(pool.clone()),
+            Pool::Postgres(_) => {
+                Pool::Postgres(sqlx::PgPool::connect(test_db.url()).await.unwrap())
+            }
+        }
+    }
+
+    /// Runs tampering SQL against one organization's chain (`$1`), as the owner.
+    async fn tamper(
+        test_db: &mailroom_testkit::TestDatabase,
+        db: &Database,
+        sql: &str,
+        org: OrgId,
+    ) {
+        on_backend!(&owner(test_db, db).await, Pool, pool => {
             sqlx::query(sql).bind(org.as_uuid()).execute(pool).await.unwrap();
         });
     }
 
     async fn seeded(test_db: &mailroom_testkit::TestDatabase) -> (Database, OrgId) {
+        seeded_at(test_db, OffsetDateTime::now_utc()).await
+    }
+
+    /// A chain of four entries of an organization's and one of the platform's, written at
+    /// `now`.
+    async fn seeded_at(
+        test_db: &mailroom_testkit::TestDatabase,
+        now: OffsetDateTime,
+    ) -> (Database, OrgId) {
         let db = crate::test_support::connect(test_db)
             .await
             .with_audit_key(b"test key");
         db.migrate().await.unwrap();
         let org = OrgId::generate();
-        let now = OffsetDateTime::now_utc();
         for action in [
             Action::SigninFailed,
             Action::SigninFailed,
@@ -591,7 +658,7 @@ mod tests {
 
         async fn an_edited_entry_is_found(test_db) {
             let (db, org) = seeded(&test_db).await;
-            tamper(&db, "UPDATE audit_log SET outcome = 'success' WHERE seq = 3 AND scope = $1", org).await;
+            tamper(&test_db, &db, "UPDATE audit_log SET outcome = 'success' WHERE seq = 3 AND scope = $1", org).await;
             let broken = db.verify_audit_chains().await.unwrap().unwrap();
             assert_eq!((broken.scope, broken.seq), (org.as_uuid(), 3));
             assert_eq!(broken.reason, "this entry was changed after it was written");
@@ -599,43 +666,43 @@ mod tests {
 
         async fn personal_fields_can_be_erased_but_not_edited(test_db) {
             let (db, org) = seeded(&test_db).await;
-            tamper(&db, "UPDATE audit_log SET ip = '198.51.100.1' WHERE seq = 2 AND scope = $1", org).await;
+            tamper(&test_db, &db, "UPDATE audit_log SET ip = '198.51.100.1' WHERE seq = 2 AND scope = $1", org).await;
             let broken = db.verify_audit_chains().await.unwrap().unwrap();
             assert_eq!((broken.scope, broken.seq), (org.as_uuid(), 2));
-            tamper(&db, "UPDATE audit_log SET ip = '203.0.113.5' WHERE seq = 2 AND scope = $1", org).await;
+            tamper(&test_db, &db, "UPDATE audit_log SET ip = '203.0.113.5' WHERE seq = 2 AND scope = $1", org).await;
             assert_eq!(db.verify_audit_chains().await.unwrap(), None);
             // Blanking them without the key, or calling an edit an erasure, is found.
-            tamper(&db, "UPDATE audit_log SET ip = NULL, erased_at = 1 WHERE seq = 2 AND scope = $1", org).await;
+            tamper(&test_db, &db, "UPDATE audit_log SET ip = NULL, erased_at = 1 WHERE seq = 2 AND scope = $1", org).await;
             assert_eq!(db.verify_audit_chains().await.unwrap().unwrap().seq, 2);
             // Erasure (PRIV-1) as mailroom does it: the chain holds.
-            let actor = on_backend!(&db.pool, Pool, pool => {
+            let actor = on_backend!(&owner(&test_db, &db).await, Pool, pool => {
                 sqlx::query_scalar::<_, Uuid>("SELECT actor_user_id FROM audit_log WHERE seq = 1 AND scope = $1")
                     .bind(org.as_uuid()).fetch_one(pool).await.unwrap()
             });
-            tamper(&db, "UPDATE audit_log SET ip = '203.0.113.5', erased_at = NULL WHERE seq = 2 AND scope = $1", org).await;
+            tamper(&test_db, &db, "UPDATE audit_log SET ip = '203.0.113.5', erased_at = NULL WHERE seq = 2 AND scope = $1", org).await;
             let key = db.audit_key().unwrap();
             let mut tx = db.begin_serializable().await.unwrap();
             erase_personal_fields(&mut tx, &key, UserId::from_uuid(actor), "jane@example.test", OffsetDateTime::now_utc()).await.unwrap();
             tx.commit().await.unwrap();
             assert_eq!(db.verify_audit_chains().await.unwrap(), None);
             // An erased entry given a personal field back is found.
-            tamper(&db, "UPDATE audit_log SET ip = '198.51.100.1' WHERE seq = 2 AND scope = $1", org).await;
+            tamper(&test_db, &db, "UPDATE audit_log SET ip = '198.51.100.1' WHERE seq = 2 AND scope = $1", org).await;
             assert!(db.verify_audit_chains().await.unwrap().is_some());
         }
 
         async fn a_deleted_entry_is_found(test_db) {
             let (db, org) = seeded(&test_db).await;
-            tamper(&db, "DELETE FROM audit_log WHERE seq = 2 AND scope = $1", org).await;
+            tamper(&test_db, &db, "DELETE FROM audit_log WHERE seq = 2 AND scope = $1", org).await;
             let broken = db.verify_audit_chains().await.unwrap().unwrap();
             assert_eq!((broken.scope, broken.seq), (org.as_uuid(), 3));
         }
 
         async fn deleting_the_newest_entries_or_a_whole_chain_is_found(test_db) {
             let (db, org) = seeded(&test_db).await;
-            tamper(&db, "DELETE FROM audit_log WHERE seq = 4 AND scope = $1", org).await;
+            tamper(&test_db, &db, "DELETE FROM audit_log WHERE seq = 4 AND scope = $1", org).await;
             let broken = db.verify_audit_chains().await.unwrap().unwrap();
             assert_eq!((broken.scope, broken.seq), (org.as_uuid(), 4));
-            tamper(&db, "DELETE FROM audit_log WHERE scope = $1", org).await;
+            tamper(&test_db, &db, "DELETE FROM audit_log WHERE scope = $1", org).await;
             let broken = db.verify_audit_chains().await.unwrap().unwrap();
             assert_eq!(broken.scope, org.as_uuid());
         }
@@ -646,19 +713,19 @@ mod tests {
                 db.append_audit(&event(Some(org), Action::SigninFailed), OffsetDateTime::now_utc()).await.unwrap();
             }
             // An 11-entry chain without its first ten.
-            tamper(&db, "DELETE FROM audit_log WHERE seq <= 10 AND scope = $1", org).await;
+            tamper(&test_db, &db, "DELETE FROM audit_log WHERE seq <= 10 AND scope = $1", org).await;
             let broken = db.verify_audit_chains().await.unwrap().unwrap();
             assert_eq!((broken.scope, broken.seq), (org.as_uuid(), 1));
             assert_eq!(broken.reason, "the oldest entries of this chain are missing");
             // Moving the recorded start over them takes the key.
-            tamper(&db, "UPDATE audit_heads SET first_seq = 11 WHERE scope = $1", org).await;
+            tamper(&test_db, &db, "UPDATE audit_heads SET first_seq = 11 WHERE scope = $1", org).await;
             let broken = db.verify_audit_chains().await.unwrap().unwrap();
             assert_eq!(broken.reason, "the record of this chain's newest entry was changed");
 
             // The platform's chain, without its first entry.
             let (db, _) = seeded(&test_db).await;
             db.append_audit(&event(None, Action::SigninFailed), OffsetDateTime::now_utc()).await.unwrap();
-            on_backend!(&db.pool, Pool, pool => {
+            on_backend!(&owner(&test_db, &db).await, Pool, pool => {
                 sqlx::query("DELETE FROM audit_log WHERE seq = 1 AND scope = $1")
                     .bind(mailroom_core::audit::PLATFORM_SCOPE).execute(pool).await.unwrap();
             });
@@ -667,12 +734,14 @@ mod tests {
         }
 
         async fn only_the_purge_moves_a_chains_start(test_db) {
-            let (db, org) = seeded(&test_db).await;
-            let later = OffsetDateTime::now_utc() + time::Duration::days(1);
+            // Written past the retention: only such entries are the purge's to take.
+            let (db, org) = seeded_at(&test_db, long_ago()).await;
+            let later = long_ago() + time::Duration::days(1);
             db.append_audit(&event(Some(org), Action::SigninSucceeded), later).await.unwrap();
             assert_eq!(db.purge_audit(later - time::Duration::hours(1)).await.unwrap(), 5);
+            let owner = owner(&test_db, &db).await;
             let start = || async {
-                on_backend!(&db.pool, Pool, pool => {
+                on_backend!(&owner, Pool, pool => {
                     sqlx::query_scalar::<_, Option<i64>>("SELECT first_seq FROM audit_heads WHERE scope = $1")
                         .bind(org.as_uuid()).fetch_one(pool).await.unwrap()
                 })
@@ -685,7 +754,7 @@ mod tests {
             assert_eq!(start().await, Some(5));
             assert_eq!(db.verify_audit_chains().await.unwrap(), None);
             // What survived the purge cannot be shortened further by hand.
-            tamper(&db, "DELETE FROM audit_log WHERE seq = 5 AND scope = $1", org).await;
+            tamper(&test_db, &db, "DELETE FROM audit_log WHERE seq = 5 AND scope = $1", org).await;
             let broken = db.verify_audit_chains().await.unwrap().unwrap();
             assert_eq!((broken.scope, broken.seq), (org.as_uuid(), 5));
         }
@@ -716,7 +785,7 @@ mod tests {
                 erase_personal_fields(&mut tx, &key, UserId::generate(), gone, now).await.unwrap();
                 tx.commit().await.unwrap();
             }
-            let left: Vec<(String, Option<String>)> = on_backend!(&db.pool, Pool, pool => {
+            let left: Vec<(String, Option<String>)> = on_backend!(&owner(&test_db, &db).await, Pool, pool => {
                 sqlx::query_as("SELECT action, target FROM audit_log WHERE scope = $1 ORDER BY seq")
                     .bind(mailroom_core::audit::PLATFORM_SCOPE).fetch_all(pool).await.unwrap()
             });
@@ -739,8 +808,9 @@ mod tests {
         async fn a_head_moved_back_over_deleted_entries_is_found(test_db) {
             let (db, org) = seeded(&test_db).await;
             // Delete the newest entry, and point the head at the one before, as it was then.
-            tamper(&db, "DELETE FROM audit_log WHERE seq = 4 AND scope = $1", org).await;
+            tamper(&test_db, &db, "DELETE FROM audit_log WHERE seq = 4 AND scope = $1", org).await;
             tamper(
+                &test_db,
                 &db,
                 "UPDATE audit_heads SET seq = 3, hash = (SELECT hash FROM audit_log WHERE seq = 3 AND scope = $1) \
                  WHERE scope = $1",
@@ -751,8 +821,8 @@ mod tests {
             assert_eq!(broken.scope, org.as_uuid());
             assert_eq!(broken.reason, "the record of this chain's newest entry was changed");
             // Nor can a deleted chain pass for a purged one.
-            tamper(&db, "DELETE FROM audit_log WHERE scope = $1", org).await;
-            tamper(&db, "UPDATE audit_heads SET purged_through = 1 WHERE scope = $1", org).await;
+            tamper(&test_db, &db, "DELETE FROM audit_log WHERE scope = $1", org).await;
+            tamper(&test_db, &db, "UPDATE audit_heads SET purged_through = 1 WHERE scope = $1", org).await;
             assert!(db.verify_audit_chains().await.unwrap().is_some());
         }
 
@@ -766,8 +836,8 @@ mod tests {
         }
 
         async fn the_purge_removes_old_entries_and_the_rest_still_verifies(test_db) {
-            let (db, org) = seeded(&test_db).await;
-            let later = OffsetDateTime::now_utc() + time::Duration::days(1);
+            let (db, org) = seeded_at(&test_db, long_ago()).await;
+            let later = long_ago() + time::Duration::days(1);
             db.append_audit(&event(Some(org), Action::SigninSucceeded), later).await.unwrap();
             let purged = db.purge_audit(later - time::Duration::hours(1)).await.unwrap();
             assert_eq!(purged, 5);
@@ -778,7 +848,7 @@ mod tests {
             let db = crate::test_support::connect(&test_db).await.with_audit_key(b"test key");
             db.migrate().await.unwrap();
             let org = OrgId::generate();
-            let now = OffsetDateTime::now_utc();
+            let now = long_ago();
             db.append_audit(&event(Some(org), Action::SigninFailed), now).await.unwrap();
             // A writer whose clock lags (or whose retry kept an older time) comes second.
             db.append_audit(&event(Some(org), Action::SigninFailed), now - time::Duration::hours(1)).await.unwrap();
@@ -805,7 +875,7 @@ mod tests {
                 task.await.unwrap().unwrap();
             }
             assert_eq!(db.verify_audit_chains().await.unwrap(), None);
-            let count: i64 = on_backend!(&db.pool, Pool, pool => {
+            let count: i64 = on_backend!(&owner(&test_db, &db).await, Pool, pool => {
                 sqlx::query_scalar("SELECT MAX(seq) FROM audit_log").fetch_one(pool).await.unwrap()
             });
             assert_eq!(count, 20);

@@ -179,6 +179,16 @@ pub(crate) enum Tenancy {
     ExpiredBefore(i64),
     /// The background re-encryption of sealed columns, every row's.
     Reseal,
+    /// Appending to one audit chain (an organization's, or the platform's nil UUID): its
+    /// newest entry and head are read, and extended.
+    AuditAppend(uuid::Uuid),
+    /// `mailroom audit verify`: every chain, read.
+    AuditVerify,
+    /// The entries by or about a user whose account is being erased (with their address,
+    /// [`Tenancy::ErasedEmail`]).
+    ErasedUser(mailroom_core::UserId),
+    /// When that erasure happens (ms): the entries it blanked, and only those, it may see.
+    ErasedAt(i64),
     /// The keyring's upkeep: every scope's wrapped data keys (rotation, the master key's
     /// rotation, their status).
     Keyring,
@@ -211,6 +221,10 @@ impl Tenancy {
             Tenancy::ExpiredBefore(ms) => ("app.expired_before", ms.to_string()),
             Tenancy::Reseal => ("app.reseal", "on".to_owned()),
             Tenancy::Keyring => ("app.keyring", "on".to_owned()),
+            Tenancy::AuditAppend(scope) => ("app.audit_append", scope.to_string()),
+            Tenancy::AuditVerify => ("app.audit_verify", "on".to_owned()),
+            Tenancy::ErasedUser(user) => ("app.erase_user", user.as_uuid().to_string()),
+            Tenancy::ErasedAt(ms) => ("app.erased_at", ms.to_string()),
             Tenancy::Platform(admin) => ("app.platform_admin", admin.as_uuid().to_string()),
             Tenancy::ApiKeyLookup(id) => ("app.api_key_lookup_id", id.clone()),
             Tenancy::InvitationToken(hash) => ("app.invitation_token", hash.clone()),
