@@ -128,10 +128,13 @@ both_backends! {
         let owner = create_account(&app, &db, "owner@example.test").await;
         common::two_factor::enable_totp(&app, &owner).await;
         let member = create_account(&app, &db, "member@example.test").await;
+        // Moved into the owner's organization behind the app's back (a membership never
+        // changes organization: it ends, and another begins).
         db.execute(
-            "UPDATE org_members SET role = 'member', org_id = (SELECT m.org_id FROM org_members m \
-             JOIN users u ON u.id = m.user_id WHERE u.email = 'owner@example.test') \
-             WHERE user_id = (SELECT id FROM users WHERE email = 'member@example.test')",
+            "DELETE FROM org_members WHERE user_id = (SELECT id FROM users WHERE email = 'member@example.test'); \
+             INSERT INTO org_members (org_id, user_id, role, created_at) SELECT \
+             (SELECT m.org_id FROM org_members m JOIN users x ON x.id = m.user_id WHERE x.email = 'owner@example.test'), \
+             (SELECT id FROM users WHERE email = 'member@example.test'), 'member', 0",
         )
         .await;
         let create = |scopes: Value| send_as(&app, Method::POST, &member, "/v1/api-keys", Some(json!({"name": "mine", "scopes": scopes})));

@@ -366,13 +366,7 @@ impl Database {
         self.serializable(|tx| {
             let password_hash = password_hash.clone();
             async move {
-                on_backend!(&mut tx.0, Inner, tx => {
-                    sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
-                        .bind(&password_hash)
-                        .bind(user_id.as_uuid())
-                        .execute(&mut **tx)
-                        .await?;
-                });
+                update_password_hash(tx, user_id, &password_hash).await?;
                 revoke_sessions_except(tx, user_id, keep, now).await?;
                 revoke_token_families(tx, user_id, now).await?;
                 crate::two_factor::forget_devices(tx, user_id).await?;
@@ -424,27 +418,34 @@ impl Database {
         org_id: OrgId,
         change: &OrgPolicyChange,
     ) -> Result<(), StorageError> {
-        on_backend!(&self.pool, Pool, pool => {
-            sqlx::query(
-                "UPDATE orgs SET \
-                 session_idle_timeout_secs = CASE WHEN $1 THEN $2 ELSE session_idle_timeout_secs END, \
-                 password_rules = COALESCE($3, password_rules), \
-                 require_mfa = COALESCE($4, require_mfa), \
-                 name = COALESCE($6, name), \
-                 members_create_keys = COALESCE($7, members_create_keys) \
-                 WHERE id = $5",
-            )
-            .bind(change.idle_timeout_secs.is_some())
-            .bind(change.idle_timeout_secs.flatten())
-            .bind(change.password_rules.map(|rules| i32::from(rules.bits())))
-            .bind(change.require_mfa)
-            .bind(org_id.as_uuid())
-            .bind(change.name.as_deref())
-            .bind(change.members_create_keys)
-            .execute(pool)
-            .await?;
-        });
-        Ok(())
+        let change = change.clone();
+        self.transaction_for(&Tenancy::Org(org_id), |tx| {
+            async move {
+                on_backend!(&mut tx.0, Inner, tx => {
+                    sqlx::query(
+                        "UPDATE orgs SET \
+                         session_idle_timeout_secs = CASE WHEN $1 THEN $2 ELSE session_idle_timeout_secs END, \
+                         password_rules = COALESCE($3, password_rules), \
+                         require_mfa = COALESCE($4, require_mfa), \
+                         name = COALESCE($6, name), \
+                         members_create_keys = COALESCE($7, members_create_keys) \
+                         WHERE id = $5",
+                    )
+                    .bind(change.idle_timeout_secs.is_some())
+                    .bind(change.idle_timeout_secs.flatten())
+                    .bind(change.password_rules.map(|rules| i32::from(rules.bits())))
+                    .bind(change.require_mfa)
+                    .bind(org_id.as_uuid())
+                    .bind(change.name.as_deref())
+                    .bind(change.members_create_keys)
+                    .execute(&mut **tx)
+                    .await?;
+                });
+                Ok(())
+            }
+            .boxed()
+        })
+        .await
     }
 
     /// A user's live sessions, newest first.
@@ -685,9 +686,13 @@ impl Database {
             .ok_or(StorageError::Database(sqlx::Error::RowNotFound))
     }
 
-    pub async fn count_users(&self) -> Result<i64, StorageError> {
+    /// Whether an account was ever made here (the platform's own record of it: no row of any
+    /// user's is read).
+    pub async fn has_accounts(&self) -> Result<bool, StorageError> {
         Ok(on_backend!(&self.pool, Pool, pool => {
-            sqlx::query_scalar("SELECT COUNT(*) FROM users").fetch_one(pool).await?
+            sqlx::query_scalar("SELECT has_accounts FROM installation WHERE singleton = 1")
+                .fetch_one(pool)
+                .await?
         }))
     }
 
@@ -735,7 +740,10 @@ impl Database {
                 );
                 async move {
                     let spent = on_backend!(&mut tx.0, Inner, tx => {
-                        let users: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users")
+                        let users: i64 = sqlx::query_scalar(
+                            "SELECT CAST(CASE WHEN has_accounts THEN 1 ELSE 0 END AS BIGINT) \
+                             FROM installation WHERE singleton = 1",
+                        )
                             .fetch_one(&mut **tx)
                             .await?;
                         let deleted = sqlx::query(
@@ -833,7 +841,12 @@ impl Database {
                     let Some(owner) = owner else {
                         return Ok(None);
                     };
-                    tx.act_for(&Tenancy::User(UserId::from_uuid(owner))).await?;
+                    if act_for_user_and_org(tx, UserId::from_uuid(owner))
+                        .await?
+                        .is_none()
+                    {
+                        return Ok(None);
+                    }
                     let sql = format!(
                         "SELECT {USER_FIELDS}, s.id AS session_id, s.last_seen_at, \
                          s.created_at AS session_created_at FROM sessions s \
@@ -1028,7 +1041,9 @@ async fn issue_code(
 /// The user `id` with their membership, read acting for them (their second factor's state
 /// is theirs to read).
 async fn user_in(tx: &mut crate::Tx, id: UserId) -> Result<Option<User>, StorageError> {
-    tx.act_for(&Tenancy::User(id)).await?;
+    if act_for_user_and_org(tx, id).await?.is_none() {
+        return Ok(None);
+    }
     let sql = format!(
         "SELECT {USER_FIELDS} FROM users u JOIN org_members m ON m.user_id = u.id WHERE u.id = $1"
     );
@@ -1038,11 +1053,32 @@ async fn user_in(tx: &mut crate::Tx, id: UserId) -> Result<Option<User>, Storage
     Ok(row.map(User::from))
 }
 
+/// Says the transaction acts for the user and their organization (found through their own
+/// membership); the organization, or `None` without one.
+async fn act_for_user_and_org(
+    tx: &mut crate::Tx,
+    user_id: UserId,
+) -> Result<Option<OrgId>, StorageError> {
+    tx.act_for(&Tenancy::User(user_id)).await?;
+    let org: Option<Uuid> = on_backend!(&mut tx.0, Inner, tx => {
+        sqlx::query_scalar("SELECT org_id FROM org_members WHERE user_id = $1")
+            .bind(user_id.as_uuid())
+            .fetch_optional(&mut **tx)
+            .await?
+    });
+    let Some(org) = org.map(OrgId::from_uuid) else {
+        return Ok(None);
+    };
+    tx.act_for(&Tenancy::Org(org)).await?;
+    Ok(Some(org))
+}
+
 async fn update_password_hash(
     tx: &mut crate::Tx,
     user_id: UserId,
     password_hash: &str,
 ) -> Result<(), StorageError> {
+    tx.act_for(&Tenancy::User(user_id)).await?;
     on_backend!(&mut tx.0, Inner, tx => {
         sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
             .bind(password_hash)
@@ -1069,6 +1105,8 @@ async fn insert_account(
     now: OffsetDateTime,
 ) -> Result<(UserId, OrgId), StorageError> {
     let (user_id, org_id) = (UserId::generate(), OrgId::generate());
+    tx.act_for(&Tenancy::User(user_id)).await?;
+    tx.act_for(&Tenancy::Org(org_id)).await?;
     on_backend!(&mut tx.0, Inner, tx => {
         // Not named after its owner: the organization may outlive them (PRIV-1).
         sqlx::query("INSERT INTO orgs (id, name, personal, created_at) VALUES ($1, $2, $3, $4)")

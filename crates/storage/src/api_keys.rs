@@ -16,7 +16,7 @@ use uuid::Uuid;
 use crate::accounts::{from_ms, ms};
 use crate::teams::Change;
 use crate::tx::{Inner, Tenancy, Tx};
-use crate::{Database, Pool, StorageError, on_backend};
+use crate::{Database, StorageError, on_backend};
 
 /// `last_used_at` is written at most this often per key, not on every request.
 const TOUCH_INTERVAL_MS: i64 = 60_000;
@@ -349,12 +349,18 @@ impl Database {
 
     /// Whether the organization lets members (not only owners and admins) create keys.
     pub async fn members_create_keys(&self, org_id: OrgId) -> Result<bool, StorageError> {
-        Ok(on_backend!(&self.pool, Pool, pool => {
-            sqlx::query_scalar("SELECT members_create_keys FROM orgs WHERE id = $1")
-                .bind(org_id.as_uuid())
-                .fetch_one(pool)
-                .await?
-        }))
+        self.transaction_for(&Tenancy::Org(org_id), |tx| {
+            async move {
+                Ok(on_backend!(&mut tx.0, Inner, tx => {
+                    sqlx::query_scalar("SELECT members_create_keys FROM orgs WHERE id = $1")
+                        .bind(org_id.as_uuid())
+                        .fetch_one(&mut **tx)
+                        .await?
+                }))
+            }
+            .boxed()
+        })
+        .await
     }
 }
 
@@ -404,6 +410,7 @@ mod tests {
     use sqlx::{Connection, PgConnection};
 
     use super::*;
+    use crate::Pool;
     use crate::accounts::{NewAccount, PlatformRole};
     use crate::teams::NewInvitation;
     use crate::usage::Charge;

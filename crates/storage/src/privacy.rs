@@ -37,6 +37,15 @@ impl Database {
         self.serializable(|tx| {
             let (key, email, mut event) = (key.clone(), email.clone(), event.clone());
             async move {
+                // As the user, and as their organization (whose other members are counted).
+                tx.act_for(&Tenancy::User(user_id)).await?;
+                let org: Uuid = on_backend!(&mut tx.0, Inner, tx => {
+                    sqlx::query_scalar("SELECT org_id FROM org_members WHERE user_id = $1")
+                        .bind(user_id.as_uuid())
+                        .fetch_one(&mut **tx)
+                        .await?
+                });
+                tx.act_for(&Tenancy::Org(OrgId::from_uuid(org))).await?;
                 let (org_id, role, others): (Uuid, String, i64) = on_backend!(&mut tx.0, Inner, tx => {
                     sqlx::query_as(
                         "SELECT m.org_id, m.role, \

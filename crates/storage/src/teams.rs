@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use crate::accounts::{PERSONAL_ORG_NAME, from_ms, ms};
 use crate::tx::{Inner, Tenancy};
-use crate::{Database, Pool, StorageError, Tx, on_backend};
+use crate::{Database, StorageError, Tx, on_backend};
 
 #[derive(Clone, Debug)]
 pub struct Member {
@@ -221,6 +221,16 @@ impl Database {
                     return Ok(Change::Refused(refusal));
                 }
                 let personal = OrgId::generate();
+                // The membership ends here, as this organization; the personal one begins as
+                // itself; the keys are revoked as this one again.
+                on_backend!(&mut tx.0, Inner, tx => {
+                    sqlx::query("DELETE FROM org_members WHERE org_id = $1 AND user_id = $2")
+                        .bind(org_id.as_uuid())
+                        .bind(target.as_uuid())
+                        .execute(&mut **tx)
+                        .await?;
+                });
+                tx.act_for(&Tenancy::Org(personal)).await?;
                 on_backend!(&mut tx.0, Inner, tx => {
                     sqlx::query("INSERT INTO orgs (id, name, personal, created_at) VALUES ($1, $2, TRUE, $3)")
                         .bind(personal.as_uuid())
@@ -229,16 +239,15 @@ impl Database {
                         .execute(&mut **tx)
                         .await?;
                     sqlx::query(
-                        "UPDATE org_members SET org_id = $1, role = 'owner', created_at = $2 \
-                         WHERE org_id = $3 AND user_id = $4",
+                        "INSERT INTO org_members (org_id, user_id, role, created_at) VALUES ($1, $2, 'owner', $3)",
                     )
                     .bind(personal.as_uuid())
-                    .bind(ms(now))
-                    .bind(org_id.as_uuid())
                     .bind(target.as_uuid())
+                    .bind(ms(now))
                     .execute(&mut **tx)
                     .await?;
                 });
+                tx.act_for(&Tenancy::Org(org_id)).await?;
                 let reason = if actor == target {
                     Revocation::CreatorLeft
                 } else {
@@ -428,35 +437,55 @@ impl Database {
     }
 
     pub async fn org_name(&self, org_id: OrgId) -> Result<String, StorageError> {
-        Ok(on_backend!(&self.pool, Pool, pool => {
-            sqlx::query_scalar("SELECT name FROM orgs WHERE id = $1")
-                .bind(org_id.as_uuid())
-                .fetch_one(pool)
-                .await?
-        }))
+        self.transaction_for(&Tenancy::Org(org_id), |tx| {
+            async move {
+                Ok(on_backend!(&mut tx.0, Inner, tx => {
+                    sqlx::query_scalar("SELECT name FROM orgs WHERE id = $1")
+                        .bind(org_id.as_uuid())
+                        .fetch_one(&mut **tx)
+                        .await?
+                }))
+            }
+            .boxed()
+        })
+        .await
     }
 
     pub async fn plan_of(&self, org_id: OrgId) -> Result<Plan, StorageError> {
-        Ok(on_backend!(&self.pool, Pool, pool => {
-            sqlx::query_as(
-                "SELECT p.* FROM plans p JOIN orgs o ON o.plan_id = p.id WHERE o.id = $1",
-            )
-            .bind(org_id.as_uuid())
-            .fetch_one(pool)
-            .await?
-        }))
+        self.transaction_for(&Tenancy::Org(org_id), |tx| {
+            async move {
+                Ok(on_backend!(&mut tx.0, Inner, tx => {
+                    sqlx::query_as(
+                        "SELECT p.* FROM plans p JOIN orgs o ON o.plan_id = p.id WHERE o.id = $1",
+                    )
+                    .bind(org_id.as_uuid())
+                    .fetch_one(&mut **tx)
+                    .await?
+                }))
+            }
+            .boxed()
+        })
+        .await
     }
 
-    pub async fn all_orgs(&self) -> Result<Vec<OrgSummary>, StorageError> {
-        let rows: Vec<(Uuid, String, bool, String, i64, i64)> = on_backend!(&self.pool, Pool, pool => {
-            sqlx::query_as(
-                "SELECT o.id, o.name, o.personal, o.plan_id, \
-                 (SELECT COUNT(*) FROM org_members m WHERE m.org_id = o.id), o.created_at \
-                 FROM orgs o ORDER BY o.created_at",
-            )
-            .fetch_all(pool)
-            .await?
-        });
+    /// Every organization, as the platform administrator `admin` sees them.
+    pub async fn all_orgs(&self, admin: UserId) -> Result<Vec<OrgSummary>, StorageError> {
+        let rows: Vec<(Uuid, String, bool, String, i64, i64)> = self
+            .transaction_for(&Tenancy::Platform(admin), |tx| {
+                async move {
+                    Ok(on_backend!(&mut tx.0, Inner, tx => {
+                        sqlx::query_as(
+                            "SELECT o.id, o.name, o.personal, o.plan_id, \
+                             (SELECT COUNT(*) FROM org_members m WHERE m.org_id = o.id), o.created_at \
+                             FROM orgs o ORDER BY o.created_at",
+                        )
+                        .fetch_all(&mut **tx)
+                        .await?
+                    }))
+                }
+                .boxed()
+            })
+            .await?;
         Ok(rows
             .into_iter()
             .map(
@@ -561,6 +590,8 @@ impl Database {
         self.audited_change(event, now, move |tx| {
             let (audit_key, template) = (audit_key.clone(), template.clone());
             async move {
+                // A change to the user's own row (the entry goes to their organization's chain).
+                tx.act_for(&Tenancy::User(user_id)).await?;
                 let updated = on_backend!(&mut tx.0, Inner, tx => {
                     sqlx::query("UPDATE users SET disabled_at = $1 WHERE id = $2")
                         .bind(disabled.then(|| ms(now)))
@@ -703,6 +734,8 @@ async fn accept(
         return Ok(Acceptance::OtherAddress);
     }
     let (org_id, role) = (OrgId::from_uuid(org), role_of(&role));
+    // The inviting organization's plan and members, read as that organization.
+    tx.act_for(&Tenancy::Org(org_id)).await?;
     let (team, member_limit, members): (bool, i32, i64) = on_backend!(&mut tx.0, Inner, tx => {
         sqlx::query_as(
             "SELECT p.team, p.member_limit, (SELECT COUNT(*) FROM org_members m WHERE m.org_id = o.id) \
@@ -715,13 +748,24 @@ async fn accept(
     if !team {
         return Ok(Acceptance::TeamPlanRequired);
     }
-    let (current, personal, others): (Uuid, bool, i64) = on_backend!(&mut tx.0, Inner, tx => {
+    // The accepting user's organization now, found through their own membership and read as
+    // that organization.
+    tx.act_for(&Tenancy::User(user)).await?;
+    let current: Uuid = on_backend!(&mut tx.0, Inner, tx => {
+        sqlx::query_scalar("SELECT org_id FROM org_members WHERE user_id = $1")
+            .bind(user.as_uuid())
+            .fetch_one(&mut **tx)
+            .await?
+    });
+    tx.act_for(&Tenancy::Org(OrgId::from_uuid(current))).await?;
+    let (personal, others): (bool, i64) = on_backend!(&mut tx.0, Inner, tx => {
         sqlx::query_as(
-            "SELECT m.org_id, o.personal, \
-             (SELECT COUNT(*) FROM org_members x WHERE x.org_id = m.org_id AND x.user_id <> m.user_id) \
-             FROM org_members m JOIN orgs o ON o.id = m.org_id WHERE m.user_id = $1",
+            "SELECT o.personal, \
+             (SELECT COUNT(*) FROM org_members x WHERE x.org_id = o.id AND x.user_id <> $1) \
+             FROM orgs o WHERE o.id = $2",
         )
         .bind(user.as_uuid())
+        .bind(current)
         .fetch_one(&mut **tx)
         .await?
     });
@@ -749,6 +793,10 @@ async fn accept(
             .bind(current)
             .execute(&mut **tx)
             .await?;
+    });
+    // The membership begins as the organization it is in.
+    tx.act_for(&Tenancy::Org(org_id)).await?;
+    on_backend!(&mut tx.0, Inner, tx => {
         sqlx::query("INSERT INTO org_members (org_id, user_id, role, created_at) VALUES ($1, $2, $3, $4)")
             .bind(org)
             .bind(user.as_uuid())

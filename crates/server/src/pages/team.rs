@@ -550,7 +550,7 @@ async fn render_admin(
     notice: Option<&str>,
     error: Option<&ApiError>,
 ) -> Result<Response, ApiError> {
-    let orgs = database(state.database.all_orgs().await)?;
+    let orgs = database(state.database.all_orgs(admin.user.id).await)?;
     let users = database(state.database.all_users(admin.user.id).await)?;
     let now = OffsetDateTime::now_utc();
     Ok(titled(

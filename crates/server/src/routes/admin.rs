@@ -65,9 +65,9 @@ fn admin_event(
 /// `GET /v1/admin/orgs`.
 pub async fn orgs(
     State(state): State<AppState>,
-    SuperAdmin(_): SuperAdmin,
+    SuperAdmin(admin): SuperAdmin,
 ) -> Result<Json<Value>, ApiError> {
-    let orgs = database(state.database.all_orgs().await)?;
+    let orgs = database(state.database.all_orgs(admin.user.id).await)?;
     Ok(Json(Value::Array(
         orgs.iter()
             .map(|org| {

@@ -30,7 +30,7 @@ use crate::state::AppState;
 
 /// With no account yet, a fresh setup link (replacing any earlier one); otherwise `None`.
 pub async fn setup_link(database: &Database, public_url: &Url) -> anyhow::Result<Option<Url>> {
-    if database.count_users().await? > 0 {
+    if database.has_accounts().await? {
         return Ok(None);
     }
     let mut secret = [0u8; 32];
