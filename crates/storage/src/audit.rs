@@ -388,7 +388,7 @@ pub(crate) async fn erase_personal_fields(
 /// a prefix of each).
 async fn purge_batch(tx: &mut crate::Tx, key: &[u8], before: i64) -> Result<u64, StorageError> {
     type HeadRow = (i64, Vec<u8>, i64, Option<i64>);
-    tx.act_for(&Tenancy::PurgeBefore(before)).await?;
+    tx.act_for(&Tenancy::AuditPurgeBefore(before)).await?;
     on_backend!(&mut tx.0, Inner, tx => {
         let removed: Vec<(Uuid, i64)> = sqlx::query_as(
             "DELETE FROM audit_log WHERE id IN \

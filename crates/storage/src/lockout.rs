@@ -142,6 +142,7 @@ impl Database {
     ) -> Result<bool, StorageError> {
         self.audited_change(event, now, move |tx| {
             async move {
+                tx.act_for(&Tenancy::User(user_id)).await?;
                 let email: Option<String> = on_backend!(&mut tx.0, Inner, tx => {
                     sqlx::query_scalar("SELECT email FROM users WHERE id = $1")
                         .bind(user_id.as_uuid())

@@ -224,6 +224,11 @@ pub(crate) async fn provision(
         ),
         format!("GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {schema} TO {quoted}"),
         format!("REVOKE ALL ON _sqlx_migrations FROM {quoted}"),
+        // The platform's records are written by their triggers, as the owner; who administers
+        // the platform is not the app's to change.
+        format!("REVOKE INSERT, UPDATE, DELETE ON platform_admins, installation FROM {quoted}"),
+        format!("REVOKE UPDATE ON users FROM {quoted}"),
+        format!("GRANT UPDATE (password_hash, disabled_at) ON users TO {quoted}"),
         format!("GRANT CONNECT ON DATABASE {database} TO {quoted}"),
     ] {
         sqlx::raw_sql(&statement).execute(&mut *tx).await?;

@@ -178,20 +178,73 @@ async fn the_app_role_sees_nothing_without_a_setting_and_one_user_as_that_user()
         };
         query.fetch_one(connection).await.unwrap()
     };
-    for (table, _, _) in &protected {
-        let all = format!("SELECT COUNT(*) FROM {table}");
-        assert_eq!(
-            count(&mut app, &all, None).await,
-            0,
-            "{table} without a setting"
-        );
+    // Nothing to read, change or delete — with every setting the policies name never set,
+    // and set to '' (what a pooled connection reads after a transaction-local setting ends).
+    let settings: Vec<String> = sqlx::query_scalar(
+        r"SELECT DISTINCT (regexp_matches(coalesce(qual, '') || coalesce(with_check, ''),
+          'current_setting\(''(app\.[a-z_]+)''', 'g'))[1] FROM pg_policies",
+    )
+    .fetch_all(&mut owner)
+    .await
+    .unwrap();
+    assert!(settings.len() > 10, "{settings:?}");
+    for pass in ["never set", "set to ''"] {
+        for (table, _, _) in &protected {
+            let all = format!("SELECT COUNT(*) FROM {table}");
+            assert_eq!(
+                count(&mut app, &all, None).await,
+                0,
+                "{table}, settings {pass}"
+            );
+            let column: String = sqlx::query_scalar(
+                "SELECT attname::text FROM pg_attribute WHERE attrelid = $1::regclass \
+                 AND attnum = 1",
+            )
+            .bind(table)
+            .fetch_one(&mut owner)
+            .await
+            .unwrap();
+            for sql in [
+                format!("UPDATE {table} SET {column} = {column}"),
+                format!("DELETE FROM {table}"),
+            ] {
+                // Refused outright (a column the app may not change) is as good as no row.
+                let mut tx = app.begin().await.unwrap();
+                match sqlx::query(&sql).execute(&mut *tx).await {
+                    Ok(done) => assert_eq!(done.rows_affected(), 0, "{sql}, settings {pass}"),
+                    Err(sqlx::Error::Database(error))
+                        if error.code().as_deref() == Some("42501") => {}
+                    Err(error) => panic!("{sql}: {error}"),
+                }
+                tx.rollback().await.unwrap();
+            }
+        }
+        for setting in &settings {
+            sqlx::query("SELECT set_config($1, '', false)")
+                .bind(setting)
+                .execute(&mut app)
+                .await
+                .unwrap();
+        }
     }
+
     let [alpha, _] = <[UserId; 2]>::try_from(users).unwrap();
     sqlx::query("SELECT set_config('app.user_id', $1, false)")
         .bind(alpha.as_uuid().to_string())
         .execute(&mut app)
         .await
         .unwrap();
+    // Acting for a user is no way to make them an administrator of the platform.
+    for sql in [
+        "UPDATE users SET platform_role = 'super_admin' WHERE id = $1",
+        "INSERT INTO platform_admins (user_id) VALUES ($1)",
+    ] {
+        let refused = sqlx::query(sql)
+            .bind(alpha.as_uuid())
+            .execute(&mut app)
+            .await;
+        assert!(refused.is_err(), "{sql}");
+    }
     for (table, keyed_by_user, _) in &protected {
         let all = format!("SELECT COUNT(*) FROM {table}");
         if !keyed_by_user {

@@ -611,6 +611,8 @@ impl Database {
                             .fetch_one(&mut **tx)
                             .await?
                     });
+                    // Their keys in the organization they are in now, as it.
+                    tx.act_for(&Tenancy::Org(OrgId::from_uuid(org_id))).await?;
                     crate::api_keys::revoke_keys_of_creator(
                         tx,
                         &audit_key,
@@ -781,9 +783,9 @@ async fn accept(
     if members >= i64::from(member_limit) {
         return Ok(Acceptance::MemberLimitReached);
     }
-    // The personal organization goes, as itself, with its data and its data keys (ORG-2: one
-    // organization per user stays a constraint, not a habit).
-    tx.act_for(&Tenancy::Org(OrgId::from_uuid(current))).await?;
+    // The personal organization goes, as itself (the transaction acts for it since above),
+    // with its data and its data keys (ORG-2: one organization per user stays a constraint,
+    // not a habit).
     on_backend!(&mut tx.0, Inner, tx => {
         sqlx::query("DELETE FROM data_keys WHERE scope = $1")
             .bind(current)

@@ -184,6 +184,9 @@ pub(crate) enum Tenancy {
     AuditAppend(uuid::Uuid),
     /// `mailroom audit verify`: every chain, read.
     AuditVerify,
+    /// The audit log's retention purge: entries before this (ms), of every chain, and the
+    /// heads of the chains it shortens.
+    AuditPurgeBefore(i64),
     /// The entries by or about a user whose account is being erased (with their address,
     /// [`Tenancy::ErasedEmail`]).
     ErasedUser(mailroom_core::UserId),
@@ -223,6 +226,7 @@ impl Tenancy {
             Tenancy::Keyring => ("app.keyring", "on".to_owned()),
             Tenancy::AuditAppend(scope) => ("app.audit_append", scope.to_string()),
             Tenancy::AuditVerify => ("app.audit_verify", "on".to_owned()),
+            Tenancy::AuditPurgeBefore(ms) => ("app.audit_purge_before", ms.to_string()),
             Tenancy::ErasedUser(user) => ("app.erase_user", user.as_uuid().to_string()),
             Tenancy::ErasedAt(ms) => ("app.erased_at", ms.to_string()),
             Tenancy::Platform(admin) => ("app.platform_admin", admin.as_uuid().to_string()),
