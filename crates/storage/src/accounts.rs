@@ -89,8 +89,7 @@ impl From<UserRow> for User {
 const USER_FIELDS: &str = "u.id, u.email, u.password_hash, u.platform_role, \
      u.created_at, m.org_id, m.role AS org_role, \
      (SELECT o.password_rules FROM orgs o WHERE o.id = m.org_id) AS password_rules, \
-     EXISTS (SELECT 1 FROM mfa_totp t WHERE t.user_id = u.id AND t.enabled_at IS NOT NULL) \
-       AS mfa_enabled, \
+     u.has_second_factor AS mfa_enabled, \
      EXISTS (SELECT 1 FROM org_members x WHERE x.org_id = m.org_id AND x.user_id <> u.id) \
        AS org_has_other_members, \
      (SELECT o.require_mfa FROM orgs o WHERE o.id = m.org_id) AS org_requires_mfa, \

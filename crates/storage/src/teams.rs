@@ -146,9 +146,7 @@ impl Database {
                 async move {
                     Ok(on_backend!(&mut tx.0, Inner, tx => {
                         sqlx::query_as(
-                            "SELECT u.id, u.email, m.role, m.created_at, \
-                             EXISTS (SELECT 1 FROM mfa_totp t WHERE t.user_id = u.id \
-                                     AND t.enabled_at IS NOT NULL) \
+                            "SELECT u.id, u.email, m.role, m.created_at, u.has_second_factor \
                              FROM org_members m JOIN users u ON u.id = m.user_id WHERE m.org_id = $1 \
                              ORDER BY m.created_at, u.email",
                         )
