@@ -19,10 +19,10 @@ use crate::accounts::{from_ms, ms};
 use crate::tx::{Inner, Tenancy};
 use crate::{Database, Pool, StorageError, Tx, on_backend};
 
-/// A scope's data keys are read and written acting for the scope: its organization, or the
+/// A scope's data keys are read and written acting for the scope: an organization, or the
 /// system scope's nil UUID.
 fn key_scope(scope: Uuid) -> Tenancy {
-    Tenancy::Org(mailroom_core::OrgId::from_uuid(scope))
+    Tenancy::KeyScope(scope)
 }
 
 /// A data key older than this is succeeded by a new version (ENC-3).

@@ -85,6 +85,7 @@ impl Database {
                     // from now on (but for backups, which hold the wrapped keys too, until
                     // they expire). Deleted as that organization.
                     tx.act_for(&Tenancy::Org(OrgId::from_uuid(org_id))).await?;
+                    tx.act_for(&Tenancy::KeyScope(org_id)).await?;
                     on_backend!(&mut tx.0, Inner, tx => {
                         sqlx::query("DELETE FROM data_keys WHERE scope = $1")
                             .bind(org_id)

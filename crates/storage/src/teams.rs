@@ -784,6 +784,7 @@ async fn accept(
     // The personal organization goes, as itself (the transaction acts for it since above),
     // with its data and its data keys (ORG-2: one organization per user stays a constraint,
     // not a habit).
+    tx.act_for(&Tenancy::KeyScope(current)).await?;
     on_backend!(&mut tx.0, Inner, tx => {
         sqlx::query("DELETE FROM data_keys WHERE scope = $1")
             .bind(current)

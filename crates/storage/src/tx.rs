@@ -192,6 +192,8 @@ pub(crate) enum Tenancy {
     ErasedUser(mailroom_core::UserId),
     /// When that erasure happens (ms): the entries it blanked, and only those, it may see.
     ErasedAt(i64),
+    /// A scope's data keys: an organization's, or the system scope's (nil UUID).
+    KeyScope(uuid::Uuid),
     /// The keyring's upkeep: every scope's wrapped data keys (rotation, the master key's
     /// rotation, their status).
     Keyring,
@@ -224,6 +226,7 @@ impl Tenancy {
             Tenancy::ExpiredBefore(ms) => ("app.expired_before", ms.to_string()),
             Tenancy::Reseal => ("app.reseal", "on".to_owned()),
             Tenancy::Keyring => ("app.keyring", "on".to_owned()),
+            Tenancy::KeyScope(scope) => ("app.key_scope", scope.to_string()),
             Tenancy::AuditAppend(scope) => ("app.audit_append", scope.to_string()),
             Tenancy::AuditVerify => ("app.audit_verify", "on".to_owned()),
             Tenancy::AuditPurgeBefore(ms) => ("app.audit_purge_before", ms.to_string()),

@@ -21,3 +21,7 @@ CREATE TRIGGER keep_second_factor_flag AFTER INSERT OR UPDATE OF enabled_at OR D
     FOR EACH ROW EXECUTE FUNCTION mailroom_keep_second_factor_flag();
 
 DROP POLICY members ON mfa_totp;
+
+-- A membership is one user's: it never passes to another.
+CREATE TRIGGER pin_user BEFORE UPDATE OF user_id ON org_members
+    FOR EACH ROW EXECUTE FUNCTION mailroom_pin_owner('user_id');
