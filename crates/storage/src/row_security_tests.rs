@@ -234,6 +234,24 @@ async fn the_app_role_sees_nothing_without_a_setting_and_one_user_as_that_user()
         .execute(&mut app)
         .await
         .unwrap();
+    // The erasure path blanks personal fields, and cannot rewrite what an entry records.
+    let mut tx = app.begin().await.unwrap();
+    sqlx::raw_sql(&format!(
+        "SELECT set_config('app.erase_user', '{}', true), set_config('app.erased_at', '1', true)",
+        alpha.as_uuid()
+    ))
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    let rewritten = sqlx::query(
+        "UPDATE audit_log SET outcome = 'failure', erased_at = 1, actor_user_id = NULL, \
+         target = NULL, ip = NULL, user_agent = NULL, subject = NULL WHERE actor_user_id = $1",
+    )
+    .bind(alpha.as_uuid())
+    .execute(&mut *tx)
+    .await;
+    assert!(rewritten.is_err(), "{rewritten:?}");
+    tx.rollback().await.unwrap();
     // Acting for a user is no way to make them an administrator of the platform.
     for sql in [
         "UPDATE users SET platform_role = 'super_admin' WHERE id = $1",
