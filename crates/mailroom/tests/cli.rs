@@ -576,7 +576,13 @@ both_backends! {
         assert!(intact.status.success(), "{}", String::from_utf8_lossy(&intact.stderr));
         assert!(String::from_utf8_lossy(&intact.stdout).contains("intact"));
 
-        db.execute("UPDATE audit_log SET outcome = 'success' WHERE seq = 2").await;
+        // Edited by hand, behind every check of the app's (on PostgreSQL a trigger keeps an
+        // entry's record: a superuser's session turns triggers off first).
+        let edit = "UPDATE audit_log SET outcome = 'success' WHERE seq = 2";
+        match db.backend() {
+            Backend::Sqlite => db.execute(edit).await,
+            Backend::Postgres => db.execute(&format!("SET session_replication_role = replica; {edit}")).await,
+        }
         let broken = verify(&dir);
         assert!(!broken.status.success());
         let stderr = String::from_utf8_lossy(&broken.stderr);
