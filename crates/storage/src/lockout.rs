@@ -23,11 +23,8 @@ pub const QUIET_COUNTERS_KEPT: Duration = Duration::from_secs(30 * 24 * 60 * 60)
 pub enum LoginGate {
     /// Yes: this is the `attempt`-th in a row without a success.
     Open { attempt: u32 },
-    /// No: the address is locked until then; `just_now` when this attempt locked it.
-    Locked {
-        until: OffsetDateTime,
-        just_now: bool,
-    },
+    /// No: the address is locked.
+    Locked(Lock),
 }
 
 /// An address's lock: until when, and whether the call that returned it locked it.
@@ -53,11 +50,17 @@ impl Database {
             async move {
                 let counters = counters(tx, &email).await?;
                 if let Some(until) = counters.locked_until.filter(|until| *until > ms(now)) {
-                    return Ok(LoginGate::Locked { until: from_ms(until), just_now: false });
+                    return Ok(LoginGate::Locked(Lock {
+                        until: from_ms(until),
+                        just_now: false,
+                    }));
                 }
                 if u32::try_from(counters.failed).unwrap_or(u32::MAX) >= LOCKOUT_THRESHOLD {
                     let until = lock(tx, &email, counters.lockouts, now).await?;
-                    return Ok(LoginGate::Locked { until, just_now: true });
+                    return Ok(LoginGate::Locked(Lock {
+                        until,
+                        just_now: true,
+                    }));
                 }
                 on_backend!(&mut tx.0, Inner, tx => {
                     sqlx::query(

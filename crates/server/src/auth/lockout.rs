@@ -11,7 +11,7 @@ use mailroom_core::accounts::LOCKOUT_THRESHOLD;
 use mailroom_core::audit::{Action, AuditEvent, Outcome};
 use mailroom_mail::templates;
 use mailroom_storage::accounts::User;
-use mailroom_storage::lockout::LoginGate;
+use mailroom_storage::lockout::{Lock, LoginGate};
 use time::OffsetDateTime;
 use time::macros::format_description;
 
@@ -42,6 +42,11 @@ impl<'a> Claimant<'a> {
 
     pub fn email(&self) -> &EmailAddress {
         &self.address
+    }
+
+    /// The account the address has, if any.
+    pub fn user(&self) -> Option<&'a User> {
+        self.user
     }
 
     /// An audit entry about this address: by its account when it has one.
@@ -86,12 +91,7 @@ pub(crate) async fn gated<T>(
             .await,
     )? {
         LoginGate::Open { attempt } => attempt,
-        LoginGate::Locked { until, just_now } => {
-            if just_now {
-                announce_lock(state, trail, claimant, until).await?;
-            }
-            return Err(locked(until, now));
-        }
+        LoginGate::Locked(lock) => return refuse_locked(state, trail, claimant, lock, now).await,
     };
     match check.await? {
         Verdict::Right(value) => return Ok(value),
@@ -115,7 +115,18 @@ pub(crate) async fn gated<T>(
         return Err(refused());
     }
     let lock = database(state.database.lock_address(&claimant.address, now).await)?;
-    // A racing attempt may have locked it first, and told.
+    refuse_locked(state, trail, claimant, lock, now).await
+}
+
+/// 423 for a locked address; the lock is announced by whichever attempt made it (a racing
+/// attempt may have locked it first, and told).
+async fn refuse_locked<T>(
+    state: &AppState,
+    trail: &AuditTrail,
+    claimant: &Claimant<'_>,
+    lock: Lock,
+    now: OffsetDateTime,
+) -> Result<T, ApiError> {
     if lock.just_now {
         announce_lock(state, trail, claimant, lock.until).await?;
     }

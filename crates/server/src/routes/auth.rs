@@ -448,7 +448,7 @@ async fn authenticate(
     state.auth_limiter.check_account(&address).await?;
     let user = database(state.database.user_by_email(&address).await)?;
     let claimant = Claimant::address(address, user.as_ref());
-    let rehash = check_password_of(state, trail, &claimant, user.as_ref(), password).await?;
+    let rehash = check_password_of(state, trail, &claimant, password).await?;
     // A dummy hash never matches: past the check there is an account.
     let user = user.ok_or_else(invalid_credentials)?;
     password_accepted(state, &user, password, rehash).await?;
@@ -472,7 +472,7 @@ pub(crate) async fn check_password(
     password: &SecretString,
 ) -> Result<(), ApiError> {
     let claimant = Claimant::account(user)?;
-    let rehash = check_password_of(state, trail, &claimant, Some(user), password).await?;
+    let rehash = check_password_of(state, trail, &claimant, password).await?;
     password_accepted(state, user, password, rehash).await
 }
 
@@ -482,9 +482,9 @@ async fn check_password_of(
     state: &AppState,
     trail: &AuditTrail,
     claimant: &Claimant<'_>,
-    user: Option<&User>,
     password: &SecretString,
 ) -> Result<bool, ApiError> {
+    let user = claimant.user();
     gated(state, trail, claimant, invalid_credentials, async {
         let hash = user.map(|user| user.password_hash.as_str());
         Ok(match state.passwords.verify(password, hash).await? {
