@@ -480,10 +480,7 @@ mod tests {
     /// A PostgreSQL database, as the app's pool sees it, with tenants alpha and bravo.
     async fn two_tenants() -> Option<(TestDatabase, Database, OrgId, OrgId)> {
         let test_db = TestDatabase::postgres().await?;
-        let db = crate::test_support::connect(&test_db)
-            .await
-            .with_audit_key(b"test key");
-        db.migrate().await.unwrap();
+        let db = crate::test_support::unlocked(&test_db).await;
         let (a, _) = tenant(&db, "alpha").await;
         let (b, _) = tenant(&db, "bravo").await;
         Some((test_db, db, a, b))
@@ -624,26 +621,12 @@ mod tests {
             return;
         };
         let now = OffsetDateTime::now_utc();
-        let job = crate::jobs::NewJob {
-            id: Uuid::now_v7(),
-            user_id: None,
-            api_key_id: None,
-            smtp: false,
-            emails: vec!["someone@example.test".to_owned()],
-        };
-        db.create_job(a, &job, now, now).await.unwrap();
+        crate::test_support::one_job(&db, a, now).await;
 
         let mut app = PgConnection::connect(test_db.app_url().unwrap())
             .await
             .unwrap();
-        let setting = async |app: &mut PgConnection, name: &str, value: &str| {
-            sqlx::query("SELECT set_config($1, $2, false)")
-                .bind(name)
-                .bind(value)
-                .execute(app)
-                .await
-                .unwrap();
-        };
+        let setting = crate::test_support::set_for_the_session;
         let affected = async |app: &mut PgConnection, sql: &str| {
             sqlx::query(sql)
                 .execute(app)
@@ -667,6 +650,12 @@ mod tests {
         setting(&mut app, "app.api_key_lookup_id", "").await;
 
         setting(&mut app, "app.job_claim", "on").await;
+        assert_eq!(
+            count(&mut app, "verify_jobs").await,
+            0,
+            "the claim opens to the upkeep secret, not to a flag"
+        );
+        setting(&mut app, "app.job_claim", &db.upkeep().unwrap().shown()).await;
         let moved = format!("UPDATE verify_jobs SET org_id = '{}'", b.as_uuid());
         assert!(
             affected(&mut app, &moved).await.is_err(),

@@ -105,9 +105,10 @@ impl Database {
     /// seq its keyed head records, or one that ends before its head).
     pub async fn verify_audit_chains(&self) -> Result<Option<BrokenLink>, StorageError> {
         let key = self.audit_key()?;
+        let upkeep = self.upkeep()?;
         // Every chain that has, or ever had, an entry.
         let scopes: Vec<Uuid> = self
-            .transaction_for(&Tenancy::AuditVerify, |tx| {
+            .transaction_for(&Tenancy::AuditVerify(upkeep.clone()), |tx| {
                 async move {
                     Ok(on_backend!(&mut tx.0, Inner, tx => {
                         sqlx::query_scalar(
@@ -124,7 +125,7 @@ impl Database {
         for scope in scopes {
             // One snapshot per chain: a purge running meanwhile must not look like a gap.
             let mut tx = self.begin_snapshot().await?;
-            let found = match tx.act_for(&Tenancy::AuditVerify).await {
+            let found = match tx.act_for(&Tenancy::AuditVerify(upkeep.clone())).await {
                 Ok(()) => first_broken_link(&mut tx, &key, scope).await,
                 Err(error) => Err(error),
             };
@@ -649,10 +650,7 @@ mod tests {
         test_db: &mailroom_testkit::TestDatabase,
         now: OffsetDateTime,
     ) -> (Database, OrgId) {
-        let db = crate::test_support::connect(test_db)
-            .await
-            .with_audit_key(b"test key");
-        db.migrate().await.unwrap();
+        let db = crate::test_support::unlocked(test_db).await;
         let org = OrgId::generate();
         for action in [
             Action::SigninFailed,
@@ -742,8 +740,8 @@ mod tests {
             let broken = db.verify_audit_chains().await.unwrap().unwrap();
             assert_eq!(broken.reason, "the record of this chain's newest entry was changed");
 
-            // The platform's chain, without its first entry.
-            let (db, _) = seeded(&test_db).await;
+            // The platform's chain, without its first entry (checked first: its nil UUID sorts
+            // before every organization's).
             db.append_audit(&event(None, Action::SigninFailed), OffsetDateTime::now_utc()).await.unwrap();
             on_backend!(&owner(&test_db, &db).await, Pool, pool => {
                 sqlx::query("DELETE FROM audit_log WHERE seq = 1 AND scope = $1")
@@ -846,13 +844,17 @@ mod tests {
             assert!(db.verify_audit_chains().await.unwrap().is_some());
         }
 
-        async fn a_chain_rewritten_without_the_key_does_not_verify(test_db) {
-            let (db, _) = seeded(&test_db).await;
-            let impostor = crate::test_support::connect(&test_db).await.with_audit_key(b"guessed key");
-            assert!(impostor.verify_audit_chains().await.unwrap().is_some());
+        async fn a_chain_extended_without_the_key_does_not_verify(test_db) {
+            let (db, org) = seeded(&test_db).await;
+            assert_eq!(db.verify_audit_chains().await.unwrap(), None);
             let keyless = crate::test_support::connect(&test_db).await;
             assert!(matches!(keyless.verify_audit_chains().await, Err(StorageError::NoAuditKey)));
-            assert_eq!(db.verify_audit_chains().await.unwrap(), None);
+            // Nor can a process without the master key verify, whatever key it guesses.
+            let impostor = crate::test_support::connect(&test_db).await.with_audit_key(b"guessed key");
+            assert!(matches!(impostor.verify_audit_chains().await, Err(StorageError::Locked)));
+            impostor.append_audit(&event(Some(org), Action::SigninSucceeded), OffsetDateTime::now_utc()).await.unwrap();
+            let broken = db.verify_audit_chains().await.unwrap().unwrap();
+            assert_eq!(broken.scope, org.as_uuid());
         }
 
         async fn the_purge_removes_old_entries_and_the_rest_still_verifies(test_db) {
@@ -865,8 +867,7 @@ mod tests {
         }
 
         async fn times_never_go_backwards_along_a_chain_so_purges_take_a_prefix(test_db) {
-            let db = crate::test_support::connect(&test_db).await.with_audit_key(b"test key");
-            db.migrate().await.unwrap();
+            let db = crate::test_support::unlocked(&test_db).await;
             let org = OrgId::generate();
             let now = long_ago();
             db.append_audit(&event(Some(org), Action::SigninFailed), now).await.unwrap();
@@ -880,8 +881,7 @@ mod tests {
         }
 
         async fn concurrent_appends_extend_one_chain(test_db) {
-            let db = Arc::new(crate::test_support::connect(&test_db).await.with_audit_key(b"test key"));
-            db.migrate().await.unwrap();
+            let db = Arc::new(crate::test_support::unlocked(&test_db).await);
             let org = OrgId::generate();
             let tasks: Vec<_> = (0..20)
                 .map(|_| {

@@ -249,10 +249,11 @@ impl Database {
         lease_until: OffsetDateTime,
     ) -> Result<Option<Job>, StorageError> {
         let worker = worker.to_owned();
+        let upkeep = self.upkeep()?;
         self.serializable(|tx| {
-            let worker = worker.clone();
+            let (worker, upkeep) = (worker.clone(), upkeep.clone());
             async move {
-                tx.act_for(&Tenancy::JobClaim).await?;
+                tx.act_for(&Tenancy::JobClaim(upkeep)).await?;
                 let lock = match &tx.0 {
                     Inner::Postgres(_) => " FOR UPDATE SKIP LOCKED",
                     Inner::Sqlite(_) => "",
@@ -646,8 +647,7 @@ mod tests {
         }
 
         async fn an_organization_with_a_job_under_way_waits_behind_one_without(test_db) {
-            let db = crate::test_support::connect(&test_db).await;
-            db.migrate().await.unwrap();
+            let db = crate::test_support::unlocked(&test_db).await;
             let (a, b) = (org(&db).await, org(&db).await);
             let now = OffsetDateTime::now_utc();
             let first = queue(&db, a, now - time::Duration::minutes(3)).await;

@@ -16,7 +16,7 @@ use uuid::Uuid;
 use zeroize::Zeroizing;
 
 use crate::accounts::{from_ms, ms};
-use crate::tx::{Inner, Tenancy};
+use crate::tx::{Inner, Tenancy, UpkeepSecret};
 use crate::{Database, Pool, StorageError, Tx, on_backend};
 
 /// A scope's data keys are read and written acting for the scope: an organization, or the
@@ -48,6 +48,7 @@ pub(crate) struct SealedColumn {
 pub(crate) struct Keyring {
     master: MasterKey,
     master_check: [u8; 16],
+    upkeep: UpkeepSecret,
     keys: RwLock<HashMap<KeyId, Arc<DataKey>>>,
 }
 
@@ -104,47 +105,55 @@ impl Database {
     ) -> Result<RootKey, StorageError> {
         let master_check = master.check_value();
         let owner = self.as_owner().await?;
-        let stored = owner
-            .database
-            .serializable(|tx| {
-                let fresh = RootKey::generate();
-                let fresh_wrapped = master.wrap(fresh.expose(), ROOT_CONTEXT);
-                async move {
-                    on_backend!(&mut tx.0, Inner, tx => {
-                        sqlx::query(
-                            "INSERT INTO keyring (singleton, master_check, wrapped_root, created_at) \
-                             VALUES (1, $1, $2, $3) ON CONFLICT (singleton) DO NOTHING",
-                        )
-                        .bind(master_check.as_slice())
-                        .bind(&fresh_wrapped)
-                        .bind(ms(now))
-                        .execute(&mut **tx)
-                        .await?;
-                        Ok(sqlx::query_as::<_, (Vec<u8>, Vec<u8>)>(
-                            "SELECT master_check, wrapped_root FROM keyring WHERE singleton = 1",
-                        )
-                        .fetch_optional(&mut **tx)
-                        .await?)
-                    })
-                }
-                .boxed()
-            })
-            .await;
-        owner.close().await;
-        let (stored_check, wrapped_root) = stored?.ok_or(StorageError::WrongMasterKey)?;
-        if !bool::from(stored_check.ct_eq(master_check.as_slice())) {
-            return Err(StorageError::WrongMasterKey);
+        let opened = async {
+            let stored = owner
+                .database
+                .serializable(|tx| {
+                    let fresh = RootKey::generate();
+                    let fresh_wrapped = master.wrap(fresh.expose(), ROOT_CONTEXT);
+                    async move {
+                        on_backend!(&mut tx.0, Inner, tx => {
+                            sqlx::query(
+                                "INSERT INTO keyring (singleton, master_check, wrapped_root, created_at) \
+                                 VALUES (1, $1, $2, $3) ON CONFLICT (singleton) DO NOTHING",
+                            )
+                            .bind(master_check.as_slice())
+                            .bind(&fresh_wrapped)
+                            .bind(ms(now))
+                            .execute(&mut **tx)
+                            .await?;
+                            Ok(sqlx::query_as::<_, (Vec<u8>, Vec<u8>)>(
+                                "SELECT master_check, wrapped_root FROM keyring WHERE singleton = 1",
+                            )
+                            .fetch_optional(&mut **tx)
+                            .await?)
+                        })
+                    }
+                    .boxed()
+                })
+                .await?;
+            let (stored_check, wrapped_root) = stored.ok_or(StorageError::WrongMasterKey)?;
+            if !bool::from(stored_check.ct_eq(master_check.as_slice())) {
+                return Err(StorageError::WrongMasterKey);
+            }
+            let root = RootKey::from_bytes(
+                master
+                    .unwrap(&wrapped_root, ROOT_CONTEXT)
+                    .map_err(|_| StorageError::WrongMasterKey)?,
+            );
+            let upkeep = UpkeepSecret::derive(&root);
+            owner.database.record_upkeep_digest(&upkeep).await?;
+            Ok((root, upkeep))
         }
-        let root = RootKey::from_bytes(
-            master
-                .unwrap(&wrapped_root, ROOT_CONTEXT)
-                .map_err(|_| StorageError::WrongMasterKey)?,
-        );
+        .await;
+        owner.close().await;
+        let (root, upkeep) = opened?;
         self.provision_app_role(&root).await?;
         self.audit_key = Some(root.derive(AUDIT_CHAIN_LABEL).as_bytes().into());
         self.keyring = Some(Arc::new(Keyring {
             master,
             master_check,
+            upkeep,
             keys: RwLock::new(HashMap::new()),
         }));
         Ok(root)
@@ -152,6 +161,27 @@ impl Database {
 
     fn keyring(&self) -> Result<&Arc<Keyring>, StorageError> {
         self.keyring.as_ref().ok_or(StorageError::Locked)
+    }
+
+    /// What opens the upkeep paths over every tenant's rows: only an unlocked node has it.
+    pub(crate) fn upkeep(&self) -> Result<UpkeepSecret, StorageError> {
+        Ok(self.keyring()?.upkeep.clone())
+    }
+
+    /// Keeps the digest of the upkeep secret where the policies of the upkeep paths compare
+    /// it (PostgreSQL; the owner's table, which the app role only reads).
+    async fn record_upkeep_digest(&self, upkeep: &UpkeepSecret) -> Result<(), StorageError> {
+        if let Pool::Postgres(pool) = &self.pool {
+            let digest = upkeep.digest();
+            sqlx::query(
+                "UPDATE installation SET upkeep_digest = $1 \
+                 WHERE singleton = 1 AND upkeep_digest IS DISTINCT FROM $1",
+            )
+            .bind(digest.as_slice())
+            .execute(pool)
+            .await?;
+        }
+        Ok(())
     }
 
     /// Seals `plaintext` for `binding` under the current data key of `scope`, making the key
@@ -312,7 +342,7 @@ impl Database {
     pub async fn rotate_data_keys(&self, now: OffsetDateTime) -> Result<usize, StorageError> {
         let keyring = Arc::clone(self.keyring()?);
         let stale: Vec<(Uuid, i64)> = self
-            .transaction_for(&Tenancy::Keyring, |tx| {
+            .transaction_for(&Tenancy::Keyring(keyring.upkeep.clone()), |tx| {
                 async move {
                     Ok(on_backend!(&mut tx.0, Inner, tx => {
                         sqlx::query_as(
@@ -352,9 +382,10 @@ impl Database {
         column: &SealedColumn,
         now: OffsetDateTime,
     ) -> Result<usize, StorageError> {
+        let upkeep = self.upkeep()?;
         let newest: HashMap<Uuid, u32> = {
             let rows: Vec<(Uuid, i64)> = self
-                .transaction_for(&Tenancy::Keyring, |tx| {
+                .transaction_for(&Tenancy::Keyring(upkeep.clone()), |tx| {
                     async move {
                         Ok(on_backend!(&mut tx.0, Inner, tx => {
                             sqlx::query_as("SELECT scope, MAX(version) FROM data_keys GROUP BY scope")
@@ -378,7 +409,7 @@ impl Database {
         loop {
             let page = page.clone();
             let rows: Vec<(Uuid, Vec<u8>)> = self
-                .transaction_for(&Tenancy::Reseal, |tx| {
+                .transaction_for(&Tenancy::Reseal(upkeep.clone()), |tx| {
                     async move {
                         Ok(on_backend!(&mut tx.0, Inner, tx => {
                             sqlx::query_as(&page)
@@ -422,7 +453,7 @@ impl Database {
                 };
                 // Only if nobody wrote the value meanwhile.
                 let update = update.clone();
-                self.transaction_for(&Tenancy::Reseal, |tx| {
+                self.transaction_for(&Tenancy::Reseal(upkeep.clone()), |tx| {
                     async move {
                         on_backend!(&mut tx.0, Inner, tx => {
                             sqlx::query(&update)
@@ -457,7 +488,7 @@ impl Database {
             let (keyring, new) = (Arc::clone(&keyring), Arc::clone(&new));
             async move {
                 ensure_master(tx, &keyring.master_check).await?;
-                tx.act_for(&Tenancy::Keyring).await?;
+                tx.act_for(&Tenancy::Keyring(keyring.upkeep.clone())).await?;
                 on_backend!(&mut tx.0, Inner, tx => {
                     let wrapped_root: Vec<u8> =
                         sqlx::query_scalar("SELECT wrapped_root FROM keyring WHERE singleton = 1")
@@ -504,7 +535,7 @@ impl Database {
     /// Every data key, oldest scope and version first.
     pub async fn data_key_status(&self) -> Result<Vec<DataKeyStatus>, StorageError> {
         let rows: Vec<(Uuid, i64, i64, i64)> = self
-            .transaction_for(&Tenancy::Keyring, |tx| {
+            .transaction_for(&Tenancy::Keyring(self.upkeep()?), |tx| {
                 async move {
                     Ok(on_backend!(&mut tx.0, Inner, tx => {
                     sqlx::query_as(

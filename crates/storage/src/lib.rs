@@ -53,12 +53,15 @@ pub(crate) mod test_support {
     use time::OffsetDateTime;
 
     use crate::Database;
-    use crate::accounts::{NewAccount, PlatformRole};
+    use crate::accounts::{NewAccount, PlatformRole, User};
     use crate::roles::AppLogin;
 
     /// An installation as `mailroom serve` opens one: migrated, unlocked, its app role made.
     pub async fn installed(test_db: &mailroom_testkit::TestDatabase) -> Database {
-        let mut db = Database::connect(test_db.url()).await.unwrap();
+        migrated_and_unlocked(Database::connect(test_db.url()).await.unwrap()).await
+    }
+
+    async fn migrated_and_unlocked(mut db: Database) -> Database {
         db.migrate().await.unwrap();
         db.unlock(
             mailroom_crypto::master_key::MasterKey::generate(),
@@ -67,6 +70,16 @@ pub(crate) mod test_support {
         .await
         .unwrap();
         db
+    }
+
+    /// Sets `name` for the rest of a PostgreSQL session, as a role could on its own.
+    pub async fn set_for_the_session(connection: &mut sqlx::PgConnection, name: &str, value: &str) {
+        sqlx::query("SELECT set_config($1, $2, false)")
+            .bind(name)
+            .bind(value)
+            .execute(connection)
+            .await
+            .unwrap();
     }
 
     /// An entry of `action` in the organization's chain, with nothing else said.
@@ -99,17 +112,39 @@ pub(crate) mod test_support {
         }
     }
 
+    /// [`connect`], migrated and unlocked: the app's paths over every tenant (the job claim,
+    /// the audit's verification, the keyring's upkeep) take the secret only an unlocked node
+    /// has.
+    pub async fn unlocked(test_db: &mailroom_testkit::TestDatabase) -> Database {
+        migrated_and_unlocked(connect(test_db).await).await
+    }
+
     /// A new account's personal organization.
     pub async fn org(db: &Database) -> OrgId {
+        let email = format!("{}@example.test", uuid::Uuid::now_v7());
+        account(db, &email, OffsetDateTime::now_utc()).await.org_id
+    }
+
+    /// A new account of `email`'s, a user of the platform's.
+    pub async fn account(db: &Database, email: &str, now: OffsetDateTime) -> User {
         let account = NewAccount {
-            email: format!("{}@example.test", uuid::Uuid::now_v7()),
+            email: email.to_owned(),
             password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
             platform_role: PlatformRole::User,
         };
-        db.create_account(&account, OffsetDateTime::now_utc())
-            .await
-            .unwrap()
-            .org_id
+        db.create_account(&account, now).await.unwrap()
+    }
+
+    /// A verification job of one address, queued for `org_id`.
+    pub async fn one_job(db: &Database, org_id: OrgId, now: OffsetDateTime) {
+        let job = crate::jobs::NewJob {
+            id: uuid::Uuid::now_v7(),
+            user_id: None,
+            api_key_id: None,
+            smtp: false,
+            emails: vec!["someone@example.test".to_owned()],
+        };
+        db.create_job(org_id, &job, now, now).await.unwrap();
     }
 }
 pub use tx::Tx;

@@ -375,15 +375,7 @@ mod tests {
         };
         let db = crate::test_support::installed(&test_db).await;
         let org = crate::test_support::org(&db).await;
-        let job = crate::jobs::NewJob {
-            id: uuid::Uuid::now_v7(),
-            user_id: None,
-            api_key_id: None,
-            smtp: false,
-            emails: vec!["someone@example.test".to_owned()],
-        };
-        let now = OffsetDateTime::now_utc();
-        db.create_job(org, &job, now, now).await.unwrap();
+        crate::test_support::one_job(&db, org, OffsetDateTime::now_utc()).await;
         let role = db.app_role().unwrap().unwrap();
         let Pool::Postgres(pool) = &db.pool else {
             unreachable!("a PostgreSQL test");

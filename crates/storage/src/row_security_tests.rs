@@ -9,7 +9,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::Database;
-use crate::accounts::{Device, NewAccount, NewSession, PlatformRole};
+use crate::accounts::{Device, NewSession};
 use crate::tokens::NewRefreshToken;
 use crate::two_factor::NewTrustedDevice;
 use mailroom_core::EmailAddress;
@@ -66,7 +66,116 @@ async fn every_tenant_and_user_table_has_forced_row_security() {
         uncovered.is_empty(),
         "tables without forced row security: {uncovered:?}"
     );
+    // A path over every tenant's rows is keyed on a secret or a time, never opened by a flag.
+    let flags: Vec<String> = sqlx::query_scalar(
+        "SELECT tablename || '.' || policyname FROM pg_policies \
+         WHERE coalesce(qual, '') || coalesce(with_check, '') ~ '''on''::text'",
+    )
+    .fetch_all(&mut owner)
+    .await
+    .unwrap();
+    assert!(flags.is_empty(), "policies opened by a flag: {flags:?}");
     drop(db);
+}
+
+/// The paths over every tenant's rows that no tenant's setting opens — re-sealing, the
+/// keyring's upkeep, the audit's verification, the job claim — open to the upkeep secret of an
+/// unlocked node and to nothing a role could guess or read; and what they may change of a row
+/// is its sealed value (its wrapped key), nothing else.
+#[tokio::test]
+async fn upkeep_paths_open_to_the_upkeep_secret_only() {
+    let Some(test_db) = TestDatabase::postgres().await else {
+        return;
+    };
+    let db = crate::test_support::installed(&test_db).await;
+    let now = OffsetDateTime::now_utc();
+    let user = crate::test_support::account(&db, "upkeep@example.test", now).await;
+    assert!(
+        db.start_totp_enrollment(user.id, b"twenty bytes secret!", now)
+            .await
+            .unwrap()
+    );
+    db.append_audit(
+        &crate::test_support::event(user.org_id, Action::SigninSucceeded),
+        now,
+    )
+    .await
+    .unwrap();
+    crate::test_support::one_job(&db, user.org_id, now).await;
+
+    let mut owner = PgConnection::connect(test_db.url()).await.unwrap();
+    let digest: Vec<u8> =
+        sqlx::query_scalar("SELECT upkeep_digest FROM installation WHERE singleton = 1")
+            .fetch_one(&mut owner)
+            .await
+            .unwrap();
+    let secret = db.upkeep().unwrap().shown();
+    let mut app = as_app(&test_db, &db).await;
+    let set = crate::test_support::set_for_the_session;
+    let count = async |app: &mut PgConnection, table: &str| -> i64 {
+        sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}"))
+            .fetch_one(app)
+            .await
+            .unwrap()
+    };
+    let paths: [(&str, &[&str]); 4] = [
+        ("app.reseal", &["mfa_totp"]),
+        ("app.keyring", &["data_keys"]),
+        ("app.audit_verify", &["audit_log", "audit_heads"]),
+        ("app.job_claim", &["verify_jobs"]),
+    ];
+    let zeros = "0".repeat(64);
+    let shown_digest = hex::encode(&digest);
+    let guesses = ["on", "true", &zeros, &shown_digest];
+    for (setting, tables) in paths {
+        for guess in guesses {
+            set(&mut app, setting, guess).await;
+            for table in tables {
+                assert_eq!(count(&mut app, table).await, 0, "{setting} = {guess}");
+            }
+        }
+        set(&mut app, setting, &secret).await;
+        for table in tables {
+            assert!(count(&mut app, table).await > 0, "{setting}: {table}");
+        }
+        set(&mut app, setting, "").await;
+    }
+
+    let changed = async |app: &mut PgConnection, sql: &str| {
+        let mut tx = app.begin().await.unwrap();
+        let done = sqlx::query(sql).execute(&mut *tx).await;
+        tx.rollback().await.unwrap();
+        match done {
+            Ok(done) => Ok(done.rows_affected()),
+            Err(sqlx::Error::Database(error)) => Err(error.code().unwrap_or_default().into_owned()),
+            Err(error) => panic!("{sql}: {error}"),
+        }
+    };
+    let upkeep_changes: [(&str, &str, &str, [&str; 2]); 2] = [
+        (
+            "app.reseal",
+            "mfa_totp",
+            "secret",
+            ["enabled_at = 1", "last_used_step = 7, secret = secret"],
+        ),
+        (
+            "app.keyring",
+            "data_keys",
+            "wrapped",
+            ["created_at = 0", "version = version + 1"],
+        ),
+    ];
+    for (setting, table, sealed, others) in upkeep_changes {
+        set(&mut app, setting, &secret).await;
+        let resealed = format!("UPDATE {table} SET {sealed} = {sealed}");
+        assert_eq!(changed(&mut app, &resealed).await, Ok(1));
+        for assignments in others {
+            let sql = format!("UPDATE {table} SET {assignments}");
+            let refused = Err("42501".to_owned());
+            assert_eq!(changed(&mut app, &sql).await, refused, "{sql}");
+        }
+        set(&mut app, setting, "").await;
+    }
 }
 
 /// The app role, saying nothing of whose it acts for, sees no row of any table under row
@@ -80,12 +189,8 @@ async fn the_app_role_sees_nothing_without_a_setting_and_one_user_as_that_user()
     let now = OffsetDateTime::now_utc();
     let mut users = Vec::new();
     for name in ["alpha", "bravo"] {
-        let account = NewAccount {
-            email: format!("{name}@example.test"),
-            password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
-            platform_role: PlatformRole::User,
-        };
-        let user = db.create_account(&account, now).await.unwrap();
+        let email = format!("{name}@example.test");
+        let user = crate::test_support::account(&db, &email, now).await;
         assert!(
             db.start_totp_enrollment(user.id, b"twenty bytes secret!", now)
                 .await
@@ -142,7 +247,7 @@ async fn the_app_role_sees_nothing_without_a_setting_and_one_user_as_that_user()
         )
         .await
         .unwrap();
-        let address = EmailAddress::parse(&account.email).unwrap();
+        let address = EmailAddress::parse(&email).unwrap();
         db.open_login_attempt(&address, now).await.unwrap();
         db.save_code(
             CodePurpose::PasswordReset,

@@ -6,7 +6,10 @@
 use std::time::Duration;
 
 use futures::future::BoxFuture;
+use mailroom_crypto::root_key::RootKey;
 use rand::Rng;
+use secrecy::{ExposeSecret, SecretString};
+use sha2::{Digest, Sha256};
 use sqlx::{Postgres, Sqlite, Transaction};
 
 use crate::{Database, Pool, StorageError};
@@ -178,12 +181,12 @@ pub(crate) enum Tenancy {
     /// Second-factor state that expired before this (ms), every user's, for deleting.
     ExpiredBefore(i64),
     /// The background re-encryption of sealed columns, every row's.
-    Reseal,
+    Reseal(UpkeepSecret),
     /// Appending to one audit chain (an organization's, or the platform's nil UUID): its
     /// newest entry and head are read, and extended.
     AuditAppend(uuid::Uuid),
     /// `mailroom audit verify`: every chain, read.
-    AuditVerify,
+    AuditVerify(UpkeepSecret),
     /// The audit log's retention purge: entries before this (ms), of every chain, and the
     /// heads of the chains it shortens.
     AuditPurgeBefore(i64),
@@ -196,7 +199,7 @@ pub(crate) enum Tenancy {
     KeyScope(uuid::Uuid),
     /// The keyring's upkeep: every scope's wrapped data keys (rotation, the master key's
     /// rotation, their status).
-    Keyring,
+    Keyring(UpkeepSecret),
     /// A platform administrator's view of every account (who is locked out, say).
     Platform(mailroom_core::UserId),
     /// An API key found by its lookup id, before its organization is known.
@@ -208,10 +211,41 @@ pub(crate) enum Tenancy {
     /// The retention purge: every organization's rows older than this (ms), for deleting.
     PurgeBefore(i64),
     /// A job worker looking for a job to claim, of any organization.
-    JobClaim,
+    JobClaim(UpkeepSecret),
     /// The purge of the rows of jobs that failed or were cancelled before this (ms): those
     /// jobs of every organization, to find (their rows are deleted as their organization).
     PurgeEndedJobsBefore(i64),
+}
+
+/// What opens the upkeep paths over every tenant's rows on PostgreSQL (migration 0037): a
+/// secret derived from the root key, so that only a node holding the master key can show it.
+/// The installation keeps its SHA-256, written by the owner at unlock.
+#[derive(Clone)]
+pub(crate) struct UpkeepSecret(SecretString);
+
+impl UpkeepSecret {
+    const LABEL: &[u8] = b"mailroom/postgres-upkeep-paths/v1";
+
+    pub(crate) fn derive(root: &RootKey) -> Self {
+        Self(SecretString::from(hex::encode(
+            root.derive(Self::LABEL).as_bytes(),
+        )))
+    }
+
+    /// What the installation keeps of it.
+    pub(crate) fn digest(&self) -> [u8; 32] {
+        Sha256::digest(self.0.expose_secret().as_bytes()).into()
+    }
+
+    pub(crate) fn shown(&self) -> String {
+        self.0.expose_secret().to_owned()
+    }
+}
+
+impl std::fmt::Debug for UpkeepSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("UpkeepSecret([REDACTED])")
+    }
 }
 
 impl Tenancy {
@@ -224,11 +258,11 @@ impl Tenancy {
             Tenancy::RefreshToken(hash) => ("app.refresh_token", hash.clone()),
             Tenancy::MfaChallenge(hash) => ("app.mfa_challenge", hash.clone()),
             Tenancy::ExpiredBefore(ms) => ("app.expired_before", ms.to_string()),
-            Tenancy::Reseal => ("app.reseal", "on".to_owned()),
-            Tenancy::Keyring => ("app.keyring", "on".to_owned()),
+            Tenancy::Reseal(secret) => ("app.reseal", secret.shown()),
+            Tenancy::Keyring(secret) => ("app.keyring", secret.shown()),
             Tenancy::KeyScope(scope) => ("app.key_scope", scope.to_string()),
             Tenancy::AuditAppend(scope) => ("app.audit_append", scope.to_string()),
-            Tenancy::AuditVerify => ("app.audit_verify", "on".to_owned()),
+            Tenancy::AuditVerify(secret) => ("app.audit_verify", secret.shown()),
             Tenancy::AuditPurgeBefore(ms) => ("app.audit_purge_before", ms.to_string()),
             Tenancy::ErasedUser(user) => ("app.erase_user", user.as_uuid().to_string()),
             Tenancy::ErasedAt(ms) => ("app.erased_at", ms.to_string()),
@@ -237,7 +271,7 @@ impl Tenancy {
             Tenancy::InvitationToken(hash) => ("app.invitation_token", hash.clone()),
             Tenancy::ErasedEmail(email) => ("app.erase_email", email.clone()),
             Tenancy::PurgeBefore(ms) => ("app.purge_before", ms.to_string()),
-            Tenancy::JobClaim => ("app.job_claim", "on".to_owned()),
+            Tenancy::JobClaim(secret) => ("app.job_claim", secret.shown()),
             Tenancy::PurgeEndedJobsBefore(ms) => ("app.purge_ended_before", ms.to_string()),
         }
     }
