@@ -22,13 +22,17 @@ usage: smtp_probe_server.py --host 127.0.0.5 --port 0 --config CONFIG.json [--st
     hang_on_connect    true: accept TCP but never send the banner (until the client goes, or 300 s)
     max_sessions       N: a connection that makes more than N open at once gets
                        "421 4.7.0 Too many connections" as its banner and is closed
+    refuse_first       N: the first N connections get that 421 banner, whatever else is open
+    drop_sessions      N: the first N sessions that reach their drop_after_rcpts-th RCPT are
+    drop_after_rcpts   closed there, without a reply (a reset mid-session); default 1st RCPT
   DATA is always refused with "554 5.7.1 This server does not accept mail during tests" and counted
   in data_attempts (a violation: the probe must never send DATA).
-  --stats    JSON rewritten atomically (temp file, then rename) at start, on QUIT (before the 221
-             reply goes out, with the session already counted as ended), at the end of every
-             session and on exit:
+  --stats    JSON rewritten atomically (temp file, then rename) at start, at every new
+             connection, on QUIT (before the 221 reply goes out, with the session already counted
+             as ended), at the end of every session and on exit:
     sessions, max_concurrent_sessions, concurrent_now (all three count every TCP connection,
-    the hung and the 421 ones too), rejected_sessions (421 by max_sessions),
+    the hung and the 421 ones too), rejected_sessions (421 by max_sessions or refuse_first),
+    dropped_sessions (closed by drop_sessions),
     rcpt (RCPT commands that reached the recipient checks: not one refused earlier by aiosmtpd,
     such as 503 without an accepted MAIL, or a syntax error), rcpt_per_session_max,
     rcpt_per_transaction_max (between MAIL and RSET/MAIL/EHLO), rset, data_attempts, quit,
@@ -55,6 +59,9 @@ DEFAULTS = {
     "mail_from_reply": None,
     "hang_on_connect": False,
     "max_sessions": None,
+    "refuse_first": 0,
+    "drop_sessions": 0,
+    "drop_after_rcpts": 1,
 }
 ACCEPT = "250 2.1.5 OK"
 GREYLISTED = "450 4.2.0 Greylisted, try again later"
@@ -115,6 +122,8 @@ class Stats:
         self.rcpts = []
         self.rcpts_truncated = False
         self.greylist_seen = {}  # lower-cased address -> RCPTs seen of it
+        self.refused_first = 0
+        self.dropped = 0
 
     def write(self):
         if not self.path:
@@ -124,6 +133,7 @@ class Stats:
             "max_concurrent_sessions": self.max_concurrent,
             "concurrent_now": self.concurrent,
             "rejected_sessions": self.rejected,
+            "dropped_sessions": self.dropped,
             "rcpt": self.rcpt,
             "rcpt_per_session_max": self.rcpt_per_session_max,
             "rcpt_per_transaction_max": self.rcpt_per_transaction_max,
@@ -170,6 +180,15 @@ class ProbeHandler:
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         stats = self.stats
+        config = server.config
+        if (
+            stats.dropped < config["drop_sessions"]
+            and server.session_rcpts + 1 == config["drop_after_rcpts"]
+        ):
+            stats.dropped += 1
+            server.transport.abort()
+            server.end_session()
+            return "421 4.4.2 Never sent: the connection is gone"
         stats.rcpt += 1
         server.session_rcpts += 1
         server.transaction_rcpts += 1
@@ -182,7 +201,6 @@ class ProbeHandler:
         else:
             stats.rcpts_truncated = True
 
-        config = server.config
         key = address.lower()
         spec = config["recipients"].get(key)
         delay_ms = 0
@@ -242,6 +260,9 @@ class ProbeSMTP(SMTP):
             stats.max_concurrent = max(stats.max_concurrent, stats.concurrent)
             self.ended = False
             self.open_sessions.add(self)
+            # Written now too: a reader must not take the file for final while a connection
+            # it caused is still being served.
+            stats.write()
         super().connection_made(transport)
 
     def connection_lost(self, error):
@@ -271,7 +292,10 @@ class ProbeSMTP(SMTP):
             if config["hang_on_connect"]:
                 await asyncio.get_running_loop().create_future()  # until the connection goes
             limit = config["max_sessions"]
-            if limit is not None and self.stats.concurrent > limit:
+            refuse_first = self.stats.refused_first < config["refuse_first"]
+            if refuse_first:
+                self.stats.refused_first += 1
+            if refuse_first or (limit is not None and self.stats.concurrent > limit):
                 self.stats.rejected += 1
                 await self.push("421 4.7.0 Too many connections")
                 self.transport.close()

@@ -6,6 +6,7 @@ pub mod dns;
 mod peer_process;
 mod probe;
 mod smtp;
+mod socks;
 
 use std::time::Duration;
 
@@ -19,6 +20,7 @@ pub use dns::{DnsServer, Rr};
 pub use mailroom_storage::Backend;
 pub use probe::{ProbePeer, ProbeStats};
 pub use smtp::{Delivered, SmtpOptions, SmtpServer};
+pub use socks::{SocksPeer, SocksStats};
 
 /// A database that exists for one test and is removed after it.
 pub struct TestDatabase {

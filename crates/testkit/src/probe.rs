@@ -22,6 +22,7 @@ pub struct ProbeStats {
     pub sessions: u64,
     pub max_concurrent_sessions: u64,
     pub rejected_sessions: u64,
+    pub dropped_sessions: u64,
     pub rcpt: u64,
     pub rcpt_per_session_max: u64,
     pub rcpt_per_transaction_max: u64,

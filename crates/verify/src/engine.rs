@@ -39,8 +39,15 @@ pub struct Settings {
     /// The most one group of addresses may take at its mail host, however slowly the host
     /// answers each reply; the addresses not asked by then are reported as timed out.
     pub session_deadline: Duration,
+    /// The most sessions of ours one mail host is given at once. A host that refuses one, or
+    /// cuts one short, is given fewer (never below one), and more again, one at a time, after
+    /// sessions that end well.
     pub sessions_per_host: usize,
     pub max_sessions: usize,
+    /// How often the addresses of a session the host refused or cut short are tried again…
+    pub throttle_retries: usize,
+    /// …first after about this long, each wait about twice the last.
+    pub throttle_backoff: Duration,
     /// A session ends (QUIT) after this many `RCPT TO`; the next one opens afresh.
     pub rcpts_per_session: usize,
     /// A transaction ends (`RSET`) after this many `RCPT TO`.
@@ -68,6 +75,8 @@ impl Default for Settings {
             session_deadline: Duration::from_secs(120),
             sessions_per_host: 2,
             max_sessions: 64,
+            throttle_retries: 5,
+            throttle_backoff: Duration::from_secs(1),
             rcpts_per_session: 100,
             // RFC 5321 §4.5.3.1.8: a server must take at least 100 recipients at once.
             rcpts_per_transaction: 100,
@@ -108,6 +117,10 @@ const CATCH_ALL_TTL: Duration = Duration::from_secs(3600);
 const MX_ADDRESSES_TRIED: usize = 5;
 /// Past this many remembered hosts, the idle ones are forgotten.
 const REMEMBERED_HOSTS: usize = 4096;
+/// A host given fewer sessions is given one more after this many sessions end well.
+const SESSIONS_TO_RECOVER: usize = 16;
+/// The longest wait before trying a throttling host again.
+const MAX_THROTTLE_BACKOFF: Duration = Duration::from_secs(60);
 
 pub struct Verifier {
     dns: Dns,
@@ -115,7 +128,7 @@ pub struct Verifier {
     settings: Settings,
     greeting: Greeting,
     sessions: Arc<Semaphore>,
-    hosts: Mutex<HashMap<IpAddr, Arc<Semaphore>>>,
+    hosts: Mutex<HashMap<IpAddr, Arc<HostLimit>>>,
     catch_all: Mutex<HashMap<String, (bool, Instant)>>,
 }
 
@@ -149,18 +162,21 @@ impl Probed {
 fn all_failed<'a>(
     rest: &'a [(usize, &Address)],
     host: &'a str,
-    failure: Failure,
+    failure: &'a Failure,
 ) -> impl Iterator<Item = (usize, Probed)> + 'a {
     rest.iter()
-        .map(move |&(index, _)| (index, Probed::at(host, Err(failure))))
+        .map(move |&(index, _)| (index, Probed::at(host, Err(failure.clone()))))
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 enum Failure {
     Unreachable,
     Timeout,
     /// The session was refused (banner, EHLO or `MAIL FROM`) with this reply code.
     Refused(u16),
+    /// The host kept refusing sessions or cutting them short, past every retry; its last
+    /// reply, if it gave one.
+    Throttled(Option<Reply>),
     /// Every address of the hosts is on a network the probe may not reach.
     NotPublic,
     /// The address has a UTF-8 local part and the server does not take those.
@@ -172,10 +188,158 @@ impl From<&SessionError> for Failure {
         match error {
             SessionError::Timeout => Failure::Timeout,
             SessionError::Refused(reply) => Failure::Refused(reply.code),
-            SessionError::Connect(_) | SessionError::Protocol(_) | SessionError::Io(_) => {
-                Failure::Unreachable
-            }
+            SessionError::Connect(_)
+            | SessionError::Protocol(_)
+            | SessionError::Io(_)
+            | SessionError::Closed => Failure::Unreachable,
         }
+    }
+}
+
+/// Why no session could be opened with any of a domain's hosts.
+struct Unusable {
+    host: String,
+    failure: Failure,
+    /// A host refused or cut the session short as one does that takes fewer of ours at once:
+    /// worth trying again later.
+    throttled: bool,
+}
+
+/// A session with the mail host `host`, holding its place under the host's limit and the
+/// engine's.
+struct Opened {
+    host: String,
+    session: Session,
+    slot: HostSlot,
+    _engine: tokio::sync::OwnedSemaphorePermit,
+}
+
+/// How many sessions of ours one mail host takes at once, as learned: `sessions_per_host` at
+/// first; each sign of throttling lowers it below the sessions then open (never below one),
+/// and every [`SESSIONS_TO_RECOVER`] sessions that end well raise it by one again.
+struct HostLimit {
+    state: Mutex<HostState>,
+    freed: tokio::sync::Notify,
+    most: usize,
+}
+
+struct HostState {
+    limit: usize,
+    open: usize,
+    ended_well: usize,
+    /// The host has answered us: a refused connection now is a host that takes no more.
+    answered: bool,
+}
+
+/// One session's place under its host's limit; given back when dropped.
+struct HostSlot(Arc<HostLimit>);
+
+impl HostLimit {
+    fn new(most: usize) -> Self {
+        HostLimit {
+            state: Mutex::new(HostState {
+                limit: most,
+                open: 0,
+                ended_well: 0,
+                answered: false,
+            }),
+            freed: tokio::sync::Notify::new(),
+            most,
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, HostState> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Waits for a place under the limit.
+    async fn enter(self: &Arc<Self>) -> HostSlot {
+        loop {
+            // Listening before looking: a place freed in between is not missed.
+            let freed = self.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            {
+                let mut state = self.state();
+                if state.open < state.limit {
+                    state.open += 1;
+                    return HostSlot(Arc::clone(self));
+                }
+            }
+            freed.await;
+        }
+    }
+}
+
+impl HostSlot {
+    /// The host refused a session or cut one short: fewer at once from now on.
+    fn throttled(&self) {
+        let mut state = self.0.state();
+        state.limit = state.limit.min(state.open).saturating_sub(1).max(1);
+        state.ended_well = 0;
+    }
+
+    fn answered(&self) {
+        self.0.state().answered = true;
+    }
+
+    fn host_has_answered(&self) -> bool {
+        self.0.state().answered
+    }
+
+    /// The session ended well: after enough of those, one more at once.
+    fn ended_well(&self) {
+        let mut state = self.0.state();
+        state.ended_well += 1;
+        if state.ended_well >= SESSIONS_TO_RECOVER && state.limit < self.0.most {
+            state.limit += 1;
+            state.ended_well = 0;
+        }
+    }
+}
+
+impl Drop for HostSlot {
+    fn drop(&mut self) {
+        self.0.state().open -= 1;
+        self.0.freed.notify_waiters();
+    }
+}
+
+/// The waits between a group's attempts at a throttling host.
+struct Retries {
+    left: usize,
+    wait: Duration,
+}
+
+impl Retries {
+    /// A caller waiting on an answer gets one retry; a bulk run, every one.
+    fn new(settings: &Settings, mode: Mode) -> Self {
+        Retries {
+            left: match mode {
+                Mode::Sync => settings.throttle_retries.min(1),
+                Mode::Bulk => settings.throttle_retries,
+            },
+            wait: settings.throttle_backoff,
+        }
+    }
+
+    /// Waits before the next attempt (half to one and a half times the current wait, so that
+    /// groups refused together do not come back together); false when the attempts are spent
+    /// or the wait would pass `deadline`.
+    async fn wait(&mut self, deadline: Instant) -> bool {
+        if self.left == 0 {
+            return false;
+        }
+        self.left -= 1;
+        let wait = self.wait.mul_f64(rand::rng().random_range(0.5..1.5));
+        if Instant::now() + wait >= deadline {
+            return false;
+        }
+        tokio::time::sleep(wait).await;
+        self.wait = (self.wait * 2).min(MAX_THROTTLE_BACKOFF);
+        true
     }
 }
 
@@ -303,7 +467,7 @@ impl Verifier {
             Mode::Bulk => self.settings.greylist_retries,
         };
         loop {
-            let probed = self.probe_round(pending, &due).await;
+            let probed = self.probe_round(pending, &due, mode).await;
             let mut again = Vec::new();
             for (index, probed) in probed {
                 let greylisted = self.record(&mut pending[index], probed);
@@ -321,7 +485,12 @@ impl Verifier {
     }
 
     /// Probes the addresses at `due`, sharing sessions among those with the same mail hosts.
-    async fn probe_round(&self, pending: &[Pending], due: &[usize]) -> Vec<(usize, Probed)> {
+    async fn probe_round(
+        &self,
+        pending: &[Pending],
+        due: &[usize],
+        mode: Mode,
+    ) -> Vec<(usize, Probed)> {
         let mut groups: HashMap<&[MailHost], Vec<(usize, &Address)>> = HashMap::new();
         for &index in due {
             if let Some(address) = &pending[index].address {
@@ -337,7 +506,7 @@ impl Verifier {
             .flat_map(|(hosts, addresses)| {
                 addresses
                     .chunks(per_session)
-                    .map(move |chunk| self.probe_session(hosts, chunk))
+                    .map(move |chunk| self.probe_session(hosts, chunk, mode))
             })
             .collect();
         let mut probed = Vec::with_capacity(due.len());
@@ -348,25 +517,44 @@ impl Verifier {
     }
 
     /// Asks the first host that answers about every address of `chunk`; a session that breaks
-    /// midway is opened again for the addresses still unasked.
+    /// midway is opened again for the addresses still unasked. A host that refuses the
+    /// session or cuts it short is given fewer sessions, and the addresses still unasked are
+    /// tried again after a wait, until the retries are spent.
     async fn probe_session(
         &self,
         hosts: &[MailHost],
         chunk: &[(usize, &Address)],
+        mode: Mode,
     ) -> Vec<(usize, Probed)> {
         let mut results = Vec::with_capacity(chunk.len());
         let mut rest = chunk;
         let deadline = Instant::now() + self.settings.session_deadline;
+        let mut retries = Retries::new(&self.settings, mode);
+        // The host's last reply before it cut a session short, if it gave one.
+        let mut last_refusal: Option<Reply> = None;
         while !rest.is_empty() {
             if Instant::now() >= deadline {
                 let host = hosts.first().map_or("", |first| first.host.as_str());
-                results.extend(all_failed(rest, host, Failure::Timeout));
+                results.extend(all_failed(rest, host, &Failure::Timeout));
                 return results;
             }
-            let (host, mut session, _permits) = match self.open_session(hosts).await {
+            let Opened {
+                host,
+                mut session,
+                slot,
+                _engine,
+            } = match self.open_session(hosts).await {
                 Ok(opened) => opened,
-                Err((host, failure)) => {
-                    results.extend(all_failed(rest, &host, failure));
+                Err(unusable) => {
+                    if unusable.throttled {
+                        if let Failure::Throttled(Some(reply)) = &unusable.failure {
+                            last_refusal = Some(reply.clone());
+                        }
+                        if retries.wait(deadline).await {
+                            continue;
+                        }
+                    }
+                    results.extend(all_failed(rest, &unusable.host, &unusable.failure));
                     return results;
                 }
             };
@@ -379,68 +567,92 @@ impl Verifier {
                 }
                 if in_transaction == self.settings.rcpts_per_transaction.max(1) {
                     if let Err(error) = session.reset().await {
-                        broken = Some(Failure::from(&error));
+                        broken = Some(error);
                         break;
                     }
                     in_transaction = 0;
                 }
-                asked += 1;
                 if !address.local_part().is_ascii() && !session.takes_utf8() {
                     // RFC 6531: such an address may only be given to a server that says it
                     // takes them.
                     results.push((index, Probed::at(&host, Err(Failure::NoSmtpUtf8))));
+                    asked += 1;
                     continue;
                 }
                 in_transaction += 1;
                 match session.rcpt(&address.normalized()).await {
-                    Ok(reply) => results.push((index, Probed::at(&host, Ok(reply)))),
+                    // RFC 5321 §3.8: the server is closing the session.
+                    Ok(reply) if reply.code == 421 => {
+                        broken = Some(SessionError::Refused(reply));
+                        break;
+                    }
+                    Ok(reply) => {
+                        results.push((index, Probed::at(&host, Ok(reply))));
+                        asked += 1;
+                    }
                     Err(error) => {
-                        let failure = Failure::from(&error);
-                        results.push((index, Probed::at(&host, Err(failure))));
-                        broken = Some(failure);
+                        broken = Some(error);
                         break;
                     }
                 }
             }
-            let out_of_time = Instant::now() >= deadline;
-            if broken.is_none() {
-                let limit_reached = in_transaction >= self.settings.rcpts_per_transaction.max(1);
-                if !out_of_time && (!limit_reached || session.reset().await.is_ok()) {
-                    self.test_catch_all(&mut session, rest, &results).await;
+            match broken {
+                None => {
+                    let out_of_time = Instant::now() >= deadline;
+                    let limit_reached =
+                        in_transaction >= self.settings.rcpts_per_transaction.max(1);
+                    if !out_of_time && (!limit_reached || session.reset().await.is_ok()) {
+                        self.test_catch_all(&mut session, rest, &results).await;
+                    }
+                    session.quit().await;
+                    slot.ended_well();
                 }
-                session.quit().await;
+                // Not the address's doing: it is asked again, in a later session.
+                Some(error) if error.cut_short() => {
+                    slot.throttled();
+                    if let SessionError::Refused(reply) = &error {
+                        last_refusal = Some(reply.clone());
+                    }
+                    drop((session, slot, _engine));
+                    if !retries.wait(deadline).await {
+                        let failure = Failure::Throttled(last_refusal);
+                        results.extend(all_failed(&rest[asked..], &host, &failure));
+                        return results;
+                    }
+                }
+                // The address the session broke on is reported as it broke.
+                Some(error) => {
+                    if let Some(&(index, _)) = rest.get(asked) {
+                        results.push((index, Probed::at(&host, Err(Failure::from(&error)))));
+                        asked += 1;
+                    }
+                }
             }
-            // A pass asks at least one address unless out of time, when the next pass reports
-            // the rest as timed out: so this ends, and no address goes unanswered.
+            // A pass asks at least one address unless out of time or cut short, when the next
+            // pass reports the rest as timed out or waits out a retry (of which there are
+            // few): so this ends, and no address goes unanswered.
             rest = &rest[asked..];
         }
         results
     }
 
     /// Tries the hosts in preference order, each of their addresses in turn.
-    #[allow(clippy::type_complexity)]
-    async fn open_session(
-        &self,
-        hosts: &[MailHost],
-    ) -> Result<
-        (
-            String,
-            Session,
-            (
-                tokio::sync::OwnedSemaphorePermit,
-                tokio::sync::OwnedSemaphorePermit,
-            ),
-        ),
-        (String, Failure),
-    > {
-        let mut last = (String::new(), Failure::Unreachable);
+    async fn open_session(&self, hosts: &[MailHost]) -> Result<Opened, Unusable> {
+        let mut last = Unusable {
+            host: String::new(),
+            failure: Failure::Unreachable,
+            throttled: false,
+        };
+        // Throttling by any of the hosts outweighs the others' failures: it passes.
+        let mut throttled: Option<Unusable> = None;
         let mut tried = 0;
         for host in hosts {
             if tried >= MX_ADDRESSES_TRIED {
                 break;
             }
             let Ok(addresses) = self.dns.addresses(&host.host).await else {
-                last = (host.host.clone(), Failure::Unreachable);
+                last.host.clone_from(&host.host);
+                last.failure = Failure::Unreachable;
                 continue;
             };
             for ip in addresses {
@@ -450,40 +662,63 @@ impl Verifier {
                 tried += 1;
                 if !self.settings.probe_private_networks && !mailroom_core::network::is_public(ip) {
                     tracing::debug!(host = %host.host, %ip, "mail host not on a public network: not probed");
-                    last = (host.host.clone(), Failure::NotPublic);
+                    last.host.clone_from(&host.host);
+                    last.failure = Failure::NotPublic;
                     continue;
                 }
-                let host_permit = self.host_slot(ip).acquire_owned().await;
-                let session_permit = Arc::clone(&self.sessions).acquire_owned().await;
-                let (Ok(host_permit), Ok(session_permit)) = (host_permit, session_permit) else {
+                let slot = self.host_limit(ip).enter().await;
+                let Ok(engine) = Arc::clone(&self.sessions).acquire_owned().await else {
                     continue;
                 };
                 let address = SocketAddr::new(ip, self.settings.smtp_port);
                 match Session::open(address, &self.greeting).await {
                     Ok(session) => {
-                        return Ok((host.host.clone(), session, (host_permit, session_permit)));
+                        slot.answered();
+                        return Ok(Opened {
+                            host: host.host.clone(),
+                            session,
+                            slot,
+                            _engine: engine,
+                        });
                     }
                     Err(error) => {
                         tracing::debug!(host = %host.host, %ip, %error, "mail host unusable");
-                        last = (host.host.clone(), Failure::from(&error));
+                        last.host.clone_from(&host.host);
+                        // A host that has answered us before and now refuses the connection,
+                        // or refuses the session for now, takes no more of ours at once.
+                        if error.cut_short()
+                            || (error.connection_refused() && slot.host_has_answered())
+                        {
+                            slot.throttled();
+                            throttled = Some(Unusable {
+                                host: host.host.clone(),
+                                failure: Failure::Throttled(match error {
+                                    SessionError::Refused(reply) => Some(reply),
+                                    _ => None,
+                                }),
+                                throttled: true,
+                            });
+                        } else {
+                            last.failure = Failure::from(&error);
+                        }
                     }
                 }
             }
         }
-        Err(last)
+        Err(throttled.unwrap_or(last))
     }
 
-    fn host_slot(&self, ip: IpAddr) -> Arc<Semaphore> {
+    fn host_limit(&self, ip: IpAddr) -> Arc<HostLimit> {
         let mut hosts = self
             .hosts
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         if hosts.len() > REMEMBERED_HOSTS {
-            hosts.retain(|_, slot| Arc::strong_count(slot) > 1);
+            hosts.retain(|_, limit| Arc::strong_count(limit) > 1);
         }
         Arc::clone(
             hosts.entry(ip).or_insert_with(|| {
-                Arc::new(Semaphore::new(self.settings.sessions_per_host.max(1)))
+                Arc::new(HostLimit::new(self.settings.sessions_per_host.max(1)))
             }),
         )
     }
@@ -560,6 +795,14 @@ impl Verifier {
             Ok(reply) => reply,
             Err(failure) => {
                 entry.smtp_reason = Some(match failure {
+                    Failure::Throttled(reply) => {
+                        if let Some(reply) = reply {
+                            entry.smtp.code = Some(reply.code);
+                            entry.smtp.enhanced_code = reply.enhanced;
+                            entry.smtp.message = Some(reply.text);
+                        }
+                        Reason::SmtpThrottled
+                    }
                     Failure::Timeout => Reason::SmtpTimeout,
                     Failure::Unreachable => Reason::SmtpUnreachable,
                     Failure::Refused(code) if code >= 500 => Reason::SmtpBlocked,

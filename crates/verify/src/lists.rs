@@ -255,6 +255,85 @@ mod tests {
     }
 
     #[test]
+    fn popular_domains_and_their_typos_are_not_disposable() {
+        // A slip of the keyboard is answered with a suggestion, not with "disposable".
+        // Cheap tests first: one edit apart, two strings differ in length by one at most and in
+        // two adjacent places at most, so all but two characters match from one end or the other
+        // (the lists are ASCII).
+        fn matching(a: impl Iterator<Item = u8>, b: impl Iterator<Item = u8>) -> usize {
+            a.zip(b).take_while(|(x, y)| x == y).count()
+        }
+        let shared = |a: &str, b: &str| {
+            matching(a.bytes(), b.bytes()) + matching(a.bytes().rev(), b.bytes().rev())
+        };
+        for domain in &SHIPPED.disposable {
+            for popular in &SHIPPED.popular {
+                if popular.len().abs_diff(domain.len()) > 1
+                    || shared(domain, popular) + 2 < domain.len().min(popular.len())
+                {
+                    continue;
+                }
+                assert!(
+                    strsim::osa_distance(domain, popular) > 1,
+                    "{domain} is listed as disposable, one edit from {popular}"
+                );
+            }
+        }
+        let found = classify(&Lists::default(), "jane@gmial.com");
+        assert!(!found.disposable, "{found:?}");
+        assert_eq!(found.suggestion.as_deref(), Some("jane@gmail.com"));
+    }
+
+    #[test]
+    fn only_mailboxes_a_group_reads_are_role_accounts() {
+        let lists = Lists::default();
+        // Generic words: more likely someone's own address than a team's.
+        for personal in [
+            "user@example.com",
+            "user+tag@example.com",
+            "nobody@example.com",
+        ] {
+            assert!(!classify(&lists, personal).role_account, "{personal}");
+        }
+        for role in [
+            "info@example.com",
+            "sales+eu@example.com",
+            "postmaster@example.com",
+            "abuse@example.com",
+            "noreply@example.com",
+        ] {
+            assert!(classify(&lists, role).role_account, "{role}");
+        }
+    }
+
+    #[test]
+    fn every_mailbox_name_of_rfc_2142_is_a_role_account() {
+        // The list was reviewed against RFC 2142: none of its names may be lost.
+        let lists = Lists::default();
+        for name in [
+            "info",
+            "marketing",
+            "sales",
+            "support",
+            "abuse",
+            "noc",
+            "security",
+            "postmaster",
+            "hostmaster",
+            "usenet",
+            "news",
+            "webmaster",
+            "www",
+            "uucp",
+            "ftp",
+            "list-request",
+        ] {
+            let address = format!("{name}@example.com");
+            assert!(classify(&lists, &address).role_account, "{address}");
+        }
+    }
+
+    #[test]
     fn operators_extend_the_lists() {
         let dir = std::env::temp_dir().join(format!("mailroom-lists-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();

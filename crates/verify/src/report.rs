@@ -62,6 +62,9 @@ pub enum Reason {
     SmtpBlocked,
     SmtpUnreachable,
     SmtpTimeout,
+    /// The mail host kept refusing or cutting our sessions short (too many of them, for it)
+    /// after every retry; its last reply is the report's.
+    SmtpThrottled,
     /// The mail hosts are on private networks, which the probe does not reach.
     MailHostNotPublic,
     /// The mail server refused the address without saying why.
@@ -96,6 +99,7 @@ impl Reason {
             | Reason::SmtpBlocked
             | Reason::SmtpUnreachable
             | Reason::SmtpTimeout
+            | Reason::SmtpThrottled
             | Reason::MailHostNotPublic
             | Reason::SmtpRejected
             | Reason::SmtpNotChecked => Verdict::Unknown,

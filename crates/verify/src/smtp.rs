@@ -67,14 +67,16 @@ pub enum Answer {
 /// (servers word refusals every way, but agree on RFC 3463's codes when they give them).
 pub fn classify(reply: &Reply) -> Answer {
     let enhanced = reply.enhanced.as_deref();
-    let text = reply.text.to_ascii_lowercase();
-    let says = |words: &[&str]| words.iter().any(|word| text.contains(word));
+    let text = reply.text.to_lowercase();
     match reply.code {
         200..=399 => Answer::Accepted,
+        // A full mailbox may drain, but says the mailbox exists and takes nothing now: the
+        // sender's risk, as a 552 is.
         400..=499 => match enhanced {
-            Some("4.2.2") => Answer::Temporary { greylisted: false },
+            Some("4.2.2") => Answer::Refused(Mailbox::Full),
+            None if phrases::say(&text, Phrase::Full) => Answer::Refused(Mailbox::Full),
             _ => Answer::Temporary {
-                greylisted: says(&["grey", "gray", "try again later", "try later"])
+                greylisted: phrases::say(&text, Phrase::Greylisted)
                     || matches!(enhanced, Some("4.7.1") | Some("4.2.0") | Some("4.7.0")),
             },
         },
@@ -86,38 +88,102 @@ pub fn classify(reply: &Reply) -> Answer {
             Some("5.2.2") => Answer::Refused(Mailbox::Full),
             Some("5.2.1") => Answer::Refused(Mailbox::Disabled),
             Some(code) if code.starts_with("5.7.") => Answer::Blocked,
-            _ if says(&["full", "quota", "insufficient storage"]) => Answer::Refused(Mailbox::Full),
-            _ if says(&["disabled", "inactive", "suspended", "deactivated"]) => {
-                Answer::Refused(Mailbox::Disabled)
-            }
-            _ if says(&[
-                "spam",
-                "blocked",
-                "blacklist",
-                "blocklist",
-                "policy",
-                "denied",
-            ]) =>
-            {
-                Answer::Blocked
-            }
-            _ if says(&[
-                "unknown",
-                "no such",
-                "does not exist",
-                "doesn't exist",
-                "not found",
-                "invalid",
-                "unavailable",
-                "rejected",
-            ]) =>
-            {
-                Answer::Refused(Mailbox::Missing)
-            }
-            // 550/551/553 without a better word: the mailbox is refused.
-            _ if matches!(reply.code, 550 | 551 | 553) => Answer::Refused(Mailbox::Missing),
-            _ => Answer::Refused(Mailbox::Unknown),
+            _ => match phrases::refusal(&text) {
+                Some(Phrase::Full) => Answer::Refused(Mailbox::Full),
+                Some(Phrase::Disabled) => Answer::Refused(Mailbox::Disabled),
+                Some(Phrase::Blocked) => Answer::Blocked,
+                Some(Phrase::Missing) => Answer::Refused(Mailbox::Missing),
+                // 550/551/553 without a better word: the mailbox is refused.
+                _ if matches!(reply.code, 550 | 551 | 553) => Answer::Refused(Mailbox::Missing),
+                _ => Answer::Refused(Mailbox::Unknown),
+            },
         },
+    }
+}
+
+/// What a reply's words say of the mailbox, for replies without an enhanced status code that
+/// decides: the phrases of `data/smtp_reply_phrases.txt`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Phrase {
+    Full,
+    Disabled,
+    Blocked,
+    Missing,
+    Greylisted,
+}
+
+pub(crate) mod phrases {
+    use std::sync::LazyLock;
+
+    use super::Phrase;
+
+    const SHIPPED: &str = include_str!("../data/smtp_reply_phrases.txt");
+
+    /// Every phrase, lowercased, with its kind.
+    static PHRASES: LazyLock<Vec<(Phrase, String)>> = LazyLock::new(|| {
+        lines()
+            .filter_map(|line| {
+                let (kind, phrase) = line.split_once('\t')?;
+                Some((kind_named(kind)?, phrase.trim().to_lowercase()))
+            })
+            .collect()
+    });
+
+    fn lines() -> impl Iterator<Item = &'static str> {
+        SHIPPED
+            .lines()
+            .filter(|line| !line.trim().is_empty() && !line.starts_with('#'))
+    }
+
+    fn kind_named(name: &str) -> Option<Phrase> {
+        Some(match name {
+            "full" => Phrase::Full,
+            "disabled" => Phrase::Disabled,
+            "blocked" => Phrase::Blocked,
+            "missing" => Phrase::Missing,
+            "greylisted" => Phrase::Greylisted,
+            _ => return None,
+        })
+    }
+
+    /// Whether `text` (lowercased) has a phrase of `kind`.
+    pub(crate) fn say(text: &str, kind: Phrase) -> bool {
+        PHRASES
+            .iter()
+            .any(|(of, phrase)| *of == kind && text.contains(phrase.as_str()))
+    }
+
+    /// What a refusal's text (lowercased) says of the mailbox. A full or disabled mailbox is
+    /// also "unavailable", and a refusal by policy also "rejected": the more telling kind
+    /// comes first.
+    pub(crate) fn refusal(text: &str) -> Option<Phrase> {
+        [
+            Phrase::Full,
+            Phrase::Disabled,
+            Phrase::Blocked,
+            Phrase::Missing,
+        ]
+        .into_iter()
+        .find(|kind| say(text, *kind))
+    }
+
+    #[cfg(test)]
+    pub(crate) fn all() -> impl Iterator<Item = (Phrase, &'static str)> {
+        PHRASES
+            .iter()
+            .map(|(kind, phrase)| (*kind, phrase.as_str()))
+    }
+
+    /// Every line names a kind and a phrase.
+    #[cfg(test)]
+    pub(crate) fn unreadable_lines() -> Vec<&'static str> {
+        lines()
+            .filter(|line| {
+                line.split_once('\t').is_none_or(|(kind, phrase)| {
+                    kind_named(kind).is_none() || phrase.trim().is_empty()
+                })
+            })
+            .collect()
     }
 }
 
@@ -131,6 +197,9 @@ pub enum SessionError {
     Refused(Reply),
     #[error("the server broke the protocol: {0}")]
     Protocol(&'static str),
+    /// The server closed the connection without a reply.
+    #[error("the server closed the connection")]
+    Closed,
     #[error("the connection failed: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -149,6 +218,31 @@ pub struct Session {
     probe_from: String,
     /// The server takes UTF-8 addresses (RFC 6531); `MAIL FROM` then says so.
     smtputf8: bool,
+}
+
+impl SessionError {
+    /// Whether the host cut the session short — closed or reset it, or refused it for now —
+    /// as a host does that takes fewer sessions from one client than it was given.
+    pub fn cut_short(&self) -> bool {
+        use std::io::ErrorKind;
+        match self {
+            SessionError::Closed => true,
+            SessionError::Refused(reply) => (400..500).contains(&reply.code),
+            SessionError::Io(error) => matches!(
+                error.kind(),
+                ErrorKind::ConnectionReset
+                    | ErrorKind::ConnectionAborted
+                    | ErrorKind::BrokenPipe
+                    | ErrorKind::UnexpectedEof
+            ),
+            SessionError::Connect(_) | SessionError::Timeout | SessionError::Protocol(_) => false,
+        }
+    }
+
+    /// Whether the host would not take a connection at all.
+    pub fn connection_refused(&self) -> bool {
+        matches!(self, SessionError::Connect(error) if error.kind() == std::io::ErrorKind::ConnectionRefused)
+    }
 }
 
 impl Session {
@@ -242,10 +336,13 @@ async fn read_reply(stream: &mut BufReader<TcpStream>) -> Result<Reply, SessionE
     let mut lines = Vec::new();
     for _ in 0..MAX_LINES {
         let mut line = Vec::new();
-        (&mut *stream)
+        let read = (&mut *stream)
             .take(MAX_LINE)
             .read_until(b'\n', &mut line)
             .await?;
+        if read == 0 {
+            return Err(SessionError::Closed);
+        }
         if line.last() != Some(&b'\n') {
             return Err(SessionError::Protocol(
                 "a reply line was cut short or too long",
@@ -350,11 +447,7 @@ mod tests {
                 "4.2.0 Greylisted, try again later",
                 Answer::Temporary { greylisted: true },
             ),
-            (
-                452,
-                "4.2.2 Over quota",
-                Answer::Temporary { greylisted: false },
-            ),
+            (452, "4.2.2 Over quota", Answer::Refused(Mailbox::Full)),
             (
                 451,
                 "Temporary local problem",
@@ -377,6 +470,94 @@ mod tests {
                 Answer::Refused(Mailbox::Missing),
             ),
             (554, "Transaction failed", Answer::Refused(Mailbox::Unknown)),
+        ];
+        for (code, text, answer) in cases {
+            assert_eq!(classify(&reply(code, text)), answer, "{code} {text}");
+        }
+    }
+
+    /// Each phrase of the data file, alone in a reply without an enhanced code, is read as its
+    /// kind (a 554, which says nothing by itself; greylisting in a 450).
+    #[test]
+    fn every_phrase_is_read_as_its_kind() {
+        assert_eq!(phrases::unreadable_lines(), Vec::<&str>::new());
+        let mut count = 0;
+        for (kind, phrase) in phrases::all() {
+            count += 1;
+            let (code, expected) = match kind {
+                Phrase::Full => (554, Answer::Refused(Mailbox::Full)),
+                Phrase::Disabled => (554, Answer::Refused(Mailbox::Disabled)),
+                Phrase::Blocked => (554, Answer::Blocked),
+                Phrase::Missing => (554, Answer::Refused(Mailbox::Missing)),
+                Phrase::Greylisted => (450, Answer::Temporary { greylisted: true }),
+            };
+            let text = format!("<someone@example.test>: {}", phrase.to_uppercase());
+            assert_eq!(classify(&reply(code, &text)), expected, "{code} {text}");
+        }
+        assert!(count > 100, "{count} phrases");
+    }
+
+    /// Refusals as the big providers word them, some without an enhanced code.
+    #[test]
+    fn providers_refusals_are_read_as_they_mean() {
+        let missing = Answer::Refused(Mailbox::Missing);
+        let cases = [
+            (
+                550,
+                "5.1.1 The email account that you tried to reach does not exist.",
+                missing,
+            ),
+            (
+                550,
+                "Requested action not taken: mailbox unavailable",
+                missing,
+            ),
+            (
+                554,
+                "delivery error: dd This user doesn't have a yahoo.com account",
+                missing,
+            ),
+            (
+                554,
+                "30 Sorry, no mailbox here by that name. (#5.1.1)",
+                missing,
+            ),
+            (554, "Benutzer unbekannt", missing),
+            (554, "Utilisateur inconnu / Destinataire inconnu", missing),
+            (554, "Usuario desconocido", missing),
+            (554, "Utente inesistente", missing),
+            (554, "Usuário desconhecido", missing),
+            (554, "Пользователь не найден", missing),
+            (
+                554,
+                "Mailbox quota exceeded",
+                Answer::Refused(Mailbox::Full),
+            ),
+            (
+                452,
+                "Mailbox full, try again later",
+                Answer::Refused(Mailbox::Full),
+            ),
+            (
+                554,
+                "This account has been disabled",
+                Answer::Refused(Mailbox::Disabled),
+            ),
+            (
+                554,
+                "Service unavailable; client host blocked using Spamhaus",
+                Answer::Blocked,
+            ),
+            (
+                554,
+                "Recipient address rejected: Access denied",
+                Answer::Blocked,
+            ),
+            (
+                451,
+                "Recipient address rejected: Greylisted, see https://postgrey.schweikert.ch/",
+                Answer::Temporary { greylisted: true },
+            ),
         ];
         for (code, text, answer) in cases {
             assert_eq!(classify(&reply(code, text)), answer, "{code} {text}");

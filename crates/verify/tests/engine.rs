@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use mailroom_testkit::{DnsServer, ProbePeer, Rr};
+use mailroom_testkit::{DnsServer, ProbePeer, ProbeStats, Rr};
 use mailroom_verify::dns::DomainStatus;
 use mailroom_verify::smtp::Mailbox;
 use mailroom_verify::{Mode, Options, Reason, Settings, Verdict, Verification, Verifier};
@@ -367,4 +367,143 @@ async fn a_slow_host_is_given_up_at_the_session_deadline() {
         );
         assert_ne!(result.verdict, Verdict::Deliverable, "{result:#?}");
     }
+}
+
+const BULK: Options = Options {
+    smtp: true,
+    mode: Mode::Bulk,
+};
+
+/// One mail host `mx` on `address` for the domain `domain`, configured by `config`, and a
+/// verifier that finds it; retries come quickly (the waits are the engine's, not the test's).
+async fn lone_host(
+    (domain, mx, address): (&'static str, &'static str, &str),
+    config: serde_json::Value,
+    settings: Settings,
+) -> Option<(ProbePeer, DnsServer, Verifier)> {
+    let peer = ProbePeer::start(address, 0, &config)?;
+    let dns = DnsServer::start(
+        &["test"],
+        &[Rr::Mx(domain, 10, mx), Rr::Ip(mx, ip(address))],
+    )
+    .await;
+    let engine = Verifier::new(Settings {
+        dns_server: Some(dns.address()),
+        smtp_port: peer.port(),
+        probe_private_networks: true,
+        throttle_backoff: Duration::from_millis(20),
+        ..settings
+    })
+    .unwrap();
+    Some((peer, dns, engine))
+}
+
+/// `count` addresses of a lone host configured by `config`, half of them existing, verified
+/// in bulk in sessions of ten: each must end with its true verdict. What the host counted.
+async fn every_verdict_true_at(
+    host: (&'static str, &'static str, &str),
+    count: usize,
+    mut config: serde_json::Value,
+    settings: Settings,
+) -> Option<ProbeStats> {
+    let (domain, _, _) = host;
+    let emails: Vec<String> = (0..count).map(|n| format!("user{n}@{domain}")).collect();
+    let known: serde_json::Map<String, serde_json::Value> = emails
+        .iter()
+        .step_by(2)
+        .map(|email| (email.clone(), json!("250 2.1.5 OK")))
+        .collect();
+    config["recipients"] = serde_json::Value::Object(known);
+    let settings = Settings {
+        rcpts_per_session: 10,
+        ..settings
+    };
+    let (peer, _dns, engine) = lone_host(host, config, settings).await?;
+    let results = engine.verify_many(&emails, BULK).await;
+    assert_eq!(results.len(), emails.len());
+    for (n, result) in results.iter().enumerate() {
+        assert_eq!(result.email, emails[n]);
+        if n % 2 == 0 {
+            shows(result, Verdict::Deliverable, &[]);
+        } else {
+            shows(result, Verdict::Undeliverable, &[Reason::MailboxMissing]);
+        }
+    }
+    let stats = peer.stats();
+    assert_eq!(stats.data_attempts, 0);
+    Some(stats)
+}
+
+/// A host that takes one session from us (as Gmail's, Outlook's and Yahoo's take few from one
+/// client) refuses the second with a 421: that costs no address. The host is given one
+/// session from then on, and the refused group waits its turn.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_host_that_takes_one_session_at_a_time_costs_no_address() {
+    let host = ("onesession.test", "mx.onesession.test", "127.0.0.21");
+    let settings = Settings {
+        sessions_per_host: 2,
+        ..Settings::default()
+    };
+    let Some(stats) = every_verdict_true_at(host, 100, json!({"max_sessions": 1}), settings).await
+    else {
+        return;
+    };
+    // Only the sessions opened before the host had said anything can have found its limit.
+    assert!(stats.rejected_sessions <= 2, "{stats:?}");
+    assert_eq!(
+        stats.rcpt_per_session_max,
+        10 + 1,
+        "ten addresses, a catch-all test"
+    );
+}
+
+/// A host that answers 421 to the first connections, or drops sessions midway, is asked
+/// again: every address ends with its true verdict, the one a session broke on included.
+#[tokio::test(flavor = "multi_thread")]
+async fn refused_and_dropped_sessions_are_tried_again() {
+    let host = ("flaky.test", "mx.flaky.test", "127.0.0.22");
+    let config = json!({"refuse_first": 2, "drop_sessions": 2, "drop_after_rcpts": 3});
+    let Some(stats) = every_verdict_true_at(host, 30, config, Settings::default()).await else {
+        return;
+    };
+    let counted = (stats.rejected_sessions, stats.dropped_sessions);
+    assert_eq!(counted, (2, 2), "{stats:?}");
+}
+
+/// A host that never takes a session: once the retries are spent, the addresses are
+/// `unknown`, saying the host throttled us and what it last said.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_host_that_refuses_past_every_retry_is_reported_as_throttling() {
+    let config = json!({"refuse_first": 1000});
+    let settings = Settings {
+        throttle_retries: 2,
+        ..Settings::default()
+    };
+    let Some((peer, _dns, engine)) = lone_host(
+        ("throttled.test", "mx.throttled.test", "127.0.0.23"),
+        config,
+        settings,
+    )
+    .await
+    else {
+        return;
+    };
+    let emails = vec!["a@throttled.test".to_owned(), "b@throttled.test".to_owned()];
+    for result in engine.verify_many(&emails, BULK).await {
+        shows(&result, Verdict::Unknown, &[Reason::SmtpThrottled]);
+        assert_eq!(
+            (result.smtp.code, result.smtp.enhanced_code.as_deref()),
+            (Some(421), Some("4.7.0"))
+        );
+        assert_eq!(result.smtp.message.as_deref(), Some("Too many connections"));
+    }
+    assert_eq!(
+        peer.stats().rejected_sessions,
+        1 + 2,
+        "the first try and two retries"
+    );
+    // A caller waiting on the answer gets one retry, not every one.
+    let sync = engine.verify("c@throttled.test", SYNC).await;
+    shows(&sync, Verdict::Unknown, &[Reason::SmtpThrottled]);
+    assert_eq!(peer.stats().rejected_sessions, 3 + 2);
 }

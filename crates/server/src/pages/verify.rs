@@ -186,6 +186,9 @@ fn in_words(reason: Reason, result: &Verification, domain: &str) -> String {
         Reason::SmtpBlocked => "The mail server would not answer, by its policy.".into(),
         Reason::SmtpUnreachable => "The mail server could not be reached.".into(),
         Reason::SmtpTimeout => "The mail server did not answer in time.".into(),
+        Reason::SmtpThrottled => {
+            "The mail server took no more of our sessions, however long we waited.".into()
+        }
         Reason::SmtpRejected => "The mail server refused the address without saying why.".into(),
         Reason::Smtputf8Unsupported => {
             "The mail server cannot take addresses with non-ASCII characters before the @.".into()
