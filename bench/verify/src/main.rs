@@ -160,7 +160,7 @@ async fn one_connection_each(emails: &[String], port: u16) {
         async move {
             let _slot = cap.acquire_owned().await.unwrap();
             let address = SocketAddr::new(host_ip(host), port);
-            let mut session = Session::open(address, &greeting).await.unwrap();
+            let mut session = Session::open(address, None, &greeting).await.unwrap();
             let random = format!("{:015x}@{}", rand::random::<u64>(), domain(d));
             session.rcpt(&random).await.unwrap();
             session.rcpt(email).await.unwrap();

@@ -24,7 +24,8 @@ const TEST_ENV_PREFIX: &str = "MAILROOM_TEST_";
 
 /// Every setting, as a flag (with its `MAILROOM_*` variable) and as a key of the TOML file: the
 /// key is the flag's name with `_` for `-`. `None` means "not set at this layer".
-// Not `Debug`: `smtp_url`, `redis_url` and `database_app_url` may hold a password.
+// Not `Debug`: `smtp_url`, `redis_url`, `database_app_url` and the probe proxies may hold a
+// password.
 #[derive(Default, Args, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
@@ -219,6 +220,20 @@ pub struct Settings {
     )]
     probe_private_networks: Option<bool>,
 
+    /// SOCKS5 proxy every SMTP probe goes through, where port 25 is blocked: socks5://user:password@host:port [default: none: probes connect directly]
+    #[arg(long, global = true, env = "MAILROOM_PROBE_PROXY", value_name = "URL")]
+    probe_proxy: Option<String>,
+
+    /// Proxies for some mail hosts only, by the suffix of the MX host's name (comma-separated), e.g. google.com=socks5://host:1080 [default: none]
+    #[arg(
+        long,
+        global = true,
+        env = "MAILROOM_PROBE_PROXY_BY_MX",
+        value_name = "SUFFIX=URL,…",
+        value_delimiter = ','
+    )]
+    probe_proxy_by_mx: Option<Vec<String>>,
+
     /// Rows of a bulk verification job checked and written together [default: 2000]
     #[arg(long, global = true, env = "MAILROOM_JOB_CHUNK", value_name = "ROWS")]
     job_chunk: Option<u32>,
@@ -348,6 +363,23 @@ impl Settings {
             verify.timeout = Duration::from_secs(seconds.max(1));
         }
         verify.lists_dir = self.lists_dir;
+        if let Some(url) = self.probe_proxy {
+            // The error never repeats the URL: it may hold a password.
+            verify.proxies.default =
+                Some(mailroom_verify::Proxy::parse(&url).context("--probe-proxy")?);
+        }
+        for entry in self.probe_proxy_by_mx.unwrap_or_default() {
+            let (suffix, url) = entry
+                .split_once('=')
+                .filter(|(suffix, _)| !suffix.trim().is_empty())
+                .context("--probe-proxy-by-mx: each entry is SUFFIX=URL")?;
+            let proxy = mailroom_verify::Proxy::parse(url)
+                .with_context(|| format!("--probe-proxy-by-mx, for {suffix}"))?;
+            verify
+                .proxies
+                .by_mx_suffix
+                .push((suffix.trim().to_owned(), proxy));
+        }
         if let Some(allowed) = self.probe_private_networks {
             verify.probe_private_networks = allowed;
         }
@@ -495,6 +527,7 @@ mod tests {
                 "listen" | "dns_server" => "\"127.0.0.1:1\"".to_owned(),
                 "public_url" => "\"https://m.example\"".to_owned(),
                 "trusted_proxies" | "metrics_allow" => "[\"10.0.0.0/8\"]".to_owned(),
+                "probe_proxy_by_mx" => "[\"x\"]".to_owned(),
                 "shutdown_timeout" | "auth_rate_limit" | "smtp_port" | "smtp_timeout"
                 | "job_chunk" | "job_lease" => "5".to_owned(),
                 "log_format" => "\"json\"".to_owned(),
@@ -504,6 +537,44 @@ mod tests {
             let text = format!("{key} = {value}\n");
             toml::from_str::<Settings>(&text)
                 .unwrap_or_else(|e| panic!("--{long} has no file key `{key}`: {e}"));
+        }
+    }
+
+    #[test]
+    fn probe_proxies_are_read_and_a_wrong_one_is_named_without_its_password() {
+        let config = parse(&[
+            "--probe-proxy",
+            "socks5://probe:s3cret@proxy.example:1080",
+            "--probe-proxy-by-mx",
+            "google.com=socks5://gproxy.example:1080,outlook.com=socks5://oproxy.example:1080",
+        ])
+        .into_config()
+        .unwrap();
+        let proxies = &config.verify.proxies;
+        assert!(proxies.default.is_some());
+        let suffixes: Vec<&str> = proxies
+            .by_mx_suffix
+            .iter()
+            .map(|(s, _)| s.as_str())
+            .collect();
+        assert_eq!(suffixes, ["google.com", "outlook.com"]);
+        assert!(!format!("{proxies:?}").contains("s3cret"));
+        for argv in [
+            ["--probe-proxy", "http://probe:s3cret@proxy.example:1080"],
+            [
+                "--probe-proxy-by-mx",
+                "google.com=socks5://probe:s3cret@proxy.example",
+            ],
+            [
+                "--probe-proxy-by-mx",
+                "socks5://probe:s3cret@proxy.example:1080",
+            ],
+        ] {
+            let error = format!("{:#}", parse(&argv).into_config().unwrap_err());
+            assert!(
+                error.contains(argv[0]) && !error.contains("s3cret"),
+                "{error}"
+            );
         }
     }
 

@@ -19,6 +19,7 @@ use tokio::sync::Semaphore;
 
 use crate::dns::{Dns, DnsReport, MailHost};
 use crate::lists::{Classification, Lists, ListsError};
+use crate::proxy::Proxies;
 use crate::report::{self, Reason, SmtpReport, SyntaxReport, Verification, verdict_of};
 use crate::smtp::{self, Answer, Greeting, Mailbox, Reply, Session, SessionError};
 use crate::syntax::{self, Address};
@@ -58,6 +59,8 @@ pub struct Settings {
     pub greylist_retries: usize,
     /// Operator additions to the shipped lists.
     pub lists_dir: Option<PathBuf>,
+    /// The SOCKS5 proxies the probes go through; none: they connect directly.
+    pub proxies: Proxies,
     /// Whether mail hosts on loopback, private, link-local and other non-public addresses
     /// may be probed. Off by default: anyone who can ask for a verification can point a
     /// domain's MX at an internal host, and the probe would then knock on it.
@@ -83,6 +86,7 @@ impl Default for Settings {
             greylist_retry_after: Duration::from_secs(60),
             greylist_retries: 2,
             lists_dir: None,
+            proxies: Proxies::default(),
             probe_private_networks: false,
         }
     }
@@ -191,7 +195,8 @@ impl From<&SessionError> for Failure {
             SessionError::Connect(_)
             | SessionError::Protocol(_)
             | SessionError::Io(_)
-            | SessionError::Closed => Failure::Unreachable,
+            | SessionError::Closed
+            | SessionError::Proxy(_) => Failure::Unreachable,
         }
     }
 }
@@ -671,7 +676,8 @@ impl Verifier {
                     continue;
                 };
                 let address = SocketAddr::new(ip, self.settings.smtp_port);
-                match Session::open(address, &self.greeting).await {
+                let proxy = self.settings.proxies.for_host(&host.host);
+                match Session::open(address, proxy, &self.greeting).await {
                     Ok(session) => {
                         slot.answered();
                         return Ok(Opened {
@@ -682,7 +688,12 @@ impl Verifier {
                         });
                     }
                     Err(error) => {
-                        tracing::debug!(host = %host.host, %ip, %error, "mail host unusable");
+                        if let SessionError::Proxy(_) = &error {
+                            // The operator's to fix, not the mail host's.
+                            tracing::warn!(host = %host.host, %ip, %error, "probe proxy failed");
+                        } else {
+                            tracing::debug!(host = %host.host, %ip, %error, "mail host unusable");
+                        }
                         last.host.clone_from(&host.host);
                         // A host that has answered us before and now refuses the connection,
                         // or refuses the session for now, takes no more of ours at once.

@@ -8,9 +8,11 @@
 pub mod dns;
 mod engine;
 pub mod lists;
+pub mod proxy;
 mod report;
 pub mod smtp;
 pub mod syntax;
 
 pub use engine::{Mode, Options, Settings, SetupError, Verifier};
+pub use proxy::{Proxies, Proxy, ProxyError};
 pub use report::{Reason, SmtpReport, SyntaxReport, Verdict, Verification, verdict_of};

@@ -14,6 +14,8 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
+use crate::proxy::{Proxy, Refusal};
+
 /// A reply line longer than this is not from a mail server we can reason with.
 /// (RFC 5321 §4.5.3.1.5 allows 512 octets; twice that is leniency enough.)
 const MAX_LINE: u64 = 1024;
@@ -200,6 +202,9 @@ pub enum SessionError {
     /// The server closed the connection without a reply.
     #[error("the server closed the connection")]
     Closed,
+    /// The proxy the probe goes through failed (not the mail host).
+    #[error("the proxy failed: {0}")]
+    Proxy(String),
     #[error("the connection failed: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -235,7 +240,10 @@ impl SessionError {
                     | ErrorKind::BrokenPipe
                     | ErrorKind::UnexpectedEof
             ),
-            SessionError::Connect(_) | SessionError::Timeout | SessionError::Protocol(_) => false,
+            SessionError::Connect(_)
+            | SessionError::Timeout
+            | SessionError::Protocol(_)
+            | SessionError::Proxy(_) => false,
         }
     }
 
@@ -246,13 +254,32 @@ impl SessionError {
 }
 
 impl Session {
-    /// Connects, reads the banner, says EHLO (HELO if EHLO is refused) and opens a transaction
-    /// with `MAIL FROM`.
-    pub async fn open(address: SocketAddr, greeting: &Greeting) -> Result<Self, SessionError> {
-        let stream = tokio::time::timeout(greeting.timeout, TcpStream::connect(address))
+    /// Connects (directly, or through `proxy`), reads the banner, says EHLO (HELO if EHLO is
+    /// refused) and opens a transaction with `MAIL FROM`.
+    pub async fn open(
+        address: SocketAddr,
+        proxy: Option<&Proxy>,
+        greeting: &Greeting,
+    ) -> Result<Self, SessionError> {
+        let connect = async {
+            match proxy {
+                None => TcpStream::connect(address)
+                    .await
+                    .map_err(SessionError::Connect),
+                Some(proxy) => proxy
+                    .connect(address)
+                    .await
+                    .map_err(|refusal| match refusal {
+                        Refusal::TargetRefused => {
+                            SessionError::Connect(std::io::ErrorKind::ConnectionRefused.into())
+                        }
+                        Refusal::Proxy(why) => SessionError::Proxy(why),
+                    }),
+            }
+        };
+        let stream = tokio::time::timeout(greeting.timeout, connect)
             .await
-            .map_err(|_| SessionError::Timeout)?
-            .map_err(SessionError::Connect)?;
+            .map_err(|_| SessionError::Timeout)??;
         let mut session = Session {
             stream: BufReader::new(stream),
             timeout: greeting.timeout,

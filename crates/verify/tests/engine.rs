@@ -4,10 +4,12 @@
 
 use std::time::Duration;
 
-use mailroom_testkit::{DnsServer, ProbePeer, ProbeStats, Rr};
+use mailroom_testkit::{DnsServer, ProbePeer, ProbeStats, Rr, SocksPeer};
 use mailroom_verify::dns::DomainStatus;
 use mailroom_verify::smtp::Mailbox;
-use mailroom_verify::{Mode, Options, Reason, Settings, Verdict, Verification, Verifier};
+use mailroom_verify::{
+    Mode, Options, Proxies, Proxy, Reason, Settings, Verdict, Verification, Verifier,
+};
 use serde_json::json;
 
 const SYNC: Options = Options {
@@ -506,4 +508,94 @@ async fn a_host_that_refuses_past_every_retry_is_reported_as_throttling() {
     let sync = engine.verify("c@throttled.test", SYNC).await;
     shows(&sync, Verdict::Unknown, &[Reason::SmtpThrottled]);
     assert_eq!(peer.stats().rejected_sessions, 3 + 2);
+}
+
+/// With a proxy configured, every probe goes through it, asking it for the mail host's
+/// address; with the proxy gone, none goes around it.
+#[tokio::test(flavor = "multi_thread")]
+async fn probes_go_through_the_proxy_and_never_around_it() {
+    let Some(world) = world().await else { return };
+    let Some(proxy) = SocksPeer::start(Some(("probe", "s3cr:t@"))) else {
+        return;
+    };
+    let through = |url: &str| Settings {
+        proxies: Proxies {
+            default: Some(Proxy::parse(url).unwrap()),
+            by_mx_suffix: Vec::new(),
+        },
+        ..Settings::default()
+    };
+    let engine = verifier(&world, through(&proxy.url()));
+    shows(
+        &engine.verify("alice@ok.test", SYNC).await,
+        Verdict::Deliverable,
+        &[],
+    );
+    shows(
+        &engine.verify("ghost@ok.test", SYNC).await,
+        Verdict::Undeliverable,
+        &[Reason::MailboxMissing],
+    );
+    let relayed = proxy.stats();
+    let host = format!("127.0.0.11:{}", world.ok.port());
+    assert_eq!(relayed.targets, [host.clone(), host], "{relayed:?}");
+    let sessions = world.ok.stats().sessions;
+    assert_eq!(
+        sessions, 2,
+        "every session the host saw came through the proxy"
+    );
+
+    // Wrong credentials, or no proxy listening: the probe fails, and nothing goes direct.
+    let wrong = proxy.url().replace("s3cr%3At%40", "guess");
+    assert_ne!(wrong, proxy.url());
+    let refused = verifier(&world, through(&wrong));
+    let stranded = refused.verify("alice@ok.test", SYNC).await;
+    shows(&stranded, Verdict::Unknown, &[Reason::SmtpUnreachable]);
+    assert_eq!(proxy.stats().auth_failures, 1);
+    let url = proxy.url();
+    drop(proxy);
+    let gone = verifier(&world, through(&url));
+    let stranded = gone.verify("alice@ok.test", SYNC).await;
+    shows(&stranded, Verdict::Unknown, &[Reason::SmtpUnreachable]);
+    assert_eq!(world.ok.stats().sessions, sessions, "nothing went direct");
+}
+
+/// A proxy for some mail hosts only (by the suffix of their names): theirs go through it, the
+/// rest directly.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_proxy_may_serve_some_mail_hosts_only() {
+    let Some(world) = world().await else { return };
+    let Some(proxy) = SocksPeer::start(None) else {
+        return;
+    };
+    let engine = verifier(
+        &world,
+        Settings {
+            proxies: Proxies {
+                default: None,
+                by_mx_suffix: vec![("multi.test".into(), Proxy::parse(&proxy.url()).unwrap())],
+            },
+            ..Settings::default()
+        },
+    );
+    shows(
+        &engine.verify("bob@multi.test", SYNC).await,
+        Verdict::Deliverable,
+        &[],
+    );
+    shows(
+        &engine.verify("alice@ok.test", SYNC).await,
+        Verdict::Deliverable,
+        &[],
+    );
+    let port = world.ok.port();
+    // multi.test's first host refuses connections (through the proxy too); its second answers.
+    let relayed = proxy.stats();
+    assert_eq!(
+        relayed.targets,
+        [format!("127.0.0.12:{port}"), format!("127.0.0.13:{port}")],
+        "{relayed:?}"
+    );
+    assert_eq!(relayed.refused, 1);
+    assert_eq!(world.ok.stats().sessions, 1, "ok.test's host, directly");
 }
