@@ -247,7 +247,7 @@ pub struct Settings {
     )]
     job_lease: Option<u64>,
 
-    /// Directory of additions to the shipped lists (disposable_domains.txt, free_provider_domains.txt, role_local_parts.txt, popular_domains.txt) [default: none]
+    /// Directory of additions to the shipped lists (disposable_domains.txt, free_provider_domains.txt, role_local_parts.txt, popular_domains.txt, providers.toml) [default: none]
     #[arg(long, global = true, env = "MAILROOM_LISTS_DIR", value_name = "DIR")]
     lists_dir: Option<PathBuf>,
 

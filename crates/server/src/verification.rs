@@ -103,7 +103,15 @@ impl Verifications {
         let day = now.unix_timestamp().div_euclid(86_400);
         let probe = if smtp { "smtp" } else { "dns" };
         let charge_key = |address: &str| format!("verify:{probe}:{day}:{address}");
-        let asked = asked(who.org_id, emails, smtp, Mode::Sync, charge_key, now);
+        let asked = asked(
+            &self.engine,
+            who.org_id,
+            emails,
+            smtp,
+            Mode::Sync,
+            charge_key,
+            now,
+        );
         if !smtp {
             return self.run_then_claim(database, who, asked).await;
         }
@@ -133,7 +141,15 @@ impl Verifications {
         let charge_key = |address: &str| format!("job:{}:{address}", job.id);
         let (row_numbers, emails): (Vec<i64>, Vec<String>) = rows.into_iter().unzip();
         let now = OffsetDateTime::now_utc();
-        let asked = asked(who.org_id, &emails, job.smtp, Mode::Bulk, charge_key, now);
+        let asked = asked(
+            &self.engine,
+            who.org_id,
+            &emails,
+            job.smtp,
+            Mode::Bulk,
+            charge_key,
+            now,
+        );
         let answers = self.claim_then_run(database, asked).await?;
         Ok(row_numbers
             .into_iter()
@@ -234,9 +250,12 @@ impl Verifications {
                 HashMap::from([(ask.address.clone(), result)])
             }
             _ => {
-                let addresses: Vec<String> = asks.iter().map(|ask| ask.address.clone()).collect();
-                let verified = self.engine.verify_many(&addresses, options).await;
-                addresses.into_iter().zip(verified).collect()
+                let emails: Vec<String> = asks.iter().map(|ask| ask.email.clone()).collect();
+                let verified = self.engine.verify_many(&emails, options).await;
+                asks.iter()
+                    .map(|ask| ask.address.clone())
+                    .zip(verified)
+                    .collect()
             }
         }
     }
@@ -270,8 +289,10 @@ impl Verifications {
 }
 
 /// `emails` as asks, and their claim: each distinct address, with the key its charge goes
-/// under.
+/// under. An address is known by its canonical form, so that the spellings of one mailbox
+/// (`A.B+x@googlemail.com`, `ab@gmail.com`) are checked and charged once.
 fn asked(
+    engine: &Verifier,
     org_id: OrgId,
     emails: &[String],
     smtp: bool,
@@ -283,9 +304,7 @@ fn asked(
         .iter()
         .map(|email| Ask {
             email: email.clone(),
-            address: syntax::parse(email)
-                .map(|address| address.normalized())
-                .unwrap_or_else(|_| email.clone()),
+            address: engine.canonical(email).unwrap_or_else(|| email.clone()),
         })
         .collect();
     let mut addresses: Vec<(String, String)> = asks
@@ -364,6 +383,7 @@ fn assemble(
             {
                 let answer = Verification {
                     email: ask.email.clone(),
+                    normalized: normalized(&ask.email),
                     cached: true,
                     ..result
                 };
@@ -372,6 +392,7 @@ fn assemble(
             let result = results.get(&ask.address)?;
             let answer = Verification {
                 email: ask.email.clone(),
+                normalized: normalized(&ask.email),
                 // Charged by another request: this one is a repeat of it.
                 cached: !decided.fresh.get(&ask.address).copied().unwrap_or(false),
                 ..result.clone()
@@ -379,6 +400,13 @@ fn assemble(
             Some((answer, false))
         })
         .collect()
+}
+
+/// An answer given for another spelling of the same mailbox is still about the address asked.
+fn normalized(email: &str) -> Option<String> {
+    syntax::parse(email)
+        .ok()
+        .map(|address| address.normalized())
 }
 
 /// The log's line for a result. Only an answer from the log is logged as cached: a result the
@@ -389,8 +417,9 @@ fn log_entry(who: Requester, result: &Verification, from_store: bool) -> NewVeri
         user_id: who.user_id,
         api_key_id: who.api_key_id,
         address: result
-            .normalized
+            .canonical
             .clone()
+            .or_else(|| result.normalized.clone())
             .unwrap_or_else(|| result.email.clone()),
         verdict: result.verdict.as_str().to_owned(),
         cached: from_store,

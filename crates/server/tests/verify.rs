@@ -247,6 +247,33 @@ both_backends! {
         world.app.stop().await;
     }
 
+    async fn the_spellings_of_one_mailbox_are_checked_and_charged_once(db) {
+        let Some(world) = world(&db).await else { return };
+        let app = &world.app;
+        let session = create_account(app, &db, "canonical@example.test").await;
+        let check = async |email: &str| -> Value {
+            let body = json!({"email": email, "smtp": false});
+            send_as(app, Method::POST, &session, "/v1/verify", Some(body)).await.json().await.unwrap()
+        };
+        let first = check("A.B+news@googlemail.com").await;
+        assert_eq!((&first["normalized"], &first["canonical"]), (&json!("a.b+news@googlemail.com"), &json!("ab@gmail.com")));
+        assert_eq!(first["cached"], false);
+        // Gmail ignores dots and tags, and googlemail.com is gmail.com: the same mailbox.
+        let again = check("ab@gmail.com").await;
+        assert_eq!(again["cached"], true);
+        assert_eq!((&again["email"], &again["normalized"]), (&json!("ab@gmail.com"), &json!("ab@gmail.com")));
+        assert_eq!(used(app, &session).await, 1);
+        // Elsewhere, a tag may well be another mailbox.
+        assert_eq!(check("alice+x@verify.test").await["canonical"], "alice+x@verify.test");
+        assert_eq!(check("alice@verify.test").await["cached"], false);
+        let emails = json!(["Jane.Doe@gmail.com", "janedoe+x@googlemail.com"]);
+        let body = json!({"emails": emails, "smtp": false});
+        let batch: Value = send_as(app, Method::POST, &session, "/v1/verify/batch", Some(body)).await.json().await.unwrap();
+        assert_eq!(batch["results"][1]["email"], "janedoe+x@googlemail.com");
+        assert_eq!(used(app, &session).await, 4, "Jane once");
+        world.app.stop().await;
+    }
+
     async fn a_job_is_uploaded_worked_and_downloaded(db) {
         let Some(world) = world(&db).await else { return };
         let app = &world.app;

@@ -19,6 +19,7 @@ use tokio::sync::Semaphore;
 
 use crate::dns::{Dns, DnsReport, MailHost};
 use crate::lists::{Classification, Lists, ListsError};
+use crate::providers::Providers;
 use crate::proxy::Proxies;
 use crate::report::{self, Reason, SmtpReport, SyntaxReport, Verification, verdict_of};
 use crate::smtp::{self, Answer, Greeting, Mailbox, Reply, Session, SessionError};
@@ -129,6 +130,7 @@ const MAX_THROTTLE_BACKOFF: Duration = Duration::from_secs(60);
 pub struct Verifier {
     dns: Dns,
     lists: Lists,
+    providers: Providers,
     settings: Settings,
     greeting: Greeting,
     sessions: Arc<Semaphore>,
@@ -140,6 +142,7 @@ pub struct Verifier {
 struct Pending {
     email: String,
     address: Option<Address>,
+    canonical: Option<String>,
     syntax: SyntaxReport,
     dns: DnsReport,
     classification: Classification,
@@ -351,13 +354,17 @@ impl Retries {
 impl Verifier {
     pub fn new(settings: Settings) -> Result<Self, SetupError> {
         let dns = Dns::new(settings.dns_server, settings.timeout)?;
-        let lists = match &settings.lists_dir {
-            Some(dir) => Lists::with_operator_lists(dir)?,
-            None => Lists::default(),
+        let (lists, providers) = match &settings.lists_dir {
+            Some(dir) => (
+                Lists::with_operator_lists(dir)?,
+                Providers::with_operator_file(dir)?,
+            ),
+            None => (Lists::default(), Providers::default()),
         };
         Ok(Verifier {
             dns,
             lists,
+            providers,
             greeting: Greeting {
                 helo_name: settings.helo_name.clone(),
                 probe_from: settings.probe_from.clone(),
@@ -368,6 +375,14 @@ impl Verifier {
             catch_all: Mutex::new(HashMap::new()),
             settings,
         })
+    }
+
+    /// The one spelling of the mailbox `email` reaches (see [`Providers::canonical`]), when
+    /// it is an address.
+    pub fn canonical(&self, email: &str) -> Option<String> {
+        syntax::parse(email)
+            .ok()
+            .map(|address| self.providers.canonical(&address))
     }
 
     pub async fn verify(&self, email: &str, options: Options) -> Verification {
@@ -428,6 +443,9 @@ impl Verifier {
         };
         Pending {
             email: email.to_owned(),
+            canonical: address
+                .as_ref()
+                .map(|address| self.providers.canonical(address)),
             address,
             syntax,
             dns: DnsReport::not_checked(),
@@ -606,7 +624,12 @@ impl Verifier {
                     let out_of_time = Instant::now() >= deadline;
                     let limit_reached =
                         in_transaction >= self.settings.rcpts_per_transaction.max(1);
-                    if !out_of_time && (!limit_reached || session.reset().await.is_ok()) {
+                    // A host that accepts everyone has nothing to tell by accepting a stranger.
+                    let worth_asking = !self.providers.hides_mailboxes(&host);
+                    if worth_asking
+                        && !out_of_time
+                        && (!limit_reached || session.reset().await.is_ok())
+                    {
                         self.test_catch_all(&mut session, rest, &results).await;
                     }
                     session.quit().await;
@@ -834,7 +857,11 @@ impl Verifier {
             .as_ref()
             .map(Address::domain)
             .unwrap_or_default();
+        let host = entry.smtp.host.as_deref().unwrap_or_default();
         match answer {
+            Answer::Accepted if self.providers.hides_mailboxes(host) => {
+                entry.smtp_reason = Some(Reason::ProviderHidesMailboxes);
+            }
             Answer::Accepted => {
                 entry.smtp.mailbox = Mailbox::Exists;
                 entry.smtp.catch_all = self.remembered_catch_all(domain);
@@ -877,6 +904,7 @@ fn finish(entry: Pending, (started, checked_at): (Instant, OffsetDateTime)) -> V
     );
     Verification {
         normalized: entry.address.as_ref().map(Address::normalized),
+        canonical: entry.canonical,
         email: entry.email,
         verdict: verdict_of(&reasons),
         reasons,

@@ -8,6 +8,7 @@
 pub mod dns;
 mod engine;
 pub mod lists;
+pub mod providers;
 pub mod proxy;
 mod report;
 pub mod smtp;

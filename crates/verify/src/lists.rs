@@ -72,6 +72,16 @@ pub struct ListsError {
     source: std::io::Error,
 }
 
+impl ListsError {
+    /// A file that was read but does not say what it should.
+    pub(crate) fn unreadable(path: &Path, why: &str) -> Self {
+        ListsError {
+            path: path.display().to_string(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidData, why.to_owned()),
+        }
+    }
+}
+
 impl Default for Lists {
     fn default() -> Self {
         Lists {
@@ -195,7 +205,7 @@ impl Lists {
     }
 }
 
-fn read_if_present(path: &Path) -> Result<Option<String>, ListsError> {
+pub(crate) fn read_if_present(path: &Path) -> Result<Option<String>, ListsError> {
     match std::fs::read_to_string(path) {
         Ok(text) => Ok(Some(text)),
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -207,9 +217,16 @@ fn read_if_present(path: &Path) -> Result<Option<String>, ListsError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::syntax::parse;
+
+    /// An empty directory of this test's own.
+    pub(crate) fn scratch_dir(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("mailroom-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
 
     fn classify(lists: &Lists, address: &str) -> Classification {
         lists.classify(&parse(address).unwrap())
@@ -335,8 +352,7 @@ mod tests {
 
     #[test]
     fn operators_extend_the_lists() {
-        let dir = std::env::temp_dir().join(format!("mailroom-lists-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = scratch_dir("lists");
         std::fs::write(
             dir.join("disposable_domains.txt"),
             "# ours\nthrowaway.example\n",

@@ -107,19 +107,29 @@ pub struct Proxies {
 
 impl Proxies {
     pub(crate) fn for_host(&self, mx: &str) -> Option<&Proxy> {
-        let mx = mx.trim_end_matches('.');
         self.by_mx_suffix
             .iter()
-            .filter(|(suffix, _)| {
-                let suffix = suffix.trim_start_matches('.').trim_end_matches('.');
-                mx.eq_ignore_ascii_case(suffix)
-                    || mx.len() > suffix.len()
-                        && mx.as_bytes()[mx.len() - suffix.len() - 1] == b'.'
-                        && mx[mx.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
-            })
+            .filter(|(suffix, _)| ends_with_labels(mx, suffix))
             .max_by_key(|(suffix, _)| suffix.len())
             .map(|(_, proxy)| proxy)
             .or(self.default.as_ref())
+    }
+}
+
+/// Whether the host name `name` is `suffix` or ends with its labels (`mx.google.com` ends
+/// with `google.com`, `notgoogle.com` does not), whatever the case and final dots.
+pub(crate) fn ends_with_labels(name: &str, suffix: &str) -> bool {
+    let name = name.trim_end_matches('.');
+    let suffix = suffix.trim_start_matches('.').trim_end_matches('.');
+    match name.len().checked_sub(suffix.len()) {
+        Some(0) => name.eq_ignore_ascii_case(suffix),
+        Some(start) => {
+            name.as_bytes()[start - 1] == b'.'
+                && name
+                    .get(start..)
+                    .is_some_and(|end| end.eq_ignore_ascii_case(suffix))
+        }
+        None => false,
     }
 }
 

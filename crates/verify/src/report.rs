@@ -73,6 +73,9 @@ pub enum Reason {
     Smtputf8Unsupported,
     /// The mail server accepted the address, but whether it accepts any address is unknown.
     CatchAllUnknown,
+    /// The mail server is a provider's that accepts every address while the session is open
+    /// (Microsoft 365, Yahoo): its acceptance says nothing.
+    ProviderHidesMailboxes,
     SmtpNotChecked,
 }
 
@@ -102,6 +105,7 @@ impl Reason {
             | Reason::SmtpThrottled
             | Reason::MailHostNotPublic
             | Reason::SmtpRejected
+            | Reason::ProviderHidesMailboxes
             | Reason::SmtpNotChecked => Verdict::Unknown,
         }
     }
@@ -161,7 +165,11 @@ impl SmtpReport {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Verification {
     pub email: String,
+    /// The address as given, lowercased where that is allowed.
     pub normalized: Option<String>,
+    /// The one spelling of the mailbox it reaches, by its provider's rules (Gmail's dots and
+    /// tags, say): what dedup keys on. The normalized address for other providers.
+    pub canonical: Option<String>,
     pub verdict: Verdict,
     pub reasons: Vec<Reason>,
     pub syntax: SyntaxReport,

@@ -87,6 +87,11 @@ pub fn classify(reply: &Reply) -> Answer {
             Some("5.1.1") | Some("5.1.0") | Some("5.1.6") | Some("5.1.10") => {
                 Answer::Refused(Mailbox::Missing)
             }
+            // Microsoft 365's Directory-Based Edge Blocking refuses a recipient it does not
+            // have with 5.4.1 ("no answer from host" in RFC 3463).
+            Some("5.4.1") if text.contains("recipient address rejected") => {
+                Answer::Refused(Mailbox::Missing)
+            }
             Some("5.2.2") => Answer::Refused(Mailbox::Full),
             Some("5.2.1") => Answer::Refused(Mailbox::Disabled),
             Some(code) if code.starts_with("5.7.") => Answer::Blocked,
@@ -579,6 +584,11 @@ mod tests {
                 554,
                 "Recipient address rejected: Access denied",
                 Answer::Blocked,
+            ),
+            (
+                550,
+                "5.4.1 Recipient address rejected: Access denied. AS(201806281)",
+                missing,
             ),
             (
                 451,

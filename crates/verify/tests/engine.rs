@@ -599,3 +599,49 @@ async fn a_proxy_may_serve_some_mail_hosts_only() {
     assert_eq!(relayed.refused, 1);
     assert_eq!(world.ok.stats().sessions, 1, "ok.test's host, directly");
 }
+
+/// A provider whose mail hosts accept every recipient while the session is open (Microsoft
+/// 365, Yahoo; here one an operator added) gets no catch-all test, and an acceptance from it
+/// is `unknown`, not `deliverable`; its refusals are still believed.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_provider_that_hides_its_mailboxes_gets_no_false_deliverable() {
+    let lists = std::env::temp_dir().join(format!("mailroom-hides-{}", std::process::id()));
+    std::fs::create_dir_all(&lists).unwrap();
+    std::fs::write(
+        lists.join("providers.toml"),
+        "[[provider]]\nname = \"Hides\"\nmx_suffixes = [\"hides.test\"]\nhides_mailboxes = true\n",
+    )
+    .unwrap();
+    let config = json!({
+        "catch_all": true,
+        "recipients": {"gone@hidden.test": "550 5.1.1 No such user"},
+    });
+    let settings = Settings {
+        lists_dir: Some(lists.clone()),
+        ..Settings::default()
+    };
+    let host = ("hidden.test", "mx1.hides.test", "127.0.0.24");
+    let found = lone_host(host, config, settings).await;
+    std::fs::remove_dir_all(&lists).unwrap();
+    let Some((peer, _dns, engine)) = found else {
+        return;
+    };
+    let emails = [
+        "anyone@hidden.test".to_owned(),
+        "gone@hidden.test".to_owned(),
+    ];
+    let results = engine.verify_many(&emails, BULK).await;
+    shows(
+        &results[0],
+        Verdict::Unknown,
+        &[Reason::ProviderHidesMailboxes],
+    );
+    assert_eq!(results[0].smtp.catch_all, None);
+    shows(
+        &results[1],
+        Verdict::Undeliverable,
+        &[Reason::MailboxMissing],
+    );
+    let asked = peer.stats().rcpts;
+    assert_eq!(asked, emails, "no catch-all test");
+}

@@ -197,6 +197,11 @@ fn in_words(reason: Reason, result: &Verification, domain: &str) -> String {
             "The mail server accepted it, but whether it accepts any address at all is unknown."
                 .into()
         }
+        Reason::ProviderHidesMailboxes => {
+            "The mail provider accepts any address when asked, so whether this one exists \
+             cannot be told."
+                .into()
+        }
         Reason::MailHostNotPublic => {
             "The mail server is on a private network, which is not probed.".into()
         }
