@@ -209,8 +209,18 @@ struct Unusable {
     host: String,
     failure: Failure,
     /// A host refused or cut the session short as one does that takes fewer of ours at once:
-    /// worth trying again later.
-    throttled: bool,
+    /// worth trying again, when.
+    throttled: Option<Pace>,
+}
+
+/// When to try a host again that refused a session or cut one short.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Pace {
+    /// Other sessions of ours were open there: the refusal is explained by them, and the
+    /// attempt waits for a place under the lowered limit, not for a clock.
+    AfterOurOthers,
+    /// None was: the host is busy for reasons of its own; wait a while.
+    Backoff,
 }
 
 /// A session with the mail host `host`, holding its place under the host's limit and the
@@ -283,10 +293,15 @@ impl HostLimit {
 
 impl HostSlot {
     /// The host refused a session or cut one short: fewer at once from now on.
-    fn throttled(&self) {
+    fn throttled(&self) -> Pace {
         let mut state = self.0.state();
         state.limit = state.limit.min(state.open).saturating_sub(1).max(1);
         state.ended_well = 0;
+        if state.open > 1 {
+            Pace::AfterOurOthers
+        } else {
+            Pace::Backoff
+        }
     }
 
     fn answered(&self) {
@@ -333,14 +348,17 @@ impl Retries {
         }
     }
 
-    /// Waits before the next attempt (half to one and a half times the current wait, so that
-    /// groups refused together do not come back together); false when the attempts are spent
-    /// or the wait would pass `deadline`.
-    async fn wait(&mut self, deadline: Instant) -> bool {
+    /// Takes a retry, waiting first unless the host's own limit paces it (half to one and a
+    /// half times the current wait, so that groups refused together do not come back
+    /// together); false when the retries are spent or the wait would pass `deadline`.
+    async fn again(&mut self, pace: Pace, deadline: Instant) -> bool {
         if self.left == 0 {
             return false;
         }
         self.left -= 1;
+        if pace == Pace::AfterOurOthers {
+            return true;
+        }
         let wait = self.wait.mul_f64(rand::rng().random_range(0.5..1.5));
         if Instant::now() + wait >= deadline {
             return false;
@@ -569,11 +587,11 @@ impl Verifier {
             } = match self.open_session(hosts).await {
                 Ok(opened) => opened,
                 Err(unusable) => {
-                    if unusable.throttled {
+                    if let Some(pace) = unusable.throttled {
                         if let Failure::Throttled(Some(reply)) = &unusable.failure {
                             last_refusal = Some(reply.clone());
                         }
-                        if retries.wait(deadline).await {
+                        if retries.again(pace, deadline).await {
                             continue;
                         }
                     }
@@ -637,12 +655,12 @@ impl Verifier {
                 }
                 // Not the address's doing: it is asked again, in a later session.
                 Some(error) if error.cut_short() => {
-                    slot.throttled();
+                    let pace = slot.throttled();
                     if let SessionError::Refused(reply) = &error {
                         last_refusal = Some(reply.clone());
                     }
                     drop((session, slot, _engine));
-                    if !retries.wait(deadline).await {
+                    if !retries.again(pace, deadline).await {
                         let failure = Failure::Throttled(last_refusal);
                         results.extend(all_failed(&rest[asked..], &host, &failure));
                         return results;
@@ -669,7 +687,7 @@ impl Verifier {
         let mut last = Unusable {
             host: String::new(),
             failure: Failure::Unreachable,
-            throttled: false,
+            throttled: None,
         };
         // Throttling by any of the hosts outweighs the others' failures: it passes.
         let mut throttled: Option<Unusable> = None;
@@ -723,14 +741,14 @@ impl Verifier {
                         if error.cut_short()
                             || (error.connection_refused() && slot.host_has_answered())
                         {
-                            slot.throttled();
+                            let pace = slot.throttled();
                             throttled = Some(Unusable {
                                 host: host.host.clone(),
                                 failure: Failure::Throttled(match error {
                                     SessionError::Refused(reply) => Some(reply),
                                     _ => None,
                                 }),
-                                throttled: true,
+                                throttled: Some(pace),
                             });
                         } else {
                             last.failure = Failure::from(&error);
