@@ -935,3 +935,59 @@ fn finish(entry: Pending, (started, checked_at): (Instant, OffsetDateTime)) -> V
         duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A host's limit falls below the sessions open when it throttles us (never below one),
+    /// and climbs back one at a time, after enough sessions end well, to the setting and no
+    /// further.
+    #[tokio::test]
+    async fn a_host_limit_falls_at_once_and_recovers_slowly() {
+        let limit = Arc::new(HostLimit::new(3));
+        let limit_now = || limit.state().limit;
+        let (a, b, c) = (
+            limit.enter().await,
+            limit.enter().await,
+            limit.enter().await,
+        );
+        assert_eq!(c.throttled(), Pace::AfterOurOthers);
+        assert_eq!(limit_now(), 2);
+        drop(c);
+        assert_eq!(b.throttled(), Pace::AfterOurOthers);
+        assert_eq!(limit_now(), 1);
+        drop(b);
+        assert_eq!(
+            a.throttled(),
+            Pace::Backoff,
+            "alone: the host's own reasons"
+        );
+        assert_eq!(limit_now(), 1, "never below one");
+        for _ in 0..SESSIONS_TO_RECOVER - 1 {
+            a.ended_well();
+        }
+        assert_eq!(limit_now(), 1);
+        a.ended_well();
+        assert_eq!(limit_now(), 2);
+        for _ in 0..SESSIONS_TO_RECOVER * 4 {
+            a.ended_well();
+        }
+        assert_eq!(limit_now(), 3, "the setting is the most");
+        drop(a);
+        assert_eq!(limit.state().open, 0);
+    }
+
+    /// A place freed while another waits for one is taken up at once.
+    #[tokio::test]
+    async fn a_freed_place_wakes_a_waiter() {
+        let limit = Arc::new(HostLimit::new(1));
+        let held = limit.enter().await;
+        let waiter = tokio::spawn({
+            let limit = Arc::clone(&limit);
+            async move { limit.enter().await.0.most }
+        });
+        drop(held);
+        assert_eq!(waiter.await.unwrap(), 1);
+    }
+}

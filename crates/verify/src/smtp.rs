@@ -72,10 +72,11 @@ pub fn classify(reply: &Reply) -> Answer {
     let text = reply.text.to_lowercase();
     match reply.code {
         200..=399 => Answer::Accepted,
-        // A full mailbox may drain, but says the mailbox exists and takes nothing now: the
-        // sender's risk, as a 552 is.
+        // A 4.2.x code names the mailbox's state, as its 5.2.x twin does: a full mailbox may
+        // drain, but it takes nothing now (the sender's risk, as a 552 is).
         400..=499 => match enhanced {
             Some("4.2.2") => Answer::Refused(Mailbox::Full),
+            Some("4.2.1") => Answer::Refused(Mailbox::Disabled),
             None if phrases::say(&text, Phrase::Full) => Answer::Refused(Mailbox::Full),
             _ => Answer::Temporary {
                 greylisted: phrases::say(&text, Phrase::Greylisted)
@@ -480,6 +481,11 @@ mod tests {
                 Answer::Temporary { greylisted: true },
             ),
             (452, "4.2.2 Over quota", Answer::Refused(Mailbox::Full)),
+            (
+                450,
+                "4.2.1 Mailbox disabled, not accepting messages",
+                Answer::Refused(Mailbox::Disabled),
+            ),
             (
                 451,
                 "Temporary local problem",

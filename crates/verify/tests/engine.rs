@@ -552,6 +552,20 @@ async fn probes_go_through_the_proxy_and_never_around_it() {
     let stranded = refused.verify("alice@ok.test", SYNC).await;
     shows(&stranded, Verdict::Unknown, &[Reason::SmtpUnreachable]);
     assert_eq!(proxy.stats().auth_failures, 1);
+    // A mail host on a private network is judged before the proxy is asked, not by it.
+    let guarded = Verifier::new(Settings {
+        dns_server: Some(world.dns.address()),
+        smtp_port: world.ok.port(),
+        ..through(&proxy.url())
+    })
+    .unwrap();
+    let private = guarded.verify("alice@ok.test", SYNC).await;
+    shows(&private, Verdict::Unknown, &[Reason::MailHostNotPublic]);
+    assert_eq!(
+        proxy.stats().connections,
+        3,
+        "the three above, and not this one"
+    );
     let url = proxy.url();
     drop(proxy);
     let gone = verifier(&world, through(&url));
