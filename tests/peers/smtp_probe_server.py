@@ -297,6 +297,9 @@ class ProbeSMTP(SMTP):
                 self.stats.refused_first += 1
             if refuse_first or (limit is not None and self.stats.concurrent > limit):
                 self.stats.rejected += 1
+                # Refused is over: a client that reconnects after this reply must not find
+                # the refused connection still counted against the limit.
+                self.end_session()
                 await self.push("421 4.7.0 Too many connections")
                 self.transport.close()
                 return
