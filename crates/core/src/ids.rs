@@ -54,3 +54,7 @@ id_type!(
     /// A browser session (not its secret token).
     SessionId
 );
+id_type!(
+    /// A job of the durable work queue (system mail, and every background job to come).
+    JobId
+);

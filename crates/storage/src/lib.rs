@@ -11,6 +11,7 @@ pub mod jobs;
 pub mod keyring;
 pub mod lockout;
 pub mod privacy;
+pub mod queue;
 pub mod roles;
 #[cfg(test)]
 mod row_security_tests;

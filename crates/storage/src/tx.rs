@@ -212,6 +212,8 @@ pub(crate) enum Tenancy {
     PurgeBefore(i64),
     /// A job worker looking for a job to claim, of any organization.
     JobClaim(UpkeepSecret),
+    /// The work queue's runner and its operator: every job of the queue.
+    JobQueue(UpkeepSecret),
     /// The purge of the rows of jobs that failed or were cancelled before this (ms): those
     /// jobs of every organization, to find (their rows are deleted as their organization).
     PurgeEndedJobsBefore(i64),
@@ -272,6 +274,7 @@ impl Tenancy {
             Tenancy::ErasedEmail(email) => ("app.erase_email", email.clone()),
             Tenancy::PurgeBefore(ms) => ("app.purge_before", ms.to_string()),
             Tenancy::JobClaim(secret) => ("app.job_claim", secret.shown()),
+            Tenancy::JobQueue(secret) => ("app.job_queue", secret.shown()),
             Tenancy::PurgeEndedJobsBefore(ms) => ("app.purge_ended_before", ms.to_string()),
         }
     }
@@ -329,6 +332,13 @@ impl Database {
 }
 
 impl Tx {
+    pub(crate) fn backend(&self) -> crate::Backend {
+        match &self.0 {
+            Inner::Sqlite(_) => crate::Backend::Sqlite,
+            Inner::Postgres(_) => crate::Backend::Postgres,
+        }
+    }
+
     pub(crate) async fn commit(self) -> Result<(), StorageError> {
         match self.0 {
             Inner::Sqlite(SqliteHandle::Transaction(tx)) => tx.commit().await?,

@@ -1,0 +1,774 @@
+//! The durable work queue (migration 0038): every background job, of every kind, in one table.
+//! A job is enqueued (inside the transaction of the change that causes it, where there is
+//! one: the outbox pattern), claimed by one runner under a lease, renewed while it runs, and
+//! finished as done, or failed: queued again after a backoff, or dead after its last attempt.
+//! Every time compared is the database's clock, never a node's.
+
+use std::time::Duration;
+
+use futures::FutureExt;
+use mailroom_core::{JobId, OrgId};
+use mailroom_crypto::envelope::Binding;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::tx::{Inner, Tenancy};
+use crate::{Database, StorageError, Tx, on_backend};
+
+/// What a job does. Each kind has its own retry policy and payload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum JobKind {
+    /// Mail of the platform's own to a person: a code, an alert, an invitation.
+    SystemMail,
+}
+
+impl JobKind {
+    pub const ALL: [JobKind; 1] = [JobKind::SystemMail];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobKind::SystemMail => "system_mail",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<JobKind> {
+        JobKind::ALL.into_iter().find(|kind| kind.as_str() == text)
+    }
+
+    /// Whether its payloads hold secrets (a code, a link's token): then they are sealed at
+    /// rest under the keyring, bound to their job, and a payload that does not open — one
+    /// not sealed by a holder of the keyring, for this job — is never run.
+    pub fn sealed(self) -> bool {
+        match self {
+            JobKind::SystemMail => true,
+        }
+    }
+
+    /// How many times a job of this kind is tried, and how long it waits between tries.
+    pub fn retry_policy(self) -> RetryPolicy {
+        match self {
+            // A code is worth little after its 15 minutes: eight tries span about that.
+            JobKind::SystemMail => RetryPolicy {
+                max_attempts: 8,
+                first_backoff: Duration::from_secs(5),
+                max_backoff: Duration::from_secs(300),
+            },
+        }
+    }
+}
+
+/// How a kind's failed jobs are tried again: exponential backoff with jitter, up to a cap.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetryPolicy {
+    pub max_attempts: u32,
+    pub first_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl RetryPolicy {
+    /// The wait after failed attempt `attempt` (1 for the first): the first backoff, doubled
+    /// for each attempt since, capped, and spread by half either way so that jobs that failed
+    /// together are not tried together.
+    pub fn backoff(self, attempt: u32) -> Duration {
+        use rand::Rng;
+        let doubled = self
+            .first_backoff
+            .saturating_mul(1_u32 << attempt.saturating_sub(1).min(20));
+        doubled
+            .min(self.max_backoff)
+            .mul_f64(rand::rng().random_range(0.5..1.5))
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JobStatus {
+    Queued,
+    Running,
+    Done,
+    Dead,
+    Cancelled,
+}
+
+impl JobStatus {
+    pub const ALL: [JobStatus; 5] = [
+        JobStatus::Queued,
+        JobStatus::Running,
+        JobStatus::Done,
+        JobStatus::Dead,
+        JobStatus::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Queued => "queued",
+            JobStatus::Running => "running",
+            JobStatus::Done => "done",
+            JobStatus::Dead => "dead",
+            JobStatus::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<JobStatus> {
+        JobStatus::ALL
+            .into_iter()
+            .find(|status| status.as_str() == text)
+    }
+}
+
+/// A job to enqueue.
+#[derive(Clone, Debug)]
+pub struct NewJob {
+    pub id: JobId,
+    /// The organization it works for; `None` for the platform's own.
+    pub org_id: Option<OrgId>,
+    pub kind: JobKind,
+    pub payload: Vec<u8>,
+    /// Enqueueing another job under the same key (for the same organization) does nothing.
+    pub idempotency_key: Option<String>,
+    /// How long after now it is due.
+    pub delay: Duration,
+}
+
+/// A job ready to be written inside another operation's transaction: its payload sealed
+/// already (sealing may add a data key, which takes a transaction of its own).
+#[derive(Clone, Debug)]
+pub struct PreparedJob {
+    job: NewJob,
+    stored: Vec<u8>,
+}
+
+/// A job claimed by one runner, until its lease runs out.
+#[derive(Clone, Debug)]
+pub struct ClaimedJob {
+    pub id: JobId,
+    pub org_id: Option<OrgId>,
+    pub kind: JobKind,
+    /// Opened, when it was sealed.
+    pub payload: Vec<u8>,
+    /// This is attempt `attempt` of `max_attempts`.
+    pub attempt: u32,
+    pub max_attempts: u32,
+    lease_holder: String,
+}
+
+/// A job as `mailroom jobs list` shows it: never its payload.
+#[derive(Clone, Debug)]
+pub struct JobSummary {
+    pub id: JobId,
+    pub org_id: Option<OrgId>,
+    pub kind: String,
+    pub status: JobStatus,
+    pub attempts: u32,
+    pub max_attempts: u32,
+    pub run_at: OffsetDateTime,
+    pub last_error: Option<String>,
+    pub created_at: OffsetDateTime,
+}
+
+/// The queue by kind, for `/metrics`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KindDepth {
+    pub kind: String,
+    pub queued: i64,
+    pub running: i64,
+    pub dead: i64,
+    /// Attempts made by the jobs not yet finished.
+    pub attempts: i64,
+    /// How long the oldest due job has waited, by the database's clock (ms).
+    pub oldest_due_ms: i64,
+}
+
+/// Which jobs to list.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct JobFilter {
+    pub status: Option<JobStatus>,
+    pub kind: Option<JobKind>,
+    pub limit: i64,
+}
+
+/// The database's clock, in milliseconds, as SQL of each backend.
+fn now_sql(backend: crate::Backend) -> &'static str {
+    match backend {
+        crate::Backend::Postgres => "mailroom_now_ms()",
+        crate::Backend::Sqlite => "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)",
+    }
+}
+
+fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn binding(id: JobId) -> Binding<'static> {
+    Binding {
+        table: "jobs",
+        column: "payload",
+        row: id.as_uuid(),
+    }
+}
+
+/// Sealed payloads of platform jobs go under the system scope's key; an organization's under
+/// its own.
+fn scope_of(org_id: Option<OrgId>) -> Uuid {
+    org_id.map_or(Uuid::nil(), |org| org.as_uuid())
+}
+
+const SUMMARY_COLUMNS: &str =
+    "id, org_id, kind, status, attempts, max_attempts, run_at, last_error, created_at";
+
+type SummaryRow = (
+    Uuid,
+    Option<Uuid>,
+    String,
+    String,
+    i32,
+    i32,
+    i64,
+    Option<String>,
+    i64,
+);
+
+fn summary(
+    (id, org, kind, status, attempts, max, run_at, error, created): SummaryRow,
+) -> JobSummary {
+    JobSummary {
+        id: JobId::from_uuid(id),
+        org_id: org.map(OrgId::from_uuid),
+        kind,
+        status: JobStatus::parse(&status).unwrap_or(JobStatus::Dead),
+        attempts: u32::try_from(attempts).unwrap_or(0),
+        max_attempts: u32::try_from(max).unwrap_or(0),
+        run_at: crate::accounts::from_ms(run_at),
+        last_error: error,
+        created_at: crate::accounts::from_ms(created),
+    }
+}
+
+impl Database {
+    /// Seals the payload if it holds a secret, outside any transaction.
+    pub async fn prepare_job(&self, job: NewJob) -> Result<PreparedJob, StorageError> {
+        let stored = if job.kind.sealed() {
+            let now = OffsetDateTime::now_utc();
+            self.seal(scope_of(job.org_id), &binding(job.id), &job.payload, now)
+                .await?
+        } else {
+            job.payload.clone()
+        };
+        Ok(PreparedJob { job, stored })
+    }
+
+    /// Enqueues a job on its own; false when its idempotency key was taken.
+    pub async fn enqueue(&self, job: NewJob) -> Result<bool, StorageError> {
+        let prepared = self.prepare_job(job).await?;
+        self.serializable(|tx| {
+            let prepared = prepared.clone();
+            async move { enqueue_in(tx, &prepared).await }.boxed()
+        })
+        .await
+    }
+
+    /// Claims the job of `kinds` that has been due longest — queued and due, or running under
+    /// a lease that ran out — for `holder`, under a lease of `lease` from now by the
+    /// database's clock. A job whose lease ran out on its last attempt is dead instead.
+    pub async fn claim_next_job(
+        &self,
+        holder: &str,
+        kinds: &[JobKind],
+        lease: Duration,
+    ) -> Result<Option<ClaimedJob>, StorageError> {
+        let upkeep = self.upkeep()?;
+        let holder = holder.to_owned();
+        let kinds: Vec<&'static str> = kinds.iter().map(|kind| kind.as_str()).collect();
+        let claimed = self
+            .serializable(|tx| {
+                let (upkeep, holder, kinds) = (upkeep.clone(), holder.clone(), kinds.clone());
+                async move {
+                    tx.act_for(&Tenancy::JobQueue(upkeep)).await?;
+                    let now = now_sql(tx.backend());
+                    let lock = match &tx.0 {
+                        Inner::Postgres(_) => " FOR UPDATE SKIP LOCKED",
+                        Inner::Sqlite(_) => "",
+                    };
+                    // `kinds` are the `as_str` of kinds, never input; placeholders follow the
+                    // two of the claim.
+                    let listed = (0..kinds.len())
+                        .map(|n| format!("${}", n + 3))
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    let expire = format!(
+                        "UPDATE jobs SET status = 'dead', finished_at = {now}, lease_holder = NULL, \
+                         last_error = 'its lease ran out on its last attempt' \
+                         WHERE status = 'running' AND lease_until <= {now} AND attempts >= max_attempts"
+                    );
+                    let claim = format!(
+                        "UPDATE jobs SET status = 'running', attempts = attempts + 1, \
+                         lease_holder = $1, lease_until = {now} + $2 \
+                         WHERE id = (SELECT id FROM jobs WHERE kind IN ({listed}) \
+                         AND ((status = 'queued' AND run_at <= {now}) \
+                         OR (status = 'running' AND lease_until <= {now})) \
+                         ORDER BY run_at, id LIMIT 1{lock}) \
+                         RETURNING id, org_id, kind, payload, attempts, max_attempts"
+                    );
+                    Ok(on_backend!(&mut tx.0, Inner, tx => {
+                        sqlx::query(&expire).execute(&mut **tx).await?;
+                        let mut query = sqlx::query_as::<_, (Uuid, Option<Uuid>, String, Vec<u8>, i32, i32)>(&claim)
+                            .bind(holder.as_str())
+                            .bind(millis(lease));
+                        for kind in &kinds {
+                            query = query.bind(*kind);
+                        }
+                        query.fetch_optional(&mut **tx).await?
+                    }))
+                }
+                .boxed()
+            })
+            .await?;
+        let Some((id, org, kind, stored, attempts, max)) = claimed else {
+            return Ok(None);
+        };
+        let (id, org_id) = (JobId::from_uuid(id), org.map(OrgId::from_uuid));
+        let kind = JobKind::parse(&kind).ok_or(StorageError::Internal("a job of no known kind"))?;
+        let mut job = ClaimedJob {
+            id,
+            org_id,
+            kind,
+            payload: Vec::new(),
+            attempt: u32::try_from(attempts).unwrap_or(0),
+            max_attempts: u32::try_from(max).unwrap_or(0),
+            lease_holder: holder,
+        };
+        job.payload = if kind.sealed() {
+            match self.open(scope_of(org_id), &binding(id), &stored).await {
+                Ok(opened) => opened.to_vec(),
+                Err(StorageError::Undecryptable) => {
+                    // Forged, or moved from another job: never run.
+                    self.held_job_update(&job, Held::Bury("its payload does not open"))
+                        .await?;
+                    return Err(StorageError::Undecryptable);
+                }
+                Err(error) => return Err(error),
+            }
+        } else {
+            stored
+        };
+        Ok(Some(job))
+    }
+
+    /// Extends the lease of a job still held; false when it was lost (ran out and taken by
+    /// another runner, or cancelled).
+    pub async fn renew_job_lease(
+        &self,
+        job: &ClaimedJob,
+        lease: Duration,
+    ) -> Result<bool, StorageError> {
+        self.held_job_update(job, Held::Renew(lease)).await
+    }
+
+    /// The job is done; false when its lease was lost first.
+    pub async fn complete_job(&self, job: &ClaimedJob) -> Result<bool, StorageError> {
+        self.held_job_update(job, Held::Done).await
+    }
+
+    /// The attempt failed with `error`: the job is queued again after `backoff`, or dead when
+    /// that was its last attempt. False when its lease was lost first.
+    pub async fn fail_job(
+        &self,
+        job: &ClaimedJob,
+        error: &str,
+        backoff: Duration,
+    ) -> Result<bool, StorageError> {
+        self.held_job_update(job, Held::Failed { error, backoff })
+            .await
+    }
+
+    async fn held_job_update(
+        &self,
+        job: &ClaimedJob,
+        update: Held<'_>,
+    ) -> Result<bool, StorageError> {
+        let upkeep = self.upkeep()?;
+        let now = now_sql(self.backend());
+        // $1..$3 fence the update to this runner's claim of this attempt (`HELD`).
+        let (sql, value, error) = match update {
+            Held::Renew(lease) => (
+                format!("UPDATE jobs SET lease_until = {now} + $4 WHERE {HELD}"),
+                Some(millis(lease)),
+                None,
+            ),
+            Held::Done => (
+                format!(
+                    "UPDATE jobs SET status = 'done', finished_at = {now}, lease_holder = NULL, \
+                     lease_until = NULL WHERE {HELD}"
+                ),
+                None,
+                None,
+            ),
+            Held::Failed { error, backoff } => (
+                format!(
+                    "UPDATE jobs SET last_error = $5, lease_holder = NULL, lease_until = NULL, \
+                     status = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE 'queued' END, \
+                     finished_at = CASE WHEN attempts >= max_attempts THEN {now} END, \
+                     run_at = {now} + $4 WHERE {HELD}"
+                ),
+                Some(millis(backoff)),
+                Some(error.to_owned()),
+            ),
+            Held::Bury(why) => (
+                format!(
+                    "UPDATE jobs SET status = 'dead', last_error = $4, finished_at = {now}, \
+                     lease_holder = NULL, lease_until = NULL WHERE {HELD}"
+                ),
+                None,
+                Some(why.to_owned()),
+            ),
+        };
+        let (id, holder, attempt) = (job.id.as_uuid(), job.lease_holder.clone(), job.attempt);
+        self.serializable(|tx| {
+            let (upkeep, sql, holder, error) =
+                (upkeep.clone(), sql.clone(), holder.clone(), error.clone());
+            async move {
+                tx.act_for(&Tenancy::JobQueue(upkeep)).await?;
+                let done = on_backend!(&mut tx.0, Inner, tx => {
+                    let mut query = sqlx::query(&sql)
+                        .bind(id)
+                        .bind(holder.as_str())
+                        .bind(i64::from(attempt));
+                    if let Some(value) = value {
+                        query = query.bind(value);
+                    }
+                    if let Some(error) = error {
+                        query = query.bind(error);
+                    }
+                    query.execute(&mut **tx).await?.rows_affected()
+                });
+                Ok(done == 1)
+            }
+            .boxed()
+        })
+        .await
+    }
+
+    /// The jobs `filter` asks for, newest first, without their payloads.
+    pub async fn list_jobs(&self, filter: JobFilter) -> Result<Vec<JobSummary>, StorageError> {
+        let upkeep = self.upkeep()?;
+        let rows: Vec<SummaryRow> = self
+            .transaction_for(&Tenancy::JobQueue(upkeep), |tx| {
+                async move {
+                    let sql = format!(
+                        "SELECT {SUMMARY_COLUMNS} FROM jobs \
+                         WHERE ($1 = '' OR status = $1) AND ($2 = '' OR kind = $2) \
+                         ORDER BY created_at DESC, id DESC LIMIT $3"
+                    );
+                    Ok(on_backend!(&mut tx.0, Inner, tx => {
+                        sqlx::query_as(&sql)
+                            .bind(filter.status.map_or("", JobStatus::as_str))
+                            .bind(filter.kind.map_or("", JobKind::as_str))
+                            .bind(filter.limit.clamp(1, 1000))
+                            .fetch_all(&mut **tx)
+                            .await?
+                    }))
+                }
+                .boxed()
+            })
+            .await?;
+        Ok(rows.into_iter().map(summary).collect())
+    }
+
+    /// A dead or cancelled job, queued again with its attempts afresh; false when there is no
+    /// such job in either state.
+    pub async fn retry_job(&self, id: JobId) -> Result<bool, StorageError> {
+        self.job_by_operator(id, |now| {
+            format!(
+                "UPDATE jobs SET status = 'queued', attempts = 0, run_at = {now}, finished_at = NULL \
+                 WHERE id = $1 AND status IN ('dead', 'cancelled')"
+            )
+        })
+        .await
+    }
+
+    /// A queued or running job, never to run (again); false when there is no such job in
+    /// either state. A runner holding it loses its lease and its outcome with it.
+    pub async fn cancel_job_by_id(&self, id: JobId) -> Result<bool, StorageError> {
+        self.job_by_operator(id, |now| {
+            format!(
+                "UPDATE jobs SET status = 'cancelled', finished_at = {now}, lease_holder = NULL, \
+                 lease_until = NULL WHERE id = $1 AND status IN ('queued', 'running')"
+            )
+        })
+        .await
+    }
+
+    async fn job_by_operator(
+        &self,
+        id: JobId,
+        sql: impl Fn(&'static str) -> String,
+    ) -> Result<bool, StorageError> {
+        let upkeep = self.upkeep()?;
+        let sql = sql(now_sql(self.backend()));
+        self.serializable(|tx| {
+            let (upkeep, sql) = (upkeep.clone(), sql.clone());
+            async move {
+                tx.act_for(&Tenancy::JobQueue(upkeep)).await?;
+                let changed = on_backend!(&mut tx.0, Inner, tx => {
+                    sqlx::query(&sql).bind(id.as_uuid()).execute(&mut **tx).await?.rows_affected()
+                });
+                Ok(changed == 1)
+            }
+            .boxed()
+        })
+        .await
+    }
+
+    /// The queue's depth by kind: what `/metrics` shows.
+    pub async fn job_depths(&self) -> Result<Vec<KindDepth>, StorageError> {
+        let upkeep = self.upkeep()?;
+        let rows: Vec<(String, i64, i64, i64, i64, Option<i64>)> = self
+            .transaction_for(&Tenancy::JobQueue(upkeep), |tx| {
+                async move {
+                    let now = now_sql(tx.backend());
+                    let sql = format!(
+                        "SELECT kind, \
+                         COALESCE(SUM(CASE WHEN status = 'queued' THEN 1 ELSE 0 END), 0), \
+                         COALESCE(SUM(CASE WHEN status = 'running' THEN 1 ELSE 0 END), 0), \
+                         COALESCE(SUM(CASE WHEN status = 'dead' THEN 1 ELSE 0 END), 0), \
+                         COALESCE(SUM(CASE WHEN status IN ('queued', 'running') THEN attempts ELSE 0 END), 0), \
+                         MAX(CASE WHEN status = 'queued' AND run_at <= {now} THEN {now} - run_at END) \
+                         FROM jobs GROUP BY kind ORDER BY kind"
+                    );
+                    Ok(on_backend!(&mut tx.0, Inner, tx => {
+                        sqlx::query_as(&sql).fetch_all(&mut **tx).await?
+                    }))
+                }
+                .boxed()
+            })
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(kind, queued, running, dead, attempts, oldest)| KindDepth {
+                    kind,
+                    queued,
+                    running,
+                    dead,
+                    attempts,
+                    oldest_due_ms: oldest.unwrap_or(0),
+                },
+            )
+            .collect())
+    }
+}
+
+/// What a runner does to the job it holds.
+enum Held<'a> {
+    Renew(Duration),
+    Done,
+    Failed {
+        error: &'a str,
+        backoff: Duration,
+    },
+    /// Dead at once, never to be tried again.
+    Bury(&'static str),
+}
+
+/// The fence of every update by a runner: the job is still running under this runner's claim
+/// of this attempt.
+const HELD: &str = "id = $1 AND status = 'running' AND lease_holder = $2 AND attempts = $3";
+
+/// Writes a prepared job inside `tx` (acting for its organization, if it has one); false
+/// when its idempotency key was taken.
+pub(crate) async fn enqueue_in(tx: &mut Tx, prepared: &PreparedJob) -> Result<bool, StorageError> {
+    let job = &prepared.job;
+    if let Some(org) = job.org_id {
+        tx.act_for(&Tenancy::Org(org)).await?;
+    }
+    let now = now_sql(tx.backend());
+    let policy = job.kind.retry_policy();
+    // No RETURNING: a platform job is not the enqueuer's to read back.
+    let sql = format!(
+        "INSERT INTO jobs (id, org_id, kind, payload, idempotency_key, status, run_at, attempts, \
+         max_attempts, created_at) VALUES ($1, $2, $3, $4, $5, 'queued', {now} + $6, 0, $7, {now}) \
+         ON CONFLICT DO NOTHING"
+    );
+    let inserted = on_backend!(&mut tx.0, Inner, tx => {
+        sqlx::query(&sql)
+            .bind(job.id.as_uuid())
+            .bind(job.org_id.map(|org| org.as_uuid()))
+            .bind(job.kind.as_str())
+            .bind(prepared.stored.as_slice())
+            .bind(job.idempotency_key.as_deref())
+            .bind(millis(job.delay))
+            .bind(i64::from(policy.max_attempts))
+            .execute(&mut **tx)
+            .await?
+            .rows_affected()
+    });
+    Ok(inserted == 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use mailroom_testkit::both_backends;
+
+    use super::*;
+    use crate::test_support::{org, unlocked};
+
+    const LEASE: Duration = Duration::from_secs(60);
+    const KINDS: &[JobKind] = &[JobKind::SystemMail];
+
+    fn mail(payload: &str) -> NewJob {
+        NewJob {
+            id: JobId::generate(),
+            org_id: None,
+            kind: JobKind::SystemMail,
+            payload: payload.as_bytes().to_vec(),
+            idempotency_key: None,
+            delay: Duration::ZERO,
+        }
+    }
+
+    async fn claim(db: &Database, holder: &str, lease: Duration) -> Option<ClaimedJob> {
+        db.claim_next_job(holder, KINDS, lease).await.unwrap()
+    }
+
+    /// The stored payload of a job, as the database holds it.
+    async fn stored(db: &Database, id: JobId) -> Vec<u8> {
+        let upkeep = db.upkeep().unwrap();
+        db.transaction_for(&Tenancy::JobQueue(upkeep), |tx| {
+            async move {
+                Ok(on_backend!(&mut tx.0, Inner, tx => {
+                    sqlx::query_scalar("SELECT payload FROM jobs WHERE id = $1")
+                        .bind(id.as_uuid()).fetch_one(&mut **tx).await?
+                }))
+            }
+            .boxed()
+        })
+        .await
+        .unwrap()
+    }
+
+    both_backends! {
+        async fn a_job_is_claimed_once_run_and_done_its_secret_sealed_at_rest(test_db) {
+            let db = Arc::new(unlocked(&test_db).await);
+            let job = mail("the code is 123456");
+            let id = job.id;
+            assert!(db.enqueue(job).await.unwrap());
+            assert!(!String::from_utf8_lossy(&stored(&db, id).await).contains("123456"));
+            // Racing runners: one gets it.
+            let racers: Vec<_> = (0..8)
+                .map(|n| {
+                    let db = Arc::clone(&db);
+                    tokio::spawn(async move { claim(&db, &format!("node-{n}"), LEASE).await })
+                })
+                .collect();
+            let mut claimed = Vec::new();
+            for racer in racers {
+                claimed.extend(racer.await.unwrap());
+            }
+            let [job] = <[ClaimedJob; 1]>::try_from(claimed).unwrap();
+            assert_eq!((job.id, job.attempt, job.max_attempts), (id, 1, 8));
+            assert_eq!(job.payload, b"the code is 123456");
+            assert!(db.renew_job_lease(&job, LEASE).await.unwrap());
+            assert!(db.complete_job(&job).await.unwrap());
+            assert!(claim(&db, "node-9", LEASE).await.is_none());
+            let listed = db.list_jobs(JobFilter { limit: 10, ..JobFilter::default() }).await.unwrap();
+            assert_eq!((listed[0].id, listed[0].status), (id, JobStatus::Done));
+        }
+
+        async fn a_lease_that_ran_out_passes_the_job_on_and_fences_its_old_holder(test_db) {
+            let db = unlocked(&test_db).await;
+            assert!(db.enqueue(mail("x")).await.unwrap());
+            // A lease of nothing has run out at once, by the database's clock.
+            let first = claim(&db, "slow-node", Duration::ZERO).await.unwrap();
+            let second = claim(&db, "live-node", LEASE).await.unwrap();
+            assert_eq!((second.id, second.attempt), (first.id, 2));
+            assert!(!db.complete_job(&first).await.unwrap(), "the old holder is fenced out");
+            assert!(!db.renew_job_lease(&first, LEASE).await.unwrap());
+            // A live lease is not taken over, whatever a node's clock says.
+            assert!(claim(&db, "fast-clock-node", LEASE).await.is_none());
+            assert!(db.complete_job(&second).await.unwrap());
+        }
+
+        async fn a_failed_job_is_tried_again_then_dead_and_visible(test_db) {
+            let db = unlocked(&test_db).await;
+            assert!(db.enqueue(mail("x")).await.unwrap());
+            for attempt in 1..=8 {
+                let job = claim(&db, "node", LEASE).await.unwrap();
+                assert_eq!(job.attempt, attempt);
+                assert!(db.fail_job(&job, "the relay said no", Duration::ZERO).await.unwrap());
+            }
+            assert!(claim(&db, "node", LEASE).await.is_none(), "dead after its last attempt");
+            let dead = db.list_jobs(JobFilter { status: Some(JobStatus::Dead), limit: 10, ..JobFilter::default() }).await.unwrap();
+            assert_eq!(dead.len(), 1);
+            assert_eq!(dead[0].last_error.as_deref(), Some("the relay said no"));
+            let depths = db.job_depths().await.unwrap();
+            assert_eq!((depths[0].kind.as_str(), depths[0].dead, depths[0].queued), ("system_mail", 1, 0));
+            // The operator tries it again; a backoff keeps a failed job back until due.
+            assert!(db.retry_job(dead[0].id).await.unwrap());
+            let job = claim(&db, "node", LEASE).await.unwrap();
+            assert_eq!(job.attempt, 1);
+            assert!(db.fail_job(&job, "again", Duration::from_secs(3600)).await.unwrap());
+            assert!(claim(&db, "node", LEASE).await.is_none(), "not due for an hour");
+            assert!(db.cancel_job_by_id(job.id).await.unwrap());
+            assert!(!db.cancel_job_by_id(job.id).await.unwrap());
+        }
+
+        async fn one_idempotency_key_makes_one_job_per_organization(test_db) {
+            let db = unlocked(&test_db).await;
+            let (a, b) = (org(&db).await, org(&db).await);
+            let keyed = |org_id| NewJob {
+                org_id: Some(org_id),
+                idempotency_key: Some("invite:1".into()),
+                ..mail("x")
+            };
+            assert!(db.enqueue(keyed(a)).await.unwrap());
+            assert!(!db.enqueue(keyed(a)).await.unwrap());
+            assert!(db.enqueue(keyed(b)).await.unwrap(), "another organization's key");
+            let platform = || NewJob { idempotency_key: Some("invite:1".into()), ..mail("x") };
+            assert!(db.enqueue(platform()).await.unwrap());
+            assert!(!db.enqueue(platform()).await.unwrap());
+            let all = db.list_jobs(JobFilter { limit: 10, ..JobFilter::default() }).await.unwrap();
+            assert_eq!(all.len(), 3);
+        }
+
+        async fn a_payload_sealed_for_another_job_is_never_run(test_db) {
+            let db = unlocked(&test_db).await;
+            let (real, forged) = (mail("real"), mail("forged"));
+            let (real_id, forged_id) = (real.id, forged.id);
+            assert!(db.enqueue(real).await.unwrap());
+            assert!(db.enqueue(forged).await.unwrap());
+            // The forged job's payload is swapped for the real one's, sealed for another row.
+            let payload = stored(&db, real_id).await;
+            let upkeep = db.upkeep().unwrap();
+            db.transaction_for(&Tenancy::JobQueue(upkeep), |tx| {
+                async move {
+                    on_backend!(&mut tx.0, Inner, tx => {
+                        sqlx::query("UPDATE jobs SET payload = $1, run_at = 0 WHERE id = $2")
+                            .bind(payload).bind(forged_id.as_uuid()).execute(&mut **tx).await?;
+                    });
+                    Ok(())
+                }
+                .boxed()
+            })
+            .await
+            .unwrap();
+            assert!(matches!(db.claim_next_job("node", KINDS, LEASE).await, Err(StorageError::Undecryptable)));
+            let dead = db.list_jobs(JobFilter { status: Some(JobStatus::Dead), limit: 10, ..JobFilter::default() }).await.unwrap();
+            assert_eq!(dead[0].id, forged_id);
+            assert_eq!(claim(&db, "node", LEASE).await.unwrap().id, real_id);
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_its_cap_spread_by_half() {
+        let policy = JobKind::SystemMail.retry_policy();
+        for (attempt, middle) in [(1, 5), (2, 10), (3, 20), (10, 300)] {
+            let wait = policy.backoff(attempt).as_secs_f64();
+            let middle = f64::from(middle);
+            assert!(
+                wait >= middle * 0.5 && wait <= middle * 1.5,
+                "{attempt}: {wait}"
+            );
+        }
+    }
+}
