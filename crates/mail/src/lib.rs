@@ -5,6 +5,7 @@
 //! Sending mail on users' behalf (SMTP relays, Gmail) and reading mailboxes (IMAP) join this
 //! crate later.
 
+pub mod queued;
 mod smtp_url;
 pub mod templates;
 

@@ -4,14 +4,15 @@ use std::io::{BufRead, IsTerminal};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use mailroom_core::EmailAddress;
 use mailroom_core::audit::{Action, AuditEvent, Outcome};
 use mailroom_core::password_policy::{self, CompositionRules};
+use mailroom_core::{EmailAddress, JobId};
 use mailroom_crypto::envelope::SYSTEM_SCOPE;
 use mailroom_crypto::master_key::MasterKey;
 use mailroom_server::config::MASTER_KEY_ENV;
 use mailroom_server::{App, Config, telemetry};
 use mailroom_storage::accounts::{NewAccount, PlatformRole};
+use mailroom_storage::queue::{JobFilter, JobKind, JobStatus};
 use mailroom_verify::{Mode, Options, Verifier};
 use secrecy::{ExposeSecret, SecretString};
 use time::format_description::well_known::Rfc3339;
@@ -61,6 +62,41 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// The work queue: every background job (system mail, …), its state and its last error.
+    Jobs {
+        #[command(subcommand)]
+        command: JobsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum JobsCommand {
+    /// List jobs, newest first: id, kind, status, attempts, when due, the last error.
+    List {
+        /// Only jobs in this state: queued, running, done, dead or cancelled.
+        #[arg(long, value_parser = parse_status)]
+        status: Option<JobStatus>,
+        /// Only jobs of this kind, e.g. system_mail.
+        #[arg(long, value_parser = parse_kind)]
+        kind: Option<JobKind>,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
+    /// Queue a dead or cancelled job again, its attempts afresh.
+    Retry { id: JobId },
+    /// Cancel a queued or running job: it never runs (again).
+    Cancel { id: JobId },
+}
+
+fn parse_status(text: &str) -> Result<JobStatus, String> {
+    JobStatus::parse(text).ok_or_else(|| "queued, running, done, dead or cancelled".to_owned())
+}
+
+fn parse_kind(text: &str) -> Result<JobKind, String> {
+    JobKind::parse(text).ok_or_else(|| {
+        let kinds: Vec<&str> = JobKind::ALL.iter().map(|kind| kind.as_str()).collect();
+        kinds.join(", ")
+    })
 }
 
 #[derive(Subcommand)]
@@ -236,6 +272,7 @@ impl Cli {
                 outcome
             }
             Command::Keys { command } => keys(&config, command).await,
+            Command::Jobs { command } => jobs(&config, command).await,
             Command::Migrate => {
                 let started_before = config.migrate_database().await?;
                 if started_before {
@@ -250,6 +287,57 @@ impl Cli {
             }
         }
     }
+}
+
+async fn jobs(config: &Config, command: JobsCommand) -> anyhow::Result<()> {
+    let (database, _) = config.open_database().await?;
+    let outcome = match command {
+        JobsCommand::List {
+            status,
+            kind,
+            limit,
+        } => database
+            .list_jobs(JobFilter {
+                status,
+                kind,
+                limit,
+            })
+            .await
+            .map(|jobs| {
+                println!("id                                    kind         status     attempts  due                        last error");
+                for job in jobs {
+                    println!(
+                        "{:<37} {:<12} {:<10} {:>3}/{:<4}  {:<25}  {}",
+                        job.id,
+                        job.kind,
+                        job.status.as_str(),
+                        job.attempts,
+                        job.max_attempts,
+                        job.run_at.format(&Rfc3339).unwrap_or_default(),
+                        job.last_error.unwrap_or_default()
+                    );
+                }
+            })
+            .map_err(anyhow::Error::from),
+        JobsCommand::Retry { id } => match database.retry_job(id).await {
+            Ok(true) => {
+                println!("job {id} queued again");
+                Ok(())
+            }
+            Ok(false) => Err(anyhow::anyhow!("no dead or cancelled job {id}")),
+            Err(error) => Err(error.into()),
+        },
+        JobsCommand::Cancel { id } => match database.cancel_job_by_id(id).await {
+            Ok(true) => {
+                println!("job {id} cancelled");
+                Ok(())
+            }
+            Ok(false) => Err(anyhow::anyhow!("no queued or running job {id}")),
+            Err(error) => Err(error.into()),
+        },
+    };
+    database.close().await;
+    outcome
 }
 
 async fn keys(config: &Config, command: KeysCommand) -> anyhow::Result<()> {

@@ -238,7 +238,7 @@ pub struct Settings {
     #[arg(long, global = true, env = "MAILROOM_JOB_CHUNK", value_name = "ROWS")]
     job_chunk: Option<u32>,
 
-    /// Seconds a node's claim on a bulk job holds without renewal: how soon a dead node's job is taken up [default: 15]
+    /// Seconds a node's claim on a bulk job, or on a queued job, holds without renewal: how soon a dead node's job is taken up [default: 15 for bulk jobs, 60 for queued ones]
     #[arg(
         long,
         global = true,
@@ -246,6 +246,15 @@ pub struct Settings {
         value_name = "SECONDS"
     )]
     job_lease: Option<u64>,
+
+    /// Whether this node runs the work queue's jobs (system mail, …): false for a node that only answers HTTP [default: true]
+    #[arg(
+        long,
+        global = true,
+        env = "MAILROOM_QUEUE_RUNNER",
+        value_name = "true|false"
+    )]
+    queue_runner: Option<bool>,
 
     /// Directory of additions to the shipped lists (disposable_domains.txt, free_provider_domains.txt, role_local_parts.txt, popular_domains.txt, providers.toml) [default: none]
     #[arg(long, global = true, env = "MAILROOM_LISTS_DIR", value_name = "DIR")]
@@ -390,6 +399,10 @@ impl Settings {
             // Renewed three times a lease, as by default.
             config.jobs.lease = Duration::from_secs(seconds.max(3));
             config.jobs.renew_every = config.jobs.lease / 3;
+            config.queue.lease = config.jobs.lease;
+        }
+        if let Some(run) = self.queue_runner {
+            config.queue.run_here = run;
         }
         config.master_key_file = self.master_key_file;
         // The key itself only from the environment: never a flag (visible in `ps`) or the
@@ -531,7 +544,7 @@ mod tests {
                 "shutdown_timeout" | "auth_rate_limit" | "smtp_port" | "smtp_timeout"
                 | "job_chunk" | "job_lease" => "5".to_owned(),
                 "log_format" => "\"json\"".to_owned(),
-                "probe_private_networks" => "true".to_owned(),
+                "probe_private_networks" | "queue_runner" => "true".to_owned(),
                 _ => "\"x\"".to_owned(),
             };
             let text = format!("{key} = {value}\n");

@@ -1005,3 +1005,74 @@ both_backends! {
         .unwrap();
     }
 }
+
+both_backends! {
+    async fn a_lockout_mail_survives_kill_9_and_is_sent_once(db) {
+        let dir = db.dir().to_owned();
+        let url = db.url().to_owned();
+        tokio::task::spawn_blocking(move || {
+            let mut create = mailroom(&dir);
+            create.args(["admin", "create", "--email", "locked@example.test", "--password-stdin", "--database-url", &url]);
+            let mut child = create.stdin(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap();
+            child.stdin.take().unwrap().write_all(b"correct horse battery staple\n").unwrap();
+            assert!(child.wait().unwrap().success());
+
+            let serve = |runner: &str| {
+                let mut command = mailroom(&dir);
+                command
+                    .args(["serve", "--database-url", &url, "--queue-runner", runner])
+                    .env("MAILROOM_LISTEN", "127.0.0.1:0");
+                Server::spawn(command)
+            };
+            // A node that only answers HTTP: the mail is queued, not sent.
+            let first = serve("false");
+            let http = client();
+            let mut locked = false;
+            for _ in 0..5 {
+                let answer = http
+                    .post(format!("{}/v1/auth/token", first.url))
+                    .json(&serde_json::json!({"grant_type": "password", "email": "locked@example.test", "password": "wrong horse battery staple"}))
+                    .send()
+                    .unwrap();
+                locked = answer.status() == 423;
+            }
+            assert!(locked, "five failures lock the account");
+            // Killed the moment the request returned, with no chance to send anything.
+            first.signal("KILL");
+            let _ = first.wait();
+            let locked_mails = || -> Vec<String> {
+                let Ok(entries) = std::fs::read_dir(dir.join("data/outbox")) else {
+                    return Vec::new();
+                };
+                entries
+                    .map(|entry| std::fs::read_to_string(entry.unwrap().path()).unwrap())
+                    .filter(|raw| raw.contains("To: locked@example.test") && raw.contains("was locked"))
+                    .collect()
+            };
+            assert!(locked_mails().is_empty());
+
+            let second = serve("true");
+            let jobs = || -> String {
+                let listed = mailroom(&dir).args(["jobs", "list", "--database-url", &url]).output().unwrap();
+                assert!(listed.status.success(), "{}", String::from_utf8_lossy(&listed.stderr));
+                String::from_utf8(listed.stdout).unwrap()
+            };
+            // The restarted node sends it: wait for the job to be done, then for nothing else.
+            let mut listed = jobs();
+            for _ in 0..1200 {
+                if listed.contains(" done ") {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+                listed = jobs();
+            }
+            assert!(listed.contains("system_mail  done         1/8"), "{listed}");
+            assert_eq!(locked_mails().len(), 1, "sent once");
+            let (status, _) = second.stop();
+            assert!(status.success());
+            assert_eq!(locked_mails().len(), 1);
+        })
+        .await
+        .unwrap();
+    }
+}

@@ -85,6 +85,7 @@ impl App {
             code_key: root_key.derive(b"mailroom/email-code/hmac/v1"),
             backup_code_key: root_key.derive(b"mailroom/backup-code/hmac/v1"),
             job_worker: crate::job_worker::JobWorker::new(config.jobs),
+            queue: crate::work_queue::Runner::new(config.queue),
             verifications: Verifications::new(
                 Verifier::new(config.verify.clone()).context("cannot set up the verifier")?,
             ),
@@ -118,6 +119,11 @@ impl App {
         &self.public_url
     }
 
+    /// The database, as the app opened it (unlocked): what a test reads the queue through.
+    pub fn database(&self) -> Database {
+        self.database.clone()
+    }
+
     /// mailroom's own mail, to wait on ([`mailroom_mail::SystemMail::settled`]).
     pub fn system_mail(&self) -> mailroom_mail::SystemMail {
         self.state.mail.clone()
@@ -136,6 +142,12 @@ impl App {
         let job_workers: Vec<_> = (0..self.state.job_worker.settings.workers)
             .map(|_| tokio::spawn(crate::job_worker::run(self.state.clone())))
             .collect();
+        let queue_runner = self
+            .state
+            .queue
+            .settings
+            .run_here
+            .then(|| tokio::spawn(crate::work_queue::run(self.state.clone())));
         let handle = Handle::new();
         let grace = self.shutdown_timeout;
         let signal_handle = handle.clone();
@@ -161,6 +173,9 @@ impl App {
         maintenance.abort();
         for worker in job_workers {
             worker.abort();
+        }
+        if let Some(runner) = queue_runner {
+            runner.abort();
         }
         self.database.close().await;
         served.context("serving HTTP")?;

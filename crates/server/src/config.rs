@@ -75,6 +75,8 @@ pub struct Config {
     pub verify: mailroom_verify::Settings,
     /// The bulk job workers: production's defaults (tests take smaller chunks and leases).
     pub jobs: crate::job_worker::Settings,
+    /// The work queue's runner: its lease and how often it looks for work.
+    pub queue: crate::work_queue::Settings,
 }
 
 #[derive(Clone, Debug)]
@@ -108,6 +110,7 @@ impl Config {
             redis_failure: crate::rate_limit::FailureMode::Closed,
             verify: mailroom_verify::Settings::default(),
             jobs: crate::job_worker::Settings::default(),
+            queue: crate::work_queue::Settings::default(),
         }
     }
 

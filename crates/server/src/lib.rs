@@ -22,6 +22,7 @@ mod state;
 pub mod telemetry;
 mod tls;
 mod verification;
+mod work_queue;
 
 pub use app::App;
 pub use config::Config;

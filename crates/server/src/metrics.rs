@@ -15,6 +15,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use mailroom_storage::queue::{JobKind, KindDepth};
+
 use crate::state::AppState;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -29,12 +31,27 @@ struct HttpLabels {
 
 type HistogramFamily = Family<HttpLabels, Histogram, fn() -> Histogram>;
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: &'static str,
+}
+
+/// The work queue by kind, as the database counted it at the scrape.
+struct QueueGauges {
+    queued: Family<KindLabels, Gauge>,
+    running: Family<KindLabels, Gauge>,
+    dead: Family<KindLabels, Gauge>,
+    attempts: Family<KindLabels, Gauge>,
+    oldest_due: Family<KindLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+}
+
 pub struct Metrics {
     registry: Registry,
     requests: Family<HttpLabels, Counter>,
     durations: HistogramFamily,
     in_flight: Gauge,
     pub csp_reports: Counter,
+    queue: QueueGauges,
 }
 
 impl Metrics {
@@ -66,12 +83,72 @@ impl Metrics {
             "Content-Security-Policy violation reports received from browsers",
             csp_reports.clone(),
         );
+        let queue = QueueGauges {
+            queued: Family::default(),
+            running: Family::default(),
+            dead: Family::default(),
+            attempts: Family::default(),
+            oldest_due: Family::default(),
+        };
+        let counts = [
+            (
+                "jobs_queued",
+                "Jobs of the work queue waiting to run, by kind",
+                &queue.queued,
+            ),
+            (
+                "jobs_running",
+                "Jobs of the work queue under a runner's lease, by kind",
+                &queue.running,
+            ),
+            (
+                "jobs_dead",
+                "Jobs of the work queue that failed their last attempt, by kind",
+                &queue.dead,
+            ),
+            (
+                "jobs_attempts",
+                "Attempts made by the jobs not yet finished, by kind",
+                &queue.attempts,
+            ),
+        ];
+        for (name, help, family) in counts {
+            registry.register(name, help, family.clone());
+        }
+        registry.register(
+            "jobs_oldest_due_seconds",
+            "How long the oldest due job has waited, by kind",
+            queue.oldest_due.clone(),
+        );
         Self {
             registry,
             requests,
             durations,
             in_flight,
             csp_reports,
+            queue,
+        }
+    }
+
+    /// The queue as the database counts it now; every kind has its series, zero or not.
+    pub fn record_queue(&self, depths: &[KindDepth]) {
+        for kind in JobKind::ALL {
+            let labels = KindLabels {
+                kind: kind.as_str(),
+            };
+            let depth = depths
+                .iter()
+                .find(|depth| depth.kind == kind.as_str())
+                .cloned()
+                .unwrap_or_default();
+            let queue = &self.queue;
+            queue.queued.get_or_create(&labels).set(depth.queued);
+            queue.running.get_or_create(&labels).set(depth.running);
+            queue.dead.get_or_create(&labels).set(depth.dead);
+            queue.attempts.get_or_create(&labels).set(depth.attempts);
+            #[allow(clippy::cast_precision_loss)] // milliseconds, far below 2^52
+            let oldest = depth.oldest_due_ms as f64 / 1000.0;
+            queue.oldest_due.get_or_create(&labels).set(oldest);
         }
     }
 

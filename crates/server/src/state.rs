@@ -50,6 +50,8 @@ pub struct Shared {
     /// The verification engine, with dedup, quota and log.
     pub verifications: crate::verification::Verifications,
     pub job_worker: crate::job_worker::JobWorker,
+    /// This node's runner of the work queue.
+    pub queue: crate::work_queue::Runner,
     pub auth_limiter: AuthLimiter,
     /// Per-key limits, in process or shared through Redis.
     pub limiter: Limiter,

@@ -269,6 +269,25 @@ both_backends! {
         app.stop().await;
     }
 
+    async fn metrics_show_the_work_queue_by_kind(db) {
+        // A node that only answers HTTP: the sign-up's code waits in the queue.
+        let app = TestApp::spawn_with(&db, |config| config.queue.run_here = false).await;
+        let signup = serde_json::json!({"email": "queued@example.test", "password": "correct horse battery staple"});
+        let answer = app.client.post(app.at("/v1/auth/signup")).json(&signup).send().await.unwrap();
+        assert!(answer.status().is_success(), "{}", answer.status());
+        let text = app.get("/metrics").await.text().await.unwrap();
+        for line in [
+            r#"mailroom_jobs_queued{kind="system_mail"} 1"#,
+            r#"mailroom_jobs_running{kind="system_mail"} 0"#,
+            r#"mailroom_jobs_dead{kind="system_mail"} 0"#,
+            r#"mailroom_jobs_attempts{kind="system_mail"} 0"#,
+            r#"mailroom_jobs_oldest_due_seconds{kind="system_mail"}"#,
+        ] {
+            assert!(text.contains(line), "{line}: {text}");
+        }
+        app.stop().await;
+    }
+
     async fn readiness_follows_the_database(db) {
         let app = TestApp::spawn(&db).await;
         let ready = app.get("/readyz").await;

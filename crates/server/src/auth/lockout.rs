@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use mailroom_core::EmailAddress;
 use mailroom_core::accounts::LOCKOUT_THRESHOLD;
 use mailroom_core::audit::{Action, AuditEvent, Outcome};
-use mailroom_mail::templates;
+use mailroom_mail::queued::MailMessage;
 use mailroom_storage::accounts::User;
 use mailroom_storage::lockout::{Lock, LoginGate};
 use time::OffsetDateTime;
@@ -17,8 +17,9 @@ use time::macros::format_description;
 
 use crate::audit::{self, AuditTrail};
 use crate::error::ApiError;
-use crate::routes::auth::{database, send_mail};
+use crate::routes::auth::database;
 use crate::state::AppState;
+use crate::work_queue::send_mail;
 
 /// Whose secret is checked: the address the failures count against, and its account when
 /// it has one.
@@ -147,7 +148,7 @@ async fn announce_lock(
     .await?;
     if let Some(user) = claimant.user {
         tracing::warn!(user_id = %user.id, %until, "account locked after failed sign-ins");
-        send_mail(state, &user.email, templates::account_locked(until));
+        send_mail(state, &user.email, MailMessage::AccountLocked { until }).await;
     } else {
         tracing::warn!(%until, "an address without an account locked after failed sign-ins");
     }

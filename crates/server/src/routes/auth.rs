@@ -15,13 +15,12 @@ use mailroom_core::accounts::{
 use mailroom_core::audit::{Action, AuditEvent, Outcome};
 use mailroom_core::password_policy::{self, CompositionRules};
 use mailroom_crypto::password::Verification;
-use mailroom_mail::templates;
+use mailroom_mail::queued::MailMessage;
 use mailroom_storage::accounts::{CodeAttempt, Device, NewDevice, User};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
-use tracing::Instrument;
 
 use crate::audit::{self, AuditTrail};
 use crate::auth::lockout::{Claimant, Verdict, gated};
@@ -32,6 +31,7 @@ use crate::error::ApiError;
 use crate::json::ApiJson;
 use crate::routes::me;
 use crate::state::AppState;
+use crate::work_queue::send_mail;
 use mailroom_storage::tokens::{NewRefreshToken, Rotation};
 use uuid::Uuid;
 
@@ -105,7 +105,7 @@ pub(crate) async fn sign_up(
             .await,
     )?;
     if issued {
-        send_code(state, &email, "verify your email address", &code);
+        send_code(state, &email, "verify your email address", &code).await;
     }
     Ok(())
 }
@@ -134,7 +134,7 @@ pub(crate) async fn resend(state: &AppState, email: &str) -> Result<(), ApiError
             .await,
     )?;
     if replaced {
-        send_code(state, &email, "verify your email address", &code);
+        send_code(state, &email, "verify your email address", &code).await;
     }
     Ok(())
 }
@@ -334,7 +334,7 @@ async fn open_session(
             .await,
     )?;
     if new_device {
-        mail_new_device(state, trail, user);
+        mail_new_device(state, trail, user).await;
     }
     tracing::info!(user_id = %user.id, "signed in");
     Ok(issued.token)
@@ -377,7 +377,7 @@ pub(crate) async fn forgot(state: &AppState, email: &str) -> Result<(), ApiError
             .await,
     )?;
     if issued && database(state.database.user_by_email(&email).await)?.is_some() {
-        send_code(state, &email, "reset your password", &code);
+        send_code(state, &email, "reset your password", &code).await;
     }
     Ok(())
 }
@@ -593,7 +593,7 @@ pub async fn token(
                     .await,
             )?;
             if new_device {
-                mail_new_device(&state, &trail, &user);
+                mail_new_device(&state, &trail, &user).await;
             }
             (user.id, first.id, first.access_jti, now, now, refresh_token)
         }
@@ -676,13 +676,12 @@ pub async fn token(
 /// A sign-in from a client IP and user agent never seen for this user: audited, and the
 /// owner told by email (SES-2).
 /// Tells the account's owner of a sign-in from a device it had not seen.
-fn mail_new_device(state: &AppState, trail: &AuditTrail, user: &User) {
-    let agent = trail.user_agent().unwrap_or("unknown");
-    send_mail(
-        state,
-        &user.email,
-        templates::new_sign_in(trail.ip(), agent),
-    );
+async fn mail_new_device(state: &AppState, trail: &AuditTrail, user: &User) {
+    let message = MailMessage::NewSignIn {
+        ip: trail.ip().to_owned(),
+        user_agent: trail.user_agent().unwrap_or("unknown").to_owned(),
+    };
+    send_mail(state, &user.email, message).await;
 }
 
 /// `POST /v1/auth/logout`: ends this session and clears the cookie.
@@ -816,35 +815,13 @@ async fn check_code(
     }
 }
 
-fn send_code(state: &AppState, email: &EmailAddress, purpose: &'static str, code: &str) {
-    let minutes = u32::try_from(CODE_TTL.as_secs() / 60).unwrap_or(u32::MAX);
-    send_mail(
-        state,
-        email.as_str(),
-        templates::verification_code(purpose, code, minutes),
-    );
-}
-
-/// Mails in the background: the response must not wait for (or be timed by) the relay. The
-/// message is composed first, so that mails stand in the order their requests made them.
-pub(crate) fn send_mail(state: &AppState, to: &str, message: templates::Rendered) {
-    let composed = to
-        .parse()
-        .map_err(|error| mailroom_mail::MailError::InvalidAddress(format!("{error}")))
-        .and_then(|address| state.mail.compose(&address, &message));
-    let mail = state.mail.clone();
-    tokio::spawn(
-        async move {
-            let result = match composed {
-                Ok(composed) => mail.deliver(composed).await,
-                Err(error) => Err(error),
-            };
-            if let Err(error) = result {
-                tracing::warn!(%error, "system mail could not be sent");
-            }
-        }
-        .instrument(tracing::Span::current()),
-    );
+async fn send_code(state: &AppState, email: &EmailAddress, purpose: &'static str, code: &str) {
+    let message = MailMessage::Code {
+        purpose: purpose.to_owned(),
+        code: code.to_owned(),
+        valid_minutes: u32::try_from(CODE_TTL.as_secs() / 60).unwrap_or(u32::MAX),
+    };
+    send_mail(state, email.as_str(), message).await;
 }
 
 /// AUTH-2's rules for a new password; the error names `new_password` (sign-up renames it).

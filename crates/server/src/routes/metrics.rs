@@ -24,6 +24,12 @@ pub async fn metrics(
     if !allowed || context.forwarded_by_untrusted_peer {
         return Err(ApiError::not_found());
     }
+    // The queue is counted at the scrape; a database that does not answer leaves the last
+    // counts, and the rest of the page still serves.
+    match state.database.job_depths().await {
+        Ok(depths) => state.metrics.record_queue(&depths),
+        Err(error) => tracing::warn!(%error, "the work queue could not be counted"),
+    }
     let body = state.metrics.render().map_err(ApiError::internal)?;
     // The same text parses as either format; say the one the scraper asked for.
     let wants_openmetrics = headers

@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use mailroom_core::audit::{Action, AuditEvent, Outcome};
 use mailroom_core::org::{self, INVITATION_TTL, OrgRole, Refusal};
 use mailroom_core::{EmailAddress, UserId};
-use mailroom_mail::templates;
+use mailroom_mail::queued::MailMessage;
 use mailroom_storage::teams::{Acceptance, Change, NewInvitation};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -22,8 +22,9 @@ use crate::auth::Principal;
 use crate::auth::session::{random_token, token_hash};
 use crate::error::ApiError;
 use crate::json::ApiJson;
-use crate::routes::auth::{database, send_mail};
+use crate::routes::auth::database;
 use crate::state::AppState;
+use crate::work_queue::send_mail;
 
 fn when(time: OffsetDateTime) -> String {
     time.format(&Rfc3339).unwrap_or_default()
@@ -318,11 +319,13 @@ pub(crate) async fn invite_of(
     let org_name = database(state.database.org_name(org_id).await)?;
     let link = format!("{}/invitations/accept?token={token}", state.public_origin);
     let days = u32::try_from(INVITATION_TTL.as_secs() / 86_400).unwrap_or(7);
-    send_mail(
-        state,
-        &invitation.email,
-        templates::invitation(&org_name, role.as_str(), &link, days),
-    );
+    let message = MailMessage::Invitation {
+        org_name,
+        role: role.as_str().to_owned(),
+        link,
+        valid_days: days,
+    };
+    send_mail(state, &invitation.email, message).await;
     Ok(invitation)
 }
 

@@ -18,6 +18,7 @@ pub struct TestApp {
     pub url: String,
     pub client: reqwest::Client,
     mail: mailroom_mail::SystemMail,
+    database: mailroom_storage::Database,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<anyhow::Result<()>>>,
 }
@@ -40,6 +41,7 @@ impl TestApp {
         let addr = app.local_addr();
         let url = app.public_url().as_str().trim_end_matches('/').to_owned();
         let mail = app.system_mail();
+        let database = app.database();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(app.run_until(async {
             let _ = stopped.await;
@@ -52,15 +54,26 @@ impl TestApp {
                 .build()
                 .unwrap(),
             mail,
+            database,
             stop: Some(stop),
             task: Some(task),
         }
     }
 
     /// Waits until the mail of every request answered so far is written: after it, a mail
-    /// that is not in the outbox was never sent.
+    /// that is not in the outbox was never sent. Mail goes through the work queue: it is
+    /// settled when no job waits or runs.
     pub async fn mail_settled(&self) {
-        self.mail.settled().await;
+        // Bounded generously: a busy machine may take a while, and only a stuck mail fails.
+        for _ in 0..1200 {
+            let depths = self.database.job_depths().await.unwrap();
+            if depths.iter().all(|kind| kind.queued + kind.running == 0) {
+                self.mail.settled().await;
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("system mail is still queued");
     }
 
     pub fn at(&self, path: &str) -> String {
