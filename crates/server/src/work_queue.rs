@@ -64,28 +64,27 @@ impl Runner {
 /// (tried again on failure). A mail that cannot be queued is logged, never the request's
 /// failure: the change that caused it stands.
 pub async fn send_mail(state: &AppState, to: &str, message: MailMessage) {
+    match state.database.enqueue(mail_job(to, message)).await {
+        Ok(_) => state.queue.wake(),
+        Err(error) => tracing::warn!(%error, "system mail could not be queued"),
+    }
+}
+
+/// A system mail as a job of the queue, ready to be prepared and queued inside the
+/// transaction of the change that causes it (the outbox pattern).
+pub fn mail_job(to: &str, message: MailMessage) -> NewJob {
     let mail = QueuedMail {
         to: to.to_owned(),
         message,
     };
-    let payload = match serde_json::to_vec(&mail) {
-        Ok(payload) => payload,
-        Err(error) => {
-            tracing::warn!(%error, "system mail could not be queued");
-            return;
-        }
-    };
-    let job = NewJob {
+    NewJob {
         id: JobId::generate(),
         org_id: None,
         kind: JobKind::SystemMail,
-        payload,
+        // Strings and numbers only: it always serializes.
+        payload: serde_json::to_vec(&mail).unwrap_or_default(),
         idempotency_key: None,
         delay: Duration::ZERO,
-    };
-    match state.database.enqueue(job).await {
-        Ok(_) => state.queue.wake(),
-        Err(error) => tracing::warn!(%error, "system mail could not be queued"),
     }
 }
 

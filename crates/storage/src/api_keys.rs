@@ -450,7 +450,7 @@ mod tests {
             invited_by: user.id,
             expires_at: now + time::Duration::days(1),
         };
-        db.create_invitation(user.org_id, &invitation, &event(user.org_id), now)
+        db.create_invitation(user.org_id, &invitation, None, &event(user.org_id), now)
             .await
             .unwrap();
         let charge = Charge {

@@ -759,6 +759,33 @@ mod tests {
         }
     }
 
+    both_backends! {
+        async fn an_invitations_mail_is_queued_with_it_or_not_at_all(test_db) {
+            use crate::teams::NewInvitation;
+            use mailroom_core::org::OrgRole;
+            let db = unlocked(&test_db).await;
+            let now = OffsetDateTime::now_utc();
+            let inviter = crate::test_support::account(&db, "inviter@example.test", now).await;
+            let event = crate::test_support::event(inviter.org_id, mailroom_core::audit::Action::InvitationCreated);
+            let invitation = NewInvitation {
+                id: Uuid::now_v7(),
+                email: "guest@example.test".into(),
+                role: OrgRole::Member,
+                token_hash: vec![7; 32],
+                invited_by: inviter.id,
+                expires_at: now + time::Duration::days(1),
+            };
+            let first = db.prepare_job(mail("the link")).await.unwrap();
+            db.create_invitation(inviter.org_id, &invitation, Some(&first), &event, now).await.unwrap();
+            let queued = claim(&db, "node", LEASE).await.unwrap();
+            assert_eq!(queued.payload, b"the link");
+            // The same invitation again fails whole: no second mail.
+            let again = db.prepare_job(mail("the link, twice")).await.unwrap();
+            assert!(db.create_invitation(inviter.org_id, &invitation, Some(&again), &event, now).await.is_err());
+            assert!(claim(&db, "node", LEASE).await.is_none());
+        }
+    }
+
     #[test]
     fn backoff_doubles_up_to_its_cap_spread_by_half() {
         let policy = JobKind::SystemMail.retry_policy();

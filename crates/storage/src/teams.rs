@@ -12,6 +12,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::accounts::{PERSONAL_ORG_NAME, from_ms, ms};
+use crate::queue::PreparedJob;
 use crate::tx::{Inner, Tenancy};
 use crate::{Database, StorageError, Tx, on_backend};
 
@@ -295,6 +296,7 @@ impl Database {
         &self,
         org_id: OrgId,
         invitation: &NewInvitation,
+        mail: Option<&PreparedJob>,
         event: &AuditEvent,
         now: OffsetDateTime,
     ) -> Result<(), StorageError> {
@@ -306,8 +308,9 @@ impl Database {
             invitation.invited_by,
             invitation.expires_at,
         );
+        let mail = mail.cloned();
         self.audited_change(event, now, move |tx| {
-            let (email, token_hash) = (email.clone(), token_hash.clone());
+            let (email, token_hash, mail) = (email.clone(), token_hash.clone(), mail.clone());
             async move {
                 on_backend!(&mut tx.0, Inner, tx => {
                     sqlx::query(
@@ -325,6 +328,10 @@ impl Database {
                     .execute(&mut **tx)
                     .await?;
                 });
+                // Queued with the invitation, or not at all (the outbox pattern).
+                if let Some(mail) = &mail {
+                    crate::queue::enqueue_in(tx, mail).await?;
+                }
                 Ok(Change::Done)
             }
             .boxed()

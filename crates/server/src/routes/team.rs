@@ -24,7 +24,7 @@ use crate::error::ApiError;
 use crate::json::ApiJson;
 use crate::routes::auth::database;
 use crate::state::AppState;
-use crate::work_queue::send_mail;
+use crate::work_queue::mail_job;
 
 fn when(time: OffsetDateTime) -> String {
     time.format(&Rfc3339).unwrap_or_default()
@@ -310,12 +310,6 @@ pub(crate) async fn invite_of(
         subject: Some(invitation.email.clone()),
         ..trail.by_user(&principal.user, Action::InvitationCreated, Outcome::Success)
     };
-    database(
-        state
-            .database
-            .create_invitation(org_id, &invitation, &event, now)
-            .await,
-    )?;
     let org_name = database(state.database.org_name(org_id).await)?;
     let link = format!("{}/invitations/accept?token={token}", state.public_origin);
     let days = u32::try_from(INVITATION_TTL.as_secs() / 86_400).unwrap_or(7);
@@ -325,7 +319,20 @@ pub(crate) async fn invite_of(
         link,
         valid_days: days,
     };
-    send_mail(state, &invitation.email, message).await;
+    // Sealed first (it holds the token), then queued with the invitation itself.
+    let mail = database(
+        state
+            .database
+            .prepare_job(mail_job(&invitation.email, message))
+            .await,
+    )?;
+    database(
+        state
+            .database
+            .create_invitation(org_id, &invitation, Some(&mail), &event, now)
+            .await,
+    )?;
+    state.queue.wake();
     Ok(invitation)
 }
 
