@@ -2,8 +2,8 @@
 //! safe to run concurrently): the audit retention purge (AUD-2: not optional, not per
 //! tenant) and the verification log's, the rows of failed and cancelled jobs after 7 days,
 //! data-key rotation and re-encryption (ENC-3), expired sign-in challenges and trusted
-//! devices, the failed-sign-in counters of addresses quiet for 30 days, and trimming the rate
-//! limiter.
+//! devices, the failed-sign-in counters of addresses quiet for 30 days, the work queue's
+//! finished jobs (a day; dead ones 30 days), and trimming the rate limiter.
 
 use std::time::Duration;
 
@@ -15,6 +15,10 @@ use time::OffsetDateTime;
 use crate::rate_limit::auth::AuthLimiter;
 
 const INTERVAL: Duration = Duration::from_secs(60 * 60);
+/// How long a queued job is kept once done or cancelled (for `mailroom jobs list`), and once
+/// dead (for an operator to look into, or retry).
+const FINISHED_JOBS_KEPT: Duration = Duration::from_secs(24 * 60 * 60);
+const DEAD_JOBS_KEPT: Duration = Duration::from_secs(30 * 24 * 60 * 60);
 /// How long the uploaded rows of a job that failed or was cancelled are kept: long enough to
 /// download what was checked, not the 90 days a finished job's results are.
 const ENDED_JOB_ROWS_KEPT: Duration = Duration::from_secs(7 * 24 * 60 * 60);
@@ -48,6 +52,14 @@ pub async fn run_periodically(database: Database, limiter: AuthLimiter) {
             Ok(0) => {}
             Ok(purged) => tracing::info!(purged, "purged the rows of failed and cancelled jobs"),
             Err(error) => tracing::warn!(%error, "purging ended jobs' rows failed; retrying later"),
+        }
+        match database
+            .purge_finished_jobs(FINISHED_JOBS_KEPT, DEAD_JOBS_KEPT)
+            .await
+        {
+            Ok(0) => {}
+            Ok(purged) => tracing::info!(purged, "purged finished jobs of the work queue"),
+            Err(error) => tracing::warn!(%error, "purging the work queue failed; retrying later"),
         }
         match database
             .purge_login_failures(now - QUIET_COUNTERS_KEPT, now)

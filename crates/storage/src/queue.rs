@@ -518,6 +518,38 @@ impl Database {
         .await
     }
 
+    /// Deletes the jobs done or cancelled more than `finished_for` ago, and the dead ones
+    /// more than `dead_for` ago, by the database's clock; returns how many. A done job's
+    /// payload is of no use to anyone, and may have held a code.
+    pub async fn purge_finished_jobs(
+        &self,
+        finished_for: Duration,
+        dead_for: Duration,
+    ) -> Result<u64, StorageError> {
+        let upkeep = self.upkeep()?;
+        let now = now_sql(self.backend());
+        let sql = format!(
+            "DELETE FROM jobs WHERE (status IN ('done', 'cancelled') AND finished_at <= {now} - $1) \
+             OR (status = 'dead' AND finished_at <= {now} - $2)"
+        );
+        self.serializable(|tx| {
+            let (upkeep, sql) = (upkeep.clone(), sql.clone());
+            async move {
+                tx.act_for(&Tenancy::JobQueue(upkeep)).await?;
+                Ok(on_backend!(&mut tx.0, Inner, tx => {
+                    sqlx::query(&sql)
+                        .bind(millis(finished_for))
+                        .bind(millis(dead_for))
+                        .execute(&mut **tx)
+                        .await?
+                        .rows_affected()
+                }))
+            }
+            .boxed()
+        })
+        .await
+    }
+
     /// The queue's depth by kind: what `/metrics` shows.
     pub async fn job_depths(&self) -> Result<Vec<KindDepth>, StorageError> {
         let upkeep = self.upkeep()?;
@@ -711,6 +743,11 @@ mod tests {
             assert!(claim(&db, "node", LEASE).await.is_none(), "not due for an hour");
             assert!(db.cancel_job_by_id(job.id).await.unwrap());
             assert!(!db.cancel_job_by_id(job.id).await.unwrap());
+            // Finished jobs are kept a while, then go.
+            let day = Duration::from_secs(86_400);
+            assert_eq!(db.purge_finished_jobs(day, day).await.unwrap(), 0);
+            assert_eq!(db.purge_finished_jobs(Duration::ZERO, day).await.unwrap(), 1, "the cancelled one");
+            assert_eq!(db.list_jobs(JobFilter { limit: 10, ..JobFilter::default() }).await.unwrap().len(), 0);
         }
 
         async fn one_idempotency_key_makes_one_job_per_organization(test_db) {
