@@ -11,6 +11,7 @@ use mailroom_core::{EmailAddress, OrgId, SessionId, UserId};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::queue::PreparedJob;
 use crate::tx::{Inner, Tenancy};
 use crate::{Database, Pool, StorageError, on_backend};
 
@@ -207,30 +208,35 @@ impl Database {
 
     /// Records a sign-up waiting for its code, and the code ([`issue_code`]'s rules), and
     /// appends `event` in the same transaction. A sign-up repeated while the old code lives
-    /// keeps the first password. Whether a code was issued (and should be mailed).
+    /// keeps the first password. Whether a code was issued; if so, `mail` (the code's) is
+    /// queued in the same transaction.
+    #[allow(clippy::too_many_arguments)] // one operation's inputs, each its own
     pub async fn save_signup(
         &self,
         email: &EmailAddress,
         password_hash: &str,
         code_hash: &[u8],
         expires_at: OffsetDateTime,
+        mail: Option<&PreparedJob>,
         event: &AuditEvent,
         now: OffsetDateTime,
     ) -> Result<bool, StorageError> {
         let key = self.audit_key()?;
         // The work may run more than once and owns what it uses (see `serializable`).
-        let (email, password_hash, code_hash) = (
+        let (email, password_hash, code_hash, mail) = (
             email.as_str().to_owned(),
             password_hash.to_owned(),
             code_hash.to_owned(),
+            mail.cloned(),
         );
         self.serializable(|tx| {
-            let (email, password_hash, code_hash, key, event) = (
+            let (email, password_hash, code_hash, key, event, mail) = (
                 email.clone(),
                 password_hash.clone(),
                 code_hash.clone(),
                 key.clone(),
                 event.clone(),
+                mail.clone(),
             );
             async move {
                 tx.act_for(&Tenancy::Email(email.clone())).await?;
@@ -254,6 +260,9 @@ impl Database {
                 let issued =
                     issue_code(tx, CodePurpose::Signup, &email, &code_hash, expires_at, true, now)
                         .await?;
+                if issued && let Some(mail) = &mail {
+                    crate::queue::enqueue_in(tx, mail).await?;
+                }
                 crate::audit::append(tx, &key, &event, now).await?;
                 Ok(issued)
             }
@@ -263,33 +272,52 @@ impl Database {
     }
 
     /// Records a code for `email` (a password reset) by [`issue_code`]'s rules; whether one
-    /// was issued.
+    /// was issued; if so, `mail` is queued in the same transaction.
     pub async fn save_code(
         &self,
         purpose: CodePurpose,
         email: &EmailAddress,
         code_hash: &[u8],
         expires_at: OffsetDateTime,
+        mail: Option<&PreparedJob>,
         now: OffsetDateTime,
     ) -> Result<bool, StorageError> {
-        self.issue_code(purpose, email, code_hash, expires_at, true, now)
-            .await
+        let code = IssuedCode {
+            purpose,
+            code_hash,
+            expires_at,
+            insert: true,
+        };
+        self.issue_code(email, code, mail, now).await
     }
 
     async fn issue_code(
         &self,
-        purpose: CodePurpose,
         email: &EmailAddress,
-        code_hash: &[u8],
-        expires_at: OffsetDateTime,
-        insert: bool,
+        code: IssuedCode<'_>,
+        mail: Option<&PreparedJob>,
         now: OffsetDateTime,
     ) -> Result<bool, StorageError> {
-        let (email, code_hash) = (email.as_str().to_owned(), code_hash.to_owned());
+        let (email, code_hash, mail) = (
+            email.as_str().to_owned(),
+            code.code_hash.to_owned(),
+            mail.cloned(),
+        );
+        let IssuedCode {
+            purpose,
+            expires_at,
+            insert,
+            ..
+        } = code;
         self.serializable(|tx| {
-            let (email, code_hash) = (email.clone(), code_hash.clone());
+            let (email, code_hash, mail) = (email.clone(), code_hash.clone(), mail.clone());
             async move {
-                issue_code(tx, purpose, &email, &code_hash, expires_at, insert, now).await
+                let issued =
+                    issue_code(tx, purpose, &email, &code_hash, expires_at, insert, now).await?;
+                if issued && let Some(mail) = &mail {
+                    crate::queue::enqueue_in(tx, mail).await?;
+                }
+                Ok(issued)
             }
             .boxed()
         })
@@ -532,17 +560,24 @@ impl Database {
     }
 
     /// A new code for a sign-up that waits for one, by [`issue_code`]'s rules; whether one was
-    /// issued (none without a waiting sign-up).
+    /// issued (none without a waiting sign-up); if so, `mail` is queued in the same
+    /// transaction.
     pub async fn replace_code(
         &self,
         purpose: CodePurpose,
         email: &EmailAddress,
         code_hash: &[u8],
         expires_at: OffsetDateTime,
+        mail: Option<&PreparedJob>,
         now: OffsetDateTime,
     ) -> Result<bool, StorageError> {
-        self.issue_code(purpose, email, code_hash, expires_at, false, now)
-            .await
+        let code = IssuedCode {
+            purpose,
+            code_hash,
+            expires_at,
+            insert: false,
+        };
+        self.issue_code(email, code, mail, now).await
     }
 
     /// Counts one guess against the live code, atomically: however many guesses race, no
@@ -973,6 +1008,15 @@ impl Database {
 /// guesses); an expired or spent one is followed by a fresh code with a fresh budget — unless
 /// [`CODES_PER_HOUR`] codes went to the address within the hour. `insert` says whether to
 /// start a code where there is none. Whether a code was issued (and should be mailed).
+/// A code to record: what for, its hash, until when, and whether it may start a row of its
+/// own (a reset) or only replace the code of a waiting sign-up.
+struct IssuedCode<'a> {
+    purpose: CodePurpose,
+    code_hash: &'a [u8],
+    expires_at: OffsetDateTime,
+    insert: bool,
+}
+
 async fn issue_code(
     tx: &mut crate::Tx,
     purpose: CodePurpose,

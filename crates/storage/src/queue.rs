@@ -823,6 +823,26 @@ mod tests {
         }
     }
 
+    both_backends! {
+        async fn a_codes_mail_is_queued_only_with_a_code_issued(test_db) {
+            use mailroom_core::accounts::CodePurpose;
+            let db = unlocked(&test_db).await;
+            let now = OffsetDateTime::now_utc();
+            let address = mailroom_core::EmailAddress::parse("reset@example.test").unwrap();
+            let mut issued = 0;
+            // Five codes an hour an address: the sixth is not issued, and not mailed.
+            for n in 0..6 {
+                let mail = db.prepare_job(mail(&format!("code {n}"))).await.unwrap();
+                let expires = now + time::Duration::minutes(15);
+                let code = [n; 32];
+                issued += usize::from(db.save_code(CodePurpose::PasswordReset, &address, &code, expires, Some(&mail), now).await.unwrap());
+            }
+            assert_eq!(issued, 5);
+            let queued = db.list_jobs(JobFilter { limit: 10, ..JobFilter::default() }).await.unwrap();
+            assert_eq!(queued.len(), 5);
+        }
+    }
+
     #[test]
     fn backoff_doubles_up_to_its_cap_spread_by_half() {
         let policy = JobKind::SystemMail.retry_policy();

@@ -254,6 +254,7 @@ async fn the_app_role_sees_nothing_without_a_setting_and_one_user_as_that_user()
             &address,
             name.as_bytes(),
             now + time::Duration::minutes(5),
+            None,
             now,
         )
         .await

@@ -31,7 +31,8 @@ use crate::error::ApiError;
 use crate::json::ApiJson;
 use crate::routes::me;
 use crate::state::AppState;
-use crate::work_queue::send_mail;
+use crate::work_queue::{mail_job, send_mail};
+use mailroom_storage::queue::PreparedJob;
 use mailroom_storage::tokens::{NewRefreshToken, Rotation};
 use uuid::Uuid;
 
@@ -91,6 +92,7 @@ pub(crate) async fn sign_up(
     }
     let code = codes::generate();
     let code_hash = codes::hash(&state.code_key, CodePurpose::Signup, &email, &code);
+    let mail = code_mail(state, &email, "verify your email address", &code).await?;
     let issued = database(
         state
             .database
@@ -99,13 +101,14 @@ pub(crate) async fn sign_up(
                 password_hash.as_str(),
                 &code_hash,
                 now + CODE_TTL,
+                Some(&mail),
                 &event,
                 now,
             )
             .await,
     )?;
     if issued {
-        send_code(state, &email, "verify your email address", &code).await;
+        state.queue.wake();
     }
     Ok(())
 }
@@ -127,14 +130,23 @@ pub(crate) async fn resend(state: &AppState, email: &str) -> Result<(), ApiError
     let now = OffsetDateTime::now_utc();
     let code = codes::generate();
     let code_hash = codes::hash(&state.code_key, CodePurpose::Signup, &email, &code);
+    let mail = code_mail(state, &email, "verify your email address", &code).await?;
+    let expires_at = now + CODE_TTL;
     let replaced = database(
         state
             .database
-            .replace_code(CodePurpose::Signup, &email, &code_hash, now + CODE_TTL, now)
+            .replace_code(
+                CodePurpose::Signup,
+                &email,
+                &code_hash,
+                expires_at,
+                Some(&mail),
+                now,
+            )
             .await,
     )?;
     if replaced {
-        send_code(state, &email, "verify your email address", &code).await;
+        state.queue.wake();
     }
     Ok(())
 }
@@ -364,6 +376,12 @@ pub(crate) async fn forgot(state: &AppState, email: &str) -> Result<(), ApiError
     let now = OffsetDateTime::now_utc();
     let code = codes::generate();
     let code_hash = codes::hash(&state.code_key, CodePurpose::PasswordReset, &email, &code);
+    // A code is recorded whether or not the address has an account (the answer and its
+    // timing must not tell); only an account's owner is mailed.
+    let mail = match database(state.database.user_by_email(&email).await)? {
+        Some(_) => Some(code_mail(state, &email, "reset your password", &code).await?),
+        None => None,
+    };
     let issued = database(
         state
             .database
@@ -372,12 +390,13 @@ pub(crate) async fn forgot(state: &AppState, email: &str) -> Result<(), ApiError
                 &email,
                 &code_hash,
                 now + CODE_TTL,
+                mail.as_ref(),
                 now,
             )
             .await,
     )?;
-    if issued && database(state.database.user_by_email(&email).await)?.is_some() {
-        send_code(state, &email, "reset your password", &code).await;
+    if issued && mail.is_some() {
+        state.queue.wake();
     }
     Ok(())
 }
@@ -815,13 +834,25 @@ async fn check_code(
     }
 }
 
-async fn send_code(state: &AppState, email: &EmailAddress, purpose: &'static str, code: &str) {
+/// The mail of a code, sealed and ready to be queued with the code itself (the outbox
+/// pattern).
+async fn code_mail(
+    state: &AppState,
+    email: &EmailAddress,
+    purpose: &'static str,
+    code: &str,
+) -> Result<PreparedJob, ApiError> {
     let message = MailMessage::Code {
         purpose: purpose.to_owned(),
         code: code.to_owned(),
         valid_minutes: u32::try_from(CODE_TTL.as_secs() / 60).unwrap_or(u32::MAX),
     };
-    send_mail(state, email.as_str(), message).await;
+    database(
+        state
+            .database
+            .prepare_job(mail_job(email.as_str(), message))
+            .await,
+    )
 }
 
 /// AUTH-2's rules for a new password; the error names `new_password` (sign-up renames it).
