@@ -66,8 +66,11 @@ pub struct Answer {
 /// One address of a request on its way to an answer.
 struct Ask {
     email: String,
-    /// The normalized address, or the input when it does not parse: what dedup keys on.
+    /// The canonical address, or the input when it does not parse: what dedup keys on.
     address: String,
+    /// The address as asked, normalized: an answer given for another spelling of the same
+    /// mailbox still says this one.
+    normalized: Option<String>,
 }
 
 /// A request's addresses, and what each check is charged under.
@@ -302,9 +305,17 @@ fn asked(
 ) -> Asked {
     let asks: Vec<Ask> = emails
         .iter()
-        .map(|email| Ask {
-            email: email.clone(),
-            address: engine.canonical(email).unwrap_or_else(|| email.clone()),
+        .map(|email| match syntax::parse(email) {
+            Ok(address) => Ask {
+                email: email.clone(),
+                address: engine.canonical(&address),
+                normalized: Some(address.normalized()),
+            },
+            Err(_) => Ask {
+                email: email.clone(),
+                address: email.clone(),
+                normalized: None,
+            },
         })
         .collect();
     let mut addresses: Vec<(String, String)> = asks
@@ -383,7 +394,7 @@ fn assemble(
             {
                 let answer = Verification {
                     email: ask.email.clone(),
-                    normalized: normalized(&ask.email),
+                    normalized: ask.normalized.clone(),
                     cached: true,
                     ..result
                 };
@@ -392,7 +403,7 @@ fn assemble(
             let result = results.get(&ask.address)?;
             let answer = Verification {
                 email: ask.email.clone(),
-                normalized: normalized(&ask.email),
+                normalized: ask.normalized.clone(),
                 // Charged by another request: this one is a repeat of it.
                 cached: !decided.fresh.get(&ask.address).copied().unwrap_or(false),
                 ..result.clone()
@@ -400,13 +411,6 @@ fn assemble(
             Some((answer, false))
         })
         .collect()
-}
-
-/// An answer given for another spelling of the same mailbox is still about the address asked.
-fn normalized(email: &str) -> Option<String> {
-    syntax::parse(email)
-        .ok()
-        .map(|address| address.normalized())
 }
 
 /// The log's line for a result. Only an answer from the log is logged as cached: a result the

@@ -395,12 +395,9 @@ impl Verifier {
         })
     }
 
-    /// The one spelling of the mailbox `email` reaches (see [`Providers::canonical`]), when
-    /// it is an address.
-    pub fn canonical(&self, email: &str) -> Option<String> {
-        syntax::parse(email)
-            .ok()
-            .map(|address| self.providers.canonical(&address))
+    /// The one spelling of the mailbox `address` reaches (see [`Providers::canonical`]).
+    pub fn canonical(&self, address: &Address) -> String {
+        self.providers.canonical(address)
     }
 
     pub async fn verify(&self, email: &str, options: Options) -> Verification {
