@@ -138,9 +138,16 @@ impl Metrics {
             };
             let depth = depths
                 .iter()
-                .find(|depth| depth.kind == kind.as_str())
+                .find(|depth| depth.kind == kind)
                 .cloned()
-                .unwrap_or_default();
+                .unwrap_or(KindDepth {
+                    kind,
+                    queued: 0,
+                    running: 0,
+                    dead: 0,
+                    attempts: 0,
+                    oldest_due_ms: 0,
+                });
             let queue = &self.queue;
             queue.queued.get_or_create(&labels).set(depth.queued);
             queue.running.get_or_create(&labels).set(depth.running);

@@ -166,9 +166,9 @@ pub struct JobSummary {
 }
 
 /// The queue by kind, for `/metrics`.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KindDepth {
-    pub kind: String,
+    pub kind: JobKind,
     pub queued: i64,
     pub running: i64,
     pub dead: i64,
@@ -275,14 +275,13 @@ impl Database {
         kinds: &[JobKind],
         lease: Duration,
     ) -> Result<Option<ClaimedJob>, StorageError> {
-        let upkeep = self.upkeep()?;
+        let runner = Tenancy::JobQueue(self.upkeep()?);
         let holder = holder.to_owned();
         let kinds: Vec<&'static str> = kinds.iter().map(|kind| kind.as_str()).collect();
         let claimed = self
-            .serializable(|tx| {
-                let (upkeep, holder, kinds) = (upkeep.clone(), holder.clone(), kinds.clone());
+            .serializable_for(&runner, |tx| {
+                let (holder, kinds) = (holder.clone(), kinds.clone());
                 async move {
-                    tx.act_for(&Tenancy::JobQueue(upkeep)).await?;
                     let now = now_sql(tx.backend());
                     let lock = match &tx.0 {
                         Inner::Postgres(_) => " FOR UPDATE SKIP LOCKED",
@@ -385,7 +384,7 @@ impl Database {
         job: &ClaimedJob,
         update: Held<'_>,
     ) -> Result<bool, StorageError> {
-        let upkeep = self.upkeep()?;
+        let runner = Tenancy::JobQueue(self.upkeep()?);
         let now = now_sql(self.backend());
         // $1..$3 fence the update to this runner's claim of this attempt (`HELD`).
         let (sql, value, error) = match update {
@@ -422,11 +421,9 @@ impl Database {
             ),
         };
         let (id, holder, attempt) = (job.id.as_uuid(), job.lease_holder.clone(), job.attempt);
-        self.serializable(|tx| {
-            let (upkeep, sql, holder, error) =
-                (upkeep.clone(), sql.clone(), holder.clone(), error.clone());
+        self.serializable_for(&runner, |tx| {
+            let (sql, holder, error) = (sql.clone(), holder.clone(), error.clone());
             async move {
-                tx.act_for(&Tenancy::JobQueue(upkeep)).await?;
                 let done = on_backend!(&mut tx.0, Inner, tx => {
                     let mut query = sqlx::query(&sql)
                         .bind(id)
@@ -502,12 +499,11 @@ impl Database {
         id: JobId,
         sql: impl Fn(&'static str) -> String,
     ) -> Result<bool, StorageError> {
-        let upkeep = self.upkeep()?;
+        let runner = Tenancy::JobQueue(self.upkeep()?);
         let sql = sql(now_sql(self.backend()));
-        self.serializable(|tx| {
-            let (upkeep, sql) = (upkeep.clone(), sql.clone());
+        self.serializable_for(&runner, |tx| {
+            let sql = sql.clone();
             async move {
-                tx.act_for(&Tenancy::JobQueue(upkeep)).await?;
                 let changed = on_backend!(&mut tx.0, Inner, tx => {
                     sqlx::query(&sql).bind(id.as_uuid()).execute(&mut **tx).await?.rows_affected()
                 });
@@ -526,16 +522,15 @@ impl Database {
         finished_for: Duration,
         dead_for: Duration,
     ) -> Result<u64, StorageError> {
-        let upkeep = self.upkeep()?;
+        let runner = Tenancy::JobQueue(self.upkeep()?);
         let now = now_sql(self.backend());
         let sql = format!(
             "DELETE FROM jobs WHERE (status IN ('done', 'cancelled') AND finished_at <= {now} - $1) \
              OR (status = 'dead' AND finished_at <= {now} - $2)"
         );
-        self.serializable(|tx| {
-            let (upkeep, sql) = (upkeep.clone(), sql.clone());
+        self.serializable_for(&runner, |tx| {
+            let sql = sql.clone();
             async move {
-                tx.act_for(&Tenancy::JobQueue(upkeep)).await?;
                 Ok(on_backend!(&mut tx.0, Inner, tx => {
                     sqlx::query(&sql)
                         .bind(millis(finished_for))
@@ -573,18 +568,19 @@ impl Database {
                 .boxed()
             })
             .await?;
+        // Kinds this build does not know (a newer node's) are not its to count.
         Ok(rows
             .into_iter()
-            .map(
-                |(kind, queued, running, dead, attempts, oldest)| KindDepth {
-                    kind,
+            .filter_map(|(kind, queued, running, dead, attempts, oldest)| {
+                Some(KindDepth {
+                    kind: JobKind::parse(&kind)?,
                     queued,
                     running,
                     dead,
                     attempts,
                     oldest_due_ms: oldest.unwrap_or(0),
-                },
-            )
+                })
+            })
             .collect())
     }
 }

@@ -81,10 +81,37 @@ impl Database {
         outcome
     }
 
+    /// [`Database::serializable`], acting for `tenancy` in each try before `work`.
+    pub(crate) async fn serializable_for<T, F>(
+        &self,
+        tenancy: &Tenancy,
+        work: F,
+    ) -> Result<T, StorageError>
+    where
+        F: for<'t> FnMut(&'t mut Tx) -> BoxFuture<'t, Result<T, StorageError>>,
+    {
+        let outcome = self.retrying(Some(tenancy), work).await;
+        if let Some(cache) = &self.key_cache {
+            cache.wrote();
+        }
+        outcome
+    }
+
     /// [`Database::serializable`] for writes that change nothing an API key lookup reads (the
     /// group commit's claims and log lines), which so leave the key cache as it is.
     pub(crate) async fn serializable_keeping_key_cache<T, F>(
         &self,
+        work: F,
+    ) -> Result<T, StorageError>
+    where
+        F: for<'t> FnMut(&'t mut Tx) -> BoxFuture<'t, Result<T, StorageError>>,
+    {
+        self.retrying(None, work).await
+    }
+
+    async fn retrying<T, F>(
+        &self,
+        tenancy: Option<&Tenancy>,
         mut work: F,
     ) -> Result<T, StorageError>
     where
@@ -92,7 +119,7 @@ impl Database {
     {
         let mut retries = Retries::default();
         loop {
-            match self.attempt(&mut work).await {
+            match self.attempt(tenancy, &mut work).await {
                 Err(error) => retries.after(error).await?,
                 done => return done,
             }
@@ -100,13 +127,25 @@ impl Database {
     }
 
     /// One try: begin (itself able to conflict, as SQLite's `BEGIN IMMEDIATE` can be busy),
-    /// run the work, commit, or roll back on the work's error.
-    async fn attempt<T, F>(&self, work: &mut F) -> Result<T, StorageError>
+    /// act for `tenancy`, run the work, commit, or roll back on an error.
+    async fn attempt<T, F>(
+        &self,
+        tenancy: Option<&Tenancy>,
+        work: &mut F,
+    ) -> Result<T, StorageError>
     where
         F: for<'t> FnMut(&'t mut Tx) -> BoxFuture<'t, Result<T, StorageError>>,
     {
         let mut tx = self.begin_serializable().await?;
-        match work(&mut tx).await {
+        let acting = match tenancy {
+            Some(tenancy) => tx.act_for(tenancy).await,
+            None => Ok(()),
+        };
+        let done = match acting {
+            Ok(()) => work(&mut tx).await,
+            Err(error) => Err(error),
+        };
+        match done {
             Ok(value) => tx.commit().await.map(|()| value),
             Err(error) => {
                 tx.rollback().await;
