@@ -524,7 +524,6 @@ mod tests {
 
         async fn migrations_apply_twice_and_ping_answers(test_db) {
             let db = crate::test_support::connect(&test_db).await;
-            // The test kit links its own build of this crate: compare by name.
             assert_eq!(db.backend().name(), test_db.backend().name());
             db.migrate().await.unwrap();
             db.migrate().await.unwrap();

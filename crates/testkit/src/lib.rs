@@ -7,6 +7,7 @@ mod peer_process;
 mod probe;
 mod smtp;
 mod socks;
+mod template;
 
 use std::time::Duration;
 
@@ -17,10 +18,27 @@ use tempfile::TempDir;
 const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
 pub use dns::{DnsServer, Rr};
-pub use mailroom_storage::Backend;
 pub use probe::{ProbePeer, ProbeStats};
 pub use smtp::{Delivered, SmtpOptions, SmtpServer};
 pub use socks::{SocksPeer, SocksStats};
+
+/// The two databases mailroom runs on. The kit's own, so that it links no build of the storage
+/// crate: storage's unit tests then build storage once, not twice.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    /// The name the app gives the backend (in `/health`, say).
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+}
 
 /// A database that exists for one test and is removed after it.
 pub struct TestDatabase {
@@ -79,29 +97,28 @@ impl TestDatabase {
         // take bind parameters.
         let owner = plain_owner.then(|| format!("{name}_owner"));
         let create = match &owner {
+            // An owner of the test's own migrates from nothing, as a careful operator's would:
+            // a copy of the template would leave its objects the superuser's.
             Some(owner) => {
-                if let Err(error) = admin
-                    .execute(
-                        format!("CREATE ROLE {owner} LOGIN CREATEROLE PASSWORD 'test'").as_str(),
-                    )
-                    .await
-                {
-                    panic!("creating test role {owner}: {error}");
-                }
+                run_ddl(
+                    &mut admin,
+                    &format!("CREATE ROLE {owner} LOGIN CREATEROLE PASSWORD 'test'"),
+                )
+                .await;
                 format!("CREATE DATABASE {name} OWNER {owner}")
             }
-            None => format!("CREATE DATABASE {name}"),
+            None => {
+                let template = template::migrated(&admin_url).await;
+                format!("CREATE DATABASE {name} TEMPLATE {template}")
+            }
         };
-        if let Err(error) = admin.execute(create.as_str()).await {
-            panic!("creating test database {name}: {error}");
-        }
+        run_ddl(&mut admin, &create).await;
         let app_role = format!("{name}_app");
-        if let Err(error) = admin
-            .execute(format!("CREATE ROLE {app_role} LOGIN PASSWORD 'test'").as_str())
-            .await
-        {
-            panic!("creating test role {app_role}: {error}");
-        }
+        run_ddl(
+            &mut admin,
+            &format!("CREATE ROLE {app_role} LOGIN PASSWORD 'test'"),
+        )
+        .await;
         let _ = admin.close().await;
         let mut url = match url::Url::parse(&admin_url) {
             Ok(url) => url,
@@ -321,14 +338,21 @@ impl Drop for TestDatabase {
                 if let Ok(mut admin) = PgConnection::connect(&pg.admin_url).await {
                     let statement = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", pg.name);
                     let _ = admin.execute(statement.as_str()).await;
-                    // Roles are the cluster's: the test's, and the one the app made.
-                    let provisioned = mailroom_storage::roles::AppLogin::default_role(&pg.name);
-                    let roles = [
-                        Some(format!("{}_app", pg.name)),
-                        Some(provisioned),
-                        pg.owner,
-                    ];
-                    for role in roles.into_iter().flatten() {
+                    // Roles are the cluster's: the test's, and the one the app made, which it
+                    // marks with the database's name.
+                    let made_by_the_app: Vec<String> = sqlx::query_scalar(
+                        "SELECT rolname::text FROM pg_roles \
+                         WHERE shobj_description(oid, 'pg_authid') = $1",
+                    )
+                    .bind(format!("mailroom: the app role of database {}", pg.name))
+                    .fetch_all(&mut admin)
+                    .await
+                    .unwrap_or_default();
+                    let roles = [Some(format!("{}_app", pg.name)), pg.owner]
+                        .into_iter()
+                        .flatten()
+                        .chain(made_by_the_app);
+                    for role in roles {
                         let statement = format!("DROP ROLE IF EXISTS \"{role}\"");
                         let _ = admin.execute(statement.as_str()).await;
                     }
@@ -336,6 +360,12 @@ impl Drop for TestDatabase {
             });
         });
         let _ = cleanup.join();
+    }
+}
+
+pub(crate) async fn run_ddl(admin: &mut PgConnection, statement: &str) {
+    if let Err(error) = admin.execute(statement).await {
+        panic!("{statement}: {error}");
     }
 }
 

@@ -2,13 +2,9 @@
 //! organization B — with a session and with an API key — against organization A's ids, answers
 //! 404 as for an id that does not exist; and nothing of A's appears in B's lists.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails loudly, by design
-
-mod common;
-
-use common::accounts::*;
-use common::two_factor::enable_totp;
-use common::{TestApp, problem};
+use crate::common::accounts::*;
+use crate::common::two_factor::enable_totp;
+use crate::common::{TestApp, problem};
 use mailroom_testkit::{TestDatabase, both_backends};
 use reqwest::Method;
 use serde_json::{Value, json};

@@ -2,12 +2,8 @@
 //! stored only hashed, exactly its scopes, revocation on the next request, another
 //! organization's keys as missing ones.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails loudly, by design
-
-mod common;
-
-use common::accounts::*;
-use common::{TestApp, problem};
+use crate::common::accounts::*;
+use crate::common::{TestApp, problem};
 use mailroom_testkit::both_backends;
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -126,7 +122,7 @@ both_backends! {
     async fn members_create_keys_only_where_the_organization_allows(db) {
         let app = TestApp::spawn(&db).await;
         let owner = create_account(&app, &db, "owner@example.test").await;
-        common::two_factor::enable_totp(&app, &owner).await;
+        crate::common::two_factor::enable_totp(&app, &owner).await;
         let member = create_account(&app, &db, "member@example.test").await;
         // Moved into the owner's organization behind the app's back (a membership never
         // changes organization: it ends, and another begins).

@@ -2,13 +2,9 @@
 //! plan-less, for another address), roles (who may promote whom), ownership, removal, the
 //! super-admin's routes, and one organization's principal against another's ids.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails loudly, by design
-
-mod common;
-
-use common::accounts::*;
-use common::two_factor::enable_totp;
-use common::{TestApp, problem};
+use crate::common::accounts::*;
+use crate::common::two_factor::enable_totp;
+use crate::common::{TestApp, problem};
 use mailroom_testkit::{TestDatabase, both_backends};
 use reqwest::Method;
 use serde_json::{Value, json};

@@ -3,14 +3,10 @@
 //! within the window, one charge for racing checks of one address, the quota refused before
 //! any network work, the log and its filters.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails loudly, by design
-
-mod common;
-
 use std::time::Duration;
 
-use common::accounts::*;
-use common::{TestApp, problem};
+use crate::common::accounts::*;
+use crate::common::{TestApp, problem};
 use mailroom_testkit::{DnsServer, ProbePeer, Rr, TestDatabase, both_backends};
 use reqwest::Method;
 use serde_json::{Value, json};

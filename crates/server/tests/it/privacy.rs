@@ -1,12 +1,8 @@
 //! Your data (PRIV-1, PRIV-2), on both backends: deleting an account leaves no row that
 //! names the user, the audit chains still verify, and an export holds the account's data.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails loudly, by design
-
-mod common;
-
-use common::accounts::*;
-use common::{TestApp, problem};
+use crate::common::accounts::*;
+use crate::common::{TestApp, problem};
 use mailroom_crypto::master_key::MasterKey;
 use mailroom_storage::Database;
 use mailroom_testkit::{TestDatabase, both_backends};
@@ -75,7 +71,7 @@ both_backends! {
     async fn a_team_owner_must_hand_over_first_and_a_member_leaves_no_trace(db) {
         let app = TestApp::spawn(&db).await;
         let owner = create_account(&app, &db, "owner@example.test").await;
-        common::two_factor::enable_totp(&app, &owner).await;
+        crate::common::two_factor::enable_totp(&app, &owner).await;
         db.execute("UPDATE orgs SET plan_id = 'team'").await;
         let invite = |email: &str| send_as(&app, reqwest::Method::POST, &owner, "/v1/org/invitations", Some(json!({"email": email, "role": "member"})));
         assert_eq!(invite("member@example.test").await.status(), 201);

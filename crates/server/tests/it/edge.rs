@@ -1,11 +1,7 @@
 //! The hardened edge, seen from a client: headers, request ids, errors, body limits, client
 //! IPs, metrics, readiness (PRODUCT.md §12, §15).
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails loudly, by design
-
-mod common;
-
-use common::{TestApp, problem};
+use crate::common::{TestApp, problem};
 use mailroom_testkit::both_backends;
 use reqwest::header::HeaderMap;
 

@@ -2,12 +2,8 @@
 //! per key per minute and per day, the `RateLimit-*` headers, 429 with `Retry-After`, and
 //! what happens while Redis is down.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails loudly, by design
-
-mod common;
-
-use common::accounts::*;
-use common::{TestApp, problem};
+use crate::common::accounts::*;
+use crate::common::{TestApp, problem};
 use mailroom_server::rate_limit::FailureMode;
 use mailroom_testkit::{TestDatabase, both_backends, test_redis};
 use reqwest::Method;

@@ -1,12 +1,8 @@
 //! Sign-up with an emailed code, sign-in, lockout, sessions and CSRF, end to end over HTTP
 //! (AUTH-1..3, AUTH-6, SES-1, SES-4), on both backends.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails loudly, by design
-
-mod common;
-
-use common::accounts::*;
-use common::{TestApp, problem};
+use crate::common::accounts::*;
+use crate::common::{TestApp, problem};
 use mailroom_testkit::both_backends;
 use serde_json::{Value, json};
 

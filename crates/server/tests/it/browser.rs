@@ -1,14 +1,10 @@
 //! The pages in a real browser: Debian's headless Chromium, driven by playwright-core from
 //! `tests/browser/` (installed by `./scripts/test`).
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails loudly, by design
-
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::TestApp;
+use crate::common::TestApp;
 use mailroom_testkit::{TestDatabase, both_backends, peer_missing};
 use serde_json::Value;
 
@@ -174,8 +170,8 @@ both_backends! {
         }
         let app = TestApp::spawn(&db).await;
         // The owner of a team-plan organization, with the second factor the role will need.
-        let owner = common::accounts::create_account(&app, &db, "owner@example.test").await;
-        let (authenticator, _) = common::two_factor::enable_totp(&app, &owner).await;
+        let owner = crate::common::accounts::create_account(&app, &db, "owner@example.test").await;
+        let (authenticator, _) = crate::common::two_factor::enable_totp(&app, &owner).await;
         db.execute("UPDATE orgs SET plan_id = 'team'").await;
         let screenshot = db.dir().join("team.png");
         let key = authenticator.secret.base32();

@@ -2,13 +2,9 @@
 //! replay refusal, backup codes, trusted devices, lockout by wrong codes, the token grant,
 //! and the roles that must have it.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails loudly, by design
-
-mod common;
-
-use common::accounts::*;
-use common::two_factor::enable_totp;
-use common::{TestApp, problem};
+use crate::common::accounts::*;
+use crate::common::two_factor::enable_totp;
+use crate::common::{TestApp, problem};
 use mailroom_testkit::both_backends;
 use serde_json::{Value, json};
 
