@@ -1,4 +1,4 @@
-//! The numbers behind sign-up, sign-in and sessions (PRODUCT.md §5, §6): promises to users,
+//! The numbers behind sign-up, sign-in and sessions (docs/security.md): promises to users,
 //! kept in one place.
 
 use std::time::Duration;
@@ -21,7 +21,7 @@ pub const LOCKOUT_BASE: Duration = Duration::from_secs(15 * 60);
 /// The doubling stops here, so that a lock never outlives a working week.
 const LOCKOUT_MAX_DOUBLINGS: u32 = 8;
 /// Changing the password (and later 2FA, API keys, deleting the account) needs a sign-in
-/// this recent (SES-5).
+/// this recent (docs/security.md#recent-auth).
 pub const RECENT_AUTH: Duration = Duration::from_secs(15 * 60);
 /// The one-time link that creates the first super-admin is good for an hour.
 pub const SETUP_TOKEN_TTL: Duration = Duration::from_secs(60 * 60);
@@ -40,7 +40,7 @@ pub const MFA_CHALLENGE_TTL: Duration = Duration::from_secs(5 * 60);
 /// "Trust this device" skips the second factor this long.
 pub const TRUSTED_DEVICE_TTL: Duration = Duration::from_secs(30 * 24 * 60 * 60);
 
-/// What decides whether a second factor is mandatory for someone (MFA-4).
+/// What decides whether a second factor is mandatory for someone (docs/security.md#mfa-required).
 #[derive(Clone, Copy, Debug)]
 pub struct SecondFactorDuty {
     pub super_admin: bool,

@@ -1,4 +1,4 @@
-//! API keys (KEY-1, KEY-2): what a key may do. A key acts for its organization with exactly
+//! API keys (docs/security.md#api-key-format, #api-key-scopes): what a key may do. A key acts for its organization with exactly
 //! its scopes; account routes (`/v1/me…`, the team) are for people, never for keys.
 
 use std::fmt;

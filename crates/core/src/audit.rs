@@ -1,4 +1,4 @@
-//! The audit log's entries and their hash chain (AUD-1, AUD-3).
+//! The audit log's entries and their hash chain (docs/security.md#audit-events, #audit-chain).
 //!
 //! Each organization's entries form a chain: an entry's hash covers its own fields and the
 //! hash of the entry before it, so editing or deleting an entry inside the retention window
@@ -14,7 +14,7 @@ use crate::request_id::RequestId;
 
 /// The chain of events that belong to no organization.
 pub const PLATFORM_SCOPE: Uuid = Uuid::nil();
-/// Entries older than this are purged; the purge cannot be turned off (AUD-2).
+/// Entries older than this are purged; the purge cannot be turned off (docs/security.md#audit-retention).
 pub const RETENTION: std::time::Duration = std::time::Duration::from_secs(90 * 24 * 60 * 60);
 
 /// What happened. The names are stable: exports and alerts match on them.
@@ -121,7 +121,7 @@ pub struct AuditEvent {
     pub outcome: Outcome,
     pub target: Option<String>,
     /// The normalized address of the person the entry is about, when it is about one: what
-    /// account deletion erases by (PRIV-1), by equality, never by a match inside `target`.
+    /// account deletion erases by (docs/security.md#account-deletion), by equality, never by a match inside `target`.
     pub subject: Option<String>,
     pub ip: Option<String>,
     pub user_agent: Option<String>,
@@ -139,7 +139,7 @@ impl AuditEvent {
 
 /// The personal fields of an entry: who, about whom or what, from where. The chain covers a
 /// keyed digest of them rather than the fields themselves, so that erasing them when an
-/// account is deleted (PRIV-1) keeps every chain verifiable; an edit of an entry that was not
+/// account is deleted (docs/security.md#account-deletion) keeps every chain verifiable; an edit of an entry that was not
 /// erased still breaks its digest.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PersonalFields {
@@ -238,7 +238,7 @@ pub fn chain_hash(key: &[u8], previous: &[u8], fields: &ChainedFields) -> Vec<u8
     encoder.finish()
 }
 
-/// The proof that an entry's personal fields were erased by mailroom (PRIV-1), not blanked
+/// The proof that an entry's personal fields were erased by mailroom (docs/security.md#account-deletion), not blanked
 /// by someone with access to the database: a MAC of the entry id and the erasure time.
 pub fn erasure_mac(key: &[u8], entry_id: Uuid, erased_at_ms: i64) -> Vec<u8> {
     let mut encoder = Encoder::new(key, b"mailroom-audit-erasure-v1");

@@ -1,4 +1,4 @@
-//! The generic cell rate algorithm (KEY-3): each limited thing keeps one number, its
+//! The generic cell rate algorithm (docs/security.md#key-rate-limits): each limited thing keeps one number, its
 //! theoretical arrival time (TAT); a request is allowed when spending one more emission
 //! interval keeps the TAT within one period of now. Several rates (per minute and per day,
 //! say) are decided together: a request is allowed only if every rate allows it, and only

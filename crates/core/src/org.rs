@@ -1,10 +1,10 @@
-//! Organizations and who may do what in them (ORG-1, ORG-3): the roles, and the rules for
+//! Organizations and who may do what in them (docs/security.md#roles, #invitations): the roles, and the rules for
 //! changing them, removing members and inviting. Pure functions of roles, so that every rule
 //! is tested once, here, and the handlers only ask.
 
 use std::time::Duration;
 
-/// An invitation can be accepted for this long (ORG-3).
+/// An invitation can be accepted for this long (docs/security.md#invitations).
 pub const INVITATION_TTL: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 /// An organization's name, in characters.
 pub const MAX_ORG_NAME: usize = 100;
@@ -51,7 +51,7 @@ pub enum Refusal {
     OwnershipIsTransferred,
 }
 
-/// ORG-1: may `actor` give `target` (whose role is `current`) the role `new`?
+/// May `actor` give `target` (whose role is `current`) the role `new`?
 pub fn may_change_role(actor: OrgRole, current: OrgRole, new: OrgRole) -> Result<(), Refusal> {
     if !actor.manages() {
         return Err(Refusal::NotAManager);

@@ -1,4 +1,4 @@
-//! Which passwords mailroom accepts (AUTH-2): 8 to 128 characters; not one of the 50,000 most
+//! Which passwords mailroom accepts (docs/security.md#password-hashing): 8 to 128 characters; not one of the 50,000 most
 //! common passwords; not guessable by zxcvbn's estimate (score below 3); not containing the
 //! account's email local part; and, where an organization asks for them, composition rules.
 //! Every rule is checked on every password, so a rejection names the first rule broken.

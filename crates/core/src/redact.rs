@@ -1,4 +1,4 @@
-//! The policy that decides which named values are secrets and must never reach a log (HTTP-6).
+//! The policy that decides which named values are secrets and must never reach a log (docs/security.md#log-redaction).
 //!
 //! Code must not log secrets in the first place; this policy is the net under it, applied by
 //! the log formatter to every field and by the request logger to headers and query

@@ -1,4 +1,4 @@
-//! The identifier every request carries through responses, logs and audit entries (HTTP-3).
+//! The identifier every request carries through responses, logs and audit entries (docs/security.md#request-ids).
 
 use std::fmt;
 

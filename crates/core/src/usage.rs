@@ -1,4 +1,4 @@
-//! What is metered (VER-7, ORG-5), and over which period: calendar months in UTC.
+//! What is metered (docs/security.md#quotas), and over which period: calendar months in UTC.
 
 use time::{Date, Month, OffsetDateTime, Time};
 

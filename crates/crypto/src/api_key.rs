@@ -1,4 +1,4 @@
-//! The API key format (KEY-1): `mr_live_<prefix>_<secret>`, both parts base62. The prefix
+//! The API key format (docs/security.md#api-key-format): `mr_live_<prefix>_<secret>`, both parts base62. The prefix
 //! (12 characters) is not secret: it finds the key's row. The secret (32 characters, about 190
 //! bits) is never stored: the row keeps the SHA-256 of the whole key, compared in constant
 //! time. A lost key cannot be recovered, only replaced.

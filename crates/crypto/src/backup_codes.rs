@@ -1,4 +1,4 @@
-//! Backup codes (MFA-2): ten single-use codes of ten characters from an alphabet without
+//! Backup codes (docs/security.md#backup-codes): ten single-use codes of ten characters from an alphabet without
 //! look-alikes (about 49 bits each), written `xxxxx-xxxxx`. They are stored only as MACs.
 
 use rand::Rng;

@@ -1,4 +1,4 @@
-//! Envelope encryption of secrets stored in rows (ENC-1): each key scope (an organization,
+//! Envelope encryption of secrets stored in rows (docs/security.md#master-key): each key scope (an organization,
 //! or the `system` scope for user-level secrets such as TOTP) has data keys, AES-256-GCM,
 //! versioned, stored only wrapped by the master key.
 //!

@@ -1,5 +1,5 @@
 //! mailroom's cryptography, behind small typed APIs: password hashing, the master key, the
-//! root key and the keys derived from it, and envelope encryption with data keys (ENC-1..3).
+//! root key and the keys derived from it, and envelope encryption with data keys (docs/security.md#master-key, #what-is-sealed, #data-key-rotation).
 //! Knows nothing of HTTP or SQL: where keys are stored is the storage crate's business.
 
 mod aead;

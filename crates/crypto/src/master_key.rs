@@ -1,4 +1,4 @@
-//! The master key (ENC-1): 256 random bits that only ever wrap other keys — the
+//! The master key (docs/security.md#master-key): 256 random bits that only ever wrap other keys — the
 //! installation's root key (see [`crate::root_key`]) and each scope's data keys (see
 //! [`crate::envelope`]). Rotating it therefore re-wraps a handful of rows and changes nothing
 //! else. It comes from `<data-dir>/master.key` (owner-only, created on the first start of an

@@ -1,4 +1,4 @@
-//! Password hashing (AUTH-2): Argon2id with OWASP's parameters (m = 19 MiB, t = 2, p = 1) in
+//! Password hashing (docs/security.md#password-hashing): Argon2id with OWASP's parameters (m = 19 MiB, t = 2, p = 1) in
 //! PHC strings. Hashes imported from other systems — scrypt (`$scrypt$`, PHC, as passlib
 //! writes it) and PBKDF2-SHA256 (`$pbkdf2-sha256$`, passlib's format) — verify too, and are
 //! reported as needing a rehash so that the caller upgrades them on the next sign-in.

@@ -1,4 +1,4 @@
-//! Time-based one-time passwords (MFA-1, RFC 6238): SHA-1, 6 digits, 30-second steps, one
+//! Time-based one-time passwords (RFC 6238; docs/security.md#totp): SHA-1, 6 digits, 30-second steps, one
 //! step of clock drift either way — what every authenticator app speaks. The code arithmetic
 //! is `totp-rs`'s; which step matched is returned so that the caller can refuse a replay of
 //! the same step.

@@ -174,7 +174,7 @@ impl SystemMail {
         match &self.transport {
             Transport::Smtp(smtp) => {
                 smtp.send(email).await?;
-                // Never the subject or body: they may hold a code (HTTP-6).
+                // Never the subject or body: they may hold a code (docs/security.md#log-redaction).
                 tracing::info!(to = %to, "system mail sent");
             }
             Transport::Outbox { dir, files } => {

@@ -53,7 +53,7 @@ pub fn verification_code(purpose: &str, code: &str, valid_minutes: u32) -> Rende
 }
 
 /// To an account's owner when it is signed in to from a browser or address not seen before
-/// (SES-2).
+/// (docs/security.md#new-device-alert).
 pub fn new_sign_in(ip: &str, user_agent: &str) -> Rendered {
     let subject = "New sign-in to your mailroom account".to_owned();
     let text = format!(
@@ -76,7 +76,7 @@ pub fn new_sign_in(ip: &str, user_agent: &str) -> Rendered {
     }
 }
 
-/// To the owner of an account that too many failed sign-ins just locked (AUTH-3).
+/// To the owner of an account that too many failed sign-ins just locked (docs/security.md#lockout).
 pub fn account_locked(until: time::OffsetDateTime) -> Rendered {
     let until = until
         .format(&time::format_description::well_known::Rfc2822)
@@ -102,7 +102,7 @@ pub fn account_locked(until: time::OffsetDateTime) -> Rendered {
     }
 }
 
-/// An invitation to join an organization (ORG-3). The link carries the one-time token.
+/// An invitation to join an organization (docs/security.md#invitations). The link carries the one-time token.
 pub fn invitation(org_name: &str, role: &str, link: &str, valid_days: u32) -> Rendered {
     let subject = format!("You are invited to {org_name} on mailroom");
     let text = format!(

@@ -48,7 +48,7 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
-    /// Verify addresses here, without a server: one JSON result per line (VER-8).
+    /// Verify addresses here, without a server: one JSON result per line.
     Verify {
         /// The addresses to check.
         #[arg(required = true, value_name = "ADDRESS")]
@@ -367,7 +367,7 @@ async fn keys(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
     outcome
 }
 
-/// ENC-3: the new key is on disk before the database moves to it, so that no moment exists
+/// The new key is on disk before the database moves to it, so that no moment exists
 /// when the data is wrapped by a key that is nowhere.
 async fn rotate_master(
     config: &Config,

@@ -1,4 +1,4 @@
-//! Where configuration comes from (PRODUCT.md §1): command-line flags, then `MAILROOM_*`
+//! Where configuration comes from: command-line flags, then `MAILROOM_*`
 //! environment variables, then the TOML file (`--config`, or `./mailroom.toml` when present),
 //! then the defaults of [`Config::new`]. Unknown keys in the file and unknown `MAILROOM_*`
 //! variables are errors that name the key, so a typo never silently falls back to a default.

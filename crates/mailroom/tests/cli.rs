@@ -793,7 +793,7 @@ fn an_unusable_database_stops_startup_with_a_clear_error() {
     assert!(!stderr.contains("pw-secret"), "{stderr}");
 }
 
-/// VER-8: the engine from the command line, no server and no database: an IDN address, every
+/// The engine from the command line, no server and no database: an IDN address, every
 /// setting the server's engine takes, one JSON result per line.
 #[tokio::test(flavor = "multi_thread")]
 async fn verify_checks_addresses_from_the_command_line() {
@@ -874,7 +874,7 @@ async fn verify_checks_addresses_from_the_command_line() {
     );
 }
 
-// VER-6: `kill -9` in the middle of a bulk job; a restarted node takes the job up when the
+// `kill -9` in the middle of a bulk job; a restarted node takes the job up when the
 // dead one's lease runs out, and the job ends with every row checked once and every address
 // charged once.
 both_backends! {

@@ -1,4 +1,4 @@
-//! Writing the audit log from handlers (AUD-1): every entry carries the request's id, client
+//! Writing the audit log from handlers (docs/security.md#audit-events): every entry carries the request's id, client
 //! IP and user agent, taken once from the request by the [`AuditTrail`] extractor.
 
 use axum::extract::FromRequestParts;

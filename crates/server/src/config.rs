@@ -21,7 +21,7 @@ use url::Url;
 /// The variable that may hold the master key itself (hex), in place of a key file.
 pub const MASTER_KEY_ENV: &str = "MAILROOM_MASTER_KEY";
 
-/// Request bodies larger than this are refused with 413 (HTTP-2).
+/// Request bodies larger than this are refused with 413 (docs/security.md#request-limits).
 pub const BODY_LIMIT_BYTES: usize = 256 * 1024;
 /// A request not answered within this is cut off with 408: a slow client (or a stuck
 /// handler) cannot hold a connection and its resources forever.
@@ -71,7 +71,7 @@ pub struct Config {
     pub redis_key_prefix: String,
     /// What limited requests get while Redis cannot be reached.
     pub redis_failure: crate::rate_limit::FailureMode,
-    /// How the verification engine reaches DNS and mail hosts (VER-2, VER-4).
+    /// How the verification engine reaches DNS and mail hosts.
     pub verify: mailroom_verify::Settings,
     /// The bulk job workers: production's defaults (tests take smaller chunks and leases).
     pub jobs: crate::job_worker::Settings,
@@ -228,7 +228,7 @@ impl Config {
     }
 
     /// The master key from the environment or the key file. Only an installation that has
-    /// never started gets a new one (ENC-3): for existing data a missing key is an error.
+    /// never started gets a new one (docs/security.md#data-key-rotation): for existing data a missing key is an error.
     pub fn master_key(&self, started_before: bool) -> anyhow::Result<MasterKey> {
         if let Some(hex) = &self.master_key {
             return Ok(MasterKey::from_hex(hex.expose_secret(), MASTER_KEY_ENV)?);

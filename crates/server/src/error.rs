@@ -1,5 +1,5 @@
 //! The one error type of the HTTP edge and its RFC 9457 `application/problem+json` form
-//! (HTTP-5).
+//! (docs/security.md#errors).
 //!
 //! A handler returns `Err(ApiError)`; the response it becomes carries the error in its
 //! extensions, and the edge ([`crate::edge::problems`]) renders it once the request id is at

@@ -1,4 +1,4 @@
-//! The bulk job workers (VER-6), `Settings::workers` on every node. Each claims one job at a time under a
+//! The bulk job workers, `Settings::workers` on every node. Each claims one job at a time under a
 //! lease it renews while it lives, and works it a chunk of rows at a time: charge, check, then
 //! write the chunk's results and progress in one transaction. A node that dies mid-job leaves
 //! its lease to run out; another node (or this one, restarted) claims the job and resumes at its

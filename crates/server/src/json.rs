@@ -1,4 +1,4 @@
-//! Strict JSON bodies (HTTP-2): malformed JSON, wrong types, missing and unknown fields are a
+//! Strict JSON bodies (docs/security.md#request-limits): malformed JSON, wrong types, missing and unknown fields are a
 //! 400 that names the offending field; an oversized body is a 413; a body that does not say it
 //! is JSON is a 415. Request types opt into unknown-field rejection with
 //! `#[serde(deny_unknown_fields)]`.

@@ -1,7 +1,7 @@
 //! Housekeeping that runs hourly for as long as the server runs, on every node (each step is
-//! safe to run concurrently): the audit retention purge (AUD-2: not optional, not per
+//! safe to run concurrently): the audit retention purge (docs/security.md#audit-retention: not optional, not per
 //! tenant) and the verification log's, the rows of failed and cancelled jobs after 7 days,
-//! data-key rotation and re-encryption (ENC-3), expired sign-in challenges and trusted
+//! data-key rotation and re-encryption (docs/security.md#data-key-rotation), expired sign-in challenges and trusted
 //! devices, the failed-sign-in counters of addresses quiet for 30 days, the work queue's
 //! finished jobs (a day; dead ones 30 days), and trimming the rate limiter.
 
@@ -34,7 +34,7 @@ pub async fn run_periodically(database: Database, limiter: AuthLimiter) {
             Ok(purged) => tracing::info!(purged, "purged audit entries past retention"),
             Err(error) => tracing::warn!(%error, "audit purge failed; retrying later"),
         }
-        // The verification log is kept as long as the audit log (VER-7).
+        // The verification log is kept as long as the audit log.
         match database.purge_verifications(now - RETENTION).await {
             Ok(0) => {}
             Ok(purged) => tracing::info!(purged, "purged verification log past retention"),

@@ -1,6 +1,6 @@
 //! Structured logs (tracing): JSON lines when stdout is not a terminal, readable text when it
-//! is. Both formats redact the value of every field whose name marks a secret (HTTP-6), in
-//! events and in spans, and every line inside a request carries its `request_id` (HTTP-3).
+//! is. Both formats redact the value of every field whose name marks a secret (docs/security.md#log-redaction), in
+//! events and in spans, and every line inside a request carries its `request_id` (docs/security.md#request-ids).
 
 use std::fmt;
 use std::io::IsTerminal;

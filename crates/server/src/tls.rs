@@ -1,4 +1,4 @@
-//! TLS termination (HTTP-4): TLS 1.3 only, through rustls with the ring provider.
+//! TLS termination (docs/security.md#tls): TLS 1.3 only, through rustls with the ring provider.
 
 use std::sync::Arc;
 

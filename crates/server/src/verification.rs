@@ -1,4 +1,4 @@
-//! Verification as an organization buys it (VER-6, VER-7): dedup, the quota, the log. The
+//! Verification as an organization buys it: dedup, the quota, the log. The
 //! engine itself (`mailroom-verify`) knows none of this.
 //!
 //! A check of an address this organization had checked within the dedup window is answered
@@ -24,7 +24,7 @@ use mailroom_verify::{Mode, Options, Reason, Verification, Verifier, syntax};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-/// VER-7's default dedup window.
+/// The default dedup window.
 pub const DEDUP_WINDOW: time::Duration = time::Duration::hours(24);
 
 /// Who asks, for the log.
@@ -451,7 +451,7 @@ fn as_logged(answers: Vec<(Verification, bool)>, lines: &[NewVerification]) -> V
         .collect()
 }
 
-/// A result as the log keeps it and the API sends it (VER-5).
+/// A result as the log keeps it and the API sends it.
 fn to_json(result: &Verification) -> String {
     serde_json::to_string(result).unwrap_or_default()
 }

@@ -29,7 +29,7 @@ pub struct User {
     pub password_rules: CompositionRules,
     /// A confirmed TOTP secret exists.
     pub mfa_enabled: bool,
-    /// What MFA-4 decides by: whether their organization has other members, and whether it
+    /// What the mandatory second factor decides by: whether their organization has other members, and whether it
     /// requires a second factor of everyone.
     pub org_has_other_members: bool,
     pub org_requires_mfa: bool,
@@ -54,7 +54,7 @@ struct UserRow {
 }
 
 impl User {
-    /// Whether this user must have a second factor (MFA-4).
+    /// Whether this user must have a second factor (docs/security.md#mfa-required).
     pub fn second_factor_required(&self) -> bool {
         SecondFactorDuty {
             super_admin: self.platform_role == PlatformRole::SuperAdmin.as_str(),
@@ -113,9 +113,9 @@ pub struct OrgPolicyChange {
     /// Browser sessions end after this long without use; `Some(None)` for never.
     pub idle_timeout_secs: Option<Option<i64>>,
     pub password_rules: Option<CompositionRules>,
-    /// A second factor for every member (MFA-4).
+    /// A second factor for every member (docs/security.md#mfa-required).
     pub require_mfa: Option<bool>,
-    /// Members, not only owners and admins, may create API keys (KEY-1).
+    /// Members, not only owners and admins, may create API keys (docs/security.md#api-key-format).
     pub members_create_keys: Option<bool>,
 }
 
@@ -325,7 +325,7 @@ impl Database {
     }
 
     /// Sets a new password after a verified reset: the code is spent, failures and lock are
-    /// cleared, and every session of the account ends (AUTH-4); `event`, as the account's
+    /// cleared, and every session of the account ends (docs/security.md#password-reset); `event`, as the account's
     /// own, is appended in the same transaction. `None` without an account.
     pub async fn reset_password(
         &self,
@@ -405,7 +405,7 @@ impl Database {
     }
 
     /// Whether the user ever had a session from this address with this browser.
-    /// Where the user has signed in from, newest first (PRIV-2).
+    /// Where the user has signed in from, newest first (docs/security.md#account-export).
     pub async fn sign_in_devices(
         &self,
         user_id: UserId,
@@ -1151,7 +1151,7 @@ async fn insert_account(
     tx.act_for(&Tenancy::User(user_id)).await?;
     tx.act_for(&Tenancy::Org(org_id)).await?;
     on_backend!(&mut tx.0, Inner, tx => {
-        // Not named after its owner: the organization may outlive them (PRIV-1).
+        // Not named after its owner: the organization may outlive them (docs/security.md#account-deletion).
         sqlx::query("INSERT INTO orgs (id, name, personal, created_at) VALUES ($1, $2, $3, $4)")
             .bind(org_id.as_uuid())
             .bind(PERSONAL_ORG_NAME)

@@ -1,4 +1,4 @@
-//! API keys (KEY-1, KEY-2) as stored: found by lookup id, checked by hash, scoped to their
+//! API keys (docs/security.md#api-key-format, #api-key-scopes) as stored: found by lookup id, checked by hash, scoped to their
 //! organization. A revocation is seen by the next request on every node: PostgreSQL reads the
 //! key on every request, and SQLite's cache (`KeyCache`) lasts only until the next write.
 
@@ -317,7 +317,7 @@ impl Database {
         }))
     }
 
-    /// Notes a key's use (KEY-2: last used time and address), at most once a minute.
+    /// Notes a key's use (last used time and address), at most once a minute.
     pub async fn touch_api_key(
         &self,
         org_id: OrgId,
@@ -501,7 +501,7 @@ mod tests {
         "verifications",
     ];
 
-    /// KEY-2 on SQLite, where keys are cached: a revocation, or a move to another plan, holds
+    /// On SQLite, where keys are cached: a revocation, or a move to another plan, holds
     /// on the very next lookup.
     #[tokio::test]
     async fn a_cached_key_is_read_again_after_any_write() {
@@ -548,7 +548,7 @@ mod tests {
         );
     }
 
-    /// ORG-4 on PostgreSQL: as the app role, without saying whose, a transaction sees no
+    /// On PostgreSQL (docs/security.md#row-level-security): as the app role, without saying whose, a transaction sees no
     /// tenant row; saying one organization, it sees that one's; it cannot write another's.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_app_role_sees_no_tenant_rows_without_a_tenant() {

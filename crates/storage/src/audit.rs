@@ -36,7 +36,7 @@ pub struct AuditEntry {
     pub prev_hash: Vec<u8>,
     pub hash: Vec<u8>,
     pub personal_digest: Option<Vec<u8>>,
-    /// When account deletion blanked the personal fields (PRIV-1), and its proof.
+    /// When account deletion blanked the personal fields (docs/security.md#account-deletion), and its proof.
     pub erased_at: Option<i64>,
     pub erasure_mac: Option<Vec<u8>>,
 }
@@ -341,7 +341,7 @@ pub(crate) async fn append(
     Ok(())
 }
 
-/// Blanks the personal fields of every entry by `user_id` or about them (PRIV-1), in every
+/// Blanks the personal fields of every entry by `user_id` or about them (docs/security.md#account-deletion), in every
 /// chain, each with the MAC that proves mailroom did it; their digests stay, so the chains
 /// still verify. An entry is about them when its subject is their address; one written before
 /// entries had subjects, when its target is their address, alone or as `<address> as <role>`.
@@ -692,7 +692,7 @@ mod tests {
             // Blanking them without the key, or calling an edit an erasure, is found.
             tamper(&test_db, &db, "UPDATE audit_log SET ip = NULL, erased_at = 1 WHERE seq = 2 AND scope = $1", org).await;
             assert_eq!(db.verify_audit_chains().await.unwrap().unwrap().seq, 2);
-            // Erasure (PRIV-1) as mailroom does it: the chain holds.
+            // Erasure (docs/security.md#account-deletion) as mailroom does it: the chain holds.
             let actor = on_backend!(&owner(&test_db, &db).await, Pool, pool => {
                 sqlx::query_scalar::<_, Uuid>("SELECT actor_user_id FROM audit_log WHERE seq = 1 AND scope = $1")
                     .bind(org.as_uuid()).fetch_one(pool).await.unwrap()

@@ -1,4 +1,4 @@
-//! Group commit for the verification hot path (VER-6, VER-7): the claims (dedup and the
+//! Group commit for the verification hot path: the claims (dedup and the
 //! charge) and the log lines of concurrent requests, applied together in one transaction.
 //!
 //! Request by request, every `POST /v1/verify` would run two transactions of several
@@ -289,7 +289,7 @@ impl Database {
         }
     }
 
-    /// Logs verifications (VER-7), together with whatever else is queued.
+    /// Logs verifications, together with whatever else is queued.
     pub async fn record_verifications(
         &self,
         org_id: OrgId,

@@ -1,4 +1,4 @@
-//! Bulk verification jobs (VER-6) as stored: a job, its rows in upload order, and the lease
+//! Bulk verification jobs as stored: a job, its rows in upload order, and the lease
 //! under which one node works it. Checked rows point at their result in the verification log;
 //! a chunk of results, the rows' pointers and the job's counters are written in one
 //! transaction, and only while the writer still holds the lease — so a row is never lost

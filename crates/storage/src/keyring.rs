@@ -1,4 +1,4 @@
-//! The keyring's storage (ENC-1..3): the master key's check value, the wrapped root key and
+//! The keyring's storage (docs/security.md#master-key, #what-is-sealed, #data-key-rotation): the master key's check value, the wrapped root key and
 //! every scope's wrapped data keys, and the operations that seal and open column values with
 //! them. The cryptography itself is `mailroom_crypto`'s; this module decides which key, and
 //! keeps unwrapped keys in memory (they never change once written).
@@ -25,7 +25,7 @@ fn key_scope(scope: Uuid) -> Tenancy {
     Tenancy::KeyScope(scope)
 }
 
-/// A data key older than this is succeeded by a new version (ENC-3).
+/// A data key older than this is succeeded by a new version (docs/security.md#data-key-rotation).
 pub const DATA_KEY_MAX_AGE: time::Duration = time::Duration::days(90);
 /// What the root key is wrapped under besides the master key.
 const ROOT_CONTEXT: &[u8] = b"mailroom/root-key/v1";

@@ -1,5 +1,5 @@
-//! The sign-in lockout (AUTH-3): failed attempts counted per normalized address, whether or
-//! not an account has it, so that an unknown address locks exactly like a known one (AUTH-6).
+//! The sign-in lockout (docs/security.md#lockout): failed attempts counted per normalized address, whether or
+//! not an account has it, so that an unknown address locks exactly like a known one (docs/security.md#enumeration).
 
 use std::time::Duration;
 
@@ -114,7 +114,7 @@ impl Database {
     /// An attempt that was not a guess after all (a correct password while a second factor
     /// is owed, the first code of a TOTP setup, a replay of the code just used): it stops
     /// counting as a failure, but earlier failures stand, so that someone who has the
-    /// password gets no fresh budget for guessing codes (MFA-4).
+    /// password gets no fresh budget for guessing codes (docs/security.md#mfa-required).
     pub async fn forgive_login_attempt(&self, email: &EmailAddress) -> Result<(), StorageError> {
         let email = email.as_str().to_owned();
         self.transaction_for(&Tenancy::Email(email.clone()), |tx| {

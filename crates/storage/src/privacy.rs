@@ -1,4 +1,4 @@
-//! Account deletion (PRIV-1): everything of a user's goes in one transaction, and the
+//! Account deletion (docs/security.md#account-deletion): everything of a user's goes in one transaction, and the
 //! deletion is recorded in the same one.
 
 use futures::FutureExt;

@@ -47,7 +47,8 @@ impl JobKind {
     /// How many times a job of this kind is tried, and how long it waits between tries.
     pub fn retry_policy(self) -> RetryPolicy {
         match self {
-            // A code is worth little after its 15 minutes: eight tries span about that.
+            // Eight tries span about ten minutes: longer than a code lives (five), and a relay
+            // down for longer is an operator's alarm (`mailroom_jobs_dead`), not a retry's.
             JobKind::SystemMail => RetryPolicy {
                 max_attempts: 8,
                 first_backoff: Duration::from_secs(5),

@@ -1,4 +1,4 @@
-//! PostgreSQL's roles for one installation (ORG-4). The app's pool logs in as a role of this
+//! PostgreSQL's roles for one installation (docs/security.md#tenant-scoping). The app's pool logs in as a role of this
 //! installation's own: no superuser, no `BYPASSRLS`, a member of no role (so `RESET ROLE` or
 //! `SET ROLE` lead nowhere), owning nothing, and the only role besides the owner that may
 //! connect to the database. The owner, whose URL runs the migrations on a connection of its

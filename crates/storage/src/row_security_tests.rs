@@ -1,4 +1,4 @@
-//! Row-level security as a database administrator checks it (ORG-4), on PostgreSQL: what the
+//! Row-level security as a database administrator checks it (docs/security.md#tenant-scoping), on PostgreSQL: what the
 //! catalog says of every table, and what the app role sees without saying whose it acts for.
 
 use mailroom_core::audit::{Action, AuditEvent};

@@ -1,4 +1,4 @@
-//! Teams (ORG-1..3, ORG-5): members and their roles, ownership, invitations, plans. Every
+//! Teams (docs/security.md#roles, #one-org-per-user, #invitations): members and their roles, ownership, invitations, plans. Every
 //! function takes the tenant (`OrgId`) it acts in, and the role checks are repeated inside
 //! the write's transaction against the roles as they are then. Each change appends its audit
 //! entry in the same transaction.
@@ -171,7 +171,7 @@ impl Database {
             .collect())
     }
 
-    /// ORG-1: gives `target` the role `new`, if `actor` may.
+    /// Gives `target` the role `new`, if `actor` may.
     pub async fn change_member_role(
         &self,
         org_id: OrgId,
@@ -198,7 +198,7 @@ impl Database {
     }
 
     /// Removes `target` from the organization (or lets a member leave): they get a personal
-    /// organization of their own again, as every user has one (ORG-2), and the keys they
+    /// organization of their own again, as every user has one (docs/security.md#one-org-per-user), and the keys they
     /// made in this one stop working, in the same transaction.
     pub async fn remove_member(
         &self,
@@ -789,7 +789,7 @@ async fn accept(
         return Ok(Acceptance::MemberLimitReached);
     }
     // The personal organization goes, as itself (the transaction acts for it since above),
-    // with its data and its data keys (ORG-2: one organization per user stays a constraint,
+    // with its data and its data keys (one organization per user stays a constraint,
     // not a habit).
     tx.act_for(&Tenancy::KeyScope(current)).await?;
     on_backend!(&mut tx.0, Inner, tx => {

@@ -1,4 +1,4 @@
-//! Refresh-token families (SES-3): issue, rotate on every use, re-issue within the grace
+//! Refresh-token families (docs/security.md#refresh-tokens): issue, rotate on every use, re-issue within the grace
 //! window, and revoke a whole family when a retired token comes back.
 
 use futures::FutureExt;

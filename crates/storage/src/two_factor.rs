@@ -1,4 +1,4 @@
-//! Second factors (MFA-1..3): the sealed TOTP secret with its last used step, backup codes,
+//! Second factors (docs/security.md#totp, #backup-codes, #trusted-devices): the sealed TOTP secret with its last used step, backup codes,
 //! the challenges that stand between a password and a session, and trusted devices.
 
 use futures::FutureExt;
@@ -121,7 +121,7 @@ impl Database {
     }
 
     /// Spends a TOTP step: true only for a step later than every one used before, so that a
-    /// code is accepted once (MFA-1), however many requests race with it.
+    /// code is accepted once (docs/security.md#totp), however many requests race with it.
     pub async fn spend_totp_step(&self, user_id: UserId, step: u64) -> Result<bool, StorageError> {
         let step = i64::try_from(step).unwrap_or(i64::MAX);
         self.serializable(|tx| async move { spend_step(tx, user_id, step).await }.boxed())
@@ -494,7 +494,7 @@ async fn insert_backup_codes(
     Ok(())
 }
 
-/// Trusted devices and pending challenges end with a password change or reset (MFA-3).
+/// Trusted devices and pending challenges end with a password change or reset (docs/security.md#trusted-devices).
 pub(crate) async fn forget_devices(tx: &mut Tx, user_id: UserId) -> Result<(), StorageError> {
     tx.act_for(&Tenancy::User(user_id)).await?;
     on_backend!(&mut tx.0, Inner, tx => {

@@ -202,7 +202,7 @@ impl Database {
     }
 }
 
-/// Who a transaction acts for, as PostgreSQL's tenant policies read it (ORG-4): an
+/// Who a transaction acts for, as PostgreSQL's tenant policies read it (docs/security.md#tenant-scoping): an
 /// organization, or one of the named cross-tenant paths of migrations 0017 and 0018.
 #[derive(Clone, Debug)]
 pub(crate) enum Tenancy {

@@ -1,4 +1,4 @@
-//! The usage ledger (VER-7, KEY-3): charges against a quota per organization, metric and
+//! The usage ledger (docs/security.md#key-rate-limits): charges against a quota per organization, metric and
 //! period. A charge runs in a serializable transaction (retried on conflict), so that however
 //! many race, the quota is never exceeded; its idempotency key makes a retried request free.
 

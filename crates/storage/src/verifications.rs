@@ -1,4 +1,4 @@
-//! The verification log (VER-7): every verification an organization ran, by whom and with
+//! The verification log: every verification an organization ran, by whom and with
 //! which key, kept 90 days. It is also the store that dedup answers from: a result of the
 //! same address within the dedup window is given again instead of checking anew.
 

@@ -223,7 +223,7 @@ impl TestDatabase {
 
     /// Every `table.column` of the whole database holding `text` (case-insensitive) or the
     /// UUID `id` in any form (text, or the bytes of a BLOB/BYTEA): the test of "no row
-    /// still references the user" (PRIV-1), over tables nobody had to list.
+    /// still references the user" (docs/security.md#account-deletion), over tables nobody had to list.
     pub async fn columns_mentioning(&self, text: &str, id: uuid::Uuid) -> Vec<String> {
         let hex = id.simple().to_string();
         let hyphenated = id.hyphenated().to_string();

@@ -1,4 +1,4 @@
-//! VER-2: where does this domain take its mail?
+//! Where does this domain take its mail?
 //!
 //! MX records in preference order; with none, the domain's own A/AAAA records (the implicit MX
 //! of RFC 5321 §5.1); `MX 0 .` is RFC 7505's null MX, a domain that takes no mail. A domain

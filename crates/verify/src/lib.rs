@@ -1,4 +1,4 @@
-//! mailroom's email verification engine (VER-1..5): is this address real and safe to send to?
+//! mailroom's email verification engine: is this address real and safe to send to?
 //!
 //! Syntax ([`syntax`]), the domain's mail hosts ([`dns`]), what the shipped lists say
 //! ([`lists`]), and what the mail host itself answers ([`smtp`]) make one [`Verification`] with

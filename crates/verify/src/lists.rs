@@ -1,4 +1,4 @@
-//! VER-3: the lists that classify an address — disposable domains, free mailbox providers, role
+//! The lists that classify an address — disposable domains, free mailbox providers, role
 //! local parts — and the popular domains that typo suggestions are measured against.
 //!
 //! They ship inside the binary (see `data/SOURCES.md` for where each comes from and its license)

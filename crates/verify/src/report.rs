@@ -1,4 +1,4 @@
-//! VER-5: what a verification found, and the verdict that follows from it.
+//! What a verification found, and the verdict that follows from it.
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -161,7 +161,7 @@ impl SmtpReport {
     }
 }
 
-/// Everything one verification found (VER-5).
+/// Everything one verification found.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Verification {
     pub email: String,

@@ -1,4 +1,4 @@
-//! VER-4: ask the mail host whether it would take mail for an address — and never send any.
+//! Ask the mail host whether it would take mail for an address — and never send any.
 //!
 //! A session is EHLO, `MAIL FROM`, then `RCPT TO` for one or many addresses (with `RSET` and a
 //! fresh `MAIL FROM` between transactions), then QUIT. Never DATA.

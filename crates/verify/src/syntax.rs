@@ -1,4 +1,4 @@
-//! VER-1: is this an address a real MTA would take in `RCPT TO`?
+//! Is this an address a real MTA would take in `RCPT TO`?
 //!
 //! The grammar is RFC 5321's `Mailbox` (with RFC 6531's UTF-8 in local parts), which is stricter
 //! than RFC 5322's `addr-spec`: no comments, no folding whitespace, no obsolete forms. Domains are
@@ -6,7 +6,7 @@
 //! refused, as public mail services refuse them. Every refusal names its reason.
 //!
 //! Written by hand: the crates that parse addresses either follow RFC 5322's looser grammar or
-//! do not say why they refuse, and a reason per refusal is what VER-1 asks for.
+//! do not say why they refuse, and a reason per refusal is what callers need.
 
 use serde::{Deserialize, Serialize};
 
@@ -19,7 +19,7 @@ pub const MAX_ADDRESS: usize = 254;
 /// RFC 1035 §2.3.4.
 pub const MAX_LABEL: usize = 63;
 
-/// An address that passed VER-1.
+/// An address that passed the syntax check.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Address {
     local: String,

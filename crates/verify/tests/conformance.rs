@@ -1,4 +1,4 @@
-//! VER-1 against a public conformance corpus: Dominic Sayers' isemail test set
+//! The syntax check against a public conformance corpus: Dominic Sayers' isemail test set
 //! (`data/isemail.tsv`, provenance and license in `data/isemail.SOURCE.md`).
 //!
 //! isemail grades addresses from valid through "valid for SMTP but unusual" to errors. What a

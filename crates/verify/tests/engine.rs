@@ -288,7 +288,7 @@ async fn bulk_runs_share_sessions_within_the_caps_and_wait_out_greylisting() {
     assert_eq!(stats.data_attempts, 0);
 }
 
-/// VER-2: answers are cached with their TTL and shared by every check: with the DNS server
+/// Answers are cached with their TTL and shared by every check: with the DNS server
 /// gone, a second address of a domain already looked up is still checked.
 #[tokio::test(flavor = "multi_thread")]
 async fn dns_answers_are_cached_for_every_check() {

@@ -1,4 +1,4 @@
-//! Who calls a route that API keys may use (KEY-1, KEY-2): a signed-in account, or a key
+//! Who calls a route that API keys may use (docs/security.md#api-key-format, #api-key-scopes): a signed-in account, or a key
 //! acting for its organization with exactly its scopes. Either way the caller carries its
 //! tenant, and every tenant query takes it.
 
@@ -177,7 +177,7 @@ pub fn insufficient_scope(detail: &str) -> ApiError {
     ApiError::new(StatusCode::FORBIDDEN, "insufficient_scope", detail)
 }
 
-/// When this process last wrote down each key's use (KEY-2 shows the last use to the
+/// When this process last wrote down each key's use (the key list shows the last use to the
 /// minute): a write per request would serialize every keyed request on SQLite's lock for
 /// nothing. The storage's own condition keeps several nodes from writing more than that too.
 #[derive(Clone, Default)]

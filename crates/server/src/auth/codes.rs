@@ -1,4 +1,4 @@
-//! Emailed one-time codes (AUTH-1, AUTH-4): six random digits, stored only as an HMAC under a
+//! Emailed one-time codes (docs/security.md#email-codes, #password-reset): six random digits, stored only as an HMAC under a
 //! key derived from the master key, bound to their purpose and address, compared in constant
 //! time. A million possible codes would fall to an offline search of a plain hash; without
 //! the key, a copy of the database does not help.

@@ -1,7 +1,7 @@
-//! The lockout gate (AUTH-3) that every check of a sign-in secret (password, TOTP or backup
+//! The lockout gate (docs/security.md#lockout) that every check of a sign-in secret (password, TOTP or backup
 //! code) passes: failures are counted per normalized address, whether or not an account has
 //! it, so an unknown address locks exactly like a known one and the lock tells nothing
-//! (AUTH-6).
+//! (docs/security.md#enumeration).
 
 use std::future::Future;
 

@@ -13,7 +13,7 @@ use crate::error::ApiError;
 pub struct PasswordWork {
     permits: Arc<Semaphore>,
     /// Verified against when the account does not exist, so that an unknown email takes as
-    /// long as a wrong password (AUTH-6).
+    /// long as a wrong password (docs/security.md#enumeration).
     dummy: PasswordHash,
 }
 

@@ -47,7 +47,7 @@ impl Principal {
         }
     }
 
-    /// Refuses unless the owner signed in within [`RECENT_AUTH`] (SES-5).
+    /// Refuses unless the owner signed in within [`RECENT_AUTH`] (docs/security.md#recent-auth).
     pub fn require_recent_auth(&self) -> Result<(), ApiError> {
         if OffsetDateTime::now_utc() - self.authenticated_at <= RECENT_AUTH {
             Ok(())
@@ -61,7 +61,7 @@ impl Principal {
     }
 }
 
-/// Every route but a few refuses a user who owes the second-factor setup that MFA-4
+/// Every route but a few refuses a user who owes the second-factor setup that docs/security.md#mfa-required
 /// demands of them (403 `mfa_setup_required`).
 impl FromRequestParts<AppState> for Principal {
     type Rejection = ApiError;
@@ -107,7 +107,7 @@ impl Principal {
         Some(principal)
     }
 
-    /// MFA-4: a second factor is mandatory for this user and they have none yet.
+    /// A second factor (docs/security.md#mfa-required) is mandatory for this user and they have none yet.
     pub fn owes_second_factor_setup(&self) -> bool {
         self.user.second_factor_required() && !self.user.mfa_enabled
     }
@@ -135,7 +135,7 @@ impl Principal {
             return from_access_token(bearer, state).await;
         }
         let token = session::token_from(&parts.headers).ok_or_else(unauthenticated)?;
-        // A browser attaches the cookie to cross-site requests too (SES-4).
+        // A browser attaches the cookie to cross-site requests too (docs/security.md#csrf).
         if !parts.method.is_safe() {
             require_same_origin(&parts.headers, &state.public_origin)?;
         }
@@ -165,7 +165,7 @@ impl Principal {
 }
 
 /// A bearer request is not cookie-authenticated: a browser never attaches it on its own, so
-/// no CSRF check applies (SES-4). Its family must still be live.
+/// no CSRF check applies (docs/security.md#csrf). Its family must still be live.
 async fn from_access_token(token: &str, state: &AppState) -> Result<Principal, ApiError> {
     let claims = state.tokens.verify(token).ok_or_else(unauthenticated)?;
     let now = OffsetDateTime::now_utc();
@@ -234,9 +234,9 @@ pub fn csrf_failed() -> ApiError {
 /// - a request that changes state and that the browser marks as coming from another site is
 ///   refused, signed in or not: no cross-site form may sign a visitor in to an attacker's
 ///   account (login CSRF), start sign-ups or resets in their name, or act in their session.
-///   Programs, which send neither header, are unaffected (SES-4);
+///   Programs, which send neither header, are unaffected (docs/security.md#csrf);
 /// - the session cookie's rolling expiry is renewed, and a cookie that names no session is
-///   cleared ([`session::SessionCheck`], SES-1).
+///   cleared ([`session::SessionCheck`]).
 pub async fn guard_browser_requests(
     axum::extract::State(state): axum::extract::State<AppState>,
     mut request: axum::extract::Request,

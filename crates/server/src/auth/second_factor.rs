@@ -1,4 +1,4 @@
-//! The second factor at sign-in (MFA-1..3): the challenge that stands for an accepted
+//! The second factor at sign-in (docs/security.md#totp, #backup-codes, #trusted-devices): the challenge that stands for an accepted
 //! password, checking a TOTP or backup code through the lockout gate, and the trusted-device
 //! cookie that skips the second factor on one browser for 30 days.
 
@@ -95,7 +95,7 @@ fn invalid_mfa_token() -> ApiError {
 }
 
 /// Checks the second factor through the lockout gate: wrong codes count toward lockout
-/// (MFA-4). A TOTP code is accepted once: its replay is refused as `code_already_used`, and
+/// (docs/security.md#mfa-required). A TOTP code is accepted once: its replay is refused as `code_already_used`, and
 /// is not a guess. A backup code works once ever. On success the failure count is cleared:
 /// the sign-in is complete.
 pub async fn check(
@@ -212,7 +212,7 @@ pub fn new_backup_codes(key: &DerivedKey, user_id: UserId) -> (Vec<String>, Vec<
     (codes, hashes)
 }
 
-/// Whether this browser is a trusted device of `user`'s (MFA-3).
+/// Whether this browser is a trusted device of `user`'s (docs/security.md#trusted-devices).
 pub async fn trusted_device(
     state: &AppState,
     user: &User,

@@ -1,4 +1,4 @@
-//! The browser session cookie (SES-1): `__Host-mailroom_session`, HttpOnly, Secure,
+//! The browser session cookie (docs/security.md#session-cookie): `__Host-mailroom_session`, HttpOnly, Secure,
 //! SameSite=Lax, Path=/, holding 256 random bits; the database keeps only their SHA-256.
 
 use axum::http::{HeaderMap, HeaderValue, header};

@@ -1,4 +1,4 @@
-//! Tokens for programs (SES-3): a 15-minute JWT access token, HS256 only, with `iss`, `aud`,
+//! Tokens for programs (docs/security.md#refresh-tokens): a 15-minute JWT access token, HS256 only, with `iss`, `aud`,
 //! `exp`, `sub`, `sid` (the refresh family) and `jti`; and opaque refresh tokens. Both keys
 //! derive from the master key, so every node that shares it agrees.
 //!

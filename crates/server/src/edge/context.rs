@@ -93,7 +93,7 @@ pub async fn request_context(
 }
 
 /// Headers as a log field: values of secret-named headers (`Authorization`, `Cookie`,
-/// `X-Api-Key`, …) are replaced (HTTP-6), and a `Referer` loses its query (it may be a page
+/// `X-Api-Key`, …) are replaced (docs/security.md#log-redaction), and a `Referer` loses its query (it may be a page
 /// URL with a token in it).
 struct RedactedHeaders<'a>(&'a HeaderMap);
 

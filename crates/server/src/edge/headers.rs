@@ -1,4 +1,4 @@
-//! Security headers on every response (HTTP-1), with a fresh CSP nonce per response that page
+//! Security headers on every response (docs/security.md#security-headers), with a fresh CSP nonce per response that page
 //! templates put on their `<script>` tags.
 
 use axum::extract::{Request, State};

@@ -1,14 +1,14 @@
 //! The hardened edge: the layers every response passes through, errors and 404s included.
 //!
 //! Outermost first:
-//! 1. [`context`]: a server-generated request id (HTTP-3), the client IP through trusted
+//! 1. [`context`]: a server-generated request id (docs/security.md#request-ids), the client IP through trusted
 //!    proxies only, the request's log span, and the `X-Request-Id` response header;
 //! 2. [`crate::metrics`]: request counts and latency by route and status;
-//! 3. [`headers`]: the security headers and the CSP nonce (HTTP-1);
-//! 4. [`problems`]: every error response rendered as problem+json (HTTP-5);
+//! 3. [`headers`]: the security headers and the CSP nonce (docs/security.md#security-headers);
+//! 4. [`problems`]: every error response rendered as problem+json (docs/security.md#errors);
 //! 5. the request timeout (408), and panics caught and turned into a 500.
 //!
-//! The body limit (HTTP-2) is not here but on each group of routes ([`crate::routes`]), so
+//! The body limit (docs/security.md#request-limits) is not here but on each group of routes ([`crate::routes`]), so
 //! that a route with a larger allowance (the bulk upload) can have its own.
 
 pub mod context;

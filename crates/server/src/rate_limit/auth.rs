@@ -1,5 +1,5 @@
 //! Limits on the doors an attacker knocks on — sign-up, sign-in, codes, resets, setup — per
-//! client IP and per account (AUTH-3, KEY-3): 20 requests per 15 minutes by default. A limited
+//! client IP and per account (docs/security.md#lockout, #key-rate-limits): 20 requests per 15 minutes by default. A limited
 //! response says how much is left (`RateLimit-*`); a refused one when to come back
 //! (`Retry-After`).
 

@@ -1,5 +1,5 @@
 //! The routes API keys may call: the key is authenticated here, once, and limited per key —
-//! per minute and per day together, by its own limits or its plan's (KEY-3). Every response
+//! per minute and per day together, by its own limits or its plan's (docs/security.md#key-rate-limits). Every response
 //! carries the `RateLimit-*` headers of the tighter of the two. A request without a key is a
 //! person's, limited per user ([`super::accounts`]).
 

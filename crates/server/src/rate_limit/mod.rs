@@ -1,4 +1,4 @@
-//! Rate limits (KEY-3, AUTH-3): GCRA ([`mailroom_core::gcra`]) over a store of theoretical
+//! Rate limits (docs/security.md#key-rate-limits, #lockout): GCRA ([`mailroom_core::gcra`]) over a store of theoretical
 //! arrival times, in process by default, or in Redis (`--redis-url`) so that every node counts
 //! against the same limits. One trait, [`LimitStore`], two stores.
 //!

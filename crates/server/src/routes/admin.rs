@@ -1,4 +1,4 @@
-//! The platform's super-admins (ORG-5): every organization and user, plans, disabling and
+//! The platform's super-admins (docs/security.md#quotas): every organization and user, plans, disabling and
 //! unlocking accounts. Every action is audited.
 
 use axum::Json;

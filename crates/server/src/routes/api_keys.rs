@@ -1,4 +1,4 @@
-//! `/v1/api-keys` (KEY-1, KEY-2): create (the key shown once), list (no secrets), revoke.
+//! `/v1/api-keys` (docs/security.md#api-key-format, #api-key-scopes): create (the key shown once), list (no secrets), revoke.
 
 use axum::Json;
 use axum::extract::{Path, State};

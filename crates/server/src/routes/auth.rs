@@ -1,4 +1,4 @@
-//! Sign-up, email verification, sign-in and sign-out (AUTH-1..3, AUTH-6, SES-1).
+//! Sign-up, email verification, sign-in and sign-out (docs/security.md#email-codes, #password-hashing, #lockout).
 //!
 //! Whether an account exists is never told by status, body or timing: sign-up and resend
 //! answer 202 either way and send mail in the background; sign-in checks a dummy hash for an
@@ -225,7 +225,7 @@ pub async fn login(
 pub(crate) enum SignIn {
     /// Signed in: the user and the new session's token.
     Complete { user: User, session: String },
-    /// A second factor is owed, to be sent with this token (MFA-1).
+    /// A second factor is owed, to be sent with this token (docs/security.md#totp).
     SecondFactorOwed { mfa_token: SecretString },
 }
 
@@ -402,7 +402,7 @@ pub(crate) async fn forgot(state: &AppState, email: &str) -> Result<(), ApiError
 }
 
 /// `POST /v1/auth/password/reset`: the emailed code sets a new password and ends every
-/// session of the account (AUTH-4).
+/// session of the account (docs/security.md#password-reset).
 pub async fn reset_password(
     State(state): State<AppState>,
     trail: AuditTrail,
@@ -444,7 +444,7 @@ pub(crate) async fn reset(
 }
 
 /// Checks an email and password for a sign-in or a password grant: the same work, and the
-/// same lockout, for an address without an account (AUTH-6).
+/// same lockout, for an address without an account (docs/security.md#enumeration).
 async fn authenticate(
     state: &AppState,
     trail: &AuditTrail,
@@ -559,7 +559,7 @@ pub enum TokenRequest {
     },
 }
 
-/// `POST /v1/auth/token` (SES-3): a password grant starts a refresh-token family; a refresh
+/// `POST /v1/auth/token` (docs/security.md#refresh-tokens): a password grant starts a refresh-token family; a refresh
 /// grant rotates it. A retired refresh token presented again revokes the whole family, unless
 /// it comes within the grace window, when it gets the same pair as the first time.
 pub async fn token(
@@ -693,7 +693,7 @@ pub async fn token(
 }
 
 /// A sign-in from a client IP and user agent never seen for this user: audited, and the
-/// owner told by email (SES-2).
+/// owner told by email (docs/security.md#new-device-alert).
 /// Tells the account's owner of a sign-in from a device it had not seen.
 async fn mail_new_device(state: &AppState, trail: &AuditTrail, user: &User) {
     let message = MailMessage::NewSignIn {
@@ -784,7 +784,7 @@ fn pending() -> Response {
 }
 
 /// A new session for a browser that just proved who it is. The session it carried before, if
-/// any, ends: a session id is never kept across a sign-in (SES-1, no fixation).
+/// any, ends: a session id is never kept across a sign-in (no fixation: docs/security.md#session-fixation).
 async fn rotate_session(
     state: &AppState,
     context: &RequestContext,
@@ -855,7 +855,7 @@ async fn code_mail(
     )
 }
 
-/// AUTH-2's rules for a new password; the error names `new_password` (sign-up renames it).
+/// The rules for a new password (docs/security.md#password-policy); the error names `new_password` (sign-up renames it).
 pub fn check_password_policy(
     password: &SecretString,
     email: &EmailAddress,

@@ -1,5 +1,5 @@
-//! The signed-in user's own account: password, sessions (SES-2, SES-5) and audit log (AUD-2,
-//! PRIV-2).
+//! The signed-in user's own account: password, sessions (docs/security.md#new-device-alert, #recent-auth) and audit log
+//! (docs/security.md#audit-access).
 
 use axum::Json;
 use axum::extract::{Path, Query, State};

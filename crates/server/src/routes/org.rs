@@ -1,5 +1,5 @@
-//! The caller's organization. For now its policies: the session idle timeout (SES-1),
-//! password composition rules (AUTH-2) and a second factor for everyone (MFA-4); names, members and invitations arrive with teams.
+//! The caller's organization. For now its policies: the session idle timeout (docs/security.md#session-cookie),
+//! password composition rules (docs/security.md#password-hashing) and a second factor for everyone (docs/security.md#mfa-required); names, members and invitations arrive with teams.
 
 use axum::Json;
 use axum::extract::State;
@@ -31,7 +31,7 @@ pub struct OrgUpdate {
     session_idle_timeout_minutes: Option<Option<u32>>,
     /// Composition rules for members' new passwords. Absent: unchanged.
     password_rules: Option<PasswordRules>,
-    /// A second factor for every member (MFA-4). Absent: unchanged.
+    /// A second factor for every member (docs/security.md#mfa-required). Absent: unchanged.
     require_mfa: Option<bool>,
     /// Members may create API keys too. Absent: unchanged.
     members_create_keys: Option<bool>,

@@ -1,4 +1,4 @@
-//! Your data (PRIV-1, PRIV-2): deleting the account, and exporting what mailroom holds about
+//! Your data (docs/security.md#account-deletion, #account-export): deleting the account, and exporting what mailroom holds about
 //! it.
 
 use axum::Json;
@@ -89,7 +89,7 @@ pub(crate) async fn delete(
     }
 }
 
-/// `GET /v1/me/export` (PRIV-2): the account, its sessions, devices and second-factor state,
+/// `GET /v1/me/export` (docs/security.md#account-export): the account, its sessions, devices and second-factor state,
 /// and every audit entry of the user's, as one JSON document.
 pub async fn export(
     State(state): State<AppState>,

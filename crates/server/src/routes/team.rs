@@ -1,4 +1,4 @@
-//! The team of the caller's organization (ORG-1..3): members and their roles, ownership,
+//! The team of the caller's organization (docs/security.md#roles, #one-org-per-user, #invitations): members and their roles, ownership,
 //! invitations. Every handler acts in the caller's own organization (the tenant of its
 //! principal); another organization's members and invitations are as missing as made-up ids.
 

@@ -1,4 +1,4 @@
-//! The signed-in user's second factor (MFA-1..3): TOTP enrollment and removal, backup
+//! The signed-in user's second factor (docs/security.md#totp, #backup-codes, #trusted-devices): TOTP enrollment and removal, backup
 //! codes, trusted devices. The domain functions here serve the JSON API and the security
 //! page alike.
 

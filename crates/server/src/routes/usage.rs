@@ -1,4 +1,4 @@
-//! `GET /v1/usage` (VER-7, ORG-5): the organization's quota this month, what is used, what is
+//! `GET /v1/usage` (docs/security.md#quotas): the organization's quota this month, what is used, what is
 //! left, and when it resets. Any member, and any of the organization's keys, may look.
 
 use axum::Json;

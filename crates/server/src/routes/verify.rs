@@ -1,4 +1,4 @@
-//! The verify API (VER-6, VER-7): one address, a batch, and the log. A key needs the `verify`
+//! The verify API: one address, a batch, and the log. A key needs the `verify`
 //! scope; any member of the organization may verify.
 
 use axum::Json;
@@ -21,7 +21,7 @@ use crate::routes::listing::next_cursor;
 use crate::state::AppState;
 use crate::verification::{Answer, Requester, VerifyError};
 
-/// A batch's most addresses (VER-6).
+/// A batch's most addresses.
 pub const MAX_BATCH: usize = 1000;
 /// Longer input is not an address by any standard (254 octets); refusing it keeps the log lean.
 const MAX_INPUT: usize = 1024;
@@ -36,7 +36,7 @@ pub(crate) fn probe_by_default() -> bool {
 #[serde(deny_unknown_fields)]
 pub struct VerifyRequest {
     email: String,
-    /// Ask the mail host too (VER-4); without it, syntax, DNS and the lists only.
+    /// Ask the mail host too; without it, syntax, DNS and the lists only.
     #[serde(default = "probe_by_default")]
     smtp: bool,
 }
@@ -123,7 +123,7 @@ pub(crate) fn unusable(email: &str) -> Option<String> {
     }
 }
 
-/// 402: the month's quota is spent (VER-7).
+/// 402: the month's quota is spent.
 pub(crate) fn quota_exceeded(quota: i64, used: i64) -> ApiError {
     ApiError::new(
         StatusCode::PAYMENT_REQUIRED,

@@ -1,4 +1,4 @@
-//! Bulk verification jobs (VER-6): upload up to 100,000 addresses (JSON or CSV), follow the
+//! Bulk verification jobs: upload up to 100,000 addresses (JSON or CSV), follow the
 //! progress, download the results (JSON or CSV), or cancel. The work happens on the background
 //! workers (`job_worker`), on whichever node claims the job.
 
@@ -26,7 +26,7 @@ use crate::routes::listing::{Format, defuse};
 use crate::routes::verify::{probe_by_default, requester, unusable};
 use crate::state::AppState;
 
-/// A job's most rows (VER-6).
+/// A job's most rows.
 pub const MAX_ROWS: usize = 100_000;
 /// Room for 100,000 rows of a CSV with a few more columns than `email`.
 pub const UPLOAD_LIMIT_BYTES: usize = 32 * 1024 * 1024;

@@ -1,5 +1,5 @@
 //! Sign-up with an emailed code, sign-in, lockout, sessions and CSRF, end to end over HTTP
-//! (AUTH-1..3, AUTH-6, SES-1, SES-4), on both backends.
+//! (docs/security.md#email-codes, #password-hashing, #lockout), on both backends.
 
 use crate::common::accounts::*;
 use crate::common::{TestApp, problem};
@@ -45,7 +45,7 @@ both_backends! {
         assert_eq!(me["mfa_enabled"], false);
         assert!(me["org_id"].is_string() && me["id"].is_string());
 
-        // Signing out is a state change: refused without same-origin evidence (SES-4).
+        // Signing out is a state change: refused without same-origin evidence (docs/security.md#csrf).
         let forged = app
             .client
             .post(app.at("/v1/auth/logout"))
@@ -655,7 +655,7 @@ both_backends! {
         })
         .await;
         // Twenty different accounts guessed at from one address: an attacker cannot lock out
-        // many accounts cheaply (AUTH-3).
+        // many accounts cheaply (docs/security.md#lockout).
         for n in 0..20 {
             let response = post(&app, "/v1/auth/login", json!({"email": format!("victim{n}@example.test"), "password": "guess guess guess"})).await;
             assert_eq!(response.status(), 401, "attempt {n}");

@@ -1,4 +1,4 @@
-//! API keys end to end over HTTP (KEY-1, KEY-2), on both backends: the key shown once and
+//! API keys end to end over HTTP (docs/security.md#api-key-format, #api-key-scopes), on both backends: the key shown once and
 //! stored only hashed, exactly its scopes, revocation on the next request, another
 //! organization's keys as missing ones.
 

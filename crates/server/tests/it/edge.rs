@@ -1,11 +1,11 @@
 //! The hardened edge, seen from a client: headers, request ids, errors, body limits, client
-//! IPs, metrics, readiness (PRODUCT.md §12, §15).
+//! IPs, metrics, readiness (docs/security.md#security-headers).
 
 use crate::common::{TestApp, problem};
 use mailroom_testkit::both_backends;
 use reqwest::header::HeaderMap;
 
-/// Every response carries these, errors and 404s included (HTTP-1).
+/// Every response carries these, errors and 404s included (docs/security.md#security-headers).
 fn assert_security_headers(headers: &HeaderMap) {
     let expected = [
         (

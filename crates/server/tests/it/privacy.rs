@@ -1,4 +1,4 @@
-//! Your data (PRIV-1, PRIV-2), on both backends: deleting an account leaves no row that
+//! Your data (docs/security.md#account-deletion, #account-export), on both backends: deleting an account leaves no row that
 //! names the user, the audit chains still verify, and an export holds the account's data.
 
 use crate::common::accounts::*;

@@ -1,4 +1,4 @@
-//! Rate limits end to end over HTTP (KEY-3), on both databases and with both limit stores:
+//! Rate limits end to end over HTTP (docs/security.md#key-rate-limits), on both databases and with both limit stores:
 //! per key per minute and per day, the `RateLimit-*` headers, 429 with `Retry-After`, and
 //! what happens while Redis is down.
 

@@ -1,4 +1,4 @@
-//! Teams end to end over HTTP (ORG-1..5), on both backends: invitations (expired, reused,
+//! Teams end to end over HTTP (docs/security.md#roles, #one-org-per-user, #invitations), on both backends: invitations (expired, reused,
 //! plan-less, for another address), roles (who may promote whom), ownership, removal, the
 //! super-admin's routes, and one organization's principal against another's ids.
 

@@ -1,4 +1,4 @@
-//! Tenant isolation (ORG-4), on both backends: every route that takes an id, called by
+//! Tenant isolation (docs/security.md#tenant-scoping), on both backends: every route that takes an id, called by
 //! organization B — with a session and with an API key — against organization A's ids, answers
 //! 404 as for an id that does not exist; and nothing of A's appears in B's lists.
 

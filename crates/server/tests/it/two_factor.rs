@@ -1,4 +1,4 @@
-//! Two-factor authentication end to end over HTTP (MFA-1..4), on both backends: enrollment,
+//! Two-factor authentication end to end over HTTP (docs/security.md#totp, #backup-codes, #trusted-devices), on both backends: enrollment,
 //! replay refusal, backup codes, trusted devices, lockout by wrong codes, the token grant,
 //! and the roles that must have it.
 

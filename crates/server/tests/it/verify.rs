@@ -1,4 +1,4 @@
-//! The verify API over HTTP (VER-6, VER-7), on both backends, with the engine asking a real
+//! The verify API over HTTP, on both backends, with the engine asking a real
 //! DNS server and a real mail exchanger on loopback: results with every sub-result, dedup
 //! within the window, one charge for racing checks of one address, the quota refused before
 //! any network work, the log and its filters.

@@ -1,4 +1,4 @@
--- Accounts, organizations and browser sessions (AUTH-1..4, SES-1, ORG-2).
+-- Accounts, organizations and browser sessions (docs/security.md#email-codes, #password-hashing, #lockout).
 -- Times are Unix milliseconds (BIGINT) on both backends, so that one query text compares them
 -- the same way everywhere.
 
@@ -21,7 +21,7 @@ CREATE TABLE users (
     created_at BIGINT NOT NULL
 );
 
--- One organization per user (ORG-2): user_id is unique.
+-- One organization per user (docs/security.md#one-org-per-user): user_id is unique.
 CREATE TABLE org_members (
     org_id UUID NOT NULL REFERENCES orgs (id) ON DELETE CASCADE,
     user_id UUID NOT NULL UNIQUE REFERENCES users (id) ON DELETE CASCADE,

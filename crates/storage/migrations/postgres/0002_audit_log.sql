@@ -1,4 +1,4 @@
--- The audit log (AUD-1..3): append-only, one hash chain per scope (an organization, or the nil
+-- The audit log (docs/security.md#audit-events, #audit-retention, #audit-chain): append-only, one hash chain per scope (an organization, or the nil
 -- UUID for events that belong to none). `seq` numbers a scope's entries without gaps; `hash`
 -- covers the entry and `prev_hash`, the hash of the entry before it.
 

@@ -1,4 +1,4 @@
--- Refresh tokens for programs (SES-3). Each password grant starts a family; every use of a
+-- Refresh tokens for programs (docs/security.md#refresh-tokens). Each password grant starts a family; every use of a
 -- token retires it for a child. Only hashes are kept. A child's token is derived from its
 -- parent's with a server key, and the access token issued with it is kept as its claims
 -- (jti, iat), so that a replay within the grace window gets the very same pair back.
@@ -10,7 +10,7 @@ CREATE TABLE refresh_tokens (
     token_hash BYTEA NOT NULL UNIQUE,
     access_jti UUID NOT NULL,
     access_iat BIGINT NOT NULL,
-    -- The password grant that started the family: recent-auth checks (SES-5) look at this,
+    -- The password grant that started the family: recent-auth checks (docs/security.md#recent-auth) look at this,
     -- not at the last rotation.
     authenticated_at BIGINT NOT NULL,
     created_at BIGINT NOT NULL,

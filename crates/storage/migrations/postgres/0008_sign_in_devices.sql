@@ -1,5 +1,5 @@
 -- Where each user has signed in from (client IP and user agent), so that a sign-in from
--- anywhere new is audited and the owner alerted (SES-2), whether it opened a session or
+-- anywhere new is audited and the owner alerted (docs/security.md#new-device-alert), whether it opened a session or
 -- started a token family, and however long ago the earlier sessions ended.
 CREATE TABLE sign_in_devices (
     user_id UUID NOT NULL REFERENCES users (id) ON DELETE CASCADE,

@@ -1,4 +1,4 @@
--- API keys (KEY-1, KEY-2): found by their non-secret lookup id, checked against the SHA-256
+-- API keys (docs/security.md#api-key-format, #api-key-scopes): found by their non-secret lookup id, checked against the SHA-256
 -- of the whole key; the key itself is never stored.
 CREATE TABLE api_keys (
     id UUID PRIMARY KEY,

@@ -1,4 +1,4 @@
--- Tenant isolation as defense in depth (ORG-4). The app's queries run as mailroom_app (every
+-- Tenant isolation as defense in depth (docs/security.md#tenant-scoping). The app's queries run as mailroom_app (every
 -- pooled connection does SET ROLE to it), which owns nothing, is no superuser and cannot
 -- bypass row security; migrations run as the URL's own user, who owns the tables.
 --
@@ -6,7 +6,7 @@
 -- set_config('app.org_id', <org>, true). Three named cross-tenant paths, each keyed on a
 -- secret or on the row's own identity, open exactly the rows they need: an API key found by
 -- its lookup id before its organization is known, an invitation found by its token's hash by
--- someone of another organization, and the invitations to an address being erased (PRIV-1).
+-- someone of another organization, and the invitations to an address being erased (docs/security.md#account-deletion).
 
 DO $$
 BEGIN

@@ -1,4 +1,4 @@
--- Bulk verification jobs (VER-6): the addresses as uploaded, row by row, each pointing at its
+-- Bulk verification jobs: the addresses as uploaded, row by row, each pointing at its
 -- logged result once checked. A job is worked by one node at a time, under a lease that the
 -- node renews while it lives; a job whose lease ran out is taken up by another node, and
 -- resumes at its first unchecked row.

@@ -8,7 +8,7 @@
 --   setting opens nothing (both bounds must hold: LEAST would skip an unset one);
 -- - and no row ever moves to another organization, whichever path updates it.
 
--- 90 days, as the audit log and the verification log are kept (AUD-2, VER-7), and 7 days,
+-- 90 days, as the audit log and the verification log are kept (docs/security.md#audit-retention), and 7 days,
 -- as the rows of failed and cancelled jobs are; in milliseconds, on the database's clock.
 CREATE FUNCTION mailroom_now_ms() RETURNS BIGINT LANGUAGE sql STABLE
     AS $$ SELECT (EXTRACT(EPOCH FROM now()) * 1000)::BIGINT $$;

@@ -1,4 +1,4 @@
--- The keyring (ENC-1..3). Everything here is wrapped by the master key, which never touches
+-- The keyring (docs/security.md#master-key, #what-is-sealed, #data-key-rotation). Everything here is wrapped by the master key, which never touches
 -- the database: only a check value of it does, so that the wrong key is recognized.
 CREATE TABLE keyring (
     singleton INTEGER PRIMARY KEY CHECK (singleton = 1),

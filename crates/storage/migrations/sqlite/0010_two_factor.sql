@@ -1,4 +1,4 @@
--- Two-factor authentication (MFA-1..4).
+-- Two-factor authentication (docs/security.md#totp, #backup-codes, #trusted-devices).
 
 -- A user's TOTP secret, sealed (system scope, bound to this table, column and user id).
 -- Pending until the first code confirms it; a step once used is never accepted again.

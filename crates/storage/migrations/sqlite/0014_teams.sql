@@ -1,11 +1,11 @@
--- Teams (ORG-1..5): plans, invitations, and disabling users.
+-- Teams (docs/security.md#roles, #one-org-per-user, #invitations): plans, invitations, and disabling users.
 
 -- What an organization may do. Operators may edit these rows or add plans; super-admins
 -- assign them (PATCH /v1/admin/orgs/{id}).
 CREATE TABLE plans (
     id TEXT PRIMARY KEY,
     name TEXT NOT NULL,
-    -- A team subscription: members can be invited (ORG-3).
+    -- A team subscription: members can be invited (docs/security.md#invitations).
     team BOOLEAN NOT NULL,
     member_limit INTEGER NOT NULL,
     verifications_per_month BIGINT NOT NULL,
@@ -21,7 +21,7 @@ ALTER TABLE orgs ADD COLUMN plan_id TEXT NOT NULL DEFAULT 'free';
 -- A disabled user cannot sign in, and their sessions and tokens stop working.
 ALTER TABLE users ADD COLUMN disabled_at BIGINT;
 
--- Invitations (ORG-3): the emailed token stored hashed; single-use, 7 days, revocable.
+-- Invitations (docs/security.md#invitations): the emailed token stored hashed; single-use, 7 days, revocable.
 CREATE TABLE invitations (
     id BLOB PRIMARY KEY,
     org_id BLOB NOT NULL REFERENCES orgs (id) ON DELETE CASCADE,

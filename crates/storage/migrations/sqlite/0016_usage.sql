@@ -1,4 +1,4 @@
--- The usage ledger (VER-7, KEY-3): what each organization used of each metric per period,
+-- The usage ledger (docs/security.md#key-rate-limits): what each organization used of each metric per period,
 -- and every charge by its idempotency key, so that a retried request is never charged twice.
 CREATE TABLE usage_periods (
     org_id BLOB NOT NULL REFERENCES orgs (id) ON DELETE CASCADE,

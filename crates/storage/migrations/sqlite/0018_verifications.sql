@@ -1,4 +1,4 @@
--- Every verification (VER-7): the log an organization reads, and the store that dedup answers
+-- Every verification: the log an organization reads, and the store that dedup answers
 -- from. `address` is the normalized address, or the input as given when it does not parse.
 -- Kept 90 days, like the audit log.
 CREATE TABLE verifications (
@@ -10,7 +10,7 @@ CREATE TABLE verifications (
     verdict TEXT NOT NULL,
     -- Answered from an earlier result (and not charged).
     cached BOOLEAN NOT NULL,
-    -- The whole result as JSON (VER-5).
+    -- The whole result as JSON.
     result TEXT NOT NULL,
     created_at BIGINT NOT NULL
 );

@@ -1,5 +1,5 @@
 -- Failed sign-ins are counted per normalized address, whether or not an account has it, so
--- that an unknown address locks exactly like a known one (AUTH-3, AUTH-6). The counters
+-- that an unknown address locks exactly like a known one (docs/security.md#lockout, #enumeration). The counters
 -- leave the users table: they are about an address, not an account.
 CREATE TABLE login_failures (
     email TEXT PRIMARY KEY,
