@@ -28,11 +28,11 @@ try {
   await page.getByLabel("Email").fill(email);
   await page.getByLabel("Password").fill(password);
   await page.getByRole("button", { name: "Create account" }).click();
-  await page.waitForURL(/\/verify/);
-  result.verifyNotice = (await page.locator(".notice").textContent())?.trim();
+  await page.waitForURL(/\/confirm/);
+  result.confirmNotice = (await page.locator(".notice").textContent())?.trim();
 
   await page.getByLabel("6-digit code from your email").fill(await latestCode(outbox, email));
-  await page.getByRole("button", { name: "Verify" }).click();
+  await page.getByRole("button", { name: "Confirm" }).click();
   await page.waitForURL(/\/security/);
   result.signedInAs = (await page.locator("#account-email").textContent())?.trim();
 

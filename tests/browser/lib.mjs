@@ -81,8 +81,8 @@ export async function signUp(page, base, outbox, email, password) {
   await page.getByLabel("Email").fill(email);
   await page.getByLabel("Password").fill(password);
   await page.getByRole("button", { name: "Create account" }).click();
-  await page.waitForURL(/\/verify/);
+  await page.waitForURL(/\/confirm/);
   await page.getByLabel("6-digit code from your email").fill(await latestCode(outbox, email));
-  await page.getByRole("button", { name: "Verify" }).click();
+  await page.getByRole("button", { name: "Confirm" }).click();
   await page.waitForURL(/\/security/);
 }

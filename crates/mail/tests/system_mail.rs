@@ -52,7 +52,7 @@ async fn delivers_through_an_smtp_relay_with_login() {
     let Some((server, mail)) = relay_with_login("relay-pass") else {
         return;
     };
-    let message = templates::verification_code("verify your email address", "482913", 5);
+    let message = templates::verification_code("confirm your email address", "482913", 5);
     mail.send(&recipient(), &message).await.unwrap();
 
     let delivered = server.delivered(1);
@@ -134,7 +134,7 @@ async fn without_a_relay_messages_land_in_the_outbox() {
     let dir = tempfile::tempdir().unwrap();
     let outbox = dir.path().join("data/outbox");
     let mail = SystemMail::outbox(&outbox, from()).unwrap();
-    let message = templates::verification_code("verify your email address", "482913", 5);
+    let message = templates::verification_code("confirm your email address", "482913", 5);
     mail.send(&recipient(), &message).await.unwrap();
 
     let files: Vec<_> = std::fs::read_dir(&outbox)

@@ -703,7 +703,7 @@ both_backends! {
                 std::thread::sleep(Duration::from_millis(50));
             }
             let code = code.expect("a code in the outbox");
-            let verified = post("/v1/auth/verify-email", serde_json::json!({"email": email, "code": code}));
+            let verified = post("/v1/auth/confirm-email", serde_json::json!({"email": email, "code": code}));
             assert_eq!(verified.status(), 200);
             let cookie = verified.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
             let session_token = cookie.split('=').nth(1).unwrap().to_owned();

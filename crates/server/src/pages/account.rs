@@ -130,14 +130,14 @@ fn signup_form(email: &str) -> Markup {
     }
 }
 
-fn verify_form(email: &str) -> Markup {
+fn confirm_form(email: &str) -> Markup {
     html! {
-        form method="post" action="/verify" {
+        form method="post" action="/confirm" {
             (email_field(email))
             (code_field())
-            button type="submit" { "Verify" }
+            button type="submit" { "Confirm" }
         }
-        form.inline method="post" action="/verify/resend" {
+        form.inline method="post" action="/confirm/resend" {
             input type="hidden" name="email" value=(email);
             button.link type="submit" { "Send a new code" }
         }
@@ -186,9 +186,9 @@ const SIGNUP: FormPage = FormPage {
     title: "Create your account",
     form: signup_form,
 };
-const VERIFY: FormPage = FormPage {
-    title: "Verify your email",
-    form: verify_form,
+const CONFIRM: FormPage = FormPage {
+    title: "Confirm your email",
+    form: confirm_form,
 };
 const SIGNIN: FormPage = FormPage {
     title: "Sign in",
@@ -249,18 +249,18 @@ pub async fn signup_submit(
 ) -> Response {
     let outcome = auth::sign_up(&state, &trail, &form.email, &form.password).await;
     SIGNUP.after(&nonce, &form.email, outcome, |()| {
-        redirect_with_notice("/verify", &form.email, Notice::CodeSent)
+        redirect_with_notice("/confirm", &form.email, Notice::CodeSent)
     })
 }
 
-pub async fn verify_page(
+pub async fn confirm_page(
     Extension(nonce): Extension<CspNonce>,
     Query(query): Query<EmailQuery>,
 ) -> Response {
-    VERIFY.show(&nonce, &query)
+    CONFIRM.show(&nonce, &query)
 }
 
-pub async fn verify_submit(
+pub async fn confirm_submit(
     State(state): State<AppState>,
     Extension(context): Extension<RequestContext>,
     Extension(nonce): Extension<CspNonce>,
@@ -268,8 +268,8 @@ pub async fn verify_submit(
     headers: HeaderMap,
     Form(form): Form<CodeForm>,
 ) -> Response {
-    let outcome = auth::verify(&state, &context, &trail, &headers, &form.email, &form.code).await;
-    VERIFY.after(&nonce, &form.email, outcome, |(_, token)| {
+    let outcome = auth::confirm(&state, &context, &trail, &headers, &form.email, &form.code).await;
+    CONFIRM.after(&nonce, &form.email, outcome, |(_, token)| {
         signed_in_redirect(&token, "/security")
     })
 }
@@ -280,8 +280,8 @@ pub async fn resend_submit(
     Form(form): Form<EmailForm>,
 ) -> Response {
     let outcome = auth::resend(&state, &form.email).await;
-    VERIFY.after(&nonce, &form.email, outcome, |()| {
-        redirect_with_notice("/verify", &form.email, Notice::CodeResent)
+    CONFIRM.after(&nonce, &form.email, outcome, |()| {
+        redirect_with_notice("/confirm", &form.email, Notice::CodeResent)
     })
 }
 

@@ -92,7 +92,7 @@ pub(crate) async fn sign_up(
     }
     let code = codes::generate();
     let code_hash = codes::hash(&state.code_key, CodePurpose::Signup, &email, &code);
-    let mail = code_mail(state, &email, "verify your email address", &code).await?;
+    let mail = code_mail(state, &email, "confirm your email address", &code).await?;
     let issued = database(
         state
             .database
@@ -130,7 +130,7 @@ pub(crate) async fn resend(state: &AppState, email: &str) -> Result<(), ApiError
     let now = OffsetDateTime::now_utc();
     let code = codes::generate();
     let code_hash = codes::hash(&state.code_key, CodePurpose::Signup, &email, &code);
-    let mail = code_mail(state, &email, "verify your email address", &code).await?;
+    let mail = code_mail(state, &email, "confirm your email address", &code).await?;
     let expires_at = now + CODE_TTL;
     let replaced = database(
         state
@@ -151,21 +151,22 @@ pub(crate) async fn resend(state: &AppState, email: &str) -> Result<(), ApiError
     Ok(())
 }
 
-/// `POST /v1/auth/verify-email`: the emailed code turns the sign-up into an account (with its
+/// `POST /v1/auth/confirm-email`: the emailed code turns the sign-up into an account (with its
 /// own organization) and signs it in.
-pub async fn verify_email(
+pub async fn confirm_email(
     State(state): State<AppState>,
     Extension(context): Extension<RequestContext>,
     trail: AuditTrail,
     headers: HeaderMap,
     ApiJson(body): ApiJson<CodeEntry>,
 ) -> Result<Response, ApiError> {
-    let (user, token) = verify(&state, &context, &trail, &headers, &body.email, &body.code).await?;
+    let (user, token) =
+        confirm(&state, &context, &trail, &headers, &body.email, &body.code).await?;
     Ok(signed_in(&user, &token))
 }
 
 /// Turns a sign-up whose code is right into an account; returns it and its session token.
-pub(crate) async fn verify(
+pub(crate) async fn confirm(
     state: &AppState,
     context: &RequestContext,
     trail: &AuditTrail,

@@ -20,7 +20,8 @@ pub(crate) mod verify;
 pub(crate) mod verify_jobs;
 
 use axum::Router;
-use axum::routing::{delete, get, patch, post};
+use axum::http::{StatusCode, Uri, header};
+use axum::routing::{MethodRouter, any, delete, get, patch, post};
 use tower_http::limit::RequestBodyLimitLayer;
 
 use axum::middleware::from_fn_with_state;
@@ -36,7 +37,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
     // The doors an attacker knocks on, limited per client IP.
     let auth = Router::new()
         .route("/v1/auth/signup", post(auth::signup))
-        .route("/v1/auth/verify-email", post(auth::verify_email))
+        .route("/v1/auth/confirm-email", post(auth::confirm_email))
         .route("/v1/auth/resend-code", post(auth::resend_code))
         .route("/v1/auth/login", post(auth::login))
         .route("/v1/auth/login/2fa", post(auth::login_second_factor))
@@ -49,10 +50,10 @@ pub fn router(state: &AppState) -> Router<AppState> {
             get(account::signup_page).post(account::signup_submit),
         )
         .route(
-            "/verify",
-            get(account::verify_page).post(account::verify_submit),
+            "/confirm",
+            get(account::confirm_page).post(account::confirm_submit),
         )
-        .route("/verify/resend", post(account::resend_submit))
+        .route("/confirm/resend", post(account::resend_submit))
         .route(
             "/signin",
             get(account::signin_page).post(account::signin_submit),
@@ -237,9 +238,29 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .merge(guarded)
         // Browsers send violation reports on their own, with whatever headers they choose.
         .route(csp_report::CSP_REPORT_PATH, post(csp_report::receive))
+        .route("/v1/auth/verify-email", moved_to("/v1/auth/confirm-email"))
+        .route("/verify", moved_to("/confirm"))
+        .route("/verify/resend", moved_to("/confirm/resend"))
         .fallback(|| async { crate::ApiError::not_found() })
         // Every route above, and the fallback; a route allowed larger bodies is merged after
         // this, with a limit layer of its own.
         .layer(RequestBodyLimitLayer::new(BODY_LIMIT_BYTES))
         .merge(uploads)
+}
+
+/// A path that moved: 308 to its new place with the same query. Unlike 301, a 308 keeps the
+/// method and the body, so a client's POST arrives whole. The sign-up's confirmation moved
+/// from "verify" (which now means address verification only); the old paths answer this for
+/// a release.
+fn moved_to(to: &'static str) -> MethodRouter<AppState> {
+    any(move |uri: Uri| async move {
+        let location = match uri.query() {
+            Some(query) => format!("{to}?{query}"),
+            None => to.to_owned(),
+        };
+        (
+            StatusCode::PERMANENT_REDIRECT,
+            [(header::LOCATION, location)],
+        )
+    })
 }

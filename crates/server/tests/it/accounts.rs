@@ -7,17 +7,43 @@ use mailroom_testkit::both_backends;
 use serde_json::{Value, json};
 
 both_backends! {
-    async fn sign_up_verify_and_use_the_session(db) {
+    async fn the_confirmation_answers_at_its_old_paths_with_a_308(db) {
+        let app = TestApp::spawn(&db).await;
+        let email = "moved@example.test";
+        post(&app, "/v1/auth/signup", json!({"email": email, "password": PASSWORD})).await;
+        let code = code_for(&db, email).await;
+
+        let old = post(&app, "/v1/auth/verify-email", json!({"email": email, "code": code})).await;
+        assert_eq!(old.status(), 308);
+        assert_eq!(old.headers()["location"], "/v1/auth/confirm-email");
+        let page = app.client.get(app.at("/verify?email=moved%40example.test")).send().await.unwrap();
+        assert_eq!(page.status(), 308);
+        assert_eq!(page.headers()["location"], "/confirm?email=moved%40example.test");
+
+        // A client that follows redirects posts the same body again at the new path.
+        let following = reqwest::Client::new();
+        let confirmed = following
+            .post(app.at("/v1/auth/verify-email"))
+            .json(&json!({"email": email, "code": code}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(confirmed.status(), 200);
+        let body: Value = confirmed.json().await.unwrap();
+        assert_eq!(body["user"]["email"], email);
+    }
+
+    async fn sign_up_confirm_and_use_the_session(db) {
         let app = TestApp::spawn(&db).await;
         let email = "jane@example.test";
         let response = post(&app, "/v1/auth/signup", json!({"email": "Jane@Example.TEST", "password": PASSWORD})).await;
         assert_eq!(response.status(), 202);
         let code = code_for(&db, email).await;
         let wrong = if code == "000000" { "000001" } else { "000000" };
-        let response = post(&app, "/v1/auth/verify-email", json!({"email": email, "code": wrong})).await;
+        let response = post(&app, "/v1/auth/confirm-email", json!({"email": email, "code": wrong})).await;
         problem(response, 400, "invalid_code").await;
 
-        let response = post(&app, "/v1/auth/verify-email", json!({"email": email, "code": code})).await;
+        let response = post(&app, "/v1/auth/confirm-email", json!({"email": email, "code": code})).await;
         assert_eq!(response.status(), 200);
         let set_cookie = response.headers()["set-cookie"].to_str().unwrap().to_owned();
         for attribute in ["__Host-mailroom_session=", "HttpOnly", "Secure", "SameSite=Lax", "Path=/"] {
@@ -28,7 +54,7 @@ both_backends! {
         assert_eq!(body["user"]["email"], email);
 
         // The code worked once.
-        let again = post(&app, "/v1/auth/verify-email", json!({"email": email, "code": code})).await;
+        let again = post(&app, "/v1/auth/confirm-email", json!({"email": email, "code": code})).await;
         problem(again, 400, "invalid_code").await;
 
         // Every use hands the cookie back with a fresh Max-Age (rolling expiry).
@@ -117,7 +143,7 @@ both_backends! {
         let app = TestApp::spawn(&db).await;
         let token = create_account(&app, &db, "notices@example.test").await;
         let spoof = "notice=Your+account+is+suspended.+Call+%2B1-555-0100+now.";
-        for path in ["/verify", "/signin", "/signup", "/forgot", "/reset", "/team", "/security"] {
+        for path in ["/confirm", "/signin", "/signup", "/forgot", "/reset", "/team", "/security"] {
             let spoofed = get_as(&app, &token, &format!("{path}?{spoof}")).await.text().await.unwrap();
             assert!(!spoofed.contains("suspended") && !spoofed.contains("class=\"notice\""), "{path}: {spoofed}");
             let known = get_as(&app, &token, &format!("{path}?notice=code_sent")).await.text().await.unwrap();
@@ -159,11 +185,11 @@ both_backends! {
 
         // Verifying the address: no account, no session, and the code still works.
         break_audit().await;
-        assert_eq!(post(&app, "/v1/auth/verify-email", json!({"email": email, "code": code})).await.status(), 500);
+        assert_eq!(post(&app, "/v1/auth/confirm-email", json!({"email": email, "code": code})).await.status(), 500);
         assert_eq!(db.count("SELECT COUNT(*) FROM users").await, 0);
         assert_eq!(db.count("SELECT COUNT(*) FROM sessions").await, 0);
         mend_audit().await;
-        assert_eq!(post(&app, "/v1/auth/verify-email", json!({"email": email, "code": code})).await.status(), 200);
+        assert_eq!(post(&app, "/v1/auth/confirm-email", json!({"email": email, "code": code})).await.status(), 200);
 
         // Signing in: no new session.
         break_audit().await;
@@ -229,7 +255,7 @@ both_backends! {
         let code = code_for(&db, email).await;
         let wrong = if code == "999999" { "999998" } else { "999999" };
 
-        let guesses = (0..20).map(|_| post(&app, "/v1/auth/verify-email", json!({"email": email, "code": wrong})));
+        let guesses = (0..20).map(|_| post(&app, "/v1/auth/confirm-email", json!({"email": email, "code": wrong})));
         let mut counted = 0;
         for response in futures::future::join_all(guesses).await {
             let body: Value = response.json().await.unwrap();
@@ -242,7 +268,7 @@ both_backends! {
         assert_eq!(counted, 5, "exactly the budget of guesses was counted");
 
         // The right code is now worthless too.
-        let right = post(&app, "/v1/auth/verify-email", json!({"email": email, "code": code})).await;
+        let right = post(&app, "/v1/auth/confirm-email", json!({"email": email, "code": code})).await;
         problem(right, 400, "code_exhausted").await;
         app.stop().await;
     }
@@ -255,9 +281,9 @@ both_backends! {
             async move {
                 let wrong = if code == "999999" { "999998" } else { "999999" };
                 for _ in 0..5 {
-                    post(app, "/v1/auth/verify-email", json!({"email": email, "code": wrong})).await;
+                    post(app, "/v1/auth/confirm-email", json!({"email": email, "code": wrong})).await;
                 }
-                problem(post(app, "/v1/auth/verify-email", json!({"email": email, "code": code})).await, 400, "code_exhausted").await;
+                problem(post(app, "/v1/auth/confirm-email", json!({"email": email, "code": code})).await, 400, "code_exhausted").await;
             }
         };
         // Someone else spends the owner's code; the owner's resend, or a new sign-up, brings a
@@ -272,20 +298,20 @@ both_backends! {
         post(&app, "/v1/auth/resend-code", json!({"email": email})).await;
         let fourth = next_code(&db, email, 3).await;
         let wrong = if fourth == "999999" { "999998" } else { "999999" };
-        problem(post(&app, "/v1/auth/verify-email", json!({"email": email, "code": wrong})).await, 400, "invalid_code").await;
+        problem(post(&app, "/v1/auth/confirm-email", json!({"email": email, "code": wrong})).await, 400, "invalid_code").await;
         post(&app, "/v1/auth/resend-code", json!({"email": email})).await;
         let fifth = next_code(&db, email, 4).await;
         // Five codes this hour: the sixth is not issued, and the guessing stays bounded.
         exhaust(fifth.clone()).await;
         assert_eq!(post(&app, "/v1/auth/resend-code", json!({"email": email})).await.status(), 202);
         assert_eq!(post(&app, "/v1/auth/signup", json!({"email": email, "password": PASSWORD})).await.status(), 202);
-        problem(post(&app, "/v1/auth/verify-email", json!({"email": email, "code": fifth})).await, 400, "code_exhausted").await;
+        problem(post(&app, "/v1/auth/confirm-email", json!({"email": email, "code": fifth})).await, 400, "code_exhausted").await;
         assert_eq!(db.count("SELECT CAST(issued AS BIGINT) FROM email_codes").await, 5);
         // An hour on, the window starts over.
         db.execute("UPDATE email_codes SET issued_since = issued_since - 3600001").await;
         post(&app, "/v1/auth/resend-code", json!({"email": email})).await;
         let sixth = next_code(&db, email, 5).await;
-        assert_eq!(post(&app, "/v1/auth/verify-email", json!({"email": email, "code": sixth})).await.status(), 200);
+        assert_eq!(post(&app, "/v1/auth/confirm-email", json!({"email": email, "code": sixth})).await.status(), 200);
         app.stop().await;
     }
 
@@ -742,7 +768,7 @@ both_backends! {
         let attacker = "attacker chosen passphrase 81";
         post(&app, "/v1/auth/signup", json!({"email": email, "password": attacker})).await;
         let code = next_code(&db, email, 1).await;
-        let verified = post(&app, "/v1/auth/verify-email", json!({"email": email, "code": code})).await;
+        let verified = post(&app, "/v1/auth/confirm-email", json!({"email": email, "code": code})).await;
         assert_eq!(verified.status(), 200);
         let theirs = post(&app, "/v1/auth/login", json!({"email": email, "password": attacker})).await;
         problem(theirs, 401, "invalid_credentials").await;

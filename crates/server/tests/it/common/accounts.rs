@@ -126,7 +126,7 @@ pub async fn create_account(app: &TestApp, db: &TestDatabase, email: &str) -> St
     let code = code_for(db, email).await;
     let response = post(
         app,
-        "/v1/auth/verify-email",
+        "/v1/auth/confirm-email",
         json!({"email": email, "code": code}),
     )
     .await;
