@@ -224,14 +224,14 @@ async fn bulk_job(
     let mut server = Command::new(mailroom)
         .args(["serve", "--database-url", &url])
         .args([
-            "--dns-server",
+            "--verify-dns-server",
             &dns.to_string(),
-            "--smtp-port",
+            "--verify-probe-port",
             &port.to_string(),
         ])
         // The bench's mail hosts are on loopback.
-        .args(["--probe-private-networks", "true"])
-        .env("MAILROOM_LISTEN", "127.0.0.1:0")
+        .args(["--verify-probe-private-networks", "true"])
+        .env("MAILROOM_HTTP_LISTEN", "127.0.0.1:0")
         .env("MAILROOM_LOG_FORMAT", "json")
         .current_dir(db.dir())
         .stdout(Stdio::piped())

@@ -1,4 +1,4 @@
-//! `--smtp-url`: one URL says where the relay is, how to secure the connection and how to log
+//! `--system-mail-smtp-url`: one URL says where the relay is, how to secure the connection and how to log
 //! in, as operators write it: `smtp://user:pass@relay.example.com:587` (STARTTLS, required),
 //! `smtps://…:465` (TLS from the first byte), or `smtp://relay:25?tls=none` for a relay on a
 //! trusted local network only.

@@ -35,7 +35,7 @@ impl Server {
         command
             .arg("serve")
             .args(args)
-            .env("MAILROOM_LISTEN", "127.0.0.1:0");
+            .env("MAILROOM_HTTP_LISTEN", "127.0.0.1:0");
         if db.backend() == Backend::Postgres {
             command.arg("--database-url").arg(db.url());
         }
@@ -243,7 +243,7 @@ both_backends! {
     async fn logs_carry_request_ids_and_never_secrets(db) {
         let dir = db.dir().to_owned();
         tokio::task::spawn_blocking(move || {
-            let server = Server::start(&db, &dir, &["--log", "debug"]);
+            let server = Server::start(&db, &dir, &["--log-filter", "debug"]);
             let response = client()
                 .get(format!("{}/healthz?token=query-secret-1&page=2", server.url))
                 .header("authorization", "Bearer bearer-secret-2")
@@ -315,7 +315,7 @@ both_backends! {
             let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
             std::fs::write(dir.join("cert.pem"), cert.cert.pem()).unwrap();
             std::fs::write(dir.join("key.pem"), cert.key_pair.serialize_pem()).unwrap();
-            let server = Server::start(&db, &dir, &["--tls-cert", "cert.pem", "--tls-key", "key.pem"]);
+            let server = Server::start(&db, &dir, &["--http-tls-cert", "cert.pem", "--http-tls-key", "key.pem"]);
             assert!(server.url.starts_with("https://"), "{}", server.url);
             let url = format!("https://localhost:{}/healthz", server.port());
             let root = reqwest::Certificate::from_pem(cert.cert.pem().as_bytes()).unwrap();
@@ -348,13 +348,13 @@ both_backends! {
         tokio::task::spawn_blocking(move || {
             let database = match db.backend() {
                 Backend::Sqlite => String::new(),
-                Backend::Postgres => format!("database_url = \"{}\"\n", db.url()),
+                Backend::Postgres => format!("[database]\nurl = \"{}\"\n", db.url()),
             };
             std::fs::write(
                 dir.join("mailroom.toml"),
                 format!(
-                    "listen = \"127.0.0.1:1\"\nx_xss_protection = \"from-file\"\n\
-                     data_dir = \"file-data\"\nmetrics_allow = [\"10.0.0.0/8\"]\n{database}"
+                    "data_dir = \"file-data\"\n[http]\nlisten = \"127.0.0.1:1\"\n\
+                     x_xss_protection = \"from-file\"\nmetrics_allow = [\"10.0.0.0/8\"]\n{database}"
                 ),
             )
             .unwrap();
@@ -363,9 +363,9 @@ both_backends! {
             // and metrics_allow, and they hold.
             let mut command = mailroom(&dir);
             command
-                .args(["serve", "--x-xss-protection", "from-flag"])
-                .env("MAILROOM_LISTEN", "127.0.0.1:0")
-                .env("MAILROOM_X_XSS_PROTECTION", "from-env");
+                .args(["serve", "--http-x-xss-protection", "from-flag"])
+                .env("MAILROOM_HTTP_LISTEN", "127.0.0.1:0")
+                .env("MAILROOM_HTTP_X_XSS_PROTECTION", "from-env");
             let server = Server::spawn(command);
             let response = client().get(format!("{}/healthz", server.url)).send().unwrap();
             assert_eq!(response.headers()["x-xss-protection"], "from-flag");
@@ -412,7 +412,7 @@ both_backends! {
             // A secret sealed under the first key: the account's TOTP secret.
             let serve = || {
                 let mut command = mailroom(&dir);
-                command.args(["serve", "--database-url", &url]).env("MAILROOM_LISTEN", "127.0.0.1:0");
+                command.args(["serve", "--database-url", &url]).env("MAILROOM_HTTP_LISTEN", "127.0.0.1:0");
                 Server::spawn(command)
             };
             let server = serve();
@@ -507,8 +507,8 @@ both_backends! {
             let start = || {
                 let mut command = mailroom(&dir);
                 command
-                    .args(["serve", "--database-url", &url, "--redis-url", &redis, "--redis-key-prefix", &prefix, "--auth-rate-limit", "4"])
-                    .env("MAILROOM_LISTEN", "127.0.0.1:0");
+                    .args(["serve", "--database-url", &url, "--redis-url", &redis, "--redis-key-prefix", &prefix, "--http-auth-rate-limit", "4"])
+                    .env("MAILROOM_HTTP_LISTEN", "127.0.0.1:0");
                 Server::spawn(command)
             };
             let (first, second) = (start(), start());
@@ -548,7 +548,7 @@ both_backends! {
                 let mut command = mailroom(&dir);
                 command
                     .args(["serve", "--database-url", &url])
-                    .env("MAILROOM_LISTEN", "127.0.0.1:0");
+                    .env("MAILROOM_HTTP_LISTEN", "127.0.0.1:0");
                 let server = Server::spawn(command);
                 // Three failed sign-ins for an unknown address: three chained entries.
                 for _ in 0..3 {
@@ -597,7 +597,7 @@ both_backends! {
         tokio::task::spawn_blocking(move || {
             let start = || {
                 let mut command = mailroom(&dir);
-                command.args(["serve", "--database-url", &url]).env("MAILROOM_LISTEN", "127.0.0.1:0");
+                command.args(["serve", "--database-url", &url]).env("MAILROOM_HTTP_LISTEN", "127.0.0.1:0");
                 Server::spawn(command)
             };
             let server = start();
@@ -677,8 +677,8 @@ both_backends! {
         tokio::task::spawn_blocking(move || {
             let mut command = mailroom(&dir);
             command
-                .args(["serve", "--log", "debug", "--database-url", &url])
-                .env("MAILROOM_LISTEN", "127.0.0.1:0");
+                .args(["serve", "--log-filter", "debug", "--database-url", &url])
+                .env("MAILROOM_HTTP_LISTEN", "127.0.0.1:0");
             let server = Server::spawn(command);
             let http = client();
             let password = "secret-horse-battery-staple";
@@ -746,7 +746,7 @@ fn unknown_configuration_is_an_error_naming_it() {
     // A typo'd key whose value is a connection string: named, but without its password.
     std::fs::write(
         dir.path().join("bad.toml"),
-        "listen = \"127.0.0.1:0\"\ndatabse_url = \"postgres://app:file-secret@db/m\"\n",
+        "[http]\nlisten = \"127.0.0.1:0\"\n[database]\nulr = \"postgres://app:file-secret@db/m\"\n",
     )
     .unwrap();
     let output = mailroom(dir.path())
@@ -755,7 +755,7 @@ fn unknown_configuration_is_an_error_naming_it() {
         .unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("databse_url"), "{stderr}");
+    assert!(stderr.contains("`ulr` in [database]"), "{stderr}");
     assert!(!stderr.contains("file-secret"), "{stderr}");
 
     let output = mailroom(dir.path())
@@ -778,7 +778,7 @@ fn an_unusable_database_stops_startup_with_a_clear_error() {
             "--database-url",
             "postgres://nobody:pw-secret@127.0.0.1:1/none",
         ])
-        .env("MAILROOM_LISTEN", "127.0.0.1:0")
+        .env("MAILROOM_HTTP_LISTEN", "127.0.0.1:0")
         .output()
         .unwrap();
     assert!(!output.status.success());
@@ -821,15 +821,15 @@ async fn verify_checks_addresses_from_the_command_line() {
             "anna@bücher.test",
             "ghost@BÜCHER.test",
             "not an address",
-            "--dns-server",
+            "--verify-dns-server",
             &dns.address().to_string(),
-            "--smtp-port",
+            "--verify-probe-port",
             &mx.port().to_string(),
-            "--helo-name",
+            "--verify-helo-name",
             "probe.example.test",
-            "--probe-from",
+            "--verify-probe-from",
             "verify@example.test",
-            "--probe-private-networks",
+            "--verify-probe-private-networks",
             "true",
         ]);
         command.args(extra);
@@ -915,12 +915,12 @@ both_backends! {
             let start = || {
                 let mut command = mailroom(&dir);
                 command
-                    .args(["serve", "--dns-server", &dns_server, "--smtp-port", &smtp_port, "--database-url", &url])
-                    .args(["--probe-private-networks", "true"])
+                    .args(["serve", "--verify-dns-server", &dns_server, "--verify-probe-port", &smtp_port, "--database-url", &url])
+                    .args(["--verify-probe-private-networks", "true"])
                     // Small chunks, so that a kill lands mid-job; a short lease, so that the
                     // next node takes the job up soon.
-                    .args(["--job-chunk", "100", "--job-lease", "3"])
-                    .env("MAILROOM_LISTEN", "127.0.0.1:0");
+                    .args(["--jobs-chunk", "100", "--jobs-lease", "3"])
+                    .env("MAILROOM_HTTP_LISTEN", "127.0.0.1:0");
                 Server::spawn(command)
             };
             let first = start();
@@ -1020,8 +1020,8 @@ both_backends! {
             let serve = |runner: &str| {
                 let mut command = mailroom(&dir);
                 command
-                    .args(["serve", "--database-url", &url, "--queue-runner", runner])
-                    .env("MAILROOM_LISTEN", "127.0.0.1:0");
+                    .args(["serve", "--database-url", &url, "--jobs-runner", runner])
+                    .env("MAILROOM_HTTP_LISTEN", "127.0.0.1:0");
                 Server::spawn(command)
             };
             // A node that only answers HTTP: the mail is queued, not sent.

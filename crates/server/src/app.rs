@@ -74,7 +74,7 @@ impl App {
             trusted_proxies: config.trusted_proxies.clone(),
             metrics_allow: config.metrics_allow.clone(),
             x_xss_protection: HeaderValue::from_str(&config.x_xss_protection)
-                .context("--x-xss-protection is not a valid header value")?,
+                .context("--http-x-xss-protection is not a valid header value")?,
             public_origin: public_url.origin().ascii_serialization(),
             mail,
             passwords: PasswordWork::new()?,

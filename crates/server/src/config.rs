@@ -257,14 +257,14 @@ impl Config {
     }
 
     pub fn system_mail(&self) -> anyhow::Result<SystemMail> {
-        let from = mailroom_mail::parse_mailbox(&self.mail_from).context("--mail-from")?;
+        let from = mailroom_mail::parse_mailbox(&self.mail_from).context("--system-mail-from")?;
         Ok(match &self.smtp {
             Some(settings) => SystemMail::smtp(settings, from)?,
             None => {
                 let outbox = self.data_dir.join("outbox");
                 tracing::info!(
                     outbox = %outbox.display(),
-                    "no SMTP relay configured (--smtp-url): system mail is written to the outbox"
+                    "no SMTP relay configured (--system-mail-smtp-url): system mail is written to the outbox"
                 );
                 SystemMail::outbox(&outbox, from)?
             }
@@ -297,18 +297,20 @@ impl Config {
 fn validate_public_url(url: &Url) -> anyhow::Result<()> {
     if !matches!(url.scheme(), "http" | "https") {
         bail!(
-            "--public-url must be http:// or https://, not {}://",
+            "--http-public-url must be http:// or https://, not {}://",
             url.scheme()
         );
     }
     if url.host().is_none() {
-        bail!("--public-url must name a host");
+        bail!("--http-public-url must name a host");
     }
     if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
-        bail!("--public-url must be an origin such as https://mail.example.com, without a path");
+        bail!(
+            "--http-public-url must be an origin such as https://mail.example.com, without a path"
+        );
     }
     if !url.username().is_empty() || url.password().is_some() {
-        bail!("--public-url must not carry credentials");
+        bail!("--http-public-url must not carry credentials");
     }
     Ok(())
 }

@@ -38,7 +38,7 @@ pub struct Shared {
     pub trusted_proxies: TrustedProxies,
     pub metrics_allow: Vec<IpNet>,
     pub x_xss_protection: HeaderValue,
-    /// `scheme://host[:port]` of `--public-url`: what a same-origin request's `Origin` says.
+    /// `scheme://host[:port]` of `--http-public-url`: what a same-origin request's `Origin` says.
     pub public_origin: String,
     pub mail: SystemMail,
     pub passwords: PasswordWork,

@@ -94,7 +94,7 @@ impl DnsServer {
         panic!("no port was free for both UDP and TCP");
     }
 
-    /// `ip:port`, for `--dns-server`.
+    /// `ip:port`, for `--verify-dns-server`.
     pub fn address(&self) -> SocketAddr {
         self.address
     }

@@ -1,4 +1,4 @@
-//! A SOCKS5 proxy for the tests of `--probe-proxy`: `tests/peers/socks5_server.py` (standard
+//! A SOCKS5 proxy for the tests of `--verify-probe-proxy`: `tests/peers/socks5_server.py` (standard
 //! library only), relaying each CONNECT and counting them, so that a test can tell that the
 //! SMTP probes went through the proxy and that none went direct.
 

@@ -2,7 +2,7 @@
 //! local parts — and the popular domains that typo suggestions are measured against.
 //!
 //! They ship inside the binary (see `data/SOURCES.md` for where each comes from and its license)
-//! and an operator extends them with files of the same names in `--lists-dir`.
+//! and an operator extends them with files of the same names in `--verify-lists-dir`.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;

@@ -10,7 +10,7 @@ use crate::lists::ListsError;
 use crate::syntax::Address;
 
 const SHIPPED: &str = include_str!("../data/providers.toml");
-/// The operator's additions, in `--lists-dir`.
+/// The operator's additions, in `--verify-lists-dir`.
 pub(crate) const FILE: &str = "providers.toml";
 
 #[derive(Clone, Debug, Default, Deserialize)]

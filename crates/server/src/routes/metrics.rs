@@ -1,4 +1,4 @@
-//! `GET /metrics` for Prometheus. Only the networks in `--metrics-allow` may read it; to
+//! `GET /metrics` for Prometheus. Only the networks in `--http-metrics-allow` may read it; to
 //! everyone else it does not exist. A request forwarded by a proxy we were not told to trust
 //! is refused too: behind an unlisted local proxy every client would look like loopback.
 
