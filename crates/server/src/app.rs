@@ -19,7 +19,7 @@ use crate::rate_limit::Limiter;
 use crate::rate_limit::auth::AuthLimiter;
 use crate::state::{AppState, Shared};
 use crate::verification::Verifications;
-use crate::{edge, routes, tls};
+use crate::{edge, router, tls};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 /// A mailroom server: database opened and migrated, socket bound, routes built. Nothing is
@@ -90,7 +90,7 @@ impl App {
                 Verifier::new(config.verify.clone()).context("cannot set up the verifier")?,
             ),
         });
-        let router = edge::harden(routes::router(&state), state.clone());
+        let router = edge::harden(router::router(&state), state.clone());
         Ok(Self {
             listener,
             local_addr,

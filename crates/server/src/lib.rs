@@ -16,12 +16,14 @@ mod maintenance;
 mod metrics;
 mod pages;
 pub mod rate_limit;
+mod router;
 mod routes;
 pub mod shutdown;
 mod state;
 pub mod telemetry;
 mod tls;
 mod verification;
+mod views;
 mod work_queue;
 
 pub use app::App;

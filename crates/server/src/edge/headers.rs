@@ -5,28 +5,12 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderName, HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::Response;
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
-use rand::RngCore;
 
-use crate::routes::csp_report::CSP_REPORT_PATH;
 use crate::state::AppState;
+use crate::views::CspNonce;
 
-/// The nonce that this response's Content-Security-Policy allows scripts to carry.
-#[derive(Clone, Debug)]
-pub struct CspNonce(String);
-
-impl CspNonce {
-    fn generate() -> Self {
-        let mut bytes = [0u8; 16];
-        rand::rng().fill_bytes(&mut bytes);
-        Self(STANDARD.encode(bytes))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
+/// Where browsers send their reports of what the policy blocked.
+pub const CSP_REPORT_PATH: &str = "/csp-reports";
 
 /// The policy: scripts only with this response's nonce (and what they load, through
 /// `'strict-dynamic'`), everything else from our own origin, no plugins, no framing, no
@@ -76,6 +60,9 @@ pub async fn security_headers(
 
 #[cfg(test)]
 mod tests {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+
     use super::*;
 
     #[test]

@@ -8,7 +8,7 @@
 //! 4. [`problems`]: every error response rendered as problem+json (docs/security.md#errors);
 //! 5. the request timeout (408), and panics caught and turned into a 500.
 //!
-//! The body limit (docs/security.md#request-limits) is not here but on each group of routes ([`crate::routes`]), so
+//! The body limit (docs/security.md#request-limits) is not here but on each group of routes ([`crate::router`]), so
 //! that a route with a larger allowance (the bulk upload) can have its own.
 
 pub mod context;

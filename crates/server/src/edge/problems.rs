@@ -12,8 +12,8 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use crate::edge::context::RequestContext;
-use crate::edge::headers::CspNonce;
 use crate::error::{ApiError, PROBLEM_JSON};
+use crate::views::{self, CspNonce};
 
 /// Headers that describe the body, which the problem form replaces; the others (`Allow`,
 /// `Retry-After`, `Set-Cookie`, `Vary`, …) stay.
@@ -40,7 +40,7 @@ pub async fn render_problems(request: Request, next: Next) -> Response {
         None => return response,
     };
     let mut rendered = match page_nonce {
-        Some(nonce) => crate::pages::error_page(&nonce, &error, request_id),
+        Some(nonce) => views::error_page(&nonce, &error, request_id),
         None => error.render(request_id),
     };
     copy_kept_headers(response.headers(), rendered.headers_mut());

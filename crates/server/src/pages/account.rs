@@ -19,11 +19,11 @@ use crate::audit::AuditTrail;
 use crate::auth::principal::SetupPrincipal;
 use crate::auth::{Principal, session};
 use crate::edge::context::RequestContext;
-use crate::edge::headers::CspNonce;
 use crate::error::ApiError;
 use crate::pages::{Notice, layout, notice, two_factor};
 use crate::routes::{auth, me, privacy};
 use crate::state::AppState;
+use crate::views::CspNonce;
 
 #[derive(Deserialize)]
 pub struct EmailQuery {

@@ -10,50 +10,11 @@ pub mod verify;
 
 use axum::Extension;
 use axum::response::{IntoResponse, Redirect, Response};
-use maud::{DOCTYPE, Markup, html};
+use maud::{Markup, html};
 
-use crate::edge::headers::CspNonce;
 use crate::error::ApiError;
-
-pub fn layout(nonce: &CspNonce, title: &str, content: Markup) -> Markup {
-    html! {
-        (DOCTYPE)
-        html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                title { (title) " · mailroom" }
-                link rel="icon" href="/static/favicon.svg" type="image/svg+xml";
-                link rel="stylesheet" href="/static/app.css";
-                script src="/static/app.js" nonce=(nonce.as_str()) defer {}
-            }
-            body {
-                header.site-header {
-                    a.brand href="/" { "mailroom" }
-                    nav aria-label="Account" {
-                        a href="/signin" { "Sign in" }
-                        " "
-                        a href="/signup" { "Sign up" }
-                        " "
-                        a href="/security" { "Security" }
-                        " "
-                        a href="/team" { "Team" }
-                        " "
-                        a href="/verification" { "Verify" }
-                        " "
-                        a href="/api-keys" { "API keys" }
-                        " "
-                        a href="/usage" { "Usage" }
-                    }
-                }
-                main { (content) }
-                footer.site-footer {
-                    p { "mailroom · self-hosted email API" }
-                }
-            }
-        }
-    }
-}
+use crate::views::CspNonce;
+pub use crate::views::layout;
 
 /// A page under its title, with the notice of what just happened or the error of the last
 /// attempt (whose status it answers with).
@@ -77,44 +38,6 @@ pub fn titled(
         },
     );
     (status, markup).into_response()
-}
-
-/// An error for a browser (see [`crate::edge::problems`]): what went wrong, in the site's
-/// layout, with the request id to quote when asking for help.
-pub(crate) fn error_page(
-    nonce: &CspNonce,
-    error: &ApiError,
-    request_id: Option<mailroom_core::RequestId>,
-) -> Response {
-    use axum::http::{HeaderValue, StatusCode, header};
-    error.log();
-    let title = match error.status() {
-        StatusCode::NOT_FOUND => "Page not found",
-        StatusCode::TOO_MANY_REQUESTS => "Too many requests",
-        StatusCode::INTERNAL_SERVER_ERROR => "Something went wrong on our side",
-        status => status.canonical_reason().unwrap_or("Error"),
-    };
-    let markup = layout(
-        nonce,
-        title,
-        html! {
-            section.narrow {
-                h1 { (title) }
-                p.error role="alert" { (error.detail()) }
-                @if let Some(id) = request_id {
-                    p.hint { "Request id " code.request-id { (id.to_string()) } " — quote it when you ask for help." }
-                }
-                p { a href="/" { "Back to the start" } }
-            }
-        },
-    );
-    let mut response = (error.status(), markup).into_response();
-    if let Some(seconds) = error.retry_after() {
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
-    }
-    response
 }
 
 /// Back to `path` with a notice, or the error shown on it.

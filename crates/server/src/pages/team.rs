@@ -17,13 +17,13 @@ use uuid::Uuid;
 use crate::audit::AuditTrail;
 use crate::auth::Principal;
 use crate::auth::caller::Caller;
-use crate::edge::headers::CspNonce;
 use crate::error::ApiError;
 use crate::pages::{Notice, NoticeQuery, SignedIn, after, away, titled, when};
 use crate::routes::admin::SuperAdmin;
 use crate::routes::auth::database;
 use crate::routes::{admin, api_keys, team};
 use crate::state::AppState;
+use crate::views::CspNonce;
 
 fn role_options(selected: OrgRole) -> Markup {
     html! {

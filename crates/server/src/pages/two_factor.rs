@@ -17,12 +17,12 @@ use crate::auth::Principal;
 use crate::auth::principal::SetupPrincipal;
 use crate::auth::second_factor::Proof;
 use crate::edge::context::RequestContext;
-use crate::edge::headers::CspNonce;
 use crate::error::ApiError;
 use crate::pages::Notice;
 use crate::pages::account::{back_to_security, page, redirect_with_notice, signed_in_redirect};
 use crate::routes::{auth, two_factor};
 use crate::state::AppState;
+use crate::views::CspNonce;
 
 #[derive(Deserialize)]
 pub struct SecondFactorForm {

@@ -10,13 +10,13 @@ use uuid::Uuid;
 
 use crate::auth::Principal;
 use crate::auth::caller::Caller;
-use crate::edge::headers::CspNonce;
 use crate::error::ApiError;
 use crate::pages::{Notice, NoticeQuery, SignedIn, after, titled, when};
 use crate::routes::auth::database;
 use crate::routes::listing::next_cursor;
 use crate::routes::{verify, verify_jobs};
 use crate::state::AppState;
+use crate::views::CspNonce;
 use mailroom_storage::verifications::LogQuery;
 use mailroom_verify::{Reason, Verdict, Verification};
 

@@ -10,8 +10,6 @@ use crate::error::ApiError;
 use crate::json;
 use crate::state::AppState;
 
-pub const CSP_REPORT_PATH: &str = "/csp-reports";
-
 /// Longest value of a report field that reaches the log.
 const MAX_LOGGED_CHARS: usize = 200;
 

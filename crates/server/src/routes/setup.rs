@@ -22,11 +22,11 @@ use url::Url;
 use crate::audit::AuditTrail;
 use crate::auth::session;
 use crate::edge::context::RequestContext;
-use crate::edge::headers::CspNonce;
 use crate::error::ApiError;
-use crate::pages::layout;
 use crate::routes::auth::check_password_policy;
 use crate::state::AppState;
+use crate::views::CspNonce;
+use crate::views::layout;
 
 /// With no account yet, a fresh setup link (replacing any earlier one); otherwise `None`.
 pub async fn setup_link(database: &Database, public_url: &Url) -> anyhow::Result<Option<Url>> {
