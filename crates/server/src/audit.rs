@@ -9,6 +9,7 @@ use mailroom_storage::Database;
 use mailroom_storage::accounts::User;
 use time::OffsetDateTime;
 
+use crate::application::DomainError;
 use crate::edge::context::{self, RequestContext};
 use crate::error::ApiError;
 
@@ -84,9 +85,8 @@ impl AuditTrail {
 }
 
 /// Appends the event. A security event that cannot be recorded fails its request.
-pub async fn record(database: &Database, event: AuditEvent) -> Result<(), ApiError> {
-    database
+pub async fn record(database: &Database, event: AuditEvent) -> Result<(), DomainError> {
+    Ok(database
         .append_audit(&event, OffsetDateTime::now_utc())
-        .await
-        .map_err(ApiError::internal)
+        .await?)
 }

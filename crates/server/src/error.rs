@@ -11,9 +11,134 @@ use std::sync::Arc;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use mailroom_core::RequestId;
+use secrecy::ExposeSecret;
 use serde::Serialize;
 
+use crate::application::{Conflict, DomainError, Forbidden};
+
 pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// What each domain outcome is for an API client: its status, its stable code, and the detail
+/// people read. The codes never change meaning.
+impl From<DomainError> for ApiError {
+    fn from(error: DomainError) -> Self {
+        match error {
+            DomainError::Invalid { field, detail } => {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid_field", detail).with_field(field)
+            }
+            DomainError::InvalidCode => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_code",
+                "The code is wrong or has expired.",
+            )
+            .with_field("code"),
+            DomainError::CodeAlreadyUsed => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "code_already_used",
+                "This code was just used; wait for the next one.",
+            )
+            .with_field("code"),
+            DomainError::CodeExhausted => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "code_exhausted",
+                "Too many wrong codes: request a new one once this one expires.",
+            )
+            .with_field("code"),
+            DomainError::SecondFactorRefused { refused, mfa_token } => {
+                ApiError::from(*refused).with_member("mfa_token", mfa_token.expose_secret())
+            }
+            DomainError::InvalidCredentials => ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_credentials",
+                "The email address or the password is wrong.",
+            ),
+            DomainError::WrongCurrentPassword => ApiError::new(
+                StatusCode::FORBIDDEN,
+                "invalid_credentials",
+                "The current password is wrong.",
+            )
+            .with_field("current_password"),
+            DomainError::InvalidMfaToken => ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_mfa_token",
+                "The sign-in has expired or was already completed: sign in again.",
+            ),
+            DomainError::MfaRequired { mfa_token } => {
+                let error = ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "mfa_required",
+                    "The password is right; now the code from the authenticator app (or a backup code).",
+                );
+                match mfa_token {
+                    Some(token) => error.with_member("mfa_token", token.expose_secret()),
+                    None => error,
+                }
+            }
+            DomainError::Locked { until, now } => locked(until, now),
+            DomainError::Forbidden(reason) => {
+                let (code, detail) = match reason {
+                    Forbidden::MfaSetupRequired => (
+                        "mfa_setup_required",
+                        "Set up two-factor authentication first: your role requires it.",
+                    ),
+                    Forbidden::SuperAdminOnly => (
+                        "super_admin_only",
+                        "Only a platform super-admin may do this.",
+                    ),
+                    Forbidden::RecentAuthRequired => (
+                        "recent_auth_required",
+                        "Sign in again first: this needs a sign-in from the last 15 minutes.",
+                    ),
+                };
+                ApiError::new(StatusCode::FORBIDDEN, code, detail)
+            }
+            DomainError::Conflict(conflict) => {
+                let (code, detail) = match conflict {
+                    Conflict::MfaNotPending => (
+                        "mfa_not_pending",
+                        "Start the setup first: there is no new secret waiting for a code.",
+                    ),
+                    Conflict::MfaSetupRestarted => (
+                        "mfa_not_pending",
+                        "The setup was started again meanwhile: scan the newest code.",
+                    ),
+                };
+                ApiError::new(StatusCode::CONFLICT, code, detail)
+            }
+            DomainError::Internal(cause) => ApiError::internal(cause),
+        }
+    }
+}
+
+impl From<mailroom_storage::StorageError> for ApiError {
+    fn from(error: mailroom_storage::StorageError) -> Self {
+        ApiError::internal(error)
+    }
+}
+
+/// 423 with when the lock ends: in the detail for people, as `locked_until` and
+/// `Retry-After` for programs. The same for an address without an account.
+fn locked(until: time::OffsetDateTime, now: time::OffsetDateTime) -> ApiError {
+    let clock = until
+        .format(time::macros::format_description!(
+            "[year]-[month]-[day] [hour]:[minute] UTC"
+        ))
+        .unwrap_or_else(|_| "a while".to_owned());
+    let rfc3339 = until
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    let seconds = u64::try_from((until - now).whole_seconds()).unwrap_or(0);
+    ApiError::new(
+        StatusCode::LOCKED,
+        "account_locked",
+        format!(
+            "Too many failed sign-ins: signing in with this address is locked until {clock}. \
+             Wait, or reset the password."
+        ),
+    )
+    .with_member("locked_until", rfc3339)
+    .with_retry_after(seconds.max(1))
+}
 
 #[derive(Clone, Debug)]
 pub struct ApiError {

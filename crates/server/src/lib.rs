@@ -5,6 +5,7 @@
 //! the tests both start mailroom through it.
 
 mod app;
+mod application;
 mod audit;
 mod auth;
 pub mod config;

@@ -19,7 +19,6 @@ use crate::auth::Principal;
 use crate::auth::principal::bearer_token;
 use crate::edge::context::RequestContext;
 use crate::error::ApiError;
-use crate::routes::auth::database;
 use crate::state::AppState;
 
 /// An API key that authenticated a request.
@@ -125,7 +124,10 @@ async fn authenticate_key(
 ) -> Result<KeyCaller, ApiError> {
     use secrecy::ExposeSecret;
     let lookup_id = api_key::lookup_id(presented.expose_secret()).ok_or_else(invalid_api_key)?;
-    let stored = database(state.database.api_key_by_lookup_id(lookup_id).await)?
+    let stored = state
+        .database
+        .api_key_by_lookup_id(lookup_id)
+        .await?
         .filter(|stored| api_key::matches(presented, &stored.key_hash))
         .ok_or_else(invalid_api_key)?;
     let now = OffsetDateTime::now_utc();
@@ -149,12 +151,10 @@ async fn authenticate_key(
         return Err(invalid_api_key());
     }
     if state.key_uses.due(stored.id, ip) {
-        database(
-            state
-                .database
-                .touch_api_key(stored.org_id, stored.id, ip, now)
-                .await,
-        )?;
+        state
+            .database
+            .touch_api_key(stored.org_id, stored.id, ip, now)
+            .await?;
     }
     Ok(KeyCaller {
         key_id: stored.id,

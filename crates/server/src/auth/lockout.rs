@@ -5,7 +5,6 @@
 
 use std::future::Future;
 
-use axum::http::StatusCode;
 use mailroom_core::EmailAddress;
 use mailroom_core::accounts::LOCKOUT_THRESHOLD;
 use mailroom_core::audit::{Action, AuditEvent, Outcome};
@@ -13,11 +12,9 @@ use mailroom_mail::queued::MailMessage;
 use mailroom_storage::accounts::User;
 use mailroom_storage::lockout::{Lock, LoginGate};
 use time::OffsetDateTime;
-use time::macros::format_description;
 
+use crate::application::DomainError;
 use crate::audit::{self, AuditTrail};
-use crate::error::ApiError;
-use crate::routes::auth::database;
 use crate::state::AppState;
 use crate::work_queue::send_mail;
 
@@ -29,8 +26,8 @@ pub(crate) struct Claimant<'a> {
 }
 
 impl<'a> Claimant<'a> {
-    pub fn account(user: &'a User) -> Result<Self, ApiError> {
-        let address = EmailAddress::parse(&user.email).map_err(ApiError::internal)?;
+    pub fn account(user: &'a User) -> Result<Self, DomainError> {
+        let address = EmailAddress::parse(&user.email).map_err(DomainError::internal)?;
         Ok(Self {
             address,
             user: Some(user),
@@ -70,7 +67,7 @@ pub(crate) enum Verdict<T> {
     Wrong,
     /// Not a guess, though not accepted either (a replay of the code just used): the attempt
     /// stops counting, and the caller gets this error.
-    NotAGuess(ApiError),
+    NotAGuess(DomainError),
 }
 
 /// Runs one check of a secret through the gate: the attempt is counted before the (slow)
@@ -81,28 +78,25 @@ pub(crate) async fn gated<T>(
     state: &AppState,
     trail: &AuditTrail,
     claimant: &Claimant<'_>,
-    refused: fn() -> ApiError,
-    check: impl Future<Output = Result<Verdict<T>, ApiError>>,
-) -> Result<T, ApiError> {
+    refused: fn() -> DomainError,
+    check: impl Future<Output = Result<Verdict<T>, DomainError>>,
+) -> Result<T, DomainError> {
     let now = OffsetDateTime::now_utc();
-    let attempt = match database(
-        state
-            .database
-            .open_login_attempt(&claimant.address, now)
-            .await,
-    )? {
+    let attempt = match state
+        .database
+        .open_login_attempt(&claimant.address, now)
+        .await?
+    {
         LoginGate::Open { attempt } => attempt,
         LoginGate::Locked(lock) => return refuse_locked(state, trail, claimant, lock, now).await,
     };
     match check.await? {
         Verdict::Right(value) => return Ok(value),
         Verdict::NotAGuess(error) => {
-            database(
-                state
-                    .database
-                    .forgive_login_attempt(&claimant.address)
-                    .await,
-            )?;
+            state
+                .database
+                .forgive_login_attempt(&claimant.address)
+                .await?;
             return Err(error);
         }
         Verdict::Wrong => {}
@@ -115,7 +109,7 @@ pub(crate) async fn gated<T>(
     if attempt < LOCKOUT_THRESHOLD {
         return Err(refused());
     }
-    let lock = database(state.database.lock_address(&claimant.address, now).await)?;
+    let lock = state.database.lock_address(&claimant.address, now).await?;
     refuse_locked(state, trail, claimant, lock, now).await
 }
 
@@ -127,11 +121,14 @@ async fn refuse_locked<T>(
     claimant: &Claimant<'_>,
     lock: Lock,
     now: OffsetDateTime,
-) -> Result<T, ApiError> {
+) -> Result<T, DomainError> {
     if lock.just_now {
         announce_lock(state, trail, claimant, lock.until).await?;
     }
-    Err(locked(lock.until, now))
+    Err(DomainError::Locked {
+        until: lock.until,
+        now,
+    })
 }
 
 /// Records the lock; mails the account's owner, when there is an account.
@@ -140,7 +137,7 @@ async fn announce_lock(
     trail: &AuditTrail,
     claimant: &Claimant<'_>,
     until: OffsetDateTime,
-) -> Result<(), ApiError> {
+) -> Result<(), DomainError> {
     audit::record(
         &state.database,
         claimant.event(trail, Action::AccountLocked, Outcome::Success),
@@ -153,28 +150,4 @@ async fn announce_lock(
         tracing::warn!(%until, "an address without an account locked after failed sign-ins");
     }
     Ok(())
-}
-
-/// 423 with when the lock ends: in the detail for people, as `locked_until` and
-/// `Retry-After` for programs. The same for an address without an account.
-pub(crate) fn locked(until: OffsetDateTime, now: OffsetDateTime) -> ApiError {
-    let clock = until
-        .format(format_description!(
-            "[year]-[month]-[day] [hour]:[minute] UTC"
-        ))
-        .unwrap_or_else(|_| "a while".to_owned());
-    let rfc3339 = until
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default();
-    let seconds = u64::try_from((until - now).whole_seconds()).unwrap_or(0);
-    ApiError::new(
-        StatusCode::LOCKED,
-        "account_locked",
-        format!(
-            "Too many failed sign-ins: signing in with this address is locked until {clock}. \
-             Wait, or reset the password."
-        ),
-    )
-    .with_member("locked_until", rfc3339)
-    .with_retry_after(seconds.max(1))
 }

@@ -7,7 +7,7 @@ use mailroom_crypto::password::{self, PasswordHash, Verification};
 use secrecy::SecretString;
 use tokio::sync::Semaphore;
 
-use crate::error::ApiError;
+use crate::application::DomainError;
 
 #[derive(Clone)]
 pub struct PasswordWork {
@@ -30,7 +30,7 @@ impl PasswordWork {
         })
     }
 
-    pub async fn hash(&self, secret: &SecretString) -> Result<PasswordHash, ApiError> {
+    pub async fn hash(&self, secret: &SecretString) -> Result<PasswordHash, DomainError> {
         let secret = secret.clone();
         self.run(move || password::hash(&secret)).await
     }
@@ -41,7 +41,7 @@ impl PasswordWork {
         &self,
         secret: &SecretString,
         stored: Option<&str>,
-    ) -> Result<Verification, ApiError> {
+    ) -> Result<Verification, DomainError> {
         let secret = secret.clone();
         let (hash, real) = match stored {
             Some(stored) => (PasswordHash::from_stored(stored), true),
@@ -58,11 +58,15 @@ impl PasswordWork {
     async fn run<T: Send + 'static>(
         &self,
         work: impl FnOnce() -> Result<T, password::PasswordHashError> + Send + 'static,
-    ) -> Result<T, ApiError> {
-        let _permit = self.permits.acquire().await.map_err(ApiError::internal)?;
+    ) -> Result<T, DomainError> {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(DomainError::internal)?;
         tokio::task::spawn_blocking(work)
             .await
-            .map_err(ApiError::internal)?
-            .map_err(ApiError::internal)
+            .map_err(DomainError::internal)?
+            .map_err(DomainError::internal)
     }
 }

@@ -8,10 +8,11 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use mailroom_core::SessionId;
 use mailroom_core::accounts::{RECENT_AUTH, SESSION_TTL};
-use mailroom_storage::accounts::User;
+use mailroom_storage::accounts::{PlatformRole, User};
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
+use crate::application::{DomainError, Forbidden};
 use crate::auth::session;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -48,15 +49,11 @@ impl Principal {
     }
 
     /// Refuses unless the owner signed in within [`RECENT_AUTH`] (docs/security.md#recent-auth).
-    pub fn require_recent_auth(&self) -> Result<(), ApiError> {
+    pub fn require_recent_auth(&self) -> Result<(), DomainError> {
         if OffsetDateTime::now_utc() - self.authenticated_at <= RECENT_AUTH {
             Ok(())
         } else {
-            Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "recent_auth_required",
-                "Sign in again first: this needs a sign-in from the last 15 minutes.",
-            ))
+            Err(DomainError::Forbidden(Forbidden::RecentAuthRequired))
         }
     }
 }
@@ -69,11 +66,7 @@ impl FromRequestParts<AppState> for Principal {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let principal = Self::authenticate(parts, state).await?;
         if principal.owes_second_factor_setup() {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "mfa_setup_required",
-                "Set up two-factor authentication first: your role requires it.",
-            ));
+            return Err(DomainError::Forbidden(Forbidden::MfaSetupRequired).into());
         }
         Ok(principal)
     }
@@ -105,6 +98,11 @@ impl Principal {
         let principal = Self::authenticate(parts, state).await.ok()?;
         parts.extensions.insert(Authenticated(principal.clone()));
         Some(principal)
+    }
+
+    /// Whether this is one of the platform's super-admins.
+    pub fn is_super_admin(&self) -> bool {
+        self.user.platform_role == PlatformRole::SuperAdmin.as_str()
     }
 
     /// A second factor (docs/security.md#mfa-required) is mandatory for this user and they have none yet.

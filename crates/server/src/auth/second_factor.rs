@@ -2,7 +2,7 @@
 //! password, checking a TOTP or backup code through the lockout gate, and the trusted-device
 //! cookie that skips the second factor on one browser for 30 days.
 
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue};
 use mailroom_core::UserId;
 use mailroom_core::accounts::{MFA_CHALLENGE_TTL, TRUSTED_DEVICE_TTL};
 use mailroom_core::audit::{Action, AuditEvent, Outcome};
@@ -15,11 +15,11 @@ use secrecy::{ExposeSecret, SecretString};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::application::DomainError;
 use crate::audit::{self, AuditTrail};
 use crate::auth::lockout::{Claimant, Verdict, gated};
 use crate::auth::session::{cookie_value, random_token, token_hash};
 use crate::error::ApiError;
-use crate::routes::auth::{database, invalid_code};
 use crate::state::AppState;
 
 pub const TRUSTED_COOKIE: &str = "__Host-mailroom_trusted";
@@ -35,63 +35,45 @@ impl<'a> Proof<'a> {
     pub fn from_fields(
         totp_code: Option<&'a SecretString>,
         backup_code: Option<&'a SecretString>,
-    ) -> Result<Self, ApiError> {
+    ) -> Result<Self, DomainError> {
         match (totp_code, backup_code) {
             (Some(code), None) => Ok(Proof::Totp(code)),
             (None, Some(code)) => Ok(Proof::BackupCode(code)),
-            _ => Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_field",
+            _ => Err(DomainError::invalid(
+                "code",
                 "Give either the code from the authenticator app or a backup code.",
-            )
-            .with_field("code")),
+            )),
         }
     }
 }
 
 /// A password was right and a second factor is owed: a single-use token that stands for
 /// the password for five minutes.
-pub async fn challenge(state: &AppState, user: &User) -> Result<SecretString, ApiError> {
+pub async fn challenge(state: &AppState, user: &User) -> Result<SecretString, DomainError> {
     let token = random_token();
     let expires_at = OffsetDateTime::now_utc() + MFA_CHALLENGE_TTL;
-    database(
-        state
-            .database
-            .create_mfa_challenge(user.id, &token_hash(&token), expires_at)
-            .await,
-    )?;
+    state
+        .database
+        .create_mfa_challenge(user.id, &token_hash(&token), expires_at)
+        .await?;
     Ok(SecretString::from(token))
 }
 
-pub fn mfa_required() -> ApiError {
-    ApiError::new(
-        StatusCode::UNAUTHORIZED,
-        "mfa_required",
-        "The password is right; now the code from the authenticator app (or a backup code).",
-    )
-}
-
 /// Spends a live challenge token; the user it stood for.
-pub async fn spend_challenge(state: &AppState, token: &SecretString) -> Result<User, ApiError> {
-    let user_id = database(
-        state
-            .database
-            .spend_mfa_challenge(
-                &token_hash(token.expose_secret()),
-                OffsetDateTime::now_utc(),
-            )
-            .await,
-    )?
-    .ok_or_else(invalid_mfa_token)?;
-    database(state.database.user_by_id(user_id).await)?.ok_or_else(invalid_mfa_token)
-}
-
-fn invalid_mfa_token() -> ApiError {
-    ApiError::new(
-        StatusCode::UNAUTHORIZED,
-        "invalid_mfa_token",
-        "The sign-in has expired or was already completed: sign in again.",
-    )
+pub async fn spend_challenge(state: &AppState, token: &SecretString) -> Result<User, DomainError> {
+    let user_id = state
+        .database
+        .spend_mfa_challenge(
+            &token_hash(token.expose_secret()),
+            OffsetDateTime::now_utc(),
+        )
+        .await?
+        .ok_or(DomainError::InvalidMfaToken)?;
+    state
+        .database
+        .user_by_id(user_id)
+        .await?
+        .ok_or(DomainError::InvalidMfaToken)
 }
 
 /// Checks the second factor through the lockout gate: wrong codes count toward lockout
@@ -103,49 +85,53 @@ pub async fn check(
     trail: &AuditTrail,
     user: &User,
     proof: Proof<'_>,
-) -> Result<(), ApiError> {
+) -> Result<(), DomainError> {
     let now = OffsetDateTime::now_utc();
     let claimant = Claimant::account(user)?;
-    gated(state, trail, &claimant, invalid_code, async {
-        Ok(match &proof {
-            Proof::Totp(code) => match totp_check(state, user.id, code, now).await? {
-                TotpCheck::Accepted => Verdict::Right(()),
-                TotpCheck::AlreadyUsed => Verdict::NotAGuess(code_already_used()),
-                TotpCheck::Wrong => Verdict::Wrong,
-            },
-            Proof::BackupCode(code) => {
-                let spent = match backup_codes::normalize(code.expose_secret()) {
-                    Some(normalized) => database(
-                        state
-                            .database
-                            .spend_backup_code(
-                                user.id,
-                                &backup_code_hash(&state.backup_code_key, user.id, &normalized),
-                                now,
-                            )
-                            .await,
-                    )?,
-                    None => false,
-                };
-                if !spent {
-                    return Ok(Verdict::Wrong);
+    gated(
+        state,
+        trail,
+        &claimant,
+        || DomainError::InvalidCode,
+        async {
+            Ok(match &proof {
+                Proof::Totp(code) => match totp_check(state, user.id, code, now).await? {
+                    TotpCheck::Accepted => Verdict::Right(()),
+                    TotpCheck::AlreadyUsed => Verdict::NotAGuess(DomainError::CodeAlreadyUsed),
+                    TotpCheck::Wrong => Verdict::Wrong,
+                },
+                Proof::BackupCode(code) => {
+                    let spent = match backup_codes::normalize(code.expose_secret()) {
+                        Some(normalized) => {
+                            state
+                                .database
+                                .spend_backup_code(
+                                    user.id,
+                                    &backup_code_hash(&state.backup_code_key, user.id, &normalized),
+                                    now,
+                                )
+                                .await?
+                        }
+                        None => false,
+                    };
+                    if !spent {
+                        return Ok(Verdict::Wrong);
+                    }
+                    audit::record(
+                        &state.database,
+                        trail.by_user(user, Action::BackupCodeUsed, Outcome::Success),
+                    )
+                    .await?;
+                    Verdict::Right(())
                 }
-                audit::record(
-                    &state.database,
-                    trail.by_user(user, Action::BackupCodeUsed, Outcome::Success),
-                )
-                .await?;
-                Verdict::Right(())
-            }
-        })
-    })
-    .await?;
-    database(
-        state
-            .database
-            .record_successful_login(user, None, now)
-            .await,
+            })
+        },
     )
+    .await?;
+    Ok(state
+        .database
+        .record_successful_login(user, None, now)
+        .await?)
 }
 
 /// What a TOTP code is to the user's enabled secret.
@@ -164,8 +150,12 @@ pub async fn totp_check(
     user_id: UserId,
     code: &SecretString,
     now: OffsetDateTime,
-) -> Result<TotpCheck, ApiError> {
-    let Some(totp) = database(state.database.totp(user_id).await)?.filter(|totp| totp.enabled)
+) -> Result<TotpCheck, DomainError> {
+    let Some(totp) = state
+        .database
+        .totp(user_id)
+        .await?
+        .filter(|totp| totp.enabled)
     else {
         return Ok(TotpCheck::Wrong);
     };
@@ -174,23 +164,11 @@ pub async fn totp_check(
     let Some(step) = secret.matching_step(code.expose_secret(), unix) else {
         return Ok(TotpCheck::Wrong);
     };
-    Ok(
-        if database(state.database.spend_totp_step(user_id, step).await)? {
-            TotpCheck::Accepted
-        } else {
-            TotpCheck::AlreadyUsed
-        },
-    )
-}
-
-/// A replay of a TOTP code already used: the next one will do.
-pub fn code_already_used() -> ApiError {
-    ApiError::new(
-        StatusCode::BAD_REQUEST,
-        "code_already_used",
-        "This code was just used; wait for the next one.",
-    )
-    .with_field("code")
+    Ok(if state.database.spend_totp_step(user_id, step).await? {
+        TotpCheck::Accepted
+    } else {
+        TotpCheck::AlreadyUsed
+    })
 }
 
 /// Backup codes are stored as MACs under a server key: short enough to guess offline from a
@@ -221,12 +199,10 @@ pub async fn trusted_device(
     let Some(token) = cookie_value(headers, TRUSTED_COOKIE) else {
         return Ok(false);
     };
-    database(
-        state
-            .database
-            .use_trusted_device(user.id, &token_hash(token), OffsetDateTime::now_utc())
-            .await,
-    )
+    Ok(state
+        .database
+        .use_trusted_device(user.id, &token_hash(token), OffsetDateTime::now_utc())
+        .await?)
 }
 
 /// Remembers this browser for 30 days; returns the cookie that carries its secret.
@@ -234,7 +210,7 @@ pub async fn trust_device(
     state: &AppState,
     trail: &AuditTrail,
     user: &User,
-) -> Result<HeaderValue, ApiError> {
+) -> Result<HeaderValue, DomainError> {
     let token = random_token();
     let now = OffsetDateTime::now_utc();
     let device = NewTrustedDevice {
@@ -244,12 +220,10 @@ pub async fn trust_device(
         user_agent: trail.user_agent().map(str::to_owned),
         expires_at: now + TRUSTED_DEVICE_TTL,
     };
-    database(
-        state
-            .database
-            .add_trusted_device(user.id, &device, now)
-            .await,
-    )?;
+    state
+        .database
+        .add_trusted_device(user.id, &device, now)
+        .await?;
     audit::record(
         &state.database,
         AuditEvent {
@@ -262,5 +236,5 @@ pub async fn trust_device(
         "{TRUSTED_COOKIE}={token}; Path=/; Max-Age={}; HttpOnly; Secure; SameSite=Lax",
         TRUSTED_DEVICE_TTL.as_secs()
     );
-    HeaderValue::from_str(&value).map_err(ApiError::internal)
+    HeaderValue::from_str(&value).map_err(DomainError::internal)
 }

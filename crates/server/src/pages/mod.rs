@@ -12,6 +12,7 @@ use axum::Extension;
 use axum::response::{IntoResponse, Redirect, Response};
 use maud::{Markup, html};
 
+use crate::auth::principal::SetupPrincipal;
 use crate::error::ApiError;
 use crate::views::CspNonce;
 pub use crate::views::layout;
@@ -109,8 +110,8 @@ pub(crate) fn when(time: time::OffsetDateTime) -> String {
 
 pub use notice::{Notice, NoticeQuery};
 
-/// The signed-in account a page needs. Without one, the visitor is sent where [`away`] says,
-/// instead of getting the API's problem.
+/// The signed-in account a page needs. Without one, the visitor is sent to sign in; one who
+/// owes the second-factor setup their role requires is sent to set it up.
 pub struct SignedIn(pub crate::auth::Principal);
 
 impl axum::extract::FromRequestParts<crate::state::AppState> for SignedIn {
@@ -120,17 +121,17 @@ impl axum::extract::FromRequestParts<crate::state::AppState> for SignedIn {
         parts: &mut axum::http::request::Parts,
         state: &crate::state::AppState,
     ) -> Result<Self, Response> {
-        crate::auth::Principal::from_request_parts(parts, state)
-            .await
-            .map(SignedIn)
-            .map_err(|error| away(&error))
+        match crate::auth::principal::SetupPrincipal::from_request_parts(parts, state).await {
+            Ok(SetupPrincipal(principal)) if principal.owes_second_factor_setup() => {
+                Err(Redirect::to("/security").into_response())
+            }
+            Ok(SetupPrincipal(principal)) => Ok(SignedIn(principal)),
+            Err(_) => Err(to_sign_in()),
+        }
     }
 }
 
-/// Where a page that needs an account sends someone without one (or owing a second factor).
-pub(crate) fn away(error: &ApiError) -> Response {
-    match error.code() {
-        "mfa_setup_required" => Redirect::to("/security").into_response(),
-        _ => Redirect::to("/signin").into_response(),
-    }
+/// Where a page that needs an account sends someone without one.
+pub(crate) fn to_sign_in() -> Response {
+    Redirect::to("/signin").into_response()
 }

@@ -14,13 +14,13 @@ use serde::Deserialize;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::application::{DomainError, Forbidden};
 use crate::audit::AuditTrail;
 use crate::auth::Principal;
 use crate::auth::caller::Caller;
 use crate::error::ApiError;
-use crate::pages::{Notice, NoticeQuery, SignedIn, after, away, titled, when};
+use crate::pages::{Notice, NoticeQuery, SignedIn, after, titled, when};
 use crate::routes::admin::SuperAdmin;
-use crate::routes::auth::database;
 use crate::routes::{admin, api_keys, team};
 use crate::state::AppState;
 use crate::views::CspNonce;
@@ -53,18 +53,16 @@ async fn render_team(
     error: Option<&ApiError>,
 ) -> Result<Response, ApiError> {
     let user = &principal.user;
-    let org_name = database(state.database.org_name(user.org_id).await)?;
-    let plan = database(state.database.plan_of(user.org_id).await)?;
-    let members = database(state.database.members(user.org_id).await)?;
+    let org_name = state.database.org_name(user.org_id).await?;
+    let plan = state.database.plan_of(user.org_id).await?;
+    let members = state.database.members(user.org_id).await?;
     let manages = user.org_role.manages();
     let owner = user.org_role == OrgRole::Owner;
     let invitations = if manages {
-        database(
-            state
-                .database
-                .invitations(user.org_id, OffsetDateTime::now_utc())
-                .await,
-        )?
+        state
+            .database
+            .invitations(user.org_id, OffsetDateTime::now_utc())
+            .await?
     } else {
         Vec::new()
     };
@@ -353,12 +351,10 @@ async fn render_keys(
     error: Option<&ApiError>,
     new_key: Option<&SecretString>,
 ) -> Result<Response, ApiError> {
-    let keys = database(
-        state
-            .database
-            .api_keys(principal.user.org_id, OffsetDateTime::now_utc())
-            .await,
-    )?;
+    let keys = state
+        .database
+        .api_keys(principal.user.org_id, OffsetDateTime::now_utc())
+        .await?;
     Ok(titled(
         nonce,
         "API keys",
@@ -491,12 +487,10 @@ pub async fn usage_page(
     let org_id = principal.user.org_id;
     let (start, resets_at) = month_of(OffsetDateTime::now_utc());
     let rendered = async {
-        let (plan, used) = database(
-            state
-                .database
-                .quota(org_id, Metric::Verifications, start)
-                .await,
-        )?;
+        let (plan, used) = state
+            .database
+            .quota(org_id, Metric::Verifications, start)
+            .await?;
         Ok::<_, ApiError>(titled(
             &nonce,
             "Usage",
@@ -526,18 +520,12 @@ pub async fn usage_page(
 pub async fn admin_page(
     State(state): State<AppState>,
     Extension(nonce): Extension<CspNonce>,
-    admin: Result<SuperAdmin, ApiError>,
+    SignedIn(admin): SignedIn,
     Query(query): Query<NoticeQuery>,
 ) -> Response {
-    let admin = match admin {
-        Ok(SuperAdmin(admin)) => admin,
-        Err(error) => {
-            return match error.code() {
-                "super_admin_only" => error.into_response(),
-                _ => away(&error),
-            };
-        }
-    };
+    if !admin.is_super_admin() {
+        return ApiError::from(DomainError::Forbidden(Forbidden::SuperAdminOnly)).into_response();
+    }
     render_admin(&state, &nonce, &admin, query.text(), None)
         .await
         .unwrap_or_else(IntoResponse::into_response)
@@ -550,8 +538,8 @@ async fn render_admin(
     notice: Option<&str>,
     error: Option<&ApiError>,
 ) -> Result<Response, ApiError> {
-    let orgs = database(state.database.all_orgs(admin.user.id).await)?;
-    let users = database(state.database.all_users(admin.user.id).await)?;
+    let orgs = state.database.all_orgs(admin.user.id).await?;
+    let users = state.database.all_users(admin.user.id).await?;
     let now = OffsetDateTime::now_utc();
     Ok(titled(
         nonce,

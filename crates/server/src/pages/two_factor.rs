@@ -12,6 +12,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
+use crate::application::DomainError;
 use crate::audit::AuditTrail;
 use crate::auth::Principal;
 use crate::auth::principal::SetupPrincipal;
@@ -103,17 +104,17 @@ pub async fn signin_submit(
             }
             response
         }
-        Err(error) if error.code() == "invalid_mfa_token" => {
+        Err(DomainError::InvalidMfaToken) => {
             redirect_with_notice("/signin", "", Notice::SignInAgain)
         }
-        Err(error) if error.code() == "account_locked" => {
-            crate::pages::account::signin_refused(&nonce, &error)
+        Err(error @ DomainError::Locked { .. }) => {
+            crate::pages::account::signin_refused(&nonce, &ApiError::from(error))
         }
         // The next try goes with the fresh token that came with the error.
-        Err(error) => match error.member("mfa_token").and_then(|token| token.as_str()) {
-            Some(fresh) => second_factor_page(&nonce, &SecretString::from(fresh), Some(&error)),
-            None => second_factor_page(&nonce, &form.mfa_token, Some(&error)),
-        },
+        Err(DomainError::SecondFactorRefused { refused, mfa_token }) => {
+            second_factor_page(&nonce, &mfa_token, Some(&ApiError::from(*refused)))
+        }
+        Err(error) => second_factor_page(&nonce, &form.mfa_token, Some(&ApiError::from(error))),
     }
 }
 
@@ -225,14 +226,14 @@ pub async fn confirm_submit(
 ) -> Response {
     match two_factor::confirm_with(&state, &trail, &principal, &form.code).await {
         Ok(codes) => backup_codes_page(&nonce, "Two-factor authentication is on", &codes),
-        Err(error) if error.code() == "invalid_code" => page(
+        Err(error @ DomainError::InvalidCode) => page(
             &nonce,
             "Set up two-factor authentication",
-            Some(&error),
+            Some(&ApiError::from(error)),
             None,
             confirm_form(),
         ),
-        Err(error) => back_to_security(&state, &nonce, &principal, Err(error)).await,
+        Err(error) => back_to_security(&state, &nonce, &principal, Err(error.into())).await,
     }
 }
 

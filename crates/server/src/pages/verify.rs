@@ -12,7 +12,6 @@ use crate::auth::Principal;
 use crate::auth::caller::Caller;
 use crate::error::ApiError;
 use crate::pages::{Notice, NoticeQuery, SignedIn, after, titled, when};
-use crate::routes::auth::database;
 use crate::routes::listing::next_cursor;
 use crate::routes::{verify, verify_jobs};
 use crate::state::AppState;
@@ -260,12 +259,10 @@ async fn render_jobs(
     notice: Option<&str>,
     error: Option<&ApiError>,
 ) -> Result<Response, ApiError> {
-    let jobs = database(
-        state
-            .database
-            .jobs(principal.user.org_id, LISTED_JOBS)
-            .await,
-    )?;
+    let jobs = state
+        .database
+        .jobs(principal.user.org_id, LISTED_JOBS)
+        .await?;
     Ok(titled(
         nonce,
         "Bulk verification",
@@ -344,13 +341,11 @@ pub async fn log_page(
             api_key_id,
             limit: LOG_PAGE,
         };
-        let lines = database(state.database.verification_log(org_id, &query).await)?;
-        let keys = database(
-            state
-                .database
-                .api_keys(org_id, time::OffsetDateTime::now_utc())
-                .await,
-        )?;
+        let lines = state.database.verification_log(org_id, &query).await?;
+        let keys = state
+            .database
+            .api_keys(org_id, time::OffsetDateTime::now_utc())
+            .await?;
         let next = next_cursor(
             &lines,
             usize::try_from(LOG_PAGE).unwrap_or(usize::MAX),

@@ -7,18 +7,17 @@ use axum::http::StatusCode;
 use axum::http::request::Parts;
 use mailroom_core::audit::{Action, AuditEvent, Outcome};
 use mailroom_core::{OrgId, UserId};
-use mailroom_storage::accounts::PlatformRole;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
+use crate::application::{DomainError, Forbidden};
 use crate::audit::AuditTrail;
 use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::json::ApiJson;
-use crate::routes::auth::database;
 use crate::state::AppState;
 
 /// A principal who is a platform super-admin; anyone else is refused (403).
@@ -29,12 +28,8 @@ impl FromRequestParts<AppState> for SuperAdmin {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let principal = Principal::from_request_parts(parts, state).await?;
-        if principal.user.platform_role != PlatformRole::SuperAdmin.as_str() {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "super_admin_only",
-                "Only a platform super-admin may do this.",
-            ));
+        if !principal.is_super_admin() {
+            return Err(DomainError::Forbidden(Forbidden::SuperAdminOnly).into());
         }
         Ok(Self(principal))
     }
@@ -67,7 +62,7 @@ pub async fn orgs(
     State(state): State<AppState>,
     SuperAdmin(admin): SuperAdmin,
 ) -> Result<Json<Value>, ApiError> {
-    let orgs = database(state.database.all_orgs(admin.user.id).await)?;
+    let orgs = state.database.all_orgs(admin.user.id).await?;
     Ok(Json(Value::Array(
         orgs.iter()
             .map(|org| {
@@ -118,12 +113,10 @@ pub(crate) async fn set_plan_of(
         format!("plan {plan}"),
         None,
     );
-    let changed = database(
-        state
-            .database
-            .set_org_plan(org, plan, &event, OffsetDateTime::now_utc())
-            .await,
-    )?;
+    let changed = state
+        .database
+        .set_org_plan(org, plan, &event, OffsetDateTime::now_utc())
+        .await?;
     if changed {
         Ok(())
     } else {
@@ -140,7 +133,7 @@ pub async fn users(
     State(state): State<AppState>,
     SuperAdmin(admin): SuperAdmin,
 ) -> Result<Json<Value>, ApiError> {
-    let users = database(state.database.all_users(admin.user.id).await)?;
+    let users = state.database.all_users(admin.user.id).await?;
     let now = OffsetDateTime::now_utc();
     Ok(Json(Value::Array(
         users
@@ -194,8 +187,11 @@ pub(crate) async fn set_disabled_of(
             "A super-admin cannot disable their own account.",
         ));
     }
-    let target =
-        database(state.database.user_by_id(user_id).await)?.ok_or_else(ApiError::not_found)?;
+    let target = state
+        .database
+        .user_by_id(user_id)
+        .await?
+        .ok_or_else(ApiError::not_found)?;
     let action = if disabled {
         Action::UserDisabled
     } else {
@@ -209,12 +205,10 @@ pub(crate) async fn set_disabled_of(
         target.email.clone(),
         Some(target.email.clone()),
     );
-    let changed = database(
-        state
-            .database
-            .set_user_disabled(user_id, disabled, &event, OffsetDateTime::now_utc())
-            .await,
-    )?;
+    let changed = state
+        .database
+        .set_user_disabled(user_id, disabled, &event, OffsetDateTime::now_utc())
+        .await?;
     if changed {
         Ok(())
     } else {
@@ -240,8 +234,11 @@ pub(crate) async fn unlock_of(
     id: Uuid,
 ) -> Result<(), ApiError> {
     let user_id = UserId::from_uuid(id);
-    let target =
-        database(state.database.user_by_id(user_id).await)?.ok_or_else(ApiError::not_found)?;
+    let target = state
+        .database
+        .user_by_id(user_id)
+        .await?
+        .ok_or_else(ApiError::not_found)?;
     let event = admin_event(
         trail,
         admin,
@@ -250,12 +247,10 @@ pub(crate) async fn unlock_of(
         target.email.clone(),
         Some(target.email.clone()),
     );
-    let unlocked = database(
-        state
-            .database
-            .unlock_user(user_id, &event, OffsetDateTime::now_utc())
-            .await,
-    )?;
+    let unlocked = state
+        .database
+        .unlock_user(user_id, &event, OffsetDateTime::now_utc())
+        .await?;
     if unlocked {
         Ok(())
     } else {

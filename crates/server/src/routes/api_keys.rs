@@ -20,7 +20,6 @@ use crate::auth::Principal;
 use crate::auth::caller::{Caller, insufficient_scope};
 use crate::error::ApiError;
 use crate::json::ApiJson;
-use crate::routes::auth::database;
 use crate::state::AppState;
 
 /// A key's name, in characters.
@@ -92,7 +91,7 @@ pub(crate) async fn create_of(
     let user = &principal.user;
     let org_id = user.org_id;
     let manager = user.org_role.manages();
-    if !manager && !database(state.database.members_create_keys(user.org_id).await)? {
+    if !manager && !state.database.members_create_keys(user.org_id).await? {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "insufficient_role",
@@ -138,7 +137,7 @@ pub(crate) async fn create_of(
         ));
     }
     // A key may be held to less than its plan allows, never to more.
-    let plan = database(state.database.plan_of(org_id).await)?;
+    let plan = state.database.plan_of(org_id).await?;
     let within = |limit: Option<u32>, plan_limit: i32, field: &str| match limit {
         Some(0) => Err(invalid(field, format!("{field} must be at least 1"))),
         Some(limit) if i64::from(limit) > i64::from(plan_limit) => Err(invalid(
@@ -173,12 +172,10 @@ pub(crate) async fn create_of(
         target: Some(format!("api key {} ({})", key.id, key.scopes.to_stored())),
         ..Caller::Account(principal).event(trail, Action::ApiKeyCreated)
     };
-    database(
-        state
-            .database
-            .create_api_key(org_id, &key, &event, now)
-            .await,
-    )?;
+    state
+        .database
+        .create_api_key(org_id, &key, &event, now)
+        .await?;
     Ok((key, generated.key))
 }
 
@@ -186,12 +183,10 @@ pub(crate) async fn create_of(
 /// revoked ones say when and why (`revoked_reason`).
 pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
     caller.require(Scope::KeysManage, true)?;
-    let keys = database(
-        state
-            .database
-            .api_keys(caller.org_id(), OffsetDateTime::now_utc())
-            .await,
-    )?;
+    let keys = state
+        .database
+        .api_keys(caller.org_id(), OffsetDateTime::now_utc())
+        .await?;
     Ok(Json(Value::Array(
         keys.iter()
             .map(|key| {
@@ -235,12 +230,10 @@ pub(crate) async fn revoke_of(
         target: Some(format!("api key {id}")),
         ..caller.event(trail, Action::ApiKeyRevoked)
     };
-    let change = database(
-        state
-            .database
-            .revoke_api_key(caller.org_id(), id, &event, OffsetDateTime::now_utc())
-            .await,
-    )?;
+    let change = state
+        .database
+        .revoke_api_key(caller.org_id(), id, &event, OffsetDateTime::now_utc())
+        .await?;
     match change {
         Change::Done => Ok(()),
         _ => Err(ApiError::not_found()),

@@ -22,6 +22,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
+use crate::application::DomainError;
 use crate::audit::{self, AuditTrail};
 use crate::auth::lockout::{Claimant, Verdict, gated};
 use crate::auth::principal::{Credential, SetupPrincipal};
@@ -87,26 +88,24 @@ pub(crate) async fn sign_up(
         subject: Some(email.to_string()),
         ..trail.event(Action::SignupRequested, Outcome::Success)
     };
-    if database(state.database.user_by_email(&email).await)?.is_some() {
-        return audit::record(&state.database, event).await;
+    if state.database.user_by_email(&email).await?.is_some() {
+        return Ok(audit::record(&state.database, event).await?);
     }
     let code = codes::generate();
     let code_hash = codes::hash(&state.code_key, CodePurpose::Signup, &email, &code);
     let mail = code_mail(state, &email, "confirm your email address", &code).await?;
-    let issued = database(
-        state
-            .database
-            .save_signup(
-                &email,
-                password_hash.as_str(),
-                &code_hash,
-                now + CODE_TTL,
-                Some(&mail),
-                &event,
-                now,
-            )
-            .await,
-    )?;
+    let issued = state
+        .database
+        .save_signup(
+            &email,
+            password_hash.as_str(),
+            &code_hash,
+            now + CODE_TTL,
+            Some(&mail),
+            &event,
+            now,
+        )
+        .await?;
     if issued {
         state.queue.wake();
     }
@@ -132,19 +131,17 @@ pub(crate) async fn resend(state: &AppState, email: &str) -> Result<(), ApiError
     let code_hash = codes::hash(&state.code_key, CodePurpose::Signup, &email, &code);
     let mail = code_mail(state, &email, "confirm your email address", &code).await?;
     let expires_at = now + CODE_TTL;
-    let replaced = database(
-        state
-            .database
-            .replace_code(
-                CodePurpose::Signup,
-                &email,
-                &code_hash,
-                expires_at,
-                Some(&mail),
-                now,
-            )
-            .await,
-    )?;
+    let replaced = state
+        .database
+        .replace_code(
+            CodePurpose::Signup,
+            &email,
+            &code_hash,
+            expires_at,
+            Some(&mail),
+            now,
+        )
+        .await?;
     if replaced {
         state.queue.wake();
     }
@@ -185,13 +182,11 @@ pub(crate) async fn confirm(
         subject: Some(email.to_string()),
         ..trail.event(Action::EmailVerified, Outcome::Success)
     };
-    let user = database(
-        state
-            .database
-            .complete_signup(&email, &issued.record, &event, now)
-            .await,
-    )?
-    .ok_or_else(invalid_code)?;
+    let user = state
+        .database
+        .complete_signup(&email, &issued.record, &event, now)
+        .await?
+        .ok_or(DomainError::InvalidCode)?;
     tracing::info!(user_id = %user.id, "account created");
     Ok((user, issued.token))
 }
@@ -216,9 +211,10 @@ pub async fn login(
     .await?
     {
         SignIn::Complete { user, session } => Ok(signed_in(&user, &session)),
-        SignIn::SecondFactorOwed { mfa_token } => {
-            Err(second_factor::mfa_required().with_member("mfa_token", mfa_token.expose_secret()))
+        SignIn::SecondFactorOwed { mfa_token } => Err(DomainError::MfaRequired {
+            mfa_token: Some(mfa_token),
         }
+        .into()),
     }
 }
 
@@ -246,12 +242,10 @@ pub(crate) async fn sign_in(
             let mfa_token = second_factor::challenge(state, &user).await?;
             return Ok(SignIn::SecondFactorOwed { mfa_token });
         }
-        database(
-            state
-                .database
-                .record_successful_login(&user, None, OffsetDateTime::now_utc())
-                .await,
-        )?;
+        state
+            .database
+            .record_successful_login(&user, None, OffsetDateTime::now_utc())
+            .await?;
     }
     let session = open_session(state, context, trail, headers, &user).await?;
     Ok(SignIn::Complete { user, session })
@@ -306,15 +300,17 @@ pub(crate) async fn complete_second_factor(
     mfa_token: &SecretString,
     proof: second_factor::Proof<'_>,
     remember_device: bool,
-) -> Result<(User, String, Option<HeaderValue>), ApiError> {
+) -> Result<(User, String, Option<HeaderValue>), DomainError> {
     let user = second_factor::spend_challenge(state, mfa_token).await?;
     if let Err(error) = second_factor::check(state, trail, &user, proof).await {
-        return Err(match error.code() {
-            "invalid_code" | "code_already_used" => {
-                let fresh = second_factor::challenge(state, &user).await?;
-                error.with_member("mfa_token", fresh.expose_secret())
+        return Err(match error {
+            DomainError::InvalidCode | DomainError::CodeAlreadyUsed => {
+                DomainError::SecondFactorRefused {
+                    refused: Box::new(error),
+                    mfa_token: second_factor::challenge(state, &user).await?,
+                }
             }
-            _ => error,
+            error => error,
         });
     }
     let session = open_session(state, context, trail, headers, &user).await?;
@@ -333,19 +329,17 @@ async fn open_session(
     trail: &AuditTrail,
     headers: &HeaderMap,
     user: &User,
-) -> Result<String, ApiError> {
+) -> Result<String, DomainError> {
     let now = OffsetDateTime::now_utc();
     let issued = rotate_session(state, context, headers, now).await?;
     let signed_in = AuditEvent {
         session_id: Some(issued.record.id),
         ..trail.by_user(user, Action::SigninSucceeded, Outcome::Success)
     };
-    let NewDevice(new_device) = database(
-        state
-            .database
-            .create_session(user.id, &issued.record, &signed_in, now)
-            .await,
-    )?;
+    let NewDevice(new_device) = state
+        .database
+        .create_session(user.id, &issued.record, &signed_in, now)
+        .await?;
     if new_device {
         mail_new_device(state, trail, user).await;
     }
@@ -379,23 +373,21 @@ pub(crate) async fn forgot(state: &AppState, email: &str) -> Result<(), ApiError
     let code_hash = codes::hash(&state.code_key, CodePurpose::PasswordReset, &email, &code);
     // A code is recorded whether or not the address has an account (the answer and its
     // timing must not tell); only an account's owner is mailed.
-    let mail = match database(state.database.user_by_email(&email).await)? {
+    let mail = match state.database.user_by_email(&email).await? {
         Some(_) => Some(code_mail(state, &email, "reset your password", &code).await?),
         None => None,
     };
-    let issued = database(
-        state
-            .database
-            .save_code(
-                CodePurpose::PasswordReset,
-                &email,
-                &code_hash,
-                now + CODE_TTL,
-                mail.as_ref(),
-                now,
-            )
-            .await,
-    )?;
+    let issued = state
+        .database
+        .save_code(
+            CodePurpose::PasswordReset,
+            &email,
+            &code_hash,
+            now + CODE_TTL,
+            mail.as_ref(),
+            now,
+        )
+        .await?;
     if issued && mail.is_some() {
         state.queue.wake();
     }
@@ -422,7 +414,10 @@ pub(crate) async fn reset(
 ) -> Result<(), ApiError> {
     let email = parse_email(email)?;
     state.auth_limiter.check_account(&email).await?;
-    let rules = database(state.database.user_by_email(&email).await)?
+    let rules = state
+        .database
+        .user_by_email(&email)
+        .await?
         .map(|user| user.password_rules)
         .unwrap_or_default();
     check_password_policy(new_password, &email, rules)?;
@@ -434,13 +429,11 @@ pub(crate) async fn reset(
         subject: Some(email.to_string()),
         ..trail.event(Action::PasswordReset, Outcome::Success)
     };
-    database(
-        state
-            .database
-            .reset_password(&email, &code_hash, password_hash.as_str(), &event, now)
-            .await,
-    )?
-    .ok_or_else(invalid_code)?;
+    state
+        .database
+        .reset_password(&email, &code_hash, password_hash.as_str(), &event, now)
+        .await?
+        .ok_or(DomainError::InvalidCode)?;
     Ok(())
 }
 
@@ -463,14 +456,14 @@ async fn authenticate(
             },
         )
         .await?;
-        return Err(invalid_credentials());
+        return Err(DomainError::InvalidCredentials.into());
     };
     state.auth_limiter.check_account(&address).await?;
-    let user = database(state.database.user_by_email(&address).await)?;
+    let user = state.database.user_by_email(&address).await?;
     let claimant = Claimant::address(address, user.as_ref());
     let rehash = check_password_of(state, trail, &claimant, password).await?;
     // A dummy hash never matches: past the check there is an account.
-    let user = user.ok_or_else(invalid_credentials)?;
+    let user = user.ok_or(DomainError::InvalidCredentials)?;
     password_accepted(state, &user, password, rehash).await?;
     // Said only to whoever knows the password.
     if user.disabled {
@@ -490,7 +483,7 @@ pub(crate) async fn check_password(
     trail: &AuditTrail,
     user: &User,
     password: &SecretString,
-) -> Result<(), ApiError> {
+) -> Result<(), DomainError> {
     let claimant = Claimant::account(user)?;
     let rehash = check_password_of(state, trail, &claimant, password).await?;
     password_accepted(state, user, password, rehash).await
@@ -503,15 +496,21 @@ async fn check_password_of(
     trail: &AuditTrail,
     claimant: &Claimant<'_>,
     password: &SecretString,
-) -> Result<bool, ApiError> {
+) -> Result<bool, DomainError> {
     let user = claimant.user();
-    gated(state, trail, claimant, invalid_credentials, async {
-        let hash = user.map(|user| user.password_hash.as_str());
-        Ok(match state.passwords.verify(password, hash).await? {
-            Verification::Match { rehash } if user.is_some() => Verdict::Right(rehash),
-            _ => Verdict::Wrong,
-        })
-    })
+    gated(
+        state,
+        trail,
+        claimant,
+        || DomainError::InvalidCredentials,
+        async {
+            let hash = user.map(|user| user.password_hash.as_str());
+            Ok(match state.passwords.verify(password, hash).await? {
+                Verification::Match { rehash } if user.is_some() => Verdict::Right(rehash),
+                _ => Verdict::Wrong,
+            })
+        },
+    )
     .await
 }
 
@@ -522,26 +521,25 @@ async fn password_accepted(
     user: &User,
     password: &SecretString,
     rehash: bool,
-) -> Result<(), ApiError> {
+) -> Result<(), DomainError> {
     if rehash {
         let upgraded = state.passwords.hash(password).await?;
-        database(
-            state
-                .database
-                .upgrade_password_hash(user.id, upgraded.as_str())
-                .await,
-        )?;
+        state
+            .database
+            .upgrade_password_hash(user.id, upgraded.as_str())
+            .await?;
     }
     if user.mfa_enabled {
         let claimant = Claimant::account(user)?;
-        database(state.database.forgive_login_attempt(claimant.email()).await)
+        Ok(state
+            .database
+            .forgive_login_attempt(claimant.email())
+            .await?)
     } else {
-        database(
-            state
-                .database
-                .record_successful_login(user, None, OffsetDateTime::now_utc())
-                .await,
-        )
+        Ok(state
+            .database
+            .record_successful_login(user, None, OffsetDateTime::now_utc())
+            .await?)
     }
 }
 
@@ -579,7 +577,7 @@ pub async fn token(
             let user = authenticate(&state, &trail, &email, &password).await?;
             if user.mfa_enabled {
                 if totp_code.is_none() && backup_code.is_none() {
-                    return Err(second_factor::mfa_required());
+                    return Err(DomainError::MfaRequired { mfa_token: None }.into());
                 }
                 let proof =
                     second_factor::Proof::from_fields(totp_code.as_ref(), backup_code.as_ref())?;
@@ -596,22 +594,20 @@ pub async fn token(
                 target: Some(format!("token family {}", first.id)),
                 ..trail.by_user(&user, Action::SigninSucceeded, Outcome::Success)
             };
-            let NewDevice(new_device) = database(
-                state
-                    .database
-                    .start_token_family(
-                        user.id,
-                        &first,
-                        now + REFRESH_FAMILY_TTL,
-                        Device {
-                            ip: trail.ip(),
-                            user_agent: trail.user_agent(),
-                        },
-                        &signed_in,
-                        now,
-                    )
-                    .await,
-            )?;
+            let NewDevice(new_device) = state
+                .database
+                .start_token_family(
+                    user.id,
+                    &first,
+                    now + REFRESH_FAMILY_TTL,
+                    Device {
+                        ip: trail.ip(),
+                        user_agent: trail.user_agent(),
+                    },
+                    &signed_in,
+                    now,
+                )
+                .await?;
             if new_device {
                 mail_new_device(&state, &trail, &user).await;
             }
@@ -627,12 +623,10 @@ pub async fn token(
                 access_iat: now,
             };
             let grace = time::Duration::try_from(REFRESH_GRACE).unwrap_or(time::Duration::ZERO);
-            let rotation = database(
-                state
-                    .database
-                    .rotate_refresh_token(&tokens::refresh_hash(presented), &child, grace, now)
-                    .await,
-            )?;
+            let rotation = state
+                .database
+                .rotate_refresh_token(&tokens::refresh_hash(presented), &child, grace, now)
+                .await?;
             match rotation {
                 Rotation::Rotated {
                     user_id,
@@ -662,8 +656,7 @@ pub async fn token(
                 ),
                 Rotation::Reused { user_id, family_id } => {
                     tracing::warn!(%user_id, %family_id, "retired refresh token reused: family revoked");
-                    let org_id =
-                        database(state.database.user_by_id(user_id).await)?.map(|u| u.org_id);
+                    let org_id = state.database.user_by_id(user_id).await?.map(|u| u.org_id);
                     audit::record(
                         &state.database,
                         AuditEvent {
@@ -727,21 +720,17 @@ pub(crate) async fn sign_out(
     let now = OffsetDateTime::now_utc();
     let target = match principal.credential {
         Credential::Session(id) => {
-            database(
-                state
-                    .database
-                    .revoke_user_session(principal.user.id, id, now)
-                    .await,
-            )?;
+            state
+                .database
+                .revoke_user_session(principal.user.id, id, now)
+                .await?;
             id.to_string()
         }
         Credential::AccessToken { family } => {
-            database(
-                state
-                    .database
-                    .revoke_token_family(principal.user.id, family, now)
-                    .await,
-            )?;
+            state
+                .database
+                .revoke_token_family(principal.user.id, family, now)
+                .await?;
             format!("token family {family}")
         }
     };
@@ -791,14 +780,12 @@ async fn rotate_session(
     context: &RequestContext,
     headers: &HeaderMap,
     now: OffsetDateTime,
-) -> Result<session::IssuedSession, ApiError> {
+) -> Result<session::IssuedSession, DomainError> {
     if let Some(previous) = session::token_from(headers) {
-        database(
-            state
-                .database
-                .revoke_session_by_token(&session::token_hash(previous), now)
-                .await,
-        )?;
+        state
+            .database
+            .revoke_session_by_token(&session::token_hash(previous), now)
+            .await?;
     }
     Ok(session::issue(context, headers, now))
 }
@@ -811,13 +798,11 @@ async fn check_code(
     email: &EmailAddress,
     code: &SecretString,
     now: OffsetDateTime,
-) -> Result<Vec<u8>, ApiError> {
-    let attempt = database(
-        state
-            .database
-            .take_code_attempt(purpose, email, CODE_ATTEMPTS, now)
-            .await,
-    )?;
+) -> Result<Vec<u8>, DomainError> {
+    let attempt = state
+        .database
+        .take_code_attempt(purpose, email, CODE_ATTEMPTS, now)
+        .await?;
     match attempt {
         CodeAttempt::Counted { code_hash }
             if codes::matches(
@@ -830,8 +815,8 @@ async fn check_code(
         {
             Ok(code_hash)
         }
-        CodeAttempt::Exhausted => Err(code_exhausted()),
-        CodeAttempt::Counted { .. } | CodeAttempt::Missing => Err(invalid_code()),
+        CodeAttempt::Exhausted => Err(DomainError::CodeExhausted),
+        CodeAttempt::Counted { .. } | CodeAttempt::Missing => Err(DomainError::InvalidCode),
     }
 }
 
@@ -848,12 +833,10 @@ async fn code_mail(
         code: code.to_owned(),
         valid_minutes: u32::try_from(CODE_TTL.as_secs() / 60).unwrap_or(u32::MAX),
     };
-    database(
-        state
-            .database
-            .prepare_job(mail_job(email.as_str(), message))
-            .await,
-    )
+    Ok(state
+        .database
+        .prepare_job(mail_job(email.as_str(), message))
+        .await?)
 }
 
 /// The rules for a new password (docs/security.md#password-policy); the error names `new_password` (sign-up renames it).
@@ -877,38 +860,6 @@ fn parse_email(raw: &str) -> Result<EmailAddress, ApiError> {
         ApiError::new(StatusCode::BAD_REQUEST, "invalid_email", error.to_string())
             .with_field("email")
     })
-}
-
-pub(crate) fn database<T>(
-    result: Result<T, mailroom_storage::StorageError>,
-) -> Result<T, ApiError> {
-    result.map_err(ApiError::internal)
-}
-
-pub(crate) fn invalid_code() -> ApiError {
-    ApiError::new(
-        StatusCode::BAD_REQUEST,
-        "invalid_code",
-        "The code is wrong or has expired.",
-    )
-    .with_field("code")
-}
-
-fn code_exhausted() -> ApiError {
-    ApiError::new(
-        StatusCode::BAD_REQUEST,
-        "code_exhausted",
-        "Too many wrong codes: request a new one once this one expires.",
-    )
-    .with_field("code")
-}
-
-fn invalid_credentials() -> ApiError {
-    ApiError::new(
-        StatusCode::UNAUTHORIZED,
-        "invalid_credentials",
-        "The email address or the password is wrong.",
-    )
 }
 
 fn invalid_grant() -> ApiError {

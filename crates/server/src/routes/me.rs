@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
+use crate::application::DomainError;
 use crate::audit::{self, AuditTrail};
 use crate::auth::Principal;
 use crate::auth::caller::Caller;
@@ -62,14 +63,9 @@ pub(crate) async fn change_password_of(
     // Through the lockout gate: a stolen session is no password oracle.
     check_password(state, trail, user, current_password)
         .await
-        .map_err(|error| match error.code() {
-            "invalid_credentials" => ApiError::new(
-                StatusCode::FORBIDDEN,
-                "invalid_credentials",
-                "The current password is wrong.",
-            )
-            .with_field("current_password"),
-            _ => error,
+        .map_err(|error| match error {
+            DomainError::InvalidCredentials => DomainError::WrongCurrentPassword,
+            error => error,
         })?;
     let email = EmailAddress::parse(&user.email).map_err(ApiError::internal)?;
     check_password_policy(new_password, &email, user.password_rules)?;
@@ -87,7 +83,8 @@ pub(crate) async fn change_password_of(
             ..trail.by_user(user, Action::PasswordChanged, Outcome::Success)
         },
     )
-    .await
+    .await?;
+    Ok(())
 }
 
 /// `GET /v1/me/sessions`: the caller's live sessions.
@@ -188,7 +185,8 @@ pub(crate) async fn record_revocation(
             ..trail.by_user(&principal.user, Action::SessionRevoked, Outcome::Success)
         },
     )
-    .await
+    .await?;
+    Ok(())
 }
 
 const DEFAULT_LIMIT: u16 = 50;

@@ -18,7 +18,7 @@ use crate::auth::principal::SetupPrincipal;
 use crate::auth::session;
 use crate::error::ApiError;
 use crate::json::ApiJson;
-use crate::routes::auth::{database, user_json};
+use crate::routes::auth::user_json;
 use crate::routes::me::entry_json;
 use crate::state::AppState;
 
@@ -70,12 +70,10 @@ pub(crate) async fn delete(
         user_agent: None,
         ..trail.event(Action::AccountDeleted, Outcome::Success)
     };
-    let deletion = database(
-        state
-            .database
-            .delete_account(user.id, &user.email, &event, OffsetDateTime::now_utc())
-            .await,
-    )?;
+    let deletion = state
+        .database
+        .delete_account(user.id, &user.email, &event, OffsetDateTime::now_utc())
+        .await?;
     match deletion {
         Deletion::Deleted { org_deleted } => {
             tracing::info!(org_deleted, "account deleted");
@@ -105,19 +103,17 @@ pub async fn export(
         trail.by_user(user, Action::AccountExported, Outcome::Success),
     )
     .await?;
-    let sessions = database(state.database.sessions_of(user.id, now).await)?;
-    let devices = database(state.database.trusted_devices(user.id, now).await)?;
-    let sign_ins = database(state.database.sign_in_devices(user.id).await)?;
-    let backup_codes_left = database(state.database.unused_backup_codes(user.id).await)?;
+    let sessions = state.database.sessions_of(user.id, now).await?;
+    let devices = state.database.trusted_devices(user.id, now).await?;
+    let sign_ins = state.database.sign_in_devices(user.id).await?;
+    let backup_codes_left = state.database.unused_backup_codes(user.id).await?;
     let mut entries = Vec::new();
     let mut cursor = None;
     loop {
-        let page = database(
-            state
-                .database
-                .audit_for_actor(user.id, cursor, EXPORT_PAGE)
-                .await,
-        )?;
+        let page = state
+            .database
+            .audit_for_actor(user.id, cursor, EXPORT_PAGE)
+            .await?;
         cursor = page.last().map(|entry| entry.id);
         let last_page = page.len() < usize::try_from(EXPORT_PAGE).unwrap_or(usize::MAX);
         entries.extend(page.iter().map(entry_json));

@@ -22,7 +22,6 @@ use crate::auth::Principal;
 use crate::auth::session::{random_token, token_hash};
 use crate::error::ApiError;
 use crate::json::ApiJson;
-use crate::routes::auth::database;
 use crate::state::AppState;
 use crate::work_queue::mail_job;
 
@@ -35,7 +34,7 @@ pub async fn members(
     State(state): State<AppState>,
     principal: Principal,
 ) -> Result<Json<Value>, ApiError> {
-    let members = database(state.database.members(principal.user.org_id).await)?;
+    let members = state.database.members(principal.user.org_id).await?;
     Ok(Json(Value::Array(
         members
             .iter()
@@ -87,19 +86,17 @@ pub(crate) async fn change_role_of(
         Some(role),
     )
     .await?;
-    let change = database(
-        state
-            .database
-            .change_member_role(
-                principal.user.org_id,
-                principal.user.id,
-                target,
-                role,
-                &event,
-                OffsetDateTime::now_utc(),
-            )
-            .await,
-    )?;
+    let change = state
+        .database
+        .change_member_role(
+            principal.user.org_id,
+            principal.user.id,
+            target,
+            role,
+            &event,
+            OffsetDateTime::now_utc(),
+        )
+        .await?;
     answer(change)
 }
 
@@ -121,18 +118,16 @@ pub(crate) async fn remove_of(
     target: UserId,
 ) -> Result<(), ApiError> {
     let event = member_event(state, trail, principal, target, Action::MemberRemoved, None).await?;
-    let change = database(
-        state
-            .database
-            .remove_member(
-                principal.user.org_id,
-                principal.user.id,
-                target,
-                &event,
-                OffsetDateTime::now_utc(),
-            )
-            .await,
-    )?;
+    let change = state
+        .database
+        .remove_member(
+            principal.user.org_id,
+            principal.user.id,
+            target,
+            &event,
+            OffsetDateTime::now_utc(),
+        )
+        .await?;
     answer(change)
 }
 
@@ -170,18 +165,16 @@ pub(crate) async fn transfer_of(
         None,
     )
     .await?;
-    let change = database(
-        state
-            .database
-            .transfer_ownership(
-                principal.user.org_id,
-                principal.user.id,
-                target,
-                &event,
-                OffsetDateTime::now_utc(),
-            )
-            .await,
-    )?;
+    let change = state
+        .database
+        .transfer_ownership(
+            principal.user.org_id,
+            principal.user.id,
+            target,
+            &event,
+            OffsetDateTime::now_utc(),
+        )
+        .await?;
     answer(change)
 }
 
@@ -195,7 +188,10 @@ async fn member_event(
     action: Action,
     role: Option<OrgRole>,
 ) -> Result<AuditEvent, ApiError> {
-    let member = database(state.database.user_by_id(target).await)?
+    let member = state
+        .database
+        .user_by_id(target)
+        .await?
         .filter(|user| user.org_id == principal.user.org_id)
         .ok_or_else(ApiError::not_found)?;
     let target = match role {
@@ -290,7 +286,7 @@ pub(crate) async fn invite_of(
             .with_field("email")
     })?;
     let org_id = principal.user.org_id;
-    let plan = database(state.database.plan_of(org_id).await)?;
+    let plan = state.database.plan_of(org_id).await?;
     if !plan.team {
         return Err(team_plan_required());
     }
@@ -310,7 +306,7 @@ pub(crate) async fn invite_of(
         subject: Some(invitation.email.clone()),
         ..trail.by_user(&principal.user, Action::InvitationCreated, Outcome::Success)
     };
-    let org_name = database(state.database.org_name(org_id).await)?;
+    let org_name = state.database.org_name(org_id).await?;
     let link = format!("{}/invitations/accept?token={token}", state.public_origin);
     let days = u32::try_from(INVITATION_TTL.as_secs() / 86_400).unwrap_or(7);
     let message = MailMessage::Invitation {
@@ -320,18 +316,14 @@ pub(crate) async fn invite_of(
         valid_days: days,
     };
     // Sealed first (it holds the token), then queued with the invitation itself.
-    let mail = database(
-        state
-            .database
-            .prepare_job(mail_job(&invitation.email, message))
-            .await,
-    )?;
-    database(
-        state
-            .database
-            .create_invitation(org_id, &invitation, Some(&mail), &event, now)
-            .await,
-    )?;
+    let mail = state
+        .database
+        .prepare_job(mail_job(&invitation.email, message))
+        .await?;
+    state
+        .database
+        .create_invitation(org_id, &invitation, Some(&mail), &event, now)
+        .await?;
     state.queue.wake();
     Ok(invitation)
 }
@@ -342,12 +334,10 @@ pub async fn invitations(
     principal: Principal,
 ) -> Result<Json<Value>, ApiError> {
     require_manager(&principal)?;
-    let invitations = database(
-        state
-            .database
-            .invitations(principal.user.org_id, OffsetDateTime::now_utc())
-            .await,
-    )?;
+    let invitations = state
+        .database
+        .invitations(principal.user.org_id, OffsetDateTime::now_utc())
+        .await?;
     Ok(Json(Value::Array(
         invitations
             .iter()
@@ -387,12 +377,10 @@ pub(crate) async fn revoke_invitation_of(
         target: Some(format!("invitation {id}")),
         ..trail.by_user(&principal.user, Action::InvitationRevoked, Outcome::Success)
     };
-    let change = database(
-        state
-            .database
-            .revoke_invitation(principal.user.org_id, id, &event, OffsetDateTime::now_utc())
-            .await,
-    )?;
+    let change = state
+        .database
+        .revoke_invitation(principal.user.org_id, id, &event, OffsetDateTime::now_utc())
+        .await?;
     answer(change)
 }
 
@@ -444,19 +432,17 @@ pub(crate) async fn accept_with(
         subject: Some(user.email.clone()),
         ..trail.by_user(user, Action::InvitationAccepted, Outcome::Success)
     };
-    let acceptance = database(
-        state
-            .database
-            .accept_invitation(
-                &token_hash(token.expose_secret()),
-                user.id,
-                &user.email,
-                leave_current_org,
-                &event,
-                OffsetDateTime::now_utc(),
-            )
-            .await,
-    )?;
+    let acceptance = state
+        .database
+        .accept_invitation(
+            &token_hash(token.expose_secret()),
+            user.id,
+            &user.email,
+            leave_current_org,
+            &event,
+            OffsetDateTime::now_utc(),
+        )
+        .await?;
     let conflict = |code, detail| ApiError::new(StatusCode::CONFLICT, code, detail);
     match acceptance {
         Acceptance::Joined { org_id, role } => Ok((org_id, role)),

@@ -16,6 +16,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
+use crate::application::{Conflict, DomainError};
 use crate::audit::{self, AuditTrail};
 use crate::auth::Principal;
 use crate::auth::lockout::{Claimant, Verdict, gated};
@@ -23,7 +24,6 @@ use crate::auth::principal::SetupPrincipal;
 use crate::auth::second_factor::{self, new_backup_codes};
 use crate::error::ApiError;
 use crate::json::ApiJson;
-use crate::routes::auth::{database, invalid_code};
 use crate::state::AppState;
 
 /// The name authenticator apps show next to the account.
@@ -68,12 +68,10 @@ pub(crate) async fn begin(state: &AppState, principal: &Principal) -> Result<Enr
     principal.require_recent_auth()?;
     let user = &principal.user;
     let secret = TotpSecret::generate();
-    let started = database(
-        state
-            .database
-            .start_totp_enrollment(user.id, secret.expose(), OffsetDateTime::now_utc())
-            .await,
-    )?;
+    let started = state
+        .database
+        .start_totp_enrollment(user.id, secret.expose(), OffsetDateTime::now_utc())
+        .await?;
     if !started {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -113,44 +111,44 @@ pub(crate) async fn confirm_with(
     trail: &AuditTrail,
     principal: &Principal,
     code: &SecretString,
-) -> Result<Vec<String>, ApiError> {
+) -> Result<Vec<String>, DomainError> {
     principal.require_recent_auth()?;
     let user = &principal.user;
-    let pending = database(state.database.totp(user.id).await)?
+    let pending = state
+        .database
+        .totp(user.id)
+        .await?
         .filter(|totp| !totp.enabled)
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::CONFLICT,
-                "mfa_not_pending",
-                "Start the setup first: there is no new secret waiting for a code.",
-            )
-        })?;
+        .ok_or(DomainError::Conflict(Conflict::MfaNotPending))?;
     let now = OffsetDateTime::now_utc();
     let unix = u64::try_from(now.unix_timestamp()).unwrap_or(0);
     let secret = TotpSecret::from_bytes(pending.secret);
     // Through the lockout gate: a stolen session cannot guess its way to the backup codes.
     let claimant = Claimant::account(user)?;
-    let step = gated(state, trail, &claimant, invalid_code, async {
-        Ok(match secret.matching_step(code.expose_secret(), unix) {
-            Some(step) => Verdict::Right(step),
-            None => Verdict::Wrong,
-        })
-    })
+    let step = gated(
+        state,
+        trail,
+        &claimant,
+        || DomainError::InvalidCode,
+        async {
+            Ok(match secret.matching_step(code.expose_secret(), unix) {
+                Some(step) => Verdict::Right(step),
+                None => Verdict::Wrong,
+            })
+        },
+    )
     .await?;
-    database(state.database.forgive_login_attempt(claimant.email()).await)?;
+    state
+        .database
+        .forgive_login_attempt(claimant.email())
+        .await?;
     let (codes, hashes) = new_backup_codes(&state.backup_code_key, user.id);
-    let enabled = database(
-        state
-            .database
-            .enable_totp(user.id, &pending.sealed, step, &hashes, now)
-            .await,
-    )?;
+    let enabled = state
+        .database
+        .enable_totp(user.id, &pending.sealed, step, &hashes, now)
+        .await?;
     if !enabled {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "mfa_not_pending",
-            "The setup was started again meanwhile: scan the newest code.",
-        ));
+        return Err(DomainError::Conflict(Conflict::MfaSetupRestarted));
     }
     audit::record(
         &state.database,
@@ -186,12 +184,13 @@ pub(crate) async fn disable_with(
     }
     // Through the lockout gate: a stolen session is no code oracle.
     second_factor::check(state, trail, user, proof).await?;
-    database(state.database.disable_totp(user.id).await)?;
+    state.database.disable_totp(user.id).await?;
     audit::record(
         &state.database,
         trail.by_user(user, Action::MfaDisabled, Outcome::Success),
     )
-    .await
+    .await?;
+    Ok(())
 }
 
 /// `POST /v1/me/2fa/backup-codes` (recent sign-in): ten new codes; the old ones stop working.
@@ -215,7 +214,10 @@ pub(crate) async fn regenerate(
         return Err(mfa_not_enabled());
     }
     let (codes, hashes) = new_backup_codes(&state.backup_code_key, user.id);
-    database(state.database.replace_backup_codes(user.id, &hashes).await)?;
+    state
+        .database
+        .replace_backup_codes(user.id, &hashes)
+        .await?;
     audit::record(
         &state.database,
         trail.by_user(user, Action::BackupCodesRegenerated, Outcome::Success),
@@ -229,12 +231,10 @@ pub async fn trusted_devices(
     State(state): State<AppState>,
     principal: Principal,
 ) -> Result<Json<Value>, ApiError> {
-    let devices = database(
-        state
-            .database
-            .trusted_devices(principal.user.id, OffsetDateTime::now_utc())
-            .await,
-    )?;
+    let devices = state
+        .database
+        .trusted_devices(principal.user.id, OffsetDateTime::now_utc())
+        .await?;
     let when = |time: OffsetDateTime| time.format(&Rfc3339).unwrap_or_default();
     Ok(Json(Value::Array(
         devices
@@ -271,7 +271,7 @@ pub(crate) async fn forget_device(
     id: Uuid,
 ) -> Result<(), ApiError> {
     let user = &principal.user;
-    if !database(state.database.revoke_trusted_device(user.id, id).await)? {
+    if !state.database.revoke_trusted_device(user.id, id).await? {
         return Err(ApiError::not_found());
     }
     audit::record(
@@ -281,7 +281,8 @@ pub(crate) async fn forget_device(
             ..trail.by_user(user, Action::TrustedDeviceRevoked, Outcome::Success)
         },
     )
-    .await
+    .await?;
+    Ok(())
 }
 
 fn mfa_not_enabled() -> ApiError {

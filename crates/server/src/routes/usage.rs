@@ -10,18 +10,15 @@ use time::format_description::well_known::Rfc3339;
 
 use crate::auth::caller::Caller;
 use crate::error::ApiError;
-use crate::routes::auth::database;
 use crate::state::AppState;
 
 pub async fn usage(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
     let org_id = caller.org_id();
     let (start, resets_at) = month_of(OffsetDateTime::now_utc());
-    let (plan, used) = database(
-        state
-            .database
-            .quota(org_id, Metric::Verifications, start)
-            .await,
-    )?;
+    let (plan, used) = state
+        .database
+        .quota(org_id, Metric::Verifications, start)
+        .await?;
     let when = |time: OffsetDateTime| time.format(&Rfc3339).unwrap_or_default();
     Ok(Json(json!({
         "plan": plan.id,

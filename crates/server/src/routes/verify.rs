@@ -16,7 +16,6 @@ use uuid::Uuid;
 use crate::auth::caller::Caller;
 use crate::error::ApiError;
 use crate::json::ApiJson;
-use crate::routes::auth::database;
 use crate::routes::listing::next_cursor;
 use crate::state::AppState;
 use crate::verification::{Answer, Requester, VerifyError};
@@ -182,12 +181,10 @@ pub async fn logs(
         api_key_id: params.api_key_id,
         limit,
     };
-    let lines = database(
-        state
-            .database
-            .verification_log(caller.org_id(), &query)
-            .await,
-    )?;
+    let lines = state
+        .database
+        .verification_log(caller.org_id(), &query)
+        .await?;
     let next_cursor = next_cursor(
         &lines,
         usize::try_from(limit).unwrap_or(usize::MAX),

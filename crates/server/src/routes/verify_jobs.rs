@@ -21,7 +21,6 @@ use uuid::Uuid;
 use crate::auth::caller::Caller;
 use crate::error::ApiError;
 use crate::json::{parse, read_body, require_content_type};
-use crate::routes::auth::database;
 use crate::routes::listing::{Format, defuse};
 use crate::routes::verify::{probe_by_default, requester, unusable};
 use crate::state::AppState;
@@ -152,12 +151,10 @@ pub(crate) async fn queue(
         smtp,
         emails,
     };
-    let admission = database(
-        state
-            .database
-            .create_job(org_id, &job, month_of(now).0, now)
-            .await,
-    )?;
+    let admission = state
+        .database
+        .create_job(org_id, &job, month_of(now).0, now)
+        .await?;
     match admission {
         Admission::Queued => {}
         // Refused whole, so that an upload cannot store rows the quota will never check.
@@ -221,7 +218,7 @@ fn csv_emails(body: &Bytes) -> Result<Vec<String>, ApiError> {
 /// `GET /v1/verify/jobs`: the organization's newest jobs.
 pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
     caller.require(Scope::Verify, false)?;
-    let jobs = database(state.database.jobs(caller.org_id(), LISTED_JOBS).await)?;
+    let jobs = state.database.jobs(caller.org_id(), LISTED_JOBS).await?;
     Ok(Json(
         json!({ "jobs": jobs.iter().map(describe).collect::<Vec<_>>() }),
     ))
@@ -245,7 +242,7 @@ pub async fn cancel(
 ) -> Result<StatusCode, ApiError> {
     let job = found(&state, &caller, id).await?;
     let now = OffsetDateTime::now_utc();
-    if database(state.database.cancel_job(job.org(), id, now).await)? {
+    if state.database.cancel_job(job.org(), id, now).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::new(
@@ -258,7 +255,11 @@ pub async fn cancel(
 
 async fn found(state: &AppState, caller: &Caller, id: Uuid) -> Result<Job, ApiError> {
     caller.require(Scope::Verify, false)?;
-    database(state.database.job(caller.org_id(), id).await)?.ok_or_else(ApiError::not_found)
+    state
+        .database
+        .job(caller.org_id(), id)
+        .await?
+        .ok_or_else(ApiError::not_found)
 }
 
 fn describe(job: &Job) -> Value {

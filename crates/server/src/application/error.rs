@@ -1,0 +1,99 @@
+//! What can go wrong in an operation, in the product's words. Operations return
+//! [`DomainError`]; adapters decide what each becomes for their audience: the JSON API's
+//! problem with its status and stable code (`From<DomainError> for ApiError`), a page's form
+//! shown again, a worker's retry. Callers that must tell outcomes apart match on variants,
+//! never on codes.
+
+use mailroom_storage::StorageError;
+use secrecy::SecretString;
+use time::OffsetDateTime;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DomainError {
+    /// A request value that cannot be used, and why.
+    #[error("{detail}")]
+    Invalid { field: &'static str, detail: String },
+    /// An emailed code, TOTP code or backup code that is wrong or has expired.
+    #[error("the code is wrong or has expired")]
+    InvalidCode,
+    /// A TOTP code that was right but already used: the next one will do.
+    #[error("the code was just used")]
+    CodeAlreadyUsed,
+    /// An emailed code whose guesses are spent.
+    #[error("the code's guesses are spent")]
+    CodeExhausted,
+    /// A second factor refused during sign-in, with the challenge token for the next try.
+    #[error("{refused}")]
+    SecondFactorRefused {
+        refused: Box<DomainError>,
+        mfa_token: SecretString,
+    },
+    /// The address or password is wrong (the same for an address without an account).
+    #[error("the email or password is wrong")]
+    InvalidCredentials,
+    /// The signed-in person's current password is wrong.
+    #[error("the current password is wrong")]
+    WrongCurrentPassword,
+    /// The sign-in challenge expired or was already completed.
+    #[error("the sign-in challenge is gone")]
+    InvalidMfaToken,
+    /// The password was right; a second factor is owed, to be given with this token (or, in a
+    /// token grant, with the password again).
+    #[error("a second factor is owed")]
+    MfaRequired { mfa_token: Option<SecretString> },
+    /// Too many failed sign-ins: the address is locked until `until`.
+    #[error("locked until {until}")]
+    Locked {
+        until: OffsetDateTime,
+        now: OffsetDateTime,
+    },
+    /// In the way of something else, and what.
+    #[error("{0:?}")]
+    Conflict(Conflict),
+    /// Not allowed, and why.
+    #[error("{0:?}")]
+    Forbidden(Forbidden),
+    /// A failure of ours: logged, never shown.
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+/// Why an action is not allowed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Forbidden {
+    /// The signed-in account owes the second-factor setup its role requires.
+    MfaSetupRequired,
+    /// Only a super-admin may.
+    SuperAdminOnly,
+    /// This needs a sign-in from the last few minutes.
+    RecentAuthRequired,
+}
+
+/// What stands in an action's way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Conflict {
+    /// A second factor's setup was confirmed with no setup started.
+    MfaNotPending,
+    /// The setup was started again while this one was confirmed.
+    MfaSetupRestarted,
+}
+
+impl From<StorageError> for DomainError {
+    fn from(error: StorageError) -> Self {
+        DomainError::Internal(error.into())
+    }
+}
+
+impl DomainError {
+    /// A failure of ours, from anything that can say what it was.
+    pub fn internal(cause: impl Into<anyhow::Error>) -> Self {
+        DomainError::Internal(cause.into())
+    }
+
+    pub fn invalid(field: &'static str, detail: impl Into<String>) -> Self {
+        DomainError::Invalid {
+            field,
+            detail: detail.into(),
+        }
+    }
+}
