@@ -8,7 +8,7 @@ use axum::extract::{FromRequest, Request};
 use axum::http::{HeaderMap, StatusCode, header};
 use serde::de::DeserializeOwned;
 
-use crate::error::ApiError;
+use crate::problem::ApiError;
 
 /// A JSON request body, parsed strictly. Use it in place of `axum::Json`.
 pub struct ApiJson<T>(pub T);

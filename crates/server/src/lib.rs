@@ -15,6 +15,7 @@ mod job_worker;
 mod json;
 mod maintenance;
 mod metrics;
+mod problem;
 mod pages;
 pub mod rate_limit;
 mod router;
@@ -29,5 +30,5 @@ mod work_queue;
 
 pub use app::App;
 pub use config::Config;
-pub use error::ApiError;
+pub use problem::ApiError;
 pub use json::ApiJson;

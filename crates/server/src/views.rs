@@ -9,7 +9,7 @@ use base64::engine::general_purpose::STANDARD;
 use maud::{DOCTYPE, Markup, html};
 use rand::RngCore;
 
-use crate::error::ApiError;
+use crate::problem::ApiError;
 
 /// The nonce that this response's Content-Security-Policy allows scripts to carry.
 #[derive(Clone, Debug)]

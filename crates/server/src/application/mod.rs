@@ -1,7 +1,4 @@
 //! The application layer: every operation mailroom offers, apart from how it is asked for.
-//! Operations take typed inputs and return typed outcomes or a [`DomainError`]; the JSON
+//! Operations take typed inputs and return typed outcomes or a [`crate::error::DomainError`]; the JSON
 //! routes, the pages, the CLI and the background workers are adapters over them.
 
-mod error;
-
-pub use error::{Conflict, DomainError, Forbidden};

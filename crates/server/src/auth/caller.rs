@@ -18,7 +18,7 @@ use crate::audit::{self, AuditTrail};
 use crate::auth::Principal;
 use crate::auth::principal::bearer_token;
 use crate::edge::context::RequestContext;
-use crate::error::ApiError;
+use crate::problem::ApiError;
 use crate::state::AppState;
 
 /// An API key that authenticated a request.

@@ -13,7 +13,7 @@ use mailroom_storage::accounts::User;
 use mailroom_storage::lockout::{Lock, LoginGate};
 use time::OffsetDateTime;
 
-use crate::application::DomainError;
+use crate::error::DomainError;
 use crate::audit::{self, AuditTrail};
 use crate::state::AppState;
 use crate::work_queue::send_mail;

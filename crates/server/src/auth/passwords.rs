@@ -7,7 +7,7 @@ use mailroom_crypto::password::{self, PasswordHash, Verification};
 use secrecy::SecretString;
 use tokio::sync::Semaphore;
 
-use crate::application::DomainError;
+use crate::error::DomainError;
 
 #[derive(Clone)]
 pub struct PasswordWork {

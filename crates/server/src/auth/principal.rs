@@ -12,9 +12,9 @@ use mailroom_storage::accounts::{PlatformRole, User};
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
-use crate::application::{DomainError, Forbidden};
+use crate::error::{DomainError, Forbidden};
 use crate::auth::session;
-use crate::error::ApiError;
+use crate::problem::ApiError;
 use crate::state::AppState;
 
 /// Rolling expiry is written at most this often per session, not on every request.

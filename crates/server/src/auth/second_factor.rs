@@ -15,11 +15,11 @@ use secrecy::{ExposeSecret, SecretString};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::application::DomainError;
+use crate::error::DomainError;
 use crate::audit::{self, AuditTrail};
 use crate::auth::lockout::{Claimant, Verdict, gated};
 use crate::auth::session::{cookie_value, random_token, token_hash};
-use crate::error::ApiError;
+use crate::problem::ApiError;
 use crate::state::AppState;
 
 pub const TRUSTED_COOKIE: &str = "__Host-mailroom_trusted";

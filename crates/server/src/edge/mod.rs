@@ -54,7 +54,7 @@ mod tests {
     use tower::ServiceExt;
 
     use super::*;
-    use crate::error::{ApiError, PROBLEM_JSON};
+    use crate::problem::{ApiError, PROBLEM_JSON};
     use crate::metrics::Metrics;
 
     async fn state() -> AppState {

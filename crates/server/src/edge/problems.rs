@@ -12,7 +12,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use crate::edge::context::RequestContext;
-use crate::error::{ApiError, PROBLEM_JSON};
+use crate::problem::{ApiError, PROBLEM_JSON};
 use crate::views::{self, CspNonce};
 
 /// Headers that describe the body, which the problem form replaces; the others (`Allow`,

@@ -19,7 +19,7 @@ use crate::audit::AuditTrail;
 use crate::auth::principal::SetupPrincipal;
 use crate::auth::{Principal, session};
 use crate::edge::context::RequestContext;
-use crate::error::ApiError;
+use crate::problem::ApiError;
 use crate::pages::{Notice, layout, notice, two_factor};
 use crate::routes::{auth, me, privacy};
 use crate::state::AppState;

@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use maud::{Markup, html};
 
 use crate::auth::principal::SetupPrincipal;
-use crate::error::ApiError;
+use crate::problem::ApiError;
 use crate::views::CspNonce;
 pub use crate::views::layout;
 
@@ -23,7 +23,7 @@ pub fn titled(
     nonce: &CspNonce,
     title: &str,
     notice: Option<&str>,
-    error: Option<&crate::error::ApiError>,
+    error: Option<&crate::problem::ApiError>,
     content: Markup,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;

@@ -14,11 +14,11 @@ use serde::Deserialize;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::application::{DomainError, Forbidden};
+use crate::error::{DomainError, Forbidden};
 use crate::audit::AuditTrail;
 use crate::auth::Principal;
 use crate::auth::caller::Caller;
-use crate::error::ApiError;
+use crate::problem::ApiError;
 use crate::pages::{Notice, NoticeQuery, SignedIn, after, titled, when};
 use crate::routes::admin::SuperAdmin;
 use crate::routes::{admin, api_keys, team};

@@ -12,13 +12,13 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
-use crate::application::DomainError;
+use crate::error::DomainError;
 use crate::audit::AuditTrail;
 use crate::auth::Principal;
 use crate::auth::principal::SetupPrincipal;
 use crate::auth::second_factor::Proof;
 use crate::edge::context::RequestContext;
-use crate::error::ApiError;
+use crate::problem::ApiError;
 use crate::pages::Notice;
 use crate::pages::account::{back_to_security, page, redirect_with_notice, signed_in_redirect};
 use crate::routes::{auth, two_factor};

@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use crate::auth::Principal;
 use crate::auth::caller::Caller;
-use crate::error::ApiError;
+use crate::problem::ApiError;
 use crate::pages::{Notice, NoticeQuery, SignedIn, after, titled, when};
 use crate::routes::listing::next_cursor;
 use crate::routes::{verify, verify_jobs};

@@ -40,7 +40,7 @@ pub(crate) async fn limit_user(
     use axum::response::IntoResponse;
     let plan = match state.database.plan_of(principal.user.org_id).await {
         Ok(plan) => plan,
-        Err(error) => return crate::error::ApiError::internal(error).into_response(),
+        Err(error) => return crate::problem::ApiError::internal(error).into_response(),
     };
     let count = |limit: i32| u32::try_from(limit).unwrap_or(0).max(1);
     let rates = [

@@ -14,7 +14,7 @@ use mailroom_core::EmailAddress;
 use mailroom_core::gcra::Rate;
 
 use crate::edge::context::RequestContext;
-use crate::error::ApiError;
+use crate::problem::ApiError;
 use crate::rate_limit::{Limiter, gate, refusal};
 use crate::state::AppState;
 

@@ -19,7 +19,7 @@ use mailroom_core::gcra::{self, Decision, Rate};
 use redis::aio::MultiplexedConnection;
 use tokio::sync::Mutex as AsyncMutex;
 
-use crate::error::ApiError;
+use crate::problem::ApiError;
 
 /// The periods of the per-minute and per-day rates, in the limiter's microseconds.
 pub(crate) const MINUTE_US: i64 = 60 * 1_000_000;

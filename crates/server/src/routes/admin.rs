@@ -13,10 +13,10 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
-use crate::application::{DomainError, Forbidden};
+use crate::error::{DomainError, Forbidden};
 use crate::audit::AuditTrail;
 use crate::auth::Principal;
-use crate::error::ApiError;
+use crate::problem::ApiError;
 use crate::json::ApiJson;
 use crate::state::AppState;
 

@@ -18,7 +18,7 @@ use uuid::Uuid;
 use crate::audit::AuditTrail;
 use crate::auth::Principal;
 use crate::auth::caller::{Caller, insufficient_scope};
-use crate::error::ApiError;
+use crate::problem::ApiError;
 use crate::json::ApiJson;
 use crate::state::AppState;
 

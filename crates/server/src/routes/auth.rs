@@ -22,13 +22,13 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
-use crate::application::DomainError;
+use crate::error::DomainError;
 use crate::audit::{self, AuditTrail};
 use crate::auth::lockout::{Claimant, Verdict, gated};
 use crate::auth::principal::{Credential, SetupPrincipal};
 use crate::auth::{Principal, codes, second_factor, session, tokens};
 use crate::edge::context::RequestContext;
-use crate::error::ApiError;
+use crate::problem::ApiError;
 use crate::json::ApiJson;
 use crate::routes::me;
 use crate::state::AppState;

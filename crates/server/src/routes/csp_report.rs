@@ -6,7 +6,7 @@ use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 
-use crate::error::ApiError;
+use crate::problem::ApiError;
 use crate::json;
 use crate::state::AppState;
 

@@ -5,7 +5,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 
-use crate::error::ApiError;
+use crate::problem::ApiError;
 use crate::state::AppState;
 
 /// The process is up and answering; says nothing about its dependencies.

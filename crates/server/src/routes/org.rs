@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use crate::audit::{self, AuditTrail};
 use crate::auth::Principal;
-use crate::error::ApiError;
+use crate::problem::ApiError;
 use crate::json::ApiJson;
 use crate::state::AppState;
 use mailroom_core::audit::{Action, AuditEvent, Outcome};

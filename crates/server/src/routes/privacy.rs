@@ -16,7 +16,7 @@ use crate::audit::{self, AuditTrail};
 use crate::auth::Principal;
 use crate::auth::principal::SetupPrincipal;
 use crate::auth::session;
-use crate::error::ApiError;
+use crate::problem::ApiError;
 use crate::json::ApiJson;
 use crate::routes::auth::user_json;
 use crate::routes::me::entry_json;

@@ -22,7 +22,7 @@ use url::Url;
 use crate::audit::AuditTrail;
 use crate::auth::session;
 use crate::edge::context::RequestContext;
-use crate::error::ApiError;
+use crate::problem::ApiError;
 use crate::routes::auth::check_password_policy;
 use crate::state::AppState;
 use crate::views::CspNonce;

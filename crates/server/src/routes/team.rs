@@ -20,7 +20,7 @@ use uuid::Uuid;
 use crate::audit::AuditTrail;
 use crate::auth::Principal;
 use crate::auth::session::{random_token, token_hash};
-use crate::error::ApiError;
+use crate::problem::ApiError;
 use crate::json::ApiJson;
 use crate::state::AppState;
 use crate::work_queue::mail_job;

@@ -9,7 +9,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::auth::caller::Caller;
-use crate::error::ApiError;
+use crate::problem::ApiError;
 use crate::state::AppState;
 
 pub async fn usage(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {

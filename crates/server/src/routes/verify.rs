@@ -14,7 +14,7 @@ use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
 use crate::auth::caller::Caller;
-use crate::error::ApiError;
+use crate::problem::ApiError;
 use crate::json::ApiJson;
 use crate::routes::listing::next_cursor;
 use crate::state::AppState;

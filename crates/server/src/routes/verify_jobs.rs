@@ -19,7 +19,7 @@ use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
 use crate::auth::caller::Caller;
-use crate::error::ApiError;
+use crate::problem::ApiError;
 use crate::json::{parse, read_body, require_content_type};
 use crate::routes::listing::{Format, defuse};
 use crate::routes::verify::{probe_by_default, requester, unusable};

@@ -1,0 +1,390 @@
+//! The one error type of the HTTP edge and its RFC 9457 `application/problem+json` form
+//! (docs/security.md#errors).
+//!
+//! A handler returns `Err(ApiError)`; the response it becomes carries the error in its
+//! extensions, and the edge ([`crate::edge::problems`]) renders it once the request id is at
+//! hand. Responses that the framework or a layer produced on its own (404, 405, 413, a panic)
+//! are rendered there too, so every error response has the same shape.
+
+use std::sync::Arc;
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use mailroom_core::RequestId;
+use secrecy::ExposeSecret;
+use serde::Serialize;
+
+use crate::error::{Conflict, DomainError, Forbidden};
+
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// What each domain outcome is for an API client: its status, its stable code, and the detail
+/// people read. The codes never change meaning.
+impl From<DomainError> for ApiError {
+    fn from(error: DomainError) -> Self {
+        match error {
+            DomainError::Invalid { field, detail } => {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid_field", detail).with_field(field)
+            }
+            DomainError::InvalidCode => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_code",
+                "The code is wrong or has expired.",
+            )
+            .with_field("code"),
+            DomainError::CodeAlreadyUsed => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "code_already_used",
+                "This code was just used; wait for the next one.",
+            )
+            .with_field("code"),
+            DomainError::CodeExhausted => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "code_exhausted",
+                "Too many wrong codes: request a new one once this one expires.",
+            )
+            .with_field("code"),
+            DomainError::SecondFactorRefused { refused, mfa_token } => {
+                ApiError::from(*refused).with_member("mfa_token", mfa_token.expose_secret())
+            }
+            DomainError::InvalidCredentials => ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_credentials",
+                "The email address or the password is wrong.",
+            ),
+            DomainError::WrongCurrentPassword => ApiError::new(
+                StatusCode::FORBIDDEN,
+                "invalid_credentials",
+                "The current password is wrong.",
+            )
+            .with_field("current_password"),
+            DomainError::InvalidMfaToken => ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_mfa_token",
+                "The sign-in has expired or was already completed: sign in again.",
+            ),
+            DomainError::MfaRequired { mfa_token } => {
+                let error = ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "mfa_required",
+                    "The password is right; now the code from the authenticator app (or a backup code).",
+                );
+                match mfa_token {
+                    Some(token) => error.with_member("mfa_token", token.expose_secret()),
+                    None => error,
+                }
+            }
+            DomainError::Locked { until, now } => locked(until, now),
+            DomainError::Forbidden(reason) => {
+                let (code, detail) = match reason {
+                    Forbidden::MfaSetupRequired => (
+                        "mfa_setup_required",
+                        "Set up two-factor authentication first: your role requires it.",
+                    ),
+                    Forbidden::SuperAdminOnly => (
+                        "super_admin_only",
+                        "Only a platform super-admin may do this.",
+                    ),
+                    Forbidden::RecentAuthRequired => (
+                        "recent_auth_required",
+                        "Sign in again first: this needs a sign-in from the last 15 minutes.",
+                    ),
+                };
+                ApiError::new(StatusCode::FORBIDDEN, code, detail)
+            }
+            DomainError::Conflict(conflict) => {
+                let (code, detail) = match conflict {
+                    Conflict::MfaNotPending => (
+                        "mfa_not_pending",
+                        "Start the setup first: there is no new secret waiting for a code.",
+                    ),
+                    Conflict::MfaSetupRestarted => (
+                        "mfa_not_pending",
+                        "The setup was started again meanwhile: scan the newest code.",
+                    ),
+                };
+                ApiError::new(StatusCode::CONFLICT, code, detail)
+            }
+            DomainError::Internal(cause) => ApiError::internal(cause),
+        }
+    }
+}
+
+impl From<mailroom_storage::StorageError> for ApiError {
+    fn from(error: mailroom_storage::StorageError) -> Self {
+        ApiError::internal(error)
+    }
+}
+
+/// 423 with when the lock ends: in the detail for people, as `locked_until` and
+/// `Retry-After` for programs. The same for an address without an account.
+fn locked(until: time::OffsetDateTime, now: time::OffsetDateTime) -> ApiError {
+    let clock = until
+        .format(time::macros::format_description!(
+            "[year]-[month]-[day] [hour]:[minute] UTC"
+        ))
+        .unwrap_or_else(|_| "a while".to_owned());
+    let rfc3339 = until
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    let seconds = u64::try_from((until - now).whole_seconds()).unwrap_or(0);
+    ApiError::new(
+        StatusCode::LOCKED,
+        "account_locked",
+        format!(
+            "Too many failed sign-ins: signing in with this address is locked until {clock}. \
+             Wait, or reset the password."
+        ),
+    )
+    .with_member("locked_until", rfc3339)
+    .with_retry_after(seconds.max(1))
+}
+
+#[derive(Clone, Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    /// Stable, machine-readable: clients switch on it; it never changes meaning.
+    code: &'static str,
+    detail: String,
+    /// The request field the error is about, as a path (`csp-report.line-number`).
+    field: Option<String>,
+    /// What went wrong inside, for the log only (5xx).
+    cause: Option<Arc<anyhow::Error>>,
+    /// Seconds until the client may try again (`Retry-After`).
+    retry_after: Option<u64>,
+    /// Extension members of the problem (RFC 9457 §3.2), e.g. the `mfa_token` of
+    /// `mfa_required`.
+    /// Boxed: errors travel in `Result`s everywhere, and are rarely this rich.
+    members: Option<Box<serde_json::Map<String, serde_json::Value>>>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            detail: detail.into(),
+            field: None,
+            cause: None,
+            retry_after: None,
+            members: None,
+        }
+    }
+
+    /// Adds an extension member to the problem document.
+    pub fn with_member(mut self, name: &str, value: impl Into<serde_json::Value>) -> Self {
+        self.members
+            .get_or_insert_default()
+            .insert(name.to_owned(), value.into());
+        self
+    }
+
+    pub fn with_retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
+        self
+    }
+
+    pub fn with_field(mut self, field: impl Into<String>) -> Self {
+        self.field = Some(field.into());
+        self
+    }
+
+    /// A failure of ours: the cause is logged with the request id, the client learns nothing
+    /// of it.
+    pub fn internal(cause: impl Into<anyhow::Error>) -> Self {
+        let mut error = Self::for_status(StatusCode::INTERNAL_SERVER_ERROR);
+        error.cause = Some(Arc::new(cause.into()));
+        error
+    }
+
+    pub fn not_found() -> Self {
+        Self::for_status(StatusCode::NOT_FOUND)
+    }
+
+    /// The generic problem for a status that came with nothing more specific.
+    pub fn for_status(status: StatusCode) -> Self {
+        let (code, detail) = match status {
+            StatusCode::BAD_REQUEST => ("bad_request", "The request could not be understood."),
+            StatusCode::UNAUTHORIZED => ("unauthorized", "Authentication is required."),
+            StatusCode::FORBIDDEN => ("forbidden", "This action is not allowed."),
+            StatusCode::NOT_FOUND => ("not_found", "There is nothing at this address."),
+            StatusCode::METHOD_NOT_ALLOWED => (
+                "method_not_allowed",
+                "This address does not accept that method; see the Allow header.",
+            ),
+            StatusCode::REQUEST_TIMEOUT => ("request_timeout", "The request took too long."),
+            StatusCode::PAYLOAD_TOO_LARGE => (
+                "payload_too_large",
+                "The request body is larger than this endpoint accepts.",
+            ),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => (
+                "unsupported_media_type",
+                "The request body's Content-Type is not accepted here.",
+            ),
+            StatusCode::TOO_MANY_REQUESTS => ("rate_limited", "Too many requests; slow down."),
+            StatusCode::SERVICE_UNAVAILABLE => (
+                "service_unavailable",
+                "The service cannot answer right now; try again shortly.",
+            ),
+            s if s.is_server_error() => (
+                "internal_error",
+                "Something went wrong on our side; quote the request id when reporting it.",
+            ),
+            _ => ("http_error", "The request failed."),
+        };
+        Self::new(status, code, detail)
+    }
+
+    /// An extension member of the problem, if it has one by that name.
+    pub fn member(&self, name: &str) -> Option<&serde_json::Value> {
+        self.members.as_ref()?.get(name)
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    pub fn code(&self) -> &'static str {
+        self.code
+    }
+
+    pub fn detail(&self) -> &str {
+        &self.detail
+    }
+
+    pub fn field(&self) -> Option<&str> {
+        self.field.as_deref()
+    }
+
+    /// A log line for failures of ours; other statuses are answers, not failures, and their
+    /// handlers log what matters.
+    pub(crate) fn log(&self) {
+        // `problem_code`, not `code`: the log redacts fields named `code` (OTPs).
+        match &self.cause {
+            Some(cause) => tracing::error!(
+                problem_code = self.code,
+                error = format!("{cause:#}"),
+                "request failed"
+            ),
+            None if self.status == StatusCode::INTERNAL_SERVER_ERROR => {
+                tracing::error!(problem_code = self.code, "request failed")
+            }
+            None => {}
+        }
+    }
+
+    pub fn retry_after(&self) -> Option<u64> {
+        self.retry_after
+    }
+
+    /// The problem document, and a log line for failures of ours.
+    pub(crate) fn render(&self, request_id: Option<RequestId>) -> Response {
+        self.log();
+        let problem = Problem {
+            r#type: format!("urn:mailroom:problem:{}", self.code),
+            title: self.status.canonical_reason().unwrap_or("Error"),
+            status: self.status.as_u16(),
+            detail: &self.detail,
+            code: self.code,
+            request_id: request_id.map(|id| id.to_string()),
+            field: self.field.as_deref(),
+            members: self.members.as_deref(),
+        };
+        let body = serde_json::to_vec(&problem).unwrap_or_default();
+        let mut response = (self.status, body).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        if let Some(seconds) = self.retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
+    }
+}
+
+/// Handlers' errors travel to the edge in the response's extensions, to be rendered there with
+/// the request id.
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = self.status.into_response();
+        response.extensions_mut().insert(self);
+        response
+    }
+}
+
+#[derive(Serialize)]
+struct Problem<'a> {
+    r#type: String,
+    title: &'a str,
+    status: u16,
+    detail: &'a str,
+    code: &'a str,
+    request_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<&'a str>,
+    #[serde(flatten)]
+    members: Option<&'a serde_json::Map<String, serde_json::Value>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn body_json(response: Response) -> serde_json::Value {
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    /// One test, not two: the error callsite must not be hit by a parallel test while this
+    /// one captures the log (tracing caches callsite interest process-wide).
+    #[tokio::test]
+    async fn internal_errors_log_their_cause_and_tell_the_client_nothing() {
+        let id = RequestId::generate();
+        let mut response = None;
+        let logged = crate::telemetry::capture(true, || {
+            let error = ApiError::internal(anyhow::anyhow!("connection to 10.0.0.5 refused"));
+            response = Some(error.render(Some(id)));
+        });
+        assert!(
+            logged.contains("connection to 10.0.0.5 refused"),
+            "{logged}"
+        );
+        assert!(logged.contains("ERROR"), "{logged}");
+        assert!(
+            logged.contains(r#""problem_code":"internal_error""#),
+            "{logged}"
+        );
+
+        let response = response.unwrap();
+        assert_eq!(response.status(), 500);
+        assert_eq!(response.headers()[header::CONTENT_TYPE], PROBLEM_JSON);
+        let body = body_json(response).await;
+        assert_eq!(body["code"], "internal_error");
+        assert_eq!(body["request_id"], id.to_string());
+        assert!(!body.to_string().contains("10.0.0.5"));
+    }
+
+    #[tokio::test]
+    async fn problems_have_every_member() {
+        let body = body_json(
+            ApiError::new(StatusCode::BAD_REQUEST, "invalid_field", "bad")
+                .with_field("a.b")
+                .render(None),
+        )
+        .await;
+        for member in [
+            "type",
+            "title",
+            "status",
+            "detail",
+            "code",
+            "request_id",
+            "field",
+        ] {
+            assert!(body.get(member).is_some(), "{member} missing from {body}");
+        }
+        assert_eq!(body["type"], "urn:mailroom:problem:invalid_field");
+        assert_eq!(body["title"], "Bad Request");
+    }
+}
