@@ -135,19 +135,19 @@ impl App {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let maintenance = tokio::spawn(crate::maintenance::run_periodically(
+        let maintenance = tokio::spawn(crate::workers::maintenance::run_periodically(
             self.database.clone(),
             self.auth_limiter.clone(),
         ));
         let job_workers: Vec<_> = (0..self.state.job_worker.settings.workers)
-            .map(|_| tokio::spawn(crate::job_worker::run(self.state.clone())))
+            .map(|_| tokio::spawn(crate::workers::bulk_jobs::run(self.state.clone())))
             .collect();
         let queue_runner = self
             .state
             .queue
             .settings
             .run_here
-            .then(|| tokio::spawn(crate::work_queue::run(self.state.clone())));
+            .then(|| tokio::spawn(crate::workers::queue::run(self.state.clone())));
         let handle = Handle::new();
         let grace = self.shutdown_timeout;
         let signal_handle = handle.clone();

@@ -9,8 +9,8 @@ use mailroom_storage::Database;
 use mailroom_storage::accounts::User;
 use time::OffsetDateTime;
 
-use crate::error::DomainError;
 use crate::edge::context::{self, RequestContext};
+use crate::error::DomainError;
 use crate::problem::ApiError;
 
 /// The request's part of every audit entry it writes.

@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{MatchedPath, Request};
 use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::Response;
@@ -16,8 +16,6 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use mailroom_storage::queue::{JobKind, KindDepth};
-
-use crate::state::AppState;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HttpLabels {
@@ -196,26 +194,27 @@ impl Drop for InFlight {
     }
 }
 
-pub async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let _in_flight = InFlight::start(&state.metrics.in_flight);
-    let started = Instant::now();
-    let method = method_label(request.method());
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched", MatchedPath::as_str)
-        .to_owned();
-    let response = next.run(request).await;
-    let labels = HttpLabels {
-        method,
-        route,
-        status: response.status().as_u16(),
-    };
-    state.metrics.requests.get_or_create(&labels).inc();
-    state
-        .metrics
-        .durations
-        .get_or_create(&labels)
-        .observe(started.elapsed().as_secs_f64());
-    response
+impl Metrics {
+    /// Runs the request, counting it in flight meanwhile, then by method, route and status.
+    pub async fn track(&self, request: Request, next: Next) -> Response {
+        let _in_flight = InFlight::start(&self.in_flight);
+        let started = Instant::now();
+        let method = method_label(request.method());
+        let route = request
+            .extensions()
+            .get::<MatchedPath>()
+            .map_or("unmatched", MatchedPath::as_str)
+            .to_owned();
+        let response = next.run(request).await;
+        let labels = HttpLabels {
+            method,
+            route,
+            status: response.status().as_u16(),
+        };
+        self.requests.get_or_create(&labels).inc();
+        self.durations
+            .get_or_create(&labels)
+            .observe(started.elapsed().as_secs_f64());
+        response
+    }
 }

@@ -12,9 +12,9 @@ use axum::middleware::from_fn_with_state;
 use crate::auth::principal;
 use crate::config::BODY_LIMIT_BYTES;
 use crate::edge::headers::CSP_REPORT_PATH;
+use crate::limits;
 use crate::pages;
 use crate::pages::account;
-use crate::rate_limit;
 use crate::routes::{
     admin, api_keys, assets, auth, csp_report, health, me, metrics, org, privacy, setup, team,
     two_factor, usage, verify, verify_jobs,
@@ -55,10 +55,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
             "/reset",
             get(account::reset_page).post(account::reset_submit),
         )
-        .route_layer(from_fn_with_state(
-            state.clone(),
-            rate_limit::auth::limit_auth,
-        ));
+        .route_layer(from_fn_with_state(state.clone(), limits::auth::limit_auth));
     // What API keys may call: the key is checked and limited once, in front (a person's
     // request, per user).
     let keyed = Router::new()
@@ -76,7 +73,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .route("/v1/verify/jobs/{id}/results", get(verify_jobs::results))
         .route_layer(from_fn_with_state(
             state.clone(),
-            rate_limit::keys::limit_api_keys,
+            limits::keys::limit_api_keys,
         ));
     // Uploads of up to 100,000 addresses: the one API route allowed a large body.
     let uploads = Router::new()
@@ -86,7 +83,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
         )
         .route_layer(from_fn_with_state(
             state.clone(),
-            rate_limit::keys::limit_api_keys,
+            limits::keys::limit_api_keys,
         ))
         .route_layer(from_fn_with_state(
             state.clone(),
@@ -136,7 +133,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .route("/v1/me/sessions/{id}", delete(me::revoke_session))
         .route_layer(from_fn_with_state(
             state.clone(),
-            rate_limit::accounts::limit_accounts,
+            limits::accounts::limit_accounts,
         ));
     let guarded = Router::new()
         .merge(auth)

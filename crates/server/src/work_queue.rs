@@ -7,12 +7,9 @@ use std::time::Duration;
 
 use mailroom_core::JobId;
 use mailroom_mail::queued::{MailMessage, QueuedMail};
-use mailroom_storage::StorageError;
-use mailroom_storage::queue::{ClaimedJob, JobKind, NewJob};
+use mailroom_storage::queue::{JobKind, NewJob};
 use tokio::sync::Notify;
 use uuid::Uuid;
-
-use crate::state::AppState;
 
 /// How the runner goes about it; the defaults are production's, and tests choose their own.
 #[derive(Clone, Copy, Debug)]
@@ -35,14 +32,11 @@ impl Default for Settings {
     }
 }
 
-/// How long to wait after the database failed.
-const BACKOFF: Duration = Duration::from_secs(5);
-
 /// This node's runner: its name in leases, its settings, and a bell that an enqueue rings.
 pub struct Runner {
-    name: String,
+    pub(crate) name: String,
     pub settings: Settings,
-    bell: Notify,
+    pub(crate) bell: Notify,
 }
 
 impl Runner {
@@ -57,16 +51,6 @@ impl Runner {
     /// A job was enqueued: look now rather than at the next poll.
     pub fn wake(&self) {
         self.bell.notify_one();
-    }
-}
-
-/// Queues a system mail: once this returns, a crash loses it no more, and the runner sends it
-/// (tried again on failure). A mail that cannot be queued is logged, never the request's
-/// failure: the change that caused it stands.
-pub async fn send_mail(state: &AppState, to: &str, message: MailMessage) {
-    match state.database.enqueue(mail_job(to, message)).await {
-        Ok(_) => state.queue.wake(),
-        Err(error) => tracing::warn!(%error, "system mail could not be queued"),
     }
 }
 
@@ -85,70 +69,5 @@ pub fn mail_job(to: &str, message: MailMessage) -> NewJob {
         payload: serde_json::to_vec(&mail).unwrap_or_default(),
         idempotency_key: None,
         delay: Duration::ZERO,
-    }
-}
-
-pub async fn run(state: AppState) {
-    let runner = &state.queue;
-    let kinds = JobKind::ALL;
-    loop {
-        match state
-            .database
-            .claim_next_job(&runner.name, &kinds, runner.settings.lease)
-            .await
-        {
-            Ok(Some(job)) => finish(&state, &job, work(&state, &job).await).await,
-            Ok(None) => {
-                let _ =
-                    tokio::time::timeout(runner.settings.poll_every, runner.bell.notified()).await;
-            }
-            // The job was buried, never run: look for the next.
-            Err(StorageError::Undecryptable) => {
-                tracing::warn!("a queued job's payload did not open: it is dead, not run");
-            }
-            Err(error) => {
-                tracing::warn!(%error, "claiming a queued job failed; retrying later");
-                tokio::time::sleep(BACKOFF).await;
-            }
-        }
-    }
-}
-
-/// Runs one job; the error says why it failed, for the job's record (never a secret).
-async fn work(state: &AppState, job: &ClaimedJob) -> Result<(), String> {
-    match job.kind {
-        JobKind::SystemMail => {
-            let mail: QueuedMail = serde_json::from_slice(&job.payload)
-                .map_err(|_| "the mail does not read back".to_owned())?;
-            let to = mail
-                .to
-                .parse()
-                .map_err(|_| "the recipient is not an address".to_owned())?;
-            state
-                .mail
-                .send(&to, &mail.message.render())
-                .await
-                .map_err(|error| error.to_string())
-        }
-    }
-}
-
-async fn finish(state: &AppState, job: &ClaimedJob, outcome: Result<(), String>) {
-    let database = &state.database;
-    let recorded = match &outcome {
-        Ok(()) => database.complete_job(job).await,
-        Err(error) => {
-            let backoff = job.kind.retry_policy().backoff(job.attempt);
-            tracing::warn!(job = %job.id, kind = job.kind.as_str(), attempt = job.attempt, %error, "a queued job failed");
-            database.fail_job(job, error, backoff).await
-        }
-    };
-    match recorded {
-        Ok(true) => {}
-        // Cancelled meanwhile, or the lease ran out and another runner took it.
-        Ok(false) => tracing::info!(job = %job.id, "a queued job's outcome came after its lease"),
-        Err(error) => {
-            tracing::warn!(job = %job.id, %error, "a queued job's outcome was not recorded")
-        }
     }
 }

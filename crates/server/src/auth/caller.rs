@@ -80,7 +80,7 @@ impl Caller {
 }
 
 /// On the routes API keys may call, the key was authenticated (and limited) by the layer in
-/// front of them ([`crate::rate_limit::keys`]); elsewhere a key is refused.
+/// front of them ([`crate::limits::keys`]); elsewhere a key is refused.
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 

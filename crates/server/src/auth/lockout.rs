@@ -13,10 +13,10 @@ use mailroom_storage::accounts::User;
 use mailroom_storage::lockout::{Lock, LoginGate};
 use time::OffsetDateTime;
 
-use crate::error::DomainError;
+use crate::application::system_mail;
 use crate::audit::{self, AuditTrail};
+use crate::error::DomainError;
 use crate::state::AppState;
-use crate::work_queue::send_mail;
 
 /// Whose secret is checked: the address the failures count against, and its account when
 /// it has one.
@@ -145,7 +145,7 @@ async fn announce_lock(
     .await?;
     if let Some(user) = claimant.user {
         tracing::warn!(user_id = %user.id, %until, "account locked after failed sign-ins");
-        send_mail(state, &user.email, MailMessage::AccountLocked { until }).await;
+        system_mail::send(state, &user.email, MailMessage::AccountLocked { until }).await;
     } else {
         tracing::warn!(%until, "an address without an account locked after failed sign-ins");
     }

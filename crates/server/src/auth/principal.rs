@@ -12,8 +12,8 @@ use mailroom_storage::accounts::{PlatformRole, User};
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
-use crate::error::{DomainError, Forbidden};
 use crate::auth::session;
+use crate::error::{DomainError, Forbidden};
 use crate::problem::ApiError;
 use crate::state::AppState;
 

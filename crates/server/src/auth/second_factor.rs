@@ -15,10 +15,10 @@ use secrecy::{ExposeSecret, SecretString};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::error::DomainError;
 use crate::audit::{self, AuditTrail};
 use crate::auth::lockout::{Claimant, Verdict, gated};
 use crate::auth::session::{cookie_value, random_token, token_hash};
+use crate::error::DomainError;
 use crate::problem::ApiError;
 use crate::state::AppState;
 

@@ -31,7 +31,7 @@ pub fn harden(router: Router<AppState>, state: AppState) -> Router {
         .layer(
             ServiceBuilder::new()
                 .layer(from_fn_with_state(state.clone(), context::request_context))
-                .layer(from_fn_with_state(state.clone(), crate::metrics::track))
+                .layer(from_fn_with_state(state.clone(), track))
                 .layer(from_fn_with_state(state.clone(), headers::security_headers))
                 .layer(from_fn(problems::render_problems))
                 .layer(TimeoutLayer::with_status_code(
@@ -44,6 +44,15 @@ pub fn harden(router: Router<AppState>, state: AppState) -> Router {
         .with_state(state)
 }
 
+/// Request counts and latency by route and status ([`crate::metrics`]).
+async fn track(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    state.metrics.track(request, next).await
+}
+
 #[cfg(test)]
 mod tests {
 
@@ -54,8 +63,8 @@ mod tests {
     use tower::ServiceExt;
 
     use super::*;
-    use crate::problem::{ApiError, PROBLEM_JSON};
     use crate::metrics::Metrics;
+    use crate::problem::{ApiError, PROBLEM_JSON};
 
     async fn state() -> AppState {
         let root = mailroom_crypto::root_key::RootKey::generate();

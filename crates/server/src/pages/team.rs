@@ -14,12 +14,12 @@ use serde::Deserialize;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::error::{DomainError, Forbidden};
 use crate::audit::AuditTrail;
 use crate::auth::Principal;
 use crate::auth::caller::Caller;
-use crate::problem::ApiError;
+use crate::error::{DomainError, Forbidden};
 use crate::pages::{Notice, NoticeQuery, SignedIn, after, titled, when};
+use crate::problem::ApiError;
 use crate::routes::admin::SuperAdmin;
 use crate::routes::{admin, api_keys, team};
 use crate::state::AppState;

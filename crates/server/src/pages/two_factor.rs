@@ -12,15 +12,15 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
-use crate::error::DomainError;
 use crate::audit::AuditTrail;
 use crate::auth::Principal;
 use crate::auth::principal::SetupPrincipal;
 use crate::auth::second_factor::Proof;
 use crate::edge::context::RequestContext;
-use crate::problem::ApiError;
+use crate::error::DomainError;
 use crate::pages::Notice;
 use crate::pages::account::{back_to_security, page, redirect_with_notice, signed_in_redirect};
+use crate::problem::ApiError;
 use crate::routes::{auth, two_factor};
 use crate::state::AppState;
 use crate::views::CspNonce;

@@ -10,8 +10,8 @@ use uuid::Uuid;
 
 use crate::auth::Principal;
 use crate::auth::caller::Caller;
-use crate::problem::ApiError;
 use crate::pages::{Notice, NoticeQuery, SignedIn, after, titled, when};
+use crate::problem::ApiError;
 use crate::routes::listing::next_cursor;
 use crate::routes::{verify, verify_jobs};
 use crate::state::AppState;

@@ -7,16 +7,11 @@ use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::time::Duration;
 
-use axum::extract::{Request, State};
-use axum::middleware::Next;
-use axum::response::Response;
 use mailroom_core::EmailAddress;
 use mailroom_core::gcra::Rate;
 
-use crate::edge::context::RequestContext;
 use crate::problem::ApiError;
-use crate::rate_limit::{Limiter, gate, refusal};
-use crate::state::AppState;
+use crate::rate_limit::{Decision, Limiter, refusal};
 
 /// The window the limit is stated over.
 pub const WINDOW: Duration = Duration::from_secs(15 * 60);
@@ -74,29 +69,14 @@ fn client_key(ip: IpAddr) -> IpAddr {
     }
 }
 
-pub async fn limit_auth(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    // Reading a sign-in page costs nothing; submitting it does.
-    if request.method().is_safe() {
-        return next.run(request).await;
+impl AuthLimiter {
+    /// Decides one submission from `ip` (an IPv6 client by its /64) against the per-IP limit.
+    pub async fn check_ip(&self, ip: IpAddr) -> Result<Option<Decision>, ApiError> {
+        let ip = client_key(ip);
+        self.limiter
+            .check(&[format!("auth:ip:{ip}")], &[self.rate()])
+            .await
     }
-    let Some(ip) = request
-        .extensions()
-        .get::<RequestContext>()
-        .map(|context| client_key(context.client_ip))
-    else {
-        return next.run(request).await;
-    };
-    let limiter = &state.auth_limiter;
-    let decision = limiter
-        .limiter
-        .check(&[format!("auth:ip:{ip}")], &[limiter.rate()])
-        .await;
-    gate(
-        decision,
-        "Too many attempts from this address; try again later.",
-        next.run(request),
-    )
-    .await
 }
 
 #[cfg(test)]

@@ -6,9 +6,7 @@
 //! refuses limited requests with 503 `rate_limiter_unavailable` until it is back — an
 //! attacker must not gain unlimited guesses by taking Redis down; `open` lets them through.
 
-pub mod accounts;
 pub mod auth;
-pub mod keys;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -13,11 +13,11 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
-use crate::error::{DomainError, Forbidden};
 use crate::audit::AuditTrail;
 use crate::auth::Principal;
-use crate::problem::ApiError;
+use crate::error::{DomainError, Forbidden};
 use crate::json::ApiJson;
+use crate::problem::ApiError;
 use crate::state::AppState;
 
 /// A principal who is a platform super-admin; anyone else is refused (403).

@@ -18,8 +18,8 @@ use uuid::Uuid;
 use crate::audit::AuditTrail;
 use crate::auth::Principal;
 use crate::auth::caller::{Caller, insufficient_scope};
-use crate::problem::ApiError;
 use crate::json::ApiJson;
+use crate::problem::ApiError;
 use crate::state::AppState;
 
 /// A key's name, in characters.

@@ -22,17 +22,18 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
-use crate::error::DomainError;
+use crate::application::system_mail;
 use crate::audit::{self, AuditTrail};
 use crate::auth::lockout::{Claimant, Verdict, gated};
 use crate::auth::principal::{Credential, SetupPrincipal};
 use crate::auth::{Principal, codes, second_factor, session, tokens};
 use crate::edge::context::RequestContext;
-use crate::problem::ApiError;
+use crate::error::DomainError;
 use crate::json::ApiJson;
+use crate::problem::ApiError;
 use crate::routes::me;
 use crate::state::AppState;
-use crate::work_queue::{mail_job, send_mail};
+use crate::work_queue::mail_job;
 use mailroom_storage::queue::PreparedJob;
 use mailroom_storage::tokens::{NewRefreshToken, Rotation};
 use uuid::Uuid;
@@ -694,7 +695,7 @@ async fn mail_new_device(state: &AppState, trail: &AuditTrail, user: &User) {
         ip: trail.ip().to_owned(),
         user_agent: trail.user_agent().unwrap_or("unknown").to_owned(),
     };
-    send_mail(state, &user.email, message).await;
+    system_mail::send(state, &user.email, message).await;
 }
 
 /// `POST /v1/auth/logout`: ends this session and clears the cookie.

@@ -6,8 +6,8 @@ use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 
-use crate::problem::ApiError;
 use crate::json;
+use crate::problem::ApiError;
 use crate::state::AppState;
 
 /// Longest value of a report field that reaches the log.

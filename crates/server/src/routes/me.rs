@@ -11,10 +11,10 @@ use serde_json::{Value, json};
 use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
-use crate::error::DomainError;
 use crate::audit::{self, AuditTrail};
 use crate::auth::Principal;
 use crate::auth::caller::Caller;
+use crate::error::DomainError;
 use crate::problem::ApiError;
 use crate::routes::auth::{check_password, check_password_policy};
 use crate::routes::listing::{Format, defuse, next_cursor};

@@ -9,8 +9,8 @@ use serde_json::{Value, json};
 
 use crate::audit::{self, AuditTrail};
 use crate::auth::Principal;
-use crate::problem::ApiError;
 use crate::json::ApiJson;
+use crate::problem::ApiError;
 use crate::state::AppState;
 use mailroom_core::audit::{Action, AuditEvent, Outcome};
 use mailroom_core::org::MAX_ORG_NAME;

@@ -20,8 +20,8 @@ use uuid::Uuid;
 use crate::audit::AuditTrail;
 use crate::auth::Principal;
 use crate::auth::session::{random_token, token_hash};
-use crate::problem::ApiError;
 use crate::json::ApiJson;
+use crate::problem::ApiError;
 use crate::state::AppState;
 use crate::work_queue::mail_job;
 

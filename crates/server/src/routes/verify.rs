@@ -14,8 +14,8 @@ use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
 use crate::auth::caller::Caller;
-use crate::problem::ApiError;
 use crate::json::ApiJson;
+use crate::problem::ApiError;
 use crate::routes::listing::next_cursor;
 use crate::state::AppState;
 use crate::verification::{Answer, Requester, VerifyError};

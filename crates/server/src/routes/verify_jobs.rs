@@ -19,8 +19,8 @@ use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
 use crate::auth::caller::Caller;
-use crate::problem::ApiError;
 use crate::json::{parse, read_body, require_content_type};
+use crate::problem::ApiError;
 use crate::routes::listing::{Format, defuse};
 use crate::routes::verify::{probe_by_default, requester, unusable};
 use crate::state::AppState;

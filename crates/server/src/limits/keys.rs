@@ -11,7 +11,7 @@ use mailroom_core::gcra::Rate;
 use crate::auth::Principal;
 use crate::auth::caller::authenticate_request_key;
 use crate::edge::context::RequestContext;
-use crate::rate_limit::accounts::limit_user;
+use crate::limits::accounts::limit_user;
 use crate::rate_limit::{DAY_US, MINUTE_US, gate};
 use crate::state::AppState;
 
