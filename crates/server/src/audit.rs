@@ -1,17 +1,14 @@
-//! Writing the audit log from handlers (docs/security.md#audit-events): every entry carries the request's id, client
-//! IP and user agent, taken once from the request by the [`AuditTrail`] extractor.
+//! Writing the audit log (docs/security.md#audit-events): every entry carries the request's id,
+//! client IP and user agent, taken once from the request by the edge
+//! ([`crate::edge::context`]) as an [`AuditTrail`].
 
-use axum::extract::FromRequestParts;
-use axum::http::request::Parts;
 use mailroom_core::RequestId;
 use mailroom_core::audit::{Action, AuditEvent, Outcome};
 use mailroom_storage::Database;
 use mailroom_storage::accounts::User;
 use time::OffsetDateTime;
 
-use crate::edge::context::{self, RequestContext};
 use crate::error::DomainError;
-use crate::problem::ApiError;
 
 /// The request's part of every audit entry it writes.
 #[derive(Clone)]
@@ -21,24 +18,12 @@ pub struct AuditTrail {
     request_id: Option<RequestId>,
 }
 
-impl<S: Send + Sync> FromRequestParts<S> for AuditTrail {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
-        Ok(Self::of(
-            parts.extensions.get::<RequestContext>(),
-            &parts.headers,
-        ))
-    }
-}
-
 impl AuditTrail {
-    /// The trail of a request, from its context and headers.
-    pub fn of(context: Option<&RequestContext>, headers: &axum::http::HeaderMap) -> Self {
+    pub fn new(ip: String, user_agent: Option<String>, request_id: Option<RequestId>) -> Self {
         Self {
-            ip: context.map(|c| c.client_ip.to_string()).unwrap_or_default(),
-            user_agent: context::user_agent(headers),
-            request_id: context.map(|c| c.request_id),
+            ip,
+            user_agent,
+            request_id,
         }
     }
 }

@@ -11,6 +11,7 @@ mod auth;
 pub mod config;
 mod edge;
 mod error;
+mod extract;
 mod job_worker;
 mod json;
 mod limits;

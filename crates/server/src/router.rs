@@ -9,9 +9,9 @@ use tower_http::limit::RequestBodyLimitLayer;
 
 use axum::middleware::from_fn_with_state;
 
-use crate::auth::principal;
 use crate::config::BODY_LIMIT_BYTES;
 use crate::edge::headers::CSP_REPORT_PATH;
+use crate::extract::principal;
 use crate::limits;
 use crate::pages;
 use crate::pages::account;

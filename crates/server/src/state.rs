@@ -55,5 +55,5 @@ pub struct Shared {
     pub auth_limiter: AuthLimiter,
     /// Per-key limits, in process or shared through Redis.
     pub limiter: Limiter,
-    pub key_uses: crate::auth::caller::KeyUses,
+    pub key_uses: crate::auth::key_uses::KeyUses,
 }

@@ -1,13 +1,8 @@
-//! Who is asking: passwords, emailed codes, session cookies, and the [`Principal`] extractor
-//! that every authenticated handler takes.
+//! The mechanisms of who is asking, with no request and no state of their own: password
+//! hashing, emailed codes, session tokens and cookies, access tokens.
 
-pub mod caller;
 pub mod codes;
-pub mod lockout;
+pub mod key_uses;
 pub mod passwords;
-pub mod principal;
-pub mod second_factor;
 pub mod session;
 pub mod tokens;
-
-pub use principal::Principal;

@@ -11,7 +11,7 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
-use crate::edge::context::{self, RequestContext};
+use crate::audit::AuditTrail;
 
 pub const COOKIE_NAME: &str = "__Host-mailroom_session";
 
@@ -21,14 +21,14 @@ pub struct IssuedSession {
     pub record: NewSession,
 }
 
-pub fn issue(context: &RequestContext, headers: &HeaderMap, now: OffsetDateTime) -> IssuedSession {
+pub fn issue(trail: &AuditTrail, now: OffsetDateTime) -> IssuedSession {
     let token = random_token();
     IssuedSession {
         record: NewSession {
             id: SessionId::generate(),
             token_hash: token_hash(&token),
-            ip: context.client_ip.to_string(),
-            user_agent: context::user_agent(headers),
+            ip: trail.ip().to_owned(),
+            user_agent: trail.user_agent().map(str::to_owned),
             expires_at: now + SESSION_TTL,
         },
         token,

@@ -16,6 +16,7 @@ use mailroom_core::RequestId;
 use mailroom_core::redact::{REDACTED, is_secret_name, redact_query};
 use tracing::Instrument;
 
+use crate::audit::AuditTrail;
 use crate::state::AppState;
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
@@ -113,6 +114,30 @@ impl std::fmt::Debug for RedactedHeaders<'_> {
             }))
             .finish()
     }
+}
+
+/// The request's particulars for the audit entries it writes.
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for AuditTrail {
+    type Rejection = crate::problem::ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(audit_trail(
+            parts.extensions.get::<RequestContext>(),
+            &parts.headers,
+        ))
+    }
+}
+
+/// The audit trail of a request, from its context and headers.
+pub fn audit_trail(context: Option<&RequestContext>, headers: &HeaderMap) -> AuditTrail {
+    AuditTrail::new(
+        context.map(|c| c.client_ip.to_string()).unwrap_or_default(),
+        user_agent(headers),
+        context.map(|c| c.request_id),
+    )
 }
 
 #[cfg(test)]

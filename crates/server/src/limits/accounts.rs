@@ -9,7 +9,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use mailroom_core::gcra::Rate;
 
-use crate::auth::Principal;
+use crate::extract::Principal;
 use crate::rate_limit::{DAY_US, MINUTE_US, gate};
 use crate::state::AppState;
 

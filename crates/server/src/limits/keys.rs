@@ -8,9 +8,9 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use mailroom_core::gcra::Rate;
 
-use crate::auth::Principal;
-use crate::auth::caller::authenticate_request_key;
 use crate::edge::context::RequestContext;
+use crate::extract::Principal;
+use crate::extract::caller::authenticate_request_key;
 use crate::limits::accounts::limit_user;
 use crate::rate_limit::{DAY_US, MINUTE_US, gate};
 use crate::state::AppState;

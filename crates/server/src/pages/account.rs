@@ -16,9 +16,9 @@ use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
 use crate::audit::AuditTrail;
-use crate::auth::principal::SetupPrincipal;
-use crate::auth::{Principal, session};
-use crate::edge::context::RequestContext;
+use crate::auth::session;
+use crate::extract::Principal;
+use crate::extract::principal::SetupPrincipal;
 use crate::pages::{Notice, layout, notice, two_factor};
 use crate::problem::ApiError;
 use crate::routes::{auth, me, privacy};
@@ -262,13 +262,12 @@ pub async fn confirm_page(
 
 pub async fn confirm_submit(
     State(state): State<AppState>,
-    Extension(context): Extension<RequestContext>,
     Extension(nonce): Extension<CspNonce>,
     trail: AuditTrail,
     headers: HeaderMap,
     Form(form): Form<CodeForm>,
 ) -> Response {
-    let outcome = auth::confirm(&state, &context, &trail, &headers, &form.email, &form.code).await;
+    let outcome = auth::confirm(&state, &trail, &headers, &form.email, &form.code).await;
     CONFIRM.after(&nonce, &form.email, outcome, |(_, token)| {
         signed_in_redirect(&token, "/security")
     })
@@ -294,21 +293,12 @@ pub async fn signin_page(
 
 pub async fn signin_submit(
     State(state): State<AppState>,
-    Extension(context): Extension<RequestContext>,
     Extension(nonce): Extension<CspNonce>,
     trail: AuditTrail,
     headers: HeaderMap,
     Form(form): Form<CredentialsForm>,
 ) -> Response {
-    let outcome = auth::sign_in(
-        &state,
-        &context,
-        &trail,
-        &headers,
-        &form.email,
-        &form.password,
-    )
-    .await;
+    let outcome = auth::sign_in(&state, &trail, &headers, &form.email, &form.password).await;
     SIGNIN.after(&nonce, &form.email, outcome, |signed_in| match signed_in {
         auth::SignIn::Complete { session, .. } => signed_in_redirect(&session, "/security"),
         auth::SignIn::SecondFactorOwed { mfa_token } => {

@@ -12,7 +12,7 @@ use axum::Extension;
 use axum::response::{IntoResponse, Redirect, Response};
 use maud::{Markup, html};
 
-use crate::auth::principal::SetupPrincipal;
+use crate::extract::principal::SetupPrincipal;
 use crate::problem::ApiError;
 use crate::views::CspNonce;
 pub use crate::views::layout;
@@ -112,7 +112,7 @@ pub use notice::{Notice, NoticeQuery};
 
 /// The signed-in account a page needs. Without one, the visitor is sent to sign in; one who
 /// owes the second-factor setup their role requires is sent to set it up.
-pub struct SignedIn(pub crate::auth::Principal);
+pub struct SignedIn(pub crate::extract::Principal);
 
 impl axum::extract::FromRequestParts<crate::state::AppState> for SignedIn {
     type Rejection = Response;
@@ -121,7 +121,7 @@ impl axum::extract::FromRequestParts<crate::state::AppState> for SignedIn {
         parts: &mut axum::http::request::Parts,
         state: &crate::state::AppState,
     ) -> Result<Self, Response> {
-        match crate::auth::principal::SetupPrincipal::from_request_parts(parts, state).await {
+        match crate::extract::principal::SetupPrincipal::from_request_parts(parts, state).await {
             Ok(SetupPrincipal(principal)) if principal.owes_second_factor_setup() => {
                 Err(Redirect::to("/security").into_response())
             }

@@ -15,9 +15,9 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::audit::AuditTrail;
-use crate::auth::Principal;
-use crate::auth::caller::Caller;
 use crate::error::{DomainError, Forbidden};
+use crate::extract::Principal;
+use crate::extract::caller::Caller;
 use crate::pages::{Notice, NoticeQuery, SignedIn, after, titled, when};
 use crate::problem::ApiError;
 use crate::routes::admin::SuperAdmin;

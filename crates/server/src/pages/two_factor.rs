@@ -12,12 +12,11 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
+use crate::application::second_factor::Proof;
 use crate::audit::AuditTrail;
-use crate::auth::Principal;
-use crate::auth::principal::SetupPrincipal;
-use crate::auth::second_factor::Proof;
-use crate::edge::context::RequestContext;
 use crate::error::DomainError;
+use crate::extract::Principal;
+use crate::extract::principal::SetupPrincipal;
 use crate::pages::Notice;
 use crate::pages::account::{back_to_security, page, redirect_with_notice, signed_in_redirect};
 use crate::problem::ApiError;
@@ -73,7 +72,6 @@ pub fn second_factor_page(
 
 pub async fn signin_submit(
     State(state): State<AppState>,
-    Extension(context): Extension<RequestContext>,
     Extension(nonce): Extension<CspNonce>,
     trail: AuditTrail,
     headers: HeaderMap,
@@ -85,7 +83,6 @@ pub async fn signin_submit(
         Ok(proof) => {
             auth::complete_second_factor(
                 &state,
-                &context,
                 &trail,
                 &headers,
                 &form.mfa_token,

@@ -8,8 +8,8 @@ use maud::{Markup, html};
 use serde::Deserialize;
 use uuid::Uuid;
 
-use crate::auth::Principal;
-use crate::auth::caller::Caller;
+use crate::extract::Principal;
+use crate::extract::caller::Caller;
 use crate::pages::{Notice, NoticeQuery, SignedIn, after, titled, when};
 use crate::problem::ApiError;
 use crate::routes::listing::next_cursor;

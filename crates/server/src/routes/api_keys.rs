@@ -16,8 +16,8 @@ use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
 use crate::audit::AuditTrail;
-use crate::auth::Principal;
-use crate::auth::caller::{Caller, insufficient_scope};
+use crate::extract::Principal;
+use crate::extract::caller::{Caller, insufficient_scope};
 use crate::json::ApiJson;
 use crate::problem::ApiError;
 use crate::state::AppState;

@@ -5,7 +5,7 @@
 //! unknown address.
 
 use axum::Json;
-use axum::extract::{Extension, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use mailroom_core::EmailAddress;
@@ -22,13 +22,14 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
+use crate::application::lockout::{Claimant, Verdict, gated};
+use crate::application::second_factor;
 use crate::application::system_mail;
 use crate::audit::{self, AuditTrail};
-use crate::auth::lockout::{Claimant, Verdict, gated};
-use crate::auth::principal::{Credential, SetupPrincipal};
-use crate::auth::{Principal, codes, second_factor, session, tokens};
-use crate::edge::context::RequestContext;
+use crate::auth::{codes, session, tokens};
 use crate::error::DomainError;
+use crate::extract::Principal;
+use crate::extract::principal::{Credential, SetupPrincipal};
 use crate::json::ApiJson;
 use crate::problem::ApiError;
 use crate::routes::me;
@@ -153,20 +154,17 @@ pub(crate) async fn resend(state: &AppState, email: &str) -> Result<(), ApiError
 /// own organization) and signs it in.
 pub async fn confirm_email(
     State(state): State<AppState>,
-    Extension(context): Extension<RequestContext>,
     trail: AuditTrail,
     headers: HeaderMap,
     ApiJson(body): ApiJson<CodeEntry>,
 ) -> Result<Response, ApiError> {
-    let (user, token) =
-        confirm(&state, &context, &trail, &headers, &body.email, &body.code).await?;
+    let (user, token) = confirm(&state, &trail, &headers, &body.email, &body.code).await?;
     Ok(signed_in(&user, &token))
 }
 
 /// Turns a sign-up whose code is right into an account; returns it and its session token.
 pub(crate) async fn confirm(
     state: &AppState,
-    context: &RequestContext,
     trail: &AuditTrail,
     headers: &HeaderMap,
     email: &str,
@@ -176,7 +174,7 @@ pub(crate) async fn confirm(
     state.auth_limiter.check_account(&email).await?;
     let now = OffsetDateTime::now_utc();
     check_code(state, CodePurpose::Signup, &email, code, now).await?;
-    let issued = rotate_session(state, context, headers, now).await?;
+    let issued = rotate_session(state, trail, headers, now).await?;
     let event = AuditEvent {
         session_id: Some(issued.record.id),
         target: Some(email.to_string()),
@@ -196,21 +194,11 @@ pub(crate) async fn confirm(
 /// it with at `POST /v1/auth/login/2fa`.
 pub async fn login(
     State(state): State<AppState>,
-    Extension(context): Extension<RequestContext>,
     trail: AuditTrail,
     headers: HeaderMap,
     ApiJson(body): ApiJson<Credentials>,
 ) -> Result<Response, ApiError> {
-    match sign_in(
-        &state,
-        &context,
-        &trail,
-        &headers,
-        &body.email,
-        &body.password,
-    )
-    .await?
-    {
+    match sign_in(&state, &trail, &headers, &body.email, &body.password).await? {
         SignIn::Complete { user, session } => Ok(signed_in(&user, &session)),
         SignIn::SecondFactorOwed { mfa_token } => Err(DomainError::MfaRequired {
             mfa_token: Some(mfa_token),
@@ -231,7 +219,6 @@ pub(crate) enum SignIn {
 /// browser is not a trusted device of the user's.
 pub(crate) async fn sign_in(
     state: &AppState,
-    context: &RequestContext,
     trail: &AuditTrail,
     headers: &HeaderMap,
     email: &str,
@@ -248,7 +235,7 @@ pub(crate) async fn sign_in(
             .record_successful_login(&user, None, OffsetDateTime::now_utc())
             .await?;
     }
-    let session = open_session(state, context, trail, headers, &user).await?;
+    let session = open_session(state, trail, headers, &user).await?;
     Ok(SignIn::Complete { user, session })
 }
 
@@ -266,7 +253,6 @@ pub struct SecondFactorRequest {
 /// `remember_device`, this browser skips it for 30 days.
 pub async fn login_second_factor(
     State(state): State<AppState>,
-    Extension(context): Extension<RequestContext>,
     trail: AuditTrail,
     headers: HeaderMap,
     ApiJson(body): ApiJson<SecondFactorRequest>,
@@ -274,7 +260,6 @@ pub async fn login_second_factor(
     let proof = second_factor::Proof::from_fields(body.code.as_ref(), body.backup_code.as_ref())?;
     let (user, session, trusted) = complete_second_factor(
         &state,
-        &context,
         &trail,
         &headers,
         &body.mfa_token,
@@ -295,7 +280,6 @@ pub async fn login_second_factor(
 /// wrong code comes back with a fresh `mfa_token` for the next try.
 pub(crate) async fn complete_second_factor(
     state: &AppState,
-    context: &RequestContext,
     trail: &AuditTrail,
     headers: &HeaderMap,
     mfa_token: &SecretString,
@@ -314,7 +298,7 @@ pub(crate) async fn complete_second_factor(
             error => error,
         });
     }
-    let session = open_session(state, context, trail, headers, &user).await?;
+    let session = open_session(state, trail, headers, &user).await?;
     let trusted = if remember_device {
         Some(second_factor::trust_device(state, trail, &user).await?)
     } else {
@@ -326,13 +310,12 @@ pub(crate) async fn complete_second_factor(
 /// Opens a session for a user who has just proved who they are; returns its token.
 async fn open_session(
     state: &AppState,
-    context: &RequestContext,
     trail: &AuditTrail,
     headers: &HeaderMap,
     user: &User,
 ) -> Result<String, DomainError> {
     let now = OffsetDateTime::now_utc();
-    let issued = rotate_session(state, context, headers, now).await?;
+    let issued = rotate_session(state, trail, headers, now).await?;
     let signed_in = AuditEvent {
         session_id: Some(issued.record.id),
         ..trail.by_user(user, Action::SigninSucceeded, Outcome::Success)
@@ -778,7 +761,7 @@ fn pending() -> Response {
 /// any, ends: a session id is never kept across a sign-in (no fixation: docs/security.md#session-fixation).
 async fn rotate_session(
     state: &AppState,
-    context: &RequestContext,
+    trail: &AuditTrail,
     headers: &HeaderMap,
     now: OffsetDateTime,
 ) -> Result<session::IssuedSession, DomainError> {
@@ -788,7 +771,7 @@ async fn rotate_session(
             .revoke_session_by_token(&session::token_hash(previous), now)
             .await?;
     }
-    Ok(session::issue(context, headers, now))
+    Ok(session::issue(trail, now))
 }
 
 /// Spends one guess of the budget on `code`, then checks it; returns the stored hash it

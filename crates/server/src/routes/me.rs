@@ -12,9 +12,9 @@ use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
 use crate::audit::{self, AuditTrail};
-use crate::auth::Principal;
-use crate::auth::caller::Caller;
 use crate::error::DomainError;
+use crate::extract::Principal;
+use crate::extract::caller::Caller;
 use crate::problem::ApiError;
 use crate::routes::auth::{check_password, check_password_policy};
 use crate::routes::listing::{Format, defuse, next_cursor};

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::audit::{self, AuditTrail};
-use crate::auth::Principal;
+use crate::extract::Principal;
 use crate::json::ApiJson;
 use crate::problem::ApiError;
 use crate::state::AppState;

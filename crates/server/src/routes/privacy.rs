@@ -13,9 +13,9 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::audit::{self, AuditTrail};
-use crate::auth::Principal;
-use crate::auth::principal::SetupPrincipal;
 use crate::auth::session;
+use crate::extract::Principal;
+use crate::extract::principal::SetupPrincipal;
 use crate::json::ApiJson;
 use crate::problem::ApiError;
 use crate::routes::auth::user_json;

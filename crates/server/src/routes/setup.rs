@@ -3,7 +3,7 @@
 //! possible from a terminal with `mailroom admin create --super-admin`.
 
 use axum::extract::{Extension, Form, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -21,7 +21,6 @@ use url::Url;
 
 use crate::audit::AuditTrail;
 use crate::auth::session;
-use crate::edge::context::RequestContext;
 use crate::problem::ApiError;
 use crate::routes::auth::check_password_policy;
 use crate::state::AppState;
@@ -74,13 +73,11 @@ pub async fn page(
 /// `POST /setup`: creates the first super-admin, signs them in, and goes home.
 pub async fn submit(
     State(state): State<AppState>,
-    Extension(context): Extension<RequestContext>,
     Extension(nonce): Extension<CspNonce>,
     trail: AuditTrail,
-    headers: HeaderMap,
     Form(form): Form<SetupForm>,
 ) -> Response {
-    match create_first_admin(&state, &context, &trail, &headers, &form).await {
+    match create_first_admin(&state, &trail, &form).await {
         Ok(token) => (
             [(header::SET_COOKIE, session::cookie(&token))],
             Redirect::to("/"),
@@ -97,9 +94,7 @@ pub async fn submit(
 
 async fn create_first_admin(
     state: &AppState,
-    context: &RequestContext,
     trail: &AuditTrail,
-    headers: &HeaderMap,
     form: &SetupForm,
 ) -> Result<String, ApiError> {
     let email = EmailAddress::parse(&form.email).map_err(|error| {
@@ -110,7 +105,7 @@ async fn create_first_admin(
         .map_err(|e| e.with_field("password"))?;
     let password_hash = state.passwords.hash(&form.password).await?;
     let now = OffsetDateTime::now_utc();
-    let issued = session::issue(context, headers, now);
+    let issued = session::issue(trail, now);
     let account = NewAccount {
         email: email.to_string(),
         password_hash: password_hash.as_str().to_owned(),

@@ -18,8 +18,8 @@ use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
 use crate::audit::AuditTrail;
-use crate::auth::Principal;
 use crate::auth::session::{random_token, token_hash};
+use crate::extract::Principal;
 use crate::json::ApiJson;
 use crate::problem::ApiError;
 use crate::state::AppState;

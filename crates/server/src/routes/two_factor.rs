@@ -16,12 +16,12 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
+use crate::application::lockout::{Claimant, Verdict, gated};
+use crate::application::second_factor::{self, new_backup_codes};
 use crate::audit::{self, AuditTrail};
-use crate::auth::Principal;
-use crate::auth::lockout::{Claimant, Verdict, gated};
-use crate::auth::principal::SetupPrincipal;
-use crate::auth::second_factor::{self, new_backup_codes};
 use crate::error::{Conflict, DomainError};
+use crate::extract::Principal;
+use crate::extract::principal::SetupPrincipal;
 use crate::json::ApiJson;
 use crate::problem::ApiError;
 use crate::state::AppState;

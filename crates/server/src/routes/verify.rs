@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
-use crate::auth::caller::Caller;
+use crate::extract::caller::Caller;
 use crate::json::ApiJson;
 use crate::problem::ApiError;
 use crate::routes::listing::next_cursor;

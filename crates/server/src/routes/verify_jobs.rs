@@ -18,7 +18,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
-use crate::auth::caller::Caller;
+use crate::extract::caller::Caller;
 use crate::json::{parse, read_body, require_content_type};
 use crate::problem::ApiError;
 use crate::routes::listing::{Format, defuse};

@@ -126,7 +126,7 @@ impl Principal {
     async fn from_credentials(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         if let Some(bearer) = bearer_token(&parts.headers) {
             if mailroom_crypto::api_key::looks_like_key(bearer) {
-                return Err(crate::auth::caller::insufficient_scope(
+                return Err(crate::extract::caller::insufficient_scope(
                     "This route is for accounts, not API keys.",
                 ));
             }

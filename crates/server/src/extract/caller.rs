@@ -15,9 +15,9 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::audit::{self, AuditTrail};
-use crate::auth::Principal;
-use crate::auth::principal::bearer_token;
 use crate::edge::context::RequestContext;
+use crate::extract::Principal;
+use crate::extract::principal::bearer_token;
 use crate::problem::ApiError;
 use crate::state::AppState;
 
@@ -132,7 +132,7 @@ async fn authenticate_key(
         .ok_or_else(invalid_api_key)?;
     let now = OffsetDateTime::now_utc();
     if stored.revoked {
-        let trail = AuditTrail::of(context, headers);
+        let trail = crate::edge::context::audit_trail(context, headers);
         audit::record(
             &state.database,
             AuditEvent {
@@ -175,35 +175,4 @@ fn invalid_api_key() -> ApiError {
 
 pub fn insufficient_scope(detail: &str) -> ApiError {
     ApiError::new(StatusCode::FORBIDDEN, "insufficient_scope", detail)
-}
-
-/// When this process last wrote down each key's use (the key list shows the last use to the
-/// minute): a write per request would serialize every keyed request on SQLite's lock for
-/// nothing. The storage's own condition keeps several nodes from writing more than that too.
-#[derive(Clone, Default)]
-pub struct KeyUses(
-    std::sync::Arc<std::sync::Mutex<std::collections::HashMap<Uuid, (std::time::Instant, String)>>>,
-);
-
-impl KeyUses {
-    const INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
-
-    /// Whether the use of `key` from `ip` should be written now; notes it if so.
-    fn due(&self, key: Uuid, ip: &str) -> bool {
-        let Ok(mut uses) = self.0.lock() else {
-            return true;
-        };
-        let now = std::time::Instant::now();
-        let due = uses
-            .get(&key)
-            .is_none_or(|(at, last_ip)| now.duration_since(*at) >= Self::INTERVAL || last_ip != ip);
-        if due {
-            // Forget the idle ones now and then, so that the map stays small.
-            if uses.len() > 10_000 {
-                uses.retain(|_, (at, _)| now.duration_since(*at) < Self::INTERVAL);
-            }
-            uses.insert(key, (now, ip.to_owned()));
-        }
-        due
-    }
 }

@@ -15,8 +15,8 @@ use secrecy::{ExposeSecret, SecretString};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::application::lockout::{Claimant, Verdict, gated};
 use crate::audit::{self, AuditTrail};
-use crate::auth::lockout::{Claimant, Verdict, gated};
 use crate::auth::session::{cookie_value, random_token, token_hash};
 use crate::error::DomainError;
 use crate::problem::ApiError;
