@@ -46,7 +46,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
             "/signin",
             get(account::signin_page).post(account::signin_submit),
         )
-        .route("/signin/2fa", post(pages::two_factor::signin_submit))
+        .route("/signin/2fa", post(account::second_factor_submit))
         .route(
             "/forgot",
             get(account::forgot_page).post(account::forgot_submit),
@@ -145,17 +145,17 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .route("/metrics", get(metrics::metrics))
         .route("/static/{name}", get(assets::asset))
         .route("/v1/auth/logout", post(auth::logout))
-        .route("/security", get(account::security_page))
-        .route("/security/password", post(account::password_submit))
+        .route("/security", get(pages::security::security_page))
+        .route("/security/password", post(pages::security::password_submit))
         .route(
             "/security/sessions/revoke-others",
-            post(account::revoke_others_submit),
+            post(pages::security::revoke_others_submit),
         )
         .route(
             "/security/sessions/{id}/revoke",
-            post(account::revoke_submit),
+            post(pages::security::revoke_submit),
         )
-        .route("/signout", post(account::signout_submit))
+        .route("/signout", post(pages::security::signout_submit))
         .route("/team", get(pages::team::team_page))
         .route("/team/members/{id}/role", post(pages::team::role_submit))
         .route(
@@ -197,7 +197,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
             post(pages::team::disabled_submit),
         )
         .route("/admin/users/{id}/unlock", post(pages::team::unlock_submit))
-        .route("/security/delete", post(account::delete_submit))
+        .route("/security/delete", post(pages::security::delete_submit))
         .route("/security/2fa/setup", post(pages::two_factor::setup_submit))
         .route(
             "/security/2fa/confirm",

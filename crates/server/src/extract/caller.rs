@@ -17,7 +17,7 @@ use uuid::Uuid;
 use crate::audit::{self, AuditTrail};
 use crate::edge::context::RequestContext;
 use crate::extract::Principal;
-use crate::extract::principal::bearer_token;
+use crate::extract::principal::{bearer_token, insufficient_scope};
 use crate::problem::ApiError;
 use crate::state::AppState;
 
@@ -171,8 +171,4 @@ fn invalid_api_key() -> ApiError {
         "invalid_api_key",
         "The API key is unknown, revoked or expired.",
     )
-}
-
-pub fn insufficient_scope(detail: &str) -> ApiError {
-    ApiError::new(StatusCode::FORBIDDEN, "insufficient_scope", detail)
 }

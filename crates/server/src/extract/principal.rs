@@ -126,7 +126,7 @@ impl Principal {
     async fn from_credentials(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         if let Some(bearer) = bearer_token(&parts.headers) {
             if mailroom_crypto::api_key::looks_like_key(bearer) {
-                return Err(crate::extract::caller::insufficient_scope(
+                return Err(insufficient_scope(
                     "This route is for accounts, not API keys.",
                 ));
             }
@@ -260,6 +260,11 @@ pub async fn guard_browser_requests(
     let mut response = next.run(request).await;
     check.apply(token, &mut response);
     response
+}
+
+/// 403 for a caller whose key lacks what the route needs.
+pub fn insufficient_scope(detail: &str) -> ApiError {
+    ApiError::new(StatusCode::FORBIDDEN, "insufficient_scope", detail)
 }
 
 #[cfg(test)]

@@ -4,24 +4,19 @@
 //! without JavaScript, under the strict CSP. Each form calls the same functions as the JSON
 //! API, so both keep the same promises.
 
-use axum::extract::{Extension, Form, Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{IntoResponse, Redirect, Response};
-use mailroom_core::SessionId;
+use axum::extract::{Extension, Form, Query, State};
+use axum::http::{HeaderMap, header};
+use axum::response::Response;
 use maud::{Markup, html};
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
-use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
-use uuid::Uuid;
 
+use crate::application::second_factor::Proof;
 use crate::audit::AuditTrail;
-use crate::auth::session;
-use crate::extract::Principal;
-use crate::extract::principal::SetupPrincipal;
-use crate::pages::{Notice, layout, notice, two_factor};
+use crate::error::DomainError;
+use crate::pages::{Notice, notice, page, redirect_with_notice, signed_in_redirect};
 use crate::problem::ApiError;
-use crate::routes::{auth, me, privacy};
+use crate::routes::auth;
 use crate::state::AppState;
 use crate::views::CspNonce;
 
@@ -30,7 +25,7 @@ pub struct EmailQuery {
     #[serde(default)]
     email: String,
     #[serde(default)]
-    notice: Option<String>,
+    pub(crate) notice: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -57,29 +52,6 @@ pub struct ResetForm {
     new_password: SecretString,
 }
 
-#[derive(Deserialize)]
-pub struct PasswordForm {
-    current_password: SecretString,
-    new_password: SecretString,
-}
-
-/// A page with one form, and the error of the last attempt if there was one.
-pub(crate) fn page(
-    nonce: &CspNonce,
-    title: &str,
-    error: Option<&ApiError>,
-    notice: Option<&str>,
-    form: Markup,
-) -> Response {
-    crate::pages::titled(
-        nonce,
-        title,
-        notice,
-        error,
-        html! { section.narrow { (form) } },
-    )
-}
-
 fn email_field(value: &str) -> Markup {
     html! {
         label for="email" { "Email" }
@@ -87,7 +59,7 @@ fn email_field(value: &str) -> Markup {
     }
 }
 
-fn password_field(name: &str, label: &str, autocomplete: &str) -> Markup {
+pub(crate) fn password_field(name: &str, label: &str, autocomplete: &str) -> Markup {
     html! {
         label for=(name) { (label) }
         input id=(name) name=(name) type="password" autocomplete=(autocomplete) maxlength="128" required;
@@ -99,23 +71,6 @@ fn code_field() -> Markup {
         label for="code" { "6-digit code from your email" }
         input id="code" name="code" inputmode="numeric" autocomplete="one-time-code" pattern="[0-9]{6}" maxlength="6" required;
     }
-}
-
-/// A redirect that also hands the browser its new session.
-pub(crate) fn signed_in_redirect(token: &str, to: &str) -> Response {
-    (
-        [(header::SET_COOKIE, session::cookie(token))],
-        Redirect::to(to),
-    )
-        .into_response()
-}
-
-pub(crate) fn redirect_with_notice(path: &str, email: &str, notice: Notice) -> Response {
-    let mut query = url::form_urlencoded::Serializer::new(String::new());
-    query
-        .append_pair("email", email)
-        .append_pair("notice", notice.code());
-    Redirect::to(&format!("{path}?{}", query.finish())).into_response()
 }
 
 fn signup_form(email: &str) -> Markup {
@@ -302,7 +257,7 @@ pub async fn signin_submit(
     SIGNIN.after(&nonce, &form.email, outcome, |signed_in| match signed_in {
         auth::SignIn::Complete { session, .. } => signed_in_redirect(&session, "/security"),
         auth::SignIn::SecondFactorOwed { mfa_token } => {
-            two_factor::second_factor_page(&nonce, &mfa_token, None)
+            second_factor_page(&nonce, &mfa_token, None)
         }
     })
 }
@@ -344,214 +299,93 @@ pub async fn reset_submit(
     })
 }
 
-/// `GET /security`: password, sessions and recent activity of the signed-in user.
-pub async fn security_page(
-    State(state): State<AppState>,
-    Extension(nonce): Extension<CspNonce>,
-    principal: Result<SetupPrincipal, ApiError>,
-    Query(query): Query<EmailQuery>,
-) -> Response {
-    let Ok(SetupPrincipal(principal)) = principal else {
-        return Redirect::to("/signin").into_response();
-    };
-    match security(
-        &state,
-        &nonce,
-        &principal,
-        notice::text_of(query.notice.as_deref()),
-        None,
-    )
-    .await
-    {
-        Ok(response) => response,
-        Err(error) => error.into_response(),
-    }
+#[derive(Deserialize)]
+pub struct SecondFactorForm {
+    mfa_token: SecretString,
+    #[serde(default)]
+    code: String,
+    #[serde(default)]
+    backup_code: String,
+    remember_device: Option<String>,
 }
 
-async fn security(
-    state: &AppState,
+/// The second step of signing in, carrying the challenge token in the form (never in a URL).
+pub fn second_factor_page(
     nonce: &CspNonce,
-    principal: &Principal,
-    notice: Option<&str>,
+    mfa_token: &SecretString,
     error: Option<&ApiError>,
-) -> Result<Response, ApiError> {
-    let now = OffsetDateTime::now_utc();
-    let sessions = state
-        .database
-        .sessions_of(principal.user.id, now)
-        .await
-        .map_err(ApiError::internal)?;
-    let activity = state
-        .database
-        .audit_for_actor(principal.user.id, None, 20)
-        .await
-        .map_err(ApiError::internal)?;
-    let second_factor = two_factor::section(state, principal).await?;
-    let when = |time: OffsetDateTime| time.format(&Rfc3339).unwrap_or_default();
-    let markup = layout(
+) -> Response {
+    page(
         nonce,
-        "Security",
+        "Two-factor authentication",
+        error,
+        None,
         html! {
-            h1 { "Security" }
-            p { "Signed in as " strong #account-email { (principal.user.email) } "." }
-            @if let Some(notice) = notice { p.notice role="status" { (notice) } }
-            @if let Some(error) = error { p.error role="alert" { (error.detail()) } }
-            section.narrow aria-labelledby="password-heading" {
-                h2 #password-heading { "Password" }
-                form method="post" action="/security/password" {
-                    (password_field("current_password", "Current password", "current-password"))
-                    (password_field("new_password", "New password", "new-password"))
-                    button type="submit" { "Change password" }
+            form method="post" action="/signin/2fa" {
+                input type="hidden" name="mfa_token" value=(mfa_token.expose_secret());
+                label for="code" { "6-digit code from your authenticator app" }
+                input id="code" name="code" inputmode="numeric" autocomplete="one-time-code" pattern="[0-9]{6}" maxlength="6" autofocus;
+                details {
+                    summary { "Use a backup code instead" }
+                    label for="backup_code" { "Backup code" }
+                    input id="backup_code" name="backup_code" autocomplete="off" maxlength="16";
                 }
-            }
-            (second_factor)
-            section aria-labelledby="sessions-heading" {
-                h2 #sessions-heading { "Sessions" }
-                table #sessions {
-                    thead { tr { th { "Browser" } th { "Address" } th { "Signed in" } th { "Last seen" } th { span.visually-hidden { "Action" } } } }
-                    tbody {
-                        @for session in &sessions {
-                            @let current = Some(session.id) == principal.session_id();
-                            tr data-session=(session.id) {
-                                td { (session.user_agent.as_deref().unwrap_or("unknown")) @if current { " (this browser)" } }
-                                td { (session.ip.as_deref().unwrap_or("")) }
-                                td { (when(session.created_at)) }
-                                td { (when(session.last_seen_at)) }
-                                td {
-                                    @if !current {
-                                        form.inline method="post" action={ "/security/sessions/" (session.id) "/revoke" } {
-                                            button.secondary type="submit" { "Sign out" }
-                                        }
-                                    }
-                                }
-                            }
-                        }
-                    }
+                label.checkbox {
+                    input type="checkbox" name="remember_device" value="on";
+                    " Trust this browser for 30 days"
                 }
-                form.inline method="post" action="/security/sessions/revoke-others" {
-                    button.secondary type="submit" { "Sign out every other session" }
-                }
-            }
-            section aria-labelledby="activity-heading" {
-                h2 #activity-heading { "Recent activity" }
-                ul #activity {
-                    @for entry in &activity {
-                        li { (when(entry.occurred_at())) " · " (entry.action) " · " (entry.outcome) " · " (entry.ip.as_deref().unwrap_or("")) }
-                    }
-                }
-            }
-            section.narrow aria-labelledby="data-heading" {
-                h2 #data-heading { "Your data" }
-                p { a #export-link href="/v1/me/export" download { "Download what mailroom holds about your account (JSON)" } }
-                form #delete-account method="post" action="/security/delete" {
-                    label for="confirm" { "To delete your account and everything of yours, type its email address" }
-                    input id="confirm" name="confirm" type="email" autocomplete="off" required;
-                    button.danger type="submit" { "Delete my account" }
-                }
-            }
-            form method="post" action="/signout" {
-                button.secondary type="submit" { "Sign out" }
+                button type="submit" { "Sign in" }
             }
         },
-    );
-    let status = error.map_or(StatusCode::OK, ApiError::status);
-    Ok((status, markup).into_response())
-}
-
-/// The security page again after a form on it: its notice, or its error.
-pub(crate) async fn back_to_security(
-    state: &AppState,
-    nonce: &CspNonce,
-    principal: &Principal,
-    outcome: Result<Notice, ApiError>,
-) -> Response {
-    crate::pages::after("/security", outcome, async |error| {
-        security(state, nonce, principal, None, error).await
-    })
-    .await
-}
-
-pub async fn password_submit(
-    State(state): State<AppState>,
-    Extension(nonce): Extension<CspNonce>,
-    trail: AuditTrail,
-    principal: Principal,
-    Form(form): Form<PasswordForm>,
-) -> Response {
-    let outcome = me::change_password_of(
-        &state,
-        &trail,
-        &principal,
-        &form.current_password,
-        &form.new_password,
     )
-    .await
-    .map(|()| Notice::PasswordChanged);
-    back_to_security(&state, &nonce, &principal, outcome).await
 }
 
-pub async fn revoke_submit(
+pub async fn second_factor_submit(
     State(state): State<AppState>,
     Extension(nonce): Extension<CspNonce>,
     trail: AuditTrail,
-    principal: Principal,
-    Path(id): Path<Uuid>,
+    headers: HeaderMap,
+    Form(form): Form<SecondFactorForm>,
 ) -> Response {
-    let outcome = me::revoke_one(&state, &trail, &principal, SessionId::from_uuid(id))
-        .await
-        .map(|()| Notice::SessionSignedOut);
-    back_to_security(&state, &nonce, &principal, outcome).await
-}
-
-pub async fn revoke_others_submit(
-    State(state): State<AppState>,
-    Extension(nonce): Extension<CspNonce>,
-    trail: AuditTrail,
-    principal: Principal,
-) -> Response {
-    let outcome = me::revoke_others(&state, &trail, &principal)
-        .await
-        .map(|()| Notice::OtherSessionsSignedOut);
-    back_to_security(&state, &nonce, &principal, outcome).await
-}
-
-pub async fn signout_submit(
-    State(state): State<AppState>,
-    trail: AuditTrail,
-    SetupPrincipal(principal): SetupPrincipal,
-) -> Response {
-    match auth::sign_out(&state, &trail, &principal).await {
-        Ok(()) => {
-            let mut response = Redirect::to("/signin").into_response();
-            response
-                .headers_mut()
-                .insert(header::SET_COOKIE, session::cleared_cookie());
+    let code = non_empty(&form.code);
+    let backup_code = non_empty(&form.backup_code);
+    let outcome = match Proof::from_fields(code.as_ref(), backup_code.as_ref()) {
+        Ok(proof) => {
+            auth::complete_second_factor(
+                &state,
+                &trail,
+                &headers,
+                &form.mfa_token,
+                proof,
+                form.remember_device.is_some(),
+            )
+            .await
+        }
+        Err(error) => Err(error),
+    };
+    match outcome {
+        Ok((_, session, trusted)) => {
+            let mut response = signed_in_redirect(&session, "/security");
+            if let Some(cookie) = trusted {
+                response.headers_mut().append(header::SET_COOKIE, cookie);
+            }
             response
         }
-        Err(error) => error.into_response(),
+        Err(DomainError::InvalidMfaToken) => {
+            redirect_with_notice("/signin", "", Notice::SignInAgain)
+        }
+        Err(error @ DomainError::Locked { .. }) => {
+            crate::pages::account::signin_refused(&nonce, &ApiError::from(error))
+        }
+        // The next try goes with the fresh token that came with the error.
+        Err(DomainError::SecondFactorRefused { refused, mfa_token }) => {
+            second_factor_page(&nonce, &mfa_token, Some(&ApiError::from(*refused)))
+        }
+        Err(error) => second_factor_page(&nonce, &form.mfa_token, Some(&ApiError::from(error))),
     }
 }
 
-#[derive(Deserialize)]
-pub struct DeleteForm {
-    confirm: String,
-}
-
-pub async fn delete_submit(
-    State(state): State<AppState>,
-    Extension(nonce): Extension<CspNonce>,
-    trail: AuditTrail,
-    SetupPrincipal(principal): SetupPrincipal,
-    Form(form): Form<DeleteForm>,
-) -> Response {
-    match privacy::delete(&state, &trail, &principal, &form.confirm).await {
-        Ok(()) => {
-            let mut response = redirect_with_notice("/signup", "", Notice::AccountDeleted);
-            response
-                .headers_mut()
-                .insert(header::SET_COOKIE, session::cleared_cookie());
-            response
-        }
-        Err(error) => back_to_security(&state, &nonce, &principal, Err(error)).await,
-    }
+fn non_empty(value: &str) -> Option<SecretString> {
+    let value = value.trim();
+    (!value.is_empty()).then(|| SecretString::from(value))
 }

@@ -4,11 +4,13 @@
 
 pub mod account;
 pub mod notice;
+pub mod security;
 pub mod team;
 pub mod two_factor;
 pub mod verify;
 
 use axum::Extension;
+use axum::http::header;
 use axum::response::{IntoResponse, Redirect, Response};
 use maud::{Markup, html};
 
@@ -134,4 +136,38 @@ impl axum::extract::FromRequestParts<crate::state::AppState> for SignedIn {
 /// Where a page that needs an account sends someone without one.
 pub(crate) fn to_sign_in() -> Response {
     Redirect::to("/signin").into_response()
+}
+
+/// A page with one form, and the error of the last attempt if there was one.
+pub(crate) fn page(
+    nonce: &CspNonce,
+    title: &str,
+    error: Option<&ApiError>,
+    notice: Option<&str>,
+    form: Markup,
+) -> Response {
+    crate::pages::titled(
+        nonce,
+        title,
+        notice,
+        error,
+        html! { section.narrow { (form) } },
+    )
+}
+
+/// A redirect that also hands the browser its new session.
+pub(crate) fn signed_in_redirect(token: &str, to: &str) -> Response {
+    (
+        [(header::SET_COOKIE, crate::auth::session::cookie(token))],
+        Redirect::to(to),
+    )
+        .into_response()
+}
+
+pub(crate) fn redirect_with_notice(path: &str, email: &str, notice: Notice) -> Response {
+    let mut query = url::form_urlencoded::Serializer::new(String::new());
+    query
+        .append_pair("email", email)
+        .append_pair("notice", notice.code());
+    Redirect::to(&format!("{path}?{}", query.finish())).into_response()
 }

@@ -17,7 +17,8 @@ use uuid::Uuid;
 
 use crate::audit::AuditTrail;
 use crate::extract::Principal;
-use crate::extract::caller::{Caller, insufficient_scope};
+use crate::extract::caller::Caller;
+use crate::extract::principal::insufficient_scope;
 use crate::json::ApiJson;
 use crate::problem::ApiError;
 use crate::state::AppState;
