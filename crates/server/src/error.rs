@@ -13,6 +13,15 @@ pub enum DomainError {
     /// A request value that cannot be used, and why.
     #[error("{detail}")]
     Invalid { field: &'static str, detail: String },
+    /// Not an email address, and why.
+    #[error("{detail}")]
+    InvalidEmail { field: &'static str, detail: String },
+    /// A new password the rules refuse, and why.
+    #[error("{detail}")]
+    WeakPassword { field: &'static str, detail: String },
+    /// What the person typed to confirm does not match what it confirms.
+    #[error("the confirmation does not match")]
+    ConfirmationMismatch { field: &'static str },
     /// An emailed code, TOTP code or backup code that is wrong or has expired.
     #[error("the code is wrong or has expired")]
     InvalidCode,
@@ -34,6 +43,18 @@ pub enum DomainError {
     /// The signed-in person's current password is wrong.
     #[error("the current password is wrong")]
     WrongCurrentPassword,
+    /// The account is disabled by the platform's administrators.
+    #[error("the account is disabled")]
+    AccountDisabled,
+    /// Too many requests: the budget comes back after `retry_after` seconds.
+    #[error("{detail}")]
+    RateLimited {
+        detail: &'static str,
+        retry_after: u64,
+    },
+    /// Requests cannot be counted right now (the limit store is down, failing closed).
+    #[error("the rate limiter is unavailable")]
+    RateLimiterUnavailable,
     /// The sign-in challenge expired or was already completed.
     #[error("the sign-in challenge is gone")]
     InvalidMfaToken,
@@ -50,6 +71,10 @@ pub enum DomainError {
     /// In the way of something else, and what.
     #[error("{0:?}")]
     Conflict(Conflict),
+    /// Nothing of that id that the caller may see: the same answer as for an id that does not
+    /// exist.
+    #[error("not found")]
+    NotFound,
     /// Not allowed, and why.
     #[error("{0:?}")]
     Forbidden(Forbidden),
@@ -74,6 +99,12 @@ pub enum Forbidden {
 pub enum Conflict {
     /// A second factor's setup was confirmed with no setup started.
     MfaNotPending,
+    /// A second factor is already on (turn it off first to change it).
+    MfaAlreadyEnabled,
+    /// The second factor is not on.
+    MfaNotEnabled,
+    /// The account owns an organization with other members.
+    OwnershipTransferRequired,
     /// The setup was started again while this one was confirmed.
     MfaSetupRestarted,
 }
@@ -88,6 +119,26 @@ impl DomainError {
     /// A failure of ours, from anything that can say what it was.
     pub fn internal(cause: impl Into<anyhow::Error>) -> Self {
         DomainError::Internal(cause.into())
+    }
+
+    /// The same refusal, about the request field of another name (a form's `password` is the
+    /// API's `new_password`).
+    pub fn for_field(self, name: &'static str) -> Self {
+        match self {
+            DomainError::Invalid { detail, .. } => DomainError::Invalid {
+                field: name,
+                detail,
+            },
+            DomainError::InvalidEmail { detail, .. } => DomainError::InvalidEmail {
+                field: name,
+                detail,
+            },
+            DomainError::WeakPassword { detail, .. } => DomainError::WeakPassword {
+                field: name,
+                detail,
+            },
+            other => other,
+        }
     }
 
     pub fn invalid(field: &'static str, detail: impl Into<String>) -> Self {

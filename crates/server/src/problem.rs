@@ -26,6 +26,34 @@ impl From<DomainError> for ApiError {
             DomainError::Invalid { field, detail } => {
                 ApiError::new(StatusCode::BAD_REQUEST, "invalid_field", detail).with_field(field)
             }
+            DomainError::InvalidEmail { field, detail } => {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid_email", detail).with_field(field)
+            }
+            DomainError::WeakPassword { field, detail } => {
+                ApiError::new(StatusCode::BAD_REQUEST, "weak_password", detail).with_field(field)
+            }
+            DomainError::ConfirmationMismatch { field } => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "confirmation_mismatch",
+                "Type the account's email address to confirm the deletion.",
+            )
+            .with_field(field),
+            DomainError::AccountDisabled => ApiError::new(
+                StatusCode::FORBIDDEN,
+                "account_disabled",
+                "This account is disabled: ask the platform's administrators.",
+            ),
+            DomainError::RateLimited {
+                detail,
+                retry_after,
+            } => ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", detail)
+                .with_retry_after(retry_after),
+            DomainError::RateLimiterUnavailable => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "rate_limiter_unavailable",
+                "Requests cannot be counted right now; try again shortly.",
+            )
+            .with_retry_after(5),
             DomainError::InvalidCode => ApiError::new(
                 StatusCode::BAD_REQUEST,
                 "invalid_code",
@@ -102,9 +130,21 @@ impl From<DomainError> for ApiError {
                         "mfa_not_pending",
                         "The setup was started again meanwhile: scan the newest code.",
                     ),
+                    Conflict::MfaAlreadyEnabled => (
+                        "mfa_already_enabled",
+                        "Two-factor authentication is already on; turn it off first to change the app.",
+                    ),
+                    Conflict::MfaNotEnabled => {
+                        ("mfa_not_enabled", "Two-factor authentication is not on.")
+                    }
+                    Conflict::OwnershipTransferRequired => (
+                        "ownership_transfer_required",
+                        "You own an organization with other members: transfer the ownership first.",
+                    ),
                 };
                 ApiError::new(StatusCode::CONFLICT, code, detail)
             }
+            DomainError::NotFound => ApiError::not_found(),
             DomainError::Internal(cause) => ApiError::internal(cause),
         }
     }

@@ -2,6 +2,8 @@
 //! Operations take typed inputs and return typed outcomes or a [`crate::error::DomainError`]; the JSON
 //! routes, the pages, the CLI and the background workers are adapters over them.
 
+pub mod accounts;
 pub mod lockout;
 pub mod second_factor;
 pub mod system_mail;
+pub mod two_factor;

@@ -19,7 +19,6 @@ use crate::application::lockout::{Claimant, Verdict, gated};
 use crate::audit::{self, AuditTrail};
 use crate::auth::session::{cookie_value, random_token, token_hash};
 use crate::error::DomainError;
-use crate::problem::ApiError;
 use crate::state::AppState;
 
 pub const TRUSTED_COOKIE: &str = "__Host-mailroom_trusted";
@@ -195,7 +194,7 @@ pub async fn trusted_device(
     state: &AppState,
     user: &User,
     headers: &HeaderMap,
-) -> Result<bool, ApiError> {
+) -> Result<bool, DomainError> {
     let Some(token) = cookie_value(headers, TRUSTED_COOKIE) else {
         return Ok(false);
     };

@@ -11,12 +11,12 @@ use maud::{Markup, html};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
+use crate::application::accounts;
 use crate::application::second_factor::Proof;
 use crate::audit::AuditTrail;
 use crate::error::DomainError;
 use crate::pages::{Notice, notice, page, redirect_with_notice, signed_in_redirect};
 use crate::problem::ApiError;
-use crate::routes::auth;
 use crate::state::AppState;
 use crate::views::CspNonce;
 
@@ -174,10 +174,10 @@ impl FormPage {
         &self,
         nonce: &CspNonce,
         email: &str,
-        outcome: Result<T, ApiError>,
+        outcome: Result<T, impl Into<ApiError>>,
         then: impl FnOnce(T) -> Response,
     ) -> Response {
-        match outcome {
+        match outcome.map_err(Into::into) {
             Ok(value) => then(value),
             Err(error) => page(nonce, self.title, Some(&error), None, (self.form)(email)),
         }
@@ -202,7 +202,7 @@ pub async fn signup_submit(
     trail: AuditTrail,
     Form(form): Form<CredentialsForm>,
 ) -> Response {
-    let outcome = auth::sign_up(&state, &trail, &form.email, &form.password).await;
+    let outcome = accounts::sign_up(&state, &trail, &form.email, &form.password).await;
     SIGNUP.after(&nonce, &form.email, outcome, |()| {
         redirect_with_notice("/confirm", &form.email, Notice::CodeSent)
     })
@@ -222,7 +222,7 @@ pub async fn confirm_submit(
     headers: HeaderMap,
     Form(form): Form<CodeForm>,
 ) -> Response {
-    let outcome = auth::confirm(&state, &trail, &headers, &form.email, &form.code).await;
+    let outcome = accounts::confirm(&state, &trail, &headers, &form.email, &form.code).await;
     CONFIRM.after(&nonce, &form.email, outcome, |(_, token)| {
         signed_in_redirect(&token, "/security")
     })
@@ -233,7 +233,7 @@ pub async fn resend_submit(
     Extension(nonce): Extension<CspNonce>,
     Form(form): Form<EmailForm>,
 ) -> Response {
-    let outcome = auth::resend(&state, &form.email).await;
+    let outcome = accounts::resend(&state, &form.email).await;
     CONFIRM.after(&nonce, &form.email, outcome, |()| {
         redirect_with_notice("/confirm", &form.email, Notice::CodeResent)
     })
@@ -253,10 +253,10 @@ pub async fn signin_submit(
     headers: HeaderMap,
     Form(form): Form<CredentialsForm>,
 ) -> Response {
-    let outcome = auth::sign_in(&state, &trail, &headers, &form.email, &form.password).await;
+    let outcome = accounts::sign_in(&state, &trail, &headers, &form.email, &form.password).await;
     SIGNIN.after(&nonce, &form.email, outcome, |signed_in| match signed_in {
-        auth::SignIn::Complete { session, .. } => signed_in_redirect(&session, "/security"),
-        auth::SignIn::SecondFactorOwed { mfa_token } => {
+        accounts::SignIn::Complete { session, .. } => signed_in_redirect(&session, "/security"),
+        accounts::SignIn::SecondFactorOwed { mfa_token } => {
             second_factor_page(&nonce, &mfa_token, None)
         }
     })
@@ -274,7 +274,7 @@ pub async fn forgot_submit(
     Extension(nonce): Extension<CspNonce>,
     Form(form): Form<EmailForm>,
 ) -> Response {
-    let outcome = auth::forgot(&state, &form.email).await;
+    let outcome = accounts::forgot(&state, &form.email).await;
     FORGOT.after(&nonce, &form.email, outcome, |()| {
         redirect_with_notice("/reset", &form.email, Notice::ResetCodeSent)
     })
@@ -293,7 +293,8 @@ pub async fn reset_submit(
     trail: AuditTrail,
     Form(form): Form<ResetForm>,
 ) -> Response {
-    let outcome = auth::reset(&state, &trail, &form.email, &form.code, &form.new_password).await;
+    let outcome =
+        accounts::reset(&state, &trail, &form.email, &form.code, &form.new_password).await;
     RESET.after(&nonce, &form.email, outcome, |()| {
         redirect_with_notice("/signin", &form.email, Notice::PasswordReset)
     })
@@ -351,7 +352,7 @@ pub async fn second_factor_submit(
     let backup_code = non_empty(&form.backup_code);
     let outcome = match Proof::from_fields(code.as_ref(), backup_code.as_ref()) {
         Ok(proof) => {
-            auth::complete_second_factor(
+            accounts::complete_second_factor(
                 &state,
                 &trail,
                 &headers,

@@ -12,13 +12,13 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
+use crate::application::accounts;
 use crate::audit::AuditTrail;
 use crate::auth::session;
 use crate::extract::Principal;
 use crate::extract::principal::SetupPrincipal;
 use crate::pages::{Notice, layout, notice};
 use crate::problem::ApiError;
-use crate::routes::{auth, me, privacy};
 use crate::state::AppState;
 use crate::views::CspNonce;
 
@@ -144,9 +144,9 @@ pub(crate) async fn back_to_security(
     state: &AppState,
     nonce: &CspNonce,
     principal: &Principal,
-    outcome: Result<Notice, ApiError>,
+    outcome: Result<Notice, impl Into<ApiError>>,
 ) -> Response {
-    crate::pages::after("/security", outcome, async |error| {
+    crate::pages::after("/security", outcome.map_err(Into::into), async |error| {
         security(state, nonce, principal, None, error).await
     })
     .await
@@ -159,7 +159,7 @@ pub async fn password_submit(
     principal: Principal,
     Form(form): Form<PasswordForm>,
 ) -> Response {
-    let outcome = me::change_password_of(
+    let outcome = accounts::change_password_of(
         &state,
         &trail,
         &principal,
@@ -178,7 +178,7 @@ pub async fn revoke_submit(
     principal: Principal,
     Path(id): Path<Uuid>,
 ) -> Response {
-    let outcome = me::revoke_one(&state, &trail, &principal, SessionId::from_uuid(id))
+    let outcome = accounts::revoke_one(&state, &trail, &principal, SessionId::from_uuid(id))
         .await
         .map(|()| Notice::SessionSignedOut);
     back_to_security(&state, &nonce, &principal, outcome).await
@@ -190,7 +190,7 @@ pub async fn revoke_others_submit(
     trail: AuditTrail,
     principal: Principal,
 ) -> Response {
-    let outcome = me::revoke_others(&state, &trail, &principal)
+    let outcome = accounts::revoke_others(&state, &trail, &principal)
         .await
         .map(|()| Notice::OtherSessionsSignedOut);
     back_to_security(&state, &nonce, &principal, outcome).await
@@ -201,7 +201,7 @@ pub async fn signout_submit(
     trail: AuditTrail,
     SetupPrincipal(principal): SetupPrincipal,
 ) -> Response {
-    match auth::sign_out(&state, &trail, &principal).await {
+    match accounts::sign_out(&state, &trail, &principal).await {
         Ok(()) => {
             let mut response = Redirect::to("/signin").into_response();
             response
@@ -209,7 +209,7 @@ pub async fn signout_submit(
                 .insert(header::SET_COOKIE, session::cleared_cookie());
             response
         }
-        Err(error) => error.into_response(),
+        Err(error) => ApiError::from(error).into_response(),
     }
 }
 
@@ -220,7 +220,7 @@ pub async fn delete_submit(
     SetupPrincipal(principal): SetupPrincipal,
     Form(form): Form<DeleteForm>,
 ) -> Response {
-    match privacy::delete(&state, &trail, &principal, &form.confirm).await {
+    match accounts::delete(&state, &trail, &principal, &form.confirm).await {
         Ok(()) => {
             let mut response = redirect_with_notice("/signup", "", Notice::AccountDeleted);
             response

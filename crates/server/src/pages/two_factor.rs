@@ -10,6 +10,7 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use crate::application::second_factor::Proof;
+use crate::application::two_factor;
 use crate::audit::AuditTrail;
 use crate::error::DomainError;
 use crate::extract::Principal;
@@ -18,7 +19,6 @@ use crate::pages::Notice;
 use crate::pages::page;
 use crate::pages::security::back_to_security;
 use crate::problem::ApiError;
-use crate::routes::two_factor;
 use crate::state::AppState;
 use crate::views::CspNonce;
 
@@ -76,7 +76,7 @@ pub async fn confirm_submit(
             None,
             confirm_form(),
         ),
-        Err(error) => back_to_security(&state, &nonce, &principal, Err(error.into())).await,
+        Err(error) => back_to_security(&state, &nonce, &principal, Err(error)).await,
     }
 }
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 use mailroom_core::EmailAddress;
 use mailroom_core::gcra::Rate;
 
-use crate::problem::ApiError;
+use crate::error::DomainError;
 use crate::rate_limit::{Decision, Limiter, refusal};
 
 /// The window the limit is stated over.
@@ -39,7 +39,7 @@ impl AuthLimiter {
     }
 
     /// Spends one of the account's requests, or refuses with 429 and when to retry.
-    pub async fn check_account(&self, email: &EmailAddress) -> Result<(), ApiError> {
+    pub async fn check_account(&self, email: &EmailAddress) -> Result<(), DomainError> {
         let key = format!("auth:account:{}", email.as_str());
         match self.limiter.check(&[key], &[self.rate()]).await? {
             Some(decision) if !decision.allowed => Err(refusal(
@@ -71,7 +71,7 @@ fn client_key(ip: IpAddr) -> IpAddr {
 
 impl AuthLimiter {
     /// Decides one submission from `ip` (an IPv6 client by its /64) against the per-IP limit.
-    pub async fn check_ip(&self, ip: IpAddr) -> Result<Option<Decision>, ApiError> {
+    pub async fn check_ip(&self, ip: IpAddr) -> Result<Option<Decision>, DomainError> {
         let ip = client_key(ip);
         self.limiter
             .check(&[format!("auth:ip:{ip}")], &[self.rate()])

@@ -12,11 +12,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, header};
 use mailroom_core::gcra::{self, Decision, Rate};
 use redis::aio::MultiplexedConnection;
 use tokio::sync::Mutex as AsyncMutex;
 
+use crate::error::DomainError;
 use crate::problem::ApiError;
 
 /// The periods of the per-minute and per-day rates, in the limiter's microseconds.
@@ -207,7 +208,7 @@ impl Limiter {
         &self,
         keys: &[String],
         rates: &[Rate],
-    ) -> Result<Option<Decision>, ApiError> {
+    ) -> Result<Option<Decision>, DomainError> {
         let keys: Vec<String> = keys
             .iter()
             .map(|key| format!("{}{key}", self.prefix))
@@ -218,12 +219,7 @@ impl Limiter {
                 tracing::warn!(%error, mode = ?self.on_failure, "rate limiting unavailable");
                 match self.on_failure {
                     FailureMode::Open => Ok(None),
-                    FailureMode::Closed => Err(ApiError::new(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "rate_limiter_unavailable",
-                        "Requests cannot be counted right now; try again shortly.",
-                    )
-                    .with_retry_after(5)),
+                    FailureMode::Closed => Err(DomainError::RateLimiterUnavailable),
                 }
             }
         }
@@ -241,33 +237,31 @@ impl Limiter {
 /// the failure mode is open), else answers 429 with `detail`; a decided response carries the
 /// `RateLimit-*` headers either way.
 pub async fn gate(
-    decision: Result<Option<Decision>, ApiError>,
-    detail: &str,
+    decision: Result<Option<Decision>, DomainError>,
+    detail: &'static str,
     run: impl Future<Output = axum::response::Response>,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
     let decision = match decision {
         Ok(Some(decision)) => decision,
         Ok(None) => return run.await,
-        Err(error) => return error.into_response(),
+        Err(error) => return ApiError::from(error).into_response(),
     };
     let mut response = if decision.allowed {
         run.await
     } else {
-        refusal(&decision, detail).into_response()
+        ApiError::from(refusal(&decision, detail)).into_response()
     };
     set_headers(response.headers_mut(), &decision);
     response
 }
 
 /// The refusal for a decision that did not allow the request.
-pub fn refusal(decision: &Decision, detail: &str) -> ApiError {
-    ApiError::new(
-        StatusCode::TOO_MANY_REQUESTS,
-        "rate_limited",
-        detail.to_owned(),
-    )
-    .with_retry_after(seconds(decision.retry_after_us))
+pub fn refusal(decision: &Decision, detail: &'static str) -> DomainError {
+    DomainError::RateLimited {
+        detail,
+        retry_after: seconds(decision.retry_after_us),
+    }
 }
 
 /// `RateLimit-Limit`, `-Remaining`, `-Reset` (and `Retry-After` when refused).

@@ -11,17 +11,15 @@ use serde_json::{Value, json};
 use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
-use crate::audit::{self, AuditTrail};
-use crate::error::DomainError;
+use crate::application::accounts;
+use crate::audit::AuditTrail;
 use crate::extract::Principal;
 use crate::extract::caller::Caller;
 use crate::problem::ApiError;
-use crate::routes::auth::{check_password, check_password_policy};
 use crate::routes::listing::{Format, defuse, next_cursor};
 use crate::state::AppState;
+use mailroom_core::SessionId;
 use mailroom_core::api_keys::Scope;
-use mailroom_core::audit::{Action, AuditEvent, Outcome};
-use mailroom_core::{EmailAddress, SessionId};
 use secrecy::SecretString;
 use time::OffsetDateTime;
 
@@ -40,7 +38,7 @@ pub async fn change_password(
     principal: Principal,
     crate::json::ApiJson(body): crate::json::ApiJson<PasswordChange>,
 ) -> Result<StatusCode, ApiError> {
-    change_password_of(
+    accounts::change_password_of(
         &state,
         &trail,
         &principal,
@@ -49,42 +47,6 @@ pub async fn change_password(
     )
     .await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-pub(crate) async fn change_password_of(
-    state: &AppState,
-    trail: &AuditTrail,
-    principal: &Principal,
-    current_password: &SecretString,
-    new_password: &SecretString,
-) -> Result<(), ApiError> {
-    principal.require_recent_auth()?;
-    let user = &principal.user;
-    // Through the lockout gate: a stolen session is no password oracle.
-    check_password(state, trail, user, current_password)
-        .await
-        .map_err(|error| match error {
-            DomainError::InvalidCredentials => DomainError::WrongCurrentPassword,
-            error => error,
-        })?;
-    let email = EmailAddress::parse(&user.email).map_err(ApiError::internal)?;
-    check_password_policy(new_password, &email, user.password_rules)?;
-    let hash = state.passwords.hash(new_password).await?;
-    let now = OffsetDateTime::now_utc();
-    state
-        .database
-        .change_password(user.id, principal.session_id(), hash.as_str(), now)
-        .await
-        .map_err(ApiError::internal)?;
-    audit::record(
-        &state.database,
-        AuditEvent {
-            session_id: principal.session_id(),
-            ..trail.by_user(user, Action::PasswordChanged, Outcome::Success)
-        },
-    )
-    .await?;
-    Ok(())
 }
 
 /// `GET /v1/me/sessions`: the caller's live sessions.
@@ -122,25 +84,8 @@ pub async fn revoke_session(
     principal: Principal,
     Path(id): Path<Uuid>,
 ) -> Result<StatusCode, ApiError> {
-    revoke_one(&state, &trail, &principal, SessionId::from_uuid(id)).await?;
+    accounts::revoke_one(&state, &trail, &principal, SessionId::from_uuid(id)).await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-pub(crate) async fn revoke_one(
-    state: &AppState,
-    trail: &AuditTrail,
-    principal: &Principal,
-    id: SessionId,
-) -> Result<(), ApiError> {
-    let revoked = state
-        .database
-        .revoke_user_session(principal.user.id, id, OffsetDateTime::now_utc())
-        .await
-        .map_err(ApiError::internal)?;
-    if !revoked {
-        return Err(ApiError::not_found());
-    }
-    record_revocation(state, trail, principal, id.to_string()).await
 }
 
 /// `DELETE /v1/me/sessions`: ends every session of the caller but this one.
@@ -149,44 +94,8 @@ pub async fn revoke_other_sessions(
     trail: AuditTrail,
     principal: Principal,
 ) -> Result<StatusCode, ApiError> {
-    revoke_others(&state, &trail, &principal).await?;
+    accounts::revoke_others(&state, &trail, &principal).await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-pub(crate) async fn revoke_others(
-    state: &AppState,
-    trail: &AuditTrail,
-    principal: &Principal,
-) -> Result<(), ApiError> {
-    let revoked = state
-        .database
-        .revoke_other_sessions(
-            principal.user.id,
-            principal.session_id(),
-            OffsetDateTime::now_utc(),
-        )
-        .await
-        .map_err(ApiError::internal)?;
-    record_revocation(state, trail, principal, format!("{revoked} other sessions")).await
-}
-
-/// Audits the end of one or more of the caller's sessions (or token families).
-pub(crate) async fn record_revocation(
-    state: &AppState,
-    trail: &AuditTrail,
-    principal: &Principal,
-    target: String,
-) -> Result<(), ApiError> {
-    audit::record(
-        &state.database,
-        AuditEvent {
-            session_id: principal.session_id(),
-            target: Some(target),
-            ..trail.by_user(&principal.user, Action::SessionRevoked, Outcome::Success)
-        },
-    )
-    .await?;
-    Ok(())
 }
 
 const DEFAULT_LIMIT: u16 = 50;

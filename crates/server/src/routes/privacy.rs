@@ -5,16 +5,15 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use mailroom_core::audit::{Action, AuditEvent, Outcome};
-use mailroom_storage::privacy::Deletion;
+use mailroom_core::audit::{Action, Outcome};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use crate::application::accounts;
 use crate::audit::{self, AuditTrail};
 use crate::auth::session;
-use crate::extract::Principal;
 use crate::extract::principal::SetupPrincipal;
 use crate::json::ApiJson;
 use crate::problem::ApiError;
@@ -40,51 +39,12 @@ pub async fn delete_account(
     SetupPrincipal(principal): SetupPrincipal,
     ApiJson(body): ApiJson<DeleteAccount>,
 ) -> Result<Response, ApiError> {
-    delete(&state, &trail, &principal, &body.confirm).await?;
+    accounts::delete(&state, &trail, &principal, &body.confirm).await?;
     Ok((
         StatusCode::NO_CONTENT,
         [(header::SET_COOKIE, session::cleared_cookie())],
     )
         .into_response())
-}
-
-pub(crate) async fn delete(
-    state: &AppState,
-    trail: &AuditTrail,
-    principal: &Principal,
-    confirm: &str,
-) -> Result<(), ApiError> {
-    principal.require_recent_auth()?;
-    let user = &principal.user;
-    if !confirm.trim().eq_ignore_ascii_case(&user.email) {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "confirmation_mismatch",
-            "Type the account's email address to confirm the deletion.",
-        )
-        .with_field("confirm"));
-    }
-    // Nothing personal: not who, not from where. The request id ties it to the server's log.
-    let event = AuditEvent {
-        ip: None,
-        user_agent: None,
-        ..trail.event(Action::AccountDeleted, Outcome::Success)
-    };
-    let deletion = state
-        .database
-        .delete_account(user.id, &user.email, &event, OffsetDateTime::now_utc())
-        .await?;
-    match deletion {
-        Deletion::Deleted { org_deleted } => {
-            tracing::info!(org_deleted, "account deleted");
-            Ok(())
-        }
-        Deletion::OwnershipTransferRequired => Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "ownership_transfer_required",
-            "You own an organization with other members: transfer the ownership first.",
-        )),
-    }
 }
 
 /// `GET /v1/me/export` (docs/security.md#account-export): the account, its sessions, devices and second-factor state,

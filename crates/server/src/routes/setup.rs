@@ -7,7 +7,6 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use mailroom_core::EmailAddress;
 use mailroom_core::accounts::SETUP_TOKEN_TTL;
 use mailroom_core::audit::{Action, AuditEvent, Outcome};
 use mailroom_storage::Database;
@@ -19,10 +18,10 @@ use serde::Deserialize;
 use time::OffsetDateTime;
 use url::Url;
 
+use crate::application::accounts::{check_password_policy, parse_email};
 use crate::audit::AuditTrail;
 use crate::auth::session;
 use crate::problem::ApiError;
-use crate::routes::auth::check_password_policy;
 use crate::state::AppState;
 use crate::views::CspNonce;
 use crate::views::layout;
@@ -97,12 +96,9 @@ async fn create_first_admin(
     trail: &AuditTrail,
     form: &SetupForm,
 ) -> Result<String, ApiError> {
-    let email = EmailAddress::parse(&form.email).map_err(|error| {
-        ApiError::new(StatusCode::BAD_REQUEST, "invalid_email", error.to_string())
-            .with_field("email")
-    })?;
+    let email = parse_email(&form.email)?;
     check_password_policy(&form.password, &email, Default::default())
-        .map_err(|e| e.with_field("password"))?;
+        .map_err(|e| e.for_field("password"))?;
     let password_hash = state.passwords.hash(&form.password).await?;
     let now = OffsetDateTime::now_utc();
     let issued = session::issue(trail, now);
