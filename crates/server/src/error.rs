@@ -71,6 +71,25 @@ pub enum DomainError {
     /// In the way of something else, and what.
     #[error("{0:?}")]
     Conflict(Conflict),
+    /// The invitation is unknown, expired, revoked or used.
+    #[error("invalid invitation")]
+    InvalidInvitation,
+    /// Inviting members needs a team plan.
+    #[error("a team plan is required")]
+    TeamPlanRequired,
+    /// The month's verification quota is used up.
+    #[error("the quota is used up")]
+    QuotaExceeded { quota: i64, used: i64 },
+    /// A bulk job that the quota cannot cover whole.
+    #[error("the job is larger than the quota left")]
+    JobOverQuota {
+        quota: i64,
+        committed: i64,
+        requested: usize,
+    },
+    /// An upload that cannot be a job, and why.
+    #[error("{0}")]
+    InvalidUpload(String),
     /// Nothing of that id that the caller may see: the same answer as for an id that does not
     /// exist.
     #[error("not found")]
@@ -92,10 +111,22 @@ pub enum Forbidden {
     SuperAdminOnly,
     /// This needs a sign-in from the last few minutes.
     RecentAuthRequired,
+    /// Only the organization's owner or an admin may.
+    NotAManager,
+    /// Only the organization's owner may.
+    OwnerOnly,
+    /// Members may not create API keys in this organization.
+    KeysForManagersOnly,
+    /// Only owners and admins may create keys that manage keys or read the audit log.
+    KeyPowersForManagersOnly,
+    /// The API key lacks the scope the action needs.
+    MissingScope(mailroom_core::api_keys::Scope),
+    /// The invitation was sent to another address.
+    InvitationForAnotherAddress,
 }
 
 /// What stands in an action's way.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Conflict {
     /// A second factor's setup was confirmed with no setup started.
     MfaNotPending,
@@ -105,6 +136,22 @@ pub enum Conflict {
     MfaNotEnabled,
     /// The account owns an organization with other members.
     OwnershipTransferRequired,
+    /// The owner's role changes only by a transfer of the ownership.
+    OwnershipIsTransferred,
+    /// The organization has as many members as its plan allows.
+    MemberLimitReached,
+    /// Already a member of the organization.
+    AlreadyMember,
+    /// Joining would delete the personal organization: it must be said so.
+    LeaveCurrentOrgRequired,
+    /// A member of an organization with other members.
+    AlreadyInAnOrg,
+    /// A super-admin disabling their own account.
+    CannotDisableYourself,
+    /// The organization has as many bulk jobs open as its plan allows.
+    TooManyJobs { limit: i32 },
+    /// The job has already ended (done, failed or cancelled).
+    JobEnded { status: String },
     /// The setup was started again while this one was confirmed.
     MfaSetupRestarted,
 }

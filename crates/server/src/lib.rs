@@ -15,6 +15,7 @@ mod extract;
 mod job_worker;
 mod json;
 mod limits;
+mod listing;
 mod metrics;
 mod pages;
 mod problem;

@@ -103,8 +103,51 @@ impl From<DomainError> for ApiError {
                 }
             }
             DomainError::Locked { until, now } => locked(until, now),
+            DomainError::InvalidInvitation => ApiError::new(
+                StatusCode::NOT_FOUND,
+                "invalid_invitation",
+                "This invitation is unknown, expired, revoked or already used.",
+            ),
+            DomainError::TeamPlanRequired => ApiError::new(
+                StatusCode::PAYMENT_REQUIRED,
+                "team_plan_required",
+                "Inviting members needs a team plan for the organization.",
+            ),
+            DomainError::QuotaExceeded { quota, used } => ApiError::new(
+                StatusCode::PAYMENT_REQUIRED,
+                "quota_exceeded",
+                "This month's verification quota is used up; it resets on the 1st (UTC).",
+            )
+            .with_member("quota", quota)
+            .with_member("used", used),
+            DomainError::JobOverQuota {
+                quota,
+                committed,
+                requested,
+            } => {
+                let left = (quota - committed).max(0);
+                ApiError::new(
+                    StatusCode::PAYMENT_REQUIRED,
+                    "quota_exceeded",
+                    format!(
+                        "This job has {requested} addresses, and this month's verification quota \
+                         has {left} left once your open jobs are checked; it resets on the 1st \
+                         (UTC)."
+                    ),
+                )
+                .with_member("quota", quota)
+                .with_member("used", committed)
+                .with_member("requested", requested)
+            }
+            DomainError::InvalidUpload(detail) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid_upload", detail)
+            }
             DomainError::Forbidden(reason) => {
                 let (code, detail) = match reason {
+                    Forbidden::MissingScope(scope) => {
+                        let detail = format!("This API key lacks the {scope} scope.");
+                        return ApiError::new(StatusCode::FORBIDDEN, "insufficient_scope", detail);
+                    }
                     Forbidden::MfaSetupRequired => (
                         "mfa_setup_required",
                         "Set up two-factor authentication first: your role requires it.",
@@ -112,6 +155,25 @@ impl From<DomainError> for ApiError {
                     Forbidden::SuperAdminOnly => (
                         "super_admin_only",
                         "Only a platform super-admin may do this.",
+                    ),
+                    Forbidden::NotAManager => (
+                        "insufficient_role",
+                        "Only the organization's owner or an admin may do this.",
+                    ),
+                    Forbidden::OwnerOnly => {
+                        ("owner_only", "Only the organization's owner may do this.")
+                    }
+                    Forbidden::KeysForManagersOnly => (
+                        "insufficient_role",
+                        "Only the organization's owner or an admin may create API keys here.",
+                    ),
+                    Forbidden::KeyPowersForManagersOnly => (
+                        "insufficient_scope",
+                        "Only owners and admins may create keys that manage keys or read the audit log.",
+                    ),
+                    Forbidden::InvitationForAnotherAddress => (
+                        "invitation_for_another_address",
+                        "This invitation was sent to another address: sign in with that one.",
                     ),
                     Forbidden::RecentAuthRequired => (
                         "recent_auth_required",
@@ -137,6 +199,41 @@ impl From<DomainError> for ApiError {
                     Conflict::MfaNotEnabled => {
                         ("mfa_not_enabled", "Two-factor authentication is not on.")
                     }
+                    Conflict::TooManyJobs { limit } => {
+                        let detail = format!(
+                            "Your organization has {limit} jobs queued or running, as many as its \
+                             plan allows; wait for one to end or cancel one."
+                        );
+                        return ApiError::new(StatusCode::CONFLICT, "too_many_jobs", detail);
+                    }
+                    Conflict::JobEnded { status } => {
+                        let detail = format!("The job has already ended ({status}).");
+                        return ApiError::new(StatusCode::CONFLICT, "job_ended", detail);
+                    }
+                    Conflict::OwnershipIsTransferred => (
+                        "ownership_transfer_required",
+                        "The owner's role changes only by transferring the ownership.",
+                    ),
+                    Conflict::MemberLimitReached => (
+                        "member_limit_reached",
+                        "The organization has as many members as its plan allows.",
+                    ),
+                    Conflict::AlreadyMember => (
+                        "already_member",
+                        "You are already a member of this organization.",
+                    ),
+                    Conflict::LeaveCurrentOrgRequired => (
+                        "leave_current_org_required",
+                        "Joining deletes your personal organization and its data: accept with leave_current_org set to true.",
+                    ),
+                    Conflict::AlreadyInAnOrg => (
+                        "already_in_an_org",
+                        "You belong to an organization with other members: leave it first.",
+                    ),
+                    Conflict::CannotDisableYourself => (
+                        "cannot_disable_yourself",
+                        "A super-admin cannot disable their own account.",
+                    ),
                     Conflict::OwnershipTransferRequired => (
                         "ownership_transfer_required",
                         "You own an organization with other members: transfer the ownership first.",

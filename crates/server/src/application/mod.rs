@@ -3,7 +3,11 @@
 //! routes, the pages, the CLI and the background workers are adapters over them.
 
 pub mod accounts;
+pub mod admin;
+pub mod keys;
 pub mod lockout;
 pub mod second_factor;
 pub mod system_mail;
+pub mod teams;
 pub mod two_factor;
+pub mod verify;

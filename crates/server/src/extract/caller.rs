@@ -16,8 +16,9 @@ use uuid::Uuid;
 
 use crate::audit::{self, AuditTrail};
 use crate::edge::context::RequestContext;
+use crate::error::{DomainError, Forbidden};
 use crate::extract::Principal;
-use crate::extract::principal::{bearer_token, insufficient_scope};
+use crate::extract::principal::bearer_token;
 use crate::problem::ApiError;
 use crate::state::AppState;
 
@@ -47,17 +48,13 @@ impl Caller {
 
     /// A key must hold `scope`; an account must manage its organization when `manager` is
     /// set (scopes are for keys, roles for people).
-    pub fn require(&self, scope: Scope, manager: bool) -> Result<(), ApiError> {
+    pub fn require(&self, scope: Scope, manager: bool) -> Result<(), DomainError> {
         match self {
-            Caller::Key(key) if !key.scopes.contains(scope) => Err(insufficient_scope(&format!(
-                "This API key lacks the {scope} scope."
-            ))),
+            Caller::Key(key) if !key.scopes.contains(scope) => {
+                Err(DomainError::Forbidden(Forbidden::MissingScope(scope)))
+            }
             Caller::Account(principal) if manager && !principal.user.org_role.manages() => {
-                Err(ApiError::new(
-                    StatusCode::FORBIDDEN,
-                    "insufficient_role",
-                    "Only the organization's owner or an admin may do this.",
-                ))
+                Err(DomainError::Forbidden(Forbidden::NotAManager))
             }
             _ => Ok(()),
         }

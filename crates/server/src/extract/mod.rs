@@ -4,4 +4,4 @@
 pub mod caller;
 pub mod principal;
 
-pub use principal::Principal;
+pub use principal::{Principal, SuperAdmin};

@@ -72,6 +72,21 @@ impl FromRequestParts<AppState> for Principal {
     }
 }
 
+/// A principal who is a platform super-admin; anyone else is refused (403).
+pub struct SuperAdmin(pub Principal);
+
+impl FromRequestParts<AppState> for SuperAdmin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let principal = Principal::from_request_parts(parts, state).await?;
+        if !principal.is_super_admin() {
+            return Err(DomainError::Forbidden(Forbidden::SuperAdminOnly).into());
+        }
+        Ok(Self(principal))
+    }
+}
+
 /// A principal who may still owe the second-factor setup: for the few routes that let them
 /// do it, see who they are, and sign out.
 pub struct SetupPrincipal(pub Principal);

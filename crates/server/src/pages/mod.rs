@@ -46,10 +46,10 @@ pub fn titled(
 /// Back to `path` with a notice, or the error shown on it.
 pub(crate) async fn after(
     path: &str,
-    outcome: Result<Notice, ApiError>,
+    outcome: Result<Notice, impl Into<ApiError>>,
     render: impl AsyncFnOnce(Option<&ApiError>) -> Result<Response, ApiError>,
 ) -> Response {
-    match outcome {
+    match outcome.map_err(Into::into) {
         Ok(notice) => {
             let query = url::form_urlencoded::Serializer::new(String::new())
                 .append_pair("notice", notice.code())

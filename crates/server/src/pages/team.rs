@@ -14,14 +14,14 @@ use serde::Deserialize;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::application::{admin, keys, teams};
 use crate::audit::AuditTrail;
 use crate::error::{DomainError, Forbidden};
 use crate::extract::Principal;
+use crate::extract::SuperAdmin;
 use crate::extract::caller::Caller;
 use crate::pages::{Notice, NoticeQuery, SignedIn, after, titled, when};
 use crate::problem::ApiError;
-use crate::routes::admin::SuperAdmin;
-use crate::routes::{admin, api_keys, team};
 use crate::state::AppState;
 use crate::views::CspNonce;
 
@@ -167,9 +167,9 @@ pub async fn role_submit(
     Path(id): Path<Uuid>,
     Form(form): Form<RoleForm>,
 ) -> Response {
-    let outcome = match team::parse_role(&form.role) {
+    let outcome = match teams::parse_role(&form.role) {
         Ok(role) => {
-            team::change_role_of(&state, &trail, &principal, UserId::from_uuid(id), role).await
+            teams::change_role_of(&state, &trail, &principal, UserId::from_uuid(id), role).await
         }
         Err(error) => Err(error),
     };
@@ -188,7 +188,7 @@ pub async fn remove_submit(
     principal: Principal,
     Path(id): Path<Uuid>,
 ) -> Response {
-    let outcome = team::remove_of(&state, &trail, &principal, UserId::from_uuid(id)).await;
+    let outcome = teams::remove_of(&state, &trail, &principal, UserId::from_uuid(id)).await;
     after(
         "/team",
         outcome.map(|()| Notice::MemberRemoved),
@@ -210,8 +210,8 @@ pub async fn invite_submit(
     principal: Principal,
     Form(form): Form<InviteForm>,
 ) -> Response {
-    let outcome = match team::parse_role(&form.role) {
-        Ok(role) => team::invite_of(&state, &trail, &principal, &form.email, role)
+    let outcome = match teams::parse_role(&form.role) {
+        Ok(role) => teams::invite_of(&state, &trail, &principal, &form.email, role)
             .await
             .map(drop),
         Err(error) => Err(error),
@@ -231,7 +231,7 @@ pub async fn revoke_invitation_submit(
     principal: Principal,
     Path(id): Path<Uuid>,
 ) -> Response {
-    let outcome = team::revoke_invitation_of(&state, &trail, &principal, id).await;
+    let outcome = teams::revoke_invitation_of(&state, &trail, &principal, id).await;
     after(
         "/team",
         outcome.map(|()| Notice::InvitationRevoked),
@@ -253,7 +253,7 @@ pub async fn transfer_submit(
     Form(form): Form<TransferForm>,
 ) -> Response {
     let outcome =
-        team::transfer_of(&state, &trail, &principal, UserId::from_uuid(form.user_id)).await;
+        teams::transfer_of(&state, &trail, &principal, UserId::from_uuid(form.user_id)).await;
     after(
         "/team",
         outcome.map(|()| Notice::OwnershipTransferred),
@@ -311,7 +311,7 @@ pub async fn accept_submit(
     principal: Principal,
     Form(form): Form<AcceptForm>,
 ) -> Response {
-    match team::accept_with(
+    match teams::accept_with(
         &state,
         &trail,
         &principal,
@@ -325,7 +325,7 @@ pub async fn accept_submit(
             &nonce,
             "Join an organization",
             None,
-            Some(&error),
+            Some(&ApiError::from(error)),
             accept_form(form.token.expose_secret(), &principal),
         ),
     }
@@ -447,16 +447,19 @@ pub async fn create_key_submit(
         .map(|(_, v)| v.clone())
         .collect();
     let shown = principal.clone();
-    let spec = api_keys::KeySpec {
+    let spec = keys::KeySpec {
         name: &name,
         scopes: &scopes,
         expires_at: None,
         requests_per_minute: None,
         requests_per_day: None,
     };
-    match api_keys::create_of(&state, &trail, principal, &spec).await {
+    match keys::create_of(&state, &trail, principal, &spec).await {
         Ok((_, raw)) => render_keys(&state, &nonce, &shown, None, None, Some(&raw)).await,
-        Err(error) => render_keys(&state, &nonce, &shown, None, Some(&error), None).await,
+        Err(error) => {
+            let error = ApiError::from(error);
+            render_keys(&state, &nonce, &shown, None, Some(&error), None).await
+        }
     }
     .unwrap_or_else(IntoResponse::into_response)
 }
@@ -469,7 +472,7 @@ pub async fn revoke_key_submit(
     Path(id): Path<Uuid>,
 ) -> Response {
     let caller = Caller::Account(principal.clone());
-    let outcome = api_keys::revoke_of(&state, &trail, &caller, id).await;
+    let outcome = keys::revoke_of(&state, &trail, &caller, id).await;
     after(
         "/api-keys",
         outcome.map(|()| Notice::KeyRevoked),

@@ -8,12 +8,12 @@ use maud::{Markup, html};
 use serde::Deserialize;
 use uuid::Uuid;
 
+use crate::application::verify;
 use crate::extract::Principal;
 use crate::extract::caller::Caller;
+use crate::listing::next_cursor;
 use crate::pages::{Notice, NoticeQuery, SignedIn, after, titled, when};
 use crate::problem::ApiError;
-use crate::routes::listing::next_cursor;
-use crate::routes::{verify, verify_jobs};
 use crate::state::AppState;
 use crate::views::CspNonce;
 use mailroom_storage::verifications::LogQuery;
@@ -77,7 +77,7 @@ pub async fn check_submit(
             &nonce,
             "Verify an address",
             None,
-            Some(&error),
+            Some(&ApiError::from(error)),
             check_form(&email, smtp),
         ),
     }
@@ -243,7 +243,7 @@ pub async fn jobs_submit(
         .map(str::to_owned)
         .collect();
     let caller = Caller::Account(principal.clone());
-    let outcome = verify_jobs::queue(&state, &caller, emails, form.smtp.is_some()).await;
+    let outcome = verify::queue(&state, &caller, emails, form.smtp.is_some()).await;
     after(
         "/verification/jobs",
         outcome.map(|_| Notice::JobQueued),

@@ -8,7 +8,6 @@ pub(crate) mod assets;
 pub(crate) mod auth;
 pub(crate) mod csp_report;
 pub(crate) mod health;
-pub(crate) mod listing;
 pub(crate) mod me;
 pub(crate) mod metrics;
 pub(crate) mod org;

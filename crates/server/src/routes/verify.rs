@@ -13,17 +13,16 @@ use serde_json::{Value, json};
 use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
+use crate::application::verify;
 use crate::extract::caller::Caller;
 use crate::json::ApiJson;
+use crate::listing::next_cursor;
 use crate::problem::ApiError;
-use crate::routes::listing::next_cursor;
 use crate::state::AppState;
-use crate::verification::{Answer, Requester, VerifyError};
 
 /// A batch's most addresses.
 pub const MAX_BATCH: usize = 1000;
 /// Longer input is not an address by any standard (254 octets); refusing it keeps the log lean.
-const MAX_INPUT: usize = 1024;
 const LOG_PAGE: i64 = 100;
 
 /// The SMTP probe runs unless a request says `smtp: false`.
@@ -54,7 +53,8 @@ pub async fn verify(
     caller: Caller,
     ApiJson(request): ApiJson<VerifyRequest>,
 ) -> Result<Response, ApiError> {
-    let mut answers = check(&state, &caller, vec![request.email], request.smtp, "email").await?;
+    let mut answers =
+        verify::check(&state, &caller, vec![request.email], request.smtp, "email").await?;
     answers
         .pop()
         .map(|answer| json_response(answer.json))
@@ -75,7 +75,7 @@ pub async fn batch(
         )
         .with_field("emails"));
     }
-    let answers = check(&state, &caller, request.emails, request.smtp, "emails").await?;
+    let answers = verify::check(&state, &caller, request.emails, request.smtp, "emails").await?;
     let results: Vec<&str> = answers.iter().map(|answer| answer.json.as_str()).collect();
     Ok(json_response(format!(
         "{{\"results\":[{}]}}",
@@ -87,65 +87,6 @@ pub async fn batch(
 /// and sent as logged).
 fn json_response(json: String) -> Response {
     ([(header::CONTENT_TYPE, "application/json")], json).into_response()
-}
-
-pub(crate) async fn check(
-    state: &AppState,
-    caller: &Caller,
-    emails: Vec<String>,
-    smtp: bool,
-    field: &str,
-) -> Result<Vec<Answer>, ApiError> {
-    caller.require(Scope::Verify, false)?;
-    if let Some(why) = emails.iter().find_map(|email| unusable(email)) {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_field", why).with_field(field));
-    }
-    state
-        .verifications
-        .check(&state.database, requester(caller), &emails, smtp)
-        .await
-        .map_err(|error| match error {
-            VerifyError::QuotaExceeded { quota, used } => quota_exceeded(quota, used),
-            VerifyError::Storage(error) => ApiError::internal(error),
-        })
-}
-
-/// Why `email` is refused before it is even checked: it is no address by any standard, and
-/// it would reach the log and the ledger as it is.
-pub(crate) fn unusable(email: &str) -> Option<String> {
-    if email.len() > MAX_INPUT {
-        Some(format!("an address may be at most {MAX_INPUT} bytes"))
-    } else if email.chars().any(char::is_control) {
-        Some("an address may not contain control characters".to_owned())
-    } else {
-        None
-    }
-}
-
-/// 402: the month's quota is spent.
-pub(crate) fn quota_exceeded(quota: i64, used: i64) -> ApiError {
-    ApiError::new(
-        StatusCode::PAYMENT_REQUIRED,
-        "quota_exceeded",
-        "This month's verification quota is used up; it resets on the 1st (UTC).",
-    )
-    .with_member("quota", quota)
-    .with_member("used", used)
-}
-
-pub(crate) fn requester(caller: &Caller) -> Requester {
-    match caller {
-        Caller::Account(principal) => Requester {
-            org_id: principal.user.org_id,
-            user_id: Some(principal.user.id),
-            api_key_id: None,
-        },
-        Caller::Key(key) => Requester {
-            org_id: key.org_id,
-            user_id: None,
-            api_key_id: Some(key.key_id),
-        },
-    }
 }
 
 #[derive(Deserialize)]

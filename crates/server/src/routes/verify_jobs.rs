@@ -9,8 +9,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use mailroom_core::api_keys::Scope;
-use mailroom_core::usage::month_of;
-use mailroom_storage::jobs::{Admission, Job, NewJob};
+use mailroom_storage::jobs::Job;
 use mailroom_verify::Verification;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -18,15 +17,17 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
+use crate::application::verify;
+use crate::application::verify::MAX_ROWS;
+use crate::error::DomainError;
 use crate::extract::caller::Caller;
 use crate::json::{parse, read_body, require_content_type};
+use crate::listing::{Format, defuse};
 use crate::problem::ApiError;
-use crate::routes::listing::{Format, defuse};
-use crate::routes::verify::{probe_by_default, requester, unusable};
+use crate::routes::verify::probe_by_default;
 use crate::state::AppState;
 
 /// A job's most rows.
-pub const MAX_ROWS: usize = 100_000;
 /// Room for 100,000 rows of a CSV with a few more columns than `email`.
 pub const UPLOAD_LIMIT_BYTES: usize = 32 * 1024 * 1024;
 /// Rows read from the database per page of a results download.
@@ -83,10 +84,6 @@ pub struct UploadParams {
     smtp: bool,
 }
 
-fn invalid(detail: impl Into<String>) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, "invalid_upload", detail)
-}
-
 /// `POST /v1/verify/jobs`: a JSON `{emails, smtp?}` or a `text/csv` file with an `email` column
 /// (`?smtp=false` to skip the probe) → 202 with the job.
 pub async fn create(
@@ -114,7 +111,7 @@ pub async fn create(
         let upload: JsonUpload = parse(&body)?;
         (upload.emails, upload.smtp)
     };
-    let (id, total) = queue(&state, &caller, emails, smtp).await?;
+    let (id, total) = verify::queue(&state, &caller, emails, smtp).await?;
     Ok((
         StatusCode::ACCEPTED,
         [(header::LOCATION, format!("/v1/verify/jobs/{id}"))],
@@ -123,69 +120,9 @@ pub async fn create(
         .into_response())
 }
 
-/// Checks an upload and queues it as a job for `caller`'s organization: its id and size.
-pub(crate) async fn queue(
-    state: &AppState,
-    caller: &Caller,
-    emails: Vec<String>,
-    smtp: bool,
-) -> Result<(Uuid, usize), ApiError> {
-    caller.require(Scope::Verify, false)?;
-    if emails.is_empty() || emails.len() > MAX_ROWS {
-        return Err(invalid(format!("a job holds 1 to {MAX_ROWS} addresses")));
-    }
-    if let Some((row, why)) = emails
-        .iter()
-        .enumerate()
-        .find_map(|(row, email)| unusable(email).map(|why| (row, why)))
-    {
-        return Err(invalid(format!("row {}: {why}", row + 1)));
-    }
-    let org_id = caller.org_id();
-    let now = OffsetDateTime::now_utc();
-    let who = requester(caller);
-    let job = NewJob {
-        id: Uuid::now_v7(),
-        user_id: who.user_id,
-        api_key_id: who.api_key_id,
-        smtp,
-        emails,
-    };
-    let admission = state
-        .database
-        .create_job(org_id, &job, month_of(now).0, now)
-        .await?;
-    match admission {
-        Admission::Queued => {}
-        // Refused whole, so that an upload cannot store rows the quota will never check.
-        Admission::QuotaExceeded { quota, committed } => {
-            let left = (quota - committed).max(0);
-            return Err(ApiError::new(
-                StatusCode::PAYMENT_REQUIRED,
-                "quota_exceeded",
-                format!(
-                    "This job has {} addresses, and this month's verification quota has {left} \
-                     left once your open jobs are checked; it resets on the 1st (UTC).",
-                    job.emails.len()
-                ),
-            )
-            .with_member("quota", quota)
-            .with_member("used", committed)
-            .with_member("requested", job.emails.len()));
-        }
-        Admission::TooManyJobs { limit } => {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "too_many_jobs",
-                format!(
-                    "Your organization has {limit} jobs queued or running, as many as its plan \
-                     allows; wait for one to end or cancel one."
-                ),
-            ));
-        }
-    }
-    state.job_worker.wake();
-    Ok((job.id, job.emails.len()))
+/// 400 for an upload that cannot be a job.
+fn invalid(detail: impl Into<String>) -> ApiError {
+    DomainError::InvalidUpload(detail.into()).into()
 }
 
 /// The `email` column of a CSV upload (any case, any position), each value trimmed.

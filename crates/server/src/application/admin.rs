@@ -1,0 +1,128 @@
+//! The platform's administration by its super-admins: plans, disabled accounts, unlocked
+//! addresses.
+
+use mailroom_core::audit::{Action, AuditEvent, Outcome};
+use mailroom_core::{OrgId, UserId};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::audit::AuditTrail;
+use crate::error::{Conflict, DomainError};
+use crate::extract::Principal;
+use crate::state::AppState;
+
+/// The admin's own entry, in the chain of the organization acted on.
+fn admin_event(
+    trail: &AuditTrail,
+    admin: &Principal,
+    org: Option<OrgId>,
+    action: Action,
+    target: String,
+    subject: Option<String>,
+) -> AuditEvent {
+    AuditEvent {
+        org_id: org,
+        session_id: admin.session_id(),
+        target: Some(target),
+        subject,
+        ..trail.by_user(&admin.user, action, Outcome::Success)
+    }
+}
+
+pub async fn set_plan_of(
+    state: &AppState,
+    trail: &AuditTrail,
+    admin: &Principal,
+    id: Uuid,
+    plan: &str,
+) -> Result<(), DomainError> {
+    let org = OrgId::from_uuid(id);
+    let event = admin_event(
+        trail,
+        admin,
+        Some(org),
+        Action::PlanChanged,
+        format!("plan {plan}"),
+        None,
+    );
+    let changed = state
+        .database
+        .set_org_plan(org, plan, &event, OffsetDateTime::now_utc())
+        .await?;
+    if changed {
+        Ok(())
+    } else {
+        Err(DomainError::NotFound)
+    }
+}
+
+pub async fn set_disabled_of(
+    state: &AppState,
+    trail: &AuditTrail,
+    admin: &Principal,
+    id: Uuid,
+    disabled: bool,
+) -> Result<(), DomainError> {
+    let user_id = UserId::from_uuid(id);
+    if user_id == admin.user.id {
+        return Err(DomainError::Conflict(Conflict::CannotDisableYourself));
+    }
+    let target = state
+        .database
+        .user_by_id(user_id)
+        .await?
+        .ok_or(DomainError::NotFound)?;
+    let action = if disabled {
+        Action::UserDisabled
+    } else {
+        Action::UserEnabled
+    };
+    let event = admin_event(
+        trail,
+        admin,
+        Some(target.org_id),
+        action,
+        target.email.clone(),
+        Some(target.email.clone()),
+    );
+    let changed = state
+        .database
+        .set_user_disabled(user_id, disabled, &event, OffsetDateTime::now_utc())
+        .await?;
+    if changed {
+        Ok(())
+    } else {
+        Err(DomainError::NotFound)
+    }
+}
+
+pub async fn unlock_of(
+    state: &AppState,
+    trail: &AuditTrail,
+    admin: &Principal,
+    id: Uuid,
+) -> Result<(), DomainError> {
+    let user_id = UserId::from_uuid(id);
+    let target = state
+        .database
+        .user_by_id(user_id)
+        .await?
+        .ok_or(DomainError::NotFound)?;
+    let event = admin_event(
+        trail,
+        admin,
+        Some(target.org_id),
+        Action::UserUnlocked,
+        target.email.clone(),
+        Some(target.email.clone()),
+    );
+    let unlocked = state
+        .database
+        .unlock_user(user_id, &event, OffsetDateTime::now_utc())
+        .await?;
+    if unlocked {
+        Ok(())
+    } else {
+        Err(DomainError::NotFound)
+    }
+}
