@@ -8,6 +8,7 @@ mod common;
 
 mod accounts;
 mod api_keys;
+mod architecture;
 mod browser;
 mod edge;
 mod privacy;
