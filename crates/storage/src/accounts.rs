@@ -824,19 +824,21 @@ impl Database {
         user_id: UserId,
         session: &NewSession,
         signed_in: &AuditEvent,
+        new_device_mail: Option<&PreparedJob>,
         now: OffsetDateTime,
     ) -> Result<NewDevice, StorageError> {
         let key = self.audit_key()?;
-        let session = session.clone();
+        let (session, mail) = (session.clone(), new_device_mail.cloned());
         self.serializable(|tx| {
             let (session, key, signed_in) = (session.clone(), key.clone(), signed_in.clone());
+            let mail = mail.clone();
             async move {
                 insert_session(tx, user_id, &session, now).await?;
                 let device = Device {
                     ip: &session.ip,
                     user_agent: session.user_agent.as_deref(),
                 };
-                record_sign_in(tx, &key, user_id, device, &signed_in, now).await
+                record_sign_in(tx, &key, user_id, device, &signed_in, mail.as_ref(), now).await
             }
             .boxed()
         })
@@ -1260,6 +1262,15 @@ pub struct Device<'a> {
     pub user_agent: Option<&'a str>,
 }
 
+/// A sign-in as it is recorded: from where, its audit entry, and the owner's alert to queue
+/// with it if the device is new.
+#[derive(Clone, Copy)]
+pub struct SignInRecord<'a> {
+    pub device: Device<'a>,
+    pub event: &'a AuditEvent,
+    pub new_device_mail: Option<&'a PreparedJob>,
+}
+
 /// Notes the device a sign-in came from and appends `signed_in`, after a
 /// `signin.new_device` entry of the same pattern when the device is new to the account.
 pub(crate) async fn record_sign_in(
@@ -1268,6 +1279,7 @@ pub(crate) async fn record_sign_in(
     user_id: UserId,
     device: Device<'_>,
     signed_in: &AuditEvent,
+    mail: Option<&PreparedJob>,
     now: OffsetDateTime,
 ) -> Result<NewDevice, StorageError> {
     let new_device = note_device(tx, user_id, device.ip, device.user_agent, now).await?;
@@ -1277,6 +1289,10 @@ pub(crate) async fn record_sign_in(
             ..signed_in.clone()
         };
         crate::audit::append(tx, key, &alert, now).await?;
+        // The owner's alert commits with the sign-in that caused it, or not at all.
+        if let Some(mail) = mail {
+            crate::queue::enqueue_in(tx, mail).await?;
+        }
     }
     crate::audit::append(tx, key, signed_in, now).await?;
     Ok(NewDevice(new_device))

@@ -21,8 +21,9 @@ pub const QUIET_COUNTERS_KEPT: Duration = Duration::from_secs(30 * 24 * 60 * 60)
 /// Whether a secret may be checked now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LoginGate {
-    /// Yes: this is the `attempt`-th in a row without a success.
-    Open { attempt: u32 },
+    /// Yes: this is the `attempt`-th in a row without a success, and the address was locked
+    /// `lockouts` times before (what the next lock's length follows from).
+    Open { attempt: u32, lockouts: u32 },
     /// No: the address is locked.
     Locked(Lock),
 }
@@ -32,6 +33,16 @@ pub enum LoginGate {
 pub struct Lock {
     pub until: OffsetDateTime,
     pub just_now: bool,
+    /// Whether the owner's alert was queued with the lock (see [`LockAlert`]).
+    pub alert_queued: bool,
+}
+
+/// The owner's alert of a lock, sealed before the lock's transaction for the lock the caller
+/// expects (`until`); queued in that transaction if the lock is made now and ends then.
+#[derive(Clone)]
+pub struct LockAlert {
+    pub until: OffsetDateTime,
+    pub mail: crate::queue::PreparedJob,
 }
 
 impl Database {
@@ -53,6 +64,7 @@ impl Database {
                     return Ok(LoginGate::Locked(Lock {
                         until: from_ms(until),
                         just_now: false,
+                        alert_queued: false,
                     }));
                 }
                 if u32::try_from(counters.failed).unwrap_or(u32::MAX) >= LOCKOUT_THRESHOLD {
@@ -60,6 +72,7 @@ impl Database {
                     return Ok(LoginGate::Locked(Lock {
                         until,
                         just_now: true,
+                        alert_queued: false,
                     }));
                 }
                 on_backend!(&mut tx.0, Inner, tx => {
@@ -74,6 +87,7 @@ impl Database {
                 });
                 Ok(LoginGate::Open {
                     attempt: u32::try_from(counters.failed).unwrap_or(0) + 1,
+                    lockouts: u32::try_from(counters.lockouts).unwrap_or(0),
                 })
             }
             .boxed()
@@ -86,25 +100,33 @@ impl Database {
     pub async fn lock_address(
         &self,
         email: &EmailAddress,
+        alert: Option<&LockAlert>,
         now: OffsetDateTime,
     ) -> Result<Lock, StorageError> {
-        let email = email.as_str().to_owned();
+        let (email, alert) = (email.as_str().to_owned(), alert.cloned());
         self.serializable(|tx| {
-            let email = email.clone();
+            let (email, alert) = (email.clone(), alert.clone());
             async move {
                 let counters = counters(tx, &email).await?;
-                Ok(
-                    match counters.locked_until.filter(|until| *until > ms(now)) {
-                        Some(until) => Lock {
-                            until: from_ms(until),
-                            just_now: false,
-                        },
-                        None => Lock {
-                            until: lock(tx, &email, counters.lockouts, now).await?,
-                            just_now: true,
-                        },
-                    },
-                )
+                if let Some(until) = counters.locked_until.filter(|until| *until > ms(now)) {
+                    return Ok(Lock {
+                        until: from_ms(until),
+                        just_now: false,
+                        alert_queued: false,
+                    });
+                }
+                let until = lock(tx, &email, counters.lockouts, now).await?;
+                // The alert says when the lock ends: queued only if that is this lock's end
+                // (a racing lock changed the count otherwise, and the caller mails after).
+                let alert = alert.filter(|alert| alert.until == until);
+                if let Some(alert) = &alert {
+                    crate::queue::enqueue_in(tx, &alert.mail).await?;
+                }
+                Ok(Lock {
+                    until,
+                    just_now: true,
+                    alert_queued: alert.is_some(),
+                })
             }
             .boxed()
         })

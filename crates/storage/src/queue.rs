@@ -838,6 +838,60 @@ mod tests {
             let queued = db.list_jobs(JobFilter { limit: 10, ..JobFilter::default() }).await.unwrap();
             assert_eq!(queued.len(), 5);
         }
+
+        async fn a_new_devices_alert_is_queued_with_its_sign_in_and_only_for_a_new_device(test_db) {
+            use mailroom_core::SessionId;
+            use mailroom_core::audit::Action;
+            use crate::accounts::{NewDevice, NewSession};
+            let db = unlocked(&test_db).await;
+            let now = OffsetDateTime::now_utc();
+            let user = crate::test_support::account(&db, "devices@example.test", now).await;
+            let signed_in = mailroom_core::audit::AuditEvent {
+                actor: Some(user.id),
+                ..crate::test_support::event(user.org_id, Action::SigninSucceeded)
+            };
+            // Twice from one device, then from another: two alerts, each with its sign-in.
+            let mut new_devices = Vec::new();
+            for (n, ip) in ["192.0.2.1", "192.0.2.1", "198.51.100.7"].into_iter().enumerate() {
+                let session = NewSession {
+                    id: SessionId::generate(),
+                    token_hash: format!("session {n}").into_bytes(),
+                    ip: ip.into(),
+                    user_agent: Some("Firefox".into()),
+                    expires_at: now + time::Duration::days(30),
+                };
+                let alert = db.prepare_job(mail(&format!("alert {n}"))).await.unwrap();
+                let NewDevice(new) = db.create_session(user.id, &session, &signed_in, Some(&alert), now).await.unwrap();
+                new_devices.push(new);
+            }
+            assert_eq!(new_devices, [true, false, true]);
+            let queued = db.list_jobs(JobFilter { limit: 10, ..JobFilter::default() }).await.unwrap();
+            assert_eq!(queued.len(), 2, "one alert per new device");
+        }
+
+        async fn a_locks_alert_is_queued_with_the_lock_it_describes(test_db) {
+            use crate::lockout::LockAlert;
+            let db = unlocked(&test_db).await;
+            let now = OffsetDateTime::now_utc();
+            let address = mailroom_core::EmailAddress::parse("locked@example.test").unwrap();
+            let first = now + mailroom_core::accounts::lockout_duration(0);
+            // An alert for another lock than the one made is not queued: the caller mails after.
+            let wrong = LockAlert { until: first + time::Duration::seconds(1), mail: db.prepare_job(mail("wrong")).await.unwrap() };
+            let lock = db.lock_address(&address, Some(&wrong), now).await.unwrap();
+            assert!(lock.just_now && !lock.alert_queued && lock.until == first);
+            // Once it has ended, the next lock is longer, and its alert goes with it.
+            let later = first + time::Duration::seconds(1);
+            let second = later + mailroom_core::accounts::lockout_duration(1);
+            let right = LockAlert { until: second, mail: db.prepare_job(mail("right")).await.unwrap() };
+            let lock = db.lock_address(&address, Some(&right), later).await.unwrap();
+            assert!(lock.just_now && lock.alert_queued && lock.until == second);
+            // Already locked: nothing made now, nothing queued.
+            let again = LockAlert { until: second, mail: db.prepare_job(mail("again")).await.unwrap() };
+            let lock = db.lock_address(&address, Some(&again), later).await.unwrap();
+            assert!(!lock.just_now && !lock.alert_queued);
+            let queued = db.list_jobs(JobFilter { limit: 10, ..JobFilter::default() }).await.unwrap();
+            assert_eq!(queued.len(), 1);
+        }
     }
 
     #[test]

@@ -224,7 +224,7 @@ async fn the_app_role_sees_nothing_without_a_setting_and_one_user_as_that_user()
             actor: Some(user.id),
             ..crate::test_support::event(user.org_id, Action::SigninSucceeded)
         };
-        db.create_session(user.id, &session, &signed_in, now)
+        db.create_session(user.id, &session, &signed_in, None, now)
             .await
             .unwrap();
         let first = NewRefreshToken {
@@ -241,8 +241,11 @@ async fn the_app_role_sees_nothing_without_a_setting_and_one_user_as_that_user()
             user.id,
             &first,
             now + time::Duration::days(30),
-            device,
-            &signed_in,
+            crate::accounts::SignInRecord {
+                device,
+                event: &signed_in,
+                new_device_mail: None,
+            },
             now,
         )
         .await

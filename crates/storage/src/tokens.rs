@@ -3,11 +3,10 @@
 
 use futures::FutureExt;
 use mailroom_core::UserId;
-use mailroom_core::audit::AuditEvent;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::accounts::{Device, NewDevice, from_ms, ms, record_sign_in};
+use crate::accounts::{Device, NewDevice, SignInRecord, from_ms, ms, record_sign_in};
 use crate::tx::{Inner, Tenancy};
 use crate::{Database, StorageError, on_backend};
 
@@ -64,18 +63,20 @@ impl Database {
         user_id: UserId,
         first: &NewRefreshToken,
         family_expires_at: OffsetDateTime,
-        device: Device<'_>,
-        signed_in: &AuditEvent,
+        sign_in: SignInRecord<'_>,
         now: OffsetDateTime,
     ) -> Result<NewDevice, StorageError> {
         let key = self.audit_key()?;
-        let (first, ip, user_agent) = (
+        let (first, ip, user_agent, mail, signed_in) = (
             first.clone(),
-            device.ip.to_owned(),
-            device.user_agent.map(str::to_owned),
+            sign_in.device.ip.to_owned(),
+            sign_in.device.user_agent.map(str::to_owned),
+            sign_in.new_device_mail.cloned(),
+            sign_in.event.clone(),
         );
         self.serializable(|tx| {
             let (first, key, signed_in) = (first.clone(), key.clone(), signed_in.clone());
+            let mail = mail.clone();
             let (ip, user_agent) = (ip.clone(), user_agent.clone());
             async move {
                 let family = Family {
@@ -89,7 +90,7 @@ impl Database {
                     ip: &ip,
                     user_agent: user_agent.as_deref(),
                 };
-                record_sign_in(tx, &key, user_id, device, &signed_in, now).await
+                record_sign_in(tx, &key, user_id, device, &signed_in, mail.as_ref(), now).await
             }
             .boxed()
         })

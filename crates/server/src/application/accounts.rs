@@ -19,7 +19,7 @@ use secrecy::{ExposeSecret, SecretString};
 use time::OffsetDateTime;
 
 use crate::application::lockout::{Claimant, Verdict, gated};
-use crate::application::{second_factor, system_mail};
+use crate::application::second_factor;
 use crate::audit::{self, AuditTrail};
 use crate::auth::{codes, session};
 use crate::error::{Conflict, DomainError};
@@ -204,12 +204,14 @@ async fn open_session(
         session_id: Some(issued.record.id),
         ..trail.by_user(user, Action::SigninSucceeded, Outcome::Success)
     };
+    let alert = new_device_mail(state, trail, user).await?;
     let NewDevice(new_device) = state
         .database
-        .create_session(user.id, &issued.record, &signed_in, now)
+        .create_session(user.id, &issued.record, &signed_in, Some(&alert), now)
         .await?;
+    // The alert was queued with the sign-in, only if the device was new.
     if new_device {
-        mail_new_device(state, trail, user).await;
+        state.queue.wake();
     }
     tracing::info!(user_id = %user.id, "signed in");
     Ok(issued.token)
@@ -381,12 +383,21 @@ async fn password_accepted(
 /// A sign-in from a client IP and user agent never seen for this user: audited, and the
 /// owner told by email (docs/security.md#new-device-alert).
 /// Tells the account's owner of a sign-in from a device it had not seen.
-pub async fn mail_new_device(state: &AppState, trail: &AuditTrail, user: &User) {
+/// The owner's alert of a sign-in from a new device, sealed and ready for the sign-in's
+/// transaction to queue if the device is new (the outbox pattern).
+pub async fn new_device_mail(
+    state: &AppState,
+    trail: &AuditTrail,
+    user: &User,
+) -> Result<PreparedJob, DomainError> {
     let message = MailMessage::NewSignIn {
         ip: trail.ip().to_owned(),
         user_agent: trail.user_agent().unwrap_or("unknown").to_owned(),
     };
-    system_mail::send(state, &user.email, message).await;
+    Ok(state
+        .database
+        .prepare_job(mail_job(&user.email, message))
+        .await?)
 }
 
 /// Ends the caller's session, or the family of their access token.

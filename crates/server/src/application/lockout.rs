@@ -6,17 +6,18 @@
 use std::future::Future;
 
 use mailroom_core::EmailAddress;
-use mailroom_core::accounts::LOCKOUT_THRESHOLD;
+use mailroom_core::accounts::{LOCKOUT_THRESHOLD, lockout_duration};
 use mailroom_core::audit::{Action, AuditEvent, Outcome};
 use mailroom_mail::queued::MailMessage;
 use mailroom_storage::accounts::User;
-use mailroom_storage::lockout::{Lock, LoginGate};
+use mailroom_storage::lockout::{Lock, LockAlert, LoginGate};
 use time::OffsetDateTime;
 
 use crate::application::system_mail;
 use crate::audit::{self, AuditTrail};
 use crate::error::DomainError;
 use crate::state::AppState;
+use crate::work_queue::mail_job;
 
 /// Whose secret is checked: the address the failures count against, and its account when
 /// it has one.
@@ -82,12 +83,12 @@ pub(crate) async fn gated<T>(
     check: impl Future<Output = Result<Verdict<T>, DomainError>>,
 ) -> Result<T, DomainError> {
     let now = OffsetDateTime::now_utc();
-    let attempt = match state
+    let (attempt, lockouts) = match state
         .database
         .open_login_attempt(&claimant.address, now)
         .await?
     {
-        LoginGate::Open { attempt } => attempt,
+        LoginGate::Open { attempt, lockouts } => (attempt, lockouts),
         LoginGate::Locked(lock) => return refuse_locked(state, trail, claimant, lock, now).await,
     };
     match check.await? {
@@ -109,7 +110,22 @@ pub(crate) async fn gated<T>(
     if attempt < LOCKOUT_THRESHOLD {
         return Err(refused());
     }
-    let lock = state.database.lock_address(&claimant.address, now).await?;
+    // The owner's alert goes in the lock's own transaction (the outbox pattern).
+    let alert = match claimant.user {
+        Some(user) => {
+            let until = now + lockout_duration(lockouts);
+            let mail = mail_job(&user.email, MailMessage::AccountLocked { until });
+            Some(LockAlert {
+                until,
+                mail: state.database.prepare_job(mail).await?,
+            })
+        }
+        None => None,
+    };
+    let lock = state
+        .database
+        .lock_address(&claimant.address, alert.as_ref(), now)
+        .await?;
     refuse_locked(state, trail, claimant, lock, now).await
 }
 
@@ -123,7 +139,7 @@ async fn refuse_locked<T>(
     now: OffsetDateTime,
 ) -> Result<T, DomainError> {
     if lock.just_now {
-        announce_lock(state, trail, claimant, lock.until).await?;
+        announce_lock(state, trail, claimant, lock).await?;
     }
     Err(DomainError::Locked {
         until: lock.until,
@@ -136,8 +152,9 @@ async fn announce_lock(
     state: &AppState,
     trail: &AuditTrail,
     claimant: &Claimant<'_>,
-    until: OffsetDateTime,
+    lock: Lock,
 ) -> Result<(), DomainError> {
+    let until = lock.until;
     audit::record(
         &state.database,
         claimant.event(trail, Action::AccountLocked, Outcome::Success),
@@ -145,7 +162,13 @@ async fn announce_lock(
     .await?;
     if let Some(user) = claimant.user {
         tracing::warn!(user_id = %user.id, %until, "account locked after failed sign-ins");
-        system_mail::send(state, &user.email, MailMessage::AccountLocked { until }).await;
+        if lock.alert_queued {
+            state.queue.wake();
+        } else {
+            // Locked where no alert was sealed for (at the gate's opening, or by a racing
+            // count): queued now.
+            system_mail::send(state, &user.email, MailMessage::AccountLocked { until }).await;
+        }
     } else {
         tracing::warn!(%until, "an address without an account locked after failed sign-ins");
     }

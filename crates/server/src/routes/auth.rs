@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use mailroom_core::accounts::{ACCESS_TOKEN_TTL, REFRESH_FAMILY_TTL, REFRESH_GRACE};
 use mailroom_core::audit::{Action, AuditEvent, Outcome};
-use mailroom_storage::accounts::{Device, NewDevice, User};
+use mailroom_storage::accounts::{Device, NewDevice, SignInRecord, User};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -214,22 +214,26 @@ pub async fn token(
                 target: Some(format!("token family {}", first.id)),
                 ..trail.by_user(&user, Action::SigninSucceeded, Outcome::Success)
             };
+            let alert = accounts::new_device_mail(&state, &trail, &user).await?;
             let NewDevice(new_device) = state
                 .database
                 .start_token_family(
                     user.id,
                     &first,
                     now + REFRESH_FAMILY_TTL,
-                    Device {
-                        ip: trail.ip(),
-                        user_agent: trail.user_agent(),
+                    SignInRecord {
+                        device: Device {
+                            ip: trail.ip(),
+                            user_agent: trail.user_agent(),
+                        },
+                        event: &signed_in,
+                        new_device_mail: Some(&alert),
                     },
-                    &signed_in,
                     now,
                 )
                 .await?;
             if new_device {
-                accounts::mail_new_device(&state, &trail, &user).await;
+                state.queue.wake();
             }
             (user.id, first.id, first.access_jti, now, now, refresh_token)
         }
