@@ -1,3 +1,6 @@
+//! The composition root: [`App`] builds the state, the router behind the edge and the
+//! workers from a [`crate::Config`], and serves until the shutdown signal.
+
 use std::future::Future;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener};
 

@@ -1,3 +1,5 @@
+//! [`AppState`]: what handlers, layers, operations and workers share, cheap to clone.
+
 use std::sync::Arc;
 
 use axum::http::HeaderValue;

@@ -1,7 +1,6 @@
-//! The work queue's runner on every node (`mailroom_storage::queue`): it claims the due jobs of
-//! every kind it knows, one at a time, and runs each — finished as done, or failed and tried
-//! again after its kind's backoff, dead after its last attempt. A job enqueued on this node
-//! rings its bell; jobs enqueued elsewhere are found at the next poll.
+//! The work queue as the state holds it (`mailroom_storage::queue`): the runner's settings,
+//! its name in leases and the bell an enqueue on this node rings, and a system mail as a job.
+//! The runner itself is [`crate::workers::queue`].
 
 use std::time::Duration;
 

@@ -1,5 +1,5 @@
 //! Emailed one-time codes (docs/security.md#email-codes, #password-reset): six random digits, stored only as an HMAC under a
-//! key derived from the master key, bound to their purpose and address, compared in constant
+//! key derived from the root key, bound to their purpose and address, compared in constant
 //! time. A million possible codes would fall to an offline search of a plain hash; without
 //! the key, a copy of the database does not help.
 

@@ -1,6 +1,6 @@
 //! Tokens for programs (docs/security.md#refresh-tokens): a 15-minute JWT access token, HS256 only, with `iss`, `aud`,
 //! `exp`, `sub`, `sid` (the refresh family) and `jti`; and opaque refresh tokens. Both keys
-//! derive from the master key, so every node that shares it agrees.
+//! derive from the root key, so every node that shares it agrees.
 //!
 //! The JWT is written here, over the derived key's HMAC-SHA256 (RFC 7515 and 7519, the one
 //! algorithm): the JWT crates' pure-Rust backends link `rsa` (RUSTSEC-2023-0071, unfixed) for

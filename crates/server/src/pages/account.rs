@@ -1,8 +1,7 @@
-//! The account pages: sign-up, email verification, sign-in, forgotten password, and the
-//! security page (password, sessions, recent activity). Plain HTML forms posting to the
-//! server, which answers with a redirect or the same form and what went wrong: they work
-//! without JavaScript, under the strict CSP. Each form calls the same functions as the JSON
-//! API, so both keep the same promises.
+//! The account pages: sign-up, confirming the email, sign-in (with its second-factor step),
+//! forgotten password. Plain HTML forms posting to the server, which answers with a redirect or
+//! the same form and what went wrong: they work without JavaScript, under the strict CSP. Each
+//! form calls the same operations as the JSON API, so both keep the same promises.
 
 use axum::extract::{Extension, Form, Query, State};
 use axum::http::{HeaderMap, header};

@@ -1,5 +1,5 @@
 //! Server-rendered pages (maud): no JavaScript build step, and markup escaped by construction.
-//! Every page goes through [`layout`], which puts this response's CSP nonce on the scripts it
+//! Every page goes through [`crate::views::layout`], which puts this response's CSP nonce on the scripts it
 //! loads; a script without it does not run.
 
 pub mod account;

@@ -1,6 +1,6 @@
 //! Bulk verification jobs: upload up to 100,000 addresses (JSON or CSV), follow the
 //! progress, download the results (JSON or CSV), or cancel. The work happens on the background
-//! workers (`job_worker`), on whichever node claims the job.
+//! workers ([`crate::workers::bulk_jobs`]), on whichever node claims the job.
 
 use axum::Json;
 use axum::body::{Body, Bytes};
