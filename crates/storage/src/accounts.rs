@@ -21,7 +21,7 @@ pub struct User {
     pub id: UserId,
     pub email: String,
     pub password_hash: String,
-    pub platform_role: String,
+    pub platform_role: PlatformRole,
     pub org_id: OrgId,
     pub org_role: OrgRole,
     pub created_at: OffsetDateTime,
@@ -57,7 +57,7 @@ impl User {
     /// Whether this user must have a second factor (docs/security.md#mfa-required).
     pub fn second_factor_required(&self) -> bool {
         SecondFactorDuty {
-            super_admin: self.platform_role == PlatformRole::SuperAdmin.as_str(),
+            super_admin: self.platform_role == PlatformRole::SuperAdmin,
             org_manager: self.org_role.manages(),
             org_has_other_members: self.org_has_other_members,
             org_requires_it: self.org_requires_mfa,
@@ -72,7 +72,7 @@ impl From<UserRow> for User {
             id: UserId::from_uuid(row.id),
             email: row.email,
             password_hash: row.password_hash,
-            platform_role: row.platform_role,
+            platform_role: PlatformRole::stored(&row.platform_role),
             org_id: OrgId::from_uuid(row.org_id),
             org_role: crate::teams::role_of(&row.org_role),
             created_at: from_ms(row.created_at),
@@ -149,6 +149,16 @@ pub enum PlatformRole {
 }
 
 impl PlatformRole {
+    /// The role a stored value names. Anything but a super-admin's is a plain user's: an
+    /// unreadable value grants nothing (the column's CHECK allows only these two).
+    pub(crate) fn stored(value: &str) -> Self {
+        if value == PlatformRole::SuperAdmin.as_str() {
+            PlatformRole::SuperAdmin
+        } else {
+            PlatformRole::User
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             PlatformRole::User => "user",

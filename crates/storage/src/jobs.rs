@@ -27,13 +27,57 @@ pub struct NewJob {
     pub emails: Vec<String>,
 }
 
-#[derive(Clone, Debug, sqlx::FromRow)]
+/// Where a bulk job is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JobState {
+    Queued,
+    Running,
+    Done,
+    Failed,
+    Cancelled,
+}
+
+impl JobState {
+    const ALL: [JobState; 5] = [
+        JobState::Queued,
+        JobState::Running,
+        JobState::Done,
+        JobState::Failed,
+        JobState::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Running => "running",
+            JobState::Done => "done",
+            JobState::Failed => "failed",
+            JobState::Cancelled => "cancelled",
+        }
+    }
+
+    /// The state a stored value names; only this crate writes them, so another is a failed job.
+    fn stored(value: &str) -> Self {
+        Self::ALL
+            .into_iter()
+            .find(|state| state.as_str() == value)
+            .unwrap_or(JobState::Failed)
+    }
+}
+
+impl std::fmt::Display for JobState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Clone, Debug)]
 pub struct Job {
     pub id: Uuid,
     pub org_id: Uuid,
     pub user_id: Option<Uuid>,
     pub api_key_id: Option<Uuid>,
-    pub status: String,
+    pub status: JobState,
     pub error: Option<String>,
     pub smtp: bool,
     pub total: i64,
@@ -61,7 +105,48 @@ impl Job {
 
     /// Whether the job will still change.
     pub fn is_open(&self) -> bool {
-        matches!(self.status.as_str(), "queued" | "running")
+        matches!(self.status, JobState::Queued | JobState::Running)
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct JobRow {
+    id: Uuid,
+    org_id: Uuid,
+    user_id: Option<Uuid>,
+    api_key_id: Option<Uuid>,
+    status: String,
+    error: Option<String>,
+    smtp: bool,
+    total: i64,
+    done: i64,
+    deliverable: i64,
+    undeliverable: i64,
+    risky: i64,
+    unknown: i64,
+    created_at: i64,
+    finished_at: Option<i64>,
+}
+
+impl From<JobRow> for Job {
+    fn from(row: JobRow) -> Self {
+        Job {
+            id: row.id,
+            org_id: row.org_id,
+            user_id: row.user_id,
+            api_key_id: row.api_key_id,
+            status: JobState::stored(&row.status),
+            error: row.error,
+            smtp: row.smtp,
+            total: row.total,
+            done: row.done,
+            deliverable: row.deliverable,
+            undeliverable: row.undeliverable,
+            risky: row.risky,
+            unknown: row.unknown,
+            created_at: row.created_at,
+            finished_at: row.finished_at,
+        }
     }
 }
 
@@ -177,13 +262,14 @@ impl Database {
         let sql = format!("SELECT {JOB_COLUMNS} FROM verify_jobs WHERE org_id = $1 AND id = $2");
         self.transaction_for(&Tenancy::Org(org_id), |tx| {
             async move {
-                Ok(on_backend!(&mut tx.0, Inner, tx => {
+                let row: Option<JobRow> = on_backend!(&mut tx.0, Inner, tx => {
                     sqlx::query_as(&sql)
                         .bind(org_id.as_uuid())
                         .bind(id)
                         .fetch_optional(&mut **tx)
                         .await?
-                }))
+                });
+                Ok(row.map(Job::from))
             }
             .boxed()
         })
@@ -197,13 +283,14 @@ impl Database {
         );
         self.transaction_for(&Tenancy::Org(org_id), |tx| {
             async move {
-                Ok(on_backend!(&mut tx.0, Inner, tx => {
+                let rows: Vec<JobRow> = on_backend!(&mut tx.0, Inner, tx => {
                     sqlx::query_as(&sql)
                         .bind(org_id.as_uuid())
                         .bind(limit)
                         .fetch_all(&mut **tx)
                         .await?
-                }))
+                });
+                Ok(rows.into_iter().map(Job::from).collect())
             }
             .boxed()
         })
@@ -268,7 +355,7 @@ impl Database {
                     "UPDATE verify_jobs SET status = 'running', worker = $2, lease_until = $3 WHERE id = $1 \
                      RETURNING {JOB_COLUMNS}"
                 );
-                Ok(on_backend!(&mut tx.0, Inner, tx => {
+                let claimed: Option<JobRow> = on_backend!(&mut tx.0, Inner, tx => {
                     let id: Option<Uuid> = sqlx::query_scalar(&pick)
                         .bind(ms(now))
                         .fetch_optional(&mut **tx)
@@ -282,7 +369,8 @@ impl Database {
                             .fetch_optional(&mut **tx)
                             .await?,
                     }
-                }))
+                });
+                Ok(claimed.map(Job::from))
             }
             .boxed()
         })
@@ -437,8 +525,8 @@ impl Database {
     ) -> Result<(), StorageError> {
         let (org_id, id, worker) = (job.org(), job.id, worker.to_owned());
         let (status, error) = match ending {
-            Ending::Done => ("done", None),
-            Ending::Failed(code) => ("failed", Some(code)),
+            Ending::Done => (JobState::Done.as_str(), None),
+            Ending::Failed(code) => (JobState::Failed.as_str(), Some(code)),
         };
         self.transaction_for(&Tenancy::Org(org_id), |tx| {
             async move {

@@ -11,7 +11,7 @@ use mailroom_core::{OrgId, UserId};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::accounts::{PERSONAL_ORG_NAME, from_ms, ms};
+use crate::accounts::{PERSONAL_ORG_NAME, PlatformRole, from_ms, ms};
 use crate::queue::PreparedJob;
 use crate::tx::{Inner, Tenancy};
 use crate::{Database, StorageError, Tx, on_backend};
@@ -119,7 +119,7 @@ pub struct OrgSummary {
 pub struct UserSummary {
     pub id: UserId,
     pub email: String,
-    pub platform_role: String,
+    pub platform_role: PlatformRole,
     pub org_id: OrgId,
     pub org_role: OrgRole,
     pub disabled: bool,
@@ -571,7 +571,7 @@ impl Database {
             .map(|row| UserSummary {
                 id: UserId::from_uuid(row.id),
                 email: row.email,
-                platform_role: row.platform_role,
+                platform_role: PlatformRole::stored(&row.platform_role),
                 org_id: OrgId::from_uuid(row.org_id),
                 org_role: role_of(&row.role),
                 disabled: row.disabled_at.is_some(),

@@ -117,7 +117,7 @@ impl Principal {
 
     /// Whether this is one of the platform's super-admins.
     pub fn is_super_admin(&self) -> bool {
-        self.user.platform_role == PlatformRole::SuperAdmin.as_str()
+        self.user.platform_role == PlatformRole::SuperAdmin
     }
 
     /// A second factor (docs/security.md#mfa-required) is mandatory for this user and they have none yet.

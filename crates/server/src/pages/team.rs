@@ -584,7 +584,7 @@ async fn render_admin(
                         @for user in &users {
                             tr {
                                 td { (user.email) }
-                                td { (user.platform_role) " · " (user.org_role.as_str()) }
+                                td { (user.platform_role.as_str()) " · " (user.org_role.as_str()) }
                                 td {
                                     @if user.disabled { "disabled" }
                                     @else if let Some(until) = user.locked_until(now) {

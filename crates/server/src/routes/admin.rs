@@ -75,7 +75,7 @@ pub async fn users(
                 json!({
                     "id": user.id,
                     "email": user.email,
-                    "platform_role": user.platform_role,
+                    "platform_role": user.platform_role.as_str(),
                     "org_id": user.org_id,
                     "org_role": user.org_role.as_str(),
                     "disabled": user.disabled,

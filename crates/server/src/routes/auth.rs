@@ -337,7 +337,7 @@ pub fn user_json(user: &User) -> Value {
         "email": user.email,
         "org_id": user.org_id,
         "org_role": user.org_role.as_str(),
-        "platform_role": user.platform_role,
+        "platform_role": user.platform_role.as_str(),
         "mfa_enabled": user.mfa_enabled,
         "created_at": user.created_at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
     })

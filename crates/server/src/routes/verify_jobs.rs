@@ -203,7 +203,7 @@ fn describe(job: &Job) -> Value {
     let when = |time: OffsetDateTime| time.format(&Rfc3339).unwrap_or_default();
     json!({
         "id": job.id,
-        "status": job.status,
+        "status": job.status.as_str(),
         "error": job.error,
         "smtp": job.smtp,
         "total": job.total,

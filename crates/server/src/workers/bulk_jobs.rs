@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use mailroom_storage::jobs::{Ending, Job};
+use mailroom_storage::jobs::{Ending, Job, JobState};
 use time::OffsetDateTime;
 
 use crate::state::AppState;
@@ -54,7 +54,7 @@ async fn work(state: &AppState, job: &Job) {
         }
         // Cancelled since the last chunk: nothing more is charged.
         match state.database.job(job.org(), job.id).await {
-            Ok(Some(now)) if now.status == "running" => {}
+            Ok(Some(now)) if now.status == JobState::Running => {}
             Ok(_) => break None,
             Err(error) => {
                 tracing::warn!(job = %job.id, %error, "reading a job failed; retrying");
