@@ -5,7 +5,6 @@
 //! Whether an account exists is never told by outcome or timing: sign-up and resend succeed
 //! either way and queue mail; sign-in checks a dummy hash for an unknown address.
 
-use axum::http::{HeaderMap, HeaderValue};
 use mailroom_core::accounts::{CODE_ATTEMPTS, CODE_TTL, CodePurpose};
 use mailroom_core::audit::{Action, AuditEvent, Outcome};
 use mailroom_core::password_policy::{self, CompositionRules};
@@ -21,7 +20,8 @@ use time::OffsetDateTime;
 use crate::application::lockout::{Claimant, Verdict, gated};
 use crate::application::second_factor;
 use crate::audit::{self, AuditTrail};
-use crate::auth::{codes, session};
+use crate::auth::codes;
+use crate::auth::session::{self, Presented};
 use crate::error::{Conflict, DomainError};
 use crate::extract::Principal;
 use crate::extract::principal::Credential;
@@ -110,7 +110,7 @@ pub async fn resend(state: &AppState, email: &str) -> Result<(), DomainError> {
 pub async fn confirm(
     state: &AppState,
     trail: &AuditTrail,
-    headers: &HeaderMap,
+    presented: Presented<'_>,
     email: &str,
     code: &SecretString,
 ) -> Result<(User, String), DomainError> {
@@ -118,7 +118,7 @@ pub async fn confirm(
     state.auth_limiter.check_account(&email).await?;
     let now = OffsetDateTime::now_utc();
     check_code(state, CodePurpose::Signup, &email, code, now).await?;
-    let issued = rotate_session(state, trail, headers, now).await?;
+    let issued = rotate_session(state, trail, presented, now).await?;
     let event = AuditEvent {
         session_id: Some(issued.record.id),
         target: Some(email.to_string()),
@@ -139,13 +139,13 @@ pub async fn confirm(
 pub async fn sign_in(
     state: &AppState,
     trail: &AuditTrail,
-    headers: &HeaderMap,
+    presented: Presented<'_>,
     email: &str,
     password: &SecretString,
 ) -> Result<SignIn, DomainError> {
     let user = authenticate(state, trail, email, password).await?;
     if user.mfa_enabled {
-        if !second_factor::trusted_device(state, &user, headers).await? {
+        if !second_factor::trusted_device(state, &user, presented.trusted_device).await? {
             let mfa_token = second_factor::challenge(state, &user).await?;
             return Ok(SignIn::SecondFactorOwed { mfa_token });
         }
@@ -154,22 +154,22 @@ pub async fn sign_in(
             .record_successful_login(&user, None, OffsetDateTime::now_utc())
             .await?;
     }
-    let session = open_session(state, trail, headers, &user).await?;
+    let session = open_session(state, trail, presented, &user).await?;
     Ok(SignIn::Complete { user, session })
 }
 
 /// The second step of a sign-in: spends the challenge (each attempt takes one, so racing
 /// attempts cannot both spend codes), checks the proof, opens the session; returns the user,
-/// the session token, and the trusted-device cookie when asked to remember the browser. A
+/// the session token, and the trusted-device token when asked to remember the browser. A
 /// wrong code comes back with a fresh `mfa_token` for the next try.
 pub async fn complete_second_factor(
     state: &AppState,
     trail: &AuditTrail,
-    headers: &HeaderMap,
+    presented: Presented<'_>,
     mfa_token: &SecretString,
     proof: second_factor::Proof<'_>,
     remember_device: bool,
-) -> Result<(User, String, Option<HeaderValue>), DomainError> {
+) -> Result<(User, String, Option<SecretString>), DomainError> {
     let user = second_factor::spend_challenge(state, mfa_token).await?;
     if let Err(error) = second_factor::check(state, trail, &user, proof).await {
         return Err(match error {
@@ -182,7 +182,7 @@ pub async fn complete_second_factor(
             error => error,
         });
     }
-    let session = open_session(state, trail, headers, &user).await?;
+    let session = open_session(state, trail, presented, &user).await?;
     let trusted = if remember_device {
         Some(second_factor::trust_device(state, trail, &user).await?)
     } else {
@@ -195,11 +195,11 @@ pub async fn complete_second_factor(
 async fn open_session(
     state: &AppState,
     trail: &AuditTrail,
-    headers: &HeaderMap,
+    presented: Presented<'_>,
     user: &User,
 ) -> Result<String, DomainError> {
     let now = OffsetDateTime::now_utc();
-    let issued = rotate_session(state, trail, headers, now).await?;
+    let issued = rotate_session(state, trail, presented, now).await?;
     let signed_in = AuditEvent {
         session_id: Some(issued.record.id),
         ..trail.by_user(user, Action::SigninSucceeded, Outcome::Success)
@@ -431,10 +431,10 @@ pub async fn sign_out(
 async fn rotate_session(
     state: &AppState,
     trail: &AuditTrail,
-    headers: &HeaderMap,
+    presented: Presented<'_>,
     now: OffsetDateTime,
 ) -> Result<session::IssuedSession, DomainError> {
-    if let Some(previous) = session::token_from(headers) {
+    if let Some(previous) = presented.session {
         state
             .database
             .revoke_session_by_token(&session::token_hash(previous), now)

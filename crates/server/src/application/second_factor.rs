@@ -1,8 +1,7 @@
 //! The second factor at sign-in (docs/security.md#totp, #backup-codes, #trusted-devices): the challenge that stands for an accepted
 //! password, checking a TOTP or backup code through the lockout gate, and the trusted-device
-//! cookie that skips the second factor on one browser for 30 days.
+//! device that skips the second factor on one browser (its cookie is the adapters').
 
-use axum::http::{HeaderMap, HeaderValue};
 use mailroom_core::UserId;
 use mailroom_core::accounts::{MFA_CHALLENGE_TTL, TRUSTED_DEVICE_TTL};
 use mailroom_core::audit::{Action, AuditEvent, Outcome};
@@ -17,11 +16,9 @@ use uuid::Uuid;
 
 use crate::application::lockout::{Claimant, Verdict, gated};
 use crate::audit::{self, AuditTrail};
-use crate::auth::session::{cookie_value, random_token, token_hash};
+use crate::auth::session::{random_token, token_hash};
 use crate::error::DomainError;
 use crate::state::AppState;
-
-pub const TRUSTED_COOKIE: &str = "__Host-mailroom_trusted";
 
 /// What the caller offers as the second factor.
 pub enum Proof<'a> {
@@ -193,9 +190,9 @@ pub fn new_backup_codes(key: &DerivedKey, user_id: UserId) -> (Vec<String>, Vec<
 pub async fn trusted_device(
     state: &AppState,
     user: &User,
-    headers: &HeaderMap,
+    token: Option<&str>,
 ) -> Result<bool, DomainError> {
-    let Some(token) = cookie_value(headers, TRUSTED_COOKIE) else {
+    let Some(token) = token else {
         return Ok(false);
     };
     Ok(state
@@ -204,12 +201,12 @@ pub async fn trusted_device(
         .await?)
 }
 
-/// Remembers this browser for 30 days; returns the cookie that carries its secret.
+/// Remembers this browser as a trusted device; returns the token its cookie carries.
 pub async fn trust_device(
     state: &AppState,
     trail: &AuditTrail,
     user: &User,
-) -> Result<HeaderValue, DomainError> {
+) -> Result<SecretString, DomainError> {
     let token = random_token();
     let now = OffsetDateTime::now_utc();
     let device = NewTrustedDevice {
@@ -231,9 +228,5 @@ pub async fn trust_device(
         },
     )
     .await?;
-    let value = format!(
-        "{TRUSTED_COOKIE}={token}; Path=/; Max-Age={}; HttpOnly; Secure; SameSite=Lax",
-        TRUSTED_DEVICE_TTL.as_secs()
-    );
-    HeaderValue::from_str(&value).map_err(DomainError::internal)
+    Ok(SecretString::from(token))
 }

@@ -5,9 +5,10 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use mailroom_core::SessionId;
-use mailroom_core::accounts::SESSION_TTL;
+use mailroom_core::accounts::{SESSION_TTL, TRUSTED_DEVICE_TTL};
 use mailroom_storage::accounts::NewSession;
 use rand::RngCore;
+use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
@@ -88,6 +89,35 @@ impl SessionCheck {
 /// The session token the request carries, if any.
 pub fn token_from(headers: &HeaderMap) -> Option<&str> {
     cookie_value(headers, COOKIE_NAME)
+}
+
+/// The cookie that keeps a browser's trusted-device token (docs/security.md#trusted-devices).
+pub const TRUSTED_COOKIE: &str = "__Host-mailroom_trusted";
+
+/// What a browser presents to a sign-in, as its cookies carry them: the session it had (which
+/// the sign-in ends, never keeps) and its trusted-device token.
+#[derive(Clone, Copy, Default)]
+pub struct Presented<'a> {
+    pub session: Option<&'a str>,
+    pub trusted_device: Option<&'a str>,
+}
+
+/// The tokens the request's cookies present.
+pub fn presented(headers: &HeaderMap) -> Presented<'_> {
+    Presented {
+        session: token_from(headers),
+        trusted_device: cookie_value(headers, TRUSTED_COOKIE),
+    }
+}
+
+/// The `Set-Cookie` value that makes this browser a trusted device for its lifetime.
+pub fn trusted_device_cookie(token: &SecretString) -> HeaderValue {
+    let value = format!(
+        "{TRUSTED_COOKIE}={}; Path=/; Max-Age={}; HttpOnly; Secure; SameSite=Lax",
+        token.expose_secret(),
+        TRUSTED_DEVICE_TTL.as_secs()
+    );
+    HeaderValue::from_str(&value).unwrap_or_else(|_| cleared_cookie())
 }
 
 /// The value of the request's cookie `name`, if it has a non-empty one.

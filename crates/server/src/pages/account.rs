@@ -13,6 +13,7 @@ use serde::Deserialize;
 use crate::application::accounts;
 use crate::application::second_factor::Proof;
 use crate::audit::AuditTrail;
+use crate::auth::session;
 use crate::error::DomainError;
 use crate::pages::{Notice, notice, page, redirect_with_notice, signed_in_redirect};
 use crate::problem::ApiError;
@@ -221,7 +222,14 @@ pub async fn confirm_submit(
     headers: HeaderMap,
     Form(form): Form<CodeForm>,
 ) -> Response {
-    let outcome = accounts::confirm(&state, &trail, &headers, &form.email, &form.code).await;
+    let outcome = accounts::confirm(
+        &state,
+        &trail,
+        session::presented(&headers),
+        &form.email,
+        &form.code,
+    )
+    .await;
     CONFIRM.after(&nonce, &form.email, outcome, |(_, token)| {
         signed_in_redirect(&token, "/security")
     })
@@ -252,7 +260,14 @@ pub async fn signin_submit(
     headers: HeaderMap,
     Form(form): Form<CredentialsForm>,
 ) -> Response {
-    let outcome = accounts::sign_in(&state, &trail, &headers, &form.email, &form.password).await;
+    let outcome = accounts::sign_in(
+        &state,
+        &trail,
+        session::presented(&headers),
+        &form.email,
+        &form.password,
+    )
+    .await;
     SIGNIN.after(&nonce, &form.email, outcome, |signed_in| match signed_in {
         accounts::SignIn::Complete { session, .. } => signed_in_redirect(&session, "/security"),
         accounts::SignIn::SecondFactorOwed { mfa_token } => {
@@ -354,7 +369,7 @@ pub async fn second_factor_submit(
             accounts::complete_second_factor(
                 &state,
                 &trail,
-                &headers,
+                session::presented(&headers),
                 &form.mfa_token,
                 proof,
                 form.remember_device.is_some(),
@@ -366,7 +381,8 @@ pub async fn second_factor_submit(
     match outcome {
         Ok((_, session, trusted)) => {
             let mut response = signed_in_redirect(&session, "/security");
-            if let Some(cookie) = trusted {
+            if let Some(token) = trusted {
+                let cookie = session::trusted_device_cookie(&token);
                 response.headers_mut().append(header::SET_COOKIE, cookie);
             }
             response

@@ -77,8 +77,14 @@ pub async fn confirm_email(
     headers: HeaderMap,
     ApiJson(body): ApiJson<CodeEntry>,
 ) -> Result<Response, ApiError> {
-    let (user, token) =
-        accounts::confirm(&state, &trail, &headers, &body.email, &body.code).await?;
+    let (user, token) = accounts::confirm(
+        &state,
+        &trail,
+        session::presented(&headers),
+        &body.email,
+        &body.code,
+    )
+    .await?;
     Ok(signed_in(&user, &token))
 }
 
@@ -90,7 +96,15 @@ pub async fn login(
     headers: HeaderMap,
     ApiJson(body): ApiJson<Credentials>,
 ) -> Result<Response, ApiError> {
-    match accounts::sign_in(&state, &trail, &headers, &body.email, &body.password).await? {
+    match accounts::sign_in(
+        &state,
+        &trail,
+        session::presented(&headers),
+        &body.email,
+        &body.password,
+    )
+    .await?
+    {
         accounts::SignIn::Complete { user, session } => Ok(signed_in(&user, &session)),
         accounts::SignIn::SecondFactorOwed { mfa_token } => Err(DomainError::MfaRequired {
             mfa_token: Some(mfa_token),
@@ -121,14 +135,15 @@ pub async fn login_second_factor(
     let (user, session, trusted) = accounts::complete_second_factor(
         &state,
         &trail,
-        &headers,
+        session::presented(&headers),
         &body.mfa_token,
         proof,
         body.remember_device,
     )
     .await?;
     let mut response = signed_in(&user, &session);
-    if let Some(cookie) = trusted {
+    if let Some(token) = trusted {
+        let cookie = session::trusted_device_cookie(&token);
         response.headers_mut().append(header::SET_COOKIE, cookie);
     }
     Ok(response)

@@ -215,6 +215,34 @@ fn the_routes_and_the_pages_never_import_each_other() {
     assert!(crossing.is_empty(), "{crossing:?}");
 }
 
+#[test]
+fn the_application_layer_knows_no_http() {
+    let adapters = [
+        "routes", "pages", "router", "edge", "limits", "problem", "json", "views",
+    ];
+    let graph = module_graph();
+    let mut reaching = Vec::new();
+    for (module, uses) in &graph {
+        if module == "error" || module.starts_with("application") {
+            for used in uses {
+                if adapters
+                    .iter()
+                    .any(|a| used == a || used.starts_with(&format!("{a}::")))
+                {
+                    reaching.push(format!("{module} -> {used}"));
+                }
+            }
+        }
+    }
+    assert!(reaching.is_empty(), "{reaching:?}");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut sources = BTreeMap::new();
+    collect(&root, &root.join("application"), &mut sources);
+    for (module, source) in sources {
+        assert!(!source.contains("axum"), "application::{module} names axum");
+    }
+}
+
 /// The reader of the drawing sees what a cycle is: a negative control for the two tests above.
 #[test]
 fn the_drawing_finds_a_cycle_when_there_is_one() {
