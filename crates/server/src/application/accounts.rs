@@ -17,14 +17,14 @@ use mailroom_storage::queue::PreparedJob;
 use secrecy::{ExposeSecret, SecretString};
 use time::OffsetDateTime;
 
+use crate::application::actor::Credential;
+use crate::application::actor::Principal;
 use crate::application::lockout::{Claimant, Verdict, gated};
 use crate::application::second_factor;
 use crate::audit::{self, AuditTrail};
 use crate::auth::codes;
 use crate::auth::session::{self, Presented};
 use crate::error::{Conflict, DomainError};
-use crate::extract::Principal;
-use crate::extract::principal::Credential;
 use crate::state::AppState;
 use crate::work_queue::mail_job;
 

@@ -6,9 +6,9 @@ use mailroom_core::{OrgId, UserId};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::application::actor::Principal;
 use crate::audit::AuditTrail;
 use crate::error::{Conflict, DomainError};
-use crate::extract::Principal;
 use crate::state::AppState;
 
 /// The admin's own entry, in the chain of the organization acted on.

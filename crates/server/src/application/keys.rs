@@ -11,10 +11,10 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
+use crate::application::actor::Caller;
+use crate::application::actor::Principal;
 use crate::audit::AuditTrail;
 use crate::error::{DomainError, Forbidden};
-use crate::extract::Principal;
-use crate::extract::caller::Caller;
 use crate::state::AppState;
 
 /// A key's name, in characters.

@@ -3,6 +3,7 @@
 //! routes, the pages, the CLI and the background workers are adapters over them.
 
 pub mod accounts;
+pub mod actor;
 pub mod admin;
 pub mod keys;
 pub mod lockout;

@@ -11,10 +11,10 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::application::accounts::parse_email;
+use crate::application::actor::Principal;
 use crate::audit::AuditTrail;
 use crate::auth::session::{random_token, token_hash};
 use crate::error::{Conflict, DomainError, Forbidden};
-use crate::extract::Principal;
 use crate::state::AppState;
 use crate::work_queue::mail_job;
 

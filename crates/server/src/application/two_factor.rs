@@ -10,11 +10,11 @@ use secrecy::{ExposeSecret, SecretString};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::application::actor::Principal;
 use crate::application::lockout::{Claimant, Verdict, gated};
 use crate::application::second_factor::{self, new_backup_codes};
 use crate::audit::{self, AuditTrail};
 use crate::error::{Conflict, DomainError};
-use crate::extract::Principal;
 use crate::state::AppState;
 
 /// The name authenticator apps show next to the account.

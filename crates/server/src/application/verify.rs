@@ -7,8 +7,8 @@ use mailroom_storage::jobs::{Admission, NewJob};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::application::actor::Caller;
 use crate::error::{Conflict, DomainError};
-use crate::extract::caller::Caller;
 use crate::state::AppState;
 use crate::verification::{Answer, Requester, VerifyError};
 

@@ -6,75 +6,17 @@ use axum::extract::FromRequestParts;
 use axum::http::HeaderMap;
 use axum::http::StatusCode;
 use axum::http::request::Parts;
-use mailroom_core::OrgId;
-use mailroom_core::api_keys::{Scope, Scopes};
 use mailroom_core::audit::{Action, AuditEvent, Outcome};
 use mailroom_crypto::api_key;
 use secrecy::SecretString;
 use time::OffsetDateTime;
-use uuid::Uuid;
 
-use crate::audit::{self, AuditTrail};
+use crate::application::actor::{Caller, KeyCaller, Principal};
+use crate::audit::{self};
 use crate::edge::context::RequestContext;
-use crate::error::{DomainError, Forbidden};
-use crate::extract::Principal;
 use crate::extract::principal::bearer_token;
 use crate::problem::ApiError;
 use crate::state::AppState;
-
-/// An API key that authenticated a request.
-#[derive(Clone, Debug)]
-pub struct KeyCaller {
-    pub key_id: Uuid,
-    pub org_id: OrgId,
-    pub scopes: Scopes,
-    pub requests_per_minute: u32,
-    pub requests_per_day: u32,
-}
-
-pub enum Caller {
-    Account(Principal),
-    Key(KeyCaller),
-}
-
-impl Caller {
-    /// The tenant every query of the request is scoped by.
-    pub fn org_id(&self) -> OrgId {
-        match self {
-            Caller::Account(principal) => principal.user.org_id,
-            Caller::Key(key) => key.org_id,
-        }
-    }
-
-    /// A key must hold `scope`; an account must manage its organization when `manager` is
-    /// set (scopes are for keys, roles for people).
-    pub fn require(&self, scope: Scope, manager: bool) -> Result<(), DomainError> {
-        match self {
-            Caller::Key(key) if !key.scopes.contains(scope) => {
-                Err(DomainError::Forbidden(Forbidden::MissingScope(scope)))
-            }
-            Caller::Account(principal) if manager && !principal.user.org_role.manages() => {
-                Err(DomainError::Forbidden(Forbidden::NotAManager))
-            }
-            _ => Ok(()),
-        }
-    }
-
-    /// An audit entry by this caller: the account's user, or the key.
-    pub fn event(&self, trail: &AuditTrail, action: Action) -> AuditEvent {
-        match self {
-            Caller::Account(principal) => AuditEvent {
-                session_id: principal.session_id(),
-                ..trail.by_user(&principal.user, action, Outcome::Success)
-            },
-            Caller::Key(key) => AuditEvent {
-                org_id: Some(key.org_id),
-                api_key_id: Some(key.key_id),
-                ..trail.event(action, Outcome::Success)
-            },
-        }
-    }
-}
 
 /// On the routes API keys may call, the key was authenticated (and limited) by the layer in
 /// front of them ([`crate::limits::keys`]); elsewhere a key is refused.

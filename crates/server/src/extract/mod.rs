@@ -4,4 +4,5 @@
 pub mod caller;
 pub mod principal;
 
-pub use principal::{Principal, SuperAdmin};
+pub use crate::application::actor::Principal;
+pub use principal::SuperAdmin;

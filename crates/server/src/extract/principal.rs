@@ -6,12 +6,10 @@
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
-use mailroom_core::SessionId;
-use mailroom_core::accounts::{RECENT_AUTH, SESSION_TTL};
-use mailroom_storage::accounts::{PlatformRole, User};
+use mailroom_core::accounts::SESSION_TTL;
 use time::{Duration, OffsetDateTime};
-use uuid::Uuid;
 
+use crate::application::actor::{Credential, Principal};
 use crate::auth::session;
 use crate::error::{DomainError, Forbidden};
 use crate::problem::ApiError;
@@ -19,44 +17,6 @@ use crate::state::AppState;
 
 /// Rolling expiry is written at most this often per session, not on every request.
 const TOUCH_INTERVAL: Duration = Duration::minutes(1);
-
-#[derive(Clone)]
-pub struct Principal {
-    pub user: User,
-    pub credential: Credential,
-    /// When the owner last proved who they are: the sign-in that opened the session, or the
-    /// password grant behind the access token (its `auth_time`; a refresh is no proof).
-    pub authenticated_at: OffsetDateTime,
-}
-
-/// How the caller authenticated.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Credential {
-    Session(SessionId),
-    /// An access token of this refresh-token family.
-    AccessToken {
-        family: Uuid,
-    },
-}
-
-impl Principal {
-    /// The browser session, for a cookie-authenticated request.
-    pub fn session_id(&self) -> Option<SessionId> {
-        match self.credential {
-            Credential::Session(id) => Some(id),
-            Credential::AccessToken { .. } => None,
-        }
-    }
-
-    /// Refuses unless the owner signed in within [`RECENT_AUTH`] (docs/security.md#recent-auth).
-    pub fn require_recent_auth(&self) -> Result<(), DomainError> {
-        if OffsetDateTime::now_utc() - self.authenticated_at <= RECENT_AUTH {
-            Ok(())
-        } else {
-            Err(DomainError::Forbidden(Forbidden::RecentAuthRequired))
-        }
-    }
-}
 
 /// Every route but a few refuses a user who owes the second-factor setup that docs/security.md#mfa-required
 /// demands of them (403 `mfa_setup_required`).
@@ -113,16 +73,6 @@ impl Principal {
         let principal = Self::authenticate(parts, state).await.ok()?;
         parts.extensions.insert(Authenticated(principal.clone()));
         Some(principal)
-    }
-
-    /// Whether this is one of the platform's super-admins.
-    pub fn is_super_admin(&self) -> bool {
-        self.user.platform_role == PlatformRole::SuperAdmin
-    }
-
-    /// A second factor (docs/security.md#mfa-required) is mandatory for this user and they have none yet.
-    pub fn owes_second_factor_setup(&self) -> bool {
-        self.user.second_factor_required() && !self.user.mfa_enabled
     }
 
     /// The caller, from whichever credential the request carries; a disabled account's

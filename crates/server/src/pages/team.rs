@@ -14,12 +14,12 @@ use serde::Deserialize;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::application::actor::Caller;
 use crate::application::{admin, keys, teams};
 use crate::audit::AuditTrail;
 use crate::error::{DomainError, Forbidden};
 use crate::extract::Principal;
 use crate::extract::SuperAdmin;
-use crate::extract::caller::Caller;
 use crate::pages::{Notice, NoticeQuery, SignedIn, after, titled, when};
 use crate::problem::ApiError;
 use crate::state::AppState;

@@ -8,9 +8,9 @@ use maud::{Markup, html};
 use serde::Deserialize;
 use uuid::Uuid;
 
+use crate::application::actor::Caller;
 use crate::application::verify;
 use crate::extract::Principal;
-use crate::extract::caller::Caller;
 use crate::listing::next_cursor;
 use crate::pages::{Notice, NoticeQuery, SignedIn, after, titled, when};
 use crate::problem::ApiError;

@@ -11,10 +11,10 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
+use crate::application::actor::Caller;
 use crate::application::keys;
 use crate::audit::AuditTrail;
 use crate::extract::Principal;
-use crate::extract::caller::Caller;
 use crate::json::ApiJson;
 use crate::problem::ApiError;
 use crate::state::AppState;

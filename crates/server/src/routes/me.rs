@@ -12,9 +12,9 @@ use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
 use crate::application::accounts;
+use crate::application::actor::Caller;
 use crate::audit::AuditTrail;
 use crate::extract::Principal;
-use crate::extract::caller::Caller;
 use crate::listing::{Format, defuse, next_cursor};
 use crate::problem::ApiError;
 use crate::state::AppState;

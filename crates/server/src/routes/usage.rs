@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::extract::caller::Caller;
+use crate::application::actor::Caller;
 use crate::problem::ApiError;
 use crate::state::AppState;
 

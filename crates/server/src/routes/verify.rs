@@ -13,8 +13,8 @@ use serde_json::{Value, json};
 use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
+use crate::application::actor::Caller;
 use crate::application::verify;
-use crate::extract::caller::Caller;
 use crate::json::ApiJson;
 use crate::listing::next_cursor;
 use crate::problem::ApiError;

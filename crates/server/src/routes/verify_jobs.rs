@@ -17,10 +17,10 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
+use crate::application::actor::Caller;
 use crate::application::verify;
 use crate::application::verify::MAX_ROWS;
 use crate::error::DomainError;
-use crate::extract::caller::Caller;
 use crate::json::{parse, read_body, require_content_type};
 use crate::listing::{Format, defuse};
 use crate::problem::ApiError;
