@@ -4,17 +4,16 @@ use std::io::{BufRead, IsTerminal};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use mailroom_core::JobId;
 use mailroom_core::audit::{Action, AuditEvent, Outcome};
-use mailroom_core::password_policy::{self, CompositionRules};
-use mailroom_core::{EmailAddress, JobId};
 use mailroom_crypto::envelope::SYSTEM_SCOPE;
 use mailroom_crypto::master_key::MasterKey;
 use mailroom_server::config::MASTER_KEY_ENV;
 use mailroom_server::{App, Config, telemetry};
-use mailroom_storage::accounts::{NewAccount, PlatformRole};
+use mailroom_storage::accounts::PlatformRole;
 use mailroom_storage::queue::{JobFilter, JobKind, JobStatus};
 use mailroom_verify::{Mode, Options, Verifier};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use time::format_description::well_known::Rfc3339;
 
 use crate::settings::Settings;
@@ -188,26 +187,17 @@ impl Cli {
                         password_stdin,
                     },
             } => {
-                let email = EmailAddress::parse(&email).context("--email")?;
                 let password = read_password(password_stdin)?;
-                password_policy::check(
-                    password.expose_secret(),
-                    email.as_str(),
-                    CompositionRules::default(),
-                )
-                .context("the password is refused")?;
-                let password_hash = mailroom_crypto::password::hash(&password)?;
-                let (database, _) = config.open_database().await?;
                 let platform_role = if super_admin {
                     PlatformRole::SuperAdmin
                 } else {
                     PlatformRole::User
                 };
-                let account = NewAccount {
-                    email: email.to_string(),
-                    password_hash: password_hash.as_str().to_owned(),
-                    platform_role,
-                };
+                let account = mailroom_server::operator_account(&email, &password, platform_role)
+                    .await
+                    .map_err(|error| anyhow::anyhow!("the account is refused: {error}"))?;
+                let email = account.email.clone();
+                let (database, _) = config.open_database().await?;
                 let now = time::OffsetDateTime::now_utc();
                 let created = match database.create_account(&account, now).await {
                     Err(error) if error.is_unique_violation() => Err(anyhow::anyhow!(

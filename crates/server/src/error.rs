@@ -113,6 +113,8 @@ pub enum Forbidden {
     RecentAuthRequired,
     /// Only the organization's owner or an admin may.
     NotAManager,
+    /// The setup link is wrong, expired or used.
+    SetupTokenInvalid,
     /// Only the organization's owner may.
     OwnerOnly,
     /// Members may not create API keys in this organization.

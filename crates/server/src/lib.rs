@@ -32,6 +32,8 @@ mod work_queue;
 mod workers;
 
 pub use app::App;
+pub use application::accounts::operator_account;
 pub use config::Config;
+pub use error::DomainError;
 pub use json::ApiJson;
 pub use problem::ApiError;

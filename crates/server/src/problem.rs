@@ -160,6 +160,11 @@ impl From<DomainError> for ApiError {
                         "insufficient_role",
                         "Only the organization's owner or an admin may do this.",
                     ),
+                    Forbidden::SetupTokenInvalid => (
+                        "setup_token_invalid",
+                        "This setup link is wrong, expired or already used. Restart mailroom for a \
+                         new one, or run `mailroom admin create --super-admin`.",
+                    ),
                     Forbidden::OwnerOnly => {
                         ("owner_only", "Only the organization's owner may do this.")
                     }

@@ -11,7 +11,7 @@ use mailroom_core::password_policy::{self, CompositionRules};
 use mailroom_core::{EmailAddress, SessionId};
 use mailroom_crypto::password::Verification;
 use mailroom_mail::queued::MailMessage;
-use mailroom_storage::accounts::{CodeAttempt, NewDevice, User};
+use mailroom_storage::accounts::{CodeAttempt, NewAccount, NewDevice, PlatformRole, User};
 use mailroom_storage::privacy::Deletion;
 use mailroom_storage::queue::PreparedJob;
 use secrecy::{ExposeSecret, SecretString};
@@ -632,4 +632,29 @@ pub async fn delete(
             Err(DomainError::Conflict(Conflict::OwnershipTransferRequired))
         }
     }
+}
+
+/// An account an operator creates, at `/setup` or with `mailroom admin create`: the address
+/// checked, the password held to the rules (no organization yet, so none of an
+/// organization's), and hashed. Both call this one operation, then store the account their
+/// way (the setup link's consumption and a session; or the terminal's audited creation).
+pub async fn operator_account(
+    email: &str,
+    password: &SecretString,
+    platform_role: PlatformRole,
+) -> Result<NewAccount, DomainError> {
+    let email = parse_email(email)?;
+    check_password_policy(password, &email, CompositionRules::default())
+        .map_err(|error| error.for_field("password"))?;
+    let password = password.clone();
+    let password_hash =
+        tokio::task::spawn_blocking(move || mailroom_crypto::password::hash(&password))
+            .await
+            .map_err(DomainError::internal)?
+            .map_err(DomainError::internal)?;
+    Ok(NewAccount {
+        email: email.to_string(),
+        password_hash: password_hash.as_str().to_owned(),
+        platform_role,
+    })
 }

@@ -8,6 +8,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::audit::{self, AuditTrail};
+use crate::error::{DomainError, Forbidden};
 use crate::extract::Principal;
 use crate::json::ApiJson;
 use crate::problem::ApiError;
@@ -64,11 +65,7 @@ pub async fn update(
     ApiJson(body): ApiJson<OrgUpdate>,
 ) -> Result<Json<Value>, ApiError> {
     if !principal.user.org_role.manages() {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "insufficient_role",
-            "Only the organization's owner or an admin may change this.",
-        ));
+        return Err(DomainError::Forbidden(Forbidden::NotAManager).into());
     }
     let org_id = principal.user.org_id;
     if let Some(Some(minutes)) = body.session_idle_timeout_minutes

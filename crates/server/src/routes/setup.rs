@@ -10,7 +10,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use mailroom_core::accounts::SETUP_TOKEN_TTL;
 use mailroom_core::audit::{Action, AuditEvent, Outcome};
 use mailroom_storage::Database;
-use mailroom_storage::accounts::{NewAccount, PlatformRole, User};
+use mailroom_storage::accounts::{PlatformRole, User};
 use maud::html;
 use rand::RngCore;
 use secrecy::{ExposeSecret, SecretString};
@@ -18,9 +18,10 @@ use serde::Deserialize;
 use time::OffsetDateTime;
 use url::Url;
 
-use crate::application::accounts::{check_password_policy, parse_email};
+use crate::application::accounts;
 use crate::audit::AuditTrail;
 use crate::auth::session;
+use crate::error::{DomainError, Forbidden};
 use crate::problem::ApiError;
 use crate::state::AppState;
 use crate::views::CspNonce;
@@ -96,17 +97,10 @@ async fn create_first_admin(
     trail: &AuditTrail,
     form: &SetupForm,
 ) -> Result<String, ApiError> {
-    let email = parse_email(&form.email)?;
-    check_password_policy(&form.password, &email, Default::default())
-        .map_err(|e| e.for_field("password"))?;
-    let password_hash = state.passwords.hash(&form.password).await?;
+    let account =
+        accounts::operator_account(&form.email, &form.password, PlatformRole::SuperAdmin).await?;
     let now = OffsetDateTime::now_utc();
     let issued = session::issue(trail, now);
-    let account = NewAccount {
-        email: email.to_string(),
-        password_hash: password_hash.as_str().to_owned(),
-        platform_role: PlatformRole::SuperAdmin,
-    };
     let token_hash = session::token_hash(form.token.expose_secret());
     let event = AuditEvent {
         session_id: Some(issued.record.id),
@@ -117,16 +111,8 @@ async fn create_first_admin(
     let user: User = state
         .database
         .complete_setup(&token_hash, &account, &issued.record, &event, now)
-        .await
-        .map_err(ApiError::internal)?
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::FORBIDDEN,
-                "setup_token_invalid",
-                "This setup link is wrong, expired or already used. Restart mailroom for a new one, \
-                 or run `mailroom admin create --super-admin`.",
-            )
-        })?;
+        .await?
+        .ok_or(DomainError::Forbidden(Forbidden::SetupTokenInvalid))?;
     tracing::info!(user_id = %user.id, "first super-admin created");
     Ok(issued.token)
 }
