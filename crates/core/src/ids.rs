@@ -55,6 +55,14 @@ id_type!(
     SessionId
 );
 id_type!(
+    /// An invitation to join an organization (not its secret token).
+    InvitationId
+);
+id_type!(
+    /// A family of refresh tokens: one password grant and every token rotated from it.
+    TokenFamilyId
+);
+id_type!(
     /// A job of the durable work queue (system mail, and every background job to come).
     JobId
 );

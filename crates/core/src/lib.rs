@@ -18,5 +18,5 @@ pub mod usage;
 
 pub use client_ip::TrustedProxies;
 pub use email::EmailAddress;
-pub use ids::{JobId, OrgId, SessionId, UserId};
+pub use ids::{InvitationId, JobId, OrgId, SessionId, TokenFamilyId, UserId};
 pub use request_id::RequestId;

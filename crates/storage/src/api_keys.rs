@@ -443,7 +443,7 @@ mod tests {
             .await
             .unwrap();
         let invitation = NewInvitation {
-            id: Uuid::now_v7(),
+            id: mailroom_core::InvitationId::generate(),
             email: format!("guest-of-{name}@example.test"),
             role: OrgRole::Member,
             token_hash: name.as_bytes().to_vec(),

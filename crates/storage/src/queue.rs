@@ -802,7 +802,7 @@ mod tests {
             let inviter = crate::test_support::account(&db, "inviter@example.test", now).await;
             let event = crate::test_support::event(inviter.org_id, mailroom_core::audit::Action::InvitationCreated);
             let invitation = NewInvitation {
-                id: Uuid::now_v7(),
+                id: mailroom_core::InvitationId::generate(),
                 email: "guest@example.test".into(),
                 role: OrgRole::Member,
                 token_hash: vec![7; 32],

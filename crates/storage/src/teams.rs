@@ -7,7 +7,7 @@ use futures::FutureExt;
 use mailroom_core::api_keys::Revocation;
 use mailroom_core::audit::AuditEvent;
 use mailroom_core::org::{self, OrgRole, Refusal};
-use mailroom_core::{OrgId, UserId};
+use mailroom_core::{InvitationId, OrgId, UserId};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -52,7 +52,7 @@ impl Plan {
 
 #[derive(Clone, Debug)]
 pub struct Invitation {
-    pub id: Uuid,
+    pub id: InvitationId,
     pub email: String,
     pub role: OrgRole,
     pub created_at: OffsetDateTime,
@@ -60,7 +60,7 @@ pub struct Invitation {
 }
 
 pub struct NewInvitation {
-    pub id: Uuid,
+    pub id: InvitationId,
     /// Normalized.
     pub email: String,
     pub role: OrgRole,
@@ -317,7 +317,7 @@ impl Database {
                         "INSERT INTO invitations (id, org_id, email, role, token_hash, invited_by, created_at, expires_at) \
                          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
                     )
-                    .bind(id)
+                    .bind(id.as_uuid())
                     .bind(org_id.as_uuid())
                     .bind(&email)
                     .bind(role.as_str())
@@ -367,7 +367,7 @@ impl Database {
         Ok(rows
             .into_iter()
             .map(|(id, email, role, created_at, expires_at)| Invitation {
-                id,
+                id: InvitationId::from_uuid(id),
                 email,
                 role: role_of(&role),
                 created_at: from_ms(created_at),
@@ -380,7 +380,7 @@ impl Database {
     pub async fn revoke_invitation(
         &self,
         org_id: OrgId,
-        id: Uuid,
+        id: InvitationId,
         event: &AuditEvent,
         now: OffsetDateTime,
     ) -> Result<Change, StorageError> {
@@ -392,7 +392,7 @@ impl Database {
                          AND accepted_at IS NULL AND revoked_at IS NULL",
                     )
                     .bind(ms(now))
-                    .bind(id)
+                    .bind(id.as_uuid())
                     .bind(org_id.as_uuid())
                     .execute(&mut **tx)
                     .await?

@@ -2,7 +2,7 @@
 //! window, and revoke a whole family when a retired token comes back.
 
 use futures::FutureExt;
-use mailroom_core::UserId;
+use mailroom_core::{TokenFamilyId, UserId};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -25,20 +25,23 @@ pub enum Rotation {
     /// It was live: it is retired, and the child given is now the family's live token.
     Rotated {
         user_id: UserId,
-        family_id: Uuid,
+        family_id: TokenFamilyId,
         authenticated_at: OffsetDateTime,
     },
     /// It was retired moments ago (two tabs racing): the child issued then, whose access
     /// token had these claims, is the answer again.
     Replayed {
         user_id: UserId,
-        family_id: Uuid,
+        family_id: TokenFamilyId,
         access_jti: Uuid,
         access_iat: OffsetDateTime,
         authenticated_at: OffsetDateTime,
     },
     /// It was retired before the grace window: presumed stolen, the whole family is revoked.
-    Reused { user_id: UserId, family_id: Uuid },
+    Reused {
+        user_id: UserId,
+        family_id: TokenFamilyId,
+    },
     /// Unknown, expired or revoked.
     Invalid,
 }
@@ -146,7 +149,11 @@ impl Database {
                             authenticated_at,
                         };
                         insert_token(tx, &child, &family, Some(token.id), now).await?;
-                        Ok(Rotation::Rotated { user_id, family_id, authenticated_at })
+                        Ok(Rotation::Rotated {
+                            user_id,
+                            family_id: TokenFamilyId::from_uuid(family_id),
+                            authenticated_at,
+                        })
                     }
                     Some(used_at) if ms(now) - used_at <= grace.whole_milliseconds() as i64 => {
                         let issued: Option<(Uuid, i64)> = on_backend!(&mut tx.0, Inner, tx => {
@@ -160,7 +167,7 @@ impl Database {
                         Ok(match issued {
                             Some((access_jti, access_iat)) => Rotation::Replayed {
                                 user_id,
-                                family_id,
+                                family_id: TokenFamilyId::from_uuid(family_id),
                                 access_jti,
                                 access_iat: from_ms(access_iat),
                                 authenticated_at,
@@ -178,7 +185,10 @@ impl Database {
                             .execute(&mut **tx)
                             .await?;
                         });
-                        Ok(Rotation::Reused { user_id, family_id })
+                        Ok(Rotation::Reused {
+                            user_id,
+                            family_id: TokenFamilyId::from_uuid(family_id),
+                        })
                     }
                 }
             }
@@ -192,7 +202,7 @@ impl Database {
     pub async fn token_family_live(
         &self,
         user_id: UserId,
-        family_id: Uuid,
+        family_id: TokenFamilyId,
         now: OffsetDateTime,
     ) -> Result<bool, StorageError> {
         let live: i64 = self
@@ -204,7 +214,7 @@ impl Database {
                              AND family_id = $2 AND revoked_at IS NULL AND family_expires_at > $3",
                         )
                         .bind(user_id.as_uuid())
-                        .bind(family_id)
+                        .bind(family_id.as_uuid())
                         .bind(ms(now))
                         .fetch_one(&mut **tx)
                         .await?
@@ -219,7 +229,7 @@ impl Database {
     pub async fn revoke_token_family(
         &self,
         user_id: UserId,
-        family_id: Uuid,
+        family_id: TokenFamilyId,
         now: OffsetDateTime,
     ) -> Result<(), StorageError> {
         self.transaction_for(&Tenancy::User(user_id), |tx| {
@@ -231,7 +241,7 @@ impl Database {
                     )
                     .bind(ms(now))
                     .bind(user_id.as_uuid())
-                    .bind(family_id)
+                    .bind(family_id.as_uuid())
                     .execute(&mut **tx)
                     .await?;
                 });

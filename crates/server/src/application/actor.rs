@@ -5,7 +5,7 @@
 use mailroom_core::accounts::RECENT_AUTH;
 use mailroom_core::api_keys::{Scope, Scopes};
 use mailroom_core::audit::{Action, AuditEvent, Outcome};
-use mailroom_core::{OrgId, SessionId};
+use mailroom_core::{OrgId, SessionId, TokenFamilyId};
 use mailroom_storage::accounts::{PlatformRole, User};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -29,7 +29,7 @@ pub enum Credential {
     Session(SessionId),
     /// An access token of this refresh-token family.
     AccessToken {
-        family: Uuid,
+        family: TokenFamilyId,
     },
 }
 

@@ -1,14 +1,13 @@
 //! Teams (docs/security.md#roles, #invitations): roles changed by who may, members removed,
 //! ownership transferred, invitations sent, revoked and accepted.
 
-use mailroom_core::UserId;
 use mailroom_core::audit::{Action, AuditEvent, Outcome};
 use mailroom_core::org::{self, INVITATION_TTL, OrgRole, Refusal};
+use mailroom_core::{InvitationId, UserId};
 use mailroom_mail::queued::MailMessage;
 use mailroom_storage::teams::{Acceptance, Change, NewInvitation};
 use secrecy::{ExposeSecret, SecretString};
 use time::OffsetDateTime;
-use uuid::Uuid;
 
 use crate::application::accounts::parse_email;
 use crate::application::actor::Principal;
@@ -163,7 +162,7 @@ pub async fn invite_of(
     let now = OffsetDateTime::now_utc();
     let token = random_token();
     let invitation = NewInvitation {
-        id: Uuid::now_v7(),
+        id: InvitationId::generate(),
         email: email.to_string(),
         role,
         token_hash: token_hash(&token),
@@ -202,7 +201,7 @@ pub async fn revoke_invitation_of(
     state: &AppState,
     trail: &AuditTrail,
     principal: &Principal,
-    id: Uuid,
+    id: InvitationId,
 ) -> Result<(), DomainError> {
     require_manager(principal)?;
     let event = AuditEvent {

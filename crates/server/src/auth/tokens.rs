@@ -9,8 +9,8 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use mailroom_core::UserId;
 use mailroom_core::accounts::ACCESS_TOKEN_TTL;
+use mailroom_core::{TokenFamilyId, UserId};
 use mailroom_crypto::root_key::{DerivedKey, RootKey};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
@@ -45,7 +45,7 @@ pub struct Claims {
     pub iss: String,
     pub aud: String,
     pub sub: UserId,
-    pub sid: Uuid,
+    pub sid: TokenFamilyId,
     pub jti: Uuid,
     pub iat: i64,
     pub exp: i64,
@@ -66,7 +66,7 @@ impl TokenKeys {
     pub fn access_token(
         &self,
         user: UserId,
-        family: Uuid,
+        family: TokenFamilyId,
         jti: Uuid,
         issued_at: OffsetDateTime,
         authenticated_at: OffsetDateTime,
@@ -142,7 +142,11 @@ mod tests {
     #[test]
     fn tokens_verify_and_tampering_does_not() {
         let keys = keys();
-        let (user, family, jti) = (UserId::generate(), Uuid::now_v7(), Uuid::now_v7());
+        let (user, family, jti) = (
+            UserId::generate(),
+            TokenFamilyId::generate(),
+            Uuid::now_v7(),
+        );
         let now = OffsetDateTime::now_utc();
         let token = keys.access_token(user, family, jti, now, now).unwrap();
         assert_eq!(
@@ -179,7 +183,11 @@ mod tests {
     #[test]
     fn the_token_is_a_standard_hs256_jwt() {
         let keys = keys();
-        let (user, family, jti) = (UserId::generate(), Uuid::now_v7(), Uuid::now_v7());
+        let (user, family, jti) = (
+            UserId::generate(),
+            TokenFamilyId::generate(),
+            Uuid::now_v7(),
+        );
         let now = OffsetDateTime::now_utc();
         let token = keys.access_token(user, family, jti, now, now).unwrap();
         let parts: Vec<&str> = token.split('.').collect();

@@ -4,6 +4,7 @@
 
 use axum::extract::{Extension, Form, Path, Query, State};
 use axum::response::{IntoResponse, Redirect, Response};
+use mailroom_core::InvitationId;
 use mailroom_core::UserId;
 use mailroom_core::api_keys::Scope;
 use mailroom_core::org::OrgRole;
@@ -229,7 +230,7 @@ pub async fn revoke_invitation_submit(
     Extension(nonce): Extension<CspNonce>,
     trail: AuditTrail,
     principal: Principal,
-    Path(id): Path<Uuid>,
+    Path(id): Path<InvitationId>,
 ) -> Response {
     let outcome = teams::revoke_invitation_of(&state, &trail, &principal, id).await;
     after(

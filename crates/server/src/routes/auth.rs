@@ -8,6 +8,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use mailroom_core::TokenFamilyId;
 use mailroom_core::accounts::{ACCESS_TOKEN_TTL, REFRESH_FAMILY_TTL, REFRESH_GRACE};
 use mailroom_core::audit::{Action, AuditEvent, Outcome};
 use mailroom_storage::accounts::{Device, NewDevice, SignInRecord, User};
@@ -250,7 +251,14 @@ pub async fn token(
             if new_device {
                 state.queue.wake();
             }
-            (user.id, first.id, first.access_jti, now, now, refresh_token)
+            (
+                user.id,
+                TokenFamilyId::from_uuid(first.id),
+                first.access_jti,
+                now,
+                now,
+                refresh_token,
+            )
         }
         TokenRequest::RefreshToken { refresh_token } => {
             let presented = refresh_token.expose_secret();

@@ -5,6 +5,7 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use mailroom_core::InvitationId;
 use mailroom_core::UserId;
 use secrecy::SecretString;
 use serde::Deserialize;
@@ -153,7 +154,7 @@ pub async fn revoke_invitation(
     State(state): State<AppState>,
     trail: AuditTrail,
     principal: Principal,
-    Path(id): Path<Uuid>,
+    Path(id): Path<InvitationId>,
 ) -> Result<StatusCode, ApiError> {
     teams::revoke_invitation_of(&state, &trail, &principal, id).await?;
     Ok(StatusCode::NO_CONTENT)
