@@ -315,7 +315,7 @@ pub async fn authenticate(
 
 /// Checks a signed-in user's password again (a sensitive change asks for it) through the
 /// lockout gate.
-pub async fn check_password(
+async fn check_password(
     state: &AppState,
     trail: &AuditTrail,
     user: &User,
@@ -493,7 +493,7 @@ async fn code_mail(
 }
 
 /// The rules for a new password (docs/security.md#password-policy); the error names `new_password` (sign-up renames it).
-pub fn check_password_policy(
+fn check_password_policy(
     password: &SecretString,
     email: &EmailAddress,
     rules: CompositionRules,

@@ -132,7 +132,7 @@ fn answer(change: Change) -> Result<(), DomainError> {
     }
 }
 
-pub fn refused(refusal: Refusal) -> DomainError {
+fn refused(refusal: Refusal) -> DomainError {
     match refusal {
         Refusal::NotAManager => DomainError::Forbidden(Forbidden::NotAManager),
         Refusal::OwnerOnly => DomainError::Forbidden(Forbidden::OwnerOnly),

@@ -42,7 +42,7 @@ pub async fn check(
 
 /// Why `email` is refused before it is even checked: it is no address by any standard, and
 /// it would reach the log and the ledger as it is.
-pub fn unusable(email: &str) -> Option<String> {
+fn unusable(email: &str) -> Option<String> {
     if email.len() > MAX_INPUT {
         Some(format!("an address may be at most {MAX_INPUT} bytes"))
     } else if email.chars().any(char::is_control) {
@@ -52,7 +52,7 @@ pub fn unusable(email: &str) -> Option<String> {
     }
 }
 
-pub fn requester(caller: &Caller) -> Requester {
+fn requester(caller: &Caller) -> Requester {
     match caller {
         Caller::Account(principal) => Requester {
             org_id: principal.user.org_id,
