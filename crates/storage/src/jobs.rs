@@ -198,10 +198,9 @@ impl Database {
         let (id, user_id, api_key_id, smtp) = (job.id, job.user_id, job.api_key_id, job.smtp);
         // Shared, not copied, by each attempt of the transaction.
         let emails = std::sync::Arc::new(job.emails.clone());
-        self.serializable(|tx| {
+        self.serializable_for(&Tenancy::Org(org_id), |tx| {
             let emails = std::sync::Arc::clone(&emails);
             async move {
-            tx.act_for(&Tenancy::Org(org_id)).await?;
             let total = i64::try_from(emails.len()).unwrap_or(i64::MAX);
             let (plan, used) =
                 crate::usage::plan_and_use(tx, org_id, Metric::Verifications, period_start).await?;
@@ -465,10 +464,9 @@ impl Database {
             .collect();
         // Retried as a whole on a conflict (a renewal or a cancel of the same job, say): the
         // chunk was already probed and charged, and must not be thrown away.
-        self.serializable(|tx| {
+        self.serializable_for(&Tenancy::Org(org_id), |tx| {
             let (rows, worker) = (rows.clone(), worker.clone());
             async move {
-            tx.act_for(&Tenancy::Org(org_id)).await?;
             let held = on_backend!(&mut tx.0, Inner, tx => {
                 sqlx::query(
                     "UPDATE verify_jobs SET done = done + $4, deliverable = deliverable + $5, \

@@ -67,10 +67,9 @@ impl Database {
         let sealed = self
             .seal(SYSTEM_SCOPE, &totp_binding(user_id), secret, now)
             .await?;
-        self.serializable(|tx| {
+        self.serializable_for(&Tenancy::User(user_id), |tx| {
             let sealed = sealed.clone();
             async move {
-                tx.act_for(&Tenancy::User(user_id)).await?;
                 on_backend!(&mut tx.0, Inner, tx => {
                     let written = sqlx::query(
                         "INSERT INTO mfa_totp (user_id, secret, created_at) VALUES ($1, $2, $3) \
@@ -141,10 +140,9 @@ impl Database {
     ) -> Result<bool, StorageError> {
         let step = i64::try_from(step).unwrap_or(i64::MAX);
         let (sealed, hashes) = (sealed.to_vec(), backup_code_hashes.to_vec());
-        self.serializable(|tx| {
+        self.serializable_for(&Tenancy::User(user_id), |tx| {
             let (sealed, hashes) = (sealed.clone(), hashes.clone());
             async move {
-                tx.act_for(&Tenancy::User(user_id)).await?;
                 let enabled = on_backend!(&mut tx.0, Inner, tx => {
                     sqlx::query(
                         "UPDATE mfa_totp SET enabled_at = $1, last_used_step = $2 \
@@ -171,9 +169,8 @@ impl Database {
 
     /// Turns the second factor off: the secret, the backup codes and the trusted devices go.
     pub async fn disable_totp(&self, user_id: UserId) -> Result<(), StorageError> {
-        self.serializable(|tx| {
+        self.serializable_for(&Tenancy::User(user_id), |tx| {
             async move {
-                tx.act_for(&Tenancy::User(user_id)).await?;
                 on_backend!(&mut tx.0, Inner, tx => {
                     for sql in [
                         "DELETE FROM mfa_totp WHERE user_id = $1",
@@ -196,10 +193,9 @@ impl Database {
         hashes: &[Vec<u8>],
     ) -> Result<(), StorageError> {
         let hashes = hashes.to_vec();
-        self.serializable(|tx| {
+        self.serializable_for(&Tenancy::User(user_id), |tx| {
             let hashes = hashes.clone();
             async move {
-                tx.act_for(&Tenancy::User(user_id)).await?;
                 on_backend!(&mut tx.0, Inner, tx => {
                     sqlx::query("DELETE FROM mfa_backup_codes WHERE user_id = $1")
                         .bind(user_id.as_uuid())

@@ -49,10 +49,9 @@ impl Database {
         let (org_id, metric, period_start) = (charge.org_id, charge.metric, charge.period_start);
         let (amount, quota) = (charge.amount, charge.quota);
         let keys = charge.idempotency_keys.to_vec();
-        self.serializable(|tx| {
+        self.serializable_for(&Tenancy::Org(org_id), |tx| {
             let keys = keys.clone();
             async move {
-                tx.act_for(&Tenancy::Org(org_id)).await?;
                 let mut ledger = Ledger::open(tx, org_id, metric, period_start, &keys).await?;
                 let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
                 Ok(match ledger.charge(&keys, amount, quota, now) {
