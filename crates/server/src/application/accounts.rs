@@ -11,7 +11,10 @@ use mailroom_core::password_policy::{self, CompositionRules};
 use mailroom_core::{EmailAddress, SessionId};
 use mailroom_crypto::password::Verification;
 use mailroom_mail::queued::MailMessage;
-use mailroom_storage::accounts::{CodeAttempt, NewAccount, NewDevice, PlatformRole, User};
+use mailroom_storage::accounts::{
+    CodeAttempt, NewAccount, NewDevice, PlatformRole, SessionInfo, User,
+};
+use mailroom_storage::audit::AuditEntry;
 use mailroom_storage::privacy::Deletion;
 use mailroom_storage::queue::PreparedJob;
 use secrecy::{ExposeSecret, SecretString};
@@ -657,4 +660,25 @@ pub async fn operator_account(
         password_hash: password_hash.as_str().to_owned(),
         platform_role,
     })
+}
+
+/// The account's live sessions, for its owner.
+pub async fn sessions(
+    state: &AppState,
+    principal: &Principal,
+) -> Result<Vec<SessionInfo>, DomainError> {
+    let now = OffsetDateTime::now_utc();
+    Ok(state.database.sessions_of(principal.user.id, now).await?)
+}
+
+/// The owner's newest audit entries, `limit` of them.
+pub async fn recent_activity(
+    state: &AppState,
+    principal: &Principal,
+    limit: i64,
+) -> Result<Vec<AuditEntry>, DomainError> {
+    Ok(state
+        .database
+        .audit_for_actor(principal.user.id, None, limit)
+        .await?)
 }

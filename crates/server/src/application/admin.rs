@@ -3,6 +3,7 @@
 
 use mailroom_core::audit::{Action, AuditEvent, Outcome};
 use mailroom_core::{OrgId, UserId};
+use mailroom_storage::teams::{OrgSummary, UserSummary};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -125,4 +126,14 @@ pub async fn unlock_of(
     } else {
         Err(DomainError::NotFound)
     }
+}
+
+/// Every organization and every account of the platform, for a super-admin.
+pub async fn platform(
+    state: &AppState,
+    admin: &Principal,
+) -> Result<(Vec<OrgSummary>, Vec<UserSummary>), DomainError> {
+    let orgs = state.database.all_orgs(admin.user.id).await?;
+    let users = state.database.all_users(admin.user.id).await?;
+    Ok((orgs, users))
 }

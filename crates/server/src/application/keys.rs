@@ -1,10 +1,11 @@
 //! API keys (docs/security.md#api-key-format, #api-key-scopes): created with their scopes and
 //! limits and shown once, and revoked.
 
+use mailroom_core::OrgId;
 use mailroom_core::api_keys::{Scope, Scopes};
 use mailroom_core::audit::{Action, AuditEvent};
 use mailroom_crypto::api_key;
-use mailroom_storage::api_keys::NewApiKey;
+use mailroom_storage::api_keys::{ApiKeyInfo, NewApiKey};
 use mailroom_storage::teams::Change;
 use secrecy::SecretString;
 use time::OffsetDateTime;
@@ -139,4 +140,12 @@ pub async fn revoke_of(
         Change::Done => Ok(()),
         _ => Err(DomainError::NotFound),
     }
+}
+
+/// The organization's API keys (never their secrets).
+pub async fn list(state: &AppState, org_id: OrgId) -> Result<Vec<ApiKeyInfo>, DomainError> {
+    Ok(state
+        .database
+        .api_keys(org_id, OffsetDateTime::now_utc())
+        .await?)
 }

@@ -5,7 +5,7 @@ use mailroom_core::audit::{Action, AuditEvent, Outcome};
 use mailroom_core::org::{self, INVITATION_TTL, OrgRole, Refusal};
 use mailroom_core::{InvitationId, UserId};
 use mailroom_mail::queued::MailMessage;
-use mailroom_storage::teams::{Acceptance, Change, NewInvitation};
+use mailroom_storage::teams::{Acceptance, Change, Invitation, Member, NewInvitation, Plan};
 use secrecy::{ExposeSecret, SecretString};
 use time::OffsetDateTime;
 
@@ -263,4 +263,31 @@ pub async fn accept_with(
         }
         Acceptance::InAnotherTeam => Err(DomainError::Conflict(Conflict::AlreadyInAnOrg)),
     }
+}
+
+/// An organization as its members see it: name, plan, members, and (for its managers) the
+/// pending invitations.
+pub struct Overview {
+    pub name: String,
+    pub plan: Plan,
+    pub members: Vec<Member>,
+    pub invitations: Vec<Invitation>,
+}
+
+pub async fn overview(state: &AppState, principal: &Principal) -> Result<Overview, DomainError> {
+    let org_id = principal.user.org_id;
+    let invitations = if principal.user.org_role.manages() {
+        state
+            .database
+            .invitations(org_id, OffsetDateTime::now_utc())
+            .await?
+    } else {
+        Vec::new()
+    };
+    Ok(Overview {
+        name: state.database.org_name(org_id).await?,
+        plan: state.database.plan_of(org_id).await?,
+        members: state.database.members(org_id).await?,
+        invitations,
+    })
 }

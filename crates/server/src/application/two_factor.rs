@@ -4,6 +4,7 @@
 
 use mailroom_core::audit::{Action, AuditEvent, Outcome};
 use mailroom_crypto::totp::TotpSecret;
+use mailroom_storage::two_factor::TrustedDevice;
 use qrcode::QrCode;
 use qrcode::render::svg;
 use secrecy::{ExposeSecret, SecretString};
@@ -170,4 +171,18 @@ pub async fn forget_device(
     )
     .await?;
     Ok(())
+}
+
+/// The second factor's state for its owner: backup codes left, and the trusted devices.
+pub async fn state_of(
+    state: &AppState,
+    principal: &Principal,
+) -> Result<(i64, Vec<TrustedDevice>), DomainError> {
+    let user_id = principal.user.id;
+    let left = state.database.unused_backup_codes(user_id).await?;
+    let devices = state
+        .database
+        .trusted_devices(user_id, OffsetDateTime::now_utc())
+        .await?;
+    Ok((left, devices))
 }

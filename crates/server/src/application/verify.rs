@@ -1,9 +1,13 @@
 //! Address verification as an organization asks for it: one address or a batch now, or a
 //! bulk job for the workers, within the month's quota.
 
+use mailroom_core::OrgId;
 use mailroom_core::api_keys::Scope;
+use mailroom_core::usage::Metric;
 use mailroom_core::usage::month_of;
-use mailroom_storage::jobs::{Admission, NewJob};
+use mailroom_storage::jobs::{Admission, Job, NewJob};
+use mailroom_storage::teams::Plan;
+use mailroom_storage::verifications::{LogQuery, LoggedVerification};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -120,4 +124,35 @@ pub async fn queue(
     }
     state.job_worker.wake();
     Ok((job.id, job.emails.len()))
+}
+
+/// The organization's newest bulk jobs, `limit` of them.
+pub async fn jobs(state: &AppState, caller: &Caller, limit: i64) -> Result<Vec<Job>, DomainError> {
+    caller.require(Scope::Verify, false)?;
+    Ok(state.database.jobs(caller.org_id(), limit).await?)
+}
+
+/// A page of the organization's verification log.
+pub async fn log(
+    state: &AppState,
+    caller: &Caller,
+    query: &LogQuery,
+) -> Result<Vec<LoggedVerification>, DomainError> {
+    caller.require(Scope::Verify, false)?;
+    Ok(state
+        .database
+        .verification_log(caller.org_id(), query)
+        .await?)
+}
+
+/// The organization's plan and the verifications it used in the period from `start`.
+pub async fn usage(
+    state: &AppState,
+    org_id: OrgId,
+    start: OffsetDateTime,
+) -> Result<(Plan, i64), DomainError> {
+    Ok(state
+        .database
+        .quota(org_id, Metric::Verifications, start)
+        .await?)
 }

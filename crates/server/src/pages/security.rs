@@ -12,7 +12,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
-use crate::application::accounts;
+use crate::application::{accounts, two_factor};
 use crate::audit::AuditTrail;
 use crate::auth::session;
 use crate::extract::Principal;
@@ -56,17 +56,8 @@ async fn security(
     notice: Option<&str>,
     error: Option<&ApiError>,
 ) -> Result<Response, ApiError> {
-    let now = OffsetDateTime::now_utc();
-    let sessions = state
-        .database
-        .sessions_of(principal.user.id, now)
-        .await
-        .map_err(ApiError::internal)?;
-    let activity = state
-        .database
-        .audit_for_actor(principal.user.id, None, 20)
-        .await
-        .map_err(ApiError::internal)?;
+    let sessions = accounts::sessions(state, principal).await?;
+    let activity = accounts::recent_activity(state, principal, 20).await?;
     let second_factor = section(state, principal).await?;
     let when = |time: OffsetDateTime| time.format(&Rfc3339).unwrap_or_default();
     let markup = layout(
@@ -252,17 +243,7 @@ pub async fn section(state: &AppState, principal: &Principal) -> Result<Markup, 
             }
         });
     }
-    let now = OffsetDateTime::now_utc();
-    let left = state
-        .database
-        .unused_backup_codes(user.id)
-        .await
-        .map_err(ApiError::internal)?;
-    let devices = state
-        .database
-        .trusted_devices(user.id, now)
-        .await
-        .map_err(ApiError::internal)?;
+    let (left, devices) = two_factor::state_of(state, principal).await?;
     let when = |time: OffsetDateTime| time.format(&Rfc3339).unwrap_or_default();
     Ok(html! {
         section aria-labelledby="mfa-heading" {

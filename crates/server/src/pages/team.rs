@@ -16,7 +16,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::application::actor::Caller;
-use crate::application::{admin, keys, teams};
+use crate::application::{admin, keys, teams, verify};
 use crate::audit::AuditTrail;
 use crate::error::{DomainError, Forbidden};
 use crate::extract::Principal;
@@ -54,19 +54,14 @@ async fn render_team(
     error: Option<&ApiError>,
 ) -> Result<Response, ApiError> {
     let user = &principal.user;
-    let org_name = state.database.org_name(user.org_id).await?;
-    let plan = state.database.plan_of(user.org_id).await?;
-    let members = state.database.members(user.org_id).await?;
+    let teams::Overview {
+        name: org_name,
+        plan,
+        members,
+        invitations,
+    } = teams::overview(state, principal).await?;
     let manages = user.org_role.manages();
     let owner = user.org_role == OrgRole::Owner;
-    let invitations = if manages {
-        state
-            .database
-            .invitations(user.org_id, OffsetDateTime::now_utc())
-            .await?
-    } else {
-        Vec::new()
-    };
     Ok(titled(
         nonce,
         "Team",
@@ -352,10 +347,7 @@ async fn render_keys(
     error: Option<&ApiError>,
     new_key: Option<&SecretString>,
 ) -> Result<Response, ApiError> {
-    let keys = state
-        .database
-        .api_keys(principal.user.org_id, OffsetDateTime::now_utc())
-        .await?;
+    let keys = keys::list(state, principal.user.org_id).await?;
     Ok(titled(
         nonce,
         "API keys",
@@ -491,10 +483,7 @@ pub async fn usage_page(
     let org_id = principal.user.org_id;
     let (start, resets_at) = month_of(OffsetDateTime::now_utc());
     let rendered = async {
-        let (plan, used) = state
-            .database
-            .quota(org_id, Metric::Verifications, start)
-            .await?;
+        let (plan, used) = verify::usage(&state, org_id, start).await?;
         Ok::<_, ApiError>(titled(
             &nonce,
             "Usage",
@@ -542,8 +531,7 @@ async fn render_admin(
     notice: Option<&str>,
     error: Option<&ApiError>,
 ) -> Result<Response, ApiError> {
-    let orgs = state.database.all_orgs(admin.user.id).await?;
-    let users = state.database.all_users(admin.user.id).await?;
+    let (orgs, users) = admin::platform(state, admin).await?;
     let now = OffsetDateTime::now_utc();
     Ok(titled(
         nonce,

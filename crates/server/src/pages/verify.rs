@@ -9,7 +9,7 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use crate::application::actor::Caller;
-use crate::application::verify;
+use crate::application::{keys, verify};
 use crate::extract::Principal;
 use crate::listing::next_cursor;
 use crate::pages::{Notice, NoticeQuery, SignedIn, after, titled, when};
@@ -259,10 +259,8 @@ async fn render_jobs(
     notice: Option<&str>,
     error: Option<&ApiError>,
 ) -> Result<Response, ApiError> {
-    let jobs = state
-        .database
-        .jobs(principal.user.org_id, LISTED_JOBS)
-        .await?;
+    let caller = Caller::Account(principal.clone());
+    let jobs = verify::jobs(state, &caller, LISTED_JOBS).await?;
     Ok(titled(
         nonce,
         "Bulk verification",
@@ -341,11 +339,9 @@ pub async fn log_page(
             api_key_id,
             limit: LOG_PAGE,
         };
-        let lines = state.database.verification_log(org_id, &query).await?;
-        let keys = state
-            .database
-            .api_keys(org_id, time::OffsetDateTime::now_utc())
-            .await?;
+        let caller = Caller::Account(principal.clone());
+        let lines = verify::log(&state, &caller, &query).await?;
+        let keys = keys::list(&state, org_id).await?;
         let next = next_cursor(
             &lines,
             usize::try_from(LOG_PAGE).unwrap_or(usize::MAX),

@@ -243,6 +243,21 @@ fn the_application_layer_knows_no_http() {
     }
 }
 
+/// Page rendering reads through the application layer too: no page touches storage.
+#[test]
+fn the_pages_read_through_the_application_layer() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut sources = BTreeMap::new();
+    collect(&root, &root.join("pages"), &mut sources);
+    assert!(!sources.is_empty());
+    for (module, source) in sources {
+        assert!(
+            !source.contains(".database") && !source.contains("mailroom_storage::Database"),
+            "pages::{module} reaches storage"
+        );
+    }
+}
+
 /// The reader of the drawing sees what a cycle is: a negative control for the two tests above.
 #[test]
 fn the_drawing_finds_a_cycle_when_there_is_one() {
