@@ -69,10 +69,7 @@ pub async fn create(
 /// revoked ones say when and why (`revoked_reason`).
 pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
     caller.require(Scope::KeysManage, true)?;
-    let keys = state
-        .database
-        .api_keys(caller.org_id(), OffsetDateTime::now_utc())
-        .await?;
+    let keys = keys::list(&state, caller.org_id()).await?;
     Ok(Json(Value::Array(
         keys.iter()
             .map(|key| {

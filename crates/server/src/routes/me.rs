@@ -21,7 +21,6 @@ use crate::state::AppState;
 use mailroom_core::SessionId;
 use mailroom_core::api_keys::Scope;
 use secrecy::SecretString;
-use time::OffsetDateTime;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -54,11 +53,7 @@ pub async fn sessions(
     State(state): State<AppState>,
     principal: Principal,
 ) -> Result<Json<Value>, ApiError> {
-    let sessions = state
-        .database
-        .sessions_of(principal.user.id, OffsetDateTime::now_utc())
-        .await
-        .map_err(ApiError::internal)?;
+    let sessions = accounts::sessions(&state, &principal).await?;
     Ok(Json(Value::Array(
         sessions
             .iter()

@@ -88,10 +88,7 @@ pub async fn trusted_devices(
     State(state): State<AppState>,
     principal: Principal,
 ) -> Result<Json<Value>, ApiError> {
-    let devices = state
-        .database
-        .trusted_devices(principal.user.id, OffsetDateTime::now_utc())
-        .await?;
+    let (_, devices) = two_factor::state_of(&state, &principal).await?;
     let when = |time: OffsetDateTime| time.format(&Rfc3339).unwrap_or_default();
     Ok(Json(Value::Array(
         devices

@@ -9,16 +9,14 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::application::actor::Caller;
+use crate::application::verify;
 use crate::problem::ApiError;
 use crate::state::AppState;
 
 pub async fn usage(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
     let org_id = caller.org_id();
     let (start, resets_at) = month_of(OffsetDateTime::now_utc());
-    let (plan, used) = state
-        .database
-        .quota(org_id, Metric::Verifications, start)
-        .await?;
+    let (plan, used) = verify::usage(&state, org_id, start).await?;
     let when = |time: OffsetDateTime| time.format(&Rfc3339).unwrap_or_default();
     Ok(Json(json!({
         "plan": plan.id,

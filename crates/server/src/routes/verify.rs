@@ -122,10 +122,7 @@ pub async fn logs(
         api_key_id: params.api_key_id,
         limit,
     };
-    let lines = state
-        .database
-        .verification_log(caller.org_id(), &query)
-        .await?;
+    let lines = verify::log(&state, &caller, &query).await?;
     let next_cursor = next_cursor(
         &lines,
         usize::try_from(limit).unwrap_or(usize::MAX),
