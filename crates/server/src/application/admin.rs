@@ -128,12 +128,12 @@ pub async fn unlock_of(
     }
 }
 
-/// Every organization and every account of the platform, for a super-admin.
-pub async fn platform(
-    state: &AppState,
-    admin: &Principal,
-) -> Result<(Vec<OrgSummary>, Vec<UserSummary>), DomainError> {
-    let orgs = state.database.all_orgs(admin.user.id).await?;
-    let users = state.database.all_users(admin.user.id).await?;
-    Ok((orgs, users))
+/// Every organization of the platform, for a super-admin.
+pub async fn orgs(state: &AppState, admin: &Principal) -> Result<Vec<OrgSummary>, DomainError> {
+    Ok(state.database.all_orgs(admin.user.id).await?)
+}
+
+/// Every account of the platform, for a super-admin.
+pub async fn users(state: &AppState, admin: &Principal) -> Result<Vec<UserSummary>, DomainError> {
+    Ok(state.database.all_users(admin.user.id).await?)
 }

@@ -277,17 +277,31 @@ pub struct Overview {
 pub async fn overview(state: &AppState, principal: &Principal) -> Result<Overview, DomainError> {
     let org_id = principal.user.org_id;
     let invitations = if principal.user.org_role.manages() {
-        state
-            .database
-            .invitations(org_id, OffsetDateTime::now_utc())
-            .await?
+        invitations(state, principal).await?
     } else {
         Vec::new()
     };
     Ok(Overview {
         name: state.database.org_name(org_id).await?,
         plan: state.database.plan_of(org_id).await?,
-        members: state.database.members(org_id).await?,
+        members: members(state, principal).await?,
         invitations,
     })
+}
+
+/// The members of the principal's organization.
+pub async fn members(state: &AppState, principal: &Principal) -> Result<Vec<Member>, DomainError> {
+    Ok(state.database.members(principal.user.org_id).await?)
+}
+
+/// The organization's pending invitations, for its managers.
+pub async fn invitations(
+    state: &AppState,
+    principal: &Principal,
+) -> Result<Vec<Invitation>, DomainError> {
+    require_manager(principal)?;
+    Ok(state
+        .database
+        .invitations(principal.user.org_id, OffsetDateTime::now_utc())
+        .await?)
 }

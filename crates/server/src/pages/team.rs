@@ -531,7 +531,8 @@ async fn render_admin(
     notice: Option<&str>,
     error: Option<&ApiError>,
 ) -> Result<Response, ApiError> {
-    let (orgs, users) = admin::platform(state, admin).await?;
+    let orgs = admin::orgs(state, admin).await?;
+    let users = admin::users(state, admin).await?;
     let now = OffsetDateTime::now_utc();
     Ok(titled(
         nonce,

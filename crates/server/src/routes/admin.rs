@@ -26,7 +26,7 @@ pub async fn orgs(
     State(state): State<AppState>,
     SuperAdmin(admin): SuperAdmin,
 ) -> Result<Json<Value>, ApiError> {
-    let orgs = state.database.all_orgs(admin.user.id).await?;
+    let orgs = admin::orgs(&state, &admin).await?;
     Ok(Json(Value::Array(
         orgs.iter()
             .map(|org| {
@@ -66,7 +66,7 @@ pub async fn users(
     State(state): State<AppState>,
     SuperAdmin(admin): SuperAdmin,
 ) -> Result<Json<Value>, ApiError> {
-    let users = state.database.all_users(admin.user.id).await?;
+    let users = admin::users(&state, &admin).await?;
     let now = OffsetDateTime::now_utc();
     Ok(Json(Value::Array(
         users

@@ -30,7 +30,7 @@ pub async fn members(
     State(state): State<AppState>,
     principal: Principal,
 ) -> Result<Json<Value>, ApiError> {
-    let members = state.database.members(principal.user.org_id).await?;
+    let members = teams::members(&state, &principal).await?;
     Ok(Json(Value::Array(
         members
             .iter()
@@ -128,11 +128,7 @@ pub async fn invitations(
     State(state): State<AppState>,
     principal: Principal,
 ) -> Result<Json<Value>, ApiError> {
-    teams::require_manager(&principal)?;
-    let invitations = state
-        .database
-        .invitations(principal.user.org_id, OffsetDateTime::now_utc())
-        .await?;
+    let invitations = teams::invitations(&state, &principal).await?;
     Ok(Json(Value::Array(
         invitations
             .iter()

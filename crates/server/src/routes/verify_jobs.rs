@@ -154,8 +154,7 @@ fn csv_emails(body: &Bytes) -> Result<Vec<String>, ApiError> {
 
 /// `GET /v1/verify/jobs`: the organization's newest jobs.
 pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
-    caller.require(Scope::Verify, false)?;
-    let jobs = state.database.jobs(caller.org_id(), LISTED_JOBS).await?;
+    let jobs = verify::jobs(&state, &caller, LISTED_JOBS).await?;
     Ok(Json(
         json!({ "jobs": jobs.iter().map(describe).collect::<Vec<_>>() }),
     ))
