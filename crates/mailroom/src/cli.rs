@@ -193,9 +193,11 @@ impl Cli {
                 } else {
                     PlatformRole::User
                 };
-                let account = mailroom_server::operator_account(&email, &password, platform_role)
-                    .await
-                    .map_err(|error| anyhow::anyhow!("the account is refused: {error}"))?;
+                let passwords = mailroom_server::PasswordWork::new()?;
+                let account =
+                    mailroom_server::operator_account(&passwords, &email, &password, platform_role)
+                        .await
+                        .map_err(|error| anyhow::anyhow!("the account is refused: {error}"))?;
                 let email = account.email.clone();
                 let (database, _) = config.open_database().await?;
                 let now = time::OffsetDateTime::now_utc();

@@ -33,6 +33,7 @@ mod workers;
 
 pub use app::App;
 pub use application::accounts::operator_account;
+pub use auth::passwords::PasswordWork;
 pub use config::Config;
 pub use error::DomainError;
 pub use json::ApiJson;

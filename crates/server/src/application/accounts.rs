@@ -26,6 +26,7 @@ use crate::application::lockout::{Claimant, Verdict, gated};
 use crate::application::second_factor;
 use crate::audit::{self, AuditTrail};
 use crate::auth::codes;
+use crate::auth::passwords::PasswordWork;
 use crate::auth::session::{self, Presented};
 use crate::error::{Conflict, DomainError};
 use crate::state::AppState;
@@ -642,6 +643,7 @@ pub async fn delete(
 /// organization's), and hashed. Both call this one operation, then store the account their
 /// way (the setup link's consumption and a session; or the terminal's audited creation).
 pub async fn operator_account(
+    passwords: &PasswordWork,
     email: &str,
     password: &SecretString,
     platform_role: PlatformRole,
@@ -649,12 +651,8 @@ pub async fn operator_account(
     let email = parse_email(email)?;
     check_password_policy(password, &email, CompositionRules::default())
         .map_err(|error| error.for_field("password"))?;
-    let password = password.clone();
-    let password_hash =
-        tokio::task::spawn_blocking(move || mailroom_crypto::password::hash(&password))
-            .await
-            .map_err(DomainError::internal)?
-            .map_err(DomainError::internal)?;
+    // On the bounded pool: the setup form hashes before its link is checked.
+    let password_hash = passwords.hash(password).await?;
     Ok(NewAccount {
         email: email.to_string(),
         password_hash: password_hash.as_str().to_owned(),

@@ -173,16 +173,24 @@ pub async fn forget_device(
     Ok(())
 }
 
-/// The second factor's state for its owner: backup codes left, and the trusted devices.
-pub async fn state_of(
+/// How many of the owner's backup codes are still unused.
+pub async fn backup_codes_left(
     state: &AppState,
     principal: &Principal,
-) -> Result<(i64, Vec<TrustedDevice>), DomainError> {
-    let user_id = principal.user.id;
-    let left = state.database.unused_backup_codes(user_id).await?;
-    let devices = state
+) -> Result<i64, DomainError> {
+    Ok(state
         .database
-        .trusted_devices(user_id, OffsetDateTime::now_utc())
-        .await?;
-    Ok((left, devices))
+        .unused_backup_codes(principal.user.id)
+        .await?)
+}
+
+/// The owner's live trusted devices.
+pub async fn trusted_devices(
+    state: &AppState,
+    principal: &Principal,
+) -> Result<Vec<TrustedDevice>, DomainError> {
+    Ok(state
+        .database
+        .trusted_devices(principal.user.id, OffsetDateTime::now_utc())
+        .await?)
 }

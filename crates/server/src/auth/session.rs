@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
 use crate::audit::AuditTrail;
+use crate::error::DomainError;
 
 pub const COOKIE_NAME: &str = "__Host-mailroom_session";
 
@@ -111,13 +112,13 @@ pub fn presented(headers: &HeaderMap) -> Presented<'_> {
 }
 
 /// The `Set-Cookie` value that makes this browser a trusted device for its lifetime.
-pub fn trusted_device_cookie(token: &SecretString) -> HeaderValue {
+pub fn trusted_device_cookie(token: &SecretString) -> Result<HeaderValue, DomainError> {
     let value = format!(
         "{TRUSTED_COOKIE}={}; Path=/; Max-Age={}; HttpOnly; Secure; SameSite=Lax",
         token.expose_secret(),
         TRUSTED_DEVICE_TTL.as_secs()
     );
-    HeaderValue::from_str(&value).unwrap_or_else(|_| cleared_cookie())
+    HeaderValue::from_str(&value).map_err(DomainError::internal)
 }
 
 /// The value of the request's cookie `name`, if it has a non-empty one.

@@ -5,7 +5,7 @@
 
 use axum::extract::{Extension, Form, Query, State};
 use axum::http::{HeaderMap, header};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -382,8 +382,10 @@ pub async fn second_factor_submit(
         Ok((_, session, trusted)) => {
             let mut response = signed_in_redirect(&session, "/security");
             if let Some(token) = trusted {
-                let cookie = session::trusted_device_cookie(&token);
-                response.headers_mut().append(header::SET_COOKIE, cookie);
+                match session::trusted_device_cookie(&token) {
+                    Ok(cookie) => response.headers_mut().append(header::SET_COOKIE, cookie),
+                    Err(error) => return ApiError::from(error).into_response(),
+                };
             }
             response
         }

@@ -243,7 +243,8 @@ pub async fn section(state: &AppState, principal: &Principal) -> Result<Markup, 
             }
         });
     }
-    let (left, devices) = two_factor::state_of(state, principal).await?;
+    let left = two_factor::backup_codes_left(state, principal).await?;
+    let devices = two_factor::trusted_devices(state, principal).await?;
     let when = |time: OffsetDateTime| time.format(&Rfc3339).unwrap_or_default();
     Ok(html! {
         section aria-labelledby="mfa-heading" {

@@ -144,7 +144,7 @@ pub async fn login_second_factor(
     .await?;
     let mut response = signed_in(&user, &session);
     if let Some(token) = trusted {
-        let cookie = session::trusted_device_cookie(&token);
+        let cookie = session::trusted_device_cookie(&token)?;
         response.headers_mut().append(header::SET_COOKIE, cookie);
     }
     Ok(response)

@@ -97,8 +97,13 @@ async fn create_first_admin(
     trail: &AuditTrail,
     form: &SetupForm,
 ) -> Result<String, ApiError> {
-    let account =
-        accounts::operator_account(&form.email, &form.password, PlatformRole::SuperAdmin).await?;
+    let account = accounts::operator_account(
+        &state.passwords,
+        &form.email,
+        &form.password,
+        PlatformRole::SuperAdmin,
+    )
+    .await?;
     let now = OffsetDateTime::now_utc();
     let issued = session::issue(trail, now);
     let token_hash = session::token_hash(form.token.expose_secret());

@@ -88,7 +88,7 @@ pub async fn trusted_devices(
     State(state): State<AppState>,
     principal: Principal,
 ) -> Result<Json<Value>, ApiError> {
-    let (_, devices) = two_factor::state_of(&state, &principal).await?;
+    let devices = two_factor::trusted_devices(&state, &principal).await?;
     let when = |time: OffsetDateTime| time.format(&Rfc3339).unwrap_or_default();
     Ok(Json(Value::Array(
         devices
