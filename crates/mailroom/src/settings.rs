@@ -304,7 +304,7 @@ pub struct Settings {
     #[arg(long, global = true, env = "MAILROOM_JOBS_CHUNK", value_name = "ROWS")]
     jobs_chunk: Option<u32>,
 
-    /// Seconds a node's claim on a bulk job, or on a queued job, holds without renewal: how soon a dead node's job is taken up [default: 15 for bulk jobs, 60 for queued ones]
+    /// Seconds a node's claim on a queued job holds without renewal (it renews three times a lease while the job runs): how soon a dead node's job is taken up [default: 15]
     #[arg(
         long,
         global = true,
@@ -313,7 +313,7 @@ pub struct Settings {
     )]
     jobs_lease: Option<u64>,
 
-    /// Whether this node runs the work queue's jobs (system mail, …): false for a node that only answers HTTP [default: true]
+    /// Whether this node runs the work queue's jobs (system mail, bulk verification): false for a node that only answers HTTP [default: true]
     #[arg(
         long,
         global = true,
@@ -469,19 +469,16 @@ impl Settings {
             verify.probe_private_networks = allowed;
         }
         if let Some(rows) = self.jobs_chunk {
-            config.jobs.chunk = i64::from(rows.max(1));
+            config.jobs.bulk_chunk = i64::from(rows.max(1));
         }
         if let Some(seconds) = self.jobs_lease {
-            // Renewed three times a lease, as by default.
             config.jobs.lease = Duration::from_secs(seconds.max(3));
-            config.jobs.renew_every = config.jobs.lease / 3;
-            config.queue.lease = config.jobs.lease;
         }
         if let Some(run) = self.jobs_runner {
-            config.queue.run_here = run;
+            config.jobs.run_here = run;
         }
         if let Some(seconds) = self.jobs_poll_interval {
-            config.queue.poll_every = Duration::try_from_secs_f64(seconds)
+            config.jobs.poll_every = Duration::try_from_secs_f64(seconds)
                 .ok()
                 .filter(|every| !every.is_zero())
                 .context("--jobs-poll-interval: a number of seconds above 0")?;
@@ -728,7 +725,7 @@ mod tests {
         let config = parse(&["--jobs-poll-interval", "0.25"])
             .into_config()
             .unwrap();
-        assert_eq!(config.queue.poll_every, Duration::from_millis(250));
+        assert_eq!(config.jobs.poll_every, Duration::from_millis(250));
         for wrong in ["--jobs-poll-interval=0", "--jobs-poll-interval=-1"] {
             let error = parse(&[wrong]).into_config().unwrap_err();
             assert!(

@@ -10,6 +10,7 @@ use axum::http::HeaderValue;
 use axum_server::Handle;
 use axum_server::tls_rustls::RustlsConfig;
 use mailroom_storage::Database;
+use mailroom_storage::queue::JobKind;
 use mailroom_verify::Verifier;
 use secrecy::ExposeSecret;
 use url::Url;
@@ -87,8 +88,7 @@ impl App {
             tokens: TokenKeys::new(&root_key, public_url.origin().ascii_serialization()),
             code_key: root_key.derive(b"mailroom/email-code/hmac/v1"),
             backup_code_key: root_key.derive(b"mailroom/backup-code/hmac/v1"),
-            job_worker: crate::job_worker::JobWorker::new(config.jobs),
-            queue: crate::work_queue::Runner::new(config.queue),
+            queue: crate::work_queue::Runner::new(config.jobs),
             verifications: Verifications::new(
                 Verifier::new(config.verify.clone()).context("cannot set up the verifier")?,
             ),
@@ -142,15 +142,13 @@ impl App {
             self.database.clone(),
             self.auth_limiter.clone(),
         ));
-        let job_workers: Vec<_> = (0..self.state.job_worker.settings.workers)
-            .map(|_| tokio::spawn(crate::workers::bulk_jobs::run(self.state.clone())))
+        let settings = self.state.queue.settings;
+        let queue_runners: Vec<_> = JobKind::ALL
+            .into_iter()
+            .filter(|_| settings.run_here)
+            .flat_map(|kind| (0..settings.runners(kind)).map(move |_| kind))
+            .map(|kind| tokio::spawn(crate::workers::queue::run(self.state.clone(), kind)))
             .collect();
-        let queue_runner = self
-            .state
-            .queue
-            .settings
-            .run_here
-            .then(|| tokio::spawn(crate::workers::queue::run(self.state.clone())));
         let handle = Handle::new();
         let grace = self.shutdown_timeout;
         let signal_handle = handle.clone();
@@ -174,10 +172,7 @@ impl App {
             }
         };
         maintenance.abort();
-        for worker in job_workers {
-            worker.abort();
-        }
-        if let Some(runner) = queue_runner {
+        for runner in queue_runners {
             runner.abort();
         }
         self.database.close().await;

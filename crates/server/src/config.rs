@@ -73,10 +73,8 @@ pub struct Config {
     pub redis_failure: crate::rate_limit::FailureMode,
     /// How the verification engine reaches DNS and mail hosts.
     pub verify: mailroom_verify::Settings,
-    /// The bulk job workers: production's defaults (tests take smaller chunks and leases).
-    pub jobs: crate::job_worker::Settings,
-    /// The work queue's runner: its lease and how often it looks for work.
-    pub queue: crate::work_queue::Settings,
+    /// The work queue's runners: production's defaults (tests take smaller chunks and leases).
+    pub jobs: crate::work_queue::Settings,
 }
 
 #[derive(Clone, Debug)]
@@ -109,8 +107,7 @@ impl Config {
             redis_key_prefix: "mailroom:".to_owned(),
             redis_failure: crate::rate_limit::FailureMode::Closed,
             verify: mailroom_verify::Settings::default(),
-            jobs: crate::job_worker::Settings::default(),
-            queue: crate::work_queue::Settings::default(),
+            jobs: crate::work_queue::Settings::default(),
         }
     }
 

@@ -5,6 +5,7 @@
 //! never on codes.
 
 use mailroom_storage::StorageError;
+use mailroom_storage::bulk_jobs::JobState;
 use secrecy::SecretString;
 use time::OffsetDateTime;
 
@@ -153,7 +154,7 @@ pub enum Conflict {
     /// The organization has as many bulk jobs open as its plan allows.
     TooManyJobs { limit: i32 },
     /// The job has already ended (done, failed or cancelled).
-    JobEnded { status: String },
+    JobEnded { status: JobState },
     /// The setup was started again while this one was confirmed.
     MfaSetupRestarted,
 }

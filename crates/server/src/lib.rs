@@ -12,7 +12,6 @@ pub mod config;
 mod edge;
 mod error;
 mod extract;
-mod job_worker;
 mod json;
 mod limits;
 mod listing;

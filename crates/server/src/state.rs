@@ -51,7 +51,6 @@ pub struct Shared {
     pub backup_code_key: mailroom_crypto::root_key::DerivedKey,
     /// The verification engine, with dedup, quota and log.
     pub verifications: crate::verification::Verifications,
-    pub job_worker: crate::job_worker::JobWorker,
     /// This node's runner of the work queue.
     pub queue: crate::work_queue::Runner,
     pub auth_limiter: AuthLimiter,

@@ -16,8 +16,8 @@ use std::sync::{Arc, Mutex};
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 use mailroom_core::{OrgId, UserId};
+use mailroom_storage::bulk_jobs::{BulkJob, RowResult};
 use mailroom_storage::group_commit::{Claim, Claimed};
-use mailroom_storage::jobs::{Job, RowResult};
 use mailroom_storage::verifications::NewVerification;
 use mailroom_storage::{Database, StorageError};
 use mailroom_verify::{Mode, Options, Reason, Verification, Verifier, syntax};
@@ -133,7 +133,7 @@ impl Verifications {
     pub async fn check_rows(
         &self,
         database: &Database,
-        job: &Job,
+        job: &BulkJob,
         rows: Vec<(i64, String)>,
     ) -> Result<Vec<RowResult>, VerifyError> {
         let who = Requester {

@@ -1,6 +1,6 @@
-//! The work queue as the state holds it (`mailroom_storage::queue`): the runner's settings,
-//! its name in leases and the bell an enqueue on this node rings, and a system mail as a job.
-//! The runner itself is [`crate::workers::queue`].
+//! The work queue as the state holds it (`mailroom_storage::queue`): the runners' settings,
+//! their name in leases and the bells an enqueue on this node rings, and a system mail as a
+//! job. The runners themselves are [`crate::workers::queue`].
 
 use std::time::Duration;
 
@@ -10,32 +10,57 @@ use mailroom_storage::queue::{JobKind, NewJob};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-/// How the runner goes about it; the defaults are production's, and tests choose their own.
+/// How the runners go about it; the defaults are production's, and tests choose their own.
 #[derive(Clone, Copy, Debug)]
 pub struct Settings {
     /// Whether this node runs the queue's jobs at all (a node may only answer HTTP).
     pub run_here: bool,
-    /// How long a claim holds: how soon a dead node's job is taken up by another.
+    /// How long a claim holds without renewal: how soon a dead node's job is taken up by
+    /// another. A runner renews it three times a lease while the job runs.
     pub lease: Duration,
     /// How often an idle runner looks for jobs enqueued on other nodes.
     pub poll_every: Duration,
+    /// Bulk verification jobs a node works at once: one tenant's big job does not hold up
+    /// everyone else's.
+    pub bulk_runners: usize,
+    /// Rows of a bulk job checked and written together: enough to keep every host's sessions
+    /// full, few enough that a crash re-probes little (it never charges twice).
+    pub bulk_chunk: i64,
 }
 
 impl Default for Settings {
     fn default() -> Self {
         Settings {
             run_here: true,
-            lease: Duration::from_secs(60),
+            lease: Duration::from_secs(15),
             poll_every: Duration::from_secs(1),
+            bulk_runners: 2,
+            bulk_chunk: 2000,
         }
     }
 }
 
-/// This node's runner: its name in leases, its settings, and a bell that an enqueue rings.
+impl Settings {
+    /// Jobs of `kind` a node runs at once. Each kind has runners of its own, so that a long
+    /// job of one kind never holds up a short one of another (a code behind a bulk job).
+    pub fn runners(&self, kind: JobKind) -> usize {
+        match kind {
+            JobKind::SystemMail => 2,
+            JobKind::BulkVerification => self.bulk_runners,
+        }
+    }
+
+    pub fn renew_every(&self) -> Duration {
+        self.lease / 3
+    }
+}
+
+/// This node's runners: their name in leases, their settings, and a bell per kind that an
+/// enqueue rings.
 pub struct Runner {
     pub(crate) name: String,
     pub settings: Settings,
-    pub(crate) bell: Notify,
+    bells: [Notify; JobKind::ALL.len()],
 }
 
 impl Runner {
@@ -43,13 +68,21 @@ impl Runner {
         Runner {
             name: format!("node-{}", Uuid::new_v4()),
             settings,
-            bell: Notify::new(),
+            bells: std::array::from_fn(|_| Notify::new()),
         }
     }
 
-    /// A job was enqueued: look now rather than at the next poll.
-    pub fn wake(&self) {
-        self.bell.notify_one();
+    /// A job of `kind` was enqueued: a runner of it looks now rather than at the next poll.
+    pub fn wake(&self, kind: JobKind) {
+        self.bell(kind).notify_one();
+    }
+
+    pub(crate) fn bell(&self, kind: JobKind) -> &Notify {
+        let index = JobKind::ALL
+            .iter()
+            .position(|known| *known == kind)
+            .unwrap_or_default();
+        &self.bells[index]
     }
 }
 
@@ -68,5 +101,20 @@ pub fn mail_job(to: &str, message: MailMessage) -> NewJob {
         payload: serde_json::to_vec(&mail).unwrap_or_default(),
         idempotency_key: None,
         delay: Duration::ZERO,
+    }
+}
+
+/// A runner's hold on the job it runs: lost when a renewal finds the lease gone (ran out and
+/// taken by another runner, or the job cancelled). A long job looks at it between steps.
+#[derive(Clone, Debug, Default)]
+pub struct Lease(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Lease {
+    pub fn is_lost(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub(crate) fn lose(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }

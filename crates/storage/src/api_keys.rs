@@ -612,8 +612,8 @@ mod tests {
     }
 
     /// A named cross-tenant path opens the command and the rows its use needs, no more: a
-    /// key lookup only reads; the job claim cannot move a job to another organization or
-    /// leave it anything but running; a purge setting far in the future shows nothing fresh;
+    /// key lookup only reads; the work queue's runner cannot move a job to another
+    /// organization, nor read a bulk job's rows; a purge setting far in the future shows nothing fresh;
     /// an erased address's invitations cannot be changed, only deleted.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn cross_tenant_paths_open_only_what_they_need() {
@@ -649,31 +649,25 @@ mod tests {
         assert_eq!(affected(&mut app, "DELETE FROM api_keys").await.unwrap(), 0);
         setting(&mut app, "app.api_key_lookup_id", "").await;
 
-        setting(&mut app, "app.job_claim", "on").await;
+        setting(&mut app, "app.job_queue", "on").await;
+        assert_eq!(
+            count(&mut app, "jobs").await,
+            0,
+            "the queue opens to the upkeep secret, not to a flag"
+        );
+        setting(&mut app, "app.job_queue", &db.upkeep().unwrap().shown()).await;
+        assert_eq!(count(&mut app, "jobs").await, 1);
         assert_eq!(
             count(&mut app, "verify_jobs").await,
             0,
-            "the claim opens to the upkeep secret, not to a flag"
+            "the queue's runner sees a bulk job's rows only as its organization"
         );
-        setting(&mut app, "app.job_claim", &db.upkeep().unwrap().shown()).await;
-        let moved = format!("UPDATE verify_jobs SET org_id = '{}'", b.as_uuid());
+        let moved = format!("UPDATE jobs SET org_id = '{}'", b.as_uuid());
         assert!(
             affected(&mut app, &moved).await.is_err(),
-            "a claimed job stays its organization's"
+            "a queued job stays its organization's"
         );
-        assert!(
-            affected(&mut app, "UPDATE verify_jobs SET status = 'done'")
-                .await
-                .is_err(),
-            "a claim leaves a job running, nothing else"
-        );
-        assert_eq!(
-            affected(&mut app, "UPDATE verify_jobs SET status = 'running'")
-                .await
-                .unwrap(),
-            1
-        );
-        setting(&mut app, "app.job_claim", "").await;
+        setting(&mut app, "app.job_queue", "").await;
 
         setting(&mut app, "app.purge_before", &i64::MAX.to_string()).await;
         for table in ["verifications", "verify_jobs"] {

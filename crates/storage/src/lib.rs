@@ -5,9 +5,9 @@
 pub mod accounts;
 pub mod api_keys;
 pub mod audit;
+pub mod bulk_jobs;
 mod error;
 pub mod group_commit;
-pub mod jobs;
 pub mod keyring;
 pub mod lockout;
 pub mod privacy;
@@ -138,8 +138,8 @@ pub(crate) mod test_support {
 
     /// A verification job of one address, queued for `org_id`.
     pub async fn one_job(db: &Database, org_id: OrgId, now: OffsetDateTime) {
-        let job = crate::jobs::NewJob {
-            id: uuid::Uuid::now_v7(),
+        let job = crate::bulk_jobs::NewBulkJob {
+            id: mailroom_core::JobId::generate(),
             user_id: None,
             api_key_id: None,
             smtp: false,

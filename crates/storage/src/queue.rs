@@ -20,14 +20,17 @@ use crate::{Database, StorageError, Tx, on_backend};
 pub enum JobKind {
     /// Mail of the platform's own to a person: a code, an alert, an invitation.
     SystemMail,
+    /// An organization's bulk verification job ([`crate::bulk_jobs`]), of the same id.
+    BulkVerification,
 }
 
 impl JobKind {
-    pub const ALL: [JobKind; 1] = [JobKind::SystemMail];
+    pub const ALL: [JobKind; 2] = [JobKind::SystemMail, JobKind::BulkVerification];
 
     pub fn as_str(self) -> &'static str {
         match self {
             JobKind::SystemMail => "system_mail",
+            JobKind::BulkVerification => "bulk_verification",
         }
     }
 
@@ -41,6 +44,8 @@ impl JobKind {
     pub fn sealed(self) -> bool {
         match self {
             JobKind::SystemMail => true,
+            // Its payload is empty: the job is its id.
+            JobKind::BulkVerification => false,
         }
     }
 
@@ -51,6 +56,13 @@ impl JobKind {
             // down for longer is an operator's alarm (`mailroom_jobs_dead`), not a retry's.
             JobKind::SystemMail => RetryPolicy {
                 max_attempts: 8,
+                first_backoff: Duration::from_secs(5),
+                max_backoff: Duration::from_secs(300),
+            },
+            // A job resumes at its first unchecked row, so a try is never wasted; every node
+            // killed under it (a deploy, say) costs one, hence many.
+            JobKind::BulkVerification => RetryPolicy {
+                max_attempts: 20,
                 first_backoff: Duration::from_secs(5),
                 max_backoff: Duration::from_secs(300),
             },
@@ -138,6 +150,19 @@ pub struct PreparedJob {
     stored: Vec<u8>,
 }
 
+impl PreparedJob {
+    /// A job of a kind whose payload is not sealed, as it is stored.
+    pub(crate) fn unsealed(job: NewJob) -> Result<PreparedJob, StorageError> {
+        if job.kind.sealed() {
+            return Err(StorageError::Internal(
+                "a sealed kind's payload left unsealed",
+            ));
+        }
+        let stored = job.payload.clone();
+        Ok(PreparedJob { job, stored })
+    }
+}
+
 /// A job claimed by one runner, until its lease runs out.
 #[derive(Clone, Debug)]
 pub struct ClaimedJob {
@@ -150,6 +175,14 @@ pub struct ClaimedJob {
     pub attempt: u32,
     pub max_attempts: u32,
     lease_holder: String,
+}
+
+impl ClaimedJob {
+    /// This claim, as a record the job's own rows may be fenced with: another claim of the
+    /// same job (after this one's lease ran out) is another attempt, so another fence.
+    pub(crate) fn fence(&self) -> String {
+        format!("{}#{}", self.lease_holder, self.attempt)
+    }
 }
 
 /// A job as `mailroom jobs list` shows it: never its payload.
@@ -188,7 +221,7 @@ pub struct JobFilter {
 }
 
 /// The database's clock, in milliseconds, as SQL of each backend.
-fn now_sql(backend: crate::Backend) -> &'static str {
+pub(crate) fn now_sql(backend: crate::Backend) -> &'static str {
     match backend {
         crate::Backend::Postgres => "mailroom_now_ms()",
         crate::Backend::Sqlite => "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)",
@@ -267,9 +300,11 @@ impl Database {
         .await
     }
 
-    /// Claims the job of `kinds` that has been due longest — queued and due, or running under
-    /// a lease that ran out — for `holder`, under a lease of `lease` from now by the
-    /// database's clock. A job whose lease ran out on its last attempt is dead instead.
+    /// Claims a job of `kinds` that is due — queued and due, or running under a lease that ran
+    /// out — for `holder`, under a lease of `lease` from now by the database's clock: of the
+    /// organizations with the fewest jobs of its kind under way, the one due longest, so that
+    /// one organization's backlog does not starve the others'. A job whose lease ran out on
+    /// its last attempt is dead instead.
     pub async fn claim_next_job(
         &self,
         holder: &str,
@@ -302,10 +337,12 @@ impl Database {
                     let claim = format!(
                         "UPDATE jobs SET status = 'running', attempts = attempts + 1, \
                          lease_holder = $1, lease_until = {now} + $2 \
-                         WHERE id = (SELECT id FROM jobs WHERE kind IN ({listed}) \
+                         WHERE id = (SELECT id FROM jobs due WHERE kind IN ({listed}) \
                          AND ((status = 'queued' AND run_at <= {now}) \
                          OR (status = 'running' AND lease_until <= {now})) \
-                         ORDER BY run_at, id LIMIT 1{lock}) \
+                         ORDER BY (SELECT COUNT(*) FROM jobs busy WHERE busy.org_id = due.org_id \
+                         AND busy.kind = due.kind AND busy.status = 'running' AND busy.lease_until > {now}), \
+                         run_at, id LIMIT 1{lock}) \
                          RETURNING id, org_id, kind, payload, attempts, max_attempts"
                     );
                     Ok(on_backend!(&mut tx.0, Inner, tx => {
@@ -484,15 +521,34 @@ impl Database {
     }
 
     /// A queued or running job, never to run (again); false when there is no such job in
-    /// either state. A runner holding it loses its lease and its outcome with it.
+    /// either state. A runner holding it loses its lease and its outcome with it. A bulk
+    /// verification job is cancelled for its organization too, as its own cancel does.
     pub async fn cancel_job_by_id(&self, id: JobId) -> Result<bool, StorageError> {
-        self.job_by_operator(id, |now| {
-            format!(
-                "UPDATE jobs SET status = 'cancelled', finished_at = {now}, lease_holder = NULL, \
-                 lease_until = NULL WHERE id = $1 AND status IN ('queued', 'running')"
-            )
-        })
-        .await
+        let runner = Tenancy::JobQueue(self.upkeep()?);
+        let now = now_sql(self.backend());
+        let sql = format!(
+            "UPDATE jobs SET status = 'cancelled', finished_at = {now}, lease_holder = NULL, \
+             lease_until = NULL WHERE id = $1 AND status IN ('queued', 'running') RETURNING kind, org_id"
+        );
+        let cancelled: Option<(String, Option<Uuid>)> = self
+            .serializable_for(&runner, |tx| {
+                let sql = sql.clone();
+                async move {
+                    Ok(on_backend!(&mut tx.0, Inner, tx => {
+                        sqlx::query_as(&sql).bind(id.as_uuid()).fetch_optional(&mut **tx).await?
+                    }))
+                }
+                .boxed()
+            })
+            .await?;
+        let Some((kind, org)) = cancelled else {
+            return Ok(false);
+        };
+        if let (Some(JobKind::BulkVerification), Some(org)) = (JobKind::parse(&kind), org) {
+            self.cancel_job(OrgId::from_uuid(org), id, OffsetDateTime::now_utc())
+                .await?;
+        }
+        Ok(true)
     }
 
     async fn job_by_operator(

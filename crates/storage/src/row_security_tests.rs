@@ -122,7 +122,7 @@ async fn upkeep_paths_open_to_the_upkeep_secret_only() {
         ("app.reseal", &["mfa_totp"]),
         ("app.keyring", &["data_keys"]),
         ("app.audit_verify", &["audit_log", "audit_heads"]),
-        ("app.job_claim", &["verify_jobs"]),
+        ("app.job_queue", &["jobs"]),
     ];
     let zeros = "0".repeat(64);
     let shown_digest = hex::encode(&digest);

@@ -249,8 +249,6 @@ pub(crate) enum Tenancy {
     ErasedEmail(String),
     /// The retention purge: every organization's rows older than this (ms), for deleting.
     PurgeBefore(i64),
-    /// A job worker looking for a job to claim, of any organization.
-    JobClaim(UpkeepSecret),
     /// The work queue's runner and its operator: every job of the queue.
     JobQueue(UpkeepSecret),
     /// The purge of the rows of jobs that failed or were cancelled before this (ms): those
@@ -312,7 +310,6 @@ impl Tenancy {
             Tenancy::InvitationToken(hash) => ("app.invitation_token", hash.clone()),
             Tenancy::ErasedEmail(email) => ("app.erase_email", email.clone()),
             Tenancy::PurgeBefore(ms) => ("app.purge_before", ms.to_string()),
-            Tenancy::JobClaim(secret) => ("app.job_claim", secret.shown()),
             Tenancy::JobQueue(secret) => ("app.job_queue", secret.shown()),
             Tenancy::PurgeEndedJobsBefore(ms) => ("app.purge_ended_before", ms.to_string()),
         }

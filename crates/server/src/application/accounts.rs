@@ -16,7 +16,7 @@ use mailroom_storage::accounts::{
 };
 use mailroom_storage::audit::AuditEntry;
 use mailroom_storage::privacy::Deletion;
-use mailroom_storage::queue::PreparedJob;
+use mailroom_storage::queue::{JobKind, PreparedJob};
 use secrecy::{ExposeSecret, SecretString};
 use time::OffsetDateTime;
 
@@ -80,7 +80,7 @@ pub async fn sign_up(
         )
         .await?;
     if issued {
-        state.queue.wake();
+        state.queue.wake(JobKind::SystemMail);
     }
     Ok(())
 }
@@ -105,7 +105,7 @@ pub async fn resend(state: &AppState, email: &str) -> Result<(), DomainError> {
         )
         .await?;
     if replaced {
-        state.queue.wake();
+        state.queue.wake(JobKind::SystemMail);
     }
     Ok(())
 }
@@ -215,7 +215,7 @@ async fn open_session(
         .await?;
     // The alert was queued with the sign-in, only if the device was new.
     if new_device {
-        state.queue.wake();
+        state.queue.wake(JobKind::SystemMail);
     }
     tracing::info!(user_id = %user.id, "signed in");
     Ok(issued.token)
@@ -245,7 +245,7 @@ pub async fn forgot(state: &AppState, email: &str) -> Result<(), DomainError> {
         )
         .await?;
     if issued && mail.is_some() {
-        state.queue.wake();
+        state.queue.wake(JobKind::SystemMail);
     }
     Ok(())
 }

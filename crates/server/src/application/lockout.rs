@@ -11,6 +11,7 @@ use mailroom_core::audit::{Action, AuditEvent, Outcome};
 use mailroom_mail::queued::MailMessage;
 use mailroom_storage::accounts::User;
 use mailroom_storage::lockout::{Lock, LockAlert, LoginGate};
+use mailroom_storage::queue::JobKind;
 use time::OffsetDateTime;
 
 use crate::application::system_mail;
@@ -163,7 +164,7 @@ async fn announce_lock(
     if let Some(user) = claimant.user {
         tracing::warn!(user_id = %user.id, %until, "account locked after failed sign-ins");
         if lock.alert_queued {
-            state.queue.wake();
+            state.queue.wake(JobKind::SystemMail);
         } else {
             // Locked where no alert was sealed for (at the gate's opening, or by a racing
             // count): queued now.

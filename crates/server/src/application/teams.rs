@@ -5,6 +5,7 @@ use mailroom_core::audit::{Action, AuditEvent, Outcome};
 use mailroom_core::org::{self, INVITATION_TTL, OrgRole, Refusal};
 use mailroom_core::{InvitationId, UserId};
 use mailroom_mail::queued::MailMessage;
+use mailroom_storage::queue::JobKind;
 use mailroom_storage::teams::{Acceptance, Change, Invitation, Member, NewInvitation, Plan};
 use secrecy::{ExposeSecret, SecretString};
 use time::OffsetDateTime;
@@ -193,7 +194,7 @@ pub async fn invite_of(
         .database
         .create_invitation(org_id, &invitation, Some(&mail), &event, now)
         .await?;
-    state.queue.wake();
+    state.queue.wake(JobKind::SystemMail);
     Ok(invitation)
 }
 

@@ -1,20 +1,23 @@
 //! Address verification as an organization asks for it: one address or a batch now, or a
-//! bulk job for the workers, within the month's quota.
+//! bulk job for the work queue, within the month's quota; and the work of a bulk job, as the
+//! queue's runner asks for it.
 
-use mailroom_core::OrgId;
 use mailroom_core::api_keys::Scope;
 use mailroom_core::usage::Metric;
 use mailroom_core::usage::month_of;
-use mailroom_storage::jobs::{Admission, Job, NewJob};
+use mailroom_core::{JobId, OrgId};
+use mailroom_storage::StorageError;
+use mailroom_storage::bulk_jobs::{Admission, BulkJob, Ending, JobState, NewBulkJob};
+use mailroom_storage::queue::{ClaimedJob, JobKind};
 use mailroom_storage::teams::Plan;
 use mailroom_storage::verifications::{LogQuery, LoggedVerification};
 use time::OffsetDateTime;
-use uuid::Uuid;
 
 use crate::application::actor::Caller;
 use crate::error::{Conflict, DomainError};
 use crate::state::AppState;
 use crate::verification::{Answer, Requester, VerifyError};
+use crate::work_queue::Lease;
 
 /// The longest input taken as an address: longer is no address by any standard.
 const MAX_INPUT: usize = 1024;
@@ -77,7 +80,7 @@ pub async fn queue(
     caller: &Caller,
     emails: Vec<String>,
     smtp: bool,
-) -> Result<(Uuid, usize), DomainError> {
+) -> Result<(JobId, usize), DomainError> {
     caller.require(Scope::Verify, false)?;
     if emails.is_empty() || emails.len() > MAX_ROWS {
         return Err(DomainError::InvalidUpload(format!(
@@ -97,8 +100,8 @@ pub async fn queue(
     let org_id = caller.org_id();
     let now = OffsetDateTime::now_utc();
     let who = requester(caller);
-    let job = NewJob {
-        id: Uuid::now_v7(),
+    let job = NewBulkJob {
+        id: JobId::generate(),
         user_id: who.user_id,
         api_key_id: who.api_key_id,
         smtp,
@@ -122,12 +125,136 @@ pub async fn queue(
             return Err(DomainError::Conflict(Conflict::TooManyJobs { limit }));
         }
     }
-    state.job_worker.wake();
+    state.queue.wake(JobKind::BulkVerification);
     Ok((job.id, job.emails.len()))
 }
 
+/// Works the bulk job that `claim` of the queue holds, a chunk of rows at a time: charge,
+/// check, then write the chunk's results and progress in one transaction, under the claim.
+/// A runner that dies mid-job leaves its lease to run out; the next claim resumes at the
+/// first unchecked row. The charges are keyed by job and address, so a chunk checked twice is
+/// charged once. A failure is the queue's to try again; on the last try the job ends failed,
+/// with what it checked.
+pub async fn work_job(
+    state: &AppState,
+    claim: &ClaimedJob,
+    lease: &Lease,
+) -> Result<(), DomainError> {
+    let database = &state.database;
+    let Some(job) = database.start_bulk_job(claim).await? else {
+        // Cancelled, or ended, since it was queued: nothing to do.
+        return Ok(());
+    };
+    tracing::info!(job = %job.id, org = %job.org_id, rows = job.total, done = job.done, attempt = claim.attempt, "working a verification job");
+    let ending = match work_chunks(state, claim, &job, lease).await {
+        Ok(Some(ending)) => ending,
+        // Cancelled, or its claim went to another runner: it is theirs now.
+        Ok(None) => return Ok(()),
+        Err(error) if claim.attempt < claim.max_attempts => return Err(error.into()),
+        Err(error) => {
+            tracing::warn!(job = %job.id, %error, "a verification job failed its last try");
+            database
+                .end_job(
+                    &job,
+                    claim,
+                    Ending::Failed("internal_error"),
+                    OffsetDateTime::now_utc(),
+                )
+                .await?;
+            return Err(error.into());
+        }
+    };
+    database
+        .end_job(&job, claim, ending, OffsetDateTime::now_utc())
+        .await?;
+    tracing::info!(job = %job.id, ?ending, "verification job ended");
+    Ok(())
+}
+
+/// Checks the job's unchecked rows, chunk after chunk, until none is left (the job's
+/// ending) or the job is no longer this claim's to work (`None`).
+async fn work_chunks(
+    state: &AppState,
+    claim: &ClaimedJob,
+    job: &BulkJob,
+    lease: &Lease,
+) -> Result<Option<Ending>, StorageError> {
+    let database = &state.database;
+    loop {
+        if lease.is_lost() {
+            return Ok(None);
+        }
+        // Cancelled since the last chunk: nothing more is charged.
+        match database.job(job.org(), job.id).await? {
+            Some(now) if now.status == JobState::Running => {}
+            _ => return Ok(None),
+        }
+        let rows = database
+            .unchecked_rows(job, state.queue.settings.bulk_chunk)
+            .await?;
+        if rows.is_empty() {
+            return Ok(Some(Ending::Done));
+        }
+        let results = match state.verifications.check_rows(database, job, rows).await {
+            Ok(results) => results,
+            Err(VerifyError::QuotaExceeded { .. }) => {
+                return Ok(Some(Ending::Failed("quota_exceeded")));
+            }
+            Err(VerifyError::Storage(error)) => return Err(error),
+        };
+        if !database
+            .record_rows(job, claim, &results, OffsetDateTime::now_utc())
+            .await?
+        {
+            return Ok(None);
+        }
+    }
+}
+
+/// One of the organization's bulk jobs.
+pub async fn job(state: &AppState, caller: &Caller, id: JobId) -> Result<BulkJob, DomainError> {
+    caller.require(Scope::Verify, false)?;
+    state
+        .database
+        .job(caller.org_id(), id)
+        .await?
+        .ok_or(DomainError::NotFound)
+}
+
+/// Cancels one of the organization's bulk jobs that has not ended: it charges nothing more,
+/// and the rows checked so far stay.
+pub async fn cancel_job(state: &AppState, caller: &Caller, id: JobId) -> Result<(), DomainError> {
+    let job = job(state, caller, id).await?;
+    let now = OffsetDateTime::now_utc();
+    if state.database.cancel_job(job.org(), id, now).await? {
+        Ok(())
+    } else {
+        Err(DomainError::Conflict(Conflict::JobEnded {
+            status: job.status,
+        }))
+    }
+}
+
+/// A page of `job`'s rows in upload order after row `after`: each row's input and its
+/// result as JSON, `None` while unchecked. The job was found for its caller first.
+pub async fn job_results(
+    state: &AppState,
+    job: &BulkJob,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<(i64, String, Option<String>)>, DomainError> {
+    Ok(state
+        .database
+        .job_results(job.org(), job.id, after, limit)
+        .await?)
+}
+
 /// The organization's newest bulk jobs, `limit` of them.
-pub async fn jobs(state: &AppState, caller: &Caller, limit: i64) -> Result<Vec<Job>, DomainError> {
+pub async fn jobs(
+    state: &AppState,
+    caller: &Caller,
+    limit: i64,
+) -> Result<Vec<BulkJob>, DomainError> {
     caller.require(Scope::Verify, false)?;
     Ok(state.database.jobs(caller.org_id(), limit).await?)
 }

@@ -100,7 +100,6 @@ mod tests {
                 })
                 .unwrap(),
             ),
-            job_worker: crate::job_worker::JobWorker::new(Default::default()),
             queue: crate::work_queue::Runner::new(Default::default()),
         })
     }

@@ -26,6 +26,7 @@ use crate::extract::principal::SetupPrincipal;
 use crate::json::ApiJson;
 use crate::problem::ApiError;
 use crate::state::AppState;
+use mailroom_storage::queue::JobKind;
 use mailroom_storage::tokens::{NewRefreshToken, Rotation};
 use uuid::Uuid;
 
@@ -249,7 +250,7 @@ pub async fn token(
                 )
                 .await?;
             if new_device {
-                state.queue.wake();
+                state.queue.wake(JobKind::SystemMail);
             }
             (
                 user.id,

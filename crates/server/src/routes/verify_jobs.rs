@@ -1,6 +1,6 @@
 //! Bulk verification jobs: upload up to 100,000 addresses (JSON or CSV), follow the
-//! progress, download the results (JSON or CSV), or cancel. The work happens on the background
-//! workers ([`crate::workers::bulk_jobs`]), on whichever node claims the job.
+//! progress, download the results (JSON or CSV), or cancel. The work happens on the work queue
+//! ([`crate::application::verify::work_job`]), on whichever node claims the job.
 
 use axum::Json;
 use axum::body::{Body, Bytes};
@@ -8,14 +8,14 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
+use mailroom_core::JobId;
 use mailroom_core::api_keys::Scope;
-use mailroom_storage::jobs::Job;
+use mailroom_storage::bulk_jobs::BulkJob;
 use mailroom_verify::Verification;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
-use uuid::Uuid;
 
 use crate::application::actor::Caller;
 use crate::application::verify;
@@ -164,9 +164,9 @@ pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<
 pub async fn show(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<Uuid>,
+    Path(id): Path<JobId>,
 ) -> Result<Json<Value>, ApiError> {
-    let job = found(&state, &caller, id).await?;
+    let job = verify::job(&state, &caller, id).await?;
     Ok(Json(describe(&job)))
 }
 
@@ -174,31 +174,13 @@ pub async fn show(
 pub async fn cancel(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<Uuid>,
+    Path(id): Path<JobId>,
 ) -> Result<StatusCode, ApiError> {
-    let job = found(&state, &caller, id).await?;
-    let now = OffsetDateTime::now_utc();
-    if state.database.cancel_job(job.org(), id, now).await? {
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "job_ended",
-            format!("The job has already ended ({}).", job.status),
-        ))
-    }
+    verify::cancel_job(&state, &caller, id).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
-async fn found(state: &AppState, caller: &Caller, id: Uuid) -> Result<Job, ApiError> {
-    caller.require(Scope::Verify, false)?;
-    state
-        .database
-        .job(caller.org_id(), id)
-        .await?
-        .ok_or_else(ApiError::not_found)
-}
-
-fn describe(job: &Job) -> Value {
+fn describe(job: &BulkJob) -> Value {
     let when = |time: OffsetDateTime| time.format(&Rfc3339).unwrap_or_default();
     json!({
         "id": job.id,
@@ -231,21 +213,16 @@ pub struct ResultsParams {
 pub async fn results(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<Uuid>,
+    Path(id): Path<JobId>,
     Query(params): Query<ResultsParams>,
 ) -> Result<Response, ApiError> {
-    let job = found(&state, &caller, id).await?;
+    let job = verify::job(&state, &caller, id).await?;
     let format = params.format;
-    let org_id = job.org();
     let pages = futures::stream::unfold(Some(-1_i64), move |after| {
-        let state = state.clone();
+        let (state, job) = (state.clone(), job.clone());
         async move {
             let after = after?;
-            match state
-                .database
-                .job_results(org_id, id, after, RESULTS_PAGE)
-                .await
-            {
+            match verify::job_results(&state, &job, after, RESULTS_PAGE).await {
                 Ok(rows) if rows.is_empty() => None,
                 Ok(rows) => {
                     let last = rows.last().map(|(row_no, _, _)| *row_no);

@@ -1,71 +1,88 @@
-//! The work queue's runner on this node: claims a due job of any kind under a lease on the
-//! database's clock, runs it, and records the outcome (done, or failed and tried again after
-//! the kind's backoff, or dead after its last attempt).
+//! The work queue's runners on this node, [`Settings::runners`] of each kind: each claims a
+//! due job of its kind under a lease on the database's clock, renews the lease while the job
+//! runs, runs it through its operation in the application layer, and records the outcome
+//! (done, or failed and tried again after the kind's backoff, or dead after its last attempt).
+//!
+//! [`Settings::runners`]: crate::work_queue::Settings::runners
 
 use std::time::Duration;
 
-use mailroom_mail::queued::QueuedMail;
 use mailroom_storage::StorageError;
 use mailroom_storage::queue::{ClaimedJob, JobKind};
 
+use crate::application;
+use crate::error::DomainError;
 use crate::state::AppState;
+use crate::work_queue::Lease;
 
 /// How long to wait after the database failed.
 const BACKOFF: Duration = Duration::from_secs(5);
 
-pub async fn run(state: AppState) {
+pub async fn run(state: AppState, kind: JobKind) {
     let runner = &state.queue;
-    let kinds = JobKind::ALL;
     loop {
         match state
             .database
-            .claim_next_job(&runner.name, &kinds, runner.settings.lease)
+            .claim_next_job(&runner.name, &[kind], runner.settings.lease)
             .await
         {
-            Ok(Some(job)) => finish(&state, &job, work(&state, &job).await).await,
+            Ok(Some(job)) => run_one(&state, &job).await,
             Ok(None) => {
                 let _ =
-                    tokio::time::timeout(runner.settings.poll_every, runner.bell.notified()).await;
+                    tokio::time::timeout(runner.settings.poll_every, runner.bell(kind).notified())
+                        .await;
             }
             // The job was buried, never run: look for the next.
             Err(StorageError::Undecryptable) => {
                 tracing::warn!("a queued job's payload did not open: it is dead, not run");
             }
             Err(error) => {
-                tracing::warn!(%error, "claiming a queued job failed; retrying later");
+                tracing::warn!(%error, kind = kind.as_str(), "claiming a queued job failed; retrying later");
                 tokio::time::sleep(BACKOFF).await;
             }
         }
     }
 }
 
-/// Runs one job; the error says why it failed, for the job's record (never a secret).
-async fn work(state: &AppState, job: &ClaimedJob) -> Result<(), String> {
-    match job.kind {
-        JobKind::SystemMail => {
-            let mail: QueuedMail = serde_json::from_slice(&job.payload)
-                .map_err(|_| "the mail does not read back".to_owned())?;
-            let to = mail
-                .to
-                .parse()
-                .map_err(|_| "the recipient is not an address".to_owned())?;
-            state
-                .mail
-                .send(&to, &mail.message.render())
-                .await
-                .map_err(|error| error.to_string())
+async fn run_one(state: &AppState, job: &ClaimedJob) {
+    let lease = Lease::default();
+    let renewal = tokio::spawn(renew(state.clone(), job.clone(), lease.clone()));
+    let outcome = match job.kind {
+        JobKind::SystemMail => application::system_mail::deliver(state, &job.payload).await,
+        JobKind::BulkVerification => application::verify::work_job(state, job, &lease).await,
+    };
+    renewal.abort();
+    finish(state, job, outcome).await;
+}
+
+/// Keeps the job's lease while it runs; says when it is lost.
+async fn renew(state: AppState, job: ClaimedJob, lease: Lease) {
+    let settings = state.queue.settings;
+    let mut every = tokio::time::interval(settings.renew_every());
+    every.tick().await;
+    loop {
+        every.tick().await;
+        match state.database.renew_job_lease(&job, settings.lease).await {
+            Ok(true) => {}
+            Ok(false) => {
+                lease.lose();
+                return;
+            }
+            Err(error) => tracing::warn!(job = %job.id, %error, "renewing a job's lease failed"),
         }
     }
 }
 
-async fn finish(state: &AppState, job: &ClaimedJob, outcome: Result<(), String>) {
+async fn finish(state: &AppState, job: &ClaimedJob, outcome: Result<(), DomainError>) {
     let database = &state.database;
     let recorded = match &outcome {
         Ok(()) => database.complete_job(job).await,
         Err(error) => {
+            // Why, for the job's record: the whole chain of causes, never a secret.
+            let error = format!("{error:#}");
             let backoff = job.kind.retry_policy().backoff(job.attempt);
             tracing::warn!(job = %job.id, kind = job.kind.as_str(), attempt = job.attempt, %error, "a queued job failed");
-            database.fail_job(job, error, backoff).await
+            database.fail_job(job, &error, backoff).await
         }
     };
     match recorded {

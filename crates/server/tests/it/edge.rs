@@ -267,7 +267,7 @@ both_backends! {
 
     async fn metrics_show_the_work_queue_by_kind(db) {
         // A node that only answers HTTP: the sign-up's code waits in the queue.
-        let app = TestApp::spawn_with(&db, |config| config.queue.run_here = false).await;
+        let app = TestApp::spawn_with(&db, |config| config.jobs.run_here = false).await;
         let signup = serde_json::json!({"email": "queued@example.test", "password": "correct horse battery staple"});
         let answer = app.client.post(app.at("/v1/auth/signup")).json(&signup).send().await.unwrap();
         assert!(answer.status().is_success(), "{}", answer.status());

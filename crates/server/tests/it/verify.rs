@@ -352,7 +352,7 @@ both_backends! {
 
     async fn a_free_account_cannot_fill_the_disk(db) {
         // No workers: the jobs stay queued, as a flood of uploads would.
-        let app = TestApp::spawn_with(&db, |config| config.jobs.workers = 0).await;
+        let app = TestApp::spawn_with(&db, |config| config.jobs.bulk_runners = 0).await;
         let session = create_account(&app, &db, "flood@example.test").await;
         let upload = |rows: usize| {
             let emails: Vec<String> = (0..rows).map(|n| format!("f{n}@verify.test")).collect();

@@ -1,17 +1,20 @@
-//! Bulk verification jobs as stored: a job, its rows in upload order, and the lease
-//! under which one node works it. Checked rows point at their result in the verification log;
-//! a chunk of results, the rows' pointers and the job's counters are written in one
-//! transaction, and only while the writer still holds the lease — so a row is never lost
-//! (an unchecked row is found again after a crash) nor written twice (a node that lost its
-//! lease writes nothing).
+//! Bulk verification jobs as stored: a job and its rows in upload order. A bulk job runs on
+//! the work queue ([`crate::queue`]) as a job of kind [`JobKind::BulkVerification`] with the
+//! same id, enqueued in the transaction that stores it; the queue claims, leases and retries
+//! it. Checked rows point at their result in the verification log; a chunk of results, the
+//! rows' pointers and the job's counters are written in one transaction, and only under the
+//! queue's claim that started the job last (`worker`, its fence) — so a row is never lost (an
+//! unchecked row is found again after a crash) nor written twice (a runner whose claim was
+//! taken over writes nothing).
 
 use futures::FutureExt;
 use mailroom_core::usage::Metric;
-use mailroom_core::{OrgId, UserId};
+use mailroom_core::{JobId, OrgId, UserId};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::accounts::{from_ms, ms};
+use crate::queue::{ClaimedJob, JobKind, PreparedJob};
 use crate::tx::{Inner, Tenancy};
 use crate::verifications::NewVerification;
 use crate::{Database, StorageError, on_backend};
@@ -19,8 +22,8 @@ use crate::{Database, StorageError, on_backend};
 /// Rows per INSERT when a job is created: well under either backend's bound-value limit.
 const INSERT_BATCH: usize = 1000;
 
-pub struct NewJob {
-    pub id: Uuid,
+pub struct NewBulkJob {
+    pub id: JobId,
     pub user_id: Option<UserId>,
     pub api_key_id: Option<Uuid>,
     pub smtp: bool,
@@ -72,8 +75,8 @@ impl std::fmt::Display for JobState {
 }
 
 #[derive(Clone, Debug)]
-pub struct Job {
-    pub id: Uuid,
+pub struct BulkJob {
+    pub id: JobId,
     pub org_id: Uuid,
     pub user_id: Option<Uuid>,
     pub api_key_id: Option<Uuid>,
@@ -90,7 +93,7 @@ pub struct Job {
     pub finished_at: Option<i64>,
 }
 
-impl Job {
+impl BulkJob {
     pub fn org(&self) -> OrgId {
         OrgId::from_uuid(self.org_id)
     }
@@ -128,10 +131,10 @@ struct JobRow {
     finished_at: Option<i64>,
 }
 
-impl From<JobRow> for Job {
+impl From<JobRow> for BulkJob {
     fn from(row: JobRow) -> Self {
-        Job {
-            id: row.id,
+        BulkJob {
+            id: JobId::from_uuid(row.id),
             org_id: row.org_id,
             user_id: row.user_id,
             api_key_id: row.api_key_id,
@@ -183,23 +186,32 @@ pub enum Ending {
 }
 
 impl Database {
-    /// Stores a job and all its rows, or nothing: nothing when the organization has as many
-    /// jobs open as its plan allows, or when the job has more rows than the quota of the
-    /// period starting at `period_start` has left once the organization's open jobs are
-    /// checked (decided in the same serializable transaction, so racing uploads cannot
-    /// together pass it).
+    /// Stores a job and all its rows, and enqueues it on the work queue, or nothing: nothing
+    /// when the organization has as many jobs open as its plan allows, or when the job has
+    /// more rows than the quota of the period starting at `period_start` has left once the
+    /// organization's open jobs are checked (decided in the same serializable transaction, so
+    /// racing uploads cannot together pass it).
     pub async fn create_job(
         &self,
         org_id: OrgId,
-        job: &NewJob,
+        job: &NewBulkJob,
         period_start: OffsetDateTime,
         now: OffsetDateTime,
     ) -> Result<Admission, StorageError> {
         let (id, user_id, api_key_id, smtp) = (job.id, job.user_id, job.api_key_id, job.smtp);
+        let queued = PreparedJob::unsealed(crate::queue::NewJob {
+            id,
+            org_id: Some(org_id),
+            kind: JobKind::BulkVerification,
+            // The job is its id: its rows and state are here.
+            payload: Vec::new(),
+            idempotency_key: None,
+            delay: std::time::Duration::ZERO,
+        })?;
         // Shared, not copied, by each attempt of the transaction.
         let emails = std::sync::Arc::new(job.emails.clone());
         self.serializable_for(&Tenancy::Org(org_id), |tx| {
-            let emails = std::sync::Arc::clone(&emails);
+            let (emails, queued) = (std::sync::Arc::clone(&emails), queued.clone());
             async move {
             let total = i64::try_from(emails.len()).unwrap_or(i64::MAX);
             let (plan, used) =
@@ -227,7 +239,7 @@ impl Database {
                     "INSERT INTO verify_jobs (id, org_id, user_id, api_key_id, status, smtp, total, created_at) \
                      VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7)",
                 )
-                .bind(id)
+                .bind(id.as_uuid())
                 .bind(org_id.as_uuid())
                 .bind(user_id.map(|id| id.as_uuid()))
                 .bind(api_key_id)
@@ -242,7 +254,7 @@ impl Database {
                         "INSERT INTO verify_job_rows (job_id, row_no, org_id, email) ",
                     );
                     insert.push_values(batch.iter().enumerate(), |mut row, (n, email)| {
-                        row.push_bind(id)
+                        row.push_bind(id.as_uuid())
                             .push_bind(i64::try_from(first + n).unwrap_or(i64::MAX))
                             .push_bind(org_id.as_uuid())
                             .push_bind(email);
@@ -250,6 +262,7 @@ impl Database {
                     insert.build().execute(&mut **tx).await?;
                 }
             });
+            crate::queue::enqueue_in(tx, &queued).await?;
             Ok(Admission::Queued)
             }
             .boxed()
@@ -257,18 +270,18 @@ impl Database {
         .await
     }
 
-    pub async fn job(&self, org_id: OrgId, id: Uuid) -> Result<Option<Job>, StorageError> {
+    pub async fn job(&self, org_id: OrgId, id: JobId) -> Result<Option<BulkJob>, StorageError> {
         let sql = format!("SELECT {JOB_COLUMNS} FROM verify_jobs WHERE org_id = $1 AND id = $2");
         self.transaction_for(&Tenancy::Org(org_id), |tx| {
             async move {
                 let row: Option<JobRow> = on_backend!(&mut tx.0, Inner, tx => {
                     sqlx::query_as(&sql)
                         .bind(org_id.as_uuid())
-                        .bind(id)
+                        .bind(id.as_uuid())
                         .fetch_optional(&mut **tx)
                         .await?
                 });
-                Ok(row.map(Job::from))
+                Ok(row.map(BulkJob::from))
             }
             .boxed()
         })
@@ -276,7 +289,7 @@ impl Database {
     }
 
     /// The organization's newest jobs.
-    pub async fn jobs(&self, org_id: OrgId, limit: i64) -> Result<Vec<Job>, StorageError> {
+    pub async fn jobs(&self, org_id: OrgId, limit: i64) -> Result<Vec<BulkJob>, StorageError> {
         let sql = format!(
             "SELECT {JOB_COLUMNS} FROM verify_jobs WHERE org_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2"
         );
@@ -289,116 +302,81 @@ impl Database {
                         .fetch_all(&mut **tx)
                         .await?
                 });
-                Ok(rows.into_iter().map(Job::from).collect())
+                Ok(rows.into_iter().map(BulkJob::from).collect())
             }
             .boxed()
         })
         .await
     }
 
-    /// Cancels a job that has not ended; false when there is none such.
+    /// Cancels a job that has not ended, and its job on the queue with it; false when there
+    /// is none such. A runner holding it loses its claim: it charges nothing more.
     pub async fn cancel_job(
         &self,
         org_id: OrgId,
-        id: Uuid,
+        id: JobId,
         now: OffsetDateTime,
     ) -> Result<bool, StorageError> {
-        self.transaction_for(&Tenancy::Org(org_id), |tx| {
+        self.serializable_for(&Tenancy::Org(org_id), |tx| {
             async move {
+                let queue_now = crate::queue::now_sql(tx.backend());
+                let unqueue = format!(
+                    "UPDATE jobs SET status = 'cancelled', finished_at = {queue_now}, lease_holder = NULL, \
+                     lease_until = NULL WHERE org_id = $1 AND id = $2 AND status IN ('queued', 'running')"
+                );
                 Ok(on_backend!(&mut tx.0, Inner, tx => {
-                    sqlx::query(
+                    let cancelled = sqlx::query(
                         "UPDATE verify_jobs SET status = 'cancelled', finished_at = $3 \
                          WHERE org_id = $1 AND id = $2 AND status IN ('queued', 'running')",
                     )
                     .bind(org_id.as_uuid())
-                    .bind(id)
+                    .bind(id.as_uuid())
                     .bind(ms(now))
                     .execute(&mut **tx)
                     .await?
-                    .rows_affected() == 1
-                }))
-            }
-            .boxed()
-        })
-        .await
-    }
-
-    /// Claims a job that waits for a worker — queued, or running under a lease that ran out —
-    /// for `worker` until `lease_until`: of the organizations with the fewest jobs being worked,
-    /// the oldest, so that one organization's queue does not starve the others'. Nodes racing
-    /// for one job get it once: on PostgreSQL the others skip the locked row, on SQLite writers
-    /// take turns.
-    pub async fn claim_job(
-        &self,
-        worker: &str,
-        now: OffsetDateTime,
-        lease_until: OffsetDateTime,
-    ) -> Result<Option<Job>, StorageError> {
-        let worker = worker.to_owned();
-        let upkeep = self.upkeep()?;
-        self.serializable(|tx| {
-            let (worker, upkeep) = (worker.clone(), upkeep.clone());
-            async move {
-                tx.act_for(&Tenancy::JobClaim(upkeep)).await?;
-                let lock = match &tx.0 {
-                    Inner::Postgres(_) => " FOR UPDATE SKIP LOCKED",
-                    Inner::Sqlite(_) => "",
-                };
-                let pick = format!(
-                    "SELECT id FROM verify_jobs w WHERE status IN ('queued', 'running') \
-                     AND (lease_until IS NULL OR lease_until < $1) \
-                     ORDER BY (SELECT COUNT(*) FROM verify_jobs busy WHERE busy.org_id = w.org_id \
-                     AND busy.status = 'running' AND busy.lease_until >= $1), created_at, id LIMIT 1{lock}"
-                );
-                let claim = format!(
-                    "UPDATE verify_jobs SET status = 'running', worker = $2, lease_until = $3 WHERE id = $1 \
-                     RETURNING {JOB_COLUMNS}"
-                );
-                let claimed: Option<JobRow> = on_backend!(&mut tx.0, Inner, tx => {
-                    let id: Option<Uuid> = sqlx::query_scalar(&pick)
-                        .bind(ms(now))
-                        .fetch_optional(&mut **tx)
-                        .await?;
-                    match id {
-                        None => None,
-                        Some(id) => sqlx::query_as(&claim)
-                            .bind(id)
-                            .bind(&worker)
-                            .bind(ms(lease_until))
-                            .fetch_optional(&mut **tx)
-                            .await?,
+                    .rows_affected() == 1;
+                    if cancelled {
+                        sqlx::query(&unqueue)
+                            .bind(org_id.as_uuid())
+                            .bind(id.as_uuid())
+                            .execute(&mut **tx)
+                            .await?;
                     }
-                });
-                Ok(claimed.map(Job::from))
+                    cancelled
+                }))
             }
             .boxed()
         })
         .await
     }
 
-    /// Extends `worker`'s lease; false when it no longer holds it (lost, or the job ended).
-    pub async fn renew_lease(
+    /// Starts (or resumes) the bulk job that `claim` of the queue holds: it is running, and
+    /// its rows are written only under this claim from now on. `None` when the job ended
+    /// meanwhile (cancelled, say): there is nothing to do.
+    pub async fn start_bulk_job(
         &self,
-        job: &Job,
-        worker: &str,
-        lease_until: OffsetDateTime,
-    ) -> Result<bool, StorageError> {
-        let (org_id, id, worker) = (job.org(), job.id, worker.to_owned());
-        self.transaction_for(&Tenancy::Org(org_id), |tx| {
+        claim: &ClaimedJob,
+    ) -> Result<Option<BulkJob>, StorageError> {
+        let org_id = claim
+            .org_id
+            .ok_or(StorageError::Internal("a bulk job of no organization"))?;
+        let (id, fence) = (claim.id, claim.fence());
+        let sql = format!(
+            "UPDATE verify_jobs SET status = 'running', worker = $3 \
+             WHERE org_id = $1 AND id = $2 AND status IN ('queued', 'running') RETURNING {JOB_COLUMNS}"
+        );
+        self.serializable_for(&Tenancy::Org(org_id), |tx| {
+            let (sql, fence) = (sql.clone(), fence.clone());
             async move {
-                Ok(on_backend!(&mut tx.0, Inner, tx => {
-                    sqlx::query(
-                        "UPDATE verify_jobs SET lease_until = $4 WHERE org_id = $1 AND id = $2 AND worker = $3 \
-                         AND status = 'running'",
-                    )
-                    .bind(org_id.as_uuid())
-                    .bind(id)
-                    .bind(&worker)
-                    .bind(ms(lease_until))
-                    .execute(&mut **tx)
-                    .await?
-                    .rows_affected() == 1
-                }))
+                let row: Option<JobRow> = on_backend!(&mut tx.0, Inner, tx => {
+                    sqlx::query_as(&sql)
+                        .bind(org_id.as_uuid())
+                        .bind(id.as_uuid())
+                        .bind(&fence)
+                        .fetch_optional(&mut **tx)
+                        .await?
+                });
+                Ok(row.map(BulkJob::from))
             }
             .boxed()
         })
@@ -408,7 +386,7 @@ impl Database {
     /// The job's first unchecked rows, in order: `(row_no, email)`.
     pub async fn unchecked_rows(
         &self,
-        job: &Job,
+        job: &BulkJob,
         limit: i64,
     ) -> Result<Vec<(i64, String)>, StorageError> {
         let (org_id, id) = (job.org(), job.id);
@@ -419,7 +397,7 @@ impl Database {
                         "SELECT row_no, email FROM verify_job_rows WHERE job_id = $1 AND org_id = $2 \
                          AND verification_id IS NULL ORDER BY row_no LIMIT $3",
                     )
-                    .bind(id)
+                    .bind(id.as_uuid())
                     .bind(org_id.as_uuid())
                     .bind(limit)
                     .fetch_all(&mut **tx)
@@ -432,17 +410,17 @@ impl Database {
     }
 
     /// Writes checked rows: their results into the log, the rows' pointers, the job's
-    /// counters — all or nothing, and nothing unless `worker` still holds the job (a job
-    /// cancelled while its worker checked a chunk still gets that chunk: it was charged).
-    /// Returns whether it was written.
+    /// counters — all or nothing, and nothing unless `claim` is still the one the job runs
+    /// under (a job cancelled while its runner checked a chunk still gets that chunk: it was
+    /// charged). Returns whether it was written.
     pub async fn record_rows(
         &self,
-        job: &Job,
-        worker: &str,
+        job: &BulkJob,
+        claim: &ClaimedJob,
         rows: &[RowResult],
         now: OffsetDateTime,
     ) -> Result<bool, StorageError> {
-        let (org_id, id, worker) = (job.org(), job.id, worker.to_owned());
+        let (org_id, id, fence) = (job.org(), job.id, claim.fence());
         let count = |verdict: &str| {
             i64::try_from(
                 rows.iter()
@@ -462,10 +440,10 @@ impl Database {
             .iter()
             .map(|row| (row.row_no, row.verification.clone()))
             .collect();
-        // Retried as a whole on a conflict (a renewal or a cancel of the same job, say): the
-        // chunk was already probed and charged, and must not be thrown away.
+        // Retried as a whole on a conflict (a cancel of the same job, say): the chunk was
+        // already probed and charged, and must not be thrown away.
         self.serializable_for(&Tenancy::Org(org_id), |tx| {
-            let (rows, worker) = (rows.clone(), worker.clone());
+            let (rows, fence) = (rows.clone(), fence.clone());
             async move {
             let held = on_backend!(&mut tx.0, Inner, tx => {
                 sqlx::query(
@@ -474,8 +452,8 @@ impl Database {
                      WHERE org_id = $1 AND id = $2 AND worker = $3 AND status IN ('running', 'cancelled')",
                 )
                 .bind(org_id.as_uuid())
-                .bind(id)
-                .bind(&worker)
+                .bind(id.as_uuid())
+                .bind(&fence)
                 .bind(counts[0])
                 .bind(counts[1])
                 .bind(counts[2])
@@ -501,7 +479,7 @@ impl Database {
                             ") UPDATE verify_job_rows SET verification_id = checked.verification_id FROM checked \
                              WHERE verify_job_rows.job_id = ",
                         )
-                        .push_bind(id)
+                        .push_bind(id.as_uuid())
                         .push(" AND verify_job_rows.row_no = checked.row_no AND verify_job_rows.verification_id IS NULL");
                     update.build().execute(&mut **tx).await?;
                 });
@@ -513,15 +491,15 @@ impl Database {
         .await
     }
 
-    /// Ends `worker`'s job.
+    /// Ends the job that `claim` runs; nothing when another claim took it over.
     pub async fn end_job(
         &self,
-        job: &Job,
-        worker: &str,
+        job: &BulkJob,
+        claim: &ClaimedJob,
         ending: Ending,
         now: OffsetDateTime,
     ) -> Result<(), StorageError> {
-        let (org_id, id, worker) = (job.org(), job.id, worker.to_owned());
+        let (org_id, id, fence) = (job.org(), job.id, claim.fence());
         let (status, error) = match ending {
             Ending::Done => (JobState::Done.as_str(), None),
             Ending::Failed(code) => (JobState::Failed.as_str(), Some(code)),
@@ -530,12 +508,12 @@ impl Database {
             async move {
                 on_backend!(&mut tx.0, Inner, tx => {
                     sqlx::query(
-                        "UPDATE verify_jobs SET status = $4, error = $5, finished_at = $6, worker = NULL, lease_until = NULL \
+                        "UPDATE verify_jobs SET status = $4, error = $5, finished_at = $6, worker = NULL \
                          WHERE org_id = $1 AND id = $2 AND worker = $3 AND status = 'running'",
                     )
                     .bind(org_id.as_uuid())
-                    .bind(id)
-                    .bind(&worker)
+                    .bind(id.as_uuid())
+                    .bind(&fence)
                     .bind(status)
                     .bind(error)
                     .bind(ms(now))
@@ -554,7 +532,7 @@ impl Database {
     pub async fn job_results(
         &self,
         org_id: OrgId,
-        id: Uuid,
+        id: JobId,
         after: i64,
         limit: i64,
     ) -> Result<Vec<(i64, String, Option<String>)>, StorageError> {
@@ -566,7 +544,7 @@ impl Database {
                          LEFT JOIN verifications v ON v.id = r.verification_id AND v.org_id = r.org_id \
                          WHERE r.job_id = $1 AND r.org_id = $2 AND r.row_no > $3 ORDER BY r.row_no LIMIT $4",
                     )
-                    .bind(id)
+                    .bind(id.as_uuid())
                     .bind(org_id.as_uuid())
                     .bind(after)
                     .bind(limit)
@@ -640,14 +618,19 @@ impl Database {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use mailroom_testkit::both_backends;
 
     use super::*;
+    use crate::queue::{JobFilter, JobStatus};
     use crate::test_support::org;
 
-    fn job_of(rows: usize) -> NewJob {
-        NewJob {
-            id: Uuid::now_v7(),
+    const LEASE: Duration = Duration::from_secs(60);
+
+    fn job_of(rows: usize) -> NewBulkJob {
+        NewBulkJob {
+            id: JobId::generate(),
             user_id: None,
             api_key_id: None,
             smtp: false,
@@ -669,23 +652,45 @@ mod tests {
         .unwrap()
     }
 
-    async fn queue(db: &Database, org_id: OrgId, at: OffsetDateTime) -> Uuid {
+    async fn queue(db: &Database, org_id: OrgId, at: OffsetDateTime) -> JobId {
         let job = job_of(1);
         let admitted = db.create_job(org_id, &job, at, at).await.unwrap();
         assert_eq!(admitted, Admission::Queued);
         job.id
     }
 
+    async fn claim(db: &Database, holder: &str, lease: Duration) -> Option<ClaimedJob> {
+        db.claim_next_job(holder, &[JobKind::BulkVerification], lease)
+            .await
+            .unwrap()
+    }
+
+    fn checked(row_no: i64) -> RowResult {
+        RowResult {
+            row_no,
+            verification: NewVerification {
+                id: Uuid::now_v7(),
+                user_id: None,
+                api_key_id: None,
+                address: format!("a{row_no}@example.com"),
+                verdict: "deliverable".to_owned(),
+                cached: false,
+                result: "{}".to_owned(),
+            },
+        }
+    }
+
     both_backends! {
         async fn a_job_is_refused_whole_past_the_quota_or_the_open_job_cap(test_db) {
-            let db = std::sync::Arc::new(crate::test_support::connect(&test_db).await);
-            db.migrate().await.unwrap();
+            let db = std::sync::Arc::new(crate::test_support::unlocked(&test_db).await);
             let org_id = org(&db).await;
             let now = OffsetDateTime::now_utc();
             // The free plan: 1,000 verifications a month, 5 jobs open at once.
             let refused = db.create_job(org_id, &job_of(1001), now, now).await.unwrap();
             assert_eq!(refused, Admission::QuotaExceeded { quota: 1000, committed: 0 });
             assert_eq!(rows_of(&db, org_id).await, 0, "nothing of a refused job is stored");
+            let listed = db.list_jobs(JobFilter { limit: 10, ..JobFilter::default() }).await.unwrap();
+            assert!(listed.is_empty(), "nor queued");
             // Open jobs' unchecked rows count against what is left: ten racing uploads of 300
             // rows, three fit.
             let uploads: Vec<_> = (0..10)
@@ -704,6 +709,9 @@ mod tests {
             }
             assert_eq!(queued, 3);
             assert_eq!(rows_of(&db, org_id).await, 900);
+            let listed = db.list_jobs(JobFilter { limit: 10, ..JobFilter::default() }).await.unwrap();
+            assert_eq!(listed.len(), 3, "each stored job is queued with it");
+            assert!(listed.iter().all(|job| job.kind == "bulk_verification" && job.org_id == Some(org_id)));
             db.create_job(org_id, &job_of(1), now, now).await.unwrap();
             assert_eq!(db.create_job(org_id, &job_of(1), now, now).await.unwrap(), Admission::Queued);
             assert_eq!(
@@ -713,8 +721,7 @@ mod tests {
         }
 
         async fn the_rows_of_failed_and_cancelled_jobs_go_after_a_week(test_db) {
-            let db = crate::test_support::connect(&test_db).await;
-            db.migrate().await.unwrap();
+            let db = crate::test_support::unlocked(&test_db).await;
             let (a, b) = (org(&db).await, org(&db).await);
             let now = OffsetDateTime::now_utc();
             let long_ago = now - time::Duration::days(8);
@@ -736,22 +743,48 @@ mod tests {
             let db = crate::test_support::unlocked(&test_db).await;
             let (a, b) = (org(&db).await, org(&db).await);
             let now = OffsetDateTime::now_utc();
-            let first = queue(&db, a, now - time::Duration::minutes(3)).await;
-            let _second = queue(&db, a, now - time::Duration::minutes(2)).await;
-            let other = queue(&db, b, now - time::Duration::minutes(1)).await;
-            let lease = now + time::Duration::seconds(15);
-            let claimed = db.claim_job("node-1", now, lease).await.unwrap().unwrap();
+            let first = queue(&db, a, now).await;
+            let second = queue(&db, a, now).await;
+            let other = queue(&db, b, now).await;
+            let claimed = claim(&db, "node-1", LEASE).await.unwrap();
             assert_eq!(claimed.id, first, "the oldest first");
-            let claimed = db.claim_job("node-2", now, lease).await.unwrap().unwrap();
+            let claimed = claim(&db, "node-2", LEASE).await.unwrap();
             assert_eq!(claimed.id, other, "then the organization with none under way");
+            let claimed = claim(&db, "node-3", LEASE).await.unwrap();
+            assert_eq!(claimed.id, second);
             // A job under a live lease is nobody else's.
-            let third = db.claim_job("node-3", now, lease).await.unwrap().unwrap();
-            assert_ne!(third.id, first);
-            assert_ne!(third.id, other);
-            assert!(db.claim_job("node-4", now, lease).await.unwrap().is_none());
-            // A lease that ran out is taken up.
-            let later = lease + time::Duration::seconds(1);
-            assert!(db.claim_job("node-5", later, later + time::Duration::seconds(15)).await.unwrap().is_some());
+            assert!(claim(&db, "node-4", LEASE).await.is_none());
+        }
+
+        async fn a_claim_taken_over_writes_nothing_and_a_cancel_ends_the_queued_job(test_db) {
+            let db = crate::test_support::unlocked(&test_db).await;
+            let a = org(&db).await;
+            let now = OffsetDateTime::now_utc();
+            let id = queue(&db, a, now).await;
+            // A lease of nothing has run out at once, by the database's clock: a runner that
+            // died mid-job.
+            let dead = claim(&db, "dead-node", Duration::ZERO).await.unwrap();
+            let job = db.start_bulk_job(&dead).await.unwrap().unwrap();
+            assert_eq!((job.id, job.status), (id, JobState::Running));
+            let live = claim(&db, "live-node", LEASE).await.unwrap();
+            assert_eq!((live.id, live.attempt), (id, 2));
+            let job = db.start_bulk_job(&live).await.unwrap().unwrap();
+            assert!(!db.record_rows(&job, &dead, &[checked(0)], now).await.unwrap(), "the old claim is fenced out");
+            assert!(db.record_rows(&job, &live, &[checked(0)], now).await.unwrap());
+            assert_eq!(db.job(a, id).await.unwrap().unwrap().done, 1);
+            assert!(db.unchecked_rows(&job, 10).await.unwrap().is_empty());
+
+            // A cancel by the organization ends its job on the queue: the runner loses it.
+            assert!(db.cancel_job(a, id, now).await.unwrap());
+            assert!(!db.renew_job_lease(&live, LEASE).await.unwrap());
+            assert!(db.start_bulk_job(&live).await.unwrap().is_none());
+            let listed = db.list_jobs(JobFilter { limit: 10, ..JobFilter::default() }).await.unwrap();
+            assert_eq!((listed[0].id, listed[0].status), (id, JobStatus::Cancelled));
+
+            // An operator's cancel on the queue (`mailroom jobs cancel`) ends the bulk job too.
+            let other = queue(&db, a, now).await;
+            assert!(db.cancel_job_by_id(other).await.unwrap());
+            assert_eq!(db.job(a, other).await.unwrap().unwrap().status, JobState::Cancelled);
         }
     }
 }
