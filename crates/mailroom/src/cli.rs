@@ -201,7 +201,7 @@ impl Cli {
                 let email = account.email.clone();
                 let (database, _) = config.open_database().await?;
                 let now = time::OffsetDateTime::now_utc();
-                let created = match database.create_account(&account, now).await {
+                let created = match database.accounts().create_account(&account, now).await {
                     Err(error) if error.is_unique_violation() => Err(anyhow::anyhow!(
                         "an account with the address {email} already exists"
                     )),
@@ -227,7 +227,7 @@ impl Cli {
                     api_key_id: None,
                     request_id: None,
                 };
-                database.append_audit(&event, now).await?;
+                database.audit().append_audit(&event, now).await?;
                 database.close().await;
                 println!(
                     "created {} ({}), owner of organization {}",
@@ -240,7 +240,7 @@ impl Cli {
             Command::Audit { command } => {
                 let (database, _) = config.open_database().await?;
                 let outcome = match command {
-                    AuditCommand::Verify => match database.verify_audit_chains().await? {
+                    AuditCommand::Verify => match database.audit().verify_audit_chains().await? {
                         None => {
                             println!("audit log intact: every chain verifies");
                             Ok(())
@@ -255,7 +255,7 @@ impl Cli {
                     AuditCommand::Purge => {
                         let before =
                             time::OffsetDateTime::now_utc() - mailroom_core::audit::RETENTION;
-                        let purged = database.purge_audit(before).await?;
+                        let purged = database.audit().purge_audit(before).await?;
                         println!("purged {purged} audit entries older than 90 days");
                         Ok(())
                     }
@@ -289,6 +289,7 @@ async fn jobs(config: &Config, command: JobsCommand) -> anyhow::Result<()> {
             kind,
             limit,
         } => database
+            .queue()
             .list_jobs(JobFilter {
                 status,
                 kind,
@@ -311,7 +312,7 @@ async fn jobs(config: &Config, command: JobsCommand) -> anyhow::Result<()> {
                 }
             })
             .map_err(anyhow::Error::from),
-        JobsCommand::Retry { id } => match database.retry_job(id).await {
+        JobsCommand::Retry { id } => match database.queue().retry_job(id).await {
             Ok(true) => {
                 println!("job {id} queued again");
                 Ok(())
@@ -319,7 +320,7 @@ async fn jobs(config: &Config, command: JobsCommand) -> anyhow::Result<()> {
             Ok(false) => Err(anyhow::anyhow!("no dead or cancelled job {id}")),
             Err(error) => Err(error.into()),
         },
-        JobsCommand::Cancel { id } => match database.cancel_job_by_id(id).await {
+        JobsCommand::Cancel { id } => match database.queue().cancel_job_by_id(id).await {
             Ok(true) => {
                 println!("job {id} cancelled");
                 Ok(())

@@ -72,6 +72,7 @@ impl AuditTrail {
 /// Appends the event. A security event that cannot be recorded fails its request.
 pub async fn record(database: &Database, event: AuditEvent) -> Result<(), DomainError> {
     Ok(database
+        .audit()
         .append_audit(&event, OffsetDateTime::now_utc())
         .await?)
 }

@@ -194,26 +194,33 @@ pub enum CodeAttempt {
     Missing,
 }
 
-impl Database {
+/// Accounts, pending sign-ups, codes, sessions, devices and passwords. Reached through [`Database::accounts`].
+#[derive(Clone, Copy)]
+pub struct Accounts<'a> {
+    pub(crate) db: &'a Database,
+}
+
+impl Accounts<'_> {
     /// The account of an address: found by the address, then read acting for its user.
     pub async fn user_by_email(&self, email: &EmailAddress) -> Result<Option<User>, StorageError> {
         let email = email.as_str().to_owned();
-        self.transaction_for(&Tenancy::Email(email.clone()), |tx| {
-            async move {
-                let id: Option<Uuid> = on_backend!(&mut tx.0, Inner, tx => {
-                    sqlx::query_scalar("SELECT id FROM users WHERE email = $1")
-                        .bind(&email)
-                        .fetch_optional(&mut **tx)
-                        .await?
-                });
-                match id {
-                    Some(id) => user_in(tx, UserId::from_uuid(id)).await,
-                    None => Ok(None),
+        self.db
+            .transaction_for(&Tenancy::Email(email.clone()), |tx| {
+                async move {
+                    let id: Option<Uuid> = on_backend!(&mut tx.0, Inner, tx => {
+                        sqlx::query_scalar("SELECT id FROM users WHERE email = $1")
+                            .bind(&email)
+                            .fetch_optional(&mut **tx)
+                            .await?
+                    });
+                    match id {
+                        Some(id) => user_in(tx, UserId::from_uuid(id)).await,
+                        None => Ok(None),
+                    }
                 }
-            }
-            .boxed()
-        })
-        .await
+                .boxed()
+            })
+            .await
     }
 
     /// Records a sign-up waiting for its code, and the code ([`issue_code`]'s rules), and
@@ -231,7 +238,7 @@ impl Database {
         event: &AuditEvent,
         now: OffsetDateTime,
     ) -> Result<bool, StorageError> {
-        let key = self.audit_key()?;
+        let key = self.db.audit_key()?;
         // The work may run more than once and owns what it uses (see `serializable`).
         let (email, password_hash, code_hash, mail) = (
             email.as_str().to_owned(),
@@ -239,7 +246,7 @@ impl Database {
             code_hash.to_owned(),
             mail.cloned(),
         );
-        self.serializable(|tx| {
+        self.db.serializable(|tx| {
             let (email, password_hash, code_hash, key, event, mail) = (
                 email.clone(),
                 password_hash.clone(),
@@ -319,19 +326,21 @@ impl Database {
             insert,
             ..
         } = code;
-        self.serializable(|tx| {
-            let (email, code_hash, mail) = (email.clone(), code_hash.clone(), mail.clone());
-            async move {
-                let issued =
-                    issue_code(tx, purpose, &email, &code_hash, expires_at, insert, now).await?;
-                if issued && let Some(mail) = &mail {
-                    crate::queue::enqueue_in(tx, mail).await?;
+        self.db
+            .serializable(|tx| {
+                let (email, code_hash, mail) = (email.clone(), code_hash.clone(), mail.clone());
+                async move {
+                    let issued =
+                        issue_code(tx, purpose, &email, &code_hash, expires_at, insert, now)
+                            .await?;
+                    if issued && let Some(mail) = &mail {
+                        crate::queue::enqueue_in(tx, mail).await?;
+                    }
+                    Ok(issued)
                 }
-                Ok(issued)
-            }
-            .boxed()
-        })
-        .await
+                .boxed()
+            })
+            .await
     }
 
     /// Sets a new password after a verified reset: the code is spent, failures and lock are
@@ -345,7 +354,7 @@ impl Database {
         event: &AuditEvent,
         now: OffsetDateTime,
     ) -> Result<Option<User>, StorageError> {
-        let key = self.audit_key()?;
+        let key = self.db.audit_key()?;
         let user = match self.user_by_email(email).await? {
             Some(user) => user,
             None => return Ok(None),
@@ -356,7 +365,7 @@ impl Database {
             code_hash.to_owned(),
             password_hash.to_owned(),
         );
-        let reset = self.serializable(|tx| {
+        let reset = self.db.serializable(|tx| {
             let (email, code_hash, password_hash, key, event) =
                 (email.clone(), code_hash.clone(), password_hash.clone(), key.clone(), event.clone());
             async move {
@@ -400,18 +409,19 @@ impl Database {
         now: OffsetDateTime,
     ) -> Result<(), StorageError> {
         let password_hash = password_hash.to_owned();
-        self.serializable(|tx| {
-            let password_hash = password_hash.clone();
-            async move {
-                update_password_hash(tx, user_id, &password_hash).await?;
-                revoke_sessions_except(tx, user_id, keep, now).await?;
-                revoke_token_families(tx, user_id, now).await?;
-                crate::two_factor::forget_devices(tx, user_id).await?;
-                Ok(())
-            }
-            .boxed()
-        })
-        .await
+        self.db
+            .serializable(|tx| {
+                let password_hash = password_hash.clone();
+                async move {
+                    update_password_hash(tx, user_id, &password_hash).await?;
+                    revoke_sessions_except(tx, user_id, keep, now).await?;
+                    revoke_token_families(tx, user_id, now).await?;
+                    crate::two_factor::forget_devices(tx, user_id).await?;
+                    Ok(())
+                }
+                .boxed()
+            })
+            .await
     }
 
     /// Whether the user ever had a session from this address with this browser.
@@ -420,7 +430,7 @@ impl Database {
         &self,
         user_id: UserId,
     ) -> Result<Vec<SignInDevice>, StorageError> {
-        let rows: Vec<(String, String, i64, i64)> = self
+        let rows: Vec<(String, String, i64, i64)> = self.db
             .transaction_for(&Tenancy::User(user_id), |tx| {
                 async move {
                     Ok(on_backend!(&mut tx.0, Inner, tx => {
@@ -456,7 +466,7 @@ impl Database {
         change: &OrgPolicyChange,
     ) -> Result<(), StorageError> {
         let change = change.clone();
-        self.transaction_for(&Tenancy::Org(org_id), |tx| {
+        self.db.transaction_for(&Tenancy::Org(org_id), |tx| {
             async move {
                 on_backend!(&mut tx.0, Inner, tx => {
                     sqlx::query(
@@ -500,6 +510,7 @@ impl Database {
             last_seen_at: i64,
         }
         let rows: Vec<Row> = self
+            .db
             .transaction_for(&Tenancy::User(user_id), |tx| {
                 async move {
                     Ok(on_backend!(&mut tx.0, Inner, tx => {
@@ -537,6 +548,7 @@ impl Database {
         now: OffsetDateTime,
     ) -> Result<bool, StorageError> {
         let revoked = self
+            .db
             .transaction_for(&Tenancy::User(user_id), |tx| {
                 async move {
                     Ok(on_backend!(&mut tx.0, Inner, tx => {
@@ -565,7 +577,8 @@ impl Database {
         keep: Option<SessionId>,
         now: OffsetDateTime,
     ) -> Result<u64, StorageError> {
-        self.serializable(|tx| revoke_sessions_except(tx, user_id, keep, now).boxed())
+        self.db
+            .serializable(|tx| revoke_sessions_except(tx, user_id, keep, now).boxed())
             .await
     }
 
@@ -601,7 +614,7 @@ impl Database {
     ) -> Result<CodeAttempt, StorageError> {
         let budget = i32::try_from(budget).unwrap_or(i32::MAX);
         let email = email.as_str().to_owned();
-        let (counted, live_attempts): (Option<Vec<u8>>, Option<i32>) = self
+        let (counted, live_attempts): (Option<Vec<u8>>, Option<i32>) = self.db
             .transaction_for(&Tenancy::Email(email.clone()), |tx| {
                 async move {
                     let counted: Option<Vec<u8>> = on_backend!(&mut tx.0, Inner, tx => {
@@ -655,10 +668,10 @@ impl Database {
         event: &AuditEvent,
         now: OffsetDateTime,
     ) -> Result<Option<User>, StorageError> {
-        let key = self.audit_key()?;
+        let key = self.db.audit_key()?;
         let email = email.as_str().to_owned();
         let session = session.clone();
-        let created = self
+        let created = self.db
             .serializable(|tx| {
                 let (email, session, key, event) =
                     (email.clone(), session.clone(), key.clone(), event.clone());
@@ -720,6 +733,7 @@ impl Database {
     ) -> Result<User, StorageError> {
         let account = account.clone();
         let user_id = self
+            .db
             .serializable(|tx| {
                 let account = account.clone();
                 async move { Ok(insert_account(tx, &account, now).await?.0) }.boxed()
@@ -733,7 +747,7 @@ impl Database {
     /// Whether an account was ever made here (the platform's own record of it: no row of any
     /// user's is read).
     pub async fn has_accounts(&self) -> Result<bool, StorageError> {
-        Ok(on_backend!(&self.pool, Pool, pool => {
+        Ok(on_backend!(&self.db.pool, Pool, pool => {
             sqlx::query_scalar("SELECT has_accounts FROM installation WHERE singleton = 1")
                 .fetch_one(pool)
                 .await?
@@ -746,7 +760,7 @@ impl Database {
         token_hash: &[u8],
         expires_at: OffsetDateTime,
     ) -> Result<(), StorageError> {
-        on_backend!(&self.pool, Pool, pool => {
+        on_backend!(&self.db.pool, Pool, pool => {
             sqlx::query(
                 "INSERT INTO setup_token (singleton, token_hash, expires_at) VALUES (1, $1, $2) \
                  ON CONFLICT (singleton) DO UPDATE SET token_hash = excluded.token_hash, \
@@ -770,10 +784,11 @@ impl Database {
         event: &AuditEvent,
         now: OffsetDateTime,
     ) -> Result<Option<User>, StorageError> {
-        let key = self.audit_key()?;
+        let key = self.db.audit_key()?;
         let (token_hash, account, session) =
             (token_hash.to_owned(), account.clone(), session.clone());
         let created = self
+            .db
             .serializable(|tx| {
                 let (token_hash, account, session, key, event) = (
                     token_hash.clone(),
@@ -822,7 +837,8 @@ impl Database {
     }
 
     pub async fn user_by_id(&self, id: UserId) -> Result<Option<User>, StorageError> {
-        self.transaction_for(&Tenancy::User(id), |tx| user_in(tx, id).boxed())
+        self.db
+            .transaction_for(&Tenancy::User(id), |tx| user_in(tx, id).boxed())
             .await
     }
 
@@ -837,22 +853,23 @@ impl Database {
         new_device_mail: Option<&PreparedJob>,
         now: OffsetDateTime,
     ) -> Result<NewDevice, StorageError> {
-        let key = self.audit_key()?;
+        let key = self.db.audit_key()?;
         let (session, mail) = (session.clone(), new_device_mail.cloned());
-        self.serializable(|tx| {
-            let (session, key, signed_in) = (session.clone(), key.clone(), signed_in.clone());
-            let mail = mail.clone();
-            async move {
-                insert_session(tx, user_id, &session, now).await?;
-                let device = Device {
-                    ip: &session.ip,
-                    user_agent: session.user_agent.as_deref(),
-                };
-                record_sign_in(tx, &key, user_id, device, &signed_in, mail.as_ref(), now).await
-            }
-            .boxed()
-        })
-        .await
+        self.db
+            .serializable(|tx| {
+                let (session, key, signed_in) = (session.clone(), key.clone(), signed_in.clone());
+                let mail = mail.clone();
+                async move {
+                    insert_session(tx, user_id, &session, now).await?;
+                    let device = Device {
+                        ip: &session.ip,
+                        user_agent: session.user_agent.as_deref(),
+                    };
+                    record_sign_in(tx, &key, user_id, device, &signed_in, mail.as_ref(), now).await
+                }
+                .boxed()
+            })
+            .await
     }
 
     /// The live session with this token hash, and its owner.
@@ -871,6 +888,7 @@ impl Database {
         }
         let token_hash = token_hash.to_vec();
         let row: Option<Row> = self
+            .db
             .transaction_for(&Tenancy::SessionToken(hex::encode(&token_hash)), |tx| {
                 async move {
                     // Whose session it is, first: the rest is read acting for them.
@@ -929,25 +947,26 @@ impl Database {
         now: OffsetDateTime,
         expires_at: OffsetDateTime,
     ) -> Result<(), StorageError> {
-        self.transaction_for(&Tenancy::User(user_id), |tx| {
-            async move {
-                on_backend!(&mut tx.0, Inner, tx => {
-                    sqlx::query(
-                        "UPDATE sessions SET last_seen_at = $1, expires_at = $2 \
-                         WHERE id = $3 AND user_id = $4 AND revoked_at IS NULL",
-                    )
-                    .bind(ms(now))
-                    .bind(ms(expires_at))
-                    .bind(id.as_uuid())
-                    .bind(user_id.as_uuid())
-                    .execute(&mut **tx)
-                    .await?;
-                });
-                Ok(())
-            }
-            .boxed()
-        })
-        .await
+        self.db
+            .transaction_for(&Tenancy::User(user_id), |tx| {
+                async move {
+                    on_backend!(&mut tx.0, Inner, tx => {
+                        sqlx::query(
+                            "UPDATE sessions SET last_seen_at = $1, expires_at = $2 \
+                             WHERE id = $3 AND user_id = $4 AND revoked_at IS NULL",
+                        )
+                        .bind(ms(now))
+                        .bind(ms(expires_at))
+                        .bind(id.as_uuid())
+                        .bind(user_id.as_uuid())
+                        .execute(&mut **tx)
+                        .await?;
+                    });
+                    Ok(())
+                }
+                .boxed()
+            })
+            .await
     }
 
     /// Ends the session with this token hash, whoever's it is (a browser signing in again
@@ -958,7 +977,7 @@ impl Database {
         now: OffsetDateTime,
     ) -> Result<(), StorageError> {
         let hash = token_hash.to_vec();
-        self.transaction_for(&Tenancy::SessionToken(hex::encode(token_hash)), |tx| {
+        self.db.transaction_for(&Tenancy::SessionToken(hex::encode(token_hash)), |tx| {
             async move {
                 on_backend!(&mut tx.0, Inner, tx => {
                     sqlx::query(
@@ -986,18 +1005,19 @@ impl Database {
         now: OffsetDateTime,
     ) -> Result<(), StorageError> {
         let (user_id, email, new_hash) = (user.id, user.email.clone(), new_hash.map(str::to_owned));
-        self.serializable(|tx| {
-            let (email, new_hash) = (email.clone(), new_hash.clone());
-            async move {
-                crate::lockout::forget(tx, &email, Some(now)).await?;
-                if let Some(new_hash) = new_hash {
-                    update_password_hash(tx, user_id, &new_hash).await?;
+        self.db
+            .serializable(|tx| {
+                let (email, new_hash) = (email.clone(), new_hash.clone());
+                async move {
+                    crate::lockout::forget(tx, &email, Some(now)).await?;
+                    if let Some(new_hash) = new_hash {
+                        update_password_hash(tx, user_id, &new_hash).await?;
+                    }
+                    Ok(())
                 }
-                Ok(())
-            }
-            .boxed()
-        })
-        .await
+                .boxed()
+            })
+            .await
     }
 
     /// Replaces a password hash made with older parameters, after a correct password.
@@ -1007,11 +1027,12 @@ impl Database {
         new_hash: &str,
     ) -> Result<(), StorageError> {
         let new_hash = new_hash.to_owned();
-        self.serializable(|tx| {
-            let new_hash = new_hash.clone();
-            async move { update_password_hash(tx, user_id, &new_hash).await }.boxed()
-        })
-        .await
+        self.db
+            .serializable(|tx| {
+                let new_hash = new_hash.clone();
+                async move { update_password_hash(tx, user_id, &new_hash).await }.boxed()
+            })
+            .await
     }
 }
 

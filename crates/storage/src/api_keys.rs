@@ -121,7 +121,13 @@ struct InfoRow {
     revoked_reason: Option<String>,
 }
 
-impl Database {
+/// An organization's API keys. Reached through [`Database::api_keys`].
+#[derive(Clone, Copy)]
+pub struct ApiKeys<'a> {
+    pub(crate) db: &'a Database,
+}
+
+impl ApiKeys<'_> {
     pub async fn create_api_key(
         &self,
         org_id: OrgId,
@@ -143,7 +149,7 @@ impl Database {
             key.requests_per_minute.map(column),
             key.requests_per_day.map(column),
         );
-        self.audited_change(event, now, move |tx| {
+        self.db.teams().audited_change(event, now, move |tx| {
             let (name, lookup_id, key_hash, scopes) =
                 (name.clone(), lookup_id.clone(), key_hash.clone(), scopes.clone());
             async move {
@@ -181,7 +187,7 @@ impl Database {
         org_id: OrgId,
         now: OffsetDateTime,
     ) -> Result<Vec<ApiKeyInfo>, StorageError> {
-        let rows: Vec<InfoRow> = self
+        let rows: Vec<InfoRow> = self.db
             .transaction_for(&Tenancy::Org(org_id), |tx| {
                 async move {
                     Ok(on_backend!(&mut tx.0, Inner, tx => {
@@ -230,25 +236,27 @@ impl Database {
         event: &AuditEvent,
         now: OffsetDateTime,
     ) -> Result<Change, StorageError> {
-        self.audited_change(event, now, move |tx| {
-            async move {
-                let revoked = on_backend!(&mut tx.0, Inner, tx => {
-                    sqlx::query(
-                        "UPDATE api_keys SET revoked_at = $1, revoked_reason = 'revoked' \
-                         WHERE id = $2 AND org_id = $3 AND revoked_at IS NULL",
-                    )
-                    .bind(ms(now))
-                    .bind(id)
-                    .bind(org_id.as_uuid())
-                    .execute(&mut **tx)
-                    .await?
-                    .rows_affected()
-                });
-                Ok(Change::done_if(revoked == 1))
-            }
-            .boxed()
-        })
-        .await
+        self.db
+            .teams()
+            .audited_change(event, now, move |tx| {
+                async move {
+                    let revoked = on_backend!(&mut tx.0, Inner, tx => {
+                        sqlx::query(
+                            "UPDATE api_keys SET revoked_at = $1, revoked_reason = 'revoked' \
+                             WHERE id = $2 AND org_id = $3 AND revoked_at IS NULL",
+                        )
+                        .bind(ms(now))
+                        .bind(id)
+                        .bind(org_id.as_uuid())
+                        .execute(&mut **tx)
+                        .await?
+                        .rows_affected()
+                    });
+                    Ok(Change::done_if(revoked == 1))
+                }
+                .boxed()
+            })
+            .await
     }
 
     /// The key stored under `lookup_id`, revoked or not (a revoked key's use is audited).
@@ -256,7 +264,7 @@ impl Database {
         &self,
         lookup_id: &str,
     ) -> Result<Option<StoredKey>, StorageError> {
-        let Some(cache) = &self.key_cache else {
+        let Some(cache) = &self.db.key_cache else {
             return self.read_api_key(lookup_id).await;
         };
         // Taken before the read: a write ending between the read and the filing leaves the
@@ -286,7 +294,7 @@ impl Database {
         }
         let lookup_id = lookup_id.to_owned();
         let tenancy = Tenancy::ApiKeyLookup(lookup_id.clone());
-        let row: Option<Row> = self
+        let row: Option<Row> = self.db
             .transaction_for(&tenancy, |tx| {
                 async move {
                     Ok(on_backend!(&mut tx.0, Inner, tx => {
@@ -326,7 +334,7 @@ impl Database {
         now: OffsetDateTime,
     ) -> Result<(), StorageError> {
         let ip = ip.to_owned();
-        self.transaction_for(&Tenancy::Org(org_id), |tx| {
+        self.db.transaction_for(&Tenancy::Org(org_id), |tx| {
             async move {
                 on_backend!(&mut tx.0, Inner, tx => {
                     sqlx::query(
@@ -349,18 +357,19 @@ impl Database {
 
     /// Whether the organization lets members (not only owners and admins) create keys.
     pub async fn members_create_keys(&self, org_id: OrgId) -> Result<bool, StorageError> {
-        self.transaction_for(&Tenancy::Org(org_id), |tx| {
-            async move {
-                Ok(on_backend!(&mut tx.0, Inner, tx => {
-                    sqlx::query_scalar("SELECT members_create_keys FROM orgs WHERE id = $1")
-                        .bind(org_id.as_uuid())
-                        .fetch_one(&mut **tx)
-                        .await?
-                }))
-            }
-            .boxed()
-        })
-        .await
+        self.db
+            .transaction_for(&Tenancy::Org(org_id), |tx| {
+                async move {
+                    Ok(on_backend!(&mut tx.0, Inner, tx => {
+                        sqlx::query_scalar("SELECT members_create_keys FROM orgs WHERE id = $1")
+                            .bind(org_id.as_uuid())
+                            .fetch_one(&mut **tx)
+                            .await?
+                    }))
+                }
+                .boxed()
+            })
+            .await
     }
 }
 
@@ -427,7 +436,7 @@ mod tests {
             password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
             platform_role: PlatformRole::User,
         };
-        let user = db.create_account(&account, now).await.unwrap();
+        let user = db.accounts().create_account(&account, now).await.unwrap();
         let key = NewApiKey {
             id: Uuid::now_v7(),
             name: name.into(),
@@ -439,7 +448,8 @@ mod tests {
             requests_per_minute: None,
             requests_per_day: None,
         };
-        db.create_api_key(user.org_id, &key, &event(user.org_id), now)
+        db.api_keys()
+            .create_api_key(user.org_id, &key, &event(user.org_id), now)
             .await
             .unwrap();
         let invitation = NewInvitation {
@@ -450,7 +460,8 @@ mod tests {
             invited_by: user.id,
             expires_at: now + time::Duration::days(1),
         };
-        db.create_invitation(user.org_id, &invitation, None, &event(user.org_id), now)
+        db.teams()
+            .create_invitation(user.org_id, &invitation, None, &event(user.org_id), now)
             .await
             .unwrap();
         let charge = Charge {
@@ -461,7 +472,7 @@ mod tests {
             quota: 10,
             period_start: now,
         };
-        db.charge(&charge, now).await.unwrap();
+        db.usage().charge(&charge, now).await.unwrap();
         let verification = crate::verifications::NewVerification {
             id: Uuid::now_v7(),
             user_id: Some(user.id),
@@ -512,7 +523,12 @@ mod tests {
         db.migrate().await.unwrap();
         let (org_id, _) = tenant(&db, "cached").await;
         let lookup_id = "000000cached";
-        let key = db.api_key_by_lookup_id(lookup_id).await.unwrap().unwrap();
+        let key = db
+            .api_keys()
+            .api_key_by_lookup_id(lookup_id)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!((key.revoked, key.requests_per_minute), (false, 60));
 
         let Pool::Sqlite(pool) = &db.pool else {
@@ -522,25 +538,38 @@ mod tests {
             .execute(pool)
             .await
             .unwrap();
-        let key = db.api_key_by_lookup_id(lookup_id).await.unwrap().unwrap();
+        let key = db
+            .api_keys()
+            .api_key_by_lookup_id(lookup_id)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(
             key.requests_per_minute, 60,
             "served from the cache until a write"
         );
         let now = OffsetDateTime::now_utc();
         assert!(
-            db.set_org_plan(org_id, "big", &event(org_id), now)
+            db.teams()
+                .set_org_plan(org_id, "big", &event(org_id), now)
                 .await
                 .unwrap()
         );
-        let key = db.api_key_by_lookup_id(lookup_id).await.unwrap().unwrap();
+        let key = db
+            .api_keys()
+            .api_key_by_lookup_id(lookup_id)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(key.requests_per_minute, 600);
 
-        db.revoke_api_key(org_id, key.id, &event(org_id), now)
+        db.api_keys()
+            .revoke_api_key(org_id, key.id, &event(org_id), now)
             .await
             .unwrap();
         assert!(
-            db.api_key_by_lookup_id(lookup_id)
+            db.api_keys()
+                .api_key_by_lookup_id(lookup_id)
                 .await
                 .unwrap()
                 .unwrap()
@@ -597,14 +626,16 @@ mod tests {
 
         // The app's own paths still work through the policies.
         assert_eq!(
-            db.api_keys(b, OffsetDateTime::now_utc())
+            db.api_keys()
+                .api_keys(b, OffsetDateTime::now_utc())
                 .await
                 .unwrap()
                 .len(),
             1
         );
         assert!(
-            db.api_key_by_lookup_id("0000000alpha")
+            db.api_keys()
+                .api_key_by_lookup_id("0000000alpha")
                 .await
                 .unwrap()
                 .is_some()

@@ -84,19 +84,26 @@ const COLUMNS: &str = "id, scope, seq, occurred_at, actor_user_id, action, outco
      user_agent, session_id, api_key_id, request_id, prev_hash, hash, personal_digest, erased_at, \
      erasure_mac, subject";
 
-impl Database {
+/// The hash-chained audit log. Reached through [`Database::audit`].
+#[derive(Clone, Copy)]
+pub struct AuditLog<'a> {
+    pub(crate) db: &'a Database,
+}
+
+impl AuditLog<'_> {
     /// Appends an event to its scope's chain, in a transaction of its own.
     pub async fn append_audit(
         &self,
         event: &AuditEvent,
         now: OffsetDateTime,
     ) -> Result<(), StorageError> {
-        let key = self.audit_key()?;
-        self.serializable(|tx| {
-            let (event, key) = (event.clone(), key.clone());
-            async move { append(tx, &key, &event, now).await }.boxed()
-        })
-        .await
+        let key = self.db.audit_key()?;
+        self.db
+            .serializable(|tx| {
+                let (event, key) = (event.clone(), key.clone());
+                async move { append(tx, &key, &event, now).await }.boxed()
+            })
+            .await
     }
 
     /// Walks every chain in order and returns the first link that does not hold: an edited
@@ -104,10 +111,11 @@ impl Database {
     /// `prev_hash` that is not the hash before it, a chain that does not start at the first
     /// seq its keyed head records, or one that ends before its head).
     pub async fn verify_audit_chains(&self) -> Result<Option<BrokenLink>, StorageError> {
-        let key = self.audit_key()?;
-        let upkeep = self.upkeep()?;
+        let key = self.db.audit_key()?;
+        let upkeep = self.db.upkeep()?;
         // Every chain that has, or ever had, an entry.
         let scopes: Vec<Uuid> = self
+            .db
             .transaction_for(&Tenancy::AuditVerify(upkeep.clone()), |tx| {
                 async move {
                     Ok(on_backend!(&mut tx.0, Inner, tx => {
@@ -124,7 +132,7 @@ impl Database {
             .await?;
         for scope in scopes {
             // One snapshot per chain: a purge running meanwhile must not look like a gap.
-            let mut tx = self.begin_snapshot().await?;
+            let mut tx = self.db.begin_snapshot().await?;
             let found = match tx.act_for(&Tenancy::AuditVerify(upkeep.clone())).await {
                 Ok(()) => first_broken_link(&mut tx, &key, scope).await,
                 Err(error) => Err(error),
@@ -141,11 +149,12 @@ impl Database {
     /// many. Each batch moves the start of every chain it shortened past what it removed, in
     /// its own transaction, so that a chain never looks shortened by anyone but the purge.
     pub async fn purge_audit(&self, before: OffsetDateTime) -> Result<u64, StorageError> {
-        let key = self.audit_key()?;
+        let key = self.db.audit_key()?;
         let before = crate::accounts::ms(before);
         let mut purged = 0;
         loop {
             let deleted = self
+                .db
                 .serializable(|tx| {
                     let key = key.clone();
                     async move { purge_batch(tx, &key, before).await }.boxed()
@@ -206,20 +215,21 @@ impl Database {
             "SELECT {COLUMNS} FROM audit_log WHERE {column} = $1 AND ($2 IS NULL OR id < $2) \
              ORDER BY id DESC LIMIT $3"
         );
-        self.transaction_for(&tenancy, |tx| {
-            async move {
-                Ok(on_backend!(&mut tx.0, Inner, tx => {
-                    sqlx::query_as(&sql)
-                        .bind(value)
-                        .bind(before)
-                        .bind(limit)
-                        .fetch_all(&mut **tx)
-                        .await?
-                }))
-            }
-            .boxed()
-        })
-        .await
+        self.db
+            .transaction_for(&tenancy, |tx| {
+                async move {
+                    Ok(on_backend!(&mut tx.0, Inner, tx => {
+                        sqlx::query_as(&sql)
+                            .bind(value)
+                            .bind(before)
+                            .bind(limit)
+                            .fetch_all(&mut **tx)
+                            .await?
+                    }))
+                }
+                .boxed()
+            })
+            .await
     }
 }
 
@@ -658,11 +668,13 @@ mod tests {
             Action::AccountLocked,
             Action::SigninSucceeded,
         ] {
-            db.append_audit(&event(Some(org), action), now)
+            db.audit()
+                .append_audit(&event(Some(org), action), now)
                 .await
                 .unwrap();
         }
-        db.append_audit(&event(None, Action::SigninFailed), now)
+        db.audit()
+            .append_audit(&event(None, Action::SigninFailed), now)
             .await
             .unwrap();
         (db, org)
@@ -671,13 +683,13 @@ mod tests {
     both_backends! {
         async fn intact_chains_verify(test_db) {
             let (db, _) = seeded(&test_db).await;
-            assert_eq!(db.verify_audit_chains().await.unwrap(), None);
+            assert_eq!(db.audit().verify_audit_chains().await.unwrap(), None);
         }
 
         async fn an_edited_entry_is_found(test_db) {
             let (db, org) = seeded(&test_db).await;
             tamper(&test_db, &db, "UPDATE audit_log SET outcome = 'success' WHERE seq = 3 AND scope = $1", org).await;
-            let broken = db.verify_audit_chains().await.unwrap().unwrap();
+            let broken = db.audit().verify_audit_chains().await.unwrap().unwrap();
             assert_eq!((broken.scope, broken.seq), (org.as_uuid(), 3));
             assert_eq!(broken.reason, "this entry was changed after it was written");
         }
@@ -685,13 +697,13 @@ mod tests {
         async fn personal_fields_can_be_erased_but_not_edited(test_db) {
             let (db, org) = seeded(&test_db).await;
             tamper(&test_db, &db, "UPDATE audit_log SET ip = '198.51.100.1' WHERE seq = 2 AND scope = $1", org).await;
-            let broken = db.verify_audit_chains().await.unwrap().unwrap();
+            let broken = db.audit().verify_audit_chains().await.unwrap().unwrap();
             assert_eq!((broken.scope, broken.seq), (org.as_uuid(), 2));
             tamper(&test_db, &db, "UPDATE audit_log SET ip = '203.0.113.5' WHERE seq = 2 AND scope = $1", org).await;
-            assert_eq!(db.verify_audit_chains().await.unwrap(), None);
+            assert_eq!(db.audit().verify_audit_chains().await.unwrap(), None);
             // Blanking them without the key, or calling an edit an erasure, is found.
             tamper(&test_db, &db, "UPDATE audit_log SET ip = NULL, erased_at = 1 WHERE seq = 2 AND scope = $1", org).await;
-            assert_eq!(db.verify_audit_chains().await.unwrap().unwrap().seq, 2);
+            assert_eq!(db.audit().verify_audit_chains().await.unwrap().unwrap().seq, 2);
             // Erasure (docs/security.md#account-deletion) as mailroom does it: the chain holds.
             let actor = on_backend!(&owner(&test_db, &db).await, Pool, pool => {
                 sqlx::query_scalar::<_, Uuid>("SELECT actor_user_id FROM audit_log WHERE seq = 1 AND scope = $1")
@@ -702,52 +714,52 @@ mod tests {
             let mut tx = db.begin_serializable().await.unwrap();
             erase_personal_fields(&mut tx, &key, UserId::from_uuid(actor), "jane@example.test", OffsetDateTime::now_utc()).await.unwrap();
             tx.commit().await.unwrap();
-            assert_eq!(db.verify_audit_chains().await.unwrap(), None);
+            assert_eq!(db.audit().verify_audit_chains().await.unwrap(), None);
             // An erased entry given a personal field back is found.
             tamper(&test_db, &db, "UPDATE audit_log SET ip = '198.51.100.1' WHERE seq = 2 AND scope = $1", org).await;
-            assert!(db.verify_audit_chains().await.unwrap().is_some());
+            assert!(db.audit().verify_audit_chains().await.unwrap().is_some());
         }
 
         async fn a_deleted_entry_is_found(test_db) {
             let (db, org) = seeded(&test_db).await;
             tamper(&test_db, &db, "DELETE FROM audit_log WHERE seq = 2 AND scope = $1", org).await;
-            let broken = db.verify_audit_chains().await.unwrap().unwrap();
+            let broken = db.audit().verify_audit_chains().await.unwrap().unwrap();
             assert_eq!((broken.scope, broken.seq), (org.as_uuid(), 3));
         }
 
         async fn deleting_the_newest_entries_or_a_whole_chain_is_found(test_db) {
             let (db, org) = seeded(&test_db).await;
             tamper(&test_db, &db, "DELETE FROM audit_log WHERE seq = 4 AND scope = $1", org).await;
-            let broken = db.verify_audit_chains().await.unwrap().unwrap();
+            let broken = db.audit().verify_audit_chains().await.unwrap().unwrap();
             assert_eq!((broken.scope, broken.seq), (org.as_uuid(), 4));
             tamper(&test_db, &db, "DELETE FROM audit_log WHERE scope = $1", org).await;
-            let broken = db.verify_audit_chains().await.unwrap().unwrap();
+            let broken = db.audit().verify_audit_chains().await.unwrap().unwrap();
             assert_eq!(broken.scope, org.as_uuid());
         }
 
         async fn deleting_the_oldest_entries_is_found(test_db) {
             let (db, org) = seeded(&test_db).await;
             for _ in 0..7 {
-                db.append_audit(&event(Some(org), Action::SigninFailed), OffsetDateTime::now_utc()).await.unwrap();
+                db.audit().append_audit(&event(Some(org), Action::SigninFailed), OffsetDateTime::now_utc()).await.unwrap();
             }
             // An 11-entry chain without its first ten.
             tamper(&test_db, &db, "DELETE FROM audit_log WHERE seq <= 10 AND scope = $1", org).await;
-            let broken = db.verify_audit_chains().await.unwrap().unwrap();
+            let broken = db.audit().verify_audit_chains().await.unwrap().unwrap();
             assert_eq!((broken.scope, broken.seq), (org.as_uuid(), 1));
             assert_eq!(broken.reason, "the oldest entries of this chain are missing");
             // Moving the recorded start over them takes the key.
             tamper(&test_db, &db, "UPDATE audit_heads SET first_seq = 11 WHERE scope = $1", org).await;
-            let broken = db.verify_audit_chains().await.unwrap().unwrap();
+            let broken = db.audit().verify_audit_chains().await.unwrap().unwrap();
             assert_eq!(broken.reason, "the record of this chain's newest entry was changed");
 
             // The platform's chain, without its first entry (checked first: its nil UUID sorts
             // before every organization's).
-            db.append_audit(&event(None, Action::SigninFailed), OffsetDateTime::now_utc()).await.unwrap();
+            db.audit().append_audit(&event(None, Action::SigninFailed), OffsetDateTime::now_utc()).await.unwrap();
             on_backend!(&owner(&test_db, &db).await, Pool, pool => {
                 sqlx::query("DELETE FROM audit_log WHERE seq = 1 AND scope = $1")
                     .bind(mailroom_core::audit::PLATFORM_SCOPE).execute(pool).await.unwrap();
             });
-            let broken = db.verify_audit_chains().await.unwrap().unwrap();
+            let broken = db.audit().verify_audit_chains().await.unwrap().unwrap();
             assert_eq!((broken.scope, broken.seq), (mailroom_core::audit::PLATFORM_SCOPE, 1));
         }
 
@@ -755,8 +767,8 @@ mod tests {
             // Written past the retention: only such entries are the purge's to take.
             let (db, org) = seeded_at(&test_db, long_ago()).await;
             let later = long_ago() + time::Duration::days(1);
-            db.append_audit(&event(Some(org), Action::SigninSucceeded), later).await.unwrap();
-            assert_eq!(db.purge_audit(later - time::Duration::hours(1)).await.unwrap(), 5);
+            db.audit().append_audit(&event(Some(org), Action::SigninSucceeded), later).await.unwrap();
+            assert_eq!(db.audit().purge_audit(later - time::Duration::hours(1)).await.unwrap(), 5);
             let owner = owner(&test_db, &db).await;
             let start = || async {
                 on_backend!(&owner, Pool, pool => {
@@ -767,13 +779,13 @@ mod tests {
             assert_eq!(start().await, Some(5));
             // Appends after the purge keep the start; the platform chain, purged whole, goes on
             // from its head.
-            db.append_audit(&event(Some(org), Action::SigninFailed), later).await.unwrap();
-            db.append_audit(&event(None, Action::SigninFailed), later).await.unwrap();
+            db.audit().append_audit(&event(Some(org), Action::SigninFailed), later).await.unwrap();
+            db.audit().append_audit(&event(None, Action::SigninFailed), later).await.unwrap();
             assert_eq!(start().await, Some(5));
-            assert_eq!(db.verify_audit_chains().await.unwrap(), None);
+            assert_eq!(db.audit().verify_audit_chains().await.unwrap(), None);
             // What survived the purge cannot be shortened further by hand.
             tamper(&test_db, &db, "DELETE FROM audit_log WHERE seq = 5 AND scope = $1", org).await;
-            let broken = db.verify_audit_chains().await.unwrap().unwrap();
+            let broken = db.audit().verify_audit_chains().await.unwrap().unwrap();
             assert_eq!((broken.scope, broken.seq), (org.as_uuid(), 5));
         }
 
@@ -795,7 +807,7 @@ mod tests {
                 ("", "n@corp.test as member".to_owned()),
                 ("", "admin@corp.test as member".to_owned()),
             ] {
-                db.append_audit(&about(address, target), now).await.unwrap();
+                db.audit().append_audit(&about(address, target), now).await.unwrap();
             }
             let key = db.audit_key().unwrap();
             for gone in ["n@corp.test", "n@company.co"] {
@@ -820,7 +832,7 @@ mod tests {
                     Some("admin@corp.test as member".to_owned()),
                 ]
             );
-            assert_eq!(db.verify_audit_chains().await.unwrap(), None);
+            assert_eq!(db.audit().verify_audit_chains().await.unwrap(), None);
         }
 
         async fn a_head_moved_back_over_deleted_entries_is_found(test_db) {
@@ -835,49 +847,49 @@ mod tests {
                 org,
             )
             .await;
-            let broken = db.verify_audit_chains().await.unwrap().unwrap();
+            let broken = db.audit().verify_audit_chains().await.unwrap().unwrap();
             assert_eq!(broken.scope, org.as_uuid());
             assert_eq!(broken.reason, "the record of this chain's newest entry was changed");
             // Nor can a deleted chain pass for a purged one.
             tamper(&test_db, &db, "DELETE FROM audit_log WHERE scope = $1", org).await;
             tamper(&test_db, &db, "UPDATE audit_heads SET purged_through = 1 WHERE scope = $1", org).await;
-            assert!(db.verify_audit_chains().await.unwrap().is_some());
+            assert!(db.audit().verify_audit_chains().await.unwrap().is_some());
         }
 
         async fn a_chain_extended_without_the_key_does_not_verify(test_db) {
             let (db, org) = seeded(&test_db).await;
-            assert_eq!(db.verify_audit_chains().await.unwrap(), None);
+            assert_eq!(db.audit().verify_audit_chains().await.unwrap(), None);
             let keyless = crate::test_support::connect(&test_db).await;
-            assert!(matches!(keyless.verify_audit_chains().await, Err(StorageError::NoAuditKey)));
+            assert!(matches!(keyless.audit().verify_audit_chains().await, Err(StorageError::NoAuditKey)));
             // Nor can a process without the master key verify, whatever key it guesses.
             let impostor = crate::test_support::connect(&test_db).await.with_audit_key(b"guessed key");
-            assert!(matches!(impostor.verify_audit_chains().await, Err(StorageError::Locked)));
-            impostor.append_audit(&event(Some(org), Action::SigninSucceeded), OffsetDateTime::now_utc()).await.unwrap();
-            let broken = db.verify_audit_chains().await.unwrap().unwrap();
+            assert!(matches!(impostor.audit().verify_audit_chains().await, Err(StorageError::Locked)));
+            impostor.audit().append_audit(&event(Some(org), Action::SigninSucceeded), OffsetDateTime::now_utc()).await.unwrap();
+            let broken = db.audit().verify_audit_chains().await.unwrap().unwrap();
             assert_eq!(broken.scope, org.as_uuid());
         }
 
         async fn the_purge_removes_old_entries_and_the_rest_still_verifies(test_db) {
             let (db, org) = seeded_at(&test_db, long_ago()).await;
             let later = long_ago() + time::Duration::days(1);
-            db.append_audit(&event(Some(org), Action::SigninSucceeded), later).await.unwrap();
-            let purged = db.purge_audit(later - time::Duration::hours(1)).await.unwrap();
+            db.audit().append_audit(&event(Some(org), Action::SigninSucceeded), later).await.unwrap();
+            let purged = db.audit().purge_audit(later - time::Duration::hours(1)).await.unwrap();
             assert_eq!(purged, 5);
-            assert_eq!(db.verify_audit_chains().await.unwrap(), None);
+            assert_eq!(db.audit().verify_audit_chains().await.unwrap(), None);
         }
 
         async fn times_never_go_backwards_along_a_chain_so_purges_take_a_prefix(test_db) {
             let db = crate::test_support::unlocked(&test_db).await;
             let org = OrgId::generate();
             let now = long_ago();
-            db.append_audit(&event(Some(org), Action::SigninFailed), now).await.unwrap();
+            db.audit().append_audit(&event(Some(org), Action::SigninFailed), now).await.unwrap();
             // A writer whose clock lags (or whose retry kept an older time) comes second.
-            db.append_audit(&event(Some(org), Action::SigninFailed), now - time::Duration::hours(1)).await.unwrap();
-            db.append_audit(&event(Some(org), Action::SigninFailed), now + time::Duration::hours(1)).await.unwrap();
-            let purged = db.purge_audit(now - time::Duration::minutes(30)).await.unwrap();
+            db.audit().append_audit(&event(Some(org), Action::SigninFailed), now - time::Duration::hours(1)).await.unwrap();
+            db.audit().append_audit(&event(Some(org), Action::SigninFailed), now + time::Duration::hours(1)).await.unwrap();
+            let purged = db.audit().purge_audit(now - time::Duration::minutes(30)).await.unwrap();
             assert_eq!(purged, 0, "the lagging entry is stamped no earlier than the one before it");
-            assert_eq!(db.purge_audit(now + time::Duration::minutes(30)).await.unwrap(), 2);
-            assert_eq!(db.verify_audit_chains().await.unwrap(), None);
+            assert_eq!(db.audit().purge_audit(now + time::Duration::minutes(30)).await.unwrap(), 2);
+            assert_eq!(db.audit().verify_audit_chains().await.unwrap(), None);
         }
 
         async fn concurrent_appends_extend_one_chain(test_db) {
@@ -887,14 +899,14 @@ mod tests {
                 .map(|_| {
                     let db = Arc::clone(&db);
                     tokio::spawn(async move {
-                        db.append_audit(&event(Some(org), Action::SigninFailed), OffsetDateTime::now_utc()).await
+                        db.audit().append_audit(&event(Some(org), Action::SigninFailed), OffsetDateTime::now_utc()).await
                     })
                 })
                 .collect();
             for task in tasks {
                 task.await.unwrap().unwrap();
             }
-            assert_eq!(db.verify_audit_chains().await.unwrap(), None);
+            assert_eq!(db.audit().verify_audit_chains().await.unwrap(), None);
             let count: i64 = on_backend!(&owner(&test_db, &db).await, Pool, pool => {
                 sqlx::query_scalar("SELECT MAX(seq) FROM audit_log").fetch_one(pool).await.unwrap()
             });

@@ -185,7 +185,13 @@ pub enum Ending {
     Failed(&'static str),
 }
 
-impl Database {
+/// Bulk verification jobs and their rows. Reached through [`Database::bulk_jobs`].
+#[derive(Clone, Copy)]
+pub struct BulkJobs<'a> {
+    pub(crate) db: &'a Database,
+}
+
+impl BulkJobs<'_> {
     /// Stores a job and all its rows, and enqueues it on the work queue, or nothing: nothing
     /// when the organization has as many jobs open as its plan allows, or when the job has
     /// more rows than the quota of the period starting at `period_start` has left once the
@@ -210,7 +216,7 @@ impl Database {
         })?;
         // Shared, not copied, by each attempt of the transaction.
         let emails = std::sync::Arc::new(job.emails.clone());
-        self.serializable_for(&Tenancy::Org(org_id), |tx| {
+        self.db.serializable_for(&Tenancy::Org(org_id), |tx| {
             let (emails, queued) = (std::sync::Arc::clone(&emails), queued.clone());
             async move {
             let total = i64::try_from(emails.len()).unwrap_or(i64::MAX);
@@ -272,20 +278,21 @@ impl Database {
 
     pub async fn job(&self, org_id: OrgId, id: JobId) -> Result<Option<BulkJob>, StorageError> {
         let sql = format!("SELECT {JOB_COLUMNS} FROM verify_jobs WHERE org_id = $1 AND id = $2");
-        self.transaction_for(&Tenancy::Org(org_id), |tx| {
-            async move {
-                let row: Option<JobRow> = on_backend!(&mut tx.0, Inner, tx => {
-                    sqlx::query_as(&sql)
-                        .bind(org_id.as_uuid())
-                        .bind(id.as_uuid())
-                        .fetch_optional(&mut **tx)
-                        .await?
-                });
-                Ok(row.map(BulkJob::from))
-            }
-            .boxed()
-        })
-        .await
+        self.db
+            .transaction_for(&Tenancy::Org(org_id), |tx| {
+                async move {
+                    let row: Option<JobRow> = on_backend!(&mut tx.0, Inner, tx => {
+                        sqlx::query_as(&sql)
+                            .bind(org_id.as_uuid())
+                            .bind(id.as_uuid())
+                            .fetch_optional(&mut **tx)
+                            .await?
+                    });
+                    Ok(row.map(BulkJob::from))
+                }
+                .boxed()
+            })
+            .await
     }
 
     /// The organization's newest jobs.
@@ -293,20 +300,21 @@ impl Database {
         let sql = format!(
             "SELECT {JOB_COLUMNS} FROM verify_jobs WHERE org_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2"
         );
-        self.transaction_for(&Tenancy::Org(org_id), |tx| {
-            async move {
-                let rows: Vec<JobRow> = on_backend!(&mut tx.0, Inner, tx => {
-                    sqlx::query_as(&sql)
-                        .bind(org_id.as_uuid())
-                        .bind(limit)
-                        .fetch_all(&mut **tx)
-                        .await?
-                });
-                Ok(rows.into_iter().map(BulkJob::from).collect())
-            }
-            .boxed()
-        })
-        .await
+        self.db
+            .transaction_for(&Tenancy::Org(org_id), |tx| {
+                async move {
+                    let rows: Vec<JobRow> = on_backend!(&mut tx.0, Inner, tx => {
+                        sqlx::query_as(&sql)
+                            .bind(org_id.as_uuid())
+                            .bind(limit)
+                            .fetch_all(&mut **tx)
+                            .await?
+                    });
+                    Ok(rows.into_iter().map(BulkJob::from).collect())
+                }
+                .boxed()
+            })
+            .await
     }
 
     /// Cancels a job that has not ended, and its job on the queue with it; false when there
@@ -317,7 +325,7 @@ impl Database {
         id: JobId,
         now: OffsetDateTime,
     ) -> Result<bool, StorageError> {
-        self.serializable_for(&Tenancy::Org(org_id), |tx| {
+        self.db.serializable_for(&Tenancy::Org(org_id), |tx| {
             async move {
                 let queue_now = crate::queue::now_sql(tx.backend());
                 let unqueue = format!(
@@ -365,22 +373,23 @@ impl Database {
             "UPDATE verify_jobs SET status = 'running', worker = $3 \
              WHERE org_id = $1 AND id = $2 AND status IN ('queued', 'running') RETURNING {JOB_COLUMNS}"
         );
-        self.serializable_for(&Tenancy::Org(org_id), |tx| {
-            let (sql, fence) = (sql.clone(), fence.clone());
-            async move {
-                let row: Option<JobRow> = on_backend!(&mut tx.0, Inner, tx => {
-                    sqlx::query_as(&sql)
-                        .bind(org_id.as_uuid())
-                        .bind(id.as_uuid())
-                        .bind(&fence)
-                        .fetch_optional(&mut **tx)
-                        .await?
-                });
-                Ok(row.map(BulkJob::from))
-            }
-            .boxed()
-        })
-        .await
+        self.db
+            .serializable_for(&Tenancy::Org(org_id), |tx| {
+                let (sql, fence) = (sql.clone(), fence.clone());
+                async move {
+                    let row: Option<JobRow> = on_backend!(&mut tx.0, Inner, tx => {
+                        sqlx::query_as(&sql)
+                            .bind(org_id.as_uuid())
+                            .bind(id.as_uuid())
+                            .bind(&fence)
+                            .fetch_optional(&mut **tx)
+                            .await?
+                    });
+                    Ok(row.map(BulkJob::from))
+                }
+                .boxed()
+            })
+            .await
     }
 
     /// The job's first unchecked rows, in order: `(row_no, email)`.
@@ -390,7 +399,7 @@ impl Database {
         limit: i64,
     ) -> Result<Vec<(i64, String)>, StorageError> {
         let (org_id, id) = (job.org(), job.id);
-        self.transaction_for(&Tenancy::Org(org_id), |tx| {
+        self.db.transaction_for(&Tenancy::Org(org_id), |tx| {
             async move {
                 Ok(on_backend!(&mut tx.0, Inner, tx => {
                     sqlx::query_as(
@@ -442,7 +451,7 @@ impl Database {
             .collect();
         // Retried as a whole on a conflict (a cancel of the same job, say): the chunk was
         // already probed and charged, and must not be thrown away.
-        self.serializable_for(&Tenancy::Org(org_id), |tx| {
+        self.db.serializable_for(&Tenancy::Org(org_id), |tx| {
             let (rows, fence) = (rows.clone(), fence.clone());
             async move {
             let held = on_backend!(&mut tx.0, Inner, tx => {
@@ -504,7 +513,7 @@ impl Database {
             Ending::Done => (JobState::Done.as_str(), None),
             Ending::Failed(code) => (JobState::Failed.as_str(), Some(code)),
         };
-        self.transaction_for(&Tenancy::Org(org_id), |tx| {
+        self.db.transaction_for(&Tenancy::Org(org_id), |tx| {
             async move {
                 on_backend!(&mut tx.0, Inner, tx => {
                     sqlx::query(
@@ -536,7 +545,7 @@ impl Database {
         after: i64,
         limit: i64,
     ) -> Result<Vec<(i64, String, Option<String>)>, StorageError> {
-        self.transaction_for(&Tenancy::Org(org_id), |tx| {
+        self.db.transaction_for(&Tenancy::Org(org_id), |tx| {
             async move {
                 Ok(on_backend!(&mut tx.0, Inner, tx => {
                     sqlx::query_as(
@@ -559,7 +568,10 @@ impl Database {
 
     /// Deletes jobs older than `before` with their rows, of every organization.
     pub async fn purge_jobs(&self, before: OffsetDateTime) -> Result<u64, StorageError> {
-        self.purge_older_than("verify_jobs", before).await
+        self.db
+            .verifications()
+            .purge_older_than("verify_jobs", before)
+            .await
     }
 
     /// Deletes the rows of every job that failed or was cancelled before `before`, each job's
@@ -569,7 +581,7 @@ impl Database {
         before: OffsetDateTime,
         now: OffsetDateTime,
     ) -> Result<u64, StorageError> {
-        let jobs: Vec<(Uuid, Uuid)> = self
+        let jobs: Vec<(Uuid, Uuid)> = self.db
             .transaction_for(&Tenancy::PurgeEndedJobsBefore(ms(before)), |tx| {
                 async move {
                     Ok(on_backend!(&mut tx.0, Inner, tx => {
@@ -588,7 +600,7 @@ impl Database {
         let mut deleted = 0;
         for (id, org) in jobs {
             let org_id = OrgId::from_uuid(org);
-            deleted += self
+            deleted += self.db
                 .serializable(|tx| {
                     async move {
                         tx.act_for(&Tenancy::Org(org_id)).await?;
@@ -654,13 +666,18 @@ mod tests {
 
     async fn queue(db: &Database, org_id: OrgId, at: OffsetDateTime) -> JobId {
         let job = job_of(1);
-        let admitted = db.create_job(org_id, &job, at, at).await.unwrap();
+        let admitted = db
+            .bulk_jobs()
+            .create_job(org_id, &job, at, at)
+            .await
+            .unwrap();
         assert_eq!(admitted, Admission::Queued);
         job.id
     }
 
     async fn claim(db: &Database, holder: &str, lease: Duration) -> Option<ClaimedJob> {
-        db.claim_next_job(holder, &[JobKind::BulkVerification], lease)
+        db.queue()
+            .claim_next_job(holder, &[JobKind::BulkVerification], lease)
             .await
             .unwrap()
     }
@@ -686,17 +703,17 @@ mod tests {
             let org_id = org(&db).await;
             let now = OffsetDateTime::now_utc();
             // The free plan: 1,000 verifications a month, 5 jobs open at once.
-            let refused = db.create_job(org_id, &job_of(1001), now, now).await.unwrap();
+            let refused = db.bulk_jobs().create_job(org_id, &job_of(1001), now, now).await.unwrap();
             assert_eq!(refused, Admission::QuotaExceeded { quota: 1000, committed: 0 });
             assert_eq!(rows_of(&db, org_id).await, 0, "nothing of a refused job is stored");
-            let listed = db.list_jobs(JobFilter { limit: 10, ..JobFilter::default() }).await.unwrap();
+            let listed = db.queue().list_jobs(JobFilter { limit: 10, ..JobFilter::default() }).await.unwrap();
             assert!(listed.is_empty(), "nor queued");
             // Open jobs' unchecked rows count against what is left: ten racing uploads of 300
             // rows, three fit.
             let uploads: Vec<_> = (0..10)
                 .map(|_| {
                     let db = std::sync::Arc::clone(&db);
-                    tokio::spawn(async move { db.create_job(org_id, &job_of(300), now, now).await.unwrap() })
+                    tokio::spawn(async move { db.bulk_jobs().create_job(org_id, &job_of(300), now, now).await.unwrap() })
                 })
                 .collect();
             let mut queued = 0;
@@ -709,13 +726,13 @@ mod tests {
             }
             assert_eq!(queued, 3);
             assert_eq!(rows_of(&db, org_id).await, 900);
-            let listed = db.list_jobs(JobFilter { limit: 10, ..JobFilter::default() }).await.unwrap();
+            let listed = db.queue().list_jobs(JobFilter { limit: 10, ..JobFilter::default() }).await.unwrap();
             assert_eq!(listed.len(), 3, "each stored job is queued with it");
             assert!(listed.iter().all(|job| job.kind == "bulk_verification" && job.org_id == Some(org_id)));
-            db.create_job(org_id, &job_of(1), now, now).await.unwrap();
-            assert_eq!(db.create_job(org_id, &job_of(1), now, now).await.unwrap(), Admission::Queued);
+            db.bulk_jobs().create_job(org_id, &job_of(1), now, now).await.unwrap();
+            assert_eq!(db.bulk_jobs().create_job(org_id, &job_of(1), now, now).await.unwrap(), Admission::Queued);
             assert_eq!(
-                db.create_job(org_id, &job_of(1), now, now).await.unwrap(),
+                db.bulk_jobs().create_job(org_id, &job_of(1), now, now).await.unwrap(),
                 Admission::TooManyJobs { limit: 5 }
             );
         }
@@ -726,17 +743,17 @@ mod tests {
             let now = OffsetDateTime::now_utc();
             let long_ago = now - time::Duration::days(8);
             let cancelled = queue(&db, a, long_ago).await;
-            assert!(db.cancel_job(a, cancelled, long_ago).await.unwrap());
+            assert!(db.bulk_jobs().cancel_job(a, cancelled, long_ago).await.unwrap());
             let recent = queue(&db, a, now).await;
-            assert!(db.cancel_job(a, recent, now).await.unwrap());
+            assert!(db.bulk_jobs().cancel_job(a, recent, now).await.unwrap());
             let open = queue(&db, b, long_ago).await;
-            let deleted = db.purge_ended_job_rows(now - time::Duration::days(7), now).await.unwrap();
+            let deleted = db.bulk_jobs().purge_ended_job_rows(now - time::Duration::days(7), now).await.unwrap();
             assert_eq!(deleted, 1);
             assert_eq!(rows_of(&db, a).await, 1, "the recently cancelled job keeps its rows");
             assert_eq!(rows_of(&db, b).await, 1, "an open job keeps its rows");
-            assert!(db.job(a, cancelled).await.unwrap().is_some(), "the job itself stays");
-            assert!(db.job(b, open).await.unwrap().is_some());
-            assert_eq!(db.purge_ended_job_rows(now - time::Duration::days(7), now).await.unwrap(), 0);
+            assert!(db.bulk_jobs().job(a, cancelled).await.unwrap().is_some(), "the job itself stays");
+            assert!(db.bulk_jobs().job(b, open).await.unwrap().is_some());
+            assert_eq!(db.bulk_jobs().purge_ended_job_rows(now - time::Duration::days(7), now).await.unwrap(), 0);
         }
 
         async fn an_organization_with_a_job_under_way_waits_behind_one_without(test_db) {
@@ -764,27 +781,27 @@ mod tests {
             // A lease of nothing has run out at once, by the database's clock: a runner that
             // died mid-job.
             let dead = claim(&db, "dead-node", Duration::ZERO).await.unwrap();
-            let job = db.start_bulk_job(&dead).await.unwrap().unwrap();
+            let job = db.bulk_jobs().start_bulk_job(&dead).await.unwrap().unwrap();
             assert_eq!((job.id, job.status), (id, JobState::Running));
             let live = claim(&db, "live-node", LEASE).await.unwrap();
             assert_eq!((live.id, live.attempt), (id, 2));
-            let job = db.start_bulk_job(&live).await.unwrap().unwrap();
-            assert!(!db.record_rows(&job, &dead, &[checked(0)], now).await.unwrap(), "the old claim is fenced out");
-            assert!(db.record_rows(&job, &live, &[checked(0)], now).await.unwrap());
-            assert_eq!(db.job(a, id).await.unwrap().unwrap().done, 1);
-            assert!(db.unchecked_rows(&job, 10).await.unwrap().is_empty());
+            let job = db.bulk_jobs().start_bulk_job(&live).await.unwrap().unwrap();
+            assert!(!db.bulk_jobs().record_rows(&job, &dead, &[checked(0)], now).await.unwrap(), "the old claim is fenced out");
+            assert!(db.bulk_jobs().record_rows(&job, &live, &[checked(0)], now).await.unwrap());
+            assert_eq!(db.bulk_jobs().job(a, id).await.unwrap().unwrap().done, 1);
+            assert!(db.bulk_jobs().unchecked_rows(&job, 10).await.unwrap().is_empty());
 
             // A cancel by the organization ends its job on the queue: the runner loses it.
-            assert!(db.cancel_job(a, id, now).await.unwrap());
-            assert!(!db.renew_job_lease(&live, LEASE).await.unwrap());
-            assert!(db.start_bulk_job(&live).await.unwrap().is_none());
-            let listed = db.list_jobs(JobFilter { limit: 10, ..JobFilter::default() }).await.unwrap();
+            assert!(db.bulk_jobs().cancel_job(a, id, now).await.unwrap());
+            assert!(!db.queue().renew_job_lease(&live, LEASE).await.unwrap());
+            assert!(db.bulk_jobs().start_bulk_job(&live).await.unwrap().is_none());
+            let listed = db.queue().list_jobs(JobFilter { limit: 10, ..JobFilter::default() }).await.unwrap();
             assert_eq!((listed[0].id, listed[0].status), (id, JobStatus::Cancelled));
 
             // An operator's cancel on the queue (`mailroom jobs cancel`) ends the bulk job too.
             let other = queue(&db, a, now).await;
-            assert!(db.cancel_job_by_id(other).await.unwrap());
-            assert_eq!(db.job(a, other).await.unwrap().unwrap().status, JobState::Cancelled);
+            assert!(db.queue().cancel_job_by_id(other).await.unwrap());
+            assert_eq!(db.bulk_jobs().job(a, other).await.unwrap().unwrap().status, JobState::Cancelled);
         }
     }
 }

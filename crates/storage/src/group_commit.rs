@@ -601,7 +601,7 @@ mod tests {
             assert_eq!(fresh(&claimed), [("new@example.com".to_owned(), true), ("no@example.com".to_owned(), true)]);
             let again = db.claim(claim(org_id, &["new@example.com"])).await.unwrap();
             assert_eq!(fresh(&again), [("new@example.com".to_owned(), false)], "the same key is charged once");
-            let (_, used) = db.quota(org_id, Metric::Verifications, month_of(now).0).await.unwrap();
+            let (_, used) = db.usage().quota(org_id, Metric::Verifications, month_of(now).0).await.unwrap();
             assert_eq!(used, 2);
             // Another organization's log answers nothing here.
             let other = org(&db).await;
@@ -628,7 +628,7 @@ mod tests {
                 }
             }
             assert_eq!(granted, 100);
-            let (_, used) = db.quota(org_id, Metric::Verifications, month_of(OffsetDateTime::now_utc()).0).await.unwrap();
+            let (_, used) = db.usage().quota(org_id, Metric::Verifications, month_of(OffsetDateTime::now_utc()).0).await.unwrap();
             assert_eq!(used, 100);
         }
 
@@ -661,7 +661,7 @@ mod tests {
             assert_eq!(fresh(&db.claim(logging("a@x.test")).await.unwrap()), [("a@x.test".to_owned(), true)]);
             assert_eq!(db.claim(logging("b@x.test")).await.unwrap(), Claimed::QuotaExceeded { quota: 1, used: 1 });
             let everything = crate::verifications::LogQuery { limit: 10, ..Default::default() };
-            let log = db.verification_log(org_id, &everything).await.unwrap();
+            let log = db.verifications().verification_log(org_id, &everything).await.unwrap();
             assert_eq!(log.iter().map(|line| line.address.as_str()).collect::<Vec<_>>(), ["a@x.test"]);
             // The line is the log's like any other: it answers the next claim.
             let Claimed::Done { earlier, .. } = db.claim(claim(org_id, &["a@x.test"])).await.unwrap() else {
@@ -698,7 +698,7 @@ mod tests {
                             period_start,
                         };
                         matches!(
-                            db.charge(&charge, OffsetDateTime::now_utc()).await.unwrap(),
+                            db.usage().charge(&charge, OffsetDateTime::now_utc()).await.unwrap(),
                             crate::usage::Charged::Done { .. }
                         )
                     })
@@ -709,7 +709,7 @@ mod tests {
                 granted += usize::from(task.await.unwrap());
             }
             assert_eq!(granted, 100);
-            let (_, used) = db.quota(org_id, Metric::Verifications, period_start).await.unwrap();
+            let (_, used) = db.usage().quota(org_id, Metric::Verifications, period_start).await.unwrap();
             assert_eq!(used, 100);
         }
 

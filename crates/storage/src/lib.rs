@@ -133,7 +133,7 @@ pub(crate) mod test_support {
             password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
             platform_role: PlatformRole::User,
         };
-        db.create_account(&account, now).await.unwrap()
+        db.accounts().create_account(&account, now).await.unwrap()
     }
 
     /// A verification job of one address, queued for `org_id`.
@@ -145,7 +145,10 @@ pub(crate) mod test_support {
             smtp: false,
             emails: vec!["someone@example.test".to_owned()],
         };
-        db.create_job(org_id, &job, now, now).await.unwrap();
+        db.bulk_jobs()
+            .create_job(org_id, &job, now, now)
+            .await
+            .unwrap();
     }
 }
 pub use tx::Tx;
@@ -223,6 +226,59 @@ fn create_private_file(path: &std::path::Path) -> Result<(), StorageError> {
             path: path.to_owned(),
             source,
         }),
+    }
+}
+
+/// The aggregates, each over the same pool and keyring: `db.accounts().create_account(…)`.
+/// What is left on `Database` itself is the installation's: connecting, migrating,
+/// transactions, the keyring and the app role.
+impl Database {
+    pub fn accounts(&self) -> accounts::Accounts<'_> {
+        accounts::Accounts { db: self }
+    }
+
+    pub fn api_keys(&self) -> api_keys::ApiKeys<'_> {
+        api_keys::ApiKeys { db: self }
+    }
+
+    pub fn audit(&self) -> audit::AuditLog<'_> {
+        audit::AuditLog { db: self }
+    }
+
+    pub fn bulk_jobs(&self) -> bulk_jobs::BulkJobs<'_> {
+        bulk_jobs::BulkJobs { db: self }
+    }
+
+    pub fn lockout(&self) -> lockout::Lockouts<'_> {
+        lockout::Lockouts { db: self }
+    }
+
+    pub fn privacy(&self) -> privacy::Privacy<'_> {
+        privacy::Privacy { db: self }
+    }
+
+    pub fn queue(&self) -> queue::Queue<'_> {
+        queue::Queue { db: self }
+    }
+
+    pub fn teams(&self) -> teams::Teams<'_> {
+        teams::Teams { db: self }
+    }
+
+    pub fn tokens(&self) -> tokens::Tokens<'_> {
+        tokens::Tokens { db: self }
+    }
+
+    pub fn two_factor(&self) -> two_factor::TwoFactor<'_> {
+        two_factor::TwoFactor { db: self }
+    }
+
+    pub fn usage(&self) -> usage::Usage<'_> {
+        usage::Usage { db: self }
+    }
+
+    pub fn verifications(&self) -> verifications::VerificationLog<'_> {
+        verifications::VerificationLog { db: self }
     }
 }
 

@@ -45,7 +45,13 @@ pub struct LockAlert {
     pub mail: crate::queue::PreparedJob,
 }
 
-impl Database {
+/// Failed sign-ins and the locks they cause. Reached through [`Database::lockout`].
+#[derive(Clone, Copy)]
+pub struct Lockouts<'a> {
+    pub(crate) db: &'a Database,
+}
+
+impl Lockouts<'_> {
     /// Reserves one attempt for the address, before the secret is checked: it counts as a
     /// failure until a success clears it, so however many attempts race, at most the
     /// threshold of them are checked. Past the threshold the address locks, for longer each
@@ -56,7 +62,7 @@ impl Database {
         now: OffsetDateTime,
     ) -> Result<LoginGate, StorageError> {
         let email = email.as_str().to_owned();
-        self.serializable(|tx| {
+        self.db.serializable(|tx| {
             let email = email.clone();
             async move {
                 let counters = counters(tx, &email).await?;
@@ -104,33 +110,34 @@ impl Database {
         now: OffsetDateTime,
     ) -> Result<Lock, StorageError> {
         let (email, alert) = (email.as_str().to_owned(), alert.cloned());
-        self.serializable(|tx| {
-            let (email, alert) = (email.clone(), alert.clone());
-            async move {
-                let counters = counters(tx, &email).await?;
-                if let Some(until) = counters.locked_until.filter(|until| *until > ms(now)) {
-                    return Ok(Lock {
-                        until: from_ms(until),
-                        just_now: false,
-                        alert_queued: false,
-                    });
+        self.db
+            .serializable(|tx| {
+                let (email, alert) = (email.clone(), alert.clone());
+                async move {
+                    let counters = counters(tx, &email).await?;
+                    if let Some(until) = counters.locked_until.filter(|until| *until > ms(now)) {
+                        return Ok(Lock {
+                            until: from_ms(until),
+                            just_now: false,
+                            alert_queued: false,
+                        });
+                    }
+                    let until = lock(tx, &email, counters.lockouts, now).await?;
+                    // The alert says when the lock ends: queued only if that is this lock's end
+                    // (a racing lock changed the count otherwise, and the caller mails after).
+                    let alert = alert.filter(|alert| alert.until == until);
+                    if let Some(alert) = &alert {
+                        crate::queue::enqueue_in(tx, &alert.mail).await?;
+                    }
+                    Ok(Lock {
+                        until,
+                        just_now: true,
+                        alert_queued: alert.is_some(),
+                    })
                 }
-                let until = lock(tx, &email, counters.lockouts, now).await?;
-                // The alert says when the lock ends: queued only if that is this lock's end
-                // (a racing lock changed the count otherwise, and the caller mails after).
-                let alert = alert.filter(|alert| alert.until == until);
-                if let Some(alert) = &alert {
-                    crate::queue::enqueue_in(tx, &alert.mail).await?;
-                }
-                Ok(Lock {
-                    until,
-                    just_now: true,
-                    alert_queued: alert.is_some(),
-                })
-            }
-            .boxed()
-        })
-        .await
+                .boxed()
+            })
+            .await
     }
 
     /// An attempt that was not a guess after all (a correct password while a second factor
@@ -139,7 +146,7 @@ impl Database {
     /// password gets no fresh budget for guessing codes (docs/security.md#mfa-required).
     pub async fn forgive_login_attempt(&self, email: &EmailAddress) -> Result<(), StorageError> {
         let email = email.as_str().to_owned();
-        self.transaction_for(&Tenancy::Email(email.clone()), |tx| {
+        self.db.transaction_for(&Tenancy::Email(email.clone()), |tx| {
             async move {
                 on_backend!(&mut tx.0, Inner, tx => {
                     sqlx::query(
@@ -165,25 +172,27 @@ impl Database {
         event: &AuditEvent,
         now: OffsetDateTime,
     ) -> Result<bool, StorageError> {
-        self.audited_change(event, now, move |tx| {
-            async move {
-                tx.act_for(&Tenancy::User(user_id)).await?;
-                let email: Option<String> = on_backend!(&mut tx.0, Inner, tx => {
-                    sqlx::query_scalar("SELECT email FROM users WHERE id = $1")
-                        .bind(user_id.as_uuid())
-                        .fetch_optional(&mut **tx)
-                        .await?
-                });
-                let Some(email) = email else {
-                    return Ok(Change::NotFound);
-                };
-                forget(tx, &email, None).await?;
-                Ok(Change::Done)
-            }
-            .boxed()
-        })
-        .await
-        .map(|change| change == Change::Done)
+        self.db
+            .teams()
+            .audited_change(event, now, move |tx| {
+                async move {
+                    tx.act_for(&Tenancy::User(user_id)).await?;
+                    let email: Option<String> = on_backend!(&mut tx.0, Inner, tx => {
+                        sqlx::query_scalar("SELECT email FROM users WHERE id = $1")
+                            .bind(user_id.as_uuid())
+                            .fetch_optional(&mut **tx)
+                            .await?
+                    });
+                    let Some(email) = email else {
+                        return Ok(Change::NotFound);
+                    };
+                    forget(tx, &email, None).await?;
+                    Ok(Change::Done)
+                }
+                .boxed()
+            })
+            .await
+            .map(|change| change == Change::Done)
     }
 
     /// Deletes the counters of addresses that are not locked and failed last before
@@ -193,23 +202,24 @@ impl Database {
         before: OffsetDateTime,
         now: OffsetDateTime,
     ) -> Result<u64, StorageError> {
-        self.transaction_for(&Tenancy::ExpiredBefore(ms(before)), |tx| {
-            async move {
-                Ok(on_backend!(&mut tx.0, Inner, tx => {
-                    sqlx::query(
-                        "DELETE FROM login_failures WHERE updated_at < $1 \
-                         AND (locked_until IS NULL OR locked_until <= $2)",
-                    )
-                    .bind(ms(before))
-                    .bind(ms(now))
-                    .execute(&mut **tx)
-                    .await?
-                    .rows_affected()
-                }))
-            }
-            .boxed()
-        })
-        .await
+        self.db
+            .transaction_for(&Tenancy::ExpiredBefore(ms(before)), |tx| {
+                async move {
+                    Ok(on_backend!(&mut tx.0, Inner, tx => {
+                        sqlx::query(
+                            "DELETE FROM login_failures WHERE updated_at < $1 \
+                             AND (locked_until IS NULL OR locked_until <= $2)",
+                        )
+                        .bind(ms(before))
+                        .bind(ms(now))
+                        .execute(&mut **tx)
+                        .await?
+                        .rows_affected()
+                    }))
+                }
+                .boxed()
+            })
+            .await
     }
 }
 

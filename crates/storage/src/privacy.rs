@@ -19,7 +19,13 @@ pub enum Deletion {
     OwnershipTransferRequired,
 }
 
-impl Database {
+/// Erasing an account and what is kept about a person. Reached through [`Database::privacy`].
+#[derive(Clone, Copy)]
+pub struct Privacy<'a> {
+    pub(crate) db: &'a Database,
+}
+
+impl Privacy<'_> {
     /// Deletes the user and every row that is theirs: sessions, refresh tokens, second
     /// factors, trusted and sign-in devices (by cascade), pending codes, sign-ups and failed
     /// sign-ins for their address, the personal fields of every audit entry by or about them, and their
@@ -32,9 +38,9 @@ impl Database {
         event: &AuditEvent,
         now: OffsetDateTime,
     ) -> Result<Deletion, StorageError> {
-        let key = self.audit_key()?;
+        let key = self.db.audit_key()?;
         let email = email.to_lowercase();
-        self.serializable(|tx| {
+        self.db.serializable(|tx| {
             let (key, email, mut event) = (key.clone(), email.clone(), event.clone());
             async move {
                 // As the user, and as their organization (whose other members are counted).

@@ -277,12 +277,19 @@ fn summary(
     }
 }
 
-impl Database {
+/// The durable work queue. Reached through [`Database::queue`].
+#[derive(Clone, Copy)]
+pub struct Queue<'a> {
+    pub(crate) db: &'a Database,
+}
+
+impl Queue<'_> {
     /// Seals the payload if it holds a secret, outside any transaction.
     pub async fn prepare_job(&self, job: NewJob) -> Result<PreparedJob, StorageError> {
         let stored = if job.kind.sealed() {
             let now = OffsetDateTime::now_utc();
-            self.seal(scope_of(job.org_id), &binding(job.id), &job.payload, now)
+            self.db
+                .seal(scope_of(job.org_id), &binding(job.id), &job.payload, now)
                 .await?
         } else {
             job.payload.clone()
@@ -293,11 +300,12 @@ impl Database {
     /// Enqueues a job on its own; false when its idempotency key was taken.
     pub async fn enqueue(&self, job: NewJob) -> Result<bool, StorageError> {
         let prepared = self.prepare_job(job).await?;
-        self.serializable(|tx| {
-            let prepared = prepared.clone();
-            async move { enqueue_in(tx, &prepared).await }.boxed()
-        })
-        .await
+        self.db
+            .serializable(|tx| {
+                let prepared = prepared.clone();
+                async move { enqueue_in(tx, &prepared).await }.boxed()
+            })
+            .await
     }
 
     /// Claims a job of `kinds` that is due — queued and due, or running under a lease that ran
@@ -311,10 +319,10 @@ impl Database {
         kinds: &[JobKind],
         lease: Duration,
     ) -> Result<Option<ClaimedJob>, StorageError> {
-        let runner = Tenancy::JobQueue(self.upkeep()?);
+        let runner = Tenancy::JobQueue(self.db.upkeep()?);
         let holder = holder.to_owned();
         let kinds: Vec<&'static str> = kinds.iter().map(|kind| kind.as_str()).collect();
-        let claimed = self
+        let claimed = self.db
             .serializable_for(&runner, |tx| {
                 let (holder, kinds) = (holder.clone(), kinds.clone());
                 async move {
@@ -374,7 +382,7 @@ impl Database {
             lease_holder: holder,
         };
         job.payload = if kind.sealed() {
-            match self.open(scope_of(org_id), &binding(id), &stored).await {
+            match self.db.open(scope_of(org_id), &binding(id), &stored).await {
                 Ok(opened) => opened.to_vec(),
                 Err(StorageError::Undecryptable) => {
                     // Forged, or moved from another job: never run.
@@ -422,8 +430,8 @@ impl Database {
         job: &ClaimedJob,
         update: Held<'_>,
     ) -> Result<bool, StorageError> {
-        let runner = Tenancy::JobQueue(self.upkeep()?);
-        let now = now_sql(self.backend());
+        let runner = Tenancy::JobQueue(self.db.upkeep()?);
+        let now = now_sql(self.db.backend());
         // $1..$3 fence the update to this runner's claim of this attempt (`HELD`).
         let (sql, value, error) = match update {
             Held::Renew(lease) => (
@@ -459,33 +467,35 @@ impl Database {
             ),
         };
         let (id, holder, attempt) = (job.id.as_uuid(), job.lease_holder.clone(), job.attempt);
-        self.serializable_for(&runner, |tx| {
-            let (sql, holder, error) = (sql.clone(), holder.clone(), error.clone());
-            async move {
-                let done = on_backend!(&mut tx.0, Inner, tx => {
-                    let mut query = sqlx::query(&sql)
-                        .bind(id)
-                        .bind(holder.as_str())
-                        .bind(i64::from(attempt));
-                    if let Some(value) = value {
-                        query = query.bind(value);
-                    }
-                    if let Some(error) = error {
-                        query = query.bind(error);
-                    }
-                    query.execute(&mut **tx).await?.rows_affected()
-                });
-                Ok(done == 1)
-            }
-            .boxed()
-        })
-        .await
+        self.db
+            .serializable_for(&runner, |tx| {
+                let (sql, holder, error) = (sql.clone(), holder.clone(), error.clone());
+                async move {
+                    let done = on_backend!(&mut tx.0, Inner, tx => {
+                        let mut query = sqlx::query(&sql)
+                            .bind(id)
+                            .bind(holder.as_str())
+                            .bind(i64::from(attempt));
+                        if let Some(value) = value {
+                            query = query.bind(value);
+                        }
+                        if let Some(error) = error {
+                            query = query.bind(error);
+                        }
+                        query.execute(&mut **tx).await?.rows_affected()
+                    });
+                    Ok(done == 1)
+                }
+                .boxed()
+            })
+            .await
     }
 
     /// The jobs `filter` asks for, newest first, without their payloads.
     pub async fn list_jobs(&self, filter: JobFilter) -> Result<Vec<JobSummary>, StorageError> {
-        let upkeep = self.upkeep()?;
+        let upkeep = self.db.upkeep()?;
         let rows: Vec<SummaryRow> = self
+            .db
             .transaction_for(&Tenancy::JobQueue(upkeep), |tx| {
                 async move {
                     let sql = format!(
@@ -524,13 +534,14 @@ impl Database {
     /// either state. A runner holding it loses its lease and its outcome with it. A bulk
     /// verification job is cancelled for its organization too, as its own cancel does.
     pub async fn cancel_job_by_id(&self, id: JobId) -> Result<bool, StorageError> {
-        let runner = Tenancy::JobQueue(self.upkeep()?);
-        let now = now_sql(self.backend());
+        let runner = Tenancy::JobQueue(self.db.upkeep()?);
+        let now = now_sql(self.db.backend());
         let sql = format!(
             "UPDATE jobs SET status = 'cancelled', finished_at = {now}, lease_holder = NULL, \
              lease_until = NULL WHERE id = $1 AND status IN ('queued', 'running') RETURNING kind, org_id"
         );
         let cancelled: Option<(String, Option<Uuid>)> = self
+            .db
             .serializable_for(&runner, |tx| {
                 let sql = sql.clone();
                 async move {
@@ -545,7 +556,9 @@ impl Database {
             return Ok(false);
         };
         if let (Some(JobKind::BulkVerification), Some(org)) = (JobKind::parse(&kind), org) {
-            self.cancel_job(OrgId::from_uuid(org), id, OffsetDateTime::now_utc())
+            self.db
+                .bulk_jobs()
+                .cancel_job(OrgId::from_uuid(org), id, OffsetDateTime::now_utc())
                 .await?;
         }
         Ok(true)
@@ -556,19 +569,20 @@ impl Database {
         id: JobId,
         sql: impl Fn(&'static str) -> String,
     ) -> Result<bool, StorageError> {
-        let runner = Tenancy::JobQueue(self.upkeep()?);
-        let sql = sql(now_sql(self.backend()));
-        self.serializable_for(&runner, |tx| {
-            let sql = sql.clone();
-            async move {
+        let runner = Tenancy::JobQueue(self.db.upkeep()?);
+        let sql = sql(now_sql(self.db.backend()));
+        self.db
+            .serializable_for(&runner, |tx| {
+                let sql = sql.clone();
+                async move {
                 let changed = on_backend!(&mut tx.0, Inner, tx => {
                     sqlx::query(&sql).bind(id.as_uuid()).execute(&mut **tx).await?.rows_affected()
                 });
                 Ok(changed == 1)
             }
             .boxed()
-        })
-        .await
+            })
+            .await
     }
 
     /// Deletes the jobs done or cancelled more than `finished_for` ago, and the dead ones
@@ -579,33 +593,34 @@ impl Database {
         finished_for: Duration,
         dead_for: Duration,
     ) -> Result<u64, StorageError> {
-        let runner = Tenancy::JobQueue(self.upkeep()?);
-        let now = now_sql(self.backend());
+        let runner = Tenancy::JobQueue(self.db.upkeep()?);
+        let now = now_sql(self.db.backend());
         let sql = format!(
             "DELETE FROM jobs WHERE (status IN ('done', 'cancelled') AND finished_at <= {now} - $1) \
              OR (status = 'dead' AND finished_at <= {now} - $2)"
         );
-        self.serializable_for(&runner, |tx| {
-            let sql = sql.clone();
-            async move {
-                Ok(on_backend!(&mut tx.0, Inner, tx => {
-                    sqlx::query(&sql)
-                        .bind(millis(finished_for))
-                        .bind(millis(dead_for))
-                        .execute(&mut **tx)
-                        .await?
-                        .rows_affected()
-                }))
-            }
-            .boxed()
-        })
-        .await
+        self.db
+            .serializable_for(&runner, |tx| {
+                let sql = sql.clone();
+                async move {
+                    Ok(on_backend!(&mut tx.0, Inner, tx => {
+                        sqlx::query(&sql)
+                            .bind(millis(finished_for))
+                            .bind(millis(dead_for))
+                            .execute(&mut **tx)
+                            .await?
+                            .rows_affected()
+                    }))
+                }
+                .boxed()
+            })
+            .await
     }
 
     /// The queue's depth by kind: what `/metrics` shows.
     pub async fn job_depths(&self) -> Result<Vec<KindDepth>, StorageError> {
-        let upkeep = self.upkeep()?;
-        let rows: Vec<(String, i64, i64, i64, i64, Option<i64>)> = self
+        let upkeep = self.db.upkeep()?;
+        let rows: Vec<(String, i64, i64, i64, i64, Option<i64>)> = self.db
             .transaction_for(&Tenancy::JobQueue(upkeep), |tx| {
                 async move {
                     let now = now_sql(tx.backend());
@@ -713,7 +728,10 @@ mod tests {
     }
 
     async fn claim(db: &Database, holder: &str, lease: Duration) -> Option<ClaimedJob> {
-        db.claim_next_job(holder, KINDS, lease).await.unwrap()
+        db.queue()
+            .claim_next_job(holder, KINDS, lease)
+            .await
+            .unwrap()
     }
 
     /// The stored payload of a job, as the database holds it.
@@ -737,7 +755,7 @@ mod tests {
             let db = Arc::new(unlocked(&test_db).await);
             let job = mail("the code is 123456");
             let id = job.id;
-            assert!(db.enqueue(job).await.unwrap());
+            assert!(db.queue().enqueue(job).await.unwrap());
             assert!(!String::from_utf8_lossy(&stored(&db, id).await).contains("123456"));
             // Racing runners: one gets it.
             let racers: Vec<_> = (0..8)
@@ -753,54 +771,54 @@ mod tests {
             let [job] = <[ClaimedJob; 1]>::try_from(claimed).unwrap();
             assert_eq!((job.id, job.attempt, job.max_attempts), (id, 1, 8));
             assert_eq!(job.payload, b"the code is 123456");
-            assert!(db.renew_job_lease(&job, LEASE).await.unwrap());
-            assert!(db.complete_job(&job).await.unwrap());
+            assert!(db.queue().renew_job_lease(&job, LEASE).await.unwrap());
+            assert!(db.queue().complete_job(&job).await.unwrap());
             assert!(claim(&db, "node-9", LEASE).await.is_none());
-            let listed = db.list_jobs(JobFilter { limit: 10, ..JobFilter::default() }).await.unwrap();
+            let listed = db.queue().list_jobs(JobFilter { limit: 10, ..JobFilter::default() }).await.unwrap();
             assert_eq!((listed[0].id, listed[0].status), (id, JobStatus::Done));
         }
 
         async fn a_lease_that_ran_out_passes_the_job_on_and_fences_its_old_holder(test_db) {
             let db = unlocked(&test_db).await;
-            assert!(db.enqueue(mail("x")).await.unwrap());
+            assert!(db.queue().enqueue(mail("x")).await.unwrap());
             // A lease of nothing has run out at once, by the database's clock.
             let first = claim(&db, "slow-node", Duration::ZERO).await.unwrap();
             let second = claim(&db, "live-node", LEASE).await.unwrap();
             assert_eq!((second.id, second.attempt), (first.id, 2));
-            assert!(!db.complete_job(&first).await.unwrap(), "the old holder is fenced out");
-            assert!(!db.renew_job_lease(&first, LEASE).await.unwrap());
+            assert!(!db.queue().complete_job(&first).await.unwrap(), "the old holder is fenced out");
+            assert!(!db.queue().renew_job_lease(&first, LEASE).await.unwrap());
             // A live lease is not taken over, whatever a node's clock says.
             assert!(claim(&db, "fast-clock-node", LEASE).await.is_none());
-            assert!(db.complete_job(&second).await.unwrap());
+            assert!(db.queue().complete_job(&second).await.unwrap());
         }
 
         async fn a_failed_job_is_tried_again_then_dead_and_visible(test_db) {
             let db = unlocked(&test_db).await;
-            assert!(db.enqueue(mail("x")).await.unwrap());
+            assert!(db.queue().enqueue(mail("x")).await.unwrap());
             for attempt in 1..=8 {
                 let job = claim(&db, "node", LEASE).await.unwrap();
                 assert_eq!(job.attempt, attempt);
-                assert!(db.fail_job(&job, "the relay said no", Duration::ZERO).await.unwrap());
+                assert!(db.queue().fail_job(&job, "the relay said no", Duration::ZERO).await.unwrap());
             }
             assert!(claim(&db, "node", LEASE).await.is_none(), "dead after its last attempt");
-            let dead = db.list_jobs(JobFilter { status: Some(JobStatus::Dead), limit: 10, ..JobFilter::default() }).await.unwrap();
+            let dead = db.queue().list_jobs(JobFilter { status: Some(JobStatus::Dead), limit: 10, ..JobFilter::default() }).await.unwrap();
             assert_eq!(dead.len(), 1);
             assert_eq!(dead[0].last_error.as_deref(), Some("the relay said no"));
-            let depths = db.job_depths().await.unwrap();
+            let depths = db.queue().job_depths().await.unwrap();
             assert_eq!((depths[0].kind.as_str(), depths[0].dead, depths[0].queued), ("system_mail", 1, 0));
             // The operator tries it again; a backoff keeps a failed job back until due.
-            assert!(db.retry_job(dead[0].id).await.unwrap());
+            assert!(db.queue().retry_job(dead[0].id).await.unwrap());
             let job = claim(&db, "node", LEASE).await.unwrap();
             assert_eq!(job.attempt, 1);
-            assert!(db.fail_job(&job, "again", Duration::from_secs(3600)).await.unwrap());
+            assert!(db.queue().fail_job(&job, "again", Duration::from_secs(3600)).await.unwrap());
             assert!(claim(&db, "node", LEASE).await.is_none(), "not due for an hour");
-            assert!(db.cancel_job_by_id(job.id).await.unwrap());
-            assert!(!db.cancel_job_by_id(job.id).await.unwrap());
+            assert!(db.queue().cancel_job_by_id(job.id).await.unwrap());
+            assert!(!db.queue().cancel_job_by_id(job.id).await.unwrap());
             // Finished jobs are kept a while, then go.
             let day = Duration::from_secs(86_400);
-            assert_eq!(db.purge_finished_jobs(day, day).await.unwrap(), 0);
-            assert_eq!(db.purge_finished_jobs(Duration::ZERO, day).await.unwrap(), 1, "the cancelled one");
-            assert_eq!(db.list_jobs(JobFilter { limit: 10, ..JobFilter::default() }).await.unwrap().len(), 0);
+            assert_eq!(db.queue().purge_finished_jobs(day, day).await.unwrap(), 0);
+            assert_eq!(db.queue().purge_finished_jobs(Duration::ZERO, day).await.unwrap(), 1, "the cancelled one");
+            assert_eq!(db.queue().list_jobs(JobFilter { limit: 10, ..JobFilter::default() }).await.unwrap().len(), 0);
         }
 
         async fn one_idempotency_key_makes_one_job_per_organization(test_db) {
@@ -811,13 +829,13 @@ mod tests {
                 idempotency_key: Some("invite:1".into()),
                 ..mail("x")
             };
-            assert!(db.enqueue(keyed(a)).await.unwrap());
-            assert!(!db.enqueue(keyed(a)).await.unwrap());
-            assert!(db.enqueue(keyed(b)).await.unwrap(), "another organization's key");
+            assert!(db.queue().enqueue(keyed(a)).await.unwrap());
+            assert!(!db.queue().enqueue(keyed(a)).await.unwrap());
+            assert!(db.queue().enqueue(keyed(b)).await.unwrap(), "another organization's key");
             let platform = || NewJob { idempotency_key: Some("invite:1".into()), ..mail("x") };
-            assert!(db.enqueue(platform()).await.unwrap());
-            assert!(!db.enqueue(platform()).await.unwrap());
-            let all = db.list_jobs(JobFilter { limit: 10, ..JobFilter::default() }).await.unwrap();
+            assert!(db.queue().enqueue(platform()).await.unwrap());
+            assert!(!db.queue().enqueue(platform()).await.unwrap());
+            let all = db.queue().list_jobs(JobFilter { limit: 10, ..JobFilter::default() }).await.unwrap();
             assert_eq!(all.len(), 3);
         }
 
@@ -825,8 +843,8 @@ mod tests {
             let db = unlocked(&test_db).await;
             let (real, forged) = (mail("real"), mail("forged"));
             let (real_id, forged_id) = (real.id, forged.id);
-            assert!(db.enqueue(real).await.unwrap());
-            assert!(db.enqueue(forged).await.unwrap());
+            assert!(db.queue().enqueue(real).await.unwrap());
+            assert!(db.queue().enqueue(forged).await.unwrap());
             // The forged job's payload is swapped for the real one's, sealed for another row.
             let payload = stored(&db, real_id).await;
             let upkeep = db.upkeep().unwrap();
@@ -842,8 +860,8 @@ mod tests {
             })
             .await
             .unwrap();
-            assert!(matches!(db.claim_next_job("node", KINDS, LEASE).await, Err(StorageError::Undecryptable)));
-            let dead = db.list_jobs(JobFilter { status: Some(JobStatus::Dead), limit: 10, ..JobFilter::default() }).await.unwrap();
+            assert!(matches!(db.queue().claim_next_job("node", KINDS, LEASE).await, Err(StorageError::Undecryptable)));
+            let dead = db.queue().list_jobs(JobFilter { status: Some(JobStatus::Dead), limit: 10, ..JobFilter::default() }).await.unwrap();
             assert_eq!(dead[0].id, forged_id);
             assert_eq!(claim(&db, "node", LEASE).await.unwrap().id, real_id);
         }
@@ -865,13 +883,13 @@ mod tests {
                 invited_by: inviter.id,
                 expires_at: now + time::Duration::days(1),
             };
-            let first = db.prepare_job(mail("the link")).await.unwrap();
-            db.create_invitation(inviter.org_id, &invitation, Some(&first), &event, now).await.unwrap();
+            let first = db.queue().prepare_job(mail("the link")).await.unwrap();
+            db.teams().create_invitation(inviter.org_id, &invitation, Some(&first), &event, now).await.unwrap();
             let queued = claim(&db, "node", LEASE).await.unwrap();
             assert_eq!(queued.payload, b"the link");
             // The same invitation again fails whole: no second mail.
-            let again = db.prepare_job(mail("the link, twice")).await.unwrap();
-            assert!(db.create_invitation(inviter.org_id, &invitation, Some(&again), &event, now).await.is_err());
+            let again = db.queue().prepare_job(mail("the link, twice")).await.unwrap();
+            assert!(db.teams().create_invitation(inviter.org_id, &invitation, Some(&again), &event, now).await.is_err());
             assert!(claim(&db, "node", LEASE).await.is_none());
         }
     }
@@ -885,13 +903,13 @@ mod tests {
             let mut issued = 0;
             // Five codes an hour an address: the sixth is not issued, and not mailed.
             for n in 0..6 {
-                let mail = db.prepare_job(mail(&format!("code {n}"))).await.unwrap();
+                let mail = db.queue().prepare_job(mail(&format!("code {n}"))).await.unwrap();
                 let expires = now + time::Duration::minutes(15);
                 let code = [n; 32];
-                issued += usize::from(db.save_code(CodePurpose::PasswordReset, &address, &code, expires, Some(&mail), now).await.unwrap());
+                issued += usize::from(db.accounts().save_code(CodePurpose::PasswordReset, &address, &code, expires, Some(&mail), now).await.unwrap());
             }
             assert_eq!(issued, 5);
-            let queued = db.list_jobs(JobFilter { limit: 10, ..JobFilter::default() }).await.unwrap();
+            let queued = db.queue().list_jobs(JobFilter { limit: 10, ..JobFilter::default() }).await.unwrap();
             assert_eq!(queued.len(), 5);
         }
 
@@ -916,12 +934,12 @@ mod tests {
                     user_agent: Some("Firefox".into()),
                     expires_at: now + time::Duration::days(30),
                 };
-                let alert = db.prepare_job(mail(&format!("alert {n}"))).await.unwrap();
-                let NewDevice(new) = db.create_session(user.id, &session, &signed_in, Some(&alert), now).await.unwrap();
+                let alert = db.queue().prepare_job(mail(&format!("alert {n}"))).await.unwrap();
+                let NewDevice(new) = db.accounts().create_session(user.id, &session, &signed_in, Some(&alert), now).await.unwrap();
                 new_devices.push(new);
             }
             assert_eq!(new_devices, [true, false, true]);
-            let queued = db.list_jobs(JobFilter { limit: 10, ..JobFilter::default() }).await.unwrap();
+            let queued = db.queue().list_jobs(JobFilter { limit: 10, ..JobFilter::default() }).await.unwrap();
             assert_eq!(queued.len(), 2, "one alert per new device");
         }
 
@@ -932,20 +950,20 @@ mod tests {
             let address = mailroom_core::EmailAddress::parse("locked@example.test").unwrap();
             let first = now + mailroom_core::accounts::lockout_duration(0);
             // An alert for another lock than the one made is not queued: the caller mails after.
-            let wrong = LockAlert { until: first + time::Duration::seconds(1), mail: db.prepare_job(mail("wrong")).await.unwrap() };
-            let lock = db.lock_address(&address, Some(&wrong), now).await.unwrap();
+            let wrong = LockAlert { until: first + time::Duration::seconds(1), mail: db.queue().prepare_job(mail("wrong")).await.unwrap() };
+            let lock = db.lockout().lock_address(&address, Some(&wrong), now).await.unwrap();
             assert!(lock.just_now && !lock.alert_queued && lock.until == first);
             // Once it has ended, the next lock is longer, and its alert goes with it.
             let later = first + time::Duration::seconds(1);
             let second = later + mailroom_core::accounts::lockout_duration(1);
-            let right = LockAlert { until: second, mail: db.prepare_job(mail("right")).await.unwrap() };
-            let lock = db.lock_address(&address, Some(&right), later).await.unwrap();
+            let right = LockAlert { until: second, mail: db.queue().prepare_job(mail("right")).await.unwrap() };
+            let lock = db.lockout().lock_address(&address, Some(&right), later).await.unwrap();
             assert!(lock.just_now && lock.alert_queued && lock.until == second);
             // Already locked: nothing made now, nothing queued.
-            let again = LockAlert { until: second, mail: db.prepare_job(mail("again")).await.unwrap() };
-            let lock = db.lock_address(&address, Some(&again), later).await.unwrap();
+            let again = LockAlert { until: second, mail: db.queue().prepare_job(mail("again")).await.unwrap() };
+            let lock = db.lockout().lock_address(&address, Some(&again), later).await.unwrap();
             assert!(!lock.just_now && !lock.alert_queued);
-            let queued = db.list_jobs(JobFilter { limit: 10, ..JobFilter::default() }).await.unwrap();
+            let queued = db.queue().list_jobs(JobFilter { limit: 10, ..JobFilter::default() }).await.unwrap();
             assert_eq!(queued.len(), 1);
         }
     }

@@ -91,16 +91,18 @@ async fn upkeep_paths_open_to_the_upkeep_secret_only() {
     let now = OffsetDateTime::now_utc();
     let user = crate::test_support::account(&db, "upkeep@example.test", now).await;
     assert!(
-        db.start_totp_enrollment(user.id, b"twenty bytes secret!", now)
+        db.two_factor()
+            .start_totp_enrollment(user.id, b"twenty bytes secret!", now)
             .await
             .unwrap()
     );
-    db.append_audit(
-        &crate::test_support::event(user.org_id, Action::SigninSucceeded),
-        now,
-    )
-    .await
-    .unwrap();
+    db.audit()
+        .append_audit(
+            &crate::test_support::event(user.org_id, Action::SigninSucceeded),
+            now,
+        )
+        .await
+        .unwrap();
     crate::test_support::one_job(&db, user.org_id, now).await;
 
     let mut owner = PgConnection::connect(test_db.url()).await.unwrap();
@@ -192,17 +194,20 @@ async fn the_app_role_sees_nothing_without_a_setting_and_one_user_as_that_user()
         let email = format!("{name}@example.test");
         let user = crate::test_support::account(&db, &email, now).await;
         assert!(
-            db.start_totp_enrollment(user.id, b"twenty bytes secret!", now)
+            db.two_factor()
+                .start_totp_enrollment(user.id, b"twenty bytes secret!", now)
                 .await
                 .unwrap()
         );
-        let sealed = db.totp(user.id).await.unwrap().unwrap().sealed;
+        let sealed = db.two_factor().totp(user.id).await.unwrap().unwrap().sealed;
         assert!(
-            db.enable_totp(user.id, &sealed, 1, &[name.as_bytes().to_vec()], now)
+            db.two_factor()
+                .enable_totp(user.id, &sealed, 1, &[name.as_bytes().to_vec()], now)
                 .await
                 .unwrap()
         );
-        db.create_mfa_challenge(user.id, name.as_bytes(), now + time::Duration::minutes(5))
+        db.two_factor()
+            .create_mfa_challenge(user.id, name.as_bytes(), now + time::Duration::minutes(5))
             .await
             .unwrap();
         let device = NewTrustedDevice {
@@ -212,7 +217,10 @@ async fn the_app_role_sees_nothing_without_a_setting_and_one_user_as_that_user()
             user_agent: None,
             expires_at: now + time::Duration::days(30),
         };
-        db.add_trusted_device(user.id, &device, now).await.unwrap();
+        db.two_factor()
+            .add_trusted_device(user.id, &device, now)
+            .await
+            .unwrap();
         let session = NewSession {
             id: SessionId::generate(),
             token_hash: format!("{name} session").into_bytes(),
@@ -224,7 +232,8 @@ async fn the_app_role_sees_nothing_without_a_setting_and_one_user_as_that_user()
             actor: Some(user.id),
             ..crate::test_support::event(user.org_id, Action::SigninSucceeded)
         };
-        db.create_session(user.id, &session, &signed_in, None, now)
+        db.accounts()
+            .create_session(user.id, &session, &signed_in, None, now)
             .await
             .unwrap();
         let first = NewRefreshToken {
@@ -237,31 +246,36 @@ async fn the_app_role_sees_nothing_without_a_setting_and_one_user_as_that_user()
             ip: "192.0.2.1",
             user_agent: None,
         };
-        db.start_token_family(
-            user.id,
-            &first,
-            now + time::Duration::days(30),
-            crate::accounts::SignInRecord {
-                device,
-                event: &signed_in,
-                new_device_mail: None,
-            },
-            now,
-        )
-        .await
-        .unwrap();
+        db.tokens()
+            .start_token_family(
+                user.id,
+                &first,
+                now + time::Duration::days(30),
+                crate::accounts::SignInRecord {
+                    device,
+                    event: &signed_in,
+                    new_device_mail: None,
+                },
+                now,
+            )
+            .await
+            .unwrap();
         let address = EmailAddress::parse(&email).unwrap();
-        db.open_login_attempt(&address, now).await.unwrap();
-        db.save_code(
-            CodePurpose::PasswordReset,
-            &address,
-            name.as_bytes(),
-            now + time::Duration::minutes(5),
-            None,
-            now,
-        )
-        .await
-        .unwrap();
+        db.lockout()
+            .open_login_attempt(&address, now)
+            .await
+            .unwrap();
+        db.accounts()
+            .save_code(
+                CodePurpose::PasswordReset,
+                &address,
+                name.as_bytes(),
+                now + time::Duration::minutes(5),
+                None,
+                now,
+            )
+            .await
+            .unwrap();
         users.push(user.id);
     }
 

@@ -140,9 +140,15 @@ pub(crate) fn role_of(stored: &str) -> OrgRole {
     OrgRole::parse(stored).unwrap_or(OrgRole::Member)
 }
 
-impl Database {
+/// Organizations, members, invitations and plans. Reached through [`Database::teams`].
+#[derive(Clone, Copy)]
+pub struct Teams<'a> {
+    pub(crate) db: &'a Database,
+}
+
+impl Teams<'_> {
     pub async fn members(&self, org_id: OrgId) -> Result<Vec<Member>, StorageError> {
-        let rows: Vec<(Uuid, String, String, i64, bool)> = self
+        let rows: Vec<(Uuid, String, String, i64, bool)> = self.db
             .transaction_for(&Tenancy::Org(org_id), |tx| {
                 async move {
                     Ok(on_backend!(&mut tx.0, Inner, tx => {
@@ -208,7 +214,7 @@ impl Database {
         event: &AuditEvent,
         now: OffsetDateTime,
     ) -> Result<Change, StorageError> {
-        let audit_key = self.audit_key()?;
+        let audit_key = self.db.audit_key()?;
         let template = event.clone();
         self.audited_change(event, now, move |tx| {
             let (audit_key, template) = (audit_key.clone(), template.clone());
@@ -346,7 +352,7 @@ impl Database {
         org_id: OrgId,
         now: OffsetDateTime,
     ) -> Result<Vec<Invitation>, StorageError> {
-        let rows: Vec<(Uuid, String, String, i64, i64)> = self
+        let rows: Vec<(Uuid, String, String, i64, i64)> = self.db
             .transaction_for(&Tenancy::Org(org_id), |tx| {
                 async move {
                     Ok(on_backend!(&mut tx.0, Inner, tx => {
@@ -416,49 +422,52 @@ impl Database {
         event: &AuditEvent,
         now: OffsetDateTime,
     ) -> Result<Acceptance, StorageError> {
-        let key = self.audit_key()?;
+        let key = self.db.audit_key()?;
         let (token_hash, email) = (token_hash.to_vec(), email.to_lowercase());
-        self.serializable(|tx| {
-            let (key, token_hash, email, mut event) = (
-                key.clone(),
-                token_hash.clone(),
-                email.clone(),
-                event.clone(),
-            );
-            async move {
-                tx.act_for(&Tenancy::InvitationToken(hex::encode(&token_hash)))
-                    .await?;
-                let acceptance =
-                    accept(tx, &token_hash, user, &email, leave_current_org, now).await?;
-                if let Acceptance::Joined { org_id, .. } = acceptance {
-                    event.org_id = Some(org_id);
-                    crate::audit::append(tx, &key, &event, now).await?;
+        self.db
+            .serializable(|tx| {
+                let (key, token_hash, email, mut event) = (
+                    key.clone(),
+                    token_hash.clone(),
+                    email.clone(),
+                    event.clone(),
+                );
+                async move {
+                    tx.act_for(&Tenancy::InvitationToken(hex::encode(&token_hash)))
+                        .await?;
+                    let acceptance =
+                        accept(tx, &token_hash, user, &email, leave_current_org, now).await?;
+                    if let Acceptance::Joined { org_id, .. } = acceptance {
+                        event.org_id = Some(org_id);
+                        crate::audit::append(tx, &key, &event, now).await?;
+                    }
+                    Ok(acceptance)
                 }
-                Ok(acceptance)
-            }
-            .boxed()
-        })
-        .await
+                .boxed()
+            })
+            .await
     }
 
     pub async fn org_name(&self, org_id: OrgId) -> Result<String, StorageError> {
-        self.transaction_for(&Tenancy::Org(org_id), |tx| {
-            async move {
-                Ok(on_backend!(&mut tx.0, Inner, tx => {
-                    sqlx::query_scalar("SELECT name FROM orgs WHERE id = $1")
-                        .bind(org_id.as_uuid())
-                        .fetch_one(&mut **tx)
-                        .await?
-                }))
-            }
-            .boxed()
-        })
-        .await
+        self.db
+            .transaction_for(&Tenancy::Org(org_id), |tx| {
+                async move {
+                    Ok(on_backend!(&mut tx.0, Inner, tx => {
+                        sqlx::query_scalar("SELECT name FROM orgs WHERE id = $1")
+                            .bind(org_id.as_uuid())
+                            .fetch_one(&mut **tx)
+                            .await?
+                    }))
+                }
+                .boxed()
+            })
+            .await
     }
 
     pub async fn plan_of(&self, org_id: OrgId) -> Result<Plan, StorageError> {
-        self.transaction_for(&Tenancy::Org(org_id), |tx| {
-            async move {
+        self.db
+            .transaction_for(&Tenancy::Org(org_id), |tx| {
+                async move {
                 Ok(on_backend!(&mut tx.0, Inner, tx => {
                     sqlx::query_as(
                         "SELECT p.* FROM plans p JOIN orgs o ON o.plan_id = p.id WHERE o.id = $1",
@@ -469,13 +478,13 @@ impl Database {
                 }))
             }
             .boxed()
-        })
-        .await
+            })
+            .await
     }
 
     /// Every organization, as the platform administrator `admin` sees them.
     pub async fn all_orgs(&self, admin: UserId) -> Result<Vec<OrgSummary>, StorageError> {
-        let rows: Vec<(Uuid, String, bool, String, i64, i64)> = self
+        let rows: Vec<(Uuid, String, bool, String, i64, i64)> = self.db
             .transaction_for(&Tenancy::Platform(admin), |tx| {
                 async move {
                     Ok(on_backend!(&mut tx.0, Inner, tx => {
@@ -549,7 +558,7 @@ impl Database {
             locked_until: Option<i64>,
             created_at: i64,
         }
-        let rows: Vec<Row> = self
+        let rows: Vec<Row> = self.db
             .transaction_for(&Tenancy::Platform(admin), |tx| {
                 async move {
                     Ok(on_backend!(&mut tx.0, Inner, tx => {
@@ -590,7 +599,7 @@ impl Database {
         event: &AuditEvent,
         now: OffsetDateTime,
     ) -> Result<bool, StorageError> {
-        let audit_key = self.audit_key()?;
+        let audit_key = self.db.audit_key()?;
         let template = event.clone();
         self.audited_change(event, now, move |tx| {
             let (audit_key, template) = (audit_key.clone(), template.clone());
@@ -650,23 +659,24 @@ impl Database {
             + Send
             + 'static,
     {
-        let key = self.audit_key()?;
-        self.serializable(|tx| {
-            let (key, event, change) = (key.clone(), event.clone(), change.clone());
-            async move {
-                // The change acts for the organization its entry is recorded in.
-                if let Some(org) = event.org_id {
-                    tx.act_for(&Tenancy::Org(org)).await?;
+        let key = self.db.audit_key()?;
+        self.db
+            .serializable(|tx| {
+                let (key, event, change) = (key.clone(), event.clone(), change.clone());
+                async move {
+                    // The change acts for the organization its entry is recorded in.
+                    if let Some(org) = event.org_id {
+                        tx.act_for(&Tenancy::Org(org)).await?;
+                    }
+                    let outcome = change(tx).await?;
+                    if outcome == Change::Done {
+                        crate::audit::append(tx, &key, &event, now).await?;
+                    }
+                    Ok(outcome)
                 }
-                let outcome = change(tx).await?;
-                if outcome == Change::Done {
-                    crate::audit::append(tx, &key, &event, now).await?;
-                }
-                Ok(outcome)
-            }
-            .boxed()
-        })
-        .await
+                .boxed()
+            })
+            .await
     }
 }
 

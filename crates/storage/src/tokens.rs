@@ -57,7 +57,13 @@ struct Presented {
     revoked_at: Option<i64>,
 }
 
-impl Database {
+/// Refresh token families and their rotation. Reached through [`Database::tokens`].
+#[derive(Clone, Copy)]
+pub struct Tokens<'a> {
+    pub(crate) db: &'a Database,
+}
+
+impl Tokens<'_> {
     /// Starts a family with its first token (the family is named after it) for a password
     /// grant from `device`, and records the sign-in ([`record_sign_in`]'s
     /// entries) in the same transaction.
@@ -69,7 +75,7 @@ impl Database {
         sign_in: SignInRecord<'_>,
         now: OffsetDateTime,
     ) -> Result<NewDevice, StorageError> {
-        let key = self.audit_key()?;
+        let key = self.db.audit_key()?;
         let (first, ip, user_agent, mail, signed_in) = (
             first.clone(),
             sign_in.device.ip.to_owned(),
@@ -77,27 +83,28 @@ impl Database {
             sign_in.new_device_mail.cloned(),
             sign_in.event.clone(),
         );
-        self.serializable(|tx| {
-            let (first, key, signed_in) = (first.clone(), key.clone(), signed_in.clone());
-            let mail = mail.clone();
-            let (ip, user_agent) = (ip.clone(), user_agent.clone());
-            async move {
-                let family = Family {
-                    id: first.id,
-                    user_id,
-                    expires_at: family_expires_at,
-                    authenticated_at: now,
-                };
-                insert_token(tx, &first, &family, None, now).await?;
-                let device = Device {
-                    ip: &ip,
-                    user_agent: user_agent.as_deref(),
-                };
-                record_sign_in(tx, &key, user_id, device, &signed_in, mail.as_ref(), now).await
-            }
-            .boxed()
-        })
-        .await
+        self.db
+            .serializable(|tx| {
+                let (first, key, signed_in) = (first.clone(), key.clone(), signed_in.clone());
+                let mail = mail.clone();
+                let (ip, user_agent) = (ip.clone(), user_agent.clone());
+                async move {
+                    let family = Family {
+                        id: first.id,
+                        user_id,
+                        expires_at: family_expires_at,
+                        authenticated_at: now,
+                    };
+                    insert_token(tx, &first, &family, None, now).await?;
+                    let device = Device {
+                        ip: &ip,
+                        user_agent: user_agent.as_deref(),
+                    };
+                    record_sign_in(tx, &key, user_id, device, &signed_in, mail.as_ref(), now).await
+                }
+                .boxed()
+            })
+            .await
     }
 
     /// Exchanges a presented refresh token; `child` is what a live one is exchanged for.
@@ -109,7 +116,7 @@ impl Database {
         now: OffsetDateTime,
     ) -> Result<Rotation, StorageError> {
         let (presented_hash, child) = (presented_hash.to_owned(), child.clone());
-        self.serializable(|tx| {
+        self.db.serializable(|tx| {
             let (presented_hash, child) = (presented_hash.clone(), child.clone());
             async move {
                 tx.act_for(&Tenancy::RefreshToken(hex::encode(&presented_hash)))
@@ -206,6 +213,7 @@ impl Database {
         now: OffsetDateTime,
     ) -> Result<bool, StorageError> {
         let live: i64 = self
+            .db
             .transaction_for(&Tenancy::User(user_id), |tx| {
                 async move {
                     Ok(on_backend!(&mut tx.0, Inner, tx => {
@@ -232,24 +240,25 @@ impl Database {
         family_id: TokenFamilyId,
         now: OffsetDateTime,
     ) -> Result<(), StorageError> {
-        self.transaction_for(&Tenancy::User(user_id), |tx| {
-            async move {
-                on_backend!(&mut tx.0, Inner, tx => {
-                    sqlx::query(
-                        "UPDATE refresh_tokens SET revoked_at = $1 \
-                         WHERE user_id = $2 AND family_id = $3 AND revoked_at IS NULL",
-                    )
-                    .bind(ms(now))
-                    .bind(user_id.as_uuid())
-                    .bind(family_id.as_uuid())
-                    .execute(&mut **tx)
-                    .await?;
-                });
-                Ok(())
-            }
-            .boxed()
-        })
-        .await
+        self.db
+            .transaction_for(&Tenancy::User(user_id), |tx| {
+                async move {
+                    on_backend!(&mut tx.0, Inner, tx => {
+                        sqlx::query(
+                            "UPDATE refresh_tokens SET revoked_at = $1 \
+                             WHERE user_id = $2 AND family_id = $3 AND revoked_at IS NULL",
+                        )
+                        .bind(ms(now))
+                        .bind(user_id.as_uuid())
+                        .bind(family_id.as_uuid())
+                        .execute(&mut **tx)
+                        .await?;
+                    });
+                    Ok(())
+                }
+                .boxed()
+            })
+            .await
     }
 }
 

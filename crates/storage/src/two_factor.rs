@@ -55,7 +55,13 @@ pub struct TrustedDevice {
     pub expires_at: OffsetDateTime,
 }
 
-impl Database {
+/// Second factors: TOTP, backup codes, challenges and trusted devices. Reached through [`Database::two_factor`].
+#[derive(Clone, Copy)]
+pub struct TwoFactor<'a> {
+    pub(crate) db: &'a Database,
+}
+
+impl TwoFactor<'_> {
     /// Stores a new, unconfirmed TOTP secret, replacing an unconfirmed one. Returns false,
     /// changing nothing, when the user already has TOTP enabled.
     pub async fn start_totp_enrollment(
@@ -65,11 +71,13 @@ impl Database {
         now: OffsetDateTime,
     ) -> Result<bool, StorageError> {
         let sealed = self
+            .db
             .seal(SYSTEM_SCOPE, &totp_binding(user_id), secret, now)
             .await?;
-        self.serializable_for(&Tenancy::User(user_id), |tx| {
-            let sealed = sealed.clone();
-            async move {
+        self.db
+            .serializable_for(&Tenancy::User(user_id), |tx| {
+                let sealed = sealed.clone();
+                async move {
                 on_backend!(&mut tx.0, Inner, tx => {
                     let written = sqlx::query(
                         "INSERT INTO mfa_totp (user_id, secret, created_at) VALUES ($1, $2, $3) \
@@ -87,13 +95,14 @@ impl Database {
                 })
             }
             .boxed()
-        })
-        .await
+            })
+            .await
     }
 
     /// The user's TOTP secret, opened, if they have one (confirmed or not).
     pub async fn totp(&self, user_id: UserId) -> Result<Option<TotpState>, StorageError> {
         let row: Option<(Vec<u8>, Option<i64>)> = self
+            .db
             .transaction_for(&Tenancy::User(user_id), |tx| {
                 async move {
                     Ok(on_backend!(&mut tx.0, Inner, tx => {
@@ -110,6 +119,7 @@ impl Database {
             return Ok(None);
         };
         let secret = self
+            .db
             .open(SYSTEM_SCOPE, &totp_binding(user_id), &sealed)
             .await?;
         Ok(Some(TotpState {
@@ -123,7 +133,8 @@ impl Database {
     /// code is accepted once (docs/security.md#totp), however many requests race with it.
     pub async fn spend_totp_step(&self, user_id: UserId, step: u64) -> Result<bool, StorageError> {
         let step = i64::try_from(step).unwrap_or(i64::MAX);
-        self.serializable(|tx| async move { spend_step(tx, user_id, step).await }.boxed())
+        self.db
+            .serializable(|tx| async move { spend_step(tx, user_id, step).await }.boxed())
             .await
     }
 
@@ -140,50 +151,52 @@ impl Database {
     ) -> Result<bool, StorageError> {
         let step = i64::try_from(step).unwrap_or(i64::MAX);
         let (sealed, hashes) = (sealed.to_vec(), backup_code_hashes.to_vec());
-        self.serializable_for(&Tenancy::User(user_id), |tx| {
-            let (sealed, hashes) = (sealed.clone(), hashes.clone());
-            async move {
-                let enabled = on_backend!(&mut tx.0, Inner, tx => {
-                    sqlx::query(
-                        "UPDATE mfa_totp SET enabled_at = $1, last_used_step = $2 \
-                         WHERE user_id = $3 AND secret = $4 AND enabled_at IS NULL",
-                    )
-                    .bind(ms(now))
-                    .bind(step)
-                    .bind(user_id.as_uuid())
-                    .bind(&sealed)
-                    .execute(&mut **tx)
-                    .await?
-                    .rows_affected()
-                });
-                if enabled != 1 {
-                    return Ok(false);
+        self.db
+            .serializable_for(&Tenancy::User(user_id), |tx| {
+                let (sealed, hashes) = (sealed.clone(), hashes.clone());
+                async move {
+                    let enabled = on_backend!(&mut tx.0, Inner, tx => {
+                        sqlx::query(
+                            "UPDATE mfa_totp SET enabled_at = $1, last_used_step = $2 \
+                             WHERE user_id = $3 AND secret = $4 AND enabled_at IS NULL",
+                        )
+                        .bind(ms(now))
+                        .bind(step)
+                        .bind(user_id.as_uuid())
+                        .bind(&sealed)
+                        .execute(&mut **tx)
+                        .await?
+                        .rows_affected()
+                    });
+                    if enabled != 1 {
+                        return Ok(false);
+                    }
+                    insert_backup_codes(tx, user_id, &hashes).await?;
+                    Ok(true)
                 }
-                insert_backup_codes(tx, user_id, &hashes).await?;
-                Ok(true)
-            }
-            .boxed()
-        })
-        .await
+                .boxed()
+            })
+            .await
     }
 
     /// Turns the second factor off: the secret, the backup codes and the trusted devices go.
     pub async fn disable_totp(&self, user_id: UserId) -> Result<(), StorageError> {
-        self.serializable_for(&Tenancy::User(user_id), |tx| {
-            async move {
-                on_backend!(&mut tx.0, Inner, tx => {
-                    for sql in [
-                        "DELETE FROM mfa_totp WHERE user_id = $1",
-                        "DELETE FROM mfa_backup_codes WHERE user_id = $1",
-                    ] {
-                        sqlx::query(sql).bind(user_id.as_uuid()).execute(&mut **tx).await?;
-                    }
-                });
-                forget_devices(tx, user_id).await
-            }
-            .boxed()
-        })
-        .await
+        self.db
+            .serializable_for(&Tenancy::User(user_id), |tx| {
+                async move {
+                    on_backend!(&mut tx.0, Inner, tx => {
+                        for sql in [
+                            "DELETE FROM mfa_totp WHERE user_id = $1",
+                            "DELETE FROM mfa_backup_codes WHERE user_id = $1",
+                        ] {
+                            sqlx::query(sql).bind(user_id.as_uuid()).execute(&mut **tx).await?;
+                        }
+                    });
+                    forget_devices(tx, user_id).await
+                }
+                .boxed()
+            })
+            .await
     }
 
     /// Replaces every backup code with new ones.
@@ -193,20 +206,21 @@ impl Database {
         hashes: &[Vec<u8>],
     ) -> Result<(), StorageError> {
         let hashes = hashes.to_vec();
-        self.serializable_for(&Tenancy::User(user_id), |tx| {
-            let hashes = hashes.clone();
-            async move {
-                on_backend!(&mut tx.0, Inner, tx => {
-                    sqlx::query("DELETE FROM mfa_backup_codes WHERE user_id = $1")
-                        .bind(user_id.as_uuid())
-                        .execute(&mut **tx)
-                        .await?;
-                });
-                insert_backup_codes(tx, user_id, &hashes).await
-            }
-            .boxed()
-        })
-        .await
+        self.db
+            .serializable_for(&Tenancy::User(user_id), |tx| {
+                let hashes = hashes.clone();
+                async move {
+                    on_backend!(&mut tx.0, Inner, tx => {
+                        sqlx::query("DELETE FROM mfa_backup_codes WHERE user_id = $1")
+                            .bind(user_id.as_uuid())
+                            .execute(&mut **tx)
+                            .await?;
+                    });
+                    insert_backup_codes(tx, user_id, &hashes).await
+                }
+                .boxed()
+            })
+            .await
     }
 
     /// Spends a backup code: true once, for an unused code of this user's.
@@ -218,6 +232,7 @@ impl Database {
     ) -> Result<bool, StorageError> {
         let hash = hash.to_vec();
         let spent = self
+            .db
             .transaction_for(&Tenancy::User(user_id), |tx| {
                 async move {
                     Ok(on_backend!(&mut tx.0, Inner, tx => {
@@ -240,7 +255,7 @@ impl Database {
     }
 
     pub async fn unused_backup_codes(&self, user_id: UserId) -> Result<i64, StorageError> {
-        self.transaction_for(&Tenancy::User(user_id), |tx| {
+        self.db.transaction_for(&Tenancy::User(user_id), |tx| {
             async move {
                 Ok(on_backend!(&mut tx.0, Inner, tx => {
                     sqlx::query_scalar(
@@ -263,7 +278,7 @@ impl Database {
         expires_at: OffsetDateTime,
     ) -> Result<(), StorageError> {
         let token_hash = token_hash.to_vec();
-        self.transaction_for(&Tenancy::User(user_id), |tx| {
+        self.db.transaction_for(&Tenancy::User(user_id), |tx| {
             async move {
                 on_backend!(&mut tx.0, Inner, tx => {
                     sqlx::query("INSERT INTO mfa_challenges (token_hash, user_id, expires_at) VALUES ($1, $2, $3)")
@@ -289,6 +304,7 @@ impl Database {
     ) -> Result<Option<UserId>, StorageError> {
         let hash = token_hash.to_vec();
         let user: Option<Uuid> = self
+            .db
             .transaction_for(&Tenancy::MfaChallenge(hex::encode(token_hash)), |tx| {
                 async move {
                     Ok(on_backend!(&mut tx.0, Inner, tx => {
@@ -313,22 +329,23 @@ impl Database {
         &self,
         now: OffsetDateTime,
     ) -> Result<u64, StorageError> {
-        self.transaction_for(&Tenancy::ExpiredBefore(ms(now)), |tx| {
-            async move {
-                let mut purged = 0;
-                for sql in [
-                    "DELETE FROM mfa_challenges WHERE expires_at <= $1",
-                    "DELETE FROM trusted_devices WHERE expires_at <= $1",
-                ] {
-                    purged += on_backend!(&mut tx.0, Inner, tx => {
-                        sqlx::query(sql).bind(ms(now)).execute(&mut **tx).await?.rows_affected()
-                    });
+        self.db
+            .transaction_for(&Tenancy::ExpiredBefore(ms(now)), |tx| {
+                async move {
+                    let mut purged = 0;
+                    for sql in [
+                        "DELETE FROM mfa_challenges WHERE expires_at <= $1",
+                        "DELETE FROM trusted_devices WHERE expires_at <= $1",
+                    ] {
+                        purged += on_backend!(&mut tx.0, Inner, tx => {
+                            sqlx::query(sql).bind(ms(now)).execute(&mut **tx).await?.rows_affected()
+                        });
+                    }
+                    Ok(purged)
                 }
-                Ok(purged)
-            }
-            .boxed()
-        })
-        .await
+                .boxed()
+            })
+            .await
     }
 
     pub async fn add_trusted_device(
@@ -338,7 +355,7 @@ impl Database {
         now: OffsetDateTime,
     ) -> Result<(), StorageError> {
         let device = device.clone();
-        self.transaction_for(&Tenancy::User(user_id), |tx| {
+        self.db.transaction_for(&Tenancy::User(user_id), |tx| {
             async move {
                 on_backend!(&mut tx.0, Inner, tx => {
                     sqlx::query(
@@ -372,6 +389,7 @@ impl Database {
     ) -> Result<bool, StorageError> {
         let token_hash = token_hash.to_vec();
         let used = self
+            .db
             .transaction_for(&Tenancy::User(user_id), |tx| {
                 async move {
                     Ok(on_backend!(&mut tx.0, Inner, tx => {
@@ -399,6 +417,7 @@ impl Database {
         now: OffsetDateTime,
     ) -> Result<Vec<TrustedDevice>, StorageError> {
         let rows: Vec<(Uuid, String, Option<String>, i64, i64, i64)> = self
+            .db
             .transaction_for(&Tenancy::User(user_id), |tx| {
                 async move {
                     Ok(on_backend!(&mut tx.0, Inner, tx => {
@@ -438,6 +457,7 @@ impl Database {
         id: Uuid,
     ) -> Result<bool, StorageError> {
         let deleted = self
+            .db
             .transaction_for(&Tenancy::User(user_id), |tx| {
                 async move {
                     Ok(on_backend!(&mut tx.0, Inner, tx => {
@@ -525,15 +545,15 @@ mod tests {
                 password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
                 platform_role: PlatformRole::User,
             };
-            let user = db.create_account(&account, now).await.unwrap();
-            assert!(db.start_totp_enrollment(user.id, b"twenty bytes secret!", now).await.unwrap());
-            let pending = db.totp(user.id).await.unwrap().unwrap();
+            let user = db.accounts().create_account(&account, now).await.unwrap();
+            assert!(db.two_factor().start_totp_enrollment(user.id, b"twenty bytes secret!", now).await.unwrap());
+            let pending = db.two_factor().totp(user.id).await.unwrap().unwrap();
             // A secret replaced by a racing setup is not the one enabled.
-            assert!(db.start_totp_enrollment(user.id, b"twenty bytes secret!", now).await.unwrap());
-            assert!(!db.enable_totp(user.id, &pending.sealed, 1, &[], now).await.unwrap());
-            let pending = db.totp(user.id).await.unwrap().unwrap();
-            assert!(db.enable_totp(user.id, &pending.sealed, 1, &[], now).await.unwrap());
-            let stored = || async { db.totp(user.id).await.unwrap().unwrap().sealed };
+            assert!(db.two_factor().start_totp_enrollment(user.id, b"twenty bytes secret!", now).await.unwrap());
+            assert!(!db.two_factor().enable_totp(user.id, &pending.sealed, 1, &[], now).await.unwrap());
+            let pending = db.two_factor().totp(user.id).await.unwrap().unwrap();
+            assert!(db.two_factor().enable_totp(user.id, &pending.sealed, 1, &[], now).await.unwrap());
+            let stored = || async { db.two_factor().totp(user.id).await.unwrap().unwrap().sealed };
             assert_eq!(KeyId::of(&stored().await).unwrap().version, 1);
 
             let later = now + DATA_KEY_MAX_AGE + time::Duration::days(1);
@@ -542,7 +562,7 @@ mod tests {
             assert_eq!(db.reseal_old_values(later).await.unwrap(), 1);
             assert_eq!(KeyId::of(&stored().await).unwrap().version, 2);
             assert_eq!(db.reseal_old_values(later).await.unwrap(), 0, "done once");
-            let totp = db.totp(user.id).await.unwrap().unwrap();
+            let totp = db.two_factor().totp(user.id).await.unwrap().unwrap();
             assert_eq!(totp.secret.as_slice(), b"twenty bytes secret!");
         }
     }

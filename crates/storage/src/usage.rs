@@ -40,7 +40,13 @@ pub enum Charged {
     QuotaExceeded { used: i64 },
 }
 
-impl Database {
+/// Metered use against the plan's quotas. Reached through [`Database::usage`].
+#[derive(Clone, Copy)]
+pub struct Usage<'a> {
+    pub(crate) db: &'a Database,
+}
+
+impl Usage<'_> {
     pub async fn charge(
         &self,
         charge: &Charge<'_>,
@@ -49,25 +55,26 @@ impl Database {
         let (org_id, metric, period_start) = (charge.org_id, charge.metric, charge.period_start);
         let (amount, quota) = (charge.amount, charge.quota);
         let keys = charge.idempotency_keys.to_vec();
-        self.serializable_for(&Tenancy::Org(org_id), |tx| {
-            let keys = keys.clone();
-            async move {
-                let mut ledger = Ledger::open(tx, org_id, metric, period_start, &keys).await?;
-                let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-                Ok(match ledger.charge(&keys, amount, quota, now) {
-                    Some(fresh) => {
-                        ledger.write(tx).await?;
-                        Charged::Done {
-                            used: ledger.used,
-                            fresh,
+        self.db
+            .serializable_for(&Tenancy::Org(org_id), |tx| {
+                let keys = keys.clone();
+                async move {
+                    let mut ledger = Ledger::open(tx, org_id, metric, period_start, &keys).await?;
+                    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+                    Ok(match ledger.charge(&keys, amount, quota, now) {
+                        Some(fresh) => {
+                            ledger.write(tx).await?;
+                            Charged::Done {
+                                used: ledger.used,
+                                fresh,
+                            }
                         }
-                    }
-                    None => Charged::QuotaExceeded { used: ledger.used },
-                })
-            }
-            .boxed()
-        })
-        .await
+                        None => Charged::QuotaExceeded { used: ledger.used },
+                    })
+                }
+                .boxed()
+            })
+            .await
     }
 }
 
@@ -273,7 +280,7 @@ pub(crate) async fn plan_and_use(
     Ok((row.plan, row.used))
 }
 
-impl Database {
+impl Usage<'_> {
     /// The organization's plan, and how much of `metric` it used in the period starting at
     /// `period_start`, for `GET /v1/usage` on every call.
     pub async fn quota(
@@ -282,10 +289,11 @@ impl Database {
         metric: Metric,
         period_start: OffsetDateTime,
     ) -> Result<(Plan, i64), StorageError> {
-        self.transaction_for(&Tenancy::Org(org_id), |tx| {
-            plan_and_use(tx, org_id, metric, period_start).boxed()
-        })
-        .await
+        self.db
+            .transaction_for(&Tenancy::Org(org_id), |tx| {
+                plan_and_use(tx, org_id, metric, period_start).boxed()
+            })
+            .await
     }
 }
 
@@ -310,7 +318,7 @@ mod tests {
                     tokio::spawn(async move {
                         let keys = [format!("request-{i}")];
                         let charge = Charge { org_id, metric: Metric::Verifications, amount: 1, idempotency_keys: &keys, quota: 100, period_start };
-                        db.charge(&charge, OffsetDateTime::now_utc()).await.unwrap()
+                        db.usage().charge(&charge, OffsetDateTime::now_utc()).await.unwrap()
                     })
                 })
                 .collect();
@@ -321,7 +329,7 @@ mod tests {
                 }
             }
             assert_eq!(granted, 100);
-            assert_eq!(db.quota(org_id, Metric::Verifications, period_start).await.unwrap().1, 100);
+            assert_eq!(db.usage().quota(org_id, Metric::Verifications, period_start).await.unwrap().1, 100);
         }
 
         async fn a_repeated_idempotency_key_is_charged_once(test_db) {
@@ -332,14 +340,14 @@ mod tests {
             let keys = ["job-7-row-1".to_owned()];
             let charge = Charge { org_id, metric: Metric::Verifications, amount: 3, idempotency_keys: &keys, quota: 10, period_start };
             let now = OffsetDateTime::now_utc();
-            assert_eq!(db.charge(&charge, now).await.unwrap(), Charged::Done { used: 3, fresh: vec![true] });
-            assert_eq!(db.charge(&charge, now).await.unwrap(), Charged::Done { used: 3, fresh: vec![false] });
+            assert_eq!(db.usage().charge(&charge, now).await.unwrap(), Charged::Done { used: 3, fresh: vec![true] });
+            assert_eq!(db.usage().charge(&charge, now).await.unwrap(), Charged::Done { used: 3, fresh: vec![false] });
             let another = ["another".to_owned()];
             let big = Charge { amount: 8, idempotency_keys: &another, ..charge.clone() };
-            assert_eq!(db.charge(&big, now).await.unwrap(), Charged::QuotaExceeded { used: 3 });
+            assert_eq!(db.usage().charge(&big, now).await.unwrap(), Charged::QuotaExceeded { used: 3 });
             // Another organization's key space is its own.
             let other = Charge { org_id: org(&db).await, ..charge.clone() };
-            assert_eq!(db.charge(&other, now).await.unwrap(), Charged::Done { used: 3, fresh: vec![true] });
+            assert_eq!(db.usage().charge(&other, now).await.unwrap(), Charged::Done { used: 3, fresh: vec![true] });
         }
 
         async fn a_batch_is_charged_for_its_new_keys_all_or_none(test_db) {
@@ -350,12 +358,12 @@ mod tests {
             let now = OffsetDateTime::now_utc();
             let keys: Vec<String> = ["a", "b", "a", "c"].iter().map(|k| k.to_string()).collect();
             let charge = Charge { org_id, metric: Metric::Verifications, amount: 1, idempotency_keys: &keys[..2], quota: 4, period_start };
-            assert_eq!(db.charge(&charge, now).await.unwrap(), Charged::Done { used: 2, fresh: vec![true, true] });
+            assert_eq!(db.usage().charge(&charge, now).await.unwrap(), Charged::Done { used: 2, fresh: vec![true, true] });
             let all = Charge { idempotency_keys: &keys, ..charge.clone() };
-            assert_eq!(db.charge(&all, now).await.unwrap(), Charged::Done { used: 3, fresh: vec![false, false, false, true] });
+            assert_eq!(db.usage().charge(&all, now).await.unwrap(), Charged::Done { used: 3, fresh: vec![false, false, false, true] });
             let more: Vec<String> = ["d", "e"].iter().map(|k| k.to_string()).collect();
             let over = Charge { idempotency_keys: &more, ..charge.clone() };
-            assert_eq!(db.charge(&over, now).await.unwrap(), Charged::QuotaExceeded { used: 3 }, "both or neither");
+            assert_eq!(db.usage().charge(&over, now).await.unwrap(), Charged::QuotaExceeded { used: 3 }, "both or neither");
         }
     }
 }

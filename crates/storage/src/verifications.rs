@@ -125,14 +125,20 @@ pub(crate) async fn latest(
     Ok(latest)
 }
 
-impl Database {
+/// The verification log. Reached through [`Database::verifications`].
+#[derive(Clone, Copy)]
+pub struct VerificationLog<'a> {
+    pub(crate) db: &'a Database,
+}
+
+impl VerificationLog<'_> {
     pub async fn verification_log(
         &self,
         org_id: OrgId,
         query: &LogQuery,
     ) -> Result<Vec<LoggedVerification>, StorageError> {
         let query = query.clone();
-        self.transaction_for(&Tenancy::Org(org_id), |tx| {
+        self.db.transaction_for(&Tenancy::Org(org_id), |tx| {
             async move {
                 Ok(on_backend!(&mut tx.0, Inner, tx => {
                     sqlx::query_as(
@@ -168,19 +174,20 @@ impl Database {
         before: OffsetDateTime,
     ) -> Result<u64, StorageError> {
         let sql = format!("DELETE FROM {table} WHERE created_at < $1");
-        self.transaction_for(&Tenancy::PurgeBefore(ms(before)), |tx| {
-            async move {
-                Ok(on_backend!(&mut tx.0, Inner, tx => {
-                    sqlx::query(&sql)
-                        .bind(ms(before))
-                        .execute(&mut **tx)
-                        .await?
-                        .rows_affected()
-                }))
-            }
-            .boxed()
-        })
-        .await
+        self.db
+            .transaction_for(&Tenancy::PurgeBefore(ms(before)), |tx| {
+                async move {
+                    Ok(on_backend!(&mut tx.0, Inner, tx => {
+                        sqlx::query(&sql)
+                            .bind(ms(before))
+                            .execute(&mut **tx)
+                            .await?
+                            .rows_affected()
+                    }))
+                }
+                .boxed()
+            })
+            .await
     }
 }
 
@@ -231,13 +238,13 @@ mod tests {
             assert!(earlier.is_empty(), "never another organization's");
 
             let risky = LogQuery { verdict: Some("risky".to_owned()), limit: 10, ..LogQuery::default() };
-            let log = db.verification_log(a, &risky).await.unwrap();
+            let log = db.verifications().verification_log(a, &risky).await.unwrap();
             assert_eq!(log.iter().map(|line| line.address.as_str()).collect::<Vec<_>>(), ["y@example.com"]);
             let everything = LogQuery { limit: 10, ..LogQuery::default() };
-            assert!(db.verification_log(b, &everything).await.unwrap().is_empty());
+            assert!(db.verifications().verification_log(b, &everything).await.unwrap().is_empty());
 
-            assert_eq!(db.purge_verifications(now - time::Duration::days(90)).await.unwrap(), 1);
-            assert_eq!(db.verification_log(a, &everything).await.unwrap().len(), 2);
+            assert_eq!(db.verifications().purge_verifications(now - time::Duration::days(90)).await.unwrap(), 1);
+            assert_eq!(db.verifications().verification_log(a, &everything).await.unwrap().len(), 2);
         }
     }
 }

@@ -61,7 +61,13 @@ pub async fn sign_up(
         subject: Some(email.to_string()),
         ..trail.event(Action::SignupRequested, Outcome::Success)
     };
-    if state.database.user_by_email(&email).await?.is_some() {
+    if state
+        .database
+        .accounts()
+        .user_by_email(&email)
+        .await?
+        .is_some()
+    {
         return audit::record(&state.database, event).await;
     }
     let code = codes::generate();
@@ -69,6 +75,7 @@ pub async fn sign_up(
     let mail = code_mail(state, &email, "confirm your email address", &code).await?;
     let issued = state
         .database
+        .accounts()
         .save_signup(
             &email,
             password_hash.as_str(),
@@ -95,6 +102,7 @@ pub async fn resend(state: &AppState, email: &str) -> Result<(), DomainError> {
     let expires_at = now + CODE_TTL;
     let replaced = state
         .database
+        .accounts()
         .replace_code(
             CodePurpose::Signup,
             &email,
@@ -131,6 +139,7 @@ pub async fn confirm(
     };
     let user = state
         .database
+        .accounts()
         .complete_signup(&email, &issued.record, &event, now)
         .await?
         .ok_or(DomainError::InvalidCode)?;
@@ -155,6 +164,7 @@ pub async fn sign_in(
         }
         state
             .database
+            .accounts()
             .record_successful_login(&user, None, OffsetDateTime::now_utc())
             .await?;
     }
@@ -211,6 +221,7 @@ async fn open_session(
     let alert = new_device_mail(state, trail, user).await?;
     let NewDevice(new_device) = state
         .database
+        .accounts()
         .create_session(user.id, &issued.record, &signed_in, Some(&alert), now)
         .await?;
     // The alert was queued with the sign-in, only if the device was new.
@@ -229,12 +240,13 @@ pub async fn forgot(state: &AppState, email: &str) -> Result<(), DomainError> {
     let code_hash = codes::hash(&state.code_key, CodePurpose::PasswordReset, &email, &code);
     // A code is recorded whether or not the address has an account (the answer and its
     // timing must not tell); only an account's owner is mailed.
-    let mail = match state.database.user_by_email(&email).await? {
+    let mail = match state.database.accounts().user_by_email(&email).await? {
         Some(_) => Some(code_mail(state, &email, "reset your password", &code).await?),
         None => None,
     };
     let issued = state
         .database
+        .accounts()
         .save_code(
             CodePurpose::PasswordReset,
             &email,
@@ -261,6 +273,7 @@ pub async fn reset(
     state.auth_limiter.check_account(&email).await?;
     let rules = state
         .database
+        .accounts()
         .user_by_email(&email)
         .await?
         .map(|user| user.password_rules)
@@ -276,6 +289,7 @@ pub async fn reset(
     };
     state
         .database
+        .accounts()
         .reset_password(&email, &code_hash, password_hash.as_str(), &event, now)
         .await?
         .ok_or(DomainError::InvalidCode)?;
@@ -304,7 +318,7 @@ pub async fn authenticate(
         return Err(DomainError::InvalidCredentials);
     };
     state.auth_limiter.check_account(&address).await?;
-    let user = state.database.user_by_email(&address).await?;
+    let user = state.database.accounts().user_by_email(&address).await?;
     let claimant = Claimant::address(address, user.as_ref());
     let rehash = check_password_of(state, trail, &claimant, password).await?;
     // A dummy hash never matches: past the check there is an account.
@@ -367,6 +381,7 @@ async fn password_accepted(
         let upgraded = state.passwords.hash(password).await?;
         state
             .database
+            .accounts()
             .upgrade_password_hash(user.id, upgraded.as_str())
             .await?;
     }
@@ -374,11 +389,13 @@ async fn password_accepted(
         let claimant = Claimant::account(user)?;
         Ok(state
             .database
+            .lockout()
             .forgive_login_attempt(claimant.email())
             .await?)
     } else {
         Ok(state
             .database
+            .accounts()
             .record_successful_login(user, None, OffsetDateTime::now_utc())
             .await?)
     }
@@ -400,6 +417,7 @@ pub async fn new_device_mail(
     };
     Ok(state
         .database
+        .queue()
         .prepare_job(mail_job(&user.email, message))
         .await?)
 }
@@ -415,6 +433,7 @@ pub async fn sign_out(
         Credential::Session(id) => {
             state
                 .database
+                .accounts()
                 .revoke_user_session(principal.user.id, id, now)
                 .await?;
             id.to_string()
@@ -422,6 +441,7 @@ pub async fn sign_out(
         Credential::AccessToken { family } => {
             state
                 .database
+                .tokens()
                 .revoke_token_family(principal.user.id, family, now)
                 .await?;
             format!("token family {family}")
@@ -441,6 +461,7 @@ async fn rotate_session(
     if let Some(previous) = presented.session {
         state
             .database
+            .accounts()
             .revoke_session_by_token(&session::token_hash(previous), now)
             .await?;
     }
@@ -458,6 +479,7 @@ async fn check_code(
 ) -> Result<Vec<u8>, DomainError> {
     let attempt = state
         .database
+        .accounts()
         .take_code_attempt(purpose, email, CODE_ATTEMPTS, now)
         .await?;
     match attempt {
@@ -492,6 +514,7 @@ async fn code_mail(
     };
     Ok(state
         .database
+        .queue()
         .prepare_job(mail_job(email.as_str(), message))
         .await?)
 }
@@ -539,6 +562,7 @@ pub async fn change_password_of(
     let now = OffsetDateTime::now_utc();
     state
         .database
+        .accounts()
         .change_password(user.id, principal.session_id(), hash.as_str(), now)
         .await
         .map_err(DomainError::internal)?;
@@ -561,6 +585,7 @@ pub async fn revoke_one(
 ) -> Result<(), DomainError> {
     let revoked = state
         .database
+        .accounts()
         .revoke_user_session(principal.user.id, id, OffsetDateTime::now_utc())
         .await
         .map_err(DomainError::internal)?;
@@ -577,6 +602,7 @@ pub async fn revoke_others(
 ) -> Result<(), DomainError> {
     let revoked = state
         .database
+        .accounts()
         .revoke_other_sessions(
             principal.user.id,
             principal.session_id(),
@@ -625,6 +651,7 @@ pub async fn delete(
     };
     let deletion = state
         .database
+        .privacy()
         .delete_account(user.id, &user.email, &event, OffsetDateTime::now_utc())
         .await?;
     match deletion {
@@ -666,7 +693,11 @@ pub async fn sessions(
     principal: &Principal,
 ) -> Result<Vec<SessionInfo>, DomainError> {
     let now = OffsetDateTime::now_utc();
-    Ok(state.database.sessions_of(principal.user.id, now).await?)
+    Ok(state
+        .database
+        .accounts()
+        .sessions_of(principal.user.id, now)
+        .await?)
 }
 
 /// The owner's newest audit entries, `limit` of them.
@@ -677,6 +708,7 @@ pub async fn recent_activity(
 ) -> Result<Vec<AuditEntry>, DomainError> {
     Ok(state
         .database
+        .audit()
         .audit_for_actor(principal.user.id, None, limit)
         .await?)
 }

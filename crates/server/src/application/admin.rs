@@ -48,6 +48,7 @@ pub async fn set_plan_of(
     );
     let changed = state
         .database
+        .teams()
         .set_org_plan(org, plan, &event, OffsetDateTime::now_utc())
         .await?;
     if changed {
@@ -70,6 +71,7 @@ pub async fn set_disabled_of(
     }
     let target = state
         .database
+        .accounts()
         .user_by_id(user_id)
         .await?
         .ok_or(DomainError::NotFound)?;
@@ -88,6 +90,7 @@ pub async fn set_disabled_of(
     );
     let changed = state
         .database
+        .teams()
         .set_user_disabled(user_id, disabled, &event, OffsetDateTime::now_utc())
         .await?;
     if changed {
@@ -106,6 +109,7 @@ pub async fn unlock_of(
     let user_id = UserId::from_uuid(id);
     let target = state
         .database
+        .accounts()
         .user_by_id(user_id)
         .await?
         .ok_or(DomainError::NotFound)?;
@@ -119,6 +123,7 @@ pub async fn unlock_of(
     );
     let unlocked = state
         .database
+        .lockout()
         .unlock_user(user_id, &event, OffsetDateTime::now_utc())
         .await?;
     if unlocked {
@@ -130,10 +135,10 @@ pub async fn unlock_of(
 
 /// Every organization of the platform, for a super-admin.
 pub async fn orgs(state: &AppState, admin: &Principal) -> Result<Vec<OrgSummary>, DomainError> {
-    Ok(state.database.all_orgs(admin.user.id).await?)
+    Ok(state.database.teams().all_orgs(admin.user.id).await?)
 }
 
 /// Every account of the platform, for a super-admin.
 pub async fn users(state: &AppState, admin: &Principal) -> Result<Vec<UserSummary>, DomainError> {
-    Ok(state.database.all_users(admin.user.id).await?)
+    Ok(state.database.teams().all_users(admin.user.id).await?)
 }

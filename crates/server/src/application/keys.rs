@@ -41,7 +41,13 @@ pub async fn create_of(
     let user = &principal.user;
     let org_id = user.org_id;
     let manager = user.org_role.manages();
-    if !manager && !state.database.members_create_keys(user.org_id).await? {
+    if !manager
+        && !state
+            .database
+            .api_keys()
+            .members_create_keys(user.org_id)
+            .await?
+    {
         return Err(DomainError::Forbidden(Forbidden::KeysForManagersOnly));
     }
     let invalid = |field: &'static str, detail: String| DomainError::invalid(field, detail);
@@ -79,7 +85,7 @@ pub async fn create_of(
         ));
     }
     // A key may be held to less than its plan allows, never to more.
-    let plan = state.database.plan_of(org_id).await?;
+    let plan = state.database.teams().plan_of(org_id).await?;
     let within = |limit: Option<u32>, plan_limit: i32, field: &'static str| match limit {
         Some(0) => Err(invalid(field, format!("{field} must be at least 1"))),
         Some(limit) if i64::from(limit) > i64::from(plan_limit) => Err(invalid(
@@ -116,6 +122,7 @@ pub async fn create_of(
     };
     state
         .database
+        .api_keys()
         .create_api_key(org_id, &key, &event, now)
         .await?;
     Ok((key, generated.key))
@@ -134,6 +141,7 @@ pub async fn revoke_of(
     };
     let change = state
         .database
+        .api_keys()
         .revoke_api_key(caller.org_id(), id, &event, OffsetDateTime::now_utc())
         .await?;
     match change {
@@ -146,6 +154,7 @@ pub async fn revoke_of(
 pub async fn list(state: &AppState, org_id: OrgId) -> Result<Vec<ApiKeyInfo>, DomainError> {
     Ok(state
         .database
+        .api_keys()
         .api_keys(org_id, OffsetDateTime::now_utc())
         .await?)
 }

@@ -86,6 +86,7 @@ pub(crate) async fn gated<T>(
     let now = OffsetDateTime::now_utc();
     let (attempt, lockouts) = match state
         .database
+        .lockout()
         .open_login_attempt(&claimant.address, now)
         .await?
     {
@@ -97,6 +98,7 @@ pub(crate) async fn gated<T>(
         Verdict::NotAGuess(error) => {
             state
                 .database
+                .lockout()
                 .forgive_login_attempt(&claimant.address)
                 .await?;
             return Err(error);
@@ -118,13 +120,14 @@ pub(crate) async fn gated<T>(
             let mail = mail_job(&user.email, MailMessage::AccountLocked { until });
             Some(LockAlert {
                 until,
-                mail: state.database.prepare_job(mail).await?,
+                mail: state.database.queue().prepare_job(mail).await?,
             })
         }
         None => None,
     };
     let lock = state
         .database
+        .lockout()
         .lock_address(&claimant.address, alert.as_ref(), now)
         .await?;
     refuse_locked(state, trail, claimant, lock, now).await

@@ -50,6 +50,7 @@ pub async fn challenge(state: &AppState, user: &User) -> Result<SecretString, Do
     let expires_at = OffsetDateTime::now_utc() + MFA_CHALLENGE_TTL;
     state
         .database
+        .two_factor()
         .create_mfa_challenge(user.id, &token_hash(&token), expires_at)
         .await?;
     Ok(SecretString::from(token))
@@ -59,6 +60,7 @@ pub async fn challenge(state: &AppState, user: &User) -> Result<SecretString, Do
 pub async fn spend_challenge(state: &AppState, token: &SecretString) -> Result<User, DomainError> {
     let user_id = state
         .database
+        .two_factor()
         .spend_mfa_challenge(
             &token_hash(token.expose_secret()),
             OffsetDateTime::now_utc(),
@@ -67,6 +69,7 @@ pub async fn spend_challenge(state: &AppState, token: &SecretString) -> Result<U
         .ok_or(DomainError::InvalidMfaToken)?;
     state
         .database
+        .accounts()
         .user_by_id(user_id)
         .await?
         .ok_or(DomainError::InvalidMfaToken)
@@ -101,6 +104,7 @@ pub async fn check(
                         Some(normalized) => {
                             state
                                 .database
+                                .two_factor()
                                 .spend_backup_code(
                                     user.id,
                                     &backup_code_hash(&state.backup_code_key, user.id, &normalized),
@@ -126,6 +130,7 @@ pub async fn check(
     .await?;
     Ok(state
         .database
+        .accounts()
         .record_successful_login(user, None, now)
         .await?)
 }
@@ -149,6 +154,7 @@ pub async fn totp_check(
 ) -> Result<TotpCheck, DomainError> {
     let Some(totp) = state
         .database
+        .two_factor()
         .totp(user_id)
         .await?
         .filter(|totp| totp.enabled)
@@ -160,11 +166,18 @@ pub async fn totp_check(
     let Some(step) = secret.matching_step(code.expose_secret(), unix) else {
         return Ok(TotpCheck::Wrong);
     };
-    Ok(if state.database.spend_totp_step(user_id, step).await? {
-        TotpCheck::Accepted
-    } else {
-        TotpCheck::AlreadyUsed
-    })
+    Ok(
+        if state
+            .database
+            .two_factor()
+            .spend_totp_step(user_id, step)
+            .await?
+        {
+            TotpCheck::Accepted
+        } else {
+            TotpCheck::AlreadyUsed
+        },
+    )
 }
 
 /// Backup codes are stored as MACs under a server key: short enough to guess offline from a
@@ -197,6 +210,7 @@ pub async fn trusted_device(
     };
     Ok(state
         .database
+        .two_factor()
         .use_trusted_device(user.id, &token_hash(token), OffsetDateTime::now_utc())
         .await?)
 }
@@ -218,6 +232,7 @@ pub async fn trust_device(
     };
     state
         .database
+        .two_factor()
         .add_trusted_device(user.id, &device, now)
         .await?;
     audit::record(

@@ -13,7 +13,7 @@ use crate::work_queue::mail_job;
 /// (tried again on failure). A mail that cannot be queued is logged, never the request's
 /// failure: the change that caused it stands.
 pub async fn send(state: &AppState, to: &str, message: MailMessage) {
-    match state.database.enqueue(mail_job(to, message)).await {
+    match state.database.queue().enqueue(mail_job(to, message)).await {
         Ok(_) => state.queue.wake(JobKind::SystemMail),
         Err(error) => tracing::warn!(%error, "system mail could not be queued"),
     }

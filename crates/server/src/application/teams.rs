@@ -36,6 +36,7 @@ pub async fn change_role_of(
     .await?;
     let change = state
         .database
+        .teams()
         .change_member_role(
             principal.user.org_id,
             principal.user.id,
@@ -57,6 +58,7 @@ pub async fn remove_of(
     let event = member_event(state, trail, principal, target, Action::MemberRemoved, None).await?;
     let change = state
         .database
+        .teams()
         .remove_member(
             principal.user.org_id,
             principal.user.id,
@@ -86,6 +88,7 @@ pub async fn transfer_of(
     .await?;
     let change = state
         .database
+        .teams()
         .transfer_ownership(
             principal.user.org_id,
             principal.user.id,
@@ -109,6 +112,7 @@ async fn member_event(
 ) -> Result<AuditEvent, DomainError> {
     let member = state
         .database
+        .accounts()
         .user_by_id(target)
         .await?
         .filter(|user| user.org_id == principal.user.org_id)
@@ -156,7 +160,7 @@ pub async fn invite_of(
     org::may_invite(principal.user.org_role, role).map_err(refused)?;
     let email = parse_email(email)?;
     let org_id = principal.user.org_id;
-    let plan = state.database.plan_of(org_id).await?;
+    let plan = state.database.teams().plan_of(org_id).await?;
     if !plan.team {
         return Err(DomainError::TeamPlanRequired);
     }
@@ -176,7 +180,7 @@ pub async fn invite_of(
         subject: Some(invitation.email.clone()),
         ..trail.by_user(&principal.user, Action::InvitationCreated, Outcome::Success)
     };
-    let org_name = state.database.org_name(org_id).await?;
+    let org_name = state.database.teams().org_name(org_id).await?;
     let link = format!("{}/invitations/accept?token={token}", state.public_origin);
     let days = u32::try_from(INVITATION_TTL.as_secs() / 86_400).unwrap_or(7);
     let message = MailMessage::Invitation {
@@ -188,10 +192,12 @@ pub async fn invite_of(
     // Sealed first (it holds the token), then queued with the invitation itself.
     let mail = state
         .database
+        .queue()
         .prepare_job(mail_job(&invitation.email, message))
         .await?;
     state
         .database
+        .teams()
         .create_invitation(org_id, &invitation, Some(&mail), &event, now)
         .await?;
     state.queue.wake(JobKind::SystemMail);
@@ -212,6 +218,7 @@ pub async fn revoke_invitation_of(
     };
     let change = state
         .database
+        .teams()
         .revoke_invitation(principal.user.org_id, id, &event, OffsetDateTime::now_utc())
         .await?;
     answer(change)
@@ -241,6 +248,7 @@ pub async fn accept_with(
     };
     let acceptance = state
         .database
+        .teams()
         .accept_invitation(
             &token_hash(token.expose_secret()),
             user.id,
@@ -283,8 +291,8 @@ pub async fn overview(state: &AppState, principal: &Principal) -> Result<Overvie
         Vec::new()
     };
     Ok(Overview {
-        name: state.database.org_name(org_id).await?,
-        plan: state.database.plan_of(org_id).await?,
+        name: state.database.teams().org_name(org_id).await?,
+        plan: state.database.teams().plan_of(org_id).await?,
         members: members(state, principal).await?,
         invitations,
     })
@@ -292,7 +300,11 @@ pub async fn overview(state: &AppState, principal: &Principal) -> Result<Overvie
 
 /// The members of the principal's organization.
 pub async fn members(state: &AppState, principal: &Principal) -> Result<Vec<Member>, DomainError> {
-    Ok(state.database.members(principal.user.org_id).await?)
+    Ok(state
+        .database
+        .teams()
+        .members(principal.user.org_id)
+        .await?)
 }
 
 /// The organization's pending invitations, for its managers.
@@ -303,6 +315,7 @@ pub async fn invitations(
     require_manager(principal)?;
     Ok(state
         .database
+        .teams()
         .invitations(principal.user.org_id, OffsetDateTime::now_utc())
         .await?)
 }

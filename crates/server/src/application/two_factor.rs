@@ -35,6 +35,7 @@ pub async fn begin(state: &AppState, principal: &Principal) -> Result<Enrollment
     let secret = TotpSecret::generate();
     let started = state
         .database
+        .two_factor()
         .start_totp_enrollment(user.id, secret.expose(), OffsetDateTime::now_utc())
         .await?;
     if !started {
@@ -65,6 +66,7 @@ pub async fn confirm_with(
     let user = &principal.user;
     let pending = state
         .database
+        .two_factor()
         .totp(user.id)
         .await?
         .filter(|totp| !totp.enabled)
@@ -89,11 +91,13 @@ pub async fn confirm_with(
     .await?;
     state
         .database
+        .lockout()
         .forgive_login_attempt(claimant.email())
         .await?;
     let (codes, hashes) = new_backup_codes(&state.backup_code_key, user.id);
     let enabled = state
         .database
+        .two_factor()
         .enable_totp(user.id, &pending.sealed, step, &hashes, now)
         .await?;
     if !enabled {
@@ -120,7 +124,7 @@ pub async fn disable_with(
     }
     // Through the lockout gate: a stolen session is no code oracle.
     second_factor::check(state, trail, user, proof).await?;
-    state.database.disable_totp(user.id).await?;
+    state.database.two_factor().disable_totp(user.id).await?;
     audit::record(
         &state.database,
         trail.by_user(user, Action::MfaDisabled, Outcome::Success),
@@ -142,6 +146,7 @@ pub async fn regenerate(
     let (codes, hashes) = new_backup_codes(&state.backup_code_key, user.id);
     state
         .database
+        .two_factor()
         .replace_backup_codes(user.id, &hashes)
         .await?;
     audit::record(
@@ -159,7 +164,12 @@ pub async fn forget_device(
     id: Uuid,
 ) -> Result<(), DomainError> {
     let user = &principal.user;
-    if !state.database.revoke_trusted_device(user.id, id).await? {
+    if !state
+        .database
+        .two_factor()
+        .revoke_trusted_device(user.id, id)
+        .await?
+    {
         return Err(DomainError::NotFound);
     }
     audit::record(
@@ -180,6 +190,7 @@ pub async fn backup_codes_left(
 ) -> Result<i64, DomainError> {
     Ok(state
         .database
+        .two_factor()
         .unused_backup_codes(principal.user.id)
         .await?)
 }
@@ -191,6 +202,7 @@ pub async fn trusted_devices(
 ) -> Result<Vec<TrustedDevice>, DomainError> {
     Ok(state
         .database
+        .two_factor()
         .trusted_devices(principal.user.id, OffsetDateTime::now_utc())
         .await?)
 }

@@ -109,6 +109,7 @@ pub async fn queue(
     };
     let admission = state
         .database
+        .bulk_jobs()
         .create_job(org_id, &job, month_of(now).0, now)
         .await?;
     match admission {
@@ -141,7 +142,7 @@ pub async fn work_job(
     lease: &Lease,
 ) -> Result<(), DomainError> {
     let database = &state.database;
-    let Some(job) = database.start_bulk_job(claim).await? else {
+    let Some(job) = database.bulk_jobs().start_bulk_job(claim).await? else {
         // Cancelled, or ended, since it was queued: nothing to do.
         return Ok(());
     };
@@ -154,6 +155,7 @@ pub async fn work_job(
         Err(error) => {
             tracing::warn!(job = %job.id, %error, "a verification job failed its last try");
             database
+                .bulk_jobs()
                 .end_job(
                     &job,
                     claim,
@@ -165,6 +167,7 @@ pub async fn work_job(
         }
     };
     database
+        .bulk_jobs()
         .end_job(&job, claim, ending, OffsetDateTime::now_utc())
         .await?;
     tracing::info!(job = %job.id, ?ending, "verification job ended");
@@ -185,11 +188,12 @@ async fn work_chunks(
             return Ok(None);
         }
         // Cancelled since the last chunk: nothing more is charged.
-        match database.job(job.org(), job.id).await? {
+        match database.bulk_jobs().job(job.org(), job.id).await? {
             Some(now) if now.status == JobState::Running => {}
             _ => return Ok(None),
         }
         let rows = database
+            .bulk_jobs()
             .unchecked_rows(job, state.queue.settings.bulk_chunk)
             .await?;
         if rows.is_empty() {
@@ -203,6 +207,7 @@ async fn work_chunks(
             Err(VerifyError::Storage(error)) => return Err(error),
         };
         if !database
+            .bulk_jobs()
             .record_rows(job, claim, &results, OffsetDateTime::now_utc())
             .await?
         {
@@ -216,6 +221,7 @@ pub async fn job(state: &AppState, caller: &Caller, id: JobId) -> Result<BulkJob
     caller.require(Scope::Verify, false)?;
     state
         .database
+        .bulk_jobs()
         .job(caller.org_id(), id)
         .await?
         .ok_or(DomainError::NotFound)
@@ -226,7 +232,12 @@ pub async fn job(state: &AppState, caller: &Caller, id: JobId) -> Result<BulkJob
 pub async fn cancel_job(state: &AppState, caller: &Caller, id: JobId) -> Result<(), DomainError> {
     let job = job(state, caller, id).await?;
     let now = OffsetDateTime::now_utc();
-    if state.database.cancel_job(job.org(), id, now).await? {
+    if state
+        .database
+        .bulk_jobs()
+        .cancel_job(job.org(), id, now)
+        .await?
+    {
         Ok(())
     } else {
         Err(DomainError::Conflict(Conflict::JobEnded {
@@ -245,6 +256,7 @@ pub async fn job_results(
 ) -> Result<Vec<(i64, String, Option<String>)>, DomainError> {
     Ok(state
         .database
+        .bulk_jobs()
         .job_results(job.org(), job.id, after, limit)
         .await?)
 }
@@ -256,7 +268,11 @@ pub async fn jobs(
     limit: i64,
 ) -> Result<Vec<BulkJob>, DomainError> {
     caller.require(Scope::Verify, false)?;
-    Ok(state.database.jobs(caller.org_id(), limit).await?)
+    Ok(state
+        .database
+        .bulk_jobs()
+        .jobs(caller.org_id(), limit)
+        .await?)
 }
 
 /// A page of the organization's verification log.
@@ -268,6 +284,7 @@ pub async fn log(
     caller.require(Scope::Verify, false)?;
     Ok(state
         .database
+        .verifications()
         .verification_log(caller.org_id(), query)
         .await?)
 }
@@ -280,6 +297,7 @@ pub async fn usage(
 ) -> Result<(Plan, i64), DomainError> {
     Ok(state
         .database
+        .usage()
         .quota(org_id, Metric::Verifications, start)
         .await?)
 }

@@ -65,6 +65,7 @@ async fn authenticate_key(
     let lookup_id = api_key::lookup_id(presented.expose_secret()).ok_or_else(invalid_api_key)?;
     let stored = state
         .database
+        .api_keys()
         .api_key_by_lookup_id(lookup_id)
         .await?
         .filter(|stored| api_key::matches(presented, &stored.key_hash))
@@ -92,6 +93,7 @@ async fn authenticate_key(
     if state.key_uses.due(stored.id, ip) {
         state
             .database
+            .api_keys()
             .touch_api_key(stored.org_id, stored.id, ip, now)
             .await?;
     }

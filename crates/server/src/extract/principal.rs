@@ -105,6 +105,7 @@ impl Principal {
         let now = OffsetDateTime::now_utc();
         let owner = state
             .database
+            .accounts()
             .session_owner(&session::token_hash(token), now)
             .await
             .map_err(ApiError::internal)?;
@@ -115,6 +116,7 @@ impl Principal {
         if now - owner.last_seen_at > TOUCH_INTERVAL {
             state
                 .database
+                .accounts()
                 .touch_session(owner.user.id, owner.session_id, now, now + SESSION_TTL)
                 .await
                 .map_err(ApiError::internal)?;
@@ -134,6 +136,7 @@ async fn from_access_token(token: &str, state: &AppState) -> Result<Principal, A
     let now = OffsetDateTime::now_utc();
     let live = state
         .database
+        .tokens()
         .token_family_live(claims.sub, claims.sid, now)
         .await
         .map_err(ApiError::internal)?;
@@ -142,6 +145,7 @@ async fn from_access_token(token: &str, state: &AppState) -> Result<Principal, A
     }
     let user = state
         .database
+        .accounts()
         .user_by_id(claims.sub)
         .await
         .map_err(ApiError::internal)?

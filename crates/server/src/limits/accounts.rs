@@ -38,7 +38,7 @@ pub(crate) async fn limit_user(
     handler: impl Future<Output = Response>,
 ) -> Response {
     use axum::response::IntoResponse;
-    let plan = match state.database.plan_of(principal.user.org_id).await {
+    let plan = match state.database.teams().plan_of(principal.user.org_id).await {
         Ok(plan) => plan,
         Err(error) => return crate::problem::ApiError::internal(error).into_response(),
     };

@@ -234,6 +234,7 @@ pub async fn token(
             let alert = accounts::new_device_mail(&state, &trail, &user).await?;
             let NewDevice(new_device) = state
                 .database
+                .tokens()
                 .start_token_family(
                     user.id,
                     &first,
@@ -273,6 +274,7 @@ pub async fn token(
             let grace = time::Duration::try_from(REFRESH_GRACE).unwrap_or(time::Duration::ZERO);
             let rotation = state
                 .database
+                .tokens()
                 .rotate_refresh_token(&tokens::refresh_hash(presented), &child, grace, now)
                 .await?;
             match rotation {
@@ -304,7 +306,12 @@ pub async fn token(
                 ),
                 Rotation::Reused { user_id, family_id } => {
                     tracing::warn!(%user_id, %family_id, "retired refresh token reused: family revoked");
-                    let org_id = state.database.user_by_id(user_id).await?.map(|u| u.org_id);
+                    let org_id = state
+                        .database
+                        .accounts()
+                        .user_by_id(user_id)
+                        .await?
+                        .map(|u| u.org_id);
                     audit::record(
                         &state.database,
                         AuditEvent {

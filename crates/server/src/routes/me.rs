@@ -115,6 +115,7 @@ pub async fn audit_log(
     let limit = query.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
     let entries = state
         .database
+        .audit()
         .audit_for_actor(principal.user.id, query.cursor, i64::from(limit))
         .await
         .map_err(ApiError::internal)?;
@@ -132,6 +133,7 @@ pub async fn org_audit_log(
     let limit = query.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
     let entries = state
         .database
+        .audit()
         .audit_for_org(caller.org_id(), query.cursor, i64::from(limit))
         .await
         .map_err(ApiError::internal)?;

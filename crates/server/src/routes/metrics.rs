@@ -26,7 +26,7 @@ pub async fn metrics(
     }
     // The queue is counted at the scrape; a database that does not answer leaves the last
     // counts, and the rest of the page still serves.
-    match state.database.job_depths().await {
+    match state.database.queue().job_depths().await {
         Ok(depths) => state.metrics.record_queue(&depths),
         Err(error) => tracing::warn!(%error, "the work queue could not be counted"),
     }

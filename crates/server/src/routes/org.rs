@@ -103,6 +103,7 @@ pub async fn update(
     };
     state
         .database
+        .accounts()
         .update_org_policies(org_id, &change)
         .await
         .map_err(ApiError::internal)?;
@@ -139,11 +140,13 @@ pub async fn show(
     let org_id = principal.user.org_id;
     let name = state
         .database
+        .teams()
         .org_name(org_id)
         .await
         .map_err(ApiError::internal)?;
     let plan = state
         .database
+        .teams()
         .plan_of(org_id)
         .await
         .map_err(ApiError::internal)?;

@@ -63,15 +63,24 @@ pub async fn export(
         trail.by_user(user, Action::AccountExported, Outcome::Success),
     )
     .await?;
-    let sessions = state.database.sessions_of(user.id, now).await?;
-    let devices = state.database.trusted_devices(user.id, now).await?;
-    let sign_ins = state.database.sign_in_devices(user.id).await?;
-    let backup_codes_left = state.database.unused_backup_codes(user.id).await?;
+    let sessions = state.database.accounts().sessions_of(user.id, now).await?;
+    let devices = state
+        .database
+        .two_factor()
+        .trusted_devices(user.id, now)
+        .await?;
+    let sign_ins = state.database.accounts().sign_in_devices(user.id).await?;
+    let backup_codes_left = state
+        .database
+        .two_factor()
+        .unused_backup_codes(user.id)
+        .await?;
     let mut entries = Vec::new();
     let mut cursor = None;
     loop {
         let page = state
             .database
+            .audit()
             .audit_for_actor(user.id, cursor, EXPORT_PAGE)
             .await?;
         cursor = page.last().map(|entry| entry.id);

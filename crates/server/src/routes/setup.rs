@@ -29,7 +29,7 @@ use crate::views::layout;
 
 /// With no account yet, a fresh setup link (replacing any earlier one); otherwise `None`.
 pub async fn setup_link(database: &Database, public_url: &Url) -> anyhow::Result<Option<Url>> {
-    if database.has_accounts().await? {
+    if database.accounts().has_accounts().await? {
         return Ok(None);
     }
     let mut secret = [0u8; 32];
@@ -37,6 +37,7 @@ pub async fn setup_link(database: &Database, public_url: &Url) -> anyhow::Result
     let token = URL_SAFE_NO_PAD.encode(secret);
     let expires_at = OffsetDateTime::now_utc() + SETUP_TOKEN_TTL;
     database
+        .accounts()
         .save_setup_token(&session::token_hash(&token), expires_at)
         .await?;
     let mut link = public_url.join("/setup")?;
@@ -115,6 +116,7 @@ async fn create_first_admin(
     };
     let user: User = state
         .database
+        .accounts()
         .complete_setup(&token_hash, &account, &issued.record, &event, now)
         .await?
         .ok_or(DomainError::Forbidden(Forbidden::SetupTokenInvalid))?;

@@ -29,23 +29,28 @@ pub async fn run_periodically(database: Database, limiter: AuthLimiter) {
         every.tick().await;
         limiter.forget_idle();
         let now = OffsetDateTime::now_utc();
-        match database.purge_audit(now - RETENTION).await {
+        match database.audit().purge_audit(now - RETENTION).await {
             Ok(0) => {}
             Ok(purged) => tracing::info!(purged, "purged audit entries past retention"),
             Err(error) => tracing::warn!(%error, "audit purge failed; retrying later"),
         }
         // The verification log is kept as long as the audit log.
-        match database.purge_verifications(now - RETENTION).await {
+        match database
+            .verifications()
+            .purge_verifications(now - RETENTION)
+            .await
+        {
             Ok(0) => {}
             Ok(purged) => tracing::info!(purged, "purged verification log past retention"),
             Err(error) => tracing::warn!(%error, "verification log purge failed; retrying later"),
         }
-        match database.purge_jobs(now - RETENTION).await {
+        match database.bulk_jobs().purge_jobs(now - RETENTION).await {
             Ok(0) => {}
             Ok(purged) => tracing::info!(purged, "purged verification jobs past retention"),
             Err(error) => tracing::warn!(%error, "verification job purge failed; retrying later"),
         }
         match database
+            .bulk_jobs()
             .purge_ended_job_rows(now - ENDED_JOB_ROWS_KEPT, now)
             .await
         {
@@ -54,6 +59,7 @@ pub async fn run_periodically(database: Database, limiter: AuthLimiter) {
             Err(error) => tracing::warn!(%error, "purging ended jobs' rows failed; retrying later"),
         }
         match database
+            .queue()
             .purge_finished_jobs(FINISHED_JOBS_KEPT, DEAD_JOBS_KEPT)
             .await
         {
@@ -62,6 +68,7 @@ pub async fn run_periodically(database: Database, limiter: AuthLimiter) {
             Err(error) => tracing::warn!(%error, "purging the work queue failed; retrying later"),
         }
         match database
+            .lockout()
             .purge_login_failures(now - QUIET_COUNTERS_KEPT, now)
             .await
         {
@@ -69,7 +76,11 @@ pub async fn run_periodically(database: Database, limiter: AuthLimiter) {
             Ok(purged) => tracing::info!(purged, "forgot the failed sign-ins of quiet addresses"),
             Err(error) => tracing::warn!(%error, "purging failed sign-ins failed; retrying later"),
         }
-        if let Err(error) = database.purge_expired_second_factor_state(now).await {
+        if let Err(error) = database
+            .two_factor()
+            .purge_expired_second_factor_state(now)
+            .await
+        {
             tracing::warn!(%error, "purging expired sign-in challenges failed; retrying later");
         }
         match database.rotate_data_keys(now).await {

@@ -23,6 +23,7 @@ pub async fn run(state: AppState, kind: JobKind) {
     loop {
         match state
             .database
+            .queue()
             .claim_next_job(&runner.name, &[kind], runner.settings.lease)
             .await
         {
@@ -62,7 +63,12 @@ async fn renew(state: AppState, job: ClaimedJob, lease: Lease) {
     every.tick().await;
     loop {
         every.tick().await;
-        match state.database.renew_job_lease(&job, settings.lease).await {
+        match state
+            .database
+            .queue()
+            .renew_job_lease(&job, settings.lease)
+            .await
+        {
             Ok(true) => {}
             Ok(false) => {
                 lease.lose();
@@ -76,13 +82,13 @@ async fn renew(state: AppState, job: ClaimedJob, lease: Lease) {
 async fn finish(state: &AppState, job: &ClaimedJob, outcome: Result<(), DomainError>) {
     let database = &state.database;
     let recorded = match &outcome {
-        Ok(()) => database.complete_job(job).await,
+        Ok(()) => database.queue().complete_job(job).await,
         Err(error) => {
             // Why, for the job's record: the whole chain of causes, never a secret.
             let error = format!("{error:#}");
             let backoff = job.kind.retry_policy().backoff(job.attempt);
             tracing::warn!(job = %job.id, kind = job.kind.as_str(), attempt = job.attempt, %error, "a queued job failed");
-            database.fail_job(job, &error, backoff).await
+            database.queue().fail_job(job, &error, backoff).await
         }
     };
     match recorded {

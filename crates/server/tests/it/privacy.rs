@@ -22,7 +22,12 @@ async fn chains_verify(db: &TestDatabase) -> bool {
         .unlock(master, time::OffsetDateTime::now_utc())
         .await
         .unwrap();
-    database.verify_audit_chains().await.unwrap().is_none()
+    database
+        .audit()
+        .verify_audit_chains()
+        .await
+        .unwrap()
+        .is_none()
 }
 
 both_backends! {

@@ -66,7 +66,7 @@ impl TestApp {
     pub async fn mail_settled(&self) {
         // Bounded generously: a busy machine may take a while, and only a stuck mail fails.
         for _ in 0..1200 {
-            let depths = self.database.job_depths().await.unwrap();
+            let depths = self.database.queue().job_depths().await.unwrap();
             if depths.iter().all(|kind| kind.queued + kind.running == 0) {
                 self.mail.settled().await;
                 return;
