@@ -114,7 +114,7 @@ impl App {
 
     /// With no account yet: a fresh one-time link that creates the first super-admin.
     pub async fn setup_link(&self) -> anyhow::Result<Option<Url>> {
-        crate::routes::setup::setup_link(&self.database, &self.public_url).await
+        Ok(crate::application::installation::setup_link(&self.database, &self.public_url).await?)
     }
 
     /// Where users reach this server.

@@ -98,6 +98,12 @@ pub enum DomainError {
     /// Not allowed, and why.
     #[error("{0:?}")]
     Forbidden(Forbidden),
+    /// A refresh token unknown, expired, revoked or reused: sign in again.
+    #[error("the refresh token is not valid")]
+    InvalidGrant,
+    /// The database does not answer: try again later.
+    #[error("the database is not reachable")]
+    DatabaseUnreachable,
     /// A failure of ours: logged, never shown.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),

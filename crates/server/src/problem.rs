@@ -247,6 +247,16 @@ impl From<DomainError> for ApiError {
                 ApiError::new(StatusCode::CONFLICT, code, detail)
             }
             DomainError::NotFound => ApiError::not_found(),
+            DomainError::InvalidGrant => ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_grant",
+                "The refresh token is unknown, expired or revoked: sign in again.",
+            ),
+            DomainError::DatabaseUnreachable => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "database_unreachable",
+                "The database is not reachable.",
+            ),
             DomainError::Internal(cause) => ApiError::internal(cause),
         }
     }

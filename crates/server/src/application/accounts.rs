@@ -12,13 +12,15 @@ use mailroom_core::{EmailAddress, SessionId};
 use mailroom_crypto::password::Verification;
 use mailroom_mail::queued::MailMessage;
 use mailroom_storage::accounts::{
-    CodeAttempt, NewAccount, NewDevice, PlatformRole, SessionInfo, User,
+    CodeAttempt, NewAccount, NewDevice, PlatformRole, SessionInfo, SignInDevice, User,
 };
 use mailroom_storage::audit::AuditEntry;
 use mailroom_storage::privacy::Deletion;
 use mailroom_storage::queue::{JobKind, PreparedJob};
+use mailroom_storage::two_factor::TrustedDevice;
 use secrecy::{ExposeSecret, SecretString};
 use time::OffsetDateTime;
+use uuid::Uuid;
 
 use crate::application::actor::Credential;
 use crate::application::actor::Principal;
@@ -700,15 +702,64 @@ pub async fn sessions(
         .await?)
 }
 
-/// The owner's newest audit entries, `limit` of them.
-pub async fn recent_activity(
+/// A page of the owner's audit entries, newest first, before entry `before`.
+pub async fn activity(
     state: &AppState,
     principal: &Principal,
+    before: Option<Uuid>,
     limit: i64,
 ) -> Result<Vec<AuditEntry>, DomainError> {
     Ok(state
         .database
         .audit()
-        .audit_for_actor(principal.user.id, None, limit)
+        .audit_for_actor(principal.user.id, before, limit)
         .await?)
+}
+
+/// Audit entries read per query while exporting.
+const EXPORT_PAGE: i64 = 500;
+
+/// What mailroom holds about an account (docs/security.md#account-export), as its owner
+/// exports it.
+pub struct AccountExport {
+    pub sessions: Vec<SessionInfo>,
+    pub sign_in_devices: Vec<SignInDevice>,
+    pub trusted_devices: Vec<TrustedDevice>,
+    pub backup_codes_left: i64,
+    /// Every audit entry of the owner's, newest first, the export's own included.
+    pub audit_entries: Vec<AuditEntry>,
+}
+
+/// Exports the account for its owner: audited first, so that the export holds its own entry.
+pub async fn export(
+    state: &AppState,
+    trail: &AuditTrail,
+    principal: &Principal,
+) -> Result<AccountExport, DomainError> {
+    let user = &principal.user;
+    let now = OffsetDateTime::now_utc();
+    audit::record(
+        &state.database,
+        trail.by_user(user, Action::AccountExported, Outcome::Success),
+    )
+    .await?;
+    let (accounts, two_factor) = (state.database.accounts(), state.database.two_factor());
+    let mut audit_entries = Vec::new();
+    let mut before = None;
+    loop {
+        let page = activity(state, principal, before, EXPORT_PAGE).await?;
+        before = page.last().map(|entry| entry.id);
+        let last_page = page.len() < usize::try_from(EXPORT_PAGE).unwrap_or(usize::MAX);
+        audit_entries.extend(page);
+        if last_page {
+            break;
+        }
+    }
+    Ok(AccountExport {
+        sessions: accounts.sessions_of(user.id, now).await?,
+        sign_in_devices: accounts.sign_in_devices(user.id).await?,
+        trusted_devices: two_factor.trusted_devices(user.id, now).await?,
+        backup_codes_left: two_factor.unused_backup_codes(user.id).await?,
+        audit_entries,
+    })
 }

@@ -5,8 +5,11 @@
 pub mod accounts;
 pub mod actor;
 pub mod admin;
+pub mod api_tokens;
+pub mod installation;
 pub mod keys;
 pub mod lockout;
+pub mod org;
 pub mod second_factor;
 pub mod system_mail;
 pub mod teams;

@@ -57,7 +57,7 @@ async fn security(
     error: Option<&ApiError>,
 ) -> Result<Response, ApiError> {
     let sessions = accounts::sessions(state, principal).await?;
-    let activity = accounts::recent_activity(state, principal, 20).await?;
+    let activity = accounts::activity(state, principal, None, 20).await?;
     let second_factor = section(state, principal).await?;
     let when = |time: OffsetDateTime| time.format(&Rfc3339).unwrap_or_default();
     let markup = layout(

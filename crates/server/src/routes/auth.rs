@@ -8,27 +8,20 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use mailroom_core::TokenFamilyId;
-use mailroom_core::accounts::{ACCESS_TOKEN_TTL, REFRESH_FAMILY_TTL, REFRESH_GRACE};
-use mailroom_core::audit::{Action, AuditEvent, Outcome};
-use mailroom_storage::accounts::{Device, NewDevice, SignInRecord, User};
-use secrecy::{ExposeSecret, SecretString};
+use mailroom_core::accounts::ACCESS_TOKEN_TTL;
+use mailroom_storage::accounts::User;
+use secrecy::SecretString;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use time::OffsetDateTime;
 
-use crate::application::accounts;
-use crate::application::second_factor;
-use crate::audit::{self, AuditTrail};
-use crate::auth::{session, tokens};
+use crate::application::{accounts, api_tokens, second_factor};
+use crate::audit::AuditTrail;
+use crate::auth::session;
 use crate::error::DomainError;
 use crate::extract::principal::SetupPrincipal;
 use crate::json::ApiJson;
 use crate::problem::ApiError;
 use crate::state::AppState;
-use mailroom_storage::queue::JobKind;
-use mailroom_storage::tokens::{NewRefreshToken, Rotation};
-use uuid::Uuid;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -203,138 +196,30 @@ pub async fn token(
     trail: AuditTrail,
     ApiJson(body): ApiJson<TokenRequest>,
 ) -> Result<Response, ApiError> {
-    let now = OffsetDateTime::now_utc();
-    let (user_id, family, jti, issued_at, authenticated_at, refresh_token) = match body {
+    let pair = match body {
         TokenRequest::Password {
             email,
             password,
             totp_code,
             backup_code,
         } => {
-            let user = accounts::authenticate(&state, &trail, &email, &password).await?;
-            if user.mfa_enabled {
-                if totp_code.is_none() && backup_code.is_none() {
-                    return Err(DomainError::MfaRequired { mfa_token: None }.into());
-                }
-                let proof =
-                    second_factor::Proof::from_fields(totp_code.as_ref(), backup_code.as_ref())?;
-                second_factor::check(&state, &trail, &user, proof).await?;
-            }
-            let refresh_token = tokens::new_refresh_token();
-            let first = NewRefreshToken {
-                id: Uuid::now_v7(),
-                token_hash: tokens::refresh_hash(&refresh_token),
-                access_jti: Uuid::now_v7(),
-                access_iat: now,
-            };
-            let signed_in = AuditEvent {
-                target: Some(format!("token family {}", first.id)),
-                ..trail.by_user(&user, Action::SigninSucceeded, Outcome::Success)
-            };
-            let alert = accounts::new_device_mail(&state, &trail, &user).await?;
-            let NewDevice(new_device) = state
-                .database
-                .tokens()
-                .start_token_family(
-                    user.id,
-                    &first,
-                    now + REFRESH_FAMILY_TTL,
-                    SignInRecord {
-                        device: Device {
-                            ip: trail.ip(),
-                            user_agent: trail.user_agent(),
-                        },
-                        event: &signed_in,
-                        new_device_mail: Some(&alert),
-                    },
-                    now,
-                )
-                .await?;
-            if new_device {
-                state.queue.wake(JobKind::SystemMail);
-            }
-            (
-                user.id,
-                TokenFamilyId::from_uuid(first.id),
-                first.access_jti,
-                now,
-                now,
-                refresh_token,
+            api_tokens::password_grant(
+                &state,
+                &trail,
+                &email,
+                &password,
+                totp_code.as_ref(),
+                backup_code.as_ref(),
             )
+            .await?
         }
         TokenRequest::RefreshToken { refresh_token } => {
-            let presented = refresh_token.expose_secret();
-            let successor = state.tokens.successor(presented);
-            let child = NewRefreshToken {
-                id: Uuid::now_v7(),
-                token_hash: tokens::refresh_hash(&successor),
-                access_jti: Uuid::now_v7(),
-                access_iat: now,
-            };
-            let grace = time::Duration::try_from(REFRESH_GRACE).unwrap_or(time::Duration::ZERO);
-            let rotation = state
-                .database
-                .tokens()
-                .rotate_refresh_token(&tokens::refresh_hash(presented), &child, grace, now)
-                .await?;
-            match rotation {
-                Rotation::Rotated {
-                    user_id,
-                    family_id,
-                    authenticated_at,
-                } => (
-                    user_id,
-                    family_id,
-                    child.access_jti,
-                    now,
-                    authenticated_at,
-                    successor,
-                ),
-                Rotation::Replayed {
-                    user_id,
-                    family_id,
-                    access_jti,
-                    access_iat,
-                    authenticated_at,
-                } => (
-                    user_id,
-                    family_id,
-                    access_jti,
-                    access_iat,
-                    authenticated_at,
-                    successor,
-                ),
-                Rotation::Reused { user_id, family_id } => {
-                    tracing::warn!(%user_id, %family_id, "retired refresh token reused: family revoked");
-                    let org_id = state
-                        .database
-                        .accounts()
-                        .user_by_id(user_id)
-                        .await?
-                        .map(|u| u.org_id);
-                    audit::record(
-                        &state.database,
-                        AuditEvent {
-                            org_id,
-                            actor: Some(user_id),
-                            target: Some(format!("token family {family_id}")),
-                            ..trail.event(Action::TokenFamilyRevoked, Outcome::Success)
-                        },
-                    )
-                    .await?;
-                    return Err(invalid_grant());
-                }
-                Rotation::Invalid => return Err(invalid_grant()),
-            }
+            api_tokens::refresh_grant(&state, &trail, &refresh_token).await?
         }
     };
-    let access_token = state
-        .tokens
-        .access_token(user_id, family, jti, issued_at, authenticated_at)
-        .map_err(ApiError::internal)?;
     Ok(Json(json!({
-        "access_token": access_token,
-        "refresh_token": refresh_token,
+        "access_token": pair.access_token,
+        "refresh_token": pair.refresh_token,
         "token_type": "Bearer",
         "expires_in": ACCESS_TOKEN_TTL.as_secs(),
     }))
@@ -389,12 +274,4 @@ fn pending() -> Response {
         Json(json!({ "status": "accepted", "detail": "If the address can receive a code, one is on its way." })),
     )
         .into_response()
-}
-
-fn invalid_grant() -> ApiError {
-    ApiError::new(
-        StatusCode::UNAUTHORIZED,
-        "invalid_grant",
-        "The refresh token is unknown, expired or revoked: sign in again.",
-    )
 }

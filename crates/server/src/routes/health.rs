@@ -2,9 +2,9 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
 use serde_json::{Value, json};
 
+use crate::application::installation;
 use crate::problem::ApiError;
 use crate::state::AppState;
 
@@ -15,18 +15,9 @@ pub async fn healthz() -> Json<Value> {
 
 /// Ready to serve: the database answers.
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    match state.database.ping().await {
-        Ok(()) => Ok(Json(json!({
-            "status": "ready",
-            "database": state.database.backend().name(),
-        }))),
-        Err(error) => {
-            tracing::warn!(%error, "readiness check failed: database unreachable");
-            Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "database_unreachable",
-                "The database is not reachable.",
-            ))
-        }
-    }
+    let backend = installation::readiness(&state).await?;
+    Ok(Json(json!({
+        "status": "ready",
+        "database": backend.name(),
+    })))
 }

@@ -11,15 +11,14 @@ use serde_json::{Value, json};
 use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
-use crate::application::accounts;
 use crate::application::actor::Caller;
+use crate::application::{accounts, org};
 use crate::audit::AuditTrail;
 use crate::extract::Principal;
 use crate::listing::{Format, defuse, next_cursor};
 use crate::problem::ApiError;
 use crate::state::AppState;
 use mailroom_core::SessionId;
-use mailroom_core::api_keys::Scope;
 use secrecy::SecretString;
 
 #[derive(Deserialize)]
@@ -113,12 +112,7 @@ pub async fn audit_log(
     Query(query): Query<AuditQuery>,
 ) -> Result<Response, ApiError> {
     let limit = query.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
-    let entries = state
-        .database
-        .audit()
-        .audit_for_actor(principal.user.id, query.cursor, i64::from(limit))
-        .await
-        .map_err(ApiError::internal)?;
+    let entries = accounts::activity(&state, &principal, query.cursor, i64::from(limit)).await?;
     audit_page(&entries, limit, query.format)
 }
 
@@ -129,14 +123,8 @@ pub async fn org_audit_log(
     caller: Caller,
     Query(query): Query<AuditQuery>,
 ) -> Result<Response, ApiError> {
-    caller.require(Scope::AuditRead, true)?;
     let limit = query.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
-    let entries = state
-        .database
-        .audit()
-        .audit_for_org(caller.org_id(), query.cursor, i64::from(limit))
-        .await
-        .map_err(ApiError::internal)?;
+    let entries = org::audit_log(&state, &caller, query.cursor, i64::from(limit)).await?;
     audit_page(&entries, limit, query.format)
 }
 

@@ -7,6 +7,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 
+use crate::application::installation;
 use crate::edge::context::RequestContext;
 use crate::problem::ApiError;
 use crate::state::AppState;
@@ -26,7 +27,7 @@ pub async fn metrics(
     }
     // The queue is counted at the scrape; a database that does not answer leaves the last
     // counts, and the rest of the page still serves.
-    match state.database.queue().job_depths().await {
+    match installation::queue_depths(&state).await {
         Ok(depths) => state.metrics.record_queue(&depths),
         Err(error) => tracing::warn!(%error, "the work queue could not be counted"),
     }

@@ -1,25 +1,18 @@
-//! The caller's organization. For now its policies: the session idle timeout (docs/security.md#session-cookie),
-//! password composition rules (docs/security.md#password-hashing) and a second factor for everyone (docs/security.md#mfa-required); names, members and invitations arrive with teams.
+//! The caller's organization: its name, plan and policies
+//! ([`crate::application::org`]).
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::audit::{self, AuditTrail};
-use crate::error::{DomainError, Forbidden};
+use crate::application::org::{self, SettingsChange};
+use crate::audit::AuditTrail;
 use crate::extract::Principal;
 use crate::json::ApiJson;
 use crate::problem::ApiError;
 use crate::state::AppState;
-use mailroom_core::audit::{Action, AuditEvent, Outcome};
-use mailroom_core::org::MAX_ORG_NAME;
 use mailroom_core::password_policy::CompositionRules;
-use mailroom_storage::accounts::OrgPolicyChange;
-
-/// The longest idle timeout an organization may set: the session lifetime itself.
-const MAX_IDLE_MINUTES: u32 = 30 * 24 * 60;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -64,34 +57,9 @@ pub async fn update(
     principal: Principal,
     ApiJson(body): ApiJson<OrgUpdate>,
 ) -> Result<Json<Value>, ApiError> {
-    if !principal.user.org_role.manages() {
-        return Err(DomainError::Forbidden(Forbidden::NotAManager).into());
-    }
-    let org_id = principal.user.org_id;
-    if let Some(Some(minutes)) = body.session_idle_timeout_minutes
-        && (minutes == 0 || minutes > MAX_IDLE_MINUTES)
-    {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_field",
-            format!("session_idle_timeout_minutes must be 1 to {MAX_IDLE_MINUTES}, or null"),
-        )
-        .with_field("session_idle_timeout_minutes"));
-    }
-    let name = body.name.as_deref().map(str::trim);
-    if name.is_some_and(|name| name.is_empty() || name.chars().count() > MAX_ORG_NAME) {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_field",
-            format!("name must be 1 to {MAX_ORG_NAME} characters"),
-        )
-        .with_field("name"));
-    }
-    let change = OrgPolicyChange {
-        name: name.map(str::to_owned),
-        idle_timeout_secs: body
-            .session_idle_timeout_minutes
-            .map(|minutes| minutes.map(|m| i64::from(m) * 60)),
+    let change = SettingsChange {
+        name: body.name,
+        session_idle_timeout_minutes: body.session_idle_timeout_minutes,
         password_rules: body.password_rules.map(|rules| CompositionRules {
             uppercase: rules.uppercase,
             lowercase: rules.lowercase,
@@ -101,35 +69,8 @@ pub async fn update(
         require_mfa: body.require_mfa,
         members_create_keys: body.members_create_keys,
     };
-    state
-        .database
-        .accounts()
-        .update_org_policies(org_id, &change)
-        .await
-        .map_err(ApiError::internal)?;
-    let target = format!(
-        "name={} session_idle_timeout_minutes={:?} password_rules={} require_mfa={:?} \
-         members_create_keys={:?}",
-        change.name.is_some(),
-        body.session_idle_timeout_minutes,
-        body.password_rules.is_some(),
-        body.require_mfa,
-        body.members_create_keys
-    );
-    audit::record(
-        &state.database,
-        AuditEvent {
-            session_id: principal.session_id(),
-            target: Some(target),
-            ..trail.by_user(
-                &principal.user,
-                Action::OrgSettingsChanged,
-                Outcome::Success,
-            )
-        },
-    )
-    .await?;
-    Ok(Json(json!({ "id": org_id })))
+    org::change_settings(&state, &trail, &principal, &change).await?;
+    Ok(Json(json!({ "id": principal.user.org_id })))
 }
 
 /// `GET /v1/org`: the caller's organization, its plan, and the caller's role in it.
@@ -138,18 +79,7 @@ pub async fn show(
     principal: Principal,
 ) -> Result<Json<Value>, ApiError> {
     let org_id = principal.user.org_id;
-    let name = state
-        .database
-        .teams()
-        .org_name(org_id)
-        .await
-        .map_err(ApiError::internal)?;
-    let plan = state
-        .database
-        .teams()
-        .plan_of(org_id)
-        .await
-        .map_err(ApiError::internal)?;
+    let org::OrgInfo { name, plan } = org::info(&state, &principal).await?;
     Ok(Json(json!({
         "id": org_id,
         "name": name,

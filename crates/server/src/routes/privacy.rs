@@ -5,14 +5,13 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use mailroom_core::audit::{Action, Outcome};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::application::accounts;
-use crate::audit::{self, AuditTrail};
+use crate::audit::AuditTrail;
 use crate::auth::session;
 use crate::extract::principal::SetupPrincipal;
 use crate::json::ApiJson;
@@ -20,9 +19,6 @@ use crate::problem::ApiError;
 use crate::routes::auth::user_json;
 use crate::routes::me::entry_json;
 use crate::state::AppState;
-
-/// Audit entries read per query while exporting.
-const EXPORT_PAGE: i64 = 500;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -57,39 +53,14 @@ pub async fn export(
     let user = &principal.user;
     let now = OffsetDateTime::now_utc();
     let when = |time: OffsetDateTime| time.format(&Rfc3339).unwrap_or_default();
-    // Recorded first, so that the export holds its own entry.
-    audit::record(
-        &state.database,
-        trail.by_user(user, Action::AccountExported, Outcome::Success),
-    )
-    .await?;
-    let sessions = state.database.accounts().sessions_of(user.id, now).await?;
-    let devices = state
-        .database
-        .two_factor()
-        .trusted_devices(user.id, now)
-        .await?;
-    let sign_ins = state.database.accounts().sign_in_devices(user.id).await?;
-    let backup_codes_left = state
-        .database
-        .two_factor()
-        .unused_backup_codes(user.id)
-        .await?;
-    let mut entries = Vec::new();
-    let mut cursor = None;
-    loop {
-        let page = state
-            .database
-            .audit()
-            .audit_for_actor(user.id, cursor, EXPORT_PAGE)
-            .await?;
-        cursor = page.last().map(|entry| entry.id);
-        let last_page = page.len() < usize::try_from(EXPORT_PAGE).unwrap_or(usize::MAX);
-        entries.extend(page.iter().map(entry_json));
-        if last_page {
-            break;
-        }
-    }
+    let accounts::AccountExport {
+        sessions,
+        sign_in_devices: sign_ins,
+        trusted_devices: devices,
+        backup_codes_left,
+        audit_entries,
+    } = accounts::export(&state, &trail, &principal).await?;
+    let entries: Vec<Value> = audit_entries.iter().map(entry_json).collect();
     let document = json!({
         "exported_at": when(now),
         "account": user_json(user),

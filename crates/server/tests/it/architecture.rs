@@ -243,18 +243,21 @@ fn the_application_layer_knows_no_http() {
     }
 }
 
-/// Page rendering reads through the application layer too: no page touches storage.
+/// The HTTP adapters read and write through the application layer: no route or page touches
+/// storage, page rendering included.
 #[test]
-fn the_pages_read_through_the_application_layer() {
+fn the_routes_and_the_pages_go_through_the_application_layer() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let mut sources = BTreeMap::new();
-    collect(&root, &root.join("pages"), &mut sources);
-    assert!(!sources.is_empty());
-    for (module, source) in sources {
-        assert!(
-            !source.contains(".database") && !source.contains("mailroom_storage::Database"),
-            "pages::{module} reaches storage"
-        );
+    for adapter in ["routes", "pages"] {
+        let mut sources = BTreeMap::new();
+        collect(&root, &root.join(adapter), &mut sources);
+        assert!(!sources.is_empty());
+        for (module, source) in sources {
+            assert!(
+                !source.contains(".database") && !source.contains("mailroom_storage::Database"),
+                "{adapter}::{module} reaches storage"
+            );
+        }
     }
 }
 
