@@ -9,7 +9,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use uuid::Uuid;
 
-use crate::ids::{OrgId, SessionId, UserId};
+use crate::ids::{ApiKeyId, OrgId, SessionId, UserId};
 use crate::request_id::RequestId;
 
 /// The chain of events that belong to no organization.
@@ -126,7 +126,7 @@ pub struct AuditEvent {
     pub ip: Option<String>,
     pub user_agent: Option<String>,
     pub session_id: Option<SessionId>,
-    pub api_key_id: Option<Uuid>,
+    pub api_key_id: Option<ApiKeyId>,
     pub request_id: Option<RequestId>,
 }
 

@@ -32,6 +32,12 @@ macro_rules! id_type {
             }
         }
 
+        impl From<Uuid> for $name {
+            fn from(uuid: Uuid) -> Self {
+                Self(uuid)
+            }
+        }
+
         impl std::str::FromStr for $name {
             type Err = uuid::Error;
 
@@ -65,4 +71,16 @@ id_type!(
 id_type!(
     /// A job of the durable work queue (system mail, and every background job to come).
     JobId
+);
+id_type!(
+    /// An organization's API key (not its secret, nor its public lookup id).
+    ApiKeyId
+);
+id_type!(
+    /// An entry of the verification log: one address checked once.
+    VerificationId
+);
+id_type!(
+    /// A browser trusted to skip the second factor for a while (not its secret cookie).
+    TrustedDeviceId
 );

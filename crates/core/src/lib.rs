@@ -18,5 +18,8 @@ pub mod usage;
 
 pub use client_ip::TrustedProxies;
 pub use email::EmailAddress;
-pub use ids::{InvitationId, JobId, OrgId, SessionId, TokenFamilyId, UserId};
+pub use ids::{
+    ApiKeyId, InvitationId, JobId, OrgId, SessionId, TokenFamilyId, TrustedDeviceId, UserId,
+    VerificationId,
+};
 pub use request_id::RequestId;

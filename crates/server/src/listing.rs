@@ -2,7 +2,6 @@
 //! cursor of the next page, and CSV cells a spreadsheet will not run.
 
 use serde::Deserialize;
-use uuid::Uuid;
 
 /// How a list is downloaded.
 #[derive(Clone, Copy, Default, Deserialize)]
@@ -15,7 +14,7 @@ pub enum Format {
 
 /// The cursor of the page after `page`: its last item's id, when the page is full (there may
 /// be more).
-pub fn next_cursor<T>(page: &[T], limit: usize, id: impl Fn(&T) -> Uuid) -> Option<Uuid> {
+pub fn next_cursor<T, Id>(page: &[T], limit: usize, id: impl Fn(&T) -> Id) -> Option<Id> {
     (page.len() == limit).then(|| page.last().map(id)).flatten()
 }
 

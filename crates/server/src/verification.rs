@@ -15,14 +15,13 @@ use std::sync::{Arc, Mutex};
 
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
-use mailroom_core::{OrgId, UserId};
+use mailroom_core::{ApiKeyId, OrgId, UserId, VerificationId};
 use mailroom_storage::bulk_jobs::{BulkJob, RowResult};
 use mailroom_storage::group_commit::{Claim, Claimed};
 use mailroom_storage::verifications::NewVerification;
 use mailroom_storage::{Database, StorageError};
 use mailroom_verify::{Mode, Options, Reason, Verification, Verifier, syntax};
 use time::OffsetDateTime;
-use uuid::Uuid;
 
 /// The default dedup window.
 pub const DEDUP_WINDOW: time::Duration = time::Duration::hours(24);
@@ -32,7 +31,7 @@ pub const DEDUP_WINDOW: time::Duration = time::Duration::hours(24);
 pub struct Requester {
     pub org_id: OrgId,
     pub user_id: Option<UserId>,
-    pub api_key_id: Option<Uuid>,
+    pub api_key_id: Option<ApiKeyId>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -417,7 +416,7 @@ fn assemble(
 /// engine made is one dedup may give again, even when its charge was another request's.
 fn log_entry(who: Requester, result: &Verification, from_store: bool) -> NewVerification {
     NewVerification {
-        id: Uuid::now_v7(),
+        id: VerificationId::generate(),
         user_id: who.user_id,
         api_key_id: who.api_key_id,
         address: result

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use futures::FutureExt;
 use mailroom_core::api_keys::{Revocation, Scopes};
 use mailroom_core::audit::{Action, AuditEvent, Outcome};
-use mailroom_core::{OrgId, UserId};
+use mailroom_core::{ApiKeyId, OrgId, UserId};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -22,7 +22,7 @@ use crate::{Database, StorageError, on_backend};
 const TOUCH_INTERVAL_MS: i64 = 60_000;
 
 pub struct NewApiKey {
-    pub id: Uuid,
+    pub id: ApiKeyId,
     pub name: String,
     pub lookup_id: String,
     pub key_hash: Vec<u8>,
@@ -36,7 +36,7 @@ pub struct NewApiKey {
 
 #[derive(Clone, Debug)]
 pub struct ApiKeyInfo {
-    pub id: Uuid,
+    pub id: ApiKeyId,
     pub name: String,
     pub lookup_id: String,
     pub scopes: Scopes,
@@ -52,7 +52,7 @@ pub struct ApiKeyInfo {
 /// The stored key for a presented lookup id, with what deciding on it needs.
 #[derive(Clone, Debug)]
 pub struct StoredKey {
-    pub id: Uuid,
+    pub id: ApiKeyId,
     pub org_id: OrgId,
     pub key_hash: Vec<u8>,
     pub scopes: Scopes,
@@ -158,7 +158,7 @@ impl ApiKeys<'_> {
                         "INSERT INTO api_keys (id, org_id, created_by, name, lookup_id, key_hash, scopes, created_at, expires_at, \
                          requests_per_minute, requests_per_day) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
                     )
-                    .bind(id)
+                    .bind(id.as_uuid())
                     .bind(org_id.as_uuid())
                     .bind(created_by.as_uuid())
                     .bind(&name)
@@ -208,7 +208,7 @@ impl ApiKeys<'_> {
         Ok(rows
             .into_iter()
             .map(|row| ApiKeyInfo {
-                id: row.id,
+                id: row.id.into(),
                 name: row.name,
                 lookup_id: row.lookup_id,
                 scopes: Scopes::from_stored(&row.scopes),
@@ -232,7 +232,7 @@ impl ApiKeys<'_> {
     pub async fn revoke_api_key(
         &self,
         org_id: OrgId,
-        id: Uuid,
+        id: ApiKeyId,
         event: &AuditEvent,
         now: OffsetDateTime,
     ) -> Result<Change, StorageError> {
@@ -246,7 +246,7 @@ impl ApiKeys<'_> {
                              WHERE id = $2 AND org_id = $3 AND revoked_at IS NULL",
                         )
                         .bind(ms(now))
-                        .bind(id)
+                        .bind(id.as_uuid())
                         .bind(org_id.as_uuid())
                         .execute(&mut **tx)
                         .await?
@@ -314,7 +314,7 @@ impl ApiKeys<'_> {
             })
             .await?;
         Ok(row.map(|row| StoredKey {
-            id: row.id,
+            id: row.id.into(),
             org_id: OrgId::from_uuid(row.org_id),
             key_hash: row.key_hash,
             scopes: Scopes::from_stored(&row.scopes),
@@ -329,7 +329,7 @@ impl ApiKeys<'_> {
     pub async fn touch_api_key(
         &self,
         org_id: OrgId,
-        id: Uuid,
+        id: ApiKeyId,
         ip: &str,
         now: OffsetDateTime,
     ) -> Result<(), StorageError> {
@@ -343,7 +343,7 @@ impl ApiKeys<'_> {
                     )
                     .bind(ms(now))
                     .bind(&ip)
-                    .bind(id)
+                    .bind(id.as_uuid())
                     .bind(ms(now) - TOUCH_INTERVAL_MS)
                     .execute(&mut **tx)
                     .await?;
@@ -438,7 +438,7 @@ mod tests {
         };
         let user = db.accounts().create_account(&account, now).await.unwrap();
         let key = NewApiKey {
-            id: Uuid::now_v7(),
+            id: ApiKeyId::generate(),
             name: name.into(),
             lookup_id: format!("{name:0>12}"),
             key_hash: vec![1; 32],
@@ -474,7 +474,7 @@ mod tests {
         };
         db.usage().charge(&charge, now).await.unwrap();
         let verification = crate::verifications::NewVerification {
-            id: Uuid::now_v7(),
+            id: mailroom_core::VerificationId::generate(),
             user_id: Some(user.id),
             api_key_id: Some(key.id),
             address: format!("someone@{name}.example"),

@@ -296,7 +296,7 @@ pub(crate) async fn append(
             action: event.action.as_str().to_owned(),
             outcome: event.outcome.as_str().to_owned(),
             session_id: event.session_id.map(|id| id.as_uuid()),
-            api_key_id: event.api_key_id,
+            api_key_id: event.api_key_id.map(|id| id.as_uuid()),
             request_id: event.request_id.map(|id| id.as_uuid()),
             personal_digest: personal_digest(key, id, &personal),
         };

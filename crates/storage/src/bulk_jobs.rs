@@ -9,7 +9,7 @@
 
 use futures::FutureExt;
 use mailroom_core::usage::Metric;
-use mailroom_core::{JobId, OrgId, UserId};
+use mailroom_core::{ApiKeyId, JobId, OrgId, UserId};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -25,7 +25,7 @@ const INSERT_BATCH: usize = 1000;
 pub struct NewBulkJob {
     pub id: JobId,
     pub user_id: Option<UserId>,
-    pub api_key_id: Option<Uuid>,
+    pub api_key_id: Option<ApiKeyId>,
     pub smtp: bool,
     pub emails: Vec<String>,
 }
@@ -79,7 +79,7 @@ pub struct BulkJob {
     pub id: JobId,
     pub org_id: Uuid,
     pub user_id: Option<Uuid>,
-    pub api_key_id: Option<Uuid>,
+    pub api_key_id: Option<ApiKeyId>,
     pub status: JobState,
     pub error: Option<String>,
     pub smtp: bool,
@@ -137,7 +137,7 @@ impl From<JobRow> for BulkJob {
             id: JobId::from_uuid(row.id),
             org_id: row.org_id,
             user_id: row.user_id,
-            api_key_id: row.api_key_id,
+            api_key_id: row.api_key_id.map(ApiKeyId::from),
             status: JobState::stored(&row.status),
             error: row.error,
             smtp: row.smtp,
@@ -248,7 +248,7 @@ impl BulkJobs<'_> {
                 .bind(id.as_uuid())
                 .bind(org_id.as_uuid())
                 .bind(user_id.map(|id| id.as_uuid()))
-                .bind(api_key_id)
+                .bind(api_key_id.map(|id| id.as_uuid()))
                 .bind(smtp)
                 .bind(total)
                 .bind(ms(now))
@@ -481,7 +481,7 @@ impl BulkJobs<'_> {
                 on_backend!(&mut tx.0, Inner, tx => {
                     let mut update = sqlx::QueryBuilder::new("WITH checked (row_no, verification_id) AS (");
                     update.push_values(batch, |mut pair, (row_no, verification)| {
-                        pair.push_bind(*row_no).push_bind(verification.id);
+                        pair.push_bind(*row_no).push_bind(verification.id.as_uuid());
                     });
                     update
                         .push(
@@ -686,7 +686,7 @@ mod tests {
         RowResult {
             row_no,
             verification: NewVerification {
-                id: Uuid::now_v7(),
+                id: mailroom_core::VerificationId::generate(),
                 user_id: None,
                 api_key_id: None,
                 address: format!("a{row_no}@example.com"),

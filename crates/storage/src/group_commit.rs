@@ -516,7 +516,7 @@ mod tests {
 
     fn line(address: &str, result: &str) -> NewVerification {
         NewVerification {
-            id: Uuid::now_v7(),
+            id: mailroom_core::VerificationId::generate(),
             user_id: None,
             api_key_id: None,
             address: address.to_owned(),

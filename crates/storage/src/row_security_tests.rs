@@ -211,7 +211,7 @@ async fn the_app_role_sees_nothing_without_a_setting_and_one_user_as_that_user()
             .await
             .unwrap();
         let device = NewTrustedDevice {
-            id: Uuid::now_v7(),
+            id: mailroom_core::TrustedDeviceId::generate(),
             token_hash: format!("{name} device").into_bytes(),
             ip: "192.0.2.1".into(),
             user_agent: None,

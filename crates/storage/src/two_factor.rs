@@ -2,7 +2,7 @@
 //! the challenges that stand between a password and a session, and trusted devices.
 
 use futures::FutureExt;
-use mailroom_core::UserId;
+use mailroom_core::{TrustedDeviceId, UserId};
 use mailroom_crypto::envelope::{Binding, SYSTEM_SCOPE};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -38,7 +38,7 @@ pub struct TotpState {
 /// A trusted device to remember.
 #[derive(Clone)]
 pub struct NewTrustedDevice {
-    pub id: Uuid,
+    pub id: TrustedDeviceId,
     pub token_hash: Vec<u8>,
     pub ip: String,
     pub user_agent: Option<String>,
@@ -47,7 +47,7 @@ pub struct NewTrustedDevice {
 
 #[derive(Clone, Debug)]
 pub struct TrustedDevice {
-    pub id: Uuid,
+    pub id: TrustedDeviceId,
     pub ip: String,
     pub user_agent: Option<String>,
     pub created_at: OffsetDateTime,
@@ -362,7 +362,7 @@ impl TwoFactor<'_> {
                         "INSERT INTO trusted_devices (id, user_id, token_hash, ip, user_agent, created_at, last_used_at, expires_at) \
                          VALUES ($1, $2, $3, $4, $5, $6, $6, $7)",
                     )
-                    .bind(device.id)
+                    .bind(device.id.as_uuid())
                     .bind(user_id.as_uuid())
                     .bind(&device.token_hash)
                     .bind(&device.ip)
@@ -439,7 +439,7 @@ impl TwoFactor<'_> {
             .into_iter()
             .map(
                 |(id, ip, user_agent, created_at, last_used_at, expires_at)| TrustedDevice {
-                    id,
+                    id: id.into(),
                     ip,
                     user_agent,
                     created_at: from_ms(created_at),
@@ -454,7 +454,7 @@ impl TwoFactor<'_> {
     pub async fn revoke_trusted_device(
         &self,
         user_id: UserId,
-        id: Uuid,
+        id: TrustedDeviceId,
     ) -> Result<bool, StorageError> {
         let deleted = self
             .db
@@ -462,7 +462,7 @@ impl TwoFactor<'_> {
                 async move {
                     Ok(on_backend!(&mut tx.0, Inner, tx => {
                         sqlx::query("DELETE FROM trusted_devices WHERE id = $1 AND user_id = $2")
-                            .bind(id)
+                            .bind(id.as_uuid())
                             .bind(user_id.as_uuid())
                             .execute(&mut **tx)
                             .await?

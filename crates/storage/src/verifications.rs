@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use futures::FutureExt;
-use mailroom_core::{OrgId, UserId};
+use mailroom_core::{ApiKeyId, OrgId, UserId, VerificationId};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -16,9 +16,9 @@ use crate::{Database, StorageError, on_backend};
 /// One verification to log.
 #[derive(Clone, Debug)]
 pub struct NewVerification {
-    pub id: Uuid,
+    pub id: VerificationId,
     pub user_id: Option<UserId>,
-    pub api_key_id: Option<Uuid>,
+    pub api_key_id: Option<ApiKeyId>,
     /// The normalized address, or the input as given when it does not parse.
     pub address: String,
     pub verdict: String,
@@ -28,29 +28,48 @@ pub struct NewVerification {
 }
 
 /// A line of the log, without the full result.
-#[derive(Clone, Debug, sqlx::FromRow)]
+#[derive(Clone, Debug)]
 pub struct LoggedVerification {
-    pub id: Uuid,
-    pub user_id: Option<Uuid>,
-    pub api_key_id: Option<Uuid>,
+    pub id: VerificationId,
+    pub user_id: Option<UserId>,
+    pub api_key_id: Option<ApiKeyId>,
     pub address: String,
     pub verdict: String,
     pub cached: bool,
-    pub created_at: i64,
+    pub created_at: OffsetDateTime,
 }
 
-impl LoggedVerification {
-    pub fn created_at(&self) -> OffsetDateTime {
-        from_ms(self.created_at)
+#[derive(sqlx::FromRow)]
+struct LoggedRow {
+    id: Uuid,
+    user_id: Option<Uuid>,
+    api_key_id: Option<Uuid>,
+    address: String,
+    verdict: String,
+    cached: bool,
+    created_at: i64,
+}
+
+impl From<LoggedRow> for LoggedVerification {
+    fn from(row: LoggedRow) -> Self {
+        LoggedVerification {
+            id: row.id.into(),
+            user_id: row.user_id.map(UserId::from),
+            api_key_id: row.api_key_id.map(ApiKeyId::from),
+            address: row.address,
+            verdict: row.verdict,
+            cached: row.cached,
+            created_at: from_ms(row.created_at),
+        }
     }
 }
 
 /// Which lines of the log to read: newest first, after the `before` cursor.
 #[derive(Clone, Debug, Default)]
 pub struct LogQuery {
-    pub before: Option<Uuid>,
+    pub before: Option<VerificationId>,
     pub verdict: Option<String>,
-    pub api_key_id: Option<Uuid>,
+    pub api_key_id: Option<ApiKeyId>,
     pub limit: i64,
 }
 
@@ -71,10 +90,10 @@ pub(crate) async fn insert<'e>(
                 "INSERT INTO verifications (id, org_id, user_id, api_key_id, address, verdict, cached, result, created_at) ",
             );
             insert.push_values(batch, |mut row, (entry, at)| {
-                row.push_bind(entry.id)
+                row.push_bind(entry.id.as_uuid())
                     .push_bind(org_id.as_uuid())
                     .push_bind(entry.user_id.map(|id| id.as_uuid()))
-                    .push_bind(entry.api_key_id)
+                    .push_bind(entry.api_key_id.map(|id| id.as_uuid()))
                     .push_bind(&entry.address)
                     .push_bind(&entry.verdict)
                     .push_bind(entry.cached)
@@ -140,20 +159,21 @@ impl VerificationLog<'_> {
         let query = query.clone();
         self.db.transaction_for(&Tenancy::Org(org_id), |tx| {
             async move {
-                Ok(on_backend!(&mut tx.0, Inner, tx => {
+                let rows: Vec<LoggedRow> = on_backend!(&mut tx.0, Inner, tx => {
                     sqlx::query_as(
                         "SELECT id, user_id, api_key_id, address, verdict, cached, created_at FROM verifications \
                          WHERE org_id = $1 AND ($2 IS NULL OR id < $2) AND ($3 IS NULL OR verdict = $3) \
                          AND ($4 IS NULL OR api_key_id = $4) ORDER BY id DESC LIMIT $5",
                     )
                     .bind(org_id.as_uuid())
-                    .bind(query.before)
+                    .bind(query.before.map(|id| id.as_uuid()))
                     .bind(query.verdict.as_deref())
-                    .bind(query.api_key_id)
+                    .bind(query.api_key_id.map(|id| id.as_uuid()))
                     .bind(query.limit)
                     .fetch_all(&mut **tx)
                     .await?
-                }))
+                });
+                Ok(rows.into_iter().map(LoggedVerification::from).collect())
             }
             .boxed()
         })
@@ -201,7 +221,7 @@ mod tests {
 
     fn entry(address: &str, verdict: &str) -> NewVerification {
         NewVerification {
-            id: Uuid::now_v7(),
+            id: VerificationId::generate(),
             user_id: None,
             api_key_id: None,
             address: address.to_owned(),

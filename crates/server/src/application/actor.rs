@@ -5,10 +5,9 @@
 use mailroom_core::accounts::RECENT_AUTH;
 use mailroom_core::api_keys::{Scope, Scopes};
 use mailroom_core::audit::{Action, AuditEvent, Outcome};
-use mailroom_core::{OrgId, SessionId, TokenFamilyId};
+use mailroom_core::{ApiKeyId, OrgId, SessionId, TokenFamilyId};
 use mailroom_storage::accounts::{PlatformRole, User};
 use time::OffsetDateTime;
-use uuid::Uuid;
 
 use crate::audit::AuditTrail;
 use crate::error::{DomainError, Forbidden};
@@ -65,7 +64,7 @@ impl Principal {
 /// An API key that authenticated a request.
 #[derive(Clone, Debug)]
 pub struct KeyCaller {
-    pub key_id: Uuid,
+    pub key_id: ApiKeyId,
     pub org_id: OrgId,
     pub scopes: Scopes,
     pub requests_per_minute: u32,

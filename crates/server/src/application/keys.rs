@@ -1,16 +1,15 @@
 //! API keys (docs/security.md#api-key-format, #api-key-scopes): created with their scopes and
 //! limits and shown once, and revoked.
 
-use mailroom_core::OrgId;
 use mailroom_core::api_keys::{Scope, Scopes};
 use mailroom_core::audit::{Action, AuditEvent};
+use mailroom_core::{ApiKeyId, OrgId};
 use mailroom_crypto::api_key;
 use mailroom_storage::api_keys::{ApiKeyInfo, NewApiKey};
 use mailroom_storage::teams::Change;
 use secrecy::SecretString;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
-use uuid::Uuid;
 
 use crate::application::actor::Caller;
 use crate::application::actor::Principal;
@@ -106,7 +105,7 @@ pub async fn create_of(
     )?;
     let generated = api_key::generate();
     let key = NewApiKey {
-        id: Uuid::now_v7(),
+        id: ApiKeyId::generate(),
         name: name.to_owned(),
         lookup_id: generated.id.clone(),
         key_hash: generated.hash.to_vec(),
@@ -132,7 +131,7 @@ pub async fn revoke_of(
     state: &AppState,
     trail: &AuditTrail,
     caller: &Caller,
-    id: Uuid,
+    id: ApiKeyId,
 ) -> Result<(), DomainError> {
     caller.require(Scope::KeysManage, true)?;
     let event = AuditEvent {

@@ -2,9 +2,9 @@
 //! password, checking a TOTP or backup code through the lockout gate, and the trusted-device
 //! device that skips the second factor on one browser (its cookie is the adapters').
 
-use mailroom_core::UserId;
 use mailroom_core::accounts::{MFA_CHALLENGE_TTL, TRUSTED_DEVICE_TTL};
 use mailroom_core::audit::{Action, AuditEvent, Outcome};
+use mailroom_core::{TrustedDeviceId, UserId};
 use mailroom_crypto::backup_codes;
 use mailroom_crypto::root_key::DerivedKey;
 use mailroom_crypto::totp::TotpSecret;
@@ -12,7 +12,6 @@ use mailroom_storage::accounts::User;
 use mailroom_storage::two_factor::NewTrustedDevice;
 use secrecy::{ExposeSecret, SecretString};
 use time::OffsetDateTime;
-use uuid::Uuid;
 
 use crate::application::lockout::{Claimant, Verdict, gated};
 use crate::audit::{self, AuditTrail};
@@ -224,7 +223,7 @@ pub async fn trust_device(
     let token = random_token();
     let now = OffsetDateTime::now_utc();
     let device = NewTrustedDevice {
-        id: Uuid::now_v7(),
+        id: TrustedDeviceId::generate(),
         token_hash: token_hash(&token),
         ip: trail.ip().to_owned(),
         user_agent: trail.user_agent().map(str::to_owned),

@@ -2,6 +2,7 @@
 //! #trusted-devices): enrollment and its confirmation, backup codes, trusted devices, and
 //! turning it off.
 
+use mailroom_core::TrustedDeviceId;
 use mailroom_core::audit::{Action, AuditEvent, Outcome};
 use mailroom_crypto::totp::TotpSecret;
 use mailroom_storage::two_factor::TrustedDevice;
@@ -9,7 +10,6 @@ use qrcode::QrCode;
 use qrcode::render::svg;
 use secrecy::{ExposeSecret, SecretString};
 use time::OffsetDateTime;
-use uuid::Uuid;
 
 use crate::application::actor::Principal;
 use crate::application::lockout::{Claimant, Verdict, gated};
@@ -161,7 +161,7 @@ pub async fn forget_device(
     state: &AppState,
     trail: &AuditTrail,
     principal: &Principal,
-    id: Uuid,
+    id: TrustedDeviceId,
 ) -> Result<(), DomainError> {
     let user = &principal.user;
     if !state

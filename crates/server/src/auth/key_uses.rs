@@ -6,7 +6,9 @@
 #[derive(Clone, Default)]
 pub struct KeyUses(
     std::sync::Arc<
-        std::sync::Mutex<std::collections::HashMap<uuid::Uuid, (std::time::Instant, String)>>,
+        std::sync::Mutex<
+            std::collections::HashMap<mailroom_core::ApiKeyId, (std::time::Instant, String)>,
+        >,
     >,
 );
 
@@ -14,7 +16,7 @@ impl KeyUses {
     const INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 
     /// Whether the use of `key` from `ip` should be written now; notes it if so.
-    pub fn due(&self, key: uuid::Uuid, ip: &str) -> bool {
+    pub fn due(&self, key: mailroom_core::ApiKeyId, ip: &str) -> bool {
         let Ok(mut uses) = self.0.lock() else {
             return true;
         };

@@ -4,6 +4,7 @@
 
 use axum::extract::{Extension, Form, Path, Query, State};
 use axum::response::{IntoResponse, Redirect, Response};
+use mailroom_core::ApiKeyId;
 use mailroom_core::InvitationId;
 use mailroom_core::UserId;
 use mailroom_core::api_keys::Scope;
@@ -462,7 +463,7 @@ pub async fn revoke_key_submit(
     Extension(nonce): Extension<CspNonce>,
     trail: AuditTrail,
     principal: Principal,
-    Path(id): Path<Uuid>,
+    Path(id): Path<ApiKeyId>,
 ) -> Response {
     let caller = Caller::Account(principal.clone());
     let outcome = keys::revoke_of(&state, &trail, &caller, id).await;

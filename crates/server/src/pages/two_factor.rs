@@ -4,10 +4,10 @@
 
 use axum::extract::{Extension, Form, Path, State};
 use axum::response::Response;
+use mailroom_core::TrustedDeviceId;
 use maud::{Markup, PreEscaped, html};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
-use uuid::Uuid;
 
 use crate::application::second_factor::Proof;
 use crate::application::two_factor;
@@ -134,7 +134,7 @@ pub async fn forget_device_submit(
     Extension(nonce): Extension<CspNonce>,
     trail: AuditTrail,
     principal: Principal,
-    Path(id): Path<Uuid>,
+    Path(id): Path<TrustedDeviceId>,
 ) -> Response {
     let outcome = two_factor::forget_device(&state, &trail, &principal, id)
         .await

@@ -4,9 +4,9 @@
 
 use axum::extract::{Extension, Form, Query, State};
 use axum::response::{IntoResponse, Response};
+use mailroom_core::{ApiKeyId, VerificationId};
 use maud::{Markup, html};
 use serde::Deserialize;
-use uuid::Uuid;
 
 use crate::application::actor::Caller;
 use crate::application::{keys, verify};
@@ -312,7 +312,7 @@ async fn render_jobs(
 pub struct LogFilter {
     verdict: Option<String>,
     api_key_id: Option<String>,
-    cursor: Option<Uuid>,
+    cursor: Option<VerificationId>,
 }
 
 /// `GET /verification/log`: newest first, filtered by verdict and key.
@@ -332,7 +332,7 @@ pub async fn log_page(
         let api_key_id = filter
             .api_key_id
             .as_deref()
-            .and_then(|id| id.parse::<Uuid>().ok());
+            .and_then(|id| id.parse::<ApiKeyId>().ok());
         let query = LogQuery {
             before: filter.cursor,
             verdict: verdict.clone(),
@@ -387,7 +387,7 @@ pub async fn log_page(
                     tbody {
                         @for line in &lines {
                             tr {
-                                td { (when(line.created_at())) }
+                                td { (when(line.created_at)) }
                                 td { (line.address) }
                                 td { (line.verdict) @if line.cached { " (cached)" } }
                                 td {

@@ -3,13 +3,13 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use mailroom_core::ApiKeyId;
 use mailroom_core::api_keys::Scope;
 use secrecy::ExposeSecret;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
-use uuid::Uuid;
 
 use crate::application::actor::Caller;
 use crate::application::keys;
@@ -96,7 +96,7 @@ pub async fn revoke(
     State(state): State<AppState>,
     trail: AuditTrail,
     caller: Caller,
-    Path(id): Path<Uuid>,
+    Path(id): Path<ApiKeyId>,
 ) -> Result<StatusCode, ApiError> {
     keys::revoke_of(&state, &trail, &caller, id).await?;
     Ok(StatusCode::NO_CONTENT)

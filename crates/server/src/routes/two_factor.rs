@@ -5,12 +5,12 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use mailroom_core::TrustedDeviceId;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
-use uuid::Uuid;
 
 use crate::application::second_factor;
 use crate::application::two_factor;
@@ -112,7 +112,7 @@ pub async fn revoke_trusted_device(
     State(state): State<AppState>,
     trail: AuditTrail,
     principal: Principal,
-    Path(id): Path<Uuid>,
+    Path(id): Path<TrustedDeviceId>,
 ) -> Result<StatusCode, ApiError> {
     two_factor::forget_device(&state, &trail, &principal, id).await?;
     Ok(StatusCode::NO_CONTENT)

@@ -6,12 +6,12 @@ use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use mailroom_core::api_keys::Scope;
+use mailroom_core::{ApiKeyId, VerificationId};
 use mailroom_storage::verifications::LogQuery;
 use mailroom_verify::Verdict;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use time::format_description::well_known::Rfc3339;
-use uuid::Uuid;
 
 use crate::application::actor::Caller;
 use crate::application::verify;
@@ -92,9 +92,9 @@ fn json_response(json: String) -> Response {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogParams {
-    cursor: Option<Uuid>,
+    cursor: Option<VerificationId>,
     verdict: Option<String>,
-    api_key_id: Option<Uuid>,
+    api_key_id: Option<ApiKeyId>,
     limit: Option<i64>,
 }
 
@@ -138,7 +138,7 @@ pub async fn logs(
                 "cached": line.cached,
                 "user_id": line.user_id,
                 "api_key_id": line.api_key_id,
-                "created_at": line.created_at().format(&Rfc3339).unwrap_or_default(),
+                "created_at": line.created_at.format(&Rfc3339).unwrap_or_default(),
             })
         })
         .collect();

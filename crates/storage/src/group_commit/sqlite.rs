@@ -178,12 +178,15 @@ impl Statements for rusqlite::Transaction<'_> {
         )?;
         let org = org_id.as_uuid();
         for (entry, at) in lines {
-            let user = entry.user_id.map(|id| id.as_uuid());
+            let (user, key) = (
+                entry.user_id.map(|id| id.as_uuid()),
+                entry.api_key_id.map(|id| id.as_uuid()),
+            );
             insert.execute(rusqlite::params![
-                entry.id.as_bytes().as_slice(),
+                entry.id.as_uuid().as_bytes().as_slice(),
                 org.as_bytes().as_slice(),
                 user.as_ref().map(|id| id.as_bytes().as_slice()),
-                entry.api_key_id.as_ref().map(|id| id.as_bytes().as_slice()),
+                key.as_ref().map(|id| id.as_bytes().as_slice()),
                 entry.address,
                 entry.verdict,
                 entry.cached,
