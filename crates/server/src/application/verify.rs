@@ -11,6 +11,7 @@ use mailroom_storage::bulk_jobs::{Admission, BulkJob, Ending, JobState, NewBulkJ
 use mailroom_storage::queue::{ClaimedJob, JobKind};
 use mailroom_storage::teams::Plan;
 use mailroom_storage::verifications::{LogQuery, LoggedVerification};
+use mailroom_verify::Verdict;
 use time::OffsetDateTime;
 
 use crate::application::actor::Caller;
@@ -21,6 +22,8 @@ use crate::work_queue::Lease;
 
 /// The longest input taken as an address: longer is no address by any standard.
 const MAX_INPUT: usize = 1024;
+/// The most addresses checked by one request.
+pub const MAX_BATCH: usize = 1000;
 /// The most addresses a bulk job holds.
 pub const MAX_ROWS: usize = 100_000;
 
@@ -32,6 +35,12 @@ pub async fn check(
     field: &'static str,
 ) -> Result<Vec<Answer>, DomainError> {
     caller.require(Scope::Verify, false)?;
+    if emails.is_empty() || emails.len() > MAX_BATCH {
+        return Err(DomainError::invalid(
+            field,
+            format!("{field} must hold 1 to {MAX_BATCH} addresses"),
+        ));
+    }
     if let Some(why) = emails.iter().find_map(|email| unusable(email)) {
         return Err(DomainError::invalid(field, why));
     }
@@ -282,6 +291,14 @@ pub async fn log(
     query: &LogQuery,
 ) -> Result<Vec<LoggedVerification>, DomainError> {
     caller.require(Scope::Verify, false)?;
+    if let Some(verdict) = &query.verdict
+        && Verdict::parse(verdict).is_none()
+    {
+        return Err(DomainError::invalid(
+            "verdict",
+            "verdict must be deliverable, undeliverable, risky or unknown",
+        ));
+    }
     Ok(state
         .database
         .verifications()
