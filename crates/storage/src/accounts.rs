@@ -365,11 +365,10 @@ impl Accounts<'_> {
             code_hash.to_owned(),
             password_hash.to_owned(),
         );
-        let reset = self.db.serializable(|tx| {
+        let reset = self.db.serializable_for(&Tenancy::Email(email.clone()), |tx| {
             let (email, code_hash, password_hash, key, event) =
                 (email.clone(), code_hash.clone(), password_hash.clone(), key.clone(), event.clone());
             async move {
-                tx.act_for(&Tenancy::Email(email.clone())).await?;
                 on_backend!(&mut tx.0, Inner, tx => {
                     // Spending the code is the first write: of two resets racing with the same
                     // code, one finds it gone.
@@ -672,11 +671,10 @@ impl Accounts<'_> {
         let email = email.as_str().to_owned();
         let session = session.clone();
         let created = self.db
-            .serializable(|tx| {
+            .serializable_for(&Tenancy::Email(email.clone()), |tx| {
                 let (email, session, key, event) =
                     (email.clone(), session.clone(), key.clone(), event.clone());
                 async move {
-                    tx.act_for(&Tenancy::Email(email.clone())).await?;
                     let password_hash: Option<String> = on_backend!(&mut tx.0, Inner, tx => {
                         sqlx::query("DELETE FROM email_codes WHERE purpose = 'signup' AND email = $1")
                             .bind(&email)

@@ -601,9 +601,8 @@ impl BulkJobs<'_> {
         for (id, org) in jobs {
             let org_id = OrgId::from_uuid(org);
             deleted += self.db
-                .serializable(|tx| {
+                .serializable_for(&Tenancy::Org(org_id), |tx| {
                     async move {
-                        tx.act_for(&Tenancy::Org(org_id)).await?;
                         Ok(on_backend!(&mut tx.0, Inner, tx => {
                             let rows = sqlx::query("DELETE FROM verify_job_rows WHERE job_id = $1 AND org_id = $2")
                                 .bind(id)

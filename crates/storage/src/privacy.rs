@@ -40,11 +40,10 @@ impl Privacy<'_> {
     ) -> Result<Deletion, StorageError> {
         let key = self.db.audit_key()?;
         let email = email.to_lowercase();
-        self.db.serializable(|tx| {
+        self.db.serializable_for(&Tenancy::User(user_id), |tx| {
             let (key, email, mut event) = (key.clone(), email.clone(), event.clone());
             async move {
                 // As the user, and as their organization (whose other members are counted).
-                tx.act_for(&Tenancy::User(user_id)).await?;
                 let org: Uuid = on_backend!(&mut tx.0, Inner, tx => {
                     sqlx::query_scalar("SELECT org_id FROM org_members WHERE user_id = $1")
                         .bind(user_id.as_uuid())

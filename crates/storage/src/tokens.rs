@@ -116,11 +116,9 @@ impl Tokens<'_> {
         now: OffsetDateTime,
     ) -> Result<Rotation, StorageError> {
         let (presented_hash, child) = (presented_hash.to_owned(), child.clone());
-        self.db.serializable(|tx| {
+        self.db.serializable_for(&Tenancy::RefreshToken(hex::encode(&presented_hash)), |tx| {
             let (presented_hash, child) = (presented_hash.clone(), child.clone());
             async move {
-                tx.act_for(&Tenancy::RefreshToken(hex::encode(&presented_hash)))
-                    .await?;
                 let presented: Option<Presented> = on_backend!(&mut tx.0, Inner, tx => {
                     sqlx::query_as(
                         "SELECT id, family_id, user_id, family_expires_at, authenticated_at, used_at, revoked_at \
