@@ -5,11 +5,10 @@ use std::io::{BufRead, IsTerminal};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use mailroom_core::JobId;
-use mailroom_core::audit::{Action, AuditEvent, Outcome};
 use mailroom_crypto::envelope::SYSTEM_SCOPE;
 use mailroom_crypto::master_key::MasterKey;
 use mailroom_server::config::MASTER_KEY_ENV;
-use mailroom_server::{App, Config, telemetry};
+use mailroom_server::{ApiError, App, Config, DomainError, installation, telemetry};
 use mailroom_storage::accounts::PlatformRole;
 use mailroom_storage::queue::{JobFilter, JobKind, JobStatus};
 use mailroom_verify::{Mode, Options, Verifier};
@@ -194,41 +193,17 @@ impl Cli {
                     PlatformRole::User
                 };
                 let passwords = mailroom_server::PasswordWork::new()?;
-                let account =
-                    mailroom_server::operator_account(&passwords, &email, &password, platform_role)
-                        .await
-                        .map_err(|error| anyhow::anyhow!("the account is refused: {error}"))?;
-                let email = account.email.clone();
                 let (database, _) = config.open_database().await?;
-                let now = time::OffsetDateTime::now_utc();
-                let created = match database.accounts().create_account(&account, now).await {
-                    Err(error) if error.is_unique_violation() => Err(anyhow::anyhow!(
-                        "an account with the address {email} already exists"
-                    )),
-                    other => other.map_err(anyhow::Error::from),
-                };
-                let user = match created {
-                    Ok(user) => user,
-                    Err(error) => {
-                        database.close().await;
-                        return Err(error);
-                    }
-                };
-                let event = AuditEvent {
-                    org_id: Some(user.org_id),
-                    actor: None,
-                    action: Action::AccountCreatedByAdmin,
-                    outcome: Outcome::Success,
-                    target: Some(user.email.clone()),
-                    subject: Some(user.email.clone()),
-                    ip: None,
-                    user_agent: Some("mailroom admin create".to_owned()),
-                    session_id: None,
-                    api_key_id: None,
-                    request_id: None,
-                };
-                database.audit().append_audit(&event, now).await?;
+                let created = installation::create_account(
+                    &database,
+                    &passwords,
+                    &email,
+                    &password,
+                    platform_role,
+                )
+                .await;
                 database.close().await;
+                let user = created.map_err(|error| refused("the account is refused", error))?;
                 println!(
                     "created {} ({}), owner of organization {}",
                     user.email,
@@ -240,7 +215,10 @@ impl Cli {
             Command::Audit { command } => {
                 let (database, _) = config.open_database().await?;
                 let outcome = match command {
-                    AuditCommand::Verify => match database.audit().verify_audit_chains().await? {
+                    AuditCommand::Verify => match installation::verify_audit(&database)
+                        .await
+                        .map_err(|error| refused("the audit log cannot be read", error))?
+                    {
                         None => {
                             println!("audit log intact: every chain verifies");
                             Ok(())
@@ -253,9 +231,9 @@ impl Cli {
                         )),
                     },
                     AuditCommand::Purge => {
-                        let before =
-                            time::OffsetDateTime::now_utc() - mailroom_core::audit::RETENTION;
-                        let purged = database.audit().purge_audit(before).await?;
+                        let purged = installation::purge_audit(&database)
+                            .await
+                            .map_err(|error| refused("the audit log cannot be purged", error))?;
                         println!("purged {purged} audit entries older than 90 days");
                         Ok(())
                     }
@@ -281,6 +259,15 @@ impl Cli {
     }
 }
 
+/// An operation's refusal as the terminal says it: what was refused and why, or, for a failure
+/// of ours, its whole chain of causes.
+fn refused(what: &str, error: DomainError) -> anyhow::Error {
+    match error {
+        DomainError::Internal(cause) => cause.context(what.to_owned()),
+        other => anyhow::anyhow!("{what}: {}", ApiError::from(other).detail()),
+    }
+}
+
 async fn jobs(config: &Config, command: JobsCommand) -> anyhow::Result<()> {
     let (database, _) = config.open_database().await?;
     let outcome = match command {
@@ -288,14 +275,15 @@ async fn jobs(config: &Config, command: JobsCommand) -> anyhow::Result<()> {
             status,
             kind,
             limit,
-        } => database
-            .queue()
-            .list_jobs(JobFilter {
+        } => installation::jobs(
+            &database,
+            JobFilter {
                 status,
                 kind,
                 limit,
-            })
-            .await
+            },
+        )
+        .await
             .map(|jobs| {
                 println!("id                                    kind         status     attempts  due                        last error");
                 for job in jobs {
@@ -311,22 +299,22 @@ async fn jobs(config: &Config, command: JobsCommand) -> anyhow::Result<()> {
                     );
                 }
             })
-            .map_err(anyhow::Error::from),
-        JobsCommand::Retry { id } => match database.queue().retry_job(id).await {
-            Ok(true) => {
+        .map_err(|error| refused("the jobs cannot be listed", error)),
+        JobsCommand::Retry { id } => match installation::retry_job(&database, id).await {
+            Ok(()) => {
                 println!("job {id} queued again");
                 Ok(())
             }
-            Ok(false) => Err(anyhow::anyhow!("no dead or cancelled job {id}")),
-            Err(error) => Err(error.into()),
+            Err(DomainError::NotFound) => Err(anyhow::anyhow!("no dead or cancelled job {id}")),
+            Err(error) => Err(refused("the job cannot be retried", error)),
         },
-        JobsCommand::Cancel { id } => match database.queue().cancel_job_by_id(id).await {
-            Ok(true) => {
+        JobsCommand::Cancel { id } => match installation::cancel_job(&database, id).await {
+            Ok(()) => {
                 println!("job {id} cancelled");
                 Ok(())
             }
-            Ok(false) => Err(anyhow::anyhow!("no queued or running job {id}")),
-            Err(error) => Err(error.into()),
+            Err(DomainError::NotFound) => Err(anyhow::anyhow!("no queued or running job {id}")),
+            Err(error) => Err(refused("the job cannot be cancelled", error)),
         },
     };
     database.close().await;

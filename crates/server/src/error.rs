@@ -161,6 +161,8 @@ pub enum Conflict {
     TooManyJobs { limit: i32 },
     /// The job has already ended (done, failed or cancelled).
     JobEnded { status: JobState },
+    /// An account with the address exists already.
+    AccountExists,
     /// The setup was started again while this one was confirmed.
     MfaSetupRestarted,
 }

@@ -31,7 +31,8 @@ mod work_queue;
 mod workers;
 
 pub use app::App;
-pub use application::accounts::operator_account;
+/// The operator's operations, for the CLI.
+pub use application::installation;
 pub use auth::passwords::PasswordWork;
 pub use config::Config;
 pub use error::DomainError;

@@ -235,6 +235,10 @@ impl From<DomainError> for ApiError {
                         "already_in_an_org",
                         "You belong to an organization with other members: leave it first.",
                     ),
+                    Conflict::AccountExists => (
+                        "account_exists",
+                        "An account with this address already exists.",
+                    ),
                     Conflict::CannotDisableYourself => (
                         "cannot_disable_yourself",
                         "A super-admin cannot disable their own account.",

@@ -1,13 +1,17 @@
 //! The installation as its operator meets it: the first super-admin (a fresh install has no
-//! account to sign in with, so `serve` prints a one-time link whose page creates it), whether
-//! it is ready to serve, and the depth of its work queue.
+//! account to sign in with, so `serve` prints a one-time link whose page creates it), accounts
+//! made from the terminal, whether it is ready to serve, the work queue (its depth, its jobs
+//! listed, retried and cancelled) and the audit log's upkeep. The operations over a bare
+//! [`Database`] are the CLI's, which runs no server.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use mailroom_core::JobId;
 use mailroom_core::accounts::SETUP_TOKEN_TTL;
 use mailroom_core::audit::{Action, AuditEvent, Outcome};
 use mailroom_storage::accounts::{PlatformRole, User};
-use mailroom_storage::queue::KindDepth;
+use mailroom_storage::audit::BrokenLink;
+use mailroom_storage::queue::{JobFilter, JobSummary, KindDepth};
 use mailroom_storage::{Backend, Database};
 use rand::RngCore;
 use secrecy::{ExposeSecret, SecretString};
@@ -16,8 +20,9 @@ use url::Url;
 
 use crate::application::accounts;
 use crate::audit::AuditTrail;
+use crate::auth::passwords::PasswordWork;
 use crate::auth::session;
-use crate::error::{DomainError, Forbidden};
+use crate::error::{Conflict, DomainError, Forbidden};
 use crate::state::AppState;
 
 /// With no account yet, a fresh setup link (replacing any earlier one); otherwise `None`.
@@ -83,4 +88,73 @@ pub async fn readiness(state: &AppState) -> Result<Backend, DomainError> {
 /// The work queue's depth by kind, by the database's clock.
 pub async fn queue_depths(state: &AppState) -> Result<Vec<KindDepth>, DomainError> {
     Ok(state.database.queue().job_depths().await?)
+}
+
+/// Makes an account from the terminal (`mailroom admin create`): the same checks and hashing
+/// as the setup page's ([`accounts::operator_account`]), and an audit entry of its own.
+pub async fn create_account(
+    database: &Database,
+    passwords: &PasswordWork,
+    email: &str,
+    password: &SecretString,
+    platform_role: PlatformRole,
+) -> Result<User, DomainError> {
+    let account = accounts::operator_account(passwords, email, password, platform_role).await?;
+    let now = OffsetDateTime::now_utc();
+    let user = match database.accounts().create_account(&account, now).await {
+        Ok(user) => user,
+        Err(error) if error.is_unique_violation() => {
+            return Err(DomainError::Conflict(Conflict::AccountExists));
+        }
+        Err(error) => return Err(error.into()),
+    };
+    let event = AuditEvent {
+        org_id: Some(user.org_id),
+        actor: None,
+        action: Action::AccountCreatedByAdmin,
+        outcome: Outcome::Success,
+        target: Some(user.email.clone()),
+        subject: Some(user.email.clone()),
+        ip: None,
+        user_agent: Some("mailroom admin create".to_owned()),
+        session_id: None,
+        api_key_id: None,
+        request_id: None,
+    };
+    database.audit().append_audit(&event, now).await?;
+    Ok(user)
+}
+
+/// Every audit chain checked: the first broken link, if any.
+pub async fn verify_audit(database: &Database) -> Result<Option<BrokenLink>, DomainError> {
+    Ok(database.audit().verify_audit_chains().await?)
+}
+
+/// Deletes the audit entries past the retention period; how many.
+pub async fn purge_audit(database: &Database) -> Result<u64, DomainError> {
+    let before = OffsetDateTime::now_utc() - mailroom_core::audit::RETENTION;
+    Ok(database.audit().purge_audit(before).await?)
+}
+
+/// The work queue's jobs that `filter` asks for, newest first, never their payloads.
+pub async fn jobs(database: &Database, filter: JobFilter) -> Result<Vec<JobSummary>, DomainError> {
+    Ok(database.queue().list_jobs(filter).await?)
+}
+
+/// Queues a dead or cancelled job again, its attempts afresh.
+pub async fn retry_job(database: &Database, id: JobId) -> Result<(), DomainError> {
+    if database.queue().retry_job(id).await? {
+        Ok(())
+    } else {
+        Err(DomainError::NotFound)
+    }
+}
+
+/// Cancels a queued or running job (a bulk job for its organization too).
+pub async fn cancel_job(database: &Database, id: JobId) -> Result<(), DomainError> {
+    if database.queue().cancel_job_by_id(id).await? {
+        Ok(())
+    } else {
+        Err(DomainError::NotFound)
+    }
 }
