@@ -40,6 +40,34 @@ impl OrgRole {
     }
 }
 
+/// A plan's id. The plans are the `plans` table's rows, each with its limits: `free` and
+/// `team` ship, and an operator may add more.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct PlanId(String);
+
+impl PlanId {
+    pub fn new(id: impl Into<String>) -> Self {
+        PlanId(id.into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for PlanId {
+    fn from(id: String) -> Self {
+        PlanId(id)
+    }
+}
+
+impl std::fmt::Display for PlanId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// Why a change of roles or members is refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Refusal {

@@ -551,7 +551,12 @@ mod tests {
         let now = OffsetDateTime::now_utc();
         assert!(
             db.teams()
-                .set_org_plan(org_id, "big", &event(org_id), now)
+                .set_org_plan(
+                    org_id,
+                    &mailroom_core::org::PlanId::new("big"),
+                    &event(org_id),
+                    now
+                )
                 .await
                 .unwrap()
         );

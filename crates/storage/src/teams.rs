@@ -6,7 +6,7 @@
 use futures::FutureExt;
 use mailroom_core::api_keys::Revocation;
 use mailroom_core::audit::AuditEvent;
-use mailroom_core::org::{self, OrgRole, Refusal};
+use mailroom_core::org::{self, OrgRole, PlanId, Refusal};
 use mailroom_core::{InvitationId, OrgId, UserId};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -27,7 +27,8 @@ pub struct Member {
 
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct Plan {
-    pub id: String,
+    #[sqlx(try_from = "String")]
+    pub id: PlanId,
     pub name: String,
     pub team: bool,
     pub member_limit: i32,
@@ -110,7 +111,7 @@ pub struct OrgSummary {
     pub id: OrgId,
     pub name: String,
     pub personal: bool,
-    pub plan_id: String,
+    pub plan_id: PlanId,
     pub members: i64,
     pub created_at: OffsetDateTime,
 }
@@ -482,6 +483,22 @@ impl Teams<'_> {
             .await
     }
 
+    /// Every plan there is, by id, as the platform administrator `admin` sees them.
+    pub async fn plans(&self, admin: UserId) -> Result<Vec<Plan>, StorageError> {
+        self.db
+            .transaction_for(&Tenancy::Platform(admin), |tx| {
+                async move {
+                    Ok(on_backend!(&mut tx.0, Inner, tx => {
+                        sqlx::query_as("SELECT * FROM plans ORDER BY id")
+                            .fetch_all(&mut **tx)
+                            .await?
+                    }))
+                }
+                .boxed()
+            })
+            .await
+    }
+
     /// Every organization, as the platform administrator `admin` sees them.
     pub async fn all_orgs(&self, admin: UserId) -> Result<Vec<OrgSummary>, StorageError> {
         let rows: Vec<(Uuid, String, bool, String, i64, i64)> = self.db
@@ -500,30 +517,29 @@ impl Teams<'_> {
                 .boxed()
             })
             .await?;
-        Ok(rows
-            .into_iter()
-            .map(
-                |(id, name, personal, plan_id, members, created_at)| OrgSummary {
+        rows.into_iter()
+            .map(|(id, name, personal, plan_id, members, created_at)| {
+                Ok(OrgSummary {
                     id: OrgId::from_uuid(id),
                     name,
                     personal,
-                    plan_id,
+                    plan_id: PlanId::from(plan_id),
                     members,
                     created_at: from_ms(created_at),
-                },
-            )
-            .collect())
+                })
+            })
+            .collect()
     }
 
     /// Puts an organization on a plan; false when either does not exist.
     pub async fn set_org_plan(
         &self,
         org_id: OrgId,
-        plan_id: &str,
+        plan_id: &PlanId,
         event: &AuditEvent,
         now: OffsetDateTime,
     ) -> Result<bool, StorageError> {
-        let plan_id = plan_id.to_owned();
+        let plan_id = plan_id.clone();
         self.audited_change(event, now, move |tx| {
             let plan_id = plan_id.clone();
             async move {
@@ -531,7 +547,7 @@ impl Teams<'_> {
                     sqlx::query(
                         "UPDATE orgs SET plan_id = $1 WHERE id = $2 AND EXISTS (SELECT 1 FROM plans WHERE id = $1)",
                     )
-                    .bind(&plan_id)
+                    .bind(plan_id.as_str())
                     .bind(org_id.as_uuid())
                     .execute(&mut **tx)
                     .await?

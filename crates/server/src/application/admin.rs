@@ -2,10 +2,10 @@
 //! addresses.
 
 use mailroom_core::audit::{Action, AuditEvent, Outcome};
+use mailroom_core::org::PlanId;
 use mailroom_core::{OrgId, UserId};
-use mailroom_storage::teams::{OrgSummary, UserSummary};
+use mailroom_storage::teams::{OrgSummary, Plan, UserSummary};
 use time::OffsetDateTime;
-use uuid::Uuid;
 
 use crate::application::actor::Principal;
 use crate::audit::AuditTrail;
@@ -34,10 +34,10 @@ pub async fn set_plan_of(
     state: &AppState,
     trail: &AuditTrail,
     admin: &Principal,
-    id: Uuid,
+    org: OrgId,
     plan: &str,
 ) -> Result<(), DomainError> {
-    let org = OrgId::from_uuid(id);
+    let plan = PlanId::new(plan);
     let event = admin_event(
         trail,
         admin,
@@ -49,7 +49,7 @@ pub async fn set_plan_of(
     let changed = state
         .database
         .teams()
-        .set_org_plan(org, plan, &event, OffsetDateTime::now_utc())
+        .set_org_plan(org, &plan, &event, OffsetDateTime::now_utc())
         .await?;
     if changed {
         Ok(())
@@ -62,10 +62,9 @@ pub async fn set_disabled_of(
     state: &AppState,
     trail: &AuditTrail,
     admin: &Principal,
-    id: Uuid,
+    user_id: UserId,
     disabled: bool,
 ) -> Result<(), DomainError> {
-    let user_id = UserId::from_uuid(id);
     if user_id == admin.user.id {
         return Err(DomainError::Conflict(Conflict::CannotDisableYourself));
     }
@@ -104,9 +103,8 @@ pub async fn unlock_of(
     state: &AppState,
     trail: &AuditTrail,
     admin: &Principal,
-    id: Uuid,
+    user_id: UserId,
 ) -> Result<(), DomainError> {
-    let user_id = UserId::from_uuid(id);
     let target = state
         .database
         .accounts()
@@ -136,6 +134,11 @@ pub async fn unlock_of(
 /// Every organization of the platform, for a super-admin.
 pub async fn orgs(state: &AppState, admin: &Principal) -> Result<Vec<OrgSummary>, DomainError> {
     Ok(state.database.teams().all_orgs(admin.user.id).await?)
+}
+
+/// Every plan an organization may be put on.
+pub async fn plans(state: &AppState, admin: &Principal) -> Result<Vec<Plan>, DomainError> {
+    Ok(state.database.teams().plans(admin.user.id).await?)
 }
 
 /// Every account of the platform, for a super-admin.

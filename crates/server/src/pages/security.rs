@@ -10,7 +10,6 @@ use secrecy::SecretString;
 use serde::Deserialize;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
-use uuid::Uuid;
 
 use crate::application::{accounts, two_factor};
 use crate::audit::AuditTrail;
@@ -167,9 +166,9 @@ pub async fn revoke_submit(
     Extension(nonce): Extension<CspNonce>,
     trail: AuditTrail,
     principal: Principal,
-    Path(id): Path<Uuid>,
+    Path(id): Path<SessionId>,
 ) -> Response {
-    let outcome = accounts::revoke_one(&state, &trail, &principal, SessionId::from_uuid(id))
+    let outcome = accounts::revoke_one(&state, &trail, &principal, id)
         .await
         .map(|()| Notice::SessionSignedOut);
     back_to_security(&state, &nonce, &principal, outcome).await

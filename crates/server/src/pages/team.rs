@@ -4,12 +4,10 @@
 
 use axum::extract::{Extension, Form, Path, Query, State};
 use axum::response::{IntoResponse, Redirect, Response};
-use mailroom_core::ApiKeyId;
-use mailroom_core::InvitationId;
-use mailroom_core::UserId;
 use mailroom_core::api_keys::Scope;
 use mailroom_core::org::OrgRole;
 use mailroom_core::usage::{Metric, month_of};
+use mailroom_core::{ApiKeyId, InvitationId, OrgId, UserId};
 use maud::{Markup, html};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -161,13 +159,11 @@ pub async fn role_submit(
     Extension(nonce): Extension<CspNonce>,
     trail: AuditTrail,
     principal: Principal,
-    Path(id): Path<Uuid>,
+    Path(id): Path<UserId>,
     Form(form): Form<RoleForm>,
 ) -> Response {
     let outcome = match teams::parse_role(&form.role) {
-        Ok(role) => {
-            teams::change_role_of(&state, &trail, &principal, UserId::from_uuid(id), role).await
-        }
+        Ok(role) => teams::change_role_of(&state, &trail, &principal, id, role).await,
         Err(error) => Err(error),
     };
     after(
@@ -183,9 +179,9 @@ pub async fn remove_submit(
     Extension(nonce): Extension<CspNonce>,
     trail: AuditTrail,
     principal: Principal,
-    Path(id): Path<Uuid>,
+    Path(id): Path<UserId>,
 ) -> Response {
-    let outcome = teams::remove_of(&state, &trail, &principal, UserId::from_uuid(id)).await;
+    let outcome = teams::remove_of(&state, &trail, &principal, id).await;
     after(
         "/team",
         outcome.map(|()| Notice::MemberRemoved),
@@ -534,6 +530,7 @@ async fn render_admin(
 ) -> Result<Response, ApiError> {
     let orgs = admin::orgs(state, admin).await?;
     let users = admin::users(state, admin).await?;
+    let plans = admin::plans(state, admin).await?;
     let now = OffsetDateTime::now_utc();
     Ok(titled(
         nonce,
@@ -554,8 +551,8 @@ async fn render_admin(
                                     form.inline method="post" action={ "/admin/orgs/" (org.id) "/plan" } {
                                         label.visually-hidden for={ "plan-" (org.id) } { "Plan" }
                                         select id={ "plan-" (org.id) } name="plan" {
-                                            @for plan in ["free", "team"] {
-                                                option value=(plan) selected[org.plan_id == plan] { (plan) }
+                                            @for plan in &plans {
+                                                option value=(plan.id) selected[org.plan_id == plan.id] { (plan.name) }
                                             }
                                         }
                                         button.secondary type="submit" { "Set" }
@@ -614,7 +611,7 @@ pub async fn plan_submit(
     Extension(nonce): Extension<CspNonce>,
     trail: AuditTrail,
     SuperAdmin(admin): SuperAdmin,
-    Path(id): Path<Uuid>,
+    Path(id): Path<OrgId>,
     Form(form): Form<PlanForm>,
 ) -> Response {
     let outcome = admin::set_plan_of(&state, &trail, &admin, id, &form.plan).await;
@@ -634,7 +631,7 @@ pub async fn disabled_submit(
     Extension(nonce): Extension<CspNonce>,
     trail: AuditTrail,
     SuperAdmin(admin): SuperAdmin,
-    Path(id): Path<Uuid>,
+    Path(id): Path<UserId>,
     Form(form): Form<DisabledForm>,
 ) -> Response {
     let outcome = admin::set_disabled_of(&state, &trail, &admin, id, form.disabled).await;
@@ -649,7 +646,7 @@ pub async fn unlock_submit(
     Extension(nonce): Extension<CspNonce>,
     trail: AuditTrail,
     SuperAdmin(admin): SuperAdmin,
-    Path(id): Path<Uuid>,
+    Path(id): Path<UserId>,
 ) -> Response {
     let outcome = admin::unlock_of(&state, &trail, &admin, id).await;
     after(

@@ -4,11 +4,11 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use mailroom_core::{OrgId, UserId};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
-use uuid::Uuid;
 
 use crate::application::admin;
 use crate::audit::AuditTrail;
@@ -54,7 +54,7 @@ pub async fn set_plan(
     State(state): State<AppState>,
     trail: AuditTrail,
     SuperAdmin(admin): SuperAdmin,
-    Path(id): Path<Uuid>,
+    Path(id): Path<OrgId>,
     ApiJson(body): ApiJson<PlanChange>,
 ) -> Result<StatusCode, ApiError> {
     admin::set_plan_of(&state, &trail, &admin, id, &body.plan).await?;
@@ -98,7 +98,7 @@ pub async fn set_disabled(
     State(state): State<AppState>,
     trail: AuditTrail,
     SuperAdmin(admin): SuperAdmin,
-    Path(id): Path<Uuid>,
+    Path(id): Path<UserId>,
     ApiJson(body): ApiJson<UserChange>,
 ) -> Result<StatusCode, ApiError> {
     admin::set_disabled_of(&state, &trail, &admin, id, body.disabled).await?;
@@ -110,7 +110,7 @@ pub async fn unlock(
     State(state): State<AppState>,
     trail: AuditTrail,
     SuperAdmin(admin): SuperAdmin,
-    Path(id): Path<Uuid>,
+    Path(id): Path<UserId>,
 ) -> Result<StatusCode, ApiError> {
     admin::unlock_of(&state, &trail, &admin, id).await?;
     Ok(StatusCode::NO_CONTENT)

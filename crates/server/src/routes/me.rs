@@ -76,9 +76,9 @@ pub async fn revoke_session(
     State(state): State<AppState>,
     trail: AuditTrail,
     principal: Principal,
-    Path(id): Path<Uuid>,
+    Path(id): Path<SessionId>,
 ) -> Result<StatusCode, ApiError> {
-    accounts::revoke_one(&state, &trail, &principal, SessionId::from_uuid(id)).await?;
+    accounts::revoke_one(&state, &trail, &principal, id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

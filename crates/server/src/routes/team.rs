@@ -58,11 +58,11 @@ pub async fn change_role(
     State(state): State<AppState>,
     trail: AuditTrail,
     principal: Principal,
-    Path(user_id): Path<Uuid>,
+    Path(user_id): Path<UserId>,
     ApiJson(body): ApiJson<RoleChange>,
 ) -> Result<StatusCode, ApiError> {
     let role = teams::parse_role(&body.role)?;
-    teams::change_role_of(&state, &trail, &principal, UserId::from_uuid(user_id), role).await?;
+    teams::change_role_of(&state, &trail, &principal, user_id, role).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -71,9 +71,9 @@ pub async fn remove(
     State(state): State<AppState>,
     trail: AuditTrail,
     principal: Principal,
-    Path(user_id): Path<Uuid>,
+    Path(user_id): Path<UserId>,
 ) -> Result<StatusCode, ApiError> {
-    teams::remove_of(&state, &trail, &principal, UserId::from_uuid(user_id)).await?;
+    teams::remove_of(&state, &trail, &principal, user_id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -217,6 +217,20 @@ both_backends! {
         assert_eq!(org["plan"]["id"], "team");
         let unknown = send_as(&app, Method::PATCH, &root, &format!("/v1/admin/orgs/{user_org}"), Some(json!({"plan": "platinum"}))).await;
         problem(unknown, 404, "not_found").await;
+        // Plans are the table's rows: one an operator adds is offered and taken like the others.
+        db.execute(
+            "INSERT INTO plans (id, name, team, member_limit, verifications_per_month, key_requests_per_minute, key_requests_per_day) \
+             VALUES ('platinum', 'Platinum', TRUE, 500, 1000000, 600, 100000)",
+        )
+        .await;
+        let page = get_as(&app, &root, "/admin").await.text().await.unwrap();
+        for plan in ["free", "team", "platinum"] {
+            assert!(page.contains(&format!("value=\"{plan}\"")), "{plan} is offered");
+        }
+        let platinum = send_as(&app, Method::PATCH, &root, &format!("/v1/admin/orgs/{user_org}"), Some(json!({"plan": "platinum"}))).await;
+        assert_eq!(platinum.status(), 204);
+        let org: Value = get_as(&app, &user, "/v1/org").await.json().await.unwrap();
+        assert_eq!(org["plan"]["id"], "platinum");
 
         let users: Value = get_as(&app, &root, "/v1/admin/users").await.json().await.unwrap();
         let user_id = users.as_array().unwrap().iter().find(|u| u["email"] == "user@example.test").unwrap()["id"].as_str().unwrap().to_owned();

@@ -27,6 +27,7 @@ use std::sync::Arc;
 
 use futures::FutureExt;
 use mailroom_core::OrgId;
+use mailroom_core::org::PlanId;
 use mailroom_core::usage::Metric;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, named_params};
 use time::OffsetDateTime;
@@ -239,7 +240,7 @@ impl Statements for rusqlite::Transaction<'_> {
             },
             |row| {
                 let plan = Plan {
-                    id: row.get("id")?,
+                    id: PlanId::from(row.get::<_, String>("id")?),
                     name: row.get("name")?,
                     team: row.get("team")?,
                     member_limit: row.get("member_limit")?,
