@@ -11,15 +11,17 @@ pub enum Scope {
     MailboxRead,
     AuditRead,
     KeysManage,
+    AccountsManage,
 }
 
 impl Scope {
-    pub const ALL: [Scope; 5] = [
+    pub const ALL: [Scope; 6] = [
         Scope::Verify,
         Scope::Send,
         Scope::MailboxRead,
         Scope::AuditRead,
         Scope::KeysManage,
+        Scope::AccountsManage,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -29,6 +31,7 @@ impl Scope {
             Scope::MailboxRead => "mailbox:read",
             Scope::AuditRead => "audit:read",
             Scope::KeysManage => "keys:manage",
+            Scope::AccountsManage => "accounts:manage",
         }
     }
 

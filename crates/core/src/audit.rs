@@ -54,6 +54,8 @@ pub enum Action {
     ApiKeyCreated,
     ApiKeyRevoked,
     ApiKeyUsedAfterRevocation,
+    MailAccountConnected,
+    MailAccountDisconnected,
 }
 
 impl Action {
@@ -93,6 +95,8 @@ impl Action {
             Action::ApiKeyCreated => "api_key.created",
             Action::ApiKeyRevoked => "api_key.revoked",
             Action::ApiKeyUsedAfterRevocation => "api_key.used_after_revocation",
+            Action::MailAccountConnected => "mail_account.connected",
+            Action::MailAccountDisconnected => "mail_account.disconnected",
         }
     }
 }

@@ -84,3 +84,7 @@ id_type!(
     /// A browser trusted to skip the second factor for a while (not its secret cookie).
     TrustedDeviceId
 );
+id_type!(
+    /// A mail account an organization connected: an SMTP relay, an IMAP mailbox, a Google account.
+    MailAccountId
+);

@@ -35,7 +35,10 @@ const RESEAL_BATCH: i64 = 500;
 
 /// Every column that holds sealed values, with the column naming its row: the
 /// re-encryption walks these, and account deletion knows what it shreds.
-pub(crate) const SEALED_COLUMNS: &[SealedColumn] = &[crate::two_factor::TOTP_SECRET];
+pub(crate) const SEALED_COLUMNS: &[SealedColumn] = &[
+    crate::two_factor::TOTP_SECRET,
+    crate::mail_accounts::MAIL_ACCOUNT_SECRET,
+];
 
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct SealedColumn {

@@ -10,6 +10,7 @@ mod error;
 pub mod group_commit;
 pub mod keyring;
 pub mod lockout;
+pub mod mail_accounts;
 pub mod privacy;
 pub mod queue;
 pub mod roles;
@@ -251,6 +252,10 @@ impl Database {
 
     pub fn lockout(&self) -> lockout::Lockouts<'_> {
         lockout::Lockouts { db: self }
+    }
+
+    pub fn mail_accounts(&self) -> mail_accounts::MailAccounts<'_> {
+        mail_accounts::MailAccounts { db: self }
     }
 
     pub fn privacy(&self) -> privacy::Privacy<'_> {
