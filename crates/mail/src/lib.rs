@@ -5,6 +5,7 @@
 //! Sending mail on users' behalf (SMTP relays, Gmail) and reading mailboxes (IMAP) join this
 //! crate later.
 
+pub mod probe;
 pub mod queued;
 mod smtp_url;
 pub mod templates;
@@ -53,6 +54,20 @@ pub enum MailError {
     Outbox(#[from] lettre::transport::file::Error),
 }
 
+/// TLS to the relay of `settings`: its name checked against the public roots, and against
+/// the CA the settings name, if any.
+pub(crate) fn tls_parameters(settings: &SmtpSettings) -> Result<TlsParameters, MailError> {
+    let mut builder = TlsParameters::builder(settings.host.clone());
+    if let Some(path) = &settings.ca_file {
+        let pem = std::fs::read(path).map_err(|source| MailError::CaFile {
+            path: path.clone(),
+            source,
+        })?;
+        builder = builder.add_root_certificate(Certificate::from_pem(&pem)?);
+    }
+    Ok(builder.build_rustls()?)
+}
+
 /// Where mailroom's own messages go.
 #[derive(Clone)]
 pub struct SystemMail {
@@ -74,20 +89,9 @@ enum Transport {
 impl SystemMail {
     /// Through an SMTP relay (pooled connections; TLS as the settings say).
     pub fn smtp(settings: &SmtpSettings, from: Mailbox) -> Result<Self, MailError> {
-        let tls = |settings: &SmtpSettings| -> Result<TlsParameters, MailError> {
-            let mut builder = TlsParameters::builder(settings.host.clone());
-            if let Some(path) = &settings.ca_file {
-                let pem = std::fs::read(path).map_err(|source| MailError::CaFile {
-                    path: path.clone(),
-                    source,
-                })?;
-                builder = builder.add_root_certificate(Certificate::from_pem(&pem)?);
-            }
-            Ok(builder.build_rustls()?)
-        };
         let tls = match settings.security {
-            SmtpSecurity::StartTls => Tls::Required(tls(settings)?),
-            SmtpSecurity::ImplicitTls => Tls::Wrapper(tls(settings)?),
+            SmtpSecurity::StartTls => Tls::Required(tls_parameters(settings)?),
+            SmtpSecurity::ImplicitTls => Tls::Wrapper(tls_parameters(settings)?),
             SmtpSecurity::None => Tls::None,
         };
         let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&settings.host)

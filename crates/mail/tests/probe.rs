@@ -1,0 +1,66 @@
+//! The SMTP connection test against a real server (aiosmtpd): each step and what the server
+//! said, and where a wrong password stops it.
+
+use mailroom_mail::SmtpSettings;
+use mailroom_mail::probe::check_smtp;
+use mailroom_testkit::{SmtpOptions, SmtpServer};
+
+fn relay() -> Option<SmtpServer> {
+    SmtpServer::start(SmtpOptions {
+        tls: None,
+        login: Some(("relay-user".into(), "relay-pass".into())),
+    })
+}
+
+#[tokio::test]
+async fn a_connection_test_reports_each_step_and_what_the_server_said() {
+    let Some(server) = relay() else {
+        return;
+    };
+    let url = format!(
+        "smtp://relay-user:relay-pass@127.0.0.1:{}?tls=none",
+        server.port()
+    );
+    let check = check_smtp(&SmtpSettings::parse(&url, None).unwrap(), "mailroom.test").await;
+    assert!(check.succeeded(), "{check:?}");
+    let steps: Vec<&str> = check
+        .exchanges
+        .iter()
+        .map(|exchange| exchange.step)
+        .collect();
+    assert_eq!(steps, ["ehlo", "auth", "quit"]);
+    assert!(check.exchanges[1].reply.starts_with("235"), "{check:?}");
+    assert!(check.exchanges[2].reply.starts_with("221"), "{check:?}");
+    assert!(server.delivered(0).is_empty(), "nothing is sent");
+}
+
+#[tokio::test]
+async fn a_wrong_password_stops_the_test_at_auth_and_is_never_repeated() {
+    let Some(server) = relay() else {
+        return;
+    };
+    let url = format!(
+        "smtp://relay-user:not-the-password@127.0.0.1:{}?tls=none",
+        server.port()
+    );
+    let check = check_smtp(&SmtpSettings::parse(&url, None).unwrap(), "mailroom.test").await;
+    let error = check.error.clone().unwrap();
+    assert!(
+        error.starts_with("auth:") && error.contains("535"),
+        "{error}"
+    );
+    assert!(!format!("{check:?}").contains("not-the-password"));
+}
+
+#[tokio::test]
+async fn starttls_asked_of_a_server_without_it_goes_no_further() {
+    let Some(server) = SmtpServer::start(SmtpOptions::default()) else {
+        return;
+    };
+    let url = format!("smtp://127.0.0.1:{}", server.port());
+    let check = check_smtp(&SmtpSettings::parse(&url, None).unwrap(), "mailroom.test").await;
+    assert_eq!(
+        check.error.as_deref(),
+        Some("starttls: the server does not offer STARTTLS")
+    );
+}
