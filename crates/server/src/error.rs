@@ -126,6 +126,8 @@ pub enum Forbidden {
     OwnerOnly,
     /// Members may not create API keys in this organization.
     KeysForManagersOnly,
+    /// Only owners and admins connect mail accounts, unless the organization lets members.
+    AccountsForManagersOnly,
     /// Only owners and admins may create keys that manage keys or read the audit log.
     KeyPowersForManagersOnly,
     /// The API key lacks the scope the action needs.

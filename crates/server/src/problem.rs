@@ -168,6 +168,10 @@ impl From<DomainError> for ApiError {
                     Forbidden::OwnerOnly => {
                         ("owner_only", "Only the organization's owner may do this.")
                     }
+                    Forbidden::AccountsForManagersOnly => (
+                        "insufficient_role",
+                        "Only the organization's owner or an admin may connect or disconnect mail accounts here.",
+                    ),
                     Forbidden::KeysForManagersOnly => (
                         "insufficient_role",
                         "Only the organization's owner or an admin may create API keys here.",

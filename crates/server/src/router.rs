@@ -16,8 +16,8 @@ use crate::limits;
 use crate::pages;
 use crate::pages::account;
 use crate::routes::{
-    admin, api_keys, assets, auth, csp_report, health, me, metrics, org, privacy, setup, team,
-    two_factor, usage, verify, verify_jobs,
+    admin, api_keys, assets, auth, csp_report, health, mail_accounts, me, metrics, org, privacy,
+    setup, team, two_factor, usage, verify, verify_jobs,
 };
 use crate::state::AppState;
 
@@ -62,6 +62,15 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .route("/v1/api-keys", get(api_keys::list).post(api_keys::create))
         .route("/v1/api-keys/{id}", delete(api_keys::revoke))
         .route("/v1/audit-log", get(me::org_audit_log))
+        .route(
+            "/v1/mail-accounts",
+            get(mail_accounts::list).post(mail_accounts::create),
+        )
+        .route(
+            "/v1/mail-accounts/{id}",
+            get(mail_accounts::show).delete(mail_accounts::disconnect),
+        )
+        .route("/v1/mail-accounts/{id}/test", post(mail_accounts::test))
         .route("/v1/usage", get(usage::usage))
         .route("/v1/verify", post(verify::verify))
         .route("/v1/verify/batch", post(verify::batch))

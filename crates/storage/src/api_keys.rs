@@ -354,23 +354,6 @@ impl ApiKeys<'_> {
         })
         .await
     }
-
-    /// Whether the organization lets members (not only owners and admins) create keys.
-    pub async fn members_create_keys(&self, org_id: OrgId) -> Result<bool, StorageError> {
-        self.db
-            .transaction_for(&Tenancy::Org(org_id), |tx| {
-                async move {
-                    Ok(on_backend!(&mut tx.0, Inner, tx => {
-                        sqlx::query_scalar("SELECT members_create_keys FROM orgs WHERE id = $1")
-                            .bind(org_id.as_uuid())
-                            .fetch_one(&mut **tx)
-                            .await?
-                    }))
-                }
-                .boxed()
-            })
-            .await
-    }
 }
 
 /// Revokes every live key `creator` made in `org_id`, inside the transaction that removes or

@@ -70,6 +70,22 @@ pub struct NewInvitation {
     pub expires_at: OffsetDateTime,
 }
 
+/// What an organization may let its members do, besides its owners and admins.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MemberPower {
+    CreateKeys,
+    ConnectAccounts,
+}
+
+impl MemberPower {
+    fn column(self) -> &'static str {
+        match self {
+            MemberPower::CreateKeys => "members_create_keys",
+            MemberPower::ConnectAccounts => "members_connect_accounts",
+        }
+    }
+}
+
 /// What became of a change to the team.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Change {
@@ -479,6 +495,29 @@ impl Teams<'_> {
                 }))
             }
             .boxed()
+            })
+            .await
+    }
+
+    /// Whether the organization lets its members (not only owners and admins) do `what`.
+    pub async fn members_may(
+        &self,
+        org_id: OrgId,
+        what: MemberPower,
+    ) -> Result<bool, StorageError> {
+        // The column names come from the enum, never from input.
+        let sql = format!("SELECT {} FROM orgs WHERE id = $1", what.column());
+        self.db
+            .transaction_for(&Tenancy::Org(org_id), |tx| {
+                async move {
+                    Ok(on_backend!(&mut tx.0, Inner, tx => {
+                        sqlx::query_scalar(&sql)
+                            .bind(org_id.as_uuid())
+                            .fetch_one(&mut **tx)
+                            .await?
+                    }))
+                }
+                .boxed()
             })
             .await
     }

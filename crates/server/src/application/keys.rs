@@ -6,7 +6,7 @@ use mailroom_core::audit::{Action, AuditEvent};
 use mailroom_core::{ApiKeyId, OrgId};
 use mailroom_crypto::api_key;
 use mailroom_storage::api_keys::{ApiKeyInfo, NewApiKey};
-use mailroom_storage::teams::Change;
+use mailroom_storage::teams::{Change, MemberPower};
 use secrecy::SecretString;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -43,8 +43,8 @@ pub async fn create_of(
     if !manager
         && !state
             .database
-            .api_keys()
-            .members_create_keys(user.org_id)
+            .teams()
+            .members_may(user.org_id, MemberPower::CreateKeys)
             .await?
     {
         return Err(DomainError::Forbidden(Forbidden::KeysForManagersOnly));

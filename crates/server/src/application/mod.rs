@@ -9,6 +9,7 @@ pub mod api_tokens;
 pub mod installation;
 pub mod keys;
 pub mod lockout;
+pub mod mail_accounts;
 pub mod org;
 pub mod second_factor;
 pub mod system_mail;

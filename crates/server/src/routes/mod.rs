@@ -8,6 +8,7 @@ pub(crate) mod assets;
 pub(crate) mod auth;
 pub(crate) mod csp_report;
 pub(crate) mod health;
+pub(crate) mod mail_accounts;
 pub(crate) mod me;
 pub(crate) mod metrics;
 pub(crate) mod org;

@@ -17,19 +17,6 @@ async fn with_key(app: &TestApp, key: &str, method: Method, path: &str) -> reqwe
         .unwrap()
 }
 
-async fn create_key(app: &TestApp, session: &str, scopes: &[&str]) -> Value {
-    let created = send_as(
-        app,
-        Method::POST,
-        session,
-        "/v1/api-keys",
-        Some(json!({"name": "ci", "scopes": scopes})),
-    )
-    .await;
-    assert_eq!(created.status(), 201);
-    created.json().await.unwrap()
-}
-
 both_backends! {
     async fn a_key_is_shown_once_stored_hashed_and_scoped(db) {
         let app = TestApp::spawn(&db).await;

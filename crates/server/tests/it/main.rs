@@ -11,6 +11,7 @@ mod api_keys;
 mod architecture;
 mod browser;
 mod edge;
+mod mail_accounts;
 mod privacy;
 mod rate_limits;
 mod teams;

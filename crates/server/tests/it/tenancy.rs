@@ -23,6 +23,7 @@ struct Tenant {
     key_id: String,
     key: String,
     job_id: String,
+    mail_account_id: String,
 }
 
 async fn tenant(app: &TestApp, db: &TestDatabase, name: &str) -> Tenant {
@@ -103,7 +104,24 @@ async fn tenant(app: &TestApp, db: &TestDatabase, name: &str) -> Tenant {
     )
     .await;
     let sessions = json_of(get_as(app, &owner, "/v1/me/sessions").await).await;
+    let account = json_of(
+        send_as(
+            app,
+            Method::POST,
+            &owner,
+            "/v1/mail-accounts",
+            Some(json!({
+                "kind": "smtp",
+                "name": format!("{name} relay"),
+                "address": format!("{name}@example.test"),
+                "smtp": {"host": "relay.example.test", "port": 587, "security": "starttls"},
+            })),
+        )
+        .await,
+    )
+    .await;
     Tenant {
+        mail_account_id: account["id"].as_str().unwrap().to_owned(),
         owner,
         member_id,
         session_id: sessions[0]["id"].as_str().unwrap().to_owned(),
@@ -131,6 +149,9 @@ both_backends! {
             (Method::GET, format!("/v1/verify/jobs/{}", a.job_id), None),
             (Method::GET, format!("/v1/verify/jobs/{}/results", a.job_id), None),
             (Method::DELETE, format!("/v1/verify/jobs/{}", a.job_id), None),
+            (Method::GET, format!("/v1/mail-accounts/{}", a.mail_account_id), None),
+            (Method::POST, format!("/v1/mail-accounts/{}/test", a.mail_account_id), None),
+            (Method::DELETE, format!("/v1/mail-accounts/{}", a.mail_account_id), None),
         ];
         for (method, path, body) in by_session {
             let response = send_as(&app, method.clone(), &b.owner, &path, body).await;
@@ -143,7 +164,7 @@ both_backends! {
         problem(by_key, 404, "not_found").await;
 
         // B's lists hold nothing of A's.
-        let lists = ["/v1/org/members", "/v1/org/invitations", "/v1/api-keys", "/v1/audit-log", "/v1/verify/jobs", "/v1/verify/logs"];
+        let lists = ["/v1/org/members", "/v1/org/invitations", "/v1/api-keys", "/v1/audit-log", "/v1/verify/jobs", "/v1/verify/logs", "/v1/mail-accounts"];
         for path in lists {
             let listed = get_as(&app, &b.owner, path).await.text().await.unwrap();
             assert!(!listed.contains("alpha"), "{path}: {listed}");

@@ -42,20 +42,6 @@ async fn world(db: &TestDatabase) -> Option<World> {
     Some(World { app, mx, _dns: dns })
 }
 
-async fn key_with(app: &TestApp, session: &str, scopes: &[&str]) -> String {
-    let created = send_as(
-        app,
-        Method::POST,
-        session,
-        "/v1/api-keys",
-        Some(json!({"name": "verifier", "scopes": scopes})),
-    )
-    .await;
-    assert_eq!(created.status(), 201);
-    let created: Value = created.json().await.unwrap();
-    created["key"].as_str().unwrap().to_owned()
-}
-
 async fn with_key(app: &TestApp, key: &str, path: &str, body: Value) -> reqwest::Response {
     app.client
         .post(app.at(path))

@@ -201,3 +201,25 @@ pub async fn invitation_token(db: &TestDatabase, email: &str, n: usize) -> Strin
     }
     panic!("invitation {n} was not mailed to {email}");
 }
+
+/// A new API key of the organization of `session` with `scopes`, as its creation answers.
+pub async fn create_key(app: &TestApp, session: &str, scopes: &[&str]) -> Value {
+    let created = send_as(
+        app,
+        reqwest::Method::POST,
+        session,
+        "/v1/api-keys",
+        Some(json!({"name": "ci", "scopes": scopes})),
+    )
+    .await;
+    assert_eq!(created.status(), 201);
+    created.json().await.unwrap()
+}
+
+/// The raw key of a new API key with `scopes`.
+pub async fn key_with(app: &TestApp, session: &str, scopes: &[&str]) -> String {
+    create_key(app, session, scopes).await["key"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}

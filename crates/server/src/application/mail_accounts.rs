@@ -1,0 +1,357 @@
+//! The mail accounts an organization connects to send from and read (one resource, several
+//! kinds): connected by its owners and admins (members too where the organization allows it,
+//! keys with `accounts:manage`), listed by anyone who sends or reads, tested for real, and
+//! disconnected. Credentials are sealed under the organization's key by storage and never
+//! leave this module but to log in.
+
+use mailroom_core::MailAccountId;
+use mailroom_core::api_keys::Scope;
+use mailroom_core::audit::Action;
+use mailroom_mail::probe::{SmtpCheck, check_smtp};
+use mailroom_mail::{SmtpSecurity, SmtpSettings};
+use mailroom_storage::mail_accounts::{AccountKind, MailAccount, NewMailAccount};
+use mailroom_storage::teams::MemberPower;
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use zeroize::Zeroizing;
+
+use crate::application::accounts::parse_email;
+use crate::application::actor::Caller;
+use crate::audit::AuditTrail;
+use crate::error::{DomainError, Forbidden};
+use crate::state::AppState;
+
+/// An account's name, in characters.
+const MAX_NAME: usize = 100;
+/// Other addresses an account may send as.
+pub const MAX_FROM_ADDRESSES: usize = 50;
+const MAX_HOST: usize = 253;
+const MAX_USERNAME: usize = 256;
+const MAX_PASSWORD: usize = 1024;
+
+/// How a connection to a mail server is secured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Security {
+    /// TLS from the first byte.
+    Tls,
+    /// STARTTLS, required: nothing is said in clear after the greeting.
+    Starttls,
+    /// No TLS: for a relay on a trusted network only.
+    None,
+}
+
+impl Security {
+    fn smtp(self) -> SmtpSecurity {
+        match self {
+            Security::Tls => SmtpSecurity::ImplicitTls,
+            Security::Starttls => SmtpSecurity::StartTls,
+            Security::None => SmtpSecurity::None,
+        }
+    }
+}
+
+/// Where a mail server is and whom to log in as: stored as it is, no secret.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Server {
+    pub host: String,
+    pub port: u16,
+    pub security: Security,
+    pub username: Option<String>,
+}
+
+/// A server as it is connected: its place, and the password to log in with.
+pub struct ServerLogin {
+    pub server: Server,
+    pub password: Option<SecretString>,
+}
+
+/// An SMTP relay or submission server to connect.
+pub struct NewSmtpAccount {
+    pub name: String,
+    pub address: String,
+    pub smtp: ServerLogin,
+    pub from_addresses: Vec<String>,
+}
+
+/// What is stored in the clear of an account: where its servers are.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Settings {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub smtp: Option<Server>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub imap: Option<Server>,
+}
+
+impl Settings {
+    /// The settings of a stored account (written by this module, so they read back).
+    pub fn of(account: &MailAccount) -> Settings {
+        serde_json::from_str(&account.settings).unwrap_or_default()
+    }
+}
+
+/// What is sealed of an account.
+#[derive(Default, Serialize, Deserialize)]
+struct Credentials {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    smtp_password: Option<String>,
+}
+
+/// Connects an SMTP account for the caller's organization.
+pub async fn connect_smtp(
+    state: &AppState,
+    trail: &AuditTrail,
+    caller: &Caller,
+    input: NewSmtpAccount,
+) -> Result<MailAccount, DomainError> {
+    may_manage(state, caller).await?;
+    let name = input.name.trim();
+    if name.is_empty() || name.chars().count() > MAX_NAME {
+        return Err(DomainError::invalid(
+            "name",
+            format!("name must be 1 to {MAX_NAME} characters"),
+        ));
+    }
+    let address = parse_email(&input.address)
+        .map_err(|error| error.for_field("address"))?
+        .to_string();
+    if input.from_addresses.len() > MAX_FROM_ADDRESSES {
+        return Err(DomainError::invalid(
+            "from_addresses",
+            format!("from_addresses may hold at most {MAX_FROM_ADDRESSES} addresses"),
+        ));
+    }
+    let from_addresses = input
+        .from_addresses
+        .iter()
+        .map(|raw| parse_email(raw).map(|email| email.to_string()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|error| error.for_field("from_addresses"))?;
+    let ServerLogin { server, password } = input.smtp;
+    let server = checked_server(server, password.as_ref(), "smtp")?;
+    let credentials = Credentials {
+        smtp_password: password.map(|password| password.expose_secret().to_owned()),
+    };
+    let settings = Settings {
+        smtp: Some(server),
+        imap: None,
+    };
+    let id = MailAccountId::generate();
+    let account = NewMailAccount {
+        id,
+        kind: AccountKind::Smtp,
+        name: name.to_owned(),
+        address: address.clone(),
+        can_send: true,
+        can_read: false,
+        settings: serde_json::to_string(&settings).map_err(DomainError::internal)?,
+        credentials: Zeroizing::new(
+            serde_json::to_vec(&credentials).map_err(DomainError::internal)?,
+        ),
+        from_addresses,
+        connected_by: match caller {
+            Caller::Account(principal) => Some(principal.user.id),
+            Caller::Key(_) => None,
+        },
+    };
+    let event = mailroom_core::audit::AuditEvent {
+        target: Some(format!("mail account {id} ({address})")),
+        ..caller.event(trail, Action::MailAccountConnected)
+    };
+    Ok(state
+        .database
+        .mail_accounts()
+        .connect(caller.org_id(), &account, &event, OffsetDateTime::now_utc())
+        .await?)
+}
+
+/// A server's settings as given, checked; the field names are under `field`.
+fn checked_server(
+    server: Server,
+    password: Option<&SecretString>,
+    field: &'static str,
+) -> Result<Server, DomainError> {
+    let host = server.host.trim().to_owned();
+    if host.is_empty()
+        || host.len() > MAX_HOST
+        || host
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '/')
+    {
+        return Err(DomainError::invalid(
+            field,
+            format!("{field}.host must be a host name or an IP address"),
+        ));
+    }
+    if server.port == 0 {
+        return Err(DomainError::invalid(
+            field,
+            format!("{field}.port must be 1 to 65535"),
+        ));
+    }
+    let username = server
+        .username
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty());
+    if username
+        .as_ref()
+        .is_some_and(|name| name.len() > MAX_USERNAME || name.chars().any(char::is_control))
+    {
+        return Err(DomainError::invalid(
+            field,
+            format!(
+                "{field}.username must be at most {MAX_USERNAME} bytes, without control characters"
+            ),
+        ));
+    }
+    match (&username, password) {
+        (Some(_), None) => {
+            return Err(DomainError::invalid(
+                field,
+                format!("{field}.password is needed with a username"),
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(DomainError::invalid(
+                field,
+                format!("{field}.username is needed with a password"),
+            ));
+        }
+        (_, Some(password)) if password.expose_secret().len() > MAX_PASSWORD => {
+            return Err(DomainError::invalid(
+                field,
+                format!("{field}.password must be at most {MAX_PASSWORD} bytes"),
+            ));
+        }
+        _ => {}
+    }
+    Ok(Server {
+        host,
+        port: server.port,
+        security: server.security,
+        username,
+    })
+}
+
+/// Owners and admins connect and disconnect accounts; members where the organization lets
+/// them; keys with `accounts:manage`.
+async fn may_manage(state: &AppState, caller: &Caller) -> Result<(), DomainError> {
+    caller.require(Scope::AccountsManage, false)?;
+    if let Caller::Account(principal) = caller
+        && !principal.user.org_role.manages()
+        && !state
+            .database
+            .teams()
+            .members_may(principal.user.org_id, MemberPower::ConnectAccounts)
+            .await?
+    {
+        return Err(DomainError::Forbidden(Forbidden::AccountsForManagersOnly));
+    }
+    Ok(())
+}
+
+/// Anyone of the organization reads its accounts; a key needs `send` or `mailbox:read`.
+fn may_read(caller: &Caller) -> Result<(), DomainError> {
+    caller
+        .require(Scope::Send, false)
+        .or_else(|_| caller.require(Scope::MailboxRead, false))
+}
+
+/// The organization's accounts, oldest first.
+pub async fn list(state: &AppState, caller: &Caller) -> Result<Vec<MailAccount>, DomainError> {
+    may_read(caller)?;
+    Ok(state.database.mail_accounts().list(caller.org_id()).await?)
+}
+
+/// One of the organization's accounts.
+pub async fn get(
+    state: &AppState,
+    caller: &Caller,
+    id: MailAccountId,
+) -> Result<MailAccount, DomainError> {
+    may_read(caller)?;
+    state
+        .database
+        .mail_accounts()
+        .get(caller.org_id(), id)
+        .await?
+        .ok_or(DomainError::NotFound)
+}
+
+/// Connects to the account's server and logs in, for real, and says what the server said;
+/// the outcome is the account's last use.
+pub async fn test(
+    state: &AppState,
+    caller: &Caller,
+    id: MailAccountId,
+) -> Result<SmtpCheck, DomainError> {
+    may_read(caller)?;
+    let org_id = caller.org_id();
+    let (account, sealed) = state
+        .database
+        .mail_accounts()
+        .credentials(org_id, id)
+        .await?
+        .ok_or(DomainError::NotFound)?;
+    let credentials: Credentials = serde_json::from_slice(&sealed).unwrap_or_default();
+    let Some(server) = Settings::of(&account).smtp else {
+        return Err(DomainError::invalid(
+            "kind",
+            "only accounts with an SMTP server can be tested yet",
+        ));
+    };
+    let settings = SmtpSettings {
+        host: server.host,
+        port: server.port,
+        security: server.security.smtp(),
+        credentials: server
+            .username
+            .zip(credentials.smtp_password.map(SecretString::from)),
+        ca_file: None,
+    };
+    let check = check_smtp(&settings, &hello_name(state)).await;
+    state
+        .database
+        .mail_accounts()
+        .record_use(
+            org_id,
+            id,
+            check.error.as_deref(),
+            OffsetDateTime::now_utc(),
+        )
+        .await?;
+    Ok(check)
+}
+
+/// The name this installation says in EHLO: its public host.
+fn hello_name(state: &AppState) -> String {
+    url::Url::parse(&state.public_origin)
+        .ok()
+        .and_then(|url| url.host_str().map(str::to_owned))
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
+/// Disconnects the account: its credentials are deleted with it.
+pub async fn disconnect(
+    state: &AppState,
+    trail: &AuditTrail,
+    caller: &Caller,
+    id: MailAccountId,
+) -> Result<(), DomainError> {
+    may_manage(state, caller).await?;
+    let event = mailroom_core::audit::AuditEvent {
+        target: Some(format!("mail account {id}")),
+        ..caller.event(trail, Action::MailAccountDisconnected)
+    };
+    if state
+        .database
+        .mail_accounts()
+        .disconnect(caller.org_id(), id, &event, OffsetDateTime::now_utc())
+        .await?
+    {
+        Ok(())
+    } else {
+        Err(DomainError::NotFound)
+    }
+}

@@ -1,0 +1,156 @@
+//! `/v1/mail-accounts`: the mail accounts an organization connects
+//! ([`crate::application::mail_accounts`]). No answer ever holds a credential.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use mailroom_core::MailAccountId;
+use mailroom_storage::mail_accounts::MailAccount;
+use secrecy::SecretString;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::application::actor::Caller;
+use crate::application::mail_accounts::{
+    self, NewSmtpAccount, Security, Server, ServerLogin, Settings,
+};
+use crate::audit::AuditTrail;
+use crate::json::ApiJson;
+use crate::problem::ApiError;
+use crate::state::AppState;
+
+fn when(time: OffsetDateTime) -> String {
+    time.format(&Rfc3339).unwrap_or_default()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerRequest {
+    host: String,
+    port: u16,
+    security: Security,
+    username: Option<String>,
+    password: Option<SecretString>,
+}
+
+impl From<ServerRequest> for ServerLogin {
+    fn from(request: ServerRequest) -> Self {
+        ServerLogin {
+            server: Server {
+                host: request.host,
+                port: request.port,
+                security: request.security,
+                username: request.username,
+            },
+            password: request.password,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum AccountRequest {
+    Smtp {
+        name: String,
+        address: String,
+        smtp: ServerRequest,
+        #[serde(default)]
+        from_addresses: Vec<String>,
+    },
+}
+
+/// `POST /v1/mail-accounts` `{kind: "smtp", name, address, smtp: {host, port, security,
+/// username, password}, from_addresses?}`: 201 with the account.
+pub async fn create(
+    State(state): State<AppState>,
+    trail: AuditTrail,
+    caller: Caller,
+    ApiJson(body): ApiJson<AccountRequest>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let AccountRequest::Smtp {
+        name,
+        address,
+        smtp,
+        from_addresses,
+    } = body;
+    let input = NewSmtpAccount {
+        name,
+        address,
+        smtp: smtp.into(),
+        from_addresses,
+    };
+    let account = mail_accounts::connect_smtp(&state, &trail, &caller, input).await?;
+    Ok((StatusCode::CREATED, Json(describe(&account))))
+}
+
+/// `GET /v1/mail-accounts`: the organization's accounts, oldest first.
+pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
+    let accounts = mail_accounts::list(&state, &caller).await?;
+    Ok(Json(json!({
+        "accounts": accounts.iter().map(describe).collect::<Vec<_>>(),
+    })))
+}
+
+/// `GET /v1/mail-accounts/{id}`.
+pub async fn show(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<MailAccountId>,
+) -> Result<Json<Value>, ApiError> {
+    let account = mail_accounts::get(&state, &caller, id).await?;
+    Ok(Json(describe(&account)))
+}
+
+/// `POST /v1/mail-accounts/{id}/test`: connects and logs in for real; what the server said
+/// at each step, and where it stopped.
+pub async fn test(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<MailAccountId>,
+) -> Result<Json<Value>, ApiError> {
+    let check = mail_accounts::test(&state, &caller, id).await?;
+    Ok(Json(json!({
+        "ok": check.succeeded(),
+        "steps": check.exchanges.iter().map(|exchange| json!({
+            "step": exchange.step,
+            "reply": exchange.reply,
+        })).collect::<Vec<_>>(),
+        "error": check.error,
+    })))
+}
+
+/// `DELETE /v1/mail-accounts/{id}`: the account and its credentials are deleted.
+pub async fn disconnect(
+    State(state): State<AppState>,
+    trail: AuditTrail,
+    caller: Caller,
+    Path(id): Path<MailAccountId>,
+) -> Result<StatusCode, ApiError> {
+    mail_accounts::disconnect(&state, &trail, &caller, id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn describe(account: &MailAccount) -> Value {
+    let settings = Settings::of(account);
+    let capabilities: Vec<&str> = [(account.can_send, "send"), (account.can_read, "read")]
+        .into_iter()
+        .filter_map(|(can, name)| can.then_some(name))
+        .collect();
+    json!({
+        "id": account.id,
+        "kind": account.kind.as_str(),
+        "name": account.name,
+        "address": account.address,
+        "from_addresses": account.from_addresses,
+        "capabilities": capabilities,
+        "status": account.status.as_str(),
+        "smtp": settings.smtp,
+        "imap": settings.imap,
+        "connected_by": account.connected_by,
+        "created_at": when(account.created_at),
+        "last_used_at": account.last_used_at.map(when),
+        "last_error": account.last_error,
+    })
+}

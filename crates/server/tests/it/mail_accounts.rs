@@ -1,0 +1,156 @@
+//! Connected mail accounts over HTTP, on both backends: an SMTP relay connected with its
+//! password sealed and never shown, tested for real against aiosmtpd, disconnected; who may
+//! do what; another organization's accounts as missing ones.
+
+use crate::common::accounts::*;
+use crate::common::{TestApp, problem};
+use mailroom_testkit::{SmtpOptions, SmtpServer, both_backends};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+const RELAY_PASSWORD: &str = "relay-pass-7fQ2";
+
+fn relay() -> Option<SmtpServer> {
+    SmtpServer::start(SmtpOptions {
+        tls: None,
+        login: Some(("relay-user".into(), RELAY_PASSWORD.into())),
+    })
+}
+
+fn smtp_account(port: u16, password: &str) -> Value {
+    json!({
+        "kind": "smtp",
+        "name": "Newsletter relay",
+        "address": "News@Example.test",
+        "from_addresses": ["team@example.test"],
+        "smtp": {
+            "host": "127.0.0.1",
+            "port": port,
+            "security": "none",
+            "username": "relay-user",
+            "password": password,
+        },
+    })
+}
+
+async fn with_key(
+    app: &TestApp,
+    key: &str,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> reqwest::Response {
+    let mut request = app.client.request(method, app.at(path)).bearer_auth(key);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    request.send().await.unwrap()
+}
+
+both_backends! {
+    async fn an_smtp_account_is_connected_sealed_tested_for_real_and_disconnected(db) {
+        let Some(server) = relay() else { return };
+        let app = TestApp::spawn(&db).await;
+        let session = create_account(&app, &db, "owner@example.test").await;
+
+        let created = send_as(&app, Method::POST, &session, "/v1/mail-accounts", Some(smtp_account(server.port(), RELAY_PASSWORD))).await;
+        assert_eq!(created.status(), 201);
+        let account: Value = created.json().await.unwrap();
+        let id = account["id"].as_str().unwrap().to_owned();
+        assert_eq!(account["kind"], "smtp");
+        assert_eq!(account["address"], "news@example.test", "normalized");
+        assert_eq!(account["capabilities"], json!(["send"]));
+        assert_eq!(account["status"], "active");
+        assert_eq!(account["smtp"]["username"], "relay-user");
+        // The password is in no answer, and sealed in storage.
+        let listed: Value = get_as(&app, &session, "/v1/mail-accounts").await.json().await.unwrap();
+        assert_eq!(listed["accounts"].as_array().unwrap().len(), 1);
+        for answer in [&account, &listed] {
+            assert!(!answer.to_string().contains(RELAY_PASSWORD), "{answer}");
+        }
+        assert!(db.columns_mentioning(RELAY_PASSWORD, uuid::Uuid::now_v7()).await.is_empty());
+
+        // A real connection: EHLO, AUTH, QUIT, with what the server said.
+        let tested: Value = send_as(&app, Method::POST, &session, &format!("/v1/mail-accounts/{id}/test"), None).await.json().await.unwrap();
+        assert_eq!(tested["ok"], true, "{tested}");
+        let steps: Vec<&str> = tested["steps"].as_array().unwrap().iter().map(|s| s["step"].as_str().unwrap()).collect();
+        assert_eq!(steps, ["ehlo", "auth", "quit"]);
+        assert!(tested["steps"][1]["reply"].as_str().unwrap().starts_with("235"), "{tested}");
+        let shown: Value = get_as(&app, &session, &format!("/v1/mail-accounts/{id}")).await.json().await.unwrap();
+        assert!(shown["last_used_at"].is_string());
+        assert_eq!(shown["last_error"], Value::Null);
+
+        // A wrong password is the server's refusal, kept as the account's last error.
+        let wrong: Value = send_as(&app, Method::POST, &session, "/v1/mail-accounts", Some(smtp_account(server.port(), "not-it"))).await.json().await.unwrap();
+        let wrong_id = wrong["id"].as_str().unwrap().to_owned();
+        let tested: Value = send_as(&app, Method::POST, &session, &format!("/v1/mail-accounts/{wrong_id}/test"), None).await.json().await.unwrap();
+        assert_eq!(tested["ok"], false);
+        assert!(tested["error"].as_str().unwrap().contains("535"), "{tested}");
+        let shown: Value = get_as(&app, &session, &format!("/v1/mail-accounts/{wrong_id}")).await.json().await.unwrap();
+        assert!(shown["last_error"].as_str().unwrap().contains("535"));
+
+        let deleted = send_as(&app, Method::DELETE, &session, &format!("/v1/mail-accounts/{id}"), None).await;
+        assert_eq!(deleted.status(), 204);
+        problem(get_as(&app, &session, &format!("/v1/mail-accounts/{id}")).await, 404, "not_found").await;
+        let log: Value = get_as(&app, &session, "/v1/me/audit-log").await.json().await.unwrap();
+        let actions: Vec<&str> = log["entries"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
+        assert!(actions.contains(&"mail_account.connected") && actions.contains(&"mail_account.disconnected"), "{actions:?}");
+        assert!(server.delivered(0).is_empty(), "a test sends nothing");
+        app.stop().await;
+    }
+
+    async fn keys_need_their_scopes_and_another_organizations_accounts_are_missing(db) {
+        let app = TestApp::spawn(&db).await;
+        let a = create_account(&app, &db, "a@example.test").await;
+        let b = create_account(&app, &db, "b@example.test").await;
+        let body = smtp_account(2525, "secret-password");
+        let created: Value = send_as(&app, Method::POST, &a, "/v1/mail-accounts", Some(body.clone())).await.json().await.unwrap();
+        let id = created["id"].as_str().unwrap().to_owned();
+
+        let sender = key_with(&app, &a, &["send"]).await;
+        let listed = with_key(&app, &sender, Method::GET, "/v1/mail-accounts", None).await;
+        assert_eq!(listed.status(), 200);
+        problem(with_key(&app, &sender, Method::POST, "/v1/mail-accounts", Some(body.clone())).await, 403, "insufficient_scope").await;
+        problem(with_key(&app, &sender, Method::DELETE, &format!("/v1/mail-accounts/{id}"), None).await, 403, "insufficient_scope").await;
+        let verifier = key_with(&app, &a, &["verify"]).await;
+        problem(with_key(&app, &verifier, Method::GET, "/v1/mail-accounts", None).await, 403, "insufficient_scope").await;
+        let manager = key_with(&app, &a, &["accounts:manage"]).await;
+        let by_key = with_key(&app, &manager, Method::POST, "/v1/mail-accounts", Some(body.clone())).await;
+        assert_eq!(by_key.status(), 201);
+        let by_key: Value = by_key.json().await.unwrap();
+        assert_eq!(by_key["connected_by"], Value::Null);
+
+        // Organization B sees none of A's accounts, and cannot touch them.
+        let listed: Value = get_as(&app, &b, "/v1/mail-accounts").await.json().await.unwrap();
+        assert!(listed["accounts"].as_array().unwrap().is_empty());
+        for (method, path) in [
+            (Method::GET, format!("/v1/mail-accounts/{id}")),
+            (Method::POST, format!("/v1/mail-accounts/{id}/test")),
+            (Method::DELETE, format!("/v1/mail-accounts/{id}")),
+        ] {
+            problem(send_as(&app, method, &b, &path, None).await, 404, "not_found").await;
+        }
+        let still: Value = get_as(&app, &a, &format!("/v1/mail-accounts/{id}")).await.json().await.unwrap();
+        assert_eq!(still["id"], id.as_str());
+        app.stop().await;
+    }
+
+    async fn an_account_is_refused_whole_for_a_bad_field(db) {
+        let app = TestApp::spawn(&db).await;
+        let session = create_account(&app, &db, "fields@example.test").await;
+        let mut bad_address = smtp_account(2525, "pw");
+        bad_address["address"] = json!("not an address");
+        let refused = problem(send_as(&app, Method::POST, &session, "/v1/mail-accounts", Some(bad_address)).await, 400, "invalid_email").await;
+        assert_eq!(refused["field"], "address");
+        let mut no_password = smtp_account(2525, "pw");
+        no_password["smtp"].as_object_mut().unwrap().remove("password");
+        let refused = problem(send_as(&app, Method::POST, &session, "/v1/mail-accounts", Some(no_password)).await, 400, "invalid_field").await;
+        assert_eq!(refused["field"], "smtp");
+        let mut no_port = smtp_account(0, "pw");
+        no_port["name"] = json!("   ");
+        problem(send_as(&app, Method::POST, &session, "/v1/mail-accounts", Some(no_port)).await, 400, "invalid_field").await;
+        let listed: Value = get_as(&app, &session, "/v1/mail-accounts").await.json().await.unwrap();
+        assert!(listed["accounts"].as_array().unwrap().is_empty(), "nothing of a refused account is kept");
+        app.stop().await;
+    }
+}
