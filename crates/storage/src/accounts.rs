@@ -117,6 +117,8 @@ pub struct OrgPolicyChange {
     pub require_mfa: Option<bool>,
     /// Members, not only owners and admins, may create API keys (docs/security.md#api-key-format).
     pub members_create_keys: Option<bool>,
+    /// Members, not only owners and admins, may connect mail accounts.
+    pub members_connect_accounts: Option<bool>,
 }
 
 /// A client IP and user agent a user has signed in from ('' when it sent none).
@@ -474,7 +476,8 @@ impl Accounts<'_> {
                          password_rules = COALESCE($3, password_rules), \
                          require_mfa = COALESCE($4, require_mfa), \
                          name = COALESCE($6, name), \
-                         members_create_keys = COALESCE($7, members_create_keys) \
+                         members_create_keys = COALESCE($7, members_create_keys), \
+                         members_connect_accounts = COALESCE($8, members_connect_accounts) \
                          WHERE id = $5",
                     )
                     .bind(change.idle_timeout_secs.is_some())
@@ -484,6 +487,7 @@ impl Accounts<'_> {
                     .bind(org_id.as_uuid())
                     .bind(change.name.as_deref())
                     .bind(change.members_create_keys)
+                    .bind(change.members_connect_accounts)
                     .execute(&mut **tx)
                     .await?;
                 });

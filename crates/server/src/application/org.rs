@@ -35,6 +35,7 @@ pub struct SettingsChange {
     pub password_rules: Option<CompositionRules>,
     pub require_mfa: Option<bool>,
     pub members_create_keys: Option<bool>,
+    pub members_connect_accounts: Option<bool>,
 }
 
 pub async fn info(state: &AppState, principal: &Principal) -> Result<OrgInfo, DomainError> {
@@ -79,6 +80,7 @@ pub async fn change_settings(
         password_rules: change.password_rules,
         require_mfa: change.require_mfa,
         members_create_keys: change.members_create_keys,
+        members_connect_accounts: change.members_connect_accounts,
     };
     state
         .database
@@ -87,12 +89,13 @@ pub async fn change_settings(
         .await?;
     let target = format!(
         "name={} session_idle_timeout_minutes={:?} password_rules={} require_mfa={:?} \
-         members_create_keys={:?}",
+         members_create_keys={:?} members_connect_accounts={:?}",
         stored.name.is_some(),
         change.session_idle_timeout_minutes,
         change.password_rules.is_some(),
         change.require_mfa,
-        change.members_create_keys
+        change.members_create_keys,
+        change.members_connect_accounts
     );
     audit::record(
         &state.database,

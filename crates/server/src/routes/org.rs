@@ -29,6 +29,8 @@ pub struct OrgUpdate {
     require_mfa: Option<bool>,
     /// Members may create API keys too. Absent: unchanged.
     members_create_keys: Option<bool>,
+    /// Members may connect mail accounts too. Absent: unchanged.
+    members_connect_accounts: Option<bool>,
 }
 
 #[derive(Clone, Copy, Deserialize)]
@@ -68,6 +70,7 @@ pub async fn update(
         }),
         require_mfa: body.require_mfa,
         members_create_keys: body.members_create_keys,
+        members_connect_accounts: body.members_connect_accounts,
     };
     org::change_settings(&state, &trail, &principal, &change).await?;
     Ok(Json(json!({ "id": principal.user.org_id })))

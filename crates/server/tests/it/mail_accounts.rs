@@ -135,6 +135,54 @@ both_backends! {
         app.stop().await;
     }
 
+    async fn members_connect_accounts_only_where_the_organization_allows(db) {
+        let app = TestApp::spawn(&db).await;
+        let owner = create_account(&app, &db, "owner@example.test").await;
+        crate::common::two_factor::enable_totp(&app, &owner).await;
+        let member = create_account(&app, &db, "member@example.test").await;
+        // Moved into the owner's organization behind the app's back (a membership never
+        // changes organization: it ends, and another begins).
+        db.execute(
+            "DELETE FROM org_members WHERE user_id = (SELECT id FROM users WHERE email = 'member@example.test'); \
+             INSERT INTO org_members (org_id, user_id, role, created_at) SELECT \
+             (SELECT m.org_id FROM org_members m JOIN users x ON x.id = m.user_id WHERE x.email = 'owner@example.test'), \
+             (SELECT id FROM users WHERE email = 'member@example.test'), 'member', 0",
+        )
+        .await;
+        let body = smtp_account(2525, "secret-password");
+        problem(send_as(&app, Method::POST, &member, "/v1/mail-accounts", Some(body.clone())).await, 403, "insufficient_role").await;
+        let owners: Value = send_as(&app, Method::POST, &owner, "/v1/mail-accounts", Some(body.clone())).await.json().await.unwrap();
+        let id = owners["id"].as_str().unwrap().to_owned();
+        // A member reads the organization's accounts, and may not remove them.
+        let listed: Value = get_as(&app, &member, "/v1/mail-accounts").await.json().await.unwrap();
+        assert_eq!(listed["accounts"][0]["id"], id.as_str());
+        problem(send_as(&app, Method::DELETE, &member, &format!("/v1/mail-accounts/{id}"), None).await, 403, "insufficient_role").await;
+
+        let allowed = send_as(&app, Method::PATCH, &owner, "/v1/org", Some(json!({"members_connect_accounts": true}))).await;
+        assert_eq!(allowed.status(), 200);
+        let members: Value = send_as(&app, Method::POST, &member, "/v1/mail-accounts", Some(body)).await.json().await.unwrap();
+        assert!(members["connected_by"].is_string());
+
+        // A member who deletes their account leaves what they connected to the organization.
+        let gone = send_as(&app, Method::DELETE, &member, "/v1/me", Some(json!({"confirm": "member@example.test"}))).await;
+        assert_eq!(gone.status(), 204);
+        let kept: Value = get_as(&app, &owner, &format!("/v1/mail-accounts/{}", members["id"].as_str().unwrap())).await.json().await.unwrap();
+        assert_eq!(kept["connected_by"], Value::Null);
+        app.stop().await;
+    }
+
+    async fn deleting_the_last_owners_account_deletes_the_organizations_accounts_and_their_secrets(db) {
+        let app = TestApp::spawn(&db).await;
+        let session = create_account(&app, &db, "solo@example.test").await;
+        let created = send_as(&app, Method::POST, &session, "/v1/mail-accounts", Some(smtp_account(2525, RELAY_PASSWORD))).await;
+        assert_eq!(created.status(), 201);
+        let gone = send_as(&app, Method::DELETE, &session, "/v1/me", Some(json!({"confirm": "solo@example.test"}))).await;
+        assert_eq!(gone.status(), 204);
+        assert_eq!(db.count("SELECT COUNT(*) FROM mail_accounts").await, 0);
+        assert!(db.columns_mentioning(RELAY_PASSWORD, uuid::Uuid::now_v7()).await.is_empty());
+        app.stop().await;
+    }
+
     async fn an_account_is_refused_whole_for_a_bad_field(db) {
         let app = TestApp::spawn(&db).await;
         let session = create_account(&app, &db, "fields@example.test").await;
