@@ -189,6 +189,18 @@ pub fn router(state: &AppState) -> Router<AppState> {
             "/api-keys/{id}/revoke",
             post(pages::team::revoke_key_submit),
         )
+        .route(
+            "/accounts",
+            get(pages::mail_accounts::page).post(pages::mail_accounts::create_submit),
+        )
+        .route(
+            "/accounts/{id}/test",
+            post(pages::mail_accounts::test_submit),
+        )
+        .route(
+            "/accounts/{id}/disconnect",
+            post(pages::mail_accounts::disconnect_submit),
+        )
         .route("/usage", get(pages::team::usage_page))
         .route(
             "/verification",

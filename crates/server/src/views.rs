@@ -53,6 +53,8 @@ pub fn layout(nonce: &CspNonce, title: &str, content: Markup) -> Markup {
                         " "
                         a href="/verification" { "Verify" }
                         " "
+                        a href="/accounts" { "Accounts" }
+                        " "
                         a href="/api-keys" { "API keys" }
                         " "
                         a href="/usage" { "Usage" }

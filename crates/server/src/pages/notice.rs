@@ -29,10 +29,12 @@ pub enum Notice {
     UserUnlocked,
     Done,
     JobQueued,
+    AccountConnected,
+    AccountDisconnected,
 }
 
 impl Notice {
-    const ALL: [Notice; 22] = [
+    const ALL: [Notice; 24] = [
         Notice::CodeSent,
         Notice::CodeResent,
         Notice::ResetCodeSent,
@@ -55,6 +57,8 @@ impl Notice {
         Notice::UserUnlocked,
         Notice::Done,
         Notice::JobQueued,
+        Notice::AccountConnected,
+        Notice::AccountDisconnected,
     ];
 
     /// The code in the query string.
@@ -82,6 +86,8 @@ impl Notice {
             Notice::UserUnlocked => "user_unlocked",
             Notice::Done => "done",
             Notice::JobQueued => "job_queued",
+            Notice::AccountConnected => "account_connected",
+            Notice::AccountDisconnected => "account_disconnected",
         }
     }
 
@@ -112,6 +118,8 @@ impl Notice {
             Notice::UserUnlocked => "The account is unlocked.",
             Notice::Done => "Done.",
             Notice::JobQueued => "The job is queued.",
+            Notice::AccountConnected => "The account is connected.",
+            Notice::AccountDisconnected => "The account is disconnected, its credentials deleted.",
         }
     }
 

@@ -183,6 +183,54 @@ both_backends! {
         app.stop().await;
     }
 
+    async fn the_accounts_page_adds_tests_and_disconnects_with_a_confirmation(db) {
+        let Some(server) = relay() else { return };
+        let app = TestApp::spawn(&db).await;
+        let session = create_account(&app, &db, "pages@example.test").await;
+        let form = |path: String, fields: Vec<(&'static str, String)>| {
+            app.client
+                .post(app.at(&path))
+                .header("cookie", cookie(&session))
+                .header("origin", &app.url)
+                .form(&fields)
+                .send()
+        };
+        let page = get_as(&app, &session, "/accounts").await;
+        assert_eq!(page.status(), 200);
+        assert!(page.text().await.unwrap().contains("Add an SMTP server"));
+
+        let added = form("/accounts".into(), vec![
+            ("name", "Relay".into()),
+            ("address", "desk@example.test".into()),
+            ("host", "127.0.0.1".into()),
+            ("port", server.port().to_string()),
+            ("security", "none".into()),
+            ("username", "relay-user".into()),
+            ("password", RELAY_PASSWORD.into()),
+        ]).await.unwrap();
+        assert_eq!(added.status(), 303);
+        assert_eq!(added.headers()["location"], "/accounts?notice=account_connected");
+        let listed: Value = get_as(&app, &session, "/v1/mail-accounts").await.json().await.unwrap();
+        let id = listed["accounts"][0]["id"].as_str().unwrap().to_owned();
+        let page = get_as(&app, &session, "/accounts").await.text().await.unwrap();
+        assert!(page.contains("desk@example.test") && !page.contains(RELAY_PASSWORD));
+
+        let tested = form(format!("/accounts/{id}/test"), Vec::new()).await.unwrap().text().await.unwrap();
+        assert!(tested.contains("The connection works"), "{tested}");
+        assert!(tested.contains("AUTH") && tested.contains("235"), "{tested}");
+
+        // Disconnecting asks for a confirmation first.
+        let unconfirmed = form(format!("/accounts/{id}/disconnect"), Vec::new()).await.unwrap();
+        assert_eq!(unconfirmed.status(), 400);
+        assert!(unconfirmed.text().await.unwrap().contains("Tick the box to confirm"));
+        assert_eq!(get_as(&app, &session, &format!("/v1/mail-accounts/{id}")).await.status(), 200);
+        let confirmed = form(format!("/accounts/{id}/disconnect"), vec![("confirm", "yes".into())]).await.unwrap();
+        assert_eq!(confirmed.status(), 303);
+        assert_eq!(confirmed.headers()["location"], "/accounts?notice=account_disconnected");
+        problem(get_as(&app, &session, &format!("/v1/mail-accounts/{id}")).await, 404, "not_found").await;
+        app.stop().await;
+    }
+
     async fn an_account_is_refused_whole_for_a_bad_field(db) {
         let app = TestApp::spawn(&db).await;
         let session = create_account(&app, &db, "fields@example.test").await;
