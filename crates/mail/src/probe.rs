@@ -1,4 +1,4 @@
-//! A connection test of an SMTP server, step by step, as an operator reads it: what the server
+//! Connection tests of mail servers, step by step, as an operator reads them. SMTP: what the server
 //! answered to EHLO, STARTTLS when the settings ask for it, AUTH when they hold credentials,
 //! and QUIT. Nothing is sent.
 
@@ -19,22 +19,22 @@ pub struct Exchange {
 
 /// What a connection test found: every step taken, and why it stopped, if it failed.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SmtpCheck {
+pub struct ConnectionCheck {
     pub exchanges: Vec<Exchange>,
     pub error: Option<String>,
 }
 
-impl SmtpCheck {
+impl ConnectionCheck {
     pub fn succeeded(&self) -> bool {
         self.error.is_none()
     }
 }
 
 /// Connects to the server of `settings`, saying `hello` in EHLO, and logs in as they say.
-pub async fn check_smtp(settings: &SmtpSettings, hello: &str) -> SmtpCheck {
+pub async fn check_smtp(settings: &SmtpSettings, hello: &str) -> ConnectionCheck {
     let mut exchanges = Vec::new();
     let error = converse(settings, hello, &mut exchanges).await.err();
-    SmtpCheck { exchanges, error }
+    ConnectionCheck { exchanges, error }
 }
 
 async fn converse(
@@ -110,4 +110,168 @@ async fn converse(
 fn said(response: &Response) -> String {
     let lines: Vec<&str> = response.message().collect();
     format!("{} {}", response.code(), lines.join(" "))
+}
+
+/// How a connection to an IMAP server is secured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ImapSecurity {
+    /// TLS from the first byte (port 993).
+    Tls,
+    /// STARTTLS, required, before the password is sent.
+    StartTls,
+    /// No TLS: for a server on a trusted network only.
+    None,
+}
+
+/// Where an IMAP server is and whom to log in as.
+#[derive(Clone, Debug)]
+pub struct ImapSettings {
+    pub host: String,
+    pub port: u16,
+    pub security: ImapSecurity,
+    pub username: String,
+    pub password: secrecy::SecretString,
+}
+
+/// A connection test of an IMAP server: the greeting, STARTTLS when asked, LOGIN, CAPABILITY
+/// and LOGOUT, with what the server said. Nothing is read or changed.
+pub async fn check_imap(settings: &ImapSettings) -> ConnectionCheck {
+    let mut exchanges = Vec::new();
+    let outcome = tokio::time::timeout(SMTP_TIMEOUT, imap_converse(settings, &mut exchanges)).await;
+    let error = match outcome {
+        Ok(Ok(())) => None,
+        Ok(Err(error)) => Some(error),
+        Err(_) => Some("the server did not answer in time".to_owned()),
+    };
+    ConnectionCheck { exchanges, error }
+}
+
+async fn imap_converse(
+    settings: &ImapSettings,
+    exchanges: &mut Vec<Exchange>,
+) -> Result<(), String> {
+    let tcp = tokio::net::TcpStream::connect((settings.host.as_str(), settings.port))
+        .await
+        .map_err(|error| format!("connect: {error}"))?;
+    match settings.security {
+        ImapSecurity::None => {
+            let mut client = async_imap::Client::new(tcp);
+            greeting(&mut client, exchanges).await?;
+            imap_session(client, settings, exchanges).await
+        }
+        ImapSecurity::Tls => {
+            let tls = tls_stream(tcp, &settings.host).await?;
+            let mut client = async_imap::Client::new(tls);
+            greeting(&mut client, exchanges).await?;
+            imap_session(client, settings, exchanges).await
+        }
+        ImapSecurity::StartTls => {
+            let mut client = async_imap::Client::new(tcp);
+            greeting(&mut client, exchanges).await?;
+            client
+                .run_command_and_check_ok("STARTTLS", None)
+                .await
+                .map_err(|error| format!("starttls: {error}"))?;
+            exchanges.push(Exchange {
+                step: "starttls",
+                reply: "OK".to_owned(),
+            });
+            let tls = tls_stream(client.into_inner(), &settings.host).await?;
+            // No greeting after STARTTLS.
+            imap_session(async_imap::Client::new(tls), settings, exchanges).await
+        }
+    }
+}
+
+async fn greeting<S>(
+    client: &mut async_imap::Client<S>,
+    exchanges: &mut Vec<Exchange>,
+) -> Result<(), String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + std::fmt::Debug + Send,
+{
+    let greeting = client
+        .read_response()
+        .await
+        .map_err(|error| format!("greeting: {error}"))?
+        .ok_or_else(|| "greeting: the server closed the connection".to_owned())?;
+    exchanges.push(Exchange {
+        step: "greeting",
+        reply: greeting_text(greeting.parsed()),
+    });
+    Ok(())
+}
+
+/// The human part of a greeting (`* OK [CAPABILITY …] Dovecot ready.`): its status and text.
+fn greeting_text(response: &async_imap::imap_proto::Response<'_>) -> String {
+    match response {
+        async_imap::imap_proto::Response::Data { status, outcome } => format!(
+            "{status:?} {}",
+            outcome.information.as_deref().unwrap_or_default()
+        ),
+        other => format!("{other:?}"),
+    }
+}
+
+async fn imap_session<S>(
+    client: async_imap::Client<S>,
+    settings: &ImapSettings,
+    exchanges: &mut Vec<Exchange>,
+) -> Result<(), String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + std::fmt::Debug + Send,
+{
+    let mut session = client
+        .login(&settings.username, settings.password.expose_secret())
+        .await
+        .map_err(|(error, _)| format!("login: {error}"))?;
+    exchanges.push(Exchange {
+        step: "login",
+        reply: "OK".to_owned(),
+    });
+    let capabilities = session
+        .capabilities()
+        .await
+        .map_err(|error| format!("capability: {error}"))?;
+    let mut names: Vec<String> = capabilities
+        .iter()
+        .map(|capability| format!("{capability:?}"))
+        .collect();
+    names.sort();
+    exchanges.push(Exchange {
+        step: "capability",
+        reply: names.join(" "),
+    });
+    session
+        .logout()
+        .await
+        .map_err(|error| format!("logout: {error}"))?;
+    exchanges.push(Exchange {
+        step: "logout",
+        reply: "OK".to_owned(),
+    });
+    Ok(())
+}
+
+/// TLS to `host` over `tcp`, its certificate checked against the public roots.
+async fn tls_stream(
+    tcp: tokio::net::TcpStream,
+    host: &str,
+) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, String> {
+    let roots = tokio_rustls::rustls::RootCertStore::from_iter(
+        webpki_roots::TLS_SERVER_ROOTS.iter().cloned(),
+    );
+    let config = tokio_rustls::rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        tokio_rustls::rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|error| format!("tls: {error}"))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let name = tokio_rustls::rustls::pki_types::ServerName::try_from(host.to_owned())
+        .map_err(|error| format!("tls: {error}"))?;
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .map_err(|error| format!("tls: {error}"))
 }

@@ -64,3 +64,37 @@ async fn starttls_asked_of_a_server_without_it_goes_no_further() {
         Some("starttls: the server does not offer STARTTLS")
     );
 }
+
+#[tokio::test]
+async fn an_imap_test_logs_in_to_dovecot_and_says_what_it_offers() {
+    use mailroom_mail::probe::{ImapSecurity, ImapSettings, check_imap};
+    use mailroom_testkit::{IMAP_PASSWORD, IMAP_USER, ImapServer};
+    let Some(server) = ImapServer::start() else {
+        return;
+    };
+    let settings = |password: &str| ImapSettings {
+        host: "127.0.0.1".to_owned(),
+        port: server.port(),
+        security: ImapSecurity::None,
+        username: IMAP_USER.to_owned(),
+        password: password.to_owned().into(),
+    };
+    let check = check_imap(&settings(IMAP_PASSWORD)).await;
+    assert!(check.succeeded(), "{check:?}");
+    let steps: Vec<&str> = check
+        .exchanges
+        .iter()
+        .map(|exchange| exchange.step)
+        .collect();
+    assert_eq!(steps, ["greeting", "login", "capability", "logout"]);
+    assert!(
+        check.exchanges[2].reply.contains("IMAP4rev1")
+            || check.exchanges[2].reply.contains("Imap4rev1"),
+        "{check:?}"
+    );
+
+    let refused = check_imap(&settings("wrong-password")).await;
+    let error = refused.error.clone().unwrap();
+    assert!(error.starts_with("login:"), "{error}");
+    assert!(!format!("{refused:?}").contains("wrong-password"));
+}

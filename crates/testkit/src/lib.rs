@@ -3,6 +3,7 @@
 //! `MAILROOM_TEST_REQUIRE_ALL=1` (CI), so that no suite is skipped unnoticed.
 
 pub mod dns;
+mod imap;
 mod peer_process;
 mod probe;
 mod smtp;
@@ -18,6 +19,7 @@ use tempfile::TempDir;
 const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
 pub use dns::{DnsServer, Rr};
+pub use imap::{IMAP_PASSWORD, IMAP_USER, ImapServer};
 pub use probe::{ProbePeer, ProbeStats};
 pub use smtp::{Delivered, SmtpOptions, SmtpServer};
 pub use socks::{SocksPeer, SocksStats};

@@ -7,7 +7,7 @@
 use mailroom_core::MailAccountId;
 use mailroom_core::api_keys::Scope;
 use mailroom_core::audit::Action;
-use mailroom_mail::probe::{SmtpCheck, check_smtp};
+use mailroom_mail::probe::{ConnectionCheck, ImapSecurity, ImapSettings, check_imap, check_smtp};
 use mailroom_mail::{SmtpSecurity, SmtpSettings};
 use mailroom_storage::mail_accounts::{AccountKind, MailAccount, NewMailAccount};
 use mailroom_storage::teams::MemberPower;
@@ -67,11 +67,13 @@ pub struct ServerLogin {
     pub password: Option<SecretString>,
 }
 
-/// An SMTP relay or submission server to connect.
-pub struct NewSmtpAccount {
+/// A mail account to connect: an SMTP relay or submission server (`imap` absent), or an IMAP
+/// mailbox, with SMTP submission when it also sends.
+pub struct NewServerAccount {
     pub name: String,
     pub address: String,
-    pub smtp: ServerLogin,
+    pub imap: Option<ServerLogin>,
+    pub smtp: Option<ServerLogin>,
     pub from_addresses: Vec<String>,
 }
 
@@ -96,14 +98,16 @@ impl Settings {
 struct Credentials {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     smtp_password: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    imap_password: Option<String>,
 }
 
-/// Connects an SMTP account for the caller's organization.
-pub async fn connect_smtp(
+/// Connects an SMTP or IMAP account for the caller's organization.
+pub async fn connect_servers(
     state: &AppState,
     trail: &AuditTrail,
     caller: &Caller,
-    input: NewSmtpAccount,
+    input: NewServerAccount,
 ) -> Result<MailAccount, DomainError> {
     may_manage(state, caller).await?;
     let name = input.name.trim();
@@ -128,23 +132,39 @@ pub async fn connect_smtp(
         .map(|raw| parse_email(raw).map(|email| email.to_string()))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|error| error.for_field("from_addresses"))?;
-    let ServerLogin { server, password } = input.smtp;
-    let server = checked_server(server, password.as_ref(), "smtp")?;
-    let credentials = Credentials {
-        smtp_password: password.map(|password| password.expose_secret().to_owned()),
+    let kind = if input.imap.is_some() {
+        AccountKind::Imap
+    } else {
+        AccountKind::Smtp
     };
-    let settings = Settings {
-        smtp: Some(server),
-        imap: None,
-    };
+    let mut settings = Settings::default();
+    let mut credentials = Credentials::default();
+    if let Some(ServerLogin { server, password }) = input.smtp {
+        settings.smtp = Some(checked_server(server, password.as_ref(), "smtp")?);
+        credentials.smtp_password = password.map(|password| password.expose_secret().to_owned());
+    }
+    if let Some(ServerLogin { server, password }) = input.imap {
+        let server = checked_server(server, password.as_ref(), "imap")?;
+        if server.username.is_none() {
+            return Err(DomainError::invalid(
+                "imap",
+                "imap.username and imap.password are needed: a mailbox is read as its user",
+            ));
+        }
+        settings.imap = Some(server);
+        credentials.imap_password = password.map(|password| password.expose_secret().to_owned());
+    }
+    if settings.smtp.is_none() && settings.imap.is_none() {
+        return Err(DomainError::invalid("smtp", "an account needs a server"));
+    }
     let id = MailAccountId::generate();
     let account = NewMailAccount {
         id,
-        kind: AccountKind::Smtp,
+        kind,
         name: name.to_owned(),
         address: address.clone(),
-        can_send: true,
-        can_read: false,
+        can_send: settings.smtp.is_some(),
+        can_read: settings.imap.is_some(),
         settings: serde_json::to_string(&settings).map_err(DomainError::internal)?,
         credentials: Zeroizing::new(
             serde_json::to_vec(&credentials).map_err(DomainError::internal)?,
@@ -279,13 +299,29 @@ pub async fn get(
         .ok_or(DomainError::NotFound)
 }
 
-/// Connects to the account's server and logs in, for real, and says what the server said;
-/// the outcome is the account's last use.
+/// A protocol an account speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    Imap,
+    Smtp,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Imap => "imap",
+            Protocol::Smtp => "smtp",
+        }
+    }
+}
+
+/// Connects to each of the account's servers and logs in, for real, and says what each server
+/// said; the outcome is the account's last use.
 pub async fn test(
     state: &AppState,
     caller: &Caller,
     id: MailAccountId,
-) -> Result<SmtpCheck, DomainError> {
+) -> Result<Vec<(Protocol, ConnectionCheck)>, DomainError> {
     may_read(caller)?;
     let org_id = caller.org_id();
     let (account, sealed) = state
@@ -295,33 +331,50 @@ pub async fn test(
         .await?
         .ok_or(DomainError::NotFound)?;
     let credentials: Credentials = serde_json::from_slice(&sealed).unwrap_or_default();
-    let Some(server) = Settings::of(&account).smtp else {
-        return Err(DomainError::invalid(
-            "kind",
-            "only accounts with an SMTP server can be tested yet",
-        ));
-    };
-    let settings = SmtpSettings {
-        host: server.host,
-        port: server.port,
-        security: server.security.smtp(),
-        credentials: server
-            .username
-            .zip(credentials.smtp_password.map(SecretString::from)),
-        ca_file: None,
-    };
-    let check = check_smtp(&settings, &hello_name(state)).await;
+    let settings = Settings::of(&account);
+    let mut checks = Vec::new();
+    if let Some(server) = settings.imap {
+        let imap = ImapSettings {
+            host: server.host,
+            port: server.port,
+            security: match server.security {
+                Security::Tls => ImapSecurity::Tls,
+                Security::Starttls => ImapSecurity::StartTls,
+                Security::None => ImapSecurity::None,
+            },
+            username: server.username.unwrap_or_default(),
+            password: SecretString::from(credentials.imap_password.clone().unwrap_or_default()),
+        };
+        checks.push((Protocol::Imap, check_imap(&imap).await));
+    }
+    if let Some(server) = settings.smtp {
+        let smtp = SmtpSettings {
+            host: server.host,
+            port: server.port,
+            security: server.security.smtp(),
+            credentials: server
+                .username
+                .zip(credentials.smtp_password.map(SecretString::from)),
+            ca_file: None,
+        };
+        checks.push((Protocol::Smtp, check_smtp(&smtp, &hello_name(state)).await));
+    }
+    let errors: Vec<String> = checks
+        .iter()
+        .filter_map(|(protocol, check)| {
+            check
+                .error
+                .as_ref()
+                .map(|error| format!("{}: {error}", protocol.as_str()))
+        })
+        .collect();
+    let error = (!errors.is_empty()).then(|| errors.join("; "));
     state
         .database
         .mail_accounts()
-        .record_use(
-            org_id,
-            id,
-            check.error.as_deref(),
-            OffsetDateTime::now_utc(),
-        )
+        .record_use(org_id, id, error.as_deref(), OffsetDateTime::now_utc())
         .await?;
-    Ok(check)
+    Ok(checks)
 }
 
 /// The name this installation says in EHLO: its public host.

@@ -5,14 +5,16 @@
 use axum::extract::{Extension, Form, Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use mailroom_core::MailAccountId;
-use mailroom_mail::probe::SmtpCheck;
+use mailroom_mail::probe::ConnectionCheck;
 use mailroom_storage::mail_accounts::AccountStatus;
 use maud::html;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use crate::application::actor::Caller;
-use crate::application::mail_accounts::{self, NewSmtpAccount, Security, Server, ServerLogin};
+use crate::application::mail_accounts::{
+    self, NewServerAccount, Protocol, Security, Server, ServerLogin,
+};
 use crate::audit::AuditTrail;
 use crate::extract::Principal;
 use crate::pages::{Notice, NoticeQuery, SignedIn, after, titled, when};
@@ -38,7 +40,7 @@ async fn render(
     principal: &Principal,
     notice: Option<&str>,
     error: Option<&ApiError>,
-    tested: Option<(MailAccountId, &SmtpCheck)>,
+    tested: Option<(MailAccountId, &[(Protocol, ConnectionCheck)])>,
 ) -> Result<Response, ApiError> {
     let caller = Caller::Account(principal.clone());
     let accounts = mail_accounts::list(state, &caller).await?;
@@ -48,17 +50,20 @@ async fn render(
         notice,
         error,
         html! {
-            @if let Some((id, check)) = tested {
-                section.notice role="status" aria-labelledby="test-heading" {
+            @if let Some((id, checks)) = tested {
+                section.notice role="status" aria-labelledby="test-heading" data-account=(id) {
                     h2 #test-heading {
-                        @if check.succeeded() { "The connection works" } @else { "The connection failed" }
+                        @if checks.iter().all(|(_, check)| check.succeeded()) { "The connection works" } @else { "The connection failed" }
                     }
-                    ol #test-steps data-account=(id) {
-                        @for exchange in &check.exchanges {
-                            li { strong { (exchange.step.to_uppercase()) } " " code { (exchange.reply) } }
+                    @for (protocol, check) in checks {
+                        h3 { (protocol.as_str().to_uppercase()) }
+                        ol.test-steps {
+                            @for exchange in &check.exchanges {
+                                li { strong { (exchange.step.to_uppercase()) } " " code { (exchange.reply) } }
+                            }
                         }
+                        @if let Some(error) = &check.error { p.test-error { (error) } }
                     }
-                    @if let Some(error) = &check.error { p #test-error { (error) } }
                 }
             }
             @if accounts.is_empty() {
@@ -156,10 +161,11 @@ pub async fn create_submit(
     let password = form
         .password
         .filter(|password| !password.expose_secret().is_empty());
-    let input = NewSmtpAccount {
+    let input = NewServerAccount {
         name: form.name,
         address: form.address,
-        smtp: ServerLogin {
+        imap: None,
+        smtp: Some(ServerLogin {
             server: Server {
                 host: form.host,
                 port: form.port,
@@ -167,10 +173,10 @@ pub async fn create_submit(
                 username: Some(form.username).filter(|name| !name.trim().is_empty()),
             },
             password,
-        },
+        }),
         from_addresses: Vec::new(),
     };
-    let outcome = mail_accounts::connect_smtp(&state, &trail, &caller, input).await;
+    let outcome = mail_accounts::connect_servers(&state, &trail, &caller, input).await;
     after(
         "/accounts",
         outcome.map(|_| Notice::AccountConnected),
@@ -188,7 +194,7 @@ pub async fn test_submit(
 ) -> Response {
     let caller = Caller::Account(principal.clone());
     match mail_accounts::test(&state, &caller, id).await {
-        Ok(check) => render(&state, &nonce, &principal, None, None, Some((id, &check))).await,
+        Ok(checks) => render(&state, &nonce, &principal, None, None, Some((id, &checks))).await,
         Err(error) => {
             let error = ApiError::from(error);
             render(&state, &nonce, &principal, None, Some(&error), None).await

@@ -14,12 +14,13 @@ use time::format_description::well_known::Rfc3339;
 
 use crate::application::actor::Caller;
 use crate::application::mail_accounts::{
-    self, NewSmtpAccount, Security, Server, ServerLogin, Settings,
+    self, NewServerAccount, Protocol, Security, Server, ServerLogin, Settings,
 };
 use crate::audit::AuditTrail;
 use crate::json::ApiJson;
 use crate::problem::ApiError;
 use crate::state::AppState;
+use mailroom_mail::probe::ConnectionCheck;
 
 fn when(time: OffsetDateTime) -> String {
     time.format(&Rfc3339).unwrap_or_default()
@@ -59,29 +60,53 @@ pub enum AccountRequest {
         #[serde(default)]
         from_addresses: Vec<String>,
     },
+    Imap {
+        name: String,
+        address: String,
+        imap: ServerRequest,
+        smtp: Option<ServerRequest>,
+        #[serde(default)]
+        from_addresses: Vec<String>,
+    },
 }
 
 /// `POST /v1/mail-accounts` `{kind: "smtp", name, address, smtp: {host, port, security,
-/// username, password}, from_addresses?}`: 201 with the account.
+/// username, password}, from_addresses?}`, or `{kind: "imap", …, imap: {…}, smtp?: {…}}`: 201
+/// with the account.
 pub async fn create(
     State(state): State<AppState>,
     trail: AuditTrail,
     caller: Caller,
     ApiJson(body): ApiJson<AccountRequest>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let AccountRequest::Smtp {
-        name,
-        address,
-        smtp,
-        from_addresses,
-    } = body;
-    let input = NewSmtpAccount {
-        name,
-        address,
-        smtp: smtp.into(),
-        from_addresses,
+    let input = match body {
+        AccountRequest::Smtp {
+            name,
+            address,
+            smtp,
+            from_addresses,
+        } => NewServerAccount {
+            name,
+            address,
+            imap: None,
+            smtp: Some(smtp.into()),
+            from_addresses,
+        },
+        AccountRequest::Imap {
+            name,
+            address,
+            imap,
+            smtp,
+            from_addresses,
+        } => NewServerAccount {
+            name,
+            address,
+            imap: Some(imap.into()),
+            smtp: smtp.map(ServerLogin::from),
+            from_addresses,
+        },
     };
-    let account = mail_accounts::connect_smtp(&state, &trail, &caller, input).await?;
+    let account = mail_accounts::connect_servers(&state, &trail, &caller, input).await?;
     Ok((StatusCode::CREATED, Json(describe(&account))))
 }
 
@@ -103,22 +128,15 @@ pub async fn show(
     Ok(Json(describe(&account)))
 }
 
-/// `POST /v1/mail-accounts/{id}/test`: connects and logs in for real; what the server said
-/// at each step, and where it stopped.
+/// `POST /v1/mail-accounts/{id}/test`: connects to each of the account's servers and logs in
+/// for real; what each server said at each step, and where it stopped.
 pub async fn test(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<MailAccountId>,
 ) -> Result<Json<Value>, ApiError> {
-    let check = mail_accounts::test(&state, &caller, id).await?;
-    Ok(Json(json!({
-        "ok": check.succeeded(),
-        "steps": check.exchanges.iter().map(|exchange| json!({
-            "step": exchange.step,
-            "reply": exchange.reply,
-        })).collect::<Vec<_>>(),
-        "error": check.error,
-    })))
+    let checks = mail_accounts::test(&state, &caller, id).await?;
+    Ok(Json(describe_checks(&checks)))
 }
 
 /// `DELETE /v1/mail-accounts/{id}`: the account and its credentials are deleted.
@@ -130,6 +148,31 @@ pub async fn disconnect(
 ) -> Result<StatusCode, ApiError> {
     mail_accounts::disconnect(&state, &trail, &caller, id).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+fn describe_checks(checks: &[(Protocol, ConnectionCheck)]) -> Value {
+    let steps: Vec<Value> = checks
+        .iter()
+        .flat_map(|(protocol, check)| {
+            check.exchanges.iter().map(|exchange| {
+                json!({"protocol": protocol.as_str(), "step": exchange.step, "reply": exchange.reply})
+            })
+        })
+        .collect();
+    let errors: Vec<String> = checks
+        .iter()
+        .filter_map(|(protocol, check)| {
+            check
+                .error
+                .as_ref()
+                .map(|error| format!("{}: {error}", protocol.as_str()))
+        })
+        .collect();
+    json!({
+        "ok": errors.is_empty(),
+        "steps": steps,
+        "error": (!errors.is_empty()).then(|| errors.join("; ")),
+    })
 }
 
 fn describe(account: &MailAccount) -> Value {

@@ -231,6 +231,44 @@ both_backends! {
         app.stop().await;
     }
 
+    async fn an_imap_mailbox_with_smtp_submission_is_tested_on_both(db) {
+        use mailroom_testkit::{IMAP_PASSWORD, IMAP_USER, ImapServer};
+        let (Some(imap), Some(smtp)) = (ImapServer::start(), relay()) else { return };
+        let app = TestApp::spawn(&db).await;
+        let session = create_account(&app, &db, "inbox@example.test").await;
+        let body = json!({
+            "kind": "imap",
+            "name": "Support inbox",
+            "address": IMAP_USER,
+            "imap": {"host": "127.0.0.1", "port": imap.port(), "security": "none", "username": IMAP_USER, "password": IMAP_PASSWORD},
+            "smtp": {"host": "127.0.0.1", "port": smtp.port(), "security": "none", "username": "relay-user", "password": RELAY_PASSWORD},
+        });
+        let created = send_as(&app, Method::POST, &session, "/v1/mail-accounts", Some(body)).await;
+        assert_eq!(created.status(), 201);
+        let account: Value = created.json().await.unwrap();
+        assert_eq!(account["kind"], "imap");
+        assert_eq!(account["capabilities"], json!(["send", "read"]));
+        assert!(!account.to_string().contains(IMAP_PASSWORD));
+        assert!(db.columns_mentioning(IMAP_PASSWORD, uuid::Uuid::now_v7()).await.is_empty());
+
+        let id = account["id"].as_str().unwrap();
+        let tested: Value = send_as(&app, Method::POST, &session, &format!("/v1/mail-accounts/{id}/test"), None).await.json().await.unwrap();
+        assert_eq!(tested["ok"], true, "{tested}");
+        let steps: Vec<String> = tested["steps"].as_array().unwrap().iter()
+            .map(|s| format!("{} {}", s["protocol"].as_str().unwrap(), s["step"].as_str().unwrap()))
+            .collect();
+        assert_eq!(steps, ["imap greeting", "imap login", "imap capability", "imap logout", "smtp ehlo", "smtp auth", "smtp quit"]);
+
+        // A mailbox is read as its user: no IMAP account without a login.
+        let anonymous = json!({
+            "kind": "imap", "name": "x", "address": IMAP_USER,
+            "imap": {"host": "127.0.0.1", "port": imap.port(), "security": "none"},
+        });
+        let refused = problem(send_as(&app, Method::POST, &session, "/v1/mail-accounts", Some(anonymous)).await, 400, "invalid_field").await;
+        assert_eq!(refused["field"], "imap");
+        app.stop().await;
+    }
+
     async fn an_account_is_refused_whole_for_a_bad_field(db) {
         let app = TestApp::spawn(&db).await;
         let session = create_account(&app, &db, "fields@example.test").await;
