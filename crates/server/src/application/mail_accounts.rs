@@ -315,13 +315,35 @@ impl Protocol {
     }
 }
 
+/// What a test of an account found on each of its servers.
+pub struct AccountTest {
+    pub checks: Vec<(Protocol, ConnectionCheck)>,
+}
+
+impl AccountTest {
+    /// Why it failed, server by server; `None` when every server let it in.
+    pub fn error(&self) -> Option<String> {
+        let errors: Vec<String> = self
+            .checks
+            .iter()
+            .filter_map(|(protocol, check)| {
+                check
+                    .error
+                    .as_ref()
+                    .map(|error| format!("{}: {error}", protocol.as_str()))
+            })
+            .collect();
+        (!errors.is_empty()).then(|| errors.join("; "))
+    }
+}
+
 /// Connects to each of the account's servers and logs in, for real, and says what each server
 /// said; the outcome is the account's last use.
 pub async fn test(
     state: &AppState,
     caller: &Caller,
     id: MailAccountId,
-) -> Result<Vec<(Protocol, ConnectionCheck)>, DomainError> {
+) -> Result<AccountTest, DomainError> {
     may_read(caller)?;
     let org_id = caller.org_id();
     let (account, sealed) = state
@@ -359,22 +381,14 @@ pub async fn test(
         };
         checks.push((Protocol::Smtp, check_smtp(&smtp, &hello_name(state)).await));
     }
-    let errors: Vec<String> = checks
-        .iter()
-        .filter_map(|(protocol, check)| {
-            check
-                .error
-                .as_ref()
-                .map(|error| format!("{}: {error}", protocol.as_str()))
-        })
-        .collect();
-    let error = (!errors.is_empty()).then(|| errors.join("; "));
+    let tested = AccountTest { checks };
+    let error = tested.error();
     state
         .database
         .mail_accounts()
         .record_use(org_id, id, error.as_deref(), OffsetDateTime::now_utc())
         .await?;
-    Ok(checks)
+    Ok(tested)
 }
 
 /// The name this installation says in EHLO: its public host.

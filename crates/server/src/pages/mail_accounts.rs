@@ -5,7 +5,6 @@
 use axum::extract::{Extension, Form, Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use mailroom_core::MailAccountId;
-use mailroom_mail::probe::ConnectionCheck;
 use mailroom_storage::mail_accounts::AccountStatus;
 use maud::html;
 use secrecy::{ExposeSecret, SecretString};
@@ -13,7 +12,7 @@ use serde::Deserialize;
 
 use crate::application::actor::Caller;
 use crate::application::mail_accounts::{
-    self, NewServerAccount, Protocol, Security, Server, ServerLogin,
+    self, AccountTest, NewServerAccount, Security, Server, ServerLogin,
 };
 use crate::audit::AuditTrail;
 use crate::extract::Principal;
@@ -40,7 +39,7 @@ async fn render(
     principal: &Principal,
     notice: Option<&str>,
     error: Option<&ApiError>,
-    tested: Option<(MailAccountId, &[(Protocol, ConnectionCheck)])>,
+    tested: Option<(MailAccountId, &AccountTest)>,
 ) -> Result<Response, ApiError> {
     let caller = Caller::Account(principal.clone());
     let accounts = mail_accounts::list(state, &caller).await?;
@@ -50,7 +49,7 @@ async fn render(
         notice,
         error,
         html! {
-            @if let Some((id, checks)) = tested {
+            @if let Some((id, AccountTest { checks })) = tested {
                 section.notice role="status" aria-labelledby="test-heading" data-account=(id) {
                     h2 #test-heading {
                         @if checks.iter().all(|(_, check)| check.succeeded()) { "The connection works" } @else { "The connection failed" }
@@ -194,7 +193,7 @@ pub async fn test_submit(
 ) -> Response {
     let caller = Caller::Account(principal.clone());
     match mail_accounts::test(&state, &caller, id).await {
-        Ok(checks) => render(&state, &nonce, &principal, None, None, Some((id, &checks))).await,
+        Ok(tested) => render(&state, &nonce, &principal, None, None, Some((id, &tested))).await,
         Err(error) => {
             let error = ApiError::from(error);
             render(&state, &nonce, &principal, None, Some(&error), None).await

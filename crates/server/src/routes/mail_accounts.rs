@@ -14,13 +14,12 @@ use time::format_description::well_known::Rfc3339;
 
 use crate::application::actor::Caller;
 use crate::application::mail_accounts::{
-    self, NewServerAccount, Protocol, Security, Server, ServerLogin, Settings,
+    self, AccountTest, NewServerAccount, Security, Server, ServerLogin, Settings,
 };
 use crate::audit::AuditTrail;
 use crate::json::ApiJson;
 use crate::problem::ApiError;
 use crate::state::AppState;
-use mailroom_mail::probe::ConnectionCheck;
 
 fn when(time: OffsetDateTime) -> String {
     time.format(&Rfc3339).unwrap_or_default()
@@ -135,8 +134,8 @@ pub async fn test(
     caller: Caller,
     Path(id): Path<MailAccountId>,
 ) -> Result<Json<Value>, ApiError> {
-    let checks = mail_accounts::test(&state, &caller, id).await?;
-    Ok(Json(describe_checks(&checks)))
+    let tested = mail_accounts::test(&state, &caller, id).await?;
+    Ok(Json(describe_test(&tested)))
 }
 
 /// `DELETE /v1/mail-accounts/{id}`: the account and its credentials are deleted.
@@ -150,8 +149,9 @@ pub async fn disconnect(
     Ok(StatusCode::NO_CONTENT)
 }
 
-fn describe_checks(checks: &[(Protocol, ConnectionCheck)]) -> Value {
-    let steps: Vec<Value> = checks
+fn describe_test(tested: &AccountTest) -> Value {
+    let steps: Vec<Value> = tested
+        .checks
         .iter()
         .flat_map(|(protocol, check)| {
             check.exchanges.iter().map(|exchange| {
@@ -159,19 +159,11 @@ fn describe_checks(checks: &[(Protocol, ConnectionCheck)]) -> Value {
             })
         })
         .collect();
-    let errors: Vec<String> = checks
-        .iter()
-        .filter_map(|(protocol, check)| {
-            check
-                .error
-                .as_ref()
-                .map(|error| format!("{}: {error}", protocol.as_str()))
-        })
-        .collect();
+    let error = tested.error();
     json!({
-        "ok": errors.is_empty(),
+        "ok": error.is_none(),
         "steps": steps,
-        "error": (!errors.is_empty()).then(|| errors.join("; ")),
+        "error": error,
     })
 }
 
