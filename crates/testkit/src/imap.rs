@@ -31,6 +31,8 @@ impl ImapServer {
         };
         let dir = crate::tempdir();
         let root = dir.path();
+        // The mail processes run as the mailboxes' owner, who must reach their home in it.
+        std::fs::set_permissions(root, std::os::unix::fs::PermissionsExt::from_mode(0o755)).ok()?;
         for sub in ["run", "state", "home"] {
             std::fs::create_dir_all(root.join(sub)).ok()?;
         }
