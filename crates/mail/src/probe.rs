@@ -131,6 +131,8 @@ pub struct ImapSettings {
     pub security: ImapSecurity,
     pub username: String,
     pub password: secrecy::SecretString,
+    /// A CA certificate (PEM) to trust for the server, besides the public roots.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 /// A connection test of an IMAP server: the greeting, STARTTLS when asked, LOGIN, CAPABILITY
@@ -160,7 +162,7 @@ async fn imap_converse(
             imap_session(client, settings, exchanges).await
         }
         ImapSecurity::Tls => {
-            let tls = tls_stream(tcp, &settings.host).await?;
+            let tls = tls_stream(tcp, settings).await?;
             let mut client = async_imap::Client::new(tls);
             greeting(&mut client, exchanges).await?;
             imap_session(client, settings, exchanges).await
@@ -176,7 +178,7 @@ async fn imap_converse(
                 step: "starttls",
                 reply: "OK".to_owned(),
             });
-            let tls = tls_stream(client.into_inner(), &settings.host).await?;
+            let tls = tls_stream(client.into_inner(), settings).await?;
             // No greeting after STARTTLS.
             imap_session(async_imap::Client::new(tls), settings, exchanges).await
         }
@@ -253,14 +255,29 @@ where
     Ok(())
 }
 
-/// TLS to `host` over `tcp`, its certificate checked against the public roots.
+/// TLS to the server of `settings` over `tcp`, its certificate checked against the public
+/// roots and the CA the settings name, if any.
 async fn tls_stream(
     tcp: tokio::net::TcpStream,
-    host: &str,
+    settings: &ImapSettings,
 ) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, String> {
-    let roots = tokio_rustls::rustls::RootCertStore::from_iter(
+    use tokio_rustls::rustls::pki_types::CertificateDer;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    let mut roots = tokio_rustls::rustls::RootCertStore::from_iter(
         webpki_roots::TLS_SERVER_ROOTS.iter().cloned(),
     );
+    if let Some(path) = &settings.ca_file {
+        let certificates = CertificateDer::pem_file_iter(path)
+            .map_err(|error| format!("tls: the CA file {}: {error}", path.display()))?;
+        for certificate in certificates {
+            let certificate = certificate
+                .map_err(|error| format!("tls: the CA file {}: {error}", path.display()))?;
+            roots
+                .add(certificate)
+                .map_err(|error| format!("tls: the CA file {}: {error}", path.display()))?;
+        }
+    }
+    let host = settings.host.as_str();
     let config = tokio_rustls::rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
         tokio_rustls::rustls::crypto::ring::default_provider(),
     ))

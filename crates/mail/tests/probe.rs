@@ -78,6 +78,7 @@ async fn an_imap_test_logs_in_to_dovecot_and_says_what_it_offers() {
         security: ImapSecurity::None,
         username: IMAP_USER.to_owned(),
         password: password.to_owned().into(),
+        ca_file: None,
     };
     let check = check_imap(&settings(IMAP_PASSWORD)).await;
     assert!(check.succeeded(), "{check:?}");
@@ -97,4 +98,47 @@ async fn an_imap_test_logs_in_to_dovecot_and_says_what_it_offers() {
     let error = refused.error.clone().unwrap();
     assert!(error.starts_with("login:"), "{error}");
     assert!(!format!("{refused:?}").contains("wrong-password"));
+}
+
+#[tokio::test]
+async fn an_imap_test_uses_starttls_and_trusts_only_the_ca_it_was_given() {
+    use mailroom_mail::probe::{ImapSecurity, ImapSettings, check_imap};
+    use mailroom_testkit::{IMAP_PASSWORD, IMAP_USER, ImapOptions, ImapServer};
+    let dir = tempfile::tempdir().unwrap();
+    let (cert_path, key_path) = mailroom_testkit::localhost_certificate(dir.path());
+    let Some(server) = ImapServer::start_with(ImapOptions {
+        tls: Some((cert_path.clone(), key_path)),
+    }) else {
+        return;
+    };
+    let settings = |ca_file: Option<std::path::PathBuf>| ImapSettings {
+        host: "localhost".to_owned(),
+        port: server.port(),
+        security: ImapSecurity::StartTls,
+        username: IMAP_USER.to_owned(),
+        password: IMAP_PASSWORD.to_owned().into(),
+        ca_file,
+    };
+    let trusted = check_imap(&settings(Some(cert_path))).await;
+    assert!(trusted.succeeded(), "{trusted:?}");
+    let steps: Vec<&str> = trusted
+        .exchanges
+        .iter()
+        .map(|exchange| exchange.step)
+        .collect();
+    assert_eq!(
+        steps,
+        ["greeting", "starttls", "login", "capability", "logout"]
+    );
+
+    // A certificate of no CA it trusts: the password is never sent.
+    let untrusted = check_imap(&settings(None)).await;
+    let error = untrusted.error.clone().unwrap();
+    assert!(error.starts_with("tls:"), "{error}");
+    assert!(
+        !untrusted
+            .exchanges
+            .iter()
+            .any(|exchange| exchange.step == "login")
+    );
 }

@@ -76,10 +76,7 @@ async fn wrong_relay_credentials_fail_the_send() {
 #[tokio::test]
 async fn starttls_is_used_and_never_downgraded() {
     let dir = tempfile::tempdir().unwrap();
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
-    std::fs::write(&key_path, cert.key_pair.serialize_pem()).unwrap();
+    let (cert_path, key_path) = mailroom_testkit::localhost_certificate(dir.path());
     let message = templates::verification_code("reset your password", "482913", 5);
 
     // A relay that offers STARTTLS: the session is encrypted, with a certificate we were

@@ -29,11 +29,12 @@ const TEST_ENV_PREFIX: &str = "MAILROOM_TEST_";
 
 /// The file's sections, in the order the README lists them. A setting's flag is its section and
 /// key joined by `-` (`system_mail` is `--system-mail-…`).
-const SECTIONS: [&str; 7] = [
+const SECTIONS: [&str; 8] = [
     "http",
     "database",
     "redis",
     "system_mail",
+    "mail_accounts",
     "verify",
     "jobs",
     "log",
@@ -217,6 +218,15 @@ pub struct Settings {
         value_name = "MAILBOX"
     )]
     system_mail_from: Option<String>,
+
+    /// Extra CA certificate (PEM) to trust for the SMTP and IMAP servers of connected mail accounts, besides the public roots (an internal relay's own CA) [default: public roots only]
+    #[arg(
+        long,
+        global = true,
+        env = "MAILROOM_MAIL_ACCOUNTS_CA_FILE",
+        value_name = "PATH"
+    )]
+    mail_accounts_ca_file: Option<PathBuf>,
 
     /// DNS server the verifier asks, ip:port [default: the system's resolvers]
     #[arg(
@@ -421,6 +431,7 @@ impl Settings {
         if let Some(from) = self.system_mail_from {
             config.mail_from = from;
         }
+        config.mail_accounts_ca_file = self.mail_accounts_ca_file;
         if let Some(limit) = self.http_auth_rate_limit {
             config.auth_rate_limit = limit;
         }

@@ -80,6 +80,7 @@ impl App {
             x_xss_protection: HeaderValue::from_str(&config.x_xss_protection)
                 .context("--http-x-xss-protection is not a valid header value")?,
             public_origin: public_url.origin().ascii_serialization(),
+            mail_accounts_ca_file: config.mail_accounts_ca_file.clone(),
             mail,
             passwords: PasswordWork::new()?,
             auth_limiter: auth_limiter.clone(),

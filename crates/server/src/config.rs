@@ -71,6 +71,9 @@ pub struct Config {
     pub redis_key_prefix: String,
     /// What limited requests get while Redis cannot be reached.
     pub redis_failure: crate::rate_limit::FailureMode,
+    /// A CA certificate (PEM) trusted for connected mail accounts' servers, besides the public
+    /// roots.
+    pub mail_accounts_ca_file: Option<PathBuf>,
     /// How the verification engine reaches DNS and mail hosts.
     pub verify: mailroom_verify::Settings,
     /// The work queue's runners: production's defaults (tests take smaller chunks and leases).
@@ -106,6 +109,7 @@ impl Config {
             redis_url: None,
             redis_key_prefix: "mailroom:".to_owned(),
             redis_failure: crate::rate_limit::FailureMode::Closed,
+            mail_accounts_ca_file: None,
             verify: mailroom_verify::Settings::default(),
             jobs: crate::work_queue::Settings::default(),
         }

@@ -43,6 +43,8 @@ pub struct Shared {
     /// `scheme://host[:port]` of `--http-public-url`: what a same-origin request's `Origin` says.
     pub public_origin: String,
     pub mail: SystemMail,
+    /// A CA trusted for connected mail accounts' servers, besides the public roots.
+    pub mail_accounts_ca_file: Option<std::path::PathBuf>,
     pub passwords: PasswordWork,
     pub tokens: TokenKeys,
     /// Keys the hashes of emailed codes.

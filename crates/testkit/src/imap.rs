@@ -20,9 +20,21 @@ pub struct ImapServer {
 pub const IMAP_USER: &str = "reader@example.test";
 pub const IMAP_PASSWORD: &str = "imap-pass-9xK";
 
+/// How the server behaves.
+#[derive(Default)]
+pub struct ImapOptions {
+    /// Offer STARTTLS with this certificate and key (PEM files), and refuse LOGIN without it.
+    pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
+}
+
 impl ImapServer {
-    /// Starts dovecot, or `None` (a loud skip) when it is not installed.
+    /// Starts dovecot with plain IMAP, or `None` (a loud skip) when it is not installed.
     pub fn start() -> Option<Self> {
+        Self::start_with(ImapOptions::default())
+    }
+
+    /// Starts dovecot as `options` say, or `None` (a loud skip) when it is not installed.
+    pub fn start_with(options: ImapOptions) -> Option<Self> {
         let dovecot = ["/usr/sbin/dovecot", "/usr/local/sbin/dovecot"]
             .into_iter()
             .find(|path| std::path::Path::new(path).exists());
@@ -48,14 +60,21 @@ impl ImapServer {
         )
         .ok()?;
         let (uid, gid) = mail_owner(&root.join("home"))?;
+        let tls = match &options.tls {
+            Some((cert, key)) => format!(
+                "ssl = required\nssl_cert = <{}\nssl_key = <{}\ndisable_plaintext_auth = yes\n",
+                cert.display(),
+                key.display()
+            ),
+            None => "ssl = no\ndisable_plaintext_auth = no\n".to_owned(),
+        };
         let config = format!(
             "protocols = imap\n\
              listen = 127.0.0.1\n\
              base_dir = {root}/run\n\
              state_dir = {root}/state\n\
              log_path = {root}/dovecot.log\n\
-             ssl = no\n\
-             disable_plaintext_auth = no\n\
+             {tls}\
              auth_mechanisms = plain login\n\
              mail_location = maildir:{root}/home/%u/Maildir\n\
              passdb {{\n  driver = passwd-file\n  args = scheme=PLAIN username_format=%u {root}/users\n}}\n\

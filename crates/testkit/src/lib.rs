@@ -19,7 +19,7 @@ use tempfile::TempDir;
 const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
 pub use dns::{DnsServer, Rr};
-pub use imap::{IMAP_PASSWORD, IMAP_USER, ImapServer};
+pub use imap::{IMAP_PASSWORD, IMAP_USER, ImapOptions, ImapServer};
 pub use probe::{ProbePeer, ProbeStats};
 pub use smtp::{Delivered, SmtpOptions, SmtpServer};
 pub use socks::{SocksPeer, SocksStats};
@@ -455,4 +455,23 @@ macro_rules! both_backends {
             }
         }
     )*};
+}
+
+/// A self-signed certificate for `localhost` and its key, written as PEM files into `dir`:
+/// a private CA of one, for the TLS peers of the tests. Returns their paths.
+pub fn localhost_certificate(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let certified = match rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]) {
+        Ok(certified) => certified,
+        Err(error) => panic!("making a certificate: {error}"),
+    };
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    for (path, pem) in [
+        (&cert, certified.cert.pem()),
+        (&key, certified.key_pair.serialize_pem()),
+    ] {
+        if let Err(error) = std::fs::write(path, pem) {
+            panic!("writing {}: {error}", path.display());
+        }
+    }
+    (cert, key)
 }

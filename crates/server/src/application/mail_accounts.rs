@@ -366,6 +366,7 @@ pub async fn test(
             },
             username: server.username.unwrap_or_default(),
             password: SecretString::from(credentials.imap_password.clone().unwrap_or_default()),
+            ca_file: state.mail_accounts_ca_file.clone(),
         };
         checks.push((Protocol::Imap, check_imap(&imap).await));
     }
@@ -377,7 +378,7 @@ pub async fn test(
             credentials: server
                 .username
                 .zip(credentials.smtp_password.map(SecretString::from)),
-            ca_file: None,
+            ca_file: state.mail_accounts_ca_file.clone(),
         };
         checks.push((Protocol::Smtp, check_smtp(&smtp, &hello_name(state)).await));
     }

@@ -78,6 +78,7 @@ mod tests {
             metrics_allow: Vec::new(),
             x_xss_protection: HeaderValue::from_static("0"),
             public_origin: "http://127.0.0.1".into(),
+            mail_accounts_ca_file: None,
             mail: mailroom_mail::SystemMail::outbox(
                 &std::env::temp_dir().join("mailroom-edge-test-outbox"),
                 mailroom_mail::parse_mailbox("noreply@localhost").unwrap(),

@@ -33,6 +33,22 @@ fn smtp_account(port: u16, password: &str) -> Value {
     })
 }
 
+/// A test's steps, each as `<protocol> <step>`.
+fn steps_of(tested: &Value) -> Vec<String> {
+    tested["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            format!(
+                "{} {}",
+                s["protocol"].as_str().unwrap(),
+                s["step"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
 async fn with_key(
     app: &TestApp,
     key: &str,
@@ -254,9 +270,7 @@ both_backends! {
         let id = account["id"].as_str().unwrap();
         let tested: Value = send_as(&app, Method::POST, &session, &format!("/v1/mail-accounts/{id}/test"), None).await.json().await.unwrap();
         assert_eq!(tested["ok"], true, "{tested}");
-        let steps: Vec<String> = tested["steps"].as_array().unwrap().iter()
-            .map(|s| format!("{} {}", s["protocol"].as_str().unwrap(), s["step"].as_str().unwrap()))
-            .collect();
+        let steps = steps_of(&tested);
         assert_eq!(steps, ["imap greeting", "imap login", "imap capability", "imap logout", "smtp ehlo", "smtp auth", "smtp quit"]);
 
         // A mailbox is read as its user: no IMAP account without a login.
@@ -266,6 +280,32 @@ both_backends! {
         });
         let refused = problem(send_as(&app, Method::POST, &session, "/v1/mail-accounts", Some(anonymous)).await, 400, "invalid_field").await;
         assert_eq!(refused["field"], "imap");
+        app.stop().await;
+    }
+
+    async fn servers_of_a_private_ca_are_tested_over_starttls_once_the_ca_is_configured(db) {
+        use mailroom_testkit::{IMAP_PASSWORD, IMAP_USER, ImapOptions, ImapServer};
+        let dir = tempfile::tempdir().unwrap();
+        let (cert_path, key_path) = mailroom_testkit::localhost_certificate(dir.path());
+        let tls = Some((cert_path.clone(), key_path.clone()));
+        let imap = ImapServer::start_with(ImapOptions { tls: tls.clone() });
+        let smtp = SmtpServer::start(SmtpOptions { tls, login: Some(("relay-user".into(), RELAY_PASSWORD.into())) });
+        let (Some(imap), Some(smtp)) = (imap, smtp) else { return };
+        let app = TestApp::spawn_with(&db, |config| config.mail_accounts_ca_file = Some(cert_path)).await;
+        let session = create_account(&app, &db, "tls@example.test").await;
+        let body = json!({
+            "kind": "imap",
+            "name": "Private inbox",
+            "address": IMAP_USER,
+            "imap": {"host": "localhost", "port": imap.port(), "security": "starttls", "username": IMAP_USER, "password": IMAP_PASSWORD},
+            "smtp": {"host": "localhost", "port": smtp.port(), "security": "starttls", "username": "relay-user", "password": RELAY_PASSWORD},
+        });
+        let account: Value = send_as(&app, Method::POST, &session, "/v1/mail-accounts", Some(body)).await.json().await.unwrap();
+        let id = account["id"].as_str().unwrap();
+        let tested: Value = send_as(&app, Method::POST, &session, &format!("/v1/mail-accounts/{id}/test"), None).await.json().await.unwrap();
+        assert_eq!(tested["ok"], true, "{tested}");
+        let steps = steps_of(&tested);
+        assert!(steps.contains(&"imap starttls".to_owned()) && steps.contains(&"smtp starttls".to_owned()), "{steps:?}");
         app.stop().await;
     }
 
