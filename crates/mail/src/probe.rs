@@ -33,7 +33,14 @@ impl ConnectionCheck {
 /// Connects to the server of `settings`, saying `hello` in EHLO, and logs in as they say.
 pub async fn check_smtp(settings: &SmtpSettings, hello: &str) -> ConnectionCheck {
     let mut exchanges = Vec::new();
-    let error = converse(settings, hello, &mut exchanges).await.err();
+    // The whole conversation, not only the connect: a server that accepts and then stays
+    // silent must not hold the test forever.
+    let outcome =
+        tokio::time::timeout(SMTP_TIMEOUT, converse(settings, hello, &mut exchanges)).await;
+    let error = match outcome {
+        Ok(outcome) => outcome.err(),
+        Err(_) => Some("the server did not answer in time".to_owned()),
+    };
     ConnectionCheck { exchanges, error }
 }
 

@@ -178,7 +178,7 @@ impl From<DomainError> for ApiError {
                     ),
                     Forbidden::KeyPowersForManagersOnly => (
                         "insufficient_scope",
-                        "Only owners and admins may create keys that manage keys or read the audit log.",
+                        "Only owners and admins may create keys that manage keys or read the audit log, or connect mail accounts where members may not.",
                     ),
                     Forbidden::InvitationForAnotherAddress => (
                         "invitation_for_another_address",

@@ -325,37 +325,78 @@ impl BulkJobs<'_> {
         id: JobId,
         now: OffsetDateTime,
     ) -> Result<bool, StorageError> {
-        self.db.serializable_for(&Tenancy::Org(org_id), |tx| {
-            async move {
-                let queue_now = crate::queue::now_sql(tx.backend());
-                let unqueue = format!(
-                    "UPDATE jobs SET status = 'cancelled', finished_at = {queue_now}, lease_holder = NULL, \
-                     lease_until = NULL WHERE org_id = $1 AND id = $2 AND status IN ('queued', 'running')"
-                );
-                Ok(on_backend!(&mut tx.0, Inner, tx => {
-                    let cancelled = sqlx::query(
-                        "UPDATE verify_jobs SET status = 'cancelled', finished_at = $3 \
-                         WHERE org_id = $1 AND id = $2 AND status IN ('queued', 'running')",
-                    )
-                    .bind(org_id.as_uuid())
-                    .bind(id.as_uuid())
-                    .bind(ms(now))
-                    .execute(&mut **tx)
-                    .await?
-                    .rows_affected() == 1;
+        self.db
+            .serializable_for(&Tenancy::Org(org_id), |tx| {
+                async move {
+                    let cancelled = cancel_in(tx, org_id, id, now).await?;
                     if cancelled {
-                        sqlx::query(&unqueue)
+                        let queue_now = crate::queue::now_sql(tx.backend());
+                        let unqueue = format!(
+                            "UPDATE jobs SET status = 'cancelled', finished_at = {queue_now}, lease_holder = NULL, \
+                             lease_until = NULL WHERE org_id = $1 AND id = $2 AND status IN ('queued', 'running')"
+                        );
+                        on_backend!(&mut tx.0, Inner, tx => {
+                            sqlx::query(&unqueue)
+                                .bind(org_id.as_uuid())
+                                .bind(id.as_uuid())
+                                .execute(&mut **tx)
+                                .await?;
+                        });
+                    }
+                    Ok(cancelled)
+                }
+                .boxed()
+            })
+            .await
+    }
+
+    /// Fails the open jobs whose job on the queue is dead (its lease ran out on its last
+    /// attempt, or its last attempt failed before it could say so), each as its organization:
+    /// an abandoned job would otherwise hold its organization's open-job slot and quota.
+    /// Returns how many.
+    pub async fn fail_abandoned(&self, now: OffsetDateTime) -> Result<u64, StorageError> {
+        let dead: Vec<(Uuid, Option<Uuid>)> = self
+            .db
+            .transaction_for(&Tenancy::JobQueue(self.db.upkeep()?), |tx| {
+                async move {
+                    Ok(on_backend!(&mut tx.0, Inner, tx => {
+                        sqlx::query_as(
+                            "SELECT id, org_id FROM jobs WHERE kind = 'bulk_verification' AND status = 'dead'",
+                        )
+                        .fetch_all(&mut **tx)
+                        .await?
+                    }))
+                }
+                .boxed()
+            })
+            .await?;
+        let mut failed = 0;
+        for (id, org) in dead {
+            let Some(org) = org else { continue };
+            let (org_id, id) = (OrgId::from_uuid(org), JobId::from_uuid(id));
+            failed += self
+                .db
+                .transaction_for(&Tenancy::Org(org_id), |tx| {
+                    async move {
+                        Ok(on_backend!(&mut tx.0, Inner, tx => {
+                            sqlx::query(
+                                "UPDATE verify_jobs SET status = 'failed', error = 'internal_error', \
+                                 finished_at = $3, worker = NULL \
+                                 WHERE org_id = $1 AND id = $2 AND status IN ('queued', 'running')",
+                            )
                             .bind(org_id.as_uuid())
                             .bind(id.as_uuid())
+                            .bind(ms(now))
                             .execute(&mut **tx)
-                            .await?;
+                            .await?
+                            .rows_affected()
+                        }))
                     }
-                    cancelled
-                }))
-            }
-            .boxed()
-        })
-        .await
+                    .boxed()
+                })
+                .await?;
+        }
+        Ok(failed)
     }
 
     /// Starts (or resumes) the bulk job that `claim` of the queue holds: it is running, and
@@ -627,6 +668,48 @@ impl BulkJobs<'_> {
     }
 }
 
+/// Cancels the job inside `tx` (acting for `org_id`); false when it had ended.
+pub(crate) async fn cancel_in(
+    tx: &mut crate::Tx,
+    org_id: OrgId,
+    id: JobId,
+    now: OffsetDateTime,
+) -> Result<bool, StorageError> {
+    Ok(on_backend!(&mut tx.0, Inner, tx => {
+        sqlx::query(
+            "UPDATE verify_jobs SET status = 'cancelled', finished_at = $3 \
+             WHERE org_id = $1 AND id = $2 AND status IN ('queued', 'running')",
+        )
+        .bind(org_id.as_uuid())
+        .bind(id.as_uuid())
+        .bind(ms(now))
+        .execute(&mut **tx)
+        .await?
+        .rows_affected()
+            == 1
+    }))
+}
+
+/// Opens again, inside `tx` (acting for `org_id`), a job that failed of our failure, to
+/// resume at its first unchecked row.
+pub(crate) async fn reopen_in(
+    tx: &mut crate::Tx,
+    org_id: OrgId,
+    id: JobId,
+) -> Result<(), StorageError> {
+    on_backend!(&mut tx.0, Inner, tx => {
+        sqlx::query(
+            "UPDATE verify_jobs SET status = 'queued', error = NULL, finished_at = NULL \
+             WHERE org_id = $1 AND id = $2 AND status = 'failed' AND error = 'internal_error'",
+        )
+        .bind(org_id.as_uuid())
+        .bind(id.as_uuid())
+        .execute(&mut **tx)
+        .await?;
+    });
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -797,10 +880,40 @@ mod tests {
             let listed = db.queue().list_jobs(JobFilter { limit: 10, ..JobFilter::default() }).await.unwrap();
             assert_eq!((listed[0].id, listed[0].status), (id, JobStatus::Cancelled));
 
-            // An operator's cancel on the queue (`mailroom jobs cancel`) ends the bulk job too.
+            // An operator's cancel on the queue (`mailroom jobs cancel`) ends the bulk job too,
+            // and a retry leaves a job its organization cancelled cancelled.
             let other = queue(&db, a, now).await;
             assert!(db.queue().cancel_job_by_id(other).await.unwrap());
             assert_eq!(db.bulk_jobs().job(a, other).await.unwrap().unwrap().status, JobState::Cancelled);
+            assert!(db.queue().retry_job(other).await.unwrap());
+            assert_eq!(db.bulk_jobs().job(a, other).await.unwrap().unwrap().status, JobState::Cancelled);
+        }
+
+        async fn a_job_whose_queued_job_died_fails_and_a_retry_resumes_it(test_db) {
+            let db = crate::test_support::unlocked(&test_db).await;
+            let a = org(&db).await;
+            let now = OffsetDateTime::now_utc();
+            let id = queue(&db, a, now).await;
+            // Every attempt's lease runs out (a node killed each time): the last makes it dead.
+            let attempts = JobKind::BulkVerification.retry_policy().max_attempts;
+            for _ in 0..attempts {
+                let claim = claim(&db, "dying-node", Duration::ZERO).await.unwrap();
+                db.bulk_jobs().start_bulk_job(&claim).await.unwrap().unwrap();
+            }
+            assert!(claim(&db, "next-node", LEASE).await.is_none(), "dead, not claimed again");
+            assert_eq!(db.bulk_jobs().job(a, id).await.unwrap().unwrap().status, JobState::Running);
+            // The upkeep fails it, so that it holds no slot and no quota.
+            assert_eq!(db.bulk_jobs().fail_abandoned(now).await.unwrap(), 1);
+            let failed = db.bulk_jobs().job(a, id).await.unwrap().unwrap();
+            assert_eq!((failed.status, failed.error.as_deref()), (JobState::Failed, Some("internal_error")));
+            assert_eq!(db.bulk_jobs().fail_abandoned(now).await.unwrap(), 0);
+            // An operator's retry opens it again, and a runner resumes it.
+            assert!(db.queue().retry_job(id).await.unwrap());
+            assert_eq!(db.bulk_jobs().job(a, id).await.unwrap().unwrap().status, JobState::Queued);
+            let claim = claim(&db, "live-node", LEASE).await.unwrap();
+            let resumed = db.bulk_jobs().start_bulk_job(&claim).await.unwrap().unwrap();
+            assert_eq!(resumed.status, JobState::Running);
+            assert!(db.bulk_jobs().record_rows(&resumed, &claim, &[checked(0)], now).await.unwrap());
         }
     }
 }

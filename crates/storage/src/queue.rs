@@ -519,12 +519,14 @@ impl Queue<'_> {
     }
 
     /// A dead or cancelled job, queued again with its attempts afresh; false when there is no
-    /// such job in either state.
+    /// such job in either state. A bulk verification job that failed of our failure is opened
+    /// again for its organization in the same transaction, to resume where it stopped; one its
+    /// organization cancelled stays cancelled.
     pub async fn retry_job(&self, id: JobId) -> Result<bool, StorageError> {
-        self.job_by_operator(id, |now| {
+        self.job_by_operator(id, BulkFollows::Reopen, |now| {
             format!(
                 "UPDATE jobs SET status = 'queued', attempts = 0, run_at = {now}, finished_at = NULL \
-                 WHERE id = $1 AND status IN ('dead', 'cancelled')"
+                 WHERE id = $1 AND status IN ('dead', 'cancelled') RETURNING kind, org_id"
             )
         })
         .await
@@ -532,41 +534,22 @@ impl Queue<'_> {
 
     /// A queued or running job, never to run (again); false when there is no such job in
     /// either state. A runner holding it loses its lease and its outcome with it. A bulk
-    /// verification job is cancelled for its organization too, as its own cancel does.
+    /// verification job is cancelled for its organization too, in the same transaction, as
+    /// its own cancel does.
     pub async fn cancel_job_by_id(&self, id: JobId) -> Result<bool, StorageError> {
-        let runner = Tenancy::JobQueue(self.db.upkeep()?);
-        let now = now_sql(self.db.backend());
-        let sql = format!(
-            "UPDATE jobs SET status = 'cancelled', finished_at = {now}, lease_holder = NULL, \
-             lease_until = NULL WHERE id = $1 AND status IN ('queued', 'running') RETURNING kind, org_id"
-        );
-        let cancelled: Option<(String, Option<Uuid>)> = self
-            .db
-            .serializable_for(&runner, |tx| {
-                let sql = sql.clone();
-                async move {
-                    Ok(on_backend!(&mut tx.0, Inner, tx => {
-                        sqlx::query_as(&sql).bind(id.as_uuid()).fetch_optional(&mut **tx).await?
-                    }))
-                }
-                .boxed()
-            })
-            .await?;
-        let Some((kind, org)) = cancelled else {
-            return Ok(false);
-        };
-        if let (Some(JobKind::BulkVerification), Some(org)) = (JobKind::parse(&kind), org) {
-            self.db
-                .bulk_jobs()
-                .cancel_job(OrgId::from_uuid(org), id, OffsetDateTime::now_utc())
-                .await?;
-        }
-        Ok(true)
+        self.job_by_operator(id, BulkFollows::Cancel, |now| {
+            format!(
+                "UPDATE jobs SET status = 'cancelled', finished_at = {now}, lease_holder = NULL, \
+                 lease_until = NULL WHERE id = $1 AND status IN ('queued', 'running') RETURNING kind, org_id"
+            )
+        })
+        .await
     }
 
     async fn job_by_operator(
         &self,
         id: JobId,
+        bulk: BulkFollows,
         sql: impl Fn(&'static str) -> String,
     ) -> Result<bool, StorageError> {
         let runner = Tenancy::JobQueue(self.db.upkeep()?);
@@ -575,12 +558,27 @@ impl Queue<'_> {
             .serializable_for(&runner, |tx| {
                 let sql = sql.clone();
                 async move {
-                let changed = on_backend!(&mut tx.0, Inner, tx => {
-                    sqlx::query(&sql).bind(id.as_uuid()).execute(&mut **tx).await?.rows_affected()
-                });
-                Ok(changed == 1)
-            }
-            .boxed()
+                    let changed: Option<(String, Option<Uuid>)> = on_backend!(&mut tx.0, Inner, tx => {
+                        sqlx::query_as(&sql).bind(id.as_uuid()).fetch_optional(&mut **tx).await?
+                    });
+                    let Some((kind, org)) = changed else {
+                        return Ok(false);
+                    };
+                    if let (Some(JobKind::BulkVerification), Some(org)) = (JobKind::parse(&kind), org) {
+                        // As its organization too, for the rest of this transaction.
+                        let org = OrgId::from_uuid(org);
+                        tx.act_for(&Tenancy::Org(org)).await?;
+                        let now = OffsetDateTime::now_utc();
+                        match bulk {
+                            BulkFollows::Cancel => {
+                                crate::bulk_jobs::cancel_in(tx, org, id, now).await?;
+                            }
+                            BulkFollows::Reopen => crate::bulk_jobs::reopen_in(tx, org, id).await?,
+                        }
+                    }
+                    Ok(true)
+                }
+                .boxed()
             })
             .await
     }
@@ -655,6 +653,13 @@ impl Queue<'_> {
             })
             .collect())
     }
+}
+
+/// What an operator's change of a bulk verification job does to the job itself.
+#[derive(Clone, Copy)]
+enum BulkFollows {
+    Cancel,
+    Reopen,
 }
 
 /// What a runner does to the job it holds.

@@ -67,8 +67,19 @@ pub async fn create_of(
             ),
         )
     })?;
-    // Managing keys and reading the audit log are a manager's powers to hand out.
+    // Managing keys and reading the audit log are a manager's powers to hand out; connecting
+    // mail accounts is too, unless the organization lets its members connect them.
     if !manager && (scopes.contains(Scope::KeysManage) || scopes.contains(Scope::AuditRead)) {
+        return Err(DomainError::Forbidden(Forbidden::KeyPowersForManagersOnly));
+    }
+    if !manager
+        && scopes.contains(Scope::AccountsManage)
+        && !state
+            .database
+            .teams()
+            .members_may(org_id, MemberPower::ConnectAccounts)
+            .await?
+    {
         return Err(DomainError::Forbidden(Forbidden::KeyPowersForManagersOnly));
     }
     let now = OffsetDateTime::now_utc();

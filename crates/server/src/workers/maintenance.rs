@@ -44,6 +44,15 @@ pub async fn run_periodically(database: Database, limiter: AuthLimiter) {
             Ok(purged) => tracing::info!(purged, "purged verification log past retention"),
             Err(error) => tracing::warn!(%error, "verification log purge failed; retrying later"),
         }
+        match database.bulk_jobs().fail_abandoned(now).await {
+            Ok(0) => {}
+            Ok(failed) => {
+                tracing::warn!(failed, "verification jobs whose queued job died are failed")
+            }
+            Err(error) => {
+                tracing::warn!(%error, "failing abandoned verification jobs failed; retrying later")
+            }
+        }
         match database.bulk_jobs().purge_jobs(now - RETENTION).await {
             Ok(0) => {}
             Ok(purged) => tracing::info!(purged, "purged verification jobs past retention"),

@@ -21,10 +21,13 @@ const BACKOFF: Duration = Duration::from_secs(5);
 pub async fn run(state: AppState, kind: JobKind) {
     let runner = &state.queue;
     loop {
+        // Each claim holds under a name of its own: a claim never shares its fence with an
+        // earlier one of the same job on this node, whatever its attempt count says.
+        let holder = format!("{}/{}", runner.name, uuid::Uuid::new_v4());
         match state
             .database
             .queue()
-            .claim_next_job(&runner.name, &[kind], runner.settings.lease)
+            .claim_next_job(&holder, &[kind], runner.settings.lease)
             .await
         {
             Ok(Some(job)) => run_one(&state, &job).await,

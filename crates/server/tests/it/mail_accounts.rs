@@ -174,8 +174,16 @@ both_backends! {
         assert_eq!(listed["accounts"][0]["id"], id.as_str());
         problem(send_as(&app, Method::DELETE, &member, &format!("/v1/mail-accounts/{id}"), None).await, 403, "insufficient_role").await;
 
+        // Nor may a member who creates keys hand a key the power they lack.
+        let keys_allowed = send_as(&app, Method::PATCH, &owner, "/v1/org", Some(json!({"members_create_keys": true}))).await;
+        assert_eq!(keys_allowed.status(), 200);
+        let minted = send_as(&app, Method::POST, &member, "/v1/api-keys", Some(json!({"name": "mine", "scopes": ["accounts:manage"]}))).await;
+        problem(minted, 403, "insufficient_scope").await;
+
         let allowed = send_as(&app, Method::PATCH, &owner, "/v1/org", Some(json!({"members_connect_accounts": true}))).await;
         assert_eq!(allowed.status(), 200);
+        let minted = send_as(&app, Method::POST, &member, "/v1/api-keys", Some(json!({"name": "mine", "scopes": ["accounts:manage"]}))).await;
+        assert_eq!(minted.status(), 201, "once members may connect accounts, their keys may too");
         let members: Value = send_as(&app, Method::POST, &member, "/v1/mail-accounts", Some(body)).await.json().await.unwrap();
         assert!(members["connected_by"].is_string());
 
