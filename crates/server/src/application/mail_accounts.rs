@@ -204,6 +204,18 @@ fn checked_server(
             format!("{field}.host must be a host name or an IP address"),
         ));
     }
+    if host
+        .trim_matches(['[', ']'])
+        .parse()
+        .is_ok_and(never_a_mail_host)
+    {
+        return Err(DomainError::invalid(
+            field,
+            format!(
+                "{field}.host may not be a link-local, unspecified, multicast or broadcast address"
+            ),
+        ));
+    }
     if server.port == 0 {
         return Err(DomainError::invalid(
             field,
@@ -252,6 +264,26 @@ fn checked_server(
         security: server.security,
         username,
     })
+}
+
+/// Whether `ip` can be no mail server's: private and loopback networks are (internal relays
+/// are normal), but link-local addresses (a cloud's metadata service among them), the
+/// unspecified address, multicast and broadcast are not.
+fn never_a_mail_host(ip: std::net::IpAddr) -> bool {
+    use std::net::IpAddr;
+    match ip {
+        IpAddr::V4(v4) => {
+            v4.is_unspecified() || v4.is_link_local() || v4.is_multicast() || v4.is_broadcast()
+        }
+        IpAddr::V6(v6) => {
+            v6.is_unspecified()
+                || v6.is_multicast()
+                || (v6.segments()[0] & 0xffc0) == 0xfe80
+                || v6
+                    .to_ipv4_mapped()
+                    .is_some_and(|v4| never_a_mail_host(IpAddr::V4(v4)))
+        }
+    }
 }
 
 /// Owners and admins connect and disconnect accounts; members where the organization lets
@@ -338,13 +370,14 @@ impl AccountTest {
 }
 
 /// Connects to each of the account's servers and logs in, for real, and says what each server
-/// said; the outcome is the account's last use.
+/// said; the outcome is the account's last use. A login with the account's secrets is for
+/// those who may connect it.
 pub async fn test(
     state: &AppState,
     caller: &Caller,
     id: MailAccountId,
 ) -> Result<AccountTest, DomainError> {
-    may_read(caller)?;
+    may_manage(state, caller).await?;
     let org_id = caller.org_id();
     let (account, sealed) = state
         .database

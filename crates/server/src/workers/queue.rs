@@ -7,6 +7,8 @@
 
 use std::time::Duration;
 
+use futures::FutureExt;
+
 use mailroom_storage::StorageError;
 use mailroom_storage::queue::{ClaimedJob, JobKind};
 
@@ -51,10 +53,17 @@ pub async fn run(state: AppState, kind: JobKind) {
 async fn run_one(state: &AppState, job: &ClaimedJob) {
     let lease = Lease::default();
     let renewal = tokio::spawn(renew(state.clone(), job.clone(), lease.clone()));
-    let outcome = match job.kind {
-        JobKind::SystemMail => application::system_mail::deliver(state, &job.payload).await,
-        JobKind::BulkVerification => application::verify::work_job(state, job, &lease).await,
+    let work = async {
+        match job.kind {
+            JobKind::SystemMail => application::system_mail::deliver(state, &job.payload).await,
+            JobKind::BulkVerification => application::verify::work_job(state, job, &lease).await,
+        }
     };
+    // A job that panics is a failed attempt, not a runner gone with its lease renewed forever.
+    let outcome = std::panic::AssertUnwindSafe(work)
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|_| Err(DomainError::internal(anyhow::anyhow!("the job panicked"))));
     renewal.abort();
     finish(state, job, outcome).await;
 }

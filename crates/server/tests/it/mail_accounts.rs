@@ -128,6 +128,8 @@ both_backends! {
         assert_eq!(listed.status(), 200);
         problem(with_key(&app, &sender, Method::POST, "/v1/mail-accounts", Some(body.clone())).await, 403, "insufficient_scope").await;
         problem(with_key(&app, &sender, Method::DELETE, &format!("/v1/mail-accounts/{id}"), None).await, 403, "insufficient_scope").await;
+        // A test logs in with the account's secrets: for those who may connect it.
+        problem(with_key(&app, &sender, Method::POST, &format!("/v1/mail-accounts/{id}/test"), None).await, 403, "insufficient_scope").await;
         let verifier = key_with(&app, &a, &["verify"]).await;
         problem(with_key(&app, &verifier, Method::GET, "/v1/mail-accounts", None).await, 403, "insufficient_scope").await;
         let manager = key_with(&app, &a, &["accounts:manage"]).await;
@@ -331,6 +333,13 @@ both_backends! {
         let mut no_port = smtp_account(0, "pw");
         no_port["name"] = json!("   ");
         problem(send_as(&app, Method::POST, &session, "/v1/mail-accounts", Some(no_port)).await, 400, "invalid_field").await;
+        // Private networks are for relays; a cloud's metadata service and the like are not.
+        for host in ["169.254.169.254", "0.0.0.0", "[fe80::1]", "224.0.0.1"] {
+            let mut inward = smtp_account(2525, "pw");
+            inward["smtp"]["host"] = json!(host);
+            let refused = problem(send_as(&app, Method::POST, &session, "/v1/mail-accounts", Some(inward)).await, 400, "invalid_field").await;
+            assert_eq!(refused["field"], "smtp", "{host}");
+        }
         let listed: Value = get_as(&app, &session, "/v1/mail-accounts").await.json().await.unwrap();
         assert!(listed["accounts"].as_array().unwrap().is_empty(), "nothing of a refused account is kept");
         app.stop().await;
