@@ -1,5 +1,6 @@
-//! The SMTP connection test against a real server (aiosmtpd): each step and what the server
-//! said, and where a wrong password stops it.
+//! The connection tests against real servers (aiosmtpd, dovecot): each step and what the
+//! server said, and where a wrong password or an untrusted certificate stops it.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails loudly, by design
 
 use mailroom_mail::SmtpSettings;
 use mailroom_mail::probe::check_smtp;
@@ -12,16 +13,21 @@ fn relay() -> Option<SmtpServer> {
     })
 }
 
+/// The relay's settings, logging in with `password`, without TLS.
+fn login_to(server: &SmtpServer, password: &str) -> SmtpSettings {
+    let url = format!(
+        "smtp://relay-user:{password}@127.0.0.1:{}?tls=none",
+        server.port()
+    );
+    SmtpSettings::parse(&url, None).unwrap()
+}
+
 #[tokio::test]
 async fn a_connection_test_reports_each_step_and_what_the_server_said() {
     let Some(server) = relay() else {
         return;
     };
-    let url = format!(
-        "smtp://relay-user:relay-pass@127.0.0.1:{}?tls=none",
-        server.port()
-    );
-    let check = check_smtp(&SmtpSettings::parse(&url, None).unwrap(), "mailroom.test").await;
+    let check = check_smtp(&login_to(&server, "relay-pass"), "mailroom.test").await;
     assert!(check.succeeded(), "{check:?}");
     let steps: Vec<&str> = check
         .exchanges
@@ -39,11 +45,7 @@ async fn a_wrong_password_stops_the_test_at_auth_and_is_never_repeated() {
     let Some(server) = relay() else {
         return;
     };
-    let url = format!(
-        "smtp://relay-user:not-the-password@127.0.0.1:{}?tls=none",
-        server.port()
-    );
-    let check = check_smtp(&SmtpSettings::parse(&url, None).unwrap(), "mailroom.test").await;
+    let check = check_smtp(&login_to(&server, "not-the-password"), "mailroom.test").await;
     let error = check.error.clone().unwrap();
     assert!(
         error.starts_with("auth:") && error.contains("535"),

@@ -330,18 +330,7 @@ impl BulkJobs<'_> {
                 async move {
                     let cancelled = cancel_in(tx, org_id, id, now).await?;
                     if cancelled {
-                        let queue_now = crate::queue::now_sql(tx.backend());
-                        let unqueue = format!(
-                            "UPDATE jobs SET status = 'cancelled', finished_at = {queue_now}, lease_holder = NULL, \
-                             lease_until = NULL WHERE org_id = $1 AND id = $2 AND status IN ('queued', 'running')"
-                        );
-                        on_backend!(&mut tx.0, Inner, tx => {
-                            sqlx::query(&unqueue)
-                                .bind(org_id.as_uuid())
-                                .bind(id.as_uuid())
-                                .execute(&mut **tx)
-                                .await?;
-                        });
+                        crate::queue::cancel_in(tx, org_id, id).await?;
                     }
                     Ok(cancelled)
                 }
@@ -355,25 +344,10 @@ impl BulkJobs<'_> {
     /// an abandoned job would otherwise hold its organization's open-job slot and quota.
     /// Returns how many.
     pub async fn fail_abandoned(&self, now: OffsetDateTime) -> Result<u64, StorageError> {
-        let dead: Vec<(Uuid, Option<Uuid>)> = self
-            .db
-            .transaction_for(&Tenancy::JobQueue(self.db.upkeep()?), |tx| {
-                async move {
-                    Ok(on_backend!(&mut tx.0, Inner, tx => {
-                        sqlx::query_as(
-                            "SELECT id, org_id FROM jobs WHERE kind = 'bulk_verification' AND status = 'dead'",
-                        )
-                        .fetch_all(&mut **tx)
-                        .await?
-                    }))
-                }
-                .boxed()
-            })
-            .await?;
+        let dead = self.db.queue().dead_jobs(JobKind::BulkVerification).await?;
         let mut failed = 0;
-        for (id, org) in dead {
-            let Some(org) = org else { continue };
-            let (org_id, id) = (OrgId::from_uuid(org), JobId::from_uuid(id));
+        for (id, org_id) in dead {
+            let Some(org_id) = org_id else { continue };
             failed += self
                 .db
                 .transaction_for(&Tenancy::Org(org_id), |tx| {

@@ -537,13 +537,40 @@ impl Queue<'_> {
     /// verification job is cancelled for its organization too, in the same transaction, as
     /// its own cancel does.
     pub async fn cancel_job_by_id(&self, id: JobId) -> Result<bool, StorageError> {
-        self.job_by_operator(id, BulkFollows::Cancel, |now| {
+        let set = cancelled(self.db.backend());
+        self.job_by_operator(id, BulkFollows::Cancel, |_| {
             format!(
-                "UPDATE jobs SET status = 'cancelled', finished_at = {now}, lease_holder = NULL, \
-                 lease_until = NULL WHERE id = $1 AND status IN ('queued', 'running') RETURNING kind, org_id"
+                "UPDATE jobs SET {set} WHERE id = $1 AND status IN ('queued', 'running') \
+                 RETURNING kind, org_id"
             )
         })
         .await
+    }
+
+    /// The dead jobs of `kind`, with the organization each worked for.
+    pub(crate) async fn dead_jobs(
+        &self,
+        kind: JobKind,
+    ) -> Result<Vec<(JobId, Option<OrgId>)>, StorageError> {
+        let runner = Tenancy::JobQueue(self.db.upkeep()?);
+        let rows: Vec<(Uuid, Option<Uuid>)> = self
+            .db
+            .transaction_for(&runner, |tx| {
+                async move {
+                    Ok(on_backend!(&mut tx.0, Inner, tx => {
+                        sqlx::query_as("SELECT id, org_id FROM jobs WHERE kind = $1 AND status = 'dead'")
+                            .bind(kind.as_str())
+                            .fetch_all(&mut **tx)
+                            .await?
+                    }))
+                }
+                .boxed()
+            })
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, org)| (JobId::from_uuid(id), org.map(OrgId::from_uuid)))
+            .collect())
     }
 
     async fn job_by_operator(
@@ -672,6 +699,29 @@ enum Held<'a> {
     },
     /// Dead at once, never to be tried again.
     Bury(&'static str),
+}
+
+/// Cancels, inside `tx` (acting for `org_id`), that organization's job `id` if it is queued
+/// or running: a runner holding it loses its lease and its outcome with it.
+pub(crate) async fn cancel_in(tx: &mut Tx, org_id: OrgId, id: JobId) -> Result<(), StorageError> {
+    let sql = format!(
+        "UPDATE jobs SET {} WHERE org_id = $1 AND id = $2 AND status IN ('queued', 'running')",
+        cancelled(tx.backend())
+    );
+    on_backend!(&mut tx.0, Inner, tx => {
+        sqlx::query(&sql)
+            .bind(org_id.as_uuid())
+            .bind(id.as_uuid())
+            .execute(&mut **tx)
+            .await?;
+    });
+    Ok(())
+}
+
+/// What a cancelled job's row becomes, as the SET of an UPDATE.
+fn cancelled(backend: crate::Backend) -> String {
+    let now = now_sql(backend);
+    format!("status = 'cancelled', finished_at = {now}, lease_holder = NULL, lease_until = NULL")
 }
 
 /// The fence of every update by a runner: the job is still running under this runner's claim

@@ -25,7 +25,7 @@ use crate::state::AppState;
 /// An account's name, in characters.
 const MAX_NAME: usize = 100;
 /// Other addresses an account may send as.
-pub const MAX_FROM_ADDRESSES: usize = 50;
+const MAX_FROM_ADDRESSES: usize = 50;
 const MAX_HOST: usize = 253;
 const MAX_USERNAME: usize = 256;
 const MAX_PASSWORD: usize = 1024;
@@ -48,6 +48,14 @@ impl Security {
             Security::Tls => SmtpSecurity::ImplicitTls,
             Security::Starttls => SmtpSecurity::StartTls,
             Security::None => SmtpSecurity::None,
+        }
+    }
+
+    fn imap(self) -> ImapSecurity {
+        match self {
+            Security::Tls => ImapSecurity::Tls,
+            Security::Starttls => ImapSecurity::StartTls,
+            Security::None => ImapSecurity::None,
         }
     }
 }
@@ -392,13 +400,9 @@ pub async fn test(
         let imap = ImapSettings {
             host: server.host,
             port: server.port,
-            security: match server.security {
-                Security::Tls => ImapSecurity::Tls,
-                Security::Starttls => ImapSecurity::StartTls,
-                Security::None => ImapSecurity::None,
-            },
+            security: server.security.imap(),
             username: server.username.unwrap_or_default(),
-            password: SecretString::from(credentials.imap_password.clone().unwrap_or_default()),
+            password: SecretString::from(credentials.imap_password.unwrap_or_default()),
             ca_file: state.mail_accounts_ca_file.clone(),
         };
         checks.push((Protocol::Imap, check_imap(&imap).await));

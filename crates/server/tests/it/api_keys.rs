@@ -111,15 +111,7 @@ both_backends! {
         let owner = create_account(&app, &db, "owner@example.test").await;
         crate::common::two_factor::enable_totp(&app, &owner).await;
         let member = create_account(&app, &db, "member@example.test").await;
-        // Moved into the owner's organization behind the app's back (a membership never
-        // changes organization: it ends, and another begins).
-        db.execute(
-            "DELETE FROM org_members WHERE user_id = (SELECT id FROM users WHERE email = 'member@example.test'); \
-             INSERT INTO org_members (org_id, user_id, role, created_at) SELECT \
-             (SELECT m.org_id FROM org_members m JOIN users x ON x.id = m.user_id WHERE x.email = 'owner@example.test'), \
-             (SELECT id FROM users WHERE email = 'member@example.test'), 'member', 0",
-        )
-        .await;
+        move_into_org_of(&db, "member@example.test", "owner@example.test").await;
         let create = |scopes: Value| send_as(&app, Method::POST, &member, "/v1/api-keys", Some(json!({"name": "mine", "scopes": scopes})));
         problem(create(json!(["verify"])).await, 403, "insufficient_role").await;
         let allowed = send_as(&app, Method::PATCH, &owner, "/v1/org", Some(json!({"members_create_keys": true}))).await;

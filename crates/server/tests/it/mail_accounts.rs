@@ -158,15 +158,7 @@ both_backends! {
         let owner = create_account(&app, &db, "owner@example.test").await;
         crate::common::two_factor::enable_totp(&app, &owner).await;
         let member = create_account(&app, &db, "member@example.test").await;
-        // Moved into the owner's organization behind the app's back (a membership never
-        // changes organization: it ends, and another begins).
-        db.execute(
-            "DELETE FROM org_members WHERE user_id = (SELECT id FROM users WHERE email = 'member@example.test'); \
-             INSERT INTO org_members (org_id, user_id, role, created_at) SELECT \
-             (SELECT m.org_id FROM org_members m JOIN users x ON x.id = m.user_id WHERE x.email = 'owner@example.test'), \
-             (SELECT id FROM users WHERE email = 'member@example.test'), 'member', 0",
-        )
-        .await;
+        move_into_org_of(&db, "member@example.test", "owner@example.test").await;
         let body = smtp_account(2525, "secret-password");
         problem(send_as(&app, Method::POST, &member, "/v1/mail-accounts", Some(body.clone())).await, 403, "insufficient_role").await;
         let owners: Value = send_as(&app, Method::POST, &owner, "/v1/mail-accounts", Some(body.clone())).await.json().await.unwrap();

@@ -223,3 +223,15 @@ pub async fn key_with(app: &TestApp, session: &str, scopes: &[&str]) -> String {
         .unwrap()
         .to_owned()
 }
+
+/// Moves the account of `member` into the organization of `owner`'s as a member, behind the
+/// app's back (a membership never changes organization: it ends, and another begins).
+pub async fn move_into_org_of(db: &TestDatabase, member: &str, owner: &str) {
+    db.execute(&format!(
+        "DELETE FROM org_members WHERE user_id = (SELECT id FROM users WHERE email = '{member}'); \
+         INSERT INTO org_members (org_id, user_id, role, created_at) SELECT \
+         (SELECT m.org_id FROM org_members m JOIN users x ON x.id = m.user_id WHERE x.email = '{owner}'), \
+         (SELECT id FROM users WHERE email = '{member}'), 'member', 0"
+    ))
+    .await;
+}
