@@ -56,6 +56,12 @@ pub enum Action {
     ApiKeyUsedAfterRevocation,
     MailAccountConnected,
     MailAccountDisconnected,
+    /// An account made by a provider's sign-in.
+    SignupByProvider,
+    /// A sign-in or link through a provider refused, with its reason in the target.
+    ProviderSigninFailed,
+    IdentityLinked,
+    IdentityUnlinked,
 }
 
 impl Action {
@@ -97,6 +103,10 @@ impl Action {
             Action::ApiKeyUsedAfterRevocation => "api_key.used_after_revocation",
             Action::MailAccountConnected => "mail_account.connected",
             Action::MailAccountDisconnected => "mail_account.disconnected",
+            Action::SignupByProvider => "signup.provider",
+            Action::ProviderSigninFailed => "signin.provider_failed",
+            Action::IdentityLinked => "identity.linked",
+            Action::IdentityUnlinked => "identity.unlinked",
         }
     }
 }

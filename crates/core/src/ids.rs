@@ -88,3 +88,7 @@ id_type!(
     /// A mail account an organization connected: an SMTP relay, an IMAP mailbox, a Google account.
     MailAccountId
 );
+id_type!(
+    /// A provider identity linked to a user: their (issuer, subject) at an OpenID provider.
+    IdentityId
+);

@@ -51,6 +51,18 @@ impl DerivedKey {
         mac.update(data);
         mac.finalize().into_bytes().into()
     }
+
+    /// `message` sealed under this key (AES-256-GCM), bound to `aad`: for state a client
+    /// carries and must neither read nor change (a sign-in flow's cookie).
+    pub fn seal(&self, aad: &[u8], message: &[u8]) -> Vec<u8> {
+        crate::aead::seal(&self.0, aad, message)
+    }
+
+    /// The message [`DerivedKey::seal`] sealed, if it was this key, this `aad`, and not a
+    /// bit was changed.
+    pub fn open(&self, aad: &[u8], sealed: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
+        crate::aead::open(&self.0, aad, sealed)
+    }
 }
 
 impl std::fmt::Debug for DerivedKey {

@@ -358,6 +358,61 @@ pub struct Settings {
         value_name = "FORMAT"
     )]
     log_format: Option<LogFormat>,
+
+    /// The `[oidc.<name>]` sections: file only, a provider is too many settings for flags.
+    #[arg(skip)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    oidc: Option<std::collections::BTreeMap<String, OidcSection>>,
+}
+
+/// One `[oidc.<name>]` section of the file.
+#[derive(Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OidcSection {
+    /// Required but for `google`, whose issuer is Google's.
+    issuer: Option<String>,
+    client_id: String,
+    client_secret: Option<String>,
+    client_secret_file: Option<PathBuf>,
+    scopes: Option<Vec<String>>,
+    display_name: Option<String>,
+    /// `[oidc.google]` only.
+    gmail_api_url: Option<url::Url>,
+}
+
+impl OidcSection {
+    fn into_provider(self, name: &str) -> anyhow::Result<mailroom_server::config::OidcProvider> {
+        let secret = match (self.client_secret, self.client_secret_file) {
+            (Some(secret), None) => secret,
+            (None, Some(path)) => std::fs::read_to_string(&path)
+                .with_context(|| format!("[oidc.{name}] client_secret_file {}", path.display()))?
+                .trim()
+                .to_owned(),
+            _ => bail!("[oidc.{name}]: give one of client_secret and client_secret_file"),
+        };
+        let mut provider = mailroom_server::config::OidcProvider::new(
+            name,
+            self.issuer,
+            self.client_id,
+            SecretString::from(secret),
+        )?;
+        if let Some(scopes) = self.scopes {
+            provider.scopes = scopes;
+        }
+        if let Some(display_name) = self.display_name {
+            provider.display_name = display_name;
+        }
+        if let Some(url) = self.gmail_api_url {
+            if name != mailroom_server::config::OidcProvider::GOOGLE {
+                bail!("[oidc.{name}]: gmail_api_url belongs to [oidc.google]");
+            }
+            if !mailroom_oauth::allowed_url(&url) {
+                bail!("[oidc.{name}] gmail_api_url must be https:// (http:// only on loopback)");
+            }
+            provider.gmail_api_url = url;
+        }
+        Ok(provider)
+    }
 }
 
 impl std::fmt::Debug for Settings {
@@ -494,6 +549,9 @@ impl Settings {
                 .filter(|every| !every.is_zero())
                 .context("--jobs-poll-interval: a number of seconds above 0")?;
         }
+        for (name, section) in self.oidc.unwrap_or_default() {
+            config.oidc.push(section.into_provider(&name)?);
+        }
         config.master_key_file = self.master_key_file;
         // The key itself only from the environment: never a flag (visible in `ps`) or the
         // configuration file (often readable, often committed).
@@ -516,6 +574,10 @@ fn from_toml(text: &str) -> anyhow::Result<Settings> {
     let mut flat = toml::Table::new();
     for (name, value) in file {
         match value {
+            // `[oidc.<name>]`: one table per provider, read as they are.
+            toml::Value::Table(providers) if name == "oidc" => {
+                flat.insert(name, toml::Value::Table(providers));
+            }
             toml::Value::Table(section) if SECTIONS.contains(&name.as_str()) => {
                 for (key, value) in section {
                     let field = format!("{name}_{key}");
@@ -688,6 +750,56 @@ mod tests {
             let error = from_toml(text)
                 .err()
                 .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(error.contains(named), "{text}: {error}");
+        }
+    }
+
+    #[test]
+    fn openid_providers_are_read_from_their_sections() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret_file = dir.path().join("corp.secret");
+        std::fs::write(&secret_file, "from-a-file\n").unwrap();
+        let text = format!(
+            "[oidc.google]\nclient_id = \"g\"\nclient_secret = \"s\"\n\
+             [oidc.corp]\nissuer = \"https://sso.example.com\"\nclient_id = \"c\"\n\
+             client_secret_file = \"{}\"\ndisplay_name = \"Corp SSO\"\n",
+            secret_file.display()
+        );
+        let config = file(&text).into_config().unwrap();
+        let google = config.oidc.iter().find(|p| p.name == "google").unwrap();
+        assert_eq!(google.issuer, "https://accounts.google.com");
+        assert_eq!(google.display_name, "Google");
+        let corp = config.oidc.iter().find(|p| p.name == "corp").unwrap();
+        assert_eq!(corp.display_name, "Corp SSO");
+        assert_eq!(
+            secrecy::ExposeSecret::expose_secret(&corp.client_secret),
+            "from-a-file"
+        );
+
+        for (text, named) in [
+            (
+                "[oidc.corp]\nclient_id = \"c\"\nclient_secret = \"s\"\n",
+                "`issuer` is required",
+            ),
+            (
+                "[oidc.corp]\nissuer = \"http://sso.example.com\"\nclient_id = \"c\"\nclient_secret = \"s\"\n",
+                "https://",
+            ),
+            ("[oidc.google]\nclient_id = \"g\"\n", "client_secret"),
+            (
+                "[oidc.google]\nclient_id = \"g\"\nclient_secret = \"s\"\nsecret = \"x\"\n",
+                "secret",
+            ),
+            (
+                "[oidc.Bad]\nclient_id = \"g\"\nclient_secret = \"s\"\nissuer = \"https://x\"\n",
+                "a-z",
+            ),
+        ] {
+            let error = from_toml(text)
+                .and_then(Settings::into_config)
+                .err()
+                .map(|e| format!("{e:#}"))
                 .unwrap_or_default();
             assert!(error.contains(named), "{text}: {error}");
         }

@@ -93,6 +93,11 @@ impl App {
             verifications: Verifications::new(
                 Verifier::new(config.verify.clone()).context("cannot set up the verifier")?,
             ),
+            identity_providers: crate::identity_providers::IdentityProviders::new(
+                &config.oidc,
+                &root_key,
+            )?,
+            public_url: public_url.clone(),
         });
         let router = edge::harden(router::router(&state), state.clone());
         Ok(Self {

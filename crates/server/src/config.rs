@@ -78,6 +78,75 @@ pub struct Config {
     pub verify: mailroom_verify::Settings,
     /// The work queue's runners: production's defaults (tests take smaller chunks and leases).
     pub jobs: crate::work_queue::Settings,
+    /// OpenID providers users may sign in with (`[oidc.<name>]`); `google` also connects
+    /// Gmail accounts.
+    pub oidc: Vec<OidcProvider>,
+}
+
+/// One `[oidc.<name>]` section, resolved.
+#[derive(Clone, Debug)]
+pub struct OidcProvider {
+    /// The section's name: in paths (`/v1/auth/oidc/<name>/start`) and in the audit log.
+    pub name: String,
+    /// What the sign-in button says: "Continue with <display_name>".
+    pub display_name: String,
+    /// Endpoints come from the issuer's discovery document.
+    pub issuer: String,
+    pub client_id: String,
+    pub client_secret: SecretString,
+    /// Asked for besides `openid`.
+    pub scopes: Vec<String>,
+    /// The Gmail API's base URL (`[oidc.google]` only).
+    pub gmail_api_url: Url,
+}
+
+impl OidcProvider {
+    /// The name of the provider that connects Gmail accounts, as well as signing in.
+    pub const GOOGLE: &str = "google";
+    /// Google's issuer: the `google` preset's default, and the one Google URL written here.
+    pub const GOOGLE_ISSUER: &str = "https://accounts.google.com";
+    pub const GMAIL_API_URL: &str = "https://gmail.googleapis.com";
+
+    /// A provider named `name`; `google` is a preset whose issuer, name and scopes are
+    /// Google's unless given.
+    pub fn new(
+        name: &str,
+        issuer: Option<String>,
+        client_id: String,
+        client_secret: SecretString,
+    ) -> anyhow::Result<Self> {
+        let valid_name = !name.is_empty()
+            && name.len() <= 32
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !valid_name {
+            bail!("[oidc.{name}]: a provider's name is 1 to 32 of a-z, 0-9 and -");
+        }
+        let google = name == Self::GOOGLE;
+        let issuer = match issuer {
+            Some(issuer) => issuer,
+            None if google => Self::GOOGLE_ISSUER.to_owned(),
+            None => bail!("[oidc.{name}]: `issuer` is required"),
+        };
+        let parsed = Url::parse(&issuer).with_context(|| format!("[oidc.{name}] issuer"))?;
+        if !mailroom_oauth::allowed_url(&parsed) {
+            bail!("[oidc.{name}] issuer must be https:// (http:// only on loopback)");
+        }
+        let mut display_name = name.to_owned();
+        if let Some(first) = display_name.get_mut(..1) {
+            first.make_ascii_uppercase();
+        }
+        Ok(Self {
+            name: name.to_owned(),
+            display_name,
+            issuer,
+            client_id,
+            client_secret,
+            scopes: vec!["email".to_owned(), "profile".to_owned()],
+            gmail_api_url: Url::parse(Self::GMAIL_API_URL)?,
+        })
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -112,6 +181,7 @@ impl Config {
             mail_accounts_ca_file: None,
             verify: mailroom_verify::Settings::default(),
             jobs: crate::work_queue::Settings::default(),
+            oidc: Vec::new(),
         }
     }
 

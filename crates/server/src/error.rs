@@ -104,6 +104,9 @@ pub enum DomainError {
     /// The database does not answer: try again later.
     #[error("the database is not reachable")]
     DatabaseUnreachable,
+    /// A sign-in, link or connection through an OAuth provider did not go through, and why.
+    #[error("{0:?}")]
+    ProviderRefused(ProviderFailure),
     /// A failure of ours: logged, never shown.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
@@ -134,6 +137,51 @@ pub enum Forbidden {
     MissingScope(mailroom_core::api_keys::Scope),
     /// The invitation was sent to another address.
     InvitationForAnotherAddress,
+}
+
+/// Why a flow through an OAuth provider failed: audited by [`ProviderFailure::reason`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProviderFailure {
+    /// The callback came without the flow's cookie: expired, or another browser.
+    FlowMissing,
+    /// The callback's state is not the flow's.
+    StateMismatch,
+    /// The flow was answered already.
+    StateReused,
+    /// The provider answered the browser with an error (the user declined, say).
+    ProviderError,
+    /// The provider refused the code, or could not be reached.
+    Exchange,
+    /// The ID token failed a check.
+    IdToken(mailroom_oauth::Rejection),
+    /// The provider does not vouch for the address.
+    EmailUnverified,
+    /// An account has the address: its owner signs in as before and links the provider.
+    AccountExists,
+    /// Another account has this identity linked.
+    IdentityTaken,
+    /// The flow was started by another signed-in user than the one it comes back to.
+    WrongUser,
+    /// The provider granted fewer scopes than the capabilities need.
+    ScopesMissing,
+}
+
+impl ProviderFailure {
+    pub fn reason(self) -> &'static str {
+        match self {
+            ProviderFailure::FlowMissing => "flow_missing",
+            ProviderFailure::StateMismatch => "state_mismatch",
+            ProviderFailure::StateReused => "state_reused",
+            ProviderFailure::ProviderError => "provider_error",
+            ProviderFailure::Exchange => "code_exchange",
+            ProviderFailure::IdToken(rejection) => rejection.as_str(),
+            ProviderFailure::EmailUnverified => "email_verified",
+            ProviderFailure::AccountExists => "account_exists",
+            ProviderFailure::IdentityTaken => "identity_taken",
+            ProviderFailure::WrongUser => "wrong_user",
+            ProviderFailure::ScopesMissing => "scopes_missing",
+        }
+    }
 }
 
 /// What stands in an action's way.
@@ -167,6 +215,8 @@ pub enum Conflict {
     AccountExists,
     /// The setup was started again while this one was confirmed.
     MfaSetupRestarted,
+    /// The identity is the account's last way to sign in (no password, no other identity).
+    LastWayIn,
 }
 
 impl From<StorageError> for DomainError {

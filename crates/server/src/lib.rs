@@ -12,6 +12,7 @@ pub mod config;
 mod edge;
 mod error;
 mod extract;
+mod identity_providers;
 mod json;
 mod limits;
 mod listing;

@@ -14,7 +14,7 @@ use mailroom_core::RequestId;
 use secrecy::ExposeSecret;
 use serde::Serialize;
 
-use crate::error::{Conflict, DomainError, Forbidden};
+use crate::error::{Conflict, DomainError, Forbidden, ProviderFailure};
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
@@ -239,6 +239,10 @@ impl From<DomainError> for ApiError {
                         "already_in_an_org",
                         "You belong to an organization with other members: leave it first.",
                     ),
+                    Conflict::LastWayIn => (
+                        "last_sign_in_method",
+                        "This is the account's last way to sign in: set a password or link another provider first.",
+                    ),
                     Conflict::AccountExists => (
                         "account_exists",
                         "An account with this address already exists.",
@@ -260,6 +264,58 @@ impl From<DomainError> for ApiError {
                 "invalid_grant",
                 "The refresh token is unknown, expired or revoked: sign in again.",
             ),
+            DomainError::ProviderRefused(failure) => {
+                let (status, code, detail) = match failure {
+                    ProviderFailure::FlowMissing
+                    | ProviderFailure::StateMismatch
+                    | ProviderFailure::StateReused => (
+                        StatusCode::BAD_REQUEST,
+                        "oauth_state_invalid",
+                        "That sign-in expired, was used already, or was started in another browser: start again.",
+                    ),
+                    ProviderFailure::ProviderError => (
+                        StatusCode::BAD_REQUEST,
+                        "oauth_provider_error",
+                        "The provider did not sign you in.",
+                    ),
+                    ProviderFailure::Exchange => (
+                        StatusCode::BAD_GATEWAY,
+                        "oauth_exchange_failed",
+                        "The provider did not confirm the sign-in: start again.",
+                    ),
+                    ProviderFailure::IdToken(_) => (
+                        StatusCode::UNAUTHORIZED,
+                        "oauth_id_token_invalid",
+                        "The provider's answer did not pass our checks.",
+                    ),
+                    ProviderFailure::EmailUnverified => (
+                        StatusCode::FORBIDDEN,
+                        "oauth_email_unverified",
+                        "The provider does not vouch for this email address.",
+                    ),
+                    ProviderFailure::AccountExists => (
+                        StatusCode::CONFLICT,
+                        "account_exists_link_required",
+                        "An account with this address exists: sign in as before, then link the provider from Security.",
+                    ),
+                    ProviderFailure::IdentityTaken => (
+                        StatusCode::CONFLICT,
+                        "identity_linked_elsewhere",
+                        "That provider account is linked to another mailroom account.",
+                    ),
+                    ProviderFailure::WrongUser => (
+                        StatusCode::FORBIDDEN,
+                        "oauth_wrong_user",
+                        "This was started by another signed-in user.",
+                    ),
+                    ProviderFailure::ScopesMissing => (
+                        StatusCode::FORBIDDEN,
+                        "oauth_scopes_missing",
+                        "The provider did not grant every permission the account needs.",
+                    ),
+                };
+                ApiError::new(status, code, detail)
+            }
             DomainError::DatabaseUnreachable => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "database_unreachable",

@@ -48,6 +48,14 @@ pub fn router(state: &AppState) -> Router<AppState> {
         )
         .route("/signin/2fa", post(account::second_factor_submit))
         .route(
+            "/v1/auth/oidc/{provider}/start",
+            get(pages::identities::start),
+        )
+        .route(
+            "/v1/auth/oidc/{provider}/callback",
+            get(pages::identities::callback),
+        )
+        .route(
             "/forgot",
             get(account::forgot_page).post(account::forgot_submit),
         )
@@ -140,6 +148,11 @@ pub fn router(state: &AppState) -> Router<AppState> {
             get(me::sessions).delete(me::revoke_other_sessions),
         )
         .route("/v1/me/sessions/{id}", delete(me::revoke_session))
+        .route(
+            "/v1/me/identities",
+            get(me::identities).post(me::link_identity),
+        )
+        .route("/v1/me/identities/{id}", delete(me::unlink_identity))
         .route_layer(from_fn_with_state(
             state.clone(),
             limits::accounts::limit_accounts,
@@ -156,6 +169,11 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .route("/v1/auth/logout", post(auth::logout))
         .route("/security", get(pages::security::security_page))
         .route("/security/password", post(pages::security::password_submit))
+        .route("/security/identities", post(pages::identities::link_submit))
+        .route(
+            "/security/identities/{id}/unlink",
+            post(pages::identities::unlink_submit),
+        )
         .route(
             "/security/sessions/revoke-others",
             post(pages::security::revoke_others_submit),

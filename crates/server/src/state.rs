@@ -59,4 +59,8 @@ pub struct Shared {
     /// Per-key limits, in process or shared through Redis.
     pub limiter: Limiter,
     pub key_uses: crate::auth::key_uses::KeyUses,
+    /// OpenID providers to sign in with (and Google, to connect Gmail accounts).
+    pub identity_providers: crate::identity_providers::IdentityProviders,
+    /// Where users reach this server: the base of every redirect URI.
+    pub public_url: url::Url,
 }

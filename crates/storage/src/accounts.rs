@@ -20,7 +20,11 @@ use crate::{Database, Pool, StorageError, on_backend};
 pub struct User {
     pub id: UserId,
     pub email: String,
-    pub password_hash: String,
+    /// `None` for an account made by a provider's sign-in, until a password is set.
+    pub password_hash: Option<String>,
+    /// From the provider that signed them in, when one did.
+    pub display_name: Option<String>,
+    pub picture_url: Option<String>,
     pub platform_role: PlatformRole,
     pub org_id: OrgId,
     pub org_role: OrgRole,
@@ -42,6 +46,8 @@ struct UserRow {
     id: Uuid,
     email: String,
     password_hash: String,
+    display_name: Option<String>,
+    picture_url: Option<String>,
     platform_role: String,
     created_at: i64,
     org_id: Uuid,
@@ -71,7 +77,9 @@ impl From<UserRow> for User {
         Self {
             id: UserId::from_uuid(row.id),
             email: row.email,
-            password_hash: row.password_hash,
+            password_hash: Some(row.password_hash).filter(|hash| hash != NO_PASSWORD),
+            display_name: row.display_name,
+            picture_url: row.picture_url,
             platform_role: PlatformRole::stored(&row.platform_role),
             org_id: OrgId::from_uuid(row.org_id),
             org_role: crate::teams::role_of(&row.org_role),
@@ -87,7 +95,10 @@ impl From<UserRow> for User {
     }
 }
 
-const USER_FIELDS: &str = "u.id, u.email, u.password_hash, u.platform_role, \
+/// The stored `password_hash` of an account without a password (migration 0041).
+pub(crate) const NO_PASSWORD: &str = "";
+
+const USER_FIELDS: &str = "u.id, u.email, u.password_hash, u.display_name, u.picture_url, u.platform_role, \
      u.created_at, m.org_id, m.role AS org_role, \
      (SELECT o.password_rules FROM orgs o WHERE o.id = m.org_id) AS password_rules, \
      u.has_second_factor AS mfa_enabled, \
@@ -1118,7 +1129,7 @@ async fn issue_code(
 
 /// The user `id` with their membership, read acting for them (their second factor's state
 /// is theirs to read).
-async fn user_in(tx: &mut crate::Tx, id: UserId) -> Result<Option<User>, StorageError> {
+pub(crate) async fn user_in(tx: &mut crate::Tx, id: UserId) -> Result<Option<User>, StorageError> {
     if act_for_user_and_org(tx, id).await?.is_none() {
         return Ok(None);
     }
@@ -1169,7 +1180,7 @@ async fn update_password_hash(
 
 /// The user, their personal organization, and their ownership of it.
 /// `event` as the account's own: by the user, in their organization's chain.
-fn by_account(event: &AuditEvent, user_id: UserId, org_id: OrgId) -> AuditEvent {
+pub(crate) fn by_account(event: &AuditEvent, user_id: UserId, org_id: OrgId) -> AuditEvent {
     AuditEvent {
         actor: Some(user_id),
         org_id: Some(org_id),
@@ -1177,7 +1188,7 @@ fn by_account(event: &AuditEvent, user_id: UserId, org_id: OrgId) -> AuditEvent 
     }
 }
 
-async fn insert_account(
+pub(crate) async fn insert_account(
     tx: &mut crate::Tx,
     account: &NewAccount,
     now: OffsetDateTime,
@@ -1333,7 +1344,7 @@ pub(crate) async fn record_sign_in(
 
 /// Remembers a sign-in from `ip` and `user_agent`; true when it is the first from there.
 /// Racing sign-ins from one new device find exactly one of them first: the insert is keyed.
-async fn note_device(
+pub(crate) async fn note_device(
     tx: &mut crate::Tx,
     user_id: UserId,
     ip: &str,

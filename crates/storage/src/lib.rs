@@ -8,6 +8,7 @@ pub mod audit;
 pub mod bulk_jobs;
 mod error;
 pub mod group_commit;
+pub mod identities;
 pub mod keyring;
 pub mod lockout;
 pub mod mail_accounts;
@@ -248,6 +249,10 @@ impl Database {
 
     pub fn bulk_jobs(&self) -> bulk_jobs::BulkJobs<'_> {
         bulk_jobs::BulkJobs { db: self }
+    }
+
+    pub fn identities(&self) -> identities::Identities<'_> {
+        identities::Identities { db: self }
     }
 
     pub fn lockout(&self) -> lockout::Lockouts<'_> {

@@ -228,7 +228,9 @@ pub(crate) async fn provision(
         // the platform is not the app's to change.
         format!("REVOKE INSERT, UPDATE, DELETE ON platform_admins, installation FROM {quoted}"),
         format!("REVOKE UPDATE ON users FROM {quoted}"),
-        format!("GRANT UPDATE (password_hash, disabled_at) ON users TO {quoted}"),
+        format!(
+            "GRANT UPDATE (password_hash, disabled_at, display_name, picture_url) ON users TO {quoted}"
+        ),
         format!("GRANT CONNECT ON DATABASE {database} TO {quoted}"),
     ] {
         sqlx::raw_sql(&statement).execute(&mut *tx).await?;

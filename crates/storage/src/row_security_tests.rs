@@ -16,10 +16,12 @@ use mailroom_core::EmailAddress;
 use mailroom_core::accounts::CodePurpose;
 
 /// The platform's own tables: no tenant's or user's data in them.
-const SYSTEM_TABLES: [&str; 6] = [
+const SYSTEM_TABLES: [&str; 7] = [
     "_sqlx_migrations",
     "installation",
     "keyring",
+    // Hashes of sign-in flows' random states.
+    "oauth_spent_states",
     "plans",
     "platform_admins",
     "setup_token",
@@ -274,6 +276,18 @@ async fn the_app_role_sees_nothing_without_a_setting_and_one_user_as_that_user()
                 None,
                 now,
             )
+            .await
+            .unwrap();
+        let identity = crate::identities::ProviderIdentity {
+            provider: "corp".into(),
+            issuer: "https://idp.example".into(),
+            subject: name.to_owned(),
+            email: email.clone(),
+            display_name: None,
+            picture_url: None,
+        };
+        db.identities()
+            .link(user.id, &identity, &signed_in, now)
             .await
             .unwrap();
         users.push(user.id);

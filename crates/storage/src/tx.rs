@@ -211,6 +211,8 @@ pub(crate) enum Tenancy {
     User(mailroom_core::UserId),
     /// What a sign-up, sign-in, code or reset is about: one normalized address.
     Email(String),
+    /// A provider's sign-in: the identity it presents, `<issuer> <subject>`.
+    Identity(String),
     /// A session found by its token's hash (hex), before its user is known.
     SessionToken(String),
     /// A refresh token found by its hash (hex), before its user is known.
@@ -293,6 +295,7 @@ impl Tenancy {
             Tenancy::Org(org) => ("app.org_id", org.as_uuid().to_string()),
             Tenancy::User(user) => ("app.user_id", user.as_uuid().to_string()),
             Tenancy::Email(email) => ("app.email", email.clone()),
+            Tenancy::Identity(identity) => ("app.identity", identity.clone()),
             Tenancy::SessionToken(hash) => ("app.session_token", hash.clone()),
             Tenancy::RefreshToken(hash) => ("app.refresh_token", hash.clone()),
             Tenancy::MfaChallenge(hash) => ("app.mfa_challenge", hash.clone()),

@@ -3,6 +3,7 @@
 //! `MAILROOM_TEST_REQUIRE_ALL=1` (CI), so that no suite is skipped unnoticed.
 
 pub mod dns;
+mod google;
 mod imap;
 mod peer_process;
 mod probe;
@@ -19,6 +20,7 @@ use tempfile::TempDir;
 const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
 pub use dns::{DnsServer, Rr};
+pub use google::{GoogleContract, Misbehaviour, ProviderUser};
 pub use imap::{IMAP_PASSWORD, IMAP_USER, ImapOptions, ImapServer};
 pub use probe::{ProbePeer, ProbeStats};
 pub use smtp::{Delivered, SmtpOptions, SmtpServer};

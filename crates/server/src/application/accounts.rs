@@ -159,6 +159,17 @@ pub async fn sign_in(
     password: &SecretString,
 ) -> Result<SignIn, DomainError> {
     let user = authenticate(state, trail, email, password).await?;
+    sign_in_as(state, trail, presented, user).await
+}
+
+/// Signs in a user who has just proved who they are (a password, a provider): opens a
+/// session, unless a second factor is owed and this browser is not a trusted device.
+pub(crate) async fn sign_in_as(
+    state: &AppState,
+    trail: &AuditTrail,
+    presented: Presented<'_>,
+    user: User,
+) -> Result<SignIn, DomainError> {
     if user.mfa_enabled {
         if !second_factor::trusted_device(state, &user, presented.trusted_device).await? {
             let mfa_token = second_factor::challenge(state, &user).await?;
@@ -361,7 +372,7 @@ async fn check_password_of(
         claimant,
         || DomainError::InvalidCredentials,
         async {
-            let hash = user.map(|user| user.password_hash.as_str());
+            let hash = user.and_then(|user| user.password_hash.as_deref());
             Ok(match state.passwords.verify(password, hash).await? {
                 Verification::Match { rehash } if user.is_some() => Verdict::Right(rehash),
                 _ => Verdict::Wrong,

@@ -3,6 +3,7 @@
 
 pub mod codes;
 pub mod key_uses;
+pub mod oauth_flow;
 pub mod passwords;
 pub mod session;
 pub mod tokens;

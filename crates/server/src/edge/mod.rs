@@ -102,6 +102,9 @@ mod tests {
                 .unwrap(),
             ),
             queue: crate::work_queue::Runner::new(Default::default()),
+            identity_providers: crate::identity_providers::IdentityProviders::new(&[], &root)
+                .unwrap(),
+            public_url: "http://127.0.0.1".parse().unwrap(),
         })
     }
 

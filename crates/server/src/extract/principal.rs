@@ -61,6 +61,21 @@ impl FromRequestParts<AppState> for SetupPrincipal {
     }
 }
 
+/// The signed-in account, if the request has one: for a flow's callback, which a signed-in
+/// user (linking a provider) and a visitor (signing in) both reach.
+pub struct MaybeSignedIn(pub Option<Principal>);
+
+impl FromRequestParts<AppState> for MaybeSignedIn {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, std::convert::Infallible> {
+        Ok(Self(Principal::authenticate(parts, state).await.ok()))
+    }
+}
+
 /// The account a layer in front already authenticated, for the extractors to take as it is.
 #[derive(Clone)]
 struct Authenticated(Principal);

@@ -160,12 +160,22 @@ const RESET: FormPage = FormPage {
 
 impl FormPage {
     fn show(&self, nonce: &CspNonce, query: &EmailQuery) -> Response {
+        self.show_with(nonce, query, |form| form)
+    }
+
+    /// The page, its form wrapped by `frame`.
+    fn show_with(
+        &self,
+        nonce: &CspNonce,
+        query: &EmailQuery,
+        frame: impl FnOnce(Markup) -> Markup,
+    ) -> Response {
         page(
             nonce,
             self.title,
             None,
             notice::text_of(query.notice.as_deref()),
-            (self.form)(&query.email),
+            frame((self.form)(&query.email)),
         )
     }
 
@@ -184,16 +194,46 @@ impl FormPage {
     }
 }
 
-/// The sign-in page with the error that ended an attempt elsewhere (the second step).
-pub(crate) fn signin_refused(nonce: &CspNonce, error: &ApiError) -> Response {
-    page(nonce, SIGNIN.title, Some(error), None, signin_form(""))
+/// The sign-in page with the error that ended an attempt elsewhere (the second step, a
+/// provider's callback).
+pub(crate) fn signin_refused(state: &AppState, nonce: &CspNonce, error: &ApiError) -> Response {
+    page(
+        nonce,
+        SIGNIN.title,
+        Some(error),
+        None,
+        with_providers(state, signin_form("")),
+    )
+}
+
+/// A form with a "Continue with …" button for each configured provider above it.
+fn with_providers(state: &AppState, form: Markup) -> Markup {
+    html! { (provider_buttons(state)) (form) }
+}
+
+/// "Continue with …" for each configured provider, on the sign-in and sign-up pages.
+fn provider_buttons(state: &AppState) -> Markup {
+    html! {
+        @let providers: Vec<_> = state.identity_providers.all().collect();
+        @if !providers.is_empty() {
+            div.providers {
+                @for provider in providers {
+                    a.button.secondary href=(format!("/v1/auth/oidc/{}/start", provider.name)) {
+                        "Continue with " (provider.display_name)
+                    }
+                }
+            }
+            p.hint.divider { "or with your email" }
+        }
+    }
 }
 
 pub async fn signup_page(
+    State(state): State<AppState>,
     Extension(nonce): Extension<CspNonce>,
     Query(query): Query<EmailQuery>,
 ) -> Response {
-    SIGNUP.show(&nonce, &query)
+    SIGNUP.show_with(&nonce, &query, |form| with_providers(&state, form))
 }
 
 pub async fn signup_submit(
@@ -247,10 +287,11 @@ pub async fn resend_submit(
 }
 
 pub async fn signin_page(
+    State(state): State<AppState>,
     Extension(nonce): Extension<CspNonce>,
     Query(query): Query<EmailQuery>,
 ) -> Response {
-    SIGNIN.show(&nonce, &query)
+    SIGNIN.show_with(&nonce, &query, |form| with_providers(&state, form))
 }
 
 pub async fn signin_submit(
@@ -393,7 +434,7 @@ pub async fn second_factor_submit(
             redirect_with_notice("/signin", "", Notice::SignInAgain)
         }
         Err(error @ DomainError::Locked { .. }) => {
-            crate::pages::account::signin_refused(&nonce, &ApiError::from(error))
+            crate::pages::account::signin_refused(&state, &nonce, &ApiError::from(error))
         }
         // The next try goes with the fresh token that came with the error.
         Err(DomainError::SecondFactorRefused { refused, mfa_token }) => {

@@ -31,10 +31,12 @@ pub enum Notice {
     JobQueued,
     AccountConnected,
     AccountDisconnected,
+    IdentityLinked,
+    IdentityUnlinked,
 }
 
 impl Notice {
-    const ALL: [Notice; 24] = [
+    const ALL: [Notice; 26] = [
         Notice::CodeSent,
         Notice::CodeResent,
         Notice::ResetCodeSent,
@@ -59,6 +61,8 @@ impl Notice {
         Notice::JobQueued,
         Notice::AccountConnected,
         Notice::AccountDisconnected,
+        Notice::IdentityLinked,
+        Notice::IdentityUnlinked,
     ];
 
     /// The code in the query string.
@@ -88,6 +92,8 @@ impl Notice {
             Notice::JobQueued => "job_queued",
             Notice::AccountConnected => "account_connected",
             Notice::AccountDisconnected => "account_disconnected",
+            Notice::IdentityLinked => "identity_linked",
+            Notice::IdentityUnlinked => "identity_unlinked",
         }
     }
 
@@ -120,6 +126,8 @@ impl Notice {
             Notice::JobQueued => "The job is queued.",
             Notice::AccountConnected => "The account is connected.",
             Notice::AccountDisconnected => "The account is disconnected, its credentials deleted.",
+            Notice::IdentityLinked => "The provider is linked: you can sign in with it.",
+            Notice::IdentityUnlinked => "The provider is unlinked.",
         }
     }
 

@@ -58,6 +58,7 @@ async fn security(
     let sessions = accounts::sessions(state, principal).await?;
     let activity = accounts::activity(state, principal, None, 20).await?;
     let second_factor = section(state, principal).await?;
+    let linked = crate::application::identities::list(state, principal).await?;
     let when = |time: OffsetDateTime| time.format(&Rfc3339).unwrap_or_default();
     let markup = layout(
         nonce,
@@ -69,12 +70,20 @@ async fn security(
             @if let Some(error) = error { p.error role="alert" { (error.detail()) } }
             section.narrow aria-labelledby="password-heading" {
                 h2 #password-heading { "Password" }
-                form method="post" action="/security/password" {
-                    (password_field("current_password", "Current password", "current-password"))
-                    (password_field("new_password", "New password", "new-password"))
-                    button type="submit" { "Change password" }
+                @if principal.user.password_hash.is_some() {
+                    form method="post" action="/security/password" {
+                        (password_field("current_password", "Current password", "current-password"))
+                        (password_field("new_password", "New password", "new-password"))
+                        button type="submit" { "Change password" }
+                    }
+                } @else {
+                    p.hint {
+                        "You sign in with a provider and have no password. "
+                        a href="/forgot" { "Set one" } " with a code sent to your address."
+                    }
                 }
             }
+            (crate::pages::identities::linked_section(state, &linked))
             (second_factor)
             section aria-labelledby="sessions-heading" {
                 h2 #sessions-heading { "Sessions" }

@@ -251,6 +251,9 @@ pub fn user_json(user: &User) -> Value {
     json!({
         "id": user.id,
         "email": user.email,
+        "name": user.display_name,
+        "picture_url": user.picture_url,
+        "has_password": user.password_hash.is_some(),
         "org_id": user.org_id,
         "org_role": user.org_role.as_str(),
         "platform_role": user.platform_role.as_str(),

@@ -205,3 +205,57 @@ fn csv(entries: &[AuditEntry], next_cursor: Option<Uuid>) -> Result<Response, Ap
     }
     Ok(response)
 }
+
+/// `GET /v1/me/identities`: the providers linked to the account.
+pub async fn identities(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> Result<Json<Value>, ApiError> {
+    let linked = crate::application::identities::list(&state, &principal).await?;
+    Ok(Json(json!({
+        "data": linked.iter().map(|identity| json!({
+            "id": identity.id,
+            "provider": identity.provider,
+            "issuer": identity.issuer,
+            "email": identity.email,
+            "created_at": identity.created_at.format(&Rfc3339).unwrap_or_default(),
+            "last_used_at": identity.last_used_at.format(&Rfc3339).unwrap_or_default(),
+        })).collect::<Vec<_>>(),
+    })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkRequest {
+    provider: String,
+}
+
+/// `POST /v1/me/identities` `{provider}`: starts linking a provider; answers the
+/// `authorization_url` to send this browser to, and the flow's cookie, which the callback
+/// needs along with this user's session.
+pub async fn link_identity(
+    State(state): State<AppState>,
+    principal: Principal,
+    crate::json::ApiJson(body): crate::json::ApiJson<LinkRequest>,
+) -> Result<Response, ApiError> {
+    let started =
+        crate::application::identities::start_link(&state, &principal, &body.provider).await?;
+    let sealed = crate::auth::oauth_flow::seal(&state.identity_providers.flow_key, &started.flow)
+        .map_err(ApiError::internal)?;
+    Ok((
+        [(header::SET_COOKIE, crate::auth::oauth_flow::cookie(&sealed))],
+        Json(json!({ "authorization_url": started.authorization_url.as_str() })),
+    )
+        .into_response())
+}
+
+/// `DELETE /v1/me/identities/{id}`: unlinks a provider, unless it is the last way in.
+pub async fn unlink_identity(
+    State(state): State<AppState>,
+    trail: AuditTrail,
+    principal: Principal,
+    Path(id): Path<mailroom_core::IdentityId>,
+) -> Result<StatusCode, ApiError> {
+    crate::application::identities::unlink(&state, &trail, &principal, id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -3,7 +3,8 @@
 //! tenant) and the verification log's, the rows of failed and cancelled jobs after 7 days,
 //! data-key rotation and re-encryption (docs/security.md#data-key-rotation), expired sign-in challenges and trusted
 //! devices, the failed-sign-in counters of addresses quiet for 30 days, the work queue's
-//! finished jobs (a day; dead ones 30 days), and trimming the rate limiter.
+//! finished jobs (a day; dead ones 30 days), the spent states of expired sign-in flows, and
+//! trimming the rate limiter.
 
 use std::time::Duration;
 
@@ -51,6 +52,12 @@ pub async fn run_periodically(database: Database, limiter: AuthLimiter) {
             }
             Err(error) => {
                 tracing::warn!(%error, "failing abandoned verification jobs failed; retrying later")
+            }
+        }
+        match database.identities().purge_spent_states(now).await {
+            Ok(_) => {}
+            Err(error) => {
+                tracing::warn!(%error, "purging spent sign-in states failed; retrying later")
             }
         }
         match database.bulk_jobs().purge_jobs(now - RETENTION).await {

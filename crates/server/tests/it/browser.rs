@@ -250,3 +250,96 @@ both_backends! {
         app.stop().await;
     }
 }
+
+/// npm's oidc-provider (`tests/browser/oidc-provider.mjs`), on a loopback port.
+struct OpenIdProvider {
+    child: tokio::process::Child,
+    lines: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+    issuer: String,
+}
+
+impl OpenIdProvider {
+    const CLIENT_ID: &str = "mailroom";
+    const CLIENT_SECRET: &str = "a-client-secret-for-the-tests";
+
+    async fn start() -> Self {
+        use tokio::io::AsyncBufReadExt;
+        let mut child = tokio::process::Command::new("node")
+            .arg(browser_dir().join("oidc-provider.mjs"))
+            .args([Self::CLIENT_ID, Self::CLIENT_SECRET])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let first: Value =
+            serde_json::from_str(&lines.next_line().await.unwrap().unwrap()).unwrap();
+        let issuer = first["issuer"].as_str().unwrap().to_owned();
+        Self {
+            child,
+            lines,
+            issuer,
+        }
+    }
+
+    /// Registers mailroom's callback and waits until the provider is ready.
+    async fn register(&mut self, redirect_uri: &str) {
+        use tokio::io::AsyncWriteExt;
+        let stdin = self.child.stdin.as_mut().unwrap();
+        stdin
+            .write_all(format!("{redirect_uri}\n").as_bytes())
+            .await
+            .unwrap();
+        stdin.flush().await.unwrap();
+        let ready: Value =
+            serde_json::from_str(&self.lines.next_line().await.unwrap().unwrap()).unwrap();
+        assert_eq!(ready["ready"], true);
+    }
+}
+
+both_backends! {
+    async fn a_person_continues_with_an_openid_provider_and_comes_back_signed_in(db) {
+        if browser_available().is_none() {
+            return;
+        }
+        if !browser_dir().join("node_modules/oidc-provider").is_dir() {
+            peer_missing::<()>("oidc-provider", "tests/browser/node_modules/oidc-provider missing");
+            return;
+        }
+        let mut provider = OpenIdProvider::start().await;
+        let issuer = provider.issuer.clone();
+        let app = TestApp::spawn_with(&db, |config| {
+            let mut idp = mailroom_server::config::OidcProvider::new(
+                "testidp",
+                Some(issuer),
+                OpenIdProvider::CLIENT_ID.to_owned(),
+                secrecy::SecretString::from(OpenIdProvider::CLIENT_SECRET),
+            )
+            .unwrap();
+            idp.display_name = "Test IdP".to_owned();
+            config.oidc = vec![idp];
+        })
+        .await;
+        provider.register(&app.at("/v1/auth/oidc/testidp/callback")).await;
+        let screenshot = db.dir().join("oidc.png");
+        let flow = run_flow(
+            "oidc-flow.mjs",
+            &app,
+            &db,
+            &screenshot,
+            &["Continue with Test IdP", "river@example.test"],
+        )
+        .await;
+        assert_eq!(flow["atProvider"], true, "{flow:#}");
+        assert_eq!(flow["signedInAs"], "river@example.test", "{flow:#}");
+        assert!(flow["linked"].to_string().contains("Test IdP"), "{flow:#}");
+        assert_eq!(flow["flowCookieLeft"], false, "{flow:#}");
+        assert_eq!(
+            db.count("SELECT COUNT(*) FROM user_identities WHERE provider = 'testidp'").await,
+            1
+        );
+        app.stop().await;
+    }
+}

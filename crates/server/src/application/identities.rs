@@ -1,0 +1,402 @@
+//! Signing in with an OpenID provider, and the provider identities linked to an account
+//! (docs/security.md#openid-connect).
+//!
+//! A flow starts here ([`start_sign_in`], [`start_link`]) and comes back to [`finish`], which
+//! checks, in this order: the flow's cookie and state (spent once), the code exchange with the
+//! PKCE verifier, the ID token (signature, issuer, audience, times, nonce), and that the
+//! provider vouches for the address. Then the identity, keyed by (issuer, subject), signs its
+//! user in, or makes an account for an address nobody has; an address with an account is
+//! never signed into by a provider's word alone: its owner links the provider first.
+
+use mailroom_core::IdentityId;
+use mailroom_core::audit::{Action, AuditEvent, Outcome};
+use mailroom_oauth::{IdClaims, OauthError};
+use mailroom_storage::identities::{Identity, Linked, ProviderIdentity, Unlinked};
+use secrecy::{ExposeSecret, SecretString};
+use subtle::ConstantTimeEq;
+use time::OffsetDateTime;
+use url::Url;
+
+use crate::application::accounts::{self, SignIn, parse_email};
+use crate::application::actor::{Caller, Principal};
+use crate::audit::{self, AuditTrail};
+use crate::auth::oauth_flow::{FLOW_TTL, Flow, Purpose, local_path, state_hash};
+use crate::auth::session::Presented;
+use crate::error::{Conflict, DomainError, ProviderFailure};
+use crate::identity_providers::IdentityProvider;
+use crate::state::AppState;
+
+/// Where a flow goes when it names no page of its own.
+pub const DEFAULT_LANDING: &str = "/security";
+
+/// A started flow: where to send the browser, and the flow for its cookie.
+pub struct Started {
+    pub authorization_url: Url,
+    pub flow: Flow,
+}
+
+/// What the provider sent the browser back with.
+#[derive(Default)]
+pub struct Callback {
+    pub code: Option<String>,
+    pub state: Option<SecretString>,
+    pub error: Option<String>,
+    /// The issuer the provider says answered (RFC 9207), when it says.
+    pub issuer: Option<String>,
+}
+
+/// Where a finished flow leads.
+pub enum Finished {
+    SignedIn(Box<SignIn>, String),
+    Linked,
+}
+
+/// A verified callback: the provider's word on who the user is, the flow it answers, and
+/// the tokens it gave.
+pub(crate) struct Vouched {
+    pub claims: IdClaims,
+    pub email: String,
+    pub flow: Flow,
+}
+
+/// Starts a sign-in (or sign-up) with `provider`, to land on `return_to` (a local path).
+pub async fn start_sign_in(
+    state: &AppState,
+    provider: &str,
+    return_to: Option<&str>,
+) -> Result<Started, DomainError> {
+    let landing = local_path(return_to, DEFAULT_LANDING).to_owned();
+    start(state, provider, Purpose::SignIn, landing, &[], &[]).await
+}
+
+/// Starts linking `provider` to the signed-in user: a new way into the account, so it needs
+/// a recent sign-in.
+pub async fn start_link(
+    state: &AppState,
+    principal: &Principal,
+    provider: &str,
+) -> Result<Started, DomainError> {
+    principal.require_recent_auth()?;
+    let purpose = Purpose::Link {
+        user_id: principal.user.id,
+    };
+    start(
+        state,
+        provider,
+        purpose,
+        DEFAULT_LANDING.to_owned(),
+        &[],
+        &[],
+    )
+    .await
+}
+
+pub(crate) async fn start(
+    state: &AppState,
+    provider_name: &str,
+    purpose: Purpose,
+    return_to: String,
+    scopes: &[&str],
+    extra: &[(&str, &str)],
+) -> Result<Started, DomainError> {
+    let provider = provider(state, provider_name)?;
+    let mut asked = provider.settings.scopes.clone();
+    asked.extend(scopes.iter().map(|scope| (*scope).to_owned()));
+    let authorization = provider
+        .client
+        .authorize(&redirect_uri(state, provider_name)?, &asked, extra)
+        .await
+        .map_err(provider_unreachable)?;
+    Ok(Started {
+        authorization_url: authorization.url,
+        flow: Flow {
+            provider: provider_name.to_owned(),
+            purpose,
+            state: authorization.state,
+            nonce: authorization.nonce,
+            pkce_verifier: authorization.pkce_verifier,
+            return_to,
+            started_at: OffsetDateTime::now_utc().unix_timestamp(),
+        },
+    })
+}
+
+/// The callback of a flow: checked, then what it was for is done. A refusal is audited with
+/// its reason.
+pub async fn finish(
+    state: &AppState,
+    trail: &AuditTrail,
+    presented: Presented<'_>,
+    signed_in: Option<&Principal>,
+    provider_name: &str,
+    callback: Callback,
+    flow: Option<Flow>,
+) -> Result<Finished, DomainError> {
+    let outcome = async {
+        let vouched = vouched(state, provider_name, callback, flow).await?;
+        match vouched.flow.purpose.clone() {
+            Purpose::SignIn => sign_in(state, trail, presented, provider_name, vouched).await,
+            Purpose::Link { user_id } => {
+                let principal = signed_in
+                    .filter(|principal| principal.user.id == user_id)
+                    .ok_or(DomainError::ProviderRefused(ProviderFailure::WrongUser))?;
+                link(state, trail, principal, provider_name, vouched).await
+            }
+        }
+    }
+    .await;
+    if let Err(DomainError::ProviderRefused(failure)) = &outcome {
+        let event = AuditEvent {
+            target: Some(format!("{provider_name}: {}", failure.reason())),
+            ..trail.event(Action::ProviderSigninFailed, Outcome::Failure)
+        };
+        audit::record(&state.database, event).await?;
+        tracing::info!(
+            provider = provider_name,
+            reason = failure.reason(),
+            "provider flow refused"
+        );
+    }
+    outcome
+}
+
+/// Every check of a callback, in order; what the provider vouched for.
+async fn vouched(
+    state: &AppState,
+    provider_name: &str,
+    callback: Callback,
+    flow: Option<Flow>,
+) -> Result<Vouched, DomainError> {
+    let refused = DomainError::ProviderRefused;
+    let provider = provider(state, provider_name)?;
+    let now = OffsetDateTime::now_utc();
+    let flow = flow
+        .filter(|flow| flow.provider == provider_name && !flow.expired(now))
+        .ok_or(refused(ProviderFailure::FlowMissing))?;
+    let state_matches = callback.state.as_ref().is_some_and(|given| {
+        bool::from(
+            given
+                .expose_secret()
+                .as_bytes()
+                .ct_eq(flow.state.expose_secret().as_bytes()),
+        )
+    });
+    if !state_matches {
+        return Err(refused(ProviderFailure::StateMismatch));
+    }
+    let expires = OffsetDateTime::from_unix_timestamp(flow.started_at)
+        .map_err(DomainError::internal)?
+        + FLOW_TTL;
+    if !state
+        .database
+        .identities()
+        .spend_state(&state_hash(&flow.state), expires)
+        .await?
+    {
+        return Err(refused(ProviderFailure::StateReused));
+    }
+    // A provider that names itself must be the one the flow went to (mix-up defence, RFC 9207).
+    if callback
+        .issuer
+        .as_deref()
+        .is_some_and(|issuer| issuer != provider.client.issuer())
+    {
+        return Err(refused(ProviderFailure::IdToken(
+            mailroom_oauth::Rejection::Issuer,
+        )));
+    }
+    let code = match (callback.error, callback.code) {
+        (None, Some(code)) => code,
+        _ => return Err(refused(ProviderFailure::ProviderError)),
+    };
+    let tokens = provider
+        .client
+        .exchange_code(
+            &code,
+            &flow.pkce_verifier,
+            &redirect_uri(state, provider_name)?,
+        )
+        .await
+        .map_err(|error| {
+            tracing::warn!(provider = provider_name, %error, "code exchange failed");
+            refused(ProviderFailure::Exchange)
+        })?;
+    let id_token = tokens
+        .id_token
+        .as_deref()
+        .ok_or(refused(ProviderFailure::IdToken(
+            mailroom_oauth::Rejection::Malformed,
+        )))?;
+    let claims = provider
+        .client
+        .verify_id_token(id_token, &flow.nonce, now)
+        .await
+        .map_err(|error| match error {
+            OauthError::IdToken(rejection) => refused(ProviderFailure::IdToken(rejection)),
+            error => {
+                tracing::warn!(provider = provider_name, %error, "the provider's keys");
+                refused(ProviderFailure::Exchange)
+            }
+        })?;
+    let email = match &claims.email {
+        Some(email) if claims.email_verified => parse_email(email)?.to_string(),
+        _ => return Err(refused(ProviderFailure::EmailUnverified)),
+    };
+    Ok(Vouched {
+        claims,
+        email,
+        flow,
+    })
+}
+
+fn identity_of(provider_name: &str, vouched: &Vouched) -> ProviderIdentity {
+    ProviderIdentity {
+        provider: provider_name.to_owned(),
+        issuer: vouched.claims.issuer.clone(),
+        subject: vouched.claims.subject.clone(),
+        email: vouched.email.clone(),
+        display_name: vouched
+            .claims
+            .name
+            .clone()
+            .map(|name| name.chars().take(200).collect()),
+        picture_url: vouched
+            .claims
+            .picture
+            .clone()
+            .filter(|url| url.starts_with("https://") && url.len() <= 2048),
+    }
+}
+
+async fn sign_in(
+    state: &AppState,
+    trail: &AuditTrail,
+    presented: Presented<'_>,
+    provider_name: &str,
+    vouched: Vouched,
+) -> Result<Finished, DomainError> {
+    let identity = identity_of(provider_name, &vouched);
+    let now = OffsetDateTime::now_utc();
+    let user = match state.database.identities().sign_in(&identity, now).await? {
+        Some(user) => user,
+        None => {
+            let email = parse_email(&vouched.email)?;
+            // An account of this address is signed into only by an identity its owner linked.
+            if state
+                .database
+                .accounts()
+                .user_by_email(&email)
+                .await?
+                .is_some()
+            {
+                return Err(DomainError::ProviderRefused(ProviderFailure::AccountExists));
+            }
+            let event = AuditEvent {
+                target: Some(provider_name.to_owned()),
+                subject: Some(email.to_string()),
+                ..trail.event(Action::SignupByProvider, Outcome::Success)
+            };
+            state
+                .database
+                .identities()
+                .create_account(
+                    &email,
+                    &identity,
+                    (trail.ip(), trail.user_agent()),
+                    &event,
+                    now,
+                )
+                .await?
+                .ok_or(DomainError::ProviderRefused(ProviderFailure::AccountExists))?
+        }
+    };
+    if user.disabled {
+        return Err(DomainError::AccountDisabled);
+    }
+    let signed_in = accounts::sign_in_as(state, trail, presented, user).await?;
+    Ok(Finished::SignedIn(
+        Box::new(signed_in),
+        vouched.flow.return_to,
+    ))
+}
+
+async fn link(
+    state: &AppState,
+    trail: &AuditTrail,
+    principal: &Principal,
+    provider_name: &str,
+    vouched: Vouched,
+) -> Result<Finished, DomainError> {
+    let identity = identity_of(provider_name, &vouched);
+    let event = AuditEvent {
+        target: Some(provider_name.to_owned()),
+        ..Caller::Account(principal.clone()).event(trail, Action::IdentityLinked)
+    };
+    let linked = state
+        .database
+        .identities()
+        .link(
+            principal.user.id,
+            &identity,
+            &event,
+            OffsetDateTime::now_utc(),
+        )
+        .await?;
+    match linked {
+        Linked::Linked | Linked::AlreadyTheirs => Ok(Finished::Linked),
+        Linked::TakenByAnother => Err(DomainError::ProviderRefused(ProviderFailure::IdentityTaken)),
+    }
+}
+
+/// The signed-in user's linked identities.
+pub async fn list(state: &AppState, principal: &Principal) -> Result<Vec<Identity>, DomainError> {
+    Ok(state
+        .database
+        .identities()
+        .of_user(principal.user.id)
+        .await?)
+}
+
+/// Removes one of the user's identities, unless it is their last way to sign in.
+pub async fn unlink(
+    state: &AppState,
+    trail: &AuditTrail,
+    principal: &Principal,
+    id: IdentityId,
+) -> Result<(), DomainError> {
+    let event = Caller::Account(principal.clone()).event(trail, Action::IdentityUnlinked);
+    let event = AuditEvent {
+        target: Some(id.to_string()),
+        ..event
+    };
+    match state
+        .database
+        .identities()
+        .unlink(principal.user.id, id, &event, OffsetDateTime::now_utc())
+        .await?
+    {
+        Unlinked::Removed => Ok(()),
+        Unlinked::NotFound => Err(DomainError::NotFound),
+        Unlinked::LastWayIn => Err(DomainError::Conflict(Conflict::LastWayIn)),
+    }
+}
+
+fn provider<'s>(state: &'s AppState, name: &str) -> Result<&'s IdentityProvider, DomainError> {
+    state
+        .identity_providers
+        .get(name)
+        .ok_or(DomainError::NotFound)
+}
+
+/// The one redirect URI registered for a provider: `<public_url>/v1/auth/oidc/<name>/callback`.
+pub fn redirect_uri(state: &AppState, provider: &str) -> Result<Url, DomainError> {
+    state
+        .public_url
+        .join(&format!("/v1/auth/oidc/{provider}/callback"))
+        .map_err(DomainError::internal)
+}
+
+fn provider_unreachable(error: OauthError) -> DomainError {
+    tracing::warn!(%error, "an OpenID provider");
+    DomainError::ProviderRefused(ProviderFailure::Exchange)
+}
