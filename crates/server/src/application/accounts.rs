@@ -737,6 +737,8 @@ pub struct AccountExport {
     pub sign_in_devices: Vec<SignInDevice>,
     pub trusted_devices: Vec<TrustedDevice>,
     pub backup_codes_left: i64,
+    /// The providers linked to the account.
+    pub identities: Vec<mailroom_storage::identities::Identity>,
     /// Every audit entry of the owner's, newest first, the export's own included.
     pub audit_entries: Vec<AuditEntry>,
 }
@@ -771,6 +773,7 @@ pub async fn export(
         sign_in_devices: accounts.sign_in_devices(user.id).await?,
         trusted_devices: two_factor.trusted_devices(user.id, now).await?,
         backup_codes_left: two_factor.unused_backup_codes(user.id).await?,
+        identities: state.database.identities().of_user(user.id).await?,
         audit_entries,
     })
 }

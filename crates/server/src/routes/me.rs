@@ -213,15 +213,19 @@ pub async fn identities(
 ) -> Result<Json<Value>, ApiError> {
     let linked = crate::application::identities::list(&state, &principal).await?;
     Ok(Json(json!({
-        "data": linked.iter().map(|identity| json!({
-            "id": identity.id,
-            "provider": identity.provider,
-            "issuer": identity.issuer,
-            "email": identity.email,
-            "created_at": identity.created_at.format(&Rfc3339).unwrap_or_default(),
-            "last_used_at": identity.last_used_at.format(&Rfc3339).unwrap_or_default(),
-        })).collect::<Vec<_>>(),
+        "data": linked.iter().map(identity_json).collect::<Vec<_>>(),
     })))
+}
+
+pub(crate) fn identity_json(identity: &mailroom_storage::identities::Identity) -> Value {
+    json!({
+        "id": identity.id,
+        "provider": identity.provider,
+        "issuer": identity.issuer,
+        "email": identity.email,
+        "created_at": identity.created_at.format(&Rfc3339).unwrap_or_default(),
+        "last_used_at": identity.last_used_at.format(&Rfc3339).unwrap_or_default(),
+    })
 }
 
 #[derive(Deserialize)]

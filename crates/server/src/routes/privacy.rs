@@ -58,6 +58,7 @@ pub async fn export(
         sign_in_devices: sign_ins,
         trusted_devices: devices,
         backup_codes_left,
+        identities,
         audit_entries,
     } = accounts::export(&state, &trail, &principal).await?;
     let entries: Vec<Value> = audit_entries.iter().map(entry_json).collect();
@@ -88,6 +89,7 @@ pub async fn export(
                 "expires_at": when(d.expires_at),
             })).collect::<Vec<_>>(),
         },
+        "identities": identities.iter().map(crate::routes::me::identity_json).collect::<Vec<_>>(),
         "audit_events": entries,
     });
     let mut response = Json::<Value>(document).into_response();

@@ -140,6 +140,19 @@ both_backends! {
             db.count("SELECT COUNT(*) FROM audit_log WHERE action = 'signup.provider'").await,
             1
         );
+        let export: Value = get_as(&app, &session, "/v1/me/export").await.json().await.unwrap();
+        assert_eq!(export["identities"][0]["provider"], "google");
+        // Deleting the account takes its identities with it.
+        let deleted = send_as(
+            &app,
+            reqwest::Method::DELETE,
+            &session,
+            "/v1/me",
+            Some(json!({"confirm": "jane@example.test"})),
+        )
+        .await;
+        assert_eq!(deleted.status(), 204);
+        assert_eq!(db.count("SELECT COUNT(*) FROM user_identities").await, 0);
         assert_eq!(google.violations(), Vec::<String>::new());
         app.stop().await;
     }
