@@ -137,6 +137,8 @@ pub enum Forbidden {
     MissingScope(mailroom_core::api_keys::Scope),
     /// The invitation was sent to another address.
     InvitationForAnotherAddress,
+    /// Only a browser session may: an access token cannot add a way into the account.
+    BrowserSessionRequired,
 }
 
 /// Why a flow through an OAuth provider failed: audited by [`ProviderFailure::reason`].

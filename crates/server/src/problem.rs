@@ -180,6 +180,10 @@ impl From<DomainError> for ApiError {
                         "insufficient_scope",
                         "Only owners and admins may create keys that manage keys or read the audit log, or connect mail accounts where members may not.",
                     ),
+                    Forbidden::BrowserSessionRequired => (
+                        "browser_session_required",
+                        "Only a signed-in browser session may do this, not an access token.",
+                    ),
                     Forbidden::InvitationForAnotherAddress => (
                         "invitation_for_another_address",
                         "This invitation was sent to another address: sign in with that one.",

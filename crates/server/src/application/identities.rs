@@ -22,7 +22,7 @@ use crate::application::actor::{Caller, Principal};
 use crate::audit::{self, AuditTrail};
 use crate::auth::oauth_flow::{FLOW_TTL, Flow, Purpose, local_path, state_hash};
 use crate::auth::session::Presented;
-use crate::error::{Conflict, DomainError, ProviderFailure};
+use crate::error::{Conflict, DomainError, Forbidden, ProviderFailure};
 use crate::identity_providers::IdentityProvider;
 use crate::state::AppState;
 
@@ -76,6 +76,11 @@ pub async fn start_link(
     principal: &Principal,
     provider: &str,
 ) -> Result<Started, DomainError> {
+    // The callback must find this user's browser session: a token holder cannot finish it,
+    // and so cannot start it.
+    if principal.session_id().is_none() {
+        return Err(DomainError::Forbidden(Forbidden::BrowserSessionRequired));
+    }
     principal.require_recent_auth()?;
     let purpose = Purpose::Link {
         user_id: principal.user.id,
@@ -138,24 +143,28 @@ pub async fn finish(
             Purpose::SignIn => sign_in(state, trail, presented, provider_name, vouched).await,
             Purpose::Link { user_id } => {
                 let principal = signed_in
-                    .filter(|principal| principal.user.id == user_id)
+                    .filter(|principal| {
+                        principal.user.id == user_id && principal.session_id().is_some()
+                    })
                     .ok_or(DomainError::ProviderRefused(ProviderFailure::WrongUser))?;
                 link(state, trail, principal, provider_name, vouched).await
             }
         }
     }
     .await;
-    if let Err(DomainError::ProviderRefused(failure)) = &outcome {
+    let reason = match &outcome {
+        Err(DomainError::ProviderRefused(failure)) => Some(failure.reason()),
+        Err(DomainError::AccountDisabled) => Some("account_disabled"),
+        Err(DomainError::InvalidEmail { .. }) => Some("email_invalid"),
+        _ => None,
+    };
+    if let Some(reason) = reason {
         let event = AuditEvent {
-            target: Some(format!("{provider_name}: {}", failure.reason())),
+            target: Some(format!("{provider_name}: {reason}")),
             ..trail.event(Action::ProviderSigninFailed, Outcome::Failure)
         };
         audit::record(&state.database, event).await?;
-        tracing::info!(
-            provider = provider_name,
-            reason = failure.reason(),
-            "provider flow refused"
-        );
+        tracing::info!(provider = provider_name, reason, "provider flow refused");
     }
     outcome
 }

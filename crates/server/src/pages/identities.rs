@@ -32,9 +32,17 @@ pub struct StartQuery {
 pub async fn start(
     State(state): State<AppState>,
     Extension(nonce): Extension<CspNonce>,
+    headers: HeaderMap,
     Path(provider): Path<String>,
     Query(query): Query<StartQuery>,
 ) -> Response {
+    // Another site may not start a sign-in in this browser's name (docs/security.md#csrf).
+    let sent_by = headers
+        .get("sec-fetch-site")
+        .and_then(|value| value.to_str().ok());
+    if matches!(sent_by, Some("cross-site" | "same-site")) {
+        return signin_refused(&state, &nonce, &crate::extract::principal::csrf_failed());
+    }
     let started = identities::start_sign_in(&state, &provider, query.return_to.as_deref()).await;
     to_provider(&state, StatusCode::FOUND, started)
         .unwrap_or_else(|error| signin_refused(&state, &nonce, &error))

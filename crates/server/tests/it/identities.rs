@@ -197,6 +197,26 @@ both_backends! {
         let mut attacker = Browser::default();
         assert_eq!(sign_in_with_google(&app, &mut attacker).await.status(), 409);
 
+        // An access token, stolen or not, cannot link a provider: only a browser session.
+        let tokens: Value = crate::common::accounts::post(
+            &app,
+            "/v1/auth/token",
+            json!({"grant_type": "password", "email": email, "password": crate::common::accounts::PASSWORD}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+        let by_token = app
+            .client
+            .post(app.at("/v1/me/identities"))
+            .bearer_auth(tokens["access_token"].as_str().unwrap())
+            .json(&json!({"provider": "google"}))
+            .send()
+            .await
+            .unwrap();
+        crate::common::problem(by_token, 403, "browser_session_required").await;
+
         // With a password, the identity can go.
         let identities: Value = get_as(&app, &password_session, "/v1/me/identities").await.json().await.unwrap();
         let id = identities["data"][0]["id"].as_str().unwrap();
@@ -268,6 +288,17 @@ both_backends! {
             db.count("SELECT COUNT(*) FROM users WHERE email = 'unverified@example.test'").await,
             0
         );
+
+        // Another site cannot start a sign-in in this browser's name.
+        let cross_site = app
+            .client
+            .get(app.at("/v1/auth/oidc/google/start"))
+            .header("sec-fetch-site", "cross-site")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(cross_site.status(), 403);
+        assert!(cross_site.headers().get("set-cookie").is_none());
 
         // A start for a provider nobody configured, and a return_to on another origin.
         let mut browser = Browser::default();
