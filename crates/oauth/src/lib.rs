@@ -189,10 +189,6 @@ impl Provider {
         &self.config.issuer
     }
 
-    pub fn client_id(&self) -> &str {
-        &self.config.client_id
-    }
-
     /// The request to send a browser to, asking for `scopes` (with `openid`), and the
     /// secrets the callback needs: state, nonce and the PKCE verifier.
     pub async fn authorize(

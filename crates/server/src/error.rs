@@ -164,8 +164,6 @@ pub enum ProviderFailure {
     IdentityTaken,
     /// The flow was started by another signed-in user than the one it comes back to.
     WrongUser,
-    /// The provider granted fewer scopes than the capabilities need.
-    ScopesMissing,
 }
 
 impl ProviderFailure {
@@ -181,7 +179,6 @@ impl ProviderFailure {
             ProviderFailure::AccountExists => "account_exists",
             ProviderFailure::IdentityTaken => "identity_taken",
             ProviderFailure::WrongUser => "wrong_user",
-            ProviderFailure::ScopesMissing => "scopes_missing",
         }
     }
 }

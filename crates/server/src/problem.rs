@@ -312,11 +312,6 @@ impl From<DomainError> for ApiError {
                         "oauth_wrong_user",
                         "This was started by another signed-in user.",
                     ),
-                    ProviderFailure::ScopesMissing => (
-                        StatusCode::FORBIDDEN,
-                        "oauth_scopes_missing",
-                        "The provider did not grant every permission the account needs.",
-                    ),
                 };
                 ApiError::new(status, code, detail)
             }

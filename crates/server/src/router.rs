@@ -169,10 +169,10 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .route("/v1/auth/logout", post(auth::logout))
         .route("/security", get(pages::security::security_page))
         .route("/security/password", post(pages::security::password_submit))
-        .route("/security/identities", post(pages::identities::link_submit))
+        .route("/security/identities", post(pages::security::link_submit))
         .route(
             "/security/identities/{id}/unlink",
-            post(pages::identities::unlink_submit),
+            post(pages::security::unlink_submit),
         )
         .route(
             "/security/sessions/revoke-others",

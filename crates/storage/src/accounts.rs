@@ -706,13 +706,7 @@ impl Accounts<'_> {
                         return Ok(None);
                     };
                     // The address got an account meanwhile (`admin create`): the sign-up is void.
-                    let taken: Option<i32> = on_backend!(&mut tx.0, Inner, tx => {
-                        sqlx::query_scalar("SELECT 1 FROM users WHERE email = $1")
-                            .bind(&email)
-                            .fetch_optional(&mut **tx)
-                            .await?
-                    });
-                    if taken.is_some() {
+                    if email_taken(tx, &email).await? {
                         return Ok(None);
                     }
                     let account = NewAccount {
@@ -1186,6 +1180,17 @@ pub(crate) fn by_account(event: &AuditEvent, user_id: UserId, org_id: OrgId) -> 
         org_id: Some(org_id),
         ..event.clone()
     }
+}
+
+/// Whether an account has the address (read acting for the address).
+pub(crate) async fn email_taken(tx: &mut crate::Tx, email: &str) -> Result<bool, StorageError> {
+    let taken: Option<i32> = on_backend!(&mut tx.0, Inner, tx => {
+        sqlx::query_scalar("SELECT 1 FROM users WHERE email = $1")
+            .bind(email)
+            .fetch_optional(&mut **tx)
+            .await?
+    });
+    Ok(taken.is_some())
 }
 
 pub(crate) async fn insert_account(

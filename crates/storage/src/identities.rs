@@ -8,8 +8,8 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::accounts::{
-    NO_PASSWORD, NewAccount, PlatformRole, User, by_account, from_ms, insert_account, ms,
-    note_device, user_in,
+    NO_PASSWORD, NewAccount, PlatformRole, User, by_account, email_taken, from_ms, insert_account,
+    ms, note_device, user_in,
 };
 use crate::tx::{Inner, Tenancy};
 use crate::{Database, Pool, StorageError, on_backend};
@@ -150,13 +150,7 @@ impl Identities<'_> {
                     (email.clone(), identity.clone(), event.clone(), key.clone());
                 let (ip, user_agent) = (ip.clone(), user_agent.clone());
                 async move {
-                    let taken: Option<i32> = on_backend!(&mut tx.0, Inner, tx => {
-                        sqlx::query_scalar("SELECT 1 FROM users WHERE email = $1")
-                            .bind(&email)
-                            .fetch_optional(&mut **tx)
-                            .await?
-                    });
-                    if taken.is_some() {
+                    if email_taken(tx, &email).await? {
                         return Ok(None);
                     }
                     let account = NewAccount {

@@ -1,6 +1,7 @@
 //! A loopback server that follows Google's documented OAuth 2.0 / OpenID Connect contract
-//! (https://developers.google.com/identity/openid-connect/openid-connect, …/protocols/oauth2/web-server)
-//! and the Gmail API's `users/me/profile`, for the contract tests: Google's own endpoints
+//! (https://developers.google.com/identity/openid-connect/openid-connect and
+//! https://developers.google.com/identity/protocols/oauth2/web-server: the authorization
+//! request, the code and refresh exchanges, revocation), for the contract tests: Google's own endpoints
 //! cannot be reached from here. It checks every request it receives against that contract
 //! (client authentication, grant types, the PKCE S256 verifier, `redirect_uri` equality,
 //! scopes) and keeps what it found wrong in [`GoogleContract::violations`], which a test
@@ -12,7 +13,7 @@
 // Test code: a peer that cannot do its part fails the test loudly.
 #![allow(clippy::expect_used)]
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
@@ -82,13 +83,12 @@ struct Contract {
     next_user: Option<ProviderUser>,
     misbehaviour: Misbehaviour,
     codes: HashMap<String, Grant>,
-    /// Refresh token → (user, scope).
-    refresh_tokens: HashMap<String, (ProviderUser, String)>,
-    /// Access token → (user, scope).
-    access_tokens: HashMap<String, (ProviderUser, String)>,
+    /// Refresh token → its scope.
+    refresh_tokens: HashMap<String, String>,
+    /// The access tokens issued and not revoked.
+    access_tokens: HashSet<String>,
     revoked: Vec<String>,
     violations: Vec<String>,
-    token_requests: usize,
 }
 
 struct Shared {
@@ -141,7 +141,6 @@ impl GoogleContract {
             .route("/token", post(token))
             .route("/revoke", post(revoke))
             .route("/oauth2/v3/certs", get(certs))
-            .route("/gmail/v1/users/me/profile", get(gmail_profile))
             .with_state(shared.clone());
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -180,18 +179,6 @@ impl GoogleContract {
     /// The tokens revoked at the revocation endpoint.
     pub fn revoked(&self) -> Vec<String> {
         self.contract().revoked.clone()
-    }
-
-    /// How many requests the token endpoint answered.
-    pub fn token_requests(&self) -> usize {
-        self.contract().token_requests
-    }
-
-    /// Makes every refresh token answer `invalid_grant` (the user revoked access).
-    pub fn revoke_every_grant(&self) {
-        let mut contract = self.contract();
-        contract.refresh_tokens.clear();
-        contract.access_tokens.clear();
     }
 }
 
@@ -352,7 +339,6 @@ async fn token(
     headers: HeaderMap,
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
-    shared.contract.lock().expect("not poisoned").token_requests += 1;
     let form_encoded = headers
         .get(header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
@@ -388,10 +374,7 @@ async fn token(
             }
             let access_token = random();
             let mut contract = shared.contract.lock().expect("not poisoned");
-            contract.access_tokens.insert(
-                access_token.clone(),
-                (grant.user.clone(), grant.scope.clone()),
-            );
+            contract.access_tokens.insert(access_token.clone());
             let mut answer = json!({
                 "access_token": access_token,
                 "expires_in": 3599,
@@ -400,10 +383,9 @@ async fn token(
             });
             if grant.offline {
                 let refresh_token = format!("1//{}", random());
-                contract.refresh_tokens.insert(
-                    refresh_token.clone(),
-                    (grant.user.clone(), grant.scope.clone()),
-                );
+                contract
+                    .refresh_tokens
+                    .insert(refresh_token.clone(), grant.scope.clone());
                 answer["refresh_token"] = json!(refresh_token);
             }
             let misbehaviour = contract.misbehaviour;
@@ -413,7 +395,7 @@ async fn token(
         }
         "refresh_token" => {
             let mut contract = shared.contract.lock().expect("not poisoned");
-            let Some((user, scope)) = contract
+            let Some(scope) = contract
                 .refresh_tokens
                 .get(&param("refresh_token"))
                 .cloned()
@@ -425,9 +407,7 @@ async fn token(
                 );
             };
             let access_token = random();
-            contract
-                .access_tokens
-                .insert(access_token.clone(), (user, scope.clone()));
+            contract.access_tokens.insert(access_token.clone());
             axum::Json(json!({
                 "access_token": access_token,
                 "expires_in": 3599,
@@ -497,8 +477,8 @@ async fn revoke(
         return violation(&shared, "revoke: no token".into());
     };
     let mut contract = shared.contract.lock().expect("not poisoned");
-    let known = contract.refresh_tokens.remove(&token).is_some()
-        || contract.access_tokens.remove(&token).is_some();
+    let known =
+        contract.refresh_tokens.remove(&token).is_some() || contract.access_tokens.remove(&token);
     if !known {
         return oauth_error(
             StatusCode::BAD_REQUEST,
@@ -517,35 +497,6 @@ async fn certs(State(shared): State<Arc<Shared>>) -> Response {
         "n": URL_SAFE_NO_PAD.encode(&public.n),
         "e": URL_SAFE_NO_PAD.encode(&public.e),
     }]}))
-    .into_response()
-}
-
-async fn gmail_profile(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "));
-    let contract = shared.contract.lock().expect("not poisoned");
-    let Some((user, scope)) = token.and_then(|token| contract.access_tokens.get(token)) else {
-        return (
-            StatusCode::UNAUTHORIZED,
-            axum::Json(json!({"error": {"code": 401, "message": "Request had invalid authentication credentials.", "status": "UNAUTHENTICATED"}})),
-        )
-            .into_response();
-    };
-    if !scope.contains("gmail") {
-        return (
-            StatusCode::FORBIDDEN,
-            axum::Json(json!({"error": {"code": 403, "message": "Request had insufficient authentication scopes.", "status": "PERMISSION_DENIED"}})),
-        )
-            .into_response();
-    }
-    axum::Json(json!({
-        "emailAddress": user.email,
-        "messagesTotal": 0,
-        "threadsTotal": 0,
-        "historyId": "1",
-    }))
     .into_response()
 }
 

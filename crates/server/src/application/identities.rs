@@ -8,8 +8,8 @@
 //! user in, or makes an account for an address nobody has; an address with an account is
 //! never signed into by a provider's word alone: its owner links the provider first.
 
-use mailroom_core::IdentityId;
 use mailroom_core::audit::{Action, AuditEvent, Outcome};
+use mailroom_core::{EmailAddress, IdentityId};
 use mailroom_oauth::{IdClaims, OauthError};
 use mailroom_storage::identities::{Identity, Linked, ProviderIdentity, Unlinked};
 use secrecy::{ExposeSecret, SecretString};
@@ -27,7 +27,7 @@ use crate::identity_providers::IdentityProvider;
 use crate::state::AppState;
 
 /// Where a flow goes when it names no page of its own.
-pub const DEFAULT_LANDING: &str = "/security";
+const DEFAULT_LANDING: &str = "/security";
 
 /// A started flow: where to send the browser, and the flow for its cookie.
 pub struct Started {
@@ -36,7 +36,6 @@ pub struct Started {
 }
 
 /// What the provider sent the browser back with.
-#[derive(Default)]
 pub struct Callback {
     pub code: Option<String>,
     pub state: Option<SecretString>,
@@ -51,12 +50,12 @@ pub enum Finished {
     Linked,
 }
 
-/// A verified callback: the provider's word on who the user is, the flow it answers, and
-/// the tokens it gave.
-pub(crate) struct Vouched {
-    pub claims: IdClaims,
-    pub email: String,
-    pub flow: Flow,
+/// A verified callback: the provider's word on who the user is (and on the address it
+/// vouches for), and the flow it answers.
+struct Vouched {
+    claims: IdClaims,
+    email: EmailAddress,
+    flow: Flow,
 }
 
 /// Starts a sign-in (or sign-up) with `provider`, to land on `return_to` (a local path).
@@ -66,7 +65,7 @@ pub async fn start_sign_in(
     return_to: Option<&str>,
 ) -> Result<Started, DomainError> {
     let landing = local_path(return_to, DEFAULT_LANDING).to_owned();
-    start(state, provider, Purpose::SignIn, landing, &[], &[]).await
+    start(state, provider, Purpose::SignIn, landing).await
 }
 
 /// Starts linking `provider` to the signed-in user: a new way into the account, so it needs
@@ -85,31 +84,23 @@ pub async fn start_link(
     let purpose = Purpose::Link {
         user_id: principal.user.id,
     };
-    start(
-        state,
-        provider,
-        purpose,
-        DEFAULT_LANDING.to_owned(),
-        &[],
-        &[],
-    )
-    .await
+    start(state, provider, purpose, DEFAULT_LANDING.to_owned()).await
 }
 
-pub(crate) async fn start(
+async fn start(
     state: &AppState,
     provider_name: &str,
     purpose: Purpose,
     return_to: String,
-    scopes: &[&str],
-    extra: &[(&str, &str)],
 ) -> Result<Started, DomainError> {
     let provider = provider(state, provider_name)?;
-    let mut asked = provider.settings.scopes.clone();
-    asked.extend(scopes.iter().map(|scope| (*scope).to_owned()));
     let authorization = provider
         .client
-        .authorize(&redirect_uri(state, provider_name)?, &asked, extra)
+        .authorize(
+            &redirect_uri(state, provider_name)?,
+            &provider.settings.scopes,
+            &[],
+        )
         .await
         .map_err(provider_unreachable)?;
     Ok(Started {
@@ -248,7 +239,7 @@ async fn vouched(
             }
         })?;
     let email = match &claims.email {
-        Some(email) if claims.email_verified => parse_email(email)?.to_string(),
+        Some(email) if claims.email_verified => parse_email(email)?,
         _ => return Err(refused(ProviderFailure::EmailUnverified)),
     };
     Ok(Vouched {
@@ -263,7 +254,7 @@ fn identity_of(provider_name: &str, vouched: &Vouched) -> ProviderIdentity {
         provider: provider_name.to_owned(),
         issuer: vouched.claims.issuer.clone(),
         subject: vouched.claims.subject.clone(),
-        email: vouched.email.clone(),
+        email: vouched.email.to_string(),
         display_name: vouched
             .claims
             .name
@@ -289,12 +280,12 @@ async fn sign_in(
     let user = match state.database.identities().sign_in(&identity, now).await? {
         Some(user) => user,
         None => {
-            let email = parse_email(&vouched.email)?;
+            let email = &vouched.email;
             // An account of this address is signed into only by an identity its owner linked.
             if state
                 .database
                 .accounts()
-                .user_by_email(&email)
+                .user_by_email(email)
                 .await?
                 .is_some()
             {
@@ -309,7 +300,7 @@ async fn sign_in(
                 .database
                 .identities()
                 .create_account(
-                    &email,
+                    email,
                     &identity,
                     (trail.ip(), trail.user_agent()),
                     &event,

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::auth::session::cookie_value;
+use crate::error::DomainError;
 
 pub const COOKIE_NAME: &str = "__Host-mailroom_oauth";
 /// How long a flow may take, from its start to its callback.
@@ -70,8 +71,18 @@ impl Flow {
     }
 }
 
-/// The sealed value of the cookie.
-pub fn seal(key: &DerivedKey, flow: &Flow) -> Result<String, serde_json::Error> {
+/// The `Set-Cookie` value that hands `flow` to the browser, sealed under `key`.
+pub fn cookie(key: &DerivedKey, flow: &Flow) -> Result<HeaderValue, DomainError> {
+    let value = format!(
+        "{COOKIE_NAME}={}; Path=/; Max-Age={}; HttpOnly; Secure; SameSite=Lax",
+        seal(key, flow).map_err(DomainError::internal)?,
+        FLOW_TTL.whole_seconds()
+    );
+    HeaderValue::from_str(&value).map_err(DomainError::internal)
+}
+
+/// The cookie's value: the flow, sealed.
+fn seal(key: &DerivedKey, flow: &Flow) -> Result<String, serde_json::Error> {
     let sealed = Sealed {
         provider: flow.provider.clone(),
         purpose: flow.purpose.clone(),
@@ -101,15 +112,6 @@ pub fn open(key: &DerivedKey, headers: &HeaderMap, provider: &str) -> Option<Flo
         return_to: opened.return_to.clone(),
         started_at: opened.started_at,
     })
-}
-
-/// The `Set-Cookie` value that hands the flow to the browser.
-pub fn cookie(sealed: &str) -> HeaderValue {
-    let value = format!(
-        "{COOKIE_NAME}={sealed}; Path=/; Max-Age={}; HttpOnly; Secure; SameSite=Lax",
-        FLOW_TTL.whole_seconds()
-    );
-    HeaderValue::from_str(&value).unwrap_or_else(|_| cleared_cookie())
 }
 
 /// The `Set-Cookie` value that deletes it.
@@ -204,11 +206,11 @@ mod tests {
     }
 
     #[test]
-    fn the_cookie_has_every_protective_attribute() {
-        let cookie = cookie("x");
+    fn the_cookie_has_every_protective_attribute_and_carries_the_sealed_flow() {
+        let key = RootKey::generate().derive(b"test");
+        let cookie = cookie(&key, &flow()).unwrap();
         let cookie = cookie.to_str().unwrap();
         for attribute in [
-            "__Host-mailroom_oauth=x",
             "Path=/",
             "Max-Age=600",
             "HttpOnly",
@@ -217,5 +219,9 @@ mod tests {
         ] {
             assert!(cookie.contains(attribute), "{cookie}");
         }
+        let (pair, _) = cookie.split_once(';').unwrap();
+        let value = pair.strip_prefix("__Host-mailroom_oauth=").unwrap();
+        let opened = open(&key, &carrying(value), "corp").unwrap();
+        assert_eq!(opened.state.expose_secret(), "s");
     }
 }

@@ -1,17 +1,17 @@
-//! The security page: the password, the sessions and recent activity, the second factor's
-//! state, and deleting the account. Plain forms over the same operations as the JSON API.
+//! The security page: the password, the linked sign-in providers, the sessions and recent
+//! activity, the second factor's state, and deleting the account. Plain forms over the same operations as the JSON API.
 
 use axum::extract::{Extension, Form, Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
-use mailroom_core::SessionId;
+use mailroom_core::{IdentityId, SessionId};
 use maud::{Markup, html};
 use secrecy::SecretString;
 use serde::Deserialize;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::application::{accounts, two_factor};
+use crate::application::{accounts, identities, two_factor};
 use crate::audit::AuditTrail;
 use crate::auth::session;
 use crate::extract::Principal;
@@ -58,7 +58,7 @@ async fn security(
     let sessions = accounts::sessions(state, principal).await?;
     let activity = accounts::activity(state, principal, None, 20).await?;
     let second_factor = section(state, principal).await?;
-    let linked = crate::application::identities::list(state, principal).await?;
+    let linked = identities::list(state, principal).await?;
     let when = |time: OffsetDateTime| time.format(&Rfc3339).unwrap_or_default();
     let markup = layout(
         nonce,
@@ -83,7 +83,7 @@ async fn security(
                     }
                 }
             }
-            (crate::pages::identities::linked_section(state, &linked))
+            (linked_section(state, &linked))
             (second_factor)
             section aria-labelledby="sessions-heading" {
                 h2 #sessions-heading { "Sessions" }
@@ -292,4 +292,85 @@ pub async fn section(state: &AppState, principal: &Principal) -> Result<Markup, 
 #[derive(Deserialize)]
 pub struct DeleteForm {
     confirm: String,
+}
+
+/// The linked providers: each removable, and a button to link each other one.
+fn linked_section(state: &AppState, linked: &[mailroom_storage::identities::Identity]) -> Markup {
+    let providers: Vec<_> = state.identity_providers.all().collect();
+    let display_name = |name: &str| {
+        state
+            .identity_providers
+            .get(name)
+            .map_or_else(|| name.to_owned(), |p| p.settings.display_name.clone())
+    };
+    html! {
+        @if !providers.is_empty() || !linked.is_empty() {
+            section #sign-in-providers {
+                h2 { "Sign-in providers" }
+                @if linked.is_empty() {
+                    p.hint { "No provider is linked: you sign in with your email and password." }
+                } @else {
+                    table {
+                        thead { tr { th { "Provider" } th { "Address" } th { "Linked" } th { "Last used" } th {} } }
+                        tbody {
+                            @for identity in linked {
+                                tr {
+                                    td { (display_name(&identity.provider)) }
+                                    td { (identity.email) }
+                                    td { (crate::pages::when(identity.created_at)) }
+                                    td { (crate::pages::when(identity.last_used_at)) }
+                                    td {
+                                        form.inline method="post" action=(format!("/security/identities/{}/unlink", identity.id)) {
+                                            button.link type="submit" { "Unlink" }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                @for provider in &providers {
+                    @if !linked.iter().any(|identity| identity.provider == provider.name) {
+                        form.inline method="post" action="/security/identities" {
+                            input type="hidden" name="provider" value=(provider.name);
+                            button.secondary type="submit" { "Link " (provider.display_name) }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[derive(Deserialize)]
+pub struct LinkForm {
+    provider: String,
+}
+
+/// `POST /security/identities`: starts linking a provider to the signed-in account.
+pub async fn link_submit(
+    State(state): State<AppState>,
+    Extension(nonce): Extension<CspNonce>,
+    principal: Principal,
+    Form(form): Form<LinkForm>,
+) -> Response {
+    let started = identities::start_link(&state, &principal, &form.provider).await;
+    match crate::pages::identities::to_provider(&state, StatusCode::SEE_OTHER, started) {
+        Ok(response) => response,
+        Err(error) => back_to_security(&state, &nonce, &principal, Err(error)).await,
+    }
+}
+
+/// `POST /security/identities/{id}/unlink`.
+pub async fn unlink_submit(
+    State(state): State<AppState>,
+    Extension(nonce): Extension<CspNonce>,
+    trail: AuditTrail,
+    principal: Principal,
+    Path(id): Path<IdentityId>,
+) -> Response {
+    let outcome = identities::unlink(&state, &trail, &principal, id)
+        .await
+        .map(|()| Notice::IdentityUnlinked);
+    back_to_security(&state, &nonce, &principal, outcome).await
 }

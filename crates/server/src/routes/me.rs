@@ -244,10 +244,10 @@ pub async fn link_identity(
 ) -> Result<Response, ApiError> {
     let started =
         crate::application::identities::start_link(&state, &principal, &body.provider).await?;
-    let sealed = crate::auth::oauth_flow::seal(&state.identity_providers.flow_key, &started.flow)
-        .map_err(ApiError::internal)?;
+    let cookie =
+        crate::auth::oauth_flow::cookie(&state.identity_providers.flow_key, &started.flow)?;
     Ok((
-        [(header::SET_COOKIE, crate::auth::oauth_flow::cookie(&sealed))],
+        [(header::SET_COOKIE, cookie)],
         Json(json!({ "authorization_url": started.authorization_url.as_str() })),
     )
         .into_response())
