@@ -91,7 +91,7 @@ fn identity_path(issuer: &str, subject: &str) -> Tenancy {
 
 impl Identities<'_> {
     /// The user this identity signs in, if it is linked; its use is noted, with the
-    /// address, name and picture the provider gave this time.
+    /// address, name and picture the provider gave this time, unless the account is disabled.
     pub async fn sign_in(
         &self,
         identity: &ProviderIdentity,
@@ -105,7 +105,13 @@ impl Identities<'_> {
                     let Some(user_id) = holder(tx, &identity).await? else {
                         return Ok(None);
                     };
-                    tx.act_for(&Tenancy::User(user_id)).await?;
+                    let Some(mut user) = user_in(tx, user_id).await? else {
+                        return Ok(None);
+                    };
+                    // A disabled account is refused by the caller: nothing of this use is kept.
+                    if user.disabled {
+                        return Ok(Some(user));
+                    }
                     on_backend!(&mut tx.0, Inner, tx => {
                         sqlx::query(
                             "UPDATE user_identities SET last_used_at = $1, email = $2 \
@@ -120,7 +126,10 @@ impl Identities<'_> {
                         .await?;
                     });
                     save_profile(tx, user_id, &identity).await?;
-                    user_in(tx, user_id).await
+                    // What `save_profile` wrote.
+                    user.display_name = identity.display_name.clone().or(user.display_name);
+                    user.picture_url = identity.picture_url.clone().or(user.picture_url);
+                    Ok(Some(user))
                 }
                 .boxed()
             })
@@ -416,6 +425,18 @@ mod tests {
             assert!(second.is_none());
             let again = db.identities().sign_in(&identity("s1"), now).await.unwrap().unwrap();
             assert_eq!(again.id, user.id);
+            assert_eq!(again.display_name.as_deref(), Some("Jane Doe"));
+            // A disabled account's sign-in is refused, and leaves no trace of its use.
+            test_db.execute("UPDATE users SET disabled_at = 1").await;
+            let later = now + time::Duration::hours(1);
+            let mut renamed = identity("s1");
+            renamed.display_name = Some("Someone Else".into());
+            let disabled = db.identities().sign_in(&renamed, later).await.unwrap().unwrap();
+            assert!(disabled.disabled);
+            assert_eq!(disabled.display_name.as_deref(), Some("Jane Doe"));
+            let used = db.identities().of_user(user.id).await.unwrap();
+            assert_eq!(used[0].last_used_at.unix_timestamp(), now.unix_timestamp());
+            test_db.execute("UPDATE users SET disabled_at = NULL").await;
             // Keyed by subject, never by email.
             assert!(db.identities().sign_in(&identity("s2"), now).await.unwrap().is_none());
 
