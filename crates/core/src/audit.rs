@@ -56,6 +56,10 @@ pub enum Action {
     ApiKeyUsedAfterRevocation,
     MailAccountConnected,
     MailAccountDisconnected,
+    /// The provider refused the account's grant: it must be connected again.
+    MailAccountNeedsReconnect,
+    /// A disconnected account's grant could not be revoked at its provider.
+    MailAccountRevocationFailed,
     /// An account made by a provider's sign-in.
     SignupByProvider,
     /// A sign-in or link through a provider refused, with its reason in the target.
@@ -103,6 +107,8 @@ impl Action {
             Action::ApiKeyUsedAfterRevocation => "api_key.used_after_revocation",
             Action::MailAccountConnected => "mail_account.connected",
             Action::MailAccountDisconnected => "mail_account.disconnected",
+            Action::MailAccountNeedsReconnect => "mail_account.needs_reconnect",
+            Action::MailAccountRevocationFailed => "mail_account.revocation_failed",
             Action::SignupByProvider => "signup.provider",
             Action::ProviderSigninFailed => "signin.provider_failed",
             Action::IdentityLinked => "identity.linked",
@@ -145,6 +151,24 @@ pub struct AuditEvent {
 }
 
 impl AuditEvent {
+    /// An entry in the organization's chain by no one (the system noticed), with nothing else
+    /// said: callers add the target with struct update syntax.
+    pub fn by_the_system(org_id: OrgId, action: Action, outcome: Outcome) -> Self {
+        Self {
+            org_id: Some(org_id),
+            actor: None,
+            action,
+            outcome,
+            target: None,
+            subject: None,
+            ip: None,
+            user_agent: None,
+            session_id: None,
+            api_key_id: None,
+            request_id: None,
+        }
+    }
+
     /// The chain the event belongs to.
     pub fn scope(&self) -> Uuid {
         self.org_id.map_or(PLATFORM_SCOPE, |org| org.as_uuid())

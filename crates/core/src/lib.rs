@@ -9,6 +9,7 @@ pub mod client_ip;
 pub mod email;
 pub mod gcra;
 pub mod ids;
+pub mod mail_account;
 pub mod network;
 pub mod org;
 pub mod password_policy;

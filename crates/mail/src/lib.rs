@@ -2,9 +2,10 @@
 //! through an SMTP relay, or — with no relay configured — written as `.eml` files into an
 //! outbox directory so that a single node works with no setup at all.
 //!
-//! Sending mail on users' behalf (SMTP relays, Gmail) and reading mailboxes (IMAP) join this
-//! crate later.
+//! Connected accounts are tested here ([`probe`] logs in to SMTP and IMAP servers, [`gmail`]
+//! asks the Gmail API); sending on users' behalf and reading their mailboxes join it later.
 
+pub mod gmail;
 pub mod probe;
 pub mod queued;
 mod smtp_url;

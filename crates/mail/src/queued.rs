@@ -37,6 +37,8 @@ pub enum MailMessage {
         link: String,
         valid_days: u32,
     },
+    /// A connected account's grant was refused: connect it again there.
+    AccountNeedsReconnect { address: String, link: String },
 }
 
 impl MailMessage {
@@ -55,6 +57,9 @@ impl MailMessage {
                 link,
                 valid_days,
             } => templates::invitation(org_name, role, link, *valid_days),
+            MailMessage::AccountNeedsReconnect { address, link } => {
+                templates::account_needs_reconnect(address, link)
+            }
         }
     }
 }

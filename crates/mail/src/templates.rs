@@ -125,6 +125,28 @@ pub fn invitation(org_name: &str, role: &str, link: &str, valid_days: u32) -> Re
     }
 }
 
+/// To whoever connected a mail account, when its provider refused the grant (revoked at
+/// Google, say): nothing is sent or read through it until it is connected again.
+pub fn account_needs_reconnect(address: &str, link: &str) -> Rendered {
+    let subject = format!("Reconnect {address} to mailroom");
+    let text = format!(
+        "Google no longer accepts mailroom's access to {address}: the access was revoked, \
+         or expired. Nothing is sent or read through it until you connect it again:\n\n    {link}\n"
+    );
+    let html = page(
+        &subject,
+        html! {
+            p { "Google no longer accepts mailroom's access to " strong { (address) } ": the access was revoked, or expired." }
+            p { "Nothing is sent or read through it until you " a href=(link) { "connect it again" } "." }
+        },
+    );
+    Rendered {
+        subject,
+        text,
+        html,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

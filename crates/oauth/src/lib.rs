@@ -5,6 +5,7 @@
 //!
 //! Nothing here knows mailroom's accounts: the server decides what a verified identity may do.
 
+pub mod http;
 pub mod id_token;
 
 use std::sync::Arc;
@@ -170,12 +171,7 @@ fn checked_url(text: &str, what: &str) -> Result<Url, OauthError> {
 impl Provider {
     pub fn new(config: ProviderConfig) -> Result<Self, OauthError> {
         checked_url(&config.issuer, "the issuer")?;
-        let http = reqwest::Client::builder()
-            // A provider's answer is read where it was asked: a redirect is an error.
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(REQUEST_TIMEOUT)
-            .user_agent(concat!("mailroom/", env!("CARGO_PKG_VERSION")))
-            .build()
+        let http = http::client(REQUEST_TIMEOUT)
             .map_err(|error| OauthError::Configuration(error.to_string()))?;
         Ok(Self {
             config,
@@ -434,19 +430,13 @@ fn form_encoded(value: &str) -> String {
     url::form_urlencoded::byte_serialize(value.as_bytes()).collect()
 }
 
-async fn read_limited(mut response: reqwest::Response) -> Result<Vec<u8>, OauthError> {
-    let mut body = Vec::new();
-    while let Some(chunk) = response
-        .chunk()
+async fn read_limited(response: reqwest::Response) -> Result<Vec<u8>, OauthError> {
+    http::read_limited(response, MAX_DOCUMENT_BYTES)
         .await
-        .map_err(|error| OauthError::Unreachable(error.without_url().to_string()))?
-    {
-        if body.len() + chunk.len() > MAX_DOCUMENT_BYTES {
-            return Err(OauthError::Protocol("the answer is too large".into()));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
+        .map_err(|error| match error {
+            http::ReadError::Transport(error) => OauthError::Unreachable(error),
+            http::ReadError::TooLarge => OauthError::Protocol(error.to_string()),
+        })
 }
 
 fn token_set<E: std::error::Error>(

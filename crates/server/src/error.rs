@@ -164,6 +164,12 @@ pub enum ProviderFailure {
     IdentityTaken,
     /// The flow was started by another signed-in user than the one it comes back to.
     WrongUser,
+    /// Google gave no refresh token: the account could not be used offline.
+    NoRefreshToken,
+    /// The user granted none of the Gmail scopes asked for.
+    ScopesRefused,
+    /// A reconnection consented as another Google account than the account's.
+    OtherGoogleAccount,
 }
 
 impl ProviderFailure {
@@ -179,6 +185,9 @@ impl ProviderFailure {
             ProviderFailure::AccountExists => "account_exists",
             ProviderFailure::IdentityTaken => "identity_taken",
             ProviderFailure::WrongUser => "wrong_user",
+            ProviderFailure::NoRefreshToken => "no_refresh_token",
+            ProviderFailure::ScopesRefused => "scopes_refused",
+            ProviderFailure::OtherGoogleAccount => "other_google_account",
         }
     }
 }
@@ -216,6 +225,10 @@ pub enum Conflict {
     MfaSetupRestarted,
     /// The identity is the account's last way to sign in (no password, no other identity).
     LastWayIn,
+    /// This installation has no `[oidc.google]`: Google accounts cannot be connected.
+    GoogleNotConfigured,
+    /// The account's grant was refused: it must be connected again.
+    AccountNeedsReconnect,
 }
 
 impl From<StorageError> for DomainError {

@@ -1,9 +1,17 @@
-//! The OpenID providers this installation trusts (`[oidc.<name>]`), each with its client, and
-//! the key that seals their flows' cookies (docs/security.md#openid-connect).
+//! The OpenID providers this installation trusts (`[oidc.<name>]`), each with its client, the
+//! key that seals their flows' cookies (docs/security.md#openid-connect), and the access
+//! tokens of the Google accounts connected through `[oidc.google]`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
 
 use anyhow::Context;
+use mailroom_core::MailAccountId;
 use mailroom_crypto::root_key::{DerivedKey, RootKey};
+use mailroom_mail::gmail::Gmail;
 use mailroom_oauth::{Provider, ProviderConfig};
+use secrecy::SecretString;
 
 use crate::config::OidcProvider;
 
@@ -11,12 +19,54 @@ use crate::config::OidcProvider;
 pub struct IdentityProvider {
     pub settings: OidcProvider,
     pub client: Provider,
+    /// The Gmail API, for `[oidc.google]`: it connects Gmail accounts too.
+    pub gmail: Option<Gmail>,
 }
 
 pub struct IdentityProviders {
     providers: Vec<IdentityProvider>,
     /// Seals the flow cookie ([`crate::auth::oauth_flow`]).
     pub flow_key: DerivedKey,
+    /// The access tokens of connected Google accounts.
+    pub access_tokens: AccessTokens,
+}
+
+/// An access token, and when it stops working.
+pub struct AccessToken {
+    pub token: SecretString,
+    pub expires_at: Instant,
+}
+
+/// The access tokens of connected accounts, in this node's memory only: never stored, so a
+/// node refreshes an account's token once an hour at most. Each account has a slot, held
+/// while its token is refreshed: one refresh at a time per account on a node. Across nodes
+/// refreshes may race, and that is harmless: Google keeps the refresh token (it does not
+/// rotate it) and every access token it issued works until its own expiry.
+#[derive(Default)]
+pub struct AccessTokens {
+    slots: std::sync::Mutex<HashMap<MailAccountId, Slot>>,
+}
+
+pub type Slot = Arc<tokio::sync::Mutex<Option<AccessToken>>>;
+
+impl AccessTokens {
+    /// The account's slot: lock it to read its token, or to refresh it.
+    pub fn slot(&self, id: MailAccountId) -> Slot {
+        self.slots
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(id)
+            .or_default()
+            .clone()
+    }
+
+    /// Forgets the account's token: it was disconnected, or its grant refused.
+    pub fn forget(&self, id: MailAccountId) {
+        self.slots
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&id);
+    }
 }
 
 impl IdentityProviders {
@@ -30,15 +80,21 @@ impl IdentityProviders {
                     client_secret: settings.client_secret.clone(),
                 })
                 .with_context(|| format!("[oidc.{}]", settings.name))?;
+                let gmail = (settings.name == OidcProvider::GOOGLE)
+                    .then(|| Gmail::new(settings.gmail_api_url.clone()))
+                    .transpose()
+                    .context("[oidc.google] gmail_api_url")?;
                 Ok(IdentityProvider {
                     settings: settings.clone(),
                     client,
+                    gmail,
                 })
             })
             .collect::<anyhow::Result<_>>()?;
         Ok(Self {
             providers,
             flow_key: root_key.derive(b"mailroom/oauth-flow/aes-gcm/v1"),
+            access_tokens: AccessTokens::default(),
         })
     }
 

@@ -247,6 +247,14 @@ impl From<DomainError> for ApiError {
                         "last_sign_in_method",
                         "This is the account's last way to sign in: set a password or link another provider first.",
                     ),
+                    Conflict::GoogleNotConfigured => (
+                        "google_not_configured",
+                        "This installation has no [oidc.google] section: Google accounts cannot be connected.",
+                    ),
+                    Conflict::AccountNeedsReconnect => (
+                        "mail_account_needs_reconnect",
+                        "The account's grant was refused: connect it again.",
+                    ),
                     Conflict::AccountExists => (
                         "account_exists",
                         "An account with this address already exists.",
@@ -311,6 +319,21 @@ impl From<DomainError> for ApiError {
                         StatusCode::FORBIDDEN,
                         "oauth_wrong_user",
                         "This was started by another signed-in user.",
+                    ),
+                    ProviderFailure::NoRefreshToken => (
+                        StatusCode::BAD_GATEWAY,
+                        "oauth_no_refresh_token",
+                        "Google gave no refresh token, so the account could not be used while you are away: connect it again.",
+                    ),
+                    ProviderFailure::ScopesRefused => (
+                        StatusCode::FORBIDDEN,
+                        "oauth_scopes_refused",
+                        "Google did not grant access to Gmail: connect again and allow what is asked.",
+                    ),
+                    ProviderFailure::OtherGoogleAccount => (
+                        StatusCode::CONFLICT,
+                        "oauth_other_google_account",
+                        "That is another Google account than the one this account connects: choose the account's own.",
                     ),
                 };
                 ApiError::new(status, code, detail)

@@ -79,6 +79,14 @@ pub fn router(state: &AppState) -> Router<AppState> {
             get(mail_accounts::show).delete(mail_accounts::disconnect),
         )
         .route("/v1/mail-accounts/{id}/test", post(mail_accounts::test))
+        .route(
+            "/v1/mail-accounts/google",
+            post(mail_accounts::connect_google),
+        )
+        .route(
+            "/v1/mail-accounts/{id}/reconnect",
+            post(mail_accounts::reconnect_google),
+        )
         .route("/v1/usage", get(usage::usage))
         .route("/v1/verify", post(verify::verify))
         .route("/v1/verify/batch", post(verify::batch))
@@ -210,6 +218,14 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .route(
             "/accounts",
             get(pages::mail_accounts::page).post(pages::mail_accounts::create_submit),
+        )
+        .route(
+            "/accounts/google",
+            post(pages::mail_accounts::google_submit),
+        )
+        .route(
+            "/accounts/{id}/reconnect",
+            post(pages::mail_accounts::reconnect_submit),
         )
         .route(
             "/accounts/{id}/test",

@@ -87,19 +87,7 @@ pub(crate) mod test_support {
 
     /// An entry of `action` in the organization's chain, with nothing else said.
     pub fn event(org_id: OrgId, action: mailroom_core::audit::Action) -> AuditEvent {
-        AuditEvent {
-            org_id: Some(org_id),
-            actor: None,
-            action,
-            outcome: mailroom_core::audit::Outcome::Success,
-            target: None,
-            subject: None,
-            ip: None,
-            user_agent: None,
-            session_id: None,
-            api_key_id: None,
-            request_id: None,
-        }
+        AuditEvent::by_the_system(org_id, action, mailroom_core::audit::Outcome::Success)
     }
 
     /// The test's database, its pool logging in as the test's app role on PostgreSQL (given

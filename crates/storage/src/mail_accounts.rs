@@ -4,6 +4,7 @@
 //! key, bound to the account's row, and opened only to be used.
 
 use futures::FutureExt;
+use futures::future::BoxFuture;
 use mailroom_core::audit::AuditEvent;
 use mailroom_core::{MailAccountId, OrgId, UserId};
 use mailroom_crypto::envelope::Binding;
@@ -13,7 +14,7 @@ use zeroize::Zeroizing;
 
 use crate::accounts::{from_ms, ms};
 use crate::keyring::SealedColumn;
-use crate::tx::{Inner, Tenancy};
+use crate::tx::{Inner, Tenancy, Tx};
 use crate::{Database, StorageError, on_backend};
 
 pub(crate) const MAIL_ACCOUNT_SECRET: SealedColumn = SealedColumn {
@@ -195,16 +196,7 @@ impl MailAccounts<'_> {
         event: &AuditEvent,
         now: OffsetDateTime,
     ) -> Result<MailAccount, StorageError> {
-        // Sealing may add the organization's data key: a transaction of its own, first.
-        let sealed = self
-            .db
-            .seal(
-                org_id.as_uuid(),
-                &binding(account.id),
-                &account.credentials,
-                now,
-            )
-            .await?;
+        let sealed = self.sealed_credentials(org_id, account, now).await?;
         let key = self.db.audit_key()?;
         let from_addresses = serde_json::to_string(&account.from_addresses)
             .map_err(|_| StorageError::Internal("addresses that do not serialize"))?;
@@ -360,6 +352,78 @@ impl MailAccounts<'_> {
             .await
     }
 
+    /// Gives an account new credentials and what they grant (a reconnected Google account):
+    /// active again, its last error cleared, with its audit entry. False when the
+    /// organization has no such account.
+    pub async fn reconnect(
+        &self,
+        org_id: OrgId,
+        account: &NewMailAccount,
+        event: &AuditEvent,
+        now: OffsetDateTime,
+    ) -> Result<bool, StorageError> {
+        let sealed = self.sealed_credentials(org_id, account, now).await?;
+        let account = account.clone();
+        self.changed_one(org_id, event, now, move |tx| {
+            let (account, sealed) = (account.clone(), sealed.clone());
+            async move {
+                Ok(on_backend!(&mut tx.0, Inner, tx => {
+                    sqlx::query(
+                        "UPDATE mail_accounts SET secret = $3, settings = $4, can_send = $5, \
+                         can_read = $6, address = $7, status = 'active', last_error = NULL \
+                         WHERE org_id = $1 AND id = $2",
+                    )
+                    .bind(org_id.as_uuid())
+                    .bind(account.id.as_uuid())
+                    .bind(&sealed)
+                    .bind(&account.settings)
+                    .bind(account.can_send)
+                    .bind(account.can_read)
+                    .bind(&account.address)
+                    .execute(&mut **tx)
+                    .await?
+                    .rows_affected()
+                }))
+            }
+            .boxed()
+        })
+        .await
+    }
+
+    /// Marks an active account as needing its owner to connect it again (its grant was
+    /// refused), with why and its audit entry. False when it was not active: the first to
+    /// notice marks it, once.
+    pub async fn needs_reconnect(
+        &self,
+        org_id: OrgId,
+        id: MailAccountId,
+        error: &str,
+        event: &AuditEvent,
+        now: OffsetDateTime,
+    ) -> Result<bool, StorageError> {
+        let error = error.to_owned();
+        self.changed_one(org_id, event, now, move |tx| {
+            let error = error.clone();
+            async move {
+                Ok(on_backend!(&mut tx.0, Inner, tx => {
+                    sqlx::query(
+                        "UPDATE mail_accounts SET status = 'needs_reconnect', last_error = $3, \
+                         last_used_at = $4 WHERE org_id = $1 AND id = $2 AND status = 'active'",
+                    )
+                    .bind(org_id.as_uuid())
+                    .bind(id.as_uuid())
+                    .bind(&error)
+                    .bind(ms(now))
+                    .execute(&mut **tx)
+                    .await?
+                    .rows_affected()
+                }))
+            }
+            .boxed()
+        })
+        .await
+    }
+
     /// Deletes the account and its sealed credentials, with its audit entry; false when the
     /// organization has no such account.
     pub async fn disconnect(
@@ -369,23 +433,65 @@ impl MailAccounts<'_> {
         event: &AuditEvent,
         now: OffsetDateTime,
     ) -> Result<bool, StorageError> {
+        self.changed_one(org_id, event, now, move |tx| {
+            async move {
+                Ok(on_backend!(&mut tx.0, Inner, tx => {
+                    sqlx::query("DELETE FROM mail_accounts WHERE org_id = $1 AND id = $2")
+                        .bind(org_id.as_uuid())
+                        .bind(id.as_uuid())
+                        .execute(&mut **tx)
+                        .await?
+                        .rows_affected()
+                }))
+            }
+            .boxed()
+        })
+        .await
+    }
+
+    /// The account's credentials, sealed. Sealing may add the organization's data key: a
+    /// transaction of its own, before the one that stores them.
+    async fn sealed_credentials(
+        &self,
+        org_id: OrgId,
+        account: &NewMailAccount,
+        now: OffsetDateTime,
+    ) -> Result<Vec<u8>, StorageError> {
+        self.db
+            .seal(
+                org_id.as_uuid(),
+                &binding(account.id),
+                &account.credentials,
+                now,
+            )
+            .await
+    }
+
+    /// Runs `change` as the organization, and records `event` if it changed one row: whether
+    /// it did.
+    async fn changed_one<F>(
+        &self,
+        org_id: OrgId,
+        event: &AuditEvent,
+        now: OffsetDateTime,
+        change: F,
+    ) -> Result<bool, StorageError>
+    where
+        F: for<'t> Fn(&'t mut Tx) -> BoxFuture<'t, Result<u64, StorageError>>
+            + Clone
+            + Send
+            + 'static,
+    {
         let key = self.db.audit_key()?;
         self.db
             .serializable_for(&Tenancy::Org(org_id), |tx| {
-                let (key, event) = (key.clone(), event.clone());
+                let (key, event, change) = (key.clone(), event.clone(), change.clone());
                 async move {
-                    let deleted = on_backend!(&mut tx.0, Inner, tx => {
-                        sqlx::query("DELETE FROM mail_accounts WHERE org_id = $1 AND id = $2")
-                            .bind(org_id.as_uuid())
-                            .bind(id.as_uuid())
-                            .execute(&mut **tx)
-                            .await?
-                            .rows_affected()
-                    });
-                    if deleted == 1 {
+                    let changed = change(tx).await? == 1;
+                    if changed {
                         crate::audit::append(tx, &key, &event, now).await?;
                     }
-                    Ok(deleted == 1)
+                    Ok(changed)
                 }
                 .boxed()
             })

@@ -1,8 +1,9 @@
 //! A loopback server that follows Google's documented OAuth 2.0 / OpenID Connect contract
 //! (https://developers.google.com/identity/openid-connect/openid-connect and
 //! https://developers.google.com/identity/protocols/oauth2/web-server: the authorization
-//! request, the code and refresh exchanges, revocation), for the contract tests: Google's own endpoints
-//! cannot be reached from here. It checks every request it receives against that contract
+//! request, the code and refresh exchanges, revocation, userinfo) and the Gmail API's
+//! `users.getProfile`, for the contract tests: Google's own endpoints cannot be reached from
+//! here. It checks every request it receives against that contract
 //! (client authentication, grant types, the PKCE S256 verifier, `redirect_uri` equality,
 //! scopes) and keeps what it found wrong in [`GoogleContract::violations`], which a test
 //! asserts empty. ID tokens are RS256-signed with a fixed test key, published at its JWKS.
@@ -13,7 +14,7 @@
 // Test code: a peer that cannot do its part fails the test loudly.
 #![allow(clippy::expect_used)]
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
@@ -83,12 +84,24 @@ struct Contract {
     next_user: Option<ProviderUser>,
     misbehaviour: Misbehaviour,
     codes: HashMap<String, Grant>,
-    /// Refresh token → its scope.
-    refresh_tokens: HashMap<String, String>,
-    /// The access tokens issued and not revoked.
-    access_tokens: HashSet<String>,
+    /// Refresh token → what it grants.
+    refresh_tokens: HashMap<String, Issued>,
+    /// The access tokens issued and not revoked → what they grant.
+    access_tokens: HashMap<String, Issued>,
+    /// Seconds an access token lives (`expires_in`); Google's is 3599.
+    access_token_lifetime: u64,
+    /// Scopes the user unticks on the consent screen.
+    declined: Vec<String>,
+    refreshes: usize,
     revoked: Vec<String>,
     violations: Vec<String>,
+}
+
+/// What a token grants: whose account, and which scopes.
+#[derive(Clone)]
+struct Issued {
+    user: ProviderUser,
+    scope: String,
 }
 
 struct Shared {
@@ -130,6 +143,7 @@ impl GoogleContract {
             contract: Mutex::new(Contract {
                 client_id: client_id.to_owned(),
                 client_secret: client_secret.to_owned(),
+                access_token_lifetime: 3599,
                 ..Contract::default()
             }),
             key: key_pair(PROVIDER_KEY),
@@ -141,6 +155,8 @@ impl GoogleContract {
             .route("/token", post(token))
             .route("/revoke", post(revoke))
             .route("/oauth2/v3/certs", get(certs))
+            .route("/v1/userinfo", get(userinfo))
+            .route("/gmail/v1/users/{user}/profile", get(gmail_profile))
             .with_state(shared.clone());
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -179,6 +195,39 @@ impl GoogleContract {
     /// The tokens revoked at the revocation endpoint.
     pub fn revoked(&self) -> Vec<String> {
         self.contract().revoked.clone()
+    }
+
+    /// How long the access tokens issued from now on live, in seconds.
+    pub fn set_access_token_lifetime(&self, seconds: u64) {
+        self.contract().access_token_lifetime = seconds;
+    }
+
+    /// The user unticks these scopes on the consent screen from now on (Google's granular
+    /// consent): the token answer's `scope` lists only what they left.
+    pub fn decline_scopes(&self, scopes: &[&str]) {
+        self.contract().declined = scopes.iter().map(|scope| (*scope).to_owned()).collect();
+    }
+
+    /// The refresh tokens issued and still good.
+    pub fn refresh_tokens(&self) -> Vec<String> {
+        self.contract().refresh_tokens.keys().cloned().collect()
+    }
+
+    /// How many refresh-token grants were answered.
+    pub fn refreshes(&self) -> usize {
+        self.contract().refreshes
+    }
+
+    /// What a user does at myaccount.google.com when they remove the app's access: every
+    /// token of theirs stops working, and a refresh earns `invalid_grant`.
+    pub fn remove_access_of(&self, subject: &str) {
+        let mut contract = self.contract();
+        contract
+            .refresh_tokens
+            .retain(|_, issued| issued.user.subject != subject);
+        contract
+            .access_tokens
+            .retain(|_, issued| issued.user.subject != subject);
     }
 }
 
@@ -275,6 +324,12 @@ async fn authorize(
         )
             .into_response();
     };
+    let granted: Vec<&str> = scopes
+        .iter()
+        .copied()
+        .filter(|scope| !contract.declined.iter().any(|declined| declined == scope))
+        .collect();
+    let granted = granted.join(" ");
     let code = random();
     contract.codes.insert(
         code.clone(),
@@ -284,7 +339,7 @@ async fn authorize(
             redirect_uri: redirect_uri.clone(),
             challenge: param("code_challenge"),
             nonce: param("nonce"),
-            scope,
+            scope: granted.clone(),
             offline,
         },
     );
@@ -293,7 +348,7 @@ async fn authorize(
         .query_pairs_mut()
         .append_pair("state", &param("state"))
         .append_pair("code", &code)
-        .append_pair("scope", &param("scope"));
+        .append_pair("scope", &granted);
     Redirect::to(location.as_str()).into_response()
 }
 
@@ -373,11 +428,17 @@ async fn token(
                 return violation(&shared, "token: the PKCE verifier does not match".into());
             }
             let access_token = random();
+            let issued = Issued {
+                user: grant.user.clone(),
+                scope: grant.scope.clone(),
+            };
             let mut contract = shared.contract.lock().expect("not poisoned");
-            contract.access_tokens.insert(access_token.clone());
+            contract
+                .access_tokens
+                .insert(access_token.clone(), issued.clone());
             let mut answer = json!({
                 "access_token": access_token,
-                "expires_in": 3599,
+                "expires_in": contract.access_token_lifetime,
                 "token_type": "Bearer",
                 "scope": grant.scope,
             });
@@ -385,7 +446,7 @@ async fn token(
                 let refresh_token = format!("1//{}", random());
                 contract
                     .refresh_tokens
-                    .insert(refresh_token.clone(), grant.scope.clone());
+                    .insert(refresh_token.clone(), issued);
                 answer["refresh_token"] = json!(refresh_token);
             }
             let misbehaviour = contract.misbehaviour;
@@ -395,7 +456,7 @@ async fn token(
         }
         "refresh_token" => {
             let mut contract = shared.contract.lock().expect("not poisoned");
-            let Some(scope) = contract
+            let Some(issued) = contract
                 .refresh_tokens
                 .get(&param("refresh_token"))
                 .cloned()
@@ -407,14 +468,15 @@ async fn token(
                 );
             };
             let access_token = random();
-            contract.access_tokens.insert(access_token.clone());
-            axum::Json(json!({
+            contract.refreshes += 1;
+            let answer = json!({
                 "access_token": access_token,
-                "expires_in": 3599,
+                "expires_in": contract.access_token_lifetime,
                 "token_type": "Bearer",
-                "scope": scope,
-            }))
-            .into_response()
+                "scope": issued.scope,
+            });
+            contract.access_tokens.insert(access_token, issued);
+            axum::Json(answer).into_response()
         }
         other => violation(&shared, format!("token: grant_type {other:?}")),
     }
@@ -477,8 +539,8 @@ async fn revoke(
         return violation(&shared, "revoke: no token".into());
     };
     let mut contract = shared.contract.lock().expect("not poisoned");
-    let known =
-        contract.refresh_tokens.remove(&token).is_some() || contract.access_tokens.remove(&token);
+    let known = contract.refresh_tokens.remove(&token).is_some()
+        || contract.access_tokens.remove(&token).is_some();
     if !known {
         return oauth_error(
             StatusCode::BAD_REQUEST,
@@ -488,6 +550,100 @@ async fn revoke(
     }
     contract.revoked.push(token);
     StatusCode::OK.into_response()
+}
+
+/// Google's API error body.
+fn api_error(status: StatusCode, message: &str, state: &str) -> Response {
+    (
+        status,
+        axum::Json(
+            json!({"error": {"code": status.as_u16(), "message": message, "status": state}}),
+        ),
+    )
+        .into_response()
+}
+
+/// What the request's bearer token grants, or the answer that refuses it.
+fn bearer(shared: &Shared, headers: &HeaderMap, api: &str) -> Result<Issued, Box<Response>> {
+    let Some(token) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+    else {
+        return Err(Box::new(violation(
+            shared,
+            format!("{api}: no bearer token"),
+        )));
+    };
+    let contract = shared.contract.lock().expect("not poisoned");
+    contract.access_tokens.get(token).cloned().ok_or_else(|| {
+        Box::new(api_error(
+            StatusCode::UNAUTHORIZED,
+            "Request had invalid authentication credentials. Expected OAuth 2 access token, \
+             login cookie or other valid authentication credential.",
+            "UNAUTHENTICATED",
+        ))
+    })
+}
+
+async fn userinfo(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    let issued = match bearer(&shared, &headers, "userinfo") {
+        Ok(issued) => issued,
+        Err(refused) => return *refused,
+    };
+    axum::Json(json!({
+        "sub": issued.user.subject,
+        "email": issued.user.email,
+        "email_verified": issued.user.email_verified,
+        "name": issued.user.name,
+    }))
+    .into_response()
+}
+
+/// The scopes that may read a profile (users.getProfile's documented list); `gmail.send`
+/// is not among them.
+const PROFILE_SCOPES: [&str; 5] = [
+    "https://mail.google.com/",
+    "https://www.googleapis.com/auth/gmail.modify",
+    "https://www.googleapis.com/auth/gmail.compose",
+    "https://www.googleapis.com/auth/gmail.readonly",
+    "https://www.googleapis.com/auth/gmail.metadata",
+];
+
+async fn gmail_profile(
+    State(shared): State<Arc<Shared>>,
+    axum::extract::Path(user): axum::extract::Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let issued = match bearer(&shared, &headers, "gmail profile") {
+        Ok(issued) => issued,
+        Err(refused) => return *refused,
+    };
+    if user != "me" && user != issued.user.email {
+        return api_error(
+            StatusCode::FORBIDDEN,
+            "Delegation denied",
+            "PERMISSION_DENIED",
+        );
+    }
+    if !issued
+        .scope
+        .split(' ')
+        .any(|scope| PROFILE_SCOPES.contains(&scope))
+    {
+        return api_error(
+            StatusCode::FORBIDDEN,
+            "Request had insufficient authentication scopes.",
+            "PERMISSION_DENIED",
+        );
+    }
+    axum::Json(json!({
+        "emailAddress": issued.user.email,
+        "messagesTotal": 42,
+        "threadsTotal": 17,
+        "historyId": "1234",
+    }))
+    .into_response()
 }
 
 async fn certs(State(shared): State<Arc<Shared>>) -> Response {

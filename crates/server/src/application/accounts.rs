@@ -25,6 +25,7 @@ use uuid::Uuid;
 use crate::application::actor::Credential;
 use crate::application::actor::Principal;
 use crate::application::lockout::{Claimant, Verdict, gated};
+use crate::application::mail_accounts::google;
 use crate::application::second_factor;
 use crate::audit::{self, AuditTrail};
 use crate::auth::codes;
@@ -662,6 +663,9 @@ pub async fn delete(
         user_agent: None,
         ..trail.event(Action::AccountDeleted, Outcome::Success)
     };
+    // The Google grants of an organization the deletion takes with it are revoked after it.
+    // Those of an organization that stays are its own: they stay connected.
+    let grants = google::grants_of(state, user.org_id).await;
     let deletion = state
         .database
         .privacy()
@@ -670,6 +674,9 @@ pub async fn delete(
     match deletion {
         Deletion::Deleted { org_deleted } => {
             tracing::info!(org_deleted, "account deleted");
+            if org_deleted {
+                google::revoke_all(state, grants).await;
+            }
             Ok(())
         }
         Deletion::OwnershipTransferRequired => {

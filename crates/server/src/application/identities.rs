@@ -1,7 +1,8 @@
 //! Signing in with an OpenID provider, and the provider identities linked to an account
 //! (docs/security.md#openid-connect).
 //!
-//! A flow starts here ([`start_sign_in`], [`start_link`]) and comes back to [`finish`], which
+//! A flow starts here ([`start_sign_in`], [`start_link`], or [`google::start_connect`] to
+//! connect a Gmail account) and comes back to [`finish`], which
 //! checks, in this order: the flow's cookie and state (spent once), the code exchange with the
 //! PKCE verifier, the ID token (signature, issuer, audience, times, nonce), and that the
 //! provider vouches for the address. Then the identity, keyed by (issuer, subject), signs its
@@ -9,31 +10,25 @@
 //! never signed into by a provider's word alone: its owner links the provider first.
 
 use mailroom_core::audit::{Action, AuditEvent, Outcome};
-use mailroom_core::{EmailAddress, IdentityId};
-use mailroom_oauth::{IdClaims, OauthError};
+use mailroom_core::{EmailAddress, IdentityId, UserId};
+use mailroom_oauth::{IdClaims, OauthError, TokenSet};
 use mailroom_storage::identities::{Identity, Linked, ProviderIdentity, Unlinked};
 use secrecy::{ExposeSecret, SecretString};
 use subtle::ConstantTimeEq;
 use time::OffsetDateTime;
-use url::Url;
 
 use crate::application::accounts::{self, SignIn, parse_email};
 use crate::application::actor::{Caller, Principal};
+use crate::application::mail_accounts::google;
+use crate::application::provider_flow::{self, Started, provider, redirect_uri};
 use crate::audit::{self, AuditTrail};
 use crate::auth::oauth_flow::{FLOW_TTL, Flow, Purpose, local_path, state_hash};
 use crate::auth::session::Presented;
 use crate::error::{Conflict, DomainError, Forbidden, ProviderFailure};
-use crate::identity_providers::IdentityProvider;
 use crate::state::AppState;
 
 /// Where a flow goes when it names no page of its own.
 const DEFAULT_LANDING: &str = "/security";
-
-/// A started flow: where to send the browser, and the flow for its cookie.
-pub struct Started {
-    pub authorization_url: Url,
-    pub flow: Flow,
-}
 
 /// What the provider sent the browser back with.
 pub struct Callback {
@@ -48,13 +43,15 @@ pub struct Callback {
 pub enum Finished {
     SignedIn(Box<SignIn>, String),
     Linked,
+    Connected,
 }
 
 /// A verified callback: the provider's word on who the user is (and on the address it
-/// vouches for), and the flow it answers.
+/// vouches for), the tokens it gave, and the flow it answers.
 struct Vouched {
     claims: IdClaims,
     email: EmailAddress,
+    tokens: TokenSet,
     flow: Flow,
 }
 
@@ -65,7 +62,8 @@ pub async fn start_sign_in(
     return_to: Option<&str>,
 ) -> Result<Started, DomainError> {
     let landing = local_path(return_to, DEFAULT_LANDING).to_owned();
-    start(state, provider, Purpose::SignIn, landing).await
+    let scopes = provider_scopes(state, provider)?;
+    provider_flow::start(state, provider, Purpose::SignIn, landing, &scopes, &[]).await
 }
 
 /// Starts linking `provider` to the signed-in user: a new way into the account, so it needs
@@ -84,37 +82,21 @@ pub async fn start_link(
     let purpose = Purpose::Link {
         user_id: principal.user.id,
     };
-    start(state, provider, purpose, DEFAULT_LANDING.to_owned()).await
+    let scopes = provider_scopes(state, provider)?;
+    provider_flow::start(
+        state,
+        provider,
+        purpose,
+        DEFAULT_LANDING.to_owned(),
+        &scopes,
+        &[],
+    )
+    .await
 }
 
-async fn start(
-    state: &AppState,
-    provider_name: &str,
-    purpose: Purpose,
-    return_to: String,
-) -> Result<Started, DomainError> {
-    let provider = provider(state, provider_name)?;
-    let authorization = provider
-        .client
-        .authorize(
-            &redirect_uri(state, provider_name)?,
-            &provider.settings.scopes,
-            &[],
-        )
-        .await
-        .map_err(provider_unreachable)?;
-    Ok(Started {
-        authorization_url: authorization.url,
-        flow: Flow {
-            provider: provider_name.to_owned(),
-            purpose,
-            state: authorization.state,
-            nonce: authorization.nonce,
-            pkce_verifier: authorization.pkce_verifier,
-            return_to,
-            started_at: OffsetDateTime::now_utc().unix_timestamp(),
-        },
-    })
+/// The scopes a sign-in asks of a provider: its configured ones.
+fn provider_scopes(state: &AppState, name: &str) -> Result<Vec<String>, DomainError> {
+    Ok(provider(state, name)?.settings.scopes.clone())
 }
 
 /// The callback of a flow: checked, then what it was for is done. A refusal is audited with
@@ -133,12 +115,28 @@ pub async fn finish(
         match vouched.flow.purpose.clone() {
             Purpose::SignIn => sign_in(state, trail, presented, provider_name, vouched).await,
             Purpose::Link { user_id } => {
-                let principal = signed_in
-                    .filter(|principal| {
-                        principal.user.id == user_id && principal.session_id().is_some()
-                    })
-                    .ok_or(DomainError::ProviderRefused(ProviderFailure::WrongUser))?;
+                let principal = started_by(signed_in, user_id)?;
                 link(state, trail, principal, provider_name, vouched).await
+            }
+            Purpose::ConnectGoogle {
+                user_id,
+                org_id,
+                capabilities,
+                reconnect,
+            } => {
+                let principal = started_by(signed_in, user_id)
+                    .ok()
+                    .filter(|principal| principal.user.org_id == org_id)
+                    .ok_or(DomainError::ProviderRefused(ProviderFailure::WrongUser))?;
+                let grant = google::Grant {
+                    subject: vouched.claims.subject,
+                    address: vouched.email,
+                    refresh_token: vouched.tokens.refresh_token,
+                    scopes: vouched.tokens.scopes,
+                };
+                google::finish_connect(state, trail, principal, grant, capabilities, reconnect)
+                    .await?;
+                Ok(Finished::Connected)
             }
         }
     }
@@ -158,6 +156,13 @@ pub async fn finish(
         tracing::info!(provider = provider_name, reason, "provider flow refused");
     }
     outcome
+}
+
+/// The signed-in user who started a flow, in the browser session it started in.
+fn started_by(signed_in: Option<&Principal>, user_id: UserId) -> Result<&Principal, DomainError> {
+    signed_in
+        .filter(|principal| principal.user.id == user_id && principal.session_id().is_some())
+        .ok_or(DomainError::ProviderRefused(ProviderFailure::WrongUser))
 }
 
 /// Every check of a callback, in order; what the provider vouched for.
@@ -245,6 +250,7 @@ async fn vouched(
     Ok(Vouched {
         claims,
         email,
+        tokens,
         flow,
     })
 }
@@ -379,24 +385,4 @@ pub async fn unlink(
         Unlinked::NotFound => Err(DomainError::NotFound),
         Unlinked::LastWayIn => Err(DomainError::Conflict(Conflict::LastWayIn)),
     }
-}
-
-fn provider<'s>(state: &'s AppState, name: &str) -> Result<&'s IdentityProvider, DomainError> {
-    state
-        .identity_providers
-        .get(name)
-        .ok_or(DomainError::NotFound)
-}
-
-/// The one redirect URI registered for a provider: `<public_url>/v1/auth/oidc/<name>/callback`.
-pub fn redirect_uri(state: &AppState, provider: &str) -> Result<Url, DomainError> {
-    state
-        .public_url
-        .join(&format!("/v1/auth/oidc/{provider}/callback"))
-        .map_err(DomainError::internal)
-}
-
-fn provider_unreachable(error: OauthError) -> DomainError {
-    tracing::warn!(%error, "an OpenID provider");
-    DomainError::ProviderRefused(ProviderFailure::Exchange)
 }

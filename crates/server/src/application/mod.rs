@@ -12,6 +12,7 @@ pub mod keys;
 pub mod lockout;
 pub mod mail_accounts;
 pub mod org;
+pub mod provider_flow;
 pub mod second_factor;
 pub mod system_mail;
 pub mod teams;

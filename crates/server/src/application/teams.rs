@@ -12,6 +12,7 @@ use time::OffsetDateTime;
 
 use crate::application::accounts::parse_email;
 use crate::application::actor::Principal;
+use crate::application::mail_accounts::google;
 use crate::audit::AuditTrail;
 use crate::auth::session::{random_token, token_hash};
 use crate::error::{Conflict, DomainError, Forbidden};
@@ -246,6 +247,12 @@ pub async fn accept_with(
         subject: Some(user.email.clone()),
         ..trail.by_user(user, Action::InvitationAccepted, Outcome::Success)
     };
+    // Joining deletes the personal organization: its Google grants are revoked after.
+    let grants = if leave_current_org {
+        google::grants_of(state, user.org_id).await
+    } else {
+        Vec::new()
+    };
     let acceptance = state
         .database
         .teams()
@@ -259,7 +266,12 @@ pub async fn accept_with(
         )
         .await?;
     match acceptance {
-        Acceptance::Joined { org_id, role } => Ok((org_id, role)),
+        Acceptance::Joined { org_id, role } => {
+            if org_id != user.org_id {
+                google::revoke_all(state, grants).await;
+            }
+            Ok((org_id, role))
+        }
         Acceptance::Invalid => Err(DomainError::InvalidInvitation),
         Acceptance::OtherAddress => Err(DomainError::Forbidden(
             Forbidden::InvitationForAnotherAddress,

@@ -8,7 +8,8 @@
 use axum::http::{HeaderMap, HeaderValue};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use mailroom_core::UserId;
+use mailroom_core::mail_account::Capabilities;
+use mailroom_core::{MailAccountId, OrgId, UserId};
 use mailroom_crypto::root_key::DerivedKey;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
@@ -29,6 +30,14 @@ pub enum Purpose {
     SignIn,
     /// Linking the provider to this signed-in user.
     Link { user_id: UserId },
+    /// Connecting a Google account to this user's organization for these capabilities
+    /// (`reconnect`: giving this account a new grant).
+    ConnectGoogle {
+        user_id: UserId,
+        org_id: OrgId,
+        capabilities: Capabilities,
+        reconnect: Option<MailAccountId>,
+    },
 }
 
 /// One flow, as the cookie carries it.

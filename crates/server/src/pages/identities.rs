@@ -1,7 +1,8 @@
 //! The browser's side of an OpenID provider's flows (docs/security.md#openid-connect): the
 //! start (a redirect to the provider, with the flow's sealed cookie), the callback (signed in,
-//! the second factor's step, linked, or the sign-in page with what went wrong). Linking and
-//! unlinking are forms of `/security` ([`crate::pages::security`]).
+//! the second factor's step, linked, connected, or the page the flow began on with what went
+//! wrong). Linking and unlinking are forms of `/security` ([`crate::pages::security`]);
+//! connecting a Google account, of `/accounts` ([`crate::pages::mail_accounts`]).
 
 use axum::extract::{Extension, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -10,9 +11,10 @@ use secrecy::SecretString;
 use serde::Deserialize;
 
 use crate::application::accounts::SignIn;
-use crate::application::identities::{self, Callback, Finished, Started};
+use crate::application::identities::{self, Callback, Finished};
 use crate::audit::AuditTrail;
-use crate::auth::{oauth_flow, session};
+use crate::auth::oauth_flow::{self, Purpose};
+use crate::auth::session;
 use crate::extract::principal::MaybeSignedIn;
 use crate::pages::account::{second_factor_page, signin_refused};
 use crate::pages::{Notice, signed_in_redirect};
@@ -42,30 +44,8 @@ pub async fn start(
         return signin_refused(&state, &nonce, &crate::extract::principal::csrf_failed());
     }
     let started = identities::start_sign_in(&state, &provider, query.return_to.as_deref()).await;
-    to_provider(&state, StatusCode::FOUND, started)
+    crate::pages::to_provider(&state, StatusCode::FOUND, started)
         .unwrap_or_else(|error| signin_refused(&state, &nonce, &error))
-}
-
-/// Sends the browser to the provider with the flow sealed in its cookie.
-pub(crate) fn to_provider(
-    state: &AppState,
-    status: StatusCode,
-    started: Result<Started, impl Into<ApiError>>,
-) -> Result<Response, ApiError> {
-    let started = started.map_err(Into::into)?;
-    let cookie = oauth_flow::cookie(&state.identity_providers.flow_key, &started.flow)?;
-    Ok((
-        status,
-        [
-            (
-                header::LOCATION,
-                started.authorization_url.as_str().to_owned(),
-            ),
-            (header::CACHE_CONTROL, "no-store".to_owned()),
-        ],
-        [(header::SET_COOKIE, cookie)],
-    )
-        .into_response())
 }
 
 #[derive(Deserialize)]
@@ -88,6 +68,9 @@ pub async fn callback(
     Query(query): Query<CallbackQuery>,
 ) -> Response {
     let flow = oauth_flow::open(&state.identity_providers.flow_key, &headers, &provider);
+    let connecting = flow
+        .as_ref()
+        .is_some_and(|flow| matches!(flow.purpose, Purpose::ConnectGoogle { .. }));
     let callback = Callback {
         code: query.code,
         state: query.state,
@@ -114,7 +97,17 @@ pub async fn callback(
             Notice::IdentityLinked.code()
         ))
         .into_response(),
-        Err(error) => signin_refused(&state, &nonce, &ApiError::from(error)),
+        Ok(Finished::Connected) => Redirect::to(&format!(
+            "/accounts?notice={}",
+            Notice::AccountConnected.code()
+        ))
+        .into_response(),
+        Err(error) => match signed_in.as_ref().filter(|_| connecting) {
+            Some(principal) => {
+                crate::pages::mail_accounts::refused(&state, &nonce, principal, error).await
+            }
+            None => signin_refused(&state, &nonce, &ApiError::from(error)),
+        },
     };
     response
         .headers_mut()

@@ -1,20 +1,24 @@
-//! `/accounts`: the organization's connected mail accounts — add an SMTP relay, test one for
-//! real, disconnect one (after a confirmation) — over the same operations as
-//! `/v1/mail-accounts`.
+//! `/accounts`: the organization's connected mail accounts — connect a Google account (or
+//! reconnect one), add an SMTP relay or an IMAP mailbox, test one for real, disconnect one
+//! (after a confirmation) — over the same operations as `/v1/mail-accounts`.
 
 use axum::extract::{Extension, Form, Path, Query, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use mailroom_core::MailAccountId;
-use mailroom_storage::mail_accounts::AccountStatus;
+use mailroom_core::mail_account::Capability;
+use mailroom_storage::mail_accounts::{AccountKind, AccountStatus};
 use maud::html;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use crate::application::actor::Caller;
 use crate::application::mail_accounts::{
-    self, AccountTest, NewServerAccount, Security, Server, ServerLogin,
+    self, AccountTest, NewServerAccount, Revocation, Security, Server, ServerLogin, google,
 };
+use crate::application::provider_flow::Started;
 use crate::audit::AuditTrail;
+use crate::error::DomainError;
 use crate::extract::Principal;
 use crate::pages::{Notice, NoticeQuery, SignedIn, after, titled, when};
 use crate::problem::ApiError;
@@ -43,6 +47,10 @@ async fn render(
 ) -> Result<Response, ApiError> {
     let caller = Caller::Account(principal.clone());
     let accounts = mail_accounts::list(state, &caller).await?;
+    let google_configured = state
+        .identity_providers
+        .get(crate::config::OidcProvider::GOOGLE)
+        .is_some();
     Ok(titled(
         nonce,
         "Mail accounts",
@@ -66,7 +74,7 @@ async fn render(
                 }
             }
             @if accounts.is_empty() {
-                p.hint { "No accounts yet: add the SMTP server you send through below." }
+                p.hint { "No accounts yet: connect a Google account, or add the SMTP server you send through, below." }
             } @else {
                 table #mail-accounts {
                     thead { tr { th { "Name" } th { "Address" } th { "Kind" } th { "Status" } th { "Last used" } th { span.visually-hidden { "Actions" } } } }
@@ -90,6 +98,11 @@ async fn render(
                                     @if let Some(error) = &account.last_error { br; small { (error) } }
                                 }
                                 td {
+                                    @if account.kind == AccountKind::Google && account.status == AccountStatus::NeedsReconnect {
+                                        form.inline method="post" action={ "/accounts/" (account.id) "/reconnect" } {
+                                            button type="submit" { "Reconnect" }
+                                        }
+                                    }
                                     form.inline method="post" action={ "/accounts/" (account.id) "/test" } {
                                         button.secondary type="submit" { "Test connection" }
                                     }
@@ -106,36 +119,125 @@ async fn render(
                     }
                 }
             }
-            section.narrow aria-labelledby="smtp-heading" {
-                h2 #smtp-heading { "Add an SMTP server" }
-                form method="post" action="/accounts" {
-                    label for="account-name" { "Name" }
-                    input id="account-name" name="name" required maxlength="100";
-                    label for="account-address" { "Sends as" }
-                    input id="account-address" name="address" type="email" required;
-                    label for="smtp-host" { "Host" }
-                    input id="smtp-host" name="host" required maxlength="253";
-                    label for="smtp-port" { "Port" }
-                    input id="smtp-port" name="port" type="number" min="1" max="65535" value="587" required;
-                    label for="smtp-security" { "Security" }
-                    select id="smtp-security" name="security" {
-                        option value="starttls" selected { "STARTTLS (port 587)" }
-                        option value="tls" { "TLS (port 465)" }
-                        option value="none" { "None: a trusted network only" }
+            @if google_configured {
+                section.narrow aria-labelledby="google-heading" {
+                    h2 #google-heading { "Connect a Google account" }
+                    p.hint { "Google asks you to allow only what you tick: sending, reading, or both. The access is kept sealed, and revoked at Google when you disconnect." }
+                    form method="post" action="/accounts/google" {
+                        fieldset {
+                            legend { "mailroom may" }
+                            label.checkbox { input type="checkbox" name="send" value="yes" checked; " send mail as the account" }
+                            label.checkbox { input type="checkbox" name="read" value="yes"; " read its mailbox" }
+                        }
+                        button type="submit" { "Connect with Google" }
                     }
-                    label for="smtp-username" { "Username" }
-                    input id="smtp-username" name="username" autocomplete="off";
-                    label for="smtp-password" { "Password" }
-                    input id="smtp-password" name="password" type="password" autocomplete="new-password";
-                    button type="submit" { "Add account" }
                 }
             }
+            (server_form(&SMTP_FORM))
+            (server_form(&IMAP_FORM))
         },
     ))
 }
 
+/// A form that adds an account of one server: an SMTP relay, or an IMAP mailbox.
+struct ServerFormView {
+    /// The prefix of its fields' ids.
+    id: &'static str,
+    heading: &'static str,
+    address_label: &'static str,
+    port: u16,
+    /// The security choices, the default first.
+    security: [(&'static str, &'static str); 3],
+    /// Whether a login is needed (a mailbox is read as its user; a relay may be open).
+    login_required: bool,
+    submit: &'static str,
+}
+
+const SMTP_FORM: ServerFormView = ServerFormView {
+    id: "smtp",
+    heading: "Add an SMTP server",
+    address_label: "Sends as",
+    port: 587,
+    security: [
+        ("starttls", "STARTTLS (port 587)"),
+        ("tls", "TLS (port 465)"),
+        ("none", "None: a trusted network only"),
+    ],
+    login_required: false,
+    submit: "Add account",
+};
+
+const IMAP_FORM: ServerFormView = ServerFormView {
+    id: "imap",
+    heading: "Add an IMAP mailbox",
+    address_label: "Address",
+    port: 993,
+    security: [
+        ("tls", "TLS (port 993)"),
+        ("starttls", "STARTTLS (port 143)"),
+        ("none", "None: a trusted network only"),
+    ],
+    login_required: true,
+    submit: "Add mailbox",
+};
+
+fn server_form(view: &ServerFormView) -> maud::Markup {
+    let id = |field: &str| format!("{}-{field}", view.id);
+    html! {
+        section.narrow aria-labelledby=(id("heading")) {
+            h2 id=(id("heading")) { (view.heading) }
+            form method="post" action="/accounts" {
+                input type="hidden" name="kind" value=(view.id);
+                label for=(id("name")) { "Name" }
+                input id=(id("name")) name="name" required maxlength="100";
+                label for=(id("address")) { (view.address_label) }
+                input id=(id("address")) name="address" type="email" required;
+                label for=(id("host")) { "Host" }
+                input id=(id("host")) name="host" required maxlength="253";
+                label for=(id("port")) { "Port" }
+                input id=(id("port")) name="port" type="number" min="1" max="65535" value=(view.port) required;
+                label for=(id("security")) { "Security" }
+                select id=(id("security")) name="security" {
+                    @for (index, (value, label)) in view.security.iter().enumerate() {
+                        option value=(value) selected[index == 0] { (label) }
+                    }
+                }
+                label for=(id("username")) { "Username" }
+                input id=(id("username")) name="username" required[view.login_required] autocomplete="off";
+                label for=(id("password")) { "Password" }
+                input id=(id("password")) name="password" type="password" required[view.login_required] autocomplete="new-password";
+                button type="submit" { (view.submit) }
+            }
+        }
+    }
+}
+
+/// The page with what stopped a connection through Google (the callback's refusal).
+pub(crate) async fn refused(
+    state: &AppState,
+    nonce: &CspNonce,
+    principal: &Principal,
+    error: DomainError,
+) -> Response {
+    let error = ApiError::from(error);
+    render(state, nonce, principal, None, Some(&error), None)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+/// Which server a form adds.
+#[derive(Clone, Copy, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServerKind {
+    #[default]
+    Smtp,
+    Imap,
+}
+
 #[derive(Deserialize)]
-pub struct SmtpForm {
+pub struct ServerForm {
+    #[serde(default)]
+    kind: ServerKind,
     name: String,
     address: String,
     host: String,
@@ -147,34 +249,55 @@ pub struct SmtpForm {
     password: Option<SecretString>,
 }
 
-/// `POST /accounts`: adds an SMTP account.
+impl ServerForm {
+    /// The server's login, as the form gave it (an empty field is an absent one).
+    fn login(&self) -> ServerLogin {
+        ServerLogin {
+            server: Server {
+                host: self.host.clone(),
+                port: self.port,
+                security: self.security,
+                username: Some(self.username.clone()).filter(|name| !name.trim().is_empty()),
+            },
+            password: self
+                .password
+                .clone()
+                .filter(|password| !password.expose_secret().is_empty()),
+        }
+    }
+}
+
+/// `POST /accounts`: adds an SMTP relay, or an IMAP mailbox (`kind=imap`).
 pub async fn create_submit(
     State(state): State<AppState>,
     Extension(nonce): Extension<CspNonce>,
     trail: AuditTrail,
     principal: Principal,
-    Form(form): Form<SmtpForm>,
+    Form(form): Form<ServerForm>,
 ) -> Response {
-    let caller = Caller::Account(principal.clone());
-    // An empty field of a form is an absent one.
-    let password = form
-        .password
-        .filter(|password| !password.expose_secret().is_empty());
+    let login = Some(form.login());
+    let (smtp, imap) = match form.kind {
+        ServerKind::Smtp => (login, None),
+        ServerKind::Imap => (None, login),
+    };
     let input = NewServerAccount {
+        smtp,
+        imap,
         name: form.name,
         address: form.address,
-        imap: None,
-        smtp: Some(ServerLogin {
-            server: Server {
-                host: form.host,
-                port: form.port,
-                security: form.security,
-                username: Some(form.username).filter(|name| !name.trim().is_empty()),
-            },
-            password,
-        }),
         from_addresses: Vec::new(),
     };
+    add(state, nonce, trail, principal, input).await
+}
+
+async fn add(
+    state: AppState,
+    nonce: CspNonce,
+    trail: AuditTrail,
+    principal: Principal,
+    input: NewServerAccount,
+) -> Response {
+    let caller = Caller::Account(principal.clone());
     let outcome = mail_accounts::connect_servers(&state, &trail, &caller, input).await;
     after(
         "/accounts",
@@ -220,15 +343,65 @@ pub async fn disconnect_submit(
     let caller = Caller::Account(principal.clone());
     let outcome = match form.confirm.as_deref() {
         Some("yes") => mail_accounts::disconnect(&state, &trail, &caller, id).await,
-        _ => Err(crate::error::DomainError::invalid(
+        _ => Err(DomainError::invalid(
             "confirm",
             "Tick the box to confirm: the account's credentials are deleted.",
         )),
     };
-    after(
-        "/accounts",
-        outcome.map(|()| Notice::AccountDisconnected),
-        async |error| render(&state, &nonce, &principal, None, error, None).await,
-    )
+    let notice = outcome.map(|revocation| match revocation {
+        Revocation::Failed(_) => Notice::AccountDisconnectedNotRevoked,
+        Revocation::Revoked | Revocation::NotNeeded => Notice::AccountDisconnected,
+    });
+    after("/accounts", notice, async |error| {
+        render(&state, &nonce, &principal, None, error, None).await
+    })
     .await
+}
+
+#[derive(Deserialize)]
+pub struct GoogleForm {
+    #[serde(default)]
+    send: Option<String>,
+    #[serde(default)]
+    read: Option<String>,
+}
+
+/// `POST /accounts/google`: to Google's consent for what was ticked.
+pub async fn google_submit(
+    State(state): State<AppState>,
+    Extension(nonce): Extension<CspNonce>,
+    principal: Principal,
+    Form(form): Form<GoogleForm>,
+) -> Response {
+    let asked: Vec<Capability> = [(form.send, Capability::Send), (form.read, Capability::Read)]
+        .into_iter()
+        .filter_map(|(ticked, capability)| ticked.is_some().then_some(capability))
+        .collect();
+    let started = google::start_connect(&state, &principal, &asked, None).await;
+    to_google(&state, &nonce, &principal, started).await
+}
+
+/// `POST /accounts/{id}/reconnect`: to Google's consent again, for the account's own grant.
+pub async fn reconnect_submit(
+    State(state): State<AppState>,
+    Extension(nonce): Extension<CspNonce>,
+    principal: Principal,
+    Path(id): Path<MailAccountId>,
+) -> Response {
+    let started = google::start_connect(&state, &principal, &[], Some(id)).await;
+    to_google(&state, &nonce, &principal, started).await
+}
+
+async fn to_google(
+    state: &AppState,
+    nonce: &CspNonce,
+    principal: &Principal,
+    started: Result<Started, DomainError>,
+) -> Response {
+    match crate::pages::to_provider(state, StatusCode::SEE_OTHER, started) {
+        Ok(response) => response,
+        Err(error) => render(state, nonce, principal, None, Some(&error), None)
+            .await
+            .unwrap_or_else(IntoResponse::into_response),
+    }
 }

@@ -12,12 +12,15 @@ pub mod two_factor;
 pub mod verify;
 
 use axum::Extension;
-use axum::http::header;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use maud::{Markup, html};
 
+use crate::application::provider_flow::Started;
+use crate::auth::oauth_flow;
 use crate::extract::principal::SetupPrincipal;
 use crate::problem::ApiError;
+use crate::state::AppState;
 use crate::views::CspNonce;
 pub use crate::views::layout;
 
@@ -133,6 +136,28 @@ impl axum::extract::FromRequestParts<crate::state::AppState> for SignedIn {
             Err(_) => Err(to_sign_in()),
         }
     }
+}
+
+/// Sends the browser to an OAuth provider with the flow sealed in its cookie.
+pub(crate) fn to_provider(
+    state: &AppState,
+    status: StatusCode,
+    started: Result<Started, impl Into<ApiError>>,
+) -> Result<Response, ApiError> {
+    let started = started.map_err(Into::into)?;
+    let cookie = oauth_flow::cookie(&state.identity_providers.flow_key, &started.flow)?;
+    Ok((
+        status,
+        [
+            (
+                header::LOCATION,
+                started.authorization_url.as_str().to_owned(),
+            ),
+            (header::CACHE_CONTROL, "no-store".to_owned()),
+        ],
+        [(header::SET_COOKIE, cookie)],
+    )
+        .into_response())
 }
 
 /// Where a page that needs an account sends someone without one.

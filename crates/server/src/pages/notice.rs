@@ -31,12 +31,13 @@ pub enum Notice {
     JobQueued,
     AccountConnected,
     AccountDisconnected,
+    AccountDisconnectedNotRevoked,
     IdentityLinked,
     IdentityUnlinked,
 }
 
 impl Notice {
-    const ALL: [Notice; 26] = [
+    const ALL: [Notice; 27] = [
         Notice::CodeSent,
         Notice::CodeResent,
         Notice::ResetCodeSent,
@@ -61,6 +62,7 @@ impl Notice {
         Notice::JobQueued,
         Notice::AccountConnected,
         Notice::AccountDisconnected,
+        Notice::AccountDisconnectedNotRevoked,
         Notice::IdentityLinked,
         Notice::IdentityUnlinked,
     ];
@@ -92,6 +94,7 @@ impl Notice {
             Notice::JobQueued => "job_queued",
             Notice::AccountConnected => "account_connected",
             Notice::AccountDisconnected => "account_disconnected",
+            Notice::AccountDisconnectedNotRevoked => "account_disconnected_not_revoked",
             Notice::IdentityLinked => "identity_linked",
             Notice::IdentityUnlinked => "identity_unlinked",
         }
@@ -126,6 +129,9 @@ impl Notice {
             Notice::JobQueued => "The job is queued.",
             Notice::AccountConnected => "The account is connected.",
             Notice::AccountDisconnected => "The account is disconnected, its credentials deleted.",
+            Notice::AccountDisconnectedNotRevoked => {
+                "The account is disconnected, its credentials deleted; Google could not be told to revoke its access: remove mailroom from the Google account's third-party connections."
+            }
             Notice::IdentityLinked => "The provider is linked: you can sign in with it.",
             Notice::IdentityUnlinked => "The provider is unlinked.",
         }

@@ -355,7 +355,7 @@ pub async fn link_submit(
     Form(form): Form<LinkForm>,
 ) -> Response {
     let started = identities::start_link(&state, &principal, &form.provider).await;
-    match crate::pages::identities::to_provider(&state, StatusCode::SEE_OTHER, started) {
+    match crate::pages::to_provider(&state, StatusCode::SEE_OTHER, started) {
         Ok(response) => response,
         Err(error) => back_to_security(&state, &nonce, &principal, Err(error)).await,
     }

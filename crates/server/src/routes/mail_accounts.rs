@@ -3,8 +3,10 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use mailroom_core::MailAccountId;
+use mailroom_core::mail_account::{Capabilities, Capability};
 use mailroom_storage::mail_accounts::MailAccount;
 use secrecy::SecretString;
 use serde::Deserialize;
@@ -12,11 +14,15 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::application::actor::Caller;
+use crate::application::actor::{Caller, Principal};
 use crate::application::mail_accounts::{
-    self, AccountTest, NewServerAccount, Security, Server, ServerLogin, Settings,
+    self, AccountTest, NewServerAccount, Revocation, Security, Server, ServerLogin, Settings,
+    google,
 };
+use crate::application::provider_flow::Started;
 use crate::audit::AuditTrail;
+use crate::auth::oauth_flow;
+use crate::error::{DomainError, Forbidden};
 use crate::json::ApiJson;
 use crate::problem::ApiError;
 use crate::state::AppState;
@@ -138,15 +144,75 @@ pub async fn test(
     Ok(Json(describe_test(&tested)))
 }
 
-/// `DELETE /v1/mail-accounts/{id}`: the account and its credentials are deleted.
+/// `DELETE /v1/mail-accounts/{id}`: a Google grant is revoked at Google, then the account
+/// and its credentials are deleted (even when the revocation failed, which the answer says).
 pub async fn disconnect(
     State(state): State<AppState>,
     trail: AuditTrail,
     caller: Caller,
     Path(id): Path<MailAccountId>,
-) -> Result<StatusCode, ApiError> {
-    mail_accounts::disconnect(&state, &trail, &caller, id).await?;
-    Ok(StatusCode::NO_CONTENT)
+) -> Result<Json<Value>, ApiError> {
+    let revocation = mail_accounts::disconnect(&state, &trail, &caller, id).await?;
+    let (revocation, error) = match revocation {
+        Revocation::NotNeeded => ("not_needed", None),
+        Revocation::Revoked => ("revoked", None),
+        Revocation::Failed(error) => ("failed", Some(error)),
+    };
+    Ok(Json(json!({
+        "id": id,
+        "deleted": true,
+        "revocation": revocation,
+        "revocation_error": error,
+    })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GoogleRequest {
+    capabilities: Vec<Capability>,
+}
+
+/// `POST /v1/mail-accounts/google` `{capabilities: ["send"] | ["read"] | ["send", "read"]}`:
+/// `{authorization_url}` to send the browser to, and the flow's cookie. The consent comes
+/// back to this browser session, so a key cannot start it.
+pub async fn connect_google(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<GoogleRequest>,
+) -> Result<Response, ApiError> {
+    let principal = in_a_browser(caller)?;
+    let started = google::start_connect(&state, &principal, &body.capabilities, None).await?;
+    authorization(&state, started)
+}
+
+/// `POST /v1/mail-accounts/{id}/reconnect`: like connecting, for the account's own grant.
+pub async fn reconnect_google(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<MailAccountId>,
+) -> Result<Response, ApiError> {
+    let principal = in_a_browser(caller)?;
+    let started = google::start_connect(&state, &principal, &[], Some(id)).await?;
+    authorization(&state, started)
+}
+
+fn in_a_browser(caller: Caller) -> Result<Principal, ApiError> {
+    match caller {
+        Caller::Account(principal) => Ok(principal),
+        Caller::Key(_) => Err(DomainError::Forbidden(Forbidden::BrowserSessionRequired).into()),
+    }
+}
+
+fn authorization(state: &AppState, started: Started) -> Result<Response, ApiError> {
+    let cookie = oauth_flow::cookie(&state.identity_providers.flow_key, &started.flow)?;
+    Ok((
+        [
+            (header::SET_COOKIE, cookie),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+        ],
+        Json(json!({"authorization_url": started.authorization_url.as_str()})),
+    )
+        .into_response())
 }
 
 fn describe_test(tested: &AccountTest) -> Value {
@@ -169,10 +235,11 @@ fn describe_test(tested: &AccountTest) -> Value {
 
 fn describe(account: &MailAccount) -> Value {
     let settings = Settings::of(account);
-    let capabilities: Vec<&str> = [(account.can_send, "send"), (account.can_read, "read")]
-        .into_iter()
-        .filter_map(|(can, name)| can.then_some(name))
-        .collect();
+    let capabilities = Capabilities {
+        send: account.can_send,
+        read: account.can_read,
+    }
+    .names();
     json!({
         "id": account.id,
         "kind": account.kind.as_str(),
@@ -183,6 +250,7 @@ fn describe(account: &MailAccount) -> Value {
         "status": account.status.as_str(),
         "smtp": settings.smtp,
         "imap": settings.imap,
+        "google": settings.google.map(|google| json!({"scopes": google.scopes})),
         "connected_by": account.connected_by,
         "created_at": when(account.created_at),
         "last_used_at": account.last_used_at.map(when),

@@ -3,79 +3,12 @@
 //! Google's documented contract): sign-up, sign-in, linking, the second factor, and every
 //! refusal a tampered or foreign callback earns, audited with its reason.
 
-use std::collections::HashMap;
-
-use mailroom_server::config::OidcProvider;
-use mailroom_testkit::{GoogleContract, Misbehaviour, ProviderUser, TestDatabase, both_backends};
-use secrecy::SecretString;
+use mailroom_testkit::{Misbehaviour, ProviderUser, TestDatabase, both_backends};
 use serde_json::{Value, json};
 
 use crate::common::TestApp;
 use crate::common::accounts::{create_account, get_as, send_as};
-
-const CLIENT_ID: &str = "mailroom-test.apps.googleusercontent.com";
-const CLIENT_SECRET: &str = "GOCSPX-contract-test-secret";
-
-/// The app with `[oidc.google]` pointed at a contract server, its redirect URI registered.
-async fn app_with_google(db: &TestDatabase) -> (TestApp, GoogleContract) {
-    let google = GoogleContract::start(CLIENT_ID, CLIENT_SECRET).await;
-    let issuer = google.issuer().to_owned();
-    let app = TestApp::spawn_with(db, |config| {
-        config.oidc = vec![
-            OidcProvider::new(
-                "google",
-                Some(issuer),
-                CLIENT_ID.to_owned(),
-                SecretString::from(CLIENT_SECRET),
-            )
-            .unwrap(),
-        ];
-    })
-    .await;
-    google.register_redirect_uri(&app.at("/v1/auth/oidc/google/callback"));
-    (app, google)
-}
-
-/// A browser: keeps its cookies, follows nothing on its own.
-#[derive(Default, Clone)]
-struct Browser {
-    cookies: HashMap<String, String>,
-}
-
-impl Browser {
-    async fn get(&mut self, app: &TestApp, url: &str) -> reqwest::Response {
-        let cookie: Vec<String> = self
-            .cookies
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
-        let response = app
-            .client
-            .get(url)
-            .header("cookie", cookie.join("; "))
-            .send()
-            .await
-            .unwrap();
-        for set in response.headers().get_all("set-cookie") {
-            let (pair, attributes) = set.to_str().unwrap().split_once(';').unwrap();
-            let (name, value) = pair.split_once('=').unwrap();
-            if value.is_empty() || attributes.contains("Max-Age=0") {
-                self.cookies.remove(name);
-            } else {
-                self.cookies.insert(name.to_owned(), value.to_owned());
-            }
-        }
-        response
-    }
-
-    fn session(&self) -> Option<String> {
-        self.cookies.get("__Host-mailroom_session").cloned()
-    }
-}
-
-fn location(response: &reqwest::Response) -> String {
-    response.headers()["location"].to_str().unwrap().to_owned()
-}
+use crate::common::google::{Browser, app_with_google, location};
 
 /// Starts a sign-in and goes to the provider: the callback URL it sends the browser back to.
 async fn to_provider_and_back(app: &TestApp, browser: &mut Browser) -> String {
@@ -173,14 +106,10 @@ both_backends! {
 
         // The owner links their own provider account from a signed-in session.
         google.sign_in_as(ProviderUser::new("owner-subject", email));
-        let mut owner = Browser::default();
-        owner.cookies.insert("__Host-mailroom_session".into(), password_session.clone());
+        let mut owner = Browser::signed_in(&password_session);
         let start = send_as(&app, reqwest::Method::POST, &password_session, "/v1/me/identities", Some(json!({"provider": "google"}))).await;
         assert_eq!(start.status(), 200);
-        let flow_cookie = start.headers()["set-cookie"].to_str().unwrap().to_owned();
-        let (pair, _) = flow_cookie.split_once(';').unwrap();
-        let (name, value) = pair.split_once('=').unwrap();
-        owner.cookies.insert(name.to_owned(), value.to_owned());
+        owner.keep_cookie(&start);
         let body: Value = start.json().await.unwrap();
         let at_provider = owner.get(&app, body["authorization_url"].as_str().unwrap()).await;
         let linked = owner.get(&app, &location(&at_provider)).await;

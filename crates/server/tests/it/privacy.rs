@@ -2,32 +2,14 @@
 //! names the user, the audit chains still verify, and an export holds the account's data.
 
 use crate::common::accounts::*;
-use crate::common::{TestApp, problem};
-use mailroom_crypto::master_key::MasterKey;
-use mailroom_storage::Database;
-use mailroom_testkit::{TestDatabase, both_backends};
+use crate::common::{TestApp, chains_verify, problem};
+use mailroom_testkit::both_backends;
 use serde_json::{Value, json};
 
 /// The user's id, from `GET /v1/me`.
 async fn user_id(app: &TestApp, token: &str) -> uuid::Uuid {
     let me: Value = get_as(app, token, "/v1/me").await.json().await.unwrap();
     me["id"].as_str().unwrap().parse().unwrap()
-}
-
-/// The audit chains as `mailroom audit verify` sees them, with the installation's key.
-async fn chains_verify(db: &TestDatabase) -> bool {
-    let master = MasterKey::read(&db.dir().join("data/master.key")).unwrap();
-    let mut database = Database::connect(db.url()).await.unwrap();
-    database
-        .unlock(master, time::OffsetDateTime::now_utc())
-        .await
-        .unwrap();
-    database
-        .audit()
-        .verify_audit_chains()
-        .await
-        .unwrap()
-        .is_none()
 }
 
 both_backends! {

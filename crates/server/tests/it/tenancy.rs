@@ -151,6 +151,7 @@ both_backends! {
             (Method::DELETE, format!("/v1/verify/jobs/{}", a.job_id), None),
             (Method::GET, format!("/v1/mail-accounts/{}", a.mail_account_id), None),
             (Method::POST, format!("/v1/mail-accounts/{}/test", a.mail_account_id), None),
+            (Method::POST, format!("/v1/mail-accounts/{}/reconnect", a.mail_account_id), None),
             (Method::DELETE, format!("/v1/mail-accounts/{}", a.mail_account_id), None),
         ];
         for (method, path, body) in by_session {

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod accounts;
+pub mod google;
 pub mod two_factor;
 
 use std::net::SocketAddr;
@@ -136,4 +137,21 @@ pub async fn problem(response: reqwest::Response, status: u16, code: &str) -> se
     assert_eq!(body["request_id"], request_id, "{body}");
     assert!(body["title"].is_string() && body["detail"].is_string() && body["type"].is_string());
     body
+}
+
+/// The audit chains as `mailroom audit verify` sees them, with the installation's key.
+pub async fn chains_verify(db: &TestDatabase) -> bool {
+    let master =
+        mailroom_crypto::master_key::MasterKey::read(&db.dir().join("data/master.key")).unwrap();
+    let mut database = mailroom_storage::Database::connect(db.url()).await.unwrap();
+    database
+        .unlock(master, time::OffsetDateTime::now_utc())
+        .await
+        .unwrap();
+    database
+        .audit()
+        .verify_audit_chains()
+        .await
+        .unwrap()
+        .is_none()
 }

@@ -2,11 +2,13 @@
 //! kinds): connected by its owners and admins (members too where the organization allows it,
 //! keys with `accounts:manage`), listed by anyone who sends or reads, tested for real, and
 //! disconnected. Credentials are sealed under the organization's key by storage and never
-//! leave this module but to log in.
+//! leave this module but to log in. Google accounts connect through OAuth ([`google`]).
 
-use mailroom_core::MailAccountId;
+pub mod google;
+
 use mailroom_core::api_keys::Scope;
-use mailroom_core::audit::Action;
+use mailroom_core::audit::{Action, AuditEvent, Outcome};
+use mailroom_core::{MailAccountId, OrgId};
 use mailroom_mail::probe::{ConnectionCheck, ImapSecurity, ImapSettings, check_imap, check_smtp};
 use mailroom_mail::{SmtpSecurity, SmtpSettings};
 use mailroom_storage::mail_accounts::{AccountKind, MailAccount, NewMailAccount};
@@ -85,13 +87,24 @@ pub struct NewServerAccount {
     pub from_addresses: Vec<String>,
 }
 
-/// What is stored in the clear of an account: where its servers are.
+/// What is stored in the clear of an account: where its servers are, or whose Google
+/// account it is.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Settings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub smtp: Option<Server>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub imap: Option<Server>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub google: Option<GoogleGrant>,
+}
+
+/// Whose Google account an account is, and the Gmail scopes it was granted.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct GoogleGrant {
+    /// Google's subject for the user (`sub`): the account, whatever its address becomes.
+    pub subject: String,
+    pub scopes: Vec<String>,
 }
 
 impl Settings {
@@ -108,6 +121,28 @@ struct Credentials {
     smtp_password: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     imap_password: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    refresh_token: Option<String>,
+}
+
+/// One of the organization's accounts, with its credentials opened: to use them, never to
+/// show them.
+async fn with_credentials(
+    state: &AppState,
+    org_id: OrgId,
+    id: MailAccountId,
+) -> Result<Option<(MailAccount, Credentials)>, DomainError> {
+    let Some((account, sealed)) = state
+        .database
+        .mail_accounts()
+        .credentials(org_id, id)
+        .await?
+    else {
+        return Ok(None);
+    };
+    // Written by this module as JSON: it reads back.
+    let credentials = serde_json::from_slice(&sealed).unwrap_or_default();
+    Ok(Some((account, credentials)))
 }
 
 /// Connects an SMTP or IMAP account for the caller's organization.
@@ -183,7 +218,7 @@ pub async fn connect_servers(
             Caller::Key(_) => None,
         },
     };
-    let event = mailroom_core::audit::AuditEvent {
+    let event = AuditEvent {
         target: Some(format!("mail account {id} ({address})")),
         ..caller.event(trail, Action::MailAccountConnected)
     };
@@ -344,6 +379,8 @@ pub async fn get(
 pub enum Protocol {
     Imap,
     Smtp,
+    /// Google's OAuth and the Gmail API.
+    Gmail,
 }
 
 impl Protocol {
@@ -351,6 +388,7 @@ impl Protocol {
         match self {
             Protocol::Imap => "imap",
             Protocol::Smtp => "smtp",
+            Protocol::Gmail => "gmail",
         }
     }
 }
@@ -386,14 +424,18 @@ pub async fn test(
     id: MailAccountId,
 ) -> Result<AccountTest, DomainError> {
     may_manage(state, caller).await?;
-    let org_id = caller.org_id();
-    let (account, sealed) = state
-        .database
-        .mail_accounts()
-        .credentials(org_id, id)
+    let (account, credentials) = with_credentials(state, caller.org_id(), id)
         .await?
         .ok_or(DomainError::NotFound)?;
-    let credentials: Credentials = serde_json::from_slice(&sealed).unwrap_or_default();
+    if account.kind == AccountKind::Google {
+        // A refused grant marks the account itself (needs_reconnect).
+        let check = google::test(state, &account).await;
+        let tested = AccountTest {
+            checks: vec![(Protocol::Gmail, check)],
+        };
+        record_test(state, &account, &tested).await?;
+        return Ok(tested);
+    }
     let settings = Settings::of(&account);
     let mut checks = Vec::new();
     if let Some(server) = settings.imap {
@@ -420,13 +462,26 @@ pub async fn test(
         checks.push((Protocol::Smtp, check_smtp(&smtp, &hello_name(state)).await));
     }
     let tested = AccountTest { checks };
-    let error = tested.error();
-    state
+    record_test(state, &account, &tested).await?;
+    Ok(tested)
+}
+
+/// A test's outcome is the account's last use.
+async fn record_test(
+    state: &AppState,
+    account: &MailAccount,
+    tested: &AccountTest,
+) -> Result<(), DomainError> {
+    Ok(state
         .database
         .mail_accounts()
-        .record_use(org_id, id, error.as_deref(), OffsetDateTime::now_utc())
-        .await?;
-    Ok(tested)
+        .record_use(
+            account.org_id,
+            account.id,
+            tested.error().as_deref(),
+            OffsetDateTime::now_utc(),
+        )
+        .await?)
 }
 
 /// The name this installation says in EHLO: its public host.
@@ -437,25 +492,57 @@ fn hello_name(state: &AppState) -> String {
         .unwrap_or_else(|| "localhost".to_owned())
 }
 
-/// Disconnects the account: its credentials are deleted with it.
+/// What became of a disconnected account's grant at its provider.
+pub enum Revocation {
+    /// The account had no grant to revoke (SMTP, IMAP: the password is simply deleted).
+    NotNeeded,
+    Revoked,
+    /// The provider could not be told, and why: the credentials are deleted all the same.
+    Failed(String),
+}
+
+/// Disconnects the account: a Google grant is revoked at Google first; its credentials are
+/// deleted with it, even when the revocation failed (which is reported and audited).
 pub async fn disconnect(
     state: &AppState,
     trail: &AuditTrail,
     caller: &Caller,
     id: MailAccountId,
-) -> Result<(), DomainError> {
+) -> Result<Revocation, DomainError> {
     may_manage(state, caller).await?;
-    let event = mailroom_core::audit::AuditEvent {
-        target: Some(format!("mail account {id}")),
+    let org_id = caller.org_id();
+    let (account, credentials) = with_credentials(state, org_id, id)
+        .await?
+        .ok_or(DomainError::NotFound)?;
+    let revocation = match credentials.refresh_token.map(SecretString::from) {
+        Some(token) => match google::revoke(state, &token).await {
+            Ok(()) => Revocation::Revoked,
+            Err(error) => Revocation::Failed(error),
+        },
+        None => Revocation::NotNeeded,
+    };
+    state.identity_providers.access_tokens.forget(id);
+    let target = format!("mail account {id} ({})", account.address);
+    if let Revocation::Failed(error) = &revocation {
+        tracing::warn!(account = %id, %error, "a disconnected account's grant was not revoked");
+        let event = AuditEvent {
+            outcome: Outcome::Failure,
+            target: Some(format!("{target}: {error}")),
+            ..caller.event(trail, Action::MailAccountRevocationFailed)
+        };
+        crate::audit::record(&state.database, event).await?;
+    }
+    let event = AuditEvent {
+        target: Some(target),
         ..caller.event(trail, Action::MailAccountDisconnected)
     };
     if state
         .database
         .mail_accounts()
-        .disconnect(caller.org_id(), id, &event, OffsetDateTime::now_utc())
+        .disconnect(org_id, id, &event, OffsetDateTime::now_utc())
         .await?
     {
-        Ok(())
+        Ok(revocation)
     } else {
         Err(DomainError::NotFound)
     }

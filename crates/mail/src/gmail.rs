@@ -1,0 +1,111 @@
+//! The Gmail API (https://developers.google.com/gmail/api/reference/rest), as far as mailroom
+//! uses it: today `users.getProfile`, which tests a connected account. The base URL is
+//! configuration (`gmail_api_url`), so the tests point it at the Google contract server.
+
+use std::time::Duration;
+
+use mailroom_oauth::http;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use thiserror::Error;
+use url::Url;
+
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// The most of an answer read.
+const MAX_ANSWER_BYTES: usize = 1 << 20;
+
+#[derive(Debug, Error)]
+pub enum GmailError {
+    #[error("the Gmail API could not be reached: {0}")]
+    Unreachable(String),
+    /// 401: the access token is not (or no longer) good.
+    #[error("the Gmail API refused the access token: {0}")]
+    Unauthenticated(String),
+    /// 403: the grant lacks the scope the call needs, or the API is off for the project.
+    #[error("the Gmail API refused the call: {0}")]
+    Forbidden(String),
+    #[error("the Gmail API answered {status}: {message}")]
+    Failed { status: u16, message: String },
+    #[error("the Gmail API answered something unexpected: {0}")]
+    Protocol(String),
+}
+
+/// `users.getProfile`'s answer.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Profile {
+    pub email_address: String,
+    #[serde(default)]
+    pub messages_total: Option<u64>,
+    #[serde(default)]
+    pub threads_total: Option<u64>,
+    #[serde(default)]
+    pub history_id: Option<String>,
+}
+
+/// Google's error body: `{"error": {"code", "message", "status"}}`.
+#[derive(Deserialize)]
+struct ErrorBody {
+    error: ErrorDetail,
+}
+
+#[derive(Deserialize)]
+struct ErrorDetail {
+    #[serde(default)]
+    message: String,
+}
+
+/// A client of the Gmail API at one base URL.
+#[derive(Clone)]
+pub struct Gmail {
+    http: reqwest::Client,
+    base: Url,
+}
+
+impl Gmail {
+    pub fn new(base: Url) -> Result<Self, GmailError> {
+        let http = http::client(REQUEST_TIMEOUT)
+            .map_err(|error| GmailError::Unreachable(error.to_string()))?;
+        Ok(Self { http, base })
+    }
+
+    /// The mailbox's address and counts (`GET /gmail/v1/users/me/profile`). Needs a reading
+    /// scope (`gmail.readonly` here); `gmail.send` alone is refused with 403.
+    pub async fn profile(&self, access_token: &SecretString) -> Result<Profile, GmailError> {
+        let url = self
+            .base
+            .join("/gmail/v1/users/me/profile")
+            .map_err(|error| GmailError::Protocol(error.to_string()))?;
+        let response = self
+            .http
+            .get(url)
+            .bearer_auth(access_token.expose_secret())
+            .header(reqwest::header::ACCEPT, "application/json")
+            .send()
+            .await
+            .map_err(|error| GmailError::Unreachable(error.without_url().to_string()))?;
+        let status = response.status();
+        let body = read_limited(response).await?;
+        if status.is_success() {
+            return serde_json::from_slice(&body)
+                .map_err(|error| GmailError::Protocol(error.to_string()));
+        }
+        let message = serde_json::from_slice::<ErrorBody>(&body)
+            .map(|body| body.error.message)
+            .unwrap_or_else(|_| status.to_string());
+        Err(match status.as_u16() {
+            401 => GmailError::Unauthenticated(message),
+            403 => GmailError::Forbidden(message),
+            status => GmailError::Failed { status, message },
+        })
+    }
+}
+
+async fn read_limited(response: reqwest::Response) -> Result<Vec<u8>, GmailError> {
+    http::read_limited(response, MAX_ANSWER_BYTES)
+        .await
+        .map_err(|error| match error {
+            http::ReadError::Transport(error) => GmailError::Unreachable(error),
+            http::ReadError::TooLarge => GmailError::Protocol(error.to_string()),
+        })
+}
