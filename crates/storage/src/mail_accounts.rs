@@ -577,6 +577,42 @@ mod tests {
             assert!(db.audit().verify_audit_chains().await.unwrap().is_none());
         }
 
+        async fn a_refused_grant_is_marked_once_and_a_reconnection_reseals_it(test_db) {
+            let db = unlocked(&test_db).await;
+            let (a, b) = (org(&db).await, org(&db).await);
+            let now = OffsetDateTime::now_utc();
+            let account = NewMailAccount {
+                kind: AccountKind::Google,
+                credentials: Zeroizing::new(br#"{"refresh_token":"1//old-grant"}"#.to_vec()),
+                ..relay()
+            };
+            db.mail_accounts()
+                .connect(a, &account, &event(a, Action::MailAccountConnected), now)
+                .await
+                .unwrap();
+            let marked = event(a, Action::MailAccountNeedsReconnect);
+            // Another organization cannot mark it; the first to notice does, once.
+            assert!(!db.mail_accounts().needs_reconnect(b, account.id, "no", &event(b, Action::MailAccountNeedsReconnect), now).await.unwrap());
+            assert!(db.mail_accounts().needs_reconnect(a, account.id, "invalid_grant", &marked, now).await.unwrap());
+            assert!(!db.mail_accounts().needs_reconnect(a, account.id, "invalid_grant", &marked, now).await.unwrap());
+            let shown = db.mail_accounts().get(a, account.id).await.unwrap().unwrap();
+            assert_eq!((shown.status, shown.last_error.as_deref()), (AccountStatus::NeedsReconnect, Some("invalid_grant")));
+
+            let reconnected = NewMailAccount {
+                credentials: Zeroizing::new(br#"{"refresh_token":"1//new-grant"}"#.to_vec()),
+                can_read: true,
+                ..account.clone()
+            };
+            let by_a = event(a, Action::MailAccountConnected);
+            assert!(!db.mail_accounts().reconnect(b, &reconnected, &event(b, Action::MailAccountConnected), now).await.unwrap());
+            assert!(db.mail_accounts().reconnect(a, &reconnected, &by_a, now).await.unwrap());
+            let (shown, opened) = db.mail_accounts().credentials(a, account.id).await.unwrap().unwrap();
+            assert_eq!((shown.status, shown.last_error, shown.can_read), (AccountStatus::Active, None, true));
+            assert_eq!(&opened[..], br#"{"refresh_token":"1//new-grant"}"#);
+            assert!(!String::from_utf8_lossy(&stored_secret(&db, a, account.id).await).contains("new-grant"));
+            assert!(db.audit().verify_audit_chains().await.unwrap().is_none());
+        }
+
         async fn a_sealed_password_moves_to_a_rotated_key_and_still_opens(test_db) {
             let db = unlocked(&test_db).await;
             let a = org(&db).await;
