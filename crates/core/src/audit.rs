@@ -60,6 +60,8 @@ pub enum Action {
     MailAccountNeedsReconnect,
     /// A disconnected account's grant could not be revoked at its provider.
     MailAccountRevocationFailed,
+    /// Connecting an account through its provider was refused, with the reason in the target.
+    MailAccountConnectFailed,
     /// An account made by a provider's sign-in.
     SignupByProvider,
     /// A sign-in or link through a provider refused, with its reason in the target.
@@ -109,6 +111,7 @@ impl Action {
             Action::MailAccountDisconnected => "mail_account.disconnected",
             Action::MailAccountNeedsReconnect => "mail_account.needs_reconnect",
             Action::MailAccountRevocationFailed => "mail_account.revocation_failed",
+            Action::MailAccountConnectFailed => "mail_account.connect_failed",
             Action::SignupByProvider => "signup.provider",
             Action::ProviderSigninFailed => "signin.provider_failed",
             Action::IdentityLinked => "identity.linked",

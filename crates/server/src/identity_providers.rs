@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
-use mailroom_core::MailAccountId;
+use mailroom_core::{MailAccountId, OrgId};
 use mailroom_crypto::root_key::{DerivedKey, RootKey};
 use mailroom_mail::gmail::Gmail;
 use mailroom_oauth::{Provider, ProviderConfig};
@@ -44,28 +44,36 @@ pub struct AccessToken {
 /// rotate it) and every access token it issued works until its own expiry.
 #[derive(Default)]
 pub struct AccessTokens {
-    slots: std::sync::Mutex<HashMap<MailAccountId, Slot>>,
+    /// By organization and account: a token is only ever handed to its own organization.
+    slots: std::sync::Mutex<HashMap<(OrgId, MailAccountId), Slot>>,
 }
 
 pub type Slot = Arc<tokio::sync::Mutex<Option<AccessToken>>>;
 
 impl AccessTokens {
     /// The account's slot: lock it to read its token, or to refresh it.
-    pub fn slot(&self, id: MailAccountId) -> Slot {
+    pub fn slot(&self, org_id: OrgId, id: MailAccountId) -> Slot {
         self.slots
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .entry(id)
+            .entry((org_id, id))
             .or_default()
             .clone()
     }
 
-    /// Forgets the account's token: it was disconnected, or its grant refused.
-    pub fn forget(&self, id: MailAccountId) {
+    /// Drops the account's token once no refresh runs (it has a new grant): the next use
+    /// refreshes with the new one.
+    pub async fn clear(&self, org_id: OrgId, id: MailAccountId) {
+        *self.slot(org_id, id).lock().await = None;
+    }
+
+    /// Forgets a disconnected account. A refresh still running holds its slot, and what it
+    /// brings back is thrown away with it.
+    pub fn forget(&self, org_id: OrgId, id: MailAccountId) {
         self.slots
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(&id);
+            .remove(&(org_id, id));
     }
 }
 

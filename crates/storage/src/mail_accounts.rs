@@ -110,6 +110,18 @@ pub struct NewMailAccount {
     pub connected_by: Option<UserId>,
 }
 
+/// An account with its credentials opened.
+pub struct Opened {
+    pub account: MailAccount,
+    pub credentials: Zeroizing<Vec<u8>>,
+    /// Which credentials they are: a change that must not outrun a new grant names it.
+    pub version: CredentialsVersion,
+}
+
+/// The credentials an account had when they were read (their sealed form: opaque).
+#[derive(Clone)]
+pub struct CredentialsVersion(Vec<u8>);
+
 /// An account as its organization sees it: never its credentials.
 #[derive(Clone, Debug)]
 pub struct MailAccount {
@@ -280,18 +292,19 @@ impl MailAccounts<'_> {
         &self,
         org_id: OrgId,
         id: MailAccountId,
-    ) -> Result<Option<(MailAccount, Zeroizing<Vec<u8>>)>, StorageError> {
+    ) -> Result<Option<Opened>, StorageError> {
         let Some((account, sealed)) = self.with_secret(org_id, id).await? else {
             return Ok(None);
         };
-        let Some(sealed) = sealed else {
-            return Ok(Some((account, Zeroizing::new(Vec::new()))));
+        let credentials = match &sealed {
+            Some(sealed) => self.db.open(org_id.as_uuid(), &binding(id), sealed).await?,
+            None => Zeroizing::new(Vec::new()),
         };
-        let opened = self
-            .db
-            .open(org_id.as_uuid(), &binding(id), &sealed)
-            .await?;
-        Ok(Some((account, opened)))
+        Ok(Some(Opened {
+            account,
+            credentials,
+            version: CredentialsVersion(sealed.unwrap_or_default()),
+        }))
     }
 
     async fn with_secret(
@@ -352,8 +365,8 @@ impl MailAccounts<'_> {
             .await
     }
 
-    /// Gives an account new credentials and what they grant (a reconnected Google account):
-    /// active again, its last error cleared, with its audit entry. False when the
+    /// Gives an account new credentials and what they grant (a reconnected Google account),
+    /// and who connected it now: active again, its last error cleared, with its audit entry. False when the
     /// organization has no such account.
     pub async fn reconnect(
         &self,
@@ -364,14 +377,14 @@ impl MailAccounts<'_> {
     ) -> Result<bool, StorageError> {
         let sealed = self.sealed_credentials(org_id, account, now).await?;
         let account = account.clone();
-        self.changed_one(org_id, event, now, move |tx| {
+        self.changed_one(org_id, std::slice::from_ref(event), now, move |tx| {
             let (account, sealed) = (account.clone(), sealed.clone());
             async move {
                 Ok(on_backend!(&mut tx.0, Inner, tx => {
                     sqlx::query(
                         "UPDATE mail_accounts SET secret = $3, settings = $4, can_send = $5, \
-                         can_read = $6, address = $7, status = 'active', last_error = NULL \
-                         WHERE org_id = $1 AND id = $2",
+                         can_read = $6, address = $7, connected_by = $8, status = 'active', \
+                         last_error = NULL WHERE org_id = $1 AND id = $2",
                     )
                     .bind(org_id.as_uuid())
                     .bind(account.id.as_uuid())
@@ -380,6 +393,7 @@ impl MailAccounts<'_> {
                     .bind(account.can_send)
                     .bind(account.can_read)
                     .bind(&account.address)
+                    .bind(account.connected_by.map(|id| id.as_uuid()))
                     .execute(&mut **tx)
                     .await?
                     .rows_affected()
@@ -390,30 +404,34 @@ impl MailAccounts<'_> {
         .await
     }
 
-    /// Marks an active account as needing its owner to connect it again (its grant was
-    /// refused), with why and its audit entry. False when it was not active: the first to
-    /// notice marks it, once.
+    /// Marks an active account as needing its owner to connect it again (the grant of its
+    /// credentials `refused` was refused), with why and its audit entry. False when it was not
+    /// active, or has other credentials since (a reconnection outran the refusal): the first
+    /// to notice marks it, once.
     pub async fn needs_reconnect(
         &self,
         org_id: OrgId,
         id: MailAccountId,
+        refused: &CredentialsVersion,
         error: &str,
         event: &AuditEvent,
         now: OffsetDateTime,
     ) -> Result<bool, StorageError> {
-        let error = error.to_owned();
-        self.changed_one(org_id, event, now, move |tx| {
-            let error = error.clone();
+        let (error, refused) = (error.to_owned(), refused.0.clone());
+        self.changed_one(org_id, std::slice::from_ref(event), now, move |tx| {
+            let (error, refused) = (error.clone(), refused.clone());
             async move {
                 Ok(on_backend!(&mut tx.0, Inner, tx => {
                     sqlx::query(
                         "UPDATE mail_accounts SET status = 'needs_reconnect', last_error = $3, \
-                         last_used_at = $4 WHERE org_id = $1 AND id = $2 AND status = 'active'",
+                         last_used_at = $4 WHERE org_id = $1 AND id = $2 AND status = 'active' \
+                         AND secret = $5",
                     )
                     .bind(org_id.as_uuid())
                     .bind(id.as_uuid())
                     .bind(&error)
                     .bind(ms(now))
+                    .bind(&refused)
                     .execute(&mut **tx)
                     .await?
                     .rows_affected()
@@ -424,16 +442,17 @@ impl MailAccounts<'_> {
         .await
     }
 
-    /// Deletes the account and its sealed credentials, with its audit entry; false when the
-    /// organization has no such account.
+    /// Deletes the account and its sealed credentials, with its audit entries (one for what
+    /// went wrong at its provider, if anything did); false when the organization has no such
+    /// account.
     pub async fn disconnect(
         &self,
         org_id: OrgId,
         id: MailAccountId,
-        event: &AuditEvent,
+        events: &[AuditEvent],
         now: OffsetDateTime,
     ) -> Result<bool, StorageError> {
-        self.changed_one(org_id, event, now, move |tx| {
+        self.changed_one(org_id, events, now, move |tx| {
             async move {
                 Ok(on_backend!(&mut tx.0, Inner, tx => {
                     sqlx::query("DELETE FROM mail_accounts WHERE org_id = $1 AND id = $2")
@@ -467,12 +486,12 @@ impl MailAccounts<'_> {
             .await
     }
 
-    /// Runs `change` as the organization, and records `event` if it changed one row: whether
+    /// Runs `change` as the organization, and records `events` if it changed one row: whether
     /// it did.
     async fn changed_one<F>(
         &self,
         org_id: OrgId,
-        event: &AuditEvent,
+        events: &[AuditEvent],
         now: OffsetDateTime,
         change: F,
     ) -> Result<bool, StorageError>
@@ -485,11 +504,13 @@ impl MailAccounts<'_> {
         let key = self.db.audit_key()?;
         self.db
             .serializable_for(&Tenancy::Org(org_id), |tx| {
-                let (key, event, change) = (key.clone(), event.clone(), change.clone());
+                let (key, events, change) = (key.clone(), events.to_vec(), change.clone());
                 async move {
                     let changed = change(tx).await? == 1;
                     if changed {
-                        crate::audit::append(tx, &key, &event, now).await?;
+                        for event in &events {
+                            crate::audit::append(tx, &key, event, now).await?;
+                        }
                     }
                     Ok(changed)
                 }
@@ -556,15 +577,15 @@ mod tests {
 
             let sealed = stored_secret(&db, a, account.id).await;
             assert!(!String::from_utf8_lossy(&sealed).contains("correct horse"), "sealed at rest");
-            let (_, opened) = db.mail_accounts().credentials(a, account.id).await.unwrap().unwrap();
-            assert_eq!(&opened[..], CREDENTIALS);
+            let opened = db.mail_accounts().credentials(a, account.id).await.unwrap().unwrap();
+            assert_eq!(&opened.credentials[..], CREDENTIALS);
 
             // Another organization sees nothing of it, and cannot remove it.
             assert!(db.mail_accounts().get(b, account.id).await.unwrap().is_none());
             assert!(db.mail_accounts().credentials(b, account.id).await.unwrap().is_none());
             assert!(db.mail_accounts().list(b).await.unwrap().is_empty());
             let by_b = event(b, Action::MailAccountDisconnected);
-            assert!(!db.mail_accounts().disconnect(b, account.id, &by_b, now).await.unwrap());
+            assert!(!db.mail_accounts().disconnect(b, account.id, &[by_b], now).await.unwrap());
 
             db.mail_accounts().record_use(a, account.id, Some("535 no"), now).await.unwrap();
             let listed = db.mail_accounts().list(a).await.unwrap();
@@ -572,7 +593,7 @@ mod tests {
             assert_eq!(listed[0].last_error.as_deref(), Some("535 no"));
 
             let by_a = event(a, Action::MailAccountDisconnected);
-            assert!(db.mail_accounts().disconnect(a, account.id, &by_a, now).await.unwrap());
+            assert!(db.mail_accounts().disconnect(a, account.id, &[by_a], now).await.unwrap());
             assert!(db.mail_accounts().get(a, account.id).await.unwrap().is_none());
             assert!(db.audit().verify_audit_chains().await.unwrap().is_none());
         }
@@ -591,10 +612,12 @@ mod tests {
                 .await
                 .unwrap();
             let marked = event(a, Action::MailAccountNeedsReconnect);
+            let old = db.mail_accounts().credentials(a, account.id).await.unwrap().unwrap().version;
             // Another organization cannot mark it; the first to notice does, once.
-            assert!(!db.mail_accounts().needs_reconnect(b, account.id, "no", &event(b, Action::MailAccountNeedsReconnect), now).await.unwrap());
-            assert!(db.mail_accounts().needs_reconnect(a, account.id, "invalid_grant", &marked, now).await.unwrap());
-            assert!(!db.mail_accounts().needs_reconnect(a, account.id, "invalid_grant", &marked, now).await.unwrap());
+            let by_b = event(b, Action::MailAccountNeedsReconnect);
+            assert!(!db.mail_accounts().needs_reconnect(b, account.id, &old, "no", &by_b, now).await.unwrap());
+            assert!(db.mail_accounts().needs_reconnect(a, account.id, &old, "invalid_grant", &marked, now).await.unwrap());
+            assert!(!db.mail_accounts().needs_reconnect(a, account.id, &old, "invalid_grant", &marked, now).await.unwrap());
             let shown = db.mail_accounts().get(a, account.id).await.unwrap().unwrap();
             assert_eq!((shown.status, shown.last_error.as_deref()), (AccountStatus::NeedsReconnect, Some("invalid_grant")));
 
@@ -606,10 +629,13 @@ mod tests {
             let by_a = event(a, Action::MailAccountConnected);
             assert!(!db.mail_accounts().reconnect(b, &reconnected, &event(b, Action::MailAccountConnected), now).await.unwrap());
             assert!(db.mail_accounts().reconnect(a, &reconnected, &by_a, now).await.unwrap());
-            let (shown, opened) = db.mail_accounts().credentials(a, account.id).await.unwrap().unwrap();
+            let opened = db.mail_accounts().credentials(a, account.id).await.unwrap().unwrap();
+            let shown = opened.account;
             assert_eq!((shown.status, shown.last_error, shown.can_read), (AccountStatus::Active, None, true));
-            assert_eq!(&opened[..], br#"{"refresh_token":"1//new-grant"}"#);
+            assert_eq!(&opened.credentials[..], br#"{"refresh_token":"1//new-grant"}"#);
             assert!(!String::from_utf8_lossy(&stored_secret(&db, a, account.id).await).contains("new-grant"));
+            // A refusal of the old grant that comes back after the reconnection marks nothing.
+            assert!(!db.mail_accounts().needs_reconnect(a, account.id, &old, "invalid_grant", &marked, now).await.unwrap());
             assert!(db.audit().verify_audit_chains().await.unwrap().is_none());
         }
 
@@ -628,8 +654,8 @@ mod tests {
             assert!(db.reseal_old_values(later).await.unwrap() >= 1);
             let after = stored_secret(&db, a, account.id).await;
             assert_ne!(before, after, "re-sealed under the new key");
-            let (_, opened) = db.mail_accounts().credentials(a, account.id).await.unwrap().unwrap();
-            assert_eq!(&opened[..], CREDENTIALS);
+            let opened = db.mail_accounts().credentials(a, account.id).await.unwrap().unwrap();
+            assert_eq!(&opened.credentials[..], CREDENTIALS);
         }
     }
 }

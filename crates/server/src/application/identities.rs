@@ -110,6 +110,13 @@ pub async fn finish(
     callback: Callback,
     flow: Option<Flow>,
 ) -> Result<Finished, DomainError> {
+    // A connection's refusal is its organization's to read; a sign-in's, the platform's.
+    let connecting = flow.as_ref().and_then(|flow| match flow.purpose {
+        Purpose::ConnectGoogle {
+            user_id, org_id, ..
+        } => Some((user_id, org_id)),
+        _ => None,
+    });
     let outcome = async {
         let vouched = vouched(state, provider_name, callback, flow).await?;
         match vouched.flow.purpose.clone() {
@@ -124,18 +131,22 @@ pub async fn finish(
                 capabilities,
                 reconnect,
             } => {
-                let principal = started_by(signed_in, user_id)
+                let finisher = started_by(signed_in, user_id)
                     .ok()
                     .filter(|principal| principal.user.org_id == org_id)
-                    .ok_or(DomainError::ProviderRefused(ProviderFailure::WrongUser))?;
+                    .ok_or(DomainError::ProviderRefused(ProviderFailure::WrongUser));
                 let grant = google::Grant {
                     subject: vouched.claims.subject,
                     address: vouched.email,
                     refresh_token: vouched.tokens.refresh_token,
                     scopes: vouched.tokens.scopes,
                 };
-                google::finish_connect(state, trail, principal, grant, capabilities, reconnect)
-                    .await?;
+                let connection = google::Connection {
+                    org_id,
+                    capabilities,
+                    reconnect,
+                };
+                google::finish_connect(state, trail, finisher, grant, connection).await?;
                 Ok(Finished::Connected)
             }
         }
@@ -145,12 +156,23 @@ pub async fn finish(
         Err(DomainError::ProviderRefused(failure)) => Some(failure.reason()),
         Err(DomainError::AccountDisabled) => Some("account_disabled"),
         Err(DomainError::InvalidEmail { .. }) => Some("email_invalid"),
+        Err(DomainError::Forbidden(_)) => Some("forbidden"),
+        Err(DomainError::NotFound) => Some("not_found"),
         _ => None,
     };
     if let Some(reason) = reason {
-        let event = AuditEvent {
-            target: Some(format!("{provider_name}: {reason}")),
-            ..trail.event(Action::ProviderSigninFailed, Outcome::Failure)
+        let target = Some(format!("{provider_name}: {reason}"));
+        let event = match connecting {
+            Some((user_id, org_id)) => AuditEvent {
+                org_id: Some(org_id),
+                actor: Some(user_id),
+                target,
+                ..trail.event(Action::MailAccountConnectFailed, Outcome::Failure)
+            },
+            None => AuditEvent {
+                target,
+                ..trail.event(Action::ProviderSigninFailed, Outcome::Failure)
+            },
         };
         audit::record(&state.database, event).await?;
         tracing::info!(provider = provider_name, reason, "provider flow refused");

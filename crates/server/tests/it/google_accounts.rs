@@ -34,16 +34,15 @@ async fn connect(
     )
     .await;
     assert_eq!(started.status(), 200, "{}", started.text().await.unwrap());
-    follow(app, session, started).await
+    follow(app, Browser::signed_in(session), started).await
 }
 
-/// Follows a started flow's `authorization_url` in the browser of `session`, and back.
+/// Follows a started flow's `authorization_url` in `browser`, and back.
 async fn follow(
     app: &TestApp,
-    session: &str,
+    mut browser: Browser,
     started: reqwest::Response,
 ) -> (reqwest::Response, url::Url) {
-    let mut browser = Browser::signed_in(session);
     browser.keep_cookie(&started);
     let body: Value = started.json().await.unwrap();
     let url: url::Url = body["authorization_url"].as_str().unwrap().parse().unwrap();
@@ -218,19 +217,20 @@ both_backends! {
         assert!(page.contains(&format!("/accounts/{id}/reconnect")), "{page}");
         google.sign_in_as(ProviderUser::new("another-subject", "other@example.test"));
         let started = send_as(&app, Method::POST, &session, &format!("/v1/mail-accounts/{id}/reconnect"), None).await;
-        let (refused, asked) = follow(&app, &session, started).await;
+        let (refused, asked) = follow(&app, Browser::signed_in(&session), started).await;
         assert_eq!(query(&asked, "login_hint"), ADDRESS);
         assert_eq!(refused.status(), 409);
         assert!(refused.text().await.unwrap().contains("another Google account"));
         assert_eq!(
-            db.count("SELECT COUNT(*) FROM audit_log WHERE action = 'signin.provider_failed' AND target = 'google: other_google_account'").await,
+            db.count("SELECT COUNT(*) FROM audit_log WHERE action = 'mail_account.connect_failed' AND target = 'google: other_google_account'").await,
             1
         );
+        assert_eq!(google.revoked().len(), 1, "the grant it refused went back to Google");
 
         // Its own Google account reconnects it: the same account, active, tested fine.
         google.sign_in_as(ProviderUser::new(SUBJECT, ADDRESS));
         let started = send_as(&app, Method::POST, &session, &format!("/v1/mail-accounts/{id}/reconnect"), None).await;
-        let (back, _) = follow(&app, &session, started).await;
+        let (back, _) = follow(&app, Browser::signed_in(&session), started).await;
         assert_eq!(location(&back), "/accounts?notice=account_connected");
         let account = only_account(&app, &session).await;
         assert_eq!((account["id"].as_str().unwrap(), account["status"].as_str().unwrap()), (id.as_str(), "active"));
@@ -296,6 +296,19 @@ both_backends! {
         // Connecting the same Google account again keeps one account.
         google.decline_scopes(&[]);
         connect(&app, &owner, json!(["send", "read"])).await;
+        assert_eq!(only_account(&app, &owner).await["capabilities"], json!(["send", "read"]));
+
+        // A flow comes back to the session that started it, or connects nothing.
+        let started = send_as(&app, Method::POST, &owner, "/v1/mail-accounts/google", Some(ask.clone())).await;
+        let (refused, _) = follow(&app, Browser::default(), started).await;
+        assert_eq!(refused.status(), 403);
+        let started = send_as(&app, Method::POST, &owner, "/v1/mail-accounts/google", Some(ask.clone())).await;
+        let (refused, _) = follow(&app, Browser::signed_in(&member), started).await;
+        assert_eq!(refused.status(), 403);
+        assert_eq!(
+            db.count("SELECT COUNT(*) FROM audit_log WHERE action = 'mail_account.connect_failed' AND target = 'google: wrong_user'").await,
+            2
+        );
         assert_eq!(only_account(&app, &owner).await["capabilities"], json!(["send", "read"]));
 
         // The page's button goes to Google's consent with the flow's cookie.

@@ -14,7 +14,9 @@ use mailroom_core::{EmailAddress, MailAccountId, OrgId};
 use mailroom_mail::probe::{ConnectionCheck, Exchange};
 use mailroom_mail::queued::MailMessage;
 use mailroom_oauth::OauthError;
-use mailroom_storage::mail_accounts::{AccountKind, AccountStatus, MailAccount, NewMailAccount};
+use mailroom_storage::mail_accounts::{
+    AccountKind, AccountStatus, CredentialsVersion, MailAccount, NewMailAccount,
+};
 use secrecy::{ExposeSecret, SecretString};
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
@@ -111,25 +113,80 @@ pub struct Grant {
     pub scopes: Option<Vec<String>>,
 }
 
+/// What a connect flow was started for.
+pub struct Connection {
+    pub org_id: OrgId,
+    pub capabilities: Capabilities,
+    pub reconnect: Option<MailAccountId>,
+}
+
 /// Stores a connected account (or the new grant of a reconnected one, or of an account of
-/// the same Google user the organization has already): its refresh token sealed, its address
-/// the one Google vouched for, its capabilities those the user granted.
+/// the same Google user the organization has already), for `finisher`, who must be the one
+/// who started the flow: its refresh token sealed, its address the one Google vouched for,
+/// its capabilities those the user granted. A grant that is not stored goes back to Google.
 pub(crate) async fn finish_connect(
     state: &AppState,
     trail: &AuditTrail,
-    principal: &Principal,
+    finisher: Result<&Principal, DomainError>,
     grant: Grant,
-    asked: Capabilities,
-    reconnect: Option<MailAccountId>,
+    connection: Connection,
 ) -> Result<MailAccount, DomainError> {
+    let Some(refresh_token) = grant.refresh_token.clone() else {
+        return Err(DomainError::ProviderRefused(
+            ProviderFailure::NoRefreshToken,
+        ));
+    };
+    let stored = match finisher {
+        Ok(principal) => store(state, trail, principal, &grant, &refresh_token, &connection).await,
+        Err(error) => Err(error),
+    };
+    if stored.is_err() {
+        // Google granted it, mailroom will not use it: it goes back, unless the same Google
+        // account is connected here (revoking would end that account's grant too).
+        let connected_here = state
+            .database
+            .mail_accounts()
+            .list(connection.org_id)
+            .await
+            .map(|accounts| {
+                accounts
+                    .iter()
+                    .any(|account| is_of(account, &grant.subject))
+            })
+            .unwrap_or(true);
+        if !connected_here && let Err(error) = revoke(state, &refresh_token).await {
+            tracing::warn!(%error, "a refused connection's grant was not revoked");
+        }
+    }
+    stored
+}
+
+/// Whether `account` is the Google account of `subject`.
+fn is_of(account: &MailAccount, subject: &str) -> bool {
+    account.kind == AccountKind::Google
+        && Settings::of(account)
+            .google
+            .is_some_and(|google| google.subject == subject)
+}
+
+async fn store(
+    state: &AppState,
+    trail: &AuditTrail,
+    principal: &Principal,
+    grant: &Grant,
+    refresh_token: &SecretString,
+    connection: &Connection,
+) -> Result<MailAccount, DomainError> {
+    let Connection {
+        capabilities: asked,
+        reconnect,
+        ..
+    } = *connection;
     let caller = Caller::Account(principal.clone());
     // The flow took minutes: whoever finishes it must still be allowed to.
     may_manage(state, &caller).await?;
     let refused = DomainError::ProviderRefused;
-    let refresh_token = grant
-        .refresh_token
-        .ok_or(refused(ProviderFailure::NoRefreshToken))?;
-    let scopes = grant.scopes.unwrap_or_else(|| {
+    let scopes = grant.scopes.clone().unwrap_or_else(|| {
         // No `scope` in the answer: it granted what was asked (RFC 6749 §5.1).
         asked.gmail_scopes()
     });
@@ -139,12 +196,9 @@ pub(crate) async fn finish_connect(
     }
     let org_id = principal.user.org_id;
     let accounts = state.database.mail_accounts().list(org_id).await?;
-    let same_user = accounts.iter().find(|account| {
-        account.kind == AccountKind::Google
-            && Settings::of(account)
-                .google
-                .is_some_and(|google| google.subject == grant.subject)
-    });
+    let same_user = accounts
+        .iter()
+        .find(|account| is_of(account, &grant.subject));
     let existing = match reconnect {
         Some(id) => {
             let account = accounts
@@ -160,7 +214,7 @@ pub(crate) async fn finish_connect(
     };
     let settings = Settings {
         google: Some(GoogleGrant {
-            subject: grant.subject,
+            subject: grant.subject.clone(),
             scopes: scopes
                 .into_iter()
                 .filter(|scope| scope.starts_with("https://www.googleapis.com/auth/gmail."))
@@ -202,7 +256,11 @@ pub(crate) async fn finish_connect(
             return Err(DomainError::NotFound);
         }
         // The old grant's access token goes with it.
-        state.identity_providers.access_tokens.forget(id);
+        state
+            .identity_providers
+            .access_tokens
+            .clear(org_id, id)
+            .await;
         return mail_accounts
             .get(org_id, id)
             .await?
@@ -264,7 +322,7 @@ pub async fn access_token(
     org_id: OrgId,
     id: MailAccountId,
 ) -> Result<Token, TokenRefused> {
-    let slot = state.identity_providers.access_tokens.slot(id);
+    let slot = state.identity_providers.access_tokens.slot(org_id, id);
     let mut held = slot.lock().await;
     if let Some(token) = held
         .as_ref()
@@ -279,9 +337,12 @@ pub async fn access_token(
     *held = None;
     let provider = google(state)
         .map_err(|_| TokenRefused::Provider("[oidc.google] is not configured".into()))?;
-    let (account, credentials) = with_credentials(state, org_id, id)
+    let (account, credentials, version) = with_credentials(state, org_id, id)
         .await
-        .map_err(|error| TokenRefused::Provider(error.to_string()))?
+        .map_err(|error| {
+            tracing::warn!(%error, account = %id, "an account's credentials could not be read");
+            TokenRefused::Provider("the account's credentials could not be read".to_owned())
+        })?
         .ok_or(TokenRefused::Unusable)?;
     let Some(refresh_token) = credentials.refresh_token.map(SecretString::from) else {
         return Err(TokenRefused::Unusable);
@@ -304,18 +365,20 @@ pub async fn access_token(
             })
         }
         Err(OauthError::InvalidGrant) => {
+            // Marked while the slot is held: whoever waits for it finds the account marked,
+            // and asks Google nothing.
+            grant_refused(state, &account, &version).await;
             drop(held);
-            grant_refused(state, &account).await;
             Err(TokenRefused::Revoked)
         }
         Err(error) => Err(TokenRefused::Provider(error.to_string())),
     }
 }
 
-/// Google refused the account's grant: it needs reconnecting. Audited and mailed to whoever
-/// connected it, once (the first to notice marks it).
-async fn grant_refused(state: &AppState, account: &MailAccount) {
-    state.identity_providers.access_tokens.forget(account.id);
+/// Google refused the account's grant (the one of its credentials `refused`): it needs
+/// reconnecting. Audited and mailed to whoever connected it, once (the first to notice marks
+/// it; a reconnection since is not undone).
+async fn grant_refused(state: &AppState, account: &MailAccount, refused: &CredentialsVersion) {
     let event = AuditEvent {
         target: Some(format!(
             "mail account {} ({}): invalid_grant",
@@ -333,6 +396,7 @@ async fn grant_refused(state: &AppState, account: &MailAccount) {
         .needs_reconnect(
             account.org_id,
             account.id,
+            refused,
             &TokenRefused::Revoked.describe(),
             &event,
             OffsetDateTime::now_utc(),
@@ -410,6 +474,15 @@ pub(crate) async fn test(state: &AppState, account: &MailAccount) -> ConnectionC
         };
     };
     match gmail.profile(&token.secret).await {
+        Ok(profile) if !profile.email_address.eq_ignore_ascii_case(&account.address) => {
+            ConnectionCheck {
+                error: Some(format!(
+                    "profile: the mailbox is {}, not the account's {}",
+                    profile.email_address, account.address
+                )),
+                exchanges,
+            }
+        }
         Ok(profile) => {
             exchanges.push(Exchange {
                 step: "profile",
@@ -457,7 +530,7 @@ pub(crate) async fn grants_of(state: &AppState, org_id: OrgId) -> Vec<SecretStri
         .iter()
         .filter(|account| account.kind == AccountKind::Google)
     {
-        if let Ok(Some((_, credentials))) = with_credentials(state, org_id, account.id).await
+        if let Ok(Some((_, credentials, _))) = with_credentials(state, org_id, account.id).await
             && let Some(token) = credentials.refresh_token
         {
             tokens.push(SecretString::from(token));

@@ -11,7 +11,9 @@ use mailroom_core::audit::{Action, AuditEvent, Outcome};
 use mailroom_core::{MailAccountId, OrgId};
 use mailroom_mail::probe::{ConnectionCheck, ImapSecurity, ImapSettings, check_imap, check_smtp};
 use mailroom_mail::{SmtpSecurity, SmtpSettings};
-use mailroom_storage::mail_accounts::{AccountKind, MailAccount, NewMailAccount};
+use mailroom_storage::mail_accounts::{
+    AccountKind, CredentialsVersion, MailAccount, NewMailAccount,
+};
 use mailroom_storage::teams::MemberPower;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
@@ -131,8 +133,8 @@ async fn with_credentials(
     state: &AppState,
     org_id: OrgId,
     id: MailAccountId,
-) -> Result<Option<(MailAccount, Credentials)>, DomainError> {
-    let Some((account, sealed)) = state
+) -> Result<Option<(MailAccount, Credentials, CredentialsVersion)>, DomainError> {
+    let Some(opened) = state
         .database
         .mail_accounts()
         .credentials(org_id, id)
@@ -141,8 +143,8 @@ async fn with_credentials(
         return Ok(None);
     };
     // Written by this module as JSON: it reads back.
-    let credentials = serde_json::from_slice(&sealed).unwrap_or_default();
-    Ok(Some((account, credentials)))
+    let credentials = serde_json::from_slice(&opened.credentials).unwrap_or_default();
+    Ok(Some((opened.account, credentials, opened.version)))
 }
 
 /// Connects an SMTP or IMAP account for the caller's organization.
@@ -424,7 +426,7 @@ pub async fn test(
     id: MailAccountId,
 ) -> Result<AccountTest, DomainError> {
     may_manage(state, caller).await?;
-    let (account, credentials) = with_credentials(state, caller.org_id(), id)
+    let (account, credentials, _) = with_credentials(state, caller.org_id(), id)
         .await?
         .ok_or(DomainError::NotFound)?;
     if account.kind == AccountKind::Google {
@@ -511,7 +513,7 @@ pub async fn disconnect(
 ) -> Result<Revocation, DomainError> {
     may_manage(state, caller).await?;
     let org_id = caller.org_id();
-    let (account, credentials) = with_credentials(state, org_id, id)
+    let (account, credentials, _) = with_credentials(state, org_id, id)
         .await?
         .ok_or(DomainError::NotFound)?;
     let revocation = match credentials.refresh_token.map(SecretString::from) {
@@ -521,25 +523,25 @@ pub async fn disconnect(
         },
         None => Revocation::NotNeeded,
     };
-    state.identity_providers.access_tokens.forget(id);
+    state.identity_providers.access_tokens.forget(org_id, id);
     let target = format!("mail account {id} ({})", account.address);
+    let mut events = Vec::new();
     if let Revocation::Failed(error) = &revocation {
         tracing::warn!(account = %id, %error, "a disconnected account's grant was not revoked");
-        let event = AuditEvent {
+        events.push(AuditEvent {
             outcome: Outcome::Failure,
             target: Some(format!("{target}: {error}")),
             ..caller.event(trail, Action::MailAccountRevocationFailed)
-        };
-        crate::audit::record(&state.database, event).await?;
+        });
     }
-    let event = AuditEvent {
+    events.push(AuditEvent {
         target: Some(target),
         ..caller.event(trail, Action::MailAccountDisconnected)
-    };
+    });
     if state
         .database
         .mail_accounts()
-        .disconnect(org_id, id, &event, OffsetDateTime::now_utc())
+        .disconnect(org_id, id, &events, OffsetDateTime::now_utc())
         .await?
     {
         Ok(revocation)
