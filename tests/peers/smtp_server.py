@@ -4,12 +4,20 @@ Listens on 127.0.0.1 (port 0 = any free one), prints `LISTENING <port>` once rea
 every message it accepts to OUT_DIR as `<n>.eml`, with a `<n>.json` beside it recording the
 envelope, the authenticated login and whether the session was TLS.
 
+Each `<n>.json` also holds the message as Python's `email` package reads it (`parsed`: the
+decoded subject, from, to and cc, the text and HTML bodies, the attachments' file names and
+types): an independent check of what mailroom composes.
+
 usage: smtp_server.py OUT_DIR [--cert PEM --key PEM] [--user U --password P]
+                      [--refuse ADDRESS=REPLY ...]
   --cert/--key   offer STARTTLS with this certificate, and refuse mail without it
   --user/--password  require AUTH PLAIN/LOGIN with these credentials
+  --refuse       answer RCPT TO:<ADDRESS> with REPLY ("550 5.1.1 No such user", say)
 """
 import argparse
 import asyncio
+import email
+import email.policy
 import json
 import pathlib
 import ssl
@@ -17,22 +25,55 @@ import ssl
 from aiosmtpd.smtp import SMTP, AuthResult
 
 
+def parsed(raw):
+    """The message as Python's email package reads it."""
+    message = email.message_from_bytes(raw, policy=email.policy.default)
+    text = message.get_body(preferencelist=("plain",))
+    html = message.get_body(preferencelist=("html",))
+    return {
+        "subject": message["subject"],
+        "from": message["from"],
+        "to": message["to"],
+        "cc": message["cc"],
+        "bcc": message["bcc"],
+        "message_id": message["message-id"],
+        "date": message["date"],
+        "text": text.get_content() if text is not None else None,
+        "html": html.get_content() if html is not None else None,
+        "attachments": [
+            {"filename": part.get_filename(), "content_type": part.get_content_type(),
+             "size": len(part.get_payload(decode=True) or b"")}
+            for part in message.iter_attachments()
+        ],
+        "headers": {name: str(value) for name, value in message.items()},
+    }
+
+
 class Sink:
-    def __init__(self, out_dir):
+    def __init__(self, out_dir, refuse):
         self.out_dir = pathlib.Path(out_dir)
         self.count = 0
+        self.refuse = refuse
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if address in self.refuse:
+            return self.refuse[address]
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
         self.count += 1
         stem = self.out_dir / str(self.count)
-        stem.with_suffix(".eml").write_bytes(envelope.original_content or envelope.content)
+        raw = envelope.original_content or envelope.content
+        stem.with_suffix(".eml").write_bytes(raw)
         stem.with_suffix(".json").write_text(json.dumps({
             "mail_from": envelope.mail_from,
             "rcpt_tos": envelope.rcpt_tos,
             "login": session.auth_data.decode() if isinstance(session.auth_data, bytes) else None,
             "tls": session.ssl is not None,
+            "parsed": parsed(raw),
         }))
-        return "250 Message accepted for delivery"
+        return "250 2.0.0 Message accepted for delivery"
 
 
 def main():
@@ -42,7 +83,9 @@ def main():
     parser.add_argument("--key")
     parser.add_argument("--user")
     parser.add_argument("--password")
+    parser.add_argument("--refuse", action="append", default=[])
     args = parser.parse_args()
+    refuse = dict(rule.split("=", 1) for rule in args.refuse)
 
     tls_context = None
     if args.cert:
@@ -53,7 +96,7 @@ def main():
         ok = args.user is not None and auth_data.login == args.user.encode() and auth_data.password == args.password.encode()
         return AuthResult(success=ok, handled=False, auth_data=auth_data.login if ok else None)
 
-    handler = Sink(args.out_dir)
+    handler = Sink(args.out_dir, refuse)
 
     def factory():
         return SMTP(

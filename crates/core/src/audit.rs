@@ -62,6 +62,8 @@ pub enum Action {
     MailAccountRevocationFailed,
     /// Connecting an account through its provider was refused, with the reason in the target.
     MailAccountConnectFailed,
+    /// A message accepted for delivery: its account, recipient count and size.
+    EmailAccepted,
     /// An account made by a provider's sign-in.
     SignupByProvider,
     /// A sign-in or link through a provider refused, with its reason in the target.
@@ -112,6 +114,7 @@ impl Action {
             Action::MailAccountNeedsReconnect => "mail_account.needs_reconnect",
             Action::MailAccountRevocationFailed => "mail_account.revocation_failed",
             Action::MailAccountConnectFailed => "mail_account.connect_failed",
+            Action::EmailAccepted => "email.accepted",
             Action::SignupByProvider => "signup.provider",
             Action::ProviderSigninFailed => "signin.provider_failed",
             Action::IdentityLinked => "identity.linked",

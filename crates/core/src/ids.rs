@@ -89,6 +89,10 @@ id_type!(
     MailAccountId
 );
 id_type!(
+    /// A message an organization sent (or is sending) through one of its mail accounts.
+    EmailId
+);
+id_type!(
     /// A provider identity linked to a user: their (issuer, subject) at an OpenID provider.
     IdentityId
 );

@@ -20,7 +20,7 @@ pub mod usage;
 pub use client_ip::TrustedProxies;
 pub use email::EmailAddress;
 pub use ids::{
-    ApiKeyId, IdentityId, InvitationId, JobId, MailAccountId, OrgId, SessionId, TokenFamilyId,
-    TrustedDeviceId, UserId, VerificationId,
+    ApiKeyId, EmailId, IdentityId, InvitationId, JobId, MailAccountId, OrgId, SessionId,
+    TokenFamilyId, TrustedDeviceId, UserId, VerificationId,
 };
 pub use request_id::RequestId;

@@ -6,6 +6,7 @@
 //! asks the Gmail API); sending on users' behalf and reading their mailboxes join it later.
 
 pub mod gmail;
+pub mod outgoing;
 pub mod probe;
 pub mod queued;
 mod smtp_url;
@@ -18,6 +19,7 @@ use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::PoolConfig;
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
+use lettre::transport::smtp::extension::ClientId;
 use lettre::{AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use secrecy::ExposeSecret;
 use thiserror::Error;
@@ -69,6 +71,34 @@ pub(crate) fn tls_parameters(settings: &SmtpSettings) -> Result<TlsParameters, M
     Ok(builder.build_rustls()?)
 }
 
+/// A pooled SMTP transport to the server of `settings`, with TLS and login as they say, saying
+/// `hello` in EHLO (lettre's default, the machine's name, otherwise).
+pub(crate) fn smtp_transport(
+    settings: &SmtpSettings,
+    hello: Option<&str>,
+) -> Result<AsyncSmtpTransport<Tokio1Executor>, MailError> {
+    let tls = match settings.security {
+        SmtpSecurity::StartTls => Tls::Required(tls_parameters(settings)?),
+        SmtpSecurity::ImplicitTls => Tls::Wrapper(tls_parameters(settings)?),
+        SmtpSecurity::None => Tls::None,
+    };
+    let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&settings.host)
+        .port(settings.port)
+        .tls(tls)
+        .timeout(Some(SMTP_TIMEOUT))
+        .pool_config(PoolConfig::new().max_size(SMTP_POOL_SIZE));
+    if let Some(hello) = hello {
+        builder = builder.hello_name(ClientId::Domain(hello.to_owned()));
+    }
+    if let Some((user, password)) = &settings.credentials {
+        builder = builder.credentials(Credentials::new(
+            user.clone(),
+            password.expose_secret().to_owned(),
+        ));
+    }
+    Ok(builder.build())
+}
+
 /// Where mailroom's own messages go.
 #[derive(Clone)]
 pub struct SystemMail {
@@ -90,25 +120,9 @@ enum Transport {
 impl SystemMail {
     /// Through an SMTP relay (pooled connections; TLS as the settings say).
     pub fn smtp(settings: &SmtpSettings, from: Mailbox) -> Result<Self, MailError> {
-        let tls = match settings.security {
-            SmtpSecurity::StartTls => Tls::Required(tls_parameters(settings)?),
-            SmtpSecurity::ImplicitTls => Tls::Wrapper(tls_parameters(settings)?),
-            SmtpSecurity::None => Tls::None,
-        };
-        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&settings.host)
-            .port(settings.port)
-            .tls(tls)
-            .timeout(Some(SMTP_TIMEOUT))
-            .pool_config(PoolConfig::new().max_size(SMTP_POOL_SIZE));
-        if let Some((user, password)) = &settings.credentials {
-            builder = builder.credentials(Credentials::new(
-                user.clone(),
-                password.expose_secret().to_owned(),
-            ));
-        }
         Ok(Self {
             from,
-            transport: Transport::Smtp(builder.build()),
+            transport: Transport::Smtp(smtp_transport(settings, None)?),
             in_flight: Default::default(),
         })
     }

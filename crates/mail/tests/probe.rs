@@ -10,6 +10,7 @@ fn relay() -> Option<SmtpServer> {
     SmtpServer::start(SmtpOptions {
         tls: None,
         login: Some(("relay-user".into(), "relay-pass".into())),
+        ..SmtpOptions::default()
     })
 }
 

@@ -38,6 +38,7 @@ fn relay_with_login(password: &str) -> Option<(SmtpServer, SystemMail)> {
     let server = SmtpServer::start(SmtpOptions {
         tls: None,
         login: Some(("relay-user".into(), "relay-pass".into())),
+        ..SmtpOptions::default()
     })?;
     let url = format!(
         "smtp://relay-user:{password}@127.0.0.1:{}?tls=none",
@@ -84,6 +85,7 @@ async fn starttls_is_used_and_never_downgraded() {
     let Some(tls_server) = SmtpServer::start(SmtpOptions {
         tls: Some((cert_path.clone(), key_path)),
         login: Some(("relay-user".into(), "relay-pass".into())),
+        ..SmtpOptions::default()
     }) else {
         return;
     };

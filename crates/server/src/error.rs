@@ -104,6 +104,9 @@ pub enum DomainError {
     /// The database does not answer: try again later.
     #[error("the database is not reachable")]
     DatabaseUnreachable,
+    /// A message that cannot be sent as asked, and why.
+    #[error("{0:?}")]
+    Sending(SendRefusal),
     /// A sign-in, link or connection through an OAuth provider did not go through, and why.
     #[error("{0:?}")]
     ProviderRefused(ProviderFailure),
@@ -139,6 +142,19 @@ pub enum Forbidden {
     InvitationForAnotherAddress,
     /// Only a browser session may: an access token cannot add a way into the account.
     BrowserSessionRequired,
+}
+
+/// Why a message cannot be sent as asked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SendRefusal {
+    /// No active account of the organization sends as the `from` address.
+    FromNotConnected,
+    /// A header the message may not set (a structural one, or not a header name).
+    HeaderNotAllowed(String),
+    /// The composed message is over the limit.
+    MessageTooLarge { limit: usize },
+    /// The account's kind cannot send yet.
+    TransportUnavailable,
 }
 
 /// Why a flow through an OAuth provider failed: audited by [`ProviderFailure::reason`].

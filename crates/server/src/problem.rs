@@ -14,7 +14,7 @@ use mailroom_core::RequestId;
 use secrecy::ExposeSecret;
 use serde::Serialize;
 
-use crate::error::{Conflict, DomainError, Forbidden, ProviderFailure};
+use crate::error::{Conflict, DomainError, Forbidden, ProviderFailure, SendRefusal};
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
@@ -338,6 +338,30 @@ impl From<DomainError> for ApiError {
                 };
                 ApiError::new(status, code, detail)
             }
+            DomainError::Sending(refusal) => match refusal {
+                SendRefusal::FromNotConnected => ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "from_not_connected",
+                    "No connected account of this organization sends as that from address: connect it, or add the address to an account's from_addresses.",
+                )
+                .with_field("from"),
+                SendRefusal::HeaderNotAllowed(name) => ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "header_not_allowed",
+                    format!("The header {name:?} may not be set: custom X- headers and the list headers may."),
+                )
+                .with_field("headers"),
+                SendRefusal::MessageTooLarge { limit } => ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "message_too_large",
+                    format!("The message is over {limit} bytes once composed."),
+                ),
+                SendRefusal::TransportUnavailable => ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "transport_unavailable",
+                    "Sending through a Google account is not available yet: use an SMTP account.",
+                ),
+            },
             DomainError::DatabaseUnreachable => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "database_unreachable",

@@ -16,8 +16,8 @@ use crate::limits;
 use crate::pages;
 use crate::pages::account;
 use crate::routes::{
-    admin, api_keys, assets, auth, csp_report, health, mail_accounts, me, metrics, org, privacy,
-    setup, team, two_factor, usage, verify, verify_jobs,
+    admin, api_keys, assets, auth, csp_report, emails, health, mail_accounts, me, metrics, org,
+    privacy, setup, team, two_factor, usage, verify, verify_jobs,
 };
 use crate::state::AppState;
 
@@ -87,6 +87,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
             "/v1/mail-accounts/{id}/reconnect",
             post(mail_accounts::reconnect_google),
         )
+        .route("/v1/emails/{id}", get(emails::show))
         .route("/v1/usage", get(usage::usage))
         .route("/v1/verify", post(verify::verify))
         .route("/v1/verify/batch", post(verify::batch))
@@ -100,21 +101,21 @@ pub fn router(state: &AppState) -> Router<AppState> {
             state.clone(),
             limits::keys::limit_api_keys,
         ));
-    // Uploads of up to 100,000 addresses: the one API route allowed a large body.
-    let uploads = Router::new()
-        .route(
+    // Uploads of up to 100,000 addresses, and messages with their attachments: the API
+    // routes allowed a larger body, each its own.
+    let uploads = keyed_with_body_limit(
+        state,
+        Router::new().route(
             "/v1/verify/jobs",
             get(verify_jobs::list).post(verify_jobs::create),
-        )
-        .route_layer(from_fn_with_state(
-            state.clone(),
-            limits::keys::limit_api_keys,
-        ))
-        .route_layer(from_fn_with_state(
-            state.clone(),
-            principal::guard_browser_requests,
-        ))
-        .layer(RequestBodyLimitLayer::new(verify_jobs::UPLOAD_LIMIT_BYTES));
+        ),
+        verify_jobs::UPLOAD_LIMIT_BYTES,
+    )
+    .merge(keyed_with_body_limit(
+        state,
+        Router::new().route("/v1/emails", get(emails::list).post(emails::send)),
+        emails::BODY_LIMIT_BYTES,
+    ));
     // The API for people (sessions and access tokens): limited per user.
     let accounts = Router::new()
         .route("/v1/me", get(auth::me).delete(privacy::delete_account))
@@ -286,6 +287,24 @@ pub fn router(state: &AppState) -> Router<AppState> {
         // this, with a limit layer of its own.
         .layer(RequestBodyLimitLayer::new(BODY_LIMIT_BYTES))
         .merge(uploads)
+}
+
+/// Routes API keys may call, as `keyed` are, with a body limit of their own.
+fn keyed_with_body_limit(
+    state: &AppState,
+    routes: Router<AppState>,
+    limit: usize,
+) -> Router<AppState> {
+    routes
+        .route_layer(from_fn_with_state(
+            state.clone(),
+            limits::keys::limit_api_keys,
+        ))
+        .route_layer(from_fn_with_state(
+            state.clone(),
+            principal::guard_browser_requests,
+        ))
+        .layer(RequestBodyLimitLayer::new(limit))
 }
 
 /// A path that moved: 308 to its new place with the same query. Unlike 301, a 308 keeps the

@@ -23,6 +23,8 @@ pub struct Settings {
     /// Bulk verification jobs a node works at once: one tenant's big job does not hold up
     /// everyone else's.
     pub bulk_runners: usize,
+    /// Messages a node delivers at once.
+    pub send_runners: usize,
     /// Rows of a bulk job checked and written together: enough to keep every host's sessions
     /// full, few enough that a crash re-probes little (it never charges twice).
     pub bulk_chunk: i64,
@@ -35,6 +37,7 @@ impl Default for Settings {
             lease: Duration::from_secs(15),
             poll_every: Duration::from_secs(1),
             bulk_runners: 2,
+            send_runners: 8,
             bulk_chunk: 2000,
         }
     }
@@ -47,6 +50,7 @@ impl Settings {
         match kind {
             JobKind::SystemMail => 2,
             JobKind::BulkVerification => self.bulk_runners,
+            JobKind::SendEmail => self.send_runners,
         }
     }
 

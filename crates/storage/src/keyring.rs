@@ -38,6 +38,7 @@ const RESEAL_BATCH: i64 = 500;
 pub(crate) const SEALED_COLUMNS: &[SealedColumn] = &[
     crate::two_factor::TOTP_SECRET,
     crate::mail_accounts::MAIL_ACCOUNT_SECRET,
+    crate::emails::EMAIL_CONTENT,
 ];
 
 #[derive(Clone, Copy, Debug)]

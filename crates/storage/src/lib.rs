@@ -6,6 +6,7 @@ pub mod accounts;
 pub mod api_keys;
 pub mod audit;
 pub mod bulk_jobs;
+pub mod emails;
 mod error;
 pub mod group_commit;
 pub mod identities;
@@ -245,6 +246,10 @@ impl Database {
 
     pub fn lockout(&self) -> lockout::Lockouts<'_> {
         lockout::Lockouts { db: self }
+    }
+
+    pub fn emails(&self) -> emails::Emails<'_> {
+        emails::Emails { db: self }
     }
 
     pub fn mail_accounts(&self) -> mail_accounts::MailAccounts<'_> {

@@ -22,15 +22,22 @@ pub enum JobKind {
     SystemMail,
     /// An organization's bulk verification job ([`crate::bulk_jobs`]), of the same id.
     BulkVerification,
+    /// A message an organization sends ([`crate::emails`]), of the same id.
+    SendEmail,
 }
 
 impl JobKind {
-    pub const ALL: [JobKind; 2] = [JobKind::SystemMail, JobKind::BulkVerification];
+    pub const ALL: [JobKind; 3] = [
+        JobKind::SystemMail,
+        JobKind::BulkVerification,
+        JobKind::SendEmail,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             JobKind::SystemMail => "system_mail",
             JobKind::BulkVerification => "bulk_verification",
+            JobKind::SendEmail => "send_email",
         }
     }
 
@@ -44,8 +51,8 @@ impl JobKind {
     pub fn sealed(self) -> bool {
         match self {
             JobKind::SystemMail => true,
-            // Its payload is empty: the job is its id.
-            JobKind::BulkVerification => false,
+            // Its payload is empty: the job is its id (the message is sealed in its row).
+            JobKind::BulkVerification | JobKind::SendEmail => false,
         }
     }
 
@@ -65,6 +72,13 @@ impl JobKind {
                 max_attempts: 20,
                 first_backoff: Duration::from_secs(5),
                 max_backoff: Duration::from_secs(300),
+            },
+            // A message is tried for about three days: a minute, doubling to an hour, then
+            // hourly (as mail servers queue), before it fails.
+            JobKind::SendEmail => RetryPolicy {
+                max_attempts: 78,
+                first_backoff: Duration::from_secs(60),
+                max_backoff: Duration::from_secs(3600),
             },
         }
     }

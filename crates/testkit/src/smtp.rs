@@ -14,6 +14,8 @@ pub struct SmtpOptions {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// Require AUTH with these credentials.
     pub login: Option<(String, String)>,
+    /// Answer `RCPT TO` of these addresses with these replies (`550 5.1.1 No such user`).
+    pub refuse: Vec<(String, String)>,
 }
 
 pub struct SmtpServer {
@@ -21,7 +23,8 @@ pub struct SmtpServer {
     out: TempDir,
 }
 
-/// One accepted message: its raw RFC 5322 text and the session it came in.
+/// One accepted message: its raw RFC 5322 text, and the session it came in with the message
+/// as Python's `email` package parsed it (`session["parsed"]`).
 pub struct Delivered {
     pub raw: String,
     pub session: serde_json::Value,
@@ -38,6 +41,9 @@ impl SmtpServer {
             }
             if let Some((user, password)) = &options.login {
                 command.args(["--user", user, "--password", password]);
+            }
+            for (address, reply) in &options.refuse {
+                command.arg("--refuse").arg(format!("{address}={reply}"));
             }
         })?;
         Some(Self { process, out })

@@ -6,6 +6,7 @@ pub mod accounts;
 pub mod actor;
 pub mod admin;
 pub mod api_tokens;
+pub mod emails;
 pub mod identities;
 pub mod installation;
 pub mod keys;

@@ -7,6 +7,7 @@ pub(crate) mod api_keys;
 pub(crate) mod assets;
 pub(crate) mod auth;
 pub(crate) mod csp_report;
+pub(crate) mod emails;
 pub(crate) mod health;
 pub(crate) mod mail_accounts;
 pub(crate) mod me;

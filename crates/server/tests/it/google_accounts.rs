@@ -267,6 +267,27 @@ both_backends! {
         app.stop().await;
     }
 
+    async fn joining_a_team_deletes_the_personal_organization_and_revokes_its_grants(db) {
+        let (app, google, newcomer, _) = owner_with_google_account(&db, json!(["send"])).await;
+        let refresh_token = google.refresh_tokens().remove(0);
+        let owner = create_account(&app, &db, "team@example.test").await;
+        crate::common::two_factor::enable_totp(&app, &owner).await;
+        db.execute(
+            "UPDATE orgs SET plan_id = 'team' WHERE id = (SELECT org_id FROM org_members m \
+             JOIN users u ON u.id = m.user_id WHERE u.email = 'team@example.test')",
+        )
+        .await;
+        let invited = send_as(&app, Method::POST, &owner, "/v1/org/invitations", Some(json!({"email": "owner@example.test", "role": "member"}))).await;
+        assert_eq!(invited.status(), 201);
+        let token = invitation_token(&db, "owner@example.test", 0).await;
+        let accepted = send_as(&app, Method::POST, &newcomer, "/v1/invitations/accept", Some(json!({"token": token, "leave_current_org": true}))).await;
+        assert_eq!(accepted.status(), 200);
+        assert_eq!(google.revoked(), [refresh_token]);
+        assert_eq!(db.count("SELECT COUNT(*) FROM mail_accounts").await, 0);
+        assert!(chains_verify(&db).await);
+        app.stop().await;
+    }
+
     async fn who_may_connect_a_google_account_and_with_what(db) {
         let (app, google) = app_with_google(&db).await;
         let owner = create_account(&app, &db, "owner@example.test").await;

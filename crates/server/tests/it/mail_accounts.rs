@@ -14,6 +14,7 @@ fn relay() -> Option<SmtpServer> {
     SmtpServer::start(SmtpOptions {
         tls: None,
         login: Some(("relay-user".into(), RELAY_PASSWORD.into())),
+        ..SmtpOptions::default()
     })
 }
 
@@ -293,7 +294,7 @@ both_backends! {
         let (cert_path, key_path) = mailroom_testkit::localhost_certificate(dir.path());
         let tls = Some((cert_path.clone(), key_path.clone()));
         let imap = ImapServer::start_with(ImapOptions { tls: tls.clone() });
-        let smtp = SmtpServer::start(SmtpOptions { tls, login: Some(("relay-user".into(), RELAY_PASSWORD.into())) });
+        let smtp = SmtpServer::start(SmtpOptions { tls, login: Some(("relay-user".into(), RELAY_PASSWORD.into())), ..SmtpOptions::default() });
         let (Some(imap), Some(smtp)) = (imap, smtp) else { return };
         let app = TestApp::spawn_with(&db, |config| config.mail_accounts_ca_file = Some(cert_path)).await;
         let session = create_account(&app, &db, "tls@example.test").await;

@@ -11,6 +11,7 @@ mod api_keys;
 mod architecture;
 mod browser;
 mod edge;
+mod emails;
 mod google_accounts;
 mod identities;
 mod mail_accounts;

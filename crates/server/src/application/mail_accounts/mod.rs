@@ -12,7 +12,7 @@ use mailroom_core::{MailAccountId, OrgId};
 use mailroom_mail::probe::{ConnectionCheck, ImapSecurity, ImapSettings, check_imap, check_smtp};
 use mailroom_mail::{SmtpSecurity, SmtpSettings};
 use mailroom_storage::mail_accounts::{
-    AccountKind, CredentialsVersion, MailAccount, NewMailAccount,
+    AccountKind, AccountStatus, CredentialsVersion, MailAccount, NewMailAccount,
 };
 use mailroom_storage::teams::MemberPower;
 use secrecy::{ExposeSecret, SecretString};
@@ -23,7 +23,7 @@ use zeroize::Zeroizing;
 use crate::application::accounts::parse_email;
 use crate::application::actor::Caller;
 use crate::audit::AuditTrail;
-use crate::error::{DomainError, Forbidden};
+use crate::error::{Conflict, DomainError, Forbidden, SendRefusal};
 use crate::state::AppState;
 
 /// An account's name, in characters.
@@ -311,6 +311,67 @@ fn checked_server(
     })
 }
 
+/// The account a message from `from` goes out through: an active account of the
+/// organization that sends, whose address (or one of whose other addresses) it is, and
+/// `chosen` if the caller chose one.
+pub(crate) async fn sender(
+    state: &AppState,
+    org_id: OrgId,
+    from: &str,
+    chosen: Option<MailAccountId>,
+) -> Result<MailAccount, DomainError> {
+    let accounts = state.database.mail_accounts().list(org_id).await?;
+    let sends_as = |account: &MailAccount| {
+        account.can_send
+            && (account.address.eq_ignore_ascii_case(from)
+                || account
+                    .from_addresses
+                    .iter()
+                    .any(|address| address.eq_ignore_ascii_case(from)))
+    };
+    let account = accounts
+        .into_iter()
+        .filter(|account| chosen.is_none_or(|id| account.id == id))
+        .find(sends_as)
+        .ok_or(DomainError::Sending(SendRefusal::FromNotConnected))?;
+    if account.status != AccountStatus::Active {
+        return Err(DomainError::Conflict(Conflict::AccountNeedsReconnect));
+    }
+    if account.kind == AccountKind::Google {
+        // Sending through the Gmail API is not built yet: refused now rather than failed later.
+        return Err(DomainError::Sending(SendRefusal::TransportUnavailable));
+    }
+    Ok(account)
+}
+
+/// An account's SMTP server, with the password to log in with; `None` for an account that
+/// is gone or has no SMTP server.
+pub(crate) async fn smtp_of(
+    state: &AppState,
+    org_id: OrgId,
+    id: MailAccountId,
+) -> Result<Option<(MailAccount, SmtpSettings)>, DomainError> {
+    let Some((account, credentials, _)) = with_credentials(state, org_id, id).await? else {
+        return Ok(None);
+    };
+    let Some(server) = Settings::of(&account).smtp else {
+        return Ok(None);
+    };
+    let settings = smtp_settings(state, server, credentials.smtp_password);
+    Ok(Some((account, settings)))
+}
+
+/// How to reach and log in to an account's SMTP server.
+fn smtp_settings(state: &AppState, server: Server, password: Option<String>) -> SmtpSettings {
+    SmtpSettings {
+        host: server.host,
+        port: server.port,
+        security: server.security.smtp(),
+        credentials: server.username.zip(password.map(SecretString::from)),
+        ca_file: state.mail_accounts_ca_file.clone(),
+    }
+}
+
 /// Whether `ip` can be no mail server's: private and loopback networks are (internal relays
 /// are normal), but link-local addresses (a cloud's metadata service among them), the
 /// unspecified address, multicast and broadcast are not.
@@ -452,15 +513,7 @@ pub async fn test(
         checks.push((Protocol::Imap, check_imap(&imap).await));
     }
     if let Some(server) = settings.smtp {
-        let smtp = SmtpSettings {
-            host: server.host,
-            port: server.port,
-            security: server.security.smtp(),
-            credentials: server
-                .username
-                .zip(credentials.smtp_password.map(SecretString::from)),
-            ca_file: state.mail_accounts_ca_file.clone(),
-        };
+        let smtp = smtp_settings(state, server, credentials.smtp_password);
         checks.push((Protocol::Smtp, check_smtp(&smtp, &hello_name(state)).await));
     }
     let tested = AccountTest { checks };
@@ -487,7 +540,7 @@ async fn record_test(
 }
 
 /// The name this installation says in EHLO: its public host.
-fn hello_name(state: &AppState) -> String {
+pub(crate) fn hello_name(state: &AppState) -> String {
     url::Url::parse(&state.public_origin)
         .ok()
         .and_then(|url| url.host_str().map(str::to_owned))

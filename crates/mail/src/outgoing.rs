@@ -1,0 +1,261 @@
+//! Mail an organization sends through its own accounts: the message composed (RFC 5322 and
+//! MIME by lettre's builder: encoded words for non-ASCII headers, quoted-printable or base64
+//! bodies, multipart/alternative and multipart/mixed), and delivered over SMTP one
+//! transaction per recipient on one connection, so that a recipient refused at `RCPT` fails
+//! alone and the others still get it.
+
+use std::time::{Duration, Instant};
+
+use lettre::address::Envelope;
+use lettre::message::header::{ContentType, HeaderName, HeaderValue};
+use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart};
+use lettre::{Address, AsyncTransport, Message};
+use thiserror::Error;
+
+use crate::SmtpSettings;
+
+/// A message to compose. Addresses are checked already, ASCII (IDN domains in A-labels).
+pub struct Outgoing {
+    pub from: (Option<String>, String),
+    pub reply_to: Vec<String>,
+    pub to: Vec<String>,
+    pub cc: Vec<String>,
+    pub subject: Option<String>,
+    pub text: Option<String>,
+    pub html: Option<String>,
+    /// Custom headers, allowed already.
+    pub headers: Vec<(String, String)>,
+    pub attachments: Vec<OutgoingAttachment>,
+    /// `<unique@sender.domain>`.
+    pub message_id: String,
+}
+
+pub struct OutgoingAttachment {
+    pub filename: String,
+    pub content_type: String,
+    pub content: Vec<u8>,
+    /// Shown inline, referred to by `cid:` from the HTML.
+    pub content_id: Option<String>,
+}
+
+#[derive(Debug, Error)]
+pub enum ComposeError {
+    #[error("{field}: {reason}")]
+    Address { field: &'static str, reason: String },
+    #[error("the header {0} cannot be written")]
+    Header(String),
+    #[error("the content type {0:?} is not a MIME type")]
+    ContentType(String),
+    #[error("the message could not be built: {0}")]
+    Build(String),
+}
+
+fn address(field: &'static str, text: &str) -> Result<Address, ComposeError> {
+    text.parse().map_err(
+        |error: lettre::address::AddressError| ComposeError::Address {
+            field,
+            reason: error.to_string(),
+        },
+    )
+}
+
+/// The message as it goes out.
+pub fn compose(message: &Outgoing) -> Result<Vec<u8>, ComposeError> {
+    let (name, from) = &message.from;
+    let from = Mailbox::new(name.clone(), address("from", from)?);
+    let mut builder = Message::builder()
+        .message_id(Some(message.message_id.clone()))
+        .from(from);
+    for reply_to in &message.reply_to {
+        builder = builder.reply_to(Mailbox::new(None, address("reply_to", reply_to)?));
+    }
+    for to in &message.to {
+        builder = builder.to(Mailbox::new(None, address("to", to)?));
+    }
+    for cc in &message.cc {
+        builder = builder.cc(Mailbox::new(None, address("cc", cc)?));
+    }
+    if let Some(subject) = &message.subject {
+        builder = builder.subject(subject.clone());
+    }
+    for (name, value) in &message.headers {
+        let header = HeaderName::new_from_ascii(name.clone())
+            .map_err(|_| ComposeError::Header(name.clone()))?;
+        builder = builder.raw_header(HeaderValue::new(header, value.clone()));
+    }
+    // The envelope is each delivery's own (one recipient at a time); the builder wants one.
+    let envelope_from = message.from.1.as_str();
+    builder = builder.envelope(
+        Envelope::new(
+            Some(address("from", envelope_from)?),
+            vec![address("from", envelope_from)?],
+        )
+        .map_err(|error| ComposeError::Build(error.to_string()))?,
+    );
+    let body = match (&message.text, &message.html) {
+        (Some(text), Some(html)) => Body::Multi(MultiPart::alternative_plain_html(
+            text.clone(),
+            html.clone(),
+        )),
+        (Some(text), None) => Body::Single(SinglePart::plain(text.clone())),
+        (None, Some(html)) => Body::Single(SinglePart::html(html.clone())),
+        (None, None) => Body::Single(SinglePart::plain(String::new())),
+    };
+    let email = if message.attachments.is_empty() {
+        match body {
+            Body::Multi(multi) => builder.multipart(multi),
+            Body::Single(single) => builder.singlepart(single),
+        }
+    } else {
+        let mut mixed = match body {
+            Body::Multi(multi) => MultiPart::mixed().multipart(multi),
+            Body::Single(single) => MultiPart::mixed().singlepart(single),
+        };
+        for attachment in &message.attachments {
+            let content_type = ContentType::parse(&attachment.content_type)
+                .map_err(|_| ComposeError::ContentType(attachment.content_type.clone()))?;
+            let part = match &attachment.content_id {
+                Some(id) => {
+                    Attachment::new_inline_with_name(id.clone(), attachment.filename.clone())
+                }
+                None => Attachment::new(attachment.filename.clone()),
+            };
+            mixed = mixed.singlepart(part.body(attachment.content.clone(), content_type));
+        }
+        builder.multipart(mixed)
+    }
+    .map_err(|error| ComposeError::Build(error.to_string()))?;
+    Ok(email.formatted())
+}
+
+enum Body {
+    Single(SinglePart),
+    Multi(MultiPart),
+}
+
+/// What became of one recipient.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Delivery {
+    Sent,
+    /// A temporary refusal (4xx), or no answer: tried again later.
+    Deferred,
+    /// A permanent refusal (5xx).
+    Failed,
+}
+
+/// One recipient's delivery, and what the server said of it.
+#[derive(Clone, Debug)]
+pub struct Delivered {
+    pub recipient: String,
+    pub delivery: Delivery,
+    pub reply: String,
+    /// RFC 3463's `x.y.z`, when the reply has one.
+    pub enhanced_code: Option<String>,
+}
+
+/// The outcome of one delivery attempt, recipient by recipient, and how long it took.
+pub struct SmtpAttempt {
+    pub recipients: Vec<Delivered>,
+    pub duration: Duration,
+}
+
+/// Delivers `raw` from `envelope_from` to each of `recipients` through the server of
+/// `settings`, saying `hello` in EHLO.
+pub async fn send_smtp(
+    settings: &SmtpSettings,
+    hello: &str,
+    envelope_from: &str,
+    recipients: &[String],
+    raw: &[u8],
+) -> Result<SmtpAttempt, crate::MailError> {
+    let started = Instant::now();
+    let transport = crate::smtp_transport(settings, Some(hello))?;
+    let from = envelope_from
+        .parse::<Address>()
+        .map_err(|error| crate::MailError::InvalidAddress(error.to_string()))?;
+    let mut delivered = Vec::with_capacity(recipients.len());
+    for recipient in recipients {
+        let outcome = match recipient.parse::<Address>() {
+            Err(error) => Delivered {
+                recipient: recipient.clone(),
+                delivery: Delivery::Failed,
+                reply: error.to_string(),
+                enhanced_code: None,
+            },
+            Ok(to) => match Envelope::new(Some(from.clone()), vec![to]) {
+                Err(error) => Delivered {
+                    recipient: recipient.clone(),
+                    delivery: Delivery::Failed,
+                    reply: error.to_string(),
+                    enhanced_code: None,
+                },
+                Ok(envelope) => match transport.send_raw(&envelope, raw).await {
+                    Ok(response) => {
+                        let reply = format!(
+                            "{} {}",
+                            response.code(),
+                            response.message().collect::<Vec<_>>().join(" ")
+                        );
+                        Delivered {
+                            recipient: recipient.clone(),
+                            delivery: Delivery::Sent,
+                            enhanced_code: enhanced_code(&reply),
+                            reply,
+                        }
+                    }
+                    Err(error) => {
+                        let reply = error.to_string();
+                        Delivered {
+                            recipient: recipient.clone(),
+                            delivery: if error.is_permanent() {
+                                Delivery::Failed
+                            } else {
+                                Delivery::Deferred
+                            },
+                            enhanced_code: enhanced_code(&reply),
+                            reply,
+                        }
+                    }
+                },
+            },
+        };
+        delivered.push(outcome);
+    }
+    Ok(SmtpAttempt {
+        recipients: delivered,
+        duration: started.elapsed(),
+    })
+}
+
+/// The first `class.subject.detail` of a reply (RFC 3463), if it has one.
+fn enhanced_code(reply: &str) -> Option<String> {
+    reply
+        .split(|c: char| c.is_whitespace() || c == '(' || c == ')' || c == ':')
+        .find(|word| {
+            let parts: Vec<&str> = word.split('.').collect();
+            parts.len() == 3
+                && matches!(parts[0], "2" | "4" | "5")
+                && parts[1..].iter().all(|part| {
+                    (1..=3).contains(&part.len()) && part.bytes().all(|b| b.is_ascii_digit())
+                })
+        })
+        .map(str::to_owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_enhanced_code_is_found_in_a_reply() {
+        assert_eq!(
+            enhanced_code("permanent error (550): 5.1.1 no such user").as_deref(),
+            Some("5.1.1")
+        );
+        assert_eq!(
+            enhanced_code("250 2.0.0 Ok: queued").as_deref(),
+            Some("2.0.0")
+        );
+        assert_eq!(enhanced_code("250 Ok 1.2"), None);
+    }
+}

@@ -1,0 +1,516 @@
+//! Sending mail as the organization's connected accounts (docs/security.md#sending): a
+//! message is checked whole (addresses by the verification engine's syntax rules, no line
+//! break in any field, only custom and list headers), composed, sealed and accepted with its
+//! queue job before the answer; the queue's runner delivers it, recipient by recipient, and
+//! records every attempt. Delivery is at least once: a message is sent twice only if a node
+//! dies between the server's acceptance of it and the record of that.
+
+use mailroom_core::api_keys::Scope;
+use mailroom_core::audit::Action;
+use mailroom_core::{EmailId, JobId, MailAccountId};
+use mailroom_mail::outgoing::{
+    self, Delivered, Delivery, Outgoing, OutgoingAttachment, SmtpAttempt,
+};
+use mailroom_storage::emails::{
+    Attempt, AttemptOutcome, Email, EmailRecord, EmailStatus, NewEmail, Outcome, Recipient,
+    RecipientKind, RecipientStatus,
+};
+use mailroom_storage::queue::{ClaimedJob, JobKind, NewJob};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use zeroize::Zeroizing;
+
+use crate::application::actor::Caller;
+use crate::application::mail_accounts;
+use crate::audit::AuditTrail;
+use crate::error::{DomainError, SendRefusal};
+use crate::state::AppState;
+
+/// Recipients of each kind a message may have.
+pub const MAX_RECIPIENTS: usize = 50;
+/// The most a composed message may weigh.
+pub const MAX_MESSAGE_BYTES: usize = 25 * 1024 * 1024;
+const MAX_SUBJECT: usize = 998;
+const MAX_TAGS: usize = 20;
+const MAX_HEADERS: usize = 50;
+
+/// Headers a message may carry besides the ones mailroom writes: custom `X-` headers and the
+/// list headers. Structural ones (From, To, Date, Message-ID, MIME's…) are mailroom's.
+const LIST_HEADERS: [&str; 8] = [
+    "List-Unsubscribe",
+    "List-Unsubscribe-Post",
+    "List-Id",
+    "List-Help",
+    "List-Archive",
+    "In-Reply-To",
+    "References",
+    "Auto-Submitted",
+];
+
+/// A message to send, as asked.
+pub struct NewMessage {
+    pub from: String,
+    pub to: Vec<String>,
+    pub cc: Vec<String>,
+    pub bcc: Vec<String>,
+    pub reply_to: Vec<String>,
+    pub subject: Option<String>,
+    pub text: Option<String>,
+    pub html: Option<String>,
+    pub headers: Vec<(String, String)>,
+    pub attachments: Vec<NewAttachment>,
+    pub tags: Vec<Tag>,
+    pub mail_account_id: Option<MailAccountId>,
+}
+
+pub struct NewAttachment {
+    pub filename: String,
+    pub content_type: String,
+    pub content: Vec<u8>,
+    pub content_id: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tag {
+    pub name: String,
+    pub value: String,
+}
+
+impl Tag {
+    /// The tags of a stored message (written by this module, so they read back).
+    pub fn of(email: &Email) -> Vec<Tag> {
+        serde_json::from_str(&email.tags).unwrap_or_default()
+    }
+}
+
+/// No line break, nor any other control character but tab: nothing a header could be folded
+/// or injected through.
+fn one_line(field: &'static str, value: &str) -> Result<(), DomainError> {
+    if value.chars().any(|c| c.is_control() && c != '\t') {
+        return Err(DomainError::invalid(
+            field,
+            format!("{field} may not contain line breaks or control characters"),
+        ));
+    }
+    Ok(())
+}
+
+/// An address by the verification engine's syntax rules, as it goes out (IDN domains in
+/// A-labels).
+fn address(field: &'static str, text: &str) -> Result<String, DomainError> {
+    one_line(field, text)?;
+    mailroom_verify::syntax::parse(text.trim())
+        .map(|address| address.normalized())
+        .map_err(|error| {
+            DomainError::invalid(
+                field,
+                format!("{field}: {text:?} is not an address ({error})"),
+            )
+        })
+}
+
+fn addresses(field: &'static str, list: &[String]) -> Result<Vec<String>, DomainError> {
+    if list.len() > MAX_RECIPIENTS {
+        return Err(DomainError::invalid(
+            field,
+            format!("{field} may hold at most {MAX_RECIPIENTS} addresses"),
+        ));
+    }
+    list.iter().map(|text| address(field, text)).collect()
+}
+
+/// `Name <address>` or a bare address.
+fn mailbox(text: &str) -> Result<(Option<String>, String), DomainError> {
+    one_line("from", text)?;
+    let text = text.trim();
+    match text
+        .strip_suffix('>')
+        .and_then(|rest| rest.rsplit_once('<'))
+    {
+        Some((name, inner)) => {
+            let name = name.trim().trim_matches('"').trim();
+            let name = (!name.is_empty()).then(|| name.to_owned());
+            Ok((name, address("from", inner)?))
+        }
+        None => Ok((None, address("from", text)?)),
+    }
+}
+
+fn checked_headers(headers: &[(String, String)]) -> Result<Vec<(String, String)>, DomainError> {
+    if headers.len() > MAX_HEADERS {
+        return Err(DomainError::invalid(
+            "headers",
+            format!("a message may carry at most {MAX_HEADERS} headers"),
+        ));
+    }
+    headers
+        .iter()
+        .map(|(name, value)| {
+            let token =
+                !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+            let allowed = name.len() > 2 && name[..2].eq_ignore_ascii_case("X-")
+                || LIST_HEADERS
+                    .iter()
+                    .any(|known| known.eq_ignore_ascii_case(name));
+            if !token || !allowed {
+                return Err(DomainError::Sending(SendRefusal::HeaderNotAllowed(
+                    name.chars().take(100).collect(),
+                )));
+            }
+            one_line("headers", value)?;
+            Ok((name.clone(), value.clone()))
+        })
+        .collect()
+}
+
+/// Accepts a message for delivery: checked, composed, sealed and queued before this returns.
+pub async fn send(
+    state: &AppState,
+    trail: &AuditTrail,
+    caller: &Caller,
+    message: NewMessage,
+) -> Result<EmailId, DomainError> {
+    caller.require(Scope::Send, false)?;
+    let org_id = caller.org_id();
+    let (name, from) = mailbox(&message.from)?;
+    if let Some(name) = &name {
+        one_line("from", name)?;
+    }
+    let to = addresses("to", &message.to)?;
+    let cc = addresses("cc", &message.cc)?;
+    let bcc = addresses("bcc", &message.bcc)?;
+    let reply_to = addresses("reply_to", &message.reply_to)?;
+    if to.is_empty() && cc.is_empty() && bcc.is_empty() {
+        return Err(DomainError::invalid("to", "a message needs a recipient"));
+    }
+    if message.text.is_none() && message.html.is_none() {
+        return Err(DomainError::invalid(
+            "text",
+            "a message needs text, html or both",
+        ));
+    }
+    if let Some(subject) = &message.subject {
+        one_line("subject", subject)?;
+        if subject.chars().count() > MAX_SUBJECT {
+            return Err(DomainError::invalid(
+                "subject",
+                format!("subject may be at most {MAX_SUBJECT} characters"),
+            ));
+        }
+    }
+    let headers = checked_headers(&message.headers)?;
+    if message.tags.len() > MAX_TAGS {
+        return Err(DomainError::invalid(
+            "tags",
+            format!("a message may carry at most {MAX_TAGS} tags"),
+        ));
+    }
+    for tag in &message.tags {
+        let word = |text: &str| {
+            !text.is_empty()
+                && text.len() <= 256
+                && text
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        };
+        if !word(&tag.name) || !word(&tag.value) {
+            return Err(DomainError::invalid(
+                "tags",
+                "a tag's name and value are 1 to 256 letters, digits, _ or -",
+            ));
+        }
+    }
+    let mut attachments = Vec::with_capacity(message.attachments.len());
+    for attachment in message.attachments {
+        one_line("attachments", &attachment.filename)?;
+        one_line("attachments", &attachment.content_type)?;
+        if let Some(id) = &attachment.content_id {
+            one_line("attachments", id)?;
+        }
+        attachments.push(OutgoingAttachment {
+            filename: attachment.filename,
+            content_type: attachment.content_type,
+            content: attachment.content,
+            content_id: attachment.content_id,
+        });
+    }
+    let account = mail_accounts::sender(state, org_id, &from, message.mail_account_id).await?;
+    let id = EmailId::generate();
+    let domain = from
+        .rsplit_once('@')
+        .map_or("localhost", |(_, domain)| domain);
+    let message_id = format!("<{id}@{domain}>");
+    let outgoing = Outgoing {
+        from: (name, from.clone()),
+        reply_to,
+        to: to.clone(),
+        cc: cc.clone(),
+        subject: message.subject,
+        text: message.text,
+        html: message.html,
+        headers,
+        attachments,
+        message_id: message_id.clone(),
+    };
+    let raw = Zeroizing::new(
+        outgoing::compose(&outgoing)
+            .map_err(|error| DomainError::invalid("message", error.to_string()))?,
+    );
+    if raw.len() > MAX_MESSAGE_BYTES {
+        return Err(DomainError::Sending(SendRefusal::MessageTooLarge {
+            limit: MAX_MESSAGE_BYTES,
+        }));
+    }
+    let mut recipients: Vec<(String, RecipientKind)> = Vec::new();
+    for (list, kind) in [
+        (to, RecipientKind::To),
+        (cc, RecipientKind::Cc),
+        (bcc, RecipientKind::Bcc),
+    ] {
+        for address in list {
+            // Once each: the same address twice is one delivery.
+            if !recipients.iter().any(|(known, _)| *known == address) {
+                recipients.push((address, kind));
+            }
+        }
+    }
+    let size = raw.len();
+    let count = recipients.len();
+    let email = NewEmail {
+        id,
+        mail_account_id: account.id,
+        from_address: from,
+        recipients,
+        message_id,
+        tags: serde_json::to_string(&message.tags).map_err(DomainError::internal)?,
+        content: raw,
+        created_by: match caller {
+            Caller::Account(principal) => Some(principal.user.id),
+            Caller::Key(_) => None,
+        },
+        api_key_id: match caller {
+            Caller::Key(key) => Some(key.key_id),
+            Caller::Account(_) => None,
+        },
+    };
+    let job = NewJob {
+        id: JobId::from_uuid(id.as_uuid()),
+        org_id: Some(org_id),
+        kind: JobKind::SendEmail,
+        payload: Vec::new(),
+        idempotency_key: None,
+        delay: std::time::Duration::ZERO,
+    };
+    let event = mailroom_core::audit::AuditEvent {
+        target: Some(format!(
+            "email {id} through mail account {} to {count} recipients, {size} bytes",
+            account.id
+        )),
+        ..caller.event(trail, Action::EmailAccepted)
+    };
+    state
+        .database
+        .emails()
+        .accept(org_id, &email, job, &event, OffsetDateTime::now_utc())
+        .await?;
+    state.queue.wake(JobKind::SendEmail);
+    Ok(id)
+}
+
+/// Anyone of the organization reads its messages; a key needs `send`.
+pub async fn get(
+    state: &AppState,
+    caller: &Caller,
+    id: EmailId,
+) -> Result<EmailRecord, DomainError> {
+    caller.require(Scope::Send, false)?;
+    state
+        .database
+        .emails()
+        .get(caller.org_id(), id)
+        .await?
+        .ok_or(DomainError::NotFound)
+}
+
+/// The organization's newest messages, newest first, before the `before` cursor.
+pub async fn list(
+    state: &AppState,
+    caller: &Caller,
+    status: Option<EmailStatus>,
+    before: Option<EmailId>,
+    limit: i64,
+) -> Result<Vec<Email>, DomainError> {
+    caller.require(Scope::Send, false)?;
+    Ok(state
+        .database
+        .emails()
+        .list(caller.org_id(), status, before, limit.clamp(1, 100))
+        .await?)
+}
+
+/// Delivers a queued message (the queue's job of the same id) to its recipients still
+/// pending, and records the attempt. A temporary failure is the job's failure, so the queue
+/// tries again with backoff; on its last try, what is still pending fails.
+pub async fn deliver(state: &AppState, job: &ClaimedJob) -> Result<(), DomainError> {
+    let org_id = job
+        .org_id
+        .ok_or_else(|| anyhow::anyhow!("a send job of no organization"))?;
+    let id = EmailId::from_uuid(job.id.as_uuid());
+    let emails = state.database.emails();
+    let Some(todo) = emails.to_deliver(org_id, id).await? else {
+        return Ok(());
+    };
+    let now = OffsetDateTime::now_utc();
+    let account = match todo.email.mail_account_id {
+        Some(account_id) => mail_accounts::smtp_of(state, org_id, account_id).await?,
+        None => None,
+    };
+    let Some((_, settings)) = account else {
+        let failed = fail_all(&todo.recipients, "the mail account was disconnected");
+        let attempt = Attempt {
+            at: now,
+            transport: "smtp".to_owned(),
+            outcome: AttemptOutcome::Failed,
+            reply: "the mail account was disconnected".to_owned(),
+            enhanced_code: None,
+            duration_ms: 0,
+        };
+        return record(state, org_id, id, &attempt, &failed).await;
+    };
+    let recipients: Vec<String> = todo.recipients.iter().map(|r| r.address.clone()).collect();
+    let hello = mail_accounts::hello_name(state);
+    let last_try = job.attempt >= JobKind::SendEmail.retry_policy().max_attempts;
+    let attempted = outgoing::send_smtp(
+        &settings,
+        &hello,
+        &todo.email.from_address,
+        &recipients,
+        &todo.content,
+    )
+    .await;
+    let SmtpAttempt {
+        recipients: delivered,
+        duration,
+    } = match attempted {
+        Ok(attempt) => attempt,
+        Err(error) => SmtpAttempt {
+            recipients: recipients
+                .iter()
+                .map(|recipient| Delivered {
+                    recipient: recipient.clone(),
+                    delivery: Delivery::Deferred,
+                    reply: error.to_string(),
+                    enhanced_code: None,
+                })
+                .collect(),
+            duration: std::time::Duration::ZERO,
+        },
+    };
+    let decided: Vec<Recipient> = todo
+        .recipients
+        .iter()
+        .zip(&delivered)
+        .map(|(recipient, delivered)| Recipient {
+            status: match delivered.delivery {
+                Delivery::Sent => RecipientStatus::Sent,
+                Delivery::Failed => RecipientStatus::Failed,
+                Delivery::Deferred if last_try => RecipientStatus::Failed,
+                Delivery::Deferred => RecipientStatus::Pending,
+            },
+            reply: Some(delivered.reply.clone()),
+            ..recipient.clone()
+        })
+        .collect();
+    let outcome = if delivered.iter().any(|d| d.delivery == Delivery::Deferred) && !last_try {
+        AttemptOutcome::Deferred
+    } else if delivered.iter().any(|d| d.delivery == Delivery::Sent) {
+        AttemptOutcome::Sent
+    } else {
+        AttemptOutcome::Failed
+    };
+    let reply = delivered
+        .iter()
+        .map(|d| format!("{}: {}", d.recipient, d.reply))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let attempt = Attempt {
+        at: now,
+        transport: "smtp".to_owned(),
+        outcome,
+        enhanced_code: delivered.iter().find_map(|d| d.enhanced_code.clone()),
+        reply: reply.clone(),
+        duration_ms: i64::try_from(duration.as_millis()).unwrap_or(i64::MAX),
+    };
+    record(state, org_id, id, &attempt, &decided).await?;
+    if outcome == AttemptOutcome::Deferred {
+        // The queue tries again later, with backoff.
+        return Err(anyhow::anyhow!("deferred: {reply}").into());
+    }
+    Ok(())
+}
+
+fn fail_all(recipients: &[Recipient], why: &str) -> Vec<Recipient> {
+    recipients
+        .iter()
+        .map(|recipient| Recipient {
+            status: RecipientStatus::Failed,
+            reply: Some(why.to_owned()),
+            ..recipient.clone()
+        })
+        .collect()
+}
+
+/// Records an attempt, and where the message is after it: its recipients decided now, and
+/// those decided before (every recipient, each once).
+async fn record(
+    state: &AppState,
+    org_id: mailroom_core::OrgId,
+    id: EmailId,
+    attempt: &Attempt,
+    decided: &[Recipient],
+) -> Result<(), DomainError> {
+    let emails = state.database.emails();
+    let before = emails
+        .get(org_id, id)
+        .await?
+        .map(|record| record.recipients)
+        .unwrap_or_default();
+    let status_of = |address: &str| {
+        decided
+            .iter()
+            .find(|recipient| recipient.address == address)
+            .map(|recipient| recipient.status)
+    };
+    let all: Vec<RecipientStatus> = before
+        .iter()
+        .map(|recipient| status_of(&recipient.address).unwrap_or(recipient.status))
+        .collect();
+    let sent = all.iter().filter(|s| **s == RecipientStatus::Sent).count();
+    let failed = all
+        .iter()
+        .filter(|s| **s == RecipientStatus::Failed)
+        .count();
+    let pending = all.len() - sent - failed;
+    let status = match (pending, sent, failed) {
+        (0, _, 0) => EmailStatus::Sent,
+        (0, 0, _) => EmailStatus::Failed,
+        (0, _, _) => EmailStatus::PartiallyFailed,
+        _ => EmailStatus::Queued,
+    };
+    let last_error =
+        (attempt.outcome != AttemptOutcome::Sent || failed > 0).then_some(attempt.reply.as_str());
+    emails
+        .record(
+            org_id,
+            id,
+            &Outcome {
+                attempt,
+                recipients: decided,
+                status,
+                last_error,
+            },
+            OffsetDateTime::now_utc(),
+        )
+        .await?;
+    Ok(())
+}

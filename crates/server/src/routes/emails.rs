@@ -1,0 +1,215 @@
+//! `/v1/emails`: messages sent as the organization's connected accounts
+//! ([`crate::application::emails`]), in the shape of Resend's API: `to` may be one address or
+//! a list, bodies are `text` and `html`, attachments are base64.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use base64::Engine;
+use mailroom_core::{EmailId, MailAccountId};
+use mailroom_storage::emails::{Email, EmailRecord, EmailStatus};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::application::actor::Caller;
+use crate::application::emails::{self, NewAttachment, NewMessage, Tag};
+use crate::audit::AuditTrail;
+use crate::error::DomainError;
+use crate::json::ApiJson;
+use crate::problem::ApiError;
+use crate::state::AppState;
+
+/// A message's request, its attachments in base64 included.
+pub const BODY_LIMIT_BYTES: usize = 10 * 1024 * 1024;
+
+fn when(time: OffsetDateTime) -> String {
+    time.format(&Rfc3339).unwrap_or_default()
+}
+
+/// One address, or a list of them.
+#[derive(Deserialize, Default)]
+#[serde(untagged)]
+pub enum Addresses {
+    #[default]
+    None,
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Addresses {
+    fn list(self) -> Vec<String> {
+        match self {
+            Addresses::None => Vec::new(),
+            Addresses::One(one) => vec![one],
+            Addresses::Many(many) => many,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttachmentRequest {
+    filename: String,
+    content_type: Option<String>,
+    /// Base64.
+    content: String,
+    content_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmailRequest {
+    from: String,
+    #[serde(default)]
+    to: Addresses,
+    #[serde(default)]
+    cc: Addresses,
+    #[serde(default)]
+    bcc: Addresses,
+    #[serde(default)]
+    reply_to: Addresses,
+    subject: Option<String>,
+    text: Option<String>,
+    html: Option<String>,
+    #[serde(default)]
+    headers: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    attachments: Vec<AttachmentRequest>,
+    #[serde(default)]
+    tags: Vec<Tag>,
+    mail_account_id: Option<MailAccountId>,
+}
+
+/// `POST /v1/emails`: 202 `{id}` once the message is accepted (stored and queued).
+pub async fn send(
+    State(state): State<AppState>,
+    trail: AuditTrail,
+    caller: Caller,
+    ApiJson(body): ApiJson<EmailRequest>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let attachments = body
+        .attachments
+        .into_iter()
+        .map(|attachment| {
+            let content = base64::engine::general_purpose::STANDARD
+                .decode(attachment.content.as_bytes())
+                .map_err(|_| {
+                    DomainError::invalid("attachments", "an attachment's content must be base64")
+                })?;
+            Ok(NewAttachment {
+                content_type: attachment
+                    .content_type
+                    .unwrap_or_else(|| "application/octet-stream".to_owned()),
+                filename: attachment.filename,
+                content,
+                content_id: attachment.content_id,
+            })
+        })
+        .collect::<Result<Vec<_>, DomainError>>()?;
+    let message = NewMessage {
+        from: body.from,
+        to: body.to.list(),
+        cc: body.cc.list(),
+        bcc: body.bcc.list(),
+        reply_to: body.reply_to.list(),
+        subject: body.subject,
+        text: body.text,
+        html: body.html,
+        headers: body.headers.into_iter().collect(),
+        attachments,
+        tags: body.tags,
+        mail_account_id: body.mail_account_id,
+    };
+    let id = emails::send(&state, &trail, &caller, message).await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({"id": id}))))
+}
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    status: Option<String>,
+    /// The last id of the previous page.
+    cursor: Option<EmailId>,
+    limit: Option<i64>,
+}
+
+/// `GET /v1/emails?status&cursor&limit`: newest first.
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(query): Query<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let status = match query.status.as_deref() {
+        None => None,
+        Some(text) => Some(EmailStatus::parse(text).ok_or_else(|| {
+            DomainError::invalid("status", format!("{text:?} is not a message status"))
+        })?),
+    };
+    let limit = query.limit.unwrap_or(50);
+    let listed = emails::list(&state, &caller, status, query.cursor, limit).await?;
+    let next = (listed.len() as i64 >= limit.clamp(1, 100))
+        .then(|| listed.last().map(|email| email.id))
+        .flatten();
+    Ok(Json(json!({
+        "data": listed.iter().map(summary).collect::<Vec<_>>(),
+        "next_cursor": next,
+    })))
+}
+
+/// `GET /v1/emails/{id}`: its status, every attempt, and each recipient's outcome.
+pub async fn show(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<EmailId>,
+) -> Result<Json<Value>, ApiError> {
+    let record = emails::get(&state, &caller, id).await?;
+    Ok(Json(describe(&record)))
+}
+
+fn summary(email: &Email) -> Value {
+    json!({
+        "id": email.id,
+        "status": email.status.as_str(),
+        "from": email.from_address,
+        "mail_account_id": email.mail_account_id,
+        "recipient_count": email.recipient_count,
+        "size_bytes": email.size_bytes,
+        "message_id": email.message_id,
+        "tags": Tag::of(email),
+        "last_error": email.last_error,
+        "created_at": when(email.created_at),
+        "sent_at": email.sent_at.map(when),
+    })
+}
+
+fn describe(record: &EmailRecord) -> Value {
+    let mut described = summary(&record.email);
+    described["recipients"] = record
+        .recipients
+        .iter()
+        .map(|recipient| {
+            json!({
+                "address": recipient.address,
+                "kind": recipient.kind.as_str(),
+                "status": recipient.status.as_str(),
+                "reply": recipient.reply,
+            })
+        })
+        .collect();
+    described["attempts"] = record
+        .attempts
+        .iter()
+        .map(|attempt| {
+            json!({
+                "at": when(attempt.at),
+                "transport": attempt.transport,
+                "outcome": attempt.outcome.as_str(),
+                "reply": attempt.reply,
+                "enhanced_status_code": attempt.enhanced_code,
+                "duration_ms": attempt.duration_ms,
+            })
+        })
+        .collect();
+    described
+}

@@ -1,0 +1,580 @@
+//! The messages an organization sends (migration 0042): what each is (sender, recipients,
+//! size, tags, status) as it is, what it says (the message itself) sealed under the
+//! organization's data key, bound to its row; each recipient's outcome; every attempt at
+//! delivering it. A message is accepted with its queue job and its audit entry in one
+//! transaction: once accepted, it is never lost.
+
+use futures::FutureExt;
+use mailroom_core::audit::AuditEvent;
+use mailroom_core::{ApiKeyId, EmailId, MailAccountId, OrgId, UserId};
+use mailroom_crypto::envelope::Binding;
+use time::OffsetDateTime;
+use uuid::Uuid;
+use zeroize::Zeroizing;
+
+use crate::accounts::{from_ms, ms};
+use crate::keyring::SealedColumn;
+use crate::queue::NewJob;
+use crate::tx::{Inner, Tenancy};
+use crate::{Database, StorageError, on_backend};
+
+pub(crate) const EMAIL_CONTENT: SealedColumn = SealedColumn {
+    table: "emails",
+    column: "content",
+    row_id: "id",
+};
+
+fn binding(id: EmailId) -> Binding<'static> {
+    Binding {
+        table: EMAIL_CONTENT.table,
+        column: EMAIL_CONTENT.column,
+        row: id.as_uuid(),
+    }
+}
+
+/// Declares a closed set of values stored as text: `as_str` and its inverse.
+macro_rules! stored_enum {
+    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum $name {
+            $($(#[$vdoc])* $variant),+
+        }
+
+        impl $name {
+            pub const ALL: &[$name] = &[$($name::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text),+
+                }
+            }
+
+            pub fn parse(text: &str) -> Option<Self> {
+                Self::ALL.iter().copied().find(|value| value.as_str() == text)
+            }
+
+            fn stored(text: &str) -> Result<Self, StorageError> {
+                Self::parse(text).ok_or(StorageError::Internal(concat!(
+                    "a stored ",
+                    stringify!($name),
+                    " of no known value"
+                )))
+            }
+        }
+    };
+}
+
+stored_enum!(
+    /// Where a message is on its way.
+    EmailStatus {
+        Scheduled => "scheduled",
+        Queued => "queued",
+        Sending => "sending",
+        Sent => "sent",
+        /// Some recipients were refused for good; the others got it.
+        PartiallyFailed => "partially_failed",
+        Failed => "failed",
+        Canceled => "canceled",
+    }
+);
+
+stored_enum!(
+    /// How a recipient is addressed.
+    RecipientKind {
+        To => "to",
+        Cc => "cc",
+        /// In the envelope only, never in a header.
+        Bcc => "bcc",
+    }
+);
+
+stored_enum!(
+    /// A recipient's outcome.
+    RecipientStatus {
+        Pending => "pending",
+        Sent => "sent",
+        Failed => "failed",
+    }
+);
+
+stored_enum!(
+    /// What an attempt came to.
+    AttemptOutcome {
+        Sent => "sent",
+        /// A temporary refusal or a broken connection: tried again later.
+        Deferred => "deferred",
+        Failed => "failed",
+    }
+);
+
+/// A message to accept.
+#[derive(Clone)]
+pub struct NewEmail {
+    pub id: EmailId,
+    pub mail_account_id: MailAccountId,
+    pub from_address: String,
+    pub recipients: Vec<(String, RecipientKind)>,
+    pub message_id: String,
+    /// `[{name, value}]`, as JSON.
+    pub tags: String,
+    /// The message as it goes out (RFC 5322), sealed before it is stored.
+    pub content: Zeroizing<Vec<u8>>,
+    pub created_by: Option<UserId>,
+    pub api_key_id: Option<ApiKeyId>,
+}
+
+/// A message as its organization sees it: never what it says.
+#[derive(Clone, Debug)]
+pub struct Email {
+    pub id: EmailId,
+    pub org_id: OrgId,
+    pub mail_account_id: Option<MailAccountId>,
+    pub status: EmailStatus,
+    pub from_address: String,
+    pub recipient_count: i64,
+    pub size_bytes: i64,
+    pub message_id: String,
+    pub tags: String,
+    pub last_error: Option<String>,
+    pub created_by: Option<UserId>,
+    pub api_key_id: Option<ApiKeyId>,
+    pub created_at: OffsetDateTime,
+    pub sent_at: Option<OffsetDateTime>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Recipient {
+    pub address: String,
+    pub kind: RecipientKind,
+    pub status: RecipientStatus,
+    /// What the server said of it, when it said.
+    pub reply: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Attempt {
+    pub at: OffsetDateTime,
+    /// `smtp` or `gmail`.
+    pub transport: String,
+    pub outcome: AttemptOutcome,
+    pub reply: String,
+    /// RFC 3463's `x.y.z`, when the server gave one.
+    pub enhanced_code: Option<String>,
+    pub duration_ms: i64,
+}
+
+/// A message with everything known of its delivery.
+#[derive(Clone, Debug)]
+pub struct EmailRecord {
+    pub email: Email,
+    pub recipients: Vec<Recipient>,
+    pub attempts: Vec<Attempt>,
+}
+
+/// A message to deliver: what it is, to whom, and the message itself, opened.
+pub struct ToDeliver {
+    pub email: Email,
+    pub recipients: Vec<Recipient>,
+    pub content: Zeroizing<Vec<u8>>,
+}
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    id: Uuid,
+    org_id: Uuid,
+    mail_account_id: Option<Uuid>,
+    status: String,
+    from_address: String,
+    recipient_count: i64,
+    size_bytes: i64,
+    message_id: String,
+    tags: String,
+    last_error: Option<String>,
+    created_by: Option<Uuid>,
+    api_key_id: Option<Uuid>,
+    created_at: i64,
+    sent_at: Option<i64>,
+}
+
+impl TryFrom<Row> for Email {
+    type Error = StorageError;
+
+    fn try_from(row: Row) -> Result<Self, StorageError> {
+        Ok(Email {
+            id: EmailId::from_uuid(row.id),
+            org_id: row.org_id.into(),
+            mail_account_id: row.mail_account_id.map(MailAccountId::from_uuid),
+            status: EmailStatus::stored(&row.status)?,
+            from_address: row.from_address,
+            recipient_count: row.recipient_count,
+            size_bytes: row.size_bytes,
+            message_id: row.message_id,
+            tags: row.tags,
+            last_error: row.last_error,
+            created_by: row.created_by.map(UserId::from),
+            api_key_id: row.api_key_id.map(ApiKeyId::from_uuid),
+            created_at: from_ms(row.created_at),
+            sent_at: row.sent_at.map(from_ms),
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct RecipientRow {
+    address: String,
+    kind: String,
+    status: String,
+    reply: Option<String>,
+}
+
+impl TryFrom<RecipientRow> for Recipient {
+    type Error = StorageError;
+
+    fn try_from(row: RecipientRow) -> Result<Self, StorageError> {
+        Ok(Recipient {
+            address: row.address,
+            kind: RecipientKind::stored(&row.kind)?,
+            status: RecipientStatus::stored(&row.status)?,
+            reply: row.reply,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct AttemptRow {
+    at: i64,
+    transport: String,
+    outcome: String,
+    reply: String,
+    enhanced_code: Option<String>,
+    duration_ms: i64,
+}
+
+impl TryFrom<AttemptRow> for Attempt {
+    type Error = StorageError;
+
+    fn try_from(row: AttemptRow) -> Result<Self, StorageError> {
+        Ok(Attempt {
+            at: from_ms(row.at),
+            transport: row.transport,
+            outcome: AttemptOutcome::stored(&row.outcome)?,
+            reply: row.reply,
+            enhanced_code: row.enhanced_code,
+            duration_ms: row.duration_ms,
+        })
+    }
+}
+
+const COLUMNS: &str = "id, org_id, mail_account_id, status, from_address, recipient_count, \
+     size_bytes, message_id, tags, last_error, created_by, api_key_id, created_at, sent_at";
+
+/// What an attempt changed: its record, each recipient it decided, and where the message is.
+pub struct Outcome<'a> {
+    pub attempt: &'a Attempt,
+    pub recipients: &'a [Recipient],
+    pub status: EmailStatus,
+    pub last_error: Option<&'a str>,
+}
+
+/// An organization's sent messages. Reached through [`Database::emails`].
+#[derive(Clone, Copy)]
+pub struct Emails<'a> {
+    pub(crate) db: &'a Database,
+}
+
+impl Emails<'_> {
+    /// Accepts a message: the message sealed, its recipients, its queue job and its audit
+    /// entry, in one transaction.
+    pub async fn accept(
+        &self,
+        org_id: OrgId,
+        email: &NewEmail,
+        job: NewJob,
+        event: &AuditEvent,
+        now: OffsetDateTime,
+    ) -> Result<(), StorageError> {
+        // Sealing may add the organization's data key: a transaction of its own, first.
+        let sealed = self
+            .db
+            .seal(org_id.as_uuid(), &binding(email.id), &email.content, now)
+            .await?;
+        let job = crate::queue::PreparedJob::unsealed(job)?;
+        let key = self.db.audit_key()?;
+        let size = i64::try_from(email.content.len()).unwrap_or(i64::MAX);
+        let count = i64::try_from(email.recipients.len()).unwrap_or(i64::MAX);
+        self.db
+            .serializable_for(&Tenancy::Org(org_id), |tx| {
+                let (email, sealed, job, key, event) = (
+                    email.clone(),
+                    sealed.clone(),
+                    job.clone(),
+                    key.clone(),
+                    event.clone(),
+                );
+                async move {
+                    on_backend!(&mut tx.0, Inner, tx => {
+                        sqlx::query(
+                            "INSERT INTO emails (id, org_id, mail_account_id, status, from_address, \
+                             recipient_count, size_bytes, message_id, tags, content, created_by, \
+                             api_key_id, created_at) \
+                             VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                        )
+                        .bind(email.id.as_uuid())
+                        .bind(org_id.as_uuid())
+                        .bind(email.mail_account_id.as_uuid())
+                        .bind(&email.from_address)
+                        .bind(count)
+                        .bind(size)
+                        .bind(&email.message_id)
+                        .bind(&email.tags)
+                        .bind(&sealed)
+                        .bind(email.created_by.map(|id| id.as_uuid()))
+                        .bind(email.api_key_id.map(|id| id.as_uuid()))
+                        .bind(ms(now))
+                        .execute(&mut **tx)
+                        .await?;
+                        let mut insert = sqlx::QueryBuilder::new(
+                            "INSERT INTO email_recipients (email_id, org_id, address, kind, status) ",
+                        );
+                        insert.push_values(email.recipients.iter(), |mut row, (address, kind)| {
+                            row.push_bind(email.id.as_uuid())
+                                .push_bind(org_id.as_uuid())
+                                .push_bind(address)
+                                .push_bind(kind.as_str())
+                                .push_bind(RecipientStatus::Pending.as_str());
+                        });
+                        insert.build().execute(&mut **tx).await?;
+                    });
+                    crate::queue::enqueue_in(tx, &job).await?;
+                    crate::audit::append(tx, &key, &event, now).await?;
+                    Ok(())
+                }
+                .boxed()
+            })
+            .await
+    }
+
+    /// One of the organization's messages, with its recipients and attempts; another
+    /// organization's is as missing as none.
+    pub async fn get(
+        &self,
+        org_id: OrgId,
+        id: EmailId,
+    ) -> Result<Option<EmailRecord>, StorageError> {
+        let sql = format!("SELECT {COLUMNS} FROM emails WHERE org_id = $1 AND id = $2");
+        self.db
+            .transaction_for(&Tenancy::Org(org_id), |tx| {
+                let sql = sql.clone();
+                async move {
+                    let found: Option<(Row, Vec<RecipientRow>, Vec<AttemptRow>)> = on_backend!(&mut tx.0, Inner, tx => {
+                        let row: Option<Row> = sqlx::query_as(&sql)
+                            .bind(org_id.as_uuid())
+                            .bind(id.as_uuid())
+                            .fetch_optional(&mut **tx)
+                            .await?;
+                        match row {
+                            None => None,
+                            Some(row) => {
+                                let recipients = sqlx::query_as(
+                                    "SELECT address, kind, status, reply FROM email_recipients \
+                                     WHERE email_id = $1 ORDER BY kind, address",
+                                )
+                                .bind(id.as_uuid())
+                                .fetch_all(&mut **tx)
+                                .await?;
+                                let attempts = sqlx::query_as(
+                                    "SELECT at, transport, outcome, reply, enhanced_code, duration_ms \
+                                     FROM email_attempts WHERE email_id = $1 ORDER BY at, id",
+                                )
+                                .bind(id.as_uuid())
+                                .fetch_all(&mut **tx)
+                                .await?;
+                                Some((row, recipients, attempts))
+                            }
+                        }
+                    });
+                    let Some((row, recipients, attempts)) = found else {
+                        return Ok(None);
+                    };
+                    Ok(Some(EmailRecord {
+                        email: row.try_into()?,
+                        recipients: recipients
+                            .into_iter()
+                            .map(Recipient::try_from)
+                            .collect::<Result<_, _>>()?,
+                        attempts: attempts
+                            .into_iter()
+                            .map(Attempt::try_from)
+                            .collect::<Result<_, _>>()?,
+                    }))
+                }
+                .boxed()
+            })
+            .await
+    }
+
+    /// The organization's newest messages, newest first, before `before` (a cursor).
+    pub async fn list(
+        &self,
+        org_id: OrgId,
+        status: Option<EmailStatus>,
+        before: Option<EmailId>,
+        limit: i64,
+    ) -> Result<Vec<Email>, StorageError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM emails WHERE org_id = $1 AND ($2 IS NULL OR status = $2) \
+             AND ($3 IS NULL OR id < $3) ORDER BY id DESC LIMIT $4"
+        );
+        let rows: Vec<Row> = self
+            .db
+            .transaction_for(&Tenancy::Org(org_id), |tx| {
+                let sql = sql.clone();
+                async move {
+                    Ok(on_backend!(&mut tx.0, Inner, tx => {
+                        sqlx::query_as(&sql)
+                            .bind(org_id.as_uuid())
+                            .bind(status.map(EmailStatus::as_str))
+                            .bind(before.map(|id| id.as_uuid()))
+                            .bind(limit)
+                            .fetch_all(&mut **tx)
+                            .await?
+                    }))
+                }
+                .boxed()
+            })
+            .await?;
+        rows.into_iter().map(Email::try_from).collect()
+    }
+
+    /// A message to deliver, its status `sending`: the message opened, and the recipients
+    /// still pending. `None` when there is nothing to deliver (canceled, done, or gone).
+    pub async fn to_deliver(
+        &self,
+        org_id: OrgId,
+        id: EmailId,
+    ) -> Result<Option<ToDeliver>, StorageError> {
+        let sql = format!(
+            "UPDATE emails SET status = 'sending' WHERE org_id = $1 AND id = $2 \
+             AND status IN ('queued', 'sending') RETURNING {COLUMNS}, content"
+        );
+        #[derive(sqlx::FromRow)]
+        struct WithContent {
+            #[sqlx(flatten)]
+            row: Row,
+            content: Option<Vec<u8>>,
+        }
+        let found: Option<(WithContent, Vec<RecipientRow>)> = self
+            .db
+            .serializable_for(&Tenancy::Org(org_id), |tx| {
+                let sql = sql.clone();
+                async move {
+                    Ok(on_backend!(&mut tx.0, Inner, tx => {
+                        let row: Option<WithContent> = sqlx::query_as(&sql)
+                            .bind(org_id.as_uuid())
+                            .bind(id.as_uuid())
+                            .fetch_optional(&mut **tx)
+                            .await?;
+                        match row {
+                            None => None,
+                            Some(row) => {
+                                let recipients = sqlx::query_as(
+                                    "SELECT address, kind, status, reply FROM email_recipients \
+                                     WHERE email_id = $1 AND status = 'pending' ORDER BY kind, address",
+                                )
+                                .bind(id.as_uuid())
+                                .fetch_all(&mut **tx)
+                                .await?;
+                                Some((row, recipients))
+                            }
+                        }
+                    }))
+                }
+                .boxed()
+            })
+            .await?;
+        let Some((found, recipients)) = found else {
+            return Ok(None);
+        };
+        let Some(sealed) = found.content else {
+            return Ok(None);
+        };
+        let content = self
+            .db
+            .open(org_id.as_uuid(), &binding(id), &sealed)
+            .await?;
+        Ok(Some(ToDeliver {
+            email: found.row.try_into()?,
+            recipients: recipients
+                .into_iter()
+                .map(Recipient::try_from)
+                .collect::<Result<_, _>>()?,
+            content,
+        }))
+    }
+
+    /// Records an attempt and what it decided, in one transaction.
+    pub async fn record(
+        &self,
+        org_id: OrgId,
+        id: EmailId,
+        outcome: &Outcome<'_>,
+        now: OffsetDateTime,
+    ) -> Result<(), StorageError> {
+        let attempt = outcome.attempt.clone();
+        let recipients = outcome.recipients.to_vec();
+        let status = outcome.status;
+        let last_error = outcome.last_error.map(str::to_owned);
+        self.db
+            .serializable_for(&Tenancy::Org(org_id), |tx| {
+                let (attempt, recipients, last_error) =
+                    (attempt.clone(), recipients.clone(), last_error.clone());
+                async move {
+                    on_backend!(&mut tx.0, Inner, tx => {
+                        sqlx::query(
+                            "INSERT INTO email_attempts (id, email_id, org_id, at, transport, outcome, \
+                             reply, enhanced_code, duration_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                        )
+                        .bind(Uuid::now_v7())
+                        .bind(id.as_uuid())
+                        .bind(org_id.as_uuid())
+                        .bind(ms(attempt.at))
+                        .bind(&attempt.transport)
+                        .bind(attempt.outcome.as_str())
+                        .bind(&attempt.reply)
+                        .bind(attempt.enhanced_code.as_deref())
+                        .bind(attempt.duration_ms)
+                        .execute(&mut **tx)
+                        .await?;
+                        for recipient in &recipients {
+                            sqlx::query(
+                                "UPDATE email_recipients SET status = $3, reply = $4 \
+                                 WHERE email_id = $1 AND address = $2",
+                            )
+                            .bind(id.as_uuid())
+                            .bind(&recipient.address)
+                            .bind(recipient.status.as_str())
+                            .bind(recipient.reply.as_deref())
+                            .execute(&mut **tx)
+                            .await?;
+                        }
+                        sqlx::query(
+                            "UPDATE emails SET status = $3, last_error = $4, \
+                             sent_at = CASE WHEN $3 IN ('sent', 'partially_failed') THEN $5 ELSE sent_at END \
+                             WHERE org_id = $1 AND id = $2",
+                        )
+                        .bind(org_id.as_uuid())
+                        .bind(id.as_uuid())
+                        .bind(status.as_str())
+                        .bind(last_error.as_deref())
+                        .bind(ms(now))
+                        .execute(&mut **tx)
+                        .await?;
+                    });
+                    Ok(())
+                }
+                .boxed()
+            })
+            .await
+    }
+}
