@@ -5,12 +5,15 @@ use time::{Date, Month, OffsetDateTime, Time};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Metric {
     Verifications,
+    /// Messages accepted for sending.
+    Emails,
 }
 
 impl Metric {
     pub fn as_str(self) -> &'static str {
         match self {
             Metric::Verifications => "verifications",
+            Metric::Emails => "emails",
         }
     }
 }

@@ -78,9 +78,13 @@ pub enum DomainError {
     /// Inviting members needs a team plan.
     #[error("a team plan is required")]
     TeamPlanRequired,
-    /// The month's verification quota is used up.
+    /// The month's quota of `metric` is used up.
     #[error("the quota is used up")]
-    QuotaExceeded { quota: i64, used: i64 },
+    QuotaExceeded {
+        metric: mailroom_core::usage::Metric,
+        quota: i64,
+        used: i64,
+    },
     /// A bulk job that the quota cannot cover whole.
     #[error("the job is larger than the quota left")]
     JobOverQuota {
@@ -152,9 +156,20 @@ pub enum SendRefusal {
     /// A header the message may not set (a structural one, or not a header name).
     HeaderNotAllowed(String),
     /// The composed message is over the limit.
-    MessageTooLarge { limit: usize },
+    MessageTooLarge {
+        limit: usize,
+    },
     /// The account's kind cannot send yet.
     TransportUnavailable,
+    /// Every recipient is on the suppression list.
+    AllSuppressed,
+    /// The idempotency key went with another request.
+    IdempotencyKeyReused,
+    /// A request with the idempotency key is under way.
+    IdempotencyKeyInProgress,
+    InvalidIdempotencyKey,
+    /// The message is under way or done.
+    NotCancelable,
 }
 
 /// Why a flow through an OAuth provider failed: audited by [`ProviderFailure::reason`].

@@ -21,10 +21,38 @@ where
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        require_content_type(request.headers(), &[])?;
-        let body = read_body(request, state).await?;
-        parse(&body).map(ApiJson)
+        read_json(request, state)
+            .await
+            .map(|(parsed, _)| ApiJson(parsed))
     }
+}
+
+/// A JSON body as [`ApiJson`] parses it, and the SHA-256 of its bytes: what an idempotency
+/// key's request is known by.
+pub struct HashedJson<T>(pub T, pub Vec<u8>);
+
+impl<S, T> FromRequest<S> for HashedJson<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        use sha2::{Digest, Sha256};
+        let (parsed, body) = read_json(request, state).await?;
+        Ok(HashedJson(parsed, Sha256::digest(&body).to_vec()))
+    }
+}
+
+/// A JSON body, parsed, and its bytes.
+async fn read_json<S: Send + Sync, T: DeserializeOwned>(
+    request: Request,
+    state: &S,
+) -> Result<(T, Bytes), ApiError> {
+    require_content_type(request.headers(), &[])?;
+    let body = read_body(request, state).await?;
+    Ok((parse(&body)?, body))
 }
 
 /// Accepts `application/json`, any `application/*+json`, and the extra media types given.

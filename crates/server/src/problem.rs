@@ -113,11 +113,19 @@ impl From<DomainError> for ApiError {
                 "team_plan_required",
                 "Inviting members needs a team plan for the organization.",
             ),
-            DomainError::QuotaExceeded { quota, used } => ApiError::new(
+            DomainError::QuotaExceeded {
+                metric,
+                quota,
+                used,
+            } => ApiError::new(
                 StatusCode::PAYMENT_REQUIRED,
                 "quota_exceeded",
-                "This month's verification quota is used up; it resets on the 1st (UTC).",
+                format!(
+                    "This month's quota of {} is used up; it resets on the 1st (UTC).",
+                    metric.as_str()
+                ),
             )
+            .with_member("metric", metric.as_str())
             .with_member("quota", quota)
             .with_member("used", used),
             DomainError::JobOverQuota {
@@ -355,6 +363,31 @@ impl From<DomainError> for ApiError {
                     StatusCode::PAYLOAD_TOO_LARGE,
                     "message_too_large",
                     format!("The message is over {limit} bytes once composed."),
+                ),
+                SendRefusal::AllSuppressed => ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "recipient_suppressed",
+                    "Every recipient is on the organization's suppression list: nothing was sent.",
+                ),
+                SendRefusal::IdempotencyKeyReused => ApiError::new(
+                    StatusCode::CONFLICT,
+                    "idempotency_key_reused",
+                    "This Idempotency-Key was used with another request in the last 24 hours.",
+                ),
+                SendRefusal::IdempotencyKeyInProgress => ApiError::new(
+                    StatusCode::CONFLICT,
+                    "idempotency_key_in_progress",
+                    "A request with this Idempotency-Key is under way: retry in a moment.",
+                ),
+                SendRefusal::InvalidIdempotencyKey => ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_idempotency_key",
+                    "An Idempotency-Key is 1 to 256 visible ASCII characters.",
+                ),
+                SendRefusal::NotCancelable => ApiError::new(
+                    StatusCode::CONFLICT,
+                    "email_not_cancelable",
+                    "Only a message still scheduled or queued can be canceled.",
                 ),
                 SendRefusal::TransportUnavailable => ApiError::new(
                     StatusCode::UNPROCESSABLE_ENTITY,

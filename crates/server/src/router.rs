@@ -87,7 +87,12 @@ pub fn router(state: &AppState) -> Router<AppState> {
             "/v1/mail-accounts/{id}/reconnect",
             post(mail_accounts::reconnect_google),
         )
-        .route("/v1/emails/{id}", get(emails::show))
+        .route("/v1/emails/{id}", get(emails::show).delete(emails::cancel))
+        .route(
+            "/v1/suppressions",
+            get(emails::suppressions).post(emails::suppress),
+        )
+        .route("/v1/suppressions/{address}", delete(emails::unsuppress))
         .route("/v1/usage", get(usage::usage))
         .route("/v1/verify", post(verify::verify))
         .route("/v1/verify/batch", post(verify::batch))

@@ -15,7 +15,7 @@ use zeroize::Zeroizing;
 use crate::accounts::{from_ms, ms};
 use crate::keyring::SealedColumn;
 use crate::queue::NewJob;
-use crate::tx::{Inner, Tenancy};
+use crate::tx::{Inner, Tenancy, Tx};
 use crate::{Database, StorageError, on_backend};
 
 pub(crate) const EMAIL_CONTENT: SealedColumn = SealedColumn {
@@ -95,6 +95,18 @@ stored_enum!(
         Pending => "pending",
         Sent => "sent",
         Failed => "failed",
+        /// On the organization's suppression list: skipped.
+        Suppressed => "suppressed",
+    }
+);
+
+stored_enum!(
+    /// Why an address is suppressed.
+    SuppressionReason {
+        /// A server refused it for good.
+        Bounced => "bounced",
+        /// The organization added it.
+        Manual => "manual",
     }
 );
 
@@ -122,6 +134,49 @@ pub struct NewEmail {
     pub content: Zeroizing<Vec<u8>>,
     pub created_by: Option<UserId>,
     pub api_key_id: Option<ApiKeyId>,
+    /// The request's idempotency key, claimed before ([`Emails::claim_key`]): it names this
+    /// message once it is accepted.
+    pub idempotency_key: Option<String>,
+}
+
+/// What became of a message offered for acceptance.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Acceptance {
+    Accepted,
+    /// Every recipient is suppressed: nothing to send.
+    AllSuppressed,
+    /// The month's quota of messages is spent.
+    QuotaExceeded {
+        quota: i64,
+        used: i64,
+    },
+}
+
+/// What an idempotency key says of a request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeyClaim {
+    /// New (or its earlier request died): this request goes ahead, holding the key.
+    Fresh,
+    /// The same request made this message already.
+    Replay(EmailId),
+    /// The key went with another request.
+    Reused,
+    /// The same request is under way.
+    InProgress,
+}
+
+/// How long a request holds its key: a request that died under it frees it then.
+const KEY_LOCK_MS: i64 = 60_000;
+/// How long a key is kept.
+pub const KEY_TTL: time::Duration = time::Duration::hours(24);
+
+/// An address on the suppression list.
+#[derive(Clone, Debug)]
+pub struct Suppression {
+    pub address: String,
+    pub reason: SuppressionReason,
+    pub reply: Option<String>,
+    pub created_at: OffsetDateTime,
 }
 
 /// A message as its organization sees it: never what it says.
@@ -150,6 +205,8 @@ pub struct Recipient {
     pub status: RecipientStatus,
     /// What the server said of it, when it said.
     pub reply: Option<String>,
+    /// Failed because a server refused it for good: it goes on the suppression list.
+    pub bounced: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -237,6 +294,7 @@ impl TryFrom<RecipientRow> for Recipient {
             kind: RecipientKind::stored(&row.kind)?,
             status: RecipientStatus::stored(&row.status)?,
             reply: row.reply,
+            bounced: false,
         })
     }
 }
@@ -286,6 +344,10 @@ pub struct Emails<'a> {
 impl Emails<'_> {
     /// Accepts a message: the message sealed, its recipients, its queue job and its audit
     /// entry, in one transaction.
+    ///
+    /// In the same transaction: recipients on the suppression list are marked and skipped
+    /// (all of them: nothing is accepted); the message is charged to the month's quota
+    /// (once, by its id); its idempotency key comes to name it.
     pub async fn accept(
         &self,
         org_id: OrgId,
@@ -293,7 +355,7 @@ impl Emails<'_> {
         job: NewJob,
         event: &AuditEvent,
         now: OffsetDateTime,
-    ) -> Result<(), StorageError> {
+    ) -> Result<Acceptance, StorageError> {
         // Sealing may add the organization's data key: a transaction of its own, first.
         let sealed = self
             .db
@@ -313,6 +375,28 @@ impl Emails<'_> {
                     event.clone(),
                 );
                 async move {
+                    let suppressed = suppressed_among(tx, org_id, &email.recipients).await?;
+                    if suppressed.len() == email.recipients.len() {
+                        return Ok(Acceptance::AllSuppressed);
+                    }
+                    let (period_start, _) = mailroom_core::usage::month_of(now);
+                    let keys = [email.id.to_string()];
+                    let mut ledger = crate::usage::Ledger::open(
+                        tx,
+                        org_id,
+                        mailroom_core::usage::Metric::Emails,
+                        period_start,
+                        &keys,
+                    )
+                    .await?;
+                    let quota = ledger.plan_quota;
+                    if ledger.charge(&[keys[0].as_str()], 1, quota, now).is_none() {
+                        return Ok(Acceptance::QuotaExceeded {
+                            quota,
+                            used: ledger.used,
+                        });
+                    }
+                    ledger.write(tx).await?;
                     on_backend!(&mut tx.0, Inner, tx => {
                         sqlx::query(
                             "INSERT INTO emails (id, org_id, mail_account_id, status, from_address, \
@@ -338,17 +422,229 @@ impl Emails<'_> {
                             "INSERT INTO email_recipients (email_id, org_id, address, kind, status) ",
                         );
                         insert.push_values(email.recipients.iter(), |mut row, (address, kind)| {
+                            let status = if suppressed.contains(address) {
+                                RecipientStatus::Suppressed
+                            } else {
+                                RecipientStatus::Pending
+                            };
                             row.push_bind(email.id.as_uuid())
                                 .push_bind(org_id.as_uuid())
                                 .push_bind(address)
                                 .push_bind(kind.as_str())
-                                .push_bind(RecipientStatus::Pending.as_str());
+                                .push_bind(status.as_str());
                         });
                         insert.build().execute(&mut **tx).await?;
+                        if let Some(key) = &email.idempotency_key {
+                            sqlx::query(
+                                "UPDATE idempotency_keys SET email_id = $3 WHERE org_id = $1 AND key = $2",
+                            )
+                            .bind(org_id.as_uuid())
+                            .bind(key)
+                            .bind(email.id.as_uuid())
+                            .execute(&mut **tx)
+                            .await?;
+                        }
                     });
                     crate::queue::enqueue_in(tx, &job).await?;
                     crate::audit::append(tx, &key, &event, now).await?;
+                    Ok(Acceptance::Accepted)
+                }
+                .boxed()
+            })
+            .await
+    }
+
+    /// Claims `key` for a request whose body hashes to `hash` (see [`KeyClaim`]). Keys live
+    /// 24 hours; a request that died holding one frees it after a minute.
+    pub async fn claim_key(
+        &self,
+        org_id: OrgId,
+        key: &str,
+        hash: &[u8],
+        now: OffsetDateTime,
+    ) -> Result<KeyClaim, StorageError> {
+        let (key, hash) = (key.to_owned(), hash.to_vec());
+        self.db
+            .serializable_for(&Tenancy::Org(org_id), |tx| {
+                let (key, hash) = (key.clone(), hash.clone());
+                async move {
+                    let now = ms(now);
+                    let expired = now - KEY_TTL.whole_milliseconds() as i64;
+                    Ok(on_backend!(&mut tx.0, Inner, tx => {
+                        sqlx::query(
+                            "DELETE FROM idempotency_keys WHERE org_id = $1 AND key = $2 AND created_at < $3",
+                        )
+                        .bind(org_id.as_uuid())
+                        .bind(&key)
+                        .bind(expired)
+                        .execute(&mut **tx)
+                        .await?;
+                        let found: Option<(Vec<u8>, Option<Uuid>, i64)> = sqlx::query_as(
+                            "SELECT request_hash, email_id, locked_until FROM idempotency_keys \
+                             WHERE org_id = $1 AND key = $2",
+                        )
+                        .bind(org_id.as_uuid())
+                        .bind(&key)
+                        .fetch_optional(&mut **tx)
+                        .await?;
+                        match found {
+                            Some((stored, _, _)) if stored != hash => KeyClaim::Reused,
+                            Some((_, Some(email), _)) => KeyClaim::Replay(EmailId::from_uuid(email)),
+                            Some((_, None, locked_until)) if locked_until > now => KeyClaim::InProgress,
+                            Some(_) => {
+                                sqlx::query(
+                                    "UPDATE idempotency_keys SET locked_until = $3 WHERE org_id = $1 AND key = $2",
+                                )
+                                .bind(org_id.as_uuid())
+                                .bind(&key)
+                                .bind(now + KEY_LOCK_MS)
+                                .execute(&mut **tx)
+                                .await?;
+                                KeyClaim::Fresh
+                            }
+                            None => {
+                                sqlx::query(
+                                    "INSERT INTO idempotency_keys (org_id, key, request_hash, locked_until, created_at) \
+                                     VALUES ($1, $2, $3, $4, $5)",
+                                )
+                                .bind(org_id.as_uuid())
+                                .bind(&key)
+                                .bind(&hash)
+                                .bind(now + KEY_LOCK_MS)
+                                .bind(now)
+                                .execute(&mut **tx)
+                                .await?;
+                                KeyClaim::Fresh
+                            }
+                        }
+                    }))
+                }
+                .boxed()
+            })
+            .await
+    }
+
+    /// Deletes the idempotency keys older than 24 hours, every organization's; how many.
+    pub async fn purge_expired_keys(&self, now: OffsetDateTime) -> Result<u64, StorageError> {
+        self.db
+            .verifications()
+            .purge_older_than("idempotency_keys", now - KEY_TTL)
+            .await
+    }
+
+    /// Frees a key whose request made no message (it was refused): the same key may be
+    /// used again for a corrected request.
+    pub async fn release_key(&self, org_id: OrgId, key: &str) -> Result<(), StorageError> {
+        let key = key.to_owned();
+        self.db
+            .transaction_for(&Tenancy::Org(org_id), |tx| {
+                let key = key.clone();
+                async move {
+                    on_backend!(&mut tx.0, Inner, tx => {
+                        sqlx::query(
+                            "DELETE FROM idempotency_keys WHERE org_id = $1 AND key = $2 AND email_id IS NULL",
+                        )
+                        .bind(org_id.as_uuid())
+                        .bind(&key)
+                        .execute(&mut **tx)
+                        .await?;
+                    });
                     Ok(())
+                }
+                .boxed()
+            })
+            .await
+    }
+
+    /// Cancels a message not yet under way: false when it is not (sending, or done).
+    pub async fn cancel(&self, org_id: OrgId, id: EmailId) -> Result<bool, StorageError> {
+        self.db
+            .serializable_for(&Tenancy::Org(org_id), |tx| {
+                async move {
+                    let canceled = on_backend!(&mut tx.0, Inner, tx => {
+                        sqlx::query(
+                            "UPDATE emails SET status = 'canceled' WHERE org_id = $1 AND id = $2 \
+                             AND status IN ('scheduled', 'queued')",
+                        )
+                        .bind(org_id.as_uuid())
+                        .bind(id.as_uuid())
+                        .execute(&mut **tx)
+                        .await?
+                        .rows_affected()
+                    });
+                    Ok(canceled == 1)
+                }
+                .boxed()
+            })
+            .await
+    }
+
+    /// The organization's suppression list, newest first.
+    pub async fn suppressions(&self, org_id: OrgId) -> Result<Vec<Suppression>, StorageError> {
+        let rows: Vec<(String, String, Option<String>, i64)> = self
+            .db
+            .transaction_for(&Tenancy::Org(org_id), |tx| {
+                async move {
+                    Ok(on_backend!(&mut tx.0, Inner, tx => {
+                        sqlx::query_as(
+                            "SELECT address, reason, reply, created_at FROM suppressions \
+                             WHERE org_id = $1 ORDER BY created_at DESC, address",
+                        )
+                        .bind(org_id.as_uuid())
+                        .fetch_all(&mut **tx)
+                        .await?
+                    }))
+                }
+                .boxed()
+            })
+            .await?;
+        rows.into_iter()
+            .map(|(address, reason, reply, created_at)| {
+                Ok(Suppression {
+                    address,
+                    reason: SuppressionReason::stored(&reason)?,
+                    reply,
+                    created_at: from_ms(created_at),
+                })
+            })
+            .collect()
+    }
+
+    /// Adds an address to the list by hand; false when it is on it already.
+    pub async fn suppress(
+        &self,
+        org_id: OrgId,
+        address: &str,
+        now: OffsetDateTime,
+    ) -> Result<bool, StorageError> {
+        let address = address.to_owned();
+        self.db
+            .serializable_for(&Tenancy::Org(org_id), |tx| {
+                let address = address.clone();
+                async move {
+                    suppress_in(tx, org_id, &address, SuppressionReason::Manual, None, now).await
+                }
+                .boxed()
+            })
+            .await
+    }
+
+    /// Takes an address off the list; false when it was not on it.
+    pub async fn unsuppress(&self, org_id: OrgId, address: &str) -> Result<bool, StorageError> {
+        let address = address.to_owned();
+        self.db
+            .serializable_for(&Tenancy::Org(org_id), |tx| {
+                let address = address.clone();
+                async move {
+                    let removed = on_backend!(&mut tx.0, Inner, tx => {
+                        sqlx::query("DELETE FROM suppressions WHERE org_id = $1 AND address = $2")
+                            .bind(org_id.as_uuid())
+                            .bind(&address)
+                            .execute(&mut **tx)
+                            .await?
+                            .rows_affected()
+                    });
+                    Ok(removed == 1)
                 }
                 .boxed()
             })
@@ -558,6 +854,22 @@ impl Emails<'_> {
                             .execute(&mut **tx)
                             .await?;
                         }
+                    });
+                    for recipient in recipients
+                        .iter()
+                        .filter(|recipient| recipient.status == RecipientStatus::Failed && recipient.bounced)
+                    {
+                        suppress_in(
+                            tx,
+                            org_id,
+                            &recipient.address,
+                            SuppressionReason::Bounced,
+                            recipient.reply.as_deref(),
+                            now,
+                        )
+                        .await?;
+                    }
+                    on_backend!(&mut tx.0, Inner, tx => {
                         sqlx::query(
                             "UPDATE emails SET status = $3, last_error = $4, \
                              sent_at = CASE WHEN $3 IN ('sent', 'partially_failed') THEN $5 ELSE sent_at END \
@@ -577,4 +889,50 @@ impl Emails<'_> {
             })
             .await
     }
+}
+
+/// Which of `recipients` are on the organization's suppression list.
+async fn suppressed_among(
+    tx: &mut Tx,
+    org_id: OrgId,
+    recipients: &[(String, RecipientKind)],
+) -> Result<std::collections::HashSet<String>, StorageError> {
+    let mut suppressed = std::collections::HashSet::new();
+    for (address, _) in recipients {
+        let found: Option<String> = on_backend!(&mut tx.0, Inner, tx => {
+            sqlx::query_scalar("SELECT address FROM suppressions WHERE org_id = $1 AND address = $2")
+                .bind(org_id.as_uuid())
+                .bind(address)
+                .fetch_optional(&mut **tx)
+                .await?
+        });
+        suppressed.extend(found);
+    }
+    Ok(suppressed)
+}
+
+/// Puts `address` on the list (unless it is there): whether it was added.
+async fn suppress_in(
+    tx: &mut Tx,
+    org_id: OrgId,
+    address: &str,
+    reason: SuppressionReason,
+    reply: Option<&str>,
+    now: OffsetDateTime,
+) -> Result<bool, StorageError> {
+    let added = on_backend!(&mut tx.0, Inner, tx => {
+        sqlx::query(
+            "INSERT INTO suppressions (org_id, address, reason, reply, created_at) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+        )
+        .bind(org_id.as_uuid())
+        .bind(address)
+        .bind(reason.as_str())
+        .bind(reply)
+        .bind(ms(now))
+        .execute(&mut **tx)
+        .await?
+        .rows_affected()
+    });
+    Ok(added == 1)
 }

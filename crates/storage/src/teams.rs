@@ -33,6 +33,7 @@ pub struct Plan {
     pub team: bool,
     pub member_limit: i32,
     pub verifications_per_month: i64,
+    pub emails_per_month: i64,
     pub key_requests_per_minute: i32,
     pub key_requests_per_day: i32,
     /// Bulk jobs the organization may have queued or running at once.
@@ -47,6 +48,7 @@ impl Plan {
     pub fn quota_of(&self, metric: mailroom_core::usage::Metric) -> i64 {
         match metric {
             mailroom_core::usage::Metric::Verifications => self.verifications_per_month,
+            mailroom_core::usage::Metric::Emails => self.emails_per_month,
         }
     }
 }

@@ -7,13 +7,14 @@
 
 use mailroom_core::api_keys::Scope;
 use mailroom_core::audit::Action;
+use mailroom_core::usage::Metric;
 use mailroom_core::{EmailId, JobId, MailAccountId};
 use mailroom_mail::outgoing::{
     self, Delivered, Delivery, Outgoing, OutgoingAttachment, SmtpAttempt,
 };
 use mailroom_storage::emails::{
-    Attempt, AttemptOutcome, Email, EmailRecord, EmailStatus, NewEmail, Outcome, Recipient,
-    RecipientKind, RecipientStatus,
+    Acceptance, Attempt, AttemptOutcome, Email, EmailRecord, EmailStatus, KeyClaim, NewEmail,
+    Outcome, Recipient, RecipientKind, RecipientStatus, Suppression,
 };
 use mailroom_storage::queue::{ClaimedJob, JobKind, NewJob};
 use serde::{Deserialize, Serialize};
@@ -61,7 +62,17 @@ pub struct NewMessage {
     pub attachments: Vec<NewAttachment>,
     pub tags: Vec<Tag>,
     pub mail_account_id: Option<MailAccountId>,
+    pub idempotency: Option<IdempotencyKey>,
 }
+
+/// A request's `Idempotency-Key`, and the hash of the request it came with.
+pub struct IdempotencyKey {
+    pub key: String,
+    pub request_hash: Vec<u8>,
+}
+
+/// The longest idempotency key.
+pub const MAX_IDEMPOTENCY_KEY: usize = 256;
 
 pub struct NewAttachment {
     pub filename: String,
@@ -164,13 +175,58 @@ fn checked_headers(headers: &[(String, String)]) -> Result<Vec<(String, String)>
 }
 
 /// Accepts a message for delivery: checked, composed, sealed and queued before this returns.
+///
+/// With an idempotency key, the same request again answers the message it made, whatever
+/// node it reaches (the key is claimed in the database); a refused request frees its key.
 pub async fn send(
     state: &AppState,
     trail: &AuditTrail,
     caller: &Caller,
-    message: NewMessage,
+    mut message: NewMessage,
 ) -> Result<EmailId, DomainError> {
     caller.require(Scope::Send, false)?;
+    let org_id = caller.org_id();
+    let Some(idempotency) = message.idempotency.take() else {
+        return accept(state, trail, caller, message, None).await;
+    };
+    let key = idempotency.key;
+    if key.is_empty()
+        || key.len() > MAX_IDEMPOTENCY_KEY
+        || !key.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
+    {
+        return Err(DomainError::Sending(SendRefusal::InvalidIdempotencyKey));
+    }
+    let emails = state.database.emails();
+    match emails
+        .claim_key(
+            org_id,
+            &key,
+            &idempotency.request_hash,
+            OffsetDateTime::now_utc(),
+        )
+        .await?
+    {
+        KeyClaim::Fresh => {}
+        KeyClaim::Replay(id) => return Ok(id),
+        KeyClaim::Reused => return Err(DomainError::Sending(SendRefusal::IdempotencyKeyReused)),
+        KeyClaim::InProgress => {
+            return Err(DomainError::Sending(SendRefusal::IdempotencyKeyInProgress));
+        }
+    }
+    let accepted = accept(state, trail, caller, message, Some(key.clone())).await;
+    if accepted.is_err() {
+        emails.release_key(org_id, &key).await?;
+    }
+    accepted
+}
+
+async fn accept(
+    state: &AppState,
+    trail: &AuditTrail,
+    caller: &Caller,
+    message: NewMessage,
+    idempotency_key: Option<String>,
+) -> Result<EmailId, DomainError> {
     let org_id = caller.org_id();
     let (name, from) = mailbox(&message.from)?;
     if let Some(name) = &name {
@@ -292,6 +348,7 @@ pub async fn send(
             Caller::Key(key) => Some(key.key_id),
             Caller::Account(_) => None,
         },
+        idempotency_key,
     };
     let job = NewJob {
         id: JobId::from_uuid(id.as_uuid()),
@@ -308,13 +365,23 @@ pub async fn send(
         )),
         ..caller.event(trail, Action::EmailAccepted)
     };
-    state
+    let acceptance = state
         .database
         .emails()
         .accept(org_id, &email, job, &event, OffsetDateTime::now_utc())
         .await?;
-    state.queue.wake(JobKind::SendEmail);
-    Ok(id)
+    match acceptance {
+        Acceptance::Accepted => {
+            state.queue.wake(JobKind::SendEmail);
+            Ok(id)
+        }
+        Acceptance::AllSuppressed => Err(DomainError::Sending(SendRefusal::AllSuppressed)),
+        Acceptance::QuotaExceeded { quota, used } => Err(DomainError::QuotaExceeded {
+            metric: Metric::Emails,
+            quota,
+            used,
+        }),
+    }
 }
 
 /// Anyone of the organization reads its messages; a key needs `send`.
@@ -346,6 +413,67 @@ pub async fn list(
         .emails()
         .list(caller.org_id(), status, before, limit.clamp(1, 100))
         .await?)
+}
+
+/// Cancels a message still scheduled or queued: its job finds nothing to send.
+pub async fn cancel(state: &AppState, caller: &Caller, id: EmailId) -> Result<(), DomainError> {
+    caller.require(Scope::Send, false)?;
+    let emails = state.database.emails();
+    if emails.cancel(caller.org_id(), id).await? {
+        return Ok(());
+    }
+    match emails.get(caller.org_id(), id).await? {
+        Some(_) => Err(DomainError::Sending(SendRefusal::NotCancelable)),
+        None => Err(DomainError::NotFound),
+    }
+}
+
+/// The organization's suppression list.
+pub async fn suppressions(
+    state: &AppState,
+    caller: &Caller,
+) -> Result<Vec<Suppression>, DomainError> {
+    caller.require(Scope::Send, false)?;
+    Ok(state
+        .database
+        .emails()
+        .suppressions(caller.org_id())
+        .await?)
+}
+
+/// Adds an address to the list: later messages skip it. False when it was on it already.
+pub async fn suppress(
+    state: &AppState,
+    caller: &Caller,
+    address_text: &str,
+) -> Result<bool, DomainError> {
+    caller.require(Scope::Send, false)?;
+    let address = address("address", address_text)?;
+    Ok(state
+        .database
+        .emails()
+        .suppress(caller.org_id(), &address, OffsetDateTime::now_utc())
+        .await?)
+}
+
+/// Takes an address off the list.
+pub async fn unsuppress(
+    state: &AppState,
+    caller: &Caller,
+    address_text: &str,
+) -> Result<(), DomainError> {
+    caller.require(Scope::Send, false)?;
+    let address = address("address", address_text)?;
+    if state
+        .database
+        .emails()
+        .unsuppress(caller.org_id(), &address)
+        .await?
+    {
+        Ok(())
+    } else {
+        Err(DomainError::NotFound)
+    }
 }
 
 /// Delivers a queued message (the queue's job of the same id) to its recipients still
@@ -418,6 +546,7 @@ pub async fn deliver(state: &AppState, job: &ClaimedJob) -> Result<(), DomainErr
                 Delivery::Deferred => RecipientStatus::Pending,
             },
             reply: Some(delivered.reply.clone()),
+            bounced: delivered.delivery == Delivery::Failed,
             ..recipient.clone()
         })
         .collect();
@@ -455,6 +584,7 @@ fn fail_all(recipients: &[Recipient], why: &str) -> Vec<Recipient> {
         .map(|recipient| Recipient {
             status: RecipientStatus::Failed,
             reply: Some(why.to_owned()),
+            bounced: false,
             ..recipient.clone()
         })
         .collect()
@@ -486,11 +616,12 @@ async fn record(
         .map(|recipient| status_of(&recipient.address).unwrap_or(recipient.status))
         .collect();
     let sent = all.iter().filter(|s| **s == RecipientStatus::Sent).count();
-    let failed = all
+    let pending = all
         .iter()
-        .filter(|s| **s == RecipientStatus::Failed)
+        .filter(|s| **s == RecipientStatus::Pending)
         .count();
-    let pending = all.len() - sent - failed;
+    // Failed, or suppressed: not delivered.
+    let failed = all.len() - sent - pending;
     let status = match (pending, sent, failed) {
         (0, _, 0) => EmailStatus::Sent,
         (0, 0, _) => EmailStatus::Failed,

@@ -49,9 +49,11 @@ pub async fn check(
         .check(&state.database, requester(caller), &emails, smtp)
         .await
         .map_err(|error| match error {
-            VerifyError::QuotaExceeded { quota, used } => {
-                DomainError::QuotaExceeded { quota, used }
-            }
+            VerifyError::QuotaExceeded { quota, used } => DomainError::QuotaExceeded {
+                metric: mailroom_core::usage::Metric::Verifications,
+                quota,
+                used,
+            },
             VerifyError::Storage(error) => DomainError::internal(error),
         })
 }
@@ -306,15 +308,12 @@ pub async fn log(
         .await?)
 }
 
-/// The organization's plan and the verifications it used in the period from `start`.
+/// The organization's plan and how much of `metric` it used in the period from `start`.
 pub async fn usage(
     state: &AppState,
     org_id: OrgId,
+    metric: Metric,
     start: OffsetDateTime,
 ) -> Result<(Plan, i64), DomainError> {
-    Ok(state
-        .database
-        .usage()
-        .quota(org_id, Metric::Verifications, start)
-        .await?)
+    Ok(state.database.usage().quota(org_id, metric, start).await?)
 }

@@ -480,7 +480,7 @@ pub async fn usage_page(
     let org_id = principal.user.org_id;
     let (start, resets_at) = month_of(OffsetDateTime::now_utc());
     let rendered = async {
-        let (plan, used) = verify::usage(&state, org_id, start).await?;
+        let (plan, used) = verify::usage(&state, org_id, Metric::Verifications, start).await?;
         Ok::<_, ApiError>(titled(
             &nonce,
             "Usage",

@@ -4,7 +4,7 @@
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use base64::Engine;
 use mailroom_core::{EmailId, MailAccountId};
 use mailroom_storage::emails::{Email, EmailRecord, EmailStatus};
@@ -14,10 +14,10 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::application::actor::Caller;
-use crate::application::emails::{self, NewAttachment, NewMessage, Tag};
+use crate::application::emails::{self, IdempotencyKey, NewAttachment, NewMessage, Tag};
 use crate::audit::AuditTrail;
-use crate::error::DomainError;
-use crate::json::ApiJson;
+use crate::error::{DomainError, SendRefusal};
+use crate::json::{ApiJson, HashedJson};
 use crate::problem::ApiError;
 use crate::state::AppState;
 
@@ -82,13 +82,25 @@ pub struct EmailRequest {
     mail_account_id: Option<MailAccountId>,
 }
 
-/// `POST /v1/emails`: 202 `{id}` once the message is accepted (stored and queued).
+/// `POST /v1/emails`: 202 `{id}` once the message is accepted (stored and queued). With an
+/// `Idempotency-Key`, the same request again answers the same `{id}`.
 pub async fn send(
     State(state): State<AppState>,
     trail: AuditTrail,
     caller: Caller,
-    ApiJson(body): ApiJson<EmailRequest>,
+    headers: HeaderMap,
+    HashedJson(body, request_hash): HashedJson<EmailRequest>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let idempotency = match headers.get("idempotency-key") {
+        None => None,
+        Some(value) => Some(IdempotencyKey {
+            key: value
+                .to_str()
+                .map_err(|_| DomainError::Sending(SendRefusal::InvalidIdempotencyKey))?
+                .to_owned(),
+            request_hash,
+        }),
+    };
     let attachments = body
         .attachments
         .into_iter()
@@ -121,6 +133,7 @@ pub async fn send(
         attachments,
         tags: body.tags,
         mail_account_id: body.mail_account_id,
+        idempotency,
     };
     let id = emails::send(&state, &trail, &caller, message).await?;
     Ok((StatusCode::ACCEPTED, Json(json!({"id": id}))))
@@ -212,4 +225,60 @@ fn describe(record: &EmailRecord) -> Value {
         })
         .collect();
     described
+}
+
+/// `DELETE /v1/emails/{id}`: cancels a message still scheduled or queued.
+pub async fn cancel(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<EmailId>,
+) -> Result<StatusCode, ApiError> {
+    emails::cancel(&state, &caller, id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /v1/suppressions`: the addresses later messages skip.
+pub async fn suppressions(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Value>, ApiError> {
+    let listed = emails::suppressions(&state, &caller).await?;
+    Ok(Json(json!({
+        "data": listed.iter().map(|suppression| json!({
+            "address": suppression.address,
+            "reason": suppression.reason.as_str(),
+            "reply": suppression.reply,
+            "created_at": when(suppression.created_at),
+        })).collect::<Vec<_>>(),
+    })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SuppressRequest {
+    address: String,
+}
+
+/// `POST /v1/suppressions` `{address}`: 201, or 200 when it was on the list already.
+pub async fn suppress(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<SuppressRequest>,
+) -> Result<StatusCode, ApiError> {
+    let added = emails::suppress(&state, &caller, &body.address).await?;
+    Ok(if added {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    })
+}
+
+/// `DELETE /v1/suppressions/{address}`.
+pub async fn unsuppress(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(address): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    emails::unsuppress(&state, &caller, &address).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

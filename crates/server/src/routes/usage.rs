@@ -16,17 +16,24 @@ use crate::state::AppState;
 pub async fn usage(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
     let org_id = caller.org_id();
     let (start, resets_at) = month_of(OffsetDateTime::now_utc());
-    let (plan, used) = verify::usage(&state, org_id, start).await?;
     let when = |time: OffsetDateTime| time.format(&Rfc3339).unwrap_or_default();
-    Ok(Json(json!({
-        "plan": plan.id,
-        "metrics": [{
-            "metric": Metric::Verifications.as_str(),
-            "quota": plan.verifications_per_month,
+    let mut plan_id = None;
+    let mut metrics = Vec::new();
+    for metric in [Metric::Verifications, Metric::Emails] {
+        let (plan, used) = verify::usage(&state, org_id, metric, start).await?;
+        let quota = plan.quota_of(metric);
+        metrics.push(json!({
+            "metric": metric.as_str(),
+            "quota": quota,
             "used": used,
-            "remaining": (plan.verifications_per_month - used).max(0),
+            "remaining": (quota - used).max(0),
             "period_start": when(start),
             "resets_at": when(resets_at),
-        }],
+        }));
+        plan_id = Some(plan.id);
+    }
+    Ok(Json(json!({
+        "plan": plan_id,
+        "metrics": metrics,
     })))
 }

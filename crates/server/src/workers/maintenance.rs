@@ -60,6 +60,12 @@ pub async fn run_periodically(database: Database, limiter: AuthLimiter) {
                 tracing::warn!(%error, "purging spent sign-in states failed; retrying later")
             }
         }
+        match database.emails().purge_expired_keys(now).await {
+            Ok(_) => {}
+            Err(error) => {
+                tracing::warn!(%error, "purging expired idempotency keys failed; retrying later")
+            }
+        }
         match database.bulk_jobs().purge_jobs(now - RETENTION).await {
             Ok(0) => {}
             Ok(purged) => tracing::info!(purged, "purged verification jobs past retention"),

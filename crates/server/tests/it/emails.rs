@@ -162,6 +162,91 @@ both_backends! {
         let gone = shown["recipients"].as_array().unwrap().iter().find(|r| r["address"] == "gone@example.test").unwrap();
         assert!(gone["reply"].as_str().unwrap().contains("5.1.1"), "{gone}");
         assert_eq!(server.delivered(1).len(), 1, "the one recipient accepted got it, once");
+
+        // The permanent refusal put the address on the suppression list.
+        let listed: Value = get_as(&app, &session, "/v1/suppressions").await.json().await.unwrap();
+        assert_eq!(listed["data"][0]["address"], "gone@example.test");
+        assert_eq!(listed["data"][0]["reason"], "bounced");
+        assert!(listed["data"][0]["reply"].as_str().unwrap().contains("5.1.1"));
+        // A later message skips it, and says so; one to it alone is refused.
+        let only_gone = send(&app, &session, json!({"from": "news@example.test", "to": "gone@example.test", "text": "Hi."})).await;
+        problem(only_gone, 422, "recipient_suppressed").await;
+        let later = send(&app, &session, json!({"from": "news@example.test", "to": ["gone@example.test", "ok@example.test"], "text": "Hi."})).await;
+        let later_id = later.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+        let later = settled(&app, &session, &later_id).await;
+        assert_eq!(later["status"], "partially_failed", "{later}");
+        let skipped = later["recipients"].as_array().unwrap().iter().find(|r| r["address"] == "gone@example.test").unwrap();
+        assert_eq!(skipped["status"], "suppressed");
+        // Taken off the list, it is sent to again; put on by hand, it is skipped again.
+        let removed = send_as(&app, Method::DELETE, &session, "/v1/suppressions/gone@example.test", None).await;
+        assert_eq!(removed.status(), 204);
+        let added = send_as(&app, Method::POST, &session, "/v1/suppressions", Some(json!({"address": "Manual@Example.test"}))).await;
+        assert_eq!(added.status(), 201);
+        let listed: Value = get_as(&app, &session, "/v1/suppressions").await.json().await.unwrap();
+        assert_eq!(listed["data"].as_array().unwrap().len(), 1);
+        assert_eq!(listed["data"][0]["reason"], "manual");
+
+        // The message that waits for its retry can be canceled; a sent one cannot.
+        let canceled = send_as(&app, Method::DELETE, &session, &format!("/v1/emails/{id}"), None).await;
+        assert_eq!(canceled.status(), 204);
+        let shown: Value = get_as(&app, &session, &format!("/v1/emails/{id}")).await.json().await.unwrap();
+        assert_eq!(shown["status"], "canceled");
+        problem(send_as(&app, Method::DELETE, &session, &format!("/v1/emails/{later_id}"), None).await, 409, "email_not_cancelable").await;
+        app.stop().await;
+    }
+
+    async fn an_idempotency_key_makes_one_message_and_the_quota_counts_each_once(db) {
+        let Some(server) = relay(&[]) else { return };
+        let app = TestApp::spawn(&db).await;
+        let session = sender(&app, &db, &server).await;
+        let body = json!({"from": "news@example.test", "to": "a@example.test", "subject": "Once", "text": "Once."});
+        let with_key = |key: &'static str, body: Value| {
+            app.client
+                .post(app.at("/v1/emails"))
+                .header("cookie", cookie(&session))
+                .header("origin", &app.url)
+                .header("idempotency-key", key)
+                .json(&body)
+                .send()
+        };
+        let first = with_key("order-1041", body.clone()).await.unwrap();
+        assert_eq!(first.status(), 202);
+        let first: Value = first.json().await.unwrap();
+        let again = with_key("order-1041", body.clone()).await.unwrap();
+        assert_eq!(again.status(), 202);
+        assert_eq!(again.json::<Value>().await.unwrap()["id"], first["id"], "the original answer");
+        let mut other = body.clone();
+        other["subject"] = json!("Twice?");
+        problem(with_key("order-1041", other).await.unwrap(), 409, "idempotency_key_reused").await;
+
+        // Many at once with a new key: one message; the others answer it or say it is under way.
+        let racing = (0..8).map(|_| with_key("order-1042", body.clone()));
+        let mut ids = std::collections::HashSet::new();
+        for answer in futures::future::join_all(racing).await {
+            let answer = answer.unwrap();
+            match answer.status().as_u16() {
+                202 => { ids.insert(answer.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned()); }
+                409 => { problem(answer, 409, "idempotency_key_in_progress").await; }
+                other => panic!("unexpected {other}"),
+            }
+        }
+        assert_eq!(ids.len(), 1, "{ids:?}");
+        assert_eq!(db.count("SELECT COUNT(*) FROM emails").await, 2);
+
+        // A refused request frees its key for the corrected one.
+        let mut wrong = body.clone();
+        wrong["from"] = json!("nobody@elsewhere.test");
+        problem(with_key("order-1043", wrong).await.unwrap(), 422, "from_not_connected").await;
+        assert_eq!(with_key("order-1043", body.clone()).await.unwrap().status(), 202);
+
+        // Each message counts once against the month's quota; a spent quota answers 402.
+        db.execute("UPDATE plans SET emails_per_month = 3").await;
+        let spent = problem(send(&app, &session, body.clone()).await, 402, "quota_exceeded").await;
+        assert_eq!(spent["metric"], "emails");
+        assert_eq!(db.count("SELECT COUNT(*) FROM emails").await, 3);
+        let usage: Value = get_as(&app, &session, "/v1/usage").await.json().await.unwrap();
+        let emails = usage["metrics"].as_array().unwrap().iter().find(|m| m["metric"] == "emails").unwrap();
+        assert_eq!((emails["quota"].as_i64(), emails["used"].as_i64()), (Some(3), Some(3)));
         app.stop().await;
     }
 

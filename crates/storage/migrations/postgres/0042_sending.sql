@@ -23,13 +23,13 @@ CREATE TABLE emails (
 );
 CREATE INDEX emails_by_org ON emails (org_id, created_at, id);
 
--- Each recipient's outcome.
+-- Each recipient's outcome (`suppressed`: on the organization's suppression list, skipped).
 CREATE TABLE email_recipients (
     email_id UUID NOT NULL REFERENCES emails (id) ON DELETE CASCADE,
     org_id UUID NOT NULL REFERENCES orgs (id) ON DELETE CASCADE,
     address TEXT NOT NULL,
     kind TEXT NOT NULL CHECK (kind IN ('to', 'cc', 'bcc')),
-    status TEXT NOT NULL CHECK (status IN ('pending', 'sent', 'failed')),
+    status TEXT NOT NULL CHECK (status IN ('pending', 'sent', 'failed', 'suppressed')),
     reply TEXT,
     PRIMARY KEY (email_id, address)
 );
@@ -77,3 +77,51 @@ CREATE POLICY tenant ON email_attempts
     USING (org_id = NULLIF(current_setting('app.org_id', true), '')::uuid);
 CREATE TRIGGER pin_org BEFORE UPDATE OF org_id ON email_attempts
     FOR EACH ROW EXECUTE FUNCTION mailroom_pin_owner('org_id');
+
+-- The organization's suppression list: addresses refused for good, or added by hand.
+CREATE TABLE suppressions (
+    org_id UUID NOT NULL REFERENCES orgs (id) ON DELETE CASCADE,
+    address TEXT NOT NULL,
+    reason TEXT NOT NULL CHECK (reason IN ('bounced', 'manual')),
+    -- What the server said, for a bounce.
+    reply TEXT,
+    created_at BIGINT NOT NULL,
+    PRIMARY KEY (org_id, address)
+);
+
+-- Idempotency keys of message requests, kept 24 hours: the request's hash, and the message it
+-- made once it is made; a request under way holds the key until `locked_until`.
+CREATE TABLE idempotency_keys (
+    org_id UUID NOT NULL REFERENCES orgs (id) ON DELETE CASCADE,
+    key TEXT NOT NULL,
+    request_hash BYTEA NOT NULL,
+    email_id UUID,
+    locked_until BIGINT NOT NULL,
+    created_at BIGINT NOT NULL,
+    PRIMARY KEY (org_id, key)
+);
+
+-- Messages count against a monthly quota of the plan.
+ALTER TABLE plans ADD COLUMN emails_per_month BIGINT NOT NULL DEFAULT 3000;
+UPDATE plans SET emails_per_month = 50000 WHERE team;
+
+ALTER TABLE suppressions ENABLE ROW LEVEL SECURITY;
+ALTER TABLE suppressions FORCE ROW LEVEL SECURITY;
+CREATE POLICY tenant ON suppressions
+    USING (org_id = NULLIF(current_setting('app.org_id', true), '')::uuid);
+CREATE TRIGGER pin_org BEFORE UPDATE OF org_id ON suppressions
+    FOR EACH ROW EXECUTE FUNCTION mailroom_pin_owner('org_id');
+
+ALTER TABLE idempotency_keys ENABLE ROW LEVEL SECURITY;
+ALTER TABLE idempotency_keys FORCE ROW LEVEL SECURITY;
+CREATE POLICY tenant ON idempotency_keys
+    USING (org_id = NULLIF(current_setting('app.org_id', true), '')::uuid);
+CREATE TRIGGER pin_org BEFORE UPDATE OF org_id ON idempotency_keys
+    FOR EACH ROW EXECUTE FUNCTION mailroom_pin_owner('org_id');
+-- The hourly purge deletes keys past their 24 hours, whoever's they are (app.purge_before).
+CREATE POLICY expiry ON idempotency_keys FOR DELETE
+    USING (created_at < NULLIF(current_setting('app.purge_before', true), '')::bigint
+           AND created_at < mailroom_now_ms() - 86400000);
+CREATE POLICY expiry_read ON idempotency_keys FOR SELECT
+    USING (created_at < NULLIF(current_setting('app.purge_before', true), '')::bigint
+           AND created_at < mailroom_now_ms() - 86400000);

@@ -24,7 +24,7 @@ CREATE TABLE email_recipients (
     org_id BLOB NOT NULL REFERENCES orgs (id) ON DELETE CASCADE,
     address TEXT NOT NULL,
     kind TEXT NOT NULL CHECK (kind IN ('to', 'cc', 'bcc')),
-    status TEXT NOT NULL CHECK (status IN ('pending', 'sent', 'failed')),
+    status TEXT NOT NULL CHECK (status IN ('pending', 'sent', 'failed', 'suppressed')),
     reply TEXT,
     PRIMARY KEY (email_id, address)
 );
@@ -41,3 +41,25 @@ CREATE TABLE email_attempts (
     duration_ms BIGINT NOT NULL
 );
 CREATE INDEX email_attempts_by_email ON email_attempts (email_id, at);
+
+CREATE TABLE suppressions (
+    org_id BLOB NOT NULL REFERENCES orgs (id) ON DELETE CASCADE,
+    address TEXT NOT NULL,
+    reason TEXT NOT NULL CHECK (reason IN ('bounced', 'manual')),
+    reply TEXT,
+    created_at BIGINT NOT NULL,
+    PRIMARY KEY (org_id, address)
+);
+
+CREATE TABLE idempotency_keys (
+    org_id BLOB NOT NULL REFERENCES orgs (id) ON DELETE CASCADE,
+    key TEXT NOT NULL,
+    request_hash BLOB NOT NULL,
+    email_id BLOB,
+    locked_until BIGINT NOT NULL,
+    created_at BIGINT NOT NULL,
+    PRIMARY KEY (org_id, key)
+);
+
+ALTER TABLE plans ADD COLUMN emails_per_month BIGINT NOT NULL DEFAULT 3000;
+UPDATE plans SET emails_per_month = 50000 WHERE team;

@@ -245,6 +245,7 @@ impl Statements for rusqlite::Transaction<'_> {
                     team: row.get("team")?,
                     member_limit: row.get("member_limit")?,
                     verifications_per_month: row.get("verifications_per_month")?,
+                    emails_per_month: row.get("emails_per_month")?,
                     key_requests_per_minute: row.get("key_requests_per_minute")?,
                     key_requests_per_day: row.get("key_requests_per_day")?,
                     max_open_jobs: row.get("max_open_jobs")?,
