@@ -1,5 +1,5 @@
 //! The Gmail API (https://developers.google.com/gmail/api/reference/rest), as far as mailroom
-//! uses it: today `users.getProfile`, which tests a connected account. The base URL is
+//! uses it: `users.getProfile`, which tests a connected account, and `users.messages.send`. The base URL is
 //! configuration (`gmail_api_url`), so the tests point it at the Google contract server.
 
 use std::time::Duration;
@@ -43,6 +43,15 @@ pub struct Profile {
     pub history_id: Option<String>,
 }
 
+/// `users.messages.send`'s answer.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SentMessage {
+    pub id: String,
+    #[serde(default)]
+    pub thread_id: Option<String>,
+}
+
 /// Google's error body: `{"error": {"code", "message", "status"}}`.
 #[derive(Deserialize)]
 struct ErrorBody {
@@ -72,13 +81,40 @@ impl Gmail {
     /// The mailbox's address and counts (`GET /gmail/v1/users/me/profile`). Needs a reading
     /// scope (`gmail.readonly` here); `gmail.send` alone is refused with 403.
     pub async fn profile(&self, access_token: &SecretString) -> Result<Profile, GmailError> {
-        let url = self
-            .base
-            .join("/gmail/v1/users/me/profile")
-            .map_err(|error| GmailError::Protocol(error.to_string()))?;
-        let response = self
+        let request = self.http.get(self.url("/gmail/v1/users/me/profile")?);
+        self.answer(request, access_token).await
+    }
+
+    /// Sends a message as the account (`POST /gmail/v1/users/me/messages/send`, the message
+    /// as `raw` base64url): Gmail delivers it to its To, Cc and Bcc, and drops the Bcc header.
+    pub async fn send(
+        &self,
+        access_token: &SecretString,
+        raw: &[u8],
+    ) -> Result<SentMessage, GmailError> {
+        use base64::Engine;
+        let body = serde_json::json!({
+            "raw": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw),
+        });
+        let request = self
             .http
-            .get(url)
+            .post(self.url("/gmail/v1/users/me/messages/send")?)
+            .json(&body);
+        self.answer(request, access_token).await
+    }
+
+    fn url(&self, path: &str) -> Result<Url, GmailError> {
+        self.base
+            .join(path)
+            .map_err(|error| GmailError::Protocol(error.to_string()))
+    }
+
+    async fn answer<T: serde::de::DeserializeOwned>(
+        &self,
+        request: reqwest::RequestBuilder,
+        access_token: &SecretString,
+    ) -> Result<T, GmailError> {
+        let response = request
             .bearer_auth(access_token.expose_secret())
             .header(reqwest::header::ACCEPT, "application/json")
             .send()
@@ -98,6 +134,18 @@ impl Gmail {
             403 => GmailError::Forbidden(message),
             status => GmailError::Failed { status, message },
         })
+    }
+}
+
+impl GmailError {
+    /// Whether trying again later may go through: a rate limit, Google's own trouble, or no
+    /// answer at all.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            GmailError::Unreachable(_) => true,
+            GmailError::Failed { status, .. } => *status == 429 || *status >= 500,
+            _ => false,
+        }
     }
 }
 

@@ -20,6 +20,9 @@ pub struct Outgoing {
     pub reply_to: Vec<String>,
     pub to: Vec<String>,
     pub cc: Vec<String>,
+    /// Written as a header only for a transport that reads its recipients from the message
+    /// and drops it (Gmail's); an SMTP envelope carries them otherwise.
+    pub bcc_header: Vec<String>,
     pub subject: Option<String>,
     pub text: Option<String>,
     pub html: Option<String>,
@@ -74,6 +77,12 @@ pub fn compose(message: &Outgoing) -> Result<Vec<u8>, ComposeError> {
     }
     for cc in &message.cc {
         builder = builder.cc(Mailbox::new(None, address("cc", cc)?));
+    }
+    for bcc in &message.bcc_header {
+        builder = builder.bcc(Mailbox::new(None, address("bcc", bcc)?));
+    }
+    if !message.bcc_header.is_empty() {
+        builder = builder.keep_bcc();
     }
     if let Some(subject) = &message.subject {
         builder = builder.subject(subject.clone());
@@ -151,10 +160,13 @@ pub struct Delivered {
     pub reply: String,
     /// RFC 3463's `x.y.z`, when the reply has one.
     pub enhanced_code: Option<String>,
+    /// Refused for good by the recipient's side (not for a reason of the sender's): it goes
+    /// on the suppression list.
+    pub bounced: bool,
 }
 
 /// The outcome of one delivery attempt, recipient by recipient, and how long it took.
-pub struct SmtpAttempt {
+pub struct DeliveryAttempt {
     pub recipients: Vec<Delivered>,
     pub duration: Duration,
 }
@@ -167,7 +179,7 @@ pub async fn send_smtp(
     envelope_from: &str,
     recipients: &[String],
     raw: &[u8],
-) -> Result<SmtpAttempt, crate::MailError> {
+) -> Result<DeliveryAttempt, crate::MailError> {
     let started = Instant::now();
     let transport = crate::smtp_transport(settings, Some(hello))?;
     let from = envelope_from
@@ -181,6 +193,7 @@ pub async fn send_smtp(
                 delivery: Delivery::Failed,
                 reply: error.to_string(),
                 enhanced_code: None,
+                bounced: false,
             },
             Ok(to) => match Envelope::new(Some(from.clone()), vec![to]) {
                 Err(error) => Delivered {
@@ -188,6 +201,7 @@ pub async fn send_smtp(
                     delivery: Delivery::Failed,
                     reply: error.to_string(),
                     enhanced_code: None,
+                    bounced: false,
                 },
                 Ok(envelope) => match transport.send_raw(&envelope, raw).await {
                     Ok(response) => {
@@ -201,6 +215,7 @@ pub async fn send_smtp(
                             delivery: Delivery::Sent,
                             enhanced_code: enhanced_code(&reply),
                             reply,
+                            bounced: false,
                         }
                     }
                     Err(error) => {
@@ -214,6 +229,7 @@ pub async fn send_smtp(
                             },
                             enhanced_code: enhanced_code(&reply),
                             reply,
+                            bounced: error.is_permanent(),
                         }
                     }
                 },
@@ -221,7 +237,7 @@ pub async fn send_smtp(
         };
         delivered.push(outcome);
     }
-    Ok(SmtpAttempt {
+    Ok(DeliveryAttempt {
         recipients: delivered,
         duration: started.elapsed(),
     })

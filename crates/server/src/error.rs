@@ -159,8 +159,6 @@ pub enum SendRefusal {
     MessageTooLarge {
         limit: usize,
     },
-    /// The account's kind cannot send yet.
-    TransportUnavailable,
     /// Every recipient is on the suppression list.
     AllSuppressed,
     /// The idempotency key went with another request.

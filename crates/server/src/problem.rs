@@ -389,11 +389,6 @@ impl From<DomainError> for ApiError {
                     "email_not_cancelable",
                     "Only a message still scheduled or queued can be canceled.",
                 ),
-                SendRefusal::TransportUnavailable => ApiError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "transport_unavailable",
-                    "Sending through a Google account is not available yet: use an SMTP account.",
-                ),
             },
             DomainError::DatabaseUnreachable => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -92,6 +92,10 @@ struct Contract {
     access_token_lifetime: u64,
     /// Scopes the user unticks on the consent screen.
     declined: Vec<String>,
+    /// The messages `users.messages.send` took, as their raw RFC 5322 text.
+    sent: Vec<String>,
+    /// Sends to answer 429 `rateLimitExceeded` before the next one goes.
+    rate_limited_sends: usize,
     refreshes: usize,
     revoked: Vec<String>,
     violations: Vec<String>,
@@ -157,6 +161,7 @@ impl GoogleContract {
             .route("/oauth2/v3/certs", get(certs))
             .route("/v1/userinfo", get(userinfo))
             .route("/gmail/v1/users/{user}/profile", get(gmail_profile))
+            .route("/gmail/v1/users/{user}/messages/send", post(gmail_send))
             .with_state(shared.clone());
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -211,6 +216,22 @@ impl GoogleContract {
     /// The refresh tokens issued and still good.
     pub fn refresh_tokens(&self) -> Vec<String> {
         self.contract().refresh_tokens.keys().cloned().collect()
+    }
+
+    /// The messages sent through `users.messages.send`, as their raw text.
+    pub fn sent(&self) -> Vec<String> {
+        self.contract().sent.clone()
+    }
+
+    /// The next `count` sends answer 429 `rateLimitExceeded`, as Gmail does to a user over
+    /// their rate.
+    pub fn rate_limit_sends(&self, count: usize) {
+        self.contract().rate_limited_sends = count;
+    }
+
+    /// Every access token issued so far stops working (they expired); refresh tokens still do.
+    pub fn expire_access_tokens(&self) {
+        self.contract().access_tokens.clear();
     }
 
     /// How many refresh-token grants were answered.
@@ -644,6 +665,96 @@ async fn gmail_profile(
         "historyId": "1234",
     }))
     .into_response()
+}
+
+/// The scopes that may send (users.messages.send's documented list).
+const SEND_SCOPES: [&str; 4] = [
+    "https://mail.google.com/",
+    "https://www.googleapis.com/auth/gmail.modify",
+    "https://www.googleapis.com/auth/gmail.compose",
+    "https://www.googleapis.com/auth/gmail.send",
+];
+
+async fn gmail_send(
+    State(shared): State<Arc<Shared>>,
+    axum::extract::Path(user): axum::extract::Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let issued = match bearer(&shared, &headers, "gmail send") {
+        Ok(issued) => issued,
+        Err(refused) => return *refused,
+    };
+    if user != "me" && user != issued.user.email {
+        return api_error(
+            StatusCode::FORBIDDEN,
+            "Delegation denied",
+            "PERMISSION_DENIED",
+        );
+    }
+    if !issued
+        .scope
+        .split(' ')
+        .any(|scope| SEND_SCOPES.contains(&scope))
+    {
+        return api_error(
+            StatusCode::FORBIDDEN,
+            "Request had insufficient authentication scopes.",
+            "PERMISSION_DENIED",
+        );
+    }
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("application/json"));
+    if !json {
+        return violation(&shared, "gmail send: the body is not JSON".into());
+    }
+    let Some(raw) = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|body| body["raw"].as_str().map(str::to_owned))
+    else {
+        return violation(&shared, "gmail send: no raw".into());
+    };
+    // `raw` is base64url (RFC 4648 §5); Google takes it padded or not.
+    let Ok(decoded) = URL_SAFE_NO_PAD.decode(raw.trim_end_matches('=')) else {
+        return violation(&shared, "gmail send: raw is not base64url".into());
+    };
+    let Ok(text) = String::from_utf8(decoded) else {
+        return violation(&shared, "gmail send: raw is not a message".into());
+    };
+    let has_recipient = text
+        .lines()
+        .take_while(|line| !line.is_empty())
+        .any(|line| {
+            ["to:", "cc:", "bcc:"]
+                .iter()
+                .any(|name| line.to_ascii_lowercase().starts_with(name))
+        });
+    if !has_recipient {
+        return api_error(
+            StatusCode::BAD_REQUEST,
+            "Recipient address required",
+            "INVALID_ARGUMENT",
+        );
+    }
+    let mut contract = shared.contract.lock().expect("not poisoned");
+    if contract.rate_limited_sends > 0 {
+        contract.rate_limited_sends -= 1;
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            axum::Json(json!({"error": {
+                "code": 429,
+                "message": "User-rate limit exceeded.  Retry after 2026-12-07T23:59:59.000Z",
+                "errors": [{"message": "User-rate limit exceeded.", "domain": "usageLimits", "reason": "rateLimitExceeded"}],
+                "status": "RESOURCE_EXHAUSTED",
+            }})),
+        )
+            .into_response();
+    }
+    contract.sent.push(text);
+    let id = format!("{:016x}", contract.sent.len() as u64 + 0x18c0_0000_0000);
+    axum::Json(json!({"id": id, "threadId": id, "labelIds": ["SENT"]})).into_response()
 }
 
 async fn certs(State(shared): State<Arc<Shared>>) -> Response {

@@ -9,21 +9,26 @@ use mailroom_core::api_keys::Scope;
 use mailroom_core::audit::Action;
 use mailroom_core::usage::Metric;
 use mailroom_core::{EmailId, JobId, MailAccountId};
+use mailroom_mail::gmail::GmailError;
 use mailroom_mail::outgoing::{
-    self, Delivered, Delivery, Outgoing, OutgoingAttachment, SmtpAttempt,
+    self, Delivered, Delivery, DeliveryAttempt, Outgoing, OutgoingAttachment,
 };
 use mailroom_storage::emails::{
     Acceptance, Attempt, AttemptOutcome, Email, EmailRecord, EmailStatus, KeyClaim, NewEmail,
     Outcome, Recipient, RecipientKind, RecipientStatus, Suppression,
 };
+use mailroom_storage::mail_accounts::{AccountKind, MailAccount};
 use mailroom_storage::queue::{ClaimedJob, JobKind, NewJob};
 use serde::{Deserialize, Serialize};
+use std::time::{Duration, Instant};
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
 use crate::application::actor::Caller;
-use crate::application::mail_accounts;
+use crate::application::mail_accounts::google::{self, TokenRefused};
+use crate::application::mail_accounts::{self, Transport};
 use crate::audit::AuditTrail;
+use crate::config::OidcProvider;
 use crate::error::{DomainError, SendRefusal};
 use crate::state::AppState;
 
@@ -301,6 +306,12 @@ async fn accept(
         reply_to,
         to: to.clone(),
         cc: cc.clone(),
+        // Gmail reads the recipients from the message, and drops the Bcc header.
+        bcc_header: if account.kind == AccountKind::Google {
+            bcc.clone()
+        } else {
+            Vec::new()
+        },
         subject: message.subject,
         text: message.text,
         html: message.html,
@@ -490,14 +501,14 @@ pub async fn deliver(state: &AppState, job: &ClaimedJob) -> Result<(), DomainErr
     };
     let now = OffsetDateTime::now_utc();
     let account = match todo.email.mail_account_id {
-        Some(account_id) => mail_accounts::smtp_of(state, org_id, account_id).await?,
+        Some(account_id) => mail_accounts::transport_of(state, org_id, account_id).await?,
         None => None,
     };
-    let Some((_, settings)) = account else {
+    let Some((account, transport)) = account else {
         let failed = fail_all(&todo.recipients, "the mail account was disconnected");
         let attempt = Attempt {
             at: now,
-            transport: "smtp".to_owned(),
+            transport: "none".to_owned(),
             outcome: AttemptOutcome::Failed,
             reply: "the mail account was disconnected".to_owned(),
             enhanced_code: None,
@@ -506,33 +517,42 @@ pub async fn deliver(state: &AppState, job: &ClaimedJob) -> Result<(), DomainErr
         return record(state, org_id, id, &attempt, &failed).await;
     };
     let recipients: Vec<String> = todo.recipients.iter().map(|r| r.address.clone()).collect();
-    let hello = mail_accounts::hello_name(state);
     let last_try = job.attempt >= JobKind::SendEmail.retry_policy().max_attempts;
-    let attempted = outgoing::send_smtp(
-        &settings,
-        &hello,
-        &todo.email.from_address,
-        &recipients,
-        &todo.content,
-    )
-    .await;
-    let SmtpAttempt {
-        recipients: delivered,
-        duration,
-    } = match attempted {
-        Ok(attempt) => attempt,
-        Err(error) => SmtpAttempt {
-            recipients: recipients
-                .iter()
-                .map(|recipient| Delivered {
-                    recipient: recipient.clone(),
-                    delivery: Delivery::Deferred,
-                    reply: error.to_string(),
-                    enhanced_code: None,
-                })
-                .collect(),
-            duration: std::time::Duration::ZERO,
+    let (
+        transport,
+        DeliveryAttempt {
+            recipients: delivered,
+            duration,
         },
+    ) = match transport {
+        Transport::Smtp(settings) => {
+            let hello = mail_accounts::hello_name(state);
+            let attempted = outgoing::send_smtp(
+                &settings,
+                &hello,
+                &todo.email.from_address,
+                &recipients,
+                &todo.content,
+            )
+            .await;
+            let attempt = attempted.unwrap_or_else(|error| {
+                every_recipient(
+                    &recipients,
+                    Delivery::Deferred,
+                    &error.to_string(),
+                    Duration::ZERO,
+                )
+            });
+            ("smtp", attempt)
+        }
+        Transport::Gmail => {
+            let started = Instant::now();
+            let (delivery, reply) = send_gmail(state, &account, &todo.content).await;
+            (
+                "gmail",
+                every_recipient(&recipients, delivery, &reply, started.elapsed()),
+            )
+        }
     };
     let decided: Vec<Recipient> = todo
         .recipients
@@ -546,7 +566,7 @@ pub async fn deliver(state: &AppState, job: &ClaimedJob) -> Result<(), DomainErr
                 Delivery::Deferred => RecipientStatus::Pending,
             },
             reply: Some(delivered.reply.clone()),
-            bounced: delivered.delivery == Delivery::Failed,
+            bounced: delivered.bounced,
             ..recipient.clone()
         })
         .collect();
@@ -564,7 +584,7 @@ pub async fn deliver(state: &AppState, job: &ClaimedJob) -> Result<(), DomainErr
         .join("; ");
     let attempt = Attempt {
         at: now,
-        transport: "smtp".to_owned(),
+        transport: transport.to_owned(),
         outcome,
         enhanced_code: delivered.iter().find_map(|d| d.enhanced_code.clone()),
         reply: reply.clone(),
@@ -576,6 +596,76 @@ pub async fn deliver(state: &AppState, job: &ClaimedJob) -> Result<(), DomainErr
         return Err(anyhow::anyhow!("deferred: {reply}").into());
     }
     Ok(())
+}
+
+/// One outcome for every recipient: a transport that takes the message whole (Gmail), or
+/// one that could not be reached.
+fn every_recipient(
+    recipients: &[String],
+    delivery: Delivery,
+    reply: &str,
+    duration: Duration,
+) -> DeliveryAttempt {
+    DeliveryAttempt {
+        recipients: recipients
+            .iter()
+            .map(|recipient| Delivered {
+                recipient: recipient.clone(),
+                delivery,
+                reply: reply.to_owned(),
+                enhanced_code: None,
+                bounced: false,
+            })
+            .collect(),
+        duration,
+    }
+}
+
+/// Sends through the Gmail API as the account: its access token (refreshed when it nears
+/// its expiry, and once more if Gmail says it expired), then `users.messages.send`. A grant
+/// Google refused fails the message, with why; a rate limit or Google's trouble defers it.
+async fn send_gmail(state: &AppState, account: &MailAccount, raw: &[u8]) -> (Delivery, String) {
+    let Some(gmail) = state
+        .identity_providers
+        .get(OidcProvider::GOOGLE)
+        .and_then(|google| google.gmail.as_ref())
+    else {
+        return (
+            Delivery::Deferred,
+            "[oidc.google] is not configured".to_owned(),
+        );
+    };
+    let mut retried = false;
+    loop {
+        let token = match google::access_token(state, account.org_id, account.id).await {
+            Ok(token) => token,
+            Err(TokenRefused::Provider(error)) => return (Delivery::Deferred, error),
+            Err(_) => {
+                return (
+                    Delivery::Failed,
+                    "Google refused the account's grant: connect the account again".to_owned(),
+                );
+            }
+        };
+        match gmail.send(&token.secret, raw).await {
+            Ok(sent) => return (Delivery::Sent, format!("Gmail message {}", sent.id)),
+            Err(GmailError::Unauthenticated(_)) if !retried => {
+                // Expired before its time (revoked, or the clocks disagree): a new one, once.
+                retried = true;
+                state
+                    .identity_providers
+                    .access_tokens
+                    .clear(account.org_id, account.id)
+                    .await;
+            }
+            Err(error)
+                if error.is_transient() || matches!(error, GmailError::Unauthenticated(_)) =>
+            {
+                return (Delivery::Deferred, error.to_string());
+            }
+            Err(error) => return (Delivery::Failed, error.to_string()),
+        }
+    }
 }
 
 fn fail_all(recipients: &[Recipient], why: &str) -> Vec<Recipient> {

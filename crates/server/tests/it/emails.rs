@@ -51,7 +51,7 @@ async fn send(app: &TestApp, session: &str, body: Value) -> reqwest::Response {
 }
 
 /// The message once its delivery stopped moving: sent, failed, or waiting for a retry.
-async fn settled(app: &TestApp, session: &str, id: &str) -> Value {
+pub async fn settled(app: &TestApp, session: &str, id: &str) -> Value {
     // Bounded generously: a busy machine may take a while, and only a stuck message fails.
     for _ in 0..1200 {
         let shown: Value = get_as(app, session, &format!("/v1/emails/{id}"))

@@ -288,6 +288,54 @@ both_backends! {
         app.stop().await;
     }
 
+    async fn a_message_goes_out_through_gmail_and_fails_clearly_once_the_grant_is_revoked(db) {
+        let (app, google, session, _) = owner_with_google_account(&db, json!(["send"])).await;
+        let message = |subject: &str| json!({
+            "from": format!("Sales <{ADDRESS}>"),
+            "to": "anna@example.test",
+            "bcc": "hidden@example.test",
+            "subject": subject,
+            "text": "Hello from Gmail.",
+        });
+        let send = |subject: &str| send_as(&app, Method::POST, &session, "/v1/emails", Some(message(subject)));
+        let accepted: Value = send("First").await.json().await.unwrap();
+        let first = crate::emails::settled(&app, &session, accepted["id"].as_str().unwrap()).await;
+        assert_eq!(first["status"], "sent", "{first}");
+        assert_eq!(first["attempts"][0]["transport"], "gmail");
+        let sent = google.sent();
+        assert_eq!(sent.len(), 1);
+        assert!(sent[0].contains("Subject: First") && sent[0].contains("Bcc: hidden@example.test"), "{}", sent[0]);
+
+        // An access token Gmail no longer takes is refreshed, and the send goes through.
+        google.expire_access_tokens();
+        let refreshes = google.refreshes();
+        let accepted: Value = send("Second").await.json().await.unwrap();
+        let second = crate::emails::settled(&app, &session, accepted["id"].as_str().unwrap()).await;
+        assert_eq!(second["status"], "sent", "{second}");
+        assert_eq!(google.refreshes(), refreshes + 1);
+
+        // Gmail's rate limit defers the message to the queue's retry.
+        google.rate_limit_sends(1);
+        let accepted: Value = send("Third").await.json().await.unwrap();
+        let third = crate::emails::settled(&app, &session, accepted["id"].as_str().unwrap()).await;
+        assert_eq!(third["status"], "queued", "{third}");
+        assert_eq!(third["attempts"][0]["outcome"], "deferred");
+        assert!(third["attempts"][0]["reply"].as_str().unwrap().contains("429"), "{third}");
+
+        // The user removes the access: the message fails with why, the account needs
+        // reconnecting, and later messages are refused until it is.
+        google.remove_access_of(SUBJECT);
+        let accepted: Value = send("Fourth").await.json().await.unwrap();
+        let fourth = crate::emails::settled(&app, &session, accepted["id"].as_str().unwrap()).await;
+        assert_eq!(fourth["status"], "failed", "{fourth}");
+        assert!(fourth["last_error"].as_str().unwrap().contains("connect the account again"), "{fourth}");
+        assert_eq!(only_account(&app, &session).await["status"], "needs_reconnect");
+        problem(send("Fifth").await, 409, "mail_account_needs_reconnect").await;
+        assert_eq!(db.count("SELECT COUNT(*) FROM suppressions").await, 0, "a refused grant suppresses no recipient");
+        assert_eq!(google.violations(), Vec::<String>::new());
+        app.stop().await;
+    }
+
     async fn who_may_connect_a_google_account_and_with_what(db) {
         let (app, google) = app_with_google(&db).await;
         let owner = create_account(&app, &db, "owner@example.test").await;

@@ -337,28 +337,35 @@ pub(crate) async fn sender(
     if account.status != AccountStatus::Active {
         return Err(DomainError::Conflict(Conflict::AccountNeedsReconnect));
     }
-    if account.kind == AccountKind::Google {
-        // Sending through the Gmail API is not built yet: refused now rather than failed later.
-        return Err(DomainError::Sending(SendRefusal::TransportUnavailable));
-    }
     Ok(account)
 }
 
-/// An account's SMTP server, with the password to log in with; `None` for an account that
-/// is gone or has no SMTP server.
-pub(crate) async fn smtp_of(
+/// How an account sends.
+pub(crate) enum Transport {
+    /// Its SMTP server, with the password to log in with.
+    Smtp(SmtpSettings),
+    /// The Gmail API, with the account's access token ([`google::access_token`]).
+    Gmail,
+}
+
+/// How one of the organization's accounts sends; `None` for an account that is gone or does
+/// not send.
+pub(crate) async fn transport_of(
     state: &AppState,
     org_id: OrgId,
     id: MailAccountId,
-) -> Result<Option<(MailAccount, SmtpSettings)>, DomainError> {
+) -> Result<Option<(MailAccount, Transport)>, DomainError> {
     let Some((account, credentials, _)) = with_credentials(state, org_id, id).await? else {
         return Ok(None);
     };
+    if account.kind == AccountKind::Google {
+        return Ok(account.can_send.then_some((account, Transport::Gmail)));
+    }
     let Some(server) = Settings::of(&account).smtp else {
         return Ok(None);
     };
     let settings = smtp_settings(state, server, credentials.smtp_password);
-    Ok(Some((account, settings)))
+    Ok(Some((account, Transport::Smtp(settings))))
 }
 
 /// How to reach and log in to an account's SMTP server.
