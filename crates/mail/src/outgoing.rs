@@ -4,8 +4,6 @@
 //! transaction per recipient on one connection, so that a recipient refused at `RCPT` fails
 //! alone and the others still get it.
 
-use std::time::{Duration, Instant};
-
 use lettre::address::Envelope;
 use lettre::message::header::{ContentType, HeaderName, HeaderValue};
 use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart};
@@ -165,82 +163,84 @@ pub struct Delivered {
     pub bounced: bool,
 }
 
-/// The outcome of one delivery attempt, recipient by recipient, and how long it took.
-pub struct DeliveryAttempt {
-    pub recipients: Vec<Delivered>,
-    pub duration: Duration,
+/// An SMTP server to deliver one message through, one transaction per recipient on one
+/// (pooled) connection, saying `hello` in EHLO.
+pub struct SmtpSender {
+    transport: lettre::AsyncSmtpTransport<lettre::Tokio1Executor>,
+    from: Address,
 }
 
-/// Delivers `raw` from `envelope_from` to each of `recipients` through the server of
-/// `settings`, saying `hello` in EHLO.
-pub async fn send_smtp(
-    settings: &SmtpSettings,
-    hello: &str,
-    envelope_from: &str,
-    recipients: &[String],
-    raw: &[u8],
-) -> Result<DeliveryAttempt, crate::MailError> {
-    let started = Instant::now();
-    let transport = crate::smtp_transport(settings, Some(hello))?;
-    let from = envelope_from
-        .parse::<Address>()
-        .map_err(|error| crate::MailError::InvalidAddress(error.to_string()))?;
-    let mut delivered = Vec::with_capacity(recipients.len());
-    for recipient in recipients {
-        let outcome = match recipient.parse::<Address>() {
-            Err(error) => Delivered {
-                recipient: recipient.clone(),
-                delivery: Delivery::Failed,
-                reply: error.to_string(),
-                enhanced_code: None,
-                bounced: false,
-            },
-            Ok(to) => match Envelope::new(Some(from.clone()), vec![to]) {
-                Err(error) => Delivered {
-                    recipient: recipient.clone(),
-                    delivery: Delivery::Failed,
-                    reply: error.to_string(),
-                    enhanced_code: None,
-                    bounced: false,
-                },
-                Ok(envelope) => match transport.send_raw(&envelope, raw).await {
-                    Ok(response) => {
-                        let reply = format!(
-                            "{} {}",
-                            response.code(),
-                            response.message().collect::<Vec<_>>().join(" ")
-                        );
-                        Delivered {
-                            recipient: recipient.clone(),
-                            delivery: Delivery::Sent,
-                            enhanced_code: enhanced_code(&reply),
-                            reply,
-                            bounced: false,
-                        }
-                    }
-                    Err(error) => {
-                        let reply = error.to_string();
-                        Delivered {
-                            recipient: recipient.clone(),
-                            delivery: if error.is_permanent() {
-                                Delivery::Failed
-                            } else {
-                                Delivery::Deferred
-                            },
-                            enhanced_code: enhanced_code(&reply),
-                            reply,
-                            bounced: error.is_permanent(),
-                        }
-                    }
-                },
-            },
-        };
-        delivered.push(outcome);
+impl SmtpSender {
+    pub fn new(
+        settings: &SmtpSettings,
+        hello: &str,
+        envelope_from: &str,
+    ) -> Result<Self, crate::MailError> {
+        Ok(Self {
+            transport: crate::smtp_transport(settings, Some(hello))?,
+            from: envelope_from
+                .parse()
+                .map_err(|error: lettre::address::AddressError| {
+                    crate::MailError::InvalidAddress(error.to_string())
+                })?,
+        })
     }
-    Ok(DeliveryAttempt {
-        recipients: delivered,
-        duration: started.elapsed(),
-    })
+
+    /// Delivers `raw` to `recipient` alone: what the server said of it.
+    pub async fn send_to(&self, recipient: &str, raw: &[u8]) -> Delivered {
+        let refused = |reply: String| Delivered {
+            recipient: recipient.to_owned(),
+            delivery: Delivery::Failed,
+            reply,
+            enhanced_code: None,
+            bounced: false,
+        };
+        let to = match recipient.parse::<Address>() {
+            Ok(to) => to,
+            Err(error) => return refused(error.to_string()),
+        };
+        let envelope = match Envelope::new(Some(self.from.clone()), vec![to]) {
+            Ok(envelope) => envelope,
+            Err(error) => return refused(error.to_string()),
+        };
+        match self.transport.send_raw(&envelope, raw).await {
+            Ok(response) => {
+                let reply = format!(
+                    "{} {}",
+                    response.code(),
+                    response.message().collect::<Vec<_>>().join(" ")
+                );
+                Delivered {
+                    recipient: recipient.to_owned(),
+                    delivery: Delivery::Sent,
+                    enhanced_code: enhanced_code(&reply),
+                    reply,
+                    bounced: false,
+                }
+            }
+            Err(error) => {
+                let reply = error.to_string();
+                Delivered {
+                    recipient: recipient.to_owned(),
+                    delivery: if error.is_permanent() {
+                        Delivery::Failed
+                    } else {
+                        Delivery::Deferred
+                    },
+                    bounced: error.is_permanent() && names_the_recipient(&reply),
+                    enhanced_code: enhanced_code(&reply),
+                    reply,
+                }
+            }
+        }
+    }
+}
+
+/// Whether a permanent refusal is about the recipient (RFC 3463's 5.1.x, a bad destination
+/// address, and 5.2.1, a disabled mailbox), not about the sender, the login or the message:
+/// only those put an address on the suppression list.
+fn names_the_recipient(reply: &str) -> bool {
+    enhanced_code(reply).is_some_and(|code| code.starts_with("5.1.") || code == "5.2.1")
 }
 
 /// The first `class.subject.detail` of a reply (RFC 3463), if it has one.
@@ -261,6 +261,21 @@ fn enhanced_code(reply: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_refusal_of_the_recipient_is_a_bounce() {
+        assert!(names_the_recipient(
+            "permanent error (550): 5.1.1 no such user"
+        ));
+        assert!(names_the_recipient(
+            "permanent error (550): 5.2.1 mailbox disabled"
+        ));
+        assert!(!names_the_recipient(
+            "permanent error (535): 5.7.8 bad credentials"
+        ));
+        assert!(!names_the_recipient("permanent error (554): 5.7.1 spam"));
+        assert!(!names_the_recipient("permanent error (550): relay denied"));
+    }
 
     #[test]
     fn the_enhanced_code_is_found_in_a_reply() {

@@ -134,9 +134,9 @@ pub struct NewEmail {
     pub content: Zeroizing<Vec<u8>>,
     pub created_by: Option<UserId>,
     pub api_key_id: Option<ApiKeyId>,
-    /// The request's idempotency key, claimed before ([`Emails::claim_key`]): it names this
-    /// message once it is accepted.
-    pub idempotency_key: Option<String>,
+    /// The request's idempotency key and the hash of its body, claimed before
+    /// ([`Emails::claim_key`]): the key names this message once it is accepted.
+    pub idempotency: Option<(String, Vec<u8>)>,
 }
 
 /// What became of a message offered for acceptance.
@@ -145,6 +145,8 @@ pub enum Acceptance {
     Accepted,
     /// Every recipient is suppressed: nothing to send.
     AllSuppressed,
+    /// The idempotency key names another message now (this request held it too long).
+    KeyTaken,
     /// The month's quota of messages is spent.
     QuotaExceeded {
         quota: i64,
@@ -327,14 +329,6 @@ impl TryFrom<AttemptRow> for Attempt {
 const COLUMNS: &str = "id, org_id, mail_account_id, status, from_address, recipient_count, \
      size_bytes, message_id, tags, last_error, created_by, api_key_id, created_at, sent_at";
 
-/// What an attempt changed: its record, each recipient it decided, and where the message is.
-pub struct Outcome<'a> {
-    pub attempt: &'a Attempt,
-    pub recipients: &'a [Recipient],
-    pub status: EmailStatus,
-    pub last_error: Option<&'a str>,
-}
-
 /// An organization's sent messages. Reached through [`Database::emails`].
 #[derive(Clone, Copy)]
 pub struct Emails<'a> {
@@ -396,6 +390,25 @@ impl Emails<'_> {
                             used: ledger.used,
                         });
                     }
+                    // Nothing is written before this point: a refusal above leaves no trace.
+                    if let Some((key, hash)) = &email.idempotency {
+                        let bound = on_backend!(&mut tx.0, Inner, tx => {
+                            sqlx::query(
+                                "UPDATE idempotency_keys SET email_id = $3 WHERE org_id = $1 \
+                                 AND key = $2 AND email_id IS NULL AND request_hash = $4",
+                            )
+                            .bind(org_id.as_uuid())
+                            .bind(key)
+                            .bind(email.id.as_uuid())
+                            .bind(hash)
+                            .execute(&mut **tx)
+                            .await?
+                            .rows_affected()
+                        });
+                        if bound != 1 {
+                            return Ok(Acceptance::KeyTaken);
+                        }
+                    }
                     ledger.write(tx).await?;
                     on_backend!(&mut tx.0, Inner, tx => {
                         sqlx::query(
@@ -434,16 +447,6 @@ impl Emails<'_> {
                                 .push_bind(status.as_str());
                         });
                         insert.build().execute(&mut **tx).await?;
-                        if let Some(key) = &email.idempotency_key {
-                            sqlx::query(
-                                "UPDATE idempotency_keys SET email_id = $3 WHERE org_id = $1 AND key = $2",
-                            )
-                            .bind(org_id.as_uuid())
-                            .bind(key)
-                            .bind(email.id.as_uuid())
-                            .execute(&mut **tx)
-                            .await?;
-                        }
                     });
                     crate::queue::enqueue_in(tx, &job).await?;
                     crate::audit::append(tx, &key, &event, now).await?;
@@ -488,15 +491,22 @@ impl Emails<'_> {
                         .fetch_optional(&mut **tx)
                         .await?;
                         match found {
-                            Some((stored, _, _)) if stored != hash => KeyClaim::Reused,
-                            Some((_, Some(email), _)) => KeyClaim::Replay(EmailId::from_uuid(email)),
-                            Some((_, None, locked_until)) if locked_until > now => KeyClaim::InProgress,
+                            Some((stored, Some(email), _)) if stored == hash => {
+                                KeyClaim::Replay(EmailId::from_uuid(email))
+                            }
+                            Some((_, Some(_), _)) => KeyClaim::Reused,
+                            Some((stored, None, locked_until)) if locked_until > now => {
+                                if stored == hash { KeyClaim::InProgress } else { KeyClaim::Reused }
+                            }
+                            // Held by a request that died: this one takes it over.
                             Some(_) => {
                                 sqlx::query(
-                                    "UPDATE idempotency_keys SET locked_until = $3 WHERE org_id = $1 AND key = $2",
+                                    "UPDATE idempotency_keys SET request_hash = $3, locked_until = $4 \
+                                     WHERE org_id = $1 AND key = $2",
                                 )
                                 .bind(org_id.as_uuid())
                                 .bind(&key)
+                                .bind(&hash)
                                 .bind(now + KEY_LOCK_MS)
                                 .execute(&mut **tx)
                                 .await?;
@@ -532,20 +542,27 @@ impl Emails<'_> {
             .await
     }
 
-    /// Frees a key whose request made no message (it was refused): the same key may be
-    /// used again for a corrected request.
-    pub async fn release_key(&self, org_id: OrgId, key: &str) -> Result<(), StorageError> {
-        let key = key.to_owned();
+    /// Frees a key whose request (of body hash `hash`) made no message (it was refused): the
+    /// same key may be used again for a corrected request.
+    pub async fn release_key(
+        &self,
+        org_id: OrgId,
+        key: &str,
+        hash: &[u8],
+    ) -> Result<(), StorageError> {
+        let (key, hash) = (key.to_owned(), hash.to_vec());
         self.db
             .transaction_for(&Tenancy::Org(org_id), |tx| {
-                let key = key.clone();
+                let (key, hash) = (key.clone(), hash.clone());
                 async move {
                     on_backend!(&mut tx.0, Inner, tx => {
                         sqlx::query(
-                            "DELETE FROM idempotency_keys WHERE org_id = $1 AND key = $2 AND email_id IS NULL",
+                            "DELETE FROM idempotency_keys WHERE org_id = $1 AND key = $2 \
+                             AND email_id IS NULL AND request_hash = $3",
                         )
                         .bind(org_id.as_uuid())
                         .bind(&key)
+                        .bind(&hash)
                         .execute(&mut **tx)
                         .await?;
                     });
@@ -809,22 +826,42 @@ impl Emails<'_> {
         }))
     }
 
-    /// Records an attempt and what it decided, in one transaction.
+    /// Records one recipient's outcome as soon as it is known (a bounce goes on the
+    /// suppression list with it): a message retried after a crash is not sent again to
+    /// whoever had it already.
+    pub async fn record_recipient(
+        &self,
+        org_id: OrgId,
+        id: EmailId,
+        recipient: &Recipient,
+        now: OffsetDateTime,
+    ) -> Result<(), StorageError> {
+        let recipient = recipient.clone();
+        self.db
+            .serializable_for(&Tenancy::Org(org_id), |tx| {
+                let recipient = recipient.clone();
+                async move { decide(tx, org_id, id, &recipient, now).await }.boxed()
+            })
+            .await
+    }
+
+    /// Records an attempt and the recipients it decided, and sets where the message is now,
+    /// from all its recipients, in one transaction: `sent` when every recipient got it,
+    /// `failed` when none did, `partially_failed` between, `queued` while any waits for a
+    /// retry. A message canceled meanwhile stays canceled. Its status is returned.
     pub async fn record(
         &self,
         org_id: OrgId,
         id: EmailId,
-        outcome: &Outcome<'_>,
+        attempt: &Attempt,
+        recipients: &[Recipient],
         now: OffsetDateTime,
-    ) -> Result<(), StorageError> {
-        let attempt = outcome.attempt.clone();
-        let recipients = outcome.recipients.to_vec();
-        let status = outcome.status;
-        let last_error = outcome.last_error.map(str::to_owned);
+    ) -> Result<EmailStatus, StorageError> {
+        let attempt = attempt.clone();
+        let recipients = recipients.to_vec();
         self.db
             .serializable_for(&Tenancy::Org(org_id), |tx| {
-                let (attempt, recipients, last_error) =
-                    (attempt.clone(), recipients.clone(), last_error.clone());
+                let (attempt, recipients) = (attempt.clone(), recipients.clone());
                 async move {
                     on_backend!(&mut tx.0, Inner, tx => {
                         sqlx::query(
@@ -842,53 +879,88 @@ impl Emails<'_> {
                         .bind(attempt.duration_ms)
                         .execute(&mut **tx)
                         .await?;
-                        for recipient in &recipients {
-                            sqlx::query(
-                                "UPDATE email_recipients SET status = $3, reply = $4 \
-                                 WHERE email_id = $1 AND address = $2",
-                            )
-                            .bind(id.as_uuid())
-                            .bind(&recipient.address)
-                            .bind(recipient.status.as_str())
-                            .bind(recipient.reply.as_deref())
-                            .execute(&mut **tx)
-                            .await?;
-                        }
                     });
-                    for recipient in recipients
-                        .iter()
-                        .filter(|recipient| recipient.status == RecipientStatus::Failed && recipient.bounced)
-                    {
-                        suppress_in(
-                            tx,
-                            org_id,
-                            &recipient.address,
-                            SuppressionReason::Bounced,
-                            recipient.reply.as_deref(),
-                            now,
-                        )
-                        .await?;
+                    for recipient in &recipients {
+                        decide(tx, org_id, id, recipient, now).await?;
                     }
+                    let counts: Vec<(String, i64)> = on_backend!(&mut tx.0, Inner, tx => {
+                        sqlx::query_as(
+                            "SELECT status, COUNT(*) FROM email_recipients WHERE email_id = $1 GROUP BY status",
+                        )
+                        .bind(id.as_uuid())
+                        .fetch_all(&mut **tx)
+                        .await?
+                    });
+                    let count = |status: RecipientStatus| {
+                        counts
+                            .iter()
+                            .find(|(name, _)| name == status.as_str())
+                            .map_or(0, |(_, n)| *n)
+                    };
+                    let (pending, sent) = (count(RecipientStatus::Pending), count(RecipientStatus::Sent));
+                    let undelivered = count(RecipientStatus::Failed) + count(RecipientStatus::Suppressed);
+                    let status = match (pending, sent, undelivered) {
+                        (0, _, 0) => EmailStatus::Sent,
+                        (0, 0, _) => EmailStatus::Failed,
+                        (0, _, _) => EmailStatus::PartiallyFailed,
+                        _ => EmailStatus::Queued,
+                    };
+                    let last_error = (attempt.outcome != AttemptOutcome::Sent || undelivered > 0)
+                        .then_some(attempt.reply.as_str());
                     on_backend!(&mut tx.0, Inner, tx => {
                         sqlx::query(
                             "UPDATE emails SET status = $3, last_error = $4, \
                              sent_at = CASE WHEN $3 IN ('sent', 'partially_failed') THEN $5 ELSE sent_at END \
-                             WHERE org_id = $1 AND id = $2",
+                             WHERE org_id = $1 AND id = $2 AND status IN ('queued', 'sending')",
                         )
                         .bind(org_id.as_uuid())
                         .bind(id.as_uuid())
                         .bind(status.as_str())
-                        .bind(last_error.as_deref())
+                        .bind(last_error)
                         .bind(ms(now))
                         .execute(&mut **tx)
                         .await?;
                     });
-                    Ok(())
+                    Ok(status)
                 }
                 .boxed()
             })
             .await
     }
+}
+
+/// A pending recipient's outcome, and its bounce on the suppression list.
+async fn decide(
+    tx: &mut Tx,
+    org_id: OrgId,
+    id: EmailId,
+    recipient: &Recipient,
+    now: OffsetDateTime,
+) -> Result<(), StorageError> {
+    on_backend!(&mut tx.0, Inner, tx => {
+        sqlx::query(
+            "UPDATE email_recipients SET status = $3, reply = $4 \
+             WHERE email_id = $1 AND address = $2 AND status = 'pending'",
+        )
+        .bind(id.as_uuid())
+        .bind(&recipient.address)
+        .bind(recipient.status.as_str())
+        .bind(recipient.reply.as_deref())
+        .execute(&mut **tx)
+        .await?;
+    });
+    if recipient.status == RecipientStatus::Failed && recipient.bounced {
+        suppress_in(
+            tx,
+            org_id,
+            &recipient.address,
+            SuppressionReason::Bounced,
+            recipient.reply.as_deref(),
+            now,
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 /// Which of `recipients` are on the organization's suppression list.

@@ -11,16 +11,16 @@ use mailroom_core::usage::Metric;
 use mailroom_core::{EmailId, JobId, MailAccountId};
 use mailroom_mail::gmail::GmailError;
 use mailroom_mail::outgoing::{
-    self, Delivered, Delivery, DeliveryAttempt, Outgoing, OutgoingAttachment,
+    self, Delivered, Delivery, Outgoing, OutgoingAttachment, SmtpSender,
 };
 use mailroom_storage::emails::{
     Acceptance, Attempt, AttemptOutcome, Email, EmailRecord, EmailStatus, KeyClaim, NewEmail,
-    Outcome, Recipient, RecipientKind, RecipientStatus, Suppression,
+    Recipient, RecipientKind, RecipientStatus, Suppression,
 };
 use mailroom_storage::mail_accounts::{AccountKind, MailAccount};
 use mailroom_storage::queue::{ClaimedJob, JobKind, NewJob};
 use serde::{Deserialize, Serialize};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
@@ -31,6 +31,7 @@ use crate::audit::AuditTrail;
 use crate::config::OidcProvider;
 use crate::error::{DomainError, SendRefusal};
 use crate::state::AppState;
+use crate::work_queue::Lease;
 
 /// Recipients of each kind a message may have.
 pub const MAX_RECIPIENTS: usize = 50;
@@ -164,7 +165,7 @@ fn checked_headers(headers: &[(String, String)]) -> Result<Vec<(String, String)>
         .map(|(name, value)| {
             let token =
                 !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
-            let allowed = name.len() > 2 && name[..2].eq_ignore_ascii_case("X-")
+            let allowed = name.len() > 2 && name.as_bytes()[..2].eq_ignore_ascii_case(b"X-")
                 || LIST_HEADERS
                     .iter()
                     .any(|known| known.eq_ignore_ascii_case(name));
@@ -218,9 +219,10 @@ pub async fn send(
             return Err(DomainError::Sending(SendRefusal::IdempotencyKeyInProgress));
         }
     }
-    let accepted = accept(state, trail, caller, message, Some(key.clone())).await;
+    let claimed = (key, idempotency.request_hash);
+    let accepted = accept(state, trail, caller, message, Some(claimed.clone())).await;
     if accepted.is_err() {
-        emails.release_key(org_id, &key).await?;
+        emails.release_key(org_id, &claimed.0, &claimed.1).await?;
     }
     accepted
 }
@@ -230,7 +232,7 @@ async fn accept(
     trail: &AuditTrail,
     caller: &Caller,
     message: NewMessage,
-    idempotency_key: Option<String>,
+    idempotency: Option<(String, Vec<u8>)>,
 ) -> Result<EmailId, DomainError> {
     let org_id = caller.org_id();
     let (name, from) = mailbox(&message.from)?;
@@ -285,6 +287,14 @@ async fn accept(
     for attachment in message.attachments {
         one_line("attachments", &attachment.filename)?;
         one_line("attachments", &attachment.content_type)?;
+        // A part of its own, not a structure: no nested multipart or message.
+        let kind = attachment.content_type.trim().to_ascii_lowercase();
+        if kind.starts_with("multipart/") || kind.starts_with("message/") {
+            return Err(DomainError::invalid(
+                "attachments",
+                "an attachment's content_type may not be multipart/* or message/*",
+            ));
+        }
         if let Some(id) = &attachment.content_id {
             one_line("attachments", id)?;
         }
@@ -359,7 +369,7 @@ async fn accept(
             Caller::Key(key) => Some(key.key_id),
             Caller::Account(_) => None,
         },
-        idempotency_key,
+        idempotency,
     };
     let job = NewJob {
         id: JobId::from_uuid(id.as_uuid()),
@@ -387,6 +397,7 @@ async fn accept(
             Ok(id)
         }
         Acceptance::AllSuppressed => Err(DomainError::Sending(SendRefusal::AllSuppressed)),
+        Acceptance::KeyTaken => Err(DomainError::Sending(SendRefusal::IdempotencyKeyInProgress)),
         Acceptance::QuotaExceeded { quota, used } => Err(DomainError::QuotaExceeded {
             metric: Metric::Emails,
             quota,
@@ -488,9 +499,12 @@ pub async fn unsuppress(
 }
 
 /// Delivers a queued message (the queue's job of the same id) to its recipients still
-/// pending, and records the attempt. A temporary failure is the job's failure, so the queue
-/// tries again with backoff; on its last try, what is still pending fails.
-pub async fn deliver(state: &AppState, job: &ClaimedJob) -> Result<(), DomainError> {
+/// pending, and records the attempt. Over SMTP each recipient's outcome is recorded as soon
+/// as the server gave it, so a retry after a crash sends again only to the recipient that was
+/// in flight; a lost lease stops the delivery between recipients. A temporary failure is the
+/// job's failure, so the queue tries again with backoff; on its last try, what is still
+/// pending fails.
+pub async fn deliver(state: &AppState, job: &ClaimedJob, lease: &Lease) -> Result<(), DomainError> {
     let org_id = job
         .org_id
         .ok_or_else(|| anyhow::anyhow!("a send job of no organization"))?;
@@ -500,124 +514,151 @@ pub async fn deliver(state: &AppState, job: &ClaimedJob) -> Result<(), DomainErr
         return Ok(());
     };
     let now = OffsetDateTime::now_utc();
+    let started = Instant::now();
     let account = match todo.email.mail_account_id {
         Some(account_id) => mail_accounts::transport_of(state, org_id, account_id).await?,
         None => None,
     };
     let Some((account, transport)) = account else {
-        let failed = fail_all(&todo.recipients, "the mail account was disconnected");
-        let attempt = Attempt {
-            at: now,
-            transport: "none".to_owned(),
-            outcome: AttemptOutcome::Failed,
-            reply: "the mail account was disconnected".to_owned(),
-            enhanced_code: None,
-            duration_ms: 0,
-        };
-        return record(state, org_id, id, &attempt, &failed).await;
+        let why = "the mail account was disconnected";
+        let failed: Vec<Delivered> = todo
+            .recipients
+            .iter()
+            .map(|recipient| delivered(&recipient.address, Delivery::Failed, why))
+            .collect();
+        return finish(state, job, &todo.recipients, &failed, "none", now, started).await;
     };
-    let recipients: Vec<String> = todo.recipients.iter().map(|r| r.address.clone()).collect();
-    let last_try = job.attempt >= JobKind::SendEmail.retry_policy().max_attempts;
-    let (
-        transport,
-        DeliveryAttempt {
-            recipients: delivered,
-            duration,
-        },
-    ) = match transport {
+    let (name, outcomes) = match transport {
         Transport::Smtp(settings) => {
             let hello = mail_accounts::hello_name(state);
-            let attempted = outgoing::send_smtp(
-                &settings,
-                &hello,
-                &todo.email.from_address,
-                &recipients,
-                &todo.content,
-            )
-            .await;
-            let attempt = attempted.unwrap_or_else(|error| {
-                every_recipient(
-                    &recipients,
-                    Delivery::Deferred,
-                    &error.to_string(),
-                    Duration::ZERO,
-                )
-            });
-            ("smtp", attempt)
+            let sender = match SmtpSender::new(&settings, &hello, &todo.email.from_address) {
+                Ok(sender) => sender,
+                Err(error) => {
+                    let why = error.to_string();
+                    let deferred: Vec<Delivered> = todo
+                        .recipients
+                        .iter()
+                        .map(|recipient| delivered(&recipient.address, Delivery::Deferred, &why))
+                        .collect();
+                    return finish(
+                        state,
+                        job,
+                        &todo.recipients,
+                        &deferred,
+                        "smtp",
+                        now,
+                        started,
+                    )
+                    .await;
+                }
+            };
+            let mut outcomes = Vec::with_capacity(todo.recipients.len());
+            for recipient in &todo.recipients {
+                if lease.is_lost() {
+                    return Err(anyhow::anyhow!("the job's lease was lost mid-delivery").into());
+                }
+                let outcome = sender.send_to(&recipient.address, &todo.content).await;
+                if outcome.delivery != Delivery::Deferred {
+                    emails
+                        .record_recipient(org_id, id, &decided(recipient, &outcome, false), now)
+                        .await?;
+                }
+                outcomes.push(outcome);
+            }
+            ("smtp", outcomes)
         }
         Transport::Gmail => {
-            let started = Instant::now();
             let (delivery, reply) = send_gmail(state, &account, &todo.content).await;
-            (
-                "gmail",
-                every_recipient(&recipients, delivery, &reply, started.elapsed()),
-            )
+            let outcomes = todo
+                .recipients
+                .iter()
+                .map(|recipient| delivered(&recipient.address, delivery, &reply))
+                .collect();
+            ("gmail", outcomes)
         }
     };
-    let decided: Vec<Recipient> = todo
-        .recipients
+    finish(state, job, &todo.recipients, &outcomes, name, now, started).await
+}
+
+/// A recipient as an outcome decides it; on the job's last try, a deferral is a failure.
+fn decided(recipient: &Recipient, outcome: &Delivered, last_try: bool) -> Recipient {
+    Recipient {
+        status: match outcome.delivery {
+            Delivery::Sent => RecipientStatus::Sent,
+            Delivery::Failed => RecipientStatus::Failed,
+            Delivery::Deferred if last_try => RecipientStatus::Failed,
+            Delivery::Deferred => RecipientStatus::Pending,
+        },
+        reply: Some(outcome.reply.clone()),
+        bounced: outcome.bounced,
+        ..recipient.clone()
+    }
+}
+
+/// Records the attempt and where the message is after it; a deferral is the job's failure,
+/// for the queue's retry.
+async fn finish(
+    state: &AppState,
+    job: &ClaimedJob,
+    recipients: &[Recipient],
+    outcomes: &[Delivered],
+    transport: &str,
+    at: OffsetDateTime,
+    started: Instant,
+) -> Result<(), DomainError> {
+    let org_id = job
+        .org_id
+        .ok_or_else(|| anyhow::anyhow!("a send job of no organization"))?;
+    let id = EmailId::from_uuid(job.id.as_uuid());
+    let last_try = job.attempt >= JobKind::SendEmail.retry_policy().max_attempts;
+    let decided: Vec<Recipient> = recipients
         .iter()
-        .zip(&delivered)
-        .map(|(recipient, delivered)| Recipient {
-            status: match delivered.delivery {
-                Delivery::Sent => RecipientStatus::Sent,
-                Delivery::Failed => RecipientStatus::Failed,
-                Delivery::Deferred if last_try => RecipientStatus::Failed,
-                Delivery::Deferred => RecipientStatus::Pending,
-            },
-            reply: Some(delivered.reply.clone()),
-            bounced: delivered.bounced,
-            ..recipient.clone()
-        })
+        .zip(outcomes)
+        .map(|(recipient, outcome)| decided(recipient, outcome, last_try))
         .collect();
-    let outcome = if delivered.iter().any(|d| d.delivery == Delivery::Deferred) && !last_try {
+    let deferred = outcomes
+        .iter()
+        .filter(|outcome| outcome.delivery == Delivery::Deferred)
+        .count();
+    let outcome = if deferred > 0 && !last_try {
         AttemptOutcome::Deferred
-    } else if delivered.iter().any(|d| d.delivery == Delivery::Sent) {
+    } else if outcomes.iter().any(|o| o.delivery == Delivery::Sent) {
         AttemptOutcome::Sent
     } else {
         AttemptOutcome::Failed
     };
-    let reply = delivered
-        .iter()
-        .map(|d| format!("{}: {}", d.recipient, d.reply))
-        .collect::<Vec<_>>()
-        .join("; ");
     let attempt = Attempt {
-        at: now,
+        at,
         transport: transport.to_owned(),
         outcome,
-        enhanced_code: delivered.iter().find_map(|d| d.enhanced_code.clone()),
-        reply: reply.clone(),
-        duration_ms: i64::try_from(duration.as_millis()).unwrap_or(i64::MAX),
+        enhanced_code: outcomes.iter().find_map(|o| o.enhanced_code.clone()),
+        reply: outcomes
+            .iter()
+            .map(|o| format!("{}: {}", o.recipient, o.reply))
+            .collect::<Vec<_>>()
+            .join("; "),
+        duration_ms: i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX),
     };
-    record(state, org_id, id, &attempt, &decided).await?;
+    state
+        .database
+        .emails()
+        .record(org_id, id, &attempt, &decided, OffsetDateTime::now_utc())
+        .await?;
     if outcome == AttemptOutcome::Deferred {
-        // The queue tries again later, with backoff.
-        return Err(anyhow::anyhow!("deferred: {reply}").into());
+        // The queue tries again later, with backoff. Its log and record say how many, never
+        // who: the replies are the message's own record.
+        return Err(anyhow::anyhow!("{deferred} recipients deferred").into());
     }
     Ok(())
 }
 
-/// One outcome for every recipient: a transport that takes the message whole (Gmail), or
-/// one that could not be reached.
-fn every_recipient(
-    recipients: &[String],
-    delivery: Delivery,
-    reply: &str,
-    duration: Duration,
-) -> DeliveryAttempt {
-    DeliveryAttempt {
-        recipients: recipients
-            .iter()
-            .map(|recipient| Delivered {
-                recipient: recipient.clone(),
-                delivery,
-                reply: reply.to_owned(),
-                enhanced_code: None,
-                bounced: false,
-            })
-            .collect(),
-        duration,
+fn delivered(recipient: &str, delivery: Delivery, reply: &str) -> Delivered {
+    Delivered {
+        recipient: recipient.to_owned(),
+        delivery,
+        reply: reply.to_owned(),
+        enhanced_code: None,
+        bounced: false,
     }
 }
 
@@ -666,72 +707,4 @@ async fn send_gmail(state: &AppState, account: &MailAccount, raw: &[u8]) -> (Del
             Err(error) => return (Delivery::Failed, error.to_string()),
         }
     }
-}
-
-fn fail_all(recipients: &[Recipient], why: &str) -> Vec<Recipient> {
-    recipients
-        .iter()
-        .map(|recipient| Recipient {
-            status: RecipientStatus::Failed,
-            reply: Some(why.to_owned()),
-            bounced: false,
-            ..recipient.clone()
-        })
-        .collect()
-}
-
-/// Records an attempt, and where the message is after it: its recipients decided now, and
-/// those decided before (every recipient, each once).
-async fn record(
-    state: &AppState,
-    org_id: mailroom_core::OrgId,
-    id: EmailId,
-    attempt: &Attempt,
-    decided: &[Recipient],
-) -> Result<(), DomainError> {
-    let emails = state.database.emails();
-    let before = emails
-        .get(org_id, id)
-        .await?
-        .map(|record| record.recipients)
-        .unwrap_or_default();
-    let status_of = |address: &str| {
-        decided
-            .iter()
-            .find(|recipient| recipient.address == address)
-            .map(|recipient| recipient.status)
-    };
-    let all: Vec<RecipientStatus> = before
-        .iter()
-        .map(|recipient| status_of(&recipient.address).unwrap_or(recipient.status))
-        .collect();
-    let sent = all.iter().filter(|s| **s == RecipientStatus::Sent).count();
-    let pending = all
-        .iter()
-        .filter(|s| **s == RecipientStatus::Pending)
-        .count();
-    // Failed, or suppressed: not delivered.
-    let failed = all.len() - sent - pending;
-    let status = match (pending, sent, failed) {
-        (0, _, 0) => EmailStatus::Sent,
-        (0, 0, _) => EmailStatus::Failed,
-        (0, _, _) => EmailStatus::PartiallyFailed,
-        _ => EmailStatus::Queued,
-    };
-    let last_error =
-        (attempt.outcome != AttemptOutcome::Sent || failed > 0).then_some(attempt.reply.as_str());
-    emails
-        .record(
-            org_id,
-            id,
-            &Outcome {
-                attempt,
-                recipients: decided,
-                status,
-                last_error,
-            },
-            OffsetDateTime::now_utc(),
-        )
-        .await?;
-    Ok(())
 }

@@ -289,4 +289,26 @@ both_backends! {
         settled(&app, &session, &id).await;
         app.stop().await;
     }
+
+    async fn a_member_who_sent_from_a_team_and_left_it_can_still_delete_their_account(db) {
+        let Some(server) = relay(&[]) else { return };
+        let app = TestApp::spawn(&db).await;
+        let owner = sender(&app, &db, &server).await;
+        crate::common::two_factor::enable_totp(&app, &owner).await;
+        let member = create_account(&app, &db, "member@example.test").await;
+        move_into_org_of(&db, "member@example.test", "owner@example.test").await;
+        let accepted = send(&app, &member, json!({"from": "news@example.test", "to": "a@example.test", "text": "From a member."})).await;
+        assert_eq!(accepted.status(), 202);
+        let id = accepted.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+        settled(&app, &owner, &id).await;
+        let me: Value = get_as(&app, &member, "/v1/me").await.json().await.unwrap();
+        let removed = send_as(&app, Method::DELETE, &owner, &format!("/v1/org/members/{}", me["id"].as_str().unwrap()), None).await;
+        assert_eq!(removed.status(), 204);
+        let gone = send_as(&app, Method::DELETE, &member, "/v1/me", Some(json!({"confirm": "member@example.test"}))).await;
+        assert_eq!(gone.status(), 204, "{}", gone.text().await.unwrap());
+        let kept: Value = get_as(&app, &owner, &format!("/v1/emails/{id}")).await.json().await.unwrap();
+        assert_eq!(kept["status"], "sent", "the team's message stays the team's");
+        assert!(crate::common::chains_verify(&db).await);
+        app.stop().await;
+    }
 }

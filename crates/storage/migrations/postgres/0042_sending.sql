@@ -59,8 +59,30 @@ CREATE POLICY reseal ON emails FOR SELECT
 CREATE POLICY reseal_update ON emails FOR UPDATE
     USING ((SELECT mailroom_upkeep('app.reseal')))
     WITH CHECK ((SELECT mailroom_upkeep('app.reseal')));
+-- The upkeep guard of a table whose rows name a user: a user's deletion empties that column
+-- (ON DELETE SET NULL) in every organization they acted in, whoever the deleting transaction
+-- acts for; that change, and only it, passes too.
+CREATE FUNCTION mailroom_upkeep_changes_only_or_unlinks() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF (to_jsonb(OLD) ->> TG_ARGV[0])
+           IS DISTINCT FROM NULLIF(current_setting(TG_ARGV[1], true), '')
+       AND to_jsonb(NEW) - TG_ARGV[2] IS DISTINCT FROM to_jsonb(OLD) - TG_ARGV[2]
+       AND NOT ((to_jsonb(NEW) ->> TG_ARGV[3]) IS NULL
+                AND to_jsonb(NEW) - TG_ARGV[3] = to_jsonb(OLD) - TG_ARGV[3]) THEN
+        RAISE EXCEPTION 'the upkeep of % changes its % and nothing else', TG_TABLE_NAME, TG_ARGV[2]
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    RETURN NEW;
+END
+$$;
 CREATE TRIGGER reseal_only BEFORE UPDATE ON emails
-    FOR EACH ROW EXECUTE FUNCTION mailroom_upkeep_changes_only('org_id', 'app.org_id', 'content');
+    FOR EACH ROW EXECUTE FUNCTION
+    mailroom_upkeep_changes_only_or_unlinks('org_id', 'app.org_id', 'content', 'created_by');
+-- Migration 0040's accounts name their connector the same way.
+DROP TRIGGER reseal_only ON mail_accounts;
+CREATE TRIGGER reseal_only BEFORE UPDATE ON mail_accounts
+    FOR EACH ROW EXECUTE FUNCTION
+    mailroom_upkeep_changes_only_or_unlinks('org_id', 'app.org_id', 'secret', 'connected_by');
 CREATE TRIGGER pin_org BEFORE UPDATE OF org_id ON emails
     FOR EACH ROW EXECUTE FUNCTION mailroom_pin_owner('org_id');
 
