@@ -267,6 +267,9 @@ both_backends! {
         problem(send(&app, &session, with(json!({"headers": {"X-Ok": "a\nBcc: victim@example.test"}}))).await, 400, "invalid_field").await;
         problem(send(&app, &session, with(json!({"headers": {"From": "ceo@example.test"}}))).await, 400, "header_not_allowed").await;
         problem(send(&app, &session, with(json!({"headers": {"Message-ID": "<x@y>"}}))).await, 400, "header_not_allowed").await;
+        problem(send(&app, &session, with(json!({"headers": {"€x": "y"}}))).await, 400, "header_not_allowed").await;
+        let nested = json!([{"filename": "x.eml", "content_type": "message/rfc822", "content": "eA=="}]);
+        problem(send(&app, &session, with(json!({"attachments": nested}))).await, 400, "invalid_field").await;
         problem(send(&app, &session, with(json!({"from": "ceo@elsewhere.test"}))).await, 422, "from_not_connected").await;
         problem(send(&app, &session, with(json!({"to": "not an address"}))).await, 400, "invalid_field").await;
         let many: Vec<String> = (0..51).map(|n| format!("r{n}@example.test")).collect();
@@ -309,6 +312,26 @@ both_backends! {
         let kept: Value = get_as(&app, &owner, &format!("/v1/emails/{id}")).await.json().await.unwrap();
         assert_eq!(kept["status"], "sent", "the team's message stays the team's");
         assert!(crate::common::chains_verify(&db).await);
+        app.stop().await;
+    }
+
+    async fn a_refused_login_fails_the_message_and_suppresses_nobody(db) {
+        let Some(server) = relay(&[]) else { return };
+        let app = TestApp::spawn(&db).await;
+        let session = create_account(&app, &db, "owner@example.test").await;
+        let account = send_as(&app, Method::POST, &session, "/v1/mail-accounts", Some(json!({
+            "kind": "smtp", "name": "Relay", "address": "news@example.test",
+            "smtp": {"host": "127.0.0.1", "port": server.port(), "security": "none",
+                     "username": "relay-user", "password": "not-the-password"},
+        }))).await;
+        assert_eq!(account.status(), 201);
+        let accepted = send(&app, &session, json!({"from": "news@example.test", "to": "a@example.test", "text": "Hi."})).await;
+        let id = accepted.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+        let shown = settled(&app, &session, &id).await;
+        assert_eq!(shown["status"], "failed", "{shown}");
+        assert!(shown["last_error"].as_str().unwrap().contains("535"), "{shown}");
+        assert_eq!(db.count("SELECT COUNT(*) FROM suppressions").await, 0);
+        assert!(server.delivered(0).is_empty());
         app.stop().await;
     }
 }
