@@ -118,7 +118,9 @@ pub fn router(state: &AppState) -> Router<AppState> {
     )
     .merge(keyed_with_body_limit(
         state,
-        Router::new().route("/v1/emails", get(emails::list).post(emails::send)),
+        Router::new()
+            .route("/v1/emails", get(emails::list).post(emails::send))
+            .route("/v1/emails/batch", post(emails::batch)),
         emails::BODY_LIMIT_BYTES,
     ));
     // The API for people (sessions and access tokens): limited per user.

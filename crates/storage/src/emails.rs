@@ -134,6 +134,8 @@ pub struct NewEmail {
     pub content: Zeroizing<Vec<u8>>,
     pub created_by: Option<UserId>,
     pub api_key_id: Option<ApiKeyId>,
+    /// When it is to go, if later than now: its job waits until then.
+    pub scheduled_at: Option<OffsetDateTime>,
     /// The request's idempotency key and the hash of its body, claimed before
     /// ([`Emails::claim_key`]): the key names this message once it is accepted.
     pub idempotency: Option<(String, Vec<u8>)>,
@@ -197,6 +199,7 @@ pub struct Email {
     pub created_by: Option<UserId>,
     pub api_key_id: Option<ApiKeyId>,
     pub created_at: OffsetDateTime,
+    pub scheduled_at: Option<OffsetDateTime>,
     pub sent_at: Option<OffsetDateTime>,
 }
 
@@ -253,6 +256,7 @@ struct Row {
     created_by: Option<Uuid>,
     api_key_id: Option<Uuid>,
     created_at: i64,
+    scheduled_at: Option<i64>,
     sent_at: Option<i64>,
 }
 
@@ -274,6 +278,7 @@ impl TryFrom<Row> for Email {
             created_by: row.created_by.map(UserId::from),
             api_key_id: row.api_key_id.map(ApiKeyId::from_uuid),
             created_at: from_ms(row.created_at),
+            scheduled_at: row.scheduled_at.map(from_ms),
             sent_at: row.sent_at.map(from_ms),
         })
     }
@@ -327,7 +332,7 @@ impl TryFrom<AttemptRow> for Attempt {
 }
 
 const COLUMNS: &str = "id, org_id, mail_account_id, status, from_address, recipient_count, \
-     size_bytes, message_id, tags, last_error, created_by, api_key_id, created_at, sent_at";
+     size_bytes, message_id, tags, last_error, created_by, api_key_id, created_at, scheduled_at, sent_at";
 
 /// An organization's sent messages. Reached through [`Database::emails`].
 #[derive(Clone, Copy)]
@@ -414,8 +419,8 @@ impl Emails<'_> {
                         sqlx::query(
                             "INSERT INTO emails (id, org_id, mail_account_id, status, from_address, \
                              recipient_count, size_bytes, message_id, tags, content, created_by, \
-                             api_key_id, created_at) \
-                             VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                             api_key_id, created_at, scheduled_at) \
+                             VALUES ($1, $2, $3, $13, $4, $5, $6, $7, $8, $9, $10, $11, $12, $14)",
                         )
                         .bind(email.id.as_uuid())
                         .bind(org_id.as_uuid())
@@ -429,6 +434,13 @@ impl Emails<'_> {
                         .bind(email.created_by.map(|id| id.as_uuid()))
                         .bind(email.api_key_id.map(|id| id.as_uuid()))
                         .bind(ms(now))
+                        .bind(if email.scheduled_at.is_some() {
+                            EmailStatus::Scheduled
+                        } else {
+                            EmailStatus::Queued
+                        }
+                        .as_str())
+                        .bind(email.scheduled_at.map(ms))
                         .execute(&mut **tx)
                         .await?;
                         let mut insert = sqlx::QueryBuilder::new(
@@ -769,7 +781,7 @@ impl Emails<'_> {
     ) -> Result<Option<ToDeliver>, StorageError> {
         let sql = format!(
             "UPDATE emails SET status = 'sending' WHERE org_id = $1 AND id = $2 \
-             AND status IN ('queued', 'sending') RETURNING {COLUMNS}, content"
+             AND status IN ('scheduled', 'queued', 'sending') RETURNING {COLUMNS}, content"
         );
         #[derive(sqlx::FromRow)]
         struct WithContent {

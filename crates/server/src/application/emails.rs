@@ -68,8 +68,13 @@ pub struct NewMessage {
     pub attachments: Vec<NewAttachment>,
     pub tags: Vec<Tag>,
     pub mail_account_id: Option<MailAccountId>,
+    /// When to send it, if later than now (within [`MAX_SCHEDULE`]).
+    pub scheduled_at: Option<OffsetDateTime>,
     pub idempotency: Option<IdempotencyKey>,
 }
+
+/// How far ahead a message may be scheduled.
+pub const MAX_SCHEDULE: time::Duration = time::Duration::days(30);
 
 /// A request's `Idempotency-Key`, and the hash of the request it came with.
 pub struct IdempotencyKey {
@@ -262,6 +267,14 @@ async fn accept(
         }
     }
     let headers = checked_headers(&message.headers)?;
+    let now = OffsetDateTime::now_utc();
+    let scheduled_at = message.scheduled_at.filter(|at| *at > now);
+    if scheduled_at.is_some_and(|at| at > now + MAX_SCHEDULE) {
+        return Err(DomainError::invalid(
+            "scheduled_at",
+            "scheduled_at may be at most 30 days ahead",
+        ));
+    }
     if message.tags.len() > MAX_TAGS {
         return Err(DomainError::invalid(
             "tags",
@@ -369,6 +382,7 @@ async fn accept(
             Caller::Key(key) => Some(key.key_id),
             Caller::Account(_) => None,
         },
+        scheduled_at,
         idempotency,
     };
     let job = NewJob {
@@ -377,7 +391,10 @@ async fn accept(
         kind: JobKind::SendEmail,
         payload: Vec::new(),
         idempotency_key: None,
-        delay: std::time::Duration::ZERO,
+        // The job waits until the message is due.
+        delay: scheduled_at
+            .map(|at| (at - now).unsigned_abs())
+            .unwrap_or_default(),
     };
     let event = mailroom_core::audit::AuditEvent {
         target: Some(format!(
@@ -389,7 +406,7 @@ async fn accept(
     let acceptance = state
         .database
         .emails()
-        .accept(org_id, &email, job, &event, OffsetDateTime::now_utc())
+        .accept(org_id, &email, job, &event, now)
         .await?;
     match acceptance {
         Acceptance::Accepted => {

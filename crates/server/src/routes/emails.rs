@@ -80,6 +80,120 @@ pub struct EmailRequest {
     #[serde(default)]
     tags: Vec<Tag>,
     mail_account_id: Option<MailAccountId>,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    scheduled_at: Option<OffsetDateTime>,
+}
+
+impl EmailRequest {
+    fn into_message(self, idempotency: Option<IdempotencyKey>) -> Result<NewMessage, DomainError> {
+        let attachments = self
+            .attachments
+            .into_iter()
+            .map(|attachment| {
+                let content = base64::engine::general_purpose::STANDARD
+                    .decode(attachment.content.as_bytes())
+                    .map_err(|_| {
+                        DomainError::invalid(
+                            "attachments",
+                            "an attachment's content must be base64",
+                        )
+                    })?;
+                Ok(NewAttachment {
+                    content_type: attachment
+                        .content_type
+                        .unwrap_or_else(|| "application/octet-stream".to_owned()),
+                    filename: attachment.filename,
+                    content,
+                    content_id: attachment.content_id,
+                })
+            })
+            .collect::<Result<Vec<_>, DomainError>>()?;
+        Ok(NewMessage {
+            from: self.from,
+            to: self.to.list(),
+            cc: self.cc.list(),
+            bcc: self.bcc.list(),
+            reply_to: self.reply_to.list(),
+            subject: self.subject,
+            text: self.text,
+            html: self.html,
+            headers: self.headers.into_iter().collect(),
+            attachments,
+            tags: self.tags,
+            mail_account_id: self.mail_account_id,
+            scheduled_at: self.scheduled_at,
+            idempotency,
+        })
+    }
+}
+
+/// The request's `Idempotency-Key`, if it has one.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, DomainError> {
+    headers
+        .get("idempotency-key")
+        .map(|value| {
+            value
+                .to_str()
+                .map(str::to_owned)
+                .map_err(|_| DomainError::Sending(SendRefusal::InvalidIdempotencyKey))
+        })
+        .transpose()
+}
+
+/// Messages in one batch, at most.
+pub const MAX_BATCH: usize = 100;
+
+/// `POST /v1/emails/batch` `[message, …]` (at most 100): one answer each, in order — `{id}`
+/// for an accepted message, `{error: {status, code, detail, field?}}` for a refused one. With
+/// an `Idempotency-Key`, message `i` is known by `<key>#<i>`.
+pub async fn batch(
+    State(state): State<AppState>,
+    trail: AuditTrail,
+    caller: Caller,
+    headers: HeaderMap,
+    ApiJson(items): ApiJson<Vec<Value>>,
+) -> Result<Json<Value>, ApiError> {
+    use sha2::{Digest, Sha256};
+    if items.is_empty() || items.len() > MAX_BATCH {
+        return Err(DomainError::invalid(
+            "messages",
+            format!("a batch holds 1 to {MAX_BATCH} messages"),
+        )
+        .into());
+    }
+    let key = idempotency_key(&headers)?;
+    let mut answers = Vec::with_capacity(items.len());
+    for (index, item) in items.into_iter().enumerate() {
+        let idempotency = key.as_ref().map(|key| IdempotencyKey {
+            key: format!("{key}#{index}"),
+            request_hash: Sha256::digest(item.to_string().as_bytes()).to_vec(),
+        });
+        let sent = match serde_json::from_value::<EmailRequest>(item) {
+            Ok(request) => match request.into_message(idempotency) {
+                Ok(message) => emails::send(&state, &trail, &caller, message)
+                    .await
+                    .map_err(ApiError::from),
+                Err(error) => Err(ApiError::from(error)),
+            },
+            Err(error) => Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_field",
+                format!("The message does not have the expected shape: {error}"),
+            )),
+        };
+        answers.push(match sent {
+            Ok(id) => json!({"id": id}),
+            // Ours, not the message's: the whole request fails, and the cause is logged.
+            Err(error) if error.status().is_server_error() => return Err(error),
+            Err(error) => json!({"error": {
+                "status": error.status().as_u16(),
+                "code": error.code(),
+                "detail": error.detail(),
+                "field": error.field(),
+            }}),
+        });
+    }
+    Ok(Json(json!({"data": answers})))
 }
 
 /// `POST /v1/emails`: 202 `{id}` once the message is accepted (stored and queued). With an
@@ -91,50 +205,8 @@ pub async fn send(
     headers: HeaderMap,
     HashedJson(body, request_hash): HashedJson<EmailRequest>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let idempotency = match headers.get("idempotency-key") {
-        None => None,
-        Some(value) => Some(IdempotencyKey {
-            key: value
-                .to_str()
-                .map_err(|_| DomainError::Sending(SendRefusal::InvalidIdempotencyKey))?
-                .to_owned(),
-            request_hash,
-        }),
-    };
-    let attachments = body
-        .attachments
-        .into_iter()
-        .map(|attachment| {
-            let content = base64::engine::general_purpose::STANDARD
-                .decode(attachment.content.as_bytes())
-                .map_err(|_| {
-                    DomainError::invalid("attachments", "an attachment's content must be base64")
-                })?;
-            Ok(NewAttachment {
-                content_type: attachment
-                    .content_type
-                    .unwrap_or_else(|| "application/octet-stream".to_owned()),
-                filename: attachment.filename,
-                content,
-                content_id: attachment.content_id,
-            })
-        })
-        .collect::<Result<Vec<_>, DomainError>>()?;
-    let message = NewMessage {
-        from: body.from,
-        to: body.to.list(),
-        cc: body.cc.list(),
-        bcc: body.bcc.list(),
-        reply_to: body.reply_to.list(),
-        subject: body.subject,
-        text: body.text,
-        html: body.html,
-        headers: body.headers.into_iter().collect(),
-        attachments,
-        tags: body.tags,
-        mail_account_id: body.mail_account_id,
-        idempotency,
-    };
+    let idempotency = idempotency_key(&headers)?.map(|key| IdempotencyKey { key, request_hash });
+    let message = body.into_message(idempotency)?;
     let id = emails::send(&state, &trail, &caller, message).await?;
     Ok((StatusCode::ACCEPTED, Json(json!({"id": id}))))
 }
@@ -192,6 +264,7 @@ fn summary(email: &Email) -> Value {
         "tags": Tag::of(email),
         "last_error": email.last_error,
         "created_at": when(email.created_at),
+        "scheduled_at": email.scheduled_at.map(when),
         "sent_at": email.sent_at.map(when),
     })
 }

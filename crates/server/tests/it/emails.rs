@@ -239,14 +239,41 @@ both_backends! {
         problem(with_key("order-1043", wrong).await.unwrap(), 422, "from_not_connected").await;
         assert_eq!(with_key("order-1043", body.clone()).await.unwrap().status(), 202);
 
+        // A batch answers each message in order; with a key, again, the same answers.
+        let batch = json!([
+            {"from": "news@example.test", "to": "b1@example.test", "text": "One."},
+            {"from": "news@example.test", "to": "b2@example.test", "text": "Two.", "headers": {"Date": "now"}},
+            {"from": "news@example.test", "to": "b3@example.test", "text": "Three."},
+        ]);
+        let post_batch = |key: &'static str| {
+            app.client
+                .post(app.at("/v1/emails/batch"))
+                .header("cookie", cookie(&session))
+                .header("origin", &app.url)
+                .header("idempotency-key", key)
+                .json(&batch)
+                .send()
+        };
+        let answered: Value = post_batch("batch-7").await.unwrap().json().await.unwrap();
+        let data = answered["data"].as_array().unwrap();
+        assert_eq!(data.len(), 3);
+        assert!(data[0]["id"].is_string() && data[2]["id"].is_string(), "{answered}");
+        assert_eq!(data[1]["error"]["code"], "header_not_allowed");
+        let again: Value = post_batch("batch-7").await.unwrap().json().await.unwrap();
+        assert_eq!(again["data"][0]["id"], data[0]["id"]);
+        assert_eq!(again["data"][2]["id"], data[2]["id"]);
+        let too_many: Vec<Value> = (0..101).map(|_| body.clone()).collect();
+        problem(send_as(&app, Method::POST, &session, "/v1/emails/batch", Some(json!(too_many))).await, 400, "invalid_field").await;
+        assert_eq!(db.count("SELECT COUNT(*) FROM emails").await, 5);
+
         // Each message counts once against the month's quota; a spent quota answers 402.
-        db.execute("UPDATE plans SET emails_per_month = 3").await;
+        db.execute("UPDATE plans SET emails_per_month = 5").await;
         let spent = problem(send(&app, &session, body.clone()).await, 402, "quota_exceeded").await;
         assert_eq!(spent["metric"], "emails");
-        assert_eq!(db.count("SELECT COUNT(*) FROM emails").await, 3);
+        assert_eq!(db.count("SELECT COUNT(*) FROM emails").await, 5);
         let usage: Value = get_as(&app, &session, "/v1/usage").await.json().await.unwrap();
         let emails = usage["metrics"].as_array().unwrap().iter().find(|m| m["metric"] == "emails").unwrap();
-        assert_eq!((emails["quota"].as_i64(), emails["used"].as_i64()), (Some(3), Some(3)));
+        assert_eq!((emails["quota"].as_i64(), emails["used"].as_i64()), (Some(5), Some(5)));
         app.stop().await;
     }
 
@@ -331,6 +358,36 @@ both_backends! {
         assert_eq!(shown["status"], "failed", "{shown}");
         assert!(shown["last_error"].as_str().unwrap().contains("535"), "{shown}");
         assert_eq!(db.count("SELECT COUNT(*) FROM suppressions").await, 0);
+        assert!(server.delivered(0).is_empty());
+        app.stop().await;
+    }
+
+    async fn a_scheduled_message_waits_for_its_time_and_can_be_canceled_until_then(db) {
+        let Some(server) = relay(&[]) else { return };
+        let app = TestApp::spawn(&db).await;
+        let session = sender(&app, &db, &server).await;
+        let in_an_hour = (time::OffsetDateTime::now_utc() + time::Duration::hours(1))
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap();
+        let accepted = send(&app, &session, json!({"from": "news@example.test", "to": "a@example.test", "text": "Later.", "scheduled_at": in_an_hour})).await;
+        assert_eq!(accepted.status(), 202);
+        let id = accepted.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+        let shown: Value = get_as(&app, &session, &format!("/v1/emails/{id}")).await.json().await.unwrap();
+        assert_eq!(shown["status"], "scheduled");
+        assert!(shown["scheduled_at"].is_string());
+        assert_eq!(
+            db.count("SELECT COUNT(*) FROM jobs WHERE kind = 'send_email' AND run_at > created_at + 3500000").await,
+            1,
+            "its job is due in an hour"
+        );
+        let canceled = send_as(&app, Method::DELETE, &session, &format!("/v1/emails/{id}"), None).await;
+        assert_eq!(canceled.status(), 204);
+        let shown: Value = get_as(&app, &session, &format!("/v1/emails/{id}")).await.json().await.unwrap();
+        assert_eq!(shown["status"], "canceled");
+        let far = (time::OffsetDateTime::now_utc() + time::Duration::days(31))
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap();
+        problem(send(&app, &session, json!({"from": "news@example.test", "to": "a@example.test", "text": "Much later.", "scheduled_at": far})).await, 400, "invalid_field").await;
         assert!(server.delivered(0).is_empty());
         app.stop().await;
     }

@@ -19,6 +19,8 @@ CREATE TABLE emails (
     created_by UUID REFERENCES users (id) ON DELETE SET NULL,
     api_key_id UUID,
     created_at BIGINT NOT NULL,
+    -- When it is to go, if it was scheduled.
+    scheduled_at BIGINT,
     sent_at BIGINT
 );
 CREATE INDEX emails_by_org ON emails (org_id, created_at, id);

@@ -15,6 +15,8 @@ CREATE TABLE emails (
     created_by BLOB REFERENCES users (id) ON DELETE SET NULL,
     api_key_id BLOB,
     created_at BIGINT NOT NULL,
+    -- When it is to go, if it was scheduled.
+    scheduled_at BIGINT,
     sent_at BIGINT
 );
 CREATE INDEX emails_by_org ON emails (org_id, created_at, id);
