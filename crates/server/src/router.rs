@@ -235,6 +235,14 @@ pub fn router(state: &AppState) -> Router<AppState> {
             "/accounts/{id}/reconnect",
             post(pages::mail_accounts::reconnect_submit),
         )
+        .route("/emails", get(pages::emails::page))
+        .route("/emails/test", post(pages::emails::test_submit))
+        .route("/emails/suppressions", post(pages::emails::suppress_submit))
+        .route(
+            "/emails/suppressions/remove",
+            post(pages::emails::unsuppress_submit),
+        )
+        .route("/emails/{id}", get(pages::emails::detail))
         .route(
             "/accounts/{id}/test",
             post(pages::mail_accounts::test_submit),

@@ -55,6 +55,8 @@ pub fn layout(nonce: &CspNonce, title: &str, content: Markup) -> Markup {
                         " "
                         a href="/accounts" { "Accounts" }
                         " "
+                        a href="/emails" { "Emails" }
+                        " "
                         a href="/api-keys" { "API keys" }
                         " "
                         a href="/usage" { "Usage" }

@@ -3,6 +3,7 @@
 //! loads; a script without it does not run.
 
 pub mod account;
+pub mod emails;
 pub mod identities;
 pub mod mail_accounts;
 pub mod notice;

@@ -34,10 +34,11 @@ pub enum Notice {
     AccountDisconnectedNotRevoked,
     IdentityLinked,
     IdentityUnlinked,
+    EmailQueued,
 }
 
 impl Notice {
-    const ALL: [Notice; 27] = [
+    const ALL: [Notice; 28] = [
         Notice::CodeSent,
         Notice::CodeResent,
         Notice::ResetCodeSent,
@@ -65,6 +66,7 @@ impl Notice {
         Notice::AccountDisconnectedNotRevoked,
         Notice::IdentityLinked,
         Notice::IdentityUnlinked,
+        Notice::EmailQueued,
     ];
 
     /// The code in the query string.
@@ -97,6 +99,7 @@ impl Notice {
             Notice::AccountDisconnectedNotRevoked => "account_disconnected_not_revoked",
             Notice::IdentityLinked => "identity_linked",
             Notice::IdentityUnlinked => "identity_unlinked",
+            Notice::EmailQueued => "email_queued",
         }
     }
 
@@ -134,6 +137,7 @@ impl Notice {
             }
             Notice::IdentityLinked => "The provider is linked: you can sign in with it.",
             Notice::IdentityUnlinked => "The provider is unlinked.",
+            Notice::EmailQueued => "The message is accepted: its delivery is below.",
         }
     }
 

@@ -391,4 +391,48 @@ both_backends! {
         assert!(server.delivered(0).is_empty());
         app.stop().await;
     }
+
+    async fn the_emails_page_sends_a_test_message_and_shows_its_delivery(db) {
+        let Some(server) = relay(&[]) else { return };
+        let app = TestApp::spawn(&db).await;
+        let session = sender(&app, &db, &server).await;
+        let form = |path: &str, fields: Vec<(&'static str, &'static str)>| {
+            app.client
+                .post(app.at(path))
+                .header("cookie", cookie(&session))
+                .header("origin", &app.url)
+                .form(&fields)
+                .send()
+        };
+        let page = get_as(&app, &session, "/emails").await.text().await.unwrap();
+        assert!(page.contains("Send a test email") && page.contains("team@example.test"), "{page}");
+        let sent = form("/emails/test", vec![
+            ("from", "news@example.test"),
+            ("to", "someone@example.test"),
+            ("subject", "Täst"),
+            ("text", "It works."),
+        ]).await.unwrap();
+        assert_eq!(sent.status(), 303);
+        let location = sent.headers()["location"].to_str().unwrap().to_owned();
+        assert!(location.ends_with("?notice=email_queued"), "{location}");
+        let id = location.trim_start_matches("/emails/").split('?').next().unwrap().to_owned();
+        settled(&app, &session, &id).await;
+        let detail = get_as(&app, &session, &format!("/emails/{id}")).await.text().await.unwrap();
+        assert!(detail.contains("someone@example.test") && detail.contains("250"), "{detail}");
+        assert_eq!(server.delivered(1)[0].session["parsed"]["subject"], "Täst");
+
+        let refused = form("/emails/test", vec![
+            ("from", "news@example.test"), ("to", "x@example.test"),
+            ("subject", "a\r\nBcc: y@example.test"), ("text", "x"),
+        ]).await.unwrap();
+        assert_eq!(refused.status(), 400, "the page again, with what was wrong");
+        assert!(refused.text().await.unwrap().contains("line breaks"));
+        let added = form("/emails/suppressions", vec![("address", "quiet@example.test")]).await.unwrap();
+        assert_eq!(added.status(), 303);
+        let page = get_as(&app, &session, "/emails").await.text().await.unwrap();
+        assert!(page.contains("quiet@example.test") && page.contains(&id), "{page}");
+        let removed = form("/emails/suppressions/remove", vec![("address", "quiet@example.test")]).await.unwrap();
+        assert_eq!(removed.status(), 303);
+        app.stop().await;
+    }
 }
