@@ -554,6 +554,27 @@ impl Emails<'_> {
             .await
     }
 
+    /// Empties what the messages created before `before` said, every organization's (they
+    /// keep what they were: sender, recipients, status, attempts); how many.
+    pub async fn purge_content(&self, before: OffsetDateTime) -> Result<u64, StorageError> {
+        self.db
+            .transaction_for(&Tenancy::PurgeBefore(ms(before)), |tx| {
+                async move {
+                    Ok(on_backend!(&mut tx.0, Inner, tx => {
+                        sqlx::query(
+                            "UPDATE emails SET content = NULL WHERE created_at < $1 AND content IS NOT NULL",
+                        )
+                        .bind(ms(before))
+                        .execute(&mut **tx)
+                        .await?
+                        .rows_affected()
+                    }))
+                }
+                .boxed()
+            })
+            .await
+    }
+
     /// Frees a key whose request (of body hash `hash`) made no message (it was refused): the
     /// same key may be used again for a corrected request.
     pub async fn release_key(
@@ -1019,4 +1040,103 @@ async fn suppress_in(
         .rows_affected()
     });
     Ok(added == 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use mailroom_core::JobId;
+    use mailroom_core::audit::Action;
+    use mailroom_testkit::both_backends;
+
+    use super::*;
+    use crate::queue::JobKind;
+    use crate::test_support::{event, org, unlocked};
+
+    async fn account(db: &Database, org_id: OrgId) -> MailAccountId {
+        let account = crate::mail_accounts::NewMailAccount {
+            id: MailAccountId::generate(),
+            kind: crate::mail_accounts::AccountKind::Smtp,
+            name: "Relay".to_owned(),
+            address: "news@example.test".to_owned(),
+            can_send: true,
+            can_read: false,
+            settings: "{}".to_owned(),
+            credentials: Zeroizing::new(b"{}".to_vec()),
+            from_addresses: Vec::new(),
+            connected_by: None,
+        };
+        let now = OffsetDateTime::now_utc();
+        db.mail_accounts()
+            .connect(
+                org_id,
+                &account,
+                &event(org_id, Action::MailAccountConnected),
+                now,
+            )
+            .await
+            .unwrap();
+        account.id
+    }
+
+    fn message(account: MailAccountId) -> NewEmail {
+        NewEmail {
+            id: EmailId::generate(),
+            mail_account_id: account,
+            from_address: "news@example.test".to_owned(),
+            recipients: vec![("anna@example.test".to_owned(), RecipientKind::To)],
+            message_id: "<x@example.test>".to_owned(),
+            tags: "[]".to_owned(),
+            content: Zeroizing::new(b"Subject: secret plans\r\n\r\nthe secret plans".to_vec()),
+            created_by: None,
+            api_key_id: None,
+            scheduled_at: None,
+            idempotency: None,
+        }
+    }
+
+    fn job(email: &NewEmail, org_id: OrgId) -> NewJob {
+        NewJob {
+            id: JobId::from_uuid(email.id.as_uuid()),
+            org_id: Some(org_id),
+            kind: JobKind::SendEmail,
+            payload: Vec::new(),
+            idempotency_key: None,
+            delay: std::time::Duration::ZERO,
+        }
+    }
+
+    both_backends! {
+        async fn a_message_is_sealed_its_own_organizations_and_its_content_goes_after_ninety_days(test_db) {
+            let db = unlocked(&test_db).await;
+            let (a, b) = (org(&db).await, org(&db).await);
+            let now = OffsetDateTime::now_utc();
+            let sender = account(&db, a).await;
+            let email = message(sender);
+            let accepted = db.emails()
+                .accept(a, &email, job(&email, a), &event(a, Action::EmailAccepted), now)
+                .await
+                .unwrap();
+            assert_eq!(accepted, Acceptance::Accepted);
+            // Another, accepted 91 days ago.
+            let old = message(sender);
+            let long_ago = now - time::Duration::days(91);
+            db.emails()
+                .accept(a, &old, job(&old, a), &event(a, Action::EmailAccepted), long_ago)
+                .await
+                .unwrap();
+            assert!(test_db.columns_mentioning("secret plans", uuid::Uuid::now_v7()).await.is_empty(), "sealed at rest");
+            assert!(db.emails().get(b, email.id).await.unwrap().is_none());
+            assert!(db.emails().to_deliver(b, email.id).await.unwrap().is_none());
+            let todo = db.emails().to_deliver(a, email.id).await.unwrap().unwrap();
+            assert_eq!(&todo.content[..], &email.content[..]);
+
+            // Past the 90 days, only what it said goes; within them, it stays.
+            assert_eq!(db.emails().purge_content(now - time::Duration::days(90)).await.unwrap(), 1);
+            assert!(db.emails().to_deliver(a, email.id).await.unwrap().is_some());
+            assert!(db.emails().to_deliver(a, old.id).await.unwrap().is_none());
+            let kept = db.emails().get(a, old.id).await.unwrap().unwrap();
+            assert_eq!(kept.recipients.len(), 1, "what it was stays");
+            assert!(db.audit().verify_audit_chains().await.unwrap().is_none());
+        }
+    }
 }

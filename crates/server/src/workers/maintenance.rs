@@ -60,6 +60,11 @@ pub async fn run_periodically(database: Database, limiter: AuthLimiter) {
                 tracing::warn!(%error, "purging spent sign-in states failed; retrying later")
             }
         }
+        match database.emails().purge_content(now - RETENTION).await {
+            Ok(0) => {}
+            Ok(purged) => tracing::info!(purged, "emptied the content of messages past retention"),
+            Err(error) => tracing::warn!(%error, "message content purge failed; retrying later"),
+        }
         match database.emails().purge_expired_keys(now).await {
             Ok(_) => {}
             Err(error) => {

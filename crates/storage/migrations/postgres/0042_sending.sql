@@ -149,3 +149,13 @@ CREATE POLICY expiry ON idempotency_keys FOR DELETE
 CREATE POLICY expiry_read ON idempotency_keys FOR SELECT
     USING (created_at < NULLIF(current_setting('app.purge_before', true), '')::bigint
            AND created_at < mailroom_now_ms() - 86400000);
+-- What a message said is kept 90 days, as the audit entries are: the hourly purge empties
+-- `content` of older messages, whoever's they are (app.purge_before); the upkeep guard above
+-- lets it change that column and nothing else.
+CREATE POLICY retention_read ON emails FOR SELECT
+    USING (created_at < NULLIF(current_setting('app.purge_before', true), '')::bigint
+           AND created_at < mailroom_now_ms() - 7776000000);
+CREATE POLICY retention ON emails FOR UPDATE
+    USING (created_at < NULLIF(current_setting('app.purge_before', true), '')::bigint
+           AND created_at < mailroom_now_ms() - 7776000000)
+    WITH CHECK (content IS NULL);
