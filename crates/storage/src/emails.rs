@@ -22,6 +22,8 @@ pub(crate) const EMAIL_CONTENT: SealedColumn = SealedColumn {
     table: "emails",
     column: "content",
     row_id: "id",
+    // Up to 25 MiB each: a few at a time.
+    page: 8,
 };
 
 fn binding(id: EmailId) -> Binding<'static> {

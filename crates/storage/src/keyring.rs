@@ -30,8 +30,8 @@ pub const DATA_KEY_MAX_AGE: time::Duration = time::Duration::days(90);
 /// What the root key is wrapped under besides the master key.
 const ROOT_CONTEXT: &[u8] = b"mailroom/root-key/v1";
 const AUDIT_CHAIN_LABEL: &[u8] = b"mailroom/audit-chain/hmac/v1";
-/// Rows re-sealed per statement batch by the background re-encryption.
-const RESEAL_BATCH: i64 = 500;
+/// Small sealed values re-sealed a page by the background re-encryption.
+pub(crate) const RESEAL_PAGE: i64 = 500;
 
 /// Every column that holds sealed values, with the column naming its row: the
 /// re-encryption walks these, and account deletion knows what it shreds.
@@ -46,6 +46,9 @@ pub(crate) struct SealedColumn {
     pub table: &'static str,
     pub column: &'static str,
     pub row_id: &'static str,
+    /// Values re-sealed a page: what one page may hold in memory bounds it (a message's
+    /// content may weigh megabytes, a TOTP secret a few bytes).
+    pub page: i64,
 }
 
 /// The unlocked keyring of a running process.
@@ -402,7 +405,8 @@ impl Database {
                 .await?;
             rows.into_iter().map(|(s, v)| (s, version_of(v))).collect()
         };
-        let (table, name, row_id) = (column.table, column.column, column.row_id);
+        let (table, name, row_id, page_size) =
+            (column.table, column.column, column.row_id, column.page);
         // Table and column names come from SEALED_COLUMNS, never from input.
         let page = format!(
             "SELECT {row_id}, {name} FROM {table} WHERE {name} IS NOT NULL AND {row_id} > $1 \
@@ -418,7 +422,7 @@ impl Database {
                         Ok(on_backend!(&mut tx.0, Inner, tx => {
                             sqlx::query_as(&page)
                                 .bind(after)
-                                .bind(RESEAL_BATCH)
+                                .bind(page_size)
                                 .fetch_all(&mut **tx)
                                 .await?
                         }))

@@ -21,6 +21,7 @@ pub(crate) const MAIL_ACCOUNT_SECRET: SealedColumn = SealedColumn {
     table: "mail_accounts",
     column: "secret",
     row_id: "id",
+    page: crate::keyring::RESEAL_PAGE,
 };
 
 fn binding(id: MailAccountId) -> Binding<'static> {

@@ -17,6 +17,7 @@ pub(crate) const TOTP_SECRET: SealedColumn = SealedColumn {
     table: "mfa_totp",
     column: "secret",
     row_id: "user_id",
+    page: crate::keyring::RESEAL_PAGE,
 };
 
 fn totp_binding(user_id: UserId) -> Binding<'static> {
