@@ -1076,3 +1076,127 @@ both_backends! {
         .unwrap();
     }
 }
+
+// `kill -9` while a stream of messages is being accepted and delivered: every message answered
+// 202 is delivered after the restart, and a recipient gets a message twice only if the kill
+// fell between the server's reply to DATA and its record: at most the messages in flight
+// (docs/security.md#sending). The duplicates of each run are printed.
+both_backends! {
+    async fn sends_survive_kill_9_with_every_accepted_message_delivered(db) {
+        use mailroom_testkit::{SmtpOptions, SmtpServer};
+        let Some(sink) = SmtpServer::start(SmtpOptions {
+            login: Some(("relay-user".into(), "relay-pass".into())),
+            ..SmtpOptions::default()
+        }) else {
+            return;
+        };
+        let dir = db.dir().to_owned();
+        let url = db.url().to_owned();
+        tokio::task::spawn_blocking(move || {
+            let mut create = mailroom(&dir);
+            create.args(["admin", "create", "--email", "sender@example.test", "--password-stdin", "--database-url", &url]);
+            let mut child = create.stdin(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap();
+            child.stdin.take().unwrap().write_all(b"correct horse battery staple\n").unwrap();
+            assert!(child.wait().unwrap().success());
+            let start = || {
+                let mut command = mailroom(&dir);
+                command
+                    .args(["serve", "--database-url", &url, "--jobs-lease", "3"])
+                    .env("MAILROOM_HTTP_LISTEN", "127.0.0.1:0");
+                Server::spawn(command)
+            };
+            let first = start();
+            let http = client();
+            let token_of = |server: &Server| {
+                let grant: Value = http
+                    .post(format!("{}/v1/auth/token", server.url))
+                    .json(&serde_json::json!({"grant_type": "password", "email": "sender@example.test", "password": "correct horse battery staple"}))
+                    .send()
+                    .unwrap()
+                    .json()
+                    .unwrap();
+                grant["access_token"].as_str().unwrap().to_owned()
+            };
+            let token = token_of(&first);
+            let account = http
+                .post(format!("{}/v1/mail-accounts", first.url))
+                .bearer_auth(&token)
+                .json(&serde_json::json!({
+                    "kind": "smtp", "name": "Sink", "address": "news@example.test",
+                    "smtp": {"host": "127.0.0.1", "port": sink.port(), "security": "none",
+                             "username": "relay-user", "password": "relay-pass"},
+                }))
+                .send()
+                .unwrap();
+            assert_eq!(account.status(), 201);
+            // Accepting until the sink has some of them, then killed without a word.
+            let mut accepted = Vec::new();
+            for n in 0..400 {
+                let answer = http
+                    .post(format!("{}/v1/emails", first.url))
+                    .bearer_auth(&token)
+                    .json(&serde_json::json!({"from": "news@example.test", "to": format!("r{n}@example.test"), "subject": format!("n{n}"), "text": "Hello."}))
+                    .send()
+                    .unwrap();
+                assert_eq!(answer.status(), 202);
+                let id: Value = answer.json().unwrap();
+                accepted.push(id["id"].as_str().unwrap().to_owned());
+                if n >= 100 && sink.delivered(0).len() >= 50 {
+                    break;
+                }
+            }
+            first.signal("KILL");
+            let _ = first.wait();
+            // Mid-stream on any machine but one whose deliveries keep up with every answer.
+            let delivered_at_kill = sink.delivered(0).len();
+
+            let second = start();
+            let token = token_of(&second);
+            let status_of = |id: &str| -> String {
+                let shown: Value = http
+                    .get(format!("{}/v1/emails/{id}", second.url))
+                    .bearer_auth(&token)
+                    .send()
+                    .unwrap()
+                    .json()
+                    .unwrap();
+                shown["status"].as_str().unwrap_or_default().to_owned()
+            };
+            // The dead node's claims free after their three-second lease; then all go.
+            for id in &accepted {
+                let mut status = status_of(id);
+                for _ in 0..1200 {
+                    if status == "sent" {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                    status = status_of(id);
+                }
+                assert_eq!(status, "sent", "message {id} was accepted, so it is delivered");
+            }
+            let received = sink.delivered(accepted.len());
+            let mut ids: Vec<String> = received
+                .iter()
+                .filter_map(|message| {
+                    message.raw.lines().find_map(|line| {
+                        line.strip_prefix("Message-ID: ").map(str::to_owned)
+                    })
+                })
+                .collect();
+            let total = ids.len();
+            ids.sort();
+            ids.dedup();
+            assert_eq!(ids.len(), accepted.len(), "every accepted message arrived");
+            let duplicates = total - ids.len();
+            println!(
+                "kill -9 after {} accepted, {delivered_at_kill} delivered: {duplicates} delivered twice",
+                accepted.len()
+            );
+            // At most the messages in flight when the node died: the send runners' number.
+            assert!(duplicates <= 8, "{duplicates} duplicates");
+            assert!(second.stop().0.success());
+        })
+        .await
+        .unwrap();
+    }
+}
