@@ -342,4 +342,26 @@ both_backends! {
         );
         app.stop().await;
     }
+
+    async fn a_person_adds_an_smtp_account_sends_a_test_email_and_watches_it_go(db) {
+        if browser_available().is_none() {
+            return;
+        }
+        let Some(sink) = mailroom_testkit::SmtpServer::start(mailroom_testkit::SmtpOptions {
+            login: Some(("relay-user".into(), "relay-pass".into())),
+            ..mailroom_testkit::SmtpOptions::default()
+        }) else {
+            return;
+        };
+        let app = TestApp::spawn(&db).await;
+        let screenshot = db.dir().join("send.png");
+        let port = sink.port().to_string();
+        let flow = run_flow("send-flow.mjs", &app, &db, &screenshot, &[port.as_str()]).await;
+        assert_eq!(flow["status"], "sent", "{flow:#}");
+        assert_eq!(flow["recipient"], "anna@example.test", "{flow:#}");
+        assert_eq!(flow["attempts"], 1, "{flow:#}");
+        let delivered = sink.delivered(1);
+        assert_eq!(delivered[0].session["parsed"]["subject"], "Hello from the browser");
+        app.stop().await;
+    }
 }
