@@ -621,6 +621,34 @@ async fn userinfo(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Resp
     .into_response()
 }
 
+/// What a Gmail API call's bearer token grants, checked as Gmail does: the token is good,
+/// `userId` is `me` or the token's own address (no delegation), and it holds one of `scopes`,
+/// the call's documented list.
+fn gmail_caller(
+    shared: &Shared,
+    headers: &HeaderMap,
+    user: &str,
+    api: &str,
+    scopes: &[&str],
+) -> Result<Issued, Box<Response>> {
+    let issued = bearer(shared, headers, api)?;
+    if user != "me" && user != issued.user.email {
+        return Err(Box::new(api_error(
+            StatusCode::FORBIDDEN,
+            "Delegation denied",
+            "PERMISSION_DENIED",
+        )));
+    }
+    if !issued.scope.split(' ').any(|scope| scopes.contains(&scope)) {
+        return Err(Box::new(api_error(
+            StatusCode::FORBIDDEN,
+            "Request had insufficient authentication scopes.",
+            "PERMISSION_DENIED",
+        )));
+    }
+    Ok(issued)
+}
+
 /// The scopes that may read a profile (users.getProfile's documented list); `gmail.send`
 /// is not among them.
 const PROFILE_SCOPES: [&str; 5] = [
@@ -636,28 +664,10 @@ async fn gmail_profile(
     axum::extract::Path(user): axum::extract::Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let issued = match bearer(&shared, &headers, "gmail profile") {
+    let issued = match gmail_caller(&shared, &headers, &user, "gmail profile", &PROFILE_SCOPES) {
         Ok(issued) => issued,
         Err(refused) => return *refused,
     };
-    if user != "me" && user != issued.user.email {
-        return api_error(
-            StatusCode::FORBIDDEN,
-            "Delegation denied",
-            "PERMISSION_DENIED",
-        );
-    }
-    if !issued
-        .scope
-        .split(' ')
-        .any(|scope| PROFILE_SCOPES.contains(&scope))
-    {
-        return api_error(
-            StatusCode::FORBIDDEN,
-            "Request had insufficient authentication scopes.",
-            "PERMISSION_DENIED",
-        );
-    }
     axum::Json(json!({
         "emailAddress": issued.user.email,
         "messagesTotal": 42,
@@ -681,27 +691,8 @@ async fn gmail_send(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let issued = match bearer(&shared, &headers, "gmail send") {
-        Ok(issued) => issued,
-        Err(refused) => return *refused,
-    };
-    if user != "me" && user != issued.user.email {
-        return api_error(
-            StatusCode::FORBIDDEN,
-            "Delegation denied",
-            "PERMISSION_DENIED",
-        );
-    }
-    if !issued
-        .scope
-        .split(' ')
-        .any(|scope| SEND_SCOPES.contains(&scope))
-    {
-        return api_error(
-            StatusCode::FORBIDDEN,
-            "Request had insufficient authentication scopes.",
-            "PERMISSION_DENIED",
-        );
+    if let Err(refused) = gmail_caller(&shared, &headers, &user, "gmail send", &SEND_SCOPES) {
+        return *refused;
     }
     let json = headers
         .get(header::CONTENT_TYPE)

@@ -522,10 +522,7 @@ pub async fn unsuppress(
 /// job's failure, so the queue tries again with backoff; on its last try, what is still
 /// pending fails.
 pub async fn deliver(state: &AppState, job: &ClaimedJob, lease: &Lease) -> Result<(), DomainError> {
-    let org_id = job
-        .org_id
-        .ok_or_else(|| anyhow::anyhow!("a send job of no organization"))?;
-    let id = EmailId::from_uuid(job.id.as_uuid());
+    let (org_id, id) = job_email(job)?;
     let emails = state.database.emails();
     let Some(todo) = emails.to_deliver(org_id, id).await? else {
         return Ok(());
@@ -597,6 +594,14 @@ pub async fn deliver(state: &AppState, job: &ClaimedJob, lease: &Lease) -> Resul
     finish(state, job, &todo.recipients, &outcomes, name, now, started).await
 }
 
+/// The message a send job delivers (the job has its id), and its organization.
+fn job_email(job: &ClaimedJob) -> Result<(mailroom_core::OrgId, EmailId), DomainError> {
+    let org_id = job
+        .org_id
+        .ok_or_else(|| anyhow::anyhow!("a send job of no organization"))?;
+    Ok((org_id, EmailId::from_uuid(job.id.as_uuid())))
+}
+
 /// A recipient as an outcome decides it; on the job's last try, a deferral is a failure.
 fn decided(recipient: &Recipient, outcome: &Delivered, last_try: bool) -> Recipient {
     Recipient {
@@ -623,10 +628,7 @@ async fn finish(
     at: OffsetDateTime,
     started: Instant,
 ) -> Result<(), DomainError> {
-    let org_id = job
-        .org_id
-        .ok_or_else(|| anyhow::anyhow!("a send job of no organization"))?;
-    let id = EmailId::from_uuid(job.id.as_uuid());
+    let (org_id, id) = job_email(job)?;
     let last_try = job.attempt >= JobKind::SendEmail.retry_policy().max_attempts;
     let decided: Vec<Recipient> = recipients
         .iter()
