@@ -2,14 +2,18 @@
 //! (https://developers.google.com/identity/openid-connect/openid-connect and
 //! https://developers.google.com/identity/protocols/oauth2/web-server: the authorization
 //! request, the code and refresh exchanges, revocation, userinfo) and the Gmail API's
-//! `users.getProfile`, for the contract tests: Google's own endpoints cannot be reached from
-//! here. It checks every request it receives against that contract
+//! `users.getProfile` and `users.messages.send`
+//! (https://developers.google.com/gmail/api/reference/rest/v1/users/getProfile and
+//! .../users.messages/send: their scopes, `userId`, the `raw` base64url message, the error
+//! bodies, 429 `rateLimitExceeded`), for the contract tests: Google's own endpoints cannot be
+//! reached from here. It checks every request it receives against that contract
 //! (client authentication, grant types, the PKCE S256 verifier, `redirect_uri` equality,
 //! scopes) and keeps what it found wrong in [`GoogleContract::violations`], which a test
 //! asserts empty. ID tokens are RS256-signed with a fixed test key, published at its JWKS.
 //!
 //! It can be told to misbehave, the way an attacker or a broken provider would: sign with
-//! another key, give another nonce or audience.
+//! another key, give another nonce or audience, rate-limit sends, expire access tokens, or
+//! have the user remove the app's access.
 
 // Test code: a peer that cannot do its part fails the test loudly.
 #![allow(clippy::expect_used)]
