@@ -12,16 +12,18 @@ pub enum Scope {
     AuditRead,
     KeysManage,
     AccountsManage,
+    WebhooksManage,
 }
 
 impl Scope {
-    pub const ALL: [Scope; 6] = [
+    pub const ALL: [Scope; 7] = [
         Scope::Verify,
         Scope::Send,
         Scope::MailboxRead,
         Scope::AuditRead,
         Scope::KeysManage,
         Scope::AccountsManage,
+        Scope::WebhooksManage,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -32,6 +34,7 @@ impl Scope {
             Scope::AuditRead => "audit:read",
             Scope::KeysManage => "keys:manage",
             Scope::AccountsManage => "accounts:manage",
+            Scope::WebhooksManage => "webhooks:manage",
         }
     }
 

@@ -70,6 +70,11 @@ pub enum Action {
     ProviderSigninFailed,
     IdentityLinked,
     IdentityUnlinked,
+    WebhookCreated,
+    WebhookUpdated,
+    WebhookDeleted,
+    /// Its deliveries failed for days: mailroom disabled it.
+    WebhookDisabled,
 }
 
 impl Action {
@@ -119,6 +124,10 @@ impl Action {
             Action::ProviderSigninFailed => "signin.provider_failed",
             Action::IdentityLinked => "identity.linked",
             Action::IdentityUnlinked => "identity.unlinked",
+            Action::WebhookCreated => "webhook.created",
+            Action::WebhookUpdated => "webhook.updated",
+            Action::WebhookDeleted => "webhook.deleted",
+            Action::WebhookDisabled => "webhook.disabled",
         }
     }
 }

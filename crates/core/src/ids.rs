@@ -96,3 +96,11 @@ id_type!(
     /// A provider identity linked to a user: their (issuer, subject) at an OpenID provider.
     IdentityId
 );
+id_type!(
+    /// An organization's webhook endpoint: a URL told of the events it subscribed to.
+    WebhookEndpointId
+);
+id_type!(
+    /// One event told to webhook endpoints: its `webhook-id` on every delivery and retry.
+    WebhookEventId
+);

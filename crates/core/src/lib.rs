@@ -16,11 +16,12 @@ pub mod password_policy;
 pub mod redact;
 pub mod request_id;
 pub mod usage;
+pub mod webhook;
 
 pub use client_ip::TrustedProxies;
 pub use email::EmailAddress;
 pub use ids::{
     ApiKeyId, EmailId, IdentityId, InvitationId, JobId, MailAccountId, OrgId, SessionId,
-    TokenFamilyId, TrustedDeviceId, UserId, VerificationId,
+    TokenFamilyId, TrustedDeviceId, UserId, VerificationId, WebhookEndpointId, WebhookEventId,
 };
 pub use request_id::RequestId;

@@ -10,6 +10,7 @@ pub mod master_key;
 pub mod password;
 pub mod root_key;
 pub mod totp;
+pub mod webhook;
 
 /// Every symmetric key here is 256 bits.
 pub const KEY_BYTES: usize = 32;

@@ -39,6 +39,12 @@ pub enum MailMessage {
     },
     /// A connected account's grant was refused: connect it again there.
     AccountNeedsReconnect { address: String, link: String },
+    /// A webhook endpoint failed for days and was disabled: enable it again there.
+    WebhookDisabled {
+        url: String,
+        days: u32,
+        link: String,
+    },
 }
 
 impl MailMessage {
@@ -59,6 +65,9 @@ impl MailMessage {
             } => templates::invitation(org_name, role, link, *valid_days),
             MailMessage::AccountNeedsReconnect { address, link } => {
                 templates::account_needs_reconnect(address, link)
+            }
+            MailMessage::WebhookDisabled { url, days, link } => {
+                templates::webhook_disabled(url, *days, link)
             }
         }
     }

@@ -147,6 +147,26 @@ pub fn account_needs_reconnect(address: &str, link: &str) -> Rendered {
     }
 }
 
+pub fn webhook_disabled(url: &str, days: u32, link: &str) -> Rendered {
+    let subject = "A webhook endpoint was disabled".to_owned();
+    let text = format!(
+        "Every delivery to the webhook endpoint {url} failed for {days} days, so mailroom \
+         disabled it: no event is sent to it until it is enabled again:\n\n    {link}\n"
+    );
+    let html = page(
+        &subject,
+        html! {
+            p { "Every delivery to the webhook endpoint " strong { (url) } " failed for " (days) " days, so mailroom disabled it." }
+            p { "No event is sent to it until it is " a href=(link) { "enabled again" } "." }
+        },
+    );
+    Rendered {
+        subject,
+        text,
+        html,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -29,12 +29,13 @@ const TEST_ENV_PREFIX: &str = "MAILROOM_TEST_";
 
 /// The file's sections, in the order the README lists them. A setting's flag is its section and
 /// key joined by `-` (`system_mail` is `--system-mail-…`).
-const SECTIONS: [&str; 8] = [
+const SECTIONS: [&str; 9] = [
     "http",
     "database",
     "redis",
     "system_mail",
     "mail_accounts",
+    "webhooks",
     "verify",
     "jobs",
     "log",
@@ -310,6 +311,24 @@ pub struct Settings {
     )]
     verify_lists_dir: Option<PathBuf>,
 
+    /// Whether webhook endpoints may be plain http:// URLs, not only https:// [default: false]
+    #[arg(
+        long,
+        global = true,
+        env = "MAILROOM_WEBHOOKS_ALLOW_HTTP",
+        value_name = "true|false"
+    )]
+    webhooks_allow_http: Option<bool>,
+
+    /// Whether webhook endpoints may be on loopback, private and other non-public networks [default: false]
+    #[arg(
+        long,
+        global = true,
+        env = "MAILROOM_WEBHOOKS_ALLOW_PRIVATE_NETWORKS",
+        value_name = "true|false"
+    )]
+    webhooks_allow_private_networks: Option<bool>,
+
     /// Rows of a bulk verification job checked and written together [default: 2000]
     #[arg(long, global = true, env = "MAILROOM_JOBS_CHUNK", value_name = "ROWS")]
     jobs_chunk: Option<u32>,
@@ -533,6 +552,12 @@ impl Settings {
         }
         if let Some(allowed) = self.verify_probe_private_networks {
             verify.probe_private_networks = allowed;
+        }
+        if let Some(allowed) = self.webhooks_allow_http {
+            config.webhooks.allow_http = allowed;
+        }
+        if let Some(allowed) = self.webhooks_allow_private_networks {
+            config.webhooks.allow_private_networks = allowed;
         }
         if let Some(rows) = self.jobs_chunk {
             config.jobs.bulk_chunk = i64::from(rows.max(1));
@@ -826,7 +851,10 @@ mod tests {
                 | "jobs_lease" => "5".to_owned(),
                 "jobs_poll_interval" => "0.5".to_owned(),
                 "log_format" => "\"json\"".to_owned(),
-                "verify_probe_private_networks" | "jobs_runner" => "true".to_owned(),
+                "verify_probe_private_networks"
+                | "jobs_runner"
+                | "webhooks_allow_http"
+                | "webhooks_allow_private_networks" => "true".to_owned(),
                 _ => "\"x\"".to_owned(),
             };
             let text = match section_of(&field) {

@@ -98,6 +98,8 @@ impl App {
                 &root_key,
             )?,
             public_url: public_url.clone(),
+            webhooks: crate::webhook_sender::WebhookSender::new(config.webhooks)
+                .context("cannot set up the webhook client")?,
         });
         let router = edge::harden(router::router(&state), state.clone());
         Ok(Self {

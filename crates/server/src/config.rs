@@ -78,6 +78,8 @@ pub struct Config {
     pub verify: mailroom_verify::Settings,
     /// The work queue's runners: production's defaults (tests take smaller chunks and leases).
     pub jobs: crate::work_queue::Settings,
+    /// Where webhook endpoints may be.
+    pub webhooks: crate::webhook_sender::WebhookSettings,
     /// OpenID providers users may sign in with (`[oidc.<name>]`); `google` also connects
     /// Gmail accounts.
     pub oidc: Vec<OidcProvider>,
@@ -181,6 +183,7 @@ impl Config {
             mail_accounts_ca_file: None,
             verify: mailroom_verify::Settings::default(),
             jobs: crate::work_queue::Settings::default(),
+            webhooks: crate::webhook_sender::WebhookSettings::default(),
             oidc: Vec::new(),
         }
     }

@@ -111,6 +111,9 @@ pub enum DomainError {
     /// A message that cannot be sent as asked, and why.
     #[error("{0:?}")]
     Sending(SendRefusal),
+    /// An endpoint URL that webhooks may not go to, and why.
+    #[error("{0:?}")]
+    WebhookUrl(crate::webhook_sender::UrlRefusal),
     /// A sign-in, link or connection through an OAuth provider did not go through, and why.
     #[error("{0:?}")]
     ProviderRefused(ProviderFailure),

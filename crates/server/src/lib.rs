@@ -28,6 +28,7 @@ pub mod telemetry;
 mod tls;
 mod verification;
 mod views;
+mod webhook_sender;
 mod work_queue;
 mod workers;
 

@@ -186,7 +186,7 @@ impl From<DomainError> for ApiError {
                     ),
                     Forbidden::KeyPowersForManagersOnly => (
                         "insufficient_scope",
-                        "Only owners and admins may create keys that manage keys or read the audit log, or connect mail accounts where members may not.",
+                        "Only owners and admins may create keys that manage keys or webhooks or read the audit log, or connect mail accounts where members may not.",
                     ),
                     Forbidden::BrowserSessionRequired => (
                         "browser_session_required",
@@ -390,6 +390,12 @@ impl From<DomainError> for ApiError {
                     "Only a message still scheduled or queued can be canceled.",
                 ),
             },
+            DomainError::WebhookUrl(refusal) => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "webhook_url_not_allowed",
+                refusal.describe(),
+            )
+            .with_field("url"),
             DomainError::DatabaseUnreachable => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "database_unreachable",

@@ -17,7 +17,7 @@ use crate::pages;
 use crate::pages::account;
 use crate::routes::{
     admin, api_keys, assets, auth, csp_report, emails, health, mail_accounts, me, metrics, org,
-    privacy, setup, team, two_factor, usage, verify, verify_jobs,
+    privacy, setup, team, two_factor, usage, verify, verify_jobs, webhooks,
 };
 use crate::state::AppState;
 
@@ -93,6 +93,15 @@ pub fn router(state: &AppState) -> Router<AppState> {
             get(emails::suppressions).post(emails::suppress),
         )
         .route("/v1/suppressions/{address}", delete(emails::unsuppress))
+        .route("/v1/webhooks", get(webhooks::list).post(webhooks::create))
+        .route(
+            "/v1/webhooks/{id}",
+            get(webhooks::show)
+                .patch(webhooks::update)
+                .delete(webhooks::delete),
+        )
+        .route("/v1/webhooks/{id}/test", post(webhooks::test))
+        .route("/v1/webhooks/{id}/deliveries", get(webhooks::deliveries))
         .route("/v1/usage", get(usage::usage))
         .route("/v1/verify", post(verify::verify))
         .route("/v1/verify/batch", post(verify::batch))

@@ -63,4 +63,6 @@ pub struct Shared {
     pub identity_providers: crate::identity_providers::IdentityProviders,
     /// Where users reach this server: the base of every redirect URI.
     pub public_url: url::Url,
+    /// Where webhooks go out.
+    pub webhooks: crate::webhook_sender::WebhookSender,
 }

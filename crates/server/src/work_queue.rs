@@ -51,6 +51,7 @@ impl Settings {
             JobKind::SystemMail => 2,
             JobKind::BulkVerification => self.bulk_runners,
             JobKind::SendEmail => self.send_runners,
+            JobKind::DeliverWebhook => 4,
         }
     }
 

@@ -575,6 +575,42 @@ fn broken(key: &[u8], previous: Option<&AuditEntry>, entry: &AuditEntry) -> Opti
     None
 }
 
+impl Database {
+    /// Runs `change` as the organization, and records `events` if it changed one row: whether
+    /// it did.
+    pub(crate) async fn changed_one<F>(
+        &self,
+        org_id: mailroom_core::OrgId,
+        events: &[AuditEvent],
+        now: OffsetDateTime,
+        change: F,
+    ) -> Result<bool, StorageError>
+    where
+        F: for<'t> Fn(
+                &'t mut crate::Tx,
+            ) -> futures::future::BoxFuture<'t, Result<u64, StorageError>>
+            + Clone
+            + Send
+            + 'static,
+    {
+        let key = self.audit_key()?;
+        self.serializable_for(&Tenancy::Org(org_id), |tx| {
+            let (key, events, change) = (key.clone(), events.to_vec(), change.clone());
+            async move {
+                let changed = change(tx).await? == 1;
+                if changed {
+                    for event in &events {
+                        crate::audit::append(tx, &key, event, now).await?;
+                    }
+                }
+                Ok(changed)
+            }
+            .boxed()
+        })
+        .await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;

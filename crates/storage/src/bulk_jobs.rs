@@ -9,6 +9,7 @@
 
 use futures::FutureExt;
 use mailroom_core::usage::Metric;
+use mailroom_core::webhook::EventType;
 use mailroom_core::{ApiKeyId, JobId, OrgId, UserId};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -530,7 +531,7 @@ impl BulkJobs<'_> {
         };
         self.db.transaction_for(&Tenancy::Org(org_id), |tx| {
             async move {
-                on_backend!(&mut tx.0, Inner, tx => {
+                let ended = on_backend!(&mut tx.0, Inner, tx => {
                     sqlx::query(
                         "UPDATE verify_jobs SET status = $4, error = $5, finished_at = $6, worker = NULL \
                          WHERE org_id = $1 AND id = $2 AND worker = $3 AND status = 'running'",
@@ -542,8 +543,36 @@ impl BulkJobs<'_> {
                     .bind(error)
                     .bind(ms(now))
                     .execute(&mut **tx)
-                    .await?;
-                });
+                    .await?
+                    .rows_affected()
+                }) == 1;
+                let event = EventType::VerifyJobCompleted;
+                let endpoints = crate::webhooks::subscribers(tx, org_id, event).await?;
+                if ended && !endpoints.is_empty() {
+                    let counts: (i64, i64, i64, i64, i64, i64) = on_backend!(&mut tx.0, Inner, tx => {
+                        sqlx::query_as(
+                            "SELECT total, done, deliverable, undeliverable, risky, unknown \
+                             FROM verify_jobs WHERE org_id = $1 AND id = $2",
+                        )
+                        .bind(org_id.as_uuid())
+                        .bind(id.as_uuid())
+                        .fetch_one(&mut **tx)
+                        .await?
+                    });
+                    let (total, done, deliverable, undeliverable, risky, unknown) = counts;
+                    let data = serde_json::json!({
+                        "job_id": id,
+                        "status": status,
+                        "error": error,
+                        "total": total,
+                        "checked": done,
+                        "deliverable": deliverable,
+                        "undeliverable": undeliverable,
+                        "risky": risky,
+                        "unknown": unknown,
+                    });
+                    crate::webhooks::emit_to(tx, org_id, event, &endpoints, data, now).await?;
+                }
                 Ok(())
             }
             .boxed()

@@ -6,6 +6,7 @@
 
 use futures::FutureExt;
 use mailroom_core::audit::AuditEvent;
+use mailroom_core::webhook::EventType;
 use mailroom_core::{ApiKeyId, EmailId, MailAccountId, OrgId, UserId};
 use mailroom_crypto::envelope::Binding;
 use time::OffsetDateTime;
@@ -609,7 +610,12 @@ impl Emails<'_> {
     }
 
     /// Cancels a message not yet under way: false when it is not (sending, or done).
-    pub async fn cancel(&self, org_id: OrgId, id: EmailId) -> Result<bool, StorageError> {
+    pub async fn cancel(
+        &self,
+        org_id: OrgId,
+        id: EmailId,
+        now: OffsetDateTime,
+    ) -> Result<bool, StorageError> {
         self.db
             .serializable_for(&Tenancy::Org(org_id), |tx| {
                 async move {
@@ -623,8 +629,12 @@ impl Emails<'_> {
                         .execute(&mut **tx)
                         .await?
                         .rows_affected()
-                    });
-                    Ok(canceled == 1)
+                    }) == 1;
+                    if canceled {
+                        let extra = serde_json::json!({ "status": EmailStatus::Canceled.as_str() });
+                        tell(tx, org_id, id, EventType::EmailCanceled, extra, now).await?;
+                    }
+                    Ok(canceled)
                 }
                 .boxed()
             })
@@ -942,7 +952,7 @@ impl Emails<'_> {
                     };
                     let last_error = (attempt.outcome != AttemptOutcome::Sent || undelivered > 0)
                         .then_some(attempt.reply.as_str());
-                    on_backend!(&mut tx.0, Inner, tx => {
+                    let moved = on_backend!(&mut tx.0, Inner, tx => {
                         sqlx::query(
                             "UPDATE emails SET status = $3, last_error = $4, \
                              sent_at = CASE WHEN $3 IN ('sent', 'partially_failed') THEN $5 ELSE sent_at END \
@@ -954,8 +964,24 @@ impl Emails<'_> {
                         .bind(last_error)
                         .bind(ms(now))
                         .execute(&mut **tx)
-                        .await?;
-                    });
+                        .await?
+                        .rows_affected()
+                    }) == 1;
+                    let told = match status {
+                        EmailStatus::Sent | EmailStatus::PartiallyFailed => Some(EventType::EmailSent),
+                        EmailStatus::Failed => Some(EventType::EmailFailed),
+                        EmailStatus::Queued if attempt.outcome == AttemptOutcome::Deferred => {
+                            Some(EventType::EmailDeliveryDelayed)
+                        }
+                        _ => None,
+                    };
+                    if let Some(event) = told.filter(|_| moved) {
+                        let extra = serde_json::json!({
+                            "status": status.as_str(),
+                            "reply": attempt.reply,
+                        });
+                        tell(tx, org_id, id, event, extra, now).await?;
+                    }
                     Ok(status)
                 }
                 .boxed()
@@ -972,7 +998,7 @@ async fn decide(
     recipient: &Recipient,
     now: OffsetDateTime,
 ) -> Result<(), StorageError> {
-    on_backend!(&mut tx.0, Inner, tx => {
+    let decided = on_backend!(&mut tx.0, Inner, tx => {
         sqlx::query(
             "UPDATE email_recipients SET status = $3, reply = $4 \
              WHERE email_id = $1 AND address = $2 AND status = 'pending'",
@@ -982,8 +1008,17 @@ async fn decide(
         .bind(recipient.status.as_str())
         .bind(recipient.reply.as_deref())
         .execute(&mut **tx)
-        .await?;
-    });
+        .await?
+        .rows_affected()
+    }) == 1;
+    if decided && recipient.status == RecipientStatus::Failed {
+        let extra = serde_json::json!({
+            "recipient": recipient.address,
+            "reply": recipient.reply,
+            "suppressed": recipient.bounced,
+        });
+        tell(tx, org_id, id, EventType::EmailRecipientFailed, extra, now).await?;
+    }
     if recipient.status == RecipientStatus::Failed && recipient.bounced {
         suppress_in(
             tx,
@@ -995,6 +1030,52 @@ async fn decide(
         )
         .await?;
     }
+    Ok(())
+}
+
+/// Tells the organization's webhooks of `event` about a message: what it is (never what it
+/// says), and `extra`.
+async fn tell(
+    tx: &mut Tx,
+    org_id: OrgId,
+    id: EmailId,
+    event: EventType,
+    extra: serde_json::Value,
+    now: OffsetDateTime,
+) -> Result<(), StorageError> {
+    let endpoints = crate::webhooks::subscribers(tx, org_id, event).await?;
+    if endpoints.is_empty() {
+        return Ok(());
+    }
+    let (from, tags, created_at, to): (String, String, i64, Vec<String>) = on_backend!(&mut tx.0, Inner, tx => {
+        let (from, tags, created_at): (String, String, i64) = sqlx::query_as(
+            "SELECT from_address, tags, created_at FROM emails WHERE org_id = $1 AND id = $2",
+        )
+        .bind(org_id.as_uuid())
+        .bind(id.as_uuid())
+        .fetch_one(&mut **tx)
+        .await?;
+        let to = sqlx::query_scalar(
+            "SELECT address FROM email_recipients WHERE email_id = $1 AND kind = 'to' ORDER BY address",
+        )
+        .bind(id.as_uuid())
+        .fetch_all(&mut **tx)
+        .await?;
+        (from, tags, created_at, to)
+    });
+    let mut data = serde_json::json!({
+        "email_id": id,
+        "from": from,
+        "to": to,
+        "tags": serde_json::from_str::<serde_json::Value>(&tags).unwrap_or_default(),
+        "created_at": from_ms(created_at)
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default(),
+    });
+    if let (Some(data), serde_json::Value::Object(extra)) = (data.as_object_mut(), extra) {
+        data.extend(extra);
+    }
+    crate::webhooks::emit_to(tx, org_id, event, &endpoints, data, now).await?;
     Ok(())
 }
 

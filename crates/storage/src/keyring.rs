@@ -39,6 +39,7 @@ pub(crate) const SEALED_COLUMNS: &[SealedColumn] = &[
     crate::two_factor::TOTP_SECRET,
     crate::mail_accounts::MAIL_ACCOUNT_SECRET,
     crate::emails::EMAIL_CONTENT,
+    crate::webhooks::WEBHOOK_SECRET,
 ];
 
 #[derive(Clone, Copy, Debug)]

@@ -24,6 +24,7 @@ pub mod two_factor;
 mod tx;
 pub mod usage;
 pub mod verifications;
+pub mod webhooks;
 
 /// Runs the same expression against whichever pool (or transaction) is open: one query text
 /// serves both backends wherever their SQL agrees, and the compiler still type-checks each arm
@@ -254,6 +255,10 @@ impl Database {
 
     pub fn mail_accounts(&self) -> mail_accounts::MailAccounts<'_> {
         mail_accounts::MailAccounts { db: self }
+    }
+
+    pub fn webhooks(&self) -> webhooks::Webhooks<'_> {
+        webhooks::Webhooks { db: self }
     }
 
     pub fn privacy(&self) -> privacy::Privacy<'_> {

@@ -4,7 +4,6 @@
 //! key, bound to the account's row, and opened only to be used.
 
 use futures::FutureExt;
-use futures::future::BoxFuture;
 use mailroom_core::audit::AuditEvent;
 use mailroom_core::{MailAccountId, OrgId, UserId};
 use mailroom_crypto::envelope::Binding;
@@ -14,7 +13,7 @@ use zeroize::Zeroizing;
 
 use crate::accounts::{from_ms, ms};
 use crate::keyring::SealedColumn;
-use crate::tx::{Inner, Tenancy, Tx};
+use crate::tx::{Inner, Tenancy};
 use crate::{Database, StorageError, on_backend};
 
 pub(crate) const MAIL_ACCOUNT_SECRET: SealedColumn = SealedColumn {
@@ -378,31 +377,32 @@ impl MailAccounts<'_> {
     ) -> Result<bool, StorageError> {
         let sealed = self.sealed_credentials(org_id, account, now).await?;
         let account = account.clone();
-        self.changed_one(org_id, std::slice::from_ref(event), now, move |tx| {
-            let (account, sealed) = (account.clone(), sealed.clone());
-            async move {
-                Ok(on_backend!(&mut tx.0, Inner, tx => {
-                    sqlx::query(
-                        "UPDATE mail_accounts SET secret = $3, settings = $4, can_send = $5, \
-                         can_read = $6, address = $7, connected_by = $8, status = 'active', \
-                         last_error = NULL WHERE org_id = $1 AND id = $2",
-                    )
-                    .bind(org_id.as_uuid())
-                    .bind(account.id.as_uuid())
-                    .bind(&sealed)
-                    .bind(&account.settings)
-                    .bind(account.can_send)
-                    .bind(account.can_read)
-                    .bind(&account.address)
-                    .bind(account.connected_by.map(|id| id.as_uuid()))
-                    .execute(&mut **tx)
-                    .await?
-                    .rows_affected()
-                }))
-            }
-            .boxed()
-        })
-        .await
+        self.db
+            .changed_one(org_id, std::slice::from_ref(event), now, move |tx| {
+                let (account, sealed) = (account.clone(), sealed.clone());
+                async move {
+                    Ok(on_backend!(&mut tx.0, Inner, tx => {
+                        sqlx::query(
+                            "UPDATE mail_accounts SET secret = $3, settings = $4, can_send = $5, \
+                             can_read = $6, address = $7, connected_by = $8, status = 'active', \
+                             last_error = NULL WHERE org_id = $1 AND id = $2",
+                        )
+                        .bind(org_id.as_uuid())
+                        .bind(account.id.as_uuid())
+                        .bind(&sealed)
+                        .bind(&account.settings)
+                        .bind(account.can_send)
+                        .bind(account.can_read)
+                        .bind(&account.address)
+                        .bind(account.connected_by.map(|id| id.as_uuid()))
+                        .execute(&mut **tx)
+                        .await?
+                        .rows_affected()
+                    }))
+                }
+                .boxed()
+            })
+            .await
     }
 
     /// Marks an active account as needing its owner to connect it again (the grant of its
@@ -419,28 +419,29 @@ impl MailAccounts<'_> {
         now: OffsetDateTime,
     ) -> Result<bool, StorageError> {
         let (error, refused) = (error.to_owned(), refused.0.clone());
-        self.changed_one(org_id, std::slice::from_ref(event), now, move |tx| {
-            let (error, refused) = (error.clone(), refused.clone());
-            async move {
-                Ok(on_backend!(&mut tx.0, Inner, tx => {
-                    sqlx::query(
-                        "UPDATE mail_accounts SET status = 'needs_reconnect', last_error = $3, \
-                         last_used_at = $4 WHERE org_id = $1 AND id = $2 AND status = 'active' \
-                         AND secret = $5",
-                    )
-                    .bind(org_id.as_uuid())
-                    .bind(id.as_uuid())
-                    .bind(&error)
-                    .bind(ms(now))
-                    .bind(&refused)
-                    .execute(&mut **tx)
-                    .await?
-                    .rows_affected()
-                }))
-            }
-            .boxed()
-        })
-        .await
+        self.db
+            .changed_one(org_id, std::slice::from_ref(event), now, move |tx| {
+                let (error, refused) = (error.clone(), refused.clone());
+                async move {
+                    Ok(on_backend!(&mut tx.0, Inner, tx => {
+                        sqlx::query(
+                            "UPDATE mail_accounts SET status = 'needs_reconnect', last_error = $3, \
+                             last_used_at = $4 WHERE org_id = $1 AND id = $2 AND status = 'active' \
+                             AND secret = $5",
+                        )
+                        .bind(org_id.as_uuid())
+                        .bind(id.as_uuid())
+                        .bind(&error)
+                        .bind(ms(now))
+                        .bind(&refused)
+                        .execute(&mut **tx)
+                        .await?
+                        .rows_affected()
+                    }))
+                }
+                .boxed()
+            })
+            .await
     }
 
     /// Deletes the account and its sealed credentials, with its audit entries (one for what
@@ -453,20 +454,21 @@ impl MailAccounts<'_> {
         events: &[AuditEvent],
         now: OffsetDateTime,
     ) -> Result<bool, StorageError> {
-        self.changed_one(org_id, events, now, move |tx| {
-            async move {
-                Ok(on_backend!(&mut tx.0, Inner, tx => {
-                    sqlx::query("DELETE FROM mail_accounts WHERE org_id = $1 AND id = $2")
-                        .bind(org_id.as_uuid())
-                        .bind(id.as_uuid())
-                        .execute(&mut **tx)
-                        .await?
-                        .rows_affected()
-                }))
-            }
-            .boxed()
-        })
-        .await
+        self.db
+            .changed_one(org_id, events, now, move |tx| {
+                async move {
+                    Ok(on_backend!(&mut tx.0, Inner, tx => {
+                        sqlx::query("DELETE FROM mail_accounts WHERE org_id = $1 AND id = $2")
+                            .bind(org_id.as_uuid())
+                            .bind(id.as_uuid())
+                            .execute(&mut **tx)
+                            .await?
+                            .rows_affected()
+                    }))
+                }
+                .boxed()
+            })
+            .await
     }
 
     /// The account's credentials, sealed. Sealing may add the organization's data key: a
@@ -484,39 +486,6 @@ impl MailAccounts<'_> {
                 &account.credentials,
                 now,
             )
-            .await
-    }
-
-    /// Runs `change` as the organization, and records `events` if it changed one row: whether
-    /// it did.
-    async fn changed_one<F>(
-        &self,
-        org_id: OrgId,
-        events: &[AuditEvent],
-        now: OffsetDateTime,
-        change: F,
-    ) -> Result<bool, StorageError>
-    where
-        F: for<'t> Fn(&'t mut Tx) -> BoxFuture<'t, Result<u64, StorageError>>
-            + Clone
-            + Send
-            + 'static,
-    {
-        let key = self.db.audit_key()?;
-        self.db
-            .serializable_for(&Tenancy::Org(org_id), |tx| {
-                let (key, events, change) = (key.clone(), events.to_vec(), change.clone());
-                async move {
-                    let changed = change(tx).await? == 1;
-                    if changed {
-                        for event in &events {
-                            crate::audit::append(tx, &key, event, now).await?;
-                        }
-                    }
-                    Ok(changed)
-                }
-                .boxed()
-            })
             .await
     }
 }

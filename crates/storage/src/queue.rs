@@ -24,13 +24,16 @@ pub enum JobKind {
     BulkVerification,
     /// A message an organization sends ([`crate::emails`]), of the same id.
     SendEmail,
+    /// An event told to one of an organization's webhook endpoints ([`crate::webhooks`]).
+    DeliverWebhook,
 }
 
 impl JobKind {
-    pub const ALL: [JobKind; 3] = [
+    pub const ALL: [JobKind; 4] = [
         JobKind::SystemMail,
         JobKind::BulkVerification,
         JobKind::SendEmail,
+        JobKind::DeliverWebhook,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -38,6 +41,7 @@ impl JobKind {
             JobKind::SystemMail => "system_mail",
             JobKind::BulkVerification => "bulk_verification",
             JobKind::SendEmail => "send_email",
+            JobKind::DeliverWebhook => "deliver_webhook",
         }
     }
 
@@ -52,7 +56,8 @@ impl JobKind {
         match self {
             JobKind::SystemMail => true,
             // Its payload is empty: the job is its id (the message is sealed in its row).
-            JobKind::BulkVerification | JobKind::SendEmail => false,
+            // Ids only: the event and the endpoint's secret are in their rows.
+            JobKind::BulkVerification | JobKind::SendEmail | JobKind::DeliverWebhook => false,
         }
     }
 
@@ -78,6 +83,13 @@ impl JobKind {
             JobKind::SendEmail => RetryPolicy {
                 max_attempts: 78,
                 first_backoff: Duration::from_secs(60),
+                max_backoff: Duration::from_secs(3600),
+            },
+            // An event is tried for about a day: five seconds, doubling to an hour, then
+            // hourly (the delivery gives up on an event older than a day whatever the count).
+            JobKind::DeliverWebhook => RetryPolicy {
+                max_attempts: 34,
+                first_backoff: Duration::from_secs(5),
                 max_backoff: Duration::from_secs(3600),
             },
         }

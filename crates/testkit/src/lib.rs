@@ -10,6 +10,7 @@ mod probe;
 mod smtp;
 mod socks;
 mod template;
+mod webhooks;
 
 use std::time::Duration;
 
@@ -25,6 +26,7 @@ pub use imap::{IMAP_PASSWORD, IMAP_USER, ImapOptions, ImapServer};
 pub use probe::{ProbePeer, ProbeStats};
 pub use smtp::{Delivered, SmtpOptions, SmtpServer};
 pub use socks::{SocksPeer, SocksStats};
+pub use webhooks::{Received, WebhookReceiver};
 
 /// The two databases mailroom runs on. The kit's own, so that it links no build of the storage
 /// crate: storage's unit tests then build storage once, not twice.

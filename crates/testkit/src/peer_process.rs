@@ -1,5 +1,5 @@
-//! A peer the tests run as a Python script of `tests/peers/` (aiosmtpd): started, waited for
-//! until it prints `LISTENING <port>`, and killed when dropped.
+//! A peer the tests run as a Python script of `tests/peers/` (aiosmtpd's servers, the webhook
+//! receiver): started, waited for until it prints `LISTENING <port>`, and killed when dropped.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -14,8 +14,12 @@ pub(crate) struct PeerProcess {
 
 impl PeerProcess {
     /// Runs `tests/peers/<script>` with the arguments `args` adds, or `None` (a loud skip)
-    /// when Python or aiosmtpd is missing.
-    pub(crate) fn start(script: &str, args: impl FnOnce(&mut Command)) -> Option<Self> {
+    /// when Python or the package it runs on (`package`) is missing.
+    pub(crate) fn start(
+        script: &str,
+        package: &str,
+        args: impl FnOnce(&mut Command),
+    ) -> Option<Self> {
         let script = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../../tests/peers")
             .join(script);
@@ -28,7 +32,7 @@ impl PeerProcess {
             .spawn()
         {
             Ok(child) => child,
-            Err(error) => return peer_missing("python3 (for aiosmtpd)", &error.to_string()),
+            Err(error) => return peer_missing("python3", &error.to_string()),
         };
         let stdout = child.stdout.take()?;
         let mut first_line = String::new();
@@ -42,7 +46,7 @@ impl PeerProcess {
             if let Some(mut pipe) = child.stderr.take() {
                 let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
             }
-            return peer_missing("aiosmtpd", stderr.lines().last().unwrap_or("did not start"));
+            return peer_missing(package, stderr.lines().last().unwrap_or("did not start"));
         };
         Some(Self { child, port })
     }

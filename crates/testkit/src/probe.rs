@@ -43,7 +43,7 @@ impl ProbePeer {
         std::fs::write(&peer_config, config.to_string())
             .unwrap_or_else(|error| panic!("write the peer's config: {error}"));
         let stats = dir.path().join("stats.json");
-        let process = PeerProcess::start("smtp_probe_server.py", |command| {
+        let process = PeerProcess::start("smtp_probe_server.py", "aiosmtpd", |command| {
             command
                 .args(["--host", host, "--port", &port.to_string()])
                 .arg("--config")

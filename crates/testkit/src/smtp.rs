@@ -34,7 +34,7 @@ impl SmtpServer {
     /// Starts the server, or `None` (a loud skip) when Python or aiosmtpd is missing.
     pub fn start(options: SmtpOptions) -> Option<Self> {
         let out = crate::tempdir();
-        let process = PeerProcess::start("smtp_server.py", |command| {
+        let process = PeerProcess::start("smtp_server.py", "aiosmtpd", |command| {
             command.arg(out.path());
             if let Some((cert, key)) = &options.tls {
                 command.arg("--cert").arg(cert).arg("--key").arg(key);

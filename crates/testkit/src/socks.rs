@@ -40,7 +40,7 @@ impl SocksPeer {
     pub fn start(credentials: Option<(&str, &str)>) -> Option<Self> {
         let dir = crate::tempdir();
         let stats = dir.path().join("stats.json");
-        let process = PeerProcess::start("socks5_server.py", |command| {
+        let process = PeerProcess::start("socks5_server.py", "python3", |command| {
             command
                 .args(["--host", "127.0.0.1", "--port", "0"])
                 .arg("--stats")

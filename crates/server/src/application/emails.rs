@@ -27,6 +27,7 @@ use zeroize::Zeroizing;
 use crate::application::actor::Caller;
 use crate::application::mail_accounts::google::{self, TokenRefused};
 use crate::application::mail_accounts::{self, Transport};
+use crate::application::webhooks;
 use crate::audit::AuditTrail;
 use crate::config::OidcProvider;
 use crate::error::{DomainError, SendRefusal};
@@ -458,7 +459,11 @@ pub async fn list(
 pub async fn cancel(state: &AppState, caller: &Caller, id: EmailId) -> Result<(), DomainError> {
     caller.require(Scope::Send, false)?;
     let emails = state.database.emails();
-    if emails.cancel(caller.org_id(), id).await? {
+    if emails
+        .cancel(caller.org_id(), id, OffsetDateTime::now_utc())
+        .await?
+    {
+        webhooks::events_emitted(state);
         return Ok(());
     }
     match emails.get(caller.org_id(), id).await? {
@@ -663,6 +668,7 @@ async fn finish(
         .emails()
         .record(org_id, id, &attempt, &decided, OffsetDateTime::now_utc())
         .await?;
+    webhooks::events_emitted(state);
     if outcome == AttemptOutcome::Deferred {
         // The queue tries again later, with backoff. Its log and record say how many, never
         // who: the replies are the message's own record.

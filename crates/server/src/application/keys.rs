@@ -67,9 +67,13 @@ pub async fn create_of(
             ),
         )
     })?;
-    // Managing keys and reading the audit log are a manager's powers to hand out; connecting
-    // mail accounts is too, unless the organization lets its members connect them.
-    if !manager && (scopes.contains(Scope::KeysManage) || scopes.contains(Scope::AuditRead)) {
+    // Managing keys and webhooks and reading the audit log are a manager's powers to hand
+    // out; connecting mail accounts is too, unless the organization lets its members.
+    if !manager
+        && [Scope::KeysManage, Scope::AuditRead, Scope::WebhooksManage]
+            .into_iter()
+            .any(|power| scopes.contains(power))
+    {
         return Err(DomainError::Forbidden(Forbidden::KeyPowersForManagersOnly));
     }
     if !manager

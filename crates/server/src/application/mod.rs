@@ -19,3 +19,4 @@ pub mod system_mail;
 pub mod teams;
 pub mod two_factor;
 pub mod verify;
+pub mod webhooks;

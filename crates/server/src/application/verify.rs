@@ -181,6 +181,7 @@ pub async fn work_job(
         .bulk_jobs()
         .end_job(&job, claim, ending, OffsetDateTime::now_utc())
         .await?;
+    crate::application::webhooks::events_emitted(state);
     tracing::info!(job = %job.id, ?ending, "verification job ended");
     Ok(())
 }

@@ -105,6 +105,7 @@ mod tests {
             identity_providers: crate::identity_providers::IdentityProviders::new(&[], &root)
                 .unwrap(),
             public_url: "http://127.0.0.1".parse().unwrap(),
+            webhooks: crate::webhook_sender::WebhookSender::new(Default::default()).unwrap(),
         })
     }
 

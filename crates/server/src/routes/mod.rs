@@ -20,3 +20,4 @@ pub(crate) mod two_factor;
 pub(crate) mod usage;
 pub(crate) mod verify;
 pub(crate) mod verify_jobs;
+pub(crate) mod webhooks;

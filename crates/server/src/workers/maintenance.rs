@@ -3,7 +3,8 @@
 //! tenant) and the verification log's, the rows of failed and cancelled jobs after 7 days,
 //! data-key rotation and re-encryption (docs/security.md#data-key-rotation), expired sign-in challenges and trusted
 //! devices, the failed-sign-in counters of addresses quiet for 30 days, the work queue's
-//! finished jobs (a day; dead ones 30 days), the spent states of expired sign-in flows, and
+//! finished jobs (a day; dead ones 30 days), webhook events and their deliveries after 30 days,
+//! the spent states of expired sign-in flows, and
 //! trimming the rate limiter.
 
 use std::time::Duration;
@@ -64,6 +65,15 @@ pub async fn run_periodically(database: Database, limiter: AuthLimiter) {
             Ok(0) => {}
             Ok(purged) => tracing::info!(purged, "emptied the content of messages past retention"),
             Err(error) => tracing::warn!(%error, "message content purge failed; retrying later"),
+        }
+        match database
+            .webhooks()
+            .purge_events(now - mailroom_storage::webhooks::EVENTS_KEPT)
+            .await
+        {
+            Ok(0) => {}
+            Ok(purged) => tracing::info!(purged, "purged webhook events past 30 days"),
+            Err(error) => tracing::warn!(%error, "webhook event purge failed; retrying later"),
         }
         match database.emails().purge_expired_keys(now).await {
             Ok(_) => {}

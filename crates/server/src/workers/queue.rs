@@ -58,6 +58,7 @@ async fn run_one(state: &AppState, job: &ClaimedJob) {
             JobKind::SystemMail => application::system_mail::deliver(state, &job.payload).await,
             JobKind::BulkVerification => application::verify::work_job(state, job, &lease).await,
             JobKind::SendEmail => application::emails::deliver(state, job, &lease).await,
+            JobKind::DeliverWebhook => application::webhooks::deliver(state, job).await,
         }
     };
     // A job that panics is a failed attempt, not a runner gone with its lease renewed forever.

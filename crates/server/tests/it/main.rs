@@ -21,3 +21,4 @@ mod teams;
 mod tenancy;
 mod two_factor;
 mod verify;
+mod webhooks;
