@@ -1,11 +1,12 @@
 // Sending as a person does it, in Debian's headless Chromium: sign up, add an SMTP account on
-// /accounts, send a test email from /emails, and watch its page until the message is sent.
+// /accounts, send a test email from /emails, and watch its page until the message is sent;
+// then add a webhook endpoint on /emails/webhooks, send it a test event and watch it arrive.
 // Reports one JSON line of what happened, with every console error, failed response and CSP
 // violation seen on the way.
-// Usage: node send-flow.mjs BASE_URL OUTBOX_DIR SCREENSHOT.png SMTP_PORT
+// Usage: node send-flow.mjs BASE_URL OUTBOX_DIR SCREENSHOT.png SMTP_PORT WEBHOOK_URL
 import { launch, openPage, problems, signUp } from "./lib.mjs";
 
-const [base, outbox, screenshot, smtpPort] = process.argv.slice(2);
+const [base, outbox, screenshot, smtpPort, webhookUrl] = process.argv.slice(2);
 const browser = await launch();
 const result = {};
 try {
@@ -40,6 +41,21 @@ try {
   result.recipient = (await page.locator("#recipients tbody tr td").first().textContent()).trim();
   result.attempts = await page.locator("#attempts li").count();
   await page.screenshot({ path: screenshot, fullPage: true });
+
+  await page.goto(`${base}/emails`);
+  await page.getByRole("link", { name: "Webhooks" }).click();
+  await page.locator("#webhook-url").fill(webhookUrl);
+  await page.getByRole("button", { name: "Add", exact: true }).click();
+  result.secret = (await page.locator("#webhook-secret").textContent()).trim();
+  await page.locator("#webhooks tbody a").first().click();
+  await page.getByRole("button", { name: "Send a test event" }).click();
+  await page.waitForURL(/notice=done/);
+  for (let look = 0; look < 600; look += 1) {
+    if ((await page.locator("#deliveries").count()) > 0) break;
+    await page.waitForTimeout(100);
+    await page.reload();
+  }
+  result.delivery = (await page.locator("#deliveries tbody tr td code").first().textContent()).trim();
 } catch (error) {
   result.error = String(error);
 }

@@ -246,6 +246,23 @@ pub fn router(state: &AppState) -> Router<AppState> {
         )
         .route("/emails", get(pages::emails::page))
         .route("/emails/test", post(pages::emails::test_submit))
+        .route(
+            "/emails/webhooks",
+            get(pages::webhooks::page).post(pages::webhooks::create_submit),
+        )
+        .route("/emails/webhooks/{id}", get(pages::webhooks::detail))
+        .route(
+            "/emails/webhooks/{id}/test",
+            post(pages::webhooks::test_submit),
+        )
+        .route(
+            "/emails/webhooks/{id}/enabled",
+            post(pages::webhooks::enabled_submit),
+        )
+        .route(
+            "/emails/webhooks/{id}/delete",
+            post(pages::webhooks::delete_submit),
+        )
         .route("/emails/suppressions", post(pages::emails::suppress_submit))
         .route(
             "/emails/suppressions/remove",

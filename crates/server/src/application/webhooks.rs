@@ -40,7 +40,7 @@ pub const DISABLE_AFTER: time::Duration = time::Duration::days(5);
 /// An event is not tried after this long.
 pub const GIVE_UP_AFTER: time::Duration = time::Duration::hours(24);
 /// Where the organization's webhooks are shown.
-const LANDING: &str = "/emails#webhooks";
+const LANDING: &str = "/emails/webhooks";
 
 /// An endpoint to add, as asked.
 pub struct NewWebhook {

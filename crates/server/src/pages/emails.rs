@@ -66,6 +66,7 @@ async fn render(
         notice,
         error,
         html! {
+            p { a href="/emails/webhooks" { "Webhooks" } ": be told when messages are sent, delayed or fail." }
             nav.filters aria-label="Filter by status" {
                 a href="/emails" { "All" }
                 @for status in EmailStatus::ALL {

@@ -11,6 +11,7 @@ pub mod security;
 pub mod team;
 pub mod two_factor;
 pub mod verify;
+pub mod webhooks;
 
 use axum::Extension;
 use axum::http::{StatusCode, header};

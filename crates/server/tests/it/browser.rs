@@ -353,15 +353,27 @@ both_backends! {
         }) else {
             return;
         };
-        let app = TestApp::spawn(&db).await;
+        let Some(receiver) = mailroom_testkit::WebhookReceiver::start() else {
+            return;
+        };
+        let app = TestApp::spawn_with(&db, |config| {
+            config.webhooks.allow_http = true;
+            config.webhooks.allow_private_networks = true;
+        })
+        .await;
         let screenshot = db.dir().join("send.png");
         let port = sink.port().to_string();
-        let flow = run_flow("send-flow.mjs", &app, &db, &screenshot, &[port.as_str()]).await;
+        let hook = receiver.url("browser");
+        let flow = run_flow("send-flow.mjs", &app, &db, &screenshot, &[port.as_str(), hook.as_str()]).await;
         assert_eq!(flow["status"], "sent", "{flow:#}");
         assert_eq!(flow["recipient"], "anna@example.test", "{flow:#}");
         assert_eq!(flow["attempts"], 1, "{flow:#}");
         let delivered = sink.delivered(1);
         assert_eq!(delivered[0].session["parsed"]["subject"], "Hello from the browser");
+        // The webhooks page: the secret shown once, and the test event's delivery.
+        assert!(flow["secret"].as_str().unwrap().starts_with("whsec_"), "{flow:#}");
+        assert_eq!(flow["delivery"], "webhook.test", "{flow:#}");
+        assert_eq!(receiver.received(1).await[0].body["type"], "webhook.test");
         app.stop().await;
     }
 }

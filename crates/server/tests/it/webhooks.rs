@@ -264,6 +264,54 @@ both_backends! {
         app.stop().await;
     }
 
+    async fn the_webhooks_page_adds_an_endpoint_shows_its_secret_once_and_its_deliveries(db) {
+        let Some(receiver) = WebhookReceiver::start() else { return };
+        let app = app_for_receiver(&db).await;
+        let session = create_account(&app, &db, "owner@example.test").await;
+        let form = |path: String, body: String| {
+            app.client
+                .post(app.at(&path))
+                .header("cookie", cookie(&session))
+                .header("origin", &app.url)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(body)
+                .send()
+        };
+        let url = receiver.url("page");
+        let body = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("url", &url)
+            .append_pair("event", "email.sent")
+            .append_pair("event", "email.failed")
+            .finish();
+        let added = form("/emails/webhooks".to_owned(), body).await.unwrap();
+        assert_eq!(added.status(), 200);
+        let added = added.text().await.unwrap();
+        let secret = added.split("id=\"webhook-secret\">").nth(1).unwrap().split('<').next().unwrap().to_owned();
+        assert!(secret.starts_with("whsec_"), "{added}");
+        receiver.set_secret("page", &secret).await;
+        let listed: Value = get_as(&app, &session, "/v1/webhooks").await.json().await.unwrap();
+        let id = listed["data"][0]["id"].as_str().unwrap().to_owned();
+        assert_eq!(listed["data"][0]["events"], json!(["email.sent", "email.failed"]));
+        let page = get_as(&app, &session, "/emails/webhooks").await.text().await.unwrap();
+        assert!(page.contains(&url) && !page.contains(&secret), "shown once: {page}");
+
+        let tested = form(format!("/emails/webhooks/{id}/test"), String::new()).await.unwrap();
+        assert_eq!(tested.status(), 303);
+        assert!(receiver.received(1).await[0].verified);
+        deliveries(&app, &session, &id, 1).await;
+        let detail = get_as(&app, &session, &format!("/emails/webhooks/{id}")).await.text().await.unwrap();
+        assert!(detail.contains("webhook.test") && detail.contains("204"), "{detail}");
+        let disabled = form(format!("/emails/webhooks/{id}/enabled"), "enabled=false".to_owned()).await.unwrap();
+        assert_eq!(disabled.status(), 303);
+        let shown: Value = get_as(&app, &session, &format!("/v1/webhooks/{id}")).await.json().await.unwrap();
+        assert_eq!(shown["enabled"], false);
+        let deleted = form(format!("/emails/webhooks/{id}/delete"), String::new()).await.unwrap();
+        assert_eq!(deleted.status(), 303);
+        let listed: Value = get_as(&app, &session, "/v1/webhooks").await.json().await.unwrap();
+        assert!(listed["data"].as_array().unwrap().is_empty());
+        app.stop().await;
+    }
+
     async fn endpoints_are_https_and_public_unless_the_operator_allows_otherwise(db) {
         let app = TestApp::spawn(&db).await;
         let session = create_account(&app, &db, "owner@example.test").await;
