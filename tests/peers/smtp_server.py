@@ -9,10 +9,14 @@ decoded subject, from, to and cc, the text and HTML bodies, the attachments' fil
 types): an independent check of what mailroom composes.
 
 usage: smtp_server.py OUT_DIR [--cert PEM --key PEM] [--user U --password P]
-                      [--refuse ADDRESS=REPLY ...]
+                      [--refuse ADDRESS=REPLY ...] [--slow ADDRESS=SECONDS ...]
   --cert/--key   offer STARTTLS with this certificate, and refuse mail without it
   --user/--password  require AUTH PLAIN/LOGIN with these credentials
   --refuse       answer RCPT TO:<ADDRESS> with REPLY ("550 5.1.1 No such user", say)
+  --slow         answer RCPT TO:<ADDRESS> only after SECONDS
+
+Each `<n>.json` says how many transactions were between RCPT and the end of DATA when the
+message came (`in_flight`, itself included): how many messages a client sent at once.
 """
 import argparse
 import asyncio
@@ -50,18 +54,26 @@ def parsed(raw):
 
 
 class Sink:
-    def __init__(self, out_dir, refuse):
+    def __init__(self, out_dir, refuse, slow):
         self.out_dir = pathlib.Path(out_dir)
         self.count = 0
         self.refuse = refuse
+        self.slow = slow
+        self.in_flight = 0
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         if address in self.refuse:
             return self.refuse[address]
+        if not envelope.rcpt_tos:
+            self.in_flight += 1
         envelope.rcpt_tos.append(address)
+        if address in self.slow:
+            await asyncio.sleep(self.slow[address])
         return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
+        in_flight = self.in_flight
+        self.in_flight -= 1
         self.count += 1
         stem = self.out_dir / str(self.count)
         raw = envelope.original_content or envelope.content
@@ -71,6 +83,7 @@ class Sink:
             "rcpt_tos": envelope.rcpt_tos,
             "login": session.auth_data.decode() if isinstance(session.auth_data, bytes) else None,
             "tls": session.ssl is not None,
+            "in_flight": in_flight,
             "parsed": parsed(raw),
         }))
         return "250 2.0.0 Message accepted for delivery"
@@ -84,8 +97,10 @@ def main():
     parser.add_argument("--user")
     parser.add_argument("--password")
     parser.add_argument("--refuse", action="append", default=[])
+    parser.add_argument("--slow", action="append", default=[])
     args = parser.parse_args()
     refuse = dict(rule.split("=", 1) for rule in args.refuse)
+    slow = {address: float(seconds) for address, seconds in (rule.split("=", 1) for rule in args.slow)}
 
     tls_context = None
     if args.cert:
@@ -96,7 +111,7 @@ def main():
         ok = args.user is not None and auth_data.login == args.user.encode() and auth_data.password == args.password.encode()
         return AuthResult(success=ok, handled=False, auth_data=auth_data.login if ok else None)
 
-    handler = Sink(args.out_dir, refuse)
+    handler = Sink(args.out_dir, refuse, slow)
 
     def factory():
         return SMTP(

@@ -56,6 +56,8 @@ pub enum Action {
     ApiKeyUsedAfterRevocation,
     MailAccountConnected,
     MailAccountDisconnected,
+    /// An account's settings changed (its send limits).
+    MailAccountUpdated,
     /// The provider refused the account's grant: it must be connected again.
     MailAccountNeedsReconnect,
     /// A disconnected account's grant could not be revoked at its provider.
@@ -116,6 +118,7 @@ impl Action {
             Action::ApiKeyUsedAfterRevocation => "api_key.used_after_revocation",
             Action::MailAccountConnected => "mail_account.connected",
             Action::MailAccountDisconnected => "mail_account.disconnected",
+            Action::MailAccountUpdated => "mail_account.updated",
             Action::MailAccountNeedsReconnect => "mail_account.needs_reconnect",
             Action::MailAccountRevocationFailed => "mail_account.revocation_failed",
             Action::MailAccountConnectFailed => "mail_account.connect_failed",

@@ -63,6 +63,43 @@ impl Capabilities {
     }
 }
 
+/// How fast an account may send: messages a minute and a day (rolling windows), and
+/// messages at once. A message over a rate waits for the window to free, and is never dropped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SendLimits {
+    #[serde(default)]
+    pub per_minute: Option<u32>,
+    #[serde(default)]
+    pub per_day: Option<u32>,
+    pub concurrency: u32,
+}
+
+impl SendLimits {
+    /// Gmail's own: 2,000 messages a day (a Workspace user's; a consumer account's is 500),
+    /// and 150 a minute (the Gmail API's per-user quota of 250 units a second, of which a
+    /// `messages.send` costs 100).
+    pub const GMAIL: SendLimits = SendLimits {
+        per_minute: Some(150),
+        per_day: Some(2000),
+        concurrency: 4,
+    };
+    /// An SMTP server's rate is its own to enforce (a 421 or 451 defers the message).
+    pub const SMTP: SendLimits = SendLimits {
+        per_minute: None,
+        per_day: None,
+        concurrency: 8,
+    };
+    /// The most any limit may be.
+    pub const CEILING: u32 = 10_000_000;
+
+    /// Whether every limit is positive and within [`Self::CEILING`] (concurrency at most 100).
+    pub fn is_valid(self) -> bool {
+        let rate = |limit: Option<u32>| limit.is_none_or(|n| (1..=Self::CEILING).contains(&n));
+        rate(self.per_minute) && rate(self.per_day) && (1..=100).contains(&self.concurrency)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

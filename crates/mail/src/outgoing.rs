@@ -150,6 +150,102 @@ pub enum Delivery {
     Failed,
 }
 
+/// Each connected account's [`SmtpSender`], kept from one message to the next so that its
+/// connections are reused; made afresh when the account's server or login changes.
+#[derive(Default)]
+pub struct SmtpSenders {
+    senders: std::sync::Mutex<std::collections::HashMap<uuid::Uuid, ([u8; 32], SmtpSender)>>,
+}
+
+impl SmtpSenders {
+    /// The sender of account `account` for `settings`.
+    pub fn get(
+        &self,
+        account: uuid::Uuid,
+        settings: &SmtpSettings,
+        hello: &str,
+    ) -> Result<SmtpSender, crate::MailError> {
+        let fingerprint = fingerprint(settings, hello);
+        let mut senders = self
+            .senders
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((kept, sender)) = senders.get(&account)
+            && *kept == fingerprint
+        {
+            return Ok(sender.clone());
+        }
+        let sender = SmtpSender::new(settings, hello)?;
+        senders.insert(account, (fingerprint, sender.clone()));
+        Ok(sender)
+    }
+}
+
+/// The messages each account is sending at once on this node, up to its concurrency.
+#[derive(Default)]
+pub struct SendSlots {
+    slots: std::sync::Mutex<
+        std::collections::HashMap<uuid::Uuid, (u32, std::sync::Arc<tokio::sync::Semaphore>)>,
+    >,
+}
+
+impl SendSlots {
+    /// A slot of account `account` (of `concurrency` slots), held until dropped; `None` when
+    /// every slot is taken.
+    pub fn try_take(
+        &self,
+        account: uuid::Uuid,
+        concurrency: u32,
+    ) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let semaphore = {
+            let mut slots = self
+                .slots
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let entry = slots.entry(account).or_insert_with(|| {
+                let permits = usize::try_from(concurrency).unwrap_or(1);
+                (
+                    concurrency,
+                    std::sync::Arc::new(tokio::sync::Semaphore::new(permits)),
+                )
+            });
+            if entry.0 != concurrency {
+                // The account's concurrency changed: new slots (the old ones drain).
+                let permits = usize::try_from(concurrency).unwrap_or(1);
+                *entry = (
+                    concurrency,
+                    std::sync::Arc::new(tokio::sync::Semaphore::new(permits)),
+                );
+            }
+            std::sync::Arc::clone(&entry.1)
+        };
+        semaphore.try_acquire_owned().ok()
+    }
+}
+
+/// What tells one server and login from another, without keeping the password.
+fn fingerprint(settings: &SmtpSettings, hello: &str) -> [u8; 32] {
+    use secrecy::ExposeSecret;
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    for part in [
+        settings.host.as_str(),
+        &settings.port.to_string(),
+        &format!("{:?}", settings.security),
+        settings.credentials.as_ref().map_or("", |(user, _)| user),
+        settings
+            .credentials
+            .as_ref()
+            .map_or("", |(_, password)| password.expose_secret()),
+        &format!("{:?}", settings.ca_file),
+        hello,
+    ] {
+        hash.update(part.len().to_be_bytes());
+        hash.update(part.as_bytes());
+    }
+    hash.finalize().into()
+}
+
 /// One recipient's delivery, and what the server said of it.
 #[derive(Clone, Debug)]
 pub struct Delivered {
@@ -163,31 +259,23 @@ pub struct Delivered {
     pub bounced: bool,
 }
 
-/// An SMTP server to deliver one message through, one transaction per recipient on one
-/// (pooled) connection, saying `hello` in EHLO.
+/// An SMTP server to deliver messages through, one transaction per recipient on pooled
+/// connections, saying `hello` in EHLO. Cheap to clone: clones share the pool.
+#[derive(Clone)]
 pub struct SmtpSender {
     transport: lettre::AsyncSmtpTransport<lettre::Tokio1Executor>,
-    from: Address,
 }
 
 impl SmtpSender {
-    pub fn new(
-        settings: &SmtpSettings,
-        hello: &str,
-        envelope_from: &str,
-    ) -> Result<Self, crate::MailError> {
+    pub fn new(settings: &SmtpSettings, hello: &str) -> Result<Self, crate::MailError> {
         Ok(Self {
             transport: crate::smtp_transport(settings, Some(hello))?,
-            from: envelope_from
-                .parse()
-                .map_err(|error: lettre::address::AddressError| {
-                    crate::MailError::InvalidAddress(error.to_string())
-                })?,
         })
     }
 
-    /// Delivers `raw` to `recipient` alone: what the server said of it.
-    pub async fn send_to(&self, recipient: &str, raw: &[u8]) -> Delivered {
+    /// Delivers `raw` from `from` (the envelope's sender) to `recipient` alone: what the
+    /// server said of it.
+    pub async fn send_to(&self, from: &str, recipient: &str, raw: &[u8]) -> Delivered {
         let refused = |reply: String| Delivered {
             recipient: recipient.to_owned(),
             delivery: Delivery::Failed,
@@ -199,7 +287,11 @@ impl SmtpSender {
             Ok(to) => to,
             Err(error) => return refused(error.to_string()),
         };
-        let envelope = match Envelope::new(Some(self.from.clone()), vec![to]) {
+        let from = match from.parse::<Address>() {
+            Ok(from) => from,
+            Err(error) => return refused(error.to_string()),
+        };
+        let envelope = match Envelope::new(Some(from), vec![to]) {
             Ok(envelope) => envelope,
             Err(error) => return refused(error.to_string()),
         };

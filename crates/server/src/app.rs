@@ -100,6 +100,8 @@ impl App {
             public_url: public_url.clone(),
             webhooks: crate::webhook_sender::WebhookSender::new(config.webhooks)
                 .context("cannot set up the webhook client")?,
+            smtp_senders: Default::default(),
+            send_slots: Default::default(),
         });
         let router = edge::harden(router::router(&state), state.clone());
         Ok(Self {

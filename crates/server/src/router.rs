@@ -76,7 +76,9 @@ pub fn router(state: &AppState) -> Router<AppState> {
         )
         .route(
             "/v1/mail-accounts/{id}",
-            get(mail_accounts::show).delete(mail_accounts::disconnect),
+            get(mail_accounts::show)
+                .patch(mail_accounts::update)
+                .delete(mail_accounts::disconnect),
         )
         .route("/v1/mail-accounts/{id}/test", post(mail_accounts::test))
         .route(

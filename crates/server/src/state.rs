@@ -65,4 +65,8 @@ pub struct Shared {
     pub public_url: url::Url,
     /// Where webhooks go out.
     pub webhooks: crate::webhook_sender::WebhookSender,
+    /// Connected SMTP accounts' senders, their connections reused from message to message.
+    pub smtp_senders: mailroom_mail::outgoing::SmtpSenders,
+    /// The messages each account sends at once on this node.
+    pub send_slots: mailroom_mail::outgoing::SendSlots,
 }

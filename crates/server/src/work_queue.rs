@@ -109,6 +109,18 @@ pub fn mail_job(to: &str, message: MailMessage) -> NewJob {
     }
 }
 
+/// What a job's run came to when it did not fail.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Ran {
+    Done,
+    /// It could not run yet (a limit it waits for): due again after `delay`, the attempt
+    /// not counted.
+    Postponed {
+        why: String,
+        delay: Duration,
+    },
+}
+
 /// A runner's hold on the job it runs: lost when a renewal finds the lease gone (ran out and
 /// taken by another runner, or the job cancelled). A long job looks at it between steps.
 #[derive(Clone, Debug, Default)]

@@ -334,6 +334,15 @@ impl TryFrom<AttemptRow> for Attempt {
     }
 }
 
+/// An account's sends in the last minute and day (see [`Emails::recent_sends`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RecentSends {
+    pub last_minute: i64,
+    pub oldest_in_minute: Option<OffsetDateTime>,
+    pub last_day: i64,
+    pub oldest_in_day: Option<OffsetDateTime>,
+}
+
 const COLUMNS: &str = "id, org_id, mail_account_id, status, from_address, recipient_count, \
      size_bytes, message_id, tags, last_error, created_by, api_key_id, created_at, scheduled_at, sent_at";
 
@@ -578,6 +587,50 @@ impl Emails<'_> {
             .await
     }
 
+    /// What the account sent in the last minute and day before `now`, counting the messages
+    /// it is sending (but `except`, the one asking): against its send limits.
+    pub async fn recent_sends(
+        &self,
+        org_id: OrgId,
+        account: MailAccountId,
+        except: EmailId,
+        now: OffsetDateTime,
+    ) -> Result<RecentSends, StorageError> {
+        let (minute, day) = (
+            ms(now - time::Duration::MINUTE),
+            ms(now - time::Duration::DAY),
+        );
+        let row: (i64, Option<i64>, i64, Option<i64>) = self
+            .db
+            .transaction_for(&Tenancy::Org(org_id), |tx| {
+                async move {
+                    Ok(on_backend!(&mut tx.0, Inner, tx => {
+                        sqlx::query_as(
+                            "SELECT COALESCE(SUM(CASE WHEN sent_at >= $4 OR status = 'sending' THEN 1 ELSE 0 END), 0), \
+                             MIN(CASE WHEN sent_at >= $4 THEN sent_at END), COUNT(*), MIN(sent_at) \
+                             FROM emails WHERE org_id = $1 AND mail_account_id = $2 AND id <> $3 \
+                             AND (sent_at >= $5 OR status = 'sending')",
+                        )
+                        .bind(org_id.as_uuid())
+                        .bind(account.as_uuid())
+                        .bind(except.as_uuid())
+                        .bind(minute)
+                        .bind(day)
+                        .fetch_one(&mut **tx)
+                        .await?
+                    }))
+                }
+                .boxed()
+            })
+            .await?;
+        Ok(RecentSends {
+            last_minute: row.0,
+            oldest_in_minute: row.1.map(from_ms),
+            last_day: row.2,
+            oldest_in_day: row.3.map(from_ms),
+        })
+    }
+
     /// Frees a key whose request (of body hash `hash`) made no message (it was refused): the
     /// same key may be used again for a corrected request.
     pub async fn release_key(
@@ -599,6 +652,27 @@ impl Emails<'_> {
                         .bind(org_id.as_uuid())
                         .bind(&key)
                         .bind(&hash)
+                        .execute(&mut **tx)
+                        .await?;
+                    });
+                    Ok(())
+                }
+                .boxed()
+            })
+            .await
+    }
+
+    /// A message taken to deliver that must wait (for its account's limits): queued again.
+    pub async fn requeue(&self, org_id: OrgId, id: EmailId) -> Result<(), StorageError> {
+        self.db
+            .transaction_for(&Tenancy::Org(org_id), |tx| {
+                async move {
+                    on_backend!(&mut tx.0, Inner, tx => {
+                        sqlx::query(
+                            "UPDATE emails SET status = 'queued' WHERE org_id = $1 AND id = $2 AND status = 'sending'",
+                        )
+                        .bind(org_id.as_uuid())
+                        .bind(id.as_uuid())
                         .execute(&mut **tx)
                         .await?;
                     });

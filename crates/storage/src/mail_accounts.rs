@@ -334,6 +334,36 @@ impl MailAccounts<'_> {
             .transpose()
     }
 
+    /// Replaces what the account's settings say (its limits, say), with its audit entry;
+    /// false when the organization has no such account.
+    pub async fn set_settings(
+        &self,
+        org_id: OrgId,
+        id: MailAccountId,
+        settings: &str,
+        event: &AuditEvent,
+        now: OffsetDateTime,
+    ) -> Result<bool, StorageError> {
+        let settings = settings.to_owned();
+        self.db
+            .changed_one(org_id, std::slice::from_ref(event), now, move |tx| {
+                let settings = settings.clone();
+                async move {
+                    Ok(on_backend!(&mut tx.0, Inner, tx => {
+                        sqlx::query("UPDATE mail_accounts SET settings = $3 WHERE org_id = $1 AND id = $2")
+                            .bind(org_id.as_uuid())
+                            .bind(id.as_uuid())
+                            .bind(&settings)
+                            .execute(&mut **tx)
+                            .await?
+                            .rows_affected()
+                    }))
+                }
+                .boxed()
+            })
+            .await
+    }
+
     /// Notes a use of the account: when, and what went wrong if anything did.
     pub async fn record_use(
         &self,

@@ -451,6 +451,18 @@ impl Queue<'_> {
             .await
     }
 
+    /// The job could not run yet (a limit it must wait for): it is due again after `delay`,
+    /// and the attempt does not count. False when its lease was lost first.
+    pub async fn postpone_job(
+        &self,
+        job: &ClaimedJob,
+        why: &str,
+        delay: Duration,
+    ) -> Result<bool, StorageError> {
+        self.held_job_update(job, Held::Postponed { why, delay })
+            .await
+    }
+
     async fn held_job_update(
         &self,
         job: &ClaimedJob,
@@ -482,6 +494,14 @@ impl Queue<'_> {
                 ),
                 Some(millis(backoff)),
                 Some(error.to_owned()),
+            ),
+            Held::Postponed { why, delay } => (
+                format!(
+                    "UPDATE jobs SET status = 'queued', attempts = attempts - 1, last_error = $5, \
+                     lease_holder = NULL, lease_until = NULL, run_at = {now} + $4 WHERE {HELD}"
+                ),
+                Some(millis(delay)),
+                Some(why.to_owned()),
             ),
             Held::Bury(why) => (
                 format!(
@@ -725,6 +745,11 @@ enum Held<'a> {
     },
     /// Dead at once, never to be tried again.
     Bury(&'static str),
+    /// Not tried: due again after `delay`, the attempt given back.
+    Postponed {
+        why: &'a str,
+        delay: Duration,
+    },
 }
 
 /// Cancels, inside `tx` (acting for `org_id`), that organization's job `id` if it is queued

@@ -16,6 +16,8 @@ pub struct SmtpOptions {
     pub login: Option<(String, String)>,
     /// Answer `RCPT TO` of these addresses with these replies (`550 5.1.1 No such user`).
     pub refuse: Vec<(String, String)>,
+    /// Answer `RCPT TO` of these addresses only after this long.
+    pub slow: Vec<(String, Duration)>,
 }
 
 pub struct SmtpServer {
@@ -44,6 +46,11 @@ impl SmtpServer {
             }
             for (address, reply) in &options.refuse {
                 command.arg("--refuse").arg(format!("{address}={reply}"));
+            }
+            for (address, wait) in &options.slow {
+                command
+                    .arg("--slow")
+                    .arg(format!("{address}={}", wait.as_secs_f64()));
             }
         })?;
         Some(Self { process, out })

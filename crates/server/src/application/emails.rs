@@ -7,15 +7,14 @@
 
 use mailroom_core::api_keys::Scope;
 use mailroom_core::audit::Action;
+use mailroom_core::mail_account::SendLimits;
 use mailroom_core::usage::Metric;
 use mailroom_core::{EmailId, JobId, MailAccountId};
 use mailroom_mail::gmail::GmailError;
-use mailroom_mail::outgoing::{
-    self, Delivered, Delivery, Outgoing, OutgoingAttachment, SmtpSender,
-};
+use mailroom_mail::outgoing::{self, Delivered, Delivery, Outgoing, OutgoingAttachment};
 use mailroom_storage::emails::{
     Acceptance, Attempt, AttemptOutcome, Email, EmailRecord, EmailStatus, KeyClaim, NewEmail,
-    Recipient, RecipientKind, RecipientStatus, Suppression,
+    Recipient, RecipientKind, RecipientStatus, Suppression, ToDeliver,
 };
 use mailroom_storage::mail_accounts::{AccountKind, MailAccount};
 use mailroom_storage::queue::{ClaimedJob, JobKind, NewJob};
@@ -32,7 +31,7 @@ use crate::audit::AuditTrail;
 use crate::config::OidcProvider;
 use crate::error::{DomainError, SendRefusal};
 use crate::state::AppState;
-use crate::work_queue::Lease;
+use crate::work_queue::{Lease, Ran};
 
 /// Recipients of each kind a message may have.
 pub const MAX_RECIPIENTS: usize = 50;
@@ -526,11 +525,15 @@ pub async fn unsuppress(
 /// in flight; a lost lease stops the delivery between recipients. A temporary failure is the
 /// job's failure, so the queue tries again with backoff; on its last try, what is still
 /// pending fails.
-pub async fn deliver(state: &AppState, job: &ClaimedJob, lease: &Lease) -> Result<(), DomainError> {
+pub async fn deliver(
+    state: &AppState,
+    job: &ClaimedJob,
+    lease: &Lease,
+) -> Result<Ran, DomainError> {
     let (org_id, id) = job_email(job)?;
     let emails = state.database.emails();
     let Some(todo) = emails.to_deliver(org_id, id).await? else {
-        return Ok(());
+        return Ok(Ran::Done);
     };
     let now = OffsetDateTime::now_utc();
     let started = Instant::now();
@@ -547,28 +550,111 @@ pub async fn deliver(state: &AppState, job: &ClaimedJob, lease: &Lease) -> Resul
             .collect();
         return finish(state, job, &todo.recipients, &failed, "none", now, started).await;
     };
-    let (name, outcomes) = match transport {
+    let limits = mail_accounts::send_limits(&account);
+    let waits = match over_rate(state, &account, &limits, id, now).await? {
+        Some(waits) => Some(waits),
+        None => match state
+            .send_slots
+            .try_take(account.id.as_uuid(), limits.concurrency)
+        {
+            Some(slot) => {
+                let delivered = send_through(state, &todo, &account, transport, lease).await?;
+                drop(slot);
+                let (name, outcomes) = delivered;
+                return finish(state, job, &todo.recipients, &outcomes, name, now, started).await;
+            }
+            None => Some(Ran::Postponed {
+                why: format!(
+                    "the account is sending {} messages at once, its most",
+                    limits.concurrency
+                ),
+                delay: CONCURRENCY_WAIT,
+            }),
+        },
+    };
+    // It waits, queued again, for its account's limit: never dropped, no attempt spent.
+    emails.requeue(org_id, id).await?;
+    Ok(waits.unwrap_or(Ran::Done))
+}
+
+/// How long a message whose account sends all it may at once waits to look again.
+const CONCURRENCY_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Whether the account sent all its rate allows (per minute, per day) and the message must
+/// wait, and until the oldest send in the window ages out of it.
+async fn over_rate(
+    state: &AppState,
+    account: &MailAccount,
+    limits: &SendLimits,
+    id: EmailId,
+    now: OffsetDateTime,
+) -> Result<Option<Ran>, DomainError> {
+    if limits.per_minute.is_none() && limits.per_day.is_none() {
+        return Ok(None);
+    }
+    let recent = state
+        .database
+        .emails()
+        .recent_sends(account.org_id, account.id, id, now)
+        .await?;
+    let windows = [
+        (
+            limits.per_minute,
+            recent.last_minute,
+            recent.oldest_in_minute,
+            time::Duration::MINUTE,
+            "minute",
+        ),
+        (
+            limits.per_day,
+            recent.last_day,
+            recent.oldest_in_day,
+            time::Duration::DAY,
+            "day",
+        ),
+    ];
+    for (limit, sent, oldest, window, name) in windows {
+        let Some(limit) = limit else { continue };
+        if sent < i64::from(limit) {
+            continue;
+        }
+        // Messages still sending count too and have no time: look again in a second.
+        let frees_at = oldest.map_or(now + time::Duration::SECOND, |oldest| oldest + window);
+        let delay = (frees_at - now).clamp(time::Duration::SECOND, window);
+        return Ok(Some(Ran::Postponed {
+            why: format!("over the account's limit of {limit} messages a {name}"),
+            delay: delay.unsigned_abs(),
+        }));
+    }
+    Ok(None)
+}
+
+/// Sends the message through the account, recipient by recipient over SMTP (each outcome
+/// recorded as soon as it is known), or once through Gmail.
+async fn send_through(
+    state: &AppState,
+    todo: &ToDeliver,
+    account: &MailAccount,
+    transport: Transport,
+    lease: &Lease,
+) -> Result<(&'static str, Vec<Delivered>), DomainError> {
+    let (org_id, id) = (account.org_id, todo.email.id);
+    match transport {
         Transport::Smtp(settings) => {
             let hello = mail_accounts::hello_name(state);
-            let sender = match SmtpSender::new(&settings, &hello, &todo.email.from_address) {
+            let sender = match state
+                .smtp_senders
+                .get(account.id.as_uuid(), &settings, &hello)
+            {
                 Ok(sender) => sender,
                 Err(error) => {
                     let why = error.to_string();
-                    let deferred: Vec<Delivered> = todo
+                    let deferred = todo
                         .recipients
                         .iter()
                         .map(|recipient| delivered(&recipient.address, Delivery::Deferred, &why))
                         .collect();
-                    return finish(
-                        state,
-                        job,
-                        &todo.recipients,
-                        &deferred,
-                        "smtp",
-                        now,
-                        started,
-                    )
-                    .await;
+                    return Ok(("smtp", deferred));
                 }
             };
             let mut outcomes = Vec::with_capacity(todo.recipients.len());
@@ -576,30 +662,33 @@ pub async fn deliver(state: &AppState, job: &ClaimedJob, lease: &Lease) -> Resul
                 if lease.is_lost() {
                     return Err(anyhow::anyhow!("the job's lease was lost mid-delivery").into());
                 }
-                let outcome = sender.send_to(&recipient.address, &todo.content).await;
+                let outcome = sender
+                    .send_to(&todo.email.from_address, &recipient.address, &todo.content)
+                    .await;
                 if outcome.delivery != Delivery::Deferred {
-                    emails
+                    let now = OffsetDateTime::now_utc();
+                    state
+                        .database
+                        .emails()
                         .record_recipient(org_id, id, &decided(recipient, &outcome, false), now)
                         .await?;
                 }
                 outcomes.push(outcome);
             }
-            ("smtp", outcomes)
+            Ok(("smtp", outcomes))
         }
         Transport::Gmail => {
-            let (delivery, reply) = send_gmail(state, &account, &todo.content).await;
+            let (delivery, reply) = send_gmail(state, account, &todo.content).await;
             let outcomes = todo
                 .recipients
                 .iter()
                 .map(|recipient| delivered(&recipient.address, delivery, &reply))
                 .collect();
-            ("gmail", outcomes)
+            Ok(("gmail", outcomes))
         }
-    };
-    finish(state, job, &todo.recipients, &outcomes, name, now, started).await
+    }
 }
 
-/// The message a send job delivers (the job has its id), and its organization.
 fn job_email(job: &ClaimedJob) -> Result<(mailroom_core::OrgId, EmailId), DomainError> {
     let org_id = job
         .org_id
@@ -632,7 +721,7 @@ async fn finish(
     transport: &str,
     at: OffsetDateTime,
     started: Instant,
-) -> Result<(), DomainError> {
+) -> Result<Ran, DomainError> {
     let (org_id, id) = job_email(job)?;
     let last_try = job.attempt >= JobKind::SendEmail.retry_policy().max_attempts;
     let decided: Vec<Recipient> = recipients
@@ -674,7 +763,7 @@ async fn finish(
         // who: the replies are the message's own record.
         return Err(anyhow::anyhow!("{deferred} recipients deferred").into());
     }
-    Ok(())
+    Ok(Ran::Done)
 }
 
 fn delivered(recipient: &str, delivery: Delivery, reply: &str) -> Delivered {

@@ -106,6 +106,8 @@ mod tests {
                 .unwrap(),
             public_url: "http://127.0.0.1".parse().unwrap(),
             webhooks: crate::webhook_sender::WebhookSender::new(Default::default()).unwrap(),
+            smtp_senders: Default::default(),
+            send_slots: Default::default(),
         })
     }
 

@@ -286,6 +286,7 @@ pub async fn create_submit(
         name: form.name,
         address: form.address,
         from_addresses: Vec::new(),
+        limits: None,
     };
     add(state, nonce, trail, principal, input).await
 }

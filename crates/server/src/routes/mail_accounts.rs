@@ -6,7 +6,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use mailroom_core::MailAccountId;
-use mailroom_core::mail_account::{Capabilities, Capability};
+use mailroom_core::mail_account::{Capabilities, Capability, SendLimits};
 use mailroom_storage::mail_accounts::MailAccount;
 use secrecy::SecretString;
 use serde::Deserialize;
@@ -64,6 +64,7 @@ pub enum AccountRequest {
         smtp: ServerRequest,
         #[serde(default)]
         from_addresses: Vec<String>,
+        limits: Option<SendLimits>,
     },
     Imap {
         name: String,
@@ -72,6 +73,7 @@ pub enum AccountRequest {
         smtp: Option<ServerRequest>,
         #[serde(default)]
         from_addresses: Vec<String>,
+        limits: Option<SendLimits>,
     },
 }
 
@@ -90,12 +92,14 @@ pub async fn create(
             address,
             smtp,
             from_addresses,
+            limits,
         } => NewServerAccount {
             name,
             address,
             imap: None,
             smtp: Some(smtp.into()),
             from_addresses,
+            limits,
         },
         AccountRequest::Imap {
             name,
@@ -103,16 +107,38 @@ pub async fn create(
             imap,
             smtp,
             from_addresses,
+            limits,
         } => NewServerAccount {
             name,
             address,
             imap: Some(imap.into()),
             smtp: smtp.map(ServerLogin::from),
             from_addresses,
+            limits,
         },
     };
     let account = mail_accounts::connect_servers(&state, &trail, &caller, input).await?;
     Ok((StatusCode::CREATED, Json(describe(&account))))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateRequest {
+    /// `null`: the defaults of the account's kind again.
+    limits: Option<SendLimits>,
+}
+
+/// `PATCH /v1/mail-accounts/{id}` `{limits: {per_minute, per_day, concurrency} | null}`: the
+/// account as it is now.
+pub async fn update(
+    State(state): State<AppState>,
+    trail: AuditTrail,
+    caller: Caller,
+    Path(id): Path<MailAccountId>,
+    ApiJson(body): ApiJson<UpdateRequest>,
+) -> Result<Json<Value>, ApiError> {
+    let account = mail_accounts::set_limits(&state, &trail, &caller, id, body.limits).await?;
+    Ok(Json(describe(&account)))
 }
 
 /// `GET /v1/mail-accounts`: the organization's accounts, oldest first.
@@ -251,6 +277,7 @@ fn describe(account: &MailAccount) -> Value {
         "smtp": settings.smtp,
         "imap": settings.imap,
         "google": settings.google.map(|google| json!({"scopes": google.scopes})),
+        "limits": mail_accounts::send_limits(account),
         "connected_by": account.connected_by,
         "created_at": when(account.created_at),
         "last_used_at": account.last_used_at.map(when),

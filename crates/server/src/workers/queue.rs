@@ -15,7 +15,7 @@ use mailroom_storage::queue::{ClaimedJob, JobKind};
 use crate::application;
 use crate::error::DomainError;
 use crate::state::AppState;
-use crate::work_queue::Lease;
+use crate::work_queue::{Lease, Ran};
 
 /// How long to wait after the database failed.
 const BACKOFF: Duration = Duration::from_secs(5);
@@ -55,10 +55,16 @@ async fn run_one(state: &AppState, job: &ClaimedJob) {
     let renewal = tokio::spawn(renew(state.clone(), job.clone(), lease.clone()));
     let work = async {
         match job.kind {
-            JobKind::SystemMail => application::system_mail::deliver(state, &job.payload).await,
-            JobKind::BulkVerification => application::verify::work_job(state, job, &lease).await,
+            JobKind::SystemMail => application::system_mail::deliver(state, &job.payload)
+                .await
+                .map(|()| Ran::Done),
+            JobKind::BulkVerification => application::verify::work_job(state, job, &lease)
+                .await
+                .map(|()| Ran::Done),
             JobKind::SendEmail => application::emails::deliver(state, job, &lease).await,
-            JobKind::DeliverWebhook => application::webhooks::deliver(state, job).await,
+            JobKind::DeliverWebhook => application::webhooks::deliver(state, job)
+                .await
+                .map(|()| Ran::Done),
         }
     };
     // A job that panics is a failed attempt, not a runner gone with its lease renewed forever.
@@ -93,10 +99,11 @@ async fn renew(state: AppState, job: ClaimedJob, lease: Lease) {
     }
 }
 
-async fn finish(state: &AppState, job: &ClaimedJob, outcome: Result<(), DomainError>) {
+async fn finish(state: &AppState, job: &ClaimedJob, outcome: Result<Ran, DomainError>) {
     let database = &state.database;
     let recorded = match &outcome {
-        Ok(()) => database.queue().complete_job(job).await,
+        Ok(Ran::Done) => database.queue().complete_job(job).await,
+        Ok(Ran::Postponed { why, delay }) => database.queue().postpone_job(job, why, *delay).await,
         Err(error) => {
             // Why, for the job's record: the whole chain of causes, never a secret.
             let error = format!("{error:#}");

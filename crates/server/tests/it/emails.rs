@@ -392,6 +392,80 @@ both_backends! {
         app.stop().await;
     }
 
+    async fn a_message_over_its_accounts_rate_waits_for_it_and_is_not_dropped(db) {
+        let Some(server) = relay(&[]) else { return };
+        let app = TestApp::spawn(&db).await;
+        let session = sender(&app, &db, &server).await;
+        let accounts: Value = get_as(&app, &session, "/v1/mail-accounts").await.json().await.unwrap();
+        let account = accounts["accounts"][0]["id"].as_str().unwrap().to_owned();
+        assert_eq!(accounts["accounts"][0]["limits"], json!({"per_minute": null, "per_day": null, "concurrency": 8}));
+        let path = format!("/v1/mail-accounts/{account}");
+        problem(
+            send_as(&app, Method::PATCH, &session, &path, Some(json!({"limits": {"per_minute": 1, "concurrency": 0}}))).await,
+            400,
+            "invalid_field",
+        )
+        .await;
+        let limited = send_as(&app, Method::PATCH, &session, &path, Some(json!({"limits": {"per_minute": 1, "per_day": 1000, "concurrency": 1}}))).await;
+        assert_eq!(limited.status(), 200);
+        assert_eq!(limited.json::<Value>().await.unwrap()["limits"]["per_minute"], 1);
+
+        let message = |to: &str| json!({"from": "news@example.test", "to": to, "subject": "Hi", "text": "Hi."});
+        let first = send(&app, &session, message("one@example.test")).await.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+        assert_eq!(settled(&app, &session, &first).await["status"], "sent");
+        let second = send(&app, &session, message("two@example.test")).await.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+        // It waits for the minute to free, queued, its attempts unspent, and nothing is sent.
+        let waiting = loop {
+            let job = db.count(&format!(
+                "SELECT COUNT(*) FROM jobs WHERE kind = 'send_email' AND status = 'queued' AND attempts = 0 \
+                 AND last_error LIKE '%limit of 1 messages a minute%' AND run_at > {}",
+                time::OffsetDateTime::now_utc().unix_timestamp() * 1000
+            ))
+            .await;
+            if job == 1 {
+                break get_as(&app, &session, &format!("/v1/emails/{second}")).await.json::<Value>().await.unwrap();
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        };
+        assert_eq!(waiting["status"], "queued", "{waiting}");
+        assert!(waiting["attempts"].as_array().unwrap().is_empty(), "{waiting}");
+        assert_eq!(server.delivered(1).len(), 1);
+        // The limit lifted and its time come, it goes.
+        let lifted = send_as(&app, Method::PATCH, &session, &path, Some(json!({"limits": null}))).await;
+        assert_eq!(lifted.json::<Value>().await.unwrap()["limits"]["per_minute"], Value::Null);
+        db.execute("UPDATE jobs SET run_at = 0 WHERE kind = 'send_email' AND status = 'queued'").await;
+        assert_eq!(settled(&app, &session, &second).await["status"], "sent");
+        assert_eq!(db.count("SELECT COUNT(*) FROM audit_log WHERE action = 'mail_account.updated'").await, 2);
+        app.stop().await;
+    }
+
+    async fn an_account_sends_no_more_messages_at_once_than_its_concurrency(db) {
+        let Some(server) = SmtpServer::start(SmtpOptions {
+            login: Some(("relay-user".into(), PASSWORD.into())),
+            slow: vec![("slow@example.test".into(), std::time::Duration::from_millis(300))],
+            ..SmtpOptions::default()
+        }) else { return };
+        let app = TestApp::spawn(&db).await;
+        let session = sender(&app, &db, &server).await;
+        let accounts: Value = get_as(&app, &session, "/v1/mail-accounts").await.json().await.unwrap();
+        let path = format!("/v1/mail-accounts/{}", accounts["accounts"][0]["id"].as_str().unwrap());
+        let limited = send_as(&app, Method::PATCH, &session, &path, Some(json!({"limits": {"concurrency": 1}}))).await;
+        assert_eq!(limited.status(), 200);
+        let mut ids = Vec::new();
+        for _ in 0..4 {
+            let accepted = send(&app, &session, json!({"from": "news@example.test", "to": "slow@example.test", "text": "Hi."})).await;
+            ids.push(accepted.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned());
+        }
+        for id in &ids {
+            assert_eq!(settled(&app, &session, id).await["status"], "sent");
+        }
+        let delivered = server.delivered(4);
+        assert_eq!(delivered.len(), 4);
+        assert!(delivered.iter().all(|message| message.session["in_flight"] == 1),
+            "one at a time: {:?}", delivered.iter().map(|m| &m.session["in_flight"]).collect::<Vec<_>>());
+        app.stop().await;
+    }
+
     async fn the_emails_page_sends_a_test_message_and_shows_its_delivery(db) {
         let Some(server) = relay(&[]) else { return };
         let app = TestApp::spawn(&db).await;

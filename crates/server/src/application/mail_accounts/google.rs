@@ -220,6 +220,8 @@ async fn store(
                 .filter(|scope| scope.starts_with("https://www.googleapis.com/auth/gmail."))
                 .collect(),
         }),
+        // A reconnection keeps the limits someone set.
+        limits: existing.and_then(|account| Settings::of(account).limits),
         ..Settings::default()
     };
     let credentials = Credentials {

@@ -8,6 +8,7 @@ pub mod google;
 
 use mailroom_core::api_keys::Scope;
 use mailroom_core::audit::{Action, AuditEvent, Outcome};
+use mailroom_core::mail_account::SendLimits;
 use mailroom_core::{MailAccountId, OrgId};
 use mailroom_mail::probe::{ConnectionCheck, ImapSecurity, ImapSettings, check_imap, check_smtp};
 use mailroom_mail::{SmtpSecurity, SmtpSettings};
@@ -87,6 +88,8 @@ pub struct NewServerAccount {
     pub imap: Option<ServerLogin>,
     pub smtp: Option<ServerLogin>,
     pub from_addresses: Vec<String>,
+    /// Its send limits, where not the defaults of its kind.
+    pub limits: Option<SendLimits>,
 }
 
 /// What is stored in the clear of an account: where its servers are, or whose Google
@@ -99,6 +102,9 @@ pub struct Settings {
     pub imap: Option<Server>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub google: Option<GoogleGrant>,
+    /// Its send limits, where not the defaults of its kind ([`send_limits`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<SendLimits>,
 }
 
 /// Whose Google account an account is, and the Gmail scopes it was granted.
@@ -182,7 +188,10 @@ pub async fn connect_servers(
     } else {
         AccountKind::Smtp
     };
-    let mut settings = Settings::default();
+    let mut settings = Settings {
+        limits: input.limits.map(checked_limits).transpose()?,
+        ..Settings::default()
+    };
     let mut credentials = Credentials::default();
     if let Some(ServerLogin { server, password }) = input.smtp {
         settings.smtp = Some(checked_server(server, password.as_ref(), "smtp")?);
@@ -229,6 +238,63 @@ pub async fn connect_servers(
         .mail_accounts()
         .connect(caller.org_id(), &account, &event, OffsetDateTime::now_utc())
         .await?)
+}
+
+/// How fast an account may send: its own limits, or its kind's (Gmail's for a Google account).
+pub fn send_limits(account: &MailAccount) -> SendLimits {
+    Settings::of(account).limits.unwrap_or(match account.kind {
+        AccountKind::Google => SendLimits::GMAIL,
+        AccountKind::Smtp | AccountKind::Imap => SendLimits::SMTP,
+    })
+}
+
+fn checked_limits(limits: SendLimits) -> Result<SendLimits, DomainError> {
+    if limits.is_valid() {
+        Ok(limits)
+    } else {
+        Err(DomainError::invalid(
+            "limits",
+            "per_minute and per_day are 1 to 10,000,000 (or null: none), concurrency 1 to 100",
+        ))
+    }
+}
+
+/// Sets an account's send limits (`None`: its kind's defaults again).
+pub async fn set_limits(
+    state: &AppState,
+    trail: &AuditTrail,
+    caller: &Caller,
+    id: MailAccountId,
+    limits: Option<SendLimits>,
+) -> Result<MailAccount, DomainError> {
+    may_manage(state, caller).await?;
+    let limits = limits.map(checked_limits).transpose()?;
+    let org_id = caller.org_id();
+    let accounts = state.database.mail_accounts();
+    let account = accounts
+        .get(org_id, id)
+        .await?
+        .ok_or(DomainError::NotFound)?;
+    let settings = Settings {
+        limits,
+        ..Settings::of(&account)
+    };
+    let event = AuditEvent {
+        target: Some(format!(
+            "mail account {id} ({}): send limits",
+            account.address
+        )),
+        ..caller.event(trail, Action::MailAccountUpdated)
+    };
+    let settings = serde_json::to_string(&settings).map_err(DomainError::internal)?;
+    let now = OffsetDateTime::now_utc();
+    if !accounts
+        .set_settings(org_id, id, &settings, &event, now)
+        .await?
+    {
+        return Err(DomainError::NotFound);
+    }
+    accounts.get(org_id, id).await?.ok_or(DomainError::NotFound)
 }
 
 /// A server's settings as given, checked; the field names are under `field`.
