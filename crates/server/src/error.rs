@@ -108,6 +108,10 @@ pub enum DomainError {
     /// The database does not answer: try again later.
     #[error("the database is not reachable")]
     DatabaseUnreachable,
+    /// The database is too busy to take the write now (it kept conflicting with others, or
+    /// did not answer in time): nothing was written; try again shortly.
+    #[error("the database is busy")]
+    DatabaseBusy,
     /// A message that cannot be sent as asked, and why.
     #[error("{0:?}")]
     Sending(SendRefusal),
@@ -265,7 +269,13 @@ pub enum Conflict {
 
 impl From<StorageError> for DomainError {
     fn from(error: StorageError) -> Self {
-        DomainError::Internal(error.into())
+        match error {
+            StorageError::Contention { .. } | StorageError::Timeout => {
+                tracing::warn!(%error, "a write was refused: the database is busy");
+                DomainError::DatabaseBusy
+            }
+            error => DomainError::Internal(error.into()),
+        }
     }
 }
 

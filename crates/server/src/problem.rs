@@ -396,6 +396,12 @@ impl From<DomainError> for ApiError {
                 refusal.describe(),
             )
             .with_field("url"),
+            DomainError::DatabaseBusy => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "database_busy",
+                "The database is too busy to take this now; nothing was written. Try again in a moment.",
+            )
+            .with_retry_after(1),
             DomainError::DatabaseUnreachable => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "database_unreachable",

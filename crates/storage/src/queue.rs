@@ -353,9 +353,9 @@ impl Queue<'_> {
                 let (holder, kinds) = (holder.clone(), kinds.clone());
                 async move {
                     let now = now_sql(tx.backend());
-                    let lock = match &tx.0 {
-                        Inner::Postgres(_) => " FOR UPDATE SKIP LOCKED",
-                        Inner::Sqlite(_) => "",
+                    let (lock, same_org) = match &tx.0 {
+                        Inner::Postgres(_) => (" FOR UPDATE OF due SKIP LOCKED", "IS NOT DISTINCT FROM"),
+                        Inner::Sqlite(_) => ("", "IS"),
                     };
                     // `kinds` are the `as_str` of kinds, never input; placeholders follow the
                     // two of the claim.
@@ -368,15 +368,19 @@ impl Queue<'_> {
                          last_error = 'its lease ran out on its last attempt' \
                          WHERE status = 'running' AND lease_until <= {now} AND attempts >= max_attempts"
                     );
+                    // Each organization's jobs under way are counted once, not once a due job:
+                    // a backlog of thousands is sorted, not thousands of counts.
                     let claim = format!(
                         "UPDATE jobs SET status = 'running', attempts = attempts + 1, \
                          lease_holder = $1, lease_until = {now} + $2 \
-                         WHERE id = (SELECT id FROM jobs due WHERE kind IN ({listed}) \
-                         AND ((status = 'queued' AND run_at <= {now}) \
-                         OR (status = 'running' AND lease_until <= {now})) \
-                         ORDER BY (SELECT COUNT(*) FROM jobs busy WHERE busy.org_id = due.org_id \
-                         AND busy.kind = due.kind AND busy.status = 'running' AND busy.lease_until > {now}), \
-                         run_at, id LIMIT 1{lock}) \
+                         WHERE id = (SELECT due.id FROM jobs due LEFT JOIN \
+                         (SELECT org_id, kind, COUNT(*) AS n FROM jobs WHERE status = 'running' \
+                         AND lease_until > {now} GROUP BY org_id, kind) busy \
+                         ON busy.org_id {same_org} due.org_id AND busy.kind = due.kind \
+                         WHERE due.kind IN ({listed}) \
+                         AND ((due.status = 'queued' AND due.run_at <= {now}) \
+                         OR (due.status = 'running' AND due.lease_until <= {now})) \
+                         ORDER BY COALESCE(busy.n, 0), due.run_at, due.id LIMIT 1{lock}) \
                          RETURNING id, org_id, kind, payload, attempts, max_attempts"
                     );
                     Ok(on_backend!(&mut tx.0, Inner, tx => {

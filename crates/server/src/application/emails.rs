@@ -658,14 +658,16 @@ async fn send_through(
                 }
             };
             let mut outcomes = Vec::with_capacity(todo.recipients.len());
-            for recipient in &todo.recipients {
+            for (n, recipient) in todo.recipients.iter().enumerate() {
                 if lease.is_lost() {
                     return Err(anyhow::anyhow!("the job's lease was lost mid-delivery").into());
                 }
                 let outcome = sender
                     .send_to(&todo.email.from_address, &recipient.address, &todo.content)
                     .await;
-                if outcome.delivery != Delivery::Deferred {
+                // The last one's outcome is recorded with the attempt, straight after.
+                let last = n + 1 == todo.recipients.len();
+                if outcome.delivery != Delivery::Deferred && !last {
                     let now = OffsetDateTime::now_utc();
                     state
                         .database
