@@ -10,10 +10,13 @@ types): an independent check of what mailroom composes.
 
 usage: smtp_server.py OUT_DIR [--cert PEM --key PEM] [--user U --password P]
                       [--refuse ADDRESS=REPLY ...] [--slow ADDRESS=SECONDS ...]
+                      [--dkim-dns HOST:PORT]
   --cert/--key   offer STARTTLS with this certificate, and refuse mail without it
   --user/--password  require AUTH PLAIN/LOGIN with these credentials
   --refuse       answer RCPT TO:<ADDRESS> with REPLY ("550 5.1.1 No such user", say)
   --slow         answer RCPT TO:<ADDRESS> only after SECONDS
+  --dkim-dns     check each message's DKIM signature with dkimpy, the public key looked up
+                 at this DNS server (`dkim` in `<n>.json`: verified, and why not)
 
 Each `<n>.json` says how many transactions were between RCPT and the end of DATA when the
 message came (`in_flight`, itself included): how many messages a client sent at once.
@@ -53,12 +56,34 @@ def parsed(raw):
     }
 
 
+def dkim_check(raw, dns_server):
+    """Whether dkimpy verifies the message's DKIM signature, its key from `dns_server`."""
+    import dkim
+    import dns.resolver
+
+    host, port = dns_server.rsplit(":", 1)
+    resolver = dns.resolver.Resolver(configure=False)
+    resolver.nameservers = [host]
+    resolver.port = int(port)
+
+    def lookup(name, timeout=5):
+        name = name.decode() if isinstance(name, bytes) else name
+        answer = resolver.resolve(name, "TXT", lifetime=timeout)
+        return b"".join(b"".join(record.strings) for record in answer)
+
+    try:
+        return {"verified": bool(dkim.verify(raw, dnsfunc=lookup)), "error": None}
+    except Exception as error:  # a verifier's refusal, said as it is
+        return {"verified": False, "error": str(error)}
+
+
 class Sink:
-    def __init__(self, out_dir, refuse, slow):
+    def __init__(self, out_dir, refuse, slow, dkim_dns):
         self.out_dir = pathlib.Path(out_dir)
         self.count = 0
         self.refuse = refuse
         self.slow = slow
+        self.dkim_dns = dkim_dns
         self.in_flight = 0
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
@@ -84,6 +109,7 @@ class Sink:
             "login": session.auth_data.decode() if isinstance(session.auth_data, bytes) else None,
             "tls": session.ssl is not None,
             "in_flight": in_flight,
+            "dkim": dkim_check(raw, self.dkim_dns) if self.dkim_dns else None,
             "parsed": parsed(raw),
         }))
         return "250 2.0.0 Message accepted for delivery"
@@ -98,6 +124,7 @@ def main():
     parser.add_argument("--password")
     parser.add_argument("--refuse", action="append", default=[])
     parser.add_argument("--slow", action="append", default=[])
+    parser.add_argument("--dkim-dns")
     args = parser.parse_args()
     refuse = dict(rule.split("=", 1) for rule in args.refuse)
     slow = {address: float(seconds) for address, seconds in (rule.split("=", 1) for rule in args.slow)}
@@ -111,7 +138,7 @@ def main():
         ok = args.user is not None and auth_data.login == args.user.encode() and auth_data.password == args.password.encode()
         return AuthResult(success=ok, handled=False, auth_data=auth_data.login if ok else None)
 
-    handler = Sink(args.out_dir, refuse, slow)
+    handler = Sink(args.out_dir, refuse, slow, args.dkim_dns)
 
     def factory():
         return SMTP(

@@ -5,6 +5,7 @@
 //! Connected accounts are tested here ([`probe`] logs in to SMTP and IMAP servers, [`gmail`]
 //! asks the Gmail API); sending on users' behalf and reading their mailboxes join it later.
 
+pub mod dkim;
 pub mod gmail;
 pub mod outgoing;
 pub mod probe;

@@ -7,7 +7,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hickory_proto::rr::rdata::{A, AAAA, MX, SOA};
+use hickory_proto::rr::rdata::{A, AAAA, MX, SOA, TXT};
 use hickory_proto::rr::{LowerName, Name, RData, Record};
 use hickory_server::ServerFuture;
 use hickory_server::authority::{Catalog, ZoneType};
@@ -24,6 +24,9 @@ pub enum Rr {
     /// `MX 0 .` (RFC 7505).
     NullMx(&'static str),
     Ip(&'static str, IpAddr),
+    /// A TXT record (a DKIM key at `<selector>._domainkey.<domain>`), split into strings of
+    /// at most 255 octets as DNS requires.
+    Txt(&'static str, String),
 }
 
 pub struct DnsServer {
@@ -65,6 +68,14 @@ impl DnsServer {
                     Rr::NullMx(owner) => (owner, RData::MX(MX::new(0, Name::root()))),
                     Rr::Ip(owner, IpAddr::V4(ip)) => (owner, RData::A(A(*ip))),
                     Rr::Ip(owner, IpAddr::V6(ip)) => (owner, RData::AAAA(AAAA(*ip))),
+                    Rr::Txt(owner, text) => {
+                        let strings = text
+                            .as_bytes()
+                            .chunks(255)
+                            .map(|chunk| String::from_utf8_lossy(chunk).into_owned())
+                            .collect::<Vec<_>>();
+                        (owner, RData::TXT(TXT::new(strings)))
+                    }
                 };
                 let owner = name(owner);
                 if origin_name.zone_of(&owner) {

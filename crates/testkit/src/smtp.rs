@@ -18,6 +18,8 @@ pub struct SmtpOptions {
     pub refuse: Vec<(String, String)>,
     /// Answer `RCPT TO` of these addresses only after this long.
     pub slow: Vec<(String, Duration)>,
+    /// Check each message's DKIM signature with dkimpy, the keys at this DNS server.
+    pub dkim_dns: Option<std::net::SocketAddr>,
 }
 
 pub struct SmtpServer {
@@ -46,6 +48,9 @@ impl SmtpServer {
             }
             for (address, reply) in &options.refuse {
                 command.arg("--refuse").arg(format!("{address}={reply}"));
+            }
+            if let Some(dns) = options.dkim_dns {
+                command.arg("--dkim-dns").arg(dns.to_string());
             }
             for (address, wait) in &options.slow {
                 command

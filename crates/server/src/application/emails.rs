@@ -640,7 +640,22 @@ async fn send_through(
 ) -> Result<(&'static str, Vec<Delivered>), DomainError> {
     let (org_id, id) = (account.org_id, todo.email.id);
     match transport {
-        Transport::Smtp(settings) => {
+        Transport::Smtp(settings, signing) => {
+            let content = match &signing {
+                Some(signing) => match signing.sign(&todo.content) {
+                    Ok(signed) => Zeroizing::new(signed),
+                    Err(why) => {
+                        let why = format!("the account's DKIM key did not sign: {why}");
+                        let failed = todo
+                            .recipients
+                            .iter()
+                            .map(|recipient| delivered(&recipient.address, Delivery::Failed, &why))
+                            .collect();
+                        return Ok(("smtp", failed));
+                    }
+                },
+                None => todo.content.clone(),
+            };
             let hello = mail_accounts::hello_name(state);
             let sender = match state
                 .smtp_senders
@@ -663,7 +678,7 @@ async fn send_through(
                     return Err(anyhow::anyhow!("the job's lease was lost mid-delivery").into());
                 }
                 let outcome = sender
-                    .send_to(&todo.email.from_address, &recipient.address, &todo.content)
+                    .send_to(&todo.email.from_address, &recipient.address, &content)
                     .await;
                 // The last one's outcome is recorded with the attempt, straight after.
                 let last = n + 1 == todo.recipients.len();

@@ -287,6 +287,7 @@ pub async fn create_submit(
         address: form.address,
         from_addresses: Vec::new(),
         limits: None,
+        dkim: None,
     };
     add(state, nonce, trail, principal, input).await
 }

@@ -16,8 +16,8 @@ use time::format_description::well_known::Rfc3339;
 
 use crate::application::actor::{Caller, Principal};
 use crate::application::mail_accounts::{
-    self, AccountTest, NewServerAccount, Revocation, Security, Server, ServerLogin, Settings,
-    google,
+    self, AccountTest, DkimKey, NewServerAccount, Revocation, Security, Server, ServerLogin,
+    Settings, google,
 };
 use crate::application::provider_flow::Started;
 use crate::audit::AuditTrail;
@@ -65,6 +65,7 @@ pub enum AccountRequest {
         #[serde(default)]
         from_addresses: Vec<String>,
         limits: Option<SendLimits>,
+        dkim: Option<DkimRequest>,
     },
     Imap {
         name: String,
@@ -74,6 +75,7 @@ pub enum AccountRequest {
         #[serde(default)]
         from_addresses: Vec<String>,
         limits: Option<SendLimits>,
+        dkim: Option<DkimRequest>,
     },
 }
 
@@ -93,6 +95,7 @@ pub async fn create(
             smtp,
             from_addresses,
             limits,
+            dkim,
         } => NewServerAccount {
             name,
             address,
@@ -100,6 +103,7 @@ pub async fn create(
             smtp: Some(smtp.into()),
             from_addresses,
             limits,
+            dkim: dkim.map(DkimRequest::into_key),
         },
         AccountRequest::Imap {
             name,
@@ -108,6 +112,7 @@ pub async fn create(
             smtp,
             from_addresses,
             limits,
+            dkim,
         } => NewServerAccount {
             name,
             address,
@@ -115,10 +120,30 @@ pub async fn create(
             smtp: smtp.map(ServerLogin::from),
             from_addresses,
             limits,
+            dkim: dkim.map(DkimRequest::into_key),
         },
     };
     let account = mail_accounts::connect_servers(&state, &trail, &caller, input).await?;
     Ok((StatusCode::CREATED, Json(describe(&account))))
+}
+
+/// An account's DKIM key: `{domain, selector, private_key}` (PEM).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DkimRequest {
+    domain: String,
+    selector: String,
+    private_key: SecretString,
+}
+
+impl DkimRequest {
+    fn into_key(self) -> DkimKey {
+        DkimKey {
+            domain: self.domain,
+            selector: self.selector,
+            private_key: self.private_key,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -278,6 +303,7 @@ fn describe(account: &MailAccount) -> Value {
         "imap": settings.imap,
         "google": settings.google.map(|google| json!({"scopes": google.scopes})),
         "limits": mail_accounts::send_limits(account),
+        "dkim": settings.dkim,
         "connected_by": account.connected_by,
         "created_at": when(account.created_at),
         "last_used_at": account.last_used_at.map(when),

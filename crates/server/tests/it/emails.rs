@@ -466,6 +466,48 @@ both_backends! {
         app.stop().await;
     }
 
+    async fn an_account_with_a_dkim_key_signs_what_it_sends_and_dkimpy_verifies_it(db) {
+        let Some((private_pem, public_b64)) = rsa_key_pair(&db) else { return };
+        let dns = mailroom_testkit::DnsServer::start(
+            &["example.test"],
+            &[mailroom_testkit::Rr::Txt("mail2026._domainkey.example.test", format!("v=DKIM1; k=rsa; p={public_b64}"))],
+        )
+        .await;
+        let Some(server) = SmtpServer::start(SmtpOptions { dkim_dns: Some(dns.address()), ..SmtpOptions::default() }) else { return };
+        let app = TestApp::spawn(&db).await;
+        let session = create_account(&app, &db, "owner@example.test").await;
+        let account = |dkim: Value| json!({
+            "kind": "smtp", "name": "Signed", "address": "news@example.test",
+            "smtp": {"host": "127.0.0.1", "port": server.port(), "security": "none"},
+            "dkim": dkim,
+        });
+        problem(
+            send_as(&app, Method::POST, &session, "/v1/mail-accounts", Some(account(json!({"domain": "example.test", "selector": "mail2026", "private_key": "not a key"})))).await,
+            400,
+            "invalid_field",
+        )
+        .await;
+        let created = send_as(&app, Method::POST, &session, "/v1/mail-accounts", Some(account(json!({
+            "domain": "Example.test", "selector": "mail2026", "private_key": private_pem,
+        })))).await;
+        assert_eq!(created.status(), 201);
+        let created = created.json::<Value>().await.unwrap();
+        assert_eq!(created["dkim"], json!({"domain": "example.test", "selector": "mail2026"}));
+        assert!(!created.to_string().contains("PRIVATE KEY"), "the key is never shown: {created}");
+        assert!(db.columns_mentioning("BEGIN PRIVATE KEY", uuid::Uuid::now_v7()).await.is_empty(), "sealed");
+
+        let accepted = send(&app, &session, json!({
+            "from": "Nachrichten <news@example.test>", "to": "anna@example.test",
+            "subject": "Grüße, signiert", "text": "Hallo.", "html": "<p>Hallo.</p>",
+        })).await;
+        let id = accepted.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+        assert_eq!(settled(&app, &session, &id).await["status"], "sent");
+        let delivered = server.delivered(1);
+        assert!(delivered[0].raw.starts_with("DKIM-Signature:"), "{}", delivered[0].raw);
+        assert_eq!(delivered[0].session["dkim"]["verified"], true, "dkimpy: {}", delivered[0].session["dkim"]);
+        app.stop().await;
+    }
+
     async fn the_emails_page_sends_a_test_message_and_shows_its_delivery(db) {
         let Some(server) = relay(&[]) else { return };
         let app = TestApp::spawn(&db).await;
@@ -509,4 +551,34 @@ both_backends! {
         assert_eq!(removed.status(), 303);
         app.stop().await;
     }
+}
+
+/// A 2048-bit RSA key pair made by openssl: the private key (PKCS#8 PEM) and the public key
+/// (base64 SubjectPublicKeyInfo, as a DKIM record's `p=`); `None` (a loud skip) without openssl.
+fn rsa_key_pair(db: &mailroom_testkit::TestDatabase) -> Option<(String, String)> {
+    let key = db.dir().join("dkim.pem");
+    let made = std::process::Command::new("openssl")
+        .args([
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+        ])
+        .arg(&key)
+        .output();
+    if !made.as_ref().is_ok_and(|made| made.status.success()) {
+        return mailroom_testkit::peer_missing("openssl", "genpkey failed");
+    }
+    let public = std::process::Command::new("openssl")
+        .args(["pkey", "-pubout", "-outform", "DER", "-in"])
+        .arg(&key)
+        .output()
+        .ok()?;
+    use base64::Engine;
+    Some((
+        std::fs::read_to_string(&key).ok()?,
+        base64::engine::general_purpose::STANDARD.encode(public.stdout),
+    ))
 }

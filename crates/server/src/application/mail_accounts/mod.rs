@@ -90,6 +90,8 @@ pub struct NewServerAccount {
     pub from_addresses: Vec<String>,
     /// Its send limits, where not the defaults of its kind.
     pub limits: Option<SendLimits>,
+    /// A key its messages are DKIM-signed with, over SMTP.
+    pub dkim: Option<DkimKey>,
 }
 
 /// What is stored in the clear of an account: where its servers are, or whose Google
@@ -105,6 +107,51 @@ pub struct Settings {
     /// Its send limits, where not the defaults of its kind ([`send_limits`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<SendLimits>,
+    /// Where receivers find the public key its messages are DKIM-signed with (the private key
+    /// is sealed with the credentials).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dkim: Option<DkimDomain>,
+}
+
+/// A DKIM signing domain and selector: the public key is at `<selector>._domainkey.<domain>`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DkimDomain {
+    pub domain: String,
+    pub selector: String,
+}
+
+/// A DKIM key to sign an account's messages with, as given.
+pub struct DkimKey {
+    pub domain: String,
+    pub selector: String,
+    /// PEM: RSA (PKCS#8 or PKCS#1) or Ed25519 (PKCS#8).
+    pub private_key: SecretString,
+}
+
+/// The key checked: a domain and a selector of DNS labels, and a key mailroom can sign with.
+fn checked_dkim(key: DkimKey) -> Result<(DkimDomain, String), DomainError> {
+    let label_ok = |text: &str| {
+        !text.is_empty()
+            && text.len() <= 253
+            && text.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            })
+    };
+    let domain = key.domain.trim().trim_end_matches('.').to_ascii_lowercase();
+    let selector = key.selector.trim().to_ascii_lowercase();
+    if !label_ok(&domain) || !label_ok(&selector) {
+        return Err(DomainError::invalid(
+            "dkim",
+            "dkim.domain and dkim.selector are DNS names (letters, digits, hyphens)",
+        ));
+    }
+    let pem = key.private_key.expose_secret().to_owned();
+    mailroom_mail::dkim::check_key(&pem).map_err(|why| DomainError::invalid("dkim", why))?;
+    Ok((DkimDomain { domain, selector }, pem))
 }
 
 /// Whose Google account an account is, and the Gmail scopes it was granted.
@@ -131,6 +178,9 @@ struct Credentials {
     imap_password: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     refresh_token: Option<String>,
+    /// The DKIM private key (PEM), when the account signs its messages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    dkim_private_key: Option<String>,
 }
 
 /// One of the organization's accounts, with its credentials opened: to use them, never to
@@ -193,6 +243,11 @@ pub async fn connect_servers(
         ..Settings::default()
     };
     let mut credentials = Credentials::default();
+    if let Some(key) = input.dkim {
+        let (domain, pem) = checked_dkim(key)?;
+        settings.dkim = Some(domain);
+        credentials.dkim_private_key = Some(pem);
+    }
     if let Some(ServerLogin { server, password }) = input.smtp {
         settings.smtp = Some(checked_server(server, password.as_ref(), "smtp")?);
         credentials.smtp_password = password.map(|password| password.expose_secret().to_owned());
@@ -408,8 +463,8 @@ pub(crate) async fn sender(
 
 /// How an account sends.
 pub(crate) enum Transport {
-    /// Its SMTP server, with the password to log in with.
-    Smtp(SmtpSettings),
+    /// Its SMTP server, with the password to log in with, and the DKIM key to sign with.
+    Smtp(SmtpSettings, Option<Signing>),
     /// The Gmail API, with the account's access token ([`google::access_token`]).
     Gmail,
 }
@@ -427,11 +482,37 @@ pub(crate) async fn transport_of(
     if account.kind == AccountKind::Google {
         return Ok(account.can_send.then_some((account, Transport::Gmail)));
     }
-    let Some(server) = Settings::of(&account).smtp else {
+    let stored = Settings::of(&account);
+    let Some(server) = stored.smtp else {
         return Ok(None);
     };
+    let signing = stored
+        .dkim
+        .zip(credentials.dkim_private_key)
+        .map(|(domain, key)| Signing {
+            domain,
+            key: SecretString::from(key),
+        });
     let settings = smtp_settings(state, server, credentials.smtp_password);
-    Ok(Some((account, Transport::Smtp(settings))))
+    Ok(Some((account, Transport::Smtp(settings, signing))))
+}
+
+/// An account's DKIM domain and its private key, opened to sign.
+pub(crate) struct Signing {
+    pub domain: DkimDomain,
+    pub key: SecretString,
+}
+
+impl Signing {
+    /// `raw`, signed.
+    pub fn sign(&self, raw: &[u8]) -> Result<Vec<u8>, String> {
+        mailroom_mail::dkim::sign(
+            raw,
+            &self.domain.domain,
+            &self.domain.selector,
+            self.key.expose_secret(),
+        )
+    }
 }
 
 /// How to reach and log in to an account's SMTP server.
