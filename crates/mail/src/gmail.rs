@@ -30,6 +30,10 @@ pub enum GmailError {
     Protocol(String),
 }
 
+/// Messages larger than this are sent through the upload URI (`uploadType=media`) rather than
+/// base64url inside a JSON body: Google documents media uploads for large messages.
+pub const UPLOAD_OVER: usize = 5 * 1024 * 1024;
+
 /// `users.getProfile`'s answer.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -93,13 +97,22 @@ impl Gmail {
         raw: &[u8],
     ) -> Result<SentMessage, GmailError> {
         use base64::Engine;
-        let body = serde_json::json!({
-            "raw": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw),
-        });
-        let request = self
-            .http
-            .post(self.url("/gmail/v1/users/me/messages/send")?)
-            .json(&body);
+        let request = if raw.len() > UPLOAD_OVER {
+            // The upload URI takes the message as it is, up to Gmail's 35 MB.
+            let mut url = self.url("/upload/gmail/v1/users/me/messages/send")?;
+            url.query_pairs_mut().append_pair("uploadType", "media");
+            self.http
+                .post(url)
+                .header(reqwest::header::CONTENT_TYPE, "message/rfc822")
+                .body(raw.to_vec())
+        } else {
+            let body = serde_json::json!({
+                "raw": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw),
+            });
+            self.http
+                .post(self.url("/gmail/v1/users/me/messages/send")?)
+                .json(&body)
+        };
         self.answer(request, access_token).await
     }
 

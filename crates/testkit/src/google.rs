@@ -5,7 +5,9 @@
 //! `users.getProfile` and `users.messages.send`
 //! (https://developers.google.com/gmail/api/reference/rest/v1/users/getProfile and
 //! .../users.messages/send: their scopes, `userId`, the `raw` base64url message, the error
-//! bodies, 429 `rateLimitExceeded`), for the contract tests: Google's own endpoints cannot be
+//! bodies, 429 `rateLimitExceeded`; and its upload URI, `uploadType=media` with the message as
+//! `message/rfc822`, at most 35 MB, https://developers.google.com/gmail/api/guides/uploads),
+//! for the contract tests: Google's own endpoints cannot be
 //! reached from here. It checks every request it receives against that contract
 //! (client authentication, grant types, the PKCE S256 verifier, `redirect_uri` equality,
 //! scopes) and keeps what it found wrong in [`GoogleContract::violations`], which a test
@@ -98,6 +100,8 @@ struct Contract {
     declined: Vec<String>,
     /// The messages `users.messages.send` took, as their raw RFC 5322 text.
     sent: Vec<String>,
+    /// How many of them came through the upload URI.
+    uploaded: usize,
     /// Sends to answer 429 `rateLimitExceeded` before the next one goes.
     rate_limited_sends: usize,
     refreshes: usize,
@@ -165,7 +169,16 @@ impl GoogleContract {
             .route("/oauth2/v3/certs", get(certs))
             .route("/v1/userinfo", get(userinfo))
             .route("/gmail/v1/users/{user}/profile", get(gmail_profile))
-            .route("/gmail/v1/users/{user}/messages/send", post(gmail_send))
+            // Gmail takes messages of up to 35 MB (the JSON one base64url-encoded): the
+            // server's own bound is not the test's.
+            .route(
+                "/gmail/v1/users/{user}/messages/send",
+                post(gmail_send).layer(axum::extract::DefaultBodyLimit::max(48 << 20)),
+            )
+            .route(
+                "/upload/gmail/v1/users/{user}/messages/send",
+                post(gmail_upload).layer(axum::extract::DefaultBodyLimit::max(36 << 20)),
+            )
             .with_state(shared.clone());
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -229,6 +242,11 @@ impl GoogleContract {
 
     /// The next `count` sends answer 429 `rateLimitExceeded`, as Gmail does to a user over
     /// their rate.
+    /// How many of the sent messages came through the upload URI.
+    pub fn uploaded(&self) -> usize {
+        self.contract().uploaded
+    }
+
     pub fn rate_limit_sends(&self, count: usize) {
         self.contract().rate_limited_sends = count;
     }
@@ -718,6 +736,50 @@ async fn gmail_send(
     let Ok(text) = String::from_utf8(decoded) else {
         return violation(&shared, "gmail send: raw is not a message".into());
     };
+    take_message(&shared, text, false)
+}
+
+/// `users.messages.send` through the upload URI: `uploadType=media`, the message itself as
+/// `message/rfc822`, at most 35 MB.
+async fn gmail_upload(
+    State(shared): State<Arc<Shared>>,
+    axum::extract::Path(user): axum::extract::Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Err(refused) = gmail_caller(&shared, &headers, &user, "gmail upload", &SEND_SCOPES) {
+        return *refused;
+    }
+    if query.get("uploadType").map(String::as_str) != Some("media") {
+        return violation(&shared, "gmail upload: uploadType is not media".into());
+    }
+    let rfc822 = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("message/rfc822"));
+    if !rfc822 {
+        return violation(
+            &shared,
+            "gmail upload: the body is not message/rfc822".into(),
+        );
+    }
+    if body.len() > 35 * 1024 * 1024 {
+        return api_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "Request payload size exceeds the limit",
+            "INVALID_ARGUMENT",
+        );
+    }
+    let Ok(text) = String::from_utf8(body.to_vec()) else {
+        return violation(&shared, "gmail upload: the body is not a message".into());
+    };
+    take_message(&shared, text, true)
+}
+
+/// A message `users.messages.send` was given, either way: refused without a recipient,
+/// rate-limited when told to be, or sent.
+fn take_message(shared: &Shared, text: String, uploaded: bool) -> Response {
     let has_recipient = text
         .lines()
         .take_while(|line| !line.is_empty())
@@ -748,6 +810,7 @@ async fn gmail_send(
             .into_response();
     }
     contract.sent.push(text);
+    contract.uploaded += usize::from(uploaded);
     let id = format!("{:016x}", contract.sent.len() as u64 + 0x18c0_0000_0000);
     axum::Json(json!({"id": id, "threadId": id, "labelIds": ["SENT"]})).into_response()
 }

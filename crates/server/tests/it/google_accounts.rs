@@ -288,6 +288,40 @@ both_backends! {
         app.stop().await;
     }
 
+    async fn a_large_message_goes_through_gmails_upload_uri_whole(db) {
+        let (app, google, session, _) = owner_with_google_account(&db, json!(["send"])).await;
+        // Over 5 MB once composed (base64 swells the attachment by a third).
+        let attachment: Vec<u8> = (0..4_500_000_u32).map(|n| (n % 251) as u8).collect();
+        use base64::Engine;
+        let accepted = send_as(&app, Method::POST, &session, "/v1/emails", Some(json!({
+            "from": ADDRESS,
+            "to": "anna@example.test",
+            "subject": "The quarterly figures",
+            "text": "Attached.",
+            "attachments": [{"filename": "figures.bin", "content_type": "application/octet-stream",
+                             "content": base64::engine::general_purpose::STANDARD.encode(&attachment)}],
+        })))
+        .await;
+        assert_eq!(accepted.status(), 202);
+        let accepted: Value = accepted.json().await.unwrap();
+        let sent = crate::emails::settled(&app, &session, accepted["id"].as_str().unwrap()).await;
+        assert_eq!(sent["status"], "sent", "{sent}");
+        assert_eq!(google.uploaded(), 1, "through the upload URI");
+        let message = &google.sent()[0];
+        assert!(message.len() > mailroom_mail::gmail::UPLOAD_OVER, "{}", message.len());
+        assert!(message.contains("Subject: The quarterly figures") && message.contains("figures.bin"));
+        // A small one still goes as `raw`.
+        let small = send_as(&app, Method::POST, &session, "/v1/emails", Some(json!({
+            "from": ADDRESS, "to": "anna@example.test", "subject": "Small", "text": "Hi.",
+        })))
+        .await;
+        let small: Value = small.json().await.unwrap();
+        assert_eq!(crate::emails::settled(&app, &session, small["id"].as_str().unwrap()).await["status"], "sent");
+        assert_eq!((google.sent().len(), google.uploaded()), (2, 1));
+        assert_eq!(google.violations(), Vec::<String>::new());
+        app.stop().await;
+    }
+
     async fn a_message_goes_out_through_gmail_and_fails_clearly_once_the_grant_is_revoked(db) {
         let (app, google, session, _) = owner_with_google_account(&db, json!(["send"])).await;
         let message = |subject: &str| json!({
