@@ -880,7 +880,7 @@ impl Emails<'_> {
     }
 
     /// A message to deliver, its status `sending`: the message opened, and the recipients
-    /// still pending. `None` when there is nothing to deliver (canceled, done, or gone).
+    /// still pending (one suppressed since the message was accepted is marked so, and skipped). `None` when there is nothing to deliver (canceled, done, or gone).
     pub async fn to_deliver(
         &self,
         org_id: OrgId,
@@ -910,6 +910,18 @@ impl Emails<'_> {
                         match row {
                             None => None,
                             Some(row) => {
+                                // Put on the suppression list since the message was accepted:
+                                // skipped now, as at acceptance.
+                                sqlx::query(
+                                    "UPDATE email_recipients SET status = 'suppressed', \
+                                     reply = 'on the suppression list since the message was accepted' \
+                                     WHERE email_id = $1 AND status = 'pending' AND EXISTS \
+                                     (SELECT 1 FROM suppressions s WHERE s.org_id = email_recipients.org_id \
+                                     AND s.address = email_recipients.address)",
+                                )
+                                .bind(id.as_uuid())
+                                .execute(&mut **tx)
+                                .await?;
                                 let recipients = sqlx::query_as(
                                     "SELECT address, kind, status, reply FROM email_recipients \
                                      WHERE email_id = $1 AND status = 'pending' ORDER BY kind, address",

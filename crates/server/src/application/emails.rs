@@ -762,11 +762,15 @@ async fn finish(
         transport: transport.to_owned(),
         outcome,
         enhanced_code: outcomes.iter().find_map(|o| o.enhanced_code.clone()),
-        reply: outcomes
-            .iter()
-            .map(|o| format!("{}: {}", o.recipient, o.reply))
-            .collect::<Vec<_>>()
-            .join("; "),
+        reply: if outcomes.is_empty() {
+            "no recipient left to send to: the rest are on the suppression list".to_owned()
+        } else {
+            outcomes
+                .iter()
+                .map(|o| format!("{}: {}", o.recipient, o.reply))
+                .collect::<Vec<_>>()
+                .join("; ")
+        },
         duration_ms: i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX),
     };
     state

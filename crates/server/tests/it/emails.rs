@@ -195,6 +195,33 @@ both_backends! {
         app.stop().await;
     }
 
+    async fn a_recipient_suppressed_while_its_message_waits_is_skipped_at_the_retry(db) {
+        let Some(server) = relay(&[("busy@example.test", "451 4.3.2 Try again later")]) else { return };
+        let app = TestApp::spawn(&db).await;
+        let session = sender(&app, &db, &server).await;
+        let accepted = send(&app, &session, json!({
+            "from": "news@example.test", "to": ["ok@example.test", "busy@example.test"], "text": "Hi.",
+        })).await;
+        let id = accepted.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+        assert_eq!(settled(&app, &session, &id).await["status"], "queued");
+        let added = send_as(&app, Method::POST, &session, "/v1/suppressions", Some(json!({"address": "busy@example.test"}))).await;
+        assert_eq!(added.status(), 201);
+        db.execute("UPDATE jobs SET run_at = 0 WHERE kind = 'send_email' AND status = 'queued'").await;
+        let done = loop {
+            let shown: Value = get_as(&app, &session, &format!("/v1/emails/{id}")).await.json().await.unwrap();
+            if shown["attempts"].as_array().unwrap().len() == 2 && shown["status"] != "sending" {
+                break shown;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        };
+        assert_eq!(done["status"], "partially_failed", "{done}");
+        let busy = done["recipients"].as_array().unwrap().iter().find(|r| r["address"] == "busy@example.test").unwrap();
+        assert_eq!(busy["status"], "suppressed", "{done}");
+        assert!(done["attempts"][1]["reply"].as_str().unwrap().contains("suppression list"), "{done}");
+        assert_eq!(server.delivered(1).len(), 1, "ok@ got it once, busy@ never");
+        app.stop().await;
+    }
+
     async fn an_idempotency_key_makes_one_message_and_the_quota_counts_each_once(db) {
         let Some(server) = relay(&[]) else { return };
         let app = TestApp::spawn(&db).await;
