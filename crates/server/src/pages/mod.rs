@@ -112,6 +112,34 @@ pub async fn landing(Extension(nonce): Extension<CspNonce>) -> Markup {
     )
 }
 
+/// A form's fields as posted, repeated ones kept (checkboxes of one name): the standard form
+/// decoder keeps only one of each.
+pub(crate) struct FormFields(Vec<(String, String)>);
+
+impl FormFields {
+    pub(crate) fn parse(body: &[u8]) -> Self {
+        FormFields(url::form_urlencoded::parse(body).into_owned().collect())
+    }
+
+    /// The field `name`, or empty.
+    pub(crate) fn one(&self, name: &str) -> String {
+        self.0
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.clone())
+            .unwrap_or_default()
+    }
+
+    /// Every field `name`, in order.
+    pub(crate) fn all(&self, name: &str) -> Vec<String> {
+        self.0
+            .iter()
+            .filter(|(key, _)| key == name)
+            .map(|(_, value)| value.clone())
+            .collect()
+    }
+}
+
 pub(crate) fn when(time: time::OffsetDateTime) -> String {
     time.format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()

@@ -20,7 +20,7 @@ use crate::audit::AuditTrail;
 use crate::error::{DomainError, Forbidden};
 use crate::extract::Principal;
 use crate::extract::SuperAdmin;
-use crate::pages::{Notice, NoticeQuery, SignedIn, after, titled, when};
+use crate::pages::{FormFields, Notice, NoticeQuery, SignedIn, after, titled, when};
 use crate::problem::ApiError;
 use crate::state::AppState;
 use crate::views::CspNonce;
@@ -424,18 +424,10 @@ pub async fn create_key_submit(
     principal: Principal,
     body: axum::body::Bytes,
 ) -> Response {
-    // Repeated `scope` fields: the standard form decoder keeps them all.
-    let fields: Vec<(String, String)> = url::form_urlencoded::parse(&body).into_owned().collect();
-    let name = fields
-        .iter()
-        .find(|(k, _)| k == "name")
-        .map(|(_, v)| v.clone())
-        .unwrap_or_default();
-    let scopes: Vec<String> = fields
-        .iter()
-        .filter(|(k, _)| k == "scope")
-        .map(|(_, v)| v.clone())
-        .collect();
+    // Repeated `scope` fields, one per ticked box.
+    let fields = FormFields::parse(&body);
+    let name = fields.one("name");
+    let scopes = fields.all("scope");
     let shown = principal.clone();
     let spec = keys::KeySpec {
         name: &name,

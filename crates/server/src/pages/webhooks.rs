@@ -15,7 +15,7 @@ use crate::application::webhooks::{self, CreatedWebhook, NewWebhook, WebhookChan
 use crate::audit::AuditTrail;
 use crate::extract::Principal;
 use crate::pages::notice::text_of;
-use crate::pages::{Notice, NoticeQuery, SignedIn, after, titled, when};
+use crate::pages::{FormFields, Notice, NoticeQuery, SignedIn, after, titled, when};
 use crate::problem::ApiError;
 use crate::state::AppState;
 use crate::views::CspNonce;
@@ -128,19 +128,11 @@ pub async fn create_submit(
     principal: Principal,
     body: axum::body::Bytes,
 ) -> Response {
-    // Repeated `event` fields: the standard form decoder keeps them all.
-    let fields: Vec<(String, String)> = url::form_urlencoded::parse(&body).into_owned().collect();
+    // Repeated `event` fields, one per ticked box.
+    let fields = FormFields::parse(&body);
     let new = NewWebhook {
-        url: fields
-            .iter()
-            .find(|(name, _)| name == "url")
-            .map(|(_, value)| value.clone())
-            .unwrap_or_default(),
-        events: fields
-            .iter()
-            .filter(|(name, _)| name == "event")
-            .map(|(_, value)| value.clone())
-            .collect(),
+        url: fields.one("url"),
+        events: fields.all("event"),
     };
     let caller = Caller::Account(principal.clone());
     match webhooks::create(&state, &trail, &caller, new).await {
