@@ -202,22 +202,16 @@ impl SendSlots {
                 .slots
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let entry = slots.entry(account).or_insert_with(|| {
-                let permits = usize::try_from(concurrency).unwrap_or(1);
-                (
-                    concurrency,
-                    std::sync::Arc::new(tokio::sync::Semaphore::new(permits)),
-                )
-            });
-            if entry.0 != concurrency {
-                // The account's concurrency changed: new slots (the old ones drain).
-                let permits = usize::try_from(concurrency).unwrap_or(1);
-                *entry = (
-                    concurrency,
-                    std::sync::Arc::new(tokio::sync::Semaphore::new(permits)),
-                );
+            match slots.get(&account) {
+                Some((kept, semaphore)) if *kept == concurrency => std::sync::Arc::clone(semaphore),
+                // New, or the account's concurrency changed: new slots (the old ones drain).
+                _ => {
+                    let permits = usize::try_from(concurrency).unwrap_or(1);
+                    let semaphore = std::sync::Arc::new(tokio::sync::Semaphore::new(permits));
+                    slots.insert(account, (concurrency, std::sync::Arc::clone(&semaphore)));
+                    semaphore
+                }
             }
-            std::sync::Arc::clone(&entry.1)
         };
         semaphore.try_acquire_owned().ok()
     }

@@ -546,9 +546,12 @@ impl BulkJobs<'_> {
                     .await?
                     .rows_affected()
                 }) == 1;
+                if !ended {
+                    return Ok(());
+                }
                 let event = EventType::VerifyJobCompleted;
                 let endpoints = crate::webhooks::subscribers(tx, org_id, event).await?;
-                if ended && !endpoints.is_empty() {
+                if !endpoints.is_empty() {
                     let counts: (i64, i64, i64, i64, i64, i64) = on_backend!(&mut tx.0, Inner, tx => {
                         sqlx::query_as(
                             "SELECT total, done, deliverable, undeliverable, risky, unknown \

@@ -543,38 +543,35 @@ pub async fn deliver(
     };
     let Some((account, transport)) = account else {
         let why = "the mail account was disconnected";
-        let failed: Vec<Delivered> = todo
-            .recipients
-            .iter()
-            .map(|recipient| delivered(&recipient.address, Delivery::Failed, why))
-            .collect();
+        let failed = each(&todo.recipients, Delivery::Failed, why);
         return finish(state, job, &todo.recipients, &failed, "none", now, started).await;
     };
     let limits = mail_accounts::send_limits(&account);
-    let waits = match over_rate(state, &account, &limits, id, now).await? {
-        Some(waits) => Some(waits),
-        None => match state
+    let slot = match over_rate(state, &account, &limits, id, now).await? {
+        Some(postponed) => Err(postponed),
+        None => state
             .send_slots
             .try_take(account.id.as_uuid(), limits.concurrency)
-        {
-            Some(slot) => {
-                let delivered = send_through(state, &todo, &account, transport, lease).await?;
-                drop(slot);
-                let (name, outcomes) = delivered;
-                return finish(state, job, &todo.recipients, &outcomes, name, now, started).await;
-            }
-            None => Some(Ran::Postponed {
+            .ok_or_else(|| Ran::Postponed {
                 why: format!(
                     "the account is sending {} messages at once, its most",
                     limits.concurrency
                 ),
                 delay: CONCURRENCY_WAIT,
             }),
-        },
     };
-    // It waits, queued again, for its account's limit: never dropped, no attempt spent.
-    emails.requeue(org_id, id).await?;
-    Ok(waits.unwrap_or(Ran::Done))
+    let slot = match slot {
+        Ok(slot) => slot,
+        Err(postponed) => {
+            // It waits, queued again, for its account's limit: never dropped, no attempt
+            // spent.
+            emails.requeue(org_id, id).await?;
+            return Ok(postponed);
+        }
+    };
+    let (name, outcomes) = send_through(state, &todo, &account, transport, lease).await?;
+    drop(slot);
+    finish(state, job, &todo.recipients, &outcomes, name, now, started).await
 }
 
 /// How long a message whose account sends all it may at once waits to look again.
@@ -646,12 +643,7 @@ async fn send_through(
                     Ok(signed) => Zeroizing::new(signed),
                     Err(why) => {
                         let why = format!("the account's DKIM key did not sign: {why}");
-                        let failed = todo
-                            .recipients
-                            .iter()
-                            .map(|recipient| delivered(&recipient.address, Delivery::Failed, &why))
-                            .collect();
-                        return Ok(("smtp", failed));
+                        return Ok(("smtp", each(&todo.recipients, Delivery::Failed, &why)));
                     }
                 },
                 None => todo.content.clone(),
@@ -664,12 +656,7 @@ async fn send_through(
                 Ok(sender) => sender,
                 Err(error) => {
                     let why = error.to_string();
-                    let deferred = todo
-                        .recipients
-                        .iter()
-                        .map(|recipient| delivered(&recipient.address, Delivery::Deferred, &why))
-                        .collect();
-                    return Ok(("smtp", deferred));
+                    return Ok(("smtp", each(&todo.recipients, Delivery::Deferred, &why)));
                 }
             };
             let mut outcomes = Vec::with_capacity(todo.recipients.len());
@@ -696,16 +683,12 @@ async fn send_through(
         }
         Transport::Gmail => {
             let (delivery, reply) = send_gmail(state, account, &todo.content).await;
-            let outcomes = todo
-                .recipients
-                .iter()
-                .map(|recipient| delivered(&recipient.address, delivery, &reply))
-                .collect();
-            Ok(("gmail", outcomes))
+            Ok(("gmail", each(&todo.recipients, delivery, &reply)))
         }
     }
 }
 
+/// The message a send job delivers (the job has its id), and its organization.
 fn job_email(job: &ClaimedJob) -> Result<(mailroom_core::OrgId, EmailId), DomainError> {
     let org_id = job
         .org_id
@@ -787,14 +770,18 @@ async fn finish(
     Ok(Ran::Done)
 }
 
-fn delivered(recipient: &str, delivery: Delivery, reply: &str) -> Delivered {
-    Delivered {
-        recipient: recipient.to_owned(),
-        delivery,
-        reply: reply.to_owned(),
-        enhanced_code: None,
-        bounced: false,
-    }
+/// The same outcome for every recipient: a message that went (or did not) whole.
+fn each(recipients: &[Recipient], delivery: Delivery, reply: &str) -> Vec<Delivered> {
+    recipients
+        .iter()
+        .map(|recipient| Delivered {
+            recipient: recipient.address.clone(),
+            delivery,
+            reply: reply.to_owned(),
+            enhanced_code: None,
+            bounced: false,
+        })
+        .collect()
 }
 
 /// Sends through the Gmail API as the account: its access token (refreshed when it nears
