@@ -442,14 +442,10 @@ impl Webhooks<'_> {
             event_created_at: i64,
         }
         let sql = format!(
-            "SELECT {}, w.secret, e.payload, e.created_at AS event_created_at \
-             FROM webhook_endpoints w JOIN webhook_events e ON e.org_id = w.org_id AND e.id = $3 \
-             WHERE w.org_id = $1 AND w.id = $2 AND w.enabled",
-            COLUMNS
-                .split(", ")
-                .map(|column| format!("w.{column}"))
-                .collect::<Vec<_>>()
-                .join(", ")
+            "SELECT {COLUMNS}, secret, payload, event_created_at FROM webhook_endpoints \
+             CROSS JOIN (SELECT payload, created_at AS event_created_at FROM webhook_events \
+             WHERE org_id = $1 AND id = $3) event \
+             WHERE org_id = $1 AND id = $2 AND enabled"
         );
         let found: Option<Found> = self
             .db
