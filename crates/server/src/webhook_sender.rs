@@ -102,17 +102,12 @@ impl WebhookSender {
     /// `text` as an endpoint's URL, or why it cannot be one: its form, and where its host is
     /// now (a name that does not resolve yet is let through; its deliveries will fail).
     pub async fn check(&self, text: &str) -> Result<Url, UrlRefusal> {
-        let url = self.checked_form(text)?;
-        let host = url.host().ok_or(UrlRefusal::NotAUrl)?;
-        let port = url.port_or_known_default().unwrap_or(443);
-        match host {
-            Host::Ipv4(ip) => self.allowed(IpAddr::V4(ip))?,
-            Host::Ipv6(ip) => self.allowed(IpAddr::V6(ip))?,
-            Host::Domain(name) => {
-                if let Ok(addresses) = tokio::net::lookup_host((name, port)).await {
-                    for address in addresses {
-                        self.allowed(address.ip())?;
-                    }
+        let url = self.checked(text)?;
+        if let Some(Host::Domain(name)) = url.host() {
+            let port = url.port_or_known_default().unwrap_or(443);
+            if let Ok(addresses) = tokio::net::lookup_host((name, port)).await {
+                for address in addresses {
+                    self.allowed(address.ip())?;
                 }
             }
         }
@@ -122,16 +117,8 @@ impl WebhookSender {
     /// Posts `body`, signed by `headers`, to `url`.
     pub async fn post(&self, url: &str, headers: &[(&str, String)], body: String) -> Answer {
         let url = self
-            .checked_form(url)
+            .checked(url)
             .map_err(|refusal| refusal.describe().to_owned())?;
-        // A name reaches only public addresses through the resolver; an address literal
-        // never meets it, so it is judged here.
-        match url.host() {
-            Some(Host::Ipv4(ip)) => self.allowed(IpAddr::V4(ip)),
-            Some(Host::Ipv6(ip)) => self.allowed(IpAddr::V6(ip)),
-            _ => Ok(()),
-        }
-        .map_err(|refusal| refusal.describe().to_owned())?;
         let mut request = self
             .client
             .post(url)
@@ -149,7 +136,10 @@ impl WebhookSender {
         }
     }
 
-    fn checked_form(&self, text: &str) -> Result<Url, UrlRefusal> {
+    /// The URL if its form is an endpoint's and its host, when an address, may be reached. A
+    /// name reaches only public addresses through the resolver; an address literal never
+    /// meets it, so it is judged here.
+    fn checked(&self, text: &str) -> Result<Url, UrlRefusal> {
         if text.len() > MAX_URL {
             return Err(UrlRefusal::NotAUrl);
         }
@@ -166,8 +156,11 @@ impl WebhookSender {
         if !url.username().is_empty() || url.password().is_some() {
             return Err(UrlRefusal::Credentials);
         }
-        if url.host().is_none() {
-            return Err(UrlRefusal::NotAUrl);
+        match url.host() {
+            None => return Err(UrlRefusal::NotAUrl),
+            Some(Host::Ipv4(ip)) => self.allowed(IpAddr::V4(ip))?,
+            Some(Host::Ipv6(ip)) => self.allowed(IpAddr::V6(ip))?,
+            Some(Host::Domain(_)) => {}
         }
         Ok(url)
     }
