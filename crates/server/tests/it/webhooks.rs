@@ -21,8 +21,8 @@ async fn app_for_receiver(db: &TestDatabase) -> TestApp {
     TestApp::spawn_with(db, |config| {
         config.webhooks.allow_http = true;
         config.webhooks.allow_private_networks = true;
-        // A hung endpoint is given up on soon.
-        config.webhooks.timeout = Duration::from_secs(1);
+        // A hung endpoint is given up on soon, yet a loaded machine answers well within it.
+        config.webhooks.timeout = Duration::from_secs(3);
     })
     .await
 }
@@ -199,7 +199,7 @@ both_backends! {
         assert_eq!(tested.status(), 202);
         let first = deliveries(&app, &session, &id, 1).await;
         assert_eq!(first[0]["delivered"], false);
-        assert!(first[0]["error"].as_str().unwrap().contains("no answer within 1 s"), "{first:?}");
+        assert!(first[0]["error"].as_str().unwrap().contains("no answer within 3 s"), "{first:?}");
         retries_due(&db).await;
         let second = deliveries(&app, &session, &id, 2).await;
         assert_eq!(second[0]["status_code"], 500);
